@@ -1,0 +1,40 @@
+//! The hub's settings, with the contract's defaults. The command line (`main.rs`) fills
+//! them from flags and environment variables; tests build them directly.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
+pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
+/// Frames a session may have queued before the slow-consumer policy applies.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
+/// How long shutdown waits for sessions to close before the process exits anyway.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    /// `None`: self-contained, with the in-process broker.
+    pub redis_url: Option<String>,
+    pub heartbeat_interval: Duration,
+    pub heartbeat_timeout: Duration,
+    pub max_frame_bytes: usize,
+    pub queue_capacity: usize,
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            redis_url: None,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}

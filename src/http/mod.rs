@@ -1,0 +1,43 @@
+//! The HTTP face of the hub: routes, shared state, JSON errors.
+
+mod error;
+mod health;
+mod progress;
+mod project_path;
+
+pub use error::ApiError;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::task::TaskTracker;
+
+use crate::broker::Broker;
+use crate::session::Sessions;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub broker: Arc<dyn Broker>,
+    pub sessions: Sessions,
+    /// Tracks upgraded sockets, which axum's graceful shutdown does not wait for.
+    pub tracker: TaskTracker,
+    pub metrics: PrometheusHandle,
+    /// Largest client frame accepted; larger closes the connection with 1009.
+    pub max_frame_bytes: usize,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/api/v1/projects/{project_id}/progress",
+            get(progress::progress),
+        )
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .fallback(|| async { ApiError::not_found() })
+        .with_state(state)
+}

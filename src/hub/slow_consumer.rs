@@ -1,0 +1,208 @@
+//! One session's bounded outbound queue, and the slow-consumer policy.
+//!
+//! The hub pushes every frame of a project into the queue of each of its sessions; the
+//! session's task drains it into the socket. A client that reads slowly must never slow
+//! the others, so a push never waits:
+//! - while the queue has room, every frame is kept, in order;
+//! - when it is full, the queued frames that a newer one supersedes (`progress_update`,
+//!   `ping`) are dropped, so the backed-up client keeps only the newest progress;
+//! - if the queue is still full of frames that must not be dropped (`stage_change`,
+//!   `log`, `error`, `complete`), the session is marked overflowed and closed with 4429;
+//!   the client resumes from history when it reconnects.
+//!
+//! The queue allocates nothing while empty, so an idle connection costs no buffer.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use tokio::sync::Notify;
+
+use crate::wire::Frame;
+
+/// What happened to a pushed frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Queued for delivery.
+    Queued,
+    /// Queued, after dropping this many superseded frames to make room.
+    QueuedAfterCoalescing(usize),
+    /// The queue overflowed with frames that must not be dropped (now or before):
+    /// the session is closed as a slow consumer. The frame was not queued.
+    Overflowed,
+}
+
+#[derive(Debug)]
+pub struct OutboundQueue {
+    state: Mutex<State>,
+    /// Wakes the session's task when frames arrive or the queue overflows.
+    wake: Notify,
+    capacity: usize,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    frames: VecDeque<Frame>,
+    overflowed: bool,
+}
+
+impl OutboundQueue {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            wake: Notify::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    pub fn push(&self, frame: Frame) -> Pushed {
+        let outcome = {
+            let mut state = lock(&self.state);
+            if state.overflowed {
+                return Pushed::Overflowed;
+            }
+            if state.frames.len() < self.capacity {
+                state.frames.push_back(frame);
+                Pushed::Queued
+            } else {
+                let before = state.frames.len();
+                state.frames.retain(|f| !f.kind().is_superseded_by_newer());
+                let dropped = before - state.frames.len();
+                if state.frames.len() < self.capacity {
+                    state.frames.push_back(frame);
+                    Pushed::QueuedAfterCoalescing(dropped)
+                } else {
+                    state.overflowed = true;
+                    state.frames = VecDeque::new();
+                    Pushed::Overflowed
+                }
+            }
+        };
+        self.wake.notify_one();
+        outcome
+    }
+
+    /// Waits until there is something to do: frames to send, or an overflow.
+    pub async fn ready(&self) {
+        self.wake.notified().await;
+    }
+
+    /// Takes every queued frame, oldest first, leaving an empty queue behind.
+    /// `Err(())` once the queue has overflowed.
+    pub fn drain(&self, into: &mut Vec<Frame>) -> Result<(), SlowConsumer> {
+        let mut state = lock(&self.state);
+        if state.overflowed {
+            return Err(SlowConsumer);
+        }
+        into.extend(state.frames.drain(..));
+        if state.frames.capacity() > self.capacity / 4 {
+            // Give a burst's memory back rather than keep it per idle connection.
+            state.frames = VecDeque::new();
+        }
+        Ok(())
+    }
+
+    pub fn is_overflowed(&self) -> bool {
+        lock(&self.state).overflowed
+    }
+
+    /// Waits until the queue overflows (used while a send is stuck on a slow socket).
+    pub async fn overflowed(&self) {
+        loop {
+            let notified = self.wake.notified();
+            if self.is_overflowed() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.state).frames.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The session is closed because it could not keep up (close code 4429).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("slow consumer")]
+pub struct SlowConsumer;
+
+/// A poisoned lock only means another thread panicked mid-push; the queue's data is
+/// still a valid `VecDeque`, so keep serving rather than spread the panic.
+fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::EventKind;
+
+    fn frame(kind: EventKind, n: u32) -> Frame {
+        Frame::encode(kind, &serde_json::json!({ "n": n }))
+    }
+
+    fn drained(q: &OutboundQueue) -> Vec<(EventKind, u64)> {
+        let mut out = Vec::new();
+        q.drain(&mut out).unwrap();
+        out.iter()
+            .map(|f| (f.kind(), f.to_value()["data"]["n"].as_u64().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn keeps_everything_in_order_while_there_is_room() {
+        let q = OutboundQueue::new(8);
+        for n in 0..8 {
+            assert_eq!(q.push(frame(EventKind::ProgressUpdate, n)), Pushed::Queued);
+        }
+        assert_eq!(drained(&q).len(), 8);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn when_full_keeps_only_the_newest_progress_and_every_log() {
+        let q = OutboundQueue::new(4);
+        q.push(frame(EventKind::ProgressUpdate, 1));
+        q.push(frame(EventKind::Log, 2));
+        q.push(frame(EventKind::ProgressUpdate, 3));
+        q.push(frame(EventKind::StageChange, 4));
+        assert_eq!(
+            q.push(frame(EventKind::ProgressUpdate, 5)),
+            Pushed::QueuedAfterCoalescing(2)
+        );
+        assert_eq!(
+            drained(&q),
+            vec![
+                (EventKind::Log, 2),
+                (EventKind::StageChange, 4),
+                (EventKind::ProgressUpdate, 5)
+            ]
+        );
+    }
+
+    #[test]
+    fn overflows_when_only_undroppable_frames_are_queued() {
+        let q = OutboundQueue::new(2);
+        q.push(frame(EventKind::Log, 1));
+        q.push(frame(EventKind::Complete, 2));
+        assert_eq!(q.push(frame(EventKind::Error, 3)), Pushed::Overflowed);
+        assert!(q.is_overflowed());
+        assert_eq!(q.push(frame(EventKind::Log, 4)), Pushed::Overflowed);
+        assert_eq!(q.drain(&mut Vec::new()), Err(SlowConsumer));
+    }
+
+    #[tokio::test]
+    async fn push_wakes_the_reader_even_if_it_was_not_waiting_yet() {
+        let q = OutboundQueue::new(2);
+        q.push(frame(EventKind::Log, 1));
+        q.ready().await;
+        assert_eq!(q.len(), 1);
+        q.push(frame(EventKind::Log, 2));
+        q.push(frame(EventKind::Log, 3));
+        q.overflowed().await;
+    }
+}

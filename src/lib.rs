@@ -1,0 +1,19 @@
+//! progress-hub: real-time progress push for long-running jobs.
+//!
+//! The data path, in the order data travels:
+//! `wire` (plain frames and ids) → `broker` (Redis or in-memory; one subscriber per
+//! process) → `hub` (one topic per watched project, one bounded queue per session) →
+//! `session` (heartbeat, slow-consumer policy, close reasons) → `transport`
+//! (WebSocket) → the client. `http` routes requests to them; `server` starts and stops
+//! the whole.
+
+pub mod broker;
+pub mod config;
+pub mod http;
+pub mod hub;
+pub mod metrics;
+pub mod server;
+pub mod session;
+pub mod telemetry;
+pub mod transport;
+pub mod wire;

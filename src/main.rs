@@ -1,0 +1,148 @@
+//! The `progress-hub` command line.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use progress_hub::config::ServeConfig;
+use progress_hub::telemetry::{self, LogFormat};
+
+#[derive(Parser)]
+#[command(
+    name = "progress-hub",
+    version,
+    about = "Real-time progress push server"
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(
+        long,
+        global = true,
+        env = "HUB_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the hub (self-contained without --redis-url).
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "HUB_LISTEN", default_value = "127.0.0.1:8000")]
+    listen: SocketAddr,
+    /// Redis to cooperate through, e.g. redis://127.0.0.1:6379. Without it the hub runs
+    /// self-contained with an in-process broker.
+    #[arg(long, env = "REDIS_URL")]
+    redis_url: Option<String>,
+    /// Time between `ping` frames.
+    #[arg(long, env = "HUB_HEARTBEAT_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    heartbeat_interval: Duration,
+    /// Silence after which a client is closed with 4408.
+    #[arg(long, env = "HUB_HEARTBEAT_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    heartbeat_timeout: Duration,
+    /// Largest client frame, in bytes; larger closes the connection with 1009.
+    #[arg(long, env = "HUB_MAX_FRAME_BYTES", default_value_t = 65536)]
+    max_frame_bytes: usize,
+    /// Frames a client may lag behind before the slow-consumer policy applies.
+    #[arg(long, env = "HUB_QUEUE_CAPACITY", default_value_t = 1024)]
+    queue_capacity: usize,
+    /// How long shutdown waits for clients to close.
+    #[arg(long, env = "HUB_SHUTDOWN_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    shutdown_grace: Duration,
+}
+
+impl From<ServeArgs> for ServeConfig {
+    fn from(a: ServeArgs) -> Self {
+        Self {
+            listen: a.listen,
+            redis_url: a.redis_url.filter(|url| !url.is_empty()),
+            heartbeat_interval: a.heartbeat_interval,
+            heartbeat_timeout: a.heartbeat_timeout,
+            max_frame_bytes: a.max_frame_bytes,
+            queue_capacity: a.queue_capacity,
+            shutdown_grace: a.shutdown_grace,
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    match cli.command {
+        Command::Serve(args) => serve(args.into()).await,
+    }
+}
+
+async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    let broker = if config.redis_url.is_some() {
+        "redis"
+    } else {
+        "in-process (self-contained)"
+    };
+    let hub = progress_hub::server::start(config)
+        .await
+        .context("starting the hub")?;
+    let addr = hub.local_addr();
+    tracing::info!(
+        "progress-hub listening on http://{addr} — WebSocket ws://{addr}/api/v1/projects/{{project_id}}/progress — broker {broker}"
+    );
+    let stop = hub.shutdown_token();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: closing every client with 1001");
+        stop.cancel();
+    });
+    hub.wait().await.context("serving")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_defaults_are_the_library_defaults() {
+        let cli = Cli::try_parse_from(["progress-hub", "serve"]).unwrap();
+        let Command::Serve(args) = cli.command;
+        let from_cli = ServeConfig::from(args);
+        let lib = ServeConfig::default();
+        assert_eq!(from_cli.listen, lib.listen);
+        assert_eq!(from_cli.heartbeat_interval, lib.heartbeat_interval);
+        assert_eq!(from_cli.heartbeat_timeout, lib.heartbeat_timeout);
+        assert_eq!(from_cli.max_frame_bytes, lib.max_frame_bytes);
+        assert_eq!(from_cli.queue_capacity, lib.queue_capacity);
+        assert_eq!(from_cli.shutdown_grace, lib.shutdown_grace);
+    }
+}

@@ -1,0 +1,124 @@
+//! Starting and stopping a hub: bind, wire the parts together, serve, shut down.
+//!
+//! Shutdown is explicit: one `CancellationToken` tells the HTTP server to stop accepting
+//! and every session to send its client a Close frame (1001); a `TaskTracker` knows
+//! when the last session is gone (upgraded sockets are invisible to axum's graceful
+//! shutdown), and a deadline bounds the wait.
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::broker::{self, Broker, BrokerError};
+use crate::config::ServeConfig;
+use crate::http::{self, AppState};
+use crate::hub::Hub;
+use crate::metrics;
+use crate::session::{SessionConfig, Sessions};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("HTTP server failed: {0}")]
+    Http(std::io::Error),
+}
+
+/// A hub that is up and serving.
+pub struct RunningHub {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    broker: std::sync::Arc<dyn Broker>,
+    task: JoinHandle<Result<(), ServeError>>,
+}
+
+impl RunningHub {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn broker(&self) -> &std::sync::Arc<dyn Broker> {
+        &self.broker
+    }
+
+    /// Starts a graceful shutdown; `wait` returns once it is done.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    pub async fn wait(self) -> Result<(), ServeError> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(join) => Err(ServeError::Http(std::io::Error::other(join.to_string()))),
+        }
+    }
+}
+
+pub async fn start(config: ServeConfig) -> Result<RunningHub, ServeError> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(ServeError::Http)?;
+    let metrics = metrics::install();
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let (hub, changes) = Hub::new(config.queue_capacity);
+    let broker = broker::start(
+        config.redis_url.as_deref(),
+        hub.clone(),
+        changes,
+        shutdown.clone(),
+        &tracker,
+    )?;
+    let state = AppState {
+        broker: broker.clone(),
+        sessions: Sessions {
+            hub,
+            config: SessionConfig {
+                heartbeat_interval: config.heartbeat_interval,
+                heartbeat_timeout: config.heartbeat_timeout,
+            },
+            shutdown: shutdown.clone(),
+        },
+        tracker: tracker.clone(),
+        metrics,
+        max_frame_bytes: config.max_frame_bytes,
+    };
+    let app = http::router(state);
+    let grace = config.shutdown_grace;
+    let stop = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+        tracker.close();
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+            tracing::warn!(
+                remaining = tracker.len(),
+                "shutdown grace period over; dropping remaining sessions"
+            );
+        }
+        served.map_err(ServeError::Http)
+    });
+    Ok(RunningHub {
+        addr,
+        shutdown,
+        broker,
+        task,
+    })
+}

@@ -1,0 +1,139 @@
+//! One client's life, whatever the transport: join the project's topic, say
+//! `connected`, then move frames from the outbound queue to the socket while keeping the
+//! heartbeat, until the client leaves, goes silent, falls behind, or the server stops.
+//!
+//! Everything runs in the session's single task; reading, writing and timers are raced
+//! with `select!`, so no second task ever touches the socket.
+
+mod heartbeat;
+
+pub use heartbeat::{Beat, Heartbeat};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::{Hub, OutboundQueue};
+use crate::metrics as m;
+use crate::transport::{Incoming, Transport};
+use crate::wire::{ClientFrame, CloseReason, Frame, ProjectId};
+
+/// How long a new session waits for the broker to confirm the subscription before it
+/// says `connected` anyway (during a broker outage the subscriber catches up later).
+const SUBSCRIBE_WAIT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub heartbeat_interval: Duration,
+    pub heartbeat_timeout: Duration,
+}
+
+/// What every session shares.
+#[derive(Clone)]
+pub struct Sessions {
+    pub hub: Arc<Hub>,
+    pub config: SessionConfig,
+    pub shutdown: CancellationToken,
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The hub closed it, with this reason.
+    Closed(CloseReason),
+    /// The client left or the connection broke.
+    ClientGone,
+}
+
+impl Sessions {
+    pub async fn run<T: Transport>(&self, project: ProjectId, mut transport: T) -> Ended {
+        let membership = self.hub.join(&project);
+        if !membership.subscribed(SUBSCRIBE_WAIT).await {
+            tracing::warn!(project_id = %project, "broker has not confirmed the subscription yet; connecting anyway");
+        }
+        m::connection_opened();
+        let connected = Frame::connected(
+            &project,
+            self.config.heartbeat_interval.as_secs(),
+            false,
+            false,
+        );
+        let ended = match transport.send(std::slice::from_ref(&connected)).await {
+            Ok(()) => self.pump(membership.queue(), &mut transport).await,
+            Err(_) => Ended::ClientGone,
+        };
+        m::connection_closed();
+        match ended {
+            Ended::Closed(reason) => {
+                match reason {
+                    CloseReason::HeartbeatTimeout => m::heartbeat_timed_out(),
+                    CloseReason::SlowConsumer => m::slow_consumer_closed(),
+                    CloseReason::MessageTooBig => m::client_frame_oversized(),
+                    CloseReason::GoingAway => {}
+                }
+                tracing::debug!(project_id = %project, code = reason.code(), reason = reason.text(), "closing session");
+                transport.close(reason).await;
+            }
+            Ended::ClientGone => tracing::debug!(project_id = %project, "client left"),
+        }
+        ended
+    }
+
+    async fn pump<T: Transport>(&self, queue: &OutboundQueue, transport: &mut T) -> Ended {
+        let config = &self.config;
+        let mut heartbeat = Heartbeat::new(
+            config.heartbeat_interval,
+            config.heartbeat_timeout,
+            transport.hears_client(),
+        );
+        let mut batch = Vec::new();
+        loop {
+            if queue.drain(&mut batch).is_err() {
+                return Ended::Closed(CloseReason::SlowConsumer);
+            }
+            if !batch.is_empty() {
+                // A stuck write must not outlive an overflow, the heartbeat or shutdown.
+                tokio::select! {
+                    sent = transport.send(&batch) => {
+                        if sent.is_err() {
+                            return Ended::ClientGone;
+                        }
+                        m::frames_delivered(batch.len() as u64);
+                    }
+                    () = queue.overflowed() => return Ended::Closed(CloseReason::SlowConsumer),
+                    () = heartbeat.expired() => return Ended::Closed(CloseReason::HeartbeatTimeout),
+                    () = self.shutdown.cancelled() => return Ended::Closed(CloseReason::GoingAway),
+                }
+                batch.clear();
+                continue;
+            }
+            tokio::select! {
+                () = self.shutdown.cancelled() => return Ended::Closed(CloseReason::GoingAway),
+                () = queue.ready() => {}
+                incoming = transport.recv() => {
+                    heartbeat.saw_life();
+                    match incoming {
+                        Incoming::Text(text) => match ClientFrame::parse(&text) {
+                            Ok(ClientFrame::Pong) => {}
+                            Ok(ClientFrame::Ping) => {
+                                queue.push(Frame::pong());
+                            }
+                            Ok(ClientFrame::Unknown(_)) | Err(_) => m::client_frame_ignored(),
+                        },
+                        Incoming::Binary => m::client_frame_ignored(),
+                        Incoming::Control => {}
+                        Incoming::TooLarge => return Ended::Closed(CloseReason::MessageTooBig),
+                        Incoming::Closed => return Ended::ClientGone,
+                    }
+                }
+                beat = heartbeat.next() => match beat {
+                    Beat::SendPing => {
+                        queue.push(Frame::ping());
+                    }
+                    Beat::TimedOut => return Ended::Closed(CloseReason::HeartbeatTimeout),
+                },
+            }
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! The WebSocket transport over axum's `WebSocket`.
+
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::SinkExt;
+
+use super::{Incoming, Transport, TransportClosed};
+use crate::wire::{CloseReason, Frame};
+
+/// How long a close frame may take to go out before the socket is simply dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+pub struct WebSocketTransport {
+    socket: WebSocket,
+}
+
+impl WebSocketTransport {
+    pub fn new(socket: WebSocket) -> Self {
+        Self { socket }
+    }
+}
+
+impl Transport for WebSocketTransport {
+    async fn send(&mut self, frames: &[Frame]) -> Result<(), TransportClosed> {
+        for frame in frames {
+            self.socket
+                .feed(Message::Text(frame.text().clone()))
+                .await
+                .map_err(|e| TransportClosed(e.to_string()))?;
+        }
+        self.socket
+            .flush()
+            .await
+            .map_err(|e| TransportClosed(e.to_string()))
+    }
+
+    async fn recv(&mut self) -> Incoming {
+        match self.socket.recv().await {
+            Some(Ok(Message::Text(text))) => Incoming::Text(text),
+            Some(Ok(Message::Binary(_))) => Incoming::Binary,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => Incoming::Control,
+            Some(Ok(Message::Close(_))) | None => Incoming::Closed,
+            Some(Err(err)) => {
+                let inner = err.into_inner();
+                match inner.downcast_ref::<tungstenite::Error>() {
+                    Some(tungstenite::Error::Capacity(_)) => Incoming::TooLarge,
+                    _ => Incoming::Closed,
+                }
+            }
+        }
+    }
+
+    async fn close(&mut self, reason: CloseReason) {
+        let frame = CloseFrame {
+            code: reason.code(),
+            reason: Utf8Bytes::from_static(reason.text()),
+        };
+        // The client may already be gone; a close frame is a courtesy, not a promise.
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.socket.send(Message::Close(Some(frame))))
+            .await;
+    }
+
+    fn hears_client(&self) -> bool {
+        true
+    }
+}

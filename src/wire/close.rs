@@ -1,0 +1,49 @@
+//! Why the hub closes a session, and the WebSocket close code that says so.
+
+/// Every way the hub ends a session on purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The server is shutting down (1001).
+    GoingAway,
+    /// A client frame exceeded the size limit (1009).
+    MessageTooBig,
+    /// The client sent nothing for `heartbeat_timeout` (4408).
+    HeartbeatTimeout,
+    /// The client could not keep up; it should reconnect and resume (4429).
+    SlowConsumer,
+}
+
+impl CloseReason {
+    pub fn code(self) -> u16 {
+        match self {
+            Self::GoingAway => 1001,
+            Self::MessageTooBig => 1009,
+            Self::HeartbeatTimeout => 4408,
+            Self::SlowConsumer => 4429,
+        }
+    }
+
+    /// The close reason text; short, stable, and free of internals.
+    pub fn text(self) -> &'static str {
+        match self {
+            Self::GoingAway => "server shutting down",
+            Self::MessageTooBig => "message too big",
+            Self::HeartbeatTimeout => "heartbeat timeout",
+            Self::SlowConsumer => "slow consumer",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_match_the_contract() {
+        assert_eq!(CloseReason::GoingAway.code(), 1001);
+        assert_eq!(CloseReason::MessageTooBig.code(), 1009);
+        assert_eq!(CloseReason::HeartbeatTimeout.code(), 4408);
+        assert_eq!(CloseReason::HeartbeatTimeout.text(), "heartbeat timeout");
+        assert_eq!(CloseReason::SlowConsumer.code(), 4429);
+    }
+}

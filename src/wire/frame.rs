@@ -1,0 +1,274 @@
+//! Server → client frames: `{"event": <name>, "data": {...}}`, encoded exactly once.
+//!
+//! A `Frame` holds its JSON text as shared bytes: the hub encodes (or validates) a frame
+//! once and every recipient's queue holds a reference to the same bytes, so fan-out
+//! costs a reference-count bump per client, never a copy or a re-encode.
+
+use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{ProjectId, now_iso8601};
+
+/// The event names of the contract. `Other` is any name a legacy publisher used that
+/// the contract does not know; it is forwarded like the rest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    Connected,
+    Snapshot,
+    ProgressUpdate,
+    StageChange,
+    Log,
+    Error,
+    Complete,
+    Ping,
+    Pong,
+    Other,
+}
+
+impl EventKind {
+    pub fn from_name(name: &str) -> Self {
+        match name {
+            "connected" => Self::Connected,
+            "snapshot" => Self::Snapshot,
+            "progress_update" => Self::ProgressUpdate,
+            "stage_change" => Self::StageChange,
+            "log" => Self::Log,
+            "error" => Self::Error,
+            "complete" => Self::Complete,
+            "ping" => Self::Ping,
+            "pong" => Self::Pong,
+            _ => Self::Other,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Connected => "connected",
+            Self::Snapshot => "snapshot",
+            Self::ProgressUpdate => "progress_update",
+            Self::StageChange => "stage_change",
+            Self::Log => "log",
+            Self::Error => "error",
+            Self::Complete => "complete",
+            Self::Ping => "ping",
+            Self::Pong => "pong",
+            Self::Other => "other",
+        }
+    }
+
+    /// A frame a newer frame of the same kind makes worthless: a backed-up client may
+    /// skip it (the slow-consumer policy). Everything else must be delivered.
+    pub fn is_superseded_by_newer(self) -> bool {
+        matches!(self, Self::ProgressUpdate | Self::Ping)
+    }
+}
+
+/// Why a published payload cannot be forwarded. Logged and counted, never sent to clients.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidPayload {
+    #[error("payload is not UTF-8")]
+    NotUtf8,
+    #[error("payload is not a JSON object with a string \"event\": {0}")]
+    Malformed(#[from] serde_json::Error),
+    #[error("payload is not a JSON object")]
+    NotObject,
+}
+
+/// One encoded frame, cheap to clone and share.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    kind: EventKind,
+    text: Utf8Bytes,
+}
+
+/// Only the fields the hub reads from a published payload; the rest pass through as bytes.
+#[derive(Deserialize)]
+struct PublishedProbe<'a> {
+    #[serde(borrow)]
+    event: std::borrow::Cow<'a, str>,
+}
+
+#[derive(Serialize)]
+struct Envelope<'a, T: Serialize> {
+    event: &'a str,
+    data: T,
+}
+
+impl Frame {
+    /// Accepts a payload published on a project's channel: it must be a JSON object
+    /// with a string `event`. The bytes are kept exactly as published.
+    pub fn from_published(payload: Bytes) -> Result<Self, InvalidPayload> {
+        let text = Utf8Bytes::try_from(payload).map_err(|_| InvalidPayload::NotUtf8)?;
+        // serde would also accept a JSON array for a struct; the contract wants an object.
+        if !text.trim_start().starts_with('{') {
+            return Err(InvalidPayload::NotObject);
+        }
+        let probe: PublishedProbe<'_> = serde_json::from_str(&text)?;
+        Ok(Self {
+            kind: EventKind::from_name(&probe.event),
+            text,
+        })
+    }
+
+    /// Encodes a frame the hub itself sends.
+    pub fn encode(kind: EventKind, data: &impl Serialize) -> Self {
+        let envelope = Envelope {
+            event: kind.name(),
+            data,
+        };
+        // Serializing plain data structs and `serde_json::Value` into a String cannot fail:
+        // there are no maps with non-string keys and no failing `Serialize` impls here.
+        let text = serde_json::to_string(&envelope).unwrap_or_else(|_| String::from("{}"));
+        Self {
+            kind,
+            text: Utf8Bytes::from(text),
+        }
+    }
+
+    /// The first frame of every session.
+    pub fn connected(
+        project: &ProjectId,
+        heartbeat_interval_secs: u64,
+        resumed: bool,
+        recovered: bool,
+    ) -> Self {
+        Self::encode(
+            EventKind::Connected,
+            &serde_json::json!({
+                "project_id": project.as_str(),
+                "timestamp": now_iso8601(),
+                "heartbeat_interval": heartbeat_interval_secs,
+                "resumed": resumed,
+                "recovered": recovered,
+            }),
+        )
+    }
+
+    pub fn ping() -> Self {
+        Self::timestamp_only(EventKind::Ping)
+    }
+
+    pub fn pong() -> Self {
+        Self::timestamp_only(EventKind::Pong)
+    }
+
+    fn timestamp_only(kind: EventKind) -> Self {
+        Self::encode(kind, &serde_json::json!({ "timestamp": now_iso8601() }))
+    }
+
+    pub fn kind(&self) -> EventKind {
+        self.kind
+    }
+
+    pub fn text(&self) -> &Utf8Bytes {
+        &self.text
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.text.as_str()
+    }
+
+    /// The frame as a JSON value, for tests and diagnostics (not on the hot path).
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(self.as_str()).unwrap_or(Value::Null)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn published(s: &str) -> Result<Frame, InvalidPayload> {
+        Frame::from_published(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    #[test]
+    fn keeps_published_bytes_unchanged() {
+        let raw = r#"{"event":"log","data":{"level":"INFO","message":"[1/15] 段落 1"},"x":1}"#;
+        let frame = published(raw).unwrap();
+        assert_eq!(frame.as_str(), raw);
+        assert_eq!(frame.kind(), EventKind::Log);
+    }
+
+    #[test]
+    fn unknown_event_names_are_forwarded_as_other() {
+        assert_eq!(
+            published(r#"{"event":"custom"}"#).unwrap().kind(),
+            EventKind::Other
+        );
+    }
+
+    #[test]
+    fn refuses_payloads_that_are_not_event_objects() {
+        assert!(matches!(
+            published("not json"),
+            Err(InvalidPayload::NotObject)
+        ));
+        assert!(matches!(
+            published("{not json"),
+            Err(InvalidPayload::Malformed(_))
+        ));
+        assert!(matches!(
+            published(r#"["log"]"#),
+            Err(InvalidPayload::NotObject)
+        ));
+        assert!(matches!(published("42"), Err(InvalidPayload::NotObject)));
+        assert!(matches!(
+            published(r#"{"data":{}}"#),
+            Err(InvalidPayload::Malformed(_))
+        ));
+        assert!(matches!(
+            published(r#"{"event":5}"#),
+            Err(InvalidPayload::Malformed(_))
+        ));
+        assert!(matches!(
+            published(r#"{"event":"log""#),
+            Err(InvalidPayload::Malformed(_))
+        ));
+        assert!(matches!(
+            Frame::from_published(Bytes::from_static(b"{\"event\":\"\xff\"}")),
+            Err(InvalidPayload::NotUtf8)
+        ));
+    }
+
+    #[test]
+    fn escaped_event_names_are_understood() {
+        assert_eq!(
+            published(r#"{"event":"lo\u0067"}"#).unwrap().kind(),
+            EventKind::Log
+        );
+    }
+
+    #[test]
+    fn connected_frame_has_contract_fields() {
+        let p = ProjectId::parse("p1").unwrap();
+        let v = Frame::connected(&p, 30, false, true).to_value();
+        assert_eq!(v["event"], "connected");
+        assert_eq!(v["data"]["project_id"], "p1");
+        assert_eq!(v["data"]["heartbeat_interval"], 30);
+        assert_eq!(v["data"]["resumed"], false);
+        assert_eq!(v["data"]["recovered"], true);
+        assert!(v["data"]["timestamp"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn every_kind_round_trips_its_name() {
+        for kind in [
+            EventKind::Connected,
+            EventKind::Snapshot,
+            EventKind::ProgressUpdate,
+            EventKind::StageChange,
+            EventKind::Log,
+            EventKind::Error,
+            EventKind::Complete,
+            EventKind::Ping,
+            EventKind::Pong,
+        ] {
+            assert_eq!(EventKind::from_name(kind.name()), kind);
+        }
+        assert!(EventKind::ProgressUpdate.is_superseded_by_newer());
+        assert!(!EventKind::Log.is_superseded_by_newer());
+    }
+}

@@ -1,0 +1,380 @@
+//! Test support: a real `redis-server` per test on a free port, a real hub on port 0,
+//! and a real WebSocket client. The one place tests get their moving parts from.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use progress_hub::config::ServeConfig;
+use progress_hub::server::{self, RunningHub};
+use progress_hub::wire::ProjectId;
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for something that should happen at once.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A `redis-server` of our own, killed on drop.
+pub struct RedisServer {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub async fn start() -> Self {
+        for _ in 0..5 {
+            let port = free_port();
+            let mut server = Self { port, child: None };
+            if server.launch().await {
+                return server;
+            }
+        }
+        panic!("could not start redis-server (is it installed?)");
+    }
+
+    async fn launch(&mut self) -> bool {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be on PATH (the test command installs it)");
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while tokio::time::Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(_)) = child.try_wait()
+            {
+                self.child = None;
+                return false; // port taken between choosing and binding
+            }
+            if self.ping().await {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    async fn ping(&self) -> bool {
+        let Ok(client) = redis::Client::open(self.url()) else {
+            return false;
+        };
+        let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+            return false;
+        };
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .is_ok()
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (no goodbye to its clients), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again, empty, on the same port.
+    pub async fn restart(&mut self) {
+        self.kill();
+        assert!(
+            self.launch().await,
+            "redis-server did not come back on port {}",
+            self.port
+        );
+    }
+
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    /// `PUBSUB NUMSUB progress:{project}`.
+    pub async fn numsub(&self, project: &str) -> i64 {
+        let mut conn = self.connection().await;
+        let (_, n): (String, i64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(format!("progress:{project}"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        n
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Which broker a hub under test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Memory,
+    Redis,
+}
+
+/// A hub on a free port, with its own Redis when the backend is Redis.
+pub struct TestHub {
+    pub hub: Option<RunningHub>,
+    pub redis: Option<RedisServer>,
+    publisher: Option<redis::aio::MultiplexedConnection>,
+    pub addr: SocketAddr,
+}
+
+impl TestHub {
+    pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut ServeConfig)) -> Self {
+        let redis = match backend {
+            Backend::Memory => None,
+            Backend::Redis => Some(RedisServer::start().await),
+        };
+        let mut config = ServeConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            redis_url: redis.as_ref().map(RedisServer::url),
+            ..ServeConfig::default()
+        };
+        tweak(&mut config);
+        let hub = server::start(config).await.expect("hub starts");
+        let publisher = match &redis {
+            Some(r) => Some(r.connection().await),
+            None => None,
+        };
+        Self {
+            addr: hub.local_addr(),
+            hub: Some(hub),
+            redis,
+            publisher,
+        }
+    }
+
+    pub fn redis(&self) -> &RedisServer {
+        self.redis.as_ref().expect("a Redis-backed hub")
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn ws_url(&self, project: &str) -> String {
+        format!("ws://{}/api/v1/projects/{}/progress", self.addr, project)
+    }
+
+    pub async fn connect(&self, project: &str) -> WsClient {
+        WsClient::connect(&self.ws_url(project)).await
+    }
+
+    /// Publishes as the original Python `ProgressService` does: a plain PUBLISH on
+    /// `progress:{project}` (through the in-process broker when there is no Redis).
+    pub async fn publish_raw(&self, project: &str, payload: &str) {
+        match &self.publisher {
+            Some(conn) => {
+                let mut conn = conn.clone();
+                let _: i64 = redis::cmd("PUBLISH")
+                    .arg(format!("progress:{project}"))
+                    .arg(payload)
+                    .query_async(&mut conn)
+                    .await
+                    .expect("PUBLISH");
+            }
+            None => {
+                let hub = self.hub.as_ref().expect("running hub");
+                hub.broker()
+                    .publish_raw(
+                        &ProjectId::parse(project).unwrap(),
+                        bytes::Bytes::copy_from_slice(payload.as_bytes()),
+                    )
+                    .await
+                    .expect("in-process publish");
+            }
+        }
+    }
+
+    /// Gracefully stops the hub and waits for it.
+    pub async fn stop(&mut self) {
+        if let Some(hub) = self.hub.take() {
+            hub.shutdown();
+            tokio::time::timeout(PATIENCE, hub.wait())
+                .await
+                .expect("hub stops within the grace period")
+                .expect("hub stops cleanly");
+        }
+    }
+}
+
+impl Drop for TestHub {
+    fn drop(&mut self) {
+        if let Some(hub) = &self.hub {
+            hub.shutdown();
+        }
+    }
+}
+
+/// A real WebSocket client.
+pub struct WsClient {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// What the client saw next.
+#[derive(Debug)]
+pub enum Seen {
+    Frame(Value),
+    Close(Option<(u16, String)>),
+}
+
+impl WsClient {
+    pub async fn connect(url: &str) -> Self {
+        let (ws, _) = tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("connect in time")
+            .expect("connect");
+        Self { ws }
+    }
+
+    /// Connects and reads the `connected` frame.
+    pub async fn connected(url: &str) -> Self {
+        let mut client = Self::connect(url).await;
+        let first = client.next_json().await;
+        assert_eq!(first["event"], "connected", "{first}");
+        client
+    }
+
+    /// The next text frame or close, whatever it is.
+    pub async fn next_seen(&mut self) -> Seen {
+        loop {
+            let msg = tokio::time::timeout(PATIENCE, self.ws.next())
+                .await
+                .expect("a frame in time");
+            match msg {
+                Some(Ok(Message::Text(t))) => {
+                    return Seen::Frame(serde_json::from_str(&t).expect("frames are JSON"));
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Seen::Close(frame.map(|f| (u16::from(f.code), f.reason.to_string())));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Seen::Close(None),
+            }
+        }
+    }
+
+    /// The next text frame as raw text, skipping control frames.
+    pub async fn next_text(&mut self) -> String {
+        loop {
+            let msg = tokio::time::timeout(PATIENCE, self.ws.next())
+                .await
+                .expect("a frame in time")
+                .expect("connection open")
+                .expect("no protocol error");
+            if let Message::Text(t) = msg {
+                return t.to_string();
+            }
+        }
+    }
+
+    pub async fn next_json(&mut self) -> Value {
+        match self.next_seen().await {
+            Seen::Frame(v) => v,
+            Seen::Close(c) => panic!("expected a frame, got close {c:?}"),
+        }
+    }
+
+    /// The next frame that is not a `ping`.
+    pub async fn next_event(&mut self) -> Value {
+        loop {
+            let v = self.next_json().await;
+            if v["event"] != "ping" {
+                return v;
+            }
+        }
+    }
+
+    /// Reads until the server closes; returns the close code (None: no close frame).
+    pub async fn expect_close(&mut self) -> Option<u16> {
+        loop {
+            match self.next_seen().await {
+                Seen::Frame(_) => continue,
+                Seen::Close(c) => return c.map(|(code, _)| code),
+            }
+        }
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.expect("send");
+    }
+
+    pub async fn close(mut self) {
+        let _ = self
+            .ws
+            .close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                code: CloseCode::Normal,
+                reason: "bye".into(),
+            }))
+            .await;
+        // Read until the server acknowledges, so the hub has seen the close.
+        while let Ok(Some(Ok(_))) = tokio::time::timeout(PATIENCE, self.ws.next()).await {}
+    }
+}
+
+/// Polls `check` until it holds or `PATIENCE` runs out (for state that no event
+/// announces, such as Redis's subscriber count).
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+/// Defines one test per backend from an `async fn(Backend)`.
+#[macro_export]
+macro_rules! on_both_brokers {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn memory() {
+                    super::$name(super::support::Backend::Memory).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn redis() {
+                    super::$name(super::support::Backend::Redis).await
+                }
+            }
+        )*
+    };
+}
