@@ -10,6 +10,8 @@ pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
 /// Frames a session may have queued before the slow-consumer policy applies.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
+/// How often the Redis subscriber connection proves it is alive.
+pub const DEFAULT_REDIS_KEEPALIVE: Duration = Duration::from_secs(5);
 /// How long shutdown waits for sessions to close before the process exits anyway.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -18,6 +20,7 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// `None`: self-contained, with the in-process broker.
     pub redis_url: Option<String>,
+    pub redis_keepalive: Duration,
     pub heartbeat_interval: Duration,
     pub heartbeat_timeout: Duration,
     pub max_frame_bytes: usize,
@@ -30,6 +33,7 @@ impl Default for ServeConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
             redis_url: None,
+            redis_keepalive: DEFAULT_REDIS_KEEPALIVE,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,

@@ -43,6 +43,9 @@ struct ServeArgs {
     /// self-contained with an in-process broker.
     #[arg(long, env = "REDIS_URL")]
     redis_url: Option<String>,
+    /// PING interval on the Redis subscriber connection (a dead link is noticed within it).
+    #[arg(long, env = "HUB_REDIS_KEEPALIVE", default_value = "5s", value_parser = humantime::parse_duration)]
+    redis_keepalive: Duration,
     /// Time between `ping` frames.
     #[arg(long, env = "HUB_HEARTBEAT_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     heartbeat_interval: Duration,
@@ -65,6 +68,7 @@ impl From<ServeArgs> for ServeConfig {
         Self {
             listen: a.listen,
             redis_url: a.redis_url.filter(|url| !url.is_empty()),
+            redis_keepalive: a.redis_keepalive,
             heartbeat_interval: a.heartbeat_interval,
             heartbeat_timeout: a.heartbeat_timeout,
             max_frame_bytes: a.max_frame_bytes,
@@ -139,6 +143,7 @@ mod tests {
         let from_cli = ServeConfig::from(args);
         let lib = ServeConfig::default();
         assert_eq!(from_cli.listen, lib.listen);
+        assert_eq!(from_cli.redis_keepalive, lib.redis_keepalive);
         assert_eq!(from_cli.heartbeat_interval, lib.heartbeat_interval);
         assert_eq!(from_cli.heartbeat_timeout, lib.heartbeat_timeout);
         assert_eq!(from_cli.max_frame_bytes, lib.max_frame_bytes);

@@ -80,6 +80,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningHub, ServeError> {
     let (hub, changes) = Hub::new(config.queue_capacity);
     let broker = broker::start(
         config.redis_url.as_deref(),
+        config.redis_keepalive,
         hub.clone(),
         changes,
         shutdown.clone(),

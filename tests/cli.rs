@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use support::{RedisServer, WsClient};
 
 /// Starts `progress-hub serve` on a free port and returns it with the URL it announced.
-fn spawn_serve(extra: &[&str], envs: &[(&str, &str)]) -> (std::process::Child, String, Vec<String>) {
+fn spawn_serve(
+    extra: &[&str],
+    envs: &[(&str, &str)],
+) -> (std::process::Child, String, Vec<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_progress-hub"))
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(extra)
@@ -50,7 +53,13 @@ fn sigterm(child: &std::process::Child) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_announces_its_url_and_sigterm_closes_clients_with_1001() {
     let (mut child, url, lines) = spawn_serve(&[], &[]);
-    assert!(lines.last().unwrap().contains("progress-hub listening on http://127.0.0.1:"), "{lines:?}");
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .contains("progress-hub listening on http://127.0.0.1:"),
+        "{lines:?}"
+    );
     let ws = url.replace("http://", "ws://");
     let mut client = WsClient::connected(&format!("{ws}/api/v1/projects/demo/progress")).await;
     sigterm(&child);
@@ -61,7 +70,10 @@ async fn serve_announces_its_url_and_sigterm_closes_clients_with_1001() {
             assert!(status.success(), "{status}");
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(5), "exits within a few seconds");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "exits within a few seconds"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -72,16 +84,27 @@ async fn serve_reads_redis_and_heartbeat_from_the_environment_and_logs_json() {
     let url = redis.url();
     let (mut child, hub_url, lines) = spawn_serve(
         &["--log-format", "json"],
-        &[("REDIS_URL", url.as_str()), ("HUB_HEARTBEAT_INTERVAL", "7s")],
+        &[
+            ("REDIS_URL", url.as_str()),
+            ("HUB_HEARTBEAT_INTERVAL", "7s"),
+        ],
     );
-    let start: serde_json::Value = serde_json::from_str(lines.last().unwrap()).expect("JSON log line");
+    let start: serde_json::Value =
+        serde_json::from_str(lines.last().unwrap()).expect("JSON log line");
     assert_eq!(start["level"], "INFO");
-    assert!(start["message"].as_str().unwrap().contains("broker redis"), "{start}");
+    assert!(
+        start["message"].as_str().unwrap().contains("broker redis"),
+        "{start}"
+    );
     let ws = hub_url.replace("http://", "ws://");
     let mut client = WsClient::connect(&format!("{ws}/api/v1/projects/envtest/progress")).await;
     let connected = client.next_json().await;
     assert_eq!(connected["data"]["heartbeat_interval"], 7);
-    assert_eq!(redis.numsub("envtest").await, 1, "subscribed through the REDIS_URL Redis");
+    assert_eq!(
+        redis.numsub("envtest").await,
+        1,
+        "subscribed through the REDIS_URL Redis"
+    );
     sigterm(&child);
     assert_eq!(client.expect_close().await, Some(1001));
     let _ = child.wait();

@@ -491,6 +491,51 @@ async fn hub_started_before_redis_becomes_ready_when_redis_arrives() {
     .await;
 }
 
+// The keep-alive PING on the subscribed connection must not itself break the connection
+// (Redis answers PING differently in subscribed mode).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriber_keepalive_does_not_drop_the_connection() {
+    let hub = TestHub::start_with(Backend::Redis, |c| {
+        c.redis_keepalive = Duration::from_millis(20)
+    })
+    .await;
+    let mut client = WsClient::connected(&hub.ws_url("alive")).await;
+    let id_before = subscriber_client_id(&hub).await;
+    // Many keep-alive rounds go by while messages flow.
+    for i in 0..50 {
+        let msg = format!(r#"{{"event":"log","data":{{"message":"{i}"}}}}"#);
+        hub.publish_raw("alive", &msg).await;
+        assert_eq!(client.next_text().await, msg);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        subscriber_client_id(&hub).await,
+        id_before,
+        "the subscriber connection was never replaced"
+    );
+}
+
+/// The Redis client id of the hub's subscriber connection (the one in subscribed mode).
+async fn subscriber_client_id(hub: &TestHub) -> String {
+    let mut conn = hub.redis().connection().await;
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let subscribers: Vec<&str> = list.lines().filter(|l| l.contains(" sub=1 ")).collect();
+    assert_eq!(
+        subscribers.len(),
+        1,
+        "exactly one subscriber connection: {list}"
+    );
+    subscribers[0]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
 /// Sends a WebSocket upgrade request with the path exactly as given (no client-side
 /// normalisation) and returns the status code and body.
 async fn raw_upgrade(hub: &TestHub, path: &str) -> (u16, String) {

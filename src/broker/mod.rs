@@ -55,6 +55,7 @@ pub trait Broker: Send + Sync + 'static {
 /// task, which lives until `shutdown`.
 pub fn start(
     redis_url: Option<&str>,
+    redis_keepalive: std::time::Duration,
     hub: Arc<Hub>,
     changes: mpsc::UnboundedReceiver<SubscriptionChange>,
     shutdown: CancellationToken,
@@ -62,7 +63,12 @@ pub fn start(
 ) -> Result<Arc<dyn Broker>, BrokerError> {
     Ok(match redis_url {
         Some(url) => Arc::new(redis::RedisBroker::start(
-            url, hub, changes, shutdown, tracker,
+            url,
+            redis_keepalive,
+            hub,
+            changes,
+            shutdown,
+            tracker,
         )?),
         None => Arc::new(memory::MemoryBroker::start(hub, changes, shutdown, tracker)),
     })

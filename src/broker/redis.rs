@@ -33,6 +33,7 @@ pub struct RedisBroker {
 impl RedisBroker {
     pub fn start(
         url: &str,
+        keepalive: Duration,
         hub: Arc<Hub>,
         changes: mpsc::UnboundedReceiver<SubscriptionChange>,
         shutdown: CancellationToken,
@@ -47,7 +48,7 @@ impl RedisBroker {
             .set_max_delay(Duration::from_millis(500));
         let commands = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
         let subscriber_up = Arc::new(AtomicBool::new(false));
-        let subscriber = Subscriber::new(client, hub, Arc::clone(&subscriber_up));
+        let subscriber = Subscriber::new(client, hub, Arc::clone(&subscriber_up), keepalive);
         tracker.spawn(subscriber.run(changes, shutdown));
         Ok(Self {
             commands,

@@ -24,8 +24,6 @@ use crate::hub::{Hub, SubscriptionChange, Topic};
 use crate::metrics as m;
 use crate::wire::ProjectId;
 
-/// How often the idle subscriber connection proves it is alive.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a PING, SUBSCRIBE or UNSUBSCRIBE may take before the connection counts as lost.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
 /// Reconnect backoff: from 50 ms, doubling, capped at 2 s, with jitter so that many hubs
@@ -41,6 +39,8 @@ pub struct Subscriber {
     up: Arc<AtomicBool>,
     /// Channels that have watchers, with the topic to tell once subscribed.
     wanted: HashMap<ProjectId, Arc<Topic>>,
+    /// How often the connection proves it is alive with a PING.
+    keepalive: Duration,
 }
 
 /// Why a connection was given up.
@@ -60,12 +60,18 @@ enum Exit {
 }
 
 impl Subscriber {
-    pub fn new(client: redis::Client, hub: Arc<Hub>, up: Arc<AtomicBool>) -> Self {
+    pub fn new(
+        client: redis::Client,
+        hub: Arc<Hub>,
+        up: Arc<AtomicBool>,
+        keepalive: Duration,
+    ) -> Self {
         Self {
             client,
             hub,
             up,
             wanted: HashMap::new(),
+            keepalive,
         }
     }
 
@@ -149,7 +155,7 @@ impl Subscriber {
         changes: &mut mpsc::UnboundedReceiver<SubscriptionChange>,
         shutdown: &CancellationToken,
     ) -> Exit {
-        let mut keepalive = tokio::time::interval(KEEPALIVE_INTERVAL);
+        let mut keepalive = tokio::time::interval(self.keepalive);
         keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         keepalive.reset();
         loop {
@@ -167,7 +173,8 @@ impl Subscriber {
                     Some(change) => self.apply(change, changes, &mut sink).await,
                     None => return Exit::Shutdown,
                 },
-                _ = keepalive.tick() => within(sink.ping::<String>()).await.map(drop),
+                // In subscribed mode Redis answers PING with ["pong", ""], not "PONG".
+                _ = keepalive.tick() => within(sink.ping::<redis::Value>()).await.map(drop),
             };
             if let Err(lost) = result {
                 return Exit::Lost(lost);
