@@ -39,6 +39,8 @@ fn spawn_serve(
             return (child, url, seen);
         }
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("no start line with a URL; stderr was: {seen:?}");
 }
 
