@@ -4,6 +4,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::broker::HistoryConfig;
+use crate::locale::Locale;
+
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -12,6 +15,8 @@ pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
 pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
 /// How often the Redis subscriber connection proves it is alive.
 pub const DEFAULT_REDIS_KEEPALIVE: Duration = Duration::from_secs(5);
+/// At most one `progress_update` per project per this window on the publish path.
+pub const DEFAULT_COALESCE_WINDOW: Duration = Duration::from_millis(500);
 /// How long shutdown waits for sessions to close before the process exits anyway.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -26,6 +31,12 @@ pub struct ServeConfig {
     pub max_frame_bytes: usize,
     pub queue_capacity: usize,
     pub shutdown_grace: Duration,
+    pub history: HistoryConfig,
+    /// Language of the text the hub writes (stage labels, catalog solutions).
+    pub locale: Locale,
+    /// Window in which `progress_update`s of one project are coalesced on the hub's
+    /// publish path (at most one per window; the newest wins, none is lost).
+    pub coalesce_window: Duration,
 }
 
 impl Default for ServeConfig {
@@ -39,6 +50,9 @@ impl Default for ServeConfig {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            history: HistoryConfig::default(),
+            locale: Locale::default(),
+            coalesce_window: DEFAULT_COALESCE_WINDOW,
         }
     }
 }

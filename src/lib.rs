@@ -8,10 +8,13 @@
 //! the whole.
 
 pub mod broker;
+pub mod catalog;
 pub mod config;
 pub mod http;
 pub mod hub;
+pub mod locale;
 pub mod metrics;
+pub mod publish;
 pub mod server;
 pub mod session;
 pub mod telemetry;

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use progress_hub::broker::HistoryConfig;
 use progress_hub::config::ServeConfig;
+use progress_hub::locale::Locale;
 use progress_hub::telemetry::{self, LogFormat};
 
 #[derive(Parser)]
@@ -58,6 +60,18 @@ struct ServeArgs {
     /// Frames a client may lag behind before the slow-consumer policy applies.
     #[arg(long, env = "HUB_QUEUE_CAPACITY", default_value_t = 1024)]
     queue_capacity: usize,
+    /// Events of history kept per project (for resume).
+    #[arg(long, env = "HUB_HISTORY_LEN", default_value_t = 1000)]
+    history_len: usize,
+    /// How long history and state are kept after `complete`.
+    #[arg(long, env = "HUB_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
+    retention: Duration,
+    /// Language of text the hub writes: zh-TW (default) or en.
+    #[arg(long, env = "HUB_LOCALE", default_value = "zh-TW")]
+    locale: Locale,
+    /// progress_update events of one project are coalesced to one per this window.
+    #[arg(long, env = "HUB_COALESCE_WINDOW", default_value = "500ms", value_parser = humantime::parse_duration)]
+    coalesce_window: Duration,
     /// How long shutdown waits for clients to close.
     #[arg(long, env = "HUB_SHUTDOWN_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
@@ -74,6 +88,13 @@ impl From<ServeArgs> for ServeConfig {
             max_frame_bytes: a.max_frame_bytes,
             queue_capacity: a.queue_capacity,
             shutdown_grace: a.shutdown_grace,
+            history: HistoryConfig {
+                max_len: a.history_len,
+                retention: a.retention,
+                ..HistoryConfig::default()
+            },
+            locale: a.locale,
+            coalesce_window: a.coalesce_window,
         }
     }
 }
@@ -149,5 +170,8 @@ mod tests {
         assert_eq!(from_cli.max_frame_bytes, lib.max_frame_bytes);
         assert_eq!(from_cli.queue_capacity, lib.queue_capacity);
         assert_eq!(from_cli.shutdown_grace, lib.shutdown_grace);
+        assert_eq!(from_cli.history, lib.history);
+        assert_eq!(from_cli.locale, lib.locale);
+        assert_eq!(from_cli.coalesce_window, lib.coalesce_window);
     }
 }

@@ -17,6 +17,7 @@ use crate::config::ServeConfig;
 use crate::http::{self, AppState};
 use crate::hub::Hub;
 use crate::metrics;
+use crate::publish::Publisher;
 use crate::session::{SessionConfig, Sessions};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +38,7 @@ pub struct RunningHub {
     addr: SocketAddr,
     shutdown: CancellationToken,
     broker: std::sync::Arc<dyn Broker>,
+    publisher: Publisher,
     task: JoinHandle<Result<(), ServeError>>,
 }
 
@@ -47,6 +49,11 @@ impl RunningHub {
 
     pub fn broker(&self) -> &std::sync::Arc<dyn Broker> {
         &self.broker
+    }
+
+    /// The hub's own publisher (the publish path the HTTP API uses).
+    pub fn publisher(&self) -> &Publisher {
+        &self.publisher
     }
 
     /// Starts a graceful shutdown; `wait` returns once it is done.
@@ -81,15 +88,19 @@ pub async fn start(config: ServeConfig) -> Result<RunningHub, ServeError> {
     let broker = broker::start(
         config.redis_url.as_deref(),
         config.redis_keepalive,
+        config.history,
         hub.clone(),
         changes,
         shutdown.clone(),
         &tracker,
     )?;
+    let publisher = Publisher::new(broker.clone(), config.locale, config.coalesce_window);
     let state = AppState {
         broker: broker.clone(),
+        publisher: publisher.clone(),
         sessions: Sessions {
             hub,
+            broker: broker.clone(),
             config: SessionConfig {
                 heartbeat_interval: config.heartbeat_interval,
                 heartbeat_timeout: config.heartbeat_timeout,
@@ -120,6 +131,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningHub, ServeError> {
         addr,
         shutdown,
         broker,
+        publisher,
         task,
     })
 }

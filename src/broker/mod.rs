@@ -1,7 +1,9 @@
-//! The broker: where published events come from. One trait, two implementations.
+//! The broker: where events are published, kept, and received. One trait, two
+//! implementations.
 //!
 //! - [`redis::RedisBroker`]: any number of hubs and workers cooperate through Redis.
-//!   The process holds a single subscriber connection for all its projects.
+//!   Publishing is one atomic script (`publish.lua`); the process holds a single
+//!   subscriber connection for all its projects (`subscriber.rs`).
 //! - [`memory::MemoryBroker`]: the same behaviour inside one process, so `serve` works
 //!   with nothing else installed.
 //!
@@ -13,6 +15,7 @@ pub mod redis;
 mod subscriber;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -21,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::hub::{Hub, SubscriptionChange};
-use crate::wire::ProjectId;
+use crate::wire::{EventId, Frame, PreparedEvent, ProjectId, ProjectState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -37,11 +40,59 @@ impl From<::redis::RedisError> for BrokerError {
     }
 }
 
+/// How much history is kept, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryConfig {
+    /// Events kept per project; older ones are trimmed (a resume from before them
+    /// gets `recovered: false`).
+    pub max_len: usize,
+    /// How long history and state live after the last event while a job runs.
+    pub active_ttl: Duration,
+    /// How long history and state live after `complete`.
+    pub retention: Duration,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self {
+            max_len: 1000,
+            active_ttl: Duration::from_secs(7 * 24 * 3600),
+            retention: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// What a resuming or late-joining session reads, in one atomic look.
+#[derive(Debug, Default)]
+pub struct Replay {
+    /// The project's state and the id of its newest event; `None` when it has no
+    /// history (never published, or lost).
+    pub state: Option<(ProjectState, EventId)>,
+    /// The retained events after the requested id, oldest first, when that id is in
+    /// the current epoch (empty otherwise).
+    pub after: Vec<Frame>,
+}
+
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
+    /// The hub's publish path: appends the event to the project's history, updates its
+    /// state and publishes the frame with its id, atomically. Returns the id.
+    async fn publish(
+        &self,
+        project: &ProjectId,
+        event: &PreparedEvent,
+    ) -> Result<EventId, BrokerError>;
+
     /// Publishes `payload` on the project's channel exactly as given: the legacy path
     /// (`PUBLISH progress:{id} <json>`), with no id and no history.
     async fn publish_raw(&self, project: &ProjectId, payload: Bytes) -> Result<(), BrokerError>;
+
+    /// The state, and the history after `after` (see [`Replay`]).
+    async fn replay(
+        &self,
+        project: &ProjectId,
+        after: Option<&EventId>,
+    ) -> Result<Replay, BrokerError>;
 
     /// Whether the broker can serve now (`/readyz`): Redis reachable and the
     /// subscriber connected.
@@ -55,21 +106,21 @@ pub trait Broker: Send + Sync + 'static {
 /// task, which lives until `shutdown`.
 pub fn start(
     redis_url: Option<&str>,
-    redis_keepalive: std::time::Duration,
+    redis_keepalive: Duration,
+    history: HistoryConfig,
     hub: Arc<Hub>,
     changes: mpsc::UnboundedReceiver<SubscriptionChange>,
     shutdown: CancellationToken,
     tracker: &TaskTracker,
 ) -> Result<Arc<dyn Broker>, BrokerError> {
     Ok(match redis_url {
-        Some(url) => Arc::new(redis::RedisBroker::start(
-            url,
-            redis_keepalive,
-            hub,
-            changes,
-            shutdown,
-            tracker,
-        )?),
-        None => Arc::new(memory::MemoryBroker::start(hub, changes, shutdown, tracker)),
+        Some(url) => {
+            let broker = redis::RedisBroker::connect(url, history)?;
+            broker.spawn_subscriber(redis_keepalive, hub, changes, shutdown, tracker);
+            Arc::new(broker)
+        }
+        None => Arc::new(memory::MemoryBroker::start(
+            history, hub, changes, shutdown, tracker,
+        )),
     })
 }

@@ -1,6 +1,11 @@
-//! The Redis broker: publishing on a shared multiplexed connection, receiving through
-//! the process's single subscriber connection (see `subscriber.rs`).
+//! The Redis broker: publishing through one atomic script on a shared multiplexed
+//! connection, receiving through the process's single subscriber connection
+//! (`subscriber.rs`).
+//!
+//! Keys of one project share the hash tag `{project_id}` so the script stays valid on
+//! Redis Cluster: `progress:{id}:history` (a stream) and `progress:{id}:state` (a hash).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -8,14 +13,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::streams::StreamRangeReply;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::subscriber::Subscriber;
-use super::{Broker, BrokerError};
+use super::{Broker, BrokerError, HistoryConfig, Replay};
 use crate::hub::{Hub, SubscriptionChange};
-use crate::wire::ProjectId;
+use crate::wire::{EventId, Frame, PreparedEvent, ProjectId, ProjectState};
 
 /// How long one Redis command may take before the caller hears an error.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -26,19 +32,25 @@ pub struct RedisBroker {
     /// Multiplexed connection for commands; reconnects by itself on the next command
     /// after a failure, so an outage of any length ends when Redis is back.
     commands: ConnectionManager,
+    client: redis::Client,
     /// Set by the subscriber: true while its connection is up and subscribed.
     subscriber_up: Arc<AtomicBool>,
+    history: HistoryConfig,
+    publish: redis::Script,
+}
+
+pub fn history_key(project: &ProjectId) -> String {
+    format!("progress:{{{project}}}:history")
+}
+
+pub fn state_key(project: &ProjectId) -> String {
+    format!("progress:{{{project}}}:state")
 }
 
 impl RedisBroker {
-    pub fn start(
-        url: &str,
-        keepalive: Duration,
-        hub: Arc<Hub>,
-        changes: mpsc::UnboundedReceiver<SubscriptionChange>,
-        shutdown: CancellationToken,
-        tracker: &TaskTracker,
-    ) -> Result<Self, BrokerError> {
+    /// A broker that can publish and read history. Connects lazily: a Redis that is
+    /// down now is an error on use, not at start.
+    pub fn connect(url: &str, history: HistoryConfig) -> Result<Self, BrokerError> {
         let client =
             redis::Client::open(url).map_err(|e| BrokerError::InvalidUrl(e.to_string()))?;
         let config = ConnectionManagerConfig::new()
@@ -47,18 +59,79 @@ impl RedisBroker {
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
         let commands = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
-        let subscriber_up = Arc::new(AtomicBool::new(false));
-        let subscriber = Subscriber::new(client, hub, Arc::clone(&subscriber_up), keepalive);
-        tracker.spawn(subscriber.run(changes, shutdown));
         Ok(Self {
             commands,
-            subscriber_up,
+            client,
+            subscriber_up: Arc::new(AtomicBool::new(false)),
+            history,
+            publish: redis::Script::new(include_str!("publish.lua")),
         })
     }
+
+    /// Starts the process's single subscriber connection, feeding `hub`.
+    pub fn spawn_subscriber(
+        &self,
+        keepalive: Duration,
+        hub: Arc<Hub>,
+        changes: mpsc::UnboundedReceiver<SubscriptionChange>,
+        shutdown: CancellationToken,
+        tracker: &TaskTracker,
+    ) {
+        let subscriber = Subscriber::new(
+            self.client.clone(),
+            hub,
+            Arc::clone(&self.subscriber_up),
+            keepalive,
+        );
+        tracker.spawn(subscriber.run(changes, shutdown));
+    }
+}
+
+/// `''` leaves a state field unchanged; `'=' .. value` sets it (see `publish.lua`).
+fn change(value: Option<&str>) -> String {
+    value.map(|v| format!("={v}")).unwrap_or_default()
 }
 
 #[async_trait]
 impl Broker for RedisBroker {
+    async fn publish(
+        &self,
+        project: &ProjectId,
+        event: &PreparedEvent,
+    ) -> Result<EventId, BrokerError> {
+        let t = &event.template;
+        let s = &event.state;
+        let eta = s
+            .estimated_remaining
+            .map(|eta| eta.map(|v| v.to_string()).unwrap_or_default());
+        let mut conn = self.commands.clone();
+        let id: String = self
+            .publish
+            .key(history_key(project))
+            .key(state_key(project))
+            .arg(project.channel())
+            .arg(EventId::new_epoch())
+            .arg(self.history.max_len)
+            .arg(self.history.active_ttl.as_secs().max(1))
+            .arg(self.history.retention.as_secs().max(1))
+            .arg(s.event)
+            .arg(&t.head)
+            .arg(&t.mid)
+            .arg(&t.tail)
+            .arg(t.progress.map(|p| p.to_string()).unwrap_or_default())
+            .arg(s.progress_floor.map(|p| p.to_string()).unwrap_or_default())
+            .arg(change(s.status.as_deref()))
+            .arg(change(s.current_stage.as_deref()))
+            .arg(change(eta.as_deref()))
+            .arg(change(s.youtube_url.as_deref()))
+            .arg(&s.updated_at)
+            .invoke_async(&mut conn)
+            .await?;
+        id.parse().map_err(|_| {
+            BrokerError::Unavailable(format!("publish script returned a bad id {id:?}"))
+        })
+    }
+
     async fn publish_raw(&self, project: &ProjectId, payload: Bytes) -> Result<(), BrokerError> {
         let mut conn = self.commands.clone();
         let _: i64 = redis::cmd("PUBLISH")
@@ -67,6 +140,55 @@ impl Broker for RedisBroker {
             .query_async(&mut conn)
             .await?;
         Ok(())
+    }
+
+    async fn replay(
+        &self,
+        project: &ProjectId,
+        after: Option<&EventId>,
+    ) -> Result<Replay, BrokerError> {
+        let mut conn = self.commands.clone();
+        let (hash, range): (HashMap<String, String>, StreamRangeReply) = match after {
+            Some(after) => {
+                redis::pipe()
+                    .atomic()
+                    .hgetall(state_key(project))
+                    .cmd("XRANGE")
+                    .arg(history_key(project))
+                    .arg(format!("(0-{}", after.seq()))
+                    .arg("+")
+                    .query_async(&mut conn)
+                    .await?
+            }
+            None => (
+                redis::cmd("HGETALL")
+                    .arg(state_key(project))
+                    .query_async(&mut conn)
+                    .await?,
+                StreamRangeReply::default(),
+            ),
+        };
+        let state = ProjectState::from_hash(&hash);
+        let same_epoch =
+            matches!((&state, after), (Some((_, last)), Some(a)) if last.epoch() == a.epoch());
+        let mut frames = Vec::new();
+        if same_epoch {
+            for entry in range.ids {
+                let Some(redis::Value::BulkString(bytes)) = entry.map.get("frame") else {
+                    continue;
+                };
+                match Frame::from_published(Bytes::copy_from_slice(bytes)) {
+                    Ok(frame) => frames.push(frame),
+                    Err(err) => {
+                        tracing::warn!(project_id = %project, error = %err, "unreadable history entry skipped")
+                    }
+                }
+            }
+        }
+        Ok(Replay {
+            state,
+            after: frames,
+        })
     }
 
     async fn is_ready(&self) -> bool {

@@ -15,6 +15,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// The JSON path of the offending field, for validation errors.
+    pub field: Option<String>,
 }
 
 impl ApiError {
@@ -23,7 +25,22 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            field: None,
         }
+    }
+
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    /// The broker (Redis) cannot be reached; the details stay in the log.
+    pub fn unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "BROKER_UNAVAILABLE",
+            "the event store is unavailable right now; retry shortly",
+        )
     }
 
     pub fn not_found() -> Self {
@@ -43,7 +60,10 @@ impl From<InvalidProjectId> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        let mut body = json!({ "error": { "code": self.code, "message": self.message } });
+        if let Some(field) = self.field {
+            body["error"]["field"] = field.into();
+        }
         (self.status, Json(body)).into_response()
     }
 }

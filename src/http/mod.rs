@@ -4,17 +4,21 @@ mod error;
 mod health;
 mod progress;
 mod project_path;
+mod projects;
+mod publish;
 
 pub use error::ApiError;
 
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::Broker;
+use crate::publish::Publisher;
 use crate::session::Sessions;
 
 /// What every handler can reach.
@@ -22,22 +26,31 @@ use crate::session::Sessions;
 pub struct AppState {
     pub broker: Arc<dyn Broker>,
     pub sessions: Sessions,
-    /// Tracks upgraded sockets, which axum's graceful shutdown does not wait for.
+    pub publisher: Publisher,
+    /// Tracks sessions, which axum's graceful shutdown does not wait for.
     pub tracker: TaskTracker,
     pub metrics: PrometheusHandle,
-    /// Largest client frame accepted; larger closes the connection with 1009.
+    /// Largest client frame accepted (larger closes the connection with 1009), and
+    /// largest event body the publish API accepts (larger gets 413).
     pub max_frame_bytes: usize,
 }
 
 pub fn router(state: AppState) -> Router {
+    let body_limit = state.max_frame_bytes;
     Router::new()
+        .route("/api/v1/projects/{project_id}", get(projects::state))
         .route(
             "/api/v1/projects/{project_id}/progress",
             get(progress::progress),
+        )
+        .route(
+            "/api/v1/projects/{project_id}/events",
+            get(progress::events).post(publish::publish),
         )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .fallback(|| async { ApiError::not_found() })
+        .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }

@@ -1,17 +1,23 @@
-//! `GET /api/v1/projects/{project_id}/progress`: the WebSocket endpoint.
+//! Watching a project: `GET /api/v1/projects/{project_id}/progress` (WebSocket, or SSE
+//! with `Accept: text/event-stream`) and `GET /api/v1/projects/{project_id}/events`
+//! (SSE).
 //!
-//! The id is validated before the upgrade, so a bad id costs a 400 and no socket.
+//! The id and the resume position are validated before the upgrade, so a bad request
+//! costs a 400 and no socket.
 
-use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::http::StatusCode;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::Sse;
 use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
 
 use super::AppState;
 use super::error::ApiError;
 use super::project_path::ProjectPath;
-use crate::transport::websocket::WebSocketTransport;
+use crate::transport::{sse, websocket::WebSocketTransport};
+use crate::wire::{EventId, ProjectId};
 
 /// tungstenite's read buffer is 128 KiB per connection by default; client frames are
 /// tiny (`pong`), so 4 KiB is plenty and keeps an idle connection lean.
@@ -22,22 +28,93 @@ const WRITE_BUFFER: usize = 8 * 1024;
 /// fail; the outbound queue already bounds frames, this bounds bytes.
 const MAX_WRITE_BUFFER: usize = 256 * 1024;
 
+#[derive(Debug, Default, Deserialize)]
+pub struct WatchQuery {
+    last_event_id: Option<String>,
+}
+
+/// The resume position: `?last_event_id=` wins over the SSE `Last-Event-ID` header.
+fn resume_position(
+    query: Result<Query<WatchQuery>, axum::extract::rejection::QueryRejection>,
+    headers: &HeaderMap,
+) -> Result<Option<EventId>, ApiError> {
+    let query = query.map(|Query(q)| q).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_QUERY",
+            "the query string is malformed",
+        )
+    })?;
+    let raw = match query.last_event_id {
+        Some(raw) => Some(raw),
+        None => match headers.get("last-event-id") {
+            Some(value) => Some(value.to_str().map_err(|_| invalid_event_id())?.to_string()),
+            None => None,
+        },
+    };
+    match raw.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(raw) => raw.parse().map(Some).map_err(|_| invalid_event_id()),
+    }
+}
+
+fn invalid_event_id() -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "INVALID_EVENT_ID",
+        "last_event_id must be an id the hub gave, like k3J9x2Qa7b:42",
+    )
+}
+
+fn wants_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"))
+}
+
 pub async fn progress(
     State(app): State<AppState>,
     ProjectPath(project): ProjectPath,
+    query: Result<Query<WatchQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let upgrade = match upgrade {
-        Ok(upgrade) => upgrade,
-        Err(_) => {
-            return ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "UPGRADE_REQUIRED",
-                "this endpoint speaks WebSocket: send an Upgrade: websocket request",
-            )
-            .into_response();
-        }
+    let last_event_id = match resume_position(query, &headers) {
+        Ok(position) => position,
+        Err(err) => return err.into_response(),
     };
+    match upgrade {
+        Ok(upgrade) => websocket(app, project, last_event_id, upgrade),
+        Err(_) if wants_event_stream(&headers) => event_stream(app, project, last_event_id),
+        Err(_) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "UPGRADE_REQUIRED",
+            "this endpoint speaks WebSocket (Upgrade: websocket) or SSE (Accept: text/event-stream)",
+        )
+        .into_response(),
+    }
+}
+
+/// `GET /api/v1/projects/{project_id}/events`: always SSE.
+pub async fn events(
+    State(app): State<AppState>,
+    ProjectPath(project): ProjectPath,
+    query: Result<Query<WatchQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
+    match resume_position(query, &headers) {
+        Ok(last_event_id) => event_stream(app, project, last_event_id),
+        Err(err) => err.into_response(),
+    }
+}
+
+fn websocket(
+    app: AppState,
+    project: ProjectId,
+    last_event_id: Option<EventId>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
     let limit = app.max_frame_bytes;
     let sessions = app.sessions.clone();
     let tracker = app.tracker.clone();
@@ -49,7 +126,23 @@ pub async fn progress(
         .max_frame_size(limit)
         .on_upgrade(move |socket| {
             tracker.track_future(async move {
-                sessions.run(project, WebSocketTransport::new(socket)).await;
+                sessions
+                    .run(project, last_event_id, WebSocketTransport::new(socket))
+                    .await;
             })
         })
+}
+
+fn event_stream(app: AppState, project: ProjectId, last_event_id: Option<EventId>) -> Response {
+    let (transport, stream) = sse::channel();
+    let sessions = app.sessions.clone();
+    app.tracker.spawn(async move {
+        sessions.run(project, last_event_id, transport).await;
+    });
+    (
+        // Tell proxies (nginx) not to buffer the stream.
+        [("x-accel-buffering", "no"), ("cache-control", "no-cache")],
+        Sse::new(stream),
+    )
+        .into_response()
 }

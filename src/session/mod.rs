@@ -6,18 +6,21 @@
 //! with `select!`, so no second task ever touches the socket.
 
 mod heartbeat;
+mod resume;
 
 pub use heartbeat::{Beat, Heartbeat};
+pub use resume::{Opening, opening};
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::broker::Broker;
 use crate::hub::{Hub, OutboundQueue};
 use crate::metrics as m;
 use crate::transport::{Incoming, Transport};
-use crate::wire::{ClientFrame, CloseReason, Frame, ProjectId};
+use crate::wire::{ClientFrame, CloseReason, EventId, Frame, ProjectId};
 
 /// How long a new session waits for the broker to confirm the subscription before it
 /// says `connected` anyway (during a broker outage the subscriber catches up later).
@@ -33,6 +36,7 @@ pub struct SessionConfig {
 #[derive(Clone)]
 pub struct Sessions {
     pub hub: Arc<Hub>,
+    pub broker: Arc<dyn Broker>,
     pub config: SessionConfig,
     pub shutdown: CancellationToken,
 }
@@ -47,20 +51,37 @@ pub enum Ended {
 }
 
 impl Sessions {
-    pub async fn run<T: Transport>(&self, project: ProjectId, mut transport: T) -> Ended {
+    /// Runs a session to its end. `last_event_id`: resume after it.
+    pub async fn run<T: Transport>(
+        &self,
+        project: ProjectId,
+        last_event_id: Option<EventId>,
+        mut transport: T,
+    ) -> Ended {
+        // Subscribe first, then read: nothing published in between can be missed.
         let membership = self.hub.join(&project);
         if !membership.subscribed(SUBSCRIBE_WAIT).await {
             tracing::warn!(project_id = %project, "broker has not confirmed the subscription yet; connecting anyway");
         }
-        m::connection_opened();
-        let connected = Frame::connected(
+        let replay = match self.broker.replay(&project, last_event_id.as_ref()).await {
+            Ok(replay) => Some(replay),
+            Err(err) => {
+                tracing::warn!(project_id = %project, error = %err, "cannot read history; going live without it");
+                None
+            }
+        };
+        let opening = opening(
             &project,
             self.config.heartbeat_interval.as_secs(),
-            false,
-            false,
+            last_event_id.as_ref(),
+            replay,
         );
-        let ended = match transport.send(std::slice::from_ref(&connected)).await {
-            Ok(()) => self.pump(membership.queue(), &mut transport).await,
+        m::connection_opened();
+        let ended = match transport.send(&opening.frames).await {
+            Ok(()) => {
+                self.pump(membership.queue(), opening.floor, &mut transport)
+                    .await
+            }
             Err(_) => Ended::ClientGone,
         };
         m::connection_closed();
@@ -80,7 +101,12 @@ impl Sessions {
         ended
     }
 
-    async fn pump<T: Transport>(&self, queue: &OutboundQueue, transport: &mut T) -> Ended {
+    async fn pump<T: Transport>(
+        &self,
+        queue: &OutboundQueue,
+        mut floor: Option<EventId>,
+        transport: &mut T,
+    ) -> Ended {
         let config = &self.config;
         let mut heartbeat = Heartbeat::new(
             config.heartbeat_interval,
@@ -91,6 +117,13 @@ impl Sessions {
         loop {
             if queue.drain(&mut batch).is_err() {
                 return Ended::Closed(CloseReason::SlowConsumer);
+            }
+            if let Some(seen) = &floor {
+                // Live events the opening already covered are skipped, once.
+                batch.retain(|f| f.id().is_none_or(|id| !id.is_at_or_before(seen)));
+                if batch.iter().any(|f| f.id().is_some()) {
+                    floor = None;
+                }
             }
             if !batch.is_empty() {
                 // A stuck write must not outlive an overflow, the heartbeat or shutdown.

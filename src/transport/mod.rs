@@ -3,6 +3,7 @@
 //! The session logic (heartbeat, queue, close reasons) lives once in `session`; a
 //! transport only knows how to write frames, read what the client says, and close.
 
+pub mod sse;
 pub mod websocket;
 
 use std::future::Future;

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{ProjectId, now_iso8601};
+use super::{EventId, ProjectId, ProjectState, now_iso8601};
 
 /// The event names of the contract. `Other` is any name a legacy publisher used that
 /// the contract does not know; it is forwarded like the rest.
@@ -80,6 +80,8 @@ pub enum InvalidPayload {
 #[derive(Clone, Debug)]
 pub struct Frame {
     kind: EventKind,
+    /// Present on events that went through the hub's publish path.
+    id: Option<EventId>,
     text: Utf8Bytes,
 }
 
@@ -88,6 +90,10 @@ pub struct Frame {
 struct PublishedProbe<'a> {
     #[serde(borrow)]
     event: std::borrow::Cow<'a, str>,
+    /// Any JSON: a legacy publisher may use `id` for something else; only a string in
+    /// our `<epoch>:<seq>` form is taken as a position.
+    #[serde(default)]
+    id: Option<Value>,
 }
 
 #[derive(Serialize)]
@@ -106,8 +112,13 @@ impl Frame {
             return Err(InvalidPayload::NotObject);
         }
         let probe: PublishedProbe<'_> = serde_json::from_str(&text)?;
+        let id = match &probe.id {
+            Some(Value::String(id)) => id.parse().ok(),
+            _ => None,
+        };
         Ok(Self {
             kind: EventKind::from_name(&probe.event),
+            id,
             text,
         })
     }
@@ -123,8 +134,18 @@ impl Frame {
         let text = serde_json::to_string(&envelope).unwrap_or_else(|_| String::from("{}"));
         Self {
             kind,
+            id: None,
             text: Utf8Bytes::from(text),
         }
+    }
+
+    /// The late joiner's (or failed resumer's) view of the project.
+    pub fn snapshot(state: &ProjectState, recovered: bool) -> Self {
+        let mut data = serde_json::to_value(state).unwrap_or_else(|_| serde_json::json!({}));
+        if let Value::Object(map) = &mut data {
+            map.insert("recovered".into(), recovered.into());
+        }
+        Self::encode(EventKind::Snapshot, &data)
     }
 
     /// The first frame of every session.
@@ -162,6 +183,10 @@ impl Frame {
         self.kind
     }
 
+    pub fn id(&self) -> Option<&EventId> {
+        self.id.as_ref()
+    }
+
     pub fn text(&self) -> &Utf8Bytes {
         &self.text
     }
@@ -190,6 +215,20 @@ mod tests {
         let frame = published(raw).unwrap();
         assert_eq!(frame.as_str(), raw);
         assert_eq!(frame.kind(), EventKind::Log);
+    }
+
+    #[test]
+    fn reads_the_event_id_when_it_is_ours() {
+        let f = published(r#"{"event":"log","id":"ep:5","data":{}}"#).unwrap();
+        assert_eq!(f.id(), Some(&EventId::new("ep", 5)));
+        for foreign in [
+            r#"{"event":"log","id":5}"#,
+            r#"{"event":"log","id":"x"}"#,
+            r#"{"event":"log","id":{"a":1}}"#,
+        ] {
+            let f = published(foreign).unwrap();
+            assert_eq!(f.id(), None, "{foreign}");
+        }
     }
 
     #[test]

@@ -1,16 +1,23 @@
-//! The wire contract as plain data: project ids, server frames and client frames.
+//! The wire contract as plain data: project ids, events, event ids, server frames and
+//! client frames, close codes.
 //!
 //! Nothing in here does I/O, so every rule of the contract (what a valid project id
-//! is, what a publishable payload is, what a client may send) is testable alone.
+//! is, what a publishable event is, what a client may send) is testable alone.
 
 mod client_frame;
 mod close;
+pub mod event;
+mod event_id;
 mod frame;
 mod project_id;
+mod state;
 mod timestamp;
 
 pub use client_frame::{ClientFrame, ClientFrameError};
 pub use close::CloseReason;
+pub use event::{Event, InvalidEvent, PreparedEvent, Stage};
+pub use event_id::{EventId, InvalidEventId};
 pub use frame::{EventKind, Frame, InvalidPayload};
 pub use project_id::{InvalidProjectId, ProjectId};
+pub use state::ProjectState;
 pub use timestamp::now_iso8601;

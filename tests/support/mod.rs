@@ -217,6 +217,33 @@ impl TestHub {
         }
     }
 
+    /// Publishes through the hub's HTTP publish path; returns the status and body.
+    pub async fn post_event(&self, project: &str, event: &Value) -> (u16, Value) {
+        let response = reqwest::Client::new()
+            .post(self.http(&format!("/api/v1/projects/{project}/events")))
+            .json(event)
+            .send()
+            .await
+            .expect("POST events");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Publishes through the HTTP API and returns the event id (asserting 202).
+    pub async fn publish(&self, project: &str, event: Value) -> String {
+        let (status, body) = self.post_event(project, &event).await;
+        assert_eq!(status, 202, "{body}");
+        body["id"]
+            .as_str()
+            .expect("an id (not coalesced)")
+            .to_string()
+    }
+
+    /// The hub's publisher library (the same path as the HTTP API).
+    pub fn publisher(&self) -> &progress_hub::publish::Publisher {
+        self.hub.as_ref().expect("running hub").publisher()
+    }
+
     /// Gracefully stops the hub and waits for it.
     pub async fn stop(&mut self) {
         if let Some(hub) = self.hub.take() {
@@ -306,6 +333,14 @@ impl WsClient {
         }
     }
 
+    /// Connects with `?last_event_id=` and reads the `connected` frame.
+    pub async fn resume(url: &str, last_event_id: &str) -> (Self, Value) {
+        let mut client = Self::connect(&format!("{url}?last_event_id={last_event_id}")).await;
+        let first = client.next_json().await;
+        assert_eq!(first["event"], "connected", "{first}");
+        (client, first)
+    }
+
     /// The next frame that is not a `ping`.
     pub async fn next_event(&mut self) -> Value {
         loop {
@@ -377,4 +412,9 @@ macro_rules! on_both_brokers {
             }
         )*
     };
+}
+
+/// A log event with a recognisable message.
+pub fn log_event(message: &str) -> Value {
+    serde_json::json!({"event": "log", "data": {"level": "INFO", "message": message}})
 }

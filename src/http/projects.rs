@@ -1,0 +1,34 @@
+//! `GET /api/v1/projects/{project_id}`: the project's current state, the same facts a
+//! late joiner's `snapshot` carries. 404 for a project with no history.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::AppState;
+use super::error::ApiError;
+use super::project_path::ProjectPath;
+
+pub async fn state(State(app): State<AppState>, ProjectPath(project): ProjectPath) -> Response {
+    match app.sessions.broker.replay(&project, None).await {
+        Ok(replay) => match replay.state {
+            Some((state, _)) => {
+                let mut body = serde_json::to_value(&state).unwrap_or_else(|_| json!({}));
+                body["project_id"] = project.as_str().into();
+                Json(body).into_response()
+            }
+            None => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "PROJECT_NOT_FOUND",
+                "no events have been published for this project (or they have expired)",
+            )
+            .into_response(),
+        },
+        Err(err) => {
+            tracing::error!(project_id = %project, error = %err, "reading project state failed");
+            ApiError::unavailable().into_response()
+        }
+    }
+}

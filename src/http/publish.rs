@@ -1,0 +1,74 @@
+//! `POST /api/v1/projects/{project_id}/events`: the hub's publish path over HTTP.
+//!
+//! 202 `{"id": ...}` once the event is in the history and on the channel, or
+//! `{"id": null, "coalesced": true}` for a `progress_update` held by coalescing.
+//! 400 for a bad id, 413 over the size limit, 422 naming the invalid field, 503 while
+//! the broker is unreachable.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::AppState;
+use super::error::ApiError;
+use super::project_path::ProjectPath;
+use crate::publish::{PublishError, Published};
+use crate::wire::Event;
+
+pub async fn publish(
+    State(app): State<AppState>,
+    ProjectPath(project): ProjectPath,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                format!("an event may be at most {} bytes", app.max_frame_bytes),
+            )
+            .into_response();
+        }
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "INVALID_BODY",
+                "the request body could not be read",
+            )
+            .into_response();
+        }
+    };
+    let event = match Event::from_json(&body) {
+        Ok(event) => event,
+        Err(invalid) => return invalid_event(invalid).into_response(),
+    };
+    match app.publisher.publish(&project, event).await {
+        Ok(Published::Sent(id)) => {
+            (StatusCode::ACCEPTED, Json(json!({ "id": id.to_string() }))).into_response()
+        }
+        Ok(Published::Coalesced) => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "id": null, "coalesced": true })),
+        )
+            .into_response(),
+        Err(PublishError::Invalid(invalid)) => invalid_event(invalid).into_response(),
+        Err(PublishError::Broker(err)) => {
+            tracing::error!(project_id = %project, error = %err, "publish failed");
+            ApiError::unavailable().into_response()
+        }
+    }
+}
+
+fn invalid_event(invalid: crate::wire::InvalidEvent) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "INVALID_EVENT",
+        invalid.to_string(),
+    )
+    .with_field(invalid.field)
+}

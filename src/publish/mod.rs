@@ -1,0 +1,220 @@
+//! The publisher: the hub's publish path as a library (the Rust `ProgressService`).
+//!
+//! Every way to publish — this library in a worker, `progress-hub publish`, and
+//! `POST /api/v1/projects/{id}/events` — goes through [`Publisher::publish`]: validate,
+//! fill defaults (timestamp, catalog solutions, trace id), coalesce `progress_update`,
+//! then one atomic broker step (history + state + PUBLISH with the id).
+
+mod coalescer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::broker::{Broker, BrokerError};
+use crate::catalog::ErrorCode;
+use crate::locale::Locale;
+use crate::wire::event::{
+    Complete, CompleteStatus, ErrorReport, Log, LogLevel, ProgressUpdate, StageChange,
+};
+use crate::wire::{Event, EventId, InvalidEvent, ProjectId, Stage};
+use coalescer::{Coalescer, Decision};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("invalid event: {0}")]
+    Invalid(#[from] InvalidEvent),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
+/// What became of a published event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Published {
+    /// In the history and on the channel, with this id.
+    Sent(EventId),
+    /// A `progress_update` held by coalescing: it (or a newer one that supersedes it)
+    /// goes out at the end of the current window.
+    Coalesced,
+}
+
+impl Published {
+    pub fn id(&self) -> Option<&EventId> {
+        match self {
+            Self::Sent(id) => Some(id),
+            Self::Coalesced => None,
+        }
+    }
+}
+
+/// Cheap to clone; clones share the coalescing state.
+#[derive(Clone)]
+pub struct Publisher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    broker: Arc<dyn Broker>,
+    locale: Locale,
+    coalescer: Coalescer,
+}
+
+impl Publisher {
+    pub fn new(broker: Arc<dyn Broker>, locale: Locale, coalesce_window: Duration) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                broker,
+                locale,
+                coalescer: Coalescer::new(coalesce_window),
+            }),
+        }
+    }
+
+    pub fn locale(&self) -> Locale {
+        self.inner.locale
+    }
+
+    /// Validates and publishes one event.
+    pub async fn publish(
+        &self,
+        project: &ProjectId,
+        event: Event,
+    ) -> Result<Published, PublishError> {
+        event.validate()?;
+        let event = event.normalized(self.inner.locale);
+        let is_complete = matches!(event, Event::Complete(_));
+        let coalescer = &self.inner.coalescer;
+        let slot = coalescer.slot(project);
+        let mut guard = slot.lock().await;
+        match coalescer.decide(&mut guard, event) {
+            Decision::Send(events) => {
+                let mut last = None;
+                for event in events {
+                    last = Some(self.send(project, &event).await?);
+                }
+                drop(guard);
+                if is_complete {
+                    coalescer.forget(project);
+                }
+                last.map(Published::Sent)
+                    .ok_or_else(|| BrokerError::Unavailable("nothing was sent".into()).into())
+            }
+            Decision::Held { flush_at, schedule } => {
+                if schedule {
+                    let this = self.clone();
+                    let project = project.clone();
+                    let slot = Arc::clone(&slot);
+                    tokio::spawn(async move {
+                        let sender = this.clone();
+                        let coalescer = &this.inner.coalescer;
+                        coalescer::flush_at(coalescer, slot, flush_at, |event| async move {
+                            if let Err(err) = sender.send(&project, &event).await {
+                                tracing::error!(project_id = %project, error = %err, "a coalesced progress_update could not be published");
+                            }
+                        })
+                        .await;
+                    });
+                }
+                Ok(Published::Coalesced)
+            }
+        }
+    }
+
+    async fn send(&self, project: &ProjectId, event: &Event) -> Result<EventId, BrokerError> {
+        let prepared = event.prepare(project, self.inner.locale);
+        self.inner.broker.publish(project, &prepared).await
+    }
+
+    /// `progress_update`: where the job is (`status`), how far (`progress`), what a
+    /// person should read (`current_stage`), and the ETA in seconds.
+    pub async fn publish_progress(
+        &self,
+        project: &ProjectId,
+        status: Stage,
+        progress: u8,
+        current_stage: &str,
+        estimated_remaining: Option<u64>,
+    ) -> Result<Published, PublishError> {
+        let event = Event::ProgressUpdate(ProgressUpdate {
+            status,
+            progress,
+            current_stage: current_stage.to_string(),
+            estimated_remaining,
+            timestamp: None,
+        });
+        self.publish(project, event).await
+    }
+
+    pub async fn publish_stage_change(
+        &self,
+        project: &ProjectId,
+        previous_stage: Option<Stage>,
+        current_stage: Stage,
+        progress: u8,
+    ) -> Result<Published, PublishError> {
+        let event = Event::StageChange(StageChange {
+            previous_stage,
+            current_stage,
+            progress,
+            timestamp: None,
+        });
+        self.publish(project, event).await
+    }
+
+    pub async fn publish_log(
+        &self,
+        project: &ProjectId,
+        level: LogLevel,
+        message: &str,
+    ) -> Result<Published, PublishError> {
+        let event = Event::Log(Log {
+            level,
+            message: message.to_string(),
+            timestamp: None,
+        });
+        self.publish(project, event).await
+    }
+
+    /// `error`: `is_retryable` and `solutions` come from the catalog; a trace id is
+    /// minted. `details` is free-form context for support.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn publish_error(
+        &self,
+        project: &ProjectId,
+        error_code: ErrorCode,
+        message: &str,
+        stage: Stage,
+        retry_count: u32,
+        max_retries: u32,
+        details: Map<String, Value>,
+    ) -> Result<Published, PublishError> {
+        let event = Event::Error(ErrorReport {
+            error_code,
+            message: message.to_string(),
+            stage,
+            retry_count,
+            max_retries,
+            is_retryable: None,
+            details: Some(details),
+            solutions: None,
+            trace_id: None,
+            timestamp: None,
+        });
+        self.publish(project, event).await
+    }
+
+    pub async fn publish_complete(
+        &self,
+        project: &ProjectId,
+        status: CompleteStatus,
+        youtube_url: Option<&str>,
+    ) -> Result<Published, PublishError> {
+        let event = Event::Complete(Complete {
+            status,
+            youtube_url: youtube_url.map(str::to_string),
+            timestamp: None,
+        });
+        self.publish(project, event).await
+    }
+}

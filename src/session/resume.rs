@@ -1,0 +1,201 @@
+//! Resume and late join: what a session says between `connected` and the live events.
+//!
+//! The session subscribes first, then reads the project's state and history in one
+//! atomic look, and only then decides. Live events published meanwhile wait in its
+//! queue; anything they share with what was read is skipped by id (the *floor*), so the
+//! client sees each event once, in order, with no gap.
+//!
+//! `recovered` is never a guess: it is true only when every event after the client's
+//! position follows — its `last_event_id` when resuming, or the snapshot (or the moment
+//! of connecting, for a project with no history yet) when joining.
+
+use crate::broker::Replay;
+use crate::wire::{EventId, Frame, ProjectId, ProjectState};
+
+/// The frames that open a session, and the position live events must be after.
+#[derive(Debug)]
+pub struct Opening {
+    pub frames: Vec<Frame>,
+    pub floor: Option<EventId>,
+}
+
+/// Decides the opening. `replay` is `None` when the broker could not be read.
+pub fn opening(
+    project: &ProjectId,
+    heartbeat_secs: u64,
+    asked: Option<&EventId>,
+    replay: Option<Replay>,
+) -> Opening {
+    let resumed = asked.is_some();
+    let connected = |recovered| Frame::connected(project, heartbeat_secs, resumed, recovered);
+    let Some(replay) = replay else {
+        return Opening {
+            frames: vec![connected(false)],
+            floor: asked.cloned(),
+        };
+    };
+    let lost = |state: &ProjectState, floor: Option<EventId>| Opening {
+        frames: vec![connected(false), Frame::snapshot(state, false)],
+        floor,
+    };
+    match (asked, replay.state) {
+        (None, None) => Opening {
+            frames: vec![connected(true)],
+            floor: None,
+        },
+        (None, Some((state, last))) => Opening {
+            frames: vec![connected(true), Frame::snapshot(&state, true)],
+            floor: Some(last),
+        },
+        // The client's history is gone (lost, expired, flushed, or never was).
+        (Some(_), None) => lost(&ProjectState::empty(), None),
+        (Some(asked), Some((state, last))) => {
+            if asked.epoch() != last.epoch() || asked.seq() > last.seq() {
+                lost(&state, Some(last))
+            } else if asked.seq() == last.seq() {
+                Opening {
+                    frames: vec![connected(true)],
+                    floor: Some(last),
+                }
+            } else if is_contiguous(asked, &replay.after, &last) {
+                let mut frames = Vec::with_capacity(replay.after.len() + 1);
+                frames.push(connected(true));
+                frames.extend(replay.after);
+                Opening {
+                    frames,
+                    floor: Some(last),
+                }
+            } else {
+                // Older than the retained history: the gap cannot be filled.
+                lost(&state, Some(last))
+            }
+        }
+    }
+}
+
+/// Whether `after` holds exactly the events from just after `asked` up to `last`.
+fn is_contiguous(asked: &EventId, after: &[Frame], last: &EventId) -> bool {
+    let mut expected = asked.seq() + 1;
+    for frame in after {
+        match frame.id() {
+            Some(id) if id.epoch() == asked.epoch() && id.seq() == expected => expected += 1,
+            _ => return false,
+        }
+    }
+    expected == last.seq() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use serde_json::Value;
+
+    fn pid() -> ProjectId {
+        ProjectId::parse("p").unwrap()
+    }
+
+    fn event(epoch: &str, seq: u64) -> Frame {
+        let text = format!(r#"{{"event":"log","id":"{epoch}:{seq}","data":{{}}}}"#);
+        Frame::from_published(Bytes::from(text)).unwrap()
+    }
+
+    fn state(last: &str) -> ProjectState {
+        ProjectState {
+            last_event_id: Some(last.into()),
+            ..ProjectState::empty()
+        }
+    }
+
+    fn replay(epoch: &str, last: u64, after: std::ops::Range<u64>) -> Replay {
+        Replay {
+            state: Some((state(&format!("{epoch}:{last}")), EventId::new(epoch, last))),
+            after: after.map(|s| event(epoch, s)).collect(),
+        }
+    }
+
+    fn events(o: &Opening) -> Vec<(String, Value)> {
+        o.frames
+            .iter()
+            .map(|f| {
+                let v = f.to_value();
+                (v["event"].as_str().unwrap().to_string(), v)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn late_join_gets_a_snapshot_and_a_floor() {
+        let o = opening(&pid(), 30, None, Some(replay("e", 7, 1..1)));
+        let ev = events(&o);
+        assert_eq!(ev[0].0, "connected");
+        assert_eq!(ev[0].1["data"]["recovered"], true);
+        assert_eq!(ev[1].0, "snapshot");
+        assert_eq!(ev[1].1["data"]["last_event_id"], "e:7");
+        assert_eq!(o.floor, Some(EventId::new("e", 7)));
+    }
+
+    #[test]
+    fn join_without_history_is_just_connected() {
+        let o = opening(&pid(), 30, None, Some(Replay::default()));
+        assert_eq!(o.frames.len(), 1);
+        assert_eq!(o.floor, None);
+    }
+
+    #[test]
+    fn resume_replays_exactly_the_missing_events() {
+        let asked = EventId::new("e", 3);
+        let o = opening(&pid(), 30, Some(&asked), Some(replay("e", 6, 4..7)));
+        let ev = events(&o);
+        assert_eq!(ev[0].1["data"]["resumed"], true);
+        assert_eq!(ev[0].1["data"]["recovered"], true);
+        let ids: Vec<_> = ev[1..]
+            .iter()
+            .map(|(_, v)| v["id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(ids, ["e:4", "e:5", "e:6"]);
+        assert_eq!(o.floor, Some(EventId::new("e", 6)));
+    }
+
+    #[test]
+    fn resume_when_up_to_date_sends_nothing_more() {
+        let asked = EventId::new("e", 6);
+        let o = opening(&pid(), 30, Some(&asked), Some(replay("e", 6, 7..7)));
+        assert_eq!(o.frames.len(), 1);
+        assert_eq!(events(&o)[0].1["data"]["recovered"], true);
+    }
+
+    #[test]
+    fn resume_that_cannot_be_honoured_says_so_with_a_snapshot() {
+        let cases = [
+            (EventId::new("other", 3), replay("e", 6, 4..7)), // another epoch
+            (EventId::new("e", 9), replay("e", 6, 7..7)),     // from the future
+            (EventId::new("e", 1), replay("e", 6, 4..7)),     // trimmed: 2 and 3 are gone
+            (EventId::new("e", 3), replay("e", 6, 4..6)),     // incomplete read
+        ];
+        for (asked, replay) in cases {
+            let o = opening(&pid(), 30, Some(&asked), Some(replay));
+            let ev = events(&o);
+            assert_eq!(ev.len(), 2, "{asked:?}");
+            assert_eq!(ev[0].1["data"]["recovered"], false);
+            assert_eq!(ev[1].0, "snapshot");
+            assert_eq!(ev[1].1["data"]["recovered"], false);
+            assert_eq!(o.floor, Some(EventId::new("e", 6)));
+        }
+        let o = opening(
+            &pid(),
+            30,
+            Some(&EventId::new("e", 3)),
+            Some(Replay::default()),
+        );
+        assert_eq!(events(&o)[1].1["data"]["last_event_id"], Value::Null);
+    }
+
+    #[test]
+    fn broker_unreachable_is_never_called_recovered() {
+        let asked = EventId::new("e", 3);
+        let o = opening(&pid(), 30, Some(&asked), None);
+        assert_eq!(events(&o)[0].1["data"]["recovered"], false);
+        assert_eq!(o.floor, Some(asked));
+    }
+}

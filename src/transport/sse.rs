@@ -1,0 +1,60 @@
+//! The Server-Sent Events transport, for networks that block WebSocket.
+//!
+//! The session writes frames into a small channel; the HTTP response streams them as
+//! `id:` + `data:` records (no `event:` line, so `EventSource.onmessage` sees every
+//! frame, each the same JSON as on the WebSocket). The client cannot speak here, so
+//! the heartbeat timeout does not apply: a dropped connection is noticed when the
+//! response body is dropped.
+
+use std::convert::Infallible;
+
+use axum::response::sse::Event;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::{Incoming, Transport, TransportClosed};
+use crate::wire::{CloseReason, Frame};
+
+/// Frames buffered between the session and the response body; the session's own
+/// queue is the real buffer.
+const CHANNEL_CAPACITY: usize = 16;
+
+pub struct SseTransport {
+    tx: mpsc::Sender<Result<Event, Infallible>>,
+}
+
+/// A transport and the event stream to hand to `axum::response::Sse`.
+pub fn channel() -> (SseTransport, ReceiverStream<Result<Event, Infallible>>) {
+    let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+    (SseTransport { tx }, ReceiverStream::new(rx))
+}
+
+impl Transport for SseTransport {
+    async fn send(&mut self, frames: &[Frame]) -> Result<(), TransportClosed> {
+        for frame in frames {
+            let mut event = Event::default().data(frame.as_str());
+            if let Some(id) = frame.id() {
+                event = event.id(id.to_string());
+            }
+            self.tx
+                .send(Ok(event))
+                .await
+                .map_err(|_| TransportClosed("SSE client gone".into()))?;
+        }
+        Ok(())
+    }
+
+    async fn recv(&mut self) -> Incoming {
+        self.tx.closed().await;
+        Incoming::Closed
+    }
+
+    async fn close(&mut self, _reason: CloseReason) {
+        // SSE has no close frame: ending the stream is the close. The client's
+        // EventSource reconnects with Last-Event-ID by itself.
+    }
+
+    fn hears_client(&self) -> bool {
+        false
+    }
+}

@@ -1,0 +1,101 @@
+//! A project's current state: what a late joiner's `snapshot` and
+//! `GET /api/v1/projects/{id}` show.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use super::EventId;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProjectState {
+    /// The stage (SCRIPT_GENERATING, ...) while running; COMPLETED or FAILED at the end.
+    pub status: Option<String>,
+    pub progress: u8,
+    /// Human text of what is happening now.
+    pub current_stage: Option<String>,
+    pub estimated_remaining: Option<u64>,
+    /// The id of the newest event in the history; resume from it.
+    pub last_event_id: Option<String>,
+    pub updated_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub youtube_url: Option<String>,
+}
+
+impl ProjectState {
+    /// The state of a project with no history: nothing known yet.
+    pub fn empty() -> Self {
+        Self {
+            status: None,
+            progress: 0,
+            current_stage: None,
+            estimated_remaining: None,
+            last_event_id: None,
+            updated_at: None,
+            youtube_url: None,
+        }
+    }
+
+    /// Reads the state from Redis's state hash (see `broker/publish.lua` for its fields).
+    /// `None` when the hash holds no history (never published, or lost).
+    pub fn from_hash(hash: &HashMap<String, String>) -> Option<(Self, EventId)> {
+        let epoch = hash.get("epoch")?;
+        let seq: u64 = hash.get("seq")?.parse().ok()?;
+        if seq == 0 {
+            return None;
+        }
+        let last = EventId::new(epoch, seq);
+        let text = |k: &str| hash.get(k).filter(|v| !v.is_empty()).cloned();
+        Some((
+            Self {
+                status: text("status"),
+                progress: text("progress").and_then(|p| p.parse().ok()).unwrap_or(0),
+                current_stage: text("current_stage"),
+                estimated_remaining: text("estimated_remaining").and_then(|e| e.parse().ok()),
+                last_event_id: Some(last.to_string()),
+                updated_at: text("updated_at"),
+                youtube_url: text("youtube_url"),
+            },
+            last,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_hash() {
+        let hash: HashMap<String, String> = [
+            ("epoch", "ep"),
+            ("seq", "7"),
+            ("status", "RENDERING"),
+            ("progress", "60"),
+            ("current_stage", "渲染中"),
+            ("estimated_remaining", ""),
+            ("updated_at", "2025-10-19T10:35:00Z"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let (state, last) = ProjectState::from_hash(&hash).unwrap();
+        assert_eq!(last, EventId::new("ep", 7));
+        assert_eq!(state.progress, 60);
+        assert_eq!(state.estimated_remaining, None);
+        assert_eq!(state.last_event_id.as_deref(), Some("ep:7"));
+        let json = serde_json::to_value(&state).unwrap();
+        assert!(json.get("youtube_url").is_none());
+    }
+
+    #[test]
+    fn no_history_is_no_state() {
+        assert!(ProjectState::from_hash(&HashMap::new()).is_none());
+        let fresh: HashMap<String, String> = [
+            ("epoch".to_string(), "e".to_string()),
+            ("seq".to_string(), "0".to_string()),
+        ]
+        .into();
+        assert!(ProjectState::from_hash(&fresh).is_none());
+    }
+}
