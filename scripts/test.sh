@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one command that passes every test, on a fresh machine:
-# installs what the tests need, then runs formatting, lints, all tests and coverage.
+# installs what the tests need (redis-server, redis-py, llvm-tools, cargo-llvm-cov), then runs formatting, lints, all tests and coverage.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +11,10 @@ if ! need redis-server; then
   echo "==> installing redis-server"
   as_root apt-get update -qq
   as_root apt-get install -y -qq redis-server
+fi
+if ! python3 -c 'import redis' >/dev/null 2>&1; then
+  echo "==> installing redis-py (for the interop test with the original Python publisher)"
+  python3 -m pip install --quiet redis
 fi
 if ! rustup component list --installed 2>/dev/null | grep -q '^llvm-tools'; then
   echo "==> installing llvm-tools-preview"

@@ -9,6 +9,7 @@
 
 pub mod broker;
 pub mod catalog;
+pub mod cli;
 pub mod config;
 pub mod http;
 pub mod hub;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use progress_hub::broker::HistoryConfig;
+use progress_hub::cli::publish::PublishArgs;
 use progress_hub::config::ServeConfig;
 use progress_hub::locale::Locale;
 use progress_hub::telemetry::{self, LogFormat};
@@ -34,6 +35,8 @@ struct Cli {
 enum Command {
     /// Run the hub (self-contained without --redis-url).
     Serve(ServeArgs),
+    /// Publish one event through the hub's publish path (history + resume).
+    Publish(PublishArgs),
 }
 
 #[derive(Args, Debug)]
@@ -105,6 +108,13 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init(cli.log_format);
     match cli.command {
         Command::Serve(args) => serve(args.into()).await,
+        Command::Publish(args) => {
+            match progress_hub::cli::publish::run(&args).await? {
+                Some(id) => println!("{id}"),
+                None => println!("coalesced"),
+            }
+            Ok(())
+        }
     }
 }
 
@@ -160,7 +170,9 @@ mod tests {
     #[test]
     fn command_line_defaults_are_the_library_defaults() {
         let cli = Cli::try_parse_from(["progress-hub", "serve"]).unwrap();
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            panic!("serve parses as serve");
+        };
         let from_cli = ServeConfig::from(args);
         let lib = ServeConfig::default();
         assert_eq!(from_cli.listen, lib.listen);

@@ -1,0 +1,3 @@
+//! Client-side subcommands of the `progress-hub` binary (everything but `serve`).
+
+pub mod publish;

@@ -1,0 +1,208 @@
+//! `progress-hub publish`: one event through the hub's publish path, from a shell.
+//!
+//! With `--redis-url` (or `REDIS_URL`) it publishes straight into Redis with the
+//! publisher library, as a worker would; otherwise it POSTs to a running hub's HTTP
+//! API (`--hub-url`, default `http://127.0.0.1:8000`). Either way the event is built as
+//! JSON and validated by the same code as the HTTP API.
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use crate::broker::redis::RedisBroker;
+use crate::broker::{BrokerError, HistoryConfig};
+use crate::locale::Locale;
+use crate::publish::{PublishError, Published, Publisher};
+use crate::wire::{Event, InvalidEvent, InvalidProjectId, ProjectId};
+
+#[derive(Args, Debug)]
+pub struct PublishArgs {
+    /// The project to publish to.
+    #[arg(long)]
+    pub project: String,
+    /// Publish straight into this Redis (as a worker does).
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Otherwise, publish through this hub's HTTP API.
+    #[arg(long, env = "HUB_URL", default_value = "http://127.0.0.1:8000")]
+    pub hub_url: String,
+    /// Events of history kept per project (keep equal to the hub's).
+    #[arg(long, env = "HUB_HISTORY_LEN", default_value_t = 1000)]
+    pub history_len: usize,
+    /// How long history is kept after `complete` (keep equal to the hub's).
+    #[arg(long, env = "HUB_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub retention: Duration,
+    /// Language of catalog solutions filled in for `error`.
+    #[arg(long, env = "HUB_LOCALE", default_value = "zh-TW")]
+    pub locale: Locale,
+    #[command(subcommand)]
+    pub event: EventArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EventArgs {
+    /// progress_update: --status RENDERING --progress 60 --current-stage "..." [--estimated-remaining 240]
+    ProgressUpdate {
+        #[arg(long)]
+        status: String,
+        #[arg(long)]
+        progress: i64,
+        #[arg(long)]
+        current_stage: String,
+        #[arg(long)]
+        estimated_remaining: Option<u64>,
+    },
+    /// stage_change: [--previous-stage X] --current-stage Y --progress 25
+    StageChange {
+        #[arg(long)]
+        previous_stage: Option<String>,
+        #[arg(long)]
+        current_stage: String,
+        #[arg(long)]
+        progress: i64,
+    },
+    /// log: [--level INFO|WARNING|ERROR] MESSAGE
+    Log {
+        #[arg(long, default_value = "INFO")]
+        level: String,
+        message: String,
+    },
+    /// error: --error-code CODE --message TEXT --stage STAGE [--retry-count N] [--max-retries N]
+    Error {
+        #[arg(long)]
+        error_code: String,
+        #[arg(long)]
+        message: String,
+        #[arg(long)]
+        stage: String,
+        #[arg(long, default_value_t = 0)]
+        retry_count: u32,
+        #[arg(long, default_value_t = 3)]
+        max_retries: u32,
+    },
+    /// complete: --status COMPLETED|FAILED [--youtube-url URL]
+    Complete {
+        #[arg(long)]
+        status: String,
+        #[arg(long)]
+        youtube_url: Option<String>,
+    },
+    /// A whole event as JSON: '{"event":"log","data":{...}}'
+    Json { event: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishCommandError {
+    #[error(transparent)]
+    ProjectId(#[from] InvalidProjectId),
+    #[error("invalid event: {0}")]
+    Invalid(#[from] InvalidEvent),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("hub at {url} unreachable: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("hub refused the event ({status}): {body}")]
+    Refused { status: u16, body: String },
+}
+
+impl From<PublishError> for PublishCommandError {
+    fn from(err: PublishError) -> Self {
+        match err {
+            PublishError::Invalid(e) => Self::Invalid(e),
+            PublishError::Broker(e) => Self::Broker(e),
+        }
+    }
+}
+
+impl EventArgs {
+    /// The event as the JSON the HTTP API takes.
+    pub fn to_json(&self) -> Result<Value, InvalidEvent> {
+        Ok(match self {
+            Self::ProgressUpdate {
+                status,
+                progress,
+                current_stage,
+                estimated_remaining,
+            } => json!({"event": "progress_update", "data": {
+                "status": status, "progress": progress, "current_stage": current_stage,
+                "estimated_remaining": estimated_remaining,
+            }}),
+            Self::StageChange {
+                previous_stage,
+                current_stage,
+                progress,
+            } => json!({"event": "stage_change", "data": {
+                "previous_stage": previous_stage, "current_stage": current_stage, "progress": progress,
+            }}),
+            Self::Log { level, message } => {
+                json!({"event": "log", "data": {"level": level, "message": message}})
+            }
+            Self::Error {
+                error_code,
+                message,
+                stage,
+                retry_count,
+                max_retries,
+            } => json!({"event": "error", "data": {
+                "error_code": error_code, "message": message, "stage": stage,
+                "retry_count": retry_count, "max_retries": max_retries,
+            }}),
+            Self::Complete {
+                status,
+                youtube_url,
+            } => json!({"event": "complete", "data": {"status": status, "youtube_url": youtube_url}}),
+            Self::Json { event } => serde_json::from_str(event).map_err(|e| InvalidEvent {
+                field: "body".into(),
+                message: format!("not valid JSON: {e}"),
+            })?,
+        })
+    }
+}
+
+/// Publishes and returns the event id (`None`: held by coalescing, goes out shortly).
+pub async fn run(args: &PublishArgs) -> Result<Option<String>, PublishCommandError> {
+    let project = ProjectId::parse(&args.project)?;
+    let body = args.event.to_json()?;
+    let event = Event::from_json(body.to_string().as_bytes())?;
+    match &args.redis_url {
+        Some(url) if !url.is_empty() => {
+            let history = HistoryConfig {
+                max_len: args.history_len,
+                retention: args.retention,
+                ..HistoryConfig::default()
+            };
+            let broker = RedisBroker::connect(url, history)?;
+            let publisher = Publisher::new(std::sync::Arc::new(broker), args.locale, Duration::ZERO);
+            let published = publisher.publish(&project, event).await?;
+            Ok(match published {
+                Published::Sent(id) => Some(id.to_string()),
+                Published::Coalesced => None,
+            })
+        }
+        _ => post(&args.hub_url, &project, &body).await,
+    }
+}
+
+async fn post(hub: &str, project: &ProjectId, body: &Value) -> Result<Option<String>, PublishCommandError> {
+    let url = format!("{}/api/v1/projects/{project}/events", hub.trim_end_matches('/'));
+    let unreachable = |e: reqwest::Error| PublishCommandError::Unreachable {
+        url: url.clone(),
+        reason: e.to_string(),
+    };
+    let response = reqwest::Client::new()
+        .post(&url)
+        .json(body)
+        .send()
+        .await
+        .map_err(unreachable)?;
+    let status = response.status().as_u16();
+    let answer: Value = response.json().await.map_err(unreachable)?;
+    if status != 202 {
+        return Err(PublishCommandError::Refused {
+            status,
+            body: answer.to_string(),
+        });
+    }
+    Ok(answer["id"].as_str().map(str::to_string))
+}
