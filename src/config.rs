@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::broker::HistoryConfig;
+use crate::job::WorkerConfig;
 use crate::locale::Locale;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
@@ -37,6 +38,8 @@ pub struct ServeConfig {
     /// Window in which `progress_update`s of one project are coalesced on the hub's
     /// publish path (at most one per window; the newest wins, none is lost).
     pub coalesce_window: Duration,
+    /// The in-process worker; `None` runs none (`--no-worker`).
+    pub worker: Option<WorkerConfig>,
 }
 
 impl Default for ServeConfig {
@@ -53,6 +56,7 @@ impl Default for ServeConfig {
             history: HistoryConfig::default(),
             locale: Locale::default(),
             coalesce_window: DEFAULT_COALESCE_WINDOW,
+            worker: Some(WorkerConfig::default()),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod hub;
+pub mod job;
 pub mod locale;
 pub mod metrics;
 pub mod publish;

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use progress_hub::broker::HistoryConfig;
 use progress_hub::cli::publish::PublishArgs;
+use progress_hub::cli::worker::{JobArgs, WorkerArgs};
 use progress_hub::config::ServeConfig;
 use progress_hub::locale::Locale;
 use progress_hub::telemetry::{self, LogFormat};
@@ -37,6 +38,8 @@ enum Command {
     Serve(ServeArgs),
     /// Publish one event through the hub's publish path (history + resume).
     Publish(PublishArgs),
+    /// Run generation jobs from the Redis job queue.
+    Worker(WorkerArgs),
 }
 
 #[derive(Args, Debug)]
@@ -75,6 +78,11 @@ struct ServeArgs {
     /// progress_update events of one project are coalesced to one per this window.
     #[arg(long, env = "HUB_COALESCE_WINDOW", default_value = "500ms", value_parser = humantime::parse_duration)]
     coalesce_window: Duration,
+    /// Run no in-process worker (jobs wait for `progress-hub worker` processes).
+    #[arg(long, env = "HUB_NO_WORKER")]
+    no_worker: bool,
+    #[command(flatten)]
+    jobs: JobArgs,
     /// How long shutdown waits for clients to close.
     #[arg(long, env = "HUB_SHUTDOWN_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
@@ -98,6 +106,7 @@ impl From<ServeArgs> for ServeConfig {
             },
             locale: a.locale,
             coalesce_window: a.coalesce_window,
+            worker: (!a.no_worker).then(|| a.jobs.worker_config(a.shutdown_grace)),
         }
     }
 }
@@ -108,6 +117,17 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init(cli.log_format);
     match cli.command {
         Command::Serve(args) => serve(args.into()).await,
+        Command::Worker(args) => {
+            let stop = tokio_util::sync::CancellationToken::new();
+            let trigger = stop.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                tracing::info!("stopping: no new jobs; running ones finish or are handed back");
+                trigger.cancel();
+            });
+            progress_hub::cli::worker::run(&args, stop).await?;
+            Ok(())
+        }
         Command::Publish(args) => {
             match progress_hub::cli::publish::run(&args).await? {
                 Some(id) => println!("{id}"),
@@ -185,5 +205,10 @@ mod tests {
         assert_eq!(from_cli.history, lib.history);
         assert_eq!(from_cli.locale, lib.locale);
         assert_eq!(from_cli.coalesce_window, lib.coalesce_window);
+        let (cli_worker, lib_worker) = (from_cli.worker.unwrap(), lib.worker.unwrap());
+        assert_eq!(cli_worker.mock_delay, lib_worker.mock_delay);
+        assert_eq!(cli_worker.retry, lib_worker.retry);
+        assert_eq!(cli_worker.concurrency, lib_worker.concurrency);
+        assert_eq!(cli_worker.claim_idle, lib_worker.claim_idle);
     }
 }

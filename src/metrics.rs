@@ -90,6 +90,10 @@ pub fn client_frame_ignored() {
 pub fn client_frame_oversized() {
     handles().oversized_client_frames.increment(1);
 }
+/// A generation job ended: `completed`, `failed` or `handed_back`.
+pub fn job_finished(outcome: &'static str) {
+    counter!("hub_jobs_total", "outcome" => outcome).increment(1);
+}
 pub fn redis_reconnected() {
     handles().redis_reconnects.increment(1);
 }

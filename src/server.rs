@@ -6,6 +6,7 @@
 //! shutdown), and a deadline bounds the wait.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -16,6 +17,9 @@ use crate::broker::{self, Broker, BrokerError};
 use crate::config::ServeConfig;
 use crate::http::{self, AppState};
 use crate::hub::Hub;
+use crate::job::queue::{JobQueue, MemoryQueue, QueueError};
+use crate::job::redis_queue::RedisQueue;
+use crate::job::worker::Worker;
 use crate::metrics;
 use crate::publish::Publisher;
 use crate::session::{SessionConfig, Sessions};
@@ -29,6 +33,8 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Broker(#[from] BrokerError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
     #[error("HTTP server failed: {0}")]
     Http(std::io::Error),
 }
@@ -95,9 +101,24 @@ pub async fn start(config: ServeConfig) -> Result<RunningHub, ServeError> {
         &tracker,
     )?;
     let publisher = Publisher::new(broker.clone(), config.locale, config.coalesce_window);
+    let claim_idle = config
+        .worker
+        .as_ref()
+        .map_or(crate::job::WorkerConfig::default().claim_idle, |w| {
+            w.claim_idle
+        });
+    let jobs: Arc<dyn JobQueue> = match &config.redis_url {
+        Some(url) => Arc::new(RedisQueue::new(url, claim_idle)?),
+        None => Arc::new(MemoryQueue::default()),
+    };
+    if let Some(worker) = config.worker.clone() {
+        let worker = Worker::new(jobs.clone(), broker.clone(), publisher.clone(), worker);
+        tracker.spawn(worker.run(shutdown.clone()));
+    }
     let state = AppState {
         broker: broker.clone(),
         publisher: publisher.clone(),
+        jobs,
         sessions: Sessions {
             hub,
             broker: broker.clone(),

@@ -33,7 +33,10 @@ async fn original_python_publisher_reaches_websocket_clients_unchanged() {
     let mut carried = Vec::new();
     let mut messages = witness.on_message();
     for _ in 0..5 {
-        let msg = tokio::time::timeout(PATIENCE, messages.next()).await.unwrap().unwrap();
+        let msg = tokio::time::timeout(PATIENCE, messages.next())
+            .await
+            .unwrap()
+            .unwrap();
         carried.push(msg.get_payload::<String>().unwrap());
     }
     let mut received = Vec::new();
@@ -42,15 +45,36 @@ async fn original_python_publisher_reaches_websocket_clients_unchanged() {
     }
     assert_eq!(received, carried, "byte for byte, in order");
 
-    let events: Vec<serde_json::Value> = received.iter().map(|t| serde_json::from_str(t).unwrap()).collect();
-    let names: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
-    assert_eq!(names, ["stage_change", "progress_update", "log", "error", "complete"]);
+    let events: Vec<serde_json::Value> = received
+        .iter()
+        .map(|t| serde_json::from_str(t).unwrap())
+        .collect();
+    let names: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "stage_change",
+            "progress_update",
+            "log",
+            "error",
+            "complete"
+        ]
+    );
     assert_eq!(events[0]["data"]["current_stage"], "ASSETS_GENERATING");
     assert_eq!(events[1]["data"]["progress"], 30);
     assert_eq!(events[1]["data"]["estimated_remaining"], 600);
-    assert_eq!(events[2]["data"]["message"], "[1/15] 正在生成圖片: 段落 1 - 科技趨勢展望");
+    assert_eq!(
+        events[2]["data"]["message"],
+        "[1/15] 正在生成圖片: 段落 1 - 科技趨勢展望"
+    );
     assert_eq!(events[3]["data"]["retry_count"], 2);
-    assert_eq!(events[4]["data"]["youtube_url"], "https://youtube.com/watch?v=interop");
+    assert_eq!(
+        events[4]["data"]["youtube_url"],
+        "https://youtube.com/watch?v=interop"
+    );
     for event in &events {
         let ts = event["data"]["timestamp"].as_str().unwrap();
         assert!(ts.ends_with('Z'), "{ts}");

@@ -105,6 +105,7 @@ impl Broker for MemoryBroker {
         if finished && s.event != "complete" {
             state.progress = 0;
             state.youtube_url = None;
+            state.completed_job = None;
         }
         // Progress never goes backwards within a run: a lower value is clamped up.
         let progress = t.progress.map(|p| p.max(state.progress));
@@ -136,6 +137,9 @@ impl Broker for MemoryBroker {
         }
         if let Some(v) = &s.youtube_url {
             state.youtube_url = Some(v.clone());
+        }
+        if s.event == "complete" && s.job_id.is_some() {
+            state.completed_job = s.job_id.clone();
         }
         state.last_event_id = Some(id.to_string());
         state.updated_at = Some(s.updated_at.clone());

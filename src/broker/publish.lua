@@ -15,6 +15,8 @@
 -- ARGV[12..15] status, current_stage, estimated_remaining, youtube_url:
 --          '' = unchanged, '=' .. value = set (an empty value means null)
 -- ARGV[16] updated_at
+-- ARGV[17] the generation job this event belongs to ('' = none); recorded with
+--          `complete` so a job that is picked up again never completes twice
 -- Returns the event id, '<epoch>:<seq>'.
 
 local history, state = KEYS[1], KEYS[2]
@@ -35,7 +37,7 @@ if (status == 'COMPLETED' or status == 'FAILED') and event ~= 'complete' then
   -- The previous run ended: a new run starts from 0.
   max = 0
   redis.call('HSET', state, 'progress', 0)
-  redis.call('HDEL', state, 'youtube_url')
+  redis.call('HDEL', state, 'youtube_url', 'job_id')
 end
 
 -- Progress never goes backwards within a run: a lower value is clamped up.
@@ -63,6 +65,9 @@ for i, name in ipairs(fields) do
   if v ~= '' then redis.call('HSET', state, name, string.sub(v, 2)) end
 end
 redis.call('HSET', state, 'last_event_id', id, 'updated_at', ARGV[16])
+if event == 'complete' and ARGV[17] ~= '' then
+  redis.call('HSET', state, 'job_id', ARGV[17])
+end
 
 local ttl = ARGV[4]
 if event == 'complete' then ttl = ARGV[5] end

@@ -125,6 +125,7 @@ impl Broker for RedisBroker {
             .arg(change(eta.as_deref()))
             .arg(change(s.youtube_url.as_deref()))
             .arg(&s.updated_at)
+            .arg(s.job_id.as_deref().unwrap_or_default())
             .invoke_async(&mut conn)
             .await?;
         id.parse().map_err(|_| {

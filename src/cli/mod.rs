@@ -1,3 +1,4 @@
 //! Client-side subcommands of the `progress-hub` binary (everything but `serve`).
 
 pub mod publish;
+pub mod worker;

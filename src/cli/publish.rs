@@ -151,7 +151,9 @@ impl EventArgs {
             Self::Complete {
                 status,
                 youtube_url,
-            } => json!({"event": "complete", "data": {"status": status, "youtube_url": youtube_url}}),
+            } => {
+                json!({"event": "complete", "data": {"status": status, "youtube_url": youtube_url}})
+            }
             Self::Json { event } => serde_json::from_str(event).map_err(|e| InvalidEvent {
                 field: "body".into(),
                 message: format!("not valid JSON: {e}"),
@@ -173,7 +175,8 @@ pub async fn run(args: &PublishArgs) -> Result<Option<String>, PublishCommandErr
                 ..HistoryConfig::default()
             };
             let broker = RedisBroker::connect(url, history)?;
-            let publisher = Publisher::new(std::sync::Arc::new(broker), args.locale, Duration::ZERO);
+            let publisher =
+                Publisher::new(std::sync::Arc::new(broker), args.locale, Duration::ZERO);
             let published = publisher.publish(&project, event).await?;
             Ok(match published {
                 Published::Sent(id) => Some(id.to_string()),
@@ -184,8 +187,15 @@ pub async fn run(args: &PublishArgs) -> Result<Option<String>, PublishCommandErr
     }
 }
 
-async fn post(hub: &str, project: &ProjectId, body: &Value) -> Result<Option<String>, PublishCommandError> {
-    let url = format!("{}/api/v1/projects/{project}/events", hub.trim_end_matches('/'));
+async fn post(
+    hub: &str,
+    project: &ProjectId,
+    body: &Value,
+) -> Result<Option<String>, PublishCommandError> {
+    let url = format!(
+        "{}/api/v1/projects/{project}/events",
+        hub.trim_end_matches('/')
+    );
     let unreachable = |e: reqwest::Error| PublishCommandError::Unreachable {
         url: url.clone(),
         reason: e.to_string(),

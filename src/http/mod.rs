@@ -1,6 +1,7 @@
 //! The HTTP face of the hub: routes, shared state, JSON errors.
 
 mod error;
+mod generate;
 mod health;
 mod progress;
 mod project_path;
@@ -13,11 +14,12 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::get;
+use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::Broker;
+use crate::job::queue::JobQueue;
 use crate::publish::Publisher;
 use crate::session::Sessions;
 
@@ -27,6 +29,8 @@ pub struct AppState {
     pub broker: Arc<dyn Broker>,
     pub sessions: Sessions,
     pub publisher: Publisher,
+    /// Where generate requests are queued for workers.
+    pub jobs: Arc<dyn JobQueue>,
     /// Tracks sessions, which axum's graceful shutdown does not wait for.
     pub tracker: TaskTracker,
     pub metrics: PrometheusHandle,
@@ -38,7 +42,12 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let body_limit = state.max_frame_bytes;
     Router::new()
+        .route("/api/v1/projects", post(generate::create))
         .route("/api/v1/projects/{project_id}", get(projects::state))
+        .route(
+            "/api/v1/projects/{project_id}/generate",
+            post(generate::generate),
+        )
         .route(
             "/api/v1/projects/{project_id}/progress",
             get(progress::progress),

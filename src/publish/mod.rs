@@ -81,6 +81,32 @@ impl Publisher {
         project: &ProjectId,
         event: Event,
     ) -> Result<Published, PublishError> {
+        self.publish_as(project, event, None).await
+    }
+
+    /// Publishes the `complete` that ends generation job `job_id`; the state records the
+    /// job, so a job picked up again after a crash can tell it already completed.
+    pub async fn publish_job_complete(
+        &self,
+        project: &ProjectId,
+        job_id: &str,
+        status: CompleteStatus,
+        youtube_url: Option<&str>,
+    ) -> Result<Published, PublishError> {
+        let event = Event::Complete(Complete {
+            status,
+            youtube_url: youtube_url.map(str::to_string),
+            timestamp: None,
+        });
+        self.publish_as(project, event, Some(job_id)).await
+    }
+
+    async fn publish_as(
+        &self,
+        project: &ProjectId,
+        event: Event,
+        job_id: Option<&str>,
+    ) -> Result<Published, PublishError> {
         event.validate()?;
         let event = event.normalized(self.inner.locale);
         let is_complete = matches!(event, Event::Complete(_));
@@ -91,7 +117,8 @@ impl Publisher {
             Decision::Send(events) => {
                 let mut last = None;
                 for event in events {
-                    last = Some(self.send(project, &event).await?);
+                    let job = job_id.filter(|_| matches!(event, Event::Complete(_)));
+                    last = Some(self.send(project, &event, job).await?);
                 }
                 drop(guard);
                 if is_complete {
@@ -109,7 +136,7 @@ impl Publisher {
                         let sender = this.clone();
                         let coalescer = &this.inner.coalescer;
                         coalescer::flush_at(coalescer, slot, flush_at, |event| async move {
-                            if let Err(err) = sender.send(&project, &event).await {
+                            if let Err(err) = sender.send(&project, &event, None).await {
                                 tracing::error!(project_id = %project, error = %err, "a coalesced progress_update could not be published");
                             }
                         })
@@ -121,8 +148,14 @@ impl Publisher {
         }
     }
 
-    async fn send(&self, project: &ProjectId, event: &Event) -> Result<EventId, BrokerError> {
-        let prepared = event.prepare(project, self.inner.locale);
+    async fn send(
+        &self,
+        project: &ProjectId,
+        event: &Event,
+        job_id: Option<&str>,
+    ) -> Result<EventId, BrokerError> {
+        let mut prepared = event.prepare(project, self.inner.locale);
+        prepared.state.job_id = job_id.map(str::to_string);
         self.inner.broker.publish(project, &prepared).await
     }
 

@@ -13,7 +13,7 @@ use crate::catalog::ErrorCode;
 use crate::locale::Locale;
 
 /// The five stages of a generation job, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Stage {
     ScriptGenerating,
@@ -521,6 +521,8 @@ pub struct StateChange {
     /// Progress the state is raised to regardless of the frame (`complete` → 100).
     pub progress_floor: Option<u8>,
     pub updated_at: String,
+    /// The generation job a `complete` ends (recorded so it never completes twice).
+    pub job_id: Option<String>,
 }
 
 /// A validated, normalized event ready for the broker's atomic publish.

@@ -20,6 +20,9 @@ pub struct ProjectState {
     pub updated_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub youtube_url: Option<String>,
+    /// The generation job whose `complete` ended the current run, if any.
+    #[serde(skip)]
+    pub completed_job: Option<String>,
 }
 
 impl ProjectState {
@@ -33,6 +36,7 @@ impl ProjectState {
             last_event_id: None,
             updated_at: None,
             youtube_url: None,
+            completed_job: None,
         }
     }
 
@@ -55,6 +59,7 @@ impl ProjectState {
                 last_event_id: Some(last.to_string()),
                 updated_at: text("updated_at"),
                 youtube_url: text("youtube_url"),
+                completed_job: text("job_id"),
             },
             last,
         ))

@@ -1,0 +1,118 @@
+//! Projects and generation jobs over REST:
+//! `POST /api/v1/projects` (201, a new id) and
+//! `POST /api/v1/projects/{project_id}/generate` (202 with the job id; 409 while a job
+//! of that project runs; 400/422 for a bad id or body).
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use rand::Rng;
+use serde_json::json;
+
+use super::AppState;
+use super::error::ApiError;
+use super::project_path::ProjectPath;
+use crate::job::GenerateRequest;
+use crate::job::queue::QueueError;
+
+/// `POST /api/v1/projects`: a fresh project id to generate into and watch.
+pub async fn create() -> Response {
+    let id: String = rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(12)
+        .map(char::from)
+        .collect();
+    (
+        StatusCode::CREATED,
+        Json(json!({ "id": format!("p-{id}") })),
+    )
+        .into_response()
+}
+
+pub async fn generate(
+    State(app): State<AppState>,
+    ProjectPath(project): ProjectPath,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            return ApiError::new(
+                rejection.status(),
+                "INVALID_BODY",
+                "the request body could not be read",
+            )
+            .into_response();
+        }
+    };
+    let request = if body.trim_ascii().is_empty() {
+        GenerateRequest::default()
+    } else if body.trim_ascii_start().first() != Some(&b'{') {
+        return ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_REQUEST",
+            "the body must be a JSON object {\"topic\": ..., \"inject_failures\": {...}}",
+        )
+        .with_field("body")
+        .into_response();
+    } else {
+        let de = &mut serde_json::Deserializer::from_slice(&body);
+        match serde_path_to_error::deserialize::<_, GenerateRequest>(de) {
+            Ok(request) => request,
+            Err(err) => {
+                let path = err.path().to_string();
+                let field = if path == "." || path == "?" {
+                    "body".into()
+                } else {
+                    path
+                };
+                return ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "INVALID_REQUEST",
+                    err.into_inner().to_string(),
+                )
+                .with_field(field)
+                .into_response();
+            }
+        }
+    };
+    let default_topic = app
+        .publisher
+        .locale()
+        .pick("AI 如何改變我們的生活", "How AI changes our lives");
+    let job = match request.into_job(project.clone(), default_topic) {
+        Ok(job) => job,
+        Err(invalid) => {
+            return ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "INVALID_REQUEST",
+                invalid.message,
+            )
+            .with_field(invalid.field)
+            .into_response();
+        }
+    };
+    match app.jobs.submit(&job).await {
+        Ok(()) => {
+            tracing::info!(project_id = %project, job_id = %job.id, "generation job queued");
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({ "job_id": job.id, "project_id": project.as_str() })),
+            )
+                .into_response()
+        }
+        Err(QueueError::Busy { job_id }) => ApiError::new(
+            StatusCode::CONFLICT,
+            "JOB_RUNNING",
+            format!("a generation job is already running for this project ({job_id})"),
+        )
+        .into_response(),
+        Err(QueueError::Unavailable(reason)) => {
+            tracing::error!(project_id = %project, error = %reason, "cannot queue the job");
+            ApiError::unavailable().into_response()
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! Generation jobs: the `generate_video` pipeline (`pipeline.rs`) over mock providers
+//! (`providers.rs`), carried by a job queue (`queue.rs`: in-process, or Redis Streams
+//! so that `progress-hub worker` processes anywhere can run them) and run by workers
+//! (`worker.rs`).
+
+pub mod pipeline;
+pub mod providers;
+pub mod queue;
+pub mod redis_queue;
+pub mod worker;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::wire::{InvalidEvent, ProjectId, Stage};
+pub use pipeline::{Outcome, RetryPolicy};
+
+/// One `generate_video` request, as queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub id: String,
+    pub project: ProjectId,
+    pub topic: String,
+    /// Transient failures the mock provider of each stage injects.
+    pub inject_failures: BTreeMap<Stage, u32>,
+}
+
+/// The queued form of a job (project ids travel as text and are validated on read).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct JobRecord {
+    id: String,
+    project: String,
+    topic: String,
+    #[serde(default)]
+    inject_failures: BTreeMap<Stage, u32>,
+}
+
+impl Job {
+    pub fn to_json(&self) -> String {
+        let record = JobRecord {
+            id: self.id.clone(),
+            project: self.project.to_string(),
+            topic: self.topic.clone(),
+            inject_failures: self.inject_failures.clone(),
+        };
+        serde_json::to_string(&record).unwrap_or_default()
+    }
+
+    pub fn from_json(text: &str) -> Option<Self> {
+        let record: JobRecord = serde_json::from_str(text).ok()?;
+        Some(Self {
+            id: record.id,
+            project: ProjectId::parse(&record.project).ok()?,
+            topic: record.topic,
+            inject_failures: record.inject_failures,
+        })
+    }
+}
+
+/// The body of `POST /api/v1/projects/{id}/generate` (all optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateRequest {
+    pub topic: Option<String>,
+    #[serde(default)]
+    pub inject_failures: BTreeMap<Stage, u32>,
+}
+
+/// Longest topic accepted.
+pub const MAX_TOPIC: usize = 200;
+/// Most failures that may be injected into one stage.
+pub const MAX_INJECTED_FAILURES: u32 = 20;
+
+impl GenerateRequest {
+    pub fn into_job(self, project: ProjectId, default_topic: &str) -> Result<Job, InvalidEvent> {
+        let topic = self.topic.unwrap_or_else(|| default_topic.to_string());
+        if topic.trim().is_empty() || topic.chars().count() > MAX_TOPIC {
+            return Err(InvalidEvent {
+                field: "topic".into(),
+                message: format!("must be 1 to {MAX_TOPIC} characters"),
+            });
+        }
+        if let Some((stage, _)) = self
+            .inject_failures
+            .iter()
+            .find(|(_, n)| **n > MAX_INJECTED_FAILURES)
+        {
+            return Err(InvalidEvent {
+                field: format!("inject_failures.{}", stage.as_str()),
+                message: format!("at most {MAX_INJECTED_FAILURES}"),
+            });
+        }
+        Ok(Job {
+            id: new_job_id(),
+            project,
+            topic,
+            inject_failures: self.inject_failures,
+        })
+    }
+}
+
+pub fn new_job_id() -> String {
+    use rand::Rng;
+    format!("job-{:016x}", rand::rng().random::<u64>())
+}
+
+/// How workers run jobs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Delay of one unit of mock work (a full run is 36 units).
+    pub mock_delay: Duration,
+    pub retry: RetryPolicy,
+    /// Jobs one worker runs at once.
+    pub concurrency: usize,
+    /// A job whose worker has not shown life for this long is taken over.
+    pub claim_idle: Duration,
+    /// How long a stopping worker lets its jobs finish before handing them back.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            mock_delay: Duration::from_millis(1600),
+            retry: RetryPolicy::default(),
+            concurrency: 4,
+            claim_idle: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_round_trip_through_json() {
+        let job = Job {
+            id: "job-1".into(),
+            project: ProjectId::parse("p").unwrap(),
+            topic: "AI".into(),
+            inject_failures: BTreeMap::from([(Stage::Rendering, 2)]),
+        };
+        assert_eq!(Job::from_json(&job.to_json()), Some(job));
+        assert_eq!(
+            Job::from_json(r#"{"id":"x","project":"../bad","topic":"t"}"#),
+            None
+        );
+        assert_eq!(Job::from_json("nope"), None);
+    }
+
+    #[test]
+    fn generate_requests_are_validated() {
+        let p = ProjectId::parse("p").unwrap();
+        let ok = GenerateRequest::default()
+            .into_job(p.clone(), "AI")
+            .unwrap();
+        assert_eq!(ok.topic, "AI");
+        assert!(ok.id.starts_with("job-"));
+        let long = GenerateRequest {
+            topic: Some("x".repeat(201)),
+            ..Default::default()
+        };
+        assert_eq!(long.into_job(p.clone(), "AI").unwrap_err().field, "topic");
+        let many = GenerateRequest {
+            topic: None,
+            inject_failures: BTreeMap::from([(Stage::Uploading, 21)]),
+        };
+        assert_eq!(
+            many.into_job(p, "AI").unwrap_err().field,
+            "inject_failures.UPLOADING"
+        );
+    }
+}

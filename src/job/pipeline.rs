@@ -1,0 +1,386 @@
+//! `generate_video`: the five stages of a generation job, publishing every step.
+//!
+//! SCRIPT_GENERATING → ASSETS_GENERATING → RENDERING → THUMBNAIL_GENERATING → UPLOADING.
+//! Each stage opens with a `stage_change`; each step logs a line; progress rises by the
+//! weight of the work done (see `providers::weight`), with an ETA from the measured
+//! pace; each failed attempt publishes an `error`; the job ends with exactly one
+//! `complete`.
+
+use std::future::Future;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use serde_json::{Map, json};
+use tokio::time::Instant;
+
+use super::Job;
+use super::providers::{ProviderError, Providers, weight};
+use crate::catalog::ErrorCode;
+use crate::locale::Locale;
+use crate::publish::Publisher;
+use crate::wire::event::{CompleteStatus, LogLevel};
+use crate::wire::{ProjectId, Stage};
+
+/// Parts the video is rendered in (each reports progress).
+const RENDER_PARTS: usize = 4;
+
+/// How failed provider calls are retried: capped exponential backoff with jitter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub max_retries: u32,
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_retries: 3,
+            base: Duration::from_secs(1),
+            cap: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RetryPolicy {
+    fn delays(&self) -> impl Iterator<Item = Duration> {
+        ExponentialBuilder::default()
+            .with_min_delay(self.base)
+            .with_max_delay(self.cap)
+            .with_jitter()
+            .without_max_times()
+            .build()
+    }
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Completed { youtube_url: String },
+    Failed { error_code: ErrorCode },
+}
+
+/// A stage's retries are spent (or its error cannot be retried).
+struct StageFailed(ErrorCode);
+
+/// Everything a running job needs.
+pub struct Run<'a> {
+    publisher: &'a Publisher,
+    project: ProjectId,
+    locale: Locale,
+    retry: RetryPolicy,
+    total_units: u32,
+    done_units: u32,
+    started: Instant,
+}
+
+impl<'a> Run<'a> {
+    fn t(&self, zh: &'a str, en: &'a str) -> &'a str {
+        self.locale.pick(zh, en)
+    }
+
+    fn progress(&self) -> u8 {
+        ((self.done_units * 100) / self.total_units.max(1)).min(100) as u8
+    }
+
+    /// Seconds left at the pace measured so far; `None` before anything was measured.
+    fn eta(&self) -> Option<u64> {
+        if self.done_units == 0 {
+            return None;
+        }
+        let per_unit = self.started.elapsed().as_secs_f64() / f64::from(self.done_units);
+        let left = f64::from(self.total_units - self.done_units) * per_unit;
+        Some(left.ceil() as u64)
+    }
+
+    /// Publishing is best effort inside a job: a publish error is logged, and the job
+    /// goes on (the worker's work is not lost because a watcher may miss a line).
+    async fn report<T, E: std::fmt::Display>(&self, what: &str, result: Result<T, E>) {
+        if let Err(err) = result {
+            tracing::error!(project_id = %self.project, error = %err, what, "publishing a job event failed");
+        }
+    }
+
+    async fn log(&self, level: LogLevel, message: &str) {
+        let r = self
+            .publisher
+            .publish_log(&self.project, level, message)
+            .await;
+        self.report("log", r).await;
+    }
+
+    async fn stage(&self, previous: Option<Stage>, current: Stage) {
+        let r = self
+            .publisher
+            .publish_stage_change(&self.project, previous, current, self.progress())
+            .await;
+        self.report("stage_change", r).await;
+    }
+
+    async fn advance(&mut self, stage: Stage, units: u32, text: &str) {
+        self.done_units += units;
+        let r = self
+            .publisher
+            .publish_progress(&self.project, stage, self.progress(), text, self.eta())
+            .await;
+        self.report("progress_update", r).await;
+    }
+
+    /// Calls a provider, retrying transient failures; publishes an `error` for every
+    /// failed attempt.
+    async fn call<T, F, Fut>(&self, stage: Stage, mut call: F) -> Result<T, StageFailed>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, ProviderError>>,
+    {
+        let mut delays = self.retry.delays();
+        let mut retry_count = 0;
+        loop {
+            let err = match call().await {
+                Ok(value) => return Ok(value),
+                Err(err) => err,
+            };
+            let will_retry = err.retryable && retry_count < self.retry.max_retries;
+            let delay = if will_retry { delays.next() } else { None };
+            let mut details = Map::new();
+            details.insert("attempt".into(), json!(retry_count + 1));
+            details.insert("will_retry".into(), json!(will_retry));
+            if let Some(delay) = delay {
+                details.insert("retry_in_ms".into(), json!(delay.as_millis() as u64));
+            }
+            let r = self
+                .publisher
+                .publish_error(
+                    &self.project,
+                    err.code,
+                    &err.message,
+                    stage,
+                    retry_count,
+                    self.retry.max_retries,
+                    details,
+                )
+                .await;
+            self.report("error", r).await;
+            let Some(delay) = delay else {
+                return Err(StageFailed(err.code));
+            };
+            let message = match self.locale {
+                Locale::ZhTw => format!(
+                    "將在 {:.1} 秒後重試（第 {}/{} 次）",
+                    delay.as_secs_f64(),
+                    retry_count + 1,
+                    self.retry.max_retries
+                ),
+                Locale::En => format!(
+                    "Retrying in {:.1} s (retry {}/{})",
+                    delay.as_secs_f64(),
+                    retry_count + 1,
+                    self.retry.max_retries
+                ),
+            };
+            self.log(LogLevel::Warning, &message).await;
+            tokio::time::sleep(delay).await;
+            retry_count += 1;
+        }
+    }
+}
+
+/// Runs a generation job to its one `complete`.
+pub async fn generate_video(
+    publisher: &Publisher,
+    providers: &Providers,
+    retry: RetryPolicy,
+    job: &Job,
+) -> Outcome {
+    let mut run = Run {
+        publisher,
+        project: job.project.clone(),
+        locale: publisher.locale(),
+        retry,
+        total_units: weight::SCRIPT
+            + weight::VOICE
+            + weight::IMAGE * 15
+            + weight::AVATAR
+            + weight::RENDER_PART * RENDER_PARTS as u32
+            + weight::THUMBNAIL
+            + weight::UPLOAD,
+        done_units: 0,
+        started: Instant::now(),
+    };
+    let outcome = match stages(&mut run, providers, &job.topic).await {
+        Ok(youtube_url) => Outcome::Completed { youtube_url },
+        Err(StageFailed(error_code)) => Outcome::Failed { error_code },
+    };
+    let (status, url) = match &outcome {
+        Outcome::Completed { youtube_url } => {
+            (CompleteStatus::Completed, Some(youtube_url.as_str()))
+        }
+        Outcome::Failed { .. } => (CompleteStatus::Failed, None),
+    };
+    if let Outcome::Failed { error_code } = &outcome {
+        let message = format!(
+            "{} ({error_code:?})",
+            run.t(
+                "生成失敗：重試次數已用盡",
+                "Generation failed: retries exhausted"
+            )
+        );
+        run.log(LogLevel::Error, &message).await;
+    }
+    let r = publisher
+        .publish_job_complete(&job.project, &job.id, status, url)
+        .await;
+    run.report("complete", r).await;
+    outcome
+}
+
+async fn stages(
+    run: &mut Run<'_>,
+    providers: &Providers,
+    topic: &str,
+) -> Result<String, StageFailed> {
+    use Stage::*;
+    // 1. Script.
+    run.stage(None, ScriptGenerating).await;
+    run.log(
+        LogLevel::Info,
+        run.t("開始生成腳本...", "Writing the script..."),
+    )
+    .await;
+    let script = run
+        .call(ScriptGenerating, || providers.script.write_script(topic))
+        .await?;
+    let done = match run.locale {
+        Locale::ZhTw => format!(
+            "腳本完成：{}（{} 段）",
+            script.title,
+            script.paragraphs.len()
+        ),
+        Locale::En => format!(
+            "Script ready: {} ({} paragraphs)",
+            script.title,
+            script.paragraphs.len()
+        ),
+    };
+    run.log(LogLevel::Info, &done).await;
+    run.advance(
+        ScriptGenerating,
+        weight::SCRIPT,
+        run.t("腳本已完成", "Script ready"),
+    )
+    .await;
+
+    // 2. Assets: voice, one image per paragraph, avatar.
+    run.stage(Some(ScriptGenerating), AssetsGenerating).await;
+    run.log(
+        LogLevel::Info,
+        run.t("開始生成語音...", "Synthesizing the voice..."),
+    )
+    .await;
+    let voice = run
+        .call(AssetsGenerating, || providers.voice.synthesize(&script))
+        .await?;
+    run.advance(
+        AssetsGenerating,
+        weight::VOICE,
+        run.t("語音已完成", "Voice ready"),
+    )
+    .await;
+    let total = script.paragraphs.len();
+    for (i, paragraph) in script.paragraphs.iter().enumerate() {
+        let n = i + 1;
+        let line = match run.locale {
+            Locale::ZhTw => format!("[{n}/{total}] 正在生成圖片: 段落 {n} - {}", paragraph.title),
+            Locale::En => format!(
+                "[{n}/{total}] Generating image: paragraph {n} - {}",
+                paragraph.title
+            ),
+        };
+        run.log(LogLevel::Info, &line).await;
+        run.call(AssetsGenerating, || {
+            providers.images.generate_image(paragraph, n)
+        })
+        .await?;
+        let text = match run.locale {
+            Locale::ZhTw => format!("正在生成圖片 ({n}/{total})"),
+            Locale::En => format!("Generating images ({n}/{total})"),
+        };
+        run.advance(AssetsGenerating, weight::IMAGE, &text).await;
+    }
+    run.log(
+        LogLevel::Info,
+        run.t("正在生成虛擬主播...", "Generating the avatar..."),
+    )
+    .await;
+    run.call(AssetsGenerating, || {
+        providers.avatar.generate_avatar(&voice)
+    })
+    .await?;
+    run.advance(
+        AssetsGenerating,
+        weight::AVATAR,
+        run.t("虛擬主播已完成", "Avatar ready"),
+    )
+    .await;
+
+    // 3. Rendering.
+    run.stage(Some(AssetsGenerating), Rendering).await;
+    run.log(
+        LogLevel::Info,
+        run.t("開始渲染影片...", "Rendering the video..."),
+    )
+    .await;
+    for part in 1..=RENDER_PARTS {
+        run.call(Rendering, || {
+            providers.renderer.render_part(part, RENDER_PARTS)
+        })
+        .await?;
+        let text = match run.locale {
+            Locale::ZhTw => format!("正在渲染影片 ({part}/{RENDER_PARTS})"),
+            Locale::En => format!("Rendering ({part}/{RENDER_PARTS})"),
+        };
+        run.log(LogLevel::Info, &text).await;
+        run.advance(Rendering, weight::RENDER_PART, &text).await;
+    }
+
+    // 4. Thumbnail.
+    run.stage(Some(Rendering), ThumbnailGenerating).await;
+    run.log(
+        LogLevel::Info,
+        run.t("正在生成封面...", "Generating the thumbnail..."),
+    )
+    .await;
+    run.call(ThumbnailGenerating, || {
+        providers.thumbnail.generate_thumbnail(&script)
+    })
+    .await?;
+    run.advance(
+        ThumbnailGenerating,
+        weight::THUMBNAIL,
+        run.t("封面已完成", "Thumbnail ready"),
+    )
+    .await;
+
+    // 5. Upload.
+    run.stage(Some(ThumbnailGenerating), Uploading).await;
+    run.log(
+        LogLevel::Info,
+        run.t("正在上傳到 YouTube...", "Uploading to YouTube..."),
+    )
+    .await;
+    let url = run
+        .call(Uploading, || providers.uploader.upload(&script.title))
+        .await?;
+    run.log(
+        LogLevel::Info,
+        &format!("{}{url}", run.t("上傳完成：", "Uploaded: ")),
+    )
+    .await;
+    run.advance(
+        Uploading,
+        weight::UPLOAD,
+        run.t("上傳完成", "Upload complete"),
+    )
+    .await;
+    Ok(url)
+}
