@@ -517,8 +517,9 @@ async fn redis_keys_are_hash_tagged_and_expire_after_retention() {
     )
     .await;
     let mut conn = hub.redis().connection().await;
+    // The job queue's stream (`progress:jobs`) is not a project key.
     let mut keys: Vec<String> = redis::cmd("KEYS")
-        .arg("*")
+        .arg("progress:{p}:*")
         .query_async(&mut conn)
         .await
         .unwrap();
