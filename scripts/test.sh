@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one command that passes every test, on a fresh machine:
-# installs what the tests need (redis-server, redis-py, llvm-tools, cargo-llvm-cov), then runs formatting, lints, all tests and coverage.
+# installs what the tests need (redis-server, redis-py, chromium, playwright-core,
+# llvm-tools, cargo-llvm-cov), then runs formatting, lints, all tests and coverage.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,15 @@ fi
 if ! python3 -c 'import redis' >/dev/null 2>&1; then
   echo "==> installing redis-py (for the interop test with the original Python publisher)"
   python3 -m pip install --quiet redis
+fi
+if ! [ -x /usr/bin/chromium ]; then
+  echo "==> installing chromium (for the browser tests)"
+  as_root apt-get update -qq
+  as_root apt-get install -y -qq chromium
+fi
+if ! [ -d tests/browser/node_modules/playwright-core ]; then
+  echo "==> installing playwright-core (drives Debian's chromium; downloads no browser)"
+  (cd tests/browser && npm ci --no-audit --no-fund)
 fi
 if ! rustup component list --installed 2>/dev/null | grep -q '^llvm-tools'; then
   echo "==> installing llvm-tools-preview"
@@ -31,3 +41,6 @@ echo "==> cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "==> tests with line coverage (fails under 85%)"
 cargo llvm-cov --locked --fail-under-lines 85 --summary-only
+echo "==> browser tests (headless chromium against a real hub)"
+cargo build --locked
+(cd tests/browser && npm test)

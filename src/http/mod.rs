@@ -3,6 +3,7 @@
 mod error;
 mod generate;
 mod health;
+mod page;
 mod progress;
 mod project_path;
 mod projects;
@@ -56,6 +57,10 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/projects/{project_id}/events",
             get(progress::events).post(publish::publish),
         )
+        .route("/", get(page::index))
+        .route("/projects/{project_id}", get(page::index))
+        .route("/assets/app.js", get(page::app_js))
+        .route("/assets/style.css", get(page::style_css))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

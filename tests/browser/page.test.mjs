@@ -1,0 +1,162 @@
+// The progress monitor page in a real browser (Debian's headless Chromium, driven by
+// playwright-core) against a real hub: start a generation, watch it finish, survive a
+// hub restart without losing or doubling a log line, and show errors with solutions.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { createServer } from "node:net";
+import { mkdirSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const BIN = process.env.PROGRESS_HUB_BIN || path.join(root, "target/debug/progress-hub");
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const children = [];
+let browser;
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.listen(0, "127.0.0.1", () => { const { port } = srv.address(); srv.close(() => resolve(port)); });
+    srv.on("error", reject);
+  });
+}
+
+/** Starts a process and resolves once a stderr line matches `ready`. */
+function start(cmd, args, ready, env = {}) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+    children.push(child);
+    let buffer = "";
+    const onData = (chunk) => {
+      buffer += chunk.toString();
+      const m = buffer.match(ready);
+      if (m) { child.stderr.off("data", onData); child.stdout.off("data", onData); resolve({ child, match: m }); }
+    };
+    child.stderr.on("data", onData);
+    child.stdout.on("data", onData);
+    child.on("exit", (code) => reject(new Error(`${cmd} exited (${code}) before ready: ${buffer}`)));
+    setTimeout(() => reject(new Error(`${cmd} not ready in time: ${buffer}`)), 20000);
+  });
+}
+
+function stop(child, signal = "SIGTERM") {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null) return resolve();
+    child.once("exit", () => resolve());
+    child.kill(signal);
+  });
+}
+
+async function startHub(args, env) {
+  const { child, match } = await start(BIN, ["serve", ...args], /listening on (http:\/\/[0-9.:]+)/, { HUB_LOG_FORMAT: "text", NO_COLOR: "1", ...env });
+  return { child, url: match[1] };
+}
+
+async function startRedis() {
+  const port = await freePort();
+  const { child } = await start("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], /Ready to accept connections/);
+  return { child, url: `redis://127.0.0.1:${port}` };
+}
+
+before(async () => {
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  await Promise.all(children.map((c) => stop(c, "SIGKILL")));
+});
+
+async function logLines(page) {
+  return page.$$eval("#log .line .msg", (els) => els.map((e) => e.textContent));
+}
+
+test("a demo generation reaches 100% and shows the YouTube link", async () => {
+  const hub = await startHub(["--listen", "127.0.0.1:0", "--mock-delay", "30ms", "--retry-backoff", "30ms"]);
+  const page = await browser.newPage({ viewport: { width: 1000, height: 1100 } });
+  await page.goto(`${hub.url}/`);
+  await page.fill("#topic", "AI 科技趨勢");
+  await page.click("#start");
+  await page.waitForURL(/\/projects\/p-[A-Za-z0-9]+$/);
+  await page.waitForSelector("#youtube-link", { timeout: 30000 });
+  assert.equal(await page.textContent("#percent"), "100%");
+  assert.equal(await page.getAttribute("#bar", "aria-valuenow"), "100");
+  assert.match(await page.getAttribute("#youtube-link", "href"), /^https:\/\/youtube\.com\/watch\?v=/);
+  const states = await page.$$eval("#timeline li", (lis) => lis.map((li) => li.className));
+  assert.deepEqual(states, ["done", "done", "done", "done", "done"]);
+  const stateText = await page.textContent("#stage-SCRIPT_GENERATING .state");
+  assert.match(stateText, /已完成 · 耗時/, "each stage says how long it took");
+  const lines = await logLines(page);
+  for (let n = 1; n <= 15; n++) {
+    assert.equal(lines.filter((l) => l.startsWith(`[${n}/15] 正在生成圖片`)).length, 1, `image ${n} logged once`);
+  }
+  assert.equal(await page.getAttribute("#conn", "data-state"), "online");
+  if (process.env.SCREENSHOT_DIR) {
+    mkdirSync(process.env.SCREENSHOT_DIR, { recursive: true });
+    await page.screenshot({ path: path.join(process.env.SCREENSHOT_DIR, "monitor.png"), fullPage: true });
+  }
+  // A page opened later shows the finished run from the snapshot.
+  const late = await browser.newPage();
+  await late.goto(page.url());
+  await late.waitForSelector("#youtube-link");
+  assert.equal(await late.textContent("#percent"), "100%");
+  await late.close();
+  await page.close();
+  await stop(hub.child);
+});
+
+test("the page reconnects after a hub restart and its log has every line exactly once", async () => {
+  const redis = await startRedis();
+  const port = await freePort();
+  const listen = ["--listen", `127.0.0.1:${port}`, "--redis-url", redis.url, "--no-worker"];
+  let hub = await startHub(listen);
+  const worker = await start(BIN, ["worker", "--redis-url", redis.url, "--mock-delay", "120ms"], /worker started/, { NO_COLOR: "1" });
+  const page = await browser.newPage();
+  const id = `restart-${Date.now()}`;
+  await page.goto(`${hub.url}/projects/${id}`);
+  await page.waitForFunction(() => document.querySelector("#conn").dataset.state === "online");
+  const res = await fetch(`${hub.url}/api/v1/projects/${id}/generate`, { method: "POST", body: "{}" });
+  assert.equal(res.status, 202);
+  // Mid-run (during the images), restart the hub.
+  await page.waitForFunction(() => [...document.querySelectorAll("#log .msg")].some((e) => e.textContent.startsWith("[3/15]")), null, { timeout: 20000 });
+  await stop(hub.child);
+  await page.waitForFunction(() => ["reconnecting", "connecting", "offline"].includes(document.querySelector("#conn").dataset.state));
+  hub = await startHub(listen);
+  await page.waitForFunction(() => document.querySelector("#conn").dataset.state === "online", null, { timeout: 20000 });
+  await page.waitForSelector("#youtube-link", { timeout: 30000 });
+  const lines = await logLines(page);
+  assert.equal(new Set(lines).size, lines.length, `no line doubled: ${lines.join(" | ")}`);
+  for (let n = 1; n <= 15; n++) {
+    assert.equal(lines.filter((l) => l.startsWith(`[${n}/15] `)).length, 1, `image ${n} logged exactly once`);
+  }
+  assert.ok(lines.some((l) => l.startsWith("上傳完成")), "the last lines arrived too");
+  await page.close();
+  await stop(worker.child);
+  await stop(hub.child);
+  await stop(redis.child);
+});
+
+test("an injected failure shows the error card with the catalog's solutions (English)", async () => {
+  const hub = await startHub(["--listen", "127.0.0.1:0", "--mock-delay", "40ms", "--retry-backoff", "1500ms", "--locale", "en"]);
+  const page = await browser.newPage();
+  await page.goto(`${hub.url}/?lang=en`);
+  assert.equal(await page.textContent("#start"), "Start");
+  await page.check("#flaky");
+  await page.click("#start");
+  await page.waitForSelector("#error-card:not([hidden])", { timeout: 20000 });
+  assert.equal(await page.textContent("#error-code"), "TTS_API_ERROR");
+  assert.match(await page.textContent("#error-retry"), /Assets · retry 0 \/ 3/);
+  const solutions = await page.$$eval("#error-solutions li", (lis) => lis.map((li) => li.textContent));
+  assert.ok(solutions.length >= 1 && solutions[0].length > 0, JSON.stringify(solutions));
+  assert.equal(await page.getAttribute("#error-card", "role"), "alert");
+  await page.waitForSelector("#youtube-link", { timeout: 30000 });
+  await page.close();
+  await stop(hub.child);
+});
