@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use progress_hub::broker::HistoryConfig;
 use progress_hub::cli::publish::PublishArgs;
+use progress_hub::cli::watch::{JobEnd, WatchArgs};
 use progress_hub::cli::worker::{JobArgs, WorkerArgs};
 use progress_hub::config::ServeConfig;
 use progress_hub::locale::Locale;
@@ -40,6 +41,8 @@ enum Command {
     Publish(PublishArgs),
     /// Run generation jobs from the Redis job queue.
     Worker(WorkerArgs),
+    /// Watch a project's progress in the terminal (exit 0 completed, 1 failed).
+    Watch(WatchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -128,6 +131,15 @@ async fn main() -> anyhow::Result<()> {
             progress_hub::cli::worker::run(&args, stop).await?;
             Ok(())
         }
+        // Exit codes: 0 completed, 1 failed, 2 could not watch.
+        Command::Watch(args) => match progress_hub::cli::watch::run(&args).await {
+            Ok(JobEnd::Completed) => Ok(()),
+            Ok(JobEnd::Failed) => std::process::exit(1),
+            Err(err) => {
+                eprintln!("error: {err}");
+                std::process::exit(2)
+            }
+        },
         Command::Publish(args) => {
             match progress_hub::cli::publish::run(&args).await? {
                 Some(id) => println!("{id}"),

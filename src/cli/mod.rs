@@ -1,4 +1,5 @@
 //! Client-side subcommands of the `progress-hub` binary (everything but `serve`).
 
 pub mod publish;
+pub mod watch;
 pub mod worker;

@@ -1,0 +1,279 @@
+//! `progress-hub watch ws://HOST/api/v1/projects/ID/progress`: a terminal progress bar.
+//!
+//! Stage, percent and ETA on the bar; log lines printed above it; errors highlighted.
+//! Answers pings, reconnects with backoff and jitter and resumes from the last event id
+//! (like the page), and exits 0 when the job completes, 1 when it fails. `--json`
+//! prints the raw frames instead, one per line, for scripts.
+
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use clap::Args;
+use futures_util::{SinkExt, StreamExt};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    /// The project's WebSocket URL, e.g. ws://127.0.0.1:8000/api/v1/projects/42/progress
+    pub url: String,
+    /// Print every frame as received (JSON, one per line) instead of a progress bar.
+    #[arg(long)]
+    pub json: bool,
+    /// Give up after this many reconnect attempts in a row.
+    #[arg(long, default_value_t = 20)]
+    pub max_reconnects: u32,
+}
+
+/// How the watched job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobEnd {
+    Completed,
+    Failed,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("not a ws:// or wss:// URL: {0}")]
+    BadUrl(String),
+    #[error("gave up after {attempts} reconnect attempts: {last}")]
+    GaveUp { attempts: u32, last: String },
+}
+
+/// What the screen shows; one implementation per output mode.
+trait View {
+    fn frame(&mut self, raw: &str, frame: &Value);
+    fn status(&mut self, text: &str);
+    fn done(&mut self);
+}
+
+struct Bar {
+    bar: ProgressBar,
+    color: bool,
+    stage: String,
+    eta: Option<u64>,
+}
+
+impl Bar {
+    fn new() -> Self {
+        let bar = ProgressBar::new(100);
+        let style = ProgressStyle::with_template("{spinner} [{bar:40.cyan/blue}] {pos:>3}% {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("█▉░");
+        bar.set_style(style);
+        bar.enable_steady_tick(Duration::from_millis(120));
+        Self {
+            bar,
+            color: std::io::stderr().is_terminal(),
+            stage: String::new(),
+            eta: None,
+        }
+    }
+
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+
+    /// A line above the bar (or plainly on stderr when there is no terminal to draw on).
+    fn line(&self, text: String) {
+        if self.bar.is_hidden() {
+            eprintln!("{text}");
+        } else {
+            self.bar.println(text);
+        }
+    }
+
+    fn refresh(&self) {
+        let eta = self.eta.map(|s| format!(" (ETA {s}s)")).unwrap_or_default();
+        self.bar.set_message(format!("{}{eta}", self.stage));
+    }
+}
+
+impl View for Bar {
+    fn frame(&mut self, _raw: &str, f: &Value) {
+        let d = &f["data"];
+        let text = |k: &str| d[k].as_str().unwrap_or_default().to_string();
+        if let Some(p) = d["progress"].as_u64() {
+            self.bar.set_position(p.min(100));
+        }
+        match f["event"].as_str().unwrap_or_default() {
+            "snapshot" | "progress_update" => {
+                self.stage = text("current_stage");
+                self.eta = d["estimated_remaining"].as_u64();
+            }
+            "stage_change" => {
+                self.stage = text("current_stage");
+                self.line(self.paint("1", &format!("▶ {}", text("current_stage"))));
+            }
+            "log" => {
+                let level = text("level");
+                let line = format!("{level:<7} {}", text("message"));
+                let line = match level.as_str() {
+                    "ERROR" => self.paint("31", &line),
+                    "WARNING" => self.paint("33", &line),
+                    _ => line,
+                };
+                self.line(line);
+            }
+            "error" => {
+                let head = format!(
+                    "✖ {} — {} (retry {}/{})",
+                    text("error_code"),
+                    text("message"),
+                    d["retry_count"],
+                    d["max_retries"]
+                );
+                self.line(self.paint("1;31", &head));
+                for s in d["solutions"].as_array().into_iter().flatten() {
+                    self.line(format!("    • {}", s.as_str().unwrap_or_default()));
+                }
+            }
+            "complete" => {
+                let line = match d["youtube_url"].as_str() {
+                    Some(url) => format!("✔ {} {url}", text("status")),
+                    None => format!("✖ {}", text("status")),
+                };
+                let code = if text("status") == "COMPLETED" {
+                    "1;32"
+                } else {
+                    "1;31"
+                };
+                self.line(self.paint(code, &line));
+            }
+            _ => {}
+        }
+        self.refresh();
+    }
+
+    fn status(&mut self, text: &str) {
+        self.line(self.paint("2", text));
+    }
+
+    fn done(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+struct Json;
+
+impl View for Json {
+    fn frame(&mut self, raw: &str, _frame: &Value) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{raw}");
+        let _ = out.flush();
+    }
+    fn status(&mut self, text: &str) {
+        eprintln!("{text}");
+    }
+    fn done(&mut self) {}
+}
+
+/// Watches until the job completes or fails.
+pub async fn run(args: &WatchArgs) -> Result<JobEnd, WatchError> {
+    if !(args.url.starts_with("ws://") || args.url.starts_with("wss://")) {
+        return Err(WatchError::BadUrl(args.url.clone()));
+    }
+    let mut view: Box<dyn View + Send> = if args.json {
+        Box::new(Json)
+    } else {
+        Box::new(Bar::new())
+    };
+    let mut last_id: Option<String> = None;
+    let mut failures = 0u32;
+    let mut delays = backoff();
+    loop {
+        let url = match &last_id {
+            Some(id) => format!("{}?last_event_id={id}", args.url),
+            None => args.url.clone(),
+        };
+        let why = match tokio_tungstenite::connect_async(&url).await {
+            Ok((mut ws, _)) => {
+                failures = 0;
+                delays = backoff();
+                match session(&mut ws, view.as_mut(), &mut last_id).await {
+                    Some(end) => {
+                        view.done();
+                        return Ok(end);
+                    }
+                    None => "connection closed".to_string(),
+                }
+            }
+            Err(err) => err.to_string(),
+        };
+        failures += 1;
+        if failures > args.max_reconnects {
+            view.done();
+            return Err(WatchError::GaveUp {
+                attempts: failures - 1,
+                last: why,
+            });
+        }
+        let delay = delays.next().unwrap_or(Duration::from_secs(10));
+        view.status(&format!(
+            "{why}; reconnecting in {:.1}s",
+            delay.as_secs_f64()
+        ));
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// Jittered exponential backoff, so a hub restart does not become a reconnect storm.
+fn backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(250))
+        .with_max_delay(Duration::from_secs(10))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// One connection's life. `Some` when the job ended.
+async fn session<S>(
+    ws: &mut S,
+    view: &mut (dyn View + Send),
+    last_id: &mut Option<String>,
+) -> Option<JobEnd>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
+        + futures_util::Sink<Message>
+        + Unpin,
+{
+    while let Some(Ok(msg)) = ws.next().await {
+        let Message::Text(raw) = msg else { continue };
+        let Ok(frame) = serde_json::from_str::<Value>(&raw) else {
+            continue;
+        };
+        if let Some(id) = frame["id"].as_str() {
+            *last_id = Some(id.to_string());
+        }
+        let event = frame["event"].as_str().unwrap_or_default();
+        if event == "ping" {
+            let _ = ws.send(Message::text(r#"{"event":"pong"}"#)).await;
+            continue;
+        }
+        if event == "snapshot"
+            && let Some(id) = frame["data"]["last_event_id"].as_str()
+        {
+            *last_id = Some(id.to_string());
+        }
+        view.frame(&raw, &frame);
+        let status = frame["data"]["status"].as_str();
+        let ended = event == "complete"
+            || (event == "snapshot" && matches!(status, Some("COMPLETED" | "FAILED")));
+        if ended {
+            let _ = ws.close().await;
+            return Some(if status == Some("COMPLETED") {
+                JobEnd::Completed
+            } else {
+                JobEnd::Failed
+            });
+        }
+    }
+    None
+}

@@ -1,0 +1,199 @@
+//! `progress-hub watch` against a running hub: exit codes, JSON frames, the bar's
+//! lines, and reconnect + resume across a hub restart.
+
+mod support;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{Backend, PATIENCE, RedisServer, TestHub};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+fn watch(url: &str, json: bool) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_progress-hub"));
+    cmd.arg("watch").arg(url);
+    if json {
+        cmd.arg("--json");
+    }
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd.spawn().expect("watch runs")
+}
+
+async fn generate(hub: &TestHub, project: &str, body: Value) {
+    let status = reqwest::Client::new()
+        .post(hub.http(&format!("/api/v1/projects/{project}/generate")))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 202);
+}
+
+async fn fast_hub() -> TestHub {
+    TestHub::start_with(Backend::Memory, |c| {
+        if let Some(w) = c.worker.as_mut() {
+            w.mock_delay = Duration::from_millis(5);
+            w.retry.base = Duration::from_millis(5);
+        }
+    })
+    .await
+}
+
+/// Reads stdout lines as JSON frames until the process exits; returns them and the code.
+async fn frames_until_exit(mut child: Child, on_line: impl Fn(&Value)) -> (Vec<Value>, i32) {
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let mut frames = Vec::new();
+    while let Some(line) = tokio::time::timeout(PATIENCE * 3, lines.next_line())
+        .await
+        .expect("watch output in time")
+        .unwrap()
+    {
+        let frame: Value = serde_json::from_str(&line).expect("--json prints JSON frames");
+        on_line(&frame);
+        frames.push(frame);
+    }
+    let status = tokio::time::timeout(PATIENCE, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    (frames, status.code().unwrap_or(-1))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_mode_prints_frames_and_exits_0_on_completed() {
+    let hub = fast_hub().await;
+    let child = watch(&hub.ws_url("w1"), true);
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let reading = tokio::spawn(frames_until_exit(child, move |_| {
+        let _ = seen_tx.send(());
+    }));
+    // The first line is `connected`: the watcher is subscribed; start the job now.
+    seen_rx.recv().await.unwrap();
+    generate(&hub, "w1", json!({})).await;
+    let (frames, code) = reading.await.unwrap();
+    assert_eq!(code, 0);
+    assert_eq!(frames[0]["event"], "connected");
+    let last = frames.last().unwrap();
+    assert_eq!(
+        (last["event"].as_str(), last["data"]["status"].as_str()),
+        (Some("complete"), Some("COMPLETED"))
+    );
+    let images = frames
+        .iter()
+        .filter(|f| {
+            f["data"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("/15]"))
+        })
+        .count();
+    assert_eq!(images, 15);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bar_mode_prints_lines_and_exits_1_on_failed() {
+    let hub = fast_hub().await;
+    generate(&hub, "w2", json!({"inject_failures": {"UPLOADING": 10}})).await;
+    let mut child = watch(&hub.ws_url("w2"), false);
+    let stderr = child.stderr.take().unwrap();
+    let status = tokio::time::timeout(PATIENCE * 3, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "FAILED exits 1");
+    let mut text = String::new();
+    let mut reader = BufReader::new(stderr);
+    while reader.read_line(&mut text).await.unwrap() > 0 {}
+    // Joined late or early, the end is visible: the failure line at least.
+    assert!(text.contains("FAILED"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_url_and_unreachable_hub_exit_2() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_progress-hub"))
+        .args(["watch", "http://not-ws"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_progress-hub"))
+        .args([
+            "watch",
+            "ws://127.0.0.1:9/api/v1/projects/x/progress",
+            "--max-reconnects",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("gave up"));
+}
+
+// The hub restarts mid-run: watch reconnects, resumes from its last id, and prints every
+// event exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnects_and_resumes_across_a_hub_restart() {
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let listen: std::net::SocketAddr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let config = |c: &mut progress_hub::config::ServeConfig| {
+        c.redis_url = Some(url.clone());
+        c.listen = listen;
+        c.worker = None;
+    };
+    let mut hub = TestHub::start_with(Backend::Memory, config).await;
+    let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_progress-hub"))
+        .args(["worker", "--redis-url", &url, "--mock-delay", "60ms"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let child = watch(&hub.ws_url("w3"), true);
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let reading = tokio::spawn(frames_until_exit(child, move |f| {
+        let _ = seen_tx.send(
+            f["data"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
+    }));
+    // Connected frame seen → generate; third image logged → restart the hub.
+    seen_rx.recv().await.unwrap();
+    generate(&hub, "w3", json!({})).await;
+    while let Some(message) = seen_rx.recv().await {
+        if message.starts_with("[3/15]") {
+            break;
+        }
+    }
+    hub.stop().await;
+    let hub = TestHub::start_with(Backend::Memory, config).await;
+    let (frames, code) = reading.await.unwrap();
+    let _ = worker.kill();
+    let _ = worker.wait();
+    assert_eq!(code, 0);
+    let ids: Vec<&str> = frames.iter().filter_map(|f| f["id"].as_str()).collect();
+    let unique: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "no event printed twice");
+    let seqs: Vec<u64> = ids
+        .iter()
+        .map(|id| id.split_once(':').unwrap().1.parse().unwrap())
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "no gap: {seqs:?}"
+    );
+    let resumed = frames
+        .iter()
+        .filter(|f| f["event"] == "connected" && f["data"]["resumed"] == true)
+        .count();
+    assert!(resumed >= 1, "watch resumed after the restart");
+    drop(hub);
+}
