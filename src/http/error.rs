@@ -10,6 +10,24 @@ use serde_json::json;
 
 use crate::wire::InvalidProjectId;
 
+/// The JSON body of every error response (for the API docs).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorDetail {
+    /// A stable code, e.g. INVALID_PROJECT_ID, INVALID_EVENT, JOB_RUNNING.
+    code: String,
+    /// For people; never carries internals.
+    message: String,
+    /// For validation errors: the JSON path of the offending field.
+    field: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     pub status: StatusCode,

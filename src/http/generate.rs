@@ -13,12 +13,14 @@ use rand::Rng;
 use serde_json::json;
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::project_path::ProjectPath;
 use crate::job::GenerateRequest;
 use crate::job::queue::QueueError;
 
 /// `POST /api/v1/projects`: a fresh project id to generate into and watch.
+#[utoipa::path(post, path = "/api/v1/projects", tag = "projects",
+    responses((status = 201, description = "a new project id: {\"id\": \"p-...\"}")))]
 pub async fn create() -> Response {
     let id: String = rand::rng()
         .sample_iter(rand::distr::Alphanumeric)
@@ -32,6 +34,15 @@ pub async fn create() -> Response {
         .into_response()
 }
 
+#[utoipa::path(post, path = "/api/v1/projects/{project_id}/generate", tag = "projects",
+    params(("project_id" = String, Path, description = "^[A-Za-z0-9_-]{1,64}$")),
+    request_body(content = Option<GenerateRequest>, description = "optional: topic and injected transient failures per stage"),
+    responses(
+        (status = 202, description = "queued: {\"job_id\": ..., \"project_id\": ...}"),
+        (status = 400, description = "invalid project id", body = ErrorBody),
+        (status = 409, description = "a job of this project is running", body = ErrorBody),
+        (status = 422, description = "invalid body", body = ErrorBody),
+        (status = 503, description = "job queue unavailable", body = ErrorBody)))]
 pub async fn generate(
     State(app): State<AppState>,
     ProjectPath(project): ProjectPath,

@@ -9,11 +9,14 @@ use serde_json::json;
 use super::AppState;
 
 /// `GET /healthz`: the process is alive and serving HTTP.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "alive")))]
 pub async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
 /// `GET /readyz`: the broker is reachable; 503 while it is not (e.g. Redis down).
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+    (status = 200, description = "ready"), (status = 503, description = "the broker (Redis) is unreachable")))]
 pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
     let broker = app.broker.kind();
     if app.broker.is_ready().await {
@@ -30,6 +33,7 @@ pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
 }
 
 /// `GET /metrics`: Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus metrics", content_type = "text/plain")))]
 pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     (
         [("content-type", "text/plain; version=0.0.4")],

@@ -1,5 +1,6 @@
 //! The HTTP face of the hub: routes, shared state, JSON errors.
 
+mod docs;
 mod error;
 mod generate;
 mod health;
@@ -9,6 +10,7 @@ mod project_path;
 mod projects;
 mod publish;
 
+pub use docs::ApiDoc;
 pub use error::ApiError;
 
 use std::sync::Arc;
@@ -61,6 +63,12 @@ pub fn router(state: AppState) -> Router {
         .route("/projects/{project_id}", get(page::index))
         .route("/assets/app.js", get(page::app_js))
         .route("/assets/style.css", get(page::style_css))
+        .route("/api/v1/schema/events.json", get(docs::events_json))
+        .route("/api/v1/asyncapi.json", get(docs::asyncapi_json))
+        .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url(
+            "/api/v1/openapi.json",
+            <ApiDoc as utoipa::OpenApi>::openapi(),
+        ))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

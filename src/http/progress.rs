@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::project_path::ProjectPath;
 use crate::transport::{sse, websocket::WebSocketTransport};
 use crate::wire::{EventId, ProjectId};
@@ -73,6 +73,16 @@ fn wants_event_stream(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.contains("text/event-stream"))
 }
 
+#[utoipa::path(get, path = "/api/v1/projects/{project_id}/progress", tag = "watching",
+    description = "WebSocket upgrade (or SSE with Accept: text/event-stream). Frames: see /api/v1/schema/events.json and /api/v1/asyncapi.json.",
+    params(
+        ("project_id" = String, Path, description = "^[A-Za-z0-9_-]{1,64}$"),
+        ("last_event_id" = Option<String>, Query, description = "resume after this event id"),
+        ("Last-Event-ID" = Option<String>, Header, description = "SSE resume position")),
+    responses(
+        (status = 101, description = "switching to WebSocket"),
+        (status = 200, description = "SSE stream", content_type = "text/event-stream"),
+        (status = 400, description = "invalid project id or event id, or neither WebSocket nor SSE", body = ErrorBody)))]
 pub async fn progress(
     State(app): State<AppState>,
     ProjectPath(project): ProjectPath,
@@ -97,6 +107,14 @@ pub async fn progress(
 }
 
 /// `GET /api/v1/projects/{project_id}/events`: always SSE.
+#[utoipa::path(get, path = "/api/v1/projects/{project_id}/events", tag = "watching",
+    params(
+        ("project_id" = String, Path, description = "^[A-Za-z0-9_-]{1,64}$"),
+        ("last_event_id" = Option<String>, Query, description = "resume after this event id"),
+        ("Last-Event-ID" = Option<String>, Header, description = "resume after this event id")),
+    responses(
+        (status = 200, description = "SSE stream", content_type = "text/event-stream"),
+        (status = 400, description = "invalid project id or event id", body = ErrorBody)))]
 pub async fn events(
     State(app): State<AppState>,
     ProjectPath(project): ProjectPath,

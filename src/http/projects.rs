@@ -8,9 +8,17 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::project_path::ProjectPath;
+use crate::wire::ProjectState;
 
+#[utoipa::path(get, path = "/api/v1/projects/{project_id}", tag = "projects",
+    params(("project_id" = String, Path, description = "^[A-Za-z0-9_-]{1,64}$")),
+    responses(
+        (status = 200, description = "the project's state (the snapshot's fields plus project_id)", body = ProjectState),
+        (status = 400, description = "invalid project id", body = ErrorBody),
+        (status = 404, description = "no history for this project", body = ErrorBody),
+        (status = 503, description = "broker unavailable", body = ErrorBody)))]
 pub async fn state(State(app): State<AppState>, ProjectPath(project): ProjectPath) -> Response {
     match app.sessions.broker.replay(&project, None).await {
         Ok(replay) => match replay.state {

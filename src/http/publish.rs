@@ -14,11 +14,20 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::project_path::ProjectPath;
 use crate::publish::{PublishError, Published};
 use crate::wire::Event;
 
+#[utoipa::path(post, path = "/api/v1/projects/{project_id}/events", tag = "publishing",
+    params(("project_id" = String, Path, description = "^[A-Za-z0-9_-]{1,64}$")),
+    request_body(content = Event, description = "one event: {\"event\": ..., \"data\": {...}}"),
+    responses(
+        (status = 202, description = "in the history and on the channel: {\"id\": \"<epoch>:<seq>\"}; or held by coalescing: {\"id\": null, \"coalesced\": true}"),
+        (status = 400, description = "invalid project id", body = ErrorBody),
+        (status = 413, description = "body over the size limit", body = ErrorBody),
+        (status = 422, description = "invalid event; error.field names the culprit", body = ErrorBody),
+        (status = 503, description = "broker unavailable", body = ErrorBody)))]
 pub async fn publish(
     State(app): State<AppState>,
     ProjectPath(project): ProjectPath,

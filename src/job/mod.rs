@@ -60,11 +60,13 @@ impl Job {
 }
 
 /// The body of `POST /api/v1/projects/{id}/generate` (all optional).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GenerateRequest {
     pub topic: Option<String>,
+    /// e.g. {"ASSETS_GENERATING": 2}: that stage's mock provider fails twice, then succeeds.
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub inject_failures: BTreeMap<Stage, u32>,
 }
 

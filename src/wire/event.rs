@@ -5,15 +5,30 @@
 //! holes: the `id` (known only inside the atomic step) and the `progress` (clamped there
 //! so that progress never goes backwards within a run, whoever publishes).
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use super::{ProjectId, now_iso8601};
 use crate::catalog::ErrorCode;
 use crate::locale::Locale;
 
 /// The five stages of a generation job, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    ToSchema,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Stage {
     ScriptGenerating,
@@ -56,7 +71,7 @@ impl Stage {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum LogLevel {
     Info,
@@ -64,7 +79,7 @@ pub enum LogLevel {
     Error,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum CompleteStatus {
     Completed,
@@ -80,7 +95,7 @@ impl CompleteStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProgressUpdate {
     pub status: Stage,
@@ -92,7 +107,7 @@ pub struct ProgressUpdate {
     pub timestamp: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StageChange {
     #[serde(default)]
@@ -103,7 +118,7 @@ pub struct StageChange {
     pub timestamp: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Log {
     pub level: LogLevel,
@@ -112,7 +127,7 @@ pub struct Log {
     pub timestamp: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ErrorReport {
     pub error_code: ErrorCode,
@@ -126,6 +141,7 @@ pub struct ErrorReport {
     #[serde(default)]
     pub is_retryable: Option<bool>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub details: Option<Map<String, Value>>,
     /// From the catalog when absent.
     #[serde(default)]
@@ -141,7 +157,7 @@ fn default_max_retries() -> u32 {
     3
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Complete {
     pub status: CompleteStatus,
@@ -152,7 +168,7 @@ pub struct Complete {
 }
 
 /// An event on the hub's publish path, as a worker or the HTTP API states it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, ToSchema)]
 #[serde(tag = "event", content = "data", rename_all = "snake_case")]
 pub enum Event {
     ProgressUpdate(ProgressUpdate),

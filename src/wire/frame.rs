@@ -76,6 +76,33 @@ pub enum InvalidPayload {
     NotObject,
 }
 
+/// `connected`: the first frame of every session.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct ConnectedData {
+    pub project_id: String,
+    pub timestamp: String,
+    /// Seconds between `ping` frames.
+    pub heartbeat_interval: u64,
+    /// A `last_event_id` was given.
+    pub resumed: bool,
+    /// Every event after the client's position follows (see docs/PROTOCOL.md).
+    pub recovered: bool,
+}
+
+/// `snapshot`: the project's state, and whether the client's position was recovered.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct SnapshotData<'a> {
+    #[serde(flatten)]
+    pub state: &'a ProjectState,
+    pub recovered: bool,
+}
+
+/// `ping` and `pong`.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct TimestampData {
+    pub timestamp: String,
+}
+
 /// One encoded frame, cheap to clone and share.
 #[derive(Clone, Debug)]
 pub struct Frame {
@@ -141,11 +168,7 @@ impl Frame {
 
     /// The late joiner's (or failed resumer's) view of the project.
     pub fn snapshot(state: &ProjectState, recovered: bool) -> Self {
-        let mut data = serde_json::to_value(state).unwrap_or_else(|_| serde_json::json!({}));
-        if let Value::Object(map) = &mut data {
-            map.insert("recovered".into(), recovered.into());
-        }
-        Self::encode(EventKind::Snapshot, &data)
+        Self::encode(EventKind::Snapshot, &SnapshotData { state, recovered })
     }
 
     /// The first frame of every session.
@@ -155,16 +178,14 @@ impl Frame {
         resumed: bool,
         recovered: bool,
     ) -> Self {
-        Self::encode(
-            EventKind::Connected,
-            &serde_json::json!({
-                "project_id": project.as_str(),
-                "timestamp": now_iso8601(),
-                "heartbeat_interval": heartbeat_interval_secs,
-                "resumed": resumed,
-                "recovered": recovered,
-            }),
-        )
+        let data = ConnectedData {
+            project_id: project.to_string(),
+            timestamp: now_iso8601(),
+            heartbeat_interval: heartbeat_interval_secs,
+            resumed,
+            recovered,
+        };
+        Self::encode(EventKind::Connected, &data)
     }
 
     pub fn ping() -> Self {
@@ -176,7 +197,12 @@ impl Frame {
     }
 
     fn timestamp_only(kind: EventKind) -> Self {
-        Self::encode(kind, &serde_json::json!({ "timestamp": now_iso8601() }))
+        Self::encode(
+            kind,
+            &TimestampData {
+                timestamp: now_iso8601(),
+            },
+        )
     }
 
     pub fn kind(&self) -> EventKind {

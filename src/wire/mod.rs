@@ -10,6 +10,7 @@ pub mod event;
 mod event_id;
 mod frame;
 mod project_id;
+pub mod schema;
 mod state;
 mod timestamp;
 

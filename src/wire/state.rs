@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::EventId;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema, utoipa::ToSchema)]
 pub struct ProjectState {
     /// The stage (SCRIPT_GENERATING, ...) while running; COMPLETED or FAILED at the end.
     pub status: Option<String>,

@@ -1,0 +1,102 @@
+//! The API's documentation, generated from the code so it cannot drift: OpenAPI 3 for
+//! the REST endpoints (`/api/v1/openapi.json`, Swagger UI at `/docs`, its assets
+//! vendored in the binary), the JSON Schema of every frame
+//! (`/api/v1/schema/events.json`), and an AsyncAPI document for the streams
+//! (`/api/v1/asyncapi.json`).
+
+use axum::Json;
+use axum::response::IntoResponse;
+use serde_json::{Value, json};
+use utoipa::OpenApi;
+
+use crate::catalog::ErrorCode;
+use crate::job::GenerateRequest;
+use crate::wire::event::{
+    Complete, CompleteStatus, ErrorReport, Log, LogLevel, ProgressUpdate, StageChange,
+};
+use crate::wire::schema::events_schema;
+use crate::wire::{Event, ProjectState, Stage};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "progress-hub",
+        description = "Real-time progress push for long-running generation jobs. Frames on the WebSocket/SSE streams are described by /api/v1/schema/events.json and /api/v1/asyncapi.json; the rules (ids, resume, close codes) by docs/PROTOCOL.md."
+    ),
+    paths(
+        super::progress::progress,
+        super::progress::events,
+        super::publish::publish,
+        super::projects::state,
+        super::generate::create,
+        super::generate::generate,
+        super::health::healthz,
+        super::health::readyz,
+        super::health::metrics,
+    ),
+    components(schemas(
+        Event, ProgressUpdate, StageChange, Log, ErrorReport, Complete, Stage, LogLevel,
+        CompleteStatus, ErrorCode, ProjectState, GenerateRequest,
+        super::error::ErrorBody, super::error::ErrorDetail
+    )),
+    tags(
+        (name = "watching", description = "WebSocket and SSE streams of a project's progress"),
+        (name = "publishing", description = "The hub's publish path"),
+        (name = "projects", description = "Project state and generation jobs"),
+        (name = "operations", description = "Health, readiness, metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+/// `GET /api/v1/schema/events.json`
+pub async fn events_json() -> impl IntoResponse {
+    Json(events_schema())
+}
+
+/// `GET /api/v1/asyncapi.json`: the streams, their parameters and their messages.
+pub async fn asyncapi_json() -> impl IntoResponse {
+    Json(asyncapi())
+}
+
+pub fn asyncapi() -> Value {
+    let frames = events_schema();
+    let project = json!({
+        "description": "The project id, ^[A-Za-z0-9_-]{1,64}$",
+        "schema": { "type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$" }
+    });
+    json!({
+        "asyncapi": "2.6.0",
+        "info": {
+            "title": "progress-hub streams",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Server → client frames of a project's progress, over WebSocket or SSE. Clients answer {\"event\":\"ping\"} with {\"event\":\"pong\"}. Resume with ?last_event_id= or Last-Event-ID."
+        },
+        "defaultContentType": "application/json",
+        "channels": {
+            "/api/v1/projects/{project_id}/progress": {
+                "parameters": { "project_id": project.clone() },
+                "bindings": { "ws": { "query": { "type": "object", "properties": {
+                    "last_event_id": { "type": "string", "description": "resume after this event id" }
+                } } } },
+                "subscribe": {
+                    "summary": "Frames the hub sends",
+                    "message": { "name": "ServerFrame", "payload": frames.clone() }
+                },
+                "publish": {
+                    "summary": "Frames a client may send",
+                    "message": { "name": "ClientFrame", "payload": {
+                        "type": "object", "required": ["event"],
+                        "properties": { "event": { "type": "string", "enum": ["pong", "ping"] } }
+                    } }
+                }
+            },
+            "/api/v1/projects/{project_id}/events": {
+                "parameters": { "project_id": project },
+                "subscribe": {
+                    "summary": "The same frames as SSE records (id: + data:)",
+                    "message": { "name": "ServerFrame", "payload": frames }
+                }
+            }
+        }
+    })
+}

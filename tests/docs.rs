@@ -1,0 +1,122 @@
+//! The API documentation the hub serves: OpenAPI + Swagger UI, the frames' JSON Schema
+//! (checked against real frames), and the AsyncAPI document.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{Backend, TestHub, WsClient};
+
+async fn get_json(hub: &TestHub, path: &str) -> Value {
+    let response = reqwest::get(hub.http(path)).await.unwrap();
+    assert_eq!(response.status(), 200, "{path}");
+    response.json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_documents_every_rest_endpoint_and_swagger_ui_is_served() {
+    let hub = TestHub::start(Backend::Memory).await;
+    let api = get_json(&hub, "/api/v1/openapi.json").await;
+    assert!(api["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = api["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/api/v1/projects", "post"),
+        ("/api/v1/projects/{project_id}", "get"),
+        ("/api/v1/projects/{project_id}/generate", "post"),
+        ("/api/v1/projects/{project_id}/events", "post"),
+        ("/api/v1/projects/{project_id}/events", "get"),
+        ("/api/v1/projects/{project_id}/progress", "get"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/metrics", "get"),
+    ] {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path}"
+        );
+    }
+    assert!(api["components"]["schemas"]["Event"].is_object());
+    let ui = reqwest::get(hub.http("/docs/")).await.unwrap();
+    assert_eq!(ui.status(), 200);
+    assert!(ui.text().await.unwrap().contains("swagger-ui"));
+    let css = reqwest::get(hub.http("/docs/swagger-ui.css"))
+        .await
+        .unwrap();
+    assert_eq!(css.status(), 200, "Swagger UI's assets are in the binary");
+    let asyncapi = get_json(&hub, "/api/v1/asyncapi.json").await;
+    assert_eq!(asyncapi["asyncapi"], "2.6.0");
+    assert!(asyncapi["channels"]["/api/v1/projects/{project_id}/progress"]["subscribe"]["message"]["payload"].is_object());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_frames_validate_against_the_published_schema() {
+    let hub = TestHub::start_with(Backend::Memory, |c| {
+        c.heartbeat_interval = Duration::from_millis(200);
+        if let Some(w) = c.worker.as_mut() {
+            w.mock_delay = Duration::from_millis(2);
+            w.retry.base = Duration::from_millis(5);
+        }
+    })
+    .await;
+    let schema = get_json(&hub, "/api/v1/schema/events.json").await;
+    let validator = jsonschema::validator_for(&schema).expect("a valid JSON Schema");
+
+    let mut client = WsClient::connected(&hub.ws_url("schema")).await;
+    let mut frames = Vec::new();
+    client.send_text(r#"{"event":"ping"}"#).await;
+    let status = reqwest::Client::new()
+        .post(hub.http("/api/v1/projects/schema/generate"))
+        .json(&json!({"inject_failures": {"RENDERING": 1}}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 202);
+    loop {
+        let frame = client.next_json().await;
+        let done = frame["event"] == "complete";
+        frames.push(frame);
+        if done {
+            break;
+        }
+    }
+    // A late joiner's opening frames too.
+    let mut late = WsClient::connect(&hub.ws_url("schema")).await;
+    frames.push(late.next_json().await);
+    frames.push(late.next_json().await);
+    // And a ping from the heartbeat.
+    frames.push(late.next_json().await);
+
+    let names: std::collections::BTreeSet<String> = frames
+        .iter()
+        .map(|f| f["event"].as_str().unwrap().to_string())
+        .collect();
+    for name in [
+        "connected",
+        "snapshot",
+        "progress_update",
+        "stage_change",
+        "log",
+        "error",
+        "complete",
+        "ping",
+        "pong",
+    ] {
+        assert!(
+            names.contains(name),
+            "the run produced a {name} frame: {names:?}"
+        );
+    }
+    for frame in &frames {
+        let errors: Vec<String> = validator
+            .iter_errors(frame)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{frame}\n{errors:?}");
+    }
+    // The validator is not vacuous.
+    let broken = json!({"event": "progress_update", "data": {"status": "RENDERING", "progress": "half", "current_stage": "x"}});
+    assert!(!validator.is_valid(&broken));
+    assert!(!validator.is_valid(&json!({"event": "teleport", "data": {}})));
+}
