@@ -161,7 +161,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .context("starting the hub")?;
     let addr = hub.local_addr();
     tracing::info!(
-        "progress-hub listening on http://{addr} — WebSocket ws://{addr}/api/v1/projects/{{project_id}}/progress — broker {broker}"
+        "progress-hub listening on http://{addr} — page http://{addr}/ — API docs http://{addr}/docs — WebSocket ws://{addr}/api/v1/projects/{{project_id}}/progress — broker {broker}"
     );
     let stop = hub.shutdown_token();
     tokio::spawn(async move {

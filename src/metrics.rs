@@ -5,11 +5,22 @@
 
 use std::sync::OnceLock;
 
-use metrics::{Counter, Gauge, counter, gauge};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::time::SystemTime;
+
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Publish → written to the client's socket, in seconds (from the frame's timestamp).
+const DELIVERY_LATENCY: &str = "hub_publish_to_deliver_seconds";
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+];
 
 struct Handles {
     connections_ws: Gauge,
+    connections_sse: Gauge,
+    delivery_latency: Histogram,
+    progress_coalesced: Counter,
     projects_watched: Gauge,
     frames_delivered: Counter,
     frames_superseded: Counter,
@@ -28,6 +39,9 @@ static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 fn handles() -> &'static Handles {
     HANDLES.get_or_init(|| Handles {
         connections_ws: gauge!("hub_connections", "transport" => "websocket"),
+        connections_sse: gauge!("hub_connections", "transport" => "sse"),
+        delivery_latency: histogram!(DELIVERY_LATENCY),
+        progress_coalesced: counter!("hub_progress_coalesced_total"),
         projects_watched: gauge!("hub_projects_watched"),
         frames_delivered: counter!("hub_frames_delivered_total"),
         frames_superseded: counter!("hub_frames_superseded_total"),
@@ -46,7 +60,10 @@ fn handles() -> &'static Handles {
 pub fn install() -> PrometheusHandle {
     PROMETHEUS
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(DELIVERY_LATENCY.into()), LATENCY_BUCKETS)
+                .map(PrometheusBuilder::build_recorder)
+                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
             let handle = recorder.handle();
             // Fails only if another recorder was installed first; then ours stays unused
             // and /metrics renders what it has, which is honest and harmless.
@@ -57,11 +74,27 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
-pub fn connection_opened() {
-    handles().connections_ws.increment(1.0);
+fn connections(transport: &str) -> &'static Gauge {
+    match transport {
+        "sse" => &handles().connections_sse,
+        _ => &handles().connections_ws,
+    }
 }
-pub fn connection_closed() {
-    handles().connections_ws.decrement(1.0);
+pub fn connection_opened(transport: &str) {
+    connections(transport).increment(1.0);
+}
+pub fn connection_closed(transport: &str) {
+    connections(transport).decrement(1.0);
+}
+/// A frame published at `at` reached a client's socket now.
+pub fn delivered_after(at: SystemTime) {
+    if let Ok(elapsed) = SystemTime::now().duration_since(at) {
+        handles().delivery_latency.record(elapsed.as_secs_f64());
+    }
+}
+/// A `progress_update` was held by coalescing on the publish path.
+pub fn progress_coalesced() {
+    handles().progress_coalesced.increment(1);
 }
 pub fn projects_watched(n: usize) {
     handles().projects_watched.set(n as f64);

@@ -120,3 +120,63 @@ async fn real_frames_validate_against_the_published_schema() {
     assert!(!validator.is_valid(&broken));
     assert!(!validator.is_valid(&json!({"event": "teleport", "data": {}})));
 }
+
+// /metrics names what an operator needs: connections by transport, projects watched,
+// frames delivered / superseded / dropped, slow-consumer closes, publish → deliver
+// latency, coalescing, Redis reconnects and jobs by outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_cover_connections_frames_latency_and_jobs() {
+    let hub = TestHub::start_with(Backend::Memory, |c| {
+        if let Some(w) = c.worker.as_mut() {
+            w.mock_delay = Duration::from_millis(2);
+        }
+    })
+    .await;
+    let mut client = WsClient::connected(&hub.ws_url("metrics")).await;
+    let sse = reqwest::get(hub.http("/api/v1/projects/metrics/events"))
+        .await
+        .unwrap();
+    assert_eq!(sse.status(), 200);
+    let status = reqwest::Client::new()
+        .post(hub.http("/api/v1/projects/metrics/generate"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 202);
+    loop {
+        if client.next_event().await["event"] == "complete" {
+            break;
+        }
+    }
+    let text = reqwest::get(hub.http("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "hub_connections{transport=\"websocket\"}",
+        "hub_connections{transport=\"sse\"}",
+        "hub_projects_watched",
+        "hub_frames_delivered_total",
+        "hub_frames_superseded_total",
+        "hub_frames_dropped_total{reason=\"slow_consumer\"}",
+        "hub_slow_consumer_closes_total",
+        "hub_publish_to_deliver_seconds_bucket{le=\"0.005\"}",
+        "hub_progress_coalesced_total",
+        "hub_redis_reconnects_total",
+        "hub_jobs_total{outcome=\"completed\"}",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in:\n{text}");
+    }
+    let sse_line = text
+        .lines()
+        .find(|l| l.starts_with("hub_connections{transport=\"sse\"}"))
+        .unwrap();
+    assert!(
+        !sse_line.ends_with(" 0"),
+        "the SSE client is counted: {sse_line}"
+    );
+    drop(sse);
+}

@@ -18,8 +18,8 @@ use super::providers::{ProviderError, Providers, weight};
 use crate::catalog::ErrorCode;
 use crate::locale::Locale;
 use crate::publish::Publisher;
-use crate::wire::event::{CompleteStatus, LogLevel};
-use crate::wire::{ProjectId, Stage};
+use crate::wire::event::{CompleteStatus, ErrorReport, LogLevel, new_trace_id};
+use crate::wire::{Event, ProjectId, Stage};
 
 /// Parts the video is rendered in (each reports progress).
 const RENDER_PARTS: usize = 4;
@@ -148,17 +148,24 @@ impl<'a> Run<'a> {
             if let Some(delay) = delay {
                 details.insert("retry_in_ms".into(), json!(delay.as_millis() as u64));
             }
+            // The trace id ties the user's error card to this log line.
+            let trace_id = new_trace_id();
+            tracing::warn!(error_code = ?err.code, stage = stage.as_str(), retry_count, %trace_id, error = %err.message, "provider call failed");
+            let report = ErrorReport {
+                error_code: err.code,
+                message: err.message.clone(),
+                stage,
+                retry_count,
+                max_retries: self.retry.max_retries,
+                is_retryable: Some(err.retryable),
+                details: Some(details),
+                solutions: None,
+                trace_id: Some(trace_id),
+                timestamp: None,
+            };
             let r = self
                 .publisher
-                .publish_error(
-                    &self.project,
-                    err.code,
-                    &err.message,
-                    stage,
-                    retry_count,
-                    self.retry.max_retries,
-                    details,
-                )
+                .publish(&self.project, Event::Error(report))
                 .await;
             self.report("error", r).await;
             let Some(delay) = delay else {

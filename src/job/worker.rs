@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use super::WorkerConfig;
 use super::pipeline::{Outcome, generate_video};
@@ -146,7 +147,10 @@ impl Worker {
             &job.inject_failures,
             self.publisher.locale(),
         );
-        let pipeline = generate_video(&self.publisher, &providers, self.config.retry, job);
+        // Every log line of the job carries its project and job ids.
+        let span = tracing::info_span!("job", project_id = %project, job_id = %job.id);
+        let pipeline =
+            generate_video(&self.publisher, &providers, self.config.retry, job).instrument(span);
         tokio::pin!(pipeline);
         let mut keepalive =
             tokio::time::interval((self.config.claim_idle / 4).max(Duration::from_millis(50)));

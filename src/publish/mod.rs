@@ -128,6 +128,7 @@ impl Publisher {
                     .ok_or_else(|| BrokerError::Unavailable("nothing was sent".into()).into())
             }
             Decision::Held { flush_at, schedule } => {
+                crate::metrics::progress_coalesced();
                 if schedule {
                     let this = self.clone();
                     let project = project.clone();

@@ -76,7 +76,7 @@ impl Sessions {
             last_event_id.as_ref(),
             replay,
         );
-        m::connection_opened();
+        m::connection_opened(T::NAME);
         let ended = match transport.send(&opening.frames).await {
             Ok(()) => {
                 self.pump(membership.queue(), opening.floor, &mut transport)
@@ -84,7 +84,7 @@ impl Sessions {
             }
             Err(_) => Ended::ClientGone,
         };
-        m::connection_closed();
+        m::connection_closed(T::NAME);
         match ended {
             Ended::Closed(reason) => {
                 match reason {
@@ -133,6 +133,9 @@ impl Sessions {
                             return Ended::ClientGone;
                         }
                         m::frames_delivered(batch.len() as u64);
+                        if let Some(at) = batch.iter().find_map(Frame::published_at) {
+                            m::delivered_after(at);
+                        }
                     }
                     () = queue.overflowed() => return Ended::Closed(CloseReason::SlowConsumer),
                     () = heartbeat.expired() => return Ended::Closed(CloseReason::HeartbeatTimeout),

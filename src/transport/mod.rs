@@ -33,6 +33,9 @@ pub enum Incoming {
 pub struct TransportClosed(pub String);
 
 pub trait Transport: Send {
+    /// `websocket` or `sse`, for metrics and logs.
+    const NAME: &'static str;
+
     /// Writes frames in order, then flushes.
     fn send(
         &mut self,

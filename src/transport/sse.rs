@@ -30,6 +30,8 @@ pub fn channel() -> (SseTransport, ReceiverStream<Result<Event, Infallible>>) {
 }
 
 impl Transport for SseTransport {
+    const NAME: &'static str = "sse";
+
     async fn send(&mut self, frames: &[Frame]) -> Result<(), TransportClosed> {
         for frame in frames {
             let mut event = Event::default().data(frame.as_str());

@@ -22,6 +22,8 @@ impl WebSocketTransport {
 }
 
 impl Transport for WebSocketTransport {
+    const NAME: &'static str = "websocket";
+
     async fn send(&mut self, frames: &[Frame]) -> Result<(), TransportClosed> {
         for frame in frames {
             self.socket

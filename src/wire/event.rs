@@ -492,7 +492,8 @@ fn error_compat(project: &ProjectId, e: &ErrorReport) -> Map<String, Value> {
     map
 }
 
-fn new_trace_id() -> String {
+/// A fresh trace id: 16 hex digits.
+pub fn new_trace_id() -> String {
     use rand::Rng;
     format!("{:016x}", rand::rng().random::<u64>())
 }

@@ -4,6 +4,8 @@
 //! once and every recipient's queue holds a reference to the same bytes, so fan-out
 //! costs a reference-count bump per client, never a copy or a re-encode.
 
+use std::time::SystemTime;
+
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -109,6 +111,8 @@ pub struct Frame {
     kind: EventKind,
     /// Present on events that went through the hub's publish path.
     id: Option<EventId>,
+    /// When it was published (its `data.timestamp`), for the delivery-latency metric.
+    published_at: Option<SystemTime>,
     text: Utf8Bytes,
 }
 
@@ -121,6 +125,71 @@ struct PublishedProbe<'a> {
     /// our `<epoch>:<seq>` form is taken as a position.
     #[serde(default)]
     id: Option<Value>,
+    /// Only `data.timestamp`, read leniently: whatever else `data` holds passes through.
+    #[serde(default)]
+    data: DataProbe,
+}
+
+/// The publish time of a frame, if its `data` is an object with a string `timestamp`.
+/// Anything else (a legacy payload's `data` may be any JSON) simply yields none.
+#[derive(Default)]
+struct DataProbe(Option<SystemTime>);
+
+impl<'de> Deserialize<'de> for DataProbe {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(DataVisitor)
+    }
+}
+
+struct DataVisitor;
+
+impl<'de> serde::de::Visitor<'de> for DataVisitor {
+    type Value = DataProbe;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<DataProbe, A::Error> {
+        let mut at = None;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key == "timestamp" {
+                at = map.next_value::<Option<Value>>()?.and_then(|v| match v {
+                    Value::String(ts) => chrono::DateTime::parse_from_rfc3339(&ts)
+                        .ok()
+                        .map(SystemTime::from),
+                    _ => None,
+                });
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(DataProbe(at))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<DataProbe, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(DataProbe(None))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<DataProbe, E> {
+        Ok(DataProbe(None))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<DataProbe, E> {
+        Ok(DataProbe(None))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<DataProbe, E> {
+        Ok(DataProbe(None))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<DataProbe, E> {
+        Ok(DataProbe(None))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<DataProbe, E> {
+        Ok(DataProbe(None))
+    }
+    fn visit_unit<E>(self) -> Result<DataProbe, E> {
+        Ok(DataProbe(None))
+    }
 }
 
 #[derive(Serialize)]
@@ -146,6 +215,7 @@ impl Frame {
         Ok(Self {
             kind: EventKind::from_name(&probe.event),
             id,
+            published_at: probe.data.0,
             text,
         })
     }
@@ -162,6 +232,7 @@ impl Frame {
         Self {
             kind,
             id: None,
+            published_at: None,
             text: Utf8Bytes::from(text),
         }
     }
@@ -213,6 +284,10 @@ impl Frame {
         self.id.as_ref()
     }
 
+    pub fn published_at(&self) -> Option<SystemTime> {
+        self.published_at
+    }
+
     pub fn text(&self) -> &Utf8Bytes {
         &self.text
     }
@@ -254,6 +329,29 @@ mod tests {
         ] {
             let f = published(foreign).unwrap();
             assert_eq!(f.id(), None, "{foreign}");
+        }
+    }
+
+    #[test]
+    fn reads_the_publish_time_leniently() {
+        let f = published(
+            r#"{"event":"log","data":{"x":[1,{"a":2}],"timestamp":"2025-10-19T10:35:00.5Z"}}"#,
+        )
+        .unwrap();
+        let at = f.published_at().unwrap();
+        let expected = chrono::DateTime::parse_from_rfc3339("2025-10-19T10:35:00.5Z").unwrap();
+        assert_eq!(at, SystemTime::from(expected));
+        for other in [
+            r#"{"event":"log","data":"text"}"#,
+            r#"{"event":"log","data":[1,2]}"#,
+            r#"{"event":"log","data":null}"#,
+            r#"{"event":"log","data":3.5}"#,
+            r#"{"event":"log","data":true}"#,
+            r#"{"event":"log","data":{"timestamp":5}}"#,
+            r#"{"event":"log","data":{"timestamp":"yesterday"}}"#,
+            r#"{"event":"log"}"#,
+        ] {
+            assert_eq!(published(other).unwrap().published_at(), None, "{other}");
         }
     }
 
