@@ -127,6 +127,10 @@ pub fn client_frame_oversized() {
 pub fn job_finished(outcome: &'static str) {
     counter!("hub_jobs_total", "outcome" => outcome).increment(1);
 }
+/// A frame the topic had already delivered (overlap of a gap fill and live events).
+pub fn duplicate_dropped() {
+    counter!("hub_duplicates_dropped_total").increment(1);
+}
 pub fn redis_reconnected() {
     handles().redis_reconnects.increment(1);
 }

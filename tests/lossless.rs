@@ -581,3 +581,64 @@ impl SseReader {
         }
     }
 }
+
+// The hub's subscriber connection is cut while events are being published: after it
+// reconnects it fills the gap from history, so a watcher gets every event exactly once,
+// in order, without reconnecting itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriber_connection_cut_mid_stream_loses_nothing() {
+    let hub = TestHub::start(Backend::Redis).await;
+    let mut client = WsClient::connected(&hub.ws_url("cut")).await;
+    let first = hub.publish("cut", log_event("0")).await;
+    assert_eq!(client.next_event().await["id"], first.as_str());
+    let mut conn = hub.redis().connection().await;
+    let publisher = hub.publisher().clone();
+    let project = progress_hub::wire::ProjectId::parse("cut").unwrap();
+    let publishing = tokio::spawn(async move {
+        for i in 1..=300 {
+            let event = progress_hub::wire::Event::from_json(
+                log_event(&i.to_string()).to_string().as_bytes(),
+            )
+            .unwrap();
+            publisher.publish(&project, event).await.unwrap();
+        }
+    });
+    // Cut the subscriber off (twice, while events flow).
+    for _ in 0..2 {
+        let killed: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(killed, 1, "the hub holds exactly one subscriber connection");
+        tokio::time::sleep(Duration::from_millis(30)).await; // let some events fall in the gap
+        support::eventually("the subscriber is back", || async {
+            redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg("progress:cut")
+                .query_async::<(String, i64)>(&mut hub.redis().connection().await)
+                .await
+                .unwrap()
+                .1
+                == 1
+        })
+        .await;
+    }
+    publishing.await.unwrap();
+    for i in 1..=300 {
+        let frame = client.next_event().await;
+        assert_eq!(
+            frame["data"]["message"],
+            i.to_string(),
+            "event {i}: exactly once, in order"
+        );
+    }
+    let sentinel = hub.publish("cut", log_event("end")).await;
+    assert_eq!(
+        client.next_event().await["id"],
+        sentinel.as_str(),
+        "nothing doubled"
+    );
+}

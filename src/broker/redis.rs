@@ -79,6 +79,7 @@ impl RedisBroker {
     ) {
         let subscriber = Subscriber::new(
             self.client.clone(),
+            self.commands.clone(),
             hub,
             Arc::clone(&self.subscriber_up),
             keepalive,
@@ -149,47 +150,7 @@ impl Broker for RedisBroker {
         after: Option<&EventId>,
     ) -> Result<Replay, BrokerError> {
         let mut conn = self.commands.clone();
-        let (hash, range): (HashMap<String, String>, StreamRangeReply) = match after {
-            Some(after) => {
-                redis::pipe()
-                    .atomic()
-                    .hgetall(state_key(project))
-                    .cmd("XRANGE")
-                    .arg(history_key(project))
-                    .arg(format!("(0-{}", after.seq()))
-                    .arg("+")
-                    .query_async(&mut conn)
-                    .await?
-            }
-            None => (
-                redis::cmd("HGETALL")
-                    .arg(state_key(project))
-                    .query_async(&mut conn)
-                    .await?,
-                StreamRangeReply::default(),
-            ),
-        };
-        let state = ProjectState::from_hash(&hash);
-        let same_epoch =
-            matches!((&state, after), (Some((_, last)), Some(a)) if last.epoch() == a.epoch());
-        let mut frames = Vec::new();
-        if same_epoch {
-            for entry in range.ids {
-                let Some(redis::Value::BulkString(bytes)) = entry.map.get("frame") else {
-                    continue;
-                };
-                match Frame::from_published(Bytes::copy_from_slice(bytes)) {
-                    Ok(frame) => frames.push(frame),
-                    Err(err) => {
-                        tracing::warn!(project_id = %project, error = %err, "unreadable history entry skipped")
-                    }
-                }
-            }
-        }
-        Ok(Replay {
-            state,
-            after: frames,
-        })
+        Ok(read_replay(&mut conn, project, after).await?)
     }
 
     async fn is_ready(&self) -> bool {
@@ -205,4 +166,54 @@ impl Broker for RedisBroker {
     fn kind(&self) -> &'static str {
         "redis"
     }
+}
+
+/// The project's state and the retained history after `after` (in the same epoch), in
+/// one atomic read. Shared by sessions (resume) and the subscriber (gap fill).
+pub(super) async fn read_replay(
+    conn: &mut ConnectionManager,
+    project: &ProjectId,
+    after: Option<&EventId>,
+) -> Result<Replay, redis::RedisError> {
+    let (hash, range): (HashMap<String, String>, StreamRangeReply) = match after {
+        Some(after) => {
+            redis::pipe()
+                .atomic()
+                .hgetall(state_key(project))
+                .cmd("XRANGE")
+                .arg(history_key(project))
+                .arg(format!("(0-{}", after.seq()))
+                .arg("+")
+                .query_async(conn)
+                .await?
+        }
+        None => (
+            redis::cmd("HGETALL")
+                .arg(state_key(project))
+                .query_async(conn)
+                .await?,
+            StreamRangeReply::default(),
+        ),
+    };
+    let state = ProjectState::from_hash(&hash);
+    let same_epoch =
+        matches!((&state, after), (Some((_, last)), Some(a)) if last.epoch() == a.epoch());
+    let mut frames = Vec::new();
+    if same_epoch {
+        for entry in range.ids {
+            let Some(redis::Value::BulkString(bytes)) = entry.map.get("frame") else {
+                continue;
+            };
+            match Frame::from_published(Bytes::copy_from_slice(bytes)) {
+                Ok(frame) => frames.push(frame),
+                Err(err) => {
+                    tracing::warn!(project_id = %project, error = %err, "unreadable history entry skipped")
+                }
+            }
+        }
+    }
+    Ok(Replay {
+        state,
+        after: frames,
+    })
 }

@@ -7,6 +7,12 @@
 //! stream ends, a PING keep-alive goes unanswered, a command fails) it reconnects with
 //! capped, jittered backoff, forever, and resubscribes every channel that still has
 //! watchers. Clients stay connected throughout; only their events pause.
+//!
+//! Pub/Sub forgets what it could not deliver, so after a reconnect the subscriber fills
+//! each watched project's gap from its history: everything after the newest event the
+//! topic delivered (or after the position read just before it subscribed), in order,
+//! before any live message that arrived meanwhile. The topic drops what it already had,
+//! so nothing published through the hub's publish path is lost or doubled.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,13 +22,14 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use redis::aio::{PubSubSink, PubSubStream};
+use redis::aio::{ConnectionManager, PubSubSink, PubSubStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::redis::read_replay;
 use crate::hub::{Hub, SubscriptionChange, Topic};
 use crate::metrics as m;
-use crate::wire::ProjectId;
+use crate::wire::{EventId, ProjectId};
 
 /// How long a PING, SUBSCRIBE or UNSUBSCRIBE may take before the connection counts as lost.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
@@ -35,6 +42,8 @@ const RESUBSCRIBE_BATCH: usize = 1000;
 
 pub struct Subscriber {
     client: redis::Client,
+    /// For the history reads of gap filling (the subscribed connection cannot run them).
+    commands: ConnectionManager,
     hub: Arc<Hub>,
     up: Arc<AtomicBool>,
     /// Channels that have watchers, with the topic to tell once subscribed.
@@ -62,12 +71,14 @@ enum Exit {
 impl Subscriber {
     pub fn new(
         client: redis::Client,
+        commands: ConnectionManager,
         hub: Arc<Hub>,
         up: Arc<AtomicBool>,
         keepalive: Duration,
     ) -> Self {
         Self {
             client,
+            commands,
             hub,
             up,
             wanted: HashMap::new(),
@@ -142,10 +153,43 @@ impl Subscriber {
             within(sink.subscribe(channels)).await?;
         }
         for topic in &topics {
+            self.fill_gap(topic).await?;
             topic.mark_subscribed();
         }
         self.up.store(true, Ordering::Relaxed);
         Ok((sink, stream))
+    }
+
+    /// Delivers what the topic missed while unsubscribed, from the history.
+    async fn fill_gap(&self, topic: &Topic) -> Result<(), Lost> {
+        let Some(point) = topic.resume_point() else {
+            return Ok(());
+        };
+        let mut conn = self.commands.clone();
+        let project = topic.project();
+        let mut replay = within(read_replay(&mut conn, project, Some(&point))).await?;
+        if let Some((_, last)) = &replay.state
+            && last.epoch() != point.epoch()
+        {
+            // The history was lost and begun anew meanwhile: everything in it is new.
+            let start = EventId::new(last.epoch(), 0);
+            replay = within(read_replay(&mut conn, project, Some(&start))).await?;
+        }
+        if !replay.after.is_empty() {
+            tracing::info!(project_id = %project, events = replay.after.len(), "filled a gap from history after reconnecting");
+            self.hub.deliver_missed(project, replay.after);
+        }
+        Ok(())
+    }
+
+    /// Records where each new topic's history stands, before it is subscribed.
+    async fn record_origins(&self, topics: &[Arc<Topic>]) -> Result<(), Lost> {
+        let mut conn = self.commands.clone();
+        for topic in topics {
+            let replay = within(read_replay(&mut conn, topic.project(), None)).await?;
+            topic.set_origin(replay.state.map(|(_, last)| last));
+        }
+        Ok(())
     }
 
     async fn serve(
@@ -226,6 +270,7 @@ impl Subscriber {
             within(sink.unsubscribe(unsubscribe)).await?;
         }
         if !subscribe.is_empty() {
+            self.record_origins(&newly_subscribed).await?;
             within(sink.subscribe(subscribe)).await?;
             for topic in newly_subscribed {
                 topic.mark_subscribed();

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 
 use crate::metrics as m;
-use crate::wire::{Frame, ProjectId};
+use crate::wire::{EventId, Frame, ProjectId};
 
 /// A change in the set of channels this process needs, for the broker's subscriber.
 #[derive(Debug)]
@@ -35,15 +35,41 @@ pub enum SubscriptionChange {
 #[derive(Debug)]
 pub struct Topic {
     project: ProjectId,
-    sessions: Mutex<HashMap<u64, Arc<OutboundQueue>>>,
+    sessions: Mutex<Sessions>,
+    /// The history position when the broker subscribed, before any delivery: where a
+    /// gap fill starts if the subscription drops before anything was delivered.
+    origin: Mutex<Option<EventId>>,
     /// True once the broker confirmed the subscription: a session waits for it before
     /// it says `connected`, so no event published after `connected` can be missed.
     subscribed: watch::Sender<bool>,
 }
 
+/// A topic's sessions, and the newest event id fanned out to them.
+#[derive(Debug, Default)]
+struct Sessions {
+    queues: HashMap<u64, Arc<OutboundQueue>>,
+    /// Frames at or before it (same epoch) are duplicates, e.g. of a gap fill, and are
+    /// dropped before fan-out.
+    last: Option<EventId>,
+}
+
 impl Topic {
     pub fn project(&self) -> &ProjectId {
         &self.project
+    }
+
+    /// Where to fill a gap from after the subscription dropped: after the newest event
+    /// delivered, or after the position at subscription time.
+    pub fn resume_point(&self) -> Option<EventId> {
+        lock(&self.sessions)
+            .last
+            .clone()
+            .or_else(|| lock(&self.origin).clone())
+    }
+
+    /// Records the history position read just before subscribing.
+    pub fn set_origin(&self, position: Option<EventId>) {
+        *lock(&self.origin) = position;
     }
 
     pub fn mark_subscribed(&self) {
@@ -82,7 +108,8 @@ impl Hub {
             None => {
                 let topic = Arc::new(Topic {
                     project: project.clone(),
-                    sessions: Mutex::new(HashMap::new()),
+                    sessions: Mutex::new(Sessions::default()),
+                    origin: Mutex::new(None),
                     subscribed: watch::Sender::new(false),
                 });
                 topics.insert(project.clone(), Arc::clone(&topic));
@@ -95,7 +122,7 @@ impl Hub {
                 topic
             }
         };
-        lock(&topic.sessions).insert(id, Arc::clone(&queue));
+        lock(&topic.sessions).queues.insert(id, Arc::clone(&queue));
         drop(topics);
         Membership {
             hub: Arc::clone(self),
@@ -109,8 +136,8 @@ impl Hub {
         let mut topics = lock(&self.topics);
         let now_empty = {
             let mut sessions = lock(&topic.sessions);
-            sessions.remove(&id);
-            sessions.is_empty()
+            sessions.queues.remove(&id);
+            sessions.queues.is_empty()
         };
         // Only remove the topic if the map still holds this very topic.
         if now_empty
@@ -143,9 +170,31 @@ impl Hub {
         self.deliver_frame(&topic, frame);
     }
 
+    /// Fans out frames read from the history to fill a gap (see the subscriber).
+    /// Frames the topic already delivered are skipped.
+    pub fn deliver_missed(&self, project: &ProjectId, frames: Vec<Frame>) {
+        let Some(topic) = lock(&self.topics).get(project).cloned() else {
+            return;
+        };
+        for frame in frames {
+            self.deliver_frame(&topic, frame);
+        }
+    }
+
     fn deliver_frame(&self, topic: &Topic, frame: Frame) {
-        let sessions = lock(&topic.sessions);
-        for queue in sessions.values() {
+        let mut sessions = lock(&topic.sessions);
+        if let Some(id) = frame.id() {
+            if sessions
+                .last
+                .as_ref()
+                .is_some_and(|last| id.is_at_or_before(last))
+            {
+                m::duplicate_dropped();
+                return;
+            }
+            sessions.last = Some(id.clone());
+        }
+        for queue in sessions.queues.values() {
             match queue.push(frame.clone()) {
                 Pushed::Queued => {}
                 Pushed::QueuedAfterCoalescing(dropped) => m::frames_superseded(dropped as u64),
