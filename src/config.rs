@@ -18,6 +18,11 @@ pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
 pub const DEFAULT_REDIS_KEEPALIVE: Duration = Duration::from_secs(5);
 /// At most one `progress_update` per project per this window on the publish path.
 pub const DEFAULT_COALESCE_WINDOW: Duration = Duration::from_millis(500);
+/// Connection limits: generous by default (the open-file limit is usually lower), and
+/// per address high enough for many tabs behind one NAT.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1_000;
+pub const DEFAULT_MAX_PROJECTS: usize = 100_000;
 /// How long shutdown waits for sessions to close before the process exits anyway.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -32,6 +37,12 @@ pub struct ServeConfig {
     pub max_frame_bytes: usize,
     pub queue_capacity: usize,
     pub shutdown_grace: Duration,
+    /// Most connections (WebSocket + SSE) this process holds.
+    pub max_connections: usize,
+    /// Most connections from one client address.
+    pub max_connections_per_ip: usize,
+    /// Most projects this process watches at once.
+    pub max_projects: usize,
     pub history: HistoryConfig,
     /// Language of the text the hub writes (stage labels, catalog solutions).
     pub locale: Locale,
@@ -53,6 +64,9 @@ impl Default for ServeConfig {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            max_projects: DEFAULT_MAX_PROJECTS,
             history: HistoryConfig::default(),
             locale: Locale::default(),
             coalesce_window: DEFAULT_COALESCE_WINDOW,

@@ -14,6 +14,7 @@ pub mod config;
 pub mod http;
 pub mod hub;
 pub mod job;
+pub mod limits;
 pub mod locale;
 pub mod metrics;
 pub mod publish;

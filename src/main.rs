@@ -86,6 +86,15 @@ struct ServeArgs {
     no_worker: bool,
     #[command(flatten)]
     jobs: JobArgs,
+    /// Most connections (WebSocket + SSE) this process holds; more get close 1013.
+    #[arg(long, env = "HUB_MAX_CONNECTIONS", default_value_t = 100_000)]
+    max_connections: usize,
+    /// Most connections from one client address; more get close 1013.
+    #[arg(long, env = "HUB_MAX_CONNECTIONS_PER_IP", default_value_t = 1_000)]
+    max_connections_per_ip: usize,
+    /// Most projects this process watches at once; sessions of more get close 1013.
+    #[arg(long, env = "HUB_MAX_PROJECTS", default_value_t = 100_000)]
+    max_projects: usize,
     /// How long shutdown waits for clients to close.
     #[arg(long, env = "HUB_SHUTDOWN_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
@@ -102,6 +111,9 @@ impl From<ServeArgs> for ServeConfig {
             max_frame_bytes: a.max_frame_bytes,
             queue_capacity: a.queue_capacity,
             shutdown_grace: a.shutdown_grace,
+            max_connections: a.max_connections,
+            max_connections_per_ip: a.max_connections_per_ip,
+            max_projects: a.max_projects,
             history: HistoryConfig {
                 max_len: a.history_len,
                 retention: a.retention,
@@ -123,8 +135,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Worker(args) => {
             let stop = tokio_util::sync::CancellationToken::new();
             let trigger = stop.clone();
+            let signal = shutdown_signal()?;
             tokio::spawn(async move {
-                shutdown_signal().await;
+                signal.await;
                 tracing::info!("stopping: no new jobs; running ones finish or are handed back");
                 trigger.cancel();
             });
@@ -151,6 +164,9 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    // Listen for signals before announcing the URL: a SIGTERM right after the start
+    // line must be a graceful stop, not the default kill.
+    let signal = shutdown_signal()?;
     let broker = if config.redis_url.is_some() {
         "redis"
     } else {
@@ -165,7 +181,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     );
     let stop = hub.shutdown_token();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        signal.await;
         tracing::info!("shutting down: closing every client with 1001");
         stop.cancel();
     });
@@ -174,25 +190,17 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
+/// Registers for Ctrl-C and SIGTERM now; the future resolves on either.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut sig) => {
-                sig.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
+    })
 }
 
 #[cfg(test)]
@@ -215,6 +223,9 @@ mod tests {
         assert_eq!(from_cli.queue_capacity, lib.queue_capacity);
         assert_eq!(from_cli.shutdown_grace, lib.shutdown_grace);
         assert_eq!(from_cli.history, lib.history);
+        assert_eq!(from_cli.max_connections, lib.max_connections);
+        assert_eq!(from_cli.max_connections_per_ip, lib.max_connections_per_ip);
+        assert_eq!(from_cli.max_projects, lib.max_projects);
         assert_eq!(from_cli.locale, lib.locale);
         assert_eq!(from_cli.coalesce_window, lib.coalesce_window);
         let (cli_worker, lib_worker) = (from_cli.worker.unwrap(), lib.worker.unwrap());

@@ -20,6 +20,7 @@ use crate::hub::Hub;
 use crate::job::queue::{JobQueue, MemoryQueue, QueueError};
 use crate::job::redis_queue::RedisQueue;
 use crate::job::worker::Worker;
+use crate::limits::ConnectionLimits;
 use crate::metrics;
 use crate::publish::Publisher;
 use crate::session::{SessionConfig, Sessions};
@@ -90,7 +91,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningHub, ServeError> {
     let metrics = metrics::install();
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let (hub, changes) = Hub::new(config.queue_capacity);
+    let (hub, changes) = Hub::new(config.queue_capacity, config.max_projects);
     let broker = broker::start(
         config.redis_url.as_deref(),
         config.redis_keepalive,
@@ -131,11 +132,13 @@ pub async fn start(config: ServeConfig) -> Result<RunningHub, ServeError> {
         tracker: tracker.clone(),
         metrics,
         max_frame_bytes: config.max_frame_bytes,
+        limits: ConnectionLimits::new(config.max_connections, config.max_connections_per_ip),
     };
     let app = http::router(state);
     let grace = config.shutdown_grace;
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(stop.cancelled_owned())
             .await;

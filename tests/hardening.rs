@@ -93,3 +93,45 @@ async fn metric(hub: &TestHub, name: &str) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+// Connections over a limit are refused with a clear close code (1013) or HTTP 503, and
+// the slot comes back when a connection ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_and_project_limits_refuse_clearly() {
+    let hub = TestHub::start_with(Backend::Memory, |c| {
+        c.max_connections_per_ip = 2;
+        c.max_projects = 2;
+    })
+    .await;
+    let url = hub.ws_url("limited");
+    let first = WsClient::connected(&url).await;
+    let _second = WsClient::connected(&url).await;
+    let mut third = WsClient::connect(&url).await;
+    assert_eq!(third.expect_close().await, Some(1013), "per-address limit");
+    let sse = reqwest::get(hub.http("/api/v1/projects/limited/events"))
+        .await
+        .unwrap();
+    assert_eq!(sse.status(), 503);
+    let body: serde_json::Value = sse.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "TOO_MANY_CONNECTIONS");
+    first.close().await;
+    support::eventually("a slot is free again", || async {
+        let mut c = WsClient::connect(&hub.ws_url("limited")).await;
+        matches!(c.next_seen().await, support::Seen::Frame(f) if f["event"] == "connected")
+    })
+    .await;
+
+    let hub = TestHub::start_with(Backend::Memory, |c| c.max_projects = 1).await;
+    let _watching = WsClient::connected(&hub.ws_url("one")).await;
+    let mut other = WsClient::connect(&hub.ws_url("two")).await;
+    assert_eq!(other.expect_close().await, Some(1013), "project limit");
+    let _same = WsClient::connected(&hub.ws_url("one")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_connection_limit_refuses_clearly() {
+    let hub = TestHub::start_with(Backend::Memory, |c| c.max_connections = 1).await;
+    let _only = WsClient::connected(&hub.ws_url("a")).await;
+    let mut refused = WsClient::connect(&hub.ws_url("b")).await;
+    assert_eq!(refused.expect_close().await, Some(1013));
+}

@@ -111,7 +111,7 @@ async fn error_is_forwarded(b: Backend) {
 async fn heartbeat_keeps_an_answering_client(b: Backend) {
     let hub = TestHub::start_with(b, |c| {
         c.heartbeat_interval = Duration::from_millis(100);
-        c.heartbeat_timeout = Duration::from_millis(400);
+        c.heartbeat_timeout = Duration::from_millis(1000);
     })
     .await;
     let mut client = WsClient::connect(&hub.ws_url("1")).await;
@@ -122,14 +122,14 @@ async fn heartbeat_keeps_an_answering_client(b: Backend) {
     );
     let start = tokio::time::Instant::now();
     let mut pings = 0;
-    while start.elapsed() < Duration::from_millis(1200) {
+    while start.elapsed() < Duration::from_millis(2500) {
         let frame = client.next_json().await;
         assert_eq!(frame["event"], "ping", "{frame}");
         assert!(frame["data"]["timestamp"].as_str().unwrap().ends_with('Z'));
         pings += 1;
         client.send_text(r#"{"event":"pong"}"#).await;
     }
-    assert!(pings >= 5, "pings every interval, got {pings}");
+    assert!(pings >= 10, "pings every interval, got {pings}");
     client.send_text(r#"{"event":"ping"}"#).await;
     loop {
         let frame = client.next_json().await;

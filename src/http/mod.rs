@@ -40,6 +40,7 @@ pub struct AppState {
     /// Largest client frame accepted (larger closes the connection with 1009), and
     /// largest event body the publish API accepts (larger gets 413).
     pub max_frame_bytes: usize,
+    pub limits: Arc<crate::limits::ConnectionLimits>,
 }
 
 pub fn router(state: AppState) -> Router {

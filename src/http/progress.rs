@@ -7,7 +7,9 @@
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{Query, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::Sse;
 use axum::response::{IntoResponse, Response};
@@ -16,7 +18,8 @@ use serde::Deserialize;
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::project_path::ProjectPath;
-use crate::transport::{sse, websocket::WebSocketTransport};
+use crate::transport::{Transport, sse, websocket::WebSocketTransport};
+use crate::wire::CloseReason;
 use crate::wire::{EventId, ProjectId};
 
 /// tungstenite's read buffer is 128 KiB per connection by default; client frames are
@@ -85,6 +88,7 @@ fn wants_event_stream(headers: &HeaderMap) -> bool {
         (status = 400, description = "invalid project id or event id, or neither WebSocket nor SSE", body = ErrorBody)))]
 pub async fn progress(
     State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     ProjectPath(project): ProjectPath,
     query: Result<Query<WatchQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
@@ -95,8 +99,8 @@ pub async fn progress(
         Err(err) => return err.into_response(),
     };
     match upgrade {
-        Ok(upgrade) => websocket(app, project, last_event_id, upgrade),
-        Err(_) if wants_event_stream(&headers) => event_stream(app, project, last_event_id),
+        Ok(upgrade) => websocket(app, peer, project, last_event_id, upgrade),
+        Err(_) if wants_event_stream(&headers) => event_stream(app, peer, project, last_event_id),
         Err(_) => ApiError::new(
             StatusCode::BAD_REQUEST,
             "UPGRADE_REQUIRED",
@@ -117,22 +121,25 @@ pub async fn progress(
         (status = 400, description = "invalid project id or event id", body = ErrorBody)))]
 pub async fn events(
     State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     ProjectPath(project): ProjectPath,
     query: Result<Query<WatchQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
     match resume_position(query, &headers) {
-        Ok(last_event_id) => event_stream(app, project, last_event_id),
+        Ok(last_event_id) => event_stream(app, peer, project, last_event_id),
         Err(err) => err.into_response(),
     }
 }
 
 fn websocket(
     app: AppState,
+    peer: SocketAddr,
     project: ProjectId,
     last_event_id: Option<EventId>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    let permit = app.limits.try_acquire(peer.ip());
     let limit = app.max_frame_bytes;
     let sessions = app.sessions.clone();
     let tracker = app.tracker.clone();
@@ -144,18 +151,45 @@ fn websocket(
         .max_frame_size(limit)
         .on_upgrade(move |socket| {
             tracker.track_future(async move {
-                sessions
-                    .run(project, last_event_id, WebSocketTransport::new(socket))
-                    .await;
+                let mut transport = WebSocketTransport::new(socket);
+                match permit {
+                    Ok(permit) => {
+                        sessions.run(project, last_event_id, transport).await;
+                        drop(permit);
+                    }
+                    // Refused after the upgrade, so that a browser sees why (close 1013).
+                    Err(limit) => {
+                        tracing::warn!(peer = %peer.ip(), error = %limit, "refusing a WebSocket connection");
+                        transport.close(CloseReason::Overloaded).await;
+                    }
+                }
             })
         })
 }
 
-fn event_stream(app: AppState, project: ProjectId, last_event_id: Option<EventId>) -> Response {
+fn event_stream(
+    app: AppState,
+    peer: SocketAddr,
+    project: ProjectId,
+    last_event_id: Option<EventId>,
+) -> Response {
+    let permit = match app.limits.try_acquire(peer.ip()) {
+        Ok(permit) => permit,
+        Err(limit) => {
+            tracing::warn!(peer = %peer.ip(), error = %limit, "refusing an SSE connection");
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "TOO_MANY_CONNECTIONS",
+                limit.to_string(),
+            )
+            .into_response();
+        }
+    };
     let (transport, stream) = sse::channel();
     let sessions = app.sessions.clone();
     app.tracker.spawn(async move {
         sessions.run(project, last_event_id, transport).await;
+        drop(permit);
     });
     (
         // Tell proxies (nginx) not to buffer the stream.

@@ -83,28 +83,42 @@ pub struct Hub {
     changes: mpsc::UnboundedSender<SubscriptionChange>,
     next_session: AtomicU64,
     queue_capacity: usize,
+    /// Most projects this process watches (subscribes) at once.
+    max_projects: usize,
 }
+
+/// Joining would make the process watch more projects than allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("this hub watches its maximum of {0} projects")]
+pub struct TooManyProjects(pub usize);
 
 impl Hub {
     /// A hub, and the receiving end of its subscription changes for the broker.
-    pub fn new(queue_capacity: usize) -> (Arc<Self>, mpsc::UnboundedReceiver<SubscriptionChange>) {
+    pub fn new(
+        queue_capacity: usize,
+        max_projects: usize,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<SubscriptionChange>) {
         let (changes, rx) = mpsc::unbounded_channel();
         let hub = Arc::new(Self {
             topics: Mutex::new(HashMap::new()),
             changes,
             next_session: AtomicU64::new(1),
             queue_capacity,
+            max_projects,
         });
         (hub, rx)
     }
 
     /// Adds a session to the project's topic. Dropping the returned membership leaves.
-    pub fn join(self: &Arc<Self>, project: &ProjectId) -> Membership {
+    pub fn join(self: &Arc<Self>, project: &ProjectId) -> Result<Membership, TooManyProjects> {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let queue = Arc::new(OutboundQueue::new(self.queue_capacity));
         let mut topics = lock(&self.topics);
         let topic = match topics.get(project) {
             Some(topic) => Arc::clone(topic),
+            None if topics.len() >= self.max_projects => {
+                return Err(TooManyProjects(self.max_projects));
+            }
             None => {
                 let topic = Arc::new(Topic {
                     project: project.clone(),
@@ -124,12 +138,12 @@ impl Hub {
         };
         lock(&topic.sessions).queues.insert(id, Arc::clone(&queue));
         drop(topics);
-        Membership {
+        Ok(Membership {
             hub: Arc::clone(self),
             topic,
             id,
             queue,
-        }
+        })
     }
 
     fn leave(&self, topic: &Arc<Topic>, id: u64) {
@@ -262,9 +276,9 @@ mod tests {
 
     #[tokio::test]
     async fn first_join_subscribes_and_last_leave_unsubscribes() {
-        let (hub, mut changes) = Hub::new(16);
-        let a = hub.join(&pid("p"));
-        let b = hub.join(&pid("p"));
+        let (hub, mut changes) = Hub::new(16, 100);
+        let a = hub.join(&pid("p")).unwrap();
+        let b = hub.join(&pid("p")).unwrap();
         assert!(
             matches!(changes.try_recv(), Ok(SubscriptionChange::Subscribe(t)) if t.project() == &pid("p"))
         );
@@ -283,10 +297,10 @@ mod tests {
 
     #[tokio::test]
     async fn deliver_shares_one_frame_with_every_session_of_the_project_only() {
-        let (hub, _changes) = Hub::new(16);
-        let a = hub.join(&pid("p"));
-        let b = hub.join(&pid("p"));
-        let other = hub.join(&pid("q"));
+        let (hub, _changes) = Hub::new(16, 100);
+        let a = hub.join(&pid("p")).unwrap();
+        let b = hub.join(&pid("p")).unwrap();
+        let other = hub.join(&pid("q")).unwrap();
         hub.deliver(
             &pid("p"),
             Bytes::from_static(br#"{"event":"log","data":{}}"#),
@@ -306,9 +320,17 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn refuses_projects_beyond_the_limit_but_not_more_watchers() {
+        let (hub, _changes) = Hub::new(16, 1);
+        let _a = hub.join(&pid("p")).unwrap();
+        let _b = hub.join(&pid("p")).unwrap();
+        assert_eq!(hub.join(&pid("q")).unwrap_err(), TooManyProjects(1));
+    }
+
+    #[tokio::test]
     async fn subscribed_waits_for_the_broker() {
-        let (hub, mut changes) = Hub::new(16);
-        let m = hub.join(&pid("p"));
+        let (hub, mut changes) = Hub::new(16, 100);
+        let m = hub.join(&pid("p")).unwrap();
         assert!(!m.subscribed(Duration::from_millis(10)).await);
         if let Ok(SubscriptionChange::Subscribe(topic)) = changes.try_recv() {
             topic.mark_subscribed();

@@ -59,7 +59,14 @@ impl Sessions {
         mut transport: T,
     ) -> Ended {
         // Subscribe first, then read: nothing published in between can be missed.
-        let membership = self.hub.join(&project);
+        let membership = match self.hub.join(&project) {
+            Ok(membership) => membership,
+            Err(full) => {
+                tracing::warn!(project_id = %project, error = %full, "refusing a session");
+                transport.close(CloseReason::Overloaded).await;
+                return Ended::Closed(CloseReason::Overloaded);
+            }
+        };
         if !membership.subscribed(SUBSCRIBE_WAIT).await {
             tracing::warn!(project_id = %project, "broker has not confirmed the subscription yet; connecting anyway");
         }
@@ -91,7 +98,7 @@ impl Sessions {
                     CloseReason::HeartbeatTimeout => m::heartbeat_timed_out(),
                     CloseReason::SlowConsumer => m::slow_consumer_closed(),
                     CloseReason::MessageTooBig => m::client_frame_oversized(),
-                    CloseReason::GoingAway => {}
+                    CloseReason::GoingAway | CloseReason::Overloaded => {}
                 }
                 tracing::debug!(project_id = %project, code = reason.code(), reason = reason.text(), "closing session");
                 transport.close(reason).await;

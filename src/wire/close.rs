@@ -11,6 +11,8 @@ pub enum CloseReason {
     HeartbeatTimeout,
     /// The client could not keep up; it should reconnect and resume (4429).
     SlowConsumer,
+    /// A limit (connections, projects) is reached; retry later (1013).
+    Overloaded,
 }
 
 impl CloseReason {
@@ -20,6 +22,7 @@ impl CloseReason {
             Self::MessageTooBig => 1009,
             Self::HeartbeatTimeout => 4408,
             Self::SlowConsumer => 4429,
+            Self::Overloaded => 1013,
         }
     }
 
@@ -30,6 +33,7 @@ impl CloseReason {
             Self::MessageTooBig => "message too big",
             Self::HeartbeatTimeout => "heartbeat timeout",
             Self::SlowConsumer => "slow consumer",
+            Self::Overloaded => "server overloaded, retry later",
         }
     }
 }
@@ -45,5 +49,6 @@ mod tests {
         assert_eq!(CloseReason::HeartbeatTimeout.code(), 4408);
         assert_eq!(CloseReason::HeartbeatTimeout.text(), "heartbeat timeout");
         assert_eq!(CloseReason::SlowConsumer.code(), 4429);
+        assert_eq!(CloseReason::Overloaded.code(), 1013);
     }
 }
