@@ -43,6 +43,10 @@ pub struct ServeConfig {
     pub max_connections_per_ip: usize,
     /// Most projects this process watches at once.
     pub max_projects: usize,
+    /// Turns access control on: HS256 JWTs signed with this secret.
+    pub auth_secret: Option<String>,
+    /// Browser origins allowed to connect (empty: all).
+    pub allowed_origins: Vec<String>,
     pub history: HistoryConfig,
     /// Language of the text the hub writes (stage labels, catalog solutions).
     pub locale: Locale,
@@ -67,6 +71,8 @@ impl Default for ServeConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             max_projects: DEFAULT_MAX_PROJECTS,
+            auth_secret: None,
+            allowed_origins: Vec::new(),
             history: HistoryConfig::default(),
             locale: Locale::default(),
             coalesce_window: DEFAULT_COALESCE_WINDOW,

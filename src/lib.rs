@@ -7,6 +7,7 @@
 //! (WebSocket) → the client. `http` routes requests to them; `server` starts and stops
 //! the whole.
 
+pub mod auth;
 pub mod broker;
 pub mod catalog;
 pub mod cli;

@@ -43,6 +43,24 @@ enum Command {
     Worker(WorkerArgs),
     /// Watch a project's progress in the terminal (exit 0 completed, 1 failed).
     Watch(WatchArgs),
+    /// Mint an access token (when the hub runs with --auth-secret).
+    Token(TokenArgs),
+}
+
+#[derive(Args, Debug)]
+struct TokenArgs {
+    /// A project the token may watch; repeat for more; `*` for all.
+    #[arg(long, required = true)]
+    project: Vec<String>,
+    /// How long the token is valid.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    ttl: Duration,
+    /// Also allow publishing and starting jobs.
+    #[arg(long)]
+    publish: bool,
+    /// The hub's secret.
+    #[arg(long, env = "HUB_AUTH_SECRET", hide_env_values = true)]
+    auth_secret: String,
 }
 
 #[derive(Args, Debug)]
@@ -95,6 +113,12 @@ struct ServeArgs {
     /// Most projects this process watches at once; sessions of more get close 1013.
     #[arg(long, env = "HUB_MAX_PROJECTS", default_value_t = 100_000)]
     max_projects: usize,
+    /// Turn access control on: clients need HS256 JWTs signed with this secret.
+    #[arg(long, env = "HUB_AUTH_SECRET", hide_env_values = true)]
+    auth_secret: Option<String>,
+    /// Browser origins allowed to connect, comma-separated (default: any).
+    #[arg(long, env = "HUB_ALLOWED_ORIGINS", value_delimiter = ',')]
+    allowed_origins: Vec<String>,
     /// How long shutdown waits for clients to close.
     #[arg(long, env = "HUB_SHUTDOWN_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
@@ -114,6 +138,8 @@ impl From<ServeArgs> for ServeConfig {
             max_connections: a.max_connections,
             max_connections_per_ip: a.max_connections_per_ip,
             max_projects: a.max_projects,
+            auth_secret: a.auth_secret.filter(|s| !s.is_empty()),
+            allowed_origins: a.allowed_origins,
             history: HistoryConfig {
                 max_len: a.history_len,
                 retention: a.retention,
@@ -153,6 +179,11 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(2)
             }
         },
+        Command::Token(args) => {
+            let auth = progress_hub::auth::Auth::new(&args.auth_secret);
+            println!("{}", auth.mint(&args.project, args.publish, args.ttl)?);
+            Ok(())
+        }
         Command::Publish(args) => {
             match progress_hub::cli::publish::run(&args).await? {
                 Some(id) => println!("{id}"),

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Auth;
 use crate::broker::{self, Broker, BrokerError};
 use crate::config::ServeConfig;
 use crate::http::{self, AppState};
@@ -133,6 +134,11 @@ pub async fn start(config: ServeConfig) -> Result<RunningHub, ServeError> {
         metrics,
         max_frame_bytes: config.max_frame_bytes,
         limits: ConnectionLimits::new(config.max_connections, config.max_connections_per_ip),
+        auth: config
+            .auth_secret
+            .as_deref()
+            .map(|s| Arc::new(Auth::new(s))),
+        allowed_origins: Arc::new(config.allowed_origins.clone()),
     };
     let app = http::router(state);
     let grace = config.shutdown_grace;

@@ -27,6 +27,9 @@ pub struct PublishArgs {
     /// Otherwise, publish through this hub's HTTP API.
     #[arg(long, env = "HUB_URL", default_value = "http://127.0.0.1:8000")]
     pub hub_url: String,
+    /// Access token with the publish scope (when the hub runs with --auth-secret).
+    #[arg(long, env = "HUB_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Events of history kept per project (keep equal to the hub's).
     #[arg(long, env = "HUB_HISTORY_LEN", default_value_t = 1000)]
     pub history_len: usize,
@@ -183,12 +186,13 @@ pub async fn run(args: &PublishArgs) -> Result<Option<String>, PublishCommandErr
                 Published::Coalesced => None,
             })
         }
-        _ => post(&args.hub_url, &project, &body).await,
+        _ => post(&args.hub_url, args.token.as_deref(), &project, &body).await,
     }
 }
 
 async fn post(
     hub: &str,
+    token: Option<&str>,
     project: &ProjectId,
     body: &Value,
 ) -> Result<Option<String>, PublishCommandError> {
@@ -200,12 +204,11 @@ async fn post(
         url: url.clone(),
         reason: e.to_string(),
     };
-    let response = reqwest::Client::new()
-        .post(&url)
-        .json(body)
-        .send()
-        .await
-        .map_err(unreachable)?;
+    let mut request = reqwest::Client::new().post(&url).json(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.map_err(unreachable)?;
     let status = response.status().as_u16();
     let answer: Value = response.json().await.map_err(unreachable)?;
     if status != 202 {

@@ -22,6 +22,9 @@ pub struct WatchArgs {
     /// Print every frame as received (JSON, one per line) instead of a progress bar.
     #[arg(long)]
     pub json: bool,
+    /// Access token (when the hub runs with --auth-secret).
+    #[arg(long, env = "HUB_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Give up after this many reconnect attempts in a row.
     #[arg(long, default_value_t = 20)]
     pub max_reconnects: u32,
@@ -188,9 +191,17 @@ pub async fn run(args: &WatchArgs) -> Result<JobEnd, WatchError> {
     let mut failures = 0u32;
     let mut delays = backoff();
     loop {
-        let url = match &last_id {
-            Some(id) => format!("{}?last_event_id={id}", args.url),
-            None => args.url.clone(),
+        let mut query = Vec::new();
+        if let Some(id) = &last_id {
+            query.push(format!("last_event_id={id}"));
+        }
+        if let Some(token) = &args.token {
+            query.push(format!("token={token}"));
+        }
+        let url = if query.is_empty() {
+            args.url.clone()
+        } else {
+            format!("{}?{}", args.url, query.join("&"))
         };
         let why = match tokio_tungstenite::connect_async(&url).await {
             Ok((mut ws, _)) => {

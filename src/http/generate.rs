@@ -12,16 +12,20 @@ use axum::response::{IntoResponse, Response};
 use rand::Rng;
 use serde_json::json;
 
-use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::project_path::ProjectPath;
+use super::{AppState, access};
 use crate::job::GenerateRequest;
 use crate::job::queue::QueueError;
+use axum::http::HeaderMap;
 
 /// `POST /api/v1/projects`: a fresh project id to generate into and watch.
 #[utoipa::path(post, path = "/api/v1/projects", tag = "projects",
     responses((status = 201, description = "a new project id: {\"id\": \"p-...\"}")))]
-pub async fn create() -> Response {
+pub async fn create(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(denied) = access::publish(&app, &headers, None) {
+        return denied.into_response();
+    }
     let id: String = rand::rng()
         .sample_iter(rand::distr::Alphanumeric)
         .take(12)
@@ -46,8 +50,12 @@ pub async fn create() -> Response {
 pub async fn generate(
     State(app): State<AppState>,
     ProjectPath(project): ProjectPath,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    if let Err(denied) = access::publish(&app, &headers, Some(&project)) {
+        return denied.into_response();
+    }
     let body = match body {
         Ok(body) => body,
         Err(rejection) => {

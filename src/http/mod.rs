@@ -1,5 +1,6 @@
 //! The HTTP face of the hub: routes, shared state, JSON errors.
 
+mod access;
 mod docs;
 mod error;
 mod generate;
@@ -41,6 +42,10 @@ pub struct AppState {
     /// largest event body the publish API accepts (larger gets 413).
     pub max_frame_bytes: usize,
     pub limits: Arc<crate::limits::ConnectionLimits>,
+    /// Access control; `None` when no `--auth-secret` is set (local use).
+    pub auth: access::SharedAuth,
+    /// Browser origins allowed to connect; empty allows all.
+    pub allowed_origins: Arc<Vec<String>>,
 }
 
 pub fn router(state: AppState) -> Router {

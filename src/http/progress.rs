@@ -15,9 +15,10 @@ use axum::response::sse::Sse;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::project_path::ProjectPath;
+use super::{AppState, access};
+use crate::session::Access;
 use crate::transport::{Transport, sse, websocket::WebSocketTransport};
 use crate::wire::CloseReason;
 use crate::wire::{EventId, ProjectId};
@@ -34,13 +35,17 @@ const MAX_WRITE_BUFFER: usize = 256 * 1024;
 #[derive(Debug, Default, Deserialize)]
 pub struct WatchQuery {
     last_event_id: Option<String>,
+    token: Option<String>,
 }
 
-/// The resume position: `?last_event_id=` wins over the SSE `Last-Event-ID` header.
-fn resume_position(
+/// Checks access, and reads the resume position (`?last_event_id=` wins over the SSE
+/// `Last-Event-ID` header).
+fn admit(
+    app: &AppState,
+    project: &ProjectId,
     query: Result<Query<WatchQuery>, axum::extract::rejection::QueryRejection>,
     headers: &HeaderMap,
-) -> Result<Option<EventId>, ApiError> {
+) -> Result<(Option<EventId>, Option<Access>), ApiError> {
     let query = query.map(|Query(q)| q).map_err(|_| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -48,6 +53,7 @@ fn resume_position(
             "the query string is malformed",
         )
     })?;
+    let access = access::watch(app, headers, query.token.as_deref(), project)?;
     let raw = match query.last_event_id {
         Some(raw) => Some(raw),
         None => match headers.get("last-event-id") {
@@ -55,10 +61,11 @@ fn resume_position(
             None => None,
         },
     };
-    match raw.as_deref().map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(raw) => raw.parse().map(Some).map_err(|_| invalid_event_id()),
-    }
+    let position = match raw.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(raw) => Some(raw.parse().map_err(|_| invalid_event_id())?),
+    };
+    Ok((position, access))
 }
 
 fn invalid_event_id() -> ApiError {
@@ -94,13 +101,15 @@ pub async fn progress(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let last_event_id = match resume_position(query, &headers) {
-        Ok(position) => position,
+    let (last_event_id, access) = match admit(&app, &project, query, &headers) {
+        Ok(admitted) => admitted,
         Err(err) => return err.into_response(),
     };
     match upgrade {
-        Ok(upgrade) => websocket(app, peer, project, last_event_id, upgrade),
-        Err(_) if wants_event_stream(&headers) => event_stream(app, peer, project, last_event_id),
+        Ok(upgrade) => websocket(app, peer, project, last_event_id, access, upgrade),
+        Err(_) if wants_event_stream(&headers) => {
+            event_stream(app, peer, project, last_event_id, access)
+        }
         Err(_) => ApiError::new(
             StatusCode::BAD_REQUEST,
             "UPGRADE_REQUIRED",
@@ -126,8 +135,8 @@ pub async fn events(
     query: Result<Query<WatchQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
-    match resume_position(query, &headers) {
-        Ok(last_event_id) => event_stream(app, peer, project, last_event_id),
+    match admit(&app, &project, query, &headers) {
+        Ok((last_event_id, access)) => event_stream(app, peer, project, last_event_id, access),
         Err(err) => err.into_response(),
     }
 }
@@ -137,6 +146,7 @@ fn websocket(
     peer: SocketAddr,
     project: ProjectId,
     last_event_id: Option<EventId>,
+    access: Option<Access>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let permit = app.limits.try_acquire(peer.ip());
@@ -154,7 +164,7 @@ fn websocket(
                 let mut transport = WebSocketTransport::new(socket);
                 match permit {
                     Ok(permit) => {
-                        sessions.run(project, last_event_id, transport).await;
+                        sessions.run(project, last_event_id, access, transport).await;
                         drop(permit);
                     }
                     // Refused after the upgrade, so that a browser sees why (close 1013).
@@ -172,6 +182,7 @@ fn event_stream(
     peer: SocketAddr,
     project: ProjectId,
     last_event_id: Option<EventId>,
+    access: Option<Access>,
 ) -> Response {
     let permit = match app.limits.try_acquire(peer.ip()) {
         Ok(permit) => permit,
@@ -188,7 +199,9 @@ fn event_stream(
     let (transport, stream) = sse::channel();
     let sessions = app.sessions.clone();
     app.tracker.spawn(async move {
-        sessions.run(project, last_event_id, transport).await;
+        sessions
+            .run(project, last_event_id, access, transport)
+            .await;
         drop(permit);
     });
     (

@@ -7,10 +7,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::project_path::ProjectPath;
+use super::{AppState, access};
 use crate::wire::ProjectState;
+use axum::http::HeaderMap;
 
 #[utoipa::path(get, path = "/api/v1/projects/{project_id}", tag = "projects",
     params(("project_id" = String, Path, description = "^[A-Za-z0-9_-]{1,64}$")),
@@ -19,7 +20,14 @@ use crate::wire::ProjectState;
         (status = 400, description = "invalid project id", body = ErrorBody),
         (status = 404, description = "no history for this project", body = ErrorBody),
         (status = 503, description = "broker unavailable", body = ErrorBody)))]
-pub async fn state(State(app): State<AppState>, ProjectPath(project): ProjectPath) -> Response {
+pub async fn state(
+    State(app): State<AppState>,
+    ProjectPath(project): ProjectPath,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(denied) = access::read(&app, &headers, &project) {
+        return denied.into_response();
+    }
     match app.sessions.broker.replay(&project, None).await {
         Ok(replay) => match replay.state {
             Some((state, _)) => {

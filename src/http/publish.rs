@@ -13,11 +13,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::project_path::ProjectPath;
+use super::{AppState, access};
 use crate::publish::{PublishError, Published};
 use crate::wire::Event;
+use axum::http::HeaderMap;
 
 #[utoipa::path(post, path = "/api/v1/projects/{project_id}/events", tag = "publishing",
     params(("project_id" = String, Path, description = "^[A-Za-z0-9_-]{1,64}$")),
@@ -31,8 +32,12 @@ use crate::wire::Event;
 pub async fn publish(
     State(app): State<AppState>,
     ProjectPath(project): ProjectPath,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    if let Err(denied) = access::publish(&app, &headers, Some(&project)) {
+        return denied.into_response();
+    }
     let body = match body {
         Ok(body) => body,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {

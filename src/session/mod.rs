@@ -5,8 +5,11 @@
 //! Everything runs in the session's single task; reading, writing and timers are raced
 //! with `select!`, so no second task ever touches the socket.
 
+mod access;
 mod heartbeat;
 mod resume;
+
+pub use access::Access;
 
 pub use heartbeat::{Beat, Heartbeat};
 pub use resume::{Opening, opening};
@@ -56,6 +59,7 @@ impl Sessions {
         &self,
         project: ProjectId,
         last_event_id: Option<EventId>,
+        access: Option<Access>,
         mut transport: T,
     ) -> Ended {
         // Subscribe first, then read: nothing published in between can be missed.
@@ -86,7 +90,7 @@ impl Sessions {
         m::connection_opened(T::NAME);
         let ended = match transport.send(&opening.frames).await {
             Ok(()) => {
-                self.pump(membership.queue(), opening.floor, &mut transport)
+                self.pump(membership.queue(), opening.floor, access, &mut transport)
                     .await
             }
             Err(_) => Ended::ClientGone,
@@ -98,7 +102,9 @@ impl Sessions {
                     CloseReason::HeartbeatTimeout => m::heartbeat_timed_out(),
                     CloseReason::SlowConsumer => m::slow_consumer_closed(),
                     CloseReason::MessageTooBig => m::client_frame_oversized(),
-                    CloseReason::GoingAway | CloseReason::Overloaded => {}
+                    CloseReason::GoingAway
+                    | CloseReason::Overloaded
+                    | CloseReason::TokenExpired => {}
                 }
                 tracing::debug!(project_id = %project, code = reason.code(), reason = reason.text(), "closing session");
                 transport.close(reason).await;
@@ -112,6 +118,7 @@ impl Sessions {
         &self,
         queue: &OutboundQueue,
         mut floor: Option<EventId>,
+        mut access: Option<Access>,
         transport: &mut T,
     ) -> Ended {
         let config = &self.config;
@@ -147,6 +154,7 @@ impl Sessions {
                     () = queue.overflowed() => return Ended::Closed(CloseReason::SlowConsumer),
                     () = heartbeat.expired() => return Ended::Closed(CloseReason::HeartbeatTimeout),
                     () = self.shutdown.cancelled() => return Ended::Closed(CloseReason::GoingAway),
+                    () = Access::expired(&mut access) => return Ended::Closed(CloseReason::TokenExpired),
                 }
                 batch.clear();
                 continue;
@@ -154,6 +162,7 @@ impl Sessions {
             tokio::select! {
                 () = self.shutdown.cancelled() => return Ended::Closed(CloseReason::GoingAway),
                 () = queue.ready() => {}
+                () = Access::expired(&mut access) => return Ended::Closed(CloseReason::TokenExpired),
                 incoming = transport.recv() => {
                     heartbeat.saw_life();
                     match incoming {
@@ -161,6 +170,12 @@ impl Sessions {
                             Ok(ClientFrame::Pong) => {}
                             Ok(ClientFrame::Ping) => {
                                 queue.push(Frame::pong());
+                            }
+                            Ok(ClientFrame::Refresh(token)) => {
+                                let refreshed = access.as_mut().is_some_and(|a| a.refresh(&token));
+                                if !refreshed {
+                                    m::client_frame_ignored();
+                                }
                             }
                             Ok(ClientFrame::Unknown(_)) | Err(_) => m::client_frame_ignored(),
                         },

@@ -10,6 +10,8 @@ pub enum ClientFrame {
     Pong,
     /// The client checks that we are alive; we answer `pong`.
     Ping,
+    /// A fresher access token: `{"event":"refresh","data":{"token":"..."}}`.
+    Refresh(String),
     /// A well-formed frame with an event name we do not handle.
     Unknown(String),
 }
@@ -24,6 +26,9 @@ pub enum ClientFrameError {
 struct Probe<'a> {
     #[serde(borrow)]
     event: std::borrow::Cow<'a, str>,
+    /// Read only for `refresh`; any JSON is fine for other events.
+    #[serde(default)]
+    data: Option<serde_json::Value>,
 }
 
 impl ClientFrame {
@@ -36,6 +41,10 @@ impl ClientFrame {
         Ok(match probe.event.as_ref() {
             "pong" => Self::Pong,
             "ping" => Self::Ping,
+            "refresh" => match probe.data.as_ref().and_then(|d| d["token"].as_str()) {
+                Some(token) => Self::Refresh(token.to_string()),
+                None => Self::Unknown("refresh".into()),
+            },
             other => Self::Unknown(other.chars().take(64).collect()),
         })
     }
@@ -54,6 +63,22 @@ mod tests {
         assert_eq!(
             ClientFrame::parse(r#" {"event":"ping","data":{"x":[1,2]}}"#),
             Ok(ClientFrame::Ping)
+        );
+    }
+
+    #[test]
+    fn refresh_carries_its_token() {
+        assert_eq!(
+            ClientFrame::parse(r#"{"event":"refresh","data":{"token":"abc"}}"#),
+            Ok(ClientFrame::Refresh("abc".into()))
+        );
+        assert_eq!(
+            ClientFrame::parse(r#"{"event":"refresh","data":{"token":5}}"#),
+            Ok(ClientFrame::Unknown("refresh".into()))
+        );
+        assert_eq!(
+            ClientFrame::parse(r#"{"event":"pong","data":[1]}"#),
+            Ok(ClientFrame::Pong)
         );
     }
 

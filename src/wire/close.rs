@@ -13,6 +13,8 @@ pub enum CloseReason {
     SlowConsumer,
     /// A limit (connections, projects) is reached; retry later (1013).
     Overloaded,
+    /// The access token expired and was not refreshed (4401).
+    TokenExpired,
 }
 
 impl CloseReason {
@@ -23,6 +25,7 @@ impl CloseReason {
             Self::HeartbeatTimeout => 4408,
             Self::SlowConsumer => 4429,
             Self::Overloaded => 1013,
+            Self::TokenExpired => 4401,
         }
     }
 
@@ -34,6 +37,7 @@ impl CloseReason {
             Self::HeartbeatTimeout => "heartbeat timeout",
             Self::SlowConsumer => "slow consumer",
             Self::Overloaded => "server overloaded, retry later",
+            Self::TokenExpired => "token expired",
         }
     }
 }
@@ -50,5 +54,6 @@ mod tests {
         assert_eq!(CloseReason::HeartbeatTimeout.text(), "heartbeat timeout");
         assert_eq!(CloseReason::SlowConsumer.code(), 4429);
         assert_eq!(CloseReason::Overloaded.code(), 1013);
+        assert_eq!(CloseReason::TokenExpired.code(), 4401);
     }
 }

@@ -5,6 +5,9 @@
   "use strict";
   const params = new URLSearchParams(location.search);
   const lang = params.get("lang") === "en" ? "en" : "zh";
+  // With access control on, the page is opened with ?token=<jwt>.
+  const token = params.get("token");
+  const authHeaders = token ? { authorization: `Bearer ${token}` } : {};
   const T = {
     zh: {
       brand: "影片生成進度", homeTitle: "開始一次示範生成", topicLabel: "主題",
@@ -45,7 +48,13 @@
     if (lang === "en") return s >= 60 ? `${Math.floor(s / 60)} min ${s % 60} s` : `${s} s`;
     return s >= 60 ? `${Math.floor(s / 60)} 分 ${s % 60} 秒` : `${s} 秒`;
   }
-  function withLang(path) { return lang === "en" ? `${path}?lang=en` : path; }
+  function withLang(path) {
+    const q = new URLSearchParams();
+    if (lang === "en") q.set("lang", "en");
+    if (token) q.set("token", token);
+    const qs = q.toString();
+    return qs ? `${path}?${qs}` : path;
+  }
 
   document.documentElement.lang = lang === "en" ? "en" : "zh-Hant";
   document.querySelectorAll("[data-i18n]").forEach((el) => { el.textContent = T[el.dataset.i18n]; });
@@ -63,13 +72,13 @@
       $("start").disabled = true;
       $("start-error").textContent = "";
       try {
-        const created = await fetch("/api/v1/projects", { method: "POST" });
+        const created = await fetch("/api/v1/projects", { method: "POST", headers: authHeaders });
         if (!created.ok) throw new Error(`HTTP ${created.status}`);
         const { id } = await created.json();
         const body = { topic: $("topic").value };
         if ($("flaky").checked) body.inject_failures = { ASSETS_GENERATING: 2 };
         const started = await fetch(`/api/v1/projects/${id}/generate`, {
-          method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body),
+          method: "POST", headers: { "content-type": "application/json", ...authHeaders }, body: JSON.stringify(body),
         });
         if (!started.ok) {
           const err = await started.json().catch(() => ({}));
@@ -264,7 +273,10 @@
       setConn("connecting", T.connecting);
       const scheme = location.protocol === "https:" ? "wss" : "ws";
       let url = `${scheme}://${location.host}/api/v1/projects/${projectId}/progress`;
-      if (lastId) url += `?last_event_id=${encodeURIComponent(lastId)}`;
+      const q = new URLSearchParams();
+      if (lastId) q.set("last_event_id", lastId);
+      if (token) q.set("token", token);
+      if (q.toString()) url += `?${q}`;
       ws = new WebSocket(url);
       ws.onmessage = (m) => { try { onFrame(JSON.parse(m.data)); } catch (e) { /* not a frame */ } };
       ws.onclose = () => scheduleReconnect();
