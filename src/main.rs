@@ -264,5 +264,6 @@ mod tests {
         assert_eq!(cli_worker.retry, lib_worker.retry);
         assert_eq!(cli_worker.concurrency, lib_worker.concurrency);
         assert_eq!(cli_worker.claim_idle, lib_worker.claim_idle);
+        assert_eq!(cli_worker.publish_retry, lib_worker.publish_retry);
     }
 }

@@ -114,7 +114,13 @@ pub async fn start(config: ServeConfig) -> Result<RunningHub, ServeError> {
         None => Arc::new(MemoryQueue::default()),
     };
     if let Some(worker) = config.worker.clone() {
-        let worker = Worker::new(jobs.clone(), broker.clone(), publisher.clone(), worker);
+        let job_publisher = Publisher::retrying(
+            broker.clone(),
+            config.locale,
+            config.coalesce_window,
+            worker.publish_retry,
+        );
+        let worker = Worker::new(jobs.clone(), broker.clone(), job_publisher, worker);
         tracker.spawn(worker.run(shutdown.clone()));
     }
     let state = AppState {

@@ -426,7 +426,15 @@ async fn stopped_worker_hands_its_job_back() {
     let hub = hub_without_worker().await;
     let url = hub.redis().url();
     let mut stopping = Command::new(env!("CARGO_BIN_EXE_progress-hub"))
-        .args(["worker", "--redis-url", &url, "--mock-delay", "40ms", "--shutdown-grace", "200ms"])
+        .args([
+            "worker",
+            "--redis-url",
+            &url,
+            "--mock-delay",
+            "40ms",
+            "--shutdown-grace",
+            "200ms",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -436,13 +444,19 @@ async fn stopped_worker_hands_its_job_back() {
     assert_eq!(status, 202);
     loop {
         let frame = client.next_event().await;
-        if frame["event"] == "stage_change" && frame["data"]["current_stage"] == "ASSETS_GENERATING" {
+        if frame["event"] == "stage_change" && frame["data"]["current_stage"] == "ASSETS_GENERATING"
+        {
             break;
         }
     }
-    let term = Command::new("kill").args(["-TERM", &stopping.id().to_string()]).status().unwrap();
+    let term = Command::new("kill")
+        .args(["-TERM", &stopping.id().to_string()])
+        .status()
+        .unwrap();
     assert!(term.success());
-    let exit = tokio::task::spawn_blocking(move || stopping.wait().unwrap()).await.unwrap();
+    let exit = tokio::task::spawn_blocking(move || stopping.wait().unwrap())
+        .await
+        .unwrap();
     assert!(exit.success(), "a stopped worker exits cleanly: {exit}");
     let mut successor = spawn_worker(&url, "2ms", "1");
     let frames = until_complete(&mut client).await;
@@ -451,5 +465,9 @@ async fn stopped_worker_hands_its_job_back() {
     check_stream(&frames);
     assert_eq!(frames.last().unwrap()["data"]["status"], "COMPLETED");
     hub.publish("handback", log_event("sentinel")).await;
-    assert_eq!(client.next_event().await["data"]["message"], "sentinel", "one complete");
+    assert_eq!(
+        client.next_event().await["data"]["message"],
+        "sentinel",
+        "one complete"
+    );
 }

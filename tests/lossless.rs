@@ -524,6 +524,19 @@ async fn redis_keys_are_hash_tagged_and_expire_after_retention() {
         .await
         .unwrap();
     keys.sort();
+    // Publish receipts (for idempotent retries) live 10 minutes; the rest the retention.
+    let (receipts, keys): (Vec<String>, Vec<String>) = keys
+        .into_iter()
+        .partition(|k| k.starts_with("progress:{p}:pub:"));
+    assert_eq!(receipts.len(), 2, "one receipt per publish");
+    for receipt in receipts {
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(&receipt)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!((500..=600).contains(&ttl), "{receipt}: {ttl}");
+    }
     assert_eq!(keys, ["progress:{p}:history", "progress:{p}:state"]);
     for key in keys {
         let ttl: i64 = redis::cmd("TTL")

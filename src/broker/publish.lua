@@ -3,6 +3,7 @@
 --
 -- KEYS[1]  history stream  progress:{<project>}:history   (entries 0-<seq>, field "frame")
 -- KEYS[2]  state hash      progress:{<project>}:state     (epoch, seq, progress, status, ...)
+-- KEYS[3]  publish receipt progress:{<project>}:pub:<key> (the id this publish got)
 -- ARGV[1]  channel         progress:<project>  (the channel legacy publishers use too)
 -- ARGV[2]  a fresh epoch, used only if the history does not exist (new, or lost)
 -- ARGV[3]  history length kept (MAXLEN)
@@ -19,7 +20,12 @@
 --          `complete` so a job that is picked up again never completes twice
 -- Returns the event id, '<epoch>:<seq>'.
 
-local history, state = KEYS[1], KEYS[2]
+local history, state, receipt = KEYS[1], KEYS[2], KEYS[3]
+
+-- A retried publish (its reply was lost, e.g. in an outage) must not append twice:
+-- the receipt says it already happened, and with which id.
+local done = redis.call('GET', receipt)
+if done then return done end
 
 local epoch = redis.call('HGET', state, 'epoch')
 if not epoch or redis.call('EXISTS', history) == 0 then
@@ -74,5 +80,6 @@ if event == 'complete' then ttl = ARGV[5] end
 redis.call('EXPIRE', history, ttl)
 redis.call('EXPIRE', state, ttl)
 
+redis.call('SET', receipt, id, 'EX', 600)
 redis.call('PUBLISH', ARGV[1], frame)
 return id

@@ -110,6 +110,7 @@ impl Broker for RedisBroker {
             .publish
             .key(history_key(project))
             .key(state_key(project))
+            .key(format!("progress:{{{project}}}:pub:{}", event.receipt))
             .arg(project.channel())
             .arg(EventId::new_epoch())
             .arg(self.history.max_len)

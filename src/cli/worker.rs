@@ -34,6 +34,9 @@ pub struct JobArgs {
     /// A job whose worker shows no life for this long is taken over by another.
     #[arg(long, env = "HUB_CLAIM_IDLE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub claim_idle: Duration,
+    /// How long a job's publish waits out a Redis outage (retrying) before it errors.
+    #[arg(long, env = "HUB_PUBLISH_RETRY", default_value = "120s", value_parser = humantime::parse_duration)]
+    pub publish_retry: Duration,
 }
 
 impl JobArgs {
@@ -48,6 +51,7 @@ impl JobArgs {
             concurrency: self.concurrency,
             claim_idle: self.claim_idle,
             shutdown_grace,
+            publish_retry: self.publish_retry,
         }
     }
 }
@@ -94,7 +98,12 @@ pub async fn run(args: &WorkerArgs, shutdown: CancellationToken) -> Result<(), W
     let broker = Arc::new(RedisBroker::connect(&args.redis_url, history)?);
     let config = args.jobs.worker_config(args.shutdown_grace);
     let queue = Arc::new(RedisQueue::new(&args.redis_url, config.claim_idle)?);
-    let publisher = Publisher::new(broker.clone(), args.locale, args.coalesce_window);
+    let publisher = Publisher::retrying(
+        broker.clone(),
+        args.locale,
+        args.coalesce_window,
+        config.publish_retry,
+    );
     Worker::new(queue, broker, publisher, config)
         .run(shutdown)
         .await;

@@ -120,6 +120,8 @@ pub struct WorkerConfig {
     pub claim_idle: Duration,
     /// How long a stopping worker lets its jobs finish before handing them back.
     pub shutdown_grace: Duration,
+    /// How long a job's publish waits out a broker outage before it reports an error.
+    pub publish_retry: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -130,6 +132,7 @@ impl Default for WorkerConfig {
             concurrency: 4,
             claim_idle: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+            publish_retry: Duration::from_secs(120),
         }
     }
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
+use tokio::sync::Semaphore;
 
 use crate::broker::{Broker, BrokerError};
 use crate::catalog::ErrorCode;
@@ -58,7 +59,16 @@ struct Inner {
     broker: Arc<dyn Broker>,
     locale: Locale,
     coalescer: Coalescer,
+    /// How long a publish keeps retrying while the broker is unreachable (zero: no
+    /// retry, the caller hears the error at once).
+    retry_for: Duration,
+    /// Publishes that may wait for the broker at once; beyond it a publish fails at
+    /// once with an error instead of piling up (the bounded buffer of an outage).
+    waiting: Arc<Semaphore>,
 }
+
+/// Most publishes of one process waiting out a broker outage at once.
+pub const MAX_WAITING_PUBLISHES: usize = 1024;
 
 impl Publisher {
     pub fn new(broker: Arc<dyn Broker>, locale: Locale, coalesce_window: Duration) -> Self {
@@ -67,6 +77,27 @@ impl Publisher {
                 broker,
                 locale,
                 coalescer: Coalescer::new(coalesce_window),
+                retry_for: Duration::ZERO,
+                waiting: Arc::new(Semaphore::new(MAX_WAITING_PUBLISHES)),
+            }),
+        }
+    }
+
+    /// A publisher that rides out broker outages of up to `retry_for`, retrying with
+    /// capped backoff; retries are idempotent (each publish has a receipt).
+    pub fn retrying(
+        broker: Arc<dyn Broker>,
+        locale: Locale,
+        coalesce_window: Duration,
+        retry_for: Duration,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                broker,
+                locale,
+                coalescer: Coalescer::new(coalesce_window),
+                retry_for,
+                waiting: Arc::new(Semaphore::new(MAX_WAITING_PUBLISHES)),
             }),
         }
     }
@@ -157,7 +188,33 @@ impl Publisher {
     ) -> Result<EventId, BrokerError> {
         let mut prepared = event.prepare(project, self.inner.locale);
         prepared.state.job_id = job_id.map(str::to_string);
-        self.inner.broker.publish(project, &prepared).await
+        let deadline = tokio::time::Instant::now() + self.inner.retry_for;
+        let mut delays = backon::BackoffBuilder::build(
+            backon::ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(50))
+                .with_max_delay(Duration::from_secs(2))
+                .with_jitter()
+                .without_max_times(),
+        );
+        let mut slot = None;
+        loop {
+            let err = match self.inner.broker.publish(project, &prepared).await {
+                Ok(id) => return Ok(id),
+                Err(err) => err,
+            };
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(err);
+            }
+            if slot.is_none() {
+                slot = Some(Arc::clone(&self.inner.waiting).try_acquire_owned().map_err(|_| {
+                    BrokerError::Unavailable(format!("{err}; and {MAX_WAITING_PUBLISHES} publishes already wait for the broker"))
+                })?);
+                tracing::warn!(project_id = %project, error = %err, "broker unavailable; retrying the publish");
+            }
+            let delay = delays.next().unwrap_or(Duration::from_secs(2));
+            tokio::time::sleep(delay.min(deadline - now)).await;
+        }
     }
 
     /// `progress_update`: where the job is (`status`), how far (`progress`), what a

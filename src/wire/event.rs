@@ -392,6 +392,7 @@ impl Event {
         PreparedEvent {
             template,
             state: self.state_change(locale),
+            receipt: new_trace_id(),
         }
     }
 
@@ -547,6 +548,8 @@ pub struct StateChange {
 pub struct PreparedEvent {
     pub template: FrameTemplate,
     pub state: StateChange,
+    /// Identifies this publish across retries, so a retry never appends twice.
+    pub receipt: String,
 }
 
 #[cfg(test)]
