@@ -12,7 +12,7 @@ mod resume;
 pub use access::Access;
 
 pub use heartbeat::{Beat, Heartbeat};
-pub use resume::{Opening, opening};
+pub use resume::{Opening, opening, skip_covered};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -132,13 +132,7 @@ impl Sessions {
             if queue.drain(&mut batch).is_err() {
                 return Ended::Closed(CloseReason::SlowConsumer);
             }
-            if let Some(seen) = &floor {
-                // Live events the opening already covered are skipped, once.
-                batch.retain(|f| f.id().is_none_or(|id| !id.is_at_or_before(seen)));
-                if batch.iter().any(|f| f.id().is_some()) {
-                    floor = None;
-                }
-            }
+            skip_covered(&mut batch, &mut floor);
             if !batch.is_empty() {
                 // A stuck write must not outlive an overflow, the heartbeat or shutdown.
                 tokio::select! {
