@@ -22,7 +22,7 @@ async fn slow_consumer_is_closed_and_others_get_everything(b: Backend) {
     for _ in 0..20 {
         normal.push(WsClient::connected(&url).await);
     }
-    let before = metric(&hub, "hub_slow_consumer_closes_total").await;
+    let before = support::metric(&hub, "hub_slow_consumer_closes_total").await;
     const EVENTS: usize = 3000;
     let padding = "進度".repeat(300); // ~1.8 KB per frame: far more than socket buffers hold
     // Published over HTTP, back to back: a burst at the pace of the publish path.
@@ -56,7 +56,7 @@ async fn slow_consumer_is_closed_and_others_get_everything(b: Backend) {
         .expect("normal clients kept up");
     publishing.await.unwrap();
     support::eventually("the slow consumer was closed", || async {
-        metric(&hub, "hub_slow_consumer_closes_total").await >= before + 1.0
+        support::metric(&hub, "hub_slow_consumer_closes_total").await >= before + 1.0
     })
     .await;
     // Now read what reached the stalled client: fewer than all events, then the end.
@@ -80,19 +80,6 @@ async fn slow_consumer_is_closed_and_others_get_everything(b: Backend) {
 }
 
 on_both_brokers!(slow_consumer_is_closed_and_others_get_everything);
-
-async fn metric(hub: &TestHub, name: &str) -> f64 {
-    let text = reqwest::get(hub.http("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 // Connections over a limit are refused with a clear close code (1013) or HTTP 503, and
 // the slot comes back when a connection ends.
@@ -435,7 +422,7 @@ async fn ten_thousand_cycles_leave_no_leak() {
                 .query_async(&mut hub.redis().connection().await)
                 .await
                 .unwrap();
-            channels.is_empty() && metric(&hub, "hub_projects_watched").await == 0.0
+            channels.is_empty() && support::metric(&hub, "hub_projects_watched").await == 0.0
         })
         .await;
     };

@@ -272,7 +272,7 @@ async fn two_thousand_messages_arrive_complete_and_in_order(b: Backend) {
 async fn invalid_published_payloads_are_dropped_and_counted(b: Backend) {
     let hub = TestHub::start(b).await;
     let mut client = WsClient::connected(&hub.ws_url("p")).await;
-    let before = metric(&hub, "hub_published_invalid_total").await;
+    let before = support::metric(&hub, "hub_published_invalid_total").await;
     for bad in [
         "not json",
         "[1,2]",
@@ -286,7 +286,7 @@ async fn invalid_published_payloads_are_dropped_and_counted(b: Backend) {
     let good = r#"{"event":"log","data":{"message":"still here"}}"#;
     hub.publish_raw("p", good).await;
     assert_eq!(client.next_text().await, good);
-    let after = metric(&hub, "hub_published_invalid_total").await;
+    let after = support::metric(&hub, "hub_published_invalid_total").await;
     assert!(after >= before + 6.0, "before {before}, after {after}");
 }
 
@@ -294,7 +294,7 @@ async fn invalid_published_payloads_are_dropped_and_counted(b: Backend) {
 async fn hostile_client_frames_are_ignored(b: Backend) {
     let hub = TestHub::start(b).await;
     let mut client = WsClient::connected(&hub.ws_url("p")).await;
-    let before = metric(&hub, "hub_client_frames_ignored_total").await;
+    let before = support::metric(&hub, "hub_client_frames_ignored_total").await;
     for text in [
         "{",
         "null",
@@ -312,7 +312,7 @@ async fn hostile_client_frames_are_ignored(b: Backend) {
         .unwrap();
     client.send_text(r#"{"event":"ping"}"#).await;
     assert_eq!(client.next_event().await["event"], "pong");
-    let after = metric(&hub, "hub_client_frames_ignored_total").await;
+    let after = support::metric(&hub, "hub_client_frames_ignored_total").await;
     assert!(after >= before + 7.0, "before {before}, after {after}");
 }
 
@@ -560,18 +560,4 @@ async fn raw_upgrade(hub: &TestHub, path: &str) -> (u16, String) {
         .unwrap_or(0);
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
     (status, body)
-}
-
-/// Reads one counter or gauge from `/metrics` (summing its label sets).
-async fn metric(hub: &TestHub, name: &str) -> f64 {
-    let text = reqwest::get(hub.http("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }

@@ -71,16 +71,9 @@ struct Inner {
 pub const MAX_WAITING_PUBLISHES: usize = 1024;
 
 impl Publisher {
+    /// A publisher whose publishes fail at once while the broker is unreachable.
     pub fn new(broker: Arc<dyn Broker>, locale: Locale, coalesce_window: Duration) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                broker,
-                locale,
-                coalescer: Coalescer::new(coalesce_window),
-                retry_for: Duration::ZERO,
-                waiting: Arc::new(Semaphore::new(MAX_WAITING_PUBLISHES)),
-            }),
-        }
+        Self::retrying(broker, locale, coalesce_window, Duration::ZERO)
     }
 
     /// A publisher that rides out broker outages of up to `retry_for`, retrying with

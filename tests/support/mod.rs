@@ -398,6 +398,20 @@ impl WsClient {
     }
 }
 
+/// Reads one counter or gauge from the hub's `/metrics` (summing its label sets).
+pub async fn metric(hub: &TestHub, name: &str) -> f64 {
+    let text = reqwest::get(hub.http("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Polls `check` until it holds or `PATIENCE` runs out (for state that no event
 /// announces, such as Redis's subscriber count).
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
