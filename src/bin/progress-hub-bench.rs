@@ -1,0 +1,476 @@
+//! `progress-hub-bench`: the load tool. Loopback only, bounded in count and time.
+//!
+//! Scenarios (see BENCHMARKS.md for the commands and the results):
+//! - `fanout`: C clients on one project; R events/s for D s, each stamped with its send
+//!   time; every client records publish → receive latency.
+//! - `spread`: C clients over P projects, aggregate rate R.
+//! - `idle`: C idle connections held D s (answering pings).
+//! - `churn`: K connect → first frame → close cycles, Q at a time.
+//!
+//! Events are published with a plain Redis `PUBLISH progress:{id}` (so the same run
+//! works against the original Python design) or, with `--publish http`, through the
+//! hub's publish path. Clients spread over 127.0.0.x source addresses so a big run does
+//! not exhaust one address's ephemeral ports. A run of C connections needs
+//! `ulimit -n` above C (plus the server's own C in the same limit when both run as one
+//! user: here the hard limit is 20,000, so C ≤ 19,000 with the server in another shell).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use tokio::net::TcpSocket;
+use tokio::sync::Mutex;
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Parser)]
+#[command(
+    name = "progress-hub-bench",
+    about = "Load tool for progress-hub (loopback only)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// C clients on one project; R events/s for D s.
+    Fanout(Load),
+    /// C clients over P projects; aggregate R events/s for D s.
+    Spread(Load),
+    /// C idle connections held D s.
+    Idle(Load),
+    /// K connect → first frame → close cycles, Q at a time.
+    Churn(Churn),
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// The hub (or the Python reference), e.g. ws://127.0.0.1:8000
+    #[arg(long, default_value = "ws://127.0.0.1:8000")]
+    url: String,
+    /// The server's pid, to read its CPU time and RSS from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Spread client sockets over this many source addresses 127.0.0.1..
+    #[arg(long, default_value_t = 16)]
+    sources: u8,
+    /// How many connections to open at once while ramping up.
+    #[arg(long, default_value_t = 200)]
+    connect_concurrency: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PublishVia {
+    /// Plain Redis PUBLISH (the legacy path; works against the Python reference).
+    Redis,
+    /// The hub's publish path (POST /api/v1/projects/{id}/events): ids, history.
+    Http,
+}
+
+#[derive(Args, Clone)]
+struct Load {
+    #[command(flatten)]
+    common: Common,
+    /// Clients.
+    #[arg(short = 'c', long, default_value_t = 100)]
+    clients: usize,
+    /// Projects (spread).
+    #[arg(short = 'p', long, default_value_t = 1)]
+    projects: usize,
+    /// Events per second, in total.
+    #[arg(short = 'r', long, default_value_t = 10)]
+    rate: u64,
+    /// Seconds of publishing (or of holding, for idle).
+    #[arg(short = 'd', long, default_value_t = 10)]
+    duration: u64,
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    #[arg(long, value_enum, default_value = "redis")]
+    publish: PublishVia,
+    /// Hub HTTP base for --publish http.
+    #[arg(long, default_value = "http://127.0.0.1:8000")]
+    http_url: String,
+}
+
+#[derive(Args, Clone)]
+struct Churn {
+    #[command(flatten)]
+    common: Common,
+    /// Cycles.
+    #[arg(short = 'k', long, default_value_t = 10_000)]
+    cycles: usize,
+    /// At a time.
+    #[arg(short = 'q', long, default_value_t = 50)]
+    concurrency: usize,
+}
+
+/// CPU seconds and RSS of a process, from /proc.
+#[derive(Clone, Copy, Debug)]
+struct ProcStat {
+    cpu_s: f64,
+    rss_kib: u64,
+}
+
+fn proc_stat(pid: Option<u32>) -> Option<ProcStat> {
+    let path = pid.map_or("self".to_string(), |p| p.to_string());
+    let stat = std::fs::read_to_string(format!("/proc/{path}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces), from the closing paren.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = 100.0; // USER_HZ on Linux
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{path}/status")).ok()?;
+    let rss_kib = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(ProcStat {
+        cpu_s: (utime + stime) / ticks,
+        rss_kib,
+    })
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// Connects from source address 127.0.0.(1 + n % sources).
+async fn connect(common: &Common, project: &str, n: usize) -> anyhow::Result<Ws> {
+    let url = format!(
+        "{}/api/v1/projects/{project}/progress",
+        common.url.trim_end_matches('/')
+    );
+    let host = common
+        .url
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .unwrap_or("127.0.0.1:8000");
+    let addr: SocketAddr = host.parse().context("the URL must be ws://IP:PORT")?;
+    if !addr.ip().is_loopback() {
+        bail!("load is sent to loopback addresses only");
+    }
+    let source = IpAddr::V4(Ipv4Addr::new(
+        127,
+        0,
+        0,
+        1 + (n % common.sources.max(1) as usize) as u8,
+    ));
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source, 0))?;
+    let stream = socket.connect(addr).await?;
+    let (ws, _) = tokio_tungstenite::client_async(url, stream).await?;
+    Ok(ws)
+}
+
+/// What one client saw.
+struct Tally {
+    received: AtomicU64,
+    duplicates: AtomicU64,
+    reordered: AtomicU64,
+    latency: Mutex<Histogram<u64>>,
+}
+
+/// Reads frames until `stop`, answering pings and timing every `seq`-stamped event.
+async fn listen(mut ws: Ws, tally: Arc<Tally>, stop: tokio_util::sync::CancellationToken) {
+    let mut last: Option<u64> = None;
+    let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).ok();
+    loop {
+        let msg = tokio::select! {
+            () = stop.cancelled() => break,
+            msg = ws.next() => msg,
+        };
+        let Some(Ok(msg)) = msg else { break };
+        let Message::Text(text) = msg else { continue };
+        if text.contains("\"event\":\"ping\"") {
+            let _ = ws.send(Message::text(r#"{"event":"pong"}"#)).await;
+            continue;
+        }
+        let (Some(seq), Some(sent)) = (field(&text, "seq="), field(&text, "sent_us=")) else {
+            continue;
+        };
+        let now = now_us();
+        if let Some(h) = local.as_mut() {
+            let _ = h.record(now.saturating_sub(sent).max(1));
+        }
+        tally.received.fetch_add(1, Ordering::Relaxed);
+        match last {
+            Some(l) if seq == l => {
+                tally.duplicates.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(l) if seq < l => {
+                tally.reordered.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => last = Some(seq),
+        }
+    }
+    if let Some(h) = local {
+        let _ = tally.latency.lock().await.add(h);
+    }
+    let _ = ws.close(None).await;
+}
+
+/// A number after `key` in a JSON text (the tool reads only its own stamps).
+fn field(text: &str, key: &str) -> Option<u64> {
+    let start = text.find(key)? + key.len();
+    let digits: String = text[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits.parse().ok()
+}
+
+async fn run_load(load: Load, scenario: &str) -> anyhow::Result<()> {
+    let common = &load.common;
+    let projects = if scenario == "fanout" {
+        1
+    } else {
+        load.projects.max(1)
+    };
+    let tally = Arc::new(Tally {
+        received: AtomicU64::new(0),
+        duplicates: AtomicU64::new(0),
+        reordered: AtomicU64::new(0),
+        latency: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
+    });
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server0 = proc_stat(common.server_pid);
+    let connect_start = Instant::now();
+    let mut clients = Vec::with_capacity(load.clients);
+    let conns = futures_util::stream::iter((0..load.clients).map(|n| {
+        let common = common.clone();
+        async move { connect(&common, &format!("bench-{}", n % projects), n).await }
+    }))
+    .buffer_unordered(common.connect_concurrency)
+    .collect::<Vec<_>>()
+    .await;
+    let mut failed = 0;
+    for ws in conns {
+        match ws {
+            Ok(ws) => clients.push(tokio::spawn(listen(ws, Arc::clone(&tally), stop.clone()))),
+            Err(_) => failed += 1,
+        }
+    }
+    let connect_time = connect_start.elapsed();
+    let connected = clients.len();
+    println!(
+        "connected {connected}/{} in {:.2}s ({failed} failed)",
+        load.clients,
+        connect_time.as_secs_f64()
+    );
+    // Let every subscription settle before measuring.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let server1 = proc_stat(common.server_pid);
+    let me1 = proc_stat(None);
+    let mut sent = 0u64;
+    if scenario == "idle" {
+        tokio::time::sleep(Duration::from_secs(load.duration)).await;
+    } else {
+        sent = publish(&load, projects).await?;
+        // Drain: wait for deliveries to stop growing.
+        let mut seen = 0;
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = tally.received.load(Ordering::Relaxed);
+            if now == seen {
+                break;
+            }
+            seen = now;
+        }
+    }
+    let server2 = proc_stat(common.server_pid);
+    let me2 = proc_stat(None);
+    stop.cancel();
+    for c in clients {
+        let _ = c.await;
+    }
+    let received = tally.received.load(Ordering::Relaxed);
+    let mut result = vec![
+        format!("scenario={scenario}"),
+        format!("clients={connected}"),
+        format!("connect_s={:.2}", connect_time.as_secs_f64()),
+    ];
+    let per_project = connected as f64 / projects as f64;
+    let expected = (sent as f64 * per_project).round() as u64;
+    println!("scenario {scenario}: clients {connected}, projects {projects}, events sent {sent}");
+    if scenario != "idle" {
+        let h = tally.latency.lock().await;
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        println!(
+            "deliveries expected {expected} received {received} lost {} duplicates {} reordered {}",
+            expected.saturating_sub(received),
+            tally.duplicates.load(Ordering::Relaxed),
+            tally.reordered.load(Ordering::Relaxed)
+        );
+        println!(
+            "latency ms p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}",
+            ms(0.5),
+            ms(0.9),
+            ms(0.99),
+            ms(0.999),
+            h.max() as f64 / 1000.0
+        );
+        println!(
+            "delivered frames/s {:.0}",
+            received as f64 / load.duration.max(1) as f64
+        );
+        result.extend([
+            format!("expected={expected}"),
+            format!("received={received}"),
+            format!("lost={}", expected.saturating_sub(received)),
+            format!("duplicates={}", tally.duplicates.load(Ordering::Relaxed)),
+            format!("reordered={}", tally.reordered.load(Ordering::Relaxed)),
+            format!("p50_ms={:.2}", ms(0.5)),
+            format!("p99_ms={:.2}", ms(0.99)),
+            format!("p999_ms={:.2}", ms(0.999)),
+            format!("max_ms={:.2}", h.max() as f64 / 1000.0),
+        ]);
+    }
+    if let (Some(a), Some(b), Some(c)) = (server0, server1, server2) {
+        let rss_per_conn =
+            (b.rss_kib.saturating_sub(a.rss_kib)) as f64 * 1024.0 / connected.max(1) as f64;
+        println!(
+            "server RSS {} → {} KiB: {:.0} bytes per connection",
+            a.rss_kib, b.rss_kib, rss_per_conn
+        );
+        result.push(format!("server_rss_kib={}", b.rss_kib));
+        result.push(format!("rss_per_conn_kib={:.1}", rss_per_conn / 1024.0));
+        if received > 0 {
+            println!(
+                "server CPU {:.2}s while publishing: {:.2} µs per delivered frame",
+                c.cpu_s - b.cpu_s,
+                (c.cpu_s - b.cpu_s) * 1e6 / received as f64
+            );
+            result.push(format!(
+                "cpu_us_per_frame={:.2}",
+                (c.cpu_s - b.cpu_s) * 1e6 / received as f64
+            ));
+        }
+    }
+    if let (Some(a), Some(b)) = (me1, me2) {
+        println!(
+            "load tool CPU {:.2}s over the run (of {:.0}s wall)",
+            b.cpu_s - a.cpu_s,
+            load.duration
+        );
+        result.push(format!("tool_cpu_s={:.2}", b.cpu_s - a.cpu_s));
+    }
+    println!("RESULT {}", result.join(" "));
+    Ok(())
+}
+
+/// Publishes `rate` events/s for `duration` s, round robin over the projects.
+async fn publish(load: &Load, projects: usize) -> anyhow::Result<u64> {
+    let total = load.rate * load.duration;
+    let interval = Duration::from_secs_f64(1.0 / load.rate.max(1) as f64);
+    let client = redis::Client::open(load.redis_url.as_str())?;
+    let mut redis = client.get_multiplexed_async_connection().await?;
+    let http = reqwest::Client::new();
+    let start = tokio::time::Instant::now();
+    for seq in 0..total {
+        tokio::time::sleep_until(start + interval * seq as u32).await;
+        let project = format!("bench-{}", seq as usize % projects);
+        let payload = format!(
+            r#"{{"event":"log","data":{{"level":"INFO","message":"seq={seq} sent_us={}","timestamp":"{}"}}}}"#,
+            now_us(),
+            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        );
+        match load.publish {
+            PublishVia::Redis => {
+                let _: i64 = redis::cmd("PUBLISH")
+                    .arg(format!("progress:{project}"))
+                    .arg(payload)
+                    .query_async(&mut redis)
+                    .await?;
+            }
+            PublishVia::Http => {
+                let body = format!(
+                    r#"{{"event":"log","data":{{"level":"INFO","message":"seq={seq} sent_us={}"}}}}"#,
+                    now_us()
+                );
+                let url = format!("{}/api/v1/projects/{project}/events", load.http_url);
+                http.post(url).body(body).send().await?.error_for_status()?;
+            }
+        }
+    }
+    Ok(total)
+}
+
+async fn run_churn(churn: Churn) -> anyhow::Result<()> {
+    let server0 = proc_stat(churn.common.server_pid);
+    let start = Instant::now();
+    let done = AtomicU64::new(0);
+    let failed = AtomicU64::new(0);
+    futures_util::stream::iter(0..churn.cycles)
+        .for_each_concurrent(churn.concurrency, |n| {
+            let common = &churn.common;
+            let (done, failed) = (&done, &failed);
+            async move {
+                match connect(common, &format!("churn-{}", n % 100), n).await {
+                    Ok(mut ws) => {
+                        let first = ws.next().await;
+                        let _ = ws.close(None).await;
+                        if matches!(first, Some(Ok(Message::Text(_)))) {
+                            done.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Err(_) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        })
+        .await;
+    let elapsed = start.elapsed().as_secs_f64();
+    let ok = done.load(Ordering::Relaxed);
+    println!(
+        "churn: {ok} cycles ok, {} failed, in {elapsed:.2}s: {:.0} cycles/s",
+        failed.load(Ordering::Relaxed),
+        ok as f64 / elapsed
+    );
+    let mut result = vec![
+        "scenario=churn".to_string(),
+        format!("cycles={ok}"),
+        format!("failed={}", failed.load(Ordering::Relaxed)),
+        format!("cycles_per_s={:.0}", ok as f64 / elapsed),
+    ];
+    if let (Some(a), Some(b)) = (server0, proc_stat(churn.common.server_pid)) {
+        println!(
+            "server CPU {:.2}s: {:.0} µs per cycle",
+            b.cpu_s - a.cpu_s,
+            (b.cpu_s - a.cpu_s) * 1e6 / ok.max(1) as f64
+        );
+        result.push(format!(
+            "cpu_us_per_cycle={:.0}",
+            (b.cpu_s - a.cpu_s) * 1e6 / ok.max(1) as f64
+        ));
+    }
+    println!("RESULT {}", result.join(" "));
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().scenario {
+        Scenario::Fanout(load) => run_load(load, "fanout").await,
+        Scenario::Spread(load) => run_load(load, "spread").await,
+        Scenario::Idle(load) => run_load(load, "idle").await,
+        Scenario::Churn(churn) => run_churn(churn).await,
+    }
+}
