@@ -30,13 +30,14 @@ SCENARIOS=(
   "churn K=5000 Q=50|churn -k 5000 -q 50"
 )
 
-run_side() {
-  local side=$1
-  local rport; rport=$(free_port)
+# One scenario against one side, with a fresh redis-server and a fresh server process
+# (so that RSS per connection is measured from a clean start).
+run_one() {
+  local side=$1 name=$2 args=$3
+  local rport sport; rport=$(free_port); sport=$(free_port)
   redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --maxclients 40000 >/dev/null 2>&1 &
   local rpid=$!
   wait_port "$rport"
-  local sport; sport=$(free_port)
   if [ "$side" = hub ]; then
     "$HUB" serve --listen "127.0.0.1:$sport" --redis-url "redis://127.0.0.1:$rport" --no-worker >/dev/null 2>&1 &
   else
@@ -45,19 +46,20 @@ run_side() {
   fi
   local spid=$!
   wait_port "$sport"
-  for entry in "${SCENARIOS[@]}"; do
-    local name=${entry%%|*} args=${entry#*|}
-    # A fresh server process per scenario would be fairer for RSS; one per side keeps it short.
-    echo "== $side: $name" | tee -a "$RAW"
-    timeout 120 "$BENCH" $args --url "ws://127.0.0.1:$sport" --server-pid "$spid" \
-      $( [[ $args == churn* ]] || echo --redis-url redis://127.0.0.1:$rport) 2>&1 | tee -a "$RAW" | grep -v '^RESULT' || echo "RESULT scenario=failed" >> "$RAW"
-    if ! kill -0 "$spid" 2>/dev/null; then echo "server died" | tee -a "$RAW"; break; fi
-  done
+  echo "== $side: $name" | tee -a "$RAW"
+  local extra=()
+  [[ $args == churn* ]] || extra=(--redis-url "redis://127.0.0.1:$rport")
+  timeout 180 "$BENCH" $args --url "ws://127.0.0.1:$sport" --server-pid "$spid" "${extra[@]}" 2>&1 \
+    | tee -a "$RAW" | grep -v '^RESULT' || echo "(no result: the run failed or timed out)" | tee -a "$RAW"
+  kill -0 "$spid" 2>/dev/null || echo "(the server died)" | tee -a "$RAW"
   kill "$spid" 2>/dev/null || true; wait "$spid" 2>/dev/null || true
   kill "$rpid" 2>/dev/null || true; wait "$rpid" 2>/dev/null || true
 }
 
-run_side hub
-run_side python
+for entry in "${SCENARIOS[@]}"; do
+  name=${entry%%|*}; args=${entry#*|}
+  run_one hub "$name" "$args"
+  run_one python "$name" "$args"
+done
 python3 scripts/bench_report.py "$RAW" > "$OUT"
 echo "wrote $OUT (raw output: $RAW)"
