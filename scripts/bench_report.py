@@ -57,3 +57,8 @@ for n in names:
     h, p = results.get(("hub", n), {}), results.get(("python", n), {})
     print(f"| {n} | {ratio(p.get('p99_ms'), h.get('p99_ms'))} | {ratio(p.get('cpu_us_per_frame'), h.get('cpu_us_per_frame'))} | "
           f"{ratio(p.get('rss_per_conn_kib'), h.get('rss_per_conn_kib'))} | {ratio(h.get('cycles_per_s'), p.get('cycles_per_s'))} |")
+
+try:
+    print(open("docs/benchmark-notes.md", encoding="utf-8").read())
+except OSError:
+    pass
