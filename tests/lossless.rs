@@ -655,3 +655,33 @@ async fn subscriber_connection_cut_mid_stream_loses_nothing() {
         "nothing doubled"
     );
 }
+
+// The same cut on a project with no history yet: what is published while the
+// subscriber is away is still filled in, from the start of the new history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriber_cut_before_the_first_event_loses_nothing() {
+    let hub = TestHub::start(Backend::Redis).await;
+    let mut client = WsClient::connected(&hub.ws_url("fresh")).await;
+    let mut conn = hub.redis().connection().await;
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(killed, 1);
+    for i in 1..=50 {
+        hub.publish("fresh", log_event(&i.to_string())).await;
+    }
+    for i in 1..=50 {
+        let frame = client.next_event().await;
+        assert_eq!(
+            frame["data"]["message"],
+            i.to_string(),
+            "event {i}: exactly once, in order"
+        );
+    }
+    let sentinel = hub.publish("fresh", log_event("end")).await;
+    assert_eq!(client.next_event().await["id"], sentinel.as_str());
+}

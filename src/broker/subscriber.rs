@@ -162,11 +162,17 @@ impl Subscriber {
 
     /// Delivers what the topic missed while unsubscribed, from the history.
     async fn fill_gap(&self, topic: &Topic) -> Result<(), Lost> {
-        let Some(point) = topic.resume_point() else {
-            return Ok(());
-        };
         let mut conn = self.commands.clone();
         let project = topic.project();
+        let point = match topic.resume_point() {
+            Some(point) => point,
+            // Nothing delivered and no history when it subscribed (or it joined during the
+            // outage): everything in the history now is newer than what its sessions have.
+            None => match within(read_replay(&mut conn, project, None)).await?.state {
+                Some((_, last)) => EventId::new(last.epoch(), 0),
+                None => return Ok(()),
+            },
+        };
         let mut replay = within(read_replay(&mut conn, project, Some(&point))).await?;
         if let Some((_, last)) = &replay.state
             && last.epoch() != point.epoch()

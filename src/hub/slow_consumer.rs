@@ -65,7 +65,21 @@ impl OutboundQueue {
                 Pushed::Queued
             } else {
                 let before = state.frames.len();
-                state.frames.retain(|f| !f.kind().is_superseded_by_newer());
+                // Drop the superseded frames: every queued one of a kind the new frame
+                // supersedes, and all but the newest of every other supersedable kind.
+                let incoming = frame.kind();
+                let mut newest = std::collections::HashSet::new();
+                let mut keep = vec![false; state.frames.len()];
+                for (i, f) in state.frames.iter().enumerate().rev() {
+                    let kind = f.kind();
+                    keep[i] =
+                        !kind.is_superseded_by_newer() || (kind != incoming && newest.insert(kind));
+                }
+                let mut index = 0;
+                state.frames.retain(|_| {
+                    index += 1;
+                    keep[index - 1]
+                });
                 let dropped = before - state.frames.len();
                 if state.frames.len() < self.capacity {
                     state.frames.push_back(frame);
@@ -180,6 +194,28 @@ mod tests {
                 (EventKind::Log, 2),
                 (EventKind::StageChange, 4),
                 (EventKind::ProgressUpdate, 5)
+            ]
+        );
+    }
+
+    #[test]
+    fn when_full_of_logs_the_newest_progress_survives() {
+        let q = OutboundQueue::new(4);
+        q.push(frame(EventKind::ProgressUpdate, 1));
+        q.push(frame(EventKind::ProgressUpdate, 2));
+        q.push(frame(EventKind::Log, 3));
+        q.push(frame(EventKind::Log, 4));
+        assert_eq!(
+            q.push(frame(EventKind::Log, 5)),
+            Pushed::QueuedAfterCoalescing(1)
+        );
+        assert_eq!(
+            drained(&q),
+            vec![
+                (EventKind::ProgressUpdate, 2),
+                (EventKind::Log, 3),
+                (EventKind::Log, 4),
+                (EventKind::Log, 5)
             ]
         );
     }

@@ -34,6 +34,9 @@ pub struct RedisQueue {
     claim_idle: Duration,
     group_ready: AtomicBool,
     release: redis::Script,
+    /// Where the next XAUTOCLAIM scan resumes: each call looks at a few pending entries,
+    /// so the cursor must advance for every dead worker's job to be found.
+    claim_cursor: std::sync::Mutex<String>,
 }
 
 impl RedisQueue {
@@ -51,6 +54,7 @@ impl RedisQueue {
             claim_idle,
             group_ready: AtomicBool::new(false),
             release: redis::Script::new(include_str!("release_lock.lua")),
+            claim_cursor: std::sync::Mutex::new("0-0".into()),
         })
     }
 
@@ -80,6 +84,13 @@ impl RedisQueue {
         }
         self.group_ready.store(true, Ordering::Relaxed);
         Ok(())
+    }
+
+    fn cursor(&self) -> String {
+        self.claim_cursor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Forgets that the group exists (after a NOGROUP error: Redis lost it).
@@ -181,12 +192,13 @@ impl JobQueue for RedisQueue {
             .arg(GROUP)
             .arg(consumer)
             .arg(self.claim_idle.as_millis() as u64)
-            .arg("0-0")
+            .arg(self.cursor())
             .arg("COUNT")
             .arg(1)
             .query_async(&mut conn)
             .await;
         let stale = stale.inspect_err(|e| self.check_group(e))?;
+        *self.claim_cursor.lock().unwrap_or_else(|p| p.into_inner()) = stale.next_stream_id.clone();
         if let Some(entry) = stale.claimed.into_iter().next() {
             let claimed = self.claimed(entry, true).await?;
             if let Some(claimed) = &claimed {

@@ -17,6 +17,7 @@ pub use resume::{Opening, opening, skip_covered};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
@@ -71,14 +72,19 @@ impl Sessions {
                 return Ended::Closed(CloseReason::Overloaded);
             }
         };
-        if !membership.subscribed(SUBSCRIBE_WAIT).await {
-            tracing::warn!(project_id = %project, "broker has not confirmed the subscription yet; connecting anyway");
-        }
-        let replay = match self.broker.replay(&project, last_event_id.as_ref()).await {
-            Ok(replay) => Some(replay),
-            Err(err) => {
-                tracing::warn!(project_id = %project, error = %err, "cannot read history; going live without it");
-                None
+        let subscribed = membership.subscribed(SUBSCRIBE_WAIT).await;
+        let replay = if !subscribed {
+            // Without a confirmed subscription nothing can be promised: say
+            // `recovered: false`; the subscriber fills the gap from history once it is up.
+            tracing::warn!(project_id = %project, "broker has not confirmed the subscription yet; connecting unrecovered");
+            None
+        } else {
+            match self.broker.replay(&project, last_event_id.as_ref()).await {
+                Ok(replay) => Some(replay),
+                Err(err) => {
+                    tracing::warn!(project_id = %project, error = %err, "cannot read history; going live without it");
+                    None
+                }
             }
         };
         let opening = opening(
@@ -88,7 +94,11 @@ impl Sessions {
             replay,
         );
         m::connection_opened(T::NAME);
-        let ended = match transport.send(&opening.frames).await {
+        let sent = tokio::select! {
+            sent = transport.send(&opening.frames) => sent.map_err(drop),
+            () = self.shutdown.cancelled() => Err(()),
+        };
+        let ended = match sent {
             Ok(()) => {
                 self.pump(membership.queue(), opening.floor, access, &mut transport)
                     .await
@@ -112,6 +122,37 @@ impl Sessions {
             Ended::ClientGone => tracing::debug!(project_id = %project, "client left"),
         }
         ended
+    }
+
+    /// What the client said; `Some` when it ends the session.
+    fn heard(
+        &self,
+        incoming: Incoming,
+        queue: &OutboundQueue,
+        heartbeat: &mut Heartbeat,
+        access: &mut Option<Access>,
+    ) -> Option<Ended> {
+        heartbeat.saw_life();
+        match incoming {
+            Incoming::Text(text) => match ClientFrame::parse(&text) {
+                Ok(ClientFrame::Pong) => {}
+                Ok(ClientFrame::Ping) => {
+                    queue.push(Frame::pong());
+                }
+                Ok(ClientFrame::Refresh(token)) => {
+                    let refreshed = access.as_mut().is_some_and(|a| a.refresh(&token));
+                    if !refreshed {
+                        m::client_frame_ignored();
+                    }
+                }
+                Ok(ClientFrame::Unknown(_)) | Err(_) => m::client_frame_ignored(),
+            },
+            Incoming::Binary => m::client_frame_ignored(),
+            Incoming::Control => {}
+            Incoming::TooLarge => return Some(Ended::Closed(CloseReason::MessageTooBig)),
+            Incoming::Closed => return Some(Ended::ClientGone),
+        }
+        None
     }
 
     async fn pump<T: Transport>(
@@ -151,6 +192,15 @@ impl Sessions {
                     () = Access::expired(&mut access) => return Ended::Closed(CloseReason::TokenExpired),
                 }
                 batch.clear();
+                // While frames keep coming the idle branch below may not run for a long
+                // time: read whatever the client already sent (pongs, refreshes) now, so
+                // a live client on a busy project is never taken for a silent one.
+                // `recv` is cancel-safe, so polling it once and dropping it loses nothing.
+                while let Some(incoming) = transport.recv().now_or_never() {
+                    if let Some(ended) = self.heard(incoming, queue, &mut heartbeat, &mut access) {
+                        return ended;
+                    }
+                }
                 continue;
             }
             tokio::select! {
@@ -158,25 +208,8 @@ impl Sessions {
                 () = queue.ready() => {}
                 () = Access::expired(&mut access) => return Ended::Closed(CloseReason::TokenExpired),
                 incoming = transport.recv() => {
-                    heartbeat.saw_life();
-                    match incoming {
-                        Incoming::Text(text) => match ClientFrame::parse(&text) {
-                            Ok(ClientFrame::Pong) => {}
-                            Ok(ClientFrame::Ping) => {
-                                queue.push(Frame::pong());
-                            }
-                            Ok(ClientFrame::Refresh(token)) => {
-                                let refreshed = access.as_mut().is_some_and(|a| a.refresh(&token));
-                                if !refreshed {
-                                    m::client_frame_ignored();
-                                }
-                            }
-                            Ok(ClientFrame::Unknown(_)) | Err(_) => m::client_frame_ignored(),
-                        },
-                        Incoming::Binary => m::client_frame_ignored(),
-                        Incoming::Control => {}
-                        Incoming::TooLarge => return Ended::Closed(CloseReason::MessageTooBig),
-                        Incoming::Closed => return Ended::ClientGone,
+                    if let Some(ended) = self.heard(incoming, queue, &mut heartbeat, &mut access) {
+                        return ended;
                     }
                 }
                 beat = heartbeat.next() => match beat {
