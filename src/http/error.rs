@@ -52,6 +52,26 @@ impl ApiError {
         self
     }
 
+    /// A request body that could not be read: 413 over the size limit, else 400.
+    pub fn unreadable_body(
+        rejection: &axum::extract::rejection::BytesRejection,
+        limit: usize,
+    ) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                format!("a request body may be at most {limit} bytes"),
+            )
+        } else {
+            Self::new(
+                StatusCode::BAD_REQUEST,
+                "INVALID_BODY",
+                "the request body could not be read",
+            )
+        }
+    }
+
     /// The broker (Redis) cannot be reached; the details stay in the log.
     pub fn unavailable() -> Self {
         Self::new(

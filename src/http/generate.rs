@@ -59,12 +59,7 @@ pub async fn generate(
     let body = match body {
         Ok(body) => body,
         Err(rejection) => {
-            return ApiError::new(
-                rejection.status(),
-                "INVALID_BODY",
-                "the request body could not be read",
-            )
-            .into_response();
+            return ApiError::unreadable_body(&rejection, app.max_frame_bytes).into_response();
         }
     };
     let request = if body.trim_ascii().is_empty() {

@@ -40,21 +40,8 @@ pub async fn publish(
     }
     let body = match body {
         Ok(body) => body,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "PAYLOAD_TOO_LARGE",
-                format!("an event may be at most {} bytes", app.max_frame_bytes),
-            )
-            .into_response();
-        }
-        Err(_) => {
-            return ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "INVALID_BODY",
-                "the request body could not be read",
-            )
-            .into_response();
+        Err(rejection) => {
+            return ApiError::unreadable_body(&rejection, app.max_frame_bytes).into_response();
         }
     };
     let event = match Event::from_json(&body) {

@@ -117,12 +117,8 @@ impl Publisher {
         status: CompleteStatus,
         youtube_url: Option<&str>,
     ) -> Result<Published, PublishError> {
-        let event = Event::Complete(Complete {
-            status,
-            youtube_url: youtube_url.map(str::to_string),
-            timestamp: None,
-        });
-        self.publish_as(project, event, Some(job_id)).await
+        self.publish_as(project, complete(status, youtube_url), Some(job_id))
+            .await
     }
 
     async fn publish_as(
@@ -294,11 +290,14 @@ impl Publisher {
         status: CompleteStatus,
         youtube_url: Option<&str>,
     ) -> Result<Published, PublishError> {
-        let event = Event::Complete(Complete {
-            status,
-            youtube_url: youtube_url.map(str::to_string),
-            timestamp: None,
-        });
-        self.publish(project, event).await
+        self.publish(project, complete(status, youtube_url)).await
     }
+}
+
+fn complete(status: CompleteStatus, youtube_url: Option<&str>) -> Event {
+    Event::Complete(Complete {
+        status,
+        youtube_url: youtube_url.map(str::to_string),
+        timestamp: None,
+    })
 }
