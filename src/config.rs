@@ -23,6 +23,11 @@ pub const DEFAULT_COALESCE_WINDOW: Duration = Duration::from_millis(500);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1_000;
 pub const DEFAULT_MAX_PROJECTS: usize = 100_000;
+/// A connection (new, or kept alive between requests) must send a complete request
+/// head within this; slow or idle ones are closed.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a plain HTTP request (body + answer) may take; 408 after.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long shutdown waits for sessions to close before the process exits anyway.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -37,6 +42,10 @@ pub struct ServeConfig {
     pub max_frame_bytes: usize,
     pub queue_capacity: usize,
     pub shutdown_grace: Duration,
+    /// Time for a request head to arrive (slowloris, idle keep-alive).
+    pub handshake_timeout: Duration,
+    /// Time for a plain request's body and answer; 408 after.
+    pub request_timeout: Duration,
     /// Most connections (WebSocket + SSE) this process holds.
     pub max_connections: usize,
     /// Most connections from one client address.
@@ -68,6 +77,8 @@ impl Default for ServeConfig {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             max_projects: DEFAULT_MAX_PROJECTS,

@@ -122,6 +122,13 @@ struct ServeArgs {
     /// How long shutdown waits for clients to close.
     #[arg(long, env = "HUB_SHUTDOWN_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
+    /// A connection must send a complete request head within this (also the idle time
+    /// allowed between requests on a kept-alive connection); else it is closed.
+    #[arg(long, env = "HUB_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    handshake_timeout: Duration,
+    /// Longest a plain HTTP request (reading its body, answering) may take; 408 after.
+    #[arg(long, env = "HUB_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    request_timeout: Duration,
 }
 
 impl From<ServeArgs> for ServeConfig {
@@ -135,6 +142,8 @@ impl From<ServeArgs> for ServeConfig {
             max_frame_bytes: a.max_frame_bytes,
             queue_capacity: a.queue_capacity,
             shutdown_grace: a.shutdown_grace,
+            handshake_timeout: a.handshake_timeout,
+            request_timeout: a.request_timeout,
             max_connections: a.max_connections,
             max_connections_per_ip: a.max_connections_per_ip,
             max_projects: a.max_projects,
@@ -213,7 +222,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let stop = hub.shutdown_token();
     tokio::spawn(async move {
         signal.await;
-        tracing::info!("shutting down: closing every client with 1001");
+        tracing::info!("shutting down: closing every client with 1012 (service restart)");
         stop.cancel();
     });
     hub.wait().await.context("serving")?;
@@ -253,6 +262,8 @@ mod tests {
         assert_eq!(from_cli.max_frame_bytes, lib.max_frame_bytes);
         assert_eq!(from_cli.queue_capacity, lib.queue_capacity);
         assert_eq!(from_cli.shutdown_grace, lib.shutdown_grace);
+        assert_eq!(from_cli.handshake_timeout, lib.handshake_timeout);
+        assert_eq!(from_cli.request_timeout, lib.request_timeout);
         assert_eq!(from_cli.history, lib.history);
         assert_eq!(from_cli.max_connections, lib.max_connections);
         assert_eq!(from_cli.max_connections_per_ip, lib.max_connections_per_ip);

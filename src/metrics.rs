@@ -131,6 +131,21 @@ pub fn job_finished(outcome: &'static str) {
 pub fn duplicate_dropped() {
     counter!("hub_duplicates_dropped_total").increment(1);
 }
+/// A held `progress_update` whose flush failed and will be tried again.
+pub fn progress_flush_retried() {
+    counter!("hub_progress_flush_retries_total").increment(1);
+}
+
+/// A held `progress_update` that could not be published within the retry time.
+pub fn progress_lost() {
+    counter!("hub_progress_lost_total").increment(1);
+}
+
+/// A project's history was found to have gone back (Redis lost writes).
+pub fn history_rewound() {
+    counter!("hub_history_rewound_total").increment(1);
+}
+
 pub fn redis_reconnected() {
     handles().redis_reconnects.increment(1);
 }

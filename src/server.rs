@@ -1,7 +1,7 @@
 //! Starting and stopping a hub: bind, wire the parts together, serve, shut down.
 //!
 //! Shutdown is explicit: one `CancellationToken` tells the HTTP server to stop accepting
-//! and every session to send its client a Close frame (1001); a `TaskTracker` knows
+//! and every session to send its client a Close frame (1012, service restart); a `TaskTracker` knows
 //! when the last session is gone (upgraded sockets are invisible to axum's graceful
 //! shutdown), and a deadline bounds the wait.
 
@@ -145,23 +145,27 @@ pub async fn start(config: ServeConfig) -> Result<RunningHub, ServeError> {
             .as_deref()
             .map(|s| Arc::new(Auth::new(s))),
         allowed_origins: Arc::new(config.allowed_origins.clone()),
+        request_timeout: config.request_timeout,
     };
     let app = http::router(state);
     let grace = config.shutdown_grace;
     let stop = shutdown.clone();
+    let handshake_timeout = config.handshake_timeout;
+    let held = publisher.clone();
     let task = tokio::spawn(async move {
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await;
+        let connections = http::listener::serve(listener, app, handshake_timeout, stop).await;
         tracker.close();
-        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        let drained = async {
+            tokio::join!(tracker.wait(), connections.wait(), held.drain());
+        };
+        if tokio::time::timeout(grace, drained).await.is_err() {
             tracing::warn!(
-                remaining = tracker.len(),
-                "shutdown grace period over; dropping remaining sessions"
+                sessions = tracker.len(),
+                requests = connections.len(),
+                "shutdown grace period over; dropping what remains"
             );
         }
-        served.map_err(ServeError::Http)
+        Ok(())
     });
     Ok(RunningHub {
         addr,

@@ -1,5 +1,5 @@
 //! The `progress-hub` binary as an operator runs it: start line, env configuration,
-//! SIGTERM closing every client with 1001 and exiting promptly.
+//! SIGTERM closing every client with 1012 and exiting promptly.
 
 mod support;
 
@@ -53,7 +53,7 @@ fn sigterm(child: &std::process::Child) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_announces_its_url_and_sigterm_closes_clients_with_1001() {
+async fn serve_announces_its_url_and_sigterm_closes_clients_with_1012() {
     let (mut child, url, lines) = spawn_serve(&[], &[]);
     assert!(
         lines
@@ -65,7 +65,7 @@ async fn serve_announces_its_url_and_sigterm_closes_clients_with_1001() {
     let ws = url.replace("http://", "ws://");
     let mut client = WsClient::connected(&format!("{ws}/api/v1/projects/demo/progress")).await;
     sigterm(&child);
-    assert_eq!(client.expect_close().await, Some(1001));
+    assert_eq!(client.expect_close().await, Some(1012));
     let started = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -108,7 +108,7 @@ async fn serve_reads_redis_and_heartbeat_from_the_environment_and_logs_json() {
         "subscribed through the REDIS_URL Redis"
     );
     sigterm(&child);
-    assert_eq!(client.expect_close().await, Some(1001));
+    assert_eq!(client.expect_close().await, Some(1012));
     let _ = child.wait();
 }
 

@@ -432,7 +432,27 @@ async fn sse_streams_and_resumes_with_last_event_id(b: Backend) {
         .unwrap();
     let mut sse = SseReader::new(response);
     assert_eq!(sse.next().await.1["event"], "connected");
-    assert_eq!(sse.next().await.1["event"], "snapshot");
+    let (snapshot_id, snapshot) = sse.next().await;
+    assert_eq!(snapshot["event"], "snapshot");
+    assert_eq!(
+        snapshot_id.as_deref(),
+        Some(live.as_str()),
+        "the snapshot moves Last-Event-ID to where it stands"
+    );
+    // A resume that cannot be honoured on a project with no history: the snapshot's
+    // empty `id:` clears the stale Last-Event-ID, so the next reconnect is a plain join.
+    let response = reqwest::Client::new()
+        .get(hub.http("/api/v1/projects/fresh/progress"))
+        .header("accept", "text/event-stream")
+        .header("last-event-id", "otherEpoch:7")
+        .send()
+        .await
+        .unwrap();
+    let mut sse = SseReader::new(response);
+    assert_eq!(sse.next().await.1["data"]["recovered"], false);
+    let (snapshot_id, snapshot) = sse.next().await;
+    assert_eq!(snapshot["event"], "snapshot");
+    assert_eq!(snapshot_id.as_deref(), Some(""));
 }
 
 on_both_brokers!(
@@ -654,6 +674,152 @@ async fn subscriber_connection_cut_mid_stream_loses_nothing() {
         sentinel.as_str(),
         "nothing doubled"
     );
+}
+
+// A failover to a replica that missed the latest writes keeps the epoch but takes the
+// sequence back, so new events reuse ids the hub already delivered. They are still
+// delivered (not dropped as duplicates), and a client resuming from a lost id is told
+// `recovered: false`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_that_goes_back_in_a_failover_still_delivers_new_events() {
+    let hub = TestHub::start(Backend::Redis).await;
+    let mut client = WsClient::connected(&hub.ws_url("fo")).await;
+    let mut conn = hub.redis().connection().await;
+    for i in 0..5 {
+        let id = hub.publish("fo", log_event(&i.to_string())).await;
+        assert_eq!(client.next_event().await["id"], id.as_str());
+    }
+    // What the replica holds: the project as of the fifth event.
+    let keys = ["progress:{fo}:state", "progress:{fo}:history"];
+    let mut replica = Vec::new();
+    for key in keys {
+        let dump: Vec<u8> = redis::cmd("DUMP")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        replica.push(dump);
+    }
+    let mut lost = String::new();
+    for i in 5..10 {
+        lost = hub.publish("fo", log_event(&i.to_string())).await;
+        assert_eq!(client.next_event().await["id"], lost.as_str());
+    }
+    // The failover: the last five writes vanish and connections drop.
+    for (key, dump) in keys.iter().zip(&replica) {
+        let () = redis::cmd("RESTORE")
+            .arg(key)
+            .arg(0)
+            .arg(dump)
+            .arg("REPLACE")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(killed, 1);
+    support::eventually("the subscriber is back", || async {
+        hub.redis().numsub("fo").await == 1
+    })
+    .await;
+    let after = hub.publish("fo", log_event("after failover")).await;
+    assert_eq!(
+        after.split_once(':').map(|(e, _)| e),
+        lost.split_once(':').map(|(e, _)| e),
+        "the epoch survived the failover (the case under test)"
+    );
+    let frame = client.next_event().await;
+    assert_eq!(frame["data"]["message"], "after failover", "{frame}");
+    assert_eq!(frame["id"], after.as_str());
+    let (mut resumed, connected) = WsClient::resume(&hub.ws_url("fo"), &lost).await;
+    assert_eq!(connected["data"]["recovered"], false, "{connected}");
+    let snapshot = resumed.next_event().await;
+    assert_eq!(snapshot["event"], "snapshot");
+    assert_eq!(snapshot["data"]["last_event_id"], after.as_str());
+}
+
+fn progress_event(p: u8, text: &str) -> progress_hub::wire::Event {
+    progress_hub::wire::Event::from_json(
+        json!({"event": "progress_update", "data": {"status": "RENDERING", "progress": p, "current_stage": text}})
+            .to_string()
+            .as_bytes(),
+    )
+    .unwrap()
+}
+
+// A held progress_update whose flush fails (Redis down at the end of the window) is
+// kept and published once Redis is back: `coalesced` is a promise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_update_survives_a_failed_flush() {
+    let mut hub = TestHub::start_with(Backend::Redis, |c| {
+        c.coalesce_window = Duration::from_millis(300);
+    })
+    .await;
+    let mut client = WsClient::connected(&hub.ws_url("held")).await;
+    let project = progress_hub::wire::ProjectId::parse("held").unwrap();
+    let publisher = hub.publisher().clone();
+    let first = publisher
+        .publish(&project, progress_event(10, "first"))
+        .await
+        .unwrap();
+    assert!(first.id().is_some());
+    assert_eq!(client.next_event().await["data"]["current_stage"], "first");
+    let retries = support::metric(&hub, "hub_progress_flush_retries_total").await;
+    let held = publisher
+        .publish(&project, progress_event(20, "held"))
+        .await
+        .unwrap();
+    assert!(held.id().is_none(), "held by coalescing");
+    hub.redis.as_mut().unwrap().kill();
+    support::eventually("the flush failed and will be retried", || async {
+        support::metric(&hub, "hub_progress_flush_retries_total").await > retries
+    })
+    .await;
+    hub.redis.as_mut().unwrap().restart().await;
+    loop {
+        let frame = client.next_event().await;
+        if frame["event"] == "progress_update" {
+            assert_eq!(frame["data"]["current_stage"], "held", "{frame}");
+            assert_eq!(frame["data"]["progress"], 20);
+            break;
+        }
+    }
+}
+
+// Shutdown waits for held updates: one answered `coalesced` is in Redis when the hub
+// has stopped, though its window had not ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_flushes_held_updates() {
+    let mut hub = TestHub::start_with(Backend::Redis, |c| {
+        c.coalesce_window = Duration::from_secs(2);
+    })
+    .await;
+    let project = progress_hub::wire::ProjectId::parse("drain").unwrap();
+    let publisher = hub.publisher().clone();
+    publisher
+        .publish(&project, progress_event(10, "first"))
+        .await
+        .unwrap();
+    let held = publisher
+        .publish(&project, progress_event(30, "held"))
+        .await
+        .unwrap();
+    assert!(held.id().is_none(), "held by coalescing");
+    let redis = hub.redis.take().unwrap();
+    hub.stop().await;
+    let stage: String = redis::cmd("HGET")
+        .arg("progress:{drain}:state")
+        .arg("current_stage")
+        .query_async(&mut redis.connection().await)
+        .await
+        .unwrap();
+    assert_eq!(stage, "held", "flushed before the hub stopped");
 }
 
 // The same cut on a project with no history yet: what is published while the

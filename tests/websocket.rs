@@ -333,16 +333,21 @@ async fn oversized_client_frame_closes_with_1009(b: Backend) {
     assert_eq!(bystander.next_text().await, msg);
 }
 
-// Shutdown sends every client a Close frame with 1001 and finishes promptly.
-async fn shutdown_closes_clients_with_1001(b: Backend) {
+// Shutdown stops accepting, sends every client a Close frame with 1012 ("service
+// restart") and finishes promptly.
+async fn shutdown_closes_clients_with_1012(b: Backend) {
     let mut hub = TestHub::start(b).await;
     let mut c1 = WsClient::connected(&hub.ws_url("p")).await;
     let mut c2 = WsClient::connected(&hub.ws_url("q")).await;
     let stopping = tokio::time::Instant::now();
     hub.stop().await;
     assert!(stopping.elapsed() < Duration::from_secs(3));
-    assert_eq!(c1.expect_close().await, Some(1001));
-    assert_eq!(c2.expect_close().await, Some(1001));
+    assert_eq!(c1.expect_close().await, Some(1012));
+    assert_eq!(c2.expect_close().await, Some(1012));
+    assert!(
+        tokio::net::TcpStream::connect(hub.addr).await.is_err(),
+        "a stopped hub accepts no new connection"
+    );
 }
 
 async fn health_endpoints_answer(b: Backend) {
@@ -424,7 +429,7 @@ on_both_brokers!(
     invalid_published_payloads_are_dropped_and_counted,
     hostile_client_frames_are_ignored,
     oversized_client_frame_closes_with_1009,
-    shutdown_closes_clients_with_1001,
+    shutdown_closes_clients_with_1012,
     health_endpoints_answer,
     hostile_project_ids_are_refused_before_upgrade,
 );

@@ -174,12 +174,21 @@ impl Subscriber {
             },
         };
         let mut replay = within(read_replay(&mut conn, project, Some(&point))).await?;
-        if let Some((_, last)) = &replay.state
-            && last.epoch() != point.epoch()
-        {
-            // The history was lost and begun anew meanwhile: everything in it is new.
-            let start = EventId::new(last.epoch(), 0);
-            replay = within(read_replay(&mut conn, project, Some(&start))).await?;
+        if let Some((_, last)) = &replay.state {
+            if last.epoch() != point.epoch() {
+                // The history was lost and begun anew meanwhile: everything in it is new.
+                let start = EventId::new(last.epoch(), 0);
+                replay = within(read_replay(&mut conn, project, Some(&start))).await?;
+            } else if last.seq() < point.seq() {
+                // Same history, but it went back: a failover to a replica that had not
+                // received the latest writes. New events will reuse sequence numbers
+                // this topic already delivered; without rewinding they would all be
+                // dropped as duplicates. Clients resuming from a lost id are told
+                // `recovered: false` by the resume logic.
+                tracing::warn!(project_id = %project, delivered = %point, history = %last, "the project's history went back (Redis lost writes); delivering from its new end");
+                m::history_rewound();
+                topic.rewind(last.clone());
+            }
         }
         if !replay.after.is_empty() {
             tracing::info!(project_id = %project, events = replay.after.len(), "filled a gap from history after reconnecting");

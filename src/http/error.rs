@@ -81,6 +81,18 @@ impl ApiError {
         )
     }
 
+    /// The client did not finish its request in time.
+    pub fn request_timeout(limit: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "REQUEST_TIMEOUT",
+            format!(
+                "the request was not completed within {}",
+                humantime::format_duration(limit)
+            ),
+        )
+    }
+
     pub fn not_found() -> Self {
         Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint")
     }

@@ -5,6 +5,7 @@ mod docs;
 mod error;
 mod generate;
 mod health;
+pub mod listener;
 mod page;
 mod progress;
 mod project_path;
@@ -46,10 +47,13 @@ pub struct AppState {
     pub auth: access::SharedAuth,
     /// Browser origins allowed to connect; empty allows all.
     pub allowed_origins: Arc<Vec<String>>,
+    /// Longest a plain request (body read + answer) may take; 408 after.
+    pub request_timeout: std::time::Duration,
 }
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.max_frame_bytes;
+    let request_timeout = state.request_timeout;
     Router::new()
         .route("/api/v1/projects", post(generate::create))
         .route("/api/v1/projects/{project_id}", get(projects::state))
@@ -80,5 +84,9 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .fallback(|| async { ApiError::not_found() })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            request_timeout,
+            listener::request_timeout,
+        ))
         .with_state(state)
 }

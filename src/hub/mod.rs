@@ -72,6 +72,12 @@ impl Topic {
         *lock(&self.origin) = position;
     }
 
+    /// Moves the duplicate filter back to `position`, when the history itself went
+    /// back (see the subscriber's gap fill).
+    pub fn rewind(&self, position: EventId) {
+        lock(&self.sessions).last = Some(position);
+    }
+
     pub fn mark_subscribed(&self) {
         self.subscribed.send_replace(true);
     }

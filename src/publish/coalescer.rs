@@ -6,6 +6,12 @@
 //! window ends. Any other event (stage change, log, error, complete) is never held: it
 //! first flushes a waiting update, so the order a worker published in is the order
 //! clients see. Publishes of one project are serialized by its slot's lock.
+//!
+//! A held update is never dropped silently: a flush that fails keeps it (unless a newer
+//! one replaced it) and tries again a window later, for up to `FLUSH_RETRY_FOR`; only
+//! then is it given up, with an error log and `hub_progress_lost_total`. Slots of idle
+//! projects are swept from the map as it grows, so it holds about as many slots as
+//! there are active projects.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -15,27 +21,58 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use crate::wire::event::new_trace_id;
 use crate::wire::{Event, ProjectId};
+
+/// How long a held update whose flush keeps failing is retried.
+pub const FLUSH_RETRY_FOR: Duration = Duration::from_secs(120);
+
+/// Below this many slots the map is not swept.
+const SWEEP_FLOOR: usize = 64;
 
 #[derive(Default)]
 pub struct Slot {
     /// When the last `progress_update` of this project went out.
     last_sent: Option<Instant>,
     /// The newest update waiting for the window to end.
-    pending: Option<Event>,
+    pending: Option<Held>,
     /// A task will flush `pending` at the end of the window.
     flush_scheduled: bool,
 }
 
+/// A held update and the receipt it is published with, however many attempts that
+/// takes: an attempt that timed out but reached Redis is not published twice.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub event: Event,
+    pub receipt: String,
+}
+
+impl Slot {
+    /// Keeps an update that could not be sent, unless a newer one is already waiting.
+    pub fn keep(&mut self, held: Held) {
+        self.pending.get_or_insert(held);
+    }
+}
+
+struct Slots {
+    map: HashMap<ProjectId, Arc<Mutex<Slot>>>,
+    /// The map's size after the last sweep; the next sweep is due at twice it.
+    swept_at: usize,
+}
+
 pub struct Coalescer {
     window: Duration,
-    slots: StdMutex<HashMap<ProjectId, Arc<Mutex<Slot>>>>,
+    slots: StdMutex<Slots>,
 }
 
 /// What `submit` decided.
 pub enum Decision {
-    /// Send these now, in order (a flushed waiting update first, if any).
-    Send(Vec<Event>),
+    /// Send now: a waiting update first (if any), then the event.
+    Send {
+        flushed: Option<Box<Held>>,
+        event: Event,
+    },
     /// Held; a flush is due at this instant (schedule it if `schedule` is set).
     Held { flush_at: Instant, schedule: bool },
 }
@@ -44,39 +81,74 @@ impl Coalescer {
     pub fn new(window: Duration) -> Self {
         Self {
             window,
-            slots: StdMutex::new(HashMap::new()),
+            slots: StdMutex::new(Slots {
+                map: HashMap::new(),
+                swept_at: 0,
+            }),
         }
     }
 
+    /// The project's slot. Whoever holds the returned `Arc` keeps the slot in the map.
     pub fn slot(&self, project: &ProjectId) -> Arc<Mutex<Slot>> {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        Arc::clone(slots.entry(project.clone()).or_default())
+        if !slots.map.contains_key(project)
+            && slots.map.len() >= slots.swept_at.max(SWEEP_FLOOR) * 2
+        {
+            self.sweep(&mut slots);
+        }
+        Arc::clone(slots.map.entry(project.clone()).or_default())
     }
 
-    /// Forgets a project's slot once its run is complete.
-    pub fn forget(&self, project: &ProjectId) {
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        slots.remove(project);
+    /// Removes slots nobody holds (no publish and no flush in progress: the map's `Arc`
+    /// is the only one, and it cannot be cloned without this lock) whose window is
+    /// over: forgetting them changes nothing, the next update goes out at once anyway.
+    fn sweep(&self, slots: &mut Slots) {
+        let now = Instant::now();
+        slots.map.retain(|_, slot| {
+            if Arc::strong_count(slot) > 1 {
+                return true;
+            }
+            match slot.try_lock() {
+                Ok(slot) => {
+                    slot.pending.is_some() || slot.last_sent.is_some_and(|t| now < t + self.window)
+                }
+                Err(_) => true,
+            }
+        });
+        slots.swept_at = slots.map.len();
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map
+            .len()
     }
 
     /// Decides what to do with `event`, given the locked slot.
     pub fn decide(&self, slot: &mut Slot, event: Event) -> Decision {
         let now = Instant::now();
         if !matches!(event, Event::ProgressUpdate(_)) {
-            let mut out = Vec::with_capacity(2);
-            if let Some(waiting) = slot.pending.take() {
+            let flushed = slot.pending.take().map(Box::new);
+            if flushed.is_some() {
                 slot.last_sent = Some(now);
-                out.push(waiting);
             }
-            out.push(event);
-            return Decision::Send(out);
+            return Decision::Send { flushed, event };
         }
         let window_open = slot.last_sent.is_some_and(|t| now < t + self.window);
         if !window_open && slot.pending.is_none() {
             slot.last_sent = Some(now);
-            return Decision::Send(vec![event]);
+            return Decision::Send {
+                flushed: None,
+                event,
+            };
         }
-        slot.pending = Some(event);
+        slot.pending = Some(Held {
+            event,
+            receipt: new_trace_id(),
+        });
         let flush_at = slot.last_sent.map_or(now, |t| t + self.window);
         let schedule = !slot.flush_scheduled;
         slot.flush_scheduled = true;
@@ -84,7 +156,7 @@ impl Coalescer {
     }
 
     /// At the end of a window: takes the waiting update, if any.
-    pub fn take_due(&self, slot: &mut Slot) -> Option<Event> {
+    pub fn take_due(&self, slot: &mut Slot) -> Option<Held> {
         slot.flush_scheduled = false;
         let waiting = slot.pending.take();
         if waiting.is_some() {
@@ -92,18 +164,37 @@ impl Coalescer {
         }
         waiting
     }
-}
 
-/// Runs `flush` for `slot` at `at` (the end of its window).
-pub async fn flush_at<F, Fut>(coalescer: &Coalescer, slot: Arc<Mutex<Slot>>, at: Instant, flush: F)
-where
-    F: FnOnce(Event) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    tokio::time::sleep_until(at).await;
-    let mut slot = slot.lock().await;
-    if let Some(event) = coalescer.take_due(&mut slot) {
-        flush(event).await;
+    /// Runs `flush` for `slot` at `at` (the end of its window); while it fails, keeps
+    /// the update and tries again each window, for up to `FLUSH_RETRY_FOR`.
+    pub async fn flush_at<F, Fut, E>(&self, slot: Arc<Mutex<Slot>>, at: Instant, mut flush: F)
+    where
+        F: FnMut(Held) -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
+    {
+        let give_up = at + FLUSH_RETRY_FOR;
+        let mut at = at;
+        loop {
+            tokio::time::sleep_until(at).await;
+            let mut slot = slot.lock().await;
+            let Some(held) = self.take_due(&mut slot) else {
+                return;
+            };
+            let Err(err) = flush(held.clone()).await else {
+                return;
+            };
+            if Instant::now() >= give_up {
+                tracing::error!(error = %err, "a coalesced progress_update could not be published for {FLUSH_RETRY_FOR:?}; giving it up");
+                crate::metrics::progress_lost();
+                return;
+            }
+            tracing::warn!(error = %err, "a coalesced progress_update could not be published yet; retrying");
+            crate::metrics::progress_flush_retried();
+            slot.keep(held);
+            slot.flush_scheduled = true;
+            at = Instant::now() + self.window;
+        }
     }
 }
 
@@ -133,8 +224,10 @@ mod tests {
 
     fn sent_progress(d: &Decision) -> Vec<Option<u8>> {
         match d {
-            Decision::Send(events) => events
+            Decision::Send { flushed, event } => flushed
                 .iter()
+                .map(|h| &h.event)
+                .chain([event])
                 .map(|e| match e {
                     Event::ProgressUpdate(p) => Some(p.progress),
                     _ => None,
@@ -160,7 +253,7 @@ mod tests {
                 ..
             }
         ));
-        match c.take_due(&mut slot) {
+        match c.take_due(&mut slot).map(|h| h.event) {
             Some(Event::ProgressUpdate(p)) => assert_eq!(p.progress, 3),
             other => panic!("{other:?}"),
         }
@@ -175,6 +268,36 @@ mod tests {
         c.decide(&mut slot, progress(2));
         assert_eq!(sent_progress(&c.decide(&mut slot, log())), [Some(2), None]);
         assert_eq!(sent_progress(&c.decide(&mut slot, log())), [None]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slots_of_idle_projects_are_swept() {
+        let c = Coalescer::new(Duration::from_millis(500));
+        let project = |i: usize| ProjectId::parse(&format!("p{i}")).unwrap();
+        // A project with an update waiting, and one whose window is open, stay.
+        let busy = c.slot(&project(0));
+        c.decide(&mut *busy.lock().await, progress(1));
+        c.decide(&mut *busy.lock().await, progress(2));
+        drop(busy);
+        for i in 1..=1000 {
+            let slot = c.slot(&project(i));
+            c.decide(&mut *slot.lock().await, progress(1));
+            if i % 100 == 0 {
+                tokio::time::advance(Duration::from_millis(600)).await;
+            }
+        }
+        assert!(c.len() < 300, "idle slots are swept: {} left", c.len());
+        let held = c.slot(&project(0));
+        assert!(
+            held.lock().await.pending.is_some(),
+            "a slot with a waiting update is never swept"
+        );
+        // A slot in use (its Arc held) is never swept, even when idle.
+        let in_use = c.slot(&project(5000));
+        for i in 1001..=3000 {
+            drop(c.slot(&project(i)));
+        }
+        assert!(Arc::ptr_eq(&in_use, &c.slot(&project(5000))));
     }
 
     #[tokio::test(start_paused = true)]

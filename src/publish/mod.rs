@@ -65,6 +65,8 @@ struct Inner {
     /// Publishes that may wait for the broker at once; beyond it a publish fails at
     /// once with an error instead of piling up (the bounded buffer of an outage).
     waiting: Arc<Semaphore>,
+    /// The flushes of held updates, so shutdown can wait for them.
+    flushes: tokio_util::task::TaskTracker,
 }
 
 /// Most publishes of one process waiting out a broker outage at once.
@@ -91,6 +93,7 @@ impl Publisher {
                 coalescer: Coalescer::new(coalesce_window),
                 retry_for,
                 waiting: Arc::new(Semaphore::new(MAX_WAITING_PUBLISHES)),
+                flushes: tokio_util::task::TaskTracker::new(),
             }),
         }
     }
@@ -129,23 +132,24 @@ impl Publisher {
     ) -> Result<Published, PublishError> {
         event.validate()?;
         let event = event.normalized(self.inner.locale);
-        let is_complete = matches!(event, Event::Complete(_));
         let coalescer = &self.inner.coalescer;
         let slot = coalescer.slot(project);
         let mut guard = slot.lock().await;
         match coalescer.decide(&mut guard, event) {
-            Decision::Send(events) => {
-                let mut last = None;
-                for event in events {
-                    let job = job_id.filter(|_| matches!(event, Event::Complete(_)));
-                    last = Some(self.send(project, &event, job).await?);
+            Decision::Send { flushed, event } => {
+                if let Some(held) = flushed
+                    && let Err(err) = self
+                        .send(project, &held.event, None, Some(&held.receipt))
+                        .await
+                {
+                    // Its scheduled flush will try it again; the caller hears why now.
+                    guard.keep(*held);
+                    return Err(err.into());
                 }
-                drop(guard);
-                if is_complete {
-                    coalescer.forget(project);
-                }
-                last.map(Published::Sent)
-                    .ok_or_else(|| BrokerError::Unavailable("nothing was sent".into()).into())
+                let job = job_id.filter(|_| matches!(event, Event::Complete(_)));
+                Ok(Published::Sent(
+                    self.send(project, &event, job, None).await?,
+                ))
             }
             Decision::Held { flush_at, schedule } => {
                 crate::metrics::progress_coalesced();
@@ -153,15 +157,18 @@ impl Publisher {
                     let this = self.clone();
                     let project = project.clone();
                     let slot = Arc::clone(&slot);
-                    tokio::spawn(async move {
-                        let sender = this.clone();
+                    self.inner.flushes.spawn(async move {
                         let coalescer = &this.inner.coalescer;
-                        coalescer::flush_at(coalescer, slot, flush_at, |event| async move {
-                            if let Err(err) = sender.send(&project, &event, None).await {
-                                tracing::error!(project_id = %project, error = %err, "a coalesced progress_update could not be published");
-                            }
-                        })
-                        .await;
+                        coalescer
+                            .flush_at(slot, flush_at, |held| {
+                                let (this, project) = (&this, &project);
+                                async move {
+                                    this.send(project, &held.event, None, Some(&held.receipt))
+                                        .await
+                                        .map(drop)
+                                }
+                            })
+                            .await;
                     });
                 }
                 Ok(Published::Coalesced)
@@ -169,14 +176,25 @@ impl Publisher {
         }
     }
 
+    /// Waits until every held `progress_update` has been flushed (or given up): call
+    /// at shutdown, so that an update answered with `coalesced` is not lost.
+    pub async fn drain(&self) {
+        self.inner.flushes.close();
+        self.inner.flushes.wait().await;
+    }
+
     async fn send(
         &self,
         project: &ProjectId,
         event: &Event,
         job_id: Option<&str>,
+        receipt: Option<&str>,
     ) -> Result<EventId, BrokerError> {
         let mut prepared = event.prepare(project, self.inner.locale);
         prepared.state.job_id = job_id.map(str::to_string);
+        if let Some(receipt) = receipt {
+            prepared.receipt = receipt.to_string();
+        }
         let deadline = tokio::time::Instant::now() + self.inner.retry_for;
         let mut delays = backon::BackoffBuilder::build(
             backon::ExponentialBuilder::default()

@@ -112,7 +112,7 @@ impl Sessions {
                     CloseReason::HeartbeatTimeout => m::heartbeat_timed_out(),
                     CloseReason::SlowConsumer => m::slow_consumer_closed(),
                     CloseReason::MessageTooBig => m::client_frame_oversized(),
-                    CloseReason::GoingAway
+                    CloseReason::ServiceRestart
                     | CloseReason::Overloaded
                     | CloseReason::TokenExpired => {}
                 }
@@ -188,7 +188,7 @@ impl Sessions {
                     }
                     () = queue.overflowed() => return Ended::Closed(CloseReason::SlowConsumer),
                     () = heartbeat.expired() => return Ended::Closed(CloseReason::HeartbeatTimeout),
-                    () = self.shutdown.cancelled() => return Ended::Closed(CloseReason::GoingAway),
+                    () = self.shutdown.cancelled() => return Ended::Closed(CloseReason::ServiceRestart),
                     () = Access::expired(&mut access) => return Ended::Closed(CloseReason::TokenExpired),
                 }
                 batch.clear();
@@ -204,7 +204,7 @@ impl Sessions {
                 continue;
             }
             tokio::select! {
-                () = self.shutdown.cancelled() => return Ended::Closed(CloseReason::GoingAway),
+                () = self.shutdown.cancelled() => return Ended::Closed(CloseReason::ServiceRestart),
                 () = queue.ready() => {}
                 () = Access::expired(&mut access) => return Ended::Closed(CloseReason::TokenExpired),
                 incoming = transport.recv() => {

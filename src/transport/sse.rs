@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{Incoming, Transport, TransportClosed};
-use crate::wire::{CloseReason, Frame};
+use crate::wire::{CloseReason, EventKind, Frame};
 
 /// Frames buffered between the session and the response body; the session's own
 /// queue is the real buffer.
@@ -35,8 +35,12 @@ impl Transport for SseTransport {
     async fn send(&mut self, frames: &[Frame]) -> Result<(), TransportClosed> {
         for frame in frames {
             let mut event = Event::default().data(frame.as_str());
-            if let Some(id) = frame.id() {
-                event = event.id(id.to_string());
+            match frame.id() {
+                Some(id) => event = event.id(id.to_string()),
+                // A snapshot of a project with no history: an empty `id:` clears the
+                // browser's stale Last-Event-ID (HTML standard, SSE "id" field).
+                None if frame.kind() == EventKind::Snapshot => event = event.id(String::new()),
+                None => {}
             }
             self.tx
                 .send(Ok(event))

@@ -3,8 +3,9 @@
 /// Every way the hub ends a session on purpose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
-    /// The server is shutting down (1001).
-    GoingAway,
+    /// The server is stopping, usually to restart (1012, "service restart"): reconnect
+    /// with jitter and resume.
+    ServiceRestart,
     /// A client frame exceeded the size limit (1009).
     MessageTooBig,
     /// The client sent nothing for `heartbeat_timeout` (4408).
@@ -20,7 +21,7 @@ pub enum CloseReason {
 impl CloseReason {
     pub fn code(self) -> u16 {
         match self {
-            Self::GoingAway => 1001,
+            Self::ServiceRestart => 1012,
             Self::MessageTooBig => 1009,
             Self::HeartbeatTimeout => 4408,
             Self::SlowConsumer => 4429,
@@ -32,7 +33,7 @@ impl CloseReason {
     /// The close reason text; short, stable, and free of internals.
     pub fn text(self) -> &'static str {
         match self {
-            Self::GoingAway => "server shutting down",
+            Self::ServiceRestart => "service restart",
             Self::MessageTooBig => "message too big",
             Self::HeartbeatTimeout => "heartbeat timeout",
             Self::SlowConsumer => "slow consumer",
@@ -48,7 +49,7 @@ mod tests {
 
     #[test]
     fn codes_match_the_contract() {
-        assert_eq!(CloseReason::GoingAway.code(), 1001);
+        assert_eq!(CloseReason::ServiceRestart.code(), 1012);
         assert_eq!(CloseReason::MessageTooBig.code(), 1009);
         assert_eq!(CloseReason::HeartbeatTimeout.code(), 4408);
         assert_eq!(CloseReason::HeartbeatTimeout.text(), "heartbeat timeout");

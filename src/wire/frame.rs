@@ -238,8 +238,15 @@ impl Frame {
     }
 
     /// The late joiner's (or failed resumer's) view of the project.
+    /// Its id is the state's position (the newest event it includes), so that an SSE
+    /// client's `Last-Event-ID` moves to where the snapshot stands.
     pub fn snapshot(state: &ProjectState, recovered: bool) -> Self {
-        Self::encode(EventKind::Snapshot, &SnapshotData { state, recovered })
+        let mut frame = Self::encode(EventKind::Snapshot, &SnapshotData { state, recovered });
+        frame.id = state
+            .last_event_id
+            .as_deref()
+            .and_then(|id| id.parse().ok());
+        frame
     }
 
     /// The first frame of every session.
