@@ -2,7 +2,9 @@
 //!
 //! Scenarios (see BENCHMARKS.md for the commands and the results):
 //! - `fanout`: C clients on one project; R events/s for D s, each stamped with its send
-//!   time; every client records publish → receive latency.
+//!   time; every client records publish → receive latency. `--slow N` adds N clients
+//!   that never read (the slow-consumer case: the others' latency is what to compare),
+//!   `--pad B` makes every event B bytes longer.
 //! - `spread`: C clients over P projects, aggregate rate R.
 //! - `idle`: C idle connections held D s (answering pings).
 //! - `churn`: K connect → first frame → close cycles, Q at a time.
@@ -96,6 +98,12 @@ struct Load {
     /// Hub HTTP base for --publish http.
     #[arg(long, default_value = "http://127.0.0.1:8000")]
     http_url: String,
+    /// Extra clients on the first project that connect and then never read.
+    #[arg(long, default_value_t = 0)]
+    slow: usize,
+    /// Bytes of padding added to every event.
+    #[arg(long, default_value_t = 0)]
+    pad: usize,
 }
 
 #[derive(Args, Clone)]
@@ -272,6 +280,11 @@ async fn run_load(load: Load, scenario: &str) -> anyhow::Result<()> {
         load.clients,
         connect_time.as_secs_f64()
     );
+    // Held, never polled: their socket buffers fill, then the hub's queue for them.
+    let mut stalled = Vec::with_capacity(load.slow);
+    for n in 0..load.slow {
+        stalled.push(connect(common, "bench-0", load.clients + n).await?);
+    }
     // Let every subscription settle before measuring.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let server1 = proc_stat(common.server_pid);
@@ -294,6 +307,7 @@ async fn run_load(load: Load, scenario: &str) -> anyhow::Result<()> {
     }
     let server2 = proc_stat(common.server_pid);
     let me2 = proc_stat(None);
+    drop(stalled);
     stop.cancel();
     for c in clients {
         let _ = c.await;
@@ -302,6 +316,7 @@ async fn run_load(load: Load, scenario: &str) -> anyhow::Result<()> {
     let mut result = vec![
         format!("scenario={scenario}"),
         format!("clients={connected}"),
+        format!("slow={}", load.slow),
         format!("connect_s={:.2}", connect_time.as_secs_f64()),
     ];
     let per_project = connected as f64 / projects as f64;
@@ -380,12 +395,13 @@ async fn publish(load: &Load, projects: usize) -> anyhow::Result<u64> {
     let client = redis::Client::open(load.redis_url.as_str())?;
     let mut redis = client.get_multiplexed_async_connection().await?;
     let http = reqwest::Client::new();
+    let pad = "x".repeat(load.pad);
     let start = tokio::time::Instant::now();
     for seq in 0..total {
         tokio::time::sleep_until(start + interval * seq as u32).await;
         let project = format!("bench-{}", seq as usize % projects);
         let payload = format!(
-            r#"{{"event":"log","data":{{"level":"INFO","message":"seq={seq} sent_us={}","timestamp":"{}"}}}}"#,
+            r#"{{"event":"log","data":{{"level":"INFO","message":"seq={seq} sent_us={} {pad}","timestamp":"{}"}}}}"#,
             now_us(),
             chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
         );
@@ -399,7 +415,7 @@ async fn publish(load: &Load, projects: usize) -> anyhow::Result<u64> {
             }
             PublishVia::Http => {
                 let body = format!(
-                    r#"{{"event":"log","data":{{"level":"INFO","message":"seq={seq} sent_us={}"}}}}"#,
+                    r#"{{"event":"log","data":{{"level":"INFO","message":"seq={seq} sent_us={} {pad}"}}}}"#,
                     now_us()
                 );
                 let url = format!("{}/api/v1/projects/{project}/events", load.http_url);
