@@ -5,7 +5,13 @@
 //! then hands the rest back to the queue for another worker. A job taken over from a
 //! dead worker restarts from the beginning (progress cannot go backwards within the
 //! run, so the bar holds), unless that worker had already published its `complete`:
-//! the project's state records which job completed, so no job ever completes twice.
+//! the project's state records which job completed, so a job taken over after its
+//! `complete` is settled, not run again.
+//!
+//! A worker that stalls (a paused host, a long partition) may find on waking that
+//! another worker reclaimed its job: its keep-alive then reports the claim lost, and
+//! the run is dropped at once: nothing settled, no `complete`, the job left to the
+//! worker that holds it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +24,7 @@ use tracing::Instrument;
 use super::WorkerConfig;
 use super::pipeline::{Outcome, generate_video};
 use super::providers::Providers;
-use super::queue::{Claimed, JobQueue};
+use super::queue::{Claimed, JobQueue, Ownership};
 use crate::broker::Broker;
 use crate::metrics as m;
 use crate::publish::Publisher;
@@ -128,11 +134,13 @@ impl Worker {
         let project = &job.project;
         if self.already_completed(&claimed).await {
             tracing::info!(project_id = %project, job_id = %job.id, "job had already completed; settling it");
-            self.settle(&claimed).await;
+            if let Some(Ownership::Lost { holder }) = self.settle(&claimed).await {
+                self.claim_lost(&claimed, holder.as_deref());
+            }
             return;
         }
-        tracing::info!(project_id = %project, job_id = %job.id, reclaimed = claimed.reclaimed, "job started");
-        if claimed.reclaimed {
+        tracing::info!(project_id = %project, job_id = %job.id, reclaimed = claimed.reclaimed(), "job started");
+        if claimed.reclaimed() {
             let text = self.publisher.locale().pick(
                 "先前的 worker 已停止回應，工作由其他 worker 接手並重新開始",
                 "The previous worker stopped responding; another worker took the job over and restarted it",
@@ -161,25 +169,55 @@ impl Worker {
                         Outcome::Completed { .. } => "completed",
                         Outcome::Failed { .. } => "failed",
                     };
+                    if let Some(Ownership::Lost { holder }) = self.settle(&claimed).await {
+                        // The run ended between losing its claim and the next keep-alive:
+                        // its `complete` may be one of two.
+                        tracing::warn!(project_id = %project, job_id = %job.id, outcome = label, "job finished after its claim was lost");
+                        self.claim_lost(&claimed, holder.as_deref());
+                        return;
+                    }
                     m::job_finished(label);
                     tracing::info!(project_id = %project, job_id = %job.id, outcome = label, "job finished");
-                    self.settle(&claimed).await;
                     return;
                 }
                 _ = keepalive.tick() => {
-                    if let Err(err) = self.queue.keep_alive(&self.name, &claimed).await {
-                        tracing::warn!(project_id = %project, error = %err, "could not renew the job's claim");
+                    match self.queue.keep_alive(&claimed).await {
+                        Ok(Ownership::Held) => {}
+                        Ok(Ownership::Lost { holder }) => {
+                            // Returning drops the pipeline mid-step: it publishes nothing more.
+                            self.claim_lost(&claimed, holder.as_deref());
+                            return;
+                        }
+                        Err(err) => {
+                            tracing::warn!(project_id = %project, job_id = %job.id, error = %err, "could not renew the job's claim");
+                        }
                     }
                 }
                 () = stop.cancelled() => {
-                    m::job_finished("handed_back");
-                    if let Err(err) = self.queue.hand_back(&claimed).await {
-                        tracing::error!(project_id = %project, error = %err, "could not hand the job back; another worker will reclaim it");
+                    match self.queue.hand_back(&claimed).await {
+                        Ok(Ownership::Held) => m::job_finished("handed_back"),
+                        Ok(Ownership::Lost { holder }) => self.claim_lost(&claimed, holder.as_deref()),
+                        Err(err) => {
+                            m::job_finished("handed_back");
+                            tracing::error!(project_id = %project, job_id = %job.id, error = %err, "could not hand the job back; another worker will reclaim it");
+                        }
                     }
                     return;
                 }
             }
         }
+    }
+
+    /// Another worker reclaimed the job (or settled it): this run is over, and the job
+    /// is not this worker's to settle, hand back or complete.
+    fn claim_lost(&self, claimed: &Claimed, holder: Option<&str>) {
+        m::job_finished("claim_lost");
+        tracing::warn!(
+            project_id = %claimed.job.project,
+            job_id = %claimed.job.id,
+            holder = holder.unwrap_or("none"),
+            "lost the job's claim (this worker was silent longer than the claim idle time); dropping the run"
+        );
     }
 
     async fn already_completed(&self, claimed: &Claimed) -> bool {
@@ -192,9 +230,14 @@ impl Worker {
         }
     }
 
-    async fn settle(&self, claimed: &Claimed) {
-        if let Err(err) = self.queue.finish(claimed).await {
-            tracing::error!(project_id = %claimed.job.project, error = %err, "could not settle the job");
+    /// Settles the job; None if the queue could not be reached (it is logged).
+    async fn settle(&self, claimed: &Claimed) -> Option<Ownership> {
+        match self.queue.finish(claimed).await {
+            Ok(ownership) => Some(ownership),
+            Err(err) => {
+                tracing::error!(project_id = %claimed.job.project, job_id = %claimed.job.id, error = %err, "could not settle the job");
+                None
+            }
         }
     }
 }
