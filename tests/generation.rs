@@ -759,11 +759,13 @@ async fn history(redis: &RedisServer, project: &str) -> Vec<Value> {
 
 // Worker A stalls mid-job longer than the claim idle time; worker B reclaims the job
 // and restarts it. When A comes back, its keep-alive finds the claim lost: A drops its
-// run, does not take the job back, and the project sees exactly one complete — B's.
+// run at once (publishing nothing more), does not take the job back, and the project
+// sees exactly one complete — B's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_worker_loses_its_claim_and_the_job_completes_once() {
     let hub = hub_without_worker().await;
     let redis = hub.redis();
+    // A speaks English, B Chinese: every event says which worker published it.
     let a = ThreadWorker::start(
         &redis.url(),
         "worker-a",
@@ -843,6 +845,27 @@ async fn stalled_worker_loses_its_claim_and_the_job_completes_once() {
     );
     // The job was settled once, by B.
     assert_eq!(stream_len(redis).await, 0);
+    // What the client saw: one clean stream; after B took over, only B's events (in
+    // Chinese), a whole run of every stage.
     check_stream(&frames);
-    assert_eq!(frames.last().unwrap()["data"]["status"], "COMPLETED");
+    let takeover = frames
+        .iter()
+        .position(|f| {
+            f["data"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("接手"))
+        })
+        .expect("B says it took over");
+    let after = &frames[takeover..];
+    for f in after {
+        if let Some(m) = f["data"]["message"].as_str() {
+            assert!(!m.is_ascii(), "an event of A after B took over: {f}");
+        }
+    }
+    let stages: Vec<&str> = of(after, "stage_change")
+        .iter()
+        .map(|f| f["data"]["current_stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(stages, STAGES, "B ran every stage once");
+    assert_eq!(after.last().unwrap()["data"]["status"], "COMPLETED");
 }
