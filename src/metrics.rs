@@ -123,7 +123,8 @@ pub fn client_frame_ignored() {
 pub fn client_frame_oversized() {
     handles().oversized_client_frames.increment(1);
 }
-/// A generation job ended: `completed`, `failed` or `handed_back`.
+/// A generation job ended: `completed`, `failed`, `handed_back`, or `claim_lost` (its
+/// worker was silent so long that another took the job over; this run was dropped).
 pub fn job_finished(outcome: &'static str) {
     counter!("hub_jobs_total", "outcome" => outcome).increment(1);
 }

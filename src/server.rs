@@ -111,7 +111,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningHub, ServeError> {
         });
     let jobs: Arc<dyn JobQueue> = match &config.redis_url {
         Some(url) => Arc::new(RedisQueue::new(url, claim_idle)?),
-        None => Arc::new(MemoryQueue::default()),
+        None => Arc::new(MemoryQueue::new(claim_idle)),
     };
     if let Some(worker) = config.worker.clone() {
         let job_publisher = Publisher::retrying(

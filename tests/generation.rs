@@ -1,14 +1,25 @@
 //! The generation job end to end: REST → job queue → worker → pipeline → publish path
 //! → WebSocket. Test 9 of the original task description, retries, failure, the
-//! one-job-per-project rule, and workers that die or share the load.
+//! one-job-per-project rule, and workers that die, stall, or share the load.
 
 mod support;
 
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
+use progress_hub::broker::HistoryConfig;
+use progress_hub::broker::redis::RedisBroker;
+use progress_hub::job::queue::{JobQueue, Ownership, QueueError};
+use progress_hub::job::redis_queue::{GROUP, RedisQueue, STREAM};
+use progress_hub::job::worker::Worker;
+use progress_hub::job::{Job, RetryPolicy, WorkerConfig};
+use progress_hub::locale::Locale;
+use progress_hub::publish::Publisher;
+use progress_hub::wire::ProjectId;
 use serde_json::{Value, json};
-use support::{Backend, TestHub, WsClient, log_event};
+use support::{Backend, PATIENCE, RedisServer, TestHub, WsClient, eventually, log_event, metric};
+use tokio_util::sync::CancellationToken;
 
 const STAGES: [&str; 5] = [
     "SCRIPT_GENERATING",
@@ -470,4 +481,391 @@ async fn stopped_worker_hands_its_job_back() {
         "sentinel",
         "one complete"
     );
+}
+
+/// Who holds a job's stream entry, per `XPENDING` (None: it is not pending).
+async fn pending_owner(redis: &RedisServer, entry: &str) -> Option<String> {
+    let mut conn = redis.connection().await;
+    let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+        .arg(STREAM)
+        .arg(GROUP)
+        .arg(entry)
+        .arg(entry)
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    pending.into_iter().next().map(|(_, owner, _, _)| owner)
+}
+
+/// The only entry of the job stream, if any (the job queue of one test).
+async fn only_job_entry(redis: &RedisServer) -> Option<String> {
+    let mut conn = redis.connection().await;
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(STREAM)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(entries.len() <= 1, "one job, one entry: {entries:?}");
+    entries.into_iter().next().map(|(id, _)| id)
+}
+
+async fn stream_len(redis: &RedisServer) -> u64 {
+    let mut conn = redis.connection().await;
+    redis::cmd("XLEN")
+        .arg(STREAM)
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+fn queued_job(project: &str) -> Job {
+    Job {
+        id: progress_hub::job::new_job_id(),
+        project: ProjectId::parse(project).unwrap(),
+        topic: "ai trends".into(),
+        inject_failures: Default::default(),
+    }
+}
+
+// The queue alone: once B has reclaimed A's job, nothing A does with its old claim
+// (keep-alive, finish, hand back) takes the job back, settles it, or queues it twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_claim_cannot_be_kept_alive_settled_or_handed_back() {
+    let redis = RedisServer::start().await;
+    let wait = Duration::from_millis(100);
+    let a = RedisQueue::new(&redis.url(), Duration::from_secs(30)).unwrap();
+    // B reclaims whatever is pending: to B, A has been silent longer than the claim
+    // idle time (as if A had stalled that long), with no time spent waiting.
+    let b = RedisQueue::new(&redis.url(), Duration::ZERO).unwrap();
+    let job = queued_job("lost-claim");
+    a.submit(&job).await.unwrap();
+    let first = a
+        .take("worker-a", wait)
+        .await
+        .unwrap()
+        .expect("A takes the job");
+    assert!(!first.reclaimed());
+    let second = b
+        .take("worker-b", wait)
+        .await
+        .unwrap()
+        .expect("B reclaims it");
+    assert!(second.reclaimed());
+    assert_eq!(second.job, job);
+    assert_eq!(second.entry, first.entry);
+    assert_eq!(
+        pending_owner(&redis, &first.entry).await.as_deref(),
+        Some("worker-b")
+    );
+
+    // A comes back to life: its keep-alive reports the claim lost and does not take
+    // the job back.
+    let lost = Ownership::Lost {
+        holder: Some("worker-b".into()),
+    };
+    assert_eq!(a.keep_alive(&first).await.unwrap(), lost);
+    assert_eq!(
+        pending_owner(&redis, &first.entry).await.as_deref(),
+        Some("worker-b"),
+        "A's keep-alive took the job back from B"
+    );
+    // Nor may A settle B's job, or queue it a second time.
+    assert_eq!(a.finish(&first).await.unwrap(), lost);
+    assert_eq!(
+        pending_owner(&redis, &first.entry).await.as_deref(),
+        Some("worker-b"),
+        "A settled the job B runs"
+    );
+    assert_eq!(a.hand_back(&first).await.unwrap(), lost);
+    assert_eq!(
+        stream_len(&redis).await,
+        1,
+        "A queued the job a second time"
+    );
+    // The project stays locked for the job B runs.
+    let again = a.submit(&queued_job("lost-claim")).await;
+    assert!(
+        matches!(&again, Err(QueueError::Busy { job_id }) if *job_id == job.id),
+        "{again:?}"
+    );
+
+    // A worker that reclaims its own job holds a new claim; the old one is over.
+    assert_eq!(b.keep_alive(&second).await.unwrap(), Ownership::Held);
+    let third = b
+        .take("worker-b", wait)
+        .await
+        .unwrap()
+        .expect("B reclaims it again");
+    assert_eq!(
+        (third.entry.as_str(), third.delivery),
+        (first.entry.as_str(), 3)
+    );
+    assert_eq!(b.keep_alive(&second).await.unwrap(), lost);
+    assert_eq!(b.hand_back(&second).await.unwrap(), lost);
+    assert_eq!(stream_len(&redis).await, 1, "queued once");
+
+    // The live claim is whole: it keeps the job and settles it, which frees the project.
+    assert_eq!(b.keep_alive(&third).await.unwrap(), Ownership::Held);
+    assert_eq!(b.finish(&third).await.unwrap(), Ownership::Held);
+    assert_eq!(pending_owner(&redis, &first.entry).await, None);
+    assert_eq!(stream_len(&redis).await, 0);
+    assert_eq!(
+        a.keep_alive(&third).await.unwrap(),
+        Ownership::Lost { holder: None },
+        "a settled job is no one's"
+    );
+    a.submit(&queued_job("lost-claim")).await.unwrap();
+}
+
+// Handing a job back is one step: the job is queued again exactly once, for a new taker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_claim_is_handed_back_once() {
+    let redis = RedisServer::start().await;
+    let wait = Duration::from_millis(100);
+    let q = RedisQueue::new(&redis.url(), Duration::from_secs(30)).unwrap();
+    let job = queued_job("hand-back");
+    q.submit(&job).await.unwrap();
+    let first = q.take("worker-a", wait).await.unwrap().unwrap();
+    assert_eq!(q.hand_back(&first).await.unwrap(), Ownership::Held);
+    assert_eq!(pending_owner(&redis, &first.entry).await, None);
+    assert_eq!(stream_len(&redis).await, 1);
+    let next = q.take("worker-b", wait).await.unwrap().unwrap();
+    assert_eq!(next.job, job);
+    assert!(!next.reclaimed(), "a handed-back job is a new delivery");
+    assert_ne!(next.entry, first.entry);
+    assert_eq!(
+        q.keep_alive(&first).await.unwrap(),
+        Ownership::Lost { holder: None }
+    );
+    assert_eq!(q.finish(&next).await.unwrap(), Ownership::Held);
+    assert_eq!(stream_len(&redis).await, 0);
+}
+
+/// A worker on a runtime of its own, on a thread of its own, that the test can freeze
+/// whole — every task and timer of it stops, as in a stopped process or a long pause
+/// of its host — and thaw.
+struct ThreadWorker {
+    runtime: tokio::runtime::Handle,
+    shutdown: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Thaws a frozen worker when dropped.
+struct Frozen {
+    _thaw: std::sync::mpsc::Sender<()>,
+}
+
+impl ThreadWorker {
+    fn start(redis_url: &str, name: &str, locale: Locale, config: WorkerConfig) -> Self {
+        let (runtime_tx, runtime_rx) = std::sync::mpsc::channel();
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let url = redis_url.to_string();
+        let worker_name = name.to_string();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime_tx.send(runtime.handle().clone()).unwrap();
+            runtime.block_on(async move {
+                let broker =
+                    Arc::new(RedisBroker::connect(&url, HistoryConfig::default()).unwrap());
+                let queue = Arc::new(RedisQueue::new(&url, config.claim_idle).unwrap());
+                let publisher = Publisher::retrying(
+                    broker.clone(),
+                    locale,
+                    Duration::from_millis(500),
+                    config.publish_retry,
+                );
+                let mut worker = Worker::new(queue, broker, publisher, config);
+                worker.name = worker_name;
+                worker.run(stop).await;
+            });
+        });
+        Self {
+            runtime: runtime_rx.recv().unwrap(),
+            shutdown,
+            thread: Some(thread),
+        }
+    }
+
+    /// Freezes the worker's runtime (its only thread blocks) until the guard is dropped.
+    async fn freeze(&self) -> Frozen {
+        let (frozen_tx, frozen_rx) = tokio::sync::oneshot::channel();
+        let (thaw_tx, thaw_rx) = std::sync::mpsc::channel::<()>();
+        self.runtime.spawn(async move {
+            let _ = frozen_tx.send(());
+            let _ = thaw_rx.recv(); // blocks the runtime's thread: nothing else runs
+        });
+        tokio::time::timeout(PATIENCE, frozen_rx)
+            .await
+            .expect("the worker freezes in time")
+            .unwrap();
+        Frozen { _thaw: thaw_tx }
+    }
+
+    /// Stops the worker (running jobs get the config's grace period) and waits for it.
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        let thread = self.thread.take().unwrap();
+        tokio::task::spawn_blocking(move || thread.join().unwrap())
+            .await
+            .unwrap();
+    }
+}
+
+impl Drop for ThreadWorker {
+    fn drop(&mut self) {
+        // A failed test does not leave the worker running jobs.
+        self.shutdown.cancel();
+    }
+}
+
+fn thread_worker_config(mock_delay: Duration) -> WorkerConfig {
+    WorkerConfig {
+        mock_delay,
+        retry: RetryPolicy {
+            max_retries: 3,
+            base: Duration::from_millis(5),
+            cap: Duration::from_millis(20),
+        },
+        concurrency: 1,
+        claim_idle: Duration::from_secs(2),
+        // Long enough that a job still running when the worker stops runs to its end.
+        shutdown_grace: Duration::from_secs(60),
+        publish_retry: Duration::from_secs(5),
+    }
+}
+
+/// The frames of a project's history, oldest first, as the hub stored them.
+async fn history(redis: &RedisServer, project: &str) -> Vec<Value> {
+    let mut conn = redis.connection().await;
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(format!("progress:{{{project}}}:history"))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    entries
+        .into_iter()
+        .map(|(_, fields)| serde_json::from_str(&fields[0].1).unwrap())
+        .collect()
+}
+
+// Worker A stalls mid-job longer than the claim idle time; worker B reclaims the job
+// and restarts it. When A comes back, its keep-alive finds the claim lost: A drops its
+// run at once (publishing nothing more), does not take the job back, and the project
+// sees exactly one complete — B's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_worker_loses_its_claim_and_the_job_completes_once() {
+    let hub = hub_without_worker().await;
+    let redis = hub.redis();
+    // A speaks English, B Chinese: every event says which worker published it.
+    let a = ThreadWorker::start(
+        &redis.url(),
+        "worker-a",
+        Locale::En,
+        thread_worker_config(Duration::from_millis(150)),
+    );
+    let mut client = WsClient::connected(&hub.ws_url("stalled")).await;
+    let (status, _) = generate(&hub, "stalled", json!({"topic": "ai trends"})).await;
+    assert_eq!(status, 202);
+    // A is synthesizing the voice (a 300 ms provider call): freeze it there.
+    let mut frames = Vec::new();
+    loop {
+        let frame = client.next_event().await;
+        if matches!(frame["event"].as_str(), Some("connected" | "snapshot")) {
+            continue;
+        }
+        let voice = frame["data"]["message"] == "Synthesizing the voice...";
+        frames.push(frame);
+        if voice {
+            break;
+        }
+    }
+    let frozen_a = a.freeze().await;
+    let entry = only_job_entry(redis).await.expect("the job is queued");
+    assert_eq!(
+        pending_owner(redis, &entry).await.as_deref(),
+        Some("worker-a")
+    );
+
+    // B reclaims the job once A has been silent for the claim idle time.
+    let b = ThreadWorker::start(
+        &redis.url(),
+        "worker-b",
+        Locale::ZhTw,
+        thread_worker_config(Duration::from_millis(20)),
+    );
+    eventually("B reclaims A's job", || async {
+        pending_owner(redis, &entry).await.as_deref() == Some("worker-b")
+    })
+    .await;
+    // Hold B still while A wakes up, so that what A's keep-alive does is what we see.
+    let frozen_b = b.freeze().await;
+    drop(frozen_a);
+    let claim_lost = "hub_jobs_total{outcome=\"claim_lost\"}";
+    eventually(
+        "A's keep-alive runs (A reports the claim lost, or takes the job)",
+        || async {
+            metric(&hub, claim_lost).await >= 1.0
+                || pending_owner(redis, &entry).await.as_deref() != Some("worker-b")
+        },
+    )
+    .await;
+    let owner_after_a_woke = pending_owner(redis, &entry).await;
+    drop(frozen_b);
+
+    frames.extend(until_complete(&mut client).await);
+    a.stop().await;
+    b.stop().await;
+
+    let stored = history(redis, "stalled").await;
+    let completes = of(&stored, "complete");
+    assert_eq!(completes.len(), 1, "exactly one complete: {completes:?}");
+    assert_eq!(
+        stored.last().unwrap()["event"],
+        "complete",
+        "nothing after it"
+    );
+    assert_eq!(
+        owner_after_a_woke.as_deref(),
+        Some("worker-b"),
+        "A's keep-alive must not take the job back"
+    );
+    assert_eq!(
+        metric(&hub, claim_lost).await,
+        1.0,
+        "A counted its lost claim"
+    );
+    // The job was settled once, by B.
+    assert_eq!(stream_len(redis).await, 0);
+    // What the client saw: one clean stream; after B took over, only B's events (in
+    // Chinese), a whole run of every stage.
+    check_stream(&frames);
+    let takeover = frames
+        .iter()
+        .position(|f| {
+            f["data"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("接手"))
+        })
+        .expect("B says it took over");
+    let after = &frames[takeover..];
+    for f in after {
+        if let Some(m) = f["data"]["message"].as_str() {
+            assert!(!m.is_ascii(), "an event of A after B took over: {f}");
+        }
+    }
+    let stages: Vec<&str> = of(after, "stage_change")
+        .iter()
+        .map(|f| f["data"]["current_stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(stages, STAGES, "B ran every stage once");
+    assert_eq!(after.last().unwrap()["data"]["status"], "COMPLETED");
 }

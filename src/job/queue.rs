@@ -4,8 +4,13 @@
 //!
 //! The contract: at most one job per project at a time (`submit` says `Busy`
 //! otherwise); a taken job stays the taker's while it shows life (`keep_alive`); a job
-//! whose worker died is taken again by another (`take` reclaims it after
-//! `claim_idle`); `finish` settles it; `hand_back` returns it for another worker.
+//! whose worker went silent for `claim_idle` is taken again by another (`take`
+//! reclaims it); `finish` settles it; `hand_back` returns it for another worker.
+//!
+//! A reclaim makes a new claim and ends the old one. The silent worker may come back:
+//! `keep_alive`, `finish` and `hand_back` act only on a claim that still holds, and
+//! report `Ownership::Lost` otherwise, so that worker drops its run instead of taking
+//! the job back, settling it, or queueing it twice.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -13,6 +18,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use super::Job;
 use crate::wire::ProjectId;
@@ -31,48 +37,114 @@ impl From<redis::RedisError> for QueueError {
     }
 }
 
-/// A job a worker has taken, with what the queue needs to settle it.
+/// A job a worker has taken, and which claim on it is the worker's.
 #[derive(Debug, Clone)]
 pub struct Claimed {
     pub job: Job,
-    /// The queue's handle for it (a stream entry id; empty in memory).
+    /// The queue's handle for it (a stream entry id; a counter in memory).
     pub entry: String,
+    /// The consumer (worker) that took it.
+    pub consumer: String,
+    /// How many times the job has been handed out, this time included: 1 for the first
+    /// taker, one more for each reclaim. With `consumer` it names this claim, so even a
+    /// worker that reclaims its own stalled job holds a new claim, not the old one.
+    pub delivery: u64,
+}
+
+impl Claimed {
     /// Taken over from a worker that stopped showing life.
-    pub reclaimed: bool,
+    pub fn reclaimed(&self) -> bool {
+        self.delivery > 1
+    }
+}
+
+/// Whether a claim still held when the queue acted on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "a lost claim means the job is no longer this worker's to run"]
+pub enum Ownership {
+    /// The claim held; the queue did what was asked.
+    Held,
+    /// Another claim replaced this one (the job was reclaimed), or the job was settled:
+    /// the queue changed nothing. `holder` is the consumer holding the job now, if any.
+    Lost { holder: Option<String> },
 }
 
 #[async_trait]
 pub trait JobQueue: Send + Sync + 'static {
     async fn submit(&self, job: &Job) -> Result<(), QueueError>;
-    /// The next job for `consumer`, waiting at most `wait`.
+    /// The next job for `consumer`, waiting at most `wait`: first one whose worker went
+    /// silent for `claim_idle`, then a new one.
     async fn take(&self, consumer: &str, wait: Duration) -> Result<Option<Claimed>, QueueError>;
-    async fn keep_alive(&self, consumer: &str, claimed: &Claimed) -> Result<(), QueueError>;
-    async fn finish(&self, claimed: &Claimed) -> Result<(), QueueError>;
-    async fn hand_back(&self, claimed: &Claimed) -> Result<(), QueueError>;
+    /// Shows the claim's worker is alive, so the job is not reclaimed; `Lost` if it
+    /// already was (or was settled).
+    async fn keep_alive(&self, claimed: &Claimed) -> Result<Ownership, QueueError>;
+    /// Settles the job and frees its project, if the claim still holds.
+    async fn finish(&self, claimed: &Claimed) -> Result<Ownership, QueueError>;
+    /// Queues the job again for another worker, if the claim still holds.
+    async fn hand_back(&self, claimed: &Claimed) -> Result<Ownership, QueueError>;
+}
+
+/// A taken job, as the in-process queue tracks it.
+struct Pending {
+    job: Job,
+    consumer: String,
+    delivery: u64,
+    /// The taker's last sign of life.
+    seen: Instant,
+}
+
+#[derive(Default)]
+struct MemoryState {
+    /// Project → the job running (or waiting) for it.
+    running: HashMap<ProjectId, String>,
+    /// Entry → the claim on a taken job not yet settled.
+    pending: HashMap<u64, Pending>,
+    next_entry: u64,
+}
+
+impl MemoryState {
+    /// The taken job `claimed` names, if the claim still holds; else who holds it now.
+    fn owned(&mut self, claimed: &Claimed) -> Result<(u64, &mut Pending), Ownership> {
+        let entry = claimed.entry.parse::<u64>().ok();
+        match entry.and_then(|e| self.pending.get_mut(&e).map(|p| (e, p))) {
+            Some((e, p)) if p.consumer == claimed.consumer && p.delivery == claimed.delivery => {
+                Ok((e, p))
+            }
+            Some((_, p)) => Err(Ownership::Lost {
+                holder: Some(p.consumer.clone()),
+            }),
+            None => Err(Ownership::Lost { holder: None }),
+        }
+    }
 }
 
 /// The in-process queue of the self-contained hub.
 pub struct MemoryQueue {
     tx: mpsc::UnboundedSender<Job>,
     rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Job>>,
-    /// Project → the job running (or waiting) for it.
-    running: Mutex<HashMap<ProjectId, String>>,
+    claim_idle: Duration,
+    state: Mutex<MemoryState>,
 }
 
 impl Default for MemoryQueue {
     fn default() -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        Self {
-            tx,
-            rx: tokio::sync::Mutex::new(rx),
-            running: Mutex::new(HashMap::new()),
-        }
+        Self::new(super::WorkerConfig::default().claim_idle)
     }
 }
 
 impl MemoryQueue {
-    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<ProjectId, String>> {
-        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    pub fn new(claim_idle: Duration) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Self {
+            tx,
+            rx: tokio::sync::Mutex::new(rx),
+            claim_idle,
+            state: Mutex::new(MemoryState::default()),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, MemoryState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn enqueue(&self, job: &Job) -> Result<(), QueueError> {
@@ -80,50 +152,105 @@ impl MemoryQueue {
             .send(job.clone())
             .map_err(|_| QueueError::Unavailable("the in-process queue is closed".into()))
     }
+
+    /// Takes over a job whose taker has been silent for `claim_idle`.
+    fn reclaim(&self, consumer: &str) -> Option<Claimed> {
+        let mut state = self.state();
+        let now = Instant::now();
+        let (entry, pending) = state
+            .pending
+            .iter_mut()
+            .filter(|(_, p)| now.duration_since(p.seen) >= self.claim_idle)
+            .min_by_key(|(e, _)| **e)?;
+        pending.consumer = consumer.to_string();
+        pending.delivery += 1;
+        pending.seen = now;
+        Some(Claimed {
+            job: pending.job.clone(),
+            entry: entry.to_string(),
+            consumer: consumer.to_string(),
+            delivery: pending.delivery,
+        })
+    }
 }
 
 #[async_trait]
 impl JobQueue for MemoryQueue {
     async fn submit(&self, job: &Job) -> Result<(), QueueError> {
         {
-            let mut running = self.running();
-            if let Some(job_id) = running.get(&job.project) {
+            let mut state = self.state();
+            if let Some(job_id) = state.running.get(&job.project) {
                 return Err(QueueError::Busy {
                     job_id: job_id.clone(),
                 });
             }
-            running.insert(job.project.clone(), job.id.clone());
+            state.running.insert(job.project.clone(), job.id.clone());
         }
         self.enqueue(job)
     }
 
-    async fn take(&self, _consumer: &str, wait: Duration) -> Result<Option<Claimed>, QueueError> {
-        let mut rx = self.rx.lock().await;
-        Ok(tokio::time::timeout(wait, rx.recv())
-            .await
-            .ok()
-            .flatten()
-            .map(|job| Claimed {
-                job,
-                entry: String::new(),
-                reclaimed: false,
-            }))
-    }
-
-    async fn keep_alive(&self, _consumer: &str, _claimed: &Claimed) -> Result<(), QueueError> {
-        Ok(())
-    }
-
-    async fn finish(&self, claimed: &Claimed) -> Result<(), QueueError> {
-        let mut running = self.running();
-        if running.get(&claimed.job.project) == Some(&claimed.job.id) {
-            running.remove(&claimed.job.project);
+    async fn take(&self, consumer: &str, wait: Duration) -> Result<Option<Claimed>, QueueError> {
+        if let Some(claimed) = self.reclaim(consumer) {
+            return Ok(Some(claimed));
         }
-        Ok(())
+        let mut rx = self.rx.lock().await;
+        let Ok(Some(job)) = tokio::time::timeout(wait, rx.recv()).await else {
+            return Ok(None);
+        };
+        let mut state = self.state();
+        state.next_entry += 1;
+        let entry = state.next_entry;
+        state.pending.insert(
+            entry,
+            Pending {
+                job: job.clone(),
+                consumer: consumer.to_string(),
+                delivery: 1,
+                seen: Instant::now(),
+            },
+        );
+        Ok(Some(Claimed {
+            job,
+            entry: entry.to_string(),
+            consumer: consumer.to_string(),
+            delivery: 1,
+        }))
     }
 
-    async fn hand_back(&self, claimed: &Claimed) -> Result<(), QueueError> {
-        self.enqueue(&claimed.job)
+    async fn keep_alive(&self, claimed: &Claimed) -> Result<Ownership, QueueError> {
+        let mut state = self.state();
+        Ok(match state.owned(claimed) {
+            Ok((_, pending)) => {
+                pending.seen = Instant::now();
+                Ownership::Held
+            }
+            Err(lost) => lost,
+        })
+    }
+
+    async fn finish(&self, claimed: &Claimed) -> Result<Ownership, QueueError> {
+        let mut state = self.state();
+        let entry = match state.owned(claimed) {
+            Ok((entry, _)) => entry,
+            Err(lost) => return Ok(lost),
+        };
+        state.pending.remove(&entry);
+        let project = &claimed.job.project;
+        if state.running.get(project) == Some(&claimed.job.id) {
+            state.running.remove(project);
+        }
+        Ok(Ownership::Held)
+    }
+
+    async fn hand_back(&self, claimed: &Claimed) -> Result<Ownership, QueueError> {
+        let mut state = self.state();
+        let entry = match state.owned(claimed) {
+            Ok((entry, _)) => entry,
+            Err(lost) => return Ok(lost),
+        };
+        state.pending.remove(&entry);
+        self.enqueue(&claimed.job)?;
+        Ok(Ownership::Held)
     }
 }
 
@@ -151,11 +278,11 @@ mod tests {
         q.submit(&job("q", "c")).await.unwrap();
         let taken = q.take("w", Duration::from_secs(1)).await.unwrap().unwrap();
         assert_eq!(taken.job.id, "a");
-        q.hand_back(&taken).await.unwrap();
+        assert_eq!(q.hand_back(&taken).await.unwrap(), Ownership::Held);
         q.take("w", Duration::from_secs(1)).await.unwrap().unwrap(); // c
         let again = q.take("w", Duration::from_secs(1)).await.unwrap().unwrap();
         assert_eq!(again.job.id, "a");
-        q.finish(&again).await.unwrap();
+        assert_eq!(q.finish(&again).await.unwrap(), Ownership::Held);
         q.submit(&job("p", "d")).await.unwrap();
         assert!(
             q.take("w", Duration::from_millis(10))
@@ -169,5 +296,55 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    // A worker silent for the claim idle time loses the job to the next taker; back to
+    // life, it can neither keep it, settle it, nor queue it again. Same for a worker
+    // that reclaims its own job: the older claim is over.
+    #[tokio::test(start_paused = true)]
+    async fn a_reclaimed_job_is_lost_to_its_silent_taker() {
+        let idle = Duration::from_secs(30);
+        let q = MemoryQueue::new(idle);
+        let wait = Duration::from_millis(10);
+        q.submit(&job("p", "a")).await.unwrap();
+        let first = q.take("w1", wait).await.unwrap().unwrap();
+        assert!(!first.reclaimed());
+        // Alive: not reclaimed, however long the job runs.
+        tokio::time::advance(idle / 2).await;
+        assert_eq!(q.keep_alive(&first).await.unwrap(), Ownership::Held);
+        tokio::time::advance(idle / 2).await;
+        assert!(q.take("w2", wait).await.unwrap().is_none());
+
+        tokio::time::advance(idle).await;
+        let second = q.take("w2", wait).await.unwrap().unwrap();
+        assert!(second.reclaimed());
+        assert_eq!(second.job.id, "a");
+        let lost = Ownership::Lost {
+            holder: Some("w2".into()),
+        };
+        assert_eq!(q.keep_alive(&first).await.unwrap(), lost);
+        assert_eq!(q.finish(&first).await.unwrap(), lost);
+        assert_eq!(q.hand_back(&first).await.unwrap(), lost);
+        assert!(
+            q.take("w3", wait).await.unwrap().is_none(),
+            "not queued again"
+        );
+        assert!(matches!(
+            q.submit(&job("p", "b")).await,
+            Err(QueueError::Busy { .. })
+        ));
+
+        tokio::time::advance(idle).await;
+        let third = q.take("w2", wait).await.unwrap().unwrap();
+        assert_eq!(third.delivery, 3);
+        assert_eq!(q.keep_alive(&second).await.unwrap(), lost);
+        assert_eq!(q.keep_alive(&third).await.unwrap(), Ownership::Held);
+        assert_eq!(q.finish(&third).await.unwrap(), Ownership::Held);
+        assert_eq!(
+            q.keep_alive(&third).await.unwrap(),
+            Ownership::Lost { holder: None },
+            "a settled job is no one's"
+        );
+        q.submit(&job("p", "b")).await.unwrap();
     }
 }

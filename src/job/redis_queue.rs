@@ -4,18 +4,24 @@
 //!   (XREADGROUP), so each job goes to one worker, and XACK settles it.
 //! - A job stays pending until settled. Its worker resets the entry's idle time every
 //!   few seconds (XCLAIM to itself); an entry idle longer than `claim_idle` belongs to a
-//!   worker that died, and the next `take` claims it (XAUTOCLAIM).
+//!   worker that died or stalled, and the next `take` claims it (XAUTOCLAIM).
+//! - A claim is the consumer and the entry's delivery count (`claim.lua`): keep-alive,
+//!   settle and hand-back check it and act in one script, so a stalled worker that
+//!   comes back after a reclaim changes nothing and learns it lost the job.
 //! - `progress:{project}:job` holds the running job's id (SET NX): one job per project.
+//!
+//! Each script touches one key, or keys of one hash slot: the stream and a project's
+//! lock live in different slots, so the claim and the lock are kept by separate scripts.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
-use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use redis::streams::StreamReadReply;
 
 use super::Job;
-use super::queue::{Claimed, JobQueue, QueueError};
+use super::queue::{Claimed, JobQueue, Ownership, QueueError};
 use crate::wire::ProjectId;
 
 pub const STREAM: &str = "progress:jobs";
@@ -23,6 +29,37 @@ pub const GROUP: &str = "workers";
 
 fn lock_key(project: &ProjectId) -> String {
     format!("progress:{{{project}}}:job")
+}
+
+/// A job entry `reclaim.lua` took over.
+struct Stale {
+    entry: String,
+    delivery: u64,
+    /// Its `job` field.
+    job: Option<String>,
+}
+
+/// Reads `reclaim.lua`'s reply: the next cursor, and the entry taken over, if any. Read
+/// as bytes, so that an entry whose job is not text is still taken (and then dropped
+/// as unreadable) instead of failing every `take`.
+fn stale_reply(reply: Vec<Vec<u8>>) -> Result<(String, Option<Stale>), QueueError> {
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let bad = || QueueError::Unavailable("unexpected reply of the reclaim script".into());
+    match reply.as_slice() {
+        [cursor] => Ok((text(cursor), None)),
+        [cursor, entry, delivery, fields @ ..] => {
+            let stale = Stale {
+                entry: text(entry),
+                delivery: text(delivery).parse().map_err(|_| bad())?,
+                job: fields
+                    .chunks_exact(2)
+                    .find(|kv| kv[0] == b"job")
+                    .and_then(|kv| String::from_utf8(kv[1].clone()).ok()),
+            };
+            Ok((text(cursor), Some(stale)))
+        }
+        _ => Err(bad()),
+    }
 }
 
 pub struct RedisQueue {
@@ -34,6 +71,9 @@ pub struct RedisQueue {
     claim_idle: Duration,
     group_ready: AtomicBool,
     release: redis::Script,
+    take_lock: redis::Script,
+    claim: redis::Script,
+    reclaim: redis::Script,
     /// Where the next XAUTOCLAIM scan resumes: each call looks at a few pending entries,
     /// so the cursor must advance for every dead worker's job to be found.
     claim_cursor: std::sync::Mutex<String>,
@@ -54,6 +94,9 @@ impl RedisQueue {
             claim_idle,
             group_ready: AtomicBool::new(false),
             release: redis::Script::new(include_str!("release_lock.lua")),
+            take_lock: redis::Script::new(include_str!("take_lock.lua")),
+            claim: redis::Script::new(include_str!("claim.lua")),
+            reclaim: redis::Script::new(include_str!("reclaim.lua")),
             claim_cursor: std::sync::Mutex::new("0-0".into()),
         })
     }
@@ -100,27 +143,79 @@ impl RedisQueue {
         }
     }
 
-    /// Turns a stream entry into a claimed job; an unreadable entry is settled and
-    /// skipped so it cannot block the queue.
+    /// Turns a stream entry (its `job` field) into a claimed job; an unreadable entry is
+    /// settled and skipped so it cannot block the queue.
     async fn claimed(
         &self,
-        entry: StreamId,
-        reclaimed: bool,
+        entry: String,
+        job: Option<String>,
+        consumer: &str,
+        delivery: u64,
     ) -> Result<Option<Claimed>, QueueError> {
-        let job = entry
-            .get::<String>("job")
-            .as_deref()
-            .and_then(Job::from_json);
-        match job {
+        match job.as_deref().and_then(Job::from_json) {
             Some(job) => Ok(Some(Claimed {
                 job,
-                entry: entry.id,
-                reclaimed,
+                entry,
+                consumer: consumer.to_string(),
+                delivery,
             })),
             None => {
-                tracing::warn!(entry = %entry.id, "dropping an unreadable job entry");
-                self.settle(&entry.id).await?;
+                tracing::warn!(%entry, "dropping an unreadable job entry");
+                self.settle(&entry).await?;
                 Ok(None)
+            }
+        }
+    }
+
+    /// Runs `claim.lua`: `action` happens only if `claimed` still holds.
+    async fn with_claim(
+        &self,
+        claimed: &Claimed,
+        action: &str,
+        job: Option<&Job>,
+    ) -> Result<Ownership, QueueError> {
+        let mut conn = self.commands.clone();
+        let reply: redis::RedisResult<(i64, String)> = self
+            .claim
+            .key(STREAM)
+            .arg(GROUP)
+            .arg(&claimed.consumer)
+            .arg(&claimed.entry)
+            .arg(claimed.delivery)
+            .arg(action)
+            .arg(job.map(Job::to_json).unwrap_or_default())
+            .invoke_async(&mut conn)
+            .await;
+        let (held, holder) = reply.inspect_err(|e| self.check_group(e))?;
+        Ok(if held == 1 {
+            Ownership::Held
+        } else {
+            Ownership::Lost {
+                holder: Some(holder).filter(|h| !h.is_empty()),
+            }
+        })
+    }
+
+    /// Points the project's lock at this job (renewed, or taken again if it expired),
+    /// unless another job holds it. Called while the claim holds; a failure is logged,
+    /// not returned, as the claim is what says whose job it is (the next keep-alive
+    /// tries again, and the lock outlives several missed ones).
+    async fn hold_lock(&self, job: &Job) {
+        let mut conn = self.commands.clone();
+        let held: redis::RedisResult<i64> = self
+            .take_lock
+            .key(lock_key(&job.project))
+            .arg(&job.id)
+            .arg(self.lock_ttl())
+            .invoke_async(&mut conn)
+            .await;
+        match held {
+            Ok(1) => {}
+            Ok(_) => {
+                tracing::warn!(project_id = %job.project, job_id = %job.id, "the project's job lock names another job; leaving it");
+            }
+            Err(err) => {
+                tracing::warn!(project_id = %job.project, job_id = %job.id, error = %err, "could not renew the project's job lock");
             }
         }
     }
@@ -187,29 +282,24 @@ impl JobQueue for RedisQueue {
         self.ensure_group().await?;
         let mut conn = self.commands.clone();
         // First, a job whose worker stopped showing life.
-        let stale: redis::RedisResult<StreamAutoClaimReply> = redis::cmd("XAUTOCLAIM")
-            .arg(STREAM)
+        let stale: redis::RedisResult<Vec<Vec<u8>>> = self
+            .reclaim
+            .key(STREAM)
             .arg(GROUP)
             .arg(consumer)
             .arg(self.claim_idle.as_millis() as u64)
             .arg(self.cursor())
-            .arg("COUNT")
-            .arg(1)
-            .query_async(&mut conn)
+            .invoke_async(&mut conn)
             .await;
-        let stale = stale.inspect_err(|e| self.check_group(e))?;
-        *self.claim_cursor.lock().unwrap_or_else(|p| p.into_inner()) = stale.next_stream_id.clone();
-        if let Some(entry) = stale.claimed.into_iter().next() {
-            let claimed = self.claimed(entry, true).await?;
+        let (next_cursor, stale) = stale_reply(stale.inspect_err(|e| self.check_group(e))?)?;
+        *self.claim_cursor.lock().unwrap_or_else(|p| p.into_inner()) = next_cursor;
+        if let Some(stale) = stale {
+            let claimed = self
+                .claimed(stale.entry, stale.job, consumer, stale.delivery)
+                .await?;
             if let Some(claimed) = &claimed {
-                // The dead worker's lock may have expired: take it again.
-                redis::cmd("SET")
-                    .arg(lock_key(&claimed.job.project))
-                    .arg(&claimed.job.id)
-                    .arg("EX")
-                    .arg(self.lock_ttl())
-                    .query_async::<()>(&mut conn)
-                    .await?;
+                // The silent worker's lock may have expired: take it again.
+                self.hold_lock(&claimed.job).await;
             }
             return Ok(claimed);
         }
@@ -248,46 +338,38 @@ impl JobQueue for RedisQueue {
             .and_then(|r| r.keys.into_iter().next())
             .and_then(|k| k.ids.into_iter().next());
         match entry {
-            Some(entry) => self.claimed(entry, false).await,
+            // A first delivery (">"): its delivery count is 1.
+            Some(entry) => {
+                let job = entry.get::<String>("job");
+                self.claimed(entry.id, job, consumer, 1).await
+            }
             None => Ok(None),
         }
     }
 
-    async fn keep_alive(&self, consumer: &str, claimed: &Claimed) -> Result<(), QueueError> {
-        let mut conn = self.commands.clone();
-        redis::pipe()
-            .cmd("XCLAIM")
-            .arg(STREAM)
-            .arg(GROUP)
-            .arg(consumer)
-            .arg(0)
-            .arg(&claimed.entry)
-            .arg("JUSTID")
-            .ignore()
-            .cmd("SET")
-            .arg(lock_key(&claimed.job.project))
-            .arg(&claimed.job.id)
-            .arg("EX")
-            .arg(self.lock_ttl())
-            .ignore()
-            .query_async::<()>(&mut conn)
-            .await?;
-        Ok(())
+    async fn keep_alive(&self, claimed: &Claimed) -> Result<Ownership, QueueError> {
+        let ownership = self.with_claim(claimed, "renew", None).await?;
+        if ownership == Ownership::Held {
+            self.hold_lock(&claimed.job).await;
+        }
+        Ok(ownership)
     }
 
-    async fn finish(&self, claimed: &Claimed) -> Result<(), QueueError> {
-        self.settle(&claimed.entry).await?;
-        let mut conn = self.commands.clone();
-        self.release
-            .key(lock_key(&claimed.job.project))
-            .arg(&claimed.job.id)
-            .invoke_async::<i64>(&mut conn)
-            .await?;
-        Ok(())
+    async fn finish(&self, claimed: &Claimed) -> Result<Ownership, QueueError> {
+        let ownership = self.with_claim(claimed, "settle", None).await?;
+        if ownership == Ownership::Held {
+            let mut conn = self.commands.clone();
+            self.release
+                .key(lock_key(&claimed.job.project))
+                .arg(&claimed.job.id)
+                .invoke_async::<i64>(&mut conn)
+                .await?;
+        }
+        Ok(ownership)
     }
 
-    async fn hand_back(&self, claimed: &Claimed) -> Result<(), QueueError> {
-        self.add(&claimed.job).await?;
-        self.settle(&claimed.entry).await
+    async fn hand_back(&self, claimed: &Claimed) -> Result<Ownership, QueueError> {
+        self.with_claim(claimed, "hand_back", Some(&claimed.job))
+            .await
     }
 }

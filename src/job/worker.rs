@@ -5,12 +5,21 @@
 //! then hands the rest back to the queue for another worker. A job taken over from a
 //! dead worker restarts from the beginning (progress cannot go backwards within the
 //! run, so the bar holds), unless that worker had already published its `complete`:
-//! the project's state records which job completed, so no job ever completes twice.
+//! the project's state records which job completed, so a job taken over after its
+//! `complete` is settled, not run again.
+//!
+//! A worker that stalls (a paused host, a long partition) may find on waking that
+//! another worker reclaimed its job. It runs a job only under a lease: for `claim_idle`
+//! after a keep-alive found its claim held (no other worker may reclaim the job before
+//! then), and while the lease is not renewed the pipeline is not polled. The keep-alive
+//! comes first after any pause; when it reports the claim lost, the run is dropped at
+//! once: nothing settled, no `complete`, the job left to the worker that holds it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
+use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -18,7 +27,7 @@ use tracing::Instrument;
 use super::WorkerConfig;
 use super::pipeline::{Outcome, generate_video};
 use super::providers::Providers;
-use super::queue::{Claimed, JobQueue};
+use super::queue::{Claimed, JobQueue, Ownership};
 use crate::broker::Broker;
 use crate::metrics as m;
 use crate::publish::Publisher;
@@ -128,11 +137,13 @@ impl Worker {
         let project = &job.project;
         if self.already_completed(&claimed).await {
             tracing::info!(project_id = %project, job_id = %job.id, "job had already completed; settling it");
-            self.settle(&claimed).await;
+            if let Some(Ownership::Lost { holder }) = self.settle(&claimed).await {
+                self.claim_lost(&claimed, holder.as_deref());
+            }
             return;
         }
-        tracing::info!(project_id = %project, job_id = %job.id, reclaimed = claimed.reclaimed, "job started");
-        if claimed.reclaimed {
+        tracing::info!(project_id = %project, job_id = %job.id, reclaimed = claimed.reclaimed(), "job started");
+        if claimed.reclaimed() {
             let text = self.publisher.locale().pick(
                 "先前的 worker 已停止回應，工作由其他 worker 接手並重新開始",
                 "The previous worker stopped responding; another worker took the job over and restarted it",
@@ -152,34 +163,78 @@ impl Worker {
         let pipeline =
             generate_video(&self.publisher, &providers, self.config.retry, job).instrument(span);
         tokio::pin!(pipeline);
-        let mut keepalive =
-            tokio::time::interval((self.config.claim_idle / 4).max(Duration::from_millis(50)));
+        let lease = self.config.claim_idle;
+        let mut keepalive = tokio::time::interval((lease / 4).max(Duration::from_millis(50)));
+        keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // Until when the claim surely holds: `lease` after a keep-alive that found it held
+        // was sent. None until the first one (the first tick is at once).
+        let mut held_until: Option<Instant> = None;
         loop {
+            let lease_end = held_until.filter(|end| Instant::now() < *end);
+            // The pipeline is polled only under the lease; keep-alive and stop come
+            // first (biased), so a due keep-alive runs before the pipeline's next step.
             tokio::select! {
-                outcome = &mut pipeline => {
+                biased;
+                _ = keepalive.tick() => {
+                    let sent = Instant::now();
+                    match self.queue.keep_alive(&claimed).await {
+                        Ok(Ownership::Held) => held_until = Some(sent + lease),
+                        Ok(Ownership::Lost { holder }) => {
+                            // Returning drops the pipeline mid-step: it publishes nothing more.
+                            self.claim_lost(&claimed, holder.as_deref());
+                            return;
+                        }
+                        Err(err) => {
+                            tracing::warn!(project_id = %project, job_id = %job.id, error = %err, "could not renew the job's claim");
+                        }
+                    }
+                }
+                () = stop.cancelled() => {
+                    match self.queue.hand_back(&claimed).await {
+                        Ok(Ownership::Held) => m::job_finished("handed_back"),
+                        Ok(Ownership::Lost { holder }) => self.claim_lost(&claimed, holder.as_deref()),
+                        Err(err) => {
+                            m::job_finished("handed_back");
+                            tracing::error!(project_id = %project, job_id = %job.id, error = %err, "could not hand the job back; another worker will reclaim it");
+                        }
+                    }
+                    return;
+                }
+                () = tokio::time::sleep_until(lease_end.unwrap_or_else(Instant::now)), if lease_end.is_some() => {
+                    tracing::warn!(project_id = %project, job_id = %job.id, "no keep-alive got through for the claim idle time: the job waits until one confirms its claim");
+                }
+                outcome = &mut pipeline, if lease_end.is_some() => {
                     let label = match &outcome {
                         Outcome::Completed { .. } => "completed",
                         Outcome::Failed { .. } => "failed",
                     };
+                    if let Some(Ownership::Lost { holder }) = self.settle(&claimed).await {
+                        // Rare: the lease held when the pipeline last ran, yet the job was
+                        // reclaimed (a publish sent just before a pause and executed after
+                        // the reclaim, or a clock step on the Redis host). Its `complete`
+                        // may be one of two.
+                        tracing::warn!(project_id = %project, job_id = %job.id, outcome = label, "job finished after its claim was lost");
+                        self.claim_lost(&claimed, holder.as_deref());
+                        return;
+                    }
                     m::job_finished(label);
                     tracing::info!(project_id = %project, job_id = %job.id, outcome = label, "job finished");
-                    self.settle(&claimed).await;
-                    return;
-                }
-                _ = keepalive.tick() => {
-                    if let Err(err) = self.queue.keep_alive(&self.name, &claimed).await {
-                        tracing::warn!(project_id = %project, error = %err, "could not renew the job's claim");
-                    }
-                }
-                () = stop.cancelled() => {
-                    m::job_finished("handed_back");
-                    if let Err(err) = self.queue.hand_back(&claimed).await {
-                        tracing::error!(project_id = %project, error = %err, "could not hand the job back; another worker will reclaim it");
-                    }
                     return;
                 }
             }
         }
+    }
+
+    /// Another worker reclaimed the job (or settled it): this run is over, and the job
+    /// is not this worker's to settle, hand back or complete.
+    fn claim_lost(&self, claimed: &Claimed, holder: Option<&str>) {
+        m::job_finished("claim_lost");
+        tracing::warn!(
+            project_id = %claimed.job.project,
+            job_id = %claimed.job.id,
+            holder = holder.unwrap_or("none"),
+            "lost the job's claim (this worker was silent longer than the claim idle time); dropping the run"
+        );
     }
 
     async fn already_completed(&self, claimed: &Claimed) -> bool {
@@ -192,9 +247,14 @@ impl Worker {
         }
     }
 
-    async fn settle(&self, claimed: &Claimed) {
-        if let Err(err) = self.queue.finish(claimed).await {
-            tracing::error!(project_id = %claimed.job.project, error = %err, "could not settle the job");
+    /// Settles the job; None if the queue could not be reached (it is logged).
+    async fn settle(&self, claimed: &Claimed) -> Option<Ownership> {
+        match self.queue.finish(claimed).await {
+            Ok(ownership) => Some(ownership),
+            Err(err) => {
+                tracing::error!(project_id = %claimed.job.project, job_id = %claimed.job.id, error = %err, "could not settle the job");
+                None
+            }
         }
     }
 }
@@ -203,4 +263,127 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "worker".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::broker::HistoryConfig;
+    use crate::broker::memory::MemoryBroker;
+    use crate::hub::Hub;
+    use crate::job::Job;
+    use crate::job::queue::{MemoryQueue, QueueError};
+    use crate::locale::Locale;
+    use crate::wire::ProjectId;
+
+    /// The in-process queue, whose keep-alives fail while `down` is set (as when this
+    /// worker cannot reach Redis, while other workers may).
+    struct Unreachable {
+        inner: MemoryQueue,
+        down: AtomicBool,
+    }
+
+    #[async_trait]
+    impl JobQueue for Unreachable {
+        async fn submit(&self, job: &Job) -> Result<(), QueueError> {
+            self.inner.submit(job).await
+        }
+        async fn take(
+            &self,
+            consumer: &str,
+            wait: Duration,
+        ) -> Result<Option<Claimed>, QueueError> {
+            self.inner.take(consumer, wait).await
+        }
+        async fn keep_alive(&self, claimed: &Claimed) -> Result<Ownership, QueueError> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(QueueError::Unavailable("unreachable".into()));
+            }
+            self.inner.keep_alive(claimed).await
+        }
+        async fn finish(&self, claimed: &Claimed) -> Result<Ownership, QueueError> {
+            self.inner.finish(claimed).await
+        }
+        async fn hand_back(&self, claimed: &Claimed) -> Result<Ownership, QueueError> {
+            self.inner.hand_back(claimed).await
+        }
+    }
+
+    /// The project's newest event number and status.
+    async fn published(broker: &MemoryBroker, project: &ProjectId) -> (u64, Option<String>) {
+        match broker.replay(project, None).await.unwrap().state {
+            Some((state, id)) => (id.seq(), state.status),
+            None => (0, None),
+        }
+    }
+
+    // Keep-alives that cannot get through: once the lease (`claim_idle` after the last
+    // confirmed keep-alive) runs out, the job publishes nothing more, since another
+    // worker may have taken it over by then; when a keep-alive finds the claim still
+    // held, the job goes on, to one complete.
+    #[tokio::test(start_paused = true)]
+    async fn a_job_waits_while_its_claim_is_unconfirmed() {
+        let claim_idle = Duration::from_secs(2);
+        let (hub, changes) = Hub::new(16, 16);
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let broker = Arc::new(MemoryBroker::start(
+            HistoryConfig::default(),
+            hub,
+            changes,
+            shutdown.clone(),
+            &tracker,
+        ));
+        let queue = Arc::new(Unreachable {
+            inner: MemoryQueue::new(claim_idle),
+            down: AtomicBool::new(false),
+        });
+        let publisher = Publisher::new(broker.clone(), Locale::En, Duration::ZERO);
+        let config = WorkerConfig {
+            mock_delay: Duration::from_millis(100),
+            concurrency: 1,
+            claim_idle,
+            ..WorkerConfig::default()
+        };
+        let worker = Worker::new(queue.clone(), broker.clone(), publisher, config);
+        let project = ProjectId::parse("lease").unwrap();
+        let job = Job {
+            id: "job-lease".into(),
+            project: project.clone(),
+            topic: "t".into(),
+            inject_failures: BTreeMap::new(),
+        };
+        queue.submit(&job).await.unwrap();
+        let running = tokio::spawn(worker.run(shutdown.clone()));
+
+        // A full run takes 3.6 s; cut the keep-alives off 1 s in.
+        while published(&broker, &project).await.0 < 5 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        queue.down.store(true, Ordering::SeqCst);
+        tokio::time::sleep(claim_idle + Duration::from_millis(100)).await;
+        let paused = published(&broker, &project).await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(
+            published(&broker, &project).await,
+            paused,
+            "nothing published without a confirmed claim"
+        );
+        assert_ne!(paused.1.as_deref(), Some("COMPLETED"));
+
+        queue.down.store(false, Ordering::SeqCst);
+        while published(&broker, &project).await.1.as_deref() != Some("COMPLETED") {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        shutdown.cancel();
+        running.await.unwrap();
+        let replay = broker.replay(&project, None).await.unwrap();
+        let (state, _) = replay.state.unwrap();
+        assert_eq!(state.completed_job.as_deref(), Some("job-lease"));
+    }
 }
