@@ -5,7 +5,7 @@
 
 use std::sync::OnceLock;
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -69,9 +69,32 @@ pub fn install() -> PrometheusHandle {
             // and /metrics renders what it has, which is honest and harmless.
             let _ = metrics::set_global_recorder(recorder);
             let _ = handles();
+            spawn_upkeep(handle.clone());
             handle
         })
         .clone()
+}
+
+/// How often recorded histogram samples are folded into their buckets.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Histogram samples wait in a buffer until upkeep folds them into the buckets; a
+/// recorder built by hand (as here, to choose the buckets) gets no upkeep of its own,
+/// and without it the buffer grows with every delivered batch until `/metrics` is
+/// scraped (measured: ~25 MB per 2 million deliveries). A plain thread, so that it
+/// runs whatever runtime (or none) installed the recorder.
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_INTERVAL);
+                handle.run_upkeep();
+            }
+        });
+    if let Err(err) = spawned {
+        tracing::warn!(error = %err, "cannot start the metrics upkeep thread; histogram samples will wait for /metrics scrapes");
+    }
 }
 
 fn connections(transport: &str) -> &'static Gauge {
