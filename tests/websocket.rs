@@ -162,6 +162,57 @@ async fn heartbeat_closes_a_silent_client_with_4408(b: Backend) {
     assert_eq!((code, reason.as_str()), (4408, "heartbeat timeout"));
 }
 
+// A live client on a busy project: a backlog of 1,500 frames of 24 KB (far more than
+// the socket buffers hold) keeps the session sending for longer than the heartbeat
+// timeout while the client reads steadily, but slowly. Its taking frames off a full
+// socket is life: it is not closed 4408.
+async fn a_busy_session_still_hears_its_client(b: Backend) {
+    let hub = TestHub::start_with(b, |c| {
+        c.heartbeat_interval = Duration::from_millis(200);
+        c.heartbeat_timeout = Duration::from_secs(1);
+        c.queue_capacity = 4096;
+    })
+    .await;
+    let mut client = WsClient::connected(&hub.ws_url("busy")).await;
+    const FRAMES: usize = 1500;
+    let padding = "x".repeat(24 * 1024);
+    let publishing = async {
+        for i in 0..FRAMES {
+            hub.publish_raw(
+                "busy",
+                &format!(r#"{{"event":"log","data":{{"message":"{i} {padding}"}}}}"#),
+            )
+            .await;
+        }
+    };
+    let started = tokio::time::Instant::now();
+    let reading = async {
+        let mut next = 0;
+        while next < FRAMES {
+            match client.next_seen().await {
+                support::Seen::Frame(f) if f["event"] == "ping" => {
+                    client.send_text(r#"{"event":"pong"}"#).await;
+                }
+                support::Seen::Frame(f) => {
+                    let message = f["data"]["message"].as_str().unwrap();
+                    assert!(message.starts_with(&format!("{next} ")), "in order");
+                    next += 1;
+                    // The client's reading pace: slow on purpose, not a wait for an event.
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                support::Seen::Close(close) => {
+                    panic!("closed after {next} frames, while reading: {close:?}")
+                }
+            }
+        }
+    };
+    tokio::join!(publishing, reading);
+    assert!(
+        started.elapsed() > Duration::from_secs(1),
+        "the backlog outlasted the heartbeat timeout (the case under test)"
+    );
+}
+
 // Test 6c: protocol-level pings are answered, and count as life.
 async fn protocol_pings_are_answered(b: Backend) {
     let hub = TestHub::start(b).await;
@@ -420,6 +471,7 @@ on_both_brokers!(
     error_is_forwarded,
     heartbeat_keeps_an_answering_client,
     heartbeat_closes_a_silent_client_with_4408,
+    a_busy_session_still_hears_its_client,
     protocol_pings_are_answered,
     two_clients_both_receive,
     disconnect_cleans_up_and_reconnect_receives,

@@ -19,6 +19,11 @@ use tokio::sync::Notify;
 
 use crate::wire::Frame;
 
+/// Most frames written to a socket in one go: between batches the session reads its
+/// client and counts the progress as life, so a long backlog read slowly by a live
+/// client is not taken for silence.
+pub const MAX_BATCH: usize = 64;
+
 /// What happened to a pushed frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pushed {
@@ -100,15 +105,16 @@ impl OutboundQueue {
         self.wake.notified().await;
     }
 
-    /// Takes every queued frame, oldest first, leaving an empty queue behind.
-    /// `Err(())` once the queue has overflowed.
+    /// Takes the oldest queued frames, at most `MAX_BATCH`. `Err(())` once the queue has
+    /// overflowed.
     pub fn drain(&self, into: &mut Vec<Frame>) -> Result<(), SlowConsumer> {
         let mut state = lock(&self.state);
         if state.overflowed {
             return Err(SlowConsumer);
         }
-        into.extend(state.frames.drain(..));
-        if state.frames.capacity() > self.capacity / 4 {
+        let n = state.frames.len().min(MAX_BATCH);
+        into.extend(state.frames.drain(..n));
+        if state.frames.is_empty() && state.frames.capacity() > self.capacity / 4 {
             // Give a burst's memory back rather than keep it per idle connection.
             state.frames = VecDeque::new();
         }
@@ -165,6 +171,30 @@ mod tests {
         out.iter()
             .map(|f| (f.kind(), f.to_value()["data"]["n"].as_u64().unwrap()))
             .collect()
+    }
+
+    #[test]
+    fn draining_in_batches_loses_nothing() {
+        let q = OutboundQueue::new(1024);
+        for i in 0..1000 {
+            q.push(frame(EventKind::Log, i));
+        }
+        let mut seen = Vec::new();
+        let mut batch = Vec::new();
+        while !q.is_empty() {
+            q.drain(&mut batch).unwrap();
+            assert!(batch.len() <= MAX_BATCH);
+            seen.extend(
+                batch
+                    .drain(..)
+                    .map(|f| f.to_value()["data"]["n"].as_u64().unwrap()),
+            );
+        }
+        assert_eq!(
+            seen,
+            (0..1000).collect::<Vec<u64>>(),
+            "every frame, in order"
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub use access::Access;
 pub use heartbeat::{Beat, Heartbeat};
 pub use resume::{Opening, opening, skip_covered};
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -175,21 +176,38 @@ impl Sessions {
             }
             skip_covered(&mut batch, &mut floor);
             if !batch.is_empty() {
-                // A stuck write must not outlive an overflow, the heartbeat or shutdown.
-                tokio::select! {
-                    sent = transport.send(&batch) => {
-                        if sent.is_err() {
-                            return Ended::ClientGone;
+                // A write that had to wait (the socket was full) and then went through
+                // means the client is taking data off its socket: it is alive, even if
+                // a long backlog keeps it from answering pings for a while. A write that
+                // fits in the socket buffers proves nothing (a dead peer's would too).
+                let sent = {
+                    let waited = std::sync::atomic::AtomicBool::new(false);
+                    let mut send = std::pin::pin!(transport.send(&batch));
+                    let send = std::future::poll_fn(|cx| {
+                        let poll = send.as_mut().poll(cx);
+                        if poll.is_pending() {
+                            waited.store(true, std::sync::atomic::Ordering::Relaxed);
                         }
-                        m::frames_delivered(batch.len() as u64);
-                        if let Some(at) = batch.iter().find_map(Frame::published_at) {
-                            m::delivered_after(at);
-                        }
+                        poll
+                    });
+                    // A stuck write must not outlive an overflow, the heartbeat or shutdown.
+                    tokio::select! {
+                        sent = send => sent.map(|()| waited.load(std::sync::atomic::Ordering::Relaxed)),
+                        () = queue.overflowed() => return Ended::Closed(CloseReason::SlowConsumer),
+                        () = heartbeat.expired() => return Ended::Closed(CloseReason::HeartbeatTimeout),
+                        () = self.shutdown.cancelled() => return Ended::Closed(CloseReason::ServiceRestart),
+                        () = Access::expired(&mut access) => return Ended::Closed(CloseReason::TokenExpired),
                     }
-                    () = queue.overflowed() => return Ended::Closed(CloseReason::SlowConsumer),
-                    () = heartbeat.expired() => return Ended::Closed(CloseReason::HeartbeatTimeout),
-                    () = self.shutdown.cancelled() => return Ended::Closed(CloseReason::ServiceRestart),
-                    () = Access::expired(&mut access) => return Ended::Closed(CloseReason::TokenExpired),
+                };
+                let Ok(waited) = sent else {
+                    return Ended::ClientGone;
+                };
+                if waited {
+                    heartbeat.saw_life();
+                }
+                m::frames_delivered(batch.len() as u64);
+                if let Some(at) = batch.iter().find_map(Frame::published_at) {
+                    m::delivered_after(at);
                 }
                 batch.clear();
                 // While frames keep coming the idle branch below may not run for a long
