@@ -492,6 +492,58 @@ async fn redis_outage_of_10s_mid_job_loses_nothing() {
     redis_outage_mid_job_loses_nothing(std::time::Duration::from_secs(10)).await;
 }
 
+// While Redis is down, publishers wait and retry within a bounded buffer: beyond
+// `MAX_WAITING_PUBLISHES` waiting at once, a publish fails at once with an error that
+// says so (never a silent drop), and those that waited go through when Redis is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_wait_out_an_outage_within_a_bound_and_say_when_it_is_hit() {
+    use progress_hub::publish::{MAX_WAITING_PUBLISHES, Publisher};
+    let mut hub = TestHub::start(Backend::Redis).await;
+    let broker = hub.hub.as_ref().unwrap().broker().clone();
+    let publisher = Publisher::retrying(
+        broker,
+        progress_hub::locale::Locale::En,
+        std::time::Duration::from_millis(500),
+        PATIENCE * 3,
+    );
+    hub.redis.as_mut().unwrap().kill();
+    let total = MAX_WAITING_PUBLISHES + 50;
+    let mut publishes = tokio::task::JoinSet::new();
+    for i in 0..total {
+        let publisher = publisher.clone();
+        publishes.spawn(async move {
+            // One project each: publishes of one project are serialized, and the bound
+            // is about the process as a whole.
+            let project = progress_hub::wire::ProjectId::parse(&format!("bound-{i}")).unwrap();
+            let event = progress_hub::wire::Event::from_json(
+                json!({"event": "log", "data": {"level": "INFO", "message": "waited"}})
+                    .to_string()
+                    .as_bytes(),
+            )
+            .unwrap();
+            publisher.publish(&project, event).await
+        });
+    }
+    // The ones over the bound come back first, each with its reason.
+    let mut refused = 0;
+    while refused < total - MAX_WAITING_PUBLISHES {
+        let result = publishes.join_next().await.unwrap().unwrap();
+        let err = result.expect_err("no publish can succeed while Redis is down");
+        assert!(
+            err.to_string().contains("already wait for the broker"),
+            "{err}"
+        );
+        refused += 1;
+    }
+    hub.redis.as_mut().unwrap().restart().await;
+    let mut delivered = 0;
+    while let Some(result) = publishes.join_next().await {
+        assert!(result.unwrap().is_ok(), "a waiting publish goes through");
+        delivered += 1;
+    }
+    assert_eq!(delivered, MAX_WAITING_PUBLISHES);
+}
+
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd")
         .map(|d| d.count())
