@@ -479,6 +479,9 @@ async fn redis_outage_mid_job_loses_nothing(outage: std::time::Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_of_60s_mid_job_loses_nothing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("progress_hub=info")
+        .try_init();
     redis_outage_mid_job_loses_nothing(std::time::Duration::from_secs(60)).await;
 }
 

@@ -27,6 +27,20 @@ use crate::wire::ProjectId;
 pub const STREAM: &str = "progress:jobs";
 pub const GROUP: &str = "workers";
 
+/// Longest a blocking read (XREADGROUP BLOCK, a few seconds at most) may take to answer.
+const BLOCKING_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// A blocking read answered this long after its own wait is taken for an outage.
+const LATE_ANSWER: Duration = Duration::from_secs(2);
+/// A reclaim that reaches Redis later than this after it was sent takes nothing (it
+/// waited out an outage). Generous, so that clocks of hosts a few seconds apart agree.
+const RECLAIM_WINDOW: Duration = Duration::from_secs(10);
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 fn lock_key(project: &ProjectId) -> String {
     format!("progress:{{{project}}}:job")
 }
@@ -77,6 +91,12 @@ pub struct RedisQueue {
     /// Where the next XAUTOCLAIM scan resumes: each call looks at a few pending entries,
     /// so the cursor must advance for every dead worker's job to be found.
     claim_cursor: std::sync::Mutex<String>,
+    /// Set while Redis cannot be reached from here.
+    outage: AtomicBool,
+    /// No reclaim before this instant. After an outage every job looks stale (no worker
+    /// could renew its claim), yet their workers may be alive and cut off just as this
+    /// one was: they get `claim_idle` to renew before anything is taken from them.
+    reclaim_after: std::sync::Mutex<tokio::time::Instant>,
 }
 
 impl RedisQueue {
@@ -98,7 +118,34 @@ impl RedisQueue {
             claim: redis::Script::new(include_str!("claim.lua")),
             reclaim: redis::Script::new(include_str!("reclaim.lua")),
             claim_cursor: std::sync::Mutex::new("0-0".into()),
+            outage: AtomicBool::new(false),
+            reclaim_after: std::sync::Mutex::new(tokio::time::Instant::now()),
         })
+    }
+
+    /// Records whether Redis answered; on the first answer after an outage, holds
+    /// reclaims back for `claim_idle`.
+    fn reached<T, E>(&self, result: &Result<T, E>) {
+        if result.is_err() {
+            self.outage.store(true, Ordering::Relaxed);
+        } else if self.outage.swap(false, Ordering::Relaxed) {
+            self.hold_reclaims_back("job queue reachable again");
+        }
+    }
+
+    fn hold_reclaims_back(&self, why: &str) {
+        *self.reclaim_after.lock().unwrap_or_else(|p| p.into_inner()) =
+            tokio::time::Instant::now() + self.claim_idle;
+        tracing::info!(
+            wait = ?self.claim_idle,
+            "{why}; stale jobs are reclaimed only after their workers had time to renew their claims"
+        );
+    }
+
+    fn may_reclaim(&self) -> bool {
+        !self.outage.load(Ordering::Relaxed)
+            && tokio::time::Instant::now()
+                >= *self.reclaim_after.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The lock outlives several missed keep-alives, and a reclaim re-takes it.
@@ -282,35 +329,49 @@ impl JobQueue for RedisQueue {
         self.ensure_group().await?;
         let mut conn = self.commands.clone();
         // First, a job whose worker stopped showing life.
-        let stale: redis::RedisResult<Vec<Vec<u8>>> = self
-            .reclaim
-            .key(STREAM)
-            .arg(GROUP)
-            .arg(consumer)
-            .arg(self.claim_idle.as_millis() as u64)
-            .arg(self.cursor())
-            .invoke_async(&mut conn)
-            .await;
-        let (next_cursor, stale) = stale_reply(stale.inspect_err(|e| self.check_group(e))?)?;
-        *self.claim_cursor.lock().unwrap_or_else(|p| p.into_inner()) = next_cursor;
-        if let Some(stale) = stale {
-            let claimed = self
-                .claimed(stale.entry, stale.job, consumer, stale.delivery)
-                .await?;
-            if let Some(claimed) = &claimed {
-                // The silent worker's lock may have expired: take it again.
-                self.hold_lock(&claimed.job).await;
+        if self.may_reclaim() {
+            let stale: redis::RedisResult<Vec<Vec<u8>>> = self
+                .reclaim
+                .key(STREAM)
+                .arg(GROUP)
+                .arg(consumer)
+                .arg(self.claim_idle.as_millis() as u64)
+                .arg(self.cursor())
+                .arg(unix_ms() + RECLAIM_WINDOW.as_millis() as u64)
+                .invoke_async(&mut conn)
+                .await;
+            self.reached(&stale);
+            let (next_cursor, stale) = stale_reply(stale.inspect_err(|e| self.check_group(e))?)?;
+            *self.claim_cursor.lock().unwrap_or_else(|p| p.into_inner()) = next_cursor;
+            if let Some(stale) = stale {
+                let claimed = self
+                    .claimed(stale.entry, stale.job, consumer, stale.delivery)
+                    .await?;
+                if let Some(claimed) = &claimed {
+                    // The silent worker's lock may have expired: take it again.
+                    self.hold_lock(&claimed.job).await;
+                }
+                return Ok(claimed);
             }
-            return Ok(claimed);
         }
         // Then, a new one.
         let mut blocking = self.blocking.lock().await;
         if blocking.is_none() {
-            *blocking = Some(self.client.get_multiplexed_async_connection().await?);
+            // The default response timeout (500 ms) is shorter than the BLOCK wait: every
+            // read that found no job would fail. A frozen Redis is caught by LATE_ANSWER.
+            let config = redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(2)))
+                .set_response_timeout(Some(BLOCKING_READ_TIMEOUT));
+            *blocking = Some(
+                self.client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?,
+            );
         }
         let Some(conn) = blocking.as_mut() else {
             return Ok(None);
         };
+        let asked = tokio::time::Instant::now();
         let read: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREADGROUP")
             .arg("GROUP")
             .arg(GROUP)
@@ -324,6 +385,12 @@ impl JobQueue for RedisQueue {
             .arg(">")
             .query_async(conn)
             .await;
+        self.reached(&read);
+        if asked.elapsed() > wait + LATE_ANSWER {
+            // A frozen Redis (or a partition) holds a blocking read without an error:
+            // an answer this late is an outage all the same.
+            self.hold_reclaims_back("Redis answered a blocking read late");
+        }
         let read = match read {
             Ok(read) => read,
             Err(err) => {

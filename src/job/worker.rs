@@ -37,6 +37,8 @@ use crate::wire::event::LogLevel;
 const TAKE_WAIT: Duration = Duration::from_secs(1);
 /// Pause after a queue error (Redis down) before trying again.
 const ERROR_PAUSE: Duration = Duration::from_millis(500);
+/// A keep-alive that failed is tried again after this (or sooner, with a short lease).
+const KEEPALIVE_RETRY: Duration = Duration::from_millis(500);
 
 #[derive(Clone)]
 pub struct Worker {
@@ -186,6 +188,9 @@ impl Worker {
                         }
                         Err(err) => {
                             tracing::warn!(project_id = %project, job_id = %job.id, error = %err, "could not renew the job's claim");
+                            // Try again soon, not a whole interval later: the job may be
+                            // waiting for this confirmation to go on after an outage.
+                            keepalive.reset_after(KEEPALIVE_RETRY.min(lease / 4));
                         }
                     }
                 }
