@@ -624,7 +624,6 @@ async fn subscriber_connection_cut_mid_stream_loses_nothing() {
     let mut client = WsClient::connected(&hub.ws_url("cut")).await;
     let first = hub.publish("cut", log_event("0")).await;
     assert_eq!(client.next_event().await["id"], first.as_str());
-    let mut conn = hub.redis().connection().await;
     let publisher = hub.publisher().clone();
     let project = progress_hub::wire::ProjectId::parse("cut").unwrap();
     let publishing = tokio::spawn(async move {
@@ -638,13 +637,7 @@ async fn subscriber_connection_cut_mid_stream_loses_nothing() {
     });
     // Cut the subscriber off (twice, while events flow).
     for _ in 0..2 {
-        let killed: i64 = redis::cmd("CLIENT")
-            .arg("KILL")
-            .arg("TYPE")
-            .arg("pubsub")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        let killed = hub.redis().kill_subscribers().await;
         assert_eq!(killed, 1, "the hub holds exactly one subscriber connection");
         tokio::time::sleep(Duration::from_millis(30)).await; // let some events fall in the gap
         support::eventually("the subscriber is back", || async {
@@ -716,13 +709,7 @@ async fn history_that_goes_back_in_a_failover_still_delivers_new_events() {
             .await
             .unwrap();
     }
-    let killed: i64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("pubsub")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let killed = hub.redis().kill_subscribers().await;
     assert_eq!(killed, 1);
     support::eventually("the subscriber is back", || async {
         hub.redis().numsub("fo").await == 1
@@ -828,14 +815,7 @@ async fn shutdown_flushes_held_updates() {
 async fn subscriber_cut_before_the_first_event_loses_nothing() {
     let hub = TestHub::start(Backend::Redis).await;
     let mut client = WsClient::connected(&hub.ws_url("fresh")).await;
-    let mut conn = hub.redis().connection().await;
-    let killed: i64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("pubsub")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let killed = hub.redis().kill_subscribers().await;
     assert_eq!(killed, 1);
     for i in 1..=50 {
         hub.publish("fresh", log_event(&i.to_string())).await;

@@ -125,6 +125,18 @@ impl RedisServer {
             .unwrap()
     }
 
+    /// Cuts every pub/sub connection (`CLIENT KILL TYPE pubsub`), as a network fault
+    /// would; returns how many there were.
+    pub async fn kill_subscribers(&self) -> i64 {
+        redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query_async(&mut self.connection().await)
+            .await
+            .unwrap()
+    }
+
     /// `PUBSUB NUMSUB progress:{project}`.
     pub async fn numsub(&self, project: &str) -> i64 {
         let mut conn = self.connection().await;
