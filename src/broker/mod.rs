@@ -1,18 +1,22 @@
 //! The broker: where events are published, kept, and received. One trait, two
 //! implementations.
 //!
-//! - [`redis::RedisBroker`]: any number of hubs and workers cooperate through Redis.
-//!   Publishing is one atomic script (`publish.lua`); the process holds a single
-//!   subscriber connection for all its projects (`subscriber.rs`).
+//! - [`redis::RedisBroker`]: any number of hubs and workers cooperate through Redis,
+//!   one node or a Redis Cluster ([`target::RedisTarget`]). Publishing is one atomic
+//!   script (`publish.lua`); the process holds a single subscriber connection for all
+//!   its projects (`subscriber.rs`; on a cluster, `cluster_subscriber.rs`).
 //! - [`memory::MemoryBroker`]: the same behaviour inside one process, so `serve` works
 //!   with nothing else installed.
 //!
 //! Either way, a broker's subscriber consumes the hub's [`SubscriptionChange`]s and hands
 //! every payload published on a watched project's channel to [`Hub::deliver`].
 
+mod cluster_subscriber;
+pub mod connection;
 pub mod memory;
 pub mod redis;
 mod subscriber;
+pub mod target;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -116,7 +120,7 @@ pub fn start(
     Ok(match redis_url {
         Some(url) => {
             let broker = redis::RedisBroker::connect(url, history)?;
-            broker.spawn_subscriber(redis_keepalive, hub, changes, shutdown, tracker);
+            broker.spawn_subscriber(redis_keepalive, hub, changes, shutdown, tracker)?;
             Arc::new(broker)
         }
         None => Arc::new(memory::MemoryBroker::start(

@@ -4,7 +4,8 @@
 -- KEYS[1]  history stream  progress:{<project>}:history   (entries 0-<seq>, field "frame")
 -- KEYS[2]  state hash      progress:{<project>}:state     (epoch, seq, progress, status, ...)
 -- KEYS[3]  publish receipt progress:{<project>}:pub:<key> (the id this publish got)
--- ARGV[1]  channel         progress:<project>  (the channel legacy publishers use too)
+-- ARGV[1]  channel         progress:<project>  (the channel legacy publishers use too);
+--          on a Redis Cluster progress:{<project>}, the project's slot (see ARGV[18])
 -- ARGV[2]  a fresh epoch, used only if the history does not exist (new, or lost)
 -- ARGV[3]  history length kept (MAXLEN)
 -- ARGV[4]  TTL in seconds while the job runs
@@ -18,6 +19,8 @@
 -- ARGV[16] updated_at
 -- ARGV[17] the generation job this event belongs to ('' = none); recorded with
 --          `complete` so a job that is picked up again never completes twice
+-- ARGV[18] the publish command: 'PUBLISH' (one node) or 'SPUBLISH' (a cluster: sharded
+--          Pub/Sub, delivered by the shard that owns the slot only)
 -- Returns the event id, '<epoch>:<seq>'.
 
 local history, state, receipt = KEYS[1], KEYS[2], KEYS[3]
@@ -81,5 +84,7 @@ redis.call('EXPIRE', history, ttl)
 redis.call('EXPIRE', state, ttl)
 
 redis.call('SET', receipt, id, 'EX', 600)
-redis.call('PUBLISH', ARGV[1], frame)
+local publish = 'PUBLISH'
+if ARGV[18] == 'SPUBLISH' then publish = 'SPUBLISH' end
+redis.call(publish, ARGV[1], frame)
 return id

@@ -1,9 +1,11 @@
 //! The Redis broker: publishing through one atomic script on a shared multiplexed
 //! connection, receiving through the process's single subscriber connection
-//! (`subscriber.rs`).
+//! (`subscriber.rs`; on a Redis Cluster, `cluster_subscriber.rs`).
 //!
 //! Keys of one project share the hash tag `{project_id}` so the script stays valid on
-//! Redis Cluster: `progress:{id}:history` (a stream) and `progress:{id}:state` (a hash).
+//! Redis Cluster: `progress:{id}:history` (a stream), `progress:{id}:state` (a hash) and
+//! `progress:{id}:pub:<receipt>`. On a cluster the script runs on the project's slot and
+//! publishes with SPUBLISH on `progress:{id}`, which hashes to that same slot.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,13 +14,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::StreamRangeReply;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::cluster_subscriber::ClusterSubscriber;
+use super::connection::{RedisConn, Timeouts};
 use super::subscriber::Subscriber;
+use super::target::RedisTarget;
 use super::{Broker, BrokerError, HistoryConfig, Replay};
 use crate::hub::{Hub, SubscriptionChange};
 use crate::wire::{EventId, Frame, PreparedEvent, ProjectId, ProjectState};
@@ -31,8 +35,9 @@ const READY_TIMEOUT: Duration = Duration::from_millis(500);
 pub struct RedisBroker {
     /// Multiplexed connection for commands; reconnects by itself on the next command
     /// after a failure, so an outage of any length ends when Redis is back.
-    commands: ConnectionManager,
-    client: redis::Client,
+    commands: RedisConn,
+    /// One node or a cluster: says which channels and publish command to use.
+    target: RedisTarget,
     /// Set by the subscriber: true while its connection is up and subscribed.
     subscriber_up: Arc<AtomicBool>,
     history: HistoryConfig,
@@ -50,18 +55,18 @@ pub fn state_key(project: &ProjectId) -> String {
 impl RedisBroker {
     /// A broker that can publish and read history. Connects lazily: a Redis that is
     /// down now is an error on use, not at start.
+    /// `url` names one node or a cluster (see [`RedisTarget`]).
     pub fn connect(url: &str, history: HistoryConfig) -> Result<Self, BrokerError> {
-        let client =
-            redis::Client::open(url).map_err(|e| BrokerError::InvalidUrl(e.to_string()))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(COMMAND_TIMEOUT))
-            .set_response_timeout(Some(COMMAND_TIMEOUT))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let commands = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        let target = RedisTarget::parse(url)?;
+        let timeouts = Timeouts {
+            connect: COMMAND_TIMEOUT,
+            response: COMMAND_TIMEOUT,
+            max_retry_delay: Some(Duration::from_millis(500)),
+        };
+        let commands = RedisConn::open(&target, timeouts)?;
         Ok(Self {
             commands,
-            client,
+            target,
             subscriber_up: Arc::new(AtomicBool::new(false)),
             history,
             publish: redis::Script::new(include_str!("publish.lua")),
@@ -76,15 +81,37 @@ impl RedisBroker {
         changes: mpsc::UnboundedReceiver<SubscriptionChange>,
         shutdown: CancellationToken,
         tracker: &TaskTracker,
-    ) {
-        let subscriber = Subscriber::new(
-            self.client.clone(),
-            self.commands.clone(),
-            hub,
-            Arc::clone(&self.subscriber_up),
-            keepalive,
-        );
-        tracker.spawn(subscriber.run(changes, shutdown));
+    ) -> Result<(), BrokerError> {
+        match &self.target {
+            RedisTarget::Single(url) => {
+                let client = redis::Client::open(url.as_str())
+                    .map_err(|e| BrokerError::InvalidUrl(e.to_string()))?;
+                let subscriber = Subscriber::new(
+                    client,
+                    self.commands.clone(),
+                    hub,
+                    Arc::clone(&self.subscriber_up),
+                    keepalive,
+                );
+                tracker.spawn(subscriber.run(changes, shutdown));
+            }
+            RedisTarget::Cluster(seeds) => {
+                let subscriber = ClusterSubscriber::new(
+                    seeds.clone(),
+                    self.commands.clone(),
+                    hub,
+                    Arc::clone(&self.subscriber_up),
+                    keepalive,
+                );
+                tracker.spawn(subscriber.run(changes, shutdown));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether this broker runs on a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.target.is_cluster()
     }
 }
 
@@ -111,7 +138,7 @@ impl Broker for RedisBroker {
             .key(history_key(project))
             .key(state_key(project))
             .key(format!("progress:{{{project}}}:pub:{}", event.receipt))
-            .arg(project.channel())
+            .arg(self.target.channel(project))
             .arg(EventId::new_epoch())
             .arg(self.history.max_len)
             .arg(self.history.active_ttl.as_secs().max(1))
@@ -128,6 +155,7 @@ impl Broker for RedisBroker {
             .arg(change(s.youtube_url.as_deref()))
             .arg(&s.updated_at)
             .arg(s.job_id.as_deref().unwrap_or_default())
+            .arg(self.target.publish_command())
             .invoke_async(&mut conn)
             .await?;
         id.parse().map_err(|_| {
@@ -137,8 +165,8 @@ impl Broker for RedisBroker {
 
     async fn publish_raw(&self, project: &ProjectId, payload: Bytes) -> Result<(), BrokerError> {
         let mut conn = self.commands.clone();
-        let _: i64 = redis::cmd("PUBLISH")
-            .arg(project.channel())
+        let _: i64 = redis::cmd(self.target.publish_command())
+            .arg(self.target.channel(project))
             .arg(payload.as_ref())
             .query_async(&mut conn)
             .await?;
@@ -165,14 +193,17 @@ impl Broker for RedisBroker {
     }
 
     fn kind(&self) -> &'static str {
-        "redis"
+        match self.target {
+            RedisTarget::Single(_) => "redis",
+            RedisTarget::Cluster(_) => "redis-cluster",
+        }
     }
 }
 
 /// The project's state and the retained history after `after` (in the same epoch), in
 /// one atomic read. Shared by sessions (resume) and the subscriber (gap fill).
 pub(super) async fn read_replay(
-    conn: &mut ConnectionManager,
+    conn: &mut RedisConn,
     project: &ProjectId,
     after: Option<&EventId>,
 ) -> Result<Replay, redis::RedisError> {

@@ -22,10 +22,11 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, PubSubSink, PubSubStream};
+use redis::aio::{PubSubSink, PubSubStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::connection::RedisConn;
 use super::redis::read_replay;
 use crate::hub::{Hub, SubscriptionChange, Topic};
 use crate::metrics as m;
@@ -36,14 +37,14 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
 /// Reconnect backoff: from 50 ms, doubling, capped at 2 s, with jitter so that many hubs
 /// do not reconnect in lockstep.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
+pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Most channels named in one SUBSCRIBE when resubscribing after a reconnect.
-const RESUBSCRIBE_BATCH: usize = 1000;
+pub(super) const RESUBSCRIBE_BATCH: usize = 1000;
 
 pub struct Subscriber {
     client: redis::Client,
     /// For the history reads of gap filling (the subscribed connection cannot run them).
-    commands: ConnectionManager,
+    commands: RedisConn,
     hub: Arc<Hub>,
     up: Arc<AtomicBool>,
     /// Channels that have watchers, with the topic to tell once subscribed.
@@ -54,7 +55,7 @@ pub struct Subscriber {
 
 /// Why a connection was given up.
 #[derive(Debug, thiserror::Error)]
-enum Lost {
+pub(super) enum Lost {
     #[error("connection closed")]
     Closed,
     #[error("{0}")]
@@ -71,7 +72,7 @@ enum Exit {
 impl Subscriber {
     pub fn new(
         client: redis::Client,
-        commands: ConnectionManager,
+        commands: RedisConn,
         hub: Arc<Hub>,
         up: Arc<AtomicBool>,
         keepalive: Duration,
@@ -162,49 +163,12 @@ impl Subscriber {
 
     /// Delivers what the topic missed while unsubscribed, from the history.
     async fn fill_gap(&self, topic: &Topic) -> Result<(), Lost> {
-        let mut conn = self.commands.clone();
-        let project = topic.project();
-        let point = match topic.resume_point() {
-            Some(point) => point,
-            // Nothing delivered and no history when it subscribed (or it joined during the
-            // outage): everything in the history now is newer than what its sessions have.
-            None => match within(read_replay(&mut conn, project, None)).await?.state {
-                Some((_, last)) => EventId::new(last.epoch(), 0),
-                None => return Ok(()),
-            },
-        };
-        let mut replay = within(read_replay(&mut conn, project, Some(&point))).await?;
-        if let Some((_, last)) = &replay.state {
-            if last.epoch() != point.epoch() {
-                // The history was lost and begun anew meanwhile: everything in it is new.
-                let start = EventId::new(last.epoch(), 0);
-                replay = within(read_replay(&mut conn, project, Some(&start))).await?;
-            } else if last.seq() < point.seq() {
-                // Same history, but it went back: a failover to a replica that had not
-                // received the latest writes. New events will reuse sequence numbers
-                // this topic already delivered; without rewinding they would all be
-                // dropped as duplicates. Clients resuming from a lost id are told
-                // `recovered: false` by the resume logic.
-                tracing::warn!(project_id = %project, delivered = %point, history = %last, "the project's history went back (Redis lost writes); delivering from its new end");
-                m::history_rewound();
-                topic.rewind(last.clone());
-            }
-        }
-        if !replay.after.is_empty() {
-            tracing::info!(project_id = %project, events = replay.after.len(), "filled a gap from history after reconnecting");
-            self.hub.deliver_missed(project, replay.after);
-        }
-        Ok(())
+        fill_gap(&self.commands, &self.hub, topic).await
     }
 
     /// Records where each new topic's history stands, before it is subscribed.
     async fn record_origins(&self, topics: &[Arc<Topic>]) -> Result<(), Lost> {
-        let mut conn = self.commands.clone();
-        for topic in topics {
-            let replay = within(read_replay(&mut conn, topic.project(), None)).await?;
-            topic.set_origin(replay.state.map(|(_, last)| last));
-        }
-        Ok(())
+        record_origins(&self.commands, topics).await
     }
 
     async fn serve(
@@ -306,14 +270,66 @@ impl Subscriber {
     }
 }
 
-fn project_of(change: &SubscriptionChange) -> &ProjectId {
+/// Delivers what `topic` missed while unsubscribed, from the history: everything after
+/// its resume point, in order (the topic drops what it already had). Shared with the
+/// cluster subscriber.
+pub(super) async fn fill_gap(commands: &RedisConn, hub: &Hub, topic: &Topic) -> Result<(), Lost> {
+    let mut conn = commands.clone();
+    let project = topic.project();
+    let point = match topic.resume_point() {
+        Some(point) => point,
+        // Nothing delivered and no history when it subscribed (or it joined during the
+        // outage): everything in the history now is newer than what its sessions have.
+        None => match within(read_replay(&mut conn, project, None)).await?.state {
+            Some((_, last)) => EventId::new(last.epoch(), 0),
+            None => return Ok(()),
+        },
+    };
+    let mut replay = within(read_replay(&mut conn, project, Some(&point))).await?;
+    if let Some((_, last)) = &replay.state {
+        if last.epoch() != point.epoch() {
+            // The history was lost and begun anew meanwhile: everything in it is new.
+            let start = EventId::new(last.epoch(), 0);
+            replay = within(read_replay(&mut conn, project, Some(&start))).await?;
+        } else if last.seq() < point.seq() {
+            // Same history, but it went back: a failover to a replica that had not
+            // received the latest writes. New events will reuse sequence numbers
+            // this topic already delivered; without rewinding they would all be
+            // dropped as duplicates. Clients resuming from a lost id are told
+            // `recovered: false` by the resume logic.
+            tracing::warn!(project_id = %project, delivered = %point, history = %last, "the project's history went back (Redis lost writes); delivering from its new end");
+            m::history_rewound();
+            topic.rewind(last.clone());
+        }
+    }
+    if !replay.after.is_empty() {
+        tracing::info!(project_id = %project, events = replay.after.len(), "filled a gap from history after reconnecting");
+        hub.deliver_missed(project, replay.after);
+    }
+    Ok(())
+}
+
+/// Records where each new topic's history stands, before it is subscribed.
+pub(super) async fn record_origins(
+    commands: &RedisConn,
+    topics: &[Arc<Topic>],
+) -> Result<(), Lost> {
+    let mut conn = commands.clone();
+    for topic in topics {
+        let replay = within(read_replay(&mut conn, topic.project(), None)).await?;
+        topic.set_origin(replay.state.map(|(_, last)| last));
+    }
+    Ok(())
+}
+
+pub(super) fn project_of(change: &SubscriptionChange) -> &ProjectId {
     match change {
         SubscriptionChange::Subscribe(topic) => topic.project(),
         SubscriptionChange::Unsubscribe(project) => project,
     }
 }
 
-fn new_backoff() -> impl Iterator<Item = Duration> {
+pub(super) fn new_backoff() -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
         .with_min_delay(BACKOFF_MIN)
         .with_max_delay(BACKOFF_MAX)
@@ -322,7 +338,7 @@ fn new_backoff() -> impl Iterator<Item = Duration> {
         .build()
 }
 
-async fn within<T>(
+pub(super) async fn within<T>(
     fut: impl std::future::Future<Output = redis::RedisResult<T>>,
 ) -> Result<T, Lost> {
     match tokio::time::timeout(COMMAND_TIMEOUT, fut).await {

@@ -17,11 +17,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, MultiplexedConnection};
+use redis::aio::ConnectionLike;
 use redis::streams::StreamReadReply;
 
 use super::Job;
 use super::queue::{Claimed, JobQueue, Ownership, QueueError};
+use crate::broker::connection::{RedisConn, Timeouts};
+use crate::broker::target::RedisTarget;
 use crate::wire::ProjectId;
 
 pub const STREAM: &str = "progress:jobs";
@@ -76,12 +78,73 @@ fn stale_reply(reply: Vec<Vec<u8>>) -> Result<(String, Option<Stale>), QueueErro
     }
 }
 
+/// The connection XREADGROUP BLOCK holds.
+enum Blocking {
+    Single(redis::aio::MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl Blocking {
+    async fn open(commands: &RedisConn, target: &RedisTarget) -> Result<Self, QueueError> {
+        Ok(match (commands, target) {
+            (RedisConn::Cluster(cluster), _) => Self::Cluster(cluster.separate().await?),
+            // The default response timeout (500 ms) is shorter than the BLOCK wait: every
+            // read that found no job would fail. A frozen Redis is caught by LATE_ANSWER.
+            (RedisConn::Single(_), RedisTarget::Single(url)) => Self::Single(
+                redis::Client::open(url.as_str())?
+                    .get_multiplexed_async_connection_with_config(
+                        &redis::AsyncConnectionConfig::new()
+                            .set_connection_timeout(Some(Duration::from_secs(2)))
+                            .set_response_timeout(Some(BLOCKING_READ_TIMEOUT)),
+                    )
+                    .await?,
+            ),
+            (RedisConn::Single(_), RedisTarget::Cluster(_)) => {
+                return Err(QueueError::Unavailable(
+                    "a single-node connection for a cluster".into(),
+                ));
+            }
+        })
+    }
+}
+
+impl ConnectionLike for Blocking {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Self::Single(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Self::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(conn) => conn.get_db(),
+            Self::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
 pub struct RedisQueue {
-    client: redis::Client,
-    commands: ConnectionManager,
+    target: RedisTarget,
+    commands: RedisConn,
     /// XREADGROUP BLOCK holds its connection; it gets one of its own so that it never
     /// delays other commands.
-    blocking: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    blocking: tokio::sync::Mutex<Option<Blocking>>,
     claim_idle: Duration,
     group_ready: AtomicBool,
     release: redis::Script,
@@ -100,15 +163,19 @@ pub struct RedisQueue {
 }
 
 impl RedisQueue {
+    /// `url` names one node or a cluster (see [`RedisTarget`]): every key the queue
+    /// uses is one key or keys of one slot, so it works unchanged on a cluster.
     pub fn new(url: &str, claim_idle: Duration) -> Result<Self, QueueError> {
-        let client = redis::Client::open(url)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(2);
-        let commands = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        let target = RedisTarget::parse(url).map_err(|e| QueueError::Unavailable(e.to_string()))?;
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(2),
+            response: Duration::from_secs(2),
+            max_retry_delay: None,
+        };
+        let commands = RedisConn::open(&target, timeouts)
+            .map_err(|e| QueueError::Unavailable(e.to_string()))?;
         Ok(Self {
-            client,
+            target,
             commands,
             blocking: tokio::sync::Mutex::new(None),
             claim_idle,
@@ -357,16 +424,7 @@ impl JobQueue for RedisQueue {
         // Then, a new one.
         let mut blocking = self.blocking.lock().await;
         if blocking.is_none() {
-            // The default response timeout (500 ms) is shorter than the BLOCK wait: every
-            // read that found no job would fail. A frozen Redis is caught by LATE_ANSWER.
-            let config = redis::AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(Duration::from_secs(2)))
-                .set_response_timeout(Some(BLOCKING_READ_TIMEOUT));
-            *blocking = Some(
-                self.client
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await?,
-            );
+            *blocking = Some(Blocking::open(&self.commands, &self.target).await?);
         }
         let Some(conn) = blocking.as_mut() else {
             return Ok(None);

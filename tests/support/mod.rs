@@ -207,6 +207,24 @@ impl TestHub {
         }
     }
 
+    /// A hub on an external Redis (e.g. a [`RedisCluster`]'s URL), with no Redis of its
+    /// own to stop.
+    pub async fn start_on(redis_url: String, tweak: impl FnOnce(&mut ServeConfig)) -> Self {
+        let mut config = ServeConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            redis_url: Some(redis_url),
+            ..ServeConfig::default()
+        };
+        tweak(&mut config);
+        let hub = server::start(config).await.expect("hub starts");
+        Self {
+            addr: hub.local_addr(),
+            hub: Some(hub),
+            redis: None,
+            publisher: None,
+        }
+    }
+
     pub fn redis(&self) -> &RedisServer {
         self.redis.as_ref().expect("a Redis-backed hub")
     }
@@ -463,4 +481,182 @@ macro_rules! on_both_brokers {
 /// A log event with a recognisable message.
 pub fn log_event(message: &str) -> Value {
     serde_json::json!({"event": "log", "data": {"level": "INFO", "message": message}})
+}
+
+/// A real 3-master Redis Cluster on loopback (no replicas), each node in a temp dir of
+/// its own; killed and removed on drop.
+pub struct RedisCluster {
+    pub ports: Vec<u16>,
+    children: Vec<Option<Child>>,
+    dir: std::path::PathBuf,
+}
+
+impl RedisCluster {
+    pub async fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "progress-hub-cluster-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).expect("a temp dir");
+        let mut cluster = Self {
+            ports: Vec::new(),
+            children: Vec::new(),
+            dir,
+        };
+        for _ in 0..3 {
+            let port = free_port();
+            cluster.ports.push(port);
+            cluster.children.push(None);
+            cluster.launch(cluster.ports.len() - 1).await;
+        }
+        let nodes: Vec<String> = cluster
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let status = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&nodes)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("redis-cli must be on PATH");
+        assert!(status.success(), "redis-cli --cluster create failed");
+        for i in 0..cluster.ports.len() {
+            cluster.wait_ok(i).await;
+        }
+        cluster
+    }
+
+    /// Starts node `i` (again) with its nodes.conf, so it rejoins with its slots.
+    async fn launch(&mut self, i: usize) {
+        let port = self.ports[i].to_string();
+        let node_dir = self.dir.join(&port);
+        std::fs::create_dir_all(&node_dir).expect("a node dir");
+        let child = Command::new("redis-server")
+            .current_dir(&node_dir)
+            .args(["--port", &port, "--bind", "127.0.0.1"])
+            .args(["--cluster-enabled", "yes"])
+            .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be on PATH");
+        self.children[i] = Some(child);
+        let url = self.node_url(i);
+        eventually(&format!("cluster node {port} answers"), || {
+            let url = url.clone();
+            async move {
+                let Ok(client) = redis::Client::open(url) else {
+                    return false;
+                };
+                let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+                    return false;
+                };
+                redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .is_ok()
+            }
+        })
+        .await;
+    }
+
+    /// Waits for `CLUSTER INFO` to say cluster_state:ok on node `i`.
+    async fn wait_ok(&self, i: usize) {
+        let url = self.node_url(i);
+        eventually("cluster_state:ok", || {
+            let url = url.clone();
+            async move {
+                let Ok(client) = redis::Client::open(url) else {
+                    return false;
+                };
+                let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+                    return false;
+                };
+                let info: redis::RedisResult<String> = redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query_async(&mut conn)
+                    .await;
+                info.is_ok_and(|i| i.contains("cluster_state:ok"))
+            }
+        })
+        .await;
+    }
+
+    /// The hub's `--redis-url` for this cluster (every node a seed).
+    pub fn url(&self) -> String {
+        let seeds: Vec<String> = self
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        format!("redis+cluster://{}", seeds.join(","))
+    }
+
+    pub fn node_url(&self, i: usize) -> String {
+        format!("redis://127.0.0.1:{}", self.ports[i])
+    }
+
+    /// A plain connection to node `i` (for per-node counters).
+    pub async fn node(&self, i: usize) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.node_url(i))
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    /// The index of the node that owns `key`'s slot.
+    pub async fn owner_of(&self, key: &str) -> usize {
+        let mut conn = self.node(0).await;
+        let slot: i64 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let shards: Vec<(i64, i64, Vec<redis::Value>)> = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query_async::<Vec<redis::Value>>(&mut conn)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|v| redis::from_redis_value(v).unwrap())
+            .collect();
+        for (start, end, master) in shards {
+            if (start..=end).contains(&slot) {
+                let port: u16 = redis::from_redis_value(master[1].clone()).unwrap();
+                return self.ports.iter().position(|p| *p == port).unwrap();
+            }
+        }
+        panic!("no node owns slot {slot}");
+    }
+
+    /// Kills node `i` (a crash) and starts it again with its cluster config (empty:
+    /// no persistence), then waits until the cluster is ok everywhere.
+    pub async fn restart_node(&mut self, i: usize) {
+        if let Some(mut child) = self.children[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.launch(i).await;
+        for n in 0..self.ports.len() {
+            self.wait_ok(n).await;
+        }
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for child in self.children.iter_mut().filter_map(Option::take) {
+            let mut child = child;
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

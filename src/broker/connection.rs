@@ -1,0 +1,133 @@
+//! The command connection to Redis, whether one node or a cluster: one type, so the
+//! publish script, history reads and the job queue run unchanged on either.
+//!
+//! - One node: redis-rs's connection manager (multiplexed, reconnects on the next
+//!   command after a failure).
+//! - A cluster: redis-rs's cluster connection (multiplexed per node, routes each command
+//!   by its keys' slot, follows MOVED/ASK, refreshes the topology). It is opened on
+//!   first use, so a cluster that is down at start is an error on use, as for one node.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
+use tokio::sync::OnceCell;
+
+use super::BrokerError;
+use super::target::RedisTarget;
+
+/// Timeouts of a command connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub response: Duration,
+    /// Longest wait between the connection manager's reconnect attempts (one node);
+    /// `None`: redis-rs's default.
+    pub max_retry_delay: Option<Duration>,
+}
+
+/// A command connection; cheap to clone (clones share the connection).
+#[derive(Clone)]
+pub enum RedisConn {
+    Single(ConnectionManager),
+    Cluster(LazyCluster),
+}
+
+impl RedisConn {
+    /// A connection to `target`; connects lazily.
+    pub fn open(target: &RedisTarget, timeouts: Timeouts) -> Result<Self, BrokerError> {
+        Ok(match target {
+            RedisTarget::Single(url) => {
+                let client = redis::Client::open(url.as_str())
+                    .map_err(|e| BrokerError::InvalidUrl(e.to_string()))?;
+                let mut config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(timeouts.connect))
+                    .set_response_timeout(Some(timeouts.response))
+                    .set_number_of_retries(2);
+                if let Some(delay) = timeouts.max_retry_delay {
+                    config = config.set_max_delay(delay);
+                }
+                Self::Single(ConnectionManager::new_lazy_with_config(client, config)?)
+            }
+            RedisTarget::Cluster(seeds) => {
+                let client = cluster_builder(seeds)
+                    .connection_timeout(timeouts.connect)
+                    .response_timeout(timeouts.response)
+                    .build()
+                    .map_err(|e| BrokerError::InvalidUrl(e.to_string()))?;
+                Self::Cluster(LazyCluster::new(client))
+            }
+        })
+    }
+}
+
+/// The builder every cluster connection of the hub starts from.
+pub fn cluster_builder(seeds: &[String]) -> ClusterClientBuilder {
+    ClusterClientBuilder::new(seeds.iter().map(String::as_str))
+}
+
+/// A cluster connection opened on first use (and again after a failed first attempt).
+#[derive(Clone)]
+pub struct LazyCluster {
+    client: Arc<ClusterClient>,
+    conn: Arc<OnceCell<ClusterConnection>>,
+}
+
+impl LazyCluster {
+    fn new(client: ClusterClient) -> Self {
+        Self {
+            client: Arc::new(client),
+            conn: Arc::new(OnceCell::new()),
+        }
+    }
+
+    pub async fn get(&self) -> RedisResult<ClusterConnection> {
+        self.conn
+            .get_or_try_init(|| self.client.get_async_connection())
+            .await
+            .cloned()
+    }
+
+    /// A connection of its own, not shared with this one (for blocking commands, which
+    /// would hold up everything else queued to the same node).
+    pub async fn separate(&self) -> RedisResult<ClusterConnection> {
+        self.client.get_async_connection().await
+    }
+}
+
+impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(lazy) => Box::pin(async move {
+                let mut conn = lazy.get().await?;
+                conn.req_packed_command(cmd).await
+            }),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(lazy) => Box::pin(async move {
+                let mut conn = lazy.get().await?;
+                conn.req_packed_commands(pipeline, offset, count).await
+            }),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(conn) => conn.get_db(),
+            Self::Cluster(_) => 0,
+        }
+    }
+}

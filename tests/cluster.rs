@@ -1,0 +1,285 @@
+//! Scale-out on a real 3-master Redis Cluster: two hubs and a worker on one cluster.
+//! Clients of one project spread over both hubs see every event in order; a client
+//! moving between hubs resumes without loss; a stopped hub costs its clients only a
+//! reconnect; an event's publish touches only its project's shard.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{RedisCluster, TestHub, WsClient, log_event};
+
+/// Two hubs on the cluster; the first runs the in-process worker (fast mock work).
+async fn two_hubs(cluster: &RedisCluster) -> (TestHub, TestHub) {
+    let a = TestHub::start_on(cluster.url(), |c| {
+        if let Some(w) = c.worker.as_mut() {
+            w.mock_delay = Duration::from_millis(2);
+        }
+    })
+    .await;
+    let b = TestHub::start_on(cluster.url(), |c| c.worker = None).await;
+    (a, b)
+}
+
+/// Reads `n` events that carry an id (skipping pings and opening frames).
+async fn events(client: &mut WsClient, n: usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let frame = client.next_event().await;
+        if frame.get("id").is_some() && frame["event"] != "snapshot" {
+            out.push(frame);
+        }
+    }
+    out
+}
+
+fn messages(frames: &[Value]) -> Vec<String> {
+    frames
+        .iter()
+        .map(|f| {
+            f["data"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect()
+}
+
+fn numbered(range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("step {i}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_spread_over_two_hubs_get_every_event_in_order() {
+    let cluster = RedisCluster::start().await;
+    let (a, b) = two_hubs(&cluster).await;
+    let project = "spread";
+    let mut clients = Vec::new();
+    for hub in [&a, &b, &a, &b] {
+        clients.push(WsClient::connected(&hub.ws_url(project)).await);
+    }
+    // Publishers on both hubs, alternating, one at a time (so the order is known).
+    for i in 0..60 {
+        let hub = if i % 2 == 0 { &a } else { &b };
+        hub.publish(project, log_event(&format!("step {i}"))).await;
+    }
+    for client in &mut clients {
+        let got = events(client, 60).await;
+        assert_eq!(messages(&got), numbered(0..60));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_works_across_hubs() {
+    let cluster = RedisCluster::start().await;
+    let (a, b) = two_hubs(&cluster).await;
+    let project = "mover";
+    let mut on_a = WsClient::connected(&a.ws_url(project)).await;
+    for i in 0..10 {
+        a.publish(project, log_event(&format!("step {i}"))).await;
+    }
+    let seen = events(&mut on_a, 10).await;
+    let last = seen[9]["id"].as_str().unwrap().to_string();
+    on_a.close().await;
+    // Missed while moving.
+    for i in 10..40 {
+        a.publish(project, log_event(&format!("step {i}"))).await;
+    }
+    let (mut on_b, connected) = WsClient::resume(&b.ws_url(project), &last).await;
+    assert_eq!(connected["data"]["recovered"], true, "{connected}");
+    for i in 40..50 {
+        b.publish(project, log_event(&format!("step {i}"))).await;
+    }
+    let rest = events(&mut on_b, 40).await;
+    assert_eq!(messages(&rest), numbered(10..50));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_hub_costs_its_clients_only_a_reconnect() {
+    let cluster = RedisCluster::start().await;
+    let (a, mut b) = two_hubs(&cluster).await;
+    let project = "outage";
+    let mut on_b = WsClient::connected(&b.ws_url(project)).await;
+    for i in 0..20 {
+        a.publish(project, log_event(&format!("step {i}"))).await;
+    }
+    let first = events(&mut on_b, 20).await;
+    let last = first[19]["id"].as_str().unwrap().to_string();
+    // Hub B goes away mid-run (graceful stop: its clients get 1012 and reconnect).
+    b.stop().await;
+    assert_eq!(on_b.expect_close().await, Some(1012));
+    for i in 20..40 {
+        a.publish(project, log_event(&format!("step {i}"))).await;
+    }
+    let (mut moved, connected) = WsClient::resume(&a.ws_url(project), &last).await;
+    assert_eq!(connected["data"]["recovered"], true, "{connected}");
+    let rest = events(&mut moved, 20).await;
+    assert_eq!(messages(&rest), numbered(20..40));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generation_job_runs_through_the_cluster() {
+    let cluster = RedisCluster::start().await;
+    let (a, b) = two_hubs(&cluster).await;
+    let project = "video";
+    // Watched on the hub that has no worker; the job runs on the other.
+    let mut on_b = WsClient::connected(&b.ws_url(project)).await;
+    let response = reqwest::Client::new()
+        .post(b.http(&format!("/api/v1/projects/{project}/generate")))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    let mut previous: Option<u64> = None;
+    loop {
+        let frame = on_b.next_event().await;
+        if let Some(seq) = frame["id"]
+            .as_str()
+            .and_then(|id| id.rsplit(':').next())
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            if let Some(p) = previous {
+                assert_eq!(seq, p + 1, "no gap, no duplicate: {frame}");
+            }
+            previous = Some(seq);
+        }
+        if frame["event"] == "complete" {
+            assert_eq!(frame["data"]["status"], "COMPLETED", "{frame}");
+            break;
+        }
+    }
+    drop(a);
+}
+
+/// Per-node counters of the shard publish path.
+async fn counters(cluster: &RedisCluster, i: usize) -> HashMap<&'static str, u64> {
+    let mut conn = cluster.node(i).await;
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let calls = |name: &str| {
+        stats
+            .lines()
+            .find(|l| l.starts_with(&format!("cmdstat_{name}:")))
+            .and_then(|l| l.split("calls=").nth(1))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let info: String = redis::cmd("CLUSTER")
+        .arg("INFO")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    HashMap::from([
+        ("spublish", calls("spublish")),
+        ("publish", calls("publish")),
+        (
+            "bus_publish_sent",
+            field("cluster_stats_messages_publish_sent"),
+        ),
+        (
+            "bus_publishshard_sent",
+            field("cluster_stats_messages_publishshard_sent"),
+        ),
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_touches_only_its_projects_shard() {
+    let cluster = RedisCluster::start().await;
+    let (a, b) = two_hubs(&cluster).await;
+    let project = "sharded";
+    let mut on_a = WsClient::connected(&a.ws_url(project)).await;
+    let mut on_b = WsClient::connected(&b.ws_url(project)).await;
+    let owner = cluster.owner_of(&format!("progress:{{{project}}}")).await;
+    // Both hubs' subscriptions are on the owner only.
+    for i in 0..3 {
+        let mut conn = cluster.node(i).await;
+        let (_, n): (String, i64) = redis::cmd("PUBSUB")
+            .arg("SHARDNUMSUB")
+            .arg(format!("progress:{{{project}}}"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(n, if i == owner { 2 } else { 0 }, "node {i}");
+    }
+    let before: Vec<_> =
+        futures_util::future::join_all((0..3).map(|i| counters(&cluster, i))).await;
+    const N: u64 = 100;
+    for i in 0..N {
+        a.publish(project, log_event(&format!("step {i}"))).await;
+    }
+    events(&mut on_a, N as usize).await;
+    events(&mut on_b, N as usize).await;
+    let after: Vec<_> = futures_util::future::join_all((0..3).map(|i| counters(&cluster, i))).await;
+    for i in 0..3 {
+        let delta = |k: &str| after[i][k] - before[i][k];
+        eprintln!(
+            "node {i}{}: spublish +{}, publish +{}, cluster-bus publish messages sent +{}, shard publish messages sent +{}",
+            if i == owner { " (owner)" } else { "" },
+            delta("spublish"),
+            delta("publish"),
+            delta("bus_publish_sent"),
+            delta("bus_publishshard_sent"),
+        );
+        assert_eq!(
+            delta("spublish"),
+            if i == owner { N } else { 0 },
+            "node {i}"
+        );
+        assert_eq!(delta("publish"), 0, "no plain PUBLISH on node {i}");
+        // Nothing crosses the cluster bus: no replicas, and no broadcast.
+        assert_eq!(delta("bus_publish_sent"), 0, "node {i}");
+        assert_eq!(delta("bus_publishshard_sent"), 0, "node {i}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_is_resubscribed() {
+    let mut cluster = RedisCluster::start().await;
+    let (a, b) = two_hubs(&cluster).await;
+    let project = "restart";
+    let mut on_a = WsClient::connected(&a.ws_url(project)).await;
+    let mut on_b = WsClient::connected(&b.ws_url(project)).await;
+    for i in 0..5 {
+        a.publish(project, log_event(&format!("step {i}"))).await;
+    }
+    events(&mut on_a, 5).await;
+    events(&mut on_b, 5).await;
+    let owner = cluster.owner_of(&format!("progress:{{{project}}}")).await;
+    // The owner crashes and comes back empty (no persistence): the history is lost, so
+    // what follows is a new epoch; the hubs must subscribe again and deliver it.
+    cluster.restart_node(owner).await;
+    let mut published = 0;
+    let deadline = tokio::time::Instant::now() + support::PATIENCE;
+    while tokio::time::Instant::now() < deadline {
+        let (status, _) = a
+            .post_event(project, &log_event(&format!("after {published}")))
+            .await;
+        if status == 202 {
+            published += 1;
+            if published == 5 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(published, 5, "publishing works again after the restart");
+    for client in [&mut on_a, &mut on_b] {
+        let got = events(client, 5).await;
+        let want: Vec<String> = (0..5).map(|i| format!("after {i}")).collect();
+        assert_eq!(messages(&got), want);
+    }
+}
