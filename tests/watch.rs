@@ -113,6 +113,38 @@ async fn bar_mode_prints_lines_and_exits_1_on_failed() {
     assert!(text.contains("FAILED"), "{text}");
 }
 
+// Watching a project whose run is over: the end is shown from the snapshot (status
+// and link), and the exit code says how it ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bar_mode_on_a_finished_project_shows_how_it_ended() {
+    let hub = fast_hub().await;
+    generate(&hub, "w3", json!({})).await;
+    support::eventually("the run completes", || async {
+        let state: Value = reqwest::get(hub.http("/api/v1/projects/w3"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        state["status"] == "COMPLETED"
+    })
+    .await;
+    let mut child = watch(&hub.ws_url("w3"), false);
+    let stderr = child.stderr.take().unwrap();
+    let status = tokio::time::timeout(PATIENCE, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "COMPLETED exits 0");
+    let mut text = String::new();
+    let mut reader = BufReader::new(stderr);
+    while reader.read_line(&mut text).await.unwrap() > 0 {}
+    assert!(
+        text.contains("✔ COMPLETED https://youtube.com/watch?v="),
+        "{text}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_url_and_unreachable_hub_exit_2() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_progress-hub"))

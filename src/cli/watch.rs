@@ -92,6 +92,16 @@ impl Bar {
         }
     }
 
+    /// The last line of a run: its status, and the video's link when it has one.
+    fn finished(&self, d: &Value) {
+        let status = d["status"].as_str().unwrap_or_default();
+        let (line, code) = match d["youtube_url"].as_str() {
+            Some(url) if status == "COMPLETED" => (format!("✔ {status} {url}"), "1;32"),
+            _ => (format!("✖ {status}"), "1;31"),
+        };
+        self.line(self.paint(code, &line));
+    }
+
     fn refresh(&self) {
         let eta = self.eta.map(|s| format!(" (ETA {s}s)")).unwrap_or_default();
         self.bar.set_message(format!("{}{eta}", self.stage));
@@ -109,6 +119,12 @@ impl View for Bar {
             "snapshot" | "progress_update" => {
                 self.stage = text("current_stage");
                 self.eta = d["estimated_remaining"].as_u64();
+                // Joined after the end: say how it ended, as the `complete` would have.
+                if f["event"] == "snapshot"
+                    && matches!(text("status").as_str(), "COMPLETED" | "FAILED")
+                {
+                    self.finished(d);
+                }
             }
             "stage_change" => {
                 self.stage = text("current_stage");
@@ -137,18 +153,7 @@ impl View for Bar {
                     self.line(format!("    • {}", s.as_str().unwrap_or_default()));
                 }
             }
-            "complete" => {
-                let line = match d["youtube_url"].as_str() {
-                    Some(url) => format!("✔ {} {url}", text("status")),
-                    None => format!("✖ {}", text("status")),
-                };
-                let code = if text("status") == "COMPLETED" {
-                    "1;32"
-                } else {
-                    "1;31"
-                };
-                self.line(self.paint(code, &line));
-            }
+            "complete" => self.finished(d),
             _ => {}
         }
         self.refresh();
