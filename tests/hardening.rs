@@ -477,6 +477,48 @@ async fn redis_outage_mid_job_loses_nothing(outage: std::time::Duration) {
     .await;
 }
 
+// Redis restarted empty mid-job: the queue lost the job with everything else. The
+// worker notices its claim is gone with nobody holding it, queues the job again, and
+// the run is done in full (in a new history: watchers get it from its start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_lost_with_redis_data_is_queued_again_and_completes() {
+    let mut hub = TestHub::start_with(Backend::Redis, |c| {
+        if let Some(w) = c.worker.as_mut() {
+            // A run of ~5 s: keep-alives (every 0.5 s) see the emptied queue mid-run.
+            w.mock_delay = std::time::Duration::from_millis(150);
+            w.claim_idle = std::time::Duration::from_secs(2);
+        }
+    })
+    .await;
+    let mut client = WsClient::connected(&hub.ws_url("emptied")).await;
+    let status = reqwest::Client::new()
+        .post(hub.http("/api/v1/projects/emptied/generate"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 202);
+    loop {
+        let frame = client.next_event().await;
+        if frame["data"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("[2/15]"))
+        {
+            break;
+        }
+    }
+    hub.redis.as_mut().unwrap().restart().await;
+    let frames = frames_until_complete(&mut client, PATIENCE * 3).await;
+    let complete = frames.last().unwrap();
+    assert_eq!(complete["data"]["status"], "COMPLETED", "{complete}");
+    assert!(
+        frames.iter().any(|f| f["data"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("[15/15]"))),
+        "the run went through to its last step"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_of_60s_mid_job_loses_nothing() {
     let _ = tracing_subscriber::fmt()

@@ -184,6 +184,9 @@ impl Worker {
                         Ok(Ownership::Lost { holder }) => {
                             // Returning drops the pipeline mid-step: it publishes nothing more.
                             self.claim_lost(&claimed, holder.as_deref());
+                            if holder.is_none() {
+                                self.queue_again(&claimed).await;
+                            }
                             return;
                         }
                         Err(err) => {
@@ -226,6 +229,21 @@ impl Worker {
                     tracing::info!(project_id = %project, job_id = %job.id, outcome = label, "job finished");
                     return;
                 }
+            }
+        }
+    }
+
+    /// Nobody holds the job any more: its entry is gone, because it was settled
+    /// elsewhere or because Redis lost its data (restarted empty). Queue it again: a job
+    /// that already completed is settled at once by whoever takes it, and one handed
+    /// back meanwhile still holds its project's lock, so this submit is refused.
+    async fn queue_again(&self, claimed: &Claimed) {
+        match self.queue.submit(&claimed.job).await {
+            Ok(()) => {
+                tracing::warn!(project_id = %claimed.job.project, job_id = %claimed.job.id, "the job had vanished from the queue (Redis lost its data?); queued it again")
+            }
+            Err(err) => {
+                tracing::info!(project_id = %claimed.job.project, job_id = %claimed.job.id, error = %err, "the job is not queued again")
             }
         }
     }
