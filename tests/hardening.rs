@@ -378,6 +378,28 @@ async fn expiring_tokens_close_with_4401_unless_refreshed() {
     );
 }
 
+/// Watches `project`, starts its generation job, and returns once the job is in its
+/// second step (so that a fault hits it mid-run).
+async fn watch_a_job_into_its_second_step(hub: &TestHub, project: &str) -> WsClient {
+    let mut client = WsClient::connected(&hub.ws_url(project)).await;
+    let status = reqwest::Client::new()
+        .post(hub.http(&format!("/api/v1/projects/{project}/generate")))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 202);
+    loop {
+        let frame = client.next_event().await;
+        if frame["data"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("[2/15]"))
+        {
+            return client;
+        }
+    }
+}
+
 /// Frames until `complete`, waiting as long as an outage may take.
 async fn frames_until_complete(
     client: &mut WsClient,
@@ -411,23 +433,7 @@ async fn redis_outage_mid_job_loses_nothing(outage: std::time::Duration) {
         c.heartbeat_timeout = outage + PATIENCE * 3;
     })
     .await;
-    let mut client = WsClient::connected(&hub.ws_url("outage")).await;
-    let status = reqwest::Client::new()
-        .post(hub.http("/api/v1/projects/outage/generate"))
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status, 202);
-    loop {
-        let frame = client.next_event().await;
-        if frame["data"]["message"]
-            .as_str()
-            .is_some_and(|m| m.starts_with("[2/15]"))
-        {
-            break;
-        }
-    }
+    let mut client = watch_a_job_into_its_second_step(&hub, "outage").await;
     hub.redis().pause();
     let ready = reqwest::get(hub.http("/readyz")).await.unwrap().status();
     tokio::time::sleep(outage).await; // the outage itself: a duration, nothing to await
@@ -490,23 +496,7 @@ async fn a_job_lost_with_redis_data_is_queued_again_and_completes() {
         }
     })
     .await;
-    let mut client = WsClient::connected(&hub.ws_url("emptied")).await;
-    let status = reqwest::Client::new()
-        .post(hub.http("/api/v1/projects/emptied/generate"))
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status, 202);
-    loop {
-        let frame = client.next_event().await;
-        if frame["data"]["message"]
-            .as_str()
-            .is_some_and(|m| m.starts_with("[2/15]"))
-        {
-            break;
-        }
-    }
+    let mut client = watch_a_job_into_its_second_step(&hub, "emptied").await;
     hub.redis.as_mut().unwrap().restart().await;
     let frames = frames_until_complete(&mut client, PATIENCE * 3).await;
     let complete = frames.last().unwrap();
