@@ -24,7 +24,7 @@ use crate::job::worker::Worker;
 use crate::limits::ConnectionLimits;
 use crate::metrics;
 use crate::publish::Publisher;
-use crate::session::{SessionConfig, Sessions};
+use crate::session::{Heartbeat, SessionConfig, Sessions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -123,6 +123,12 @@ pub async fn start(config: ServeConfig) -> Result<RunningHub, ServeError> {
         let worker = Worker::new(jobs.clone(), broker.clone(), job_publisher, worker);
         tracker.spawn(worker.run(shutdown.clone()));
     }
+    let heartbeat = Heartbeat::new(
+        config.heartbeat_interval,
+        config.heartbeat_timeout,
+        shutdown.clone(),
+    );
+    tracker.spawn(heartbeat.clone().run());
     let state = AppState {
         broker: broker.clone(),
         publisher: publisher.clone(),
@@ -134,6 +140,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningHub, ServeError> {
                 heartbeat_interval: config.heartbeat_interval,
                 heartbeat_timeout: config.heartbeat_timeout,
             },
+            heartbeat: heartbeat.clone(),
             shutdown: shutdown.clone(),
         },
         tracker: tracker.clone(),

@@ -19,7 +19,7 @@ use super::error::{ApiError, ErrorBody};
 use super::project_path::ProjectPath;
 use super::{AppState, access};
 use crate::session::Access;
-use crate::transport::{Transport, sse, websocket::WebSocketTransport};
+use crate::transport::{Transport, Writer, sse, websocket::WebSocketTransport};
 use crate::wire::CloseReason;
 use crate::wire::{EventId, ProjectId};
 
@@ -164,7 +164,7 @@ fn websocket(
         .max_frame_size(limit)
         .on_upgrade(move |socket| {
             tracker.track_future(async move {
-                let mut transport = WebSocketTransport::new(socket);
+                let transport = WebSocketTransport::new(socket);
                 match permit {
                     Ok(permit) => {
                         sessions.run(project, last_event_id, access, transport).await;
@@ -173,7 +173,8 @@ fn websocket(
                     // Refused after the upgrade, so that a browser sees why (close 1013).
                     Err(limit) => {
                         tracing::warn!(peer = %peer.ip(), error = %limit, "refusing a WebSocket connection");
-                        transport.close(CloseReason::Overloaded).await;
+                        let (mut writer, _reader) = transport.split();
+                        writer.close(CloseReason::Overloaded).await;
                     }
                 }
             })

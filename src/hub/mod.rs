@@ -10,7 +10,7 @@
 
 mod slow_consumer;
 
-pub use slow_consumer::{OutboundQueue, Pushed, SlowConsumer};
+pub use slow_consumer::{Ended, OutboundQueue, Pushed};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -219,6 +219,7 @@ impl Hub {
                 Pushed::Queued => {}
                 Pushed::QueuedAfterCoalescing(dropped) => m::frames_superseded(dropped as u64),
                 Pushed::Overflowed => m::frames_dropped_slow_consumer(1),
+                Pushed::Ended => {}
             }
         }
     }
@@ -243,7 +244,7 @@ pub struct Membership {
 }
 
 impl Membership {
-    pub fn queue(&self) -> &OutboundQueue {
+    pub fn queue(&self) -> &Arc<OutboundQueue> {
         &self.queue
     }
 

@@ -10,6 +10,10 @@
 //!   `log`, `error`, `complete`), the session is marked overflowed and closed with 4429;
 //!   the client resumes from history when it reconnects.
 //!
+//! The queue is also where a session learns that it is over, whoever decides it (the
+//! slow-consumer policy, the heartbeat, the client, a restart): [`OutboundQueue::end`]
+//! records why and wakes the session, so its task waits on one thing only.
+//!
 //! The queue allocates nothing while empty, so an idle connection costs no buffer.
 
 use std::collections::VecDeque;
@@ -17,7 +21,7 @@ use std::sync::Mutex;
 
 use tokio::sync::Notify;
 
-use crate::wire::Frame;
+use crate::wire::{CloseReason, Frame};
 
 /// Most frames written to a socket in one go: between batches the session reads its
 /// client and counts the progress as life, so a long backlog read slowly by a live
@@ -34,6 +38,17 @@ pub enum Pushed {
     /// The queue overflowed with frames that must not be dropped (now or before):
     /// the session is closed as a slow consumer. The frame was not queued.
     Overflowed,
+    /// The session has already ended for another reason; the frame was not queued.
+    Ended,
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The hub closes it, with this reason.
+    Closed(CloseReason),
+    /// The client left or the connection broke.
+    ClientGone,
 }
 
 #[derive(Debug)]
@@ -47,7 +62,8 @@ pub struct OutboundQueue {
 #[derive(Debug, Default)]
 struct State {
     frames: VecDeque<Frame>,
-    overflowed: bool,
+    /// Set once; the first reason wins.
+    ended: Option<Ended>,
 }
 
 impl OutboundQueue {
@@ -62,8 +78,10 @@ impl OutboundQueue {
     pub fn push(&self, frame: Frame) -> Pushed {
         let outcome = {
             let mut state = lock(&self.state);
-            if state.overflowed {
-                return Pushed::Overflowed;
+            match state.ended {
+                Some(Ended::Closed(CloseReason::SlowConsumer)) => return Pushed::Overflowed,
+                Some(_) => return Pushed::Ended,
+                None => {}
             }
             if state.frames.len() < self.capacity {
                 state.frames.push_back(frame);
@@ -90,7 +108,7 @@ impl OutboundQueue {
                     state.frames.push_back(frame);
                     Pushed::QueuedAfterCoalescing(dropped)
                 } else {
-                    state.overflowed = true;
+                    state.ended = Some(Ended::Closed(CloseReason::SlowConsumer));
                     state.frames = VecDeque::new();
                     Pushed::Overflowed
                 }
@@ -100,17 +118,31 @@ impl OutboundQueue {
         outcome
     }
 
-    /// Waits until there is something to do: frames to send, or an overflow.
+    /// Ends the session (the first reason given wins) and wakes its task. Queued frames
+    /// are dropped: nothing will send them.
+    pub fn end(&self, why: Ended) {
+        {
+            let mut state = lock(&self.state);
+            if state.ended.is_some() {
+                return;
+            }
+            state.ended = Some(why);
+            state.frames = VecDeque::new();
+        }
+        self.wake.notify_one();
+    }
+
+    /// Waits until there is something to do: frames to send, or the end.
     pub async fn ready(&self) {
         self.wake.notified().await;
     }
 
-    /// Takes the oldest queued frames, at most `MAX_BATCH`. `Err(())` once the queue has
-    /// overflowed.
-    pub fn drain(&self, into: &mut Vec<Frame>) -> Result<(), SlowConsumer> {
+    /// Takes the oldest queued frames, at most `MAX_BATCH`; `Err` once the session has
+    /// ended (an overflow is `Closed(SlowConsumer)`).
+    pub fn drain(&self, into: &mut Vec<Frame>) -> Result<(), Ended> {
         let mut state = lock(&self.state);
-        if state.overflowed {
-            return Err(SlowConsumer);
+        if let Some(ended) = state.ended {
+            return Err(ended);
         }
         let n = state.frames.len().min(MAX_BATCH);
         into.extend(state.frames.drain(..n));
@@ -121,16 +153,17 @@ impl OutboundQueue {
         Ok(())
     }
 
-    pub fn is_overflowed(&self) -> bool {
-        lock(&self.state).overflowed
+    /// Why the session ended, once it has.
+    pub fn ended_because(&self) -> Option<Ended> {
+        lock(&self.state).ended
     }
 
-    /// Waits until the queue overflows (used while a send is stuck on a slow socket).
-    pub async fn overflowed(&self) {
+    /// Waits until the session ends (used while a send is stuck on a slow socket).
+    pub async fn ended(&self) -> Ended {
         loop {
             let notified = self.wake.notified();
-            if self.is_overflowed() {
-                return;
+            if let Some(ended) = self.ended_because() {
+                return ended;
             }
             notified.await;
         }
@@ -144,11 +177,6 @@ impl OutboundQueue {
         self.len() == 0
     }
 }
-
-/// The session is closed because it could not keep up (close code 4429).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("slow consumer")]
-pub struct SlowConsumer;
 
 /// A poisoned lock only means another thread panicked mid-push; the queue's data is
 /// still a valid `VecDeque`, so keep serving rather than spread the panic.
@@ -256,9 +284,9 @@ mod tests {
         q.push(frame(EventKind::Log, 1));
         q.push(frame(EventKind::Complete, 2));
         assert_eq!(q.push(frame(EventKind::Error, 3)), Pushed::Overflowed);
-        assert!(q.is_overflowed());
+        assert_eq!(q.ended_because(), Some(SLOW));
         assert_eq!(q.push(frame(EventKind::Log, 4)), Pushed::Overflowed);
-        assert_eq!(q.drain(&mut Vec::new()), Err(SlowConsumer));
+        assert_eq!(q.drain(&mut Vec::new()), Err(SLOW));
     }
 
     #[tokio::test]
@@ -269,6 +297,20 @@ mod tests {
         assert_eq!(q.len(), 1);
         q.push(frame(EventKind::Log, 2));
         q.push(frame(EventKind::Log, 3));
-        q.overflowed().await;
+        assert_eq!(q.ended().await, SLOW);
+    }
+
+    const SLOW: Ended = Ended::Closed(CloseReason::SlowConsumer);
+
+    #[tokio::test]
+    async fn the_first_end_wins_and_drops_what_was_queued() {
+        let q = OutboundQueue::new(8);
+        q.push(frame(EventKind::Log, 1));
+        q.end(Ended::ClientGone);
+        q.end(Ended::Closed(CloseReason::ServiceRestart));
+        assert_eq!(q.ended().await, Ended::ClientGone);
+        assert_eq!(q.drain(&mut Vec::new()), Err(Ended::ClientGone));
+        assert!(q.is_empty());
+        assert_eq!(q.push(frame(EventKind::Log, 2)), Pushed::Ended);
     }
 }

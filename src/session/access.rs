@@ -2,19 +2,17 @@
 //! `{"event":"refresh","data":{"token":...}}` before that; otherwise the session ends
 //! with 4401.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::SystemTime;
-
-use tokio::time::{Instant, Sleep};
 
 use crate::auth::Auth;
 use crate::wire::ProjectId;
 
+/// The heartbeat ends the session when `expires_at` passes (see `heartbeat`).
 pub struct Access {
     auth: Arc<Auth>,
     project: ProjectId,
-    expiry: Pin<Box<Sleep>>,
+    expires_at: SystemTime,
 }
 
 impl Access {
@@ -22,31 +20,22 @@ impl Access {
         Self {
             auth,
             project,
-            expiry: Box::pin(tokio::time::sleep_until(deadline(expires_at))),
+            expires_at,
         }
+    }
+
+    pub fn expires_at(&self) -> SystemTime {
+        self.expires_at
     }
 
     /// Accepts a fresher token for the same project; `false` if it is not one.
     pub fn refresh(&mut self, token: &str) -> bool {
         match self.auth.may_watch(Some(token), &self.project) {
             Ok(claims) => {
-                self.expiry.as_mut().reset(deadline(claims.expires_at()));
+                self.expires_at = claims.expires_at();
                 true
             }
             Err(_) => false,
         }
     }
-
-    /// Resolves when the token has expired. Cancel-safe.
-    pub async fn expired(access: &mut Option<Self>) {
-        match access {
-            Some(access) => access.expiry.as_mut().await,
-            None => std::future::pending().await,
-        }
-    }
-}
-
-fn deadline(at: SystemTime) -> Instant {
-    let left = at.duration_since(SystemTime::now()).unwrap_or_default();
-    Instant::now() + left
 }

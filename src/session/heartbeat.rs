@@ -1,97 +1,307 @@
-//! The heartbeat: a `ping` frame every interval, and a deadline that any sign of life
-//! from the client pushes back. One timer pair per session, owned by its task: nothing
-//! reads the socket but the session itself.
+//! The heartbeat: a `ping` frame to every session each interval, and the end of any
+//! session whose client has been silent longer than the timeout or whose access token
+//! has expired.
+//!
+//! One task beats for every session of the process, instead of two timers per session:
+//! a session's task then wakes only when it has frames to send (timers re-polled on
+//! every wake-up were a measurable share of the cost of a delivery, see
+//! docs/benchmark-notes.md). Each session registers a [`Pulse`] (atomics its reader
+//! updates when the client shows life); every tick the heartbeat reads them, queues a
+//! ping where one is due and ends, through the session's queue, the ones that are over.
+//! Deadlines are therefore honoured to within one tick (a tenth of the smaller of the
+//! interval and the timeout, at most a second).
+//!
+//! At shutdown the heartbeat ends every session with 1012 "service restart".
 
-use std::pin::Pin;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
 
-use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
+use crate::hub::{Ended, OutboundQueue};
+use crate::wire::{CloseReason, Frame};
+
+/// Milliseconds on the heartbeat's clock that mean "never".
+const NEVER: u64 = u64::MAX;
+
+/// Every session's pulse, and the task that checks them.
+#[derive(Debug)]
 pub struct Heartbeat {
-    ping: Interval,
-    /// When the client will be considered gone; `None` when the transport cannot hear
-    /// the client (SSE), so only a failed write ends the session.
-    deadline: Option<Pin<Box<Sleep>>>,
+    interval: Duration,
     timeout: Duration,
+    /// The zero of the milliseconds kept in the pulses' atomics.
+    epoch: Instant,
+    sessions: Mutex<HashMap<u64, Arc<Pulse>>>,
+    next_id: AtomicU64,
+    shutdown: CancellationToken,
 }
 
-/// What the heartbeat asks of the session.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Beat {
-    SendPing,
-    TimedOut,
+/// One session's signs of life, written by its tasks, read by the heartbeat.
+#[derive(Debug)]
+pub struct Pulse {
+    queue: Arc<OutboundQueue>,
+    epoch: Instant,
+    /// When the client last showed life; `None` for transports on which it cannot
+    /// speak (SSE), whose only end is a failed write.
+    last_life: Option<AtomicU64>,
+    /// When the access token expires (`NEVER` without one).
+    expires: AtomicU64,
+    next_ping: AtomicU64,
+}
+
+impl Pulse {
+    /// The client sent something, or took data off its socket: it is alive.
+    pub fn saw_life(&self) {
+        if let Some(last) = &self.last_life {
+            last.store(millis(self.epoch), Ordering::Relaxed);
+        }
+    }
+
+    /// The session's access now expires at `at`.
+    pub fn expires_at(&self, at: SystemTime) {
+        let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+        let at = millis(self.epoch).saturating_add(left.as_millis() as u64);
+        self.expires.store(at, Ordering::Relaxed);
+    }
+
+    pub fn queue(&self) -> &Arc<OutboundQueue> {
+        &self.queue
+    }
+}
+
+/// A session's registration with the heartbeat; dropping it unregisters.
+#[derive(Debug)]
+pub struct Beating {
+    heartbeat: Arc<Heartbeat>,
+    id: u64,
+    pulse: Arc<Pulse>,
+}
+
+impl Beating {
+    pub fn pulse(&self) -> &Arc<Pulse> {
+        &self.pulse
+    }
+}
+
+impl Drop for Beating {
+    fn drop(&mut self) {
+        lock(&self.heartbeat.sessions).remove(&self.id);
+    }
 }
 
 impl Heartbeat {
-    pub fn new(interval: Duration, timeout: Duration, enforce_timeout: bool) -> Self {
-        let mut ping = tokio::time::interval_at(Instant::now() + interval, interval);
-        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        Self {
-            ping,
-            deadline: enforce_timeout.then(|| Box::pin(tokio::time::sleep(timeout))),
+    pub fn new(interval: Duration, timeout: Duration, shutdown: CancellationToken) -> Arc<Self> {
+        Arc::new(Self {
+            interval,
             timeout,
+            epoch: Instant::now(),
+            sessions: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            shutdown,
+        })
+    }
+
+    /// Starts beating for a session. `hears_client`: whether its client can speak, so
+    /// that silence can end it. After shutdown began, the session is ended at once.
+    pub fn register(self: &Arc<Self>, queue: Arc<OutboundQueue>, hears_client: bool) -> Beating {
+        let now = millis(self.epoch);
+        let pulse = Arc::new(Pulse {
+            queue,
+            epoch: self.epoch,
+            last_life: hears_client.then(|| AtomicU64::new(now)),
+            expires: AtomicU64::new(NEVER),
+            next_ping: AtomicU64::new(now.saturating_add(self.interval.as_millis() as u64)),
+        });
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        lock(&self.sessions).insert(id, Arc::clone(&pulse));
+        // Checked after inserting, so a shutdown cannot slip between the check and the
+        // registration: either this sees it, or the shutdown's sweep sees the session.
+        if self.shutdown.is_cancelled() {
+            pulse.queue.end(Ended::Closed(CloseReason::ServiceRestart));
+        }
+        Beating {
+            heartbeat: Arc::clone(self),
+            id,
+            pulse,
         }
     }
 
-    /// The client sent something: it is alive.
-    pub fn saw_life(&mut self) {
-        if let Some(deadline) = &mut self.deadline {
-            deadline.as_mut().reset(Instant::now() + self.timeout);
+    /// Beats until shutdown, then ends every session with "service restart".
+    pub async fn run(self: Arc<Self>) {
+        let tick = (self.interval.min(self.timeout) / 10)
+            .clamp(Duration::from_millis(5), Duration::from_secs(1));
+        let mut ticks = tokio::time::interval(tick);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => break,
+                _ = ticks.tick() => self.beat(),
+            }
+        }
+        for pulse in self.pulses() {
+            pulse.queue.end(Ended::Closed(CloseReason::ServiceRestart));
         }
     }
 
-    /// The next thing to do. Cancel-safe.
-    pub async fn next(&mut self) -> Beat {
-        tokio::select! {
-            _ = self.ping.tick() => Beat::SendPing,
-            () = Self::expiry(&mut self.deadline) => Beat::TimedOut,
+    /// One beat: pings where due, ends where the client went silent or access expired.
+    fn beat(&self) {
+        let now = millis(self.epoch);
+        let timeout = self.timeout.as_millis() as u64;
+        let interval = (self.interval.as_millis() as u64).max(1);
+        let ping = Frame::ping();
+        for pulse in self.pulses() {
+            let silent = pulse
+                .last_life
+                .as_ref()
+                .is_some_and(|last| now.saturating_sub(last.load(Ordering::Relaxed)) > timeout);
+            if silent {
+                pulse
+                    .queue
+                    .end(Ended::Closed(CloseReason::HeartbeatTimeout));
+            } else if now >= pulse.expires.load(Ordering::Relaxed) {
+                pulse.queue.end(Ended::Closed(CloseReason::TokenExpired));
+            } else if now >= pulse.next_ping.load(Ordering::Relaxed) {
+                pulse.next_ping.store(now + interval, Ordering::Relaxed);
+                pulse.queue.push(ping.clone());
+            }
         }
     }
 
-    /// Resolves when the client has been silent too long. Cancel-safe.
-    pub async fn expired(&mut self) {
-        Self::expiry(&mut self.deadline).await;
+    /// A snapshot of the registered pulses, so that no lock is held while queues are
+    /// touched.
+    fn pulses(&self) -> Vec<Arc<Pulse>> {
+        lock(&self.sessions).values().cloned().collect()
     }
 
-    async fn expiry(deadline: &mut Option<Pin<Box<Sleep>>>) {
-        match deadline {
-            Some(deadline) => deadline.as_mut().await,
-            None => std::future::pending().await,
-        }
+    pub fn sessions(&self) -> usize {
+        lock(&self.sessions).len()
     }
+}
+
+fn millis(epoch: Instant) -> u64 {
+    epoch.elapsed().as_millis() as u64
+}
+
+/// A poisoned lock only means a panic elsewhere mid-insert of a plain map, which is
+/// still valid: keep beating for the other sessions.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::EventKind;
 
-    #[tokio::test(start_paused = true)]
-    async fn pings_every_interval_and_times_out_without_life() {
-        let mut hb = Heartbeat::new(Duration::from_secs(30), Duration::from_secs(75), true);
-        let start = Instant::now();
-        assert_eq!(hb.next().await, Beat::SendPing);
-        assert_eq!(start.elapsed(), Duration::from_secs(30));
-        assert_eq!(hb.next().await, Beat::SendPing);
-        assert_eq!(start.elapsed(), Duration::from_secs(60));
-        assert_eq!(hb.next().await, Beat::TimedOut);
-        assert_eq!(start.elapsed(), Duration::from_secs(75));
+    fn setup(
+        interval: u64,
+        timeout: u64,
+    ) -> (
+        Arc<Heartbeat>,
+        CancellationToken,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let shutdown = CancellationToken::new();
+        let hb = Heartbeat::new(
+            Duration::from_secs(interval),
+            Duration::from_secs(timeout),
+            shutdown.clone(),
+        );
+        let task = tokio::spawn(Arc::clone(&hb).run());
+        (hb, shutdown, task)
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn life_pushes_the_deadline_back() {
-        let mut hb = Heartbeat::new(Duration::from_secs(30), Duration::from_secs(60), true);
-        tokio::time::sleep(Duration::from_secs(50)).await;
-        hb.saw_life();
-        let start = Instant::now();
-        hb.expired().await;
-        assert_eq!(start.elapsed(), Duration::from_secs(60));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn without_enforcement_it_only_pings() {
-        let mut hb = Heartbeat::new(Duration::from_secs(1), Duration::from_secs(2), false);
-        for _ in 0..5 {
-            assert_eq!(hb.next().await, Beat::SendPing);
+    async fn next_frame(q: &OutboundQueue) -> Result<EventKind, Ended> {
+        loop {
+            let mut out = Vec::new();
+            q.drain(&mut out)?;
+            if let Some(f) = out.first() {
+                return Ok(f.kind());
+            }
+            q.ready().await;
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pings_every_interval_then_ends_a_silent_client() {
+        let (hb, _shutdown, _task) = setup(30, 75);
+        let beating = hb.register(Arc::new(OutboundQueue::new(16)), true);
+        let q = beating.pulse().queue();
+        let start = Instant::now();
+        assert_eq!(next_frame(q).await, Ok(EventKind::Ping));
+        let first = start.elapsed();
+        assert!(
+            first >= Duration::from_secs(30) && first <= Duration::from_secs(31),
+            "{first:?}"
+        );
+        assert_eq!(next_frame(q).await, Ok(EventKind::Ping));
+        assert_eq!(
+            next_frame(q).await,
+            Err(Ended::Closed(CloseReason::HeartbeatTimeout))
+        );
+        let end = start.elapsed();
+        assert!(
+            end > Duration::from_secs(75) && end <= Duration::from_secs(76),
+            "{end:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn life_pushes_the_deadline_back_and_sse_only_pings() {
+        let (hb, _shutdown, _task) = setup(30, 60);
+        let ws = hb.register(Arc::new(OutboundQueue::new(16)), true);
+        let sse = hb.register(Arc::new(OutboundQueue::new(16)), false);
+        tokio::time::sleep(Duration::from_secs(50)).await;
+        ws.pulse().saw_life();
+        tokio::time::sleep(Duration::from_secs(50)).await;
+        assert_eq!(ws.pulse().queue().ended_because(), None, "life at 50 s");
+        let end = ws.pulse().queue().ended().await;
+        assert_eq!(end, Ended::Closed(CloseReason::HeartbeatTimeout));
+        let at = Instant::now().duration_since(hb.epoch);
+        assert!(
+            at > Duration::from_secs(110) && at <= Duration::from_secs(111),
+            "{at:?}"
+        );
+        assert_eq!(
+            sse.pulse().queue().ended_because(),
+            None,
+            "SSE is never timed out"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_token_ends_the_session_and_a_refresh_extends_it() {
+        let (hb, _shutdown, _task) = setup(30, 75);
+        let beating = hb.register(Arc::new(OutboundQueue::new(16)), false);
+        beating
+            .pulse()
+            .expires_at(SystemTime::now() + Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        beating
+            .pulse()
+            .expires_at(SystemTime::now() + Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        assert_eq!(beating.pulse().queue().ended_because(), None);
+        assert_eq!(
+            beating.pulse().queue().ended().await,
+            Ended::Closed(CloseReason::TokenExpired)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_ends_every_session_even_one_that_registers_late() {
+        let (hb, shutdown, task) = setup(30, 75);
+        let early = hb.register(Arc::new(OutboundQueue::new(16)), true);
+        shutdown.cancel();
+        task.await.unwrap();
+        let late = hb.register(Arc::new(OutboundQueue::new(16)), true);
+        let restart = Some(Ended::Closed(CloseReason::ServiceRestart));
+        assert_eq!(early.pulse().queue().ended_because(), restart);
+        assert_eq!(late.pulse().queue().ended_because(), restart);
+        drop((early, late));
+        assert_eq!(hb.sessions(), 0, "dropping a registration unregisters");
     }
 }

@@ -1,31 +1,37 @@
 //! One client's life, whatever the transport: join the project's topic, say
-//! `connected`, then move frames from the outbound queue to the socket while keeping the
-//! heartbeat, until the client leaves, goes silent, falls behind, or the server stops.
+//! `connected`, then move frames from the outbound queue to the socket until the
+//! session ends: the client leaves, goes silent, falls behind, or the server stops.
 //!
-//! Everything runs in the session's single task; reading, writing and timers are raced
-//! with `select!`, so no second task ever touches the socket.
+//! Two tasks per session, each woken only by its own work: the session's task writes
+//! (it sleeps on the outbound queue), and a reader task hears the client (`reader`).
+//! Whoever decides that the session is over (the reader, the heartbeat, the
+//! slow-consumer policy, a restart) says so through the queue, so the writer waits on
+//! one thing only.
 
 mod access;
 mod heartbeat;
+mod reader;
 mod resume;
 
 pub use access::Access;
 
-pub use heartbeat::{Beat, Heartbeat};
+pub use crate::hub::Ended;
+pub use heartbeat::{Beating, Heartbeat, Pulse};
 pub use resume::{Opening, opening, skip_covered};
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::broker::Broker;
 use crate::hub::{Hub, OutboundQueue};
 use crate::metrics as m;
-use crate::transport::{Incoming, Transport};
-use crate::wire::{ClientFrame, CloseReason, EventId, Frame, ProjectId};
+use crate::transport::{Transport, Writer};
+use crate::wire::{CloseReason, EventId, Frame, ProjectId};
 
 /// How long a new session waits for the broker to confirm the subscription before it
 /// says `connected` anyway (during a broker outage the subscriber catches up later).
@@ -43,16 +49,8 @@ pub struct Sessions {
     pub hub: Arc<Hub>,
     pub broker: Arc<dyn Broker>,
     pub config: SessionConfig,
+    pub heartbeat: Arc<Heartbeat>,
     pub shutdown: CancellationToken,
-}
-
-/// How a session ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ended {
-    /// The hub closed it, with this reason.
-    Closed(CloseReason),
-    /// The client left or the connection broke.
-    ClientGone,
 }
 
 impl Sessions {
@@ -62,17 +60,25 @@ impl Sessions {
         project: ProjectId,
         last_event_id: Option<EventId>,
         access: Option<Access>,
-        mut transport: T,
+        transport: T,
     ) -> Ended {
+        let (mut writer, reader) = transport.split();
         // Subscribe first, then read: nothing published in between can be missed.
         let membership = match self.hub.join(&project) {
             Ok(membership) => membership,
             Err(full) => {
                 tracing::warn!(project_id = %project, error = %full, "refusing a session");
-                transport.close(CloseReason::Overloaded).await;
+                writer.close(CloseReason::Overloaded).await;
                 return Ended::Closed(CloseReason::Overloaded);
             }
         };
+        let beating = self
+            .heartbeat
+            .register(Arc::clone(membership.queue()), T::HEARS_CLIENT);
+        let pulse = Arc::clone(beating.pulse());
+        if let Some(access) = &access {
+            pulse.expires_at(access.expires_at());
+        }
         let subscribed = membership.subscribed(SUBSCRIBE_WAIT).await;
         let replay = if !subscribed {
             // Without a confirmed subscription nothing can be promised: say
@@ -95,16 +101,19 @@ impl Sessions {
             replay,
         );
         m::connection_opened(T::NAME);
+        let _reader = AbortOnDropHandle::new(tokio::spawn(reader::listen(
+            reader,
+            Arc::clone(&pulse),
+            access,
+        )));
         let sent = tokio::select! {
-            sent = transport.send(&opening.frames) => sent.map_err(drop),
-            () = self.shutdown.cancelled() => Err(()),
+            sent = writer.send(&opening.frames) => Ok(sent.is_ok()),
+            () = self.shutdown.cancelled() => Err(Ended::Closed(CloseReason::ServiceRestart)),
         };
         let ended = match sent {
-            Ok(()) => {
-                self.pump(membership.queue(), opening.floor, access, &mut transport)
-                    .await
-            }
-            Err(_) => Ended::ClientGone,
+            Ok(true) => pump(membership.queue(), &pulse, opening.floor, &mut writer).await,
+            Ok(false) => Ended::ClientGone,
+            Err(restart) => restart,
         };
         m::connection_closed(T::NAME);
         match ended {
@@ -118,125 +127,63 @@ impl Sessions {
                     | CloseReason::TokenExpired => {}
                 }
                 tracing::debug!(project_id = %project, code = reason.code(), reason = reason.text(), "closing session");
-                transport.close(reason).await;
+                writer.close(reason).await;
             }
             Ended::ClientGone => tracing::debug!(project_id = %project, "client left"),
         }
         ended
     }
+}
 
-    /// What the client said; `Some` when it ends the session.
-    fn heard(
-        &self,
-        incoming: Incoming,
-        queue: &OutboundQueue,
-        heartbeat: &mut Heartbeat,
-        access: &mut Option<Access>,
-    ) -> Option<Ended> {
-        heartbeat.saw_life();
-        match incoming {
-            Incoming::Text(text) => match ClientFrame::parse(&text) {
-                Ok(ClientFrame::Pong) => {}
-                Ok(ClientFrame::Ping) => {
-                    queue.push(Frame::pong());
-                }
-                Ok(ClientFrame::Refresh(token)) => {
-                    let refreshed = access.as_mut().is_some_and(|a| a.refresh(&token));
-                    if !refreshed {
-                        m::client_frame_ignored();
-                    }
-                }
-                Ok(ClientFrame::Unknown(_)) | Err(_) => m::client_frame_ignored(),
-            },
-            Incoming::Binary => m::client_frame_ignored(),
-            Incoming::Control => {}
-            Incoming::TooLarge => return Some(Ended::Closed(CloseReason::MessageTooBig)),
-            Incoming::Closed => return Some(Ended::ClientGone),
+/// Moves frames from the queue to the socket until the session ends.
+async fn pump<W: Writer>(
+    queue: &OutboundQueue,
+    pulse: &Pulse,
+    mut floor: Option<EventId>,
+    writer: &mut W,
+) -> Ended {
+    let mut batch = Vec::new();
+    loop {
+        if let Err(ended) = queue.drain(&mut batch) {
+            return ended;
         }
-        None
-    }
-
-    async fn pump<T: Transport>(
-        &self,
-        queue: &OutboundQueue,
-        mut floor: Option<EventId>,
-        mut access: Option<Access>,
-        transport: &mut T,
-    ) -> Ended {
-        let config = &self.config;
-        let mut heartbeat = Heartbeat::new(
-            config.heartbeat_interval,
-            config.heartbeat_timeout,
-            transport.hears_client(),
-        );
-        let mut batch = Vec::new();
-        loop {
-            if queue.drain(&mut batch).is_err() {
-                return Ended::Closed(CloseReason::SlowConsumer);
-            }
-            skip_covered(&mut batch, &mut floor);
-            if !batch.is_empty() {
-                // A write that had to wait (the socket was full) and then went through
-                // means the client is taking data off its socket: it is alive, even if
-                // a long backlog keeps it from answering pings for a while. A write that
-                // fits in the socket buffers proves nothing (a dead peer's would too).
-                let sent = {
-                    let waited = std::sync::atomic::AtomicBool::new(false);
-                    let mut send = std::pin::pin!(transport.send(&batch));
-                    let send = std::future::poll_fn(|cx| {
-                        let poll = send.as_mut().poll(cx);
-                        if poll.is_pending() {
-                            waited.store(true, std::sync::atomic::Ordering::Relaxed);
-                        }
-                        poll
-                    });
-                    // A stuck write must not outlive an overflow, the heartbeat or shutdown.
-                    tokio::select! {
-                        sent = send => sent.map(|()| waited.load(std::sync::atomic::Ordering::Relaxed)),
-                        () = queue.overflowed() => return Ended::Closed(CloseReason::SlowConsumer),
-                        () = heartbeat.expired() => return Ended::Closed(CloseReason::HeartbeatTimeout),
-                        () = self.shutdown.cancelled() => return Ended::Closed(CloseReason::ServiceRestart),
-                        () = Access::expired(&mut access) => return Ended::Closed(CloseReason::TokenExpired),
-                    }
-                };
-                let Ok(waited) = sent else {
-                    return Ended::ClientGone;
-                };
-                if waited {
-                    heartbeat.saw_life();
+        skip_covered(&mut batch, &mut floor);
+        if batch.is_empty() {
+            queue.ready().await;
+            continue;
+        }
+        // A write that had to wait (the socket was full) and then went through means
+        // the client is taking data off its socket: it is alive, even if a long backlog
+        // keeps it from answering pings for a while. A write that fits in the socket
+        // buffers proves nothing (a dead peer's would too).
+        let waited = AtomicBool::new(false);
+        let sent = {
+            let mut send = std::pin::pin!(writer.send(&batch));
+            let send = std::future::poll_fn(|cx| {
+                let poll = send.as_mut().poll(cx);
+                if poll.is_pending() {
+                    waited.store(true, Ordering::Relaxed);
                 }
-                m::frames_delivered(batch.len() as u64);
-                if let Some(at) = batch.iter().find_map(Frame::published_at) {
-                    m::delivered_after(at);
-                }
-                batch.clear();
-                // While frames keep coming the idle branch below may not run for a long
-                // time: read whatever the client already sent (pongs, refreshes) now, so
-                // a live client on a busy project is never taken for a silent one.
-                // `recv` is cancel-safe, so polling it once and dropping it loses nothing.
-                while let Some(incoming) = transport.recv().now_or_never() {
-                    if let Some(ended) = self.heard(incoming, queue, &mut heartbeat, &mut access) {
-                        return ended;
-                    }
-                }
-                continue;
-            }
+                poll
+            });
+            // A stuck write must not outlive the session's end (overflow, heartbeat,
+            // restart). `biased`: a write that completes at once costs no other poll.
             tokio::select! {
-                () = self.shutdown.cancelled() => return Ended::Closed(CloseReason::ServiceRestart),
-                () = queue.ready() => {}
-                () = Access::expired(&mut access) => return Ended::Closed(CloseReason::TokenExpired),
-                incoming = transport.recv() => {
-                    if let Some(ended) = self.heard(incoming, queue, &mut heartbeat, &mut access) {
-                        return ended;
-                    }
-                }
-                beat = heartbeat.next() => match beat {
-                    Beat::SendPing => {
-                        queue.push(Frame::ping());
-                    }
-                    Beat::TimedOut => return Ended::Closed(CloseReason::HeartbeatTimeout),
-                },
+                biased;
+                sent = send => sent,
+                ended = queue.ended() => return ended,
             }
+        };
+        if sent.is_err() {
+            return Ended::ClientGone;
         }
+        if waited.load(Ordering::Relaxed) {
+            pulse.saw_life();
+        }
+        m::frames_delivered(batch.len() as u64);
+        if let Some(at) = batch.iter().find_map(Frame::published_at) {
+            m::delivered_after(at);
+        }
+        batch.clear();
     }
 }

@@ -32,24 +32,35 @@ pub enum Incoming {
 #[error("transport closed: {0}")]
 pub struct TransportClosed(pub String);
 
-pub trait Transport: Send {
+/// A client connection, split in two so that each half has a task of its own: the
+/// session's task writes, a reader task listens. The writer then wakes only when it has
+/// frames to send, and the reader only when the client speaks.
+pub trait Transport: Send + 'static {
     /// `websocket` or `sse`, for metrics and logs.
     const NAME: &'static str;
 
+    /// Whether the client can speak on this transport (WebSocket) or only listen (SSE);
+    /// the heartbeat timeout applies only to the former.
+    const HEARS_CLIENT: bool;
+
+    type Writer: Writer;
+    type Reader: Reader;
+
+    fn split(self) -> (Self::Writer, Self::Reader);
+}
+
+pub trait Writer: Send {
     /// Writes frames in order, then flushes.
     fn send(
         &mut self,
         frames: &[Frame],
     ) -> impl Future<Output = Result<(), TransportClosed>> + Send;
 
-    /// Waits for the client's next frame. Must be cancel-safe: it is raced against the
-    /// outbound queue and the heartbeat.
-    fn recv(&mut self) -> impl Future<Output = Incoming> + Send;
-
-    /// Ends the session, telling the client why where the transport can.
+    /// Ends the connection, telling the client why where the transport can.
     fn close(&mut self, reason: CloseReason) -> impl Future<Output = ()> + Send;
+}
 
-    /// Whether the client can speak on this transport (WebSocket) or only listen (SSE);
-    /// the heartbeat timeout applies only to the former.
-    fn hears_client(&self) -> bool;
+pub trait Reader: Send + 'static {
+    /// Waits for the client's next frame.
+    fn recv(&mut self) -> impl Future<Output = Incoming> + Send;
 }

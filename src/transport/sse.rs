@@ -12,7 +12,7 @@ use axum::response::sse::Event;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{Incoming, Transport, TransportClosed};
+use super::{Incoming, Reader, Transport, TransportClosed, Writer};
 use crate::wire::{CloseReason, EventKind, Frame};
 
 /// Frames buffered between the session and the response body; the session's own
@@ -29,9 +29,24 @@ pub fn channel() -> (SseTransport, ReceiverStream<Result<Event, Infallible>>) {
     (SseTransport { tx }, ReceiverStream::new(rx))
 }
 
+/// Hears only that the response body was dropped: the client cannot speak on SSE.
+pub struct SseReader {
+    tx: mpsc::Sender<Result<Event, Infallible>>,
+}
+
 impl Transport for SseTransport {
     const NAME: &'static str = "sse";
+    const HEARS_CLIENT: bool = false;
+    type Writer = Self;
+    type Reader = SseReader;
 
+    fn split(self) -> (Self, SseReader) {
+        let tx = self.tx.clone();
+        (self, SseReader { tx })
+    }
+}
+
+impl Writer for SseTransport {
     async fn send(&mut self, frames: &[Frame]) -> Result<(), TransportClosed> {
         for frame in frames {
             let mut event = Event::default().data(frame.as_str());
@@ -50,17 +65,15 @@ impl Transport for SseTransport {
         Ok(())
     }
 
-    async fn recv(&mut self) -> Incoming {
-        self.tx.closed().await;
-        Incoming::Closed
-    }
-
     async fn close(&mut self, _reason: CloseReason) {
         // SSE has no close frame: ending the stream is the close. The client's
         // EventSource reconnects with Last-Event-ID by itself.
     }
+}
 
-    fn hears_client(&self) -> bool {
-        false
+impl Reader for SseReader {
+    async fn recv(&mut self) -> Incoming {
+        self.tx.closed().await;
+        Incoming::Closed
     }
 }

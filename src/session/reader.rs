@@ -1,0 +1,52 @@
+//! What the client says, heard in a task of its own: every frame is a sign of life;
+//! `ping` is answered with `pong`, `refresh` replaces the access token, anything else is
+//! counted and ignored. A close, a broken connection or an oversized frame ends the
+//! session through its queue. The session's task aborts this one when the session ends.
+
+use std::sync::Arc;
+
+use crate::hub::Ended;
+use crate::metrics as m;
+use crate::session::{Access, Pulse};
+use crate::transport::{Incoming, Reader};
+use crate::wire::{ClientFrame, CloseReason, Frame};
+
+/// Listens until the client is gone.
+pub async fn listen<R: Reader>(mut reader: R, pulse: Arc<Pulse>, mut access: Option<Access>) {
+    loop {
+        let incoming = reader.recv().await;
+        pulse.saw_life();
+        if let Some(ended) = heard(incoming, &pulse, &mut access) {
+            pulse.queue().end(ended);
+            return;
+        }
+    }
+}
+
+/// What one frame from the client means; `Some` when it ends the session.
+fn heard(incoming: Incoming, pulse: &Pulse, access: &mut Option<Access>) -> Option<Ended> {
+    match incoming {
+        Incoming::Text(text) => match ClientFrame::parse(&text) {
+            Ok(ClientFrame::Pong) => {}
+            Ok(ClientFrame::Ping) => {
+                pulse.queue().push(Frame::pong());
+            }
+            Ok(ClientFrame::Refresh(token)) => match access.as_mut() {
+                Some(access) => {
+                    if access.refresh(&token) {
+                        pulse.expires_at(access.expires_at());
+                    } else {
+                        m::client_frame_ignored();
+                    }
+                }
+                None => m::client_frame_ignored(),
+            },
+            Ok(ClientFrame::Unknown(_)) | Err(_) => m::client_frame_ignored(),
+        },
+        Incoming::Binary => m::client_frame_ignored(),
+        Incoming::Control => {}
+        Incoming::TooLarge => return Some(Ended::Closed(CloseReason::MessageTooBig)),
+        Incoming::Closed => return Some(Ended::ClientGone),
+    }
+    None
+}
