@@ -33,6 +33,10 @@ SCENARIOS=(
   "fanout C=100 R=1000 2KB|fanout -c 100 -r 1000 -d 10 --pad 2000"
   "fanout C=100 R=1000 2KB + 1 stalled|fanout -c 100 -r 1000 -d 10 --pad 2000 --slow 1"
   "idle C=19000 (hub only)|idle -c 19000 -d 3 --sources 64"
+  # History and resume on: events go through the hub's publish path (POST .../events,
+  # the publish script: XADD + state + PUBLISH), which the Python design does not have.
+  "fanout C=1000 R=100 publish path (hub only)|fanout -c 1000 -r 100 -d 10 --publish http"
+  "fanout C=10000 R=10 publish path (hub only)|fanout -c 10000 -r 10 -d 10 --publish http"
 )
 
 # One scenario against one side, with a fresh redis-server and a fresh server process
@@ -54,6 +58,7 @@ run_one() {
   echo "== $side: $name" | tee -a "$RAW"
   local extra=()
   [[ $args == churn* ]] || extra=(--redis-url "redis://127.0.0.1:$rport")
+  [[ $args == *"--publish http"* ]] && extra+=(--http-url "http://127.0.0.1:$sport")
   timeout 180 "$BENCH" $args --url "ws://127.0.0.1:$sport" --server-pid "$spid" "${extra[@]}" 2>&1 \
     | tee -a "$RAW" | grep -v '^RESULT' || echo "(no result: the run failed or timed out)" | tee -a "$RAW"
   kill -0 "$spid" 2>/dev/null || echo "(the server died)" | tee -a "$RAW"
