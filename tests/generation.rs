@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use progress_hub::broker::BrokerError;
 use progress_hub::broker::HistoryConfig;
 use progress_hub::broker::redis::RedisBroker;
 use progress_hub::job::queue::{JobQueue, Ownership, QueueError};
@@ -15,8 +16,9 @@ use progress_hub::job::redis_queue::{GROUP, RedisQueue, STREAM};
 use progress_hub::job::worker::Worker;
 use progress_hub::job::{Job, RetryPolicy, WorkerConfig};
 use progress_hub::locale::Locale;
-use progress_hub::publish::Publisher;
-use progress_hub::wire::ProjectId;
+use progress_hub::publish::{PublishError, Published, Publisher};
+use progress_hub::wire::event::{CompleteStatus, LogLevel};
+use progress_hub::wire::{JobClaim, ProjectId};
 use serde_json::{Value, json};
 use support::{Backend, PATIENCE, RedisServer, TestHub, WsClient, eventually, log_event, metric};
 use tokio_util::sync::CancellationToken;
@@ -329,7 +331,108 @@ async fn second_generate_while_running_is_409_and_bad_requests_are_refused(b: Ba
     assert_eq!(empty.status(), 202, "the body is optional");
 }
 
+/// A worker that stalled and lost its job publishes under an older claim of it: its
+/// events are refused (even ones sent before the stall that land late), and once the
+/// job's `complete` is in, no claim of the job can publish again, not even after the
+/// project has moved on to a new job.
+async fn stale_claims_are_fenced_and_a_job_completes_once(b: Backend) {
+    let hub = TestHub::start_with(b, |c| c.worker = None).await;
+    let project = ProjectId::parse("fenced").unwrap();
+    let mut client = WsClient::connected(&hub.ws_url("fenced")).await;
+    let claim = |job: &str, delivery| {
+        hub.publisher().for_claim(JobClaim {
+            job_id: job.to_string(),
+            token: delivery,
+        })
+    };
+    let stale = |r: Result<Published, PublishError>| {
+        matches!(r, Err(PublishError::Broker(BrokerError::Stale(_))))
+    };
+    let (first, second) = (claim("job-a", 1), claim("job-a", 2));
+    first
+        .publish_log(&project, LogLevel::Info, "first run")
+        .await
+        .unwrap();
+    second
+        .publish_log(&project, LogLevel::Info, "second run")
+        .await
+        .unwrap();
+    let late = first.publish_log(&project, LogLevel::Info, "late from the stalled worker");
+    assert!(
+        stale(late.await),
+        "an older claim is refused once a newer one published"
+    );
+    let late = first.publish_complete(
+        &project,
+        CompleteStatus::Completed,
+        Some("https://youtu.be/stale"),
+    );
+    assert!(stale(late.await), "nor may it complete the job");
+    second
+        .publish_complete(
+            &project,
+            CompleteStatus::Completed,
+            Some("https://youtu.be/ok"),
+        )
+        .await
+        .unwrap();
+    for (who, again) in [("same claim", &second), ("older", &first)] {
+        let r = again
+            .publish_complete(&project, CompleteStatus::Completed, None)
+            .await;
+        assert!(stale(r), "{who}: a completed job never completes twice");
+    }
+    assert!(
+        stale(
+            claim("job-a", 3)
+                .publish_log(&project, LogLevel::Info, "newer")
+                .await
+        ),
+        "a newer claim of a completed job is refused too"
+    );
+    // The project moves on: a new job's run, then the old job's stalled worker wakes up.
+    let next = claim("job-b", 1);
+    next.publish_log(&project, LogLevel::Info, "next job")
+        .await
+        .unwrap();
+    let r = first.publish_log(
+        &project,
+        LogLevel::Info,
+        "woke up after the next job started",
+    );
+    assert!(stale(r.await), "the previous job stays fenced off");
+    // Publishes without a claim (HTTP API, CLI) are not fenced.
+    hub.publish("fenced", log_event("from the API")).await;
+
+    let mut seen = Vec::new();
+    while seen.last().map(String::as_str) != Some("log:from the API") {
+        let frame = client.next_event().await;
+        if frame["event"] == "log" {
+            seen.push(format!(
+                "log:{}",
+                frame["data"]["message"].as_str().unwrap_or("")
+            ));
+        } else if frame["event"] == "complete" {
+            seen.push(format!(
+                "complete:{}",
+                frame["data"]["youtube_url"].as_str().unwrap_or("")
+            ));
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            "log:first run",
+            "log:second run",
+            "complete:https://youtu.be/ok",
+            "log:next job",
+            "log:from the API"
+        ]
+    );
+}
+
 on_both_brokers!(
+    stale_claims_are_fenced_and_a_job_completes_once,
     whole_generation_is_pushed_step_by_step,
     transient_failures_are_retried_then_succeed,
     exhausted_retries_end_failed_with_one_complete,
@@ -527,6 +630,7 @@ fn queued_job(project: &str) -> Job {
         project: ProjectId::parse(project).unwrap(),
         topic: "ai trends".into(),
         inject_failures: Default::default(),
+        requeued: 0,
     }
 }
 
@@ -633,8 +737,12 @@ async fn a_held_claim_is_handed_back_once() {
     assert_eq!(pending_owner(&redis, &first.entry).await, None);
     assert_eq!(stream_len(&redis).await, 1);
     let next = q.take("worker-b", wait).await.unwrap().unwrap();
-    assert_eq!(next.job, job);
+    assert_eq!(next.job, job.requeued_again());
     assert!(!next.reclaimed(), "a handed-back job is a new delivery");
+    assert!(
+        next.fencing_token() > first.fencing_token(),
+        "and its claim outranks the handed-back one (the broker fences events by it)"
+    );
     assert_ne!(next.entry, first.entry);
     assert_eq!(
         q.keep_alive(&first).await.unwrap(),

@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{Broker, BrokerError, HistoryConfig, Replay};
 use crate::hub::{Hub, SubscriptionChange};
-use crate::wire::{EventId, Frame, PreparedEvent, ProjectId, ProjectState};
+use crate::wire::{EventId, Frame, JobClaim, PreparedEvent, ProjectId, ProjectState};
 
 /// How often expired histories are swept from memory.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
@@ -36,6 +36,10 @@ struct History {
     frames: VecDeque<(u64, Frame)>,
     state: ProjectState,
     expires_at: Instant,
+    /// The job fence of `publish.lua`: the newest claim seen of the running job, and
+    /// the last job whose `complete` is in (kept across the next run's reset).
+    fence: Option<JobClaim>,
+    ended_job: Option<String>,
 }
 
 impl History {
@@ -46,6 +50,8 @@ impl History {
             frames: VecDeque::new(),
             state: ProjectState::empty(),
             expires_at: Instant::now(),
+            fence: None,
+            ended_job: None,
         }
     }
 }
@@ -100,6 +106,24 @@ impl Broker for MemoryBroker {
             // Expired: the history is lost, as a Redis key with a TTL would be.
             *history = History::new();
         }
+        if let Some(claim) = &s.job {
+            if history.ended_job.as_ref() == Some(&claim.job_id) {
+                return Err(BrokerError::Stale(format!(
+                    "job {} has already completed",
+                    claim.job_id
+                )));
+            }
+            if let Some(fence) = &history.fence
+                && fence.job_id == claim.job_id
+                && claim.token < fence.token
+            {
+                return Err(BrokerError::Stale(format!(
+                    "claim {} of job {} was superseded by claim {}",
+                    claim.token, claim.job_id, fence.token
+                )));
+            }
+            history.fence = Some(claim.clone());
+        }
         let state = &mut history.state;
         let finished = matches!(state.status.as_deref(), Some("COMPLETED" | "FAILED"));
         if finished && s.event != "complete" {
@@ -138,8 +162,11 @@ impl Broker for MemoryBroker {
         if let Some(v) = &s.youtube_url {
             state.youtube_url = Some(v.clone());
         }
-        if s.event == "complete" && s.job_id.is_some() {
-            state.completed_job = s.job_id.clone();
+        if s.event == "complete"
+            && let Some(claim) = &s.job
+        {
+            state.completed_job = Some(claim.job_id.clone());
+            history.ended_job = Some(claim.job_id.clone());
         }
         state.last_event_id = Some(id.to_string());
         state.updated_at = Some(s.updated_at.clone());

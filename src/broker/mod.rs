@@ -36,11 +36,19 @@ pub enum BrokerError {
     InvalidUrl(String),
     #[error("broker unavailable: {0}")]
     Unavailable(String),
+    /// A generation job's event refused: its claim was superseded by a newer one (the
+    /// job was taken over), or the job has already completed. Never retried.
+    #[error("stale job event refused: {0}")]
+    Stale(String),
 }
 
 impl From<::redis::RedisError> for BrokerError {
     fn from(err: ::redis::RedisError) -> Self {
-        Self::Unavailable(err.to_string())
+        match err.code() {
+            // The publish script's refusal (see publish.lua), not a broker failure.
+            Some("STALE") => Self::Stale(err.detail().unwrap_or_default().to_string()),
+            _ => Self::Unavailable(err.to_string()),
+        }
     }
 }
 

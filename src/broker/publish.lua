@@ -21,6 +21,12 @@
 --          `complete` so a job that is picked up again never completes twice
 -- ARGV[18] the publish command: 'PUBLISH' (one node) or 'SPUBLISH' (a cluster: sharded
 --          Pub/Sub, delivered by the shard that owns the slot only)
+-- ARGV[19] the fencing token of the job's claim the event is published under (with
+--          ARGV[17]; it grows with every claim of the job). The state keeps the newest one seen for the
+--          job (fence_job, fence); an event under an older claim, or any event of a
+--          job whose `complete` is in (ended_job), is refused with a STALE error, so a worker that
+--          stalled and lost its job can neither write into the run of the worker that
+--          took it over nor complete it a second time.
 -- Returns the event id, '<epoch>:<seq>'.
 
 local history, state, receipt = KEYS[1], KEYS[2], KEYS[3]
@@ -40,6 +46,21 @@ if not epoch or redis.call('EXISTS', history) == 0 then
 end
 
 local event = ARGV[6]
+local job, claim = ARGV[17], tonumber(ARGV[19])
+if job ~= '' and claim then
+  -- ended_job outlives the next run's reset (job_id does not): a stalled worker of the
+  -- previous job stays refused after a new job has started.
+  if redis.call('HGET', state, 'ended_job') == job then
+    return redis.error_reply('STALE job ' .. job .. ' has already completed')
+  end
+  if redis.call('HGET', state, 'fence_job') == job then
+    local fence = tonumber(redis.call('HGET', state, 'fence')) or 0
+    if claim < fence then
+      return redis.error_reply('STALE claim ' .. claim .. ' of job ' .. job .. ' was superseded by claim ' .. fence)
+    end
+  end
+  redis.call('HSET', state, 'fence_job', job, 'fence', claim)
+end
 local status = redis.call('HGET', state, 'status')
 local max = tonumber(redis.call('HGET', state, 'progress') or '0') or 0
 if (status == 'COMPLETED' or status == 'FAILED') and event ~= 'complete' then
@@ -75,7 +96,7 @@ for i, name in ipairs(fields) do
 end
 redis.call('HSET', state, 'last_event_id', id, 'updated_at', ARGV[16])
 if event == 'complete' and ARGV[17] ~= '' then
-  redis.call('HSET', state, 'job_id', ARGV[17])
+  redis.call('HSET', state, 'job_id', ARGV[17], 'ended_job', ARGV[17])
 end
 
 local ttl = ARGV[4]

@@ -154,8 +154,19 @@ impl Broker for RedisBroker {
             .arg(change(eta.as_deref()))
             .arg(change(s.youtube_url.as_deref()))
             .arg(&s.updated_at)
-            .arg(s.job_id.as_deref().unwrap_or_default())
+            .arg(
+                s.job
+                    .as_ref()
+                    .map(|j| j.job_id.as_str())
+                    .unwrap_or_default(),
+            )
             .arg(self.target.publish_command())
+            .arg(
+                s.job
+                    .as_ref()
+                    .map(|j| j.token.to_string())
+                    .unwrap_or_default(),
+            )
             .invoke_async(&mut conn)
             .await?;
         id.parse().map_err(|_| {

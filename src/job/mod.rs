@@ -25,6 +25,10 @@ pub struct Job {
     pub topic: String,
     /// Transient failures the mock provider of each stage injects.
     pub inject_failures: BTreeMap<Stage, u32>,
+    /// How many times the job was queued again as a new entry (handed back at a
+    /// worker's shutdown, or queued again after Redis lost it). A new entry's delivery
+    /// count starts again at 1, so this comes first in the claim's fencing token.
+    pub requeued: u32,
 }
 
 /// The queued form of a job (project ids travel as text and are validated on read).
@@ -35,6 +39,8 @@ struct JobRecord {
     topic: String,
     #[serde(default)]
     inject_failures: BTreeMap<Stage, u32>,
+    #[serde(default)]
+    requeued: u32,
 }
 
 impl Job {
@@ -44,6 +50,7 @@ impl Job {
             project: self.project.to_string(),
             topic: self.topic.clone(),
             inject_failures: self.inject_failures.clone(),
+            requeued: self.requeued,
         };
         serde_json::to_string(&record).unwrap_or_default()
     }
@@ -55,7 +62,16 @@ impl Job {
             project: ProjectId::parse(&record.project).ok()?,
             topic: record.topic,
             inject_failures: record.inject_failures,
+            requeued: record.requeued,
         })
+    }
+
+    /// The job as it is queued again as a new entry.
+    pub fn requeued_again(&self) -> Self {
+        Self {
+            requeued: self.requeued.saturating_add(1),
+            ..self.clone()
+        }
     }
 }
 
@@ -99,6 +115,7 @@ impl GenerateRequest {
             project,
             topic,
             inject_failures: self.inject_failures,
+            requeued: 0,
         })
     }
 }
@@ -148,6 +165,7 @@ mod tests {
             project: ProjectId::parse("p").unwrap(),
             topic: "AI".into(),
             inject_failures: BTreeMap::from([(Stage::Rendering, 2)]),
+            requeued: 3,
         };
         assert_eq!(Job::from_json(&job.to_json()), Some(job));
         assert_eq!(

@@ -234,9 +234,7 @@ pub async fn generate_video(
         );
         run.log(LogLevel::Error, &message).await;
     }
-    let r = publisher
-        .publish_job_complete(&job.project, &job.id, status, url)
-        .await;
+    let r = publisher.publish_complete(&job.project, status, url).await;
     run.report("complete", r).await;
     outcome
 }

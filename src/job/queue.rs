@@ -56,6 +56,13 @@ impl Claimed {
     pub fn reclaimed(&self) -> bool {
         self.delivery > 1
     }
+
+    /// Orders the claims of one job, newest highest: by how often the job was queued
+    /// again, then by the entry's delivery count. Events are published under it, and
+    /// the broker refuses those of an older claim (see `publish.lua`).
+    pub fn fencing_token(&self) -> u64 {
+        (u64::from(self.job.requeued) << 32) | self.delivery.min(u64::from(u32::MAX))
+    }
 }
 
 /// Whether a claim still held when the queue acted on it.
@@ -249,7 +256,7 @@ impl JobQueue for MemoryQueue {
             Err(lost) => return Ok(lost),
         };
         state.pending.remove(&entry);
-        self.enqueue(&claimed.job)?;
+        self.enqueue(&claimed.job.requeued_again())?;
         Ok(Ownership::Held)
     }
 }
@@ -265,6 +272,7 @@ mod tests {
             project: ProjectId::parse(project).unwrap(),
             topic: "t".into(),
             inject_failures: BTreeMap::new(),
+            requeued: 0,
         }
     }
 
@@ -282,6 +290,11 @@ mod tests {
         q.take("w", Duration::from_secs(1)).await.unwrap().unwrap(); // c
         let again = q.take("w", Duration::from_secs(1)).await.unwrap().unwrap();
         assert_eq!(again.job.id, "a");
+        assert_eq!((again.delivery, again.job.requeued), (1, 1));
+        assert!(
+            again.fencing_token() > taken.fencing_token(),
+            "a handed-back job's new claim outranks the old one, though its delivery count restarts"
+        );
         assert_eq!(q.finish(&again).await.unwrap(), Ownership::Held);
         q.submit(&job("p", "d")).await.unwrap();
         assert!(

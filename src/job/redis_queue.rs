@@ -494,7 +494,7 @@ impl JobQueue for RedisQueue {
     }
 
     async fn hand_back(&self, claimed: &Claimed) -> Result<Ownership, QueueError> {
-        self.with_claim(claimed, "hand_back", Some(&claimed.job))
+        self.with_claim(claimed, "hand_back", Some(&claimed.job.requeued_again()))
             .await
     }
 }

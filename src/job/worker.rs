@@ -31,6 +31,7 @@ use super::queue::{Claimed, JobQueue, Ownership};
 use crate::broker::Broker;
 use crate::metrics as m;
 use crate::publish::Publisher;
+use crate::wire::JobClaim;
 use crate::wire::event::LogLevel;
 
 /// How long one `take` waits for a job before looking again.
@@ -145,25 +146,31 @@ impl Worker {
             return;
         }
         tracing::info!(project_id = %project, job_id = %job.id, reclaimed = claimed.reclaimed(), "job started");
+        // Every event of this run is published under this claim: once another worker
+        // takes the job over (a higher delivery count), the broker refuses this run's
+        // events, even ones sent just before this worker stalled.
+        let publisher = self.publisher.for_claim(JobClaim {
+            job_id: job.id.clone(),
+            token: claimed.fencing_token(),
+        });
         if claimed.reclaimed() {
-            let text = self.publisher.locale().pick(
+            let text = publisher.locale().pick(
                 "先前的 worker 已停止回應，工作由其他 worker 接手並重新開始",
                 "The previous worker stopped responding; another worker took the job over and restarted it",
             );
-            let _ = self
-                .publisher
+            let _ = publisher
                 .publish_log(project, LogLevel::Warning, text)
                 .await;
         }
         let providers = Providers::mock(
             self.config.mock_delay,
             &job.inject_failures,
-            self.publisher.locale(),
+            publisher.locale(),
         );
         // Every log line of the job carries its project and job ids.
         let span = tracing::info_span!("job", project_id = %project, job_id = %job.id);
         let pipeline =
-            generate_video(&self.publisher, &providers, self.config.retry, job).instrument(span);
+            generate_video(&publisher, &providers, self.config.retry, job).instrument(span);
         tokio::pin!(pipeline);
         let lease = self.config.claim_idle;
         let mut keepalive = tokio::time::interval((lease / 4).max(Duration::from_millis(50)));
@@ -238,7 +245,7 @@ impl Worker {
     /// that already completed is settled at once by whoever takes it, and one handed
     /// back meanwhile still holds its project's lock, so this submit is refused.
     async fn queue_again(&self, claimed: &Claimed) {
-        match self.queue.submit(&claimed.job).await {
+        match self.queue.submit(&claimed.job.requeued_again()).await {
             Ok(()) => {
                 tracing::warn!(project_id = %claimed.job.project, job_id = %claimed.job.id, "the job had vanished from the queue (Redis lost its data?); queued it again")
             }
@@ -380,6 +387,7 @@ mod tests {
             project: project.clone(),
             topic: "t".into(),
             inject_failures: BTreeMap::new(),
+            requeued: 0,
         };
         queue.submit(&job).await.unwrap();
         let running = tokio::spawn(worker.run(shutdown.clone()));

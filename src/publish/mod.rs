@@ -19,7 +19,7 @@ use crate::locale::Locale;
 use crate::wire::event::{
     Complete, CompleteStatus, ErrorReport, Log, LogLevel, ProgressUpdate, StageChange,
 };
-use crate::wire::{Event, EventId, InvalidEvent, ProjectId, Stage};
+use crate::wire::{Event, EventId, InvalidEvent, JobClaim, ProjectId, Stage};
 use coalescer::{Coalescer, Decision};
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +53,9 @@ impl Published {
 #[derive(Clone)]
 pub struct Publisher {
     inner: Arc<Inner>,
+    /// The generation job's claim every event of this publisher is published under
+    /// (see [`Publisher::for_claim`]).
+    claim: Option<Arc<JobClaim>>,
 }
 
 struct Inner {
@@ -95,6 +98,18 @@ impl Publisher {
                 waiting: Arc::new(Semaphore::new(MAX_WAITING_PUBLISHES)),
                 flushes: tokio_util::task::TaskTracker::new(),
             }),
+            claim: None,
+        }
+    }
+
+    /// This publisher, publishing for one claim of a generation job: the broker refuses
+    /// its events once the job was taken over by a newer claim or has completed
+    /// (`PublishError::Broker(BrokerError::Stale)`), so a worker that stalled and lost
+    /// its job cannot write into the new run or complete the job twice.
+    pub fn for_claim(&self, claim: JobClaim) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            claim: Some(Arc::new(claim)),
         }
     }
 
@@ -108,28 +123,6 @@ impl Publisher {
         project: &ProjectId,
         event: Event,
     ) -> Result<Published, PublishError> {
-        self.publish_as(project, event, None).await
-    }
-
-    /// Publishes the `complete` that ends generation job `job_id`; the state records the
-    /// job, so a job picked up again after a crash can tell it already completed.
-    pub async fn publish_job_complete(
-        &self,
-        project: &ProjectId,
-        job_id: &str,
-        status: CompleteStatus,
-        youtube_url: Option<&str>,
-    ) -> Result<Published, PublishError> {
-        self.publish_as(project, complete(status, youtube_url), Some(job_id))
-            .await
-    }
-
-    async fn publish_as(
-        &self,
-        project: &ProjectId,
-        event: Event,
-        job_id: Option<&str>,
-    ) -> Result<Published, PublishError> {
         event.validate()?;
         let event = event.normalized(self.inner.locale);
         let coalescer = &self.inner.coalescer;
@@ -138,18 +131,14 @@ impl Publisher {
         match coalescer.decide(&mut guard, event) {
             Decision::Send { flushed, event } => {
                 if let Some(held) = flushed
-                    && let Err(err) = self
-                        .send(project, &held.event, None, Some(&held.receipt))
-                        .await
+                    && let Err(err) = self.send(project, &held.event, Some(&held.receipt)).await
+                    && !matches!(err, BrokerError::Stale(_))
                 {
                     // Its scheduled flush will try it again; the caller hears why now.
                     guard.keep(*held);
                     return Err(err.into());
                 }
-                let job = job_id.filter(|_| matches!(event, Event::Complete(_)));
-                Ok(Published::Sent(
-                    self.send(project, &event, job, None).await?,
-                ))
+                Ok(Published::Sent(self.send(project, &event, None).await?))
             }
             Decision::Held { flush_at, schedule } => {
                 crate::metrics::progress_coalesced();
@@ -163,9 +152,12 @@ impl Publisher {
                             .flush_at(slot, flush_at, |held| {
                                 let (this, project) = (&this, &project);
                                 async move {
-                                    this.send(project, &held.event, None, Some(&held.receipt))
-                                        .await
-                                        .map(drop)
+                                    match this.send(project, &held.event, Some(&held.receipt)).await
+                                    {
+                                        // Refused for good: the run it belongs to is over.
+                                        Ok(_) | Err(BrokerError::Stale(_)) => Ok(()),
+                                        Err(err) => Err(err),
+                                    }
                                 }
                             })
                             .await;
@@ -187,11 +179,10 @@ impl Publisher {
         &self,
         project: &ProjectId,
         event: &Event,
-        job_id: Option<&str>,
         receipt: Option<&str>,
     ) -> Result<EventId, BrokerError> {
         let mut prepared = event.prepare(project, self.inner.locale);
-        prepared.state.job_id = job_id.map(str::to_string);
+        prepared.state.job = self.claim.as_deref().cloned();
         if let Some(receipt) = receipt {
             prepared.receipt = receipt.to_string();
         }
@@ -207,6 +198,7 @@ impl Publisher {
         loop {
             let err = match self.inner.broker.publish(project, &prepared).await {
                 Ok(id) => return Ok(id),
+                Err(err @ BrokerError::Stale(_)) => return Err(err),
                 Err(err) => err,
             };
             let now = tokio::time::Instant::now();
@@ -302,20 +294,19 @@ impl Publisher {
         self.publish(project, event).await
     }
 
+    /// `complete`; from a publisher [`for_claim`](Publisher::for_claim) of a job, the
+    /// state records the job, so it never completes twice.
     pub async fn publish_complete(
         &self,
         project: &ProjectId,
         status: CompleteStatus,
         youtube_url: Option<&str>,
     ) -> Result<Published, PublishError> {
-        self.publish(project, complete(status, youtube_url)).await
+        let event = Event::Complete(Complete {
+            status,
+            youtube_url: youtube_url.map(str::to_string),
+            timestamp: None,
+        });
+        self.publish(project, event).await
     }
-}
-
-fn complete(status: CompleteStatus, youtube_url: Option<&str>) -> Event {
-    Event::Complete(Complete {
-        status,
-        youtube_url: youtube_url.map(str::to_string),
-        timestamp: None,
-    })
 }

@@ -539,8 +539,20 @@ pub struct StateChange {
     /// Progress the state is raised to regardless of the frame (`complete` → 100).
     pub progress_floor: Option<u8>,
     pub updated_at: String,
-    /// The generation job a `complete` ends (recorded so it never completes twice).
-    pub job_id: Option<String>,
+    /// The generation job's claim this event is published under, if any. The broker
+    /// refuses the event ([`crate::broker::BrokerError::Stale`]) once a newer claim of
+    /// the job has published, or once the job's `complete` is in; a `complete` records
+    /// the job, so it never completes twice.
+    pub job: Option<JobClaim>,
+}
+
+/// One claim of a generation job: the job, and its fencing token, which grows with
+/// every claim of the job (`job::queue::Claimed::fencing_token`): a worker that stalled
+/// and lost its job holds a lower one than the worker that took the job over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobClaim {
+    pub job_id: String,
+    pub token: u64,
 }
 
 /// A validated, normalized event ready for the broker's atomic publish.

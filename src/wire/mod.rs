@@ -16,7 +16,7 @@ mod timestamp;
 
 pub use client_frame::{ClientFrame, ClientFrameError};
 pub use close::CloseReason;
-pub use event::{Event, InvalidEvent, PreparedEvent, Stage};
+pub use event::{Event, InvalidEvent, JobClaim, PreparedEvent, Stage};
 pub use event_id::{EventId, InvalidEventId};
 pub use frame::{EventKind, Frame, InvalidPayload};
 pub use project_id::{InvalidProjectId, ProjectId};
