@@ -10,10 +10,21 @@
 //! Lossless, as on one node (`subscriber.rs`, whose gap fill this shares): every
 //! SSUBSCRIBE confirmation the server sends (the first, and each resubscription after a
 //! reconnect, failover or slot move) is followed by a gap fill of that project from its
-//! history before the next message is delivered. A slot moved away (the server's own
-//! SUNSUBSCRIBE) is subscribed again. If a keep-alive PING to the primaries fails, the
-//! whole cluster connection is rebuilt with backoff, resubscribing and gap-filling
-//! every watched project, as the single-node subscriber does after a reconnect.
+//! history before the next message is delivered.
+//!
+//! Failover and slot moves: a node that loses a slot (a master demoted in a failover, or
+//! the source of a migration) ends its subscriptions there with its own SUNSUBSCRIBE.
+//! The project is subscribed again where the slot lives now; first a keyed probe sends
+//! the connection to the slot's owner, so that a stale slot map is corrected (the old
+//! node answers MOVED, redis-rs refreshes its map) before the SSUBSCRIBE is routed. This
+//! matters: a replica accepts SSUBSCRIBE for its master's slots, and a subscription left
+//! on the demoted master was found to receive nothing more (`a_manual_failover_is_survived`).
+//! A refresh can still read a stale map from a node that has not heard of the failover
+//! yet, so the subscriber then asks every node its map takes for a primary for its ROLE
+//! ([`check_primaries`]); so does every new connection before it subscribes, and the
+//! keep-alive. A node that answers as a replica, or does not answer, makes the subscriber
+//! rebuild the whole cluster connection with backoff, resubscribing and gap-filling every
+//! watched project, as the single-node subscriber does after a reconnect.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,6 +33,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
 use redis::{ProtocolVersion, PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -140,6 +152,8 @@ impl ClusterSubscriber {
             .response_timeout(TIMEOUT)
             .build()?;
         let mut conn = within(client.get_async_connection()).await?;
+        // A map that still names a demoted primary would put subscriptions on a replica.
+        check_primaries(&mut conn).await?;
         let topics: Vec<Arc<Topic>> = self.wanted.values().cloned().collect();
         for topic in &topics {
             within(conn.ssubscribe(topic.project().shard_channel())).await?;
@@ -173,11 +187,7 @@ impl ClusterSubscriber {
                     Some(change) => self.apply(change, changes, &mut link.conn).await,
                     None => return Exit::Shutdown,
                 },
-                // PING goes to every primary: a shard that stopped answering is noticed.
-                _ = keepalive.tick() => {
-                    let ping = redis::cmd("PING");
-                    within(ping.query_async::<Value>(&mut link.conn)).await.map(drop)
-                }
+                _ = keepalive.tick() => check_primaries(&mut link.conn).await,
             };
             if let Err(lost) = result {
                 return Exit::Lost(lost);
@@ -213,7 +223,16 @@ impl ClusterSubscriber {
                 if let Some(project) = channel(&push.data)
                     && self.wanted.contains_key(&project)
                 {
+                    // A keyed read goes to the slot's primary as this connection knows it;
+                    // if that is the old owner, it answers MOVED and redis-rs refreshes its
+                    // slot map before routing anything else.
+                    let mut probe = redis::cmd("TYPE");
+                    probe.arg(project.shard_channel());
+                    within(probe.query_async::<Value>(conn)).await?;
                     within(conn.ssubscribe(project.shard_channel())).await?;
+                    // The map may have been refreshed from a node that has not heard of
+                    // the failover yet: then start over on a fresh connection.
+                    check_primaries(conn).await?;
                 }
             }
             PushKind::Disconnection => {
@@ -274,4 +293,33 @@ impl ClusterSubscriber {
             }
         }
     }
+}
+
+/// The keep-alive: every node this connection takes for a primary must answer, and as a
+/// primary. A replica among them means the slot map is stale (a failover it has not
+/// seen), so subscriptions may sit on a node that no longer owns their slot.
+async fn check_primaries(conn: &mut ClusterConnection) -> Result<(), Lost> {
+    let role = redis::cmd("ROLE");
+    let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+    let answers = within(conn.route_command(role, routing)).await?;
+    let Value::Map(answers) = answers else {
+        return Err(Lost::Stale(format!("unexpected ROLE answer {answers:?}")));
+    };
+    for (node, answer) in answers {
+        let role = match &answer {
+            Value::Array(fields) => fields.first(),
+            _ => None,
+        };
+        match role {
+            Some(Value::BulkString(role)) if role.as_slice() == b"master" => {}
+            _ => {
+                let node = match &node {
+                    Value::BulkString(name) => String::from_utf8_lossy(name).into_owned(),
+                    other => format!("{other:?}"),
+                };
+                return Err(Lost::Stale(format!("{node} is not a primary: {answer:?}")));
+            }
+        }
+    }
+    Ok(())
 }

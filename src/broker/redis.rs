@@ -8,8 +8,8 @@
 //! publishes with SPUBLISH on `progress:{id}`, which hashes to that same slot.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -200,8 +200,13 @@ impl Broker for RedisBroker {
     }
 }
 
+/// The state and history read of `replay.lua`.
+static REPLAY: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("replay.lua")));
+
 /// The project's state and the retained history after `after` (in the same epoch), in
-/// one atomic read. Shared by sessions (resume) and the subscriber (gap fill).
+/// one atomic read (a script: one command, whose MOVED a cluster connection follows).
+/// Shared by sessions (resume) and the subscriber (gap fill).
 pub(super) async fn read_replay(
     conn: &mut RedisConn,
     project: &ProjectId,
@@ -209,14 +214,11 @@ pub(super) async fn read_replay(
 ) -> Result<Replay, redis::RedisError> {
     let (hash, range): (HashMap<String, String>, StreamRangeReply) = match after {
         Some(after) => {
-            redis::pipe()
-                .atomic()
-                .hgetall(state_key(project))
-                .cmd("XRANGE")
-                .arg(history_key(project))
+            REPLAY
+                .key(state_key(project))
+                .key(history_key(project))
                 .arg(format!("(0-{}", after.seq()))
-                .arg("+")
-                .query_async(conn)
+                .invoke_async(conn)
                 .await?
         }
         None => (

@@ -62,6 +62,9 @@ pub(super) enum Lost {
     Redis(#[from] redis::RedisError),
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    /// The cluster's topology changed under the connection.
+    #[error("stale cluster topology: {0}")]
+    Stale(String),
 }
 
 enum Exit {
