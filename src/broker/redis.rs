@@ -19,9 +19,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::cluster_subscriber::ClusterSubscriber;
+use super::cluster_subscriber::Cluster;
 use super::connection::{RedisConn, Timeouts};
-use super::subscriber::Subscriber;
+use super::subscriber::{Single, Subscriber};
 use super::target::RedisTarget;
 use super::{Broker, BrokerError, HistoryConfig, Replay};
 use crate::hub::{Hub, SubscriptionChange};
@@ -82,27 +82,18 @@ impl RedisBroker {
         shutdown: CancellationToken,
         tracker: &TaskTracker,
     ) -> Result<(), BrokerError> {
+        let up = Arc::clone(&self.subscriber_up);
+        let commands = self.commands.clone();
         match &self.target {
             RedisTarget::Single(url) => {
                 let client = redis::Client::open(url.as_str())
                     .map_err(|e| BrokerError::InvalidUrl(e.to_string()))?;
-                let subscriber = Subscriber::new(
-                    client,
-                    self.commands.clone(),
-                    hub,
-                    Arc::clone(&self.subscriber_up),
-                    keepalive,
-                );
+                let subscriber = Subscriber::<Single>::new(client, commands, hub, up, keepalive);
                 tracker.spawn(subscriber.run(changes, shutdown));
             }
             RedisTarget::Cluster(seeds) => {
-                let subscriber = ClusterSubscriber::new(
-                    seeds.clone(),
-                    self.commands.clone(),
-                    hub,
-                    Arc::clone(&self.subscriber_up),
-                    keepalive,
-                );
+                let subscriber =
+                    Subscriber::<Cluster>::new(seeds.clone(), commands, hub, up, keepalive);
                 tracker.spawn(subscriber.run(changes, shutdown));
             }
         }
