@@ -25,6 +25,20 @@ async fn two_hubs(cluster: &RedisCluster) -> (TestHub, TestHub) {
     (a, b)
 }
 
+/// Four clients of `project`, alternately on hub A and hub B.
+async fn watchers(a: &TestHub, b: &TestHub, project: &str) -> Vec<WsClient> {
+    let mut clients = Vec::new();
+    for hub in [a, b, a, b] {
+        clients.push(WsClient::connected(&hub.ws_url(project)).await);
+    }
+    clients
+}
+
+/// Hub A for even `i`, hub B for odd: publishers alternate.
+fn alternate<'h>(hubs: (&'h TestHub, &'h TestHub), i: usize) -> &'h TestHub {
+    if i.is_multiple_of(2) { hubs.0 } else { hubs.1 }
+}
+
 /// Reads `n` events that carry an id (skipping pings and opening frames).
 async fn events(client: &mut WsClient, n: usize) -> Vec<Value> {
     let mut out = Vec::new();
@@ -58,14 +72,12 @@ async fn clients_spread_over_two_hubs_get_every_event_in_order() {
     let cluster = RedisCluster::start().await;
     let (a, b) = two_hubs(&cluster).await;
     let project = "spread";
-    let mut clients = Vec::new();
-    for hub in [&a, &b, &a, &b] {
-        clients.push(WsClient::connected(&hub.ws_url(project)).await);
-    }
+    let mut clients = watchers(&a, &b, project).await;
     // Publishers on both hubs, alternating, one at a time (so the order is known).
     for i in 0..60 {
-        let hub = if i % 2 == 0 { &a } else { &b };
-        hub.publish(project, log_event(&format!("step {i}"))).await;
+        alternate((&a, &b), i)
+            .publish(project, log_event(&format!("step {i}")))
+            .await;
     }
     for client in &mut clients {
         let got = events(client, 60).await;
@@ -208,13 +220,7 @@ async fn a_publish_touches_only_its_projects_shard() {
     let owner = cluster.owner_of(&format!("progress:{{{project}}}")).await;
     // Both hubs' subscriptions are on the owner only.
     for i in 0..3 {
-        let mut conn = cluster.node(i).await;
-        let (_, n): (String, i64) = redis::cmd("PUBSUB")
-            .arg("SHARDNUMSUB")
-            .arg(format!("progress:{{{project}}}"))
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        let n = shard_subscribers(&cluster, i, project).await;
         assert_eq!(n, if i == owner { 2 } else { 0 }, "node {i}");
     }
     let before: Vec<_> =
@@ -300,8 +306,7 @@ async fn shard_subscribers(cluster: &RedisCluster, i: usize, project: &str) -> i
 
 /// Publishes `step <i>` through hub A for even `i`, hub B for odd; the HTTP status.
 async fn publish_step(hubs: (&TestHub, &TestHub), project: &str, i: usize) -> u16 {
-    let hub = if i.is_multiple_of(2) { hubs.0 } else { hubs.1 };
-    let (status, body) = hub
+    let (status, body) = alternate(hubs, i)
         .post_event(project, &log_event(&format!("step {i}")))
         .await;
     assert!(status == 202 || status == 503, "{status} {body}");
@@ -317,10 +322,7 @@ async fn a_manual_failover_is_survived() {
     let cluster = RedisCluster::start_with_replicas().await;
     let (a, b) = two_hubs(&cluster).await;
     let project = "failover";
-    let mut clients = Vec::new();
-    for hub in [&a, &b, &a, &b] {
-        clients.push(WsClient::connected(&hub.ws_url(project)).await);
-    }
+    let mut clients = watchers(&a, &b, project).await;
     let owner = cluster.owner_of(&format!("progress:{{{project}}}")).await;
     let replica = cluster.replica_of(owner).await;
     let mut statuses = Vec::new();
@@ -380,16 +382,13 @@ async fn a_killed_master_is_replaced_and_subscriptions_follow() {
     let mut cluster = RedisCluster::start_with_replicas().await;
     let (a, b) = two_hubs(&cluster).await;
     let project = "killed";
-    let mut clients = Vec::new();
-    for hub in [&a, &b, &a, &b] {
-        clients.push(WsClient::connected(&hub.ws_url(project)).await);
-    }
+    let mut clients = watchers(&a, &b, project).await;
     let key = format!("progress:{{{project}}}");
     let owner = cluster.owner_of(&key).await;
     let replica = cluster.replica_of(owner).await;
     let mut ids = Vec::new();
     for i in 0..20 {
-        let hub = if i % 2 == 0 { &a } else { &b };
+        let hub = alternate((&a, &b), i);
         ids.push(hub.publish(project, log_event(&format!("step {i}"))).await);
     }
     for client in &mut clients {
