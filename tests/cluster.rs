@@ -444,3 +444,62 @@ async fn a_killed_master_is_replaced_and_subscriptions_follow() {
     let want: Vec<usize> = (10..20).chain(after_kill).collect();
     assert_eq!(got, want);
 }
+
+/// A child process killed when the test ends, however it ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_and_publish_clis_work_on_a_cluster_url() {
+    let cluster = RedisCluster::start().await;
+    let url = cluster.url();
+    let hub = TestHub::start_on(url.clone(), |c| c.worker = None).await;
+    let _worker = Killed(
+        std::process::Command::new(env!("CARGO_BIN_EXE_progress-hub"))
+            .args(["worker", "--redis-url", &url, "--mock-delay", "2ms"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("worker binary runs"),
+    );
+    // A job queued through the hub runs in the `worker` process, over the cluster.
+    let mut watching = WsClient::connected(&hub.ws_url("cli-job")).await;
+    let response = reqwest::Client::new()
+        .post(hub.http("/api/v1/projects/cli-job/generate"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    loop {
+        let frame = watching.next_event().await;
+        if frame["event"] == "complete" {
+            assert_eq!(frame["data"]["status"], "COMPLETED", "{frame}");
+            break;
+        }
+    }
+    // `progress-hub publish` straight into the cluster: the event comes with its id.
+    let mut client = WsClient::connected(&hub.ws_url("cli-pub")).await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_progress-hub"))
+        .args(["publish", "--redis-url", &url, "--project", "cli-pub"])
+        .args(["log", "--level", "INFO", "from the CLI"])
+        .env_remove("REDIS_URL")
+        .env_remove("HUB_URL")
+        .output()
+        .expect("binary runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let frame = client.next_event().await;
+    assert_eq!(frame["data"]["message"], "from the CLI", "{frame}");
+    assert_eq!(frame["id"].as_str(), Some(id.as_str()), "{frame}");
+}
