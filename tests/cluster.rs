@@ -1,7 +1,9 @@
 //! Scale-out on a real 3-master Redis Cluster: two hubs and a worker on one cluster.
 //! Clients of one project spread over both hubs see every event in order; a client
 //! moving between hubs resumes without loss; a stopped hub costs its clients only a
-//! reconnect; an event's publish touches only its project's shard.
+//! reconnect; an event's publish touches only its project's shard. On 3 masters with a
+//! replica each: a manual failover and a killed master are survived, the hubs'
+//! subscriptions following the slot to the promoted replica.
 
 mod support;
 
@@ -21,6 +23,20 @@ async fn two_hubs(cluster: &RedisCluster) -> (TestHub, TestHub) {
     .await;
     let b = TestHub::start_on(cluster.url(), |c| c.worker = None).await;
     (a, b)
+}
+
+/// Four clients of `project`, alternately on hub A and hub B.
+async fn watchers(a: &TestHub, b: &TestHub, project: &str) -> Vec<WsClient> {
+    let mut clients = Vec::new();
+    for hub in [a, b, a, b] {
+        clients.push(WsClient::connected(&hub.ws_url(project)).await);
+    }
+    clients
+}
+
+/// Hub A for even `i`, hub B for odd: publishers alternate.
+fn alternate<'h>(hubs: (&'h TestHub, &'h TestHub), i: usize) -> &'h TestHub {
+    if i.is_multiple_of(2) { hubs.0 } else { hubs.1 }
 }
 
 /// Reads `n` events that carry an id (skipping pings and opening frames).
@@ -56,14 +72,12 @@ async fn clients_spread_over_two_hubs_get_every_event_in_order() {
     let cluster = RedisCluster::start().await;
     let (a, b) = two_hubs(&cluster).await;
     let project = "spread";
-    let mut clients = Vec::new();
-    for hub in [&a, &b, &a, &b] {
-        clients.push(WsClient::connected(&hub.ws_url(project)).await);
-    }
+    let mut clients = watchers(&a, &b, project).await;
     // Publishers on both hubs, alternating, one at a time (so the order is known).
     for i in 0..60 {
-        let hub = if i % 2 == 0 { &a } else { &b };
-        hub.publish(project, log_event(&format!("step {i}"))).await;
+        alternate((&a, &b), i)
+            .publish(project, log_event(&format!("step {i}")))
+            .await;
     }
     for client in &mut clients {
         let got = events(client, 60).await;
@@ -206,13 +220,7 @@ async fn a_publish_touches_only_its_projects_shard() {
     let owner = cluster.owner_of(&format!("progress:{{{project}}}")).await;
     // Both hubs' subscriptions are on the owner only.
     for i in 0..3 {
-        let mut conn = cluster.node(i).await;
-        let (_, n): (String, i64) = redis::cmd("PUBSUB")
-            .arg("SHARDNUMSUB")
-            .arg(format!("progress:{{{project}}}"))
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        let n = shard_subscribers(&cluster, i, project).await;
         assert_eq!(n, if i == owner { 2 } else { 0 }, "node {i}");
     }
     let before: Vec<_> =
@@ -282,4 +290,216 @@ async fn a_restarted_node_is_resubscribed() {
         let want: Vec<String> = (0..5).map(|i| format!("after {i}")).collect();
         assert_eq!(messages(&got), want);
     }
+}
+
+/// Shard channel subscriptions to `project` on node `i` (`PUBSUB SHARDNUMSUB`).
+async fn shard_subscribers(cluster: &RedisCluster, i: usize, project: &str) -> i64 {
+    let mut conn = cluster.node(i).await;
+    let (_, n): (String, i64) = redis::cmd("PUBSUB")
+        .arg("SHARDNUMSUB")
+        .arg(format!("progress:{{{project}}}"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    n
+}
+
+/// Publishes `step <i>` through hub A for even `i`, hub B for odd; the HTTP status.
+async fn publish_step(hubs: (&TestHub, &TestHub), project: &str, i: usize) -> u16 {
+    let (status, body) = alternate(hubs, i)
+        .post_event(project, &log_event(&format!("step {i}")))
+        .await;
+    assert!(status == 202 || status == 503, "{status} {body}");
+    if status == 503 {
+        // Said plainly, without internals.
+        assert_eq!(body["error"]["code"], "BROKER_UNAVAILABLE", "{body}");
+    }
+    status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_failover_is_survived() {
+    let cluster = RedisCluster::start_with_replicas().await;
+    let (a, b) = two_hubs(&cluster).await;
+    let project = "failover";
+    let mut clients = watchers(&a, &b, project).await;
+    let owner = cluster.owner_of(&format!("progress:{{{project}}}")).await;
+    let replica = cluster.replica_of(owner).await;
+    let mut statuses = Vec::new();
+    for i in 0..20 {
+        statuses.push(publish_step((&a, &b), project, i).await);
+    }
+    // The replica takes over (CLUSTER FAILOVER) while publishing goes on, one event
+    // after another, through both hubs.
+    let publishing = async {
+        let mut statuses = Vec::new();
+        for i in 20..60 {
+            statuses.push(publish_step((&a, &b), project, i).await);
+        }
+        statuses
+    };
+    let failing_over = async {
+        cluster.failover(replica).await;
+        cluster.wait_master(replica).await;
+    };
+    let (during, ()) = tokio::join!(publishing, failing_over);
+    statuses.extend(during);
+    for i in 60..80 {
+        statuses.push(publish_step((&a, &b), project, i).await);
+    }
+    // A manual failover loses no write and fails no publish.
+    assert!(statuses.iter().all(|s| *s == 202), "{statuses:?}");
+    for client in &mut clients {
+        let got = events(client, 80).await;
+        assert_eq!(messages(&got), numbered(0..80));
+    }
+    // Both hubs' subscriptions followed the slot to its new owner.
+    let key = format!("progress:{{{project}}}");
+    assert_eq!(cluster.owner_of(&key).await, replica);
+    assert_eq!(shard_subscribers(&cluster, replica, project).await, 2);
+    assert_eq!(shard_subscribers(&cluster, owner, project).await, 0);
+}
+
+/// The `n` of each `step <n>`.
+fn steps(frames: &[Value]) -> Vec<usize> {
+    messages(frames)
+        .iter()
+        .filter_map(|m| m.strip_prefix("step ")?.parse().ok())
+        .collect()
+}
+
+/// Reads events until `step <last>`.
+async fn events_until(client: &mut WsClient, last: usize) -> Vec<Value> {
+    let mut got = Vec::new();
+    while steps(&got).last() != Some(&last) {
+        got.extend(events(client, 1).await);
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_master_is_replaced_and_subscriptions_follow() {
+    let mut cluster = RedisCluster::start_with_replicas().await;
+    let (a, b) = two_hubs(&cluster).await;
+    let project = "killed";
+    let mut clients = watchers(&a, &b, project).await;
+    let key = format!("progress:{{{project}}}");
+    let owner = cluster.owner_of(&key).await;
+    let replica = cluster.replica_of(owner).await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let hub = alternate((&a, &b), i);
+        ids.push(hub.publish(project, log_event(&format!("step {i}"))).await);
+    }
+    for client in &mut clients {
+        assert_eq!(messages(&events(client, 20).await), numbered(0..20));
+    }
+    // Replication is asynchronous: a write acknowledged just before a crash can be lost
+    // with its master (lossless.rs tries that case). Here the replica has everything.
+    cluster.wait_replicated(owner, replica).await;
+    cluster.kill_node(owner);
+    // Until the replica is promoted, the HTTP publish path (no retry) waits for Redis up
+    // to its command timeout and then says 503 BROKER_UNAVAILABLE, or goes through once
+    // the replica has taken over (`publish_step` checks it is one of the two).
+    let mut attempted = 20;
+    let mut accepted = Vec::new();
+    while !cluster.is_master(replica).await {
+        if publish_step((&a, &b), project, attempted).await == 202 {
+            accepted.push(attempted);
+        }
+        attempted += 1;
+    }
+    cluster.wait_master(replica).await;
+    // Once it has, every publish goes through.
+    for _ in 0..20 {
+        assert_eq!(publish_step((&a, &b), project, attempted).await, 202);
+        accepted.push(attempted);
+        attempted += 1;
+    }
+    // Both hubs subscribed again on the new owner: every client on either hub gets every
+    // accepted event, once, in order. (A publish answered 503 may still have landed, as
+    // after any timeout; it would come in its place.)
+    let last = attempted - 1;
+    let mut after_kill = Vec::new();
+    for client in &mut clients {
+        let got = steps(&events_until(client, last).await);
+        assert!(
+            got.windows(2).all(|w| w[0] < w[1]),
+            "in order, once: {got:?}"
+        );
+        assert!(
+            accepted.iter().all(|i| got.contains(i)),
+            "{accepted:?} in {got:?}"
+        );
+        assert!(got.iter().all(|i| (20..attempted).contains(i)), "{got:?}");
+        after_kill = got;
+    }
+    assert_eq!(cluster.owner_of(&key).await, replica);
+    assert_eq!(shard_subscribers(&cluster, replica, project).await, 2);
+    // The history survived the failover: a client that saw up to step 9 resumes from it
+    // (recovered) and gets the rest, before and after the crash.
+    let (mut resumed, connected) = WsClient::resume(&b.ws_url(project), &ids[9]).await;
+    assert_eq!(connected["data"]["recovered"], true, "{connected}");
+    let got = steps(&events_until(&mut resumed, last).await);
+    let want: Vec<usize> = (10..20).chain(after_kill).collect();
+    assert_eq!(got, want);
+}
+
+/// A child process killed when the test ends, however it ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_and_publish_clis_work_on_a_cluster_url() {
+    let cluster = RedisCluster::start().await;
+    let url = cluster.url();
+    let hub = TestHub::start_on(url.clone(), |c| c.worker = None).await;
+    let _worker = Killed(
+        std::process::Command::new(env!("CARGO_BIN_EXE_progress-hub"))
+            .args(["worker", "--redis-url", &url, "--mock-delay", "2ms"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("worker binary runs"),
+    );
+    // A job queued through the hub runs in the `worker` process, over the cluster.
+    let mut watching = WsClient::connected(&hub.ws_url("cli-job")).await;
+    let response = reqwest::Client::new()
+        .post(hub.http("/api/v1/projects/cli-job/generate"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    loop {
+        let frame = watching.next_event().await;
+        if frame["event"] == "complete" {
+            assert_eq!(frame["data"]["status"], "COMPLETED", "{frame}");
+            break;
+        }
+    }
+    // `progress-hub publish` straight into the cluster: the event comes with its id.
+    let mut client = WsClient::connected(&hub.ws_url("cli-pub")).await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_progress-hub"))
+        .args(["publish", "--redis-url", &url, "--project", "cli-pub"])
+        .args(["log", "--level", "INFO", "from the CLI"])
+        .env_remove("REDIS_URL")
+        .env_remove("HUB_URL")
+        .output()
+        .expect("binary runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let frame = client.next_event().await;
+    assert_eq!(frame["data"]["message"], "from the CLI", "{frame}");
+    assert_eq!(frame["id"].as_str(), Some(id.as_str()), "{frame}");
 }

@@ -11,7 +11,11 @@
 //!
 //! Events are published with a plain Redis `PUBLISH progress:{id}` (so the same run
 //! works against the original Python design) or, with `--publish http`, through the
-//! hub's publish path. Clients spread over 127.0.0.x source addresses so a big run does
+//! hub's publish path. On a Redis Cluster (`--redis-url redis+cluster://...`),
+//! `--publish redis` sends SPUBLISH on `progress:{<id>}` as the hub does, or with
+//! `--plain-publish` a plain PUBLISH (broadcast to every node; hubs on a cluster do not
+//! receive it: it measures the cost sharding avoids). `--url` and `--http-url` take
+//! several hubs, comma-separated: clients and publishes go round robin over them. Clients spread over 127.0.0.x source addresses so a big run does
 //! not exhaust one address's ephemeral ports. A run of C connections needs
 //! `ulimit -n` above C (plus the server's own C in the same limit when both run as one
 //! user: here the hard limit is 20,000, so C ≤ 19,000 with the server in another shell).
@@ -25,6 +29,8 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
+use progress_hub::broker::connection::{RedisConn, Timeouts};
+use progress_hub::broker::target::RedisTarget;
 use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -53,7 +59,9 @@ enum Scenario {
 
 #[derive(Args, Clone)]
 struct Common {
-    /// The hub (or the Python reference), e.g. ws://127.0.0.1:8000
+    /// The hub (or the Python reference), e.g. ws://127.0.0.1:8000; several hubs
+    /// comma-separated: client n (of project n mod P) connects to hub (n div P) mod
+    /// their number, so each project's clients are spread over the hubs.
     #[arg(long, default_value = "ws://127.0.0.1:8000")]
     url: String,
     /// The server's pid, to read its CPU time and RSS from /proc.
@@ -95,9 +103,13 @@ struct Load {
     redis_url: String,
     #[arg(long, value_enum, default_value = "redis")]
     publish: PublishVia,
-    /// Hub HTTP base for --publish http.
+    /// Hub HTTP base for --publish http; several comma-separated: event n goes to hub
+    /// n mod their number.
     #[arg(long, default_value = "http://127.0.0.1:8000")]
     http_url: String,
+    /// With --publish redis on a cluster URL: plain PUBLISH instead of SPUBLISH.
+    #[arg(long)]
+    plain_publish: bool,
     /// Extra clients on the first project that connect and then never read.
     #[arg(long, default_value_t = 0)]
     slow: usize,
@@ -156,14 +168,20 @@ fn now_us() -> u64 {
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
-/// Connects from source address 127.0.0.(1 + n % sources).
-async fn connect(common: &Common, project: &str, n: usize) -> anyhow::Result<Ws> {
+/// Entry `n mod count` of a comma-separated list.
+fn nth_of(list: &str, n: usize) -> &str {
+    let count = list.split(',').count();
+    list.split(',').nth(n % count).unwrap_or(list).trim()
+}
+
+/// Connects to hub `hub mod hubs` from source address 127.0.0.(1 + n % sources).
+async fn connect(common: &Common, project: &str, n: usize, hub: usize) -> anyhow::Result<Ws> {
+    let hub = nth_of(&common.url, hub);
     let url = format!(
         "{}/api/v1/projects/{project}/progress",
-        common.url.trim_end_matches('/')
+        hub.trim_end_matches('/')
     );
-    let host = common
-        .url
+    let host = hub
         .trim_start_matches("ws://")
         .split('/')
         .next()
@@ -267,7 +285,9 @@ async fn run_load(load: Load, scenario: &str) -> anyhow::Result<()> {
     let mut clients = Vec::with_capacity(load.clients);
     let conns = futures_util::stream::iter((0..load.clients).map(|n| {
         let common = common.clone();
-        async move { connect(&common, &format!("bench-{}", n % projects), n).await }
+        // Project-major: a project's clients are spread over the hubs.
+        let (project, hub) = (n % projects, n / projects);
+        async move { connect(&common, &format!("bench-{project}"), n, hub).await }
     }))
     .buffer_unordered(common.connect_concurrency)
     .collect::<Vec<_>>()
@@ -297,7 +317,7 @@ async fn run_load(load: Load, scenario: &str) -> anyhow::Result<()> {
     // Held, never polled: their socket buffers fill, then the hub's queue for them.
     let mut stalled = Vec::with_capacity(load.slow);
     for n in 0..load.slow {
-        stalled.push(connect(common, "bench-0", load.clients + n).await?);
+        stalled.push(connect(common, "bench-0", load.clients + n, n).await?);
     }
     // Let every subscription settle before measuring.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -414,8 +434,18 @@ async fn run_load(load: Load, scenario: &str) -> anyhow::Result<()> {
 async fn publish(load: &Load, projects: usize) -> anyhow::Result<u64> {
     let total = load.rate * load.duration;
     let interval = Duration::from_secs_f64(1.0 / load.rate.max(1) as f64);
-    let client = redis::Client::open(load.redis_url.as_str())?;
-    let mut redis = client.get_multiplexed_async_connection().await?;
+    // One node or a cluster, through the hub's own connection type.
+    let target = RedisTarget::parse(&load.redis_url)?;
+    let timeouts = Timeouts {
+        connect: Duration::from_secs(5),
+        response: Duration::from_secs(5),
+        max_retry_delay: None,
+    };
+    let mut redis = RedisConn::open(&target, timeouts)?;
+    let (command, plain) = match (target.is_cluster(), load.plain_publish) {
+        (true, false) => ("SPUBLISH", false),
+        _ => ("PUBLISH", true),
+    };
     let http = reqwest::Client::new();
     let pad = "x".repeat(load.pad);
     let start = tokio::time::Instant::now();
@@ -429,8 +459,13 @@ async fn publish(load: &Load, projects: usize) -> anyhow::Result<u64> {
         );
         match load.publish {
             PublishVia::Redis => {
-                let _: i64 = redis::cmd("PUBLISH")
-                    .arg(format!("progress:{project}"))
+                let channel = if plain {
+                    format!("progress:{project}")
+                } else {
+                    format!("progress:{{{project}}}")
+                };
+                let _: i64 = redis::cmd(command)
+                    .arg(channel)
                     .arg(payload)
                     .query_async(&mut redis)
                     .await?;
@@ -440,7 +475,8 @@ async fn publish(load: &Load, projects: usize) -> anyhow::Result<u64> {
                     r#"{{"event":"log","data":{{"level":"INFO","message":"seq={seq} sent_us={} {pad}"}}}}"#,
                     now_us()
                 );
-                let url = format!("{}/api/v1/projects/{project}/events", load.http_url);
+                let hub = nth_of(&load.http_url, seq as usize);
+                let url = format!("{hub}/api/v1/projects/{project}/events");
                 http.post(url).body(body).send().await?.error_for_status()?;
             }
         }
@@ -458,7 +494,7 @@ async fn run_churn(churn: Churn) -> anyhow::Result<()> {
             let common = &churn.common;
             let (done, failed) = (&done, &failed);
             async move {
-                match connect(common, &format!("churn-{}", n % 100), n).await {
+                match connect(common, &format!("churn-{}", n % 100), n, n).await {
                     Ok(mut ws) => {
                         let first = ws.next().await;
                         let _ = ws.close(None).await;

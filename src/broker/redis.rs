@@ -8,8 +8,8 @@
 //! publishes with SPUBLISH on `progress:{id}`, which hashes to that same slot.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -19,9 +19,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::cluster_subscriber::ClusterSubscriber;
+use super::cluster_subscriber::Cluster;
 use super::connection::{RedisConn, Timeouts};
-use super::subscriber::Subscriber;
+use super::subscriber::{Single, Subscriber};
 use super::target::RedisTarget;
 use super::{Broker, BrokerError, HistoryConfig, Replay};
 use crate::hub::{Hub, SubscriptionChange};
@@ -82,27 +82,18 @@ impl RedisBroker {
         shutdown: CancellationToken,
         tracker: &TaskTracker,
     ) -> Result<(), BrokerError> {
+        let up = Arc::clone(&self.subscriber_up);
+        let commands = self.commands.clone();
         match &self.target {
             RedisTarget::Single(url) => {
                 let client = redis::Client::open(url.as_str())
                     .map_err(|e| BrokerError::InvalidUrl(e.to_string()))?;
-                let subscriber = Subscriber::new(
-                    client,
-                    self.commands.clone(),
-                    hub,
-                    Arc::clone(&self.subscriber_up),
-                    keepalive,
-                );
+                let subscriber = Subscriber::<Single>::new(client, commands, hub, up, keepalive);
                 tracker.spawn(subscriber.run(changes, shutdown));
             }
             RedisTarget::Cluster(seeds) => {
-                let subscriber = ClusterSubscriber::new(
-                    seeds.clone(),
-                    self.commands.clone(),
-                    hub,
-                    Arc::clone(&self.subscriber_up),
-                    keepalive,
-                );
+                let subscriber =
+                    Subscriber::<Cluster>::new(seeds.clone(), commands, hub, up, keepalive);
                 tracker.spawn(subscriber.run(changes, shutdown));
             }
         }
@@ -211,8 +202,13 @@ impl Broker for RedisBroker {
     }
 }
 
+/// The state and history read of `replay.lua`.
+static REPLAY: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("replay.lua")));
+
 /// The project's state and the retained history after `after` (in the same epoch), in
-/// one atomic read. Shared by sessions (resume) and the subscriber (gap fill).
+/// one atomic read (a script: one command, whose MOVED a cluster connection follows).
+/// Shared by sessions (resume) and the subscriber (gap fill).
 pub(super) async fn read_replay(
     conn: &mut RedisConn,
     project: &ProjectId,
@@ -220,14 +216,11 @@ pub(super) async fn read_replay(
 ) -> Result<Replay, redis::RedisError> {
     let (hash, range): (HashMap<String, String>, StreamRangeReply) = match after {
         Some(after) => {
-            redis::pipe()
-                .atomic()
-                .hgetall(state_key(project))
-                .cmd("XRANGE")
-                .arg(history_key(project))
+            REPLAY
+                .key(state_key(project))
+                .key(history_key(project))
                 .arg(format!("(0-{}", after.seq()))
-                .arg("+")
-                .query_async(conn)
+                .invoke_async(conn)
                 .await?
         }
         None => (

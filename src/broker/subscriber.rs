@@ -13,6 +13,11 @@
 //! topic delivered (or after the position read just before it subscribed), in order,
 //! before any live message that arrived meanwhile. The topic drops what it already had,
 //! so nothing published through the hub's publish path is lost or doubled.
+//!
+//! The loop (connect, serve, reconnect with capped backoff while keeping the wanted set
+//! current) and the subscription bookkeeping are written once, in [`Subscriber`], over a
+//! [`Connection`]: [`Single`] here (SUBSCRIBE on one node), and `Cluster` on a Redis
+//! Cluster (`cluster_subscriber.rs`, sharded Pub/Sub).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,6 +27,7 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::Bytes;
 use futures_util::StreamExt;
+use redis::Value;
 use redis::aio::{PubSubSink, PubSubStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -37,20 +43,50 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
 /// Reconnect backoff: from 50 ms, doubling, capped at 2 s, with jitter so that many hubs
 /// do not reconnect in lockstep.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
-pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(2);
-/// Most channels named in one SUBSCRIBE when resubscribing after a reconnect.
-pub(super) const RESUBSCRIBE_BATCH: usize = 1000;
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Most channels named in one SUBSCRIBE or UNSUBSCRIBE.
+const RESUBSCRIBE_BATCH: usize = 1000;
 
-pub struct Subscriber {
-    client: redis::Client,
-    /// For the history reads of gap filling (the subscribed connection cannot run them).
-    commands: RedisConn,
-    hub: Arc<Hub>,
+/// The process's subscriber, over one node or a cluster (`C`).
+pub(super) struct Subscriber<C: Connection> {
+    /// Where to connect: a client for one node, seeds for a cluster.
+    target: C::Target,
+    shared: Shared,
     up: Arc<AtomicBool>,
-    /// Channels that have watchers, with the topic to tell once subscribed.
-    wanted: HashMap<ProjectId, Arc<Topic>>,
-    /// How often the connection proves it is alive with a PING.
+    /// How often the connection proves it is alive (see [`Connection::keepalive`]).
     keepalive: Duration,
+}
+
+/// What a connection's message handler may use.
+pub(super) struct Shared {
+    /// For the history reads of gap filling (the subscribed connection cannot run them).
+    pub(super) commands: RedisConn,
+    pub(super) hub: Arc<Hub>,
+    /// Projects that have watchers, with the topic to tell once subscribed. While
+    /// serving, exactly what the connection has subscribed.
+    pub(super) wanted: HashMap<ProjectId, Arc<Topic>>,
+}
+
+/// One subscribed connection, to one node or to a cluster, as [`Subscriber`] drives it.
+pub(super) trait Connection: Sized + Send {
+    /// Where to connect.
+    type Target: Send + Sync;
+    /// What the connection receives.
+    type Message: Send;
+    /// Names the subscriber in log lines.
+    const NAME: &'static str;
+
+    /// Connects and subscribes every project of `topics` (the caller then fills their
+    /// gaps).
+    async fn open(target: &Self::Target, topics: &[Arc<Topic>]) -> Result<Self, Lost>;
+    /// The next message; `None` when the connection has ended.
+    async fn next(&mut self) -> Option<Self::Message>;
+    /// Delivers or otherwise handles one message.
+    async fn handle(&mut self, shared: &Shared, message: Self::Message) -> Result<(), Lost>;
+    async fn subscribe(&mut self, topics: &[Arc<Topic>]) -> Result<(), Lost>;
+    async fn unsubscribe(&mut self, projects: &[ProjectId]) -> Result<(), Lost>;
+    /// Proves the connection is alive (and, on a cluster, current).
+    async fn keepalive(&mut self) -> Result<(), Lost>;
 }
 
 /// Why a connection was given up.
@@ -62,6 +98,9 @@ pub(super) enum Lost {
     Redis(#[from] redis::RedisError),
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    /// The cluster's topology changed under the connection.
+    #[error("stale cluster topology: {0}")]
+    Stale(String),
 }
 
 enum Exit {
@@ -69,25 +108,27 @@ enum Exit {
     Lost(Lost),
 }
 
-impl Subscriber {
-    pub fn new(
-        client: redis::Client,
+impl<C: Connection> Subscriber<C> {
+    pub(super) fn new(
+        target: C::Target,
         commands: RedisConn,
         hub: Arc<Hub>,
         up: Arc<AtomicBool>,
         keepalive: Duration,
     ) -> Self {
         Self {
-            client,
-            commands,
-            hub,
+            target,
+            shared: Shared {
+                commands,
+                hub,
+                wanted: HashMap::new(),
+            },
             up,
-            wanted: HashMap::new(),
             keepalive,
         }
     }
 
-    pub async fn run(
+    pub(super) async fn run(
         mut self,
         mut changes: mpsc::UnboundedReceiver<SubscriptionChange>,
         shutdown: CancellationToken,
@@ -97,25 +138,31 @@ impl Subscriber {
         let mut failures = 0u64;
         loop {
             match self.connect().await {
-                Ok((sink, stream)) => {
+                Ok(conn) => {
+                    let channels = self.shared.wanted.len();
                     if ever_connected {
                         m::redis_reconnected();
                         tracing::info!(
-                            channels = self.wanted.len(),
+                            subscriber = C::NAME,
+                            channels,
                             "redis subscriber reconnected and resubscribed"
                         );
                     } else {
-                        tracing::debug!(channels = self.wanted.len(), "redis subscriber connected");
+                        tracing::debug!(
+                            subscriber = C::NAME,
+                            channels,
+                            "redis subscriber connected"
+                        );
                     }
                     ever_connected = true;
                     failures = 0;
                     backoff = new_backoff();
-                    let exit = self.serve(sink, stream, &mut changes, &shutdown).await;
+                    let exit = self.serve(conn, &mut changes, &shutdown).await;
                     self.up.store(false, Ordering::Relaxed);
                     match exit {
                         Exit::Shutdown => return,
                         Exit::Lost(why) => {
-                            tracing::warn!(error = %why, "redis subscriber connection lost; reconnecting");
+                            tracing::warn!(subscriber = C::NAME, error = %why, "redis subscriber connection lost; reconnecting");
                         }
                     }
                 }
@@ -123,7 +170,7 @@ impl Subscriber {
                     failures += 1;
                     // Say it once per outage, then quietly every 50 attempts.
                     if failures == 1 || failures.is_multiple_of(50) {
-                        tracing::warn!(error = %why, attempts = failures, "redis subscriber cannot connect; retrying");
+                        tracing::warn!(subscriber = C::NAME, error = %why, attempts = failures, "redis subscriber cannot connect; retrying");
                     }
                 }
             }
@@ -144,37 +191,21 @@ impl Subscriber {
         }
     }
 
-    /// Connects and subscribes every wanted channel.
-    async fn connect(&mut self) -> Result<(PubSubSink, PubSubStream), Lost> {
-        let pubsub = within(self.client.get_async_pubsub()).await?;
-        let (mut sink, stream) = pubsub.split();
-        let topics: Vec<Arc<Topic>> = self.wanted.values().cloned().collect();
-        for batch in topics.chunks(RESUBSCRIBE_BATCH) {
-            let channels: Vec<String> = batch.iter().map(|t| t.project().channel()).collect();
-            within(sink.subscribe(channels)).await?;
-        }
+    /// Connects, subscribes every wanted project and fills each one's gap.
+    async fn connect(&mut self) -> Result<C, Lost> {
+        let topics: Vec<Arc<Topic>> = self.shared.wanted.values().cloned().collect();
+        let conn = C::open(&self.target, &topics).await?;
         for topic in &topics {
-            self.fill_gap(topic).await?;
+            fill_gap(&self.shared.commands, &self.shared.hub, topic).await?;
             topic.mark_subscribed();
         }
         self.up.store(true, Ordering::Relaxed);
-        Ok((sink, stream))
-    }
-
-    /// Delivers what the topic missed while unsubscribed, from the history.
-    async fn fill_gap(&self, topic: &Topic) -> Result<(), Lost> {
-        fill_gap(&self.commands, &self.hub, topic).await
-    }
-
-    /// Records where each new topic's history stands, before it is subscribed.
-    async fn record_origins(&self, topics: &[Arc<Topic>]) -> Result<(), Lost> {
-        record_origins(&self.commands, topics).await
+        Ok(conn)
     }
 
     async fn serve(
         &mut self,
-        mut sink: PubSubSink,
-        mut stream: PubSubStream,
+        mut conn: C,
         changes: &mut mpsc::UnboundedReceiver<SubscriptionChange>,
         shutdown: &CancellationToken,
     ) -> Exit {
@@ -185,19 +216,15 @@ impl Subscriber {
             let result = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return Exit::Shutdown,
-                msg = stream.next() => match msg {
-                    Some(msg) => {
-                        self.deliver(&msg);
-                        Ok(())
-                    }
+                message = conn.next() => match message {
+                    Some(message) => conn.handle(&self.shared, message).await,
                     None => Err(Lost::Closed),
                 },
                 change = changes.recv() => match change {
-                    Some(change) => self.apply(change, changes, &mut sink).await,
+                    Some(change) => self.apply(change, changes, &mut conn).await,
                     None => return Exit::Shutdown,
                 },
-                // In subscribed mode Redis answers PING with ["pong", ""], not "PONG".
-                _ = keepalive.tick() => within(sink.ping::<redis::Value>()).await.map(drop),
+                _ = keepalive.tick() => conn.keepalive().await,
             };
             if let Err(lost) = result {
                 return Exit::Lost(lost);
@@ -205,52 +232,39 @@ impl Subscriber {
         }
     }
 
-    fn deliver(&self, msg: &redis::Msg) {
-        // Only our own channels are ever subscribed, so anything else is ignored.
-        if let Some(project) = ProjectId::from_channel(msg.get_channel_name()) {
-            self.hub
-                .deliver(&project, Bytes::copy_from_slice(msg.get_payload_bytes()));
-        }
-    }
-
-    /// Applies `first` and every other change already waiting, with one SUBSCRIBE and
-    /// one UNSUBSCRIBE for the lot.
+    /// Applies `first` and every other change already waiting, with as few commands as
+    /// the connection allows.
     async fn apply(
         &mut self,
         first: SubscriptionChange,
         changes: &mut mpsc::UnboundedReceiver<SubscriptionChange>,
-        sink: &mut PubSubSink,
+        conn: &mut C,
     ) -> Result<(), Lost> {
-        // While serving, `wanted` is exactly what the connection has subscribed.
         let mut was_wanted: HashMap<ProjectId, bool> = HashMap::new();
         let waiting = std::iter::from_fn(|| changes.try_recv().ok());
         for change in std::iter::once(first).chain(waiting) {
             let project = project_of(&change);
             if !was_wanted.contains_key(project) {
-                was_wanted.insert(project.clone(), self.wanted.contains_key(project));
+                was_wanted.insert(project.clone(), self.shared.wanted.contains_key(project));
             }
             self.want(change);
         }
-        let mut subscribe = Vec::new();
         let mut unsubscribe = Vec::new();
         let mut newly_subscribed = Vec::new();
         for (project, was) in was_wanted {
-            match self.wanted.get(&project) {
+            match self.shared.wanted.get(&project) {
                 Some(topic) if was => topic.mark_subscribed(),
-                Some(topic) => {
-                    subscribe.push(project.channel());
-                    newly_subscribed.push(Arc::clone(topic));
-                }
-                None if was => unsubscribe.push(project.channel()),
+                Some(topic) => newly_subscribed.push(Arc::clone(topic)),
+                None if was => unsubscribe.push(project),
                 None => {}
             }
         }
         if !unsubscribe.is_empty() {
-            within(sink.unsubscribe(unsubscribe)).await?;
+            conn.unsubscribe(&unsubscribe).await?;
         }
-        if !subscribe.is_empty() {
-            self.record_origins(&newly_subscribed).await?;
-            within(sink.subscribe(subscribe)).await?;
+        if !newly_subscribed.is_empty() {
+            record_origins(&self.shared.commands, &newly_subscribed).await?;
+            conn.subscribe(&newly_subscribed).await?;
             for topic in newly_subscribed {
                 topic.mark_subscribed();
             }
@@ -261,12 +275,68 @@ impl Subscriber {
     fn want(&mut self, change: SubscriptionChange) {
         match change {
             SubscriptionChange::Subscribe(topic) => {
-                self.wanted.insert(topic.project().clone(), topic);
+                self.shared.wanted.insert(topic.project().clone(), topic);
             }
             SubscriptionChange::Unsubscribe(project) => {
-                self.wanted.remove(&project);
+                self.shared.wanted.remove(&project);
             }
         }
+    }
+}
+
+/// One node: a Pub/Sub connection of its own (not redis-rs's connection manager),
+/// SUBSCRIBE on `progress:<id>`.
+pub(super) struct Single {
+    sink: PubSubSink,
+    stream: PubSubStream,
+}
+
+impl Connection for Single {
+    type Target = redis::Client;
+    type Message = redis::Msg;
+    const NAME: &'static str = "redis";
+
+    async fn open(client: &redis::Client, topics: &[Arc<Topic>]) -> Result<Self, Lost> {
+        let pubsub = within(client.get_async_pubsub()).await?;
+        let (sink, stream) = pubsub.split();
+        let mut conn = Self { sink, stream };
+        conn.subscribe(topics).await?;
+        Ok(conn)
+    }
+
+    async fn next(&mut self) -> Option<redis::Msg> {
+        self.stream.next().await
+    }
+
+    async fn handle(&mut self, shared: &Shared, msg: redis::Msg) -> Result<(), Lost> {
+        // Only our own channels are ever subscribed, so anything else is ignored.
+        if let Some(project) = ProjectId::from_channel(msg.get_channel_name()) {
+            shared
+                .hub
+                .deliver(&project, Bytes::copy_from_slice(msg.get_payload_bytes()));
+        }
+        Ok(())
+    }
+
+    async fn subscribe(&mut self, topics: &[Arc<Topic>]) -> Result<(), Lost> {
+        for batch in topics.chunks(RESUBSCRIBE_BATCH) {
+            let channels: Vec<String> = batch.iter().map(|t| t.project().channel()).collect();
+            within(self.sink.subscribe(channels)).await?;
+        }
+        Ok(())
+    }
+
+    async fn unsubscribe(&mut self, projects: &[ProjectId]) -> Result<(), Lost> {
+        for batch in projects.chunks(RESUBSCRIBE_BATCH) {
+            let channels: Vec<String> = batch.iter().map(ProjectId::channel).collect();
+            within(self.sink.unsubscribe(channels)).await?;
+        }
+        Ok(())
+    }
+
+    async fn keepalive(&mut self) -> Result<(), Lost> {
+        // In subscribed mode Redis answers PING with ["pong", ""], not "PONG".
+        within(self.sink.ping::<Value>()).await.map(drop)
     }
 }
 
@@ -310,10 +380,7 @@ pub(super) async fn fill_gap(commands: &RedisConn, hub: &Hub, topic: &Topic) -> 
 }
 
 /// Records where each new topic's history stands, before it is subscribed.
-pub(super) async fn record_origins(
-    commands: &RedisConn,
-    topics: &[Arc<Topic>],
-) -> Result<(), Lost> {
+async fn record_origins(commands: &RedisConn, topics: &[Arc<Topic>]) -> Result<(), Lost> {
     let mut conn = commands.clone();
     for topic in topics {
         let replay = within(read_replay(&mut conn, topic.project(), None)).await?;
@@ -322,14 +389,14 @@ pub(super) async fn record_origins(
     Ok(())
 }
 
-pub(super) fn project_of(change: &SubscriptionChange) -> &ProjectId {
+fn project_of(change: &SubscriptionChange) -> &ProjectId {
     match change {
         SubscriptionChange::Subscribe(topic) => topic.project(),
         SubscriptionChange::Unsubscribe(project) => project,
     }
 }
 
-pub(super) fn new_backoff() -> impl Iterator<Item = Duration> {
+fn new_backoff() -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
         .with_min_delay(BACKOFF_MIN)
         .with_max_delay(BACKOFF_MAX)

@@ -1,0 +1,12 @@
+-- A project's state and its history after a position, read in ONE atomic step.
+--
+-- One command rather than MULTI/HGETALL/XRANGE/EXEC: on a Redis Cluster, a command sent
+-- to a node that has just lost the project's slot (a failover) is answered MOVED, which
+-- redis-rs follows to the new owner; inside MULTI it would abort the transaction instead.
+--
+-- KEYS[1]  state hash      progress:{<project>}:state
+-- KEYS[2]  history stream  progress:{<project>}:history
+-- ARGV[1]  XRANGE start, e.g. (0-41 for the entries after sequence 41
+--
+-- Returns {state as HGETALL gives it, entries as XRANGE gives them}.
+return {redis.call('HGETALL', KEYS[1]), redis.call('XRANGE', KEYS[2], ARGV[1], '+')}
