@@ -455,7 +455,76 @@ async fn sse_streams_and_resumes_with_last_event_id(b: Backend) {
     assert_eq!(snapshot_id.as_deref(), Some(""));
 }
 
+// A publisher that did not hear the answer (timeout, 503 during a failover) retries
+// with the same Idempotency-Key: the event is in the history once, and the retry gets
+// the first publish's id. A key is scoped to its project; a malformed key is a 400.
+async fn a_retried_publish_with_an_idempotency_key_lands_once(b: Backend) {
+    let hub = TestHub::start(b).await;
+    let mut client = WsClient::connected(&hub.ws_url("retry")).await;
+    let post = |project: &'static str, key: &'static str, message: &'static str| {
+        let url = hub.http(&format!("/api/v1/projects/{project}/events"));
+        async move {
+            let response = reqwest::Client::new()
+                .post(url)
+                .header("idempotency-key", key)
+                .json(&log_event(message))
+                .send()
+                .await
+                .expect("POST events");
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (status, first) = post("retry", "order-42", "once").await;
+    assert_eq!(status, 202, "{first}");
+    let (status, again) = post("retry", "order-42", "once").await;
+    assert_eq!(
+        (status, &again["id"]),
+        (202, &first["id"]),
+        "the retry gets the same id"
+    );
+    let (_, other_project) = post("elsewhere", "order-42", "once").await;
+    assert_ne!(
+        other_project["id"],
+        Value::Null,
+        "a key is scoped to its project"
+    );
+    let (_, next) = post("retry", "order-43", "next").await;
+    assert_ne!(next["id"], first["id"]);
+    for key in ["", "has space", "slash/key", &"k".repeat(129)] {
+        let response = reqwest::Client::new()
+            .post(hub.http("/api/v1/projects/retry/events"))
+            .header("idempotency-key", key)
+            .json(&log_event("refused"))
+            .send()
+            .await
+            .expect("POST events");
+        assert_eq!(response.status().as_u16(), 400, "key {key:?}");
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        assert_eq!(
+            body["error"]["code"], "INVALID_IDEMPOTENCY_KEY",
+            "key {key:?}"
+        );
+    }
+    let mut messages = Vec::new();
+    while messages.len() < 2 {
+        let frame = client.next_event().await;
+        if frame["event"] == "log" {
+            messages.push(frame["data"]["message"].as_str().unwrap_or("").to_string());
+        }
+    }
+    assert_eq!(
+        messages,
+        ["once", "next"],
+        "the retried event is delivered once"
+    );
+}
+
 on_both_brokers!(
+    a_retried_publish_with_an_idempotency_key_lands_once,
     publish_path_delivers_frames_with_ids,
     late_join_gets_snapshot_then_live,
     resume_after_missing_100_events,

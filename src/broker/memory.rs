@@ -40,7 +40,17 @@ struct History {
     /// the last job whose `complete` is in (kept across the next run's reset).
     fence: Option<JobClaim>,
     ended_job: Option<String>,
+    /// Recent publish receipts and the ids they got, as `publish.lua` keeps them: a
+    /// retried publish (same receipt) gets its first id and appends nothing. Bounded
+    /// in age (`RECEIPT_TTL`) and count (`MAX_RECEIPTS`).
+    receipts: HashMap<String, EventId>,
+    receipt_order: VecDeque<(String, Instant)>,
 }
+
+/// How long a receipt is remembered (`publish.lua`: `SET ... EX 600`).
+const RECEIPT_TTL: Duration = Duration::from_secs(600);
+/// Most receipts remembered per project.
+const MAX_RECEIPTS: usize = 1024;
 
 impl History {
     fn new() -> Self {
@@ -52,6 +62,8 @@ impl History {
             expires_at: Instant::now(),
             fence: None,
             ended_job: None,
+            receipts: HashMap::new(),
+            receipt_order: VecDeque::new(),
         }
     }
 }
@@ -105,6 +117,15 @@ impl Broker for MemoryBroker {
         if history.expires_at <= now && history.seq > 0 {
             // Expired: the history is lost, as a Redis key with a TTL would be.
             *history = History::new();
+        }
+        while let Some((receipt, at)) = history.receipt_order.front()
+            && (now.duration_since(*at) > RECEIPT_TTL || history.receipt_order.len() > MAX_RECEIPTS)
+        {
+            history.receipts.remove(receipt);
+            history.receipt_order.pop_front();
+        }
+        if let Some(id) = history.receipts.get(&event.receipt) {
+            return Ok(id.clone());
         }
         if let Some(claim) = &s.job {
             if history.ended_job.as_ref() == Some(&claim.job_id) {
@@ -176,6 +197,10 @@ impl Broker for MemoryBroker {
             self.config.active_ttl
         };
         history.expires_at = now + ttl;
+        history.receipts.insert(event.receipt.clone(), id.clone());
+        history
+            .receipt_order
+            .push_back((event.receipt.clone(), now));
         // Delivered under the lock: delivery order is history order.
         self.hub.deliver(project, bytes);
         Ok(id)

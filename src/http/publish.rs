@@ -2,8 +2,9 @@
 //!
 //! 202 `{"id": ...}` once the event is in the history and on the channel, or
 //! `{"id": null, "coalesced": true}` for a `progress_update` held by coalescing.
-//! 400 for a bad id, 413 over the size limit, 422 naming the invalid field, 503 while
-//! the broker is unreachable.
+//! 400 for a bad id or `Idempotency-Key`, 413 over the size limit, 422 naming the
+//! invalid field, 503 while the broker is unreachable. With an `Idempotency-Key`, a
+//! retry (after a timeout or a 503 whose publish did land) gets the first id.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -16,16 +17,17 @@ use serde_json::json;
 use super::error::{ApiError, ErrorBody};
 use super::project_path::ProjectPath;
 use super::{AppState, access};
-use crate::publish::{PublishError, Published};
+use crate::publish::{IdempotencyKey, InvalidIdempotencyKey, PublishError, Published};
 use crate::wire::Event;
 use axum::http::HeaderMap;
 
 #[utoipa::path(post, path = "/api/v1/projects/{project_id}/events", tag = "publishing",
-    params(("project_id" = String, Path, description = "^[A-Za-z0-9_-]{1,64}$")),
+    params(("project_id" = String, Path, description = "^[A-Za-z0-9_-]{1,64}$"),
+        ("Idempotency-Key" = Option<String>, Header, description = "optional, ^[A-Za-z0-9_.:-]{1,128}$: a retry with the same key within 10 minutes gets the first publish's id and appends nothing")),
     request_body(content = Event, description = "one event: {\"event\": ..., \"data\": {...}}"),
     responses(
         (status = 202, description = "in the history and on the channel: {\"id\": \"<epoch>:<seq>\"}; or held by coalescing: {\"id\": null, \"coalesced\": true}"),
-        (status = 400, description = "invalid project id", body = ErrorBody),
+        (status = 400, description = "invalid project id or idempotency key", body = ErrorBody),
         (status = 413, description = "body over the size limit", body = ErrorBody),
         (status = 422, description = "invalid event; error.field names the culprit", body = ErrorBody),
         (status = 503, description = "broker unavailable", body = ErrorBody)))]
@@ -44,11 +46,31 @@ pub async fn publish(
             return ApiError::unreadable_body(&rejection, app.max_frame_bytes).into_response();
         }
     };
+    let key = match headers.get("idempotency-key").map(|v| {
+        v.to_str()
+            .map_err(|_| InvalidIdempotencyKey)
+            .and_then(IdempotencyKey::parse)
+    }) {
+        None => None,
+        Some(Ok(key)) => Some(key),
+        Some(Err(invalid)) => {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "INVALID_IDEMPOTENCY_KEY",
+                invalid.to_string(),
+            )
+            .into_response();
+        }
+    };
     let event = match Event::from_json(&body) {
         Ok(event) => event,
         Err(invalid) => return invalid_event(invalid).into_response(),
     };
-    match app.publisher.publish(&project, event).await {
+    match app
+        .publisher
+        .publish_keyed(&project, event, key.as_ref())
+        .await
+    {
         Ok(Published::Sent(id)) => {
             (StatusCode::ACCEPTED, Json(json!({ "id": id.to_string() }))).into_response()
         }

@@ -49,6 +49,32 @@ impl Published {
     }
 }
 
+/// A caller's idempotency key: 1 to 128 of `A-Z a-z 0-9 _ - . :`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("an idempotency key is 1 to 128 characters of A-Z a-z 0-9 _ - . :")]
+pub struct InvalidIdempotencyKey;
+
+impl IdempotencyKey {
+    pub const MAX_LEN: usize = 128;
+
+    pub fn parse(text: &str) -> Result<Self, InvalidIdempotencyKey> {
+        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':');
+        if text.is_empty() || text.len() > Self::MAX_LEN || !text.chars().all(allowed) {
+            return Err(InvalidIdempotencyKey);
+        }
+        Ok(Self(text.to_string()))
+    }
+
+    /// The publish receipt it stands for (in its own namespace, apart from the
+    /// receipts the publisher makes up for its own retries).
+    fn receipt(&self) -> String {
+        format!("key:{}", self.0)
+    }
+}
+
 /// Cheap to clone; clones share the coalescing state.
 #[derive(Clone)]
 pub struct Publisher {
@@ -123,6 +149,18 @@ impl Publisher {
         project: &ProjectId,
         event: Event,
     ) -> Result<Published, PublishError> {
+        self.publish_keyed(project, event, None).await
+    }
+
+    /// Publishes one event at most once per `key` (an idempotency key chosen by the
+    /// caller, e.g. the HTTP `Idempotency-Key`): a retry with the same key in the same
+    /// project, within 10 minutes, gets the first publish's id and appends nothing.
+    pub async fn publish_keyed(
+        &self,
+        project: &ProjectId,
+        event: Event,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Published, PublishError> {
         event.validate()?;
         let event = event.normalized(self.inner.locale);
         let coalescer = &self.inner.coalescer;
@@ -138,7 +176,10 @@ impl Publisher {
                     guard.keep(*held);
                     return Err(err.into());
                 }
-                Ok(Published::Sent(self.send(project, &event, None).await?))
+                let receipt = key.map(IdempotencyKey::receipt);
+                Ok(Published::Sent(
+                    self.send(project, &event, receipt.as_deref()).await?,
+                ))
             }
             Decision::Held { flush_at, schedule } => {
                 crate::metrics::progress_coalesced();
