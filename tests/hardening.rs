@@ -649,3 +649,38 @@ async fn ten_thousand_cycles_leave_no_leak() {
     assert!(tasks1 <= tasks0 + 10, "tasks: {tasks0} → {tasks1}");
     assert!(rss1 <= rss0 + 64 * 1024, "memory: {rss0} → {rss1} KiB");
 }
+
+// A resume whose replay the client never reads: the opening write sticks on a full
+// socket, and the heartbeat must still end the session and free its slot (found by
+// review: the opening write was raced against shutdown only, so such a session held
+// its connection slot until a restart). The hub admits one connection at a time, so a
+// second client gets in only once the stuck session is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_opening_replay_still_ends_with_the_heartbeat() {
+    let hub = TestHub::start_with(Backend::Memory, |c| {
+        c.heartbeat_interval = std::time::Duration::from_millis(200);
+        c.heartbeat_timeout = std::time::Duration::from_millis(600);
+        c.max_connections = 1;
+    })
+    .await;
+    let first = hub.publish("stuck", support::log_event("first")).await;
+    let pad = "x".repeat(8_000);
+    for i in 0..990 {
+        hub.publish("stuck", support::log_event(&format!("{i} {pad}")))
+            .await;
+    }
+    // 8 MB of replay, more than loopback socket buffers hold; the client never reads.
+    let url = format!("{}?last_event_id={first}", hub.ws_url("stuck"));
+    let (silent, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("connect");
+    support::eventually(
+        "a second client gets in once the stuck session ended",
+        || async {
+            let mut next = WsClient::connect(&hub.ws_url("other")).await;
+            matches!(next.next_seen().await, support::Seen::Frame(f) if f["event"] == "connected")
+        },
+    )
+    .await;
+    drop(silent);
+}

@@ -40,17 +40,17 @@ struct History {
     /// the last job whose `complete` is in (kept across the next run's reset).
     fence: Option<JobClaim>,
     ended_job: Option<String>,
-    /// Recent publish receipts and the ids they got, as `publish.lua` keeps them: a
-    /// retried publish (same receipt) gets its first id and appends nothing. Bounded
-    /// in age (`RECEIPT_TTL`) and count (`MAX_RECEIPTS`).
+    /// Callers' idempotency keys (keyed receipts) of the last 10 minutes and the ids
+    /// they got, as `publish.lua` keeps receipts: a retry gets its first id and appends
+    /// nothing. Kept across the history's expiry, as Redis keeps a receipt key.
     receipts: HashMap<String, EventId>,
     receipt_order: VecDeque<(String, Instant)>,
 }
 
 /// How long a receipt is remembered (`publish.lua`: `SET ... EX 600`).
 const RECEIPT_TTL: Duration = Duration::from_secs(600);
-/// Most receipts remembered per project.
-const MAX_RECEIPTS: usize = 1024;
+/// Most keys remembered per project (beyond it the oldest go first).
+const MAX_RECEIPTS: usize = 100_000;
 
 impl History {
     fn new() -> Self {
@@ -115,8 +115,13 @@ impl Broker for MemoryBroker {
         let mut projects = lock(&self.projects);
         let history = projects.entry(project.clone()).or_insert_with(History::new);
         if history.expires_at <= now && history.seq > 0 {
-            // Expired: the history is lost, as a Redis key with a TTL would be.
+            // Expired: the history is lost, as a Redis key with a TTL would be (not the
+            // receipts, which have their own).
+            let receipts = std::mem::take(&mut history.receipts);
+            let order = std::mem::take(&mut history.receipt_order);
             *history = History::new();
+            history.receipts = receipts;
+            history.receipt_order = order;
         }
         while let Some((receipt, at)) = history.receipt_order.front()
             && (now.duration_since(*at) > RECEIPT_TTL || history.receipt_order.len() > MAX_RECEIPTS)

@@ -22,7 +22,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::wire::event::new_trace_id;
-use crate::wire::{Event, ProjectId};
+use crate::wire::{Event, JobClaim, ProjectId};
 
 /// How long a held update whose flush keeps failing is retried.
 pub const FLUSH_RETRY_FOR: Duration = Duration::from_secs(120);
@@ -40,12 +40,30 @@ pub struct Slot {
     flush_scheduled: bool,
 }
 
-/// A held update and the receipt it is published with, however many attempts that
-/// takes: an attempt that timed out but reached Redis is not published twice.
+/// An event as submitted, and what it is published with however many attempts that
+/// takes: its receipt (an attempt that timed out but reached Redis is not published
+/// twice; a caller's idempotency key when it gave one) and the job claim it was
+/// published under (a held update goes out under its own claim, not under the claim of
+/// whichever publish of the project happens to flush it).
 #[derive(Debug, Clone)]
 pub struct Held {
     pub event: Event,
     pub receipt: String,
+    /// The receipt is the caller's idempotency key.
+    pub keyed: bool,
+    pub claim: Option<Arc<JobClaim>>,
+}
+
+impl Held {
+    /// `receipt`: the caller's, or a fresh one.
+    pub fn new(event: Event, receipt: Option<String>, claim: Option<Arc<JobClaim>>) -> Self {
+        Self {
+            event,
+            keyed: receipt.is_some(),
+            receipt: receipt.unwrap_or_else(new_trace_id),
+            claim,
+        }
+    }
 }
 
 impl Slot {
@@ -71,7 +89,7 @@ pub enum Decision {
     /// Send now: a waiting update first (if any), then the event.
     Send {
         flushed: Option<Box<Held>>,
-        event: Event,
+        event: Held,
     },
     /// Held; a flush is due at this instant (schedule it if `schedule` is set).
     Held { flush_at: Instant, schedule: bool },
@@ -128,9 +146,9 @@ impl Coalescer {
     }
 
     /// Decides what to do with `event`, given the locked slot.
-    pub fn decide(&self, slot: &mut Slot, event: Event) -> Decision {
+    pub fn decide(&self, slot: &mut Slot, event: Held) -> Decision {
         let now = Instant::now();
-        if !matches!(event, Event::ProgressUpdate(_)) {
+        if !matches!(event.event, Event::ProgressUpdate(_)) {
             let flushed = slot.pending.take().map(Box::new);
             if flushed.is_some() {
                 slot.last_sent = Some(now);
@@ -145,10 +163,7 @@ impl Coalescer {
                 event,
             };
         }
-        slot.pending = Some(Held {
-            event,
-            receipt: new_trace_id(),
-        });
+        slot.pending = Some(event);
         let flush_at = slot.last_sent.map_or(now, |t| t + self.window);
         let schedule = !slot.flush_scheduled;
         slot.flush_scheduled = true;
@@ -226,8 +241,9 @@ mod tests {
         match d {
             Decision::Send { flushed, event } => flushed
                 .iter()
-                .map(|h| &h.event)
+                .map(|h| &**h)
                 .chain([event])
+                .map(|h| &h.event)
                 .map(|e| match e {
                     Event::ProgressUpdate(p) => Some(p.progress),
                     _ => None,
@@ -241,13 +257,16 @@ mod tests {
     async fn first_goes_out_later_ones_wait_and_the_newest_wins() {
         let c = Coalescer::new(Duration::from_millis(500));
         let mut slot = Slot::default();
-        assert_eq!(sent_progress(&c.decide(&mut slot, progress(1))), [Some(1)]);
+        assert_eq!(
+            sent_progress(&c.decide(&mut slot, Held::new(progress(1), None, None))),
+            [Some(1)]
+        );
         assert!(matches!(
-            c.decide(&mut slot, progress(2)),
+            c.decide(&mut slot, Held::new(progress(2), None, None)),
             Decision::Held { schedule: true, .. }
         ));
         assert!(matches!(
-            c.decide(&mut slot, progress(3)),
+            c.decide(&mut slot, Held::new(progress(3), None, None)),
             Decision::Held {
                 schedule: false,
                 ..
@@ -264,10 +283,16 @@ mod tests {
     async fn other_events_flush_the_waiting_update_first() {
         let c = Coalescer::new(Duration::from_millis(500));
         let mut slot = Slot::default();
-        c.decide(&mut slot, progress(1));
-        c.decide(&mut slot, progress(2));
-        assert_eq!(sent_progress(&c.decide(&mut slot, log())), [Some(2), None]);
-        assert_eq!(sent_progress(&c.decide(&mut slot, log())), [None]);
+        c.decide(&mut slot, Held::new(progress(1), None, None));
+        c.decide(&mut slot, Held::new(progress(2), None, None));
+        assert_eq!(
+            sent_progress(&c.decide(&mut slot, Held::new(log(), None, None))),
+            [Some(2), None]
+        );
+        assert_eq!(
+            sent_progress(&c.decide(&mut slot, Held::new(log(), None, None))),
+            [None]
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -276,12 +301,12 @@ mod tests {
         let project = |i: usize| ProjectId::parse(&format!("p{i}")).unwrap();
         // A project with an update waiting, and one whose window is open, stay.
         let busy = c.slot(&project(0));
-        c.decide(&mut *busy.lock().await, progress(1));
-        c.decide(&mut *busy.lock().await, progress(2));
+        c.decide(&mut *busy.lock().await, Held::new(progress(1), None, None));
+        c.decide(&mut *busy.lock().await, Held::new(progress(2), None, None));
         drop(busy);
         for i in 1..=1000 {
             let slot = c.slot(&project(i));
-            c.decide(&mut *slot.lock().await, progress(1));
+            c.decide(&mut *slot.lock().await, Held::new(progress(1), None, None));
             if i % 100 == 0 {
                 tokio::time::advance(Duration::from_millis(600)).await;
             }
@@ -304,8 +329,11 @@ mod tests {
     async fn after_the_window_an_update_goes_out_at_once() {
         let c = Coalescer::new(Duration::from_millis(500));
         let mut slot = Slot::default();
-        c.decide(&mut slot, progress(1));
+        c.decide(&mut slot, Held::new(progress(1), None, None));
         tokio::time::advance(Duration::from_millis(501)).await;
-        assert_eq!(sent_progress(&c.decide(&mut slot, progress(2))), [Some(2)]);
+        assert_eq!(
+            sent_progress(&c.decide(&mut slot, Held::new(progress(2), None, None))),
+            [Some(2)]
+        );
     }
 }

@@ -20,7 +20,7 @@ use crate::wire::event::{
     Complete, CompleteStatus, ErrorReport, Log, LogLevel, ProgressUpdate, StageChange,
 };
 use crate::wire::{Event, EventId, InvalidEvent, JobClaim, ProjectId, Stage};
-use coalescer::{Coalescer, Decision};
+use coalescer::{Coalescer, Decision, Held};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -166,20 +166,18 @@ impl Publisher {
         let coalescer = &self.inner.coalescer;
         let slot = coalescer.slot(project);
         let mut guard = slot.lock().await;
-        match coalescer.decide(&mut guard, event) {
+        let submitted = Held::new(event, key.map(IdempotencyKey::receipt), self.claim.clone());
+        match coalescer.decide(&mut guard, submitted) {
             Decision::Send { flushed, event } => {
                 if let Some(held) = flushed
-                    && let Err(err) = self.send(project, &held.event, Some(&held.receipt)).await
+                    && let Err(err) = self.send(project, &held).await
                     && !matches!(err, BrokerError::Stale(_))
                 {
                     // Its scheduled flush will try it again; the caller hears why now.
                     guard.keep(*held);
                     return Err(err.into());
                 }
-                let receipt = key.map(IdempotencyKey::receipt);
-                Ok(Published::Sent(
-                    self.send(project, &event, receipt.as_deref()).await?,
-                ))
+                Ok(Published::Sent(self.send(project, &event).await?))
             }
             Decision::Held { flush_at, schedule } => {
                 crate::metrics::progress_coalesced();
@@ -193,8 +191,7 @@ impl Publisher {
                             .flush_at(slot, flush_at, |held| {
                                 let (this, project) = (&this, &project);
                                 async move {
-                                    match this.send(project, &held.event, Some(&held.receipt)).await
-                                    {
+                                    match this.send(project, &held).await {
                                         // Refused for good: the run it belongs to is over.
                                         Ok(_) | Err(BrokerError::Stale(_)) => Ok(()),
                                         Err(err) => Err(err),
@@ -216,17 +213,12 @@ impl Publisher {
         self.inner.flushes.wait().await;
     }
 
-    async fn send(
-        &self,
-        project: &ProjectId,
-        event: &Event,
-        receipt: Option<&str>,
-    ) -> Result<EventId, BrokerError> {
-        let mut prepared = event.prepare(project, self.inner.locale);
-        prepared.state.job = self.claim.as_deref().cloned();
-        if let Some(receipt) = receipt {
-            prepared.receipt = receipt.to_string();
-        }
+    /// Publishes one event with its receipt, under its claim.
+    async fn send(&self, project: &ProjectId, held: &Held) -> Result<EventId, BrokerError> {
+        let mut prepared = held.event.prepare(project, self.inner.locale);
+        prepared.state.job = held.claim.as_deref().cloned();
+        prepared.receipt = held.receipt.clone();
+        prepared.keyed = held.keyed;
         let deadline = tokio::time::Instant::now() + self.inner.retry_for;
         let mut delays = backon::BackoffBuilder::build(
             backon::ExponentialBuilder::default()
@@ -349,5 +341,118 @@ impl Publisher {
             timestamp: None,
         });
         self.publish(project, event).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The publisher's bookkeeping against the in-process broker (the same contract as
+    //! `publish.lua`, checked against real Redis in `tests/`). Found by review: held
+    //! updates must keep their own claim and the caller's idempotency key.
+    use super::*;
+    use crate::broker::HistoryConfig;
+    use crate::hub::Hub;
+    use crate::wire::event::LogLevel;
+    use crate::wire::{EventId, EventKind};
+    use tokio_util::sync::CancellationToken;
+    use tokio_util::task::TaskTracker;
+
+    const WINDOW: Duration = Duration::from_millis(200);
+
+    fn publisher() -> (Publisher, Arc<dyn Broker>) {
+        let (hub, changes) = Hub::new(1024, 1000);
+        let broker = crate::broker::start(
+            None,
+            Duration::from_secs(1),
+            HistoryConfig::default(),
+            hub,
+            changes,
+            CancellationToken::new(),
+            &TaskTracker::new(),
+        )
+        .unwrap();
+        let publisher = Publisher::new(Arc::clone(&broker), Locale::En, WINDOW);
+        (publisher, broker)
+    }
+
+    fn claim(publisher: &Publisher, job: &str, token: u64) -> Publisher {
+        publisher.for_claim(JobClaim {
+            job_id: job.into(),
+            token,
+        })
+    }
+
+    /// The `current_stage` texts of the project's `progress_update`s in its history.
+    async fn progress_texts(broker: &Arc<dyn Broker>, project: &ProjectId) -> Vec<String> {
+        let last = broker.replay(project, None).await.unwrap().state.unwrap().1;
+        let first: EventId = format!("{}:0", last.epoch()).parse().unwrap();
+        let replay = broker.replay(project, Some(&first)).await.unwrap();
+        replay
+            .after
+            .iter()
+            .filter(|f| f.kind() == EventKind::ProgressUpdate)
+            .map(|f| f.to_value()["data"]["current_stage"].to_string())
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_update_goes_out_under_its_own_claim() {
+        let (base, broker) = publisher();
+        let project = ProjectId::parse("claims").unwrap();
+        // Job A's held update is flushed by A's `complete`; job B starts at once and
+        // its first update is held in the same window: it must go out under B's claim.
+        let (a, b) = (claim(&base, "A", 1), claim(&base, "B", 1));
+        a.publish_progress(&project, Stage::Rendering, 10, "a-10", None)
+            .await
+            .unwrap();
+        let held = a.publish_progress(&project, Stage::Rendering, 20, "a-20", None);
+        assert_eq!(held.await.unwrap(), Published::Coalesced);
+        a.publish_complete(&project, CompleteStatus::Completed, None)
+            .await
+            .unwrap();
+        b.publish_progress(&project, Stage::Rendering, 7, "b-7", None)
+            .await
+            .unwrap();
+        // A stale claim's held update is not let through by the new claim's publish.
+        let (old, new) = (claim(&base, "C", 1), claim(&base, "C", 2));
+        let other = ProjectId::parse("claims-2").unwrap();
+        old.publish_progress(&other, Stage::Rendering, 10, "old-10", None)
+            .await
+            .unwrap();
+        new.publish_log(&other, LogLevel::Warning, "took over")
+            .await
+            .unwrap();
+        let stale = old.publish_progress(&other, Stage::Rendering, 90, "old-90", None);
+        assert_eq!(stale.await.unwrap(), Published::Coalesced);
+        new.publish_log(&other, LogLevel::Info, "next step")
+            .await
+            .unwrap();
+        base.drain().await;
+        assert_eq!(
+            progress_texts(&broker, &project).await,
+            ["\"a-10\"", "\"a-20\"", "\"b-7\""]
+        );
+        assert_eq!(progress_texts(&broker, &other).await, ["\"old-10\""]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_keyed_update_retried_within_the_window_is_appended_once() {
+        let (publisher, broker) = publisher();
+        let project = ProjectId::parse("keyed").unwrap();
+        let key = IdempotencyKey::parse("k1").unwrap();
+        let update = || {
+            Event::from_json(
+                br#"{"event":"progress_update","data":{"status":"RENDERING","progress":50,"current_stage":"x"}}"#,
+            )
+            .unwrap()
+        };
+        let first = publisher.publish_keyed(&project, update(), Some(&key));
+        assert!(matches!(first.await.unwrap(), Published::Sent(_)));
+        publisher
+            .publish_keyed(&project, update(), Some(&key))
+            .await
+            .unwrap();
+        publisher.drain().await;
+        assert_eq!(progress_texts(&broker, &project).await, ["\"x\""]);
     }
 }

@@ -63,7 +63,8 @@ impl Pulse {
     /// The session's access now expires at `at`.
     pub fn expires_at(&self, at: SystemTime) {
         let left = at.duration_since(SystemTime::now()).unwrap_or_default();
-        let at = millis(self.epoch).saturating_add(left.as_millis() as u64);
+        let left = u64::try_from(left.as_millis()).unwrap_or(NEVER);
+        let at = millis(self.epoch).saturating_add(left);
         self.expires.store(at, Ordering::Relaxed);
     }
 

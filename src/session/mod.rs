@@ -106,8 +106,11 @@ impl Sessions {
             Arc::clone(&pulse),
             access,
         )));
+        // A long replay to a client that does not read must still end with the session
+        // (heartbeat, token expiry, restart).
         let sent = tokio::select! {
             sent = writer.send(&opening.frames) => Ok(sent.is_ok()),
+            ended = membership.queue().ended() => Err(ended),
             () = self.shutdown.cancelled() => Err(Ended::Closed(CloseReason::ServiceRestart)),
         };
         let ended = match sent {

@@ -393,6 +393,7 @@ impl Event {
             template,
             state: self.state_change(locale),
             receipt: new_trace_id(),
+            keyed: false,
         }
     }
 
@@ -562,6 +563,10 @@ pub struct PreparedEvent {
     pub state: StateChange,
     /// Identifies this publish across retries, so a retry never appends twice.
     pub receipt: String,
+    /// The receipt is a caller's idempotency key, to be remembered for 10 minutes.
+    /// (`publish.lua` remembers every receipt that long; the in-process broker, whose
+    /// publishes never fail and so are never retried by the publisher, keeps only these.)
+    pub keyed: bool,
 }
 
 #[cfg(test)]
