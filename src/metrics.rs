@@ -165,6 +165,12 @@ pub fn progress_lost() {
     counter!("hub_progress_lost_total").increment(1);
 }
 
+/// A job event refused because its claim was superseded or its job had completed (a
+/// worker that stalled and lost its job; see `publish.lua`'s fence).
+pub fn stale_job_event_refused() {
+    counter!("hub_stale_job_events_refused_total").increment(1);
+}
+
 /// A project's history was found to have gone back (Redis lost writes).
 pub fn history_rewound() {
     counter!("hub_history_rewound_total").increment(1);

@@ -403,6 +403,8 @@ async fn stale_claims_are_fenced_and_a_job_completes_once(b: Backend) {
     assert!(stale(r.await), "the previous job stays fenced off");
     // Publishes without a claim (HTTP API, CLI) are not fenced.
     hub.publish("fenced", log_event("from the API")).await;
+    let refused = metric(&hub, "hub_stale_job_events_refused_total").await;
+    assert!(refused >= 6.0, "every refusal is counted: {refused}");
 
     let mut seen = Vec::new();
     while seen.last().map(String::as_str) != Some("log:from the API") {

@@ -15,9 +15,10 @@ use tokio::time::Instant;
 
 use super::Job;
 use super::providers::{ProviderError, Providers, weight};
+use crate::broker::BrokerError;
 use crate::catalog::ErrorCode;
 use crate::locale::Locale;
-use crate::publish::Publisher;
+use crate::publish::{PublishError, Publisher};
 use crate::wire::event::{CompleteStatus, ErrorReport, LogLevel, new_trace_id};
 use crate::wire::{Event, ProjectId, Stage};
 
@@ -95,9 +96,13 @@ impl<'a> Run<'a> {
 
     /// Publishing is best effort inside a job: a publish error is logged, and the job
     /// goes on (the worker's work is not lost because a watcher may miss a line).
-    async fn report<T, E: std::fmt::Display>(&self, what: &str, result: Result<T, E>) {
-        if let Err(err) = result {
-            tracing::error!(project_id = %self.project, error = %err, what, "publishing a job event failed");
+    /// A refusal of a superseded run's event is logged (as a warning) where it happens.
+    async fn report<T>(&self, what: &str, result: Result<T, PublishError>) {
+        match result {
+            Ok(_) | Err(PublishError::Broker(BrokerError::Stale(_))) => {}
+            Err(err) => {
+                tracing::error!(project_id = %self.project, error = %err, what, "publishing a job event failed");
+            }
         }
     }
 

@@ -231,7 +231,11 @@ impl Publisher {
         loop {
             let err = match self.inner.broker.publish(project, &prepared).await {
                 Ok(id) => return Ok(id),
-                Err(err @ BrokerError::Stale(_)) => return Err(err),
+                Err(err @ BrokerError::Stale(_)) => {
+                    crate::metrics::stale_job_event_refused();
+                    tracing::warn!(project_id = %project, error = %err, "a job event was refused: its run is no longer the job's");
+                    return Err(err);
+                }
                 Err(err) => err,
             };
             let now = tokio::time::Instant::now();
