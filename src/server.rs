@@ -24,7 +24,7 @@ use crate::job::worker::Worker;
 use crate::limits::ConnectionLimits;
 use crate::metrics;
 use crate::publish::Publisher;
-use crate::session::{Heartbeat, SessionConfig, Sessions};
+use crate::session::{Heartbeat, Sessions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -128,7 +128,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningHub, ServeError> {
         config.heartbeat_timeout,
         shutdown.clone(),
     );
-    tracker.spawn(heartbeat.clone().run());
+    tracker.spawn(Arc::clone(&heartbeat).run());
     let state = AppState {
         broker: broker.clone(),
         publisher: publisher.clone(),
@@ -136,12 +136,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningHub, ServeError> {
         sessions: Sessions {
             hub,
             broker: broker.clone(),
-            config: SessionConfig {
-                heartbeat_interval: config.heartbeat_interval,
-                heartbeat_timeout: config.heartbeat_timeout,
-            },
-            heartbeat: heartbeat.clone(),
-            shutdown: shutdown.clone(),
+            heartbeat,
         },
         tracker: tracker.clone(),
         metrics,

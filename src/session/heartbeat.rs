@@ -105,6 +105,11 @@ impl Heartbeat {
         })
     }
 
+    /// How often a session is pinged (announced to clients in `connected`).
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
     /// Starts beating for a session. `hears_client`: whether its client can speak, so
     /// that silence can end it. After shutdown began, the session is ended at once.
     pub fn register(self: &Arc<Self>, queue: Arc<OutboundQueue>, hears_client: bool) -> Beating {

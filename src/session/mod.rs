@@ -24,7 +24,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::broker::Broker;
@@ -37,20 +36,13 @@ use crate::wire::{CloseReason, EventId, Frame, ProjectId};
 /// says `connected` anyway (during a broker outage the subscriber catches up later).
 const SUBSCRIBE_WAIT: Duration = Duration::from_secs(5);
 
-#[derive(Debug, Clone)]
-pub struct SessionConfig {
-    pub heartbeat_interval: Duration,
-    pub heartbeat_timeout: Duration,
-}
-
 /// What every session shares.
 #[derive(Clone)]
 pub struct Sessions {
     pub hub: Arc<Hub>,
     pub broker: Arc<dyn Broker>,
-    pub config: SessionConfig,
+    /// Pings, silence and token deadlines, and the restart close, for every session.
     pub heartbeat: Arc<Heartbeat>,
-    pub shutdown: CancellationToken,
 }
 
 impl Sessions {
@@ -96,7 +88,7 @@ impl Sessions {
         };
         let opening = opening(
             &project,
-            self.config.heartbeat_interval.as_secs(),
+            self.heartbeat.interval().as_secs(),
             last_event_id.as_ref(),
             replay,
         );
@@ -107,16 +99,15 @@ impl Sessions {
             access,
         )));
         // A long replay to a client that does not read must still end with the session
-        // (heartbeat, token expiry, restart).
+        // (heartbeat, token expiry, restart: the heartbeat ends every session at shutdown).
         let sent = tokio::select! {
             sent = writer.send(&opening.frames) => Ok(sent.is_ok()),
             ended = membership.queue().ended() => Err(ended),
-            () = self.shutdown.cancelled() => Err(Ended::Closed(CloseReason::ServiceRestart)),
         };
         let ended = match sent {
             Ok(true) => pump(membership.queue(), &pulse, opening.floor, &mut writer).await,
             Ok(false) => Ended::ClientGone,
-            Err(restart) => restart,
+            Err(ended) => ended,
         };
         m::connection_closed(T::NAME);
         match ended {
