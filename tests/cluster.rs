@@ -140,13 +140,7 @@ async fn a_generation_job_runs_through_the_cluster() {
     let project = "video";
     // Watched on the hub that has no worker; the job runs on the other.
     let mut on_b = WsClient::connected(&b.ws_url(project)).await;
-    let response = reqwest::Client::new()
-        .post(b.http(&format!("/api/v1/projects/{project}/generate")))
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 202);
+    assert_eq!(b.generate(project, &serde_json::json!({})).await.0, 202);
     let mut previous: Option<u64> = None;
     loop {
         let frame = on_b.next_event().await;
@@ -470,13 +464,7 @@ async fn the_worker_and_publish_clis_work_on_a_cluster_url() {
     );
     // A job queued through the hub runs in the `worker` process, over the cluster.
     let mut watching = WsClient::connected(&hub.ws_url("cli-job")).await;
-    let response = reqwest::Client::new()
-        .post(hub.http("/api/v1/projects/cli-job/generate"))
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 202);
+    assert_eq!(hub.generate("cli-job", &serde_json::json!({})).await.0, 202);
     loop {
         let frame = watching.next_event().await;
         if frame["event"] == "complete" {

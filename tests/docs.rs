@@ -65,14 +65,8 @@ async fn real_frames_validate_against_the_published_schema() {
     let mut client = WsClient::connected(&hub.ws_url("schema")).await;
     let mut frames = Vec::new();
     client.send_text(r#"{"event":"ping"}"#).await;
-    let status = reqwest::Client::new()
-        .post(hub.http("/api/v1/projects/schema/generate"))
-        .json(&json!({"inject_failures": {"RENDERING": 1}}))
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status, 202);
+    let body = json!({"inject_failures": {"RENDERING": 1}});
+    assert_eq!(hub.generate("schema", &body).await.0, 202);
     loop {
         let frame = client.next_json().await;
         let done = frame["event"] == "complete";
@@ -137,13 +131,7 @@ async fn metrics_cover_connections_frames_latency_and_jobs() {
         .await
         .unwrap();
     assert_eq!(sse.status(), 200);
-    let status = reqwest::Client::new()
-        .post(hub.http("/api/v1/projects/metrics/generate"))
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status, 202);
+    assert_eq!(hub.generate("metrics", &json!({})).await.0, 202);
     loop {
         if client.next_event().await["event"] == "complete" {
             break;

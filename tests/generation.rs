@@ -43,17 +43,6 @@ async fn fast_hub(b: Backend) -> TestHub {
     .await
 }
 
-async fn generate(hub: &TestHub, project: &str, body: Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(hub.http(&format!("/api/v1/projects/{project}/generate")))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 /// Reads frames until `complete` (inclusive), skipping pings and the opening frames.
 async fn until_complete(client: &mut WsClient) -> Vec<Value> {
     let mut frames = Vec::new();
@@ -170,7 +159,7 @@ async fn whole_generation_is_pushed_step_by_step(b: Backend) {
         .unwrap()
         .to_string();
     let mut client = WsClient::connected(&hub.ws_url(&id)).await;
-    let (status, body) = generate(&hub, &id, json!({"topic": "AI 科技趨勢"})).await;
+    let (status, body) = hub.generate(&id, &json!({"topic": "AI 科技趨勢"})).await;
     assert_eq!(status, 202, "{body}");
     assert!(body["job_id"].as_str().unwrap().starts_with("job-"));
     let frames = until_complete(&mut client).await;
@@ -194,12 +183,8 @@ async fn whole_generation_is_pushed_step_by_step(b: Backend) {
 async fn transient_failures_are_retried_then_succeed(b: Backend) {
     let hub = fast_hub(b).await;
     let mut client = WsClient::connected(&hub.ws_url("flaky")).await;
-    let (status, _) = generate(
-        &hub,
-        "flaky",
-        json!({"inject_failures": {"ASSETS_GENERATING": 2, "UPLOADING": 1}}),
-    )
-    .await;
+    let body = json!({"inject_failures": {"ASSETS_GENERATING": 2, "UPLOADING": 1}});
+    let (status, _) = hub.generate("flaky", &body).await;
     assert_eq!(status, 202);
     let frames = until_complete(&mut client).await;
     check_completed_run(&frames);
@@ -238,7 +223,9 @@ async fn transient_failures_are_retried_then_succeed(b: Backend) {
 async fn exhausted_retries_end_failed_with_one_complete(b: Backend) {
     let hub = fast_hub(b).await;
     let mut client = WsClient::connected(&hub.ws_url("doomed")).await;
-    let (status, _) = generate(&hub, "doomed", json!({"inject_failures": {"RENDERING": 9}})).await;
+    let (status, _) = hub
+        .generate("doomed", &json!({"inject_failures": {"RENDERING": 9}}))
+        .await;
     assert_eq!(status, 202);
     let frames = until_complete(&mut client).await;
     check_stream(&frames);
@@ -269,7 +256,7 @@ async fn exhausted_retries_end_failed_with_one_complete(b: Backend) {
     hub.publish("doomed", log_event("sentinel")).await;
     assert_eq!(client.next_event().await["data"]["message"], "sentinel");
     // The project may be generated again once the job is over.
-    let (status, _) = generate(&hub, "doomed", json!({})).await;
+    let (status, _) = hub.generate("doomed", &json!({})).await;
     assert_eq!(status, 202);
 }
 
@@ -281,12 +268,12 @@ async fn second_generate_while_running_is_409_and_bad_requests_are_refused(b: Ba
         }
     })
     .await;
-    let (status, _) = generate(&hub, "busy", json!({})).await;
+    let (status, _) = hub.generate("busy", &json!({})).await;
     assert_eq!(status, 202);
-    let (status, body) = generate(&hub, "busy", json!({})).await;
+    let (status, body) = hub.generate("busy", &json!({})).await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["code"], "JOB_RUNNING");
-    let (status, _) = generate(&hub, "other", json!({})).await;
+    let (status, _) = hub.generate("other", &json!({})).await;
     assert_eq!(status, 202, "other projects are not blocked");
     let cases = [
         (json!({"topic": "x".repeat(201)}), "topic"),
@@ -307,7 +294,7 @@ async fn second_generate_while_running_is_409_and_bad_requests_are_refused(b: Ba
         (json!([1]), "body"),
     ];
     for (body, field) in cases {
-        let (status, answer) = generate(&hub, "fresh", body.clone()).await;
+        let (status, answer) = hub.generate("fresh", &body).await;
         assert_eq!(status, 422, "{body} → {answer}");
         assert!(
             answer["error"]["field"]
@@ -478,7 +465,7 @@ async fn killed_worker_job_is_finished_by_another_with_one_complete() {
     let url = hub.redis().url();
     let mut doomed = spawn_worker(&url, "20ms", "1");
     let mut client = WsClient::connected(&hub.ws_url("orphan")).await;
-    let (status, _) = generate(&hub, "orphan", json!({})).await;
+    let (status, _) = hub.generate("orphan", &json!({})).await;
     assert_eq!(status, 202);
     // Wait until the first worker is inside the assets stage, then kill it.
     loop {
@@ -522,7 +509,7 @@ async fn two_workers_run_ten_projects_at_once() {
         clients.push(WsClient::connected(&hub.ws_url(&format!("many-{i}"))).await);
     }
     for i in 0..10 {
-        let (status, _) = generate(&hub, &format!("many-{i}"), json!({})).await;
+        let (status, _) = hub.generate(&format!("many-{i}"), &json!({})).await;
         assert_eq!(status, 202);
     }
     let runs = futures_util::future::join_all(clients.iter_mut().map(until_complete)).await;
@@ -556,7 +543,7 @@ async fn stopped_worker_hands_its_job_back() {
         .spawn()
         .unwrap();
     let mut client = WsClient::connected(&hub.ws_url("handback")).await;
-    let (status, _) = generate(&hub, "handback", json!({})).await;
+    let (status, _) = hub.generate("handback", &json!({})).await;
     assert_eq!(status, 202);
     loop {
         let frame = client.next_event().await;
@@ -883,7 +870,9 @@ async fn stalled_worker_loses_its_claim_and_the_job_completes_once() {
         thread_worker_config(Duration::from_millis(150)),
     );
     let mut client = WsClient::connected(&hub.ws_url("stalled")).await;
-    let (status, _) = generate(&hub, "stalled", json!({"topic": "ai trends"})).await;
+    let (status, _) = hub
+        .generate("stalled", &json!({"topic": "ai trends"}))
+        .await;
     assert_eq!(status, 202);
     // A is synthesizing the voice (a 300 ms provider call): freeze it there.
     let mut frames = Vec::new();

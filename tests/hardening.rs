@@ -382,13 +382,7 @@ async fn expiring_tokens_close_with_4401_unless_refreshed() {
 /// second step (so that a fault hits it mid-run).
 async fn watch_a_job_into_its_second_step(hub: &TestHub, project: &str) -> WsClient {
     let mut client = WsClient::connected(&hub.ws_url(project)).await;
-    let status = reqwest::Client::new()
-        .post(hub.http(&format!("/api/v1/projects/{project}/generate")))
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status, 202);
+    assert_eq!(hub.generate(project, &json!({})).await.0, 202);
     loop {
         let frame = client.next_event().await;
         if frame["data"]["message"]

@@ -24,14 +24,8 @@ fn watch(url: &str, json: bool) -> Child {
 }
 
 async fn generate(hub: &TestHub, project: &str, body: Value) {
-    let status = reqwest::Client::new()
-        .post(hub.http(&format!("/api/v1/projects/{project}/generate")))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status, 202);
+    let (status, answer) = hub.generate(project, &body).await;
+    assert_eq!(status, 202, "{answer}");
 }
 
 async fn fast_hub() -> TestHub {

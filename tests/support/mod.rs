@@ -280,6 +280,18 @@ impl TestHub {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// `POST /api/v1/projects/{project}/generate` with `body`: the status and the answer.
+    pub async fn generate(&self, project: &str, body: &Value) -> (u16, Value) {
+        let response = reqwest::Client::new()
+            .post(self.http(&format!("/api/v1/projects/{project}/generate")))
+            .json(body)
+            .send()
+            .await
+            .expect("POST generate");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     /// Publishes through the HTTP API and returns the event id (asserting 202).
     pub async fn publish(&self, project: &str, event: Value) -> String {
         let (status, body) = self.post_event(project, &event).await;
