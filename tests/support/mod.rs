@@ -270,24 +270,23 @@ impl TestHub {
 
     /// Publishes through the hub's HTTP publish path; returns the status and body.
     pub async fn post_event(&self, project: &str, event: &Value) -> (u16, Value) {
-        let response = reqwest::Client::new()
-            .post(self.http(&format!("/api/v1/projects/{project}/events")))
-            .json(event)
-            .send()
+        self.post_json(&format!("/api/v1/projects/{project}/events"), event)
             .await
-            .expect("POST events");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
     }
 
     /// `POST /api/v1/projects/{project}/generate` with `body`: the status and the answer.
     pub async fn generate(&self, project: &str, body: &Value) -> (u16, Value) {
+        self.post_json(&format!("/api/v1/projects/{project}/generate"), body)
+            .await
+    }
+
+    async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
         let response = reqwest::Client::new()
-            .post(self.http(&format!("/api/v1/projects/{project}/generate")))
+            .post(self.http(path))
             .json(body)
             .send()
             .await
-            .expect("POST generate");
+            .expect("POST");
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
