@@ -4,8 +4,10 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 
 #[derive(Debug)]
 pub struct ConnectionLimits {
@@ -41,7 +43,7 @@ impl ConnectionLimits {
     }
 
     pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionPermit, LimitExceeded> {
-        let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let mut per_ip = self.per_ip.lock();
         let total = self.total.load(Ordering::Relaxed);
         if total >= self.max_total {
             return Err(LimitExceeded::Process(self.max_total));
@@ -65,7 +67,7 @@ impl ConnectionLimits {
 
 impl Drop for ConnectionPermit {
     fn drop(&mut self) {
-        let mut per_ip = self.limits.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let mut per_ip = self.limits.per_ip.lock();
         if let Some(count) = per_ip.get_mut(&self.ip) {
             *count -= 1;
             if *count == 0 {

@@ -92,7 +92,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningHub, ServeError> {
     let metrics = metrics::install();
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let (hub, changes) = Hub::new(config.queue_capacity, config.max_projects);
+    let (hub, changes) = Hub::new(config.max_projects);
     let broker = broker::start(
         config.redis_url.as_deref(),
         config.redis_keepalive,
@@ -137,6 +137,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningHub, ServeError> {
             hub,
             broker: broker.clone(),
             heartbeat,
+            queue_capacity: config.queue_capacity,
         },
         tracker: tracker.clone(),
         metrics,

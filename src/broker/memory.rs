@@ -6,7 +6,9 @@
 //! delivery order are the same.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -85,7 +87,7 @@ impl MemoryBroker {
                     _ = shutdown.cancelled() => return,
                     _ = sweep.tick() => {
                         let now = Instant::now();
-                        lock(&swept).retain(|_, h| h.expires_at > now);
+                        swept.lock().retain(|_, h| h.expires_at > now);
                     }
                     change = changes.recv() => match change {
                         Some(SubscriptionChange::Subscribe(topic)) => topic.mark_subscribed(),
@@ -112,7 +114,7 @@ impl Broker for MemoryBroker {
     ) -> Result<EventId, BrokerError> {
         let (t, s) = (&event.template, &event.state);
         let now = Instant::now();
-        let mut projects = lock(&self.projects);
+        let mut projects = self.projects.lock();
         let history = projects.entry(project.clone()).or_insert_with(History::new);
         if history.expires_at <= now && history.seq > 0 {
             // Expired: the history is lost, as a Redis key with a TTL would be (not the
@@ -221,7 +223,7 @@ impl Broker for MemoryBroker {
         project: &ProjectId,
         after: Option<&EventId>,
     ) -> Result<Replay, BrokerError> {
-        let projects = lock(&self.projects);
+        let projects = self.projects.lock();
         let Some(history) = projects.get(project) else {
             return Ok(Replay::default());
         };
@@ -251,8 +253,4 @@ impl Broker for MemoryBroker {
     fn kind(&self) -> &'static str {
         "memory"
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

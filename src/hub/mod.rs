@@ -1,4 +1,6 @@
-//! The local fan-out: one topic per watched project, one outbound queue per session.
+//! The local fan-out: one topic per watched project, and in it the inbox of every
+//! session watching it (the session's outbound queue, `session::slow_consumer`). The hub
+//! only fans out: what a full inbox does is the session's policy.
 //!
 //! The hub owns the truth of which projects this process watches. When the first
 //! session of a project joins, the topic is created and a `Subscribe` goes to the
@@ -8,13 +10,11 @@
 //! [`Hub::deliver`], which validates it once and shares the one [`Frame`] with every
 //! session of the project.
 
-mod slow_consumer;
-
-pub use slow_consumer::{Ended, OutboundQueue, Pushed};
-
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,6 +22,27 @@ use tokio::sync::{mpsc, watch};
 
 use crate::metrics as m;
 use crate::wire::{EventId, Frame, ProjectId};
+
+/// Where the hub puts a session's frames. Implemented by the session's outbound queue;
+/// the hub sees nothing else of a session, so it depends on no session code.
+pub trait Inbox: Send + Sync + std::fmt::Debug {
+    /// Queues a frame, never waiting.
+    fn push(&self, frame: Frame) -> Pushed;
+}
+
+/// What became of a frame pushed into an inbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Queued for delivery.
+    Queued,
+    /// Queued, after dropping this many superseded frames to make room.
+    QueuedAfterCoalescing(usize),
+    /// The inbox overflowed with frames that must not be dropped (now or before): its
+    /// session is closed as a slow consumer. The frame was not queued.
+    Overflowed,
+    /// The session has already ended for another reason; the frame was not queued.
+    Ended,
+}
 
 /// A change in the set of channels this process needs, for the broker's subscriber.
 #[derive(Debug)]
@@ -35,7 +56,7 @@ pub enum SubscriptionChange {
 #[derive(Debug)]
 pub struct Topic {
     project: ProjectId,
-    sessions: Mutex<Sessions>,
+    watchers: Mutex<Watchers>,
     /// The history position when the broker subscribed, before any delivery: where a
     /// gap fill starts if the subscription drops before anything was delivered.
     origin: Mutex<Option<EventId>>,
@@ -44,10 +65,10 @@ pub struct Topic {
     subscribed: watch::Sender<bool>,
 }
 
-/// A topic's sessions, and the newest event id fanned out to them.
+/// A topic's sessions (their inboxes), and the newest event id fanned out to them.
 #[derive(Debug, Default)]
-struct Sessions {
-    queues: HashMap<u64, Arc<OutboundQueue>>,
+struct Watchers {
+    inboxes: HashMap<u64, Arc<dyn Inbox>>,
     /// Frames at or before it (same epoch) are duplicates, e.g. of a gap fill, and are
     /// dropped before fan-out.
     last: Option<EventId>,
@@ -61,21 +82,22 @@ impl Topic {
     /// Where to fill a gap from after the subscription dropped: after the newest event
     /// delivered, or after the position at subscription time.
     pub fn resume_point(&self) -> Option<EventId> {
-        lock(&self.sessions)
+        self.watchers
+            .lock()
             .last
             .clone()
-            .or_else(|| lock(&self.origin).clone())
+            .or_else(|| self.origin.lock().clone())
     }
 
     /// Records the history position read just before subscribing.
     pub fn set_origin(&self, position: Option<EventId>) {
-        *lock(&self.origin) = position;
+        *self.origin.lock() = position;
     }
 
     /// Moves the duplicate filter back to `position`, when the history itself went
     /// back (see the subscriber's gap fill).
     pub fn rewind(&self, position: EventId) {
-        lock(&self.sessions).last = Some(position);
+        self.watchers.lock().last = Some(position);
     }
 
     pub fn mark_subscribed(&self) {
@@ -88,7 +110,6 @@ pub struct Hub {
     topics: Mutex<HashMap<ProjectId, Arc<Topic>>>,
     changes: mpsc::UnboundedSender<SubscriptionChange>,
     next_session: AtomicU64,
-    queue_capacity: usize,
     /// Most projects this process watches (subscribes) at once.
     max_projects: usize,
 }
@@ -100,26 +121,26 @@ pub struct TooManyProjects(pub usize);
 
 impl Hub {
     /// A hub, and the receiving end of its subscription changes for the broker.
-    pub fn new(
-        queue_capacity: usize,
-        max_projects: usize,
-    ) -> (Arc<Self>, mpsc::UnboundedReceiver<SubscriptionChange>) {
+    pub fn new(max_projects: usize) -> (Arc<Self>, mpsc::UnboundedReceiver<SubscriptionChange>) {
         let (changes, rx) = mpsc::unbounded_channel();
         let hub = Arc::new(Self {
             topics: Mutex::new(HashMap::new()),
             changes,
             next_session: AtomicU64::new(1),
-            queue_capacity,
             max_projects,
         });
         (hub, rx)
     }
 
-    /// Adds a session to the project's topic. Dropping the returned membership leaves.
-    pub fn join(self: &Arc<Self>, project: &ProjectId) -> Result<Membership, TooManyProjects> {
+    /// Adds a session's inbox to the project's topic. Dropping the returned membership
+    /// leaves.
+    pub fn join(
+        self: &Arc<Self>,
+        project: &ProjectId,
+        inbox: Arc<dyn Inbox>,
+    ) -> Result<Membership, TooManyProjects> {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
-        let queue = Arc::new(OutboundQueue::new(self.queue_capacity));
-        let mut topics = lock(&self.topics);
+        let mut topics = self.topics.lock();
         let topic = match topics.get(project) {
             Some(topic) => Arc::clone(topic),
             None if topics.len() >= self.max_projects => {
@@ -128,7 +149,7 @@ impl Hub {
             None => {
                 let topic = Arc::new(Topic {
                     project: project.clone(),
-                    sessions: Mutex::new(Sessions::default()),
+                    watchers: Mutex::new(Watchers::default()),
                     origin: Mutex::new(None),
                     subscribed: watch::Sender::new(false),
                 });
@@ -142,22 +163,21 @@ impl Hub {
                 topic
             }
         };
-        lock(&topic.sessions).queues.insert(id, Arc::clone(&queue));
+        topic.watchers.lock().inboxes.insert(id, inbox);
         drop(topics);
         Ok(Membership {
             hub: Arc::clone(self),
             topic,
             id,
-            queue,
         })
     }
 
     fn leave(&self, topic: &Arc<Topic>, id: u64) {
-        let mut topics = lock(&self.topics);
+        let mut topics = self.topics.lock();
         let now_empty = {
-            let mut sessions = lock(&topic.sessions);
-            sessions.queues.remove(&id);
-            sessions.queues.is_empty()
+            let mut watchers = topic.watchers.lock();
+            watchers.inboxes.remove(&id);
+            watchers.inboxes.is_empty()
         };
         // Only remove the topic if the map still holds this very topic.
         if now_empty
@@ -176,7 +196,7 @@ impl Hub {
     /// Hands a payload published on `project`'s channel to every local session of it.
     /// A payload that is not a JSON object with a string `event` is dropped and counted.
     pub fn deliver(&self, project: &ProjectId, payload: Bytes) {
-        let Some(topic) = lock(&self.topics).get(project).cloned() else {
+        let Some(topic) = self.topics.lock().get(project).cloned() else {
             return;
         };
         let frame = match Frame::from_published(payload) {
@@ -193,7 +213,7 @@ impl Hub {
     /// Fans out frames read from the history to fill a gap (see the subscriber).
     /// Frames the topic already delivered are skipped.
     pub fn deliver_missed(&self, project: &ProjectId, frames: Vec<Frame>) {
-        let Some(topic) = lock(&self.topics).get(project).cloned() else {
+        let Some(topic) = self.topics.lock().get(project).cloned() else {
             return;
         };
         for frame in frames {
@@ -202,9 +222,9 @@ impl Hub {
     }
 
     fn deliver_frame(&self, topic: &Topic, frame: Frame) {
-        let mut sessions = lock(&topic.sessions);
+        let mut watchers = topic.watchers.lock();
         if let Some(id) = frame.id() {
-            if sessions
+            if watchers
                 .last
                 .as_ref()
                 .is_some_and(|last| id.is_at_or_before(last))
@@ -212,10 +232,10 @@ impl Hub {
                 m::duplicate_dropped();
                 return;
             }
-            sessions.last = Some(id.clone());
+            watchers.last = Some(id.clone());
         }
-        for queue in sessions.queues.values() {
-            match queue.push(frame.clone()) {
+        for inbox in watchers.inboxes.values() {
+            match inbox.push(frame.clone()) {
                 Pushed::Queued => {}
                 Pushed::QueuedAfterCoalescing(dropped) => m::frames_superseded(dropped as u64),
                 Pushed::Overflowed => m::frames_dropped_slow_consumer(1),
@@ -226,11 +246,11 @@ impl Hub {
 
     /// The projects this process currently watches (what the subscriber must hold).
     pub fn watched_topics(&self) -> Vec<Arc<Topic>> {
-        lock(&self.topics).values().cloned().collect()
+        self.topics.lock().values().cloned().collect()
     }
 
     pub fn watched_count(&self) -> usize {
-        lock(&self.topics).len()
+        self.topics.lock().len()
     }
 }
 
@@ -240,14 +260,9 @@ pub struct Membership {
     hub: Arc<Hub>,
     topic: Arc<Topic>,
     id: u64,
-    queue: Arc<OutboundQueue>,
 }
 
 impl Membership {
-    pub fn queue(&self) -> &Arc<OutboundQueue> {
-        &self.queue
-    }
-
     /// Waits until the broker confirmed the subscription, at most `limit`. Returns
     /// whether it did; on a broker outage the session goes on and the subscriber
     /// subscribes as soon as it reconnects.
@@ -266,12 +281,6 @@ impl Drop for Membership {
     }
 }
 
-/// A poisoned lock means a panic elsewhere mid-update of a plain map; the map is still
-/// valid, so keep serving the other sessions.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,11 +290,26 @@ mod tests {
         ProjectId::parse(s).unwrap()
     }
 
+    /// An inbox that keeps everything: what the hub fanned out to one session.
+    #[derive(Debug, Default)]
+    struct Recorder(Mutex<Vec<Frame>>);
+
+    impl Inbox for Recorder {
+        fn push(&self, frame: Frame) -> Pushed {
+            self.0.lock().push(frame);
+            Pushed::Queued
+        }
+    }
+
+    fn inbox() -> Arc<Recorder> {
+        Arc::new(Recorder::default())
+    }
+
     #[tokio::test]
     async fn first_join_subscribes_and_last_leave_unsubscribes() {
-        let (hub, mut changes) = Hub::new(16, 100);
-        let a = hub.join(&pid("p")).unwrap();
-        let b = hub.join(&pid("p")).unwrap();
+        let (hub, mut changes) = Hub::new(100);
+        let a = hub.join(&pid("p"), inbox()).unwrap();
+        let b = hub.join(&pid("p"), inbox()).unwrap();
         assert!(
             matches!(changes.try_recv(), Ok(SubscriptionChange::Subscribe(t)) if t.project() == &pid("p"))
         );
@@ -304,19 +328,17 @@ mod tests {
 
     #[tokio::test]
     async fn deliver_shares_one_frame_with_every_session_of_the_project_only() {
-        let (hub, _changes) = Hub::new(16, 100);
-        let a = hub.join(&pid("p")).unwrap();
-        let b = hub.join(&pid("p")).unwrap();
-        let other = hub.join(&pid("q")).unwrap();
+        let (hub, _changes) = Hub::new(100);
+        let (a, b, other) = (inbox(), inbox(), inbox());
+        let _a = hub.join(&pid("p"), a.clone()).unwrap();
+        let _b = hub.join(&pid("p"), b.clone()).unwrap();
+        let _other = hub.join(&pid("q"), other.clone()).unwrap();
         hub.deliver(
             &pid("p"),
             Bytes::from_static(br#"{"event":"log","data":{}}"#),
         );
         hub.deliver(&pid("p"), Bytes::from_static(b"garbage"));
-        let (mut fa, mut fb, mut fo) = (Vec::new(), Vec::new(), Vec::new());
-        a.queue().drain(&mut fa).unwrap();
-        b.queue().drain(&mut fb).unwrap();
-        other.queue().drain(&mut fo).unwrap();
+        let (fa, fb, fo) = (a.0.lock(), b.0.lock(), other.0.lock());
         assert_eq!(fa.len(), 1);
         assert_eq!(fa[0].kind(), EventKind::Log);
         assert!(
@@ -328,16 +350,19 @@ mod tests {
 
     #[tokio::test]
     async fn refuses_projects_beyond_the_limit_but_not_more_watchers() {
-        let (hub, _changes) = Hub::new(16, 1);
-        let _a = hub.join(&pid("p")).unwrap();
-        let _b = hub.join(&pid("p")).unwrap();
-        assert_eq!(hub.join(&pid("q")).unwrap_err(), TooManyProjects(1));
+        let (hub, _changes) = Hub::new(1);
+        let _a = hub.join(&pid("p"), inbox()).unwrap();
+        let _b = hub.join(&pid("p"), inbox()).unwrap();
+        assert_eq!(
+            hub.join(&pid("q"), inbox()).unwrap_err(),
+            TooManyProjects(1)
+        );
     }
 
     #[tokio::test]
     async fn subscribed_waits_for_the_broker() {
-        let (hub, mut changes) = Hub::new(16, 100);
-        let m = hub.join(&pid("p")).unwrap();
+        let (hub, mut changes) = Hub::new(100);
+        let m = hub.join(&pid("p"), inbox()).unwrap();
         assert!(!m.subscribed(Duration::from_millis(10)).await);
         if let Ok(SubscriptionChange::Subscribe(topic)) = changes.try_recv() {
             topic.mark_subscribed();

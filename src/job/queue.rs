@@ -12,8 +12,8 @@
 //! report `Ownership::Lost` otherwise, so that worker drops its run instead of taking
 //! the job back, settling it, or queueing it twice.
 
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -150,8 +150,8 @@ impl MemoryQueue {
         }
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, MemoryState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn state(&self) -> MutexGuard<'_, MemoryState> {
+        self.state.lock()
     }
 
     fn enqueue(&self, job: &Job) -> Result<(), QueueError> {

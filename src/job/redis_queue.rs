@@ -14,6 +14,8 @@
 //! lock live in different slots, so the claim and the lock are kept by separate scripts.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -153,13 +155,13 @@ pub struct RedisQueue {
     reclaim: redis::Script,
     /// Where the next XAUTOCLAIM scan resumes: each call looks at a few pending entries,
     /// so the cursor must advance for every dead worker's job to be found.
-    claim_cursor: std::sync::Mutex<String>,
+    claim_cursor: Mutex<String>,
     /// Set while Redis cannot be reached from here.
     outage: AtomicBool,
     /// No reclaim before this instant. After an outage every job looks stale (no worker
     /// could renew its claim), yet their workers may be alive and cut off just as this
     /// one was: they get `claim_idle` to renew before anything is taken from them.
-    reclaim_after: std::sync::Mutex<tokio::time::Instant>,
+    reclaim_after: Mutex<tokio::time::Instant>,
 }
 
 impl RedisQueue {
@@ -184,9 +186,9 @@ impl RedisQueue {
             take_lock: redis::Script::new(include_str!("take_lock.lua")),
             claim: redis::Script::new(include_str!("claim.lua")),
             reclaim: redis::Script::new(include_str!("reclaim.lua")),
-            claim_cursor: std::sync::Mutex::new("0-0".into()),
+            claim_cursor: Mutex::new("0-0".into()),
             outage: AtomicBool::new(false),
-            reclaim_after: std::sync::Mutex::new(tokio::time::Instant::now()),
+            reclaim_after: Mutex::new(tokio::time::Instant::now()),
         })
     }
 
@@ -201,8 +203,7 @@ impl RedisQueue {
     }
 
     fn hold_reclaims_back(&self, why: &str) {
-        *self.reclaim_after.lock().unwrap_or_else(|p| p.into_inner()) =
-            tokio::time::Instant::now() + self.claim_idle;
+        *self.reclaim_after.lock() = tokio::time::Instant::now() + self.claim_idle;
         tracing::info!(
             wait = ?self.claim_idle,
             "{why}; stale jobs are reclaimed only after their workers had time to renew their claims"
@@ -211,8 +212,7 @@ impl RedisQueue {
 
     fn may_reclaim(&self) -> bool {
         !self.outage.load(Ordering::Relaxed)
-            && tokio::time::Instant::now()
-                >= *self.reclaim_after.lock().unwrap_or_else(|p| p.into_inner())
+            && tokio::time::Instant::now() >= *self.reclaim_after.lock()
     }
 
     /// The lock outlives several missed keep-alives, and a reclaim re-takes it.
@@ -244,10 +244,7 @@ impl RedisQueue {
     }
 
     fn cursor(&self) -> String {
-        self.claim_cursor
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.claim_cursor.lock().clone()
     }
 
     /// Forgets that the group exists (after a NOGROUP error: Redis lost it).
@@ -409,7 +406,7 @@ impl JobQueue for RedisQueue {
                 .await;
             self.reached(&stale);
             let (next_cursor, stale) = stale_reply(stale.inspect_err(|e| self.check_group(e))?)?;
-            *self.claim_cursor.lock().unwrap_or_else(|p| p.into_inner()) = next_cursor;
+            *self.claim_cursor.lock() = next_cursor;
             if let Some(stale) = stale {
                 let claimed = self
                     .claimed(stale.entry, stale.job, consumer, stale.delivery)

@@ -359,7 +359,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_job_waits_while_its_claim_is_unconfirmed() {
         let claim_idle = Duration::from_secs(2);
-        let (hub, changes) = Hub::new(16, 16);
+        let (hub, changes) = Hub::new(16);
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let broker = Arc::new(MemoryBroker::start(

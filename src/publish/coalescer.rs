@@ -15,9 +15,10 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex as StdMutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex as SyncMutex;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
@@ -81,7 +82,7 @@ struct Slots {
 
 pub struct Coalescer {
     window: Duration,
-    slots: StdMutex<Slots>,
+    slots: SyncMutex<Slots>,
 }
 
 /// What `submit` decided.
@@ -99,7 +100,7 @@ impl Coalescer {
     pub fn new(window: Duration) -> Self {
         Self {
             window,
-            slots: StdMutex::new(Slots {
+            slots: SyncMutex::new(Slots {
                 map: HashMap::new(),
                 swept_at: 0,
             }),
@@ -108,7 +109,7 @@ impl Coalescer {
 
     /// The project's slot. Whoever holds the returned `Arc` keeps the slot in the map.
     pub fn slot(&self, project: &ProjectId) -> Arc<Mutex<Slot>> {
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slots = self.slots.lock();
         if !slots.map.contains_key(project)
             && slots.map.len() >= slots.swept_at.max(SWEEP_FLOOR) * 2
         {
@@ -138,11 +139,7 @@ impl Coalescer {
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.slots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .map
-            .len()
+        self.slots.lock().map.len()
     }
 
     /// Decides what to do with `event`, given the locked slot.

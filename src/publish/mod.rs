@@ -364,7 +364,7 @@ mod tests {
     const WINDOW: Duration = Duration::from_millis(200);
 
     fn publisher() -> (Publisher, Arc<dyn Broker>) {
-        let (hub, changes) = Hub::new(1024, 1000);
+        let (hub, changes) = Hub::new(1000);
         let broker = crate::broker::start(
             None,
             Duration::from_secs(1),

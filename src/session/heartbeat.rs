@@ -14,14 +14,16 @@
 //! At shutdown the heartbeat ends every session with 1012 "service restart".
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+
+use parking_lot::Mutex;
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::{Ended, OutboundQueue};
+use crate::session::{Ended, OutboundQueue};
 use crate::wire::{CloseReason, Frame};
 
 /// Milliseconds on the heartbeat's clock that mean "never".
@@ -67,10 +69,6 @@ impl Pulse {
         let at = millis(self.epoch).saturating_add(left);
         self.expires.store(at, Ordering::Relaxed);
     }
-
-    pub fn queue(&self) -> &Arc<OutboundQueue> {
-        &self.queue
-    }
 }
 
 /// A session's registration with the heartbeat; dropping it unregisters.
@@ -89,7 +87,7 @@ impl Beating {
 
 impl Drop for Beating {
     fn drop(&mut self) {
-        lock(&self.heartbeat.sessions).remove(&self.id);
+        self.heartbeat.sessions.lock().remove(&self.id);
     }
 }
 
@@ -122,7 +120,7 @@ impl Heartbeat {
             next_ping: AtomicU64::new(now.saturating_add(self.interval.as_millis() as u64)),
         });
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        lock(&self.sessions).insert(id, Arc::clone(&pulse));
+        self.sessions.lock().insert(id, Arc::clone(&pulse));
         // Checked after inserting, so a shutdown cannot slip between the check and the
         // registration: either this sees it, or the shutdown's sweep sees the session.
         if self.shutdown.is_cancelled() {
@@ -179,22 +177,16 @@ impl Heartbeat {
     /// A snapshot of the registered pulses, so that no lock is held while queues are
     /// touched.
     fn pulses(&self) -> Vec<Arc<Pulse>> {
-        lock(&self.sessions).values().cloned().collect()
+        self.sessions.lock().values().cloned().collect()
     }
 
     pub fn sessions(&self) -> usize {
-        lock(&self.sessions).len()
+        self.sessions.lock().len()
     }
 }
 
 fn millis(epoch: Instant) -> u64 {
     epoch.elapsed().as_millis() as u64
-}
-
-/// A poisoned lock only means a panic elsewhere mid-insert of a plain map, which is
-/// still valid: keep beating for the other sessions.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
@@ -235,7 +227,7 @@ mod tests {
     async fn pings_every_interval_then_ends_a_silent_client() {
         let (hb, _shutdown, _task) = setup(30, 75);
         let beating = hb.register(Arc::new(OutboundQueue::new(16)), true);
-        let q = beating.pulse().queue();
+        let q = &beating.pulse().queue;
         let start = Instant::now();
         assert_eq!(next_frame(q).await, Ok(EventKind::Ping));
         let first = start.elapsed();
@@ -263,8 +255,8 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(50)).await;
         ws.pulse().saw_life();
         tokio::time::sleep(Duration::from_secs(50)).await;
-        assert_eq!(ws.pulse().queue().ended_because(), None, "life at 50 s");
-        let end = ws.pulse().queue().ended().await;
+        assert_eq!(ws.pulse().queue.ended_because(), None, "life at 50 s");
+        let end = ws.pulse().queue.ended().await;
         assert_eq!(end, Ended::Closed(CloseReason::HeartbeatTimeout));
         let at = Instant::now().duration_since(hb.epoch);
         assert!(
@@ -272,7 +264,7 @@ mod tests {
             "{at:?}"
         );
         assert_eq!(
-            sse.pulse().queue().ended_because(),
+            sse.pulse().queue.ended_because(),
             None,
             "SSE is never timed out"
         );
@@ -290,9 +282,9 @@ mod tests {
             .pulse()
             .expires_at(SystemTime::now() + Duration::from_secs(10));
         tokio::time::sleep(Duration::from_secs(8)).await;
-        assert_eq!(beating.pulse().queue().ended_because(), None);
+        assert_eq!(beating.pulse().queue.ended_because(), None);
         assert_eq!(
-            beating.pulse().queue().ended().await,
+            beating.pulse().queue.ended().await,
             Ended::Closed(CloseReason::TokenExpired)
         );
     }
@@ -305,8 +297,8 @@ mod tests {
         task.await.unwrap();
         let late = hb.register(Arc::new(OutboundQueue::new(16)), true);
         let restart = Some(Ended::Closed(CloseReason::ServiceRestart));
-        assert_eq!(early.pulse().queue().ended_because(), restart);
-        assert_eq!(late.pulse().queue().ended_because(), restart);
+        assert_eq!(early.pulse().queue.ended_because(), restart);
+        assert_eq!(late.pulse().queue.ended_because(), restart);
         drop((early, late));
         assert_eq!(hb.sessions(), 0, "dropping a registration unregisters");
     }

@@ -12,12 +12,12 @@ mod access;
 mod heartbeat;
 mod reader;
 mod resume;
+mod slow_consumer;
 
 pub use access::Access;
-
-pub use crate::hub::Ended;
 pub use heartbeat::{Beating, Heartbeat, Pulse};
 pub use resume::{Opening, opening, skip_covered};
+pub use slow_consumer::{Ended, OutboundQueue};
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,7 +27,7 @@ use std::time::Duration;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::broker::Broker;
-use crate::hub::{Hub, OutboundQueue};
+use crate::hub::Hub;
 use crate::metrics as m;
 use crate::transport::{Transport, Writer};
 use crate::wire::{CloseReason, EventId, Frame, ProjectId};
@@ -43,6 +43,8 @@ pub struct Sessions {
     pub broker: Arc<dyn Broker>,
     /// Pings, silence and token deadlines, and the restart close, for every session.
     pub heartbeat: Arc<Heartbeat>,
+    /// Most frames a session's outbound queue holds (see `slow_consumer`).
+    pub queue_capacity: usize,
 }
 
 impl Sessions {
@@ -55,8 +57,9 @@ impl Sessions {
         transport: T,
     ) -> Ended {
         let (mut writer, reader) = transport.split();
+        let queue = Arc::new(OutboundQueue::new(self.queue_capacity));
         // Subscribe first, then read: nothing published in between can be missed.
-        let membership = match self.hub.join(&project) {
+        let membership = match self.hub.join(&project, Arc::clone(&queue) as _) {
             Ok(membership) => membership,
             Err(full) => {
                 tracing::warn!(project_id = %project, error = %full, "refusing a session");
@@ -64,9 +67,7 @@ impl Sessions {
                 return Ended::Closed(CloseReason::Overloaded);
             }
         };
-        let beating = self
-            .heartbeat
-            .register(Arc::clone(membership.queue()), T::HEARS_CLIENT);
+        let beating = self.heartbeat.register(Arc::clone(&queue), T::HEARS_CLIENT);
         let pulse = Arc::clone(beating.pulse());
         if let Some(access) = &access {
             pulse.expires_at(access.expires_at());
@@ -95,6 +96,7 @@ impl Sessions {
         m::connection_opened(T::NAME);
         let _reader = AbortOnDropHandle::new(tokio::spawn(reader::listen(
             reader,
+            Arc::clone(&queue),
             Arc::clone(&pulse),
             access,
         )));
@@ -102,10 +104,10 @@ impl Sessions {
         // (heartbeat, token expiry, restart: the heartbeat ends every session at shutdown).
         let sent = tokio::select! {
             sent = writer.send(&opening.frames) => Ok(sent.is_ok()),
-            ended = membership.queue().ended() => Err(ended),
+            ended = queue.ended() => Err(ended),
         };
         let ended = match sent {
-            Ok(true) => pump(membership.queue(), &pulse, opening.floor, &mut writer).await,
+            Ok(true) => pump(&queue, &pulse, opening.floor, &mut writer).await,
             Ok(false) => Ended::ClientGone,
             Err(ended) => ended,
         };
@@ -179,5 +181,137 @@ async fn pump<W: Writer>(
             m::delivered_after(at);
         }
         batch.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::HistoryConfig;
+    use crate::transport::Incoming;
+    use crate::transport::channel::{self, FakeClient, Written};
+    use bytes::Bytes;
+    use serde_json::Value;
+    use tokio_util::sync::CancellationToken;
+    use tokio_util::task::TaskTracker;
+
+    /// Sessions over the in-process broker, and a hub to deliver into.
+    fn sessions(queue_capacity: usize) -> Sessions {
+        let (hub, changes) = Hub::new(100);
+        let shutdown = CancellationToken::new();
+        let broker = crate::broker::start(
+            None,
+            Duration::from_secs(1),
+            HistoryConfig::default(),
+            Arc::clone(&hub),
+            changes,
+            shutdown.clone(),
+            &TaskTracker::new(),
+        )
+        .unwrap();
+        let heartbeat = Heartbeat::new(Duration::from_secs(30), Duration::from_secs(60), shutdown);
+        Sessions {
+            hub,
+            broker,
+            heartbeat,
+            queue_capacity,
+        }
+    }
+
+    fn pid() -> ProjectId {
+        ProjectId::parse("p").unwrap()
+    }
+
+    async fn next(client: &mut FakeClient) -> Written {
+        client.written.recv().await.expect("the session wrote")
+    }
+
+    async fn next_event(client: &mut FakeClient) -> Value {
+        match next(client).await {
+            Written::Frame(text) => serde_json::from_str(&text).unwrap(),
+            Written::Close(reason) => panic!("closed: {reason:?}"),
+        }
+    }
+
+    fn start(sessions: &Sessions) -> (tokio::task::JoinHandle<Ended>, FakeClient) {
+        let (transport, client) = channel::pair();
+        let sessions = sessions.clone();
+        let task = tokio::spawn(async move { sessions.run(pid(), None, None, transport).await });
+        (task, client)
+    }
+
+    #[tokio::test]
+    async fn says_connected_then_delivers_and_answers_ping() {
+        let sessions = sessions(16);
+        let (task, mut client) = start(&sessions);
+        let connected = next_event(&mut client).await;
+        assert_eq!(connected["event"], "connected");
+        assert_eq!(connected["data"]["project_id"], "p");
+        assert_eq!(connected["data"]["heartbeat_interval"], 30);
+
+        sessions.hub.deliver(
+            &pid(),
+            Bytes::from_static(br#"{"event":"log","data":{"n":1}}"#),
+        );
+        assert_eq!(next_event(&mut client).await["data"]["n"], 1);
+
+        client
+            .say
+            .send(Incoming::Text(r#"{"event":"ping"}"#.into()))
+            .unwrap();
+        assert_eq!(next_event(&mut client).await["event"], "pong");
+
+        drop(client.say);
+        assert_eq!(task.await.unwrap(), Ended::ClientGone);
+        assert_eq!(
+            sessions.hub.watched_count(),
+            0,
+            "the session left its topic"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_oversized_client_frame_closes_with_1009() {
+        let sessions = sessions(16);
+        let (task, mut client) = start(&sessions);
+        next_event(&mut client).await;
+        client.say.send(Incoming::TooLarge).unwrap();
+        assert_eq!(
+            next(&mut client).await,
+            Written::Close(CloseReason::MessageTooBig)
+        );
+        assert_eq!(
+            task.await.unwrap(),
+            Ended::Closed(CloseReason::MessageTooBig)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_client_that_reads_nothing_is_closed_as_a_slow_consumer() {
+        let sessions = sessions(2);
+        let (run, mut client) = start(&sessions);
+        next_event(&mut client).await;
+        sessions.hub.deliver(
+            &pid(),
+            Bytes::from_static(br#"{"event":"log","data":{"n":1}}"#),
+        );
+        // The test runtime has one thread: the session's task runs only when the test
+        // awaits, so these undroppable frames all land in its queue of two at once, as
+        // they would for a client whose socket stopped draining.
+        for n in 2..=4 {
+            sessions.hub.deliver(
+                &pid(),
+                Bytes::from(format!(r#"{{"event":"log","data":{{"n":{n}}}}}"#)),
+            );
+        }
+        let mut closed = None;
+        while let Some(written) = client.written.recv().await {
+            if let Written::Close(reason) = written {
+                closed = Some(reason);
+                break;
+            }
+        }
+        assert_eq!(closed, Some(CloseReason::SlowConsumer));
+        assert_eq!(run.await.unwrap(), Ended::Closed(CloseReason::SlowConsumer));
     }
 }

@@ -5,31 +5,40 @@
 
 use std::sync::Arc;
 
-use crate::hub::Ended;
 use crate::metrics as m;
-use crate::session::{Access, Pulse};
+use crate::session::{Access, Ended, OutboundQueue, Pulse};
 use crate::transport::{Incoming, Reader};
 use crate::wire::{ClientFrame, CloseReason, Frame};
 
 /// Listens until the client is gone.
-pub async fn listen<R: Reader>(mut reader: R, pulse: Arc<Pulse>, mut access: Option<Access>) {
+pub async fn listen<R: Reader>(
+    mut reader: R,
+    queue: Arc<OutboundQueue>,
+    pulse: Arc<Pulse>,
+    mut access: Option<Access>,
+) {
     loop {
         let incoming = reader.recv().await;
         pulse.saw_life();
-        if let Some(ended) = heard(incoming, &pulse, &mut access) {
-            pulse.queue().end(ended);
+        if let Some(ended) = heard(incoming, &queue, &pulse, &mut access) {
+            queue.end(ended);
             return;
         }
     }
 }
 
 /// What one frame from the client means; `Some` when it ends the session.
-fn heard(incoming: Incoming, pulse: &Pulse, access: &mut Option<Access>) -> Option<Ended> {
+fn heard(
+    incoming: Incoming,
+    queue: &OutboundQueue,
+    pulse: &Pulse,
+    access: &mut Option<Access>,
+) -> Option<Ended> {
     match incoming {
         Incoming::Text(text) => match ClientFrame::parse(&text) {
             Ok(ClientFrame::Pong) => {}
             Ok(ClientFrame::Ping) => {
-                pulse.queue().push(Frame::pong());
+                queue.push(Frame::pong());
             }
             Ok(ClientFrame::Refresh(token)) => match access.as_mut() {
                 Some(access) => {

@@ -3,6 +3,8 @@
 //! The session logic (heartbeat, queue, close reasons) lives once in `session`; a
 //! transport only knows how to write frames, read what the client says, and close.
 
+#[cfg(test)]
+pub mod channel;
 pub mod sse;
 pub mod websocket;
 

@@ -1,7 +1,7 @@
 //! One session's bounded outbound queue, and the slow-consumer policy.
 //!
-//! The hub pushes every frame of a project into the queue of each of its sessions; the
-//! session's task drains it into the socket. A client that reads slowly must never slow
+//! The hub pushes every frame of a project into the queue of each of its sessions (the
+//! queue is the session's [`Inbox`]); the session's task drains it into the socket. A client that reads slowly must never slow
 //! the others, so a push never waits:
 //! - while the queue has room, every frame is kept, in order;
 //! - when it is full, the queued frames that a newer one supersedes (`progress_update`,
@@ -17,30 +17,17 @@
 //! The queue allocates nothing while empty, so an idle connection costs no buffer.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
 
+use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use crate::hub::{Inbox, Pushed};
 use crate::wire::{CloseReason, Frame};
 
 /// Most frames written to a socket in one go: between batches the session reads its
 /// client and counts the progress as life, so a long backlog read slowly by a live
 /// client is not taken for silence.
 pub const MAX_BATCH: usize = 64;
-
-/// What happened to a pushed frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pushed {
-    /// Queued for delivery.
-    Queued,
-    /// Queued, after dropping this many superseded frames to make room.
-    QueuedAfterCoalescing(usize),
-    /// The queue overflowed with frames that must not be dropped (now or before):
-    /// the session is closed as a slow consumer. The frame was not queued.
-    Overflowed,
-    /// The session has already ended for another reason; the frame was not queued.
-    Ended,
-}
 
 /// How a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +64,7 @@ impl OutboundQueue {
 
     pub fn push(&self, frame: Frame) -> Pushed {
         let outcome = {
-            let mut state = lock(&self.state);
+            let mut state = self.state.lock();
             match state.ended {
                 Some(Ended::Closed(CloseReason::SlowConsumer)) => return Pushed::Overflowed,
                 Some(_) => return Pushed::Ended,
@@ -122,7 +109,7 @@ impl OutboundQueue {
     /// are dropped: nothing will send them.
     pub fn end(&self, why: Ended) {
         {
-            let mut state = lock(&self.state);
+            let mut state = self.state.lock();
             if state.ended.is_some() {
                 return;
             }
@@ -140,7 +127,7 @@ impl OutboundQueue {
     /// Takes the oldest queued frames, at most `MAX_BATCH`; `Err` once the session has
     /// ended (an overflow is `Closed(SlowConsumer)`).
     pub fn drain(&self, into: &mut Vec<Frame>) -> Result<(), Ended> {
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock();
         if let Some(ended) = state.ended {
             return Err(ended);
         }
@@ -155,7 +142,7 @@ impl OutboundQueue {
 
     /// Why the session ended, once it has.
     pub fn ended_because(&self) -> Option<Ended> {
-        lock(&self.state).ended
+        self.state.lock().ended
     }
 
     /// Waits until the session ends (used while a send is stuck on a slow socket).
@@ -170,7 +157,7 @@ impl OutboundQueue {
     }
 
     pub fn len(&self) -> usize {
-        lock(&self.state).frames.len()
+        self.state.lock().frames.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -178,10 +165,10 @@ impl OutboundQueue {
     }
 }
 
-/// A poisoned lock only means another thread panicked mid-push; the queue's data is
-/// still a valid `VecDeque`, so keep serving rather than spread the panic.
-fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+impl Inbox for OutboundQueue {
+    fn push(&self, frame: Frame) -> Pushed {
+        OutboundQueue::push(self, frame)
+    }
 }
 
 #[cfg(test)]
