@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{RedisCluster, TestHub, WsClient, log_event};
+use support::{RedisCluster, TestHub, WsClient, layout, log_event};
 
 /// Two hubs on the cluster; the first runs the in-process worker (fast mock work).
 async fn two_hubs(cluster: &RedisCluster) -> (TestHub, TestHub) {
@@ -211,7 +211,9 @@ async fn a_publish_touches_only_its_projects_shard() {
     let project = "sharded";
     let mut on_a = WsClient::connected(&a.ws_url(project)).await;
     let mut on_b = WsClient::connected(&b.ws_url(project)).await;
-    let owner = cluster.owner_of(&format!("progress:{{{project}}}")).await;
+    let owner = cluster
+        .owner_of(&layout::shard_channel(&support::project(project)))
+        .await;
     // Both hubs' subscriptions are on the owner only.
     for i in 0..3 {
         let n = shard_subscribers(&cluster, i, project).await;
@@ -260,7 +262,9 @@ async fn a_restarted_node_is_resubscribed() {
     }
     events(&mut on_a, 5).await;
     events(&mut on_b, 5).await;
-    let owner = cluster.owner_of(&format!("progress:{{{project}}}")).await;
+    let owner = cluster
+        .owner_of(&layout::shard_channel(&support::project(project)))
+        .await;
     // The owner crashes and comes back empty (no persistence): the history is lost, so
     // what follows is a new epoch; the hubs must subscribe again and deliver it.
     cluster.restart_node(owner).await;
@@ -291,7 +295,7 @@ async fn shard_subscribers(cluster: &RedisCluster, i: usize, project: &str) -> i
     let mut conn = cluster.node(i).await;
     let (_, n): (String, i64) = redis::cmd("PUBSUB")
         .arg("SHARDNUMSUB")
-        .arg(format!("progress:{{{project}}}"))
+        .arg(layout::shard_channel(&support::project(project)))
         .query_async(&mut conn)
         .await
         .unwrap();
@@ -317,7 +321,9 @@ async fn a_manual_failover_is_survived() {
     let (a, b) = two_hubs(&cluster).await;
     let project = "failover";
     let mut clients = watchers(&a, &b, project).await;
-    let owner = cluster.owner_of(&format!("progress:{{{project}}}")).await;
+    let owner = cluster
+        .owner_of(&layout::shard_channel(&support::project(project)))
+        .await;
     let replica = cluster.replica_of(owner).await;
     let mut statuses = Vec::new();
     for i in 0..20 {
@@ -348,7 +354,7 @@ async fn a_manual_failover_is_survived() {
         assert_eq!(messages(&got), numbered(0..80));
     }
     // Both hubs' subscriptions followed the slot to its new owner.
-    let key = format!("progress:{{{project}}}");
+    let key = layout::shard_channel(&support::project(project));
     assert_eq!(cluster.owner_of(&key).await, replica);
     assert_eq!(shard_subscribers(&cluster, replica, project).await, 2);
     assert_eq!(shard_subscribers(&cluster, owner, project).await, 0);
@@ -377,7 +383,7 @@ async fn a_killed_master_is_replaced_and_subscriptions_follow() {
     let (a, b) = two_hubs(&cluster).await;
     let project = "killed";
     let mut clients = watchers(&a, &b, project).await;
-    let key = format!("progress:{{{project}}}");
+    let key = layout::shard_channel(&support::project(project));
     let owner = cluster.owner_of(&key).await;
     let replica = cluster.replica_of(owner).await;
     let mut ids = Vec::new();

@@ -20,7 +20,9 @@ use progress_hub::publish::{PublishError, Published, Publisher};
 use progress_hub::wire::event::{CompleteStatus, LogLevel};
 use progress_hub::wire::{JobClaim, ProjectId};
 use serde_json::{Value, json};
-use support::{Backend, PATIENCE, RedisServer, TestHub, WsClient, eventually, log_event, metric};
+use support::{
+    Backend, PATIENCE, RedisServer, TestHub, WsClient, eventually, layout, log_event, metric,
+};
 use tokio_util::sync::CancellationToken;
 
 const STAGES: [&str; 5] = [
@@ -842,7 +844,7 @@ fn thread_worker_config(mock_delay: Duration) -> WorkerConfig {
 async fn history(redis: &RedisServer, project: &str) -> Vec<Value> {
     let mut conn = redis.connection().await;
     let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-        .arg(format!("progress:{{{project}}}:history"))
+        .arg(layout::history_key(&support::project(project)))
         .arg("-")
         .arg("+")
         .query_async(&mut conn)

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use support::{Backend, PATIENCE, TestHub, WsClient, log_event};
+use support::{Backend, PATIENCE, TestHub, WsClient, layout, log_event};
 
 fn progress(p: u8) -> Value {
     json!({"event": "progress_update", "data": {
@@ -608,7 +608,7 @@ async fn redis_keys_are_hash_tagged_and_expire_after_retention() {
     let mut conn = hub.redis().connection().await;
     // The job queue's stream (`progress:jobs`) is not a project key.
     let mut keys: Vec<String> = redis::cmd("KEYS")
-        .arg("progress:{p}:*")
+        .arg(layout::project_keys(&support::project("p")))
         .query_async(&mut conn)
         .await
         .unwrap();
@@ -616,7 +616,7 @@ async fn redis_keys_are_hash_tagged_and_expire_after_retention() {
     // Publish receipts (for idempotent retries) live 10 minutes; the rest the retention.
     let (receipts, keys): (Vec<String>, Vec<String>) = keys
         .into_iter()
-        .partition(|k| k.starts_with("progress:{p}:pub:"));
+        .partition(|k| k.starts_with(&layout::receipt_key(&support::project("p"), "")));
     assert_eq!(receipts.len(), 2, "one receipt per publish");
     for receipt in receipts {
         let ttl: i64 = redis::cmd("TTL")
@@ -626,7 +626,8 @@ async fn redis_keys_are_hash_tagged_and_expire_after_retention() {
             .unwrap();
         assert!((500..=600).contains(&ttl), "{receipt}: {ttl}");
     }
-    assert_eq!(keys, ["progress:{p}:history", "progress:{p}:state"]);
+    let p = support::project("p");
+    assert_eq!(keys, [layout::history_key(&p), layout::state_key(&p)]);
     for key in keys {
         let ttl: i64 = redis::cmd("TTL")
             .arg(&key)
@@ -752,9 +753,10 @@ async fn history_that_goes_back_in_a_failover_still_delivers_new_events() {
         assert_eq!(client.next_event().await["id"], id.as_str());
     }
     // What the replica holds: the project as of the fifth event.
-    let keys = ["progress:{fo}:state", "progress:{fo}:history"];
+    let fo = support::project("fo");
+    let keys = [layout::state_key(&fo), layout::history_key(&fo)];
     let mut replica = Vec::new();
-    for key in keys {
+    for key in &keys {
         let dump: Vec<u8> = redis::cmd("DUMP")
             .arg(key)
             .query_async(&mut conn)
@@ -870,7 +872,7 @@ async fn shutdown_flushes_held_updates() {
     let redis = hub.redis.take().unwrap();
     hub.stop().await;
     let stage: String = redis::cmd("HGET")
-        .arg("progress:{drain}:state")
+        .arg(layout::state_key(&support::project("drain")))
         .arg("current_stage")
         .query_async(&mut redis.connection().await)
         .await

@@ -2,21 +2,18 @@
 //! implementations.
 //!
 //! - [`redis::RedisBroker`]: any number of hubs and workers cooperate through Redis,
-//!   one node or a Redis Cluster ([`target::RedisTarget`]). Publishing is one atomic
-//!   script (`publish.lua`); the process holds a single subscriber connection for all
-//!   its projects (`subscriber.rs`; on a cluster, `cluster_subscriber.rs`).
+//!   one node or a Redis Cluster ([`redis::target::RedisTarget`]). Publishing is one
+//!   atomic script (`redis/publish.lua`); the process holds a single subscriber
+//!   connection for all its projects (`redis/subscriber/`). Every key, channel and
+//!   script name is in `redis/layout.rs`.
 //! - [`memory::MemoryBroker`]: the same behaviour inside one process, so `serve` works
 //!   with nothing else installed.
 //!
 //! Either way, a broker's subscriber consumes the hub's [`SubscriptionChange`]s and hands
 //! every payload published on a watched project's channel to [`Hub::deliver`].
 
-mod cluster_subscriber;
-pub mod connection;
 pub mod memory;
 pub mod redis;
-mod subscriber;
-pub mod target;
 
 use std::sync::Arc;
 use std::time::Duration;

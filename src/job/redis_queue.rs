@@ -24,12 +24,13 @@ use redis::streams::StreamReadReply;
 
 use super::Job;
 use super::queue::{Claimed, JobQueue, Ownership, QueueError};
-use crate::broker::connection::{RedisConn, Timeouts};
-use crate::broker::target::RedisTarget;
+use crate::broker::redis::connection::{RedisConn, Timeouts};
+use crate::broker::redis::layout::{self, JOB_GROUP, JOB_STREAM};
+use crate::broker::redis::target::RedisTarget;
 use crate::wire::ProjectId;
 
-pub const STREAM: &str = "progress:jobs";
-pub const GROUP: &str = "workers";
+pub const STREAM: &str = JOB_STREAM;
+pub const GROUP: &str = JOB_GROUP;
 
 /// Longest a blocking read (XREADGROUP BLOCK, a few seconds at most) may take to answer.
 const BLOCKING_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -46,7 +47,7 @@ fn unix_ms() -> u64 {
 }
 
 fn lock_key(project: &ProjectId) -> String {
-    format!("progress:{{{project}}}:job")
+    layout::job_lock_key(project)
 }
 
 /// A job entry `reclaim.lua` took over.

@@ -44,38 +44,7 @@ impl ProjectId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-
-    /// The Redis Pub/Sub channel of this project, as the original Python publisher names it.
-    pub fn channel(&self) -> String {
-        format!("{}{}", CHANNEL_PREFIX, self.0)
-    }
-
-    /// The project whose channel this is, if it is one of ours.
-    pub fn from_channel(channel: &str) -> Option<Self> {
-        channel
-            .strip_prefix(CHANNEL_PREFIX)
-            .and_then(|raw| Self::parse(raw).ok())
-    }
-
-    /// The sharded Pub/Sub channel of this project on a Redis Cluster:
-    /// `progress:{<id>}`, hash-tagged like the project's keys, so it lives in the
-    /// project's slot (SSUBSCRIBE/SPUBLISH reach only the shard that owns it).
-    pub fn shard_channel(&self) -> String {
-        format!("{}{{{}}}", CHANNEL_PREFIX, self.0)
-    }
-
-    /// The project whose sharded channel this is, if it is one of ours.
-    pub fn from_shard_channel(channel: &str) -> Option<Self> {
-        channel
-            .strip_prefix(CHANNEL_PREFIX)
-            .and_then(|rest| rest.strip_prefix('{'))
-            .and_then(|rest| rest.strip_suffix('}'))
-            .and_then(|raw| Self::parse(raw).ok())
-    }
 }
-
-/// Prefix of every project channel: `progress:{project_id}`.
-pub const CHANNEL_PREFIX: &str = "progress:";
 
 impl fmt::Display for ProjectId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -132,17 +101,5 @@ mod tests {
                 "{bad:?}"
             );
         }
-    }
-
-    #[test]
-    fn channel_round_trips() {
-        let p = ProjectId::parse("42").unwrap();
-        assert_eq!(p.channel(), "progress:42");
-        assert_eq!(ProjectId::from_channel("progress:42"), Some(p.clone()));
-        assert_eq!(ProjectId::from_channel("other:42"), None);
-        assert_eq!(ProjectId::from_channel("progress:../x"), None);
-        assert_eq!(p.shard_channel(), "progress:{42}");
-        assert_eq!(ProjectId::from_shard_channel("progress:{42}"), Some(p));
-        assert_eq!(ProjectId::from_shard_channel("progress:42"), None);
     }
 }

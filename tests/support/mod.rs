@@ -8,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+#[allow(unused_imports)] // used by some test files, not all
+pub use progress_hub::broker::redis::layout;
 use progress_hub::config::ServeConfig;
 use progress_hub::server::{self, RunningHub};
 use progress_hub::wire::ProjectId;
@@ -16,6 +18,11 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// A project id the test knows to be valid.
+pub fn project(id: &str) -> ProjectId {
+    ProjectId::parse(id).expect("a valid project id")
+}
 
 /// How long a test waits for something that should happen at once.
 pub const PATIENCE: Duration = Duration::from_secs(10);

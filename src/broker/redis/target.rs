@@ -9,7 +9,8 @@
 //!   sharded Pub/Sub (SSUBSCRIBE/SPUBLISH) on `progress:{<id>}`, which hashes to the
 //!   project's slot; the legacy plain `PUBLISH progress:<id>` is not supported there.
 
-use super::BrokerError;
+use super::layout;
+use crate::broker::BrokerError;
 use crate::wire::ProjectId;
 
 /// A parsed `--redis-url`.
@@ -64,8 +65,8 @@ impl RedisTarget {
     /// Python publisher names it), `progress:{<id>}` (its slot) on a cluster.
     pub fn channel(&self, project: &ProjectId) -> String {
         match self {
-            Self::Single(_) => project.channel(),
-            Self::Cluster(_) => project.shard_channel(),
+            Self::Single(_) => layout::channel(project),
+            Self::Cluster(_) => layout::shard_channel(project),
         }
     }
 

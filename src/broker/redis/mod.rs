@@ -1,31 +1,33 @@
 //! The Redis broker: publishing through one atomic script on a shared multiplexed
 //! connection, receiving through the process's single subscriber connection
-//! (`subscriber.rs`; on a Redis Cluster, `cluster_subscriber.rs`).
+//! (`subscriber/`: the loop, and its connection on one node or a cluster).
 //!
-//! Keys of one project share the hash tag `{project_id}` so the script stays valid on
-//! Redis Cluster: `progress:{id}:history` (a stream), `progress:{id}:state` (a hash) and
-//! `progress:{id}:pub:<receipt>`. On a cluster the script runs on the project's slot and
-//! publishes with SPUBLISH on `progress:{id}`, which hashes to that same slot.
+//! Every key, channel and script is named in `layout.rs`. On a cluster the publish
+//! script runs on the project's slot and publishes with SPUBLISH on `progress:{id}`,
+//! which hashes to that same slot.
 
-use std::collections::HashMap;
+pub mod connection;
+pub mod layout;
+mod subscriber;
+pub mod target;
+
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use redis::streams::StreamRangeReply;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::cluster_subscriber::Cluster;
-use super::connection::{RedisConn, Timeouts};
-use super::subscriber::{Single, Subscriber};
-use super::target::RedisTarget;
 use super::{Broker, BrokerError, HistoryConfig, Replay};
 use crate::hub::{Hub, SubscriptionChange};
-use crate::wire::{EventId, Frame, PreparedEvent, ProjectId, ProjectState};
+use crate::wire::{EventId, PreparedEvent, ProjectId};
+use connection::{RedisConn, Timeouts};
+use layout::{PublishArgs, read_replay};
+use subscriber::{Cluster, Single, Subscriber};
+use target::RedisTarget;
 
 /// How long one Redis command may take before the caller hears an error.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -41,15 +43,6 @@ pub struct RedisBroker {
     /// Set by the subscriber: true while its connection is up and subscribed.
     subscriber_up: Arc<AtomicBool>,
     history: HistoryConfig,
-    publish: redis::Script,
-}
-
-pub fn history_key(project: &ProjectId) -> String {
-    format!("progress:{{{project}}}:history")
-}
-
-pub fn state_key(project: &ProjectId) -> String {
-    format!("progress:{{{project}}}:state")
 }
 
 impl RedisBroker {
@@ -69,7 +62,6 @@ impl RedisBroker {
             target,
             subscriber_up: Arc::new(AtomicBool::new(false)),
             history,
-            publish: redis::Script::new(include_str!("publish.lua")),
         })
     }
 
@@ -123,41 +115,31 @@ impl Broker for RedisBroker {
         let eta = s
             .estimated_remaining
             .map(|eta| eta.map(|v| v.to_string()).unwrap_or_default());
+        let job = s.job.as_ref();
+        let args = PublishArgs {
+            channel: self.target.channel(project),
+            new_epoch: EventId::new_epoch(),
+            max_len: self.history.max_len,
+            active_ttl: self.history.active_ttl.as_secs().max(1),
+            retention_ttl: self.history.retention.as_secs().max(1),
+            event: s.event,
+            head: &t.head,
+            mid: &t.mid,
+            tail: &t.tail,
+            progress: t.progress.map(|p| p.to_string()).unwrap_or_default(),
+            progress_floor: s.progress_floor.map(|p| p.to_string()).unwrap_or_default(),
+            status: change(s.status.as_deref()),
+            current_stage: change(s.current_stage.as_deref()),
+            estimated_remaining: change(eta.as_deref()),
+            youtube_url: change(s.youtube_url.as_deref()),
+            updated_at: &s.updated_at,
+            job_id: job.map(|j| j.job_id.as_str()).unwrap_or_default(),
+            publish_command: self.target.publish_command(),
+            claim: job.map(|j| j.token.to_string()).unwrap_or_default(),
+        };
         let mut conn = self.commands.clone();
-        let id: String = self
-            .publish
-            .key(history_key(project))
-            .key(state_key(project))
-            .key(format!("progress:{{{project}}}:pub:{}", event.receipt))
-            .arg(self.target.channel(project))
-            .arg(EventId::new_epoch())
-            .arg(self.history.max_len)
-            .arg(self.history.active_ttl.as_secs().max(1))
-            .arg(self.history.retention.as_secs().max(1))
-            .arg(s.event)
-            .arg(&t.head)
-            .arg(&t.mid)
-            .arg(&t.tail)
-            .arg(t.progress.map(|p| p.to_string()).unwrap_or_default())
-            .arg(s.progress_floor.map(|p| p.to_string()).unwrap_or_default())
-            .arg(change(s.status.as_deref()))
-            .arg(change(s.current_stage.as_deref()))
-            .arg(change(eta.as_deref()))
-            .arg(change(s.youtube_url.as_deref()))
-            .arg(&s.updated_at)
-            .arg(
-                s.job
-                    .as_ref()
-                    .map(|j| j.job_id.as_str())
-                    .unwrap_or_default(),
-            )
-            .arg(self.target.publish_command())
-            .arg(
-                s.job
-                    .as_ref()
-                    .map(|j| j.token.to_string())
-                    .unwrap_or_default(),
-            )
+        let id: String = args
+            .invocation(project, &event.receipt)
             .invoke_async(&mut conn)
             .await?;
         id.parse().map_err(|_| {
@@ -200,56 +182,4 @@ impl Broker for RedisBroker {
             RedisTarget::Cluster(_) => "redis-cluster",
         }
     }
-}
-
-/// The state and history read of `replay.lua`.
-static REPLAY: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("replay.lua")));
-
-/// The project's state and the retained history after `after` (in the same epoch), in
-/// one atomic read (a script: one command, whose MOVED a cluster connection follows).
-/// Shared by sessions (resume) and the subscriber (gap fill).
-pub(super) async fn read_replay(
-    conn: &mut RedisConn,
-    project: &ProjectId,
-    after: Option<&EventId>,
-) -> Result<Replay, redis::RedisError> {
-    let (hash, range): (HashMap<String, String>, StreamRangeReply) = match after {
-        Some(after) => {
-            REPLAY
-                .key(state_key(project))
-                .key(history_key(project))
-                .arg(format!("(0-{}", after.seq()))
-                .invoke_async(conn)
-                .await?
-        }
-        None => (
-            redis::cmd("HGETALL")
-                .arg(state_key(project))
-                .query_async(conn)
-                .await?,
-            StreamRangeReply::default(),
-        ),
-    };
-    let state = ProjectState::from_hash(&hash);
-    let same_epoch =
-        matches!((&state, after), (Some((_, last)), Some(a)) if last.epoch() == a.epoch());
-    let mut frames = Vec::new();
-    if same_epoch {
-        for entry in range.ids {
-            let Some(redis::Value::BulkString(bytes)) = entry.map.get("frame") else {
-                continue;
-            };
-            match Frame::from_published(Bytes::copy_from_slice(bytes)) {
-                Ok(frame) => frames.push(frame),
-                Err(err) => {
-                    tracing::warn!(project_id = %project, error = %err, "unreadable history entry skipped")
-                }
-            }
-        }
-    }
-    Ok(Replay {
-        state,
-        after: frames,
-    })
 }

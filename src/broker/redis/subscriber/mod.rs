@@ -16,8 +16,14 @@
 //!
 //! The loop (connect, serve, reconnect with capped backoff while keeping the wanted set
 //! current) and the subscription bookkeeping are written once, in [`Subscriber`], over a
-//! [`Connection`]: [`Single`] here (SUBSCRIBE on one node), and `Cluster` on a Redis
-//! Cluster (`cluster_subscriber.rs`, sharded Pub/Sub).
+//! [`Connection`]: [`Single`] on one node (`single.rs`, SUBSCRIBE), and [`Cluster`] on a
+//! Redis Cluster (`cluster.rs`, sharded Pub/Sub).
+
+mod cluster;
+mod single;
+
+pub(super) use cluster::Cluster;
+pub(super) use single::Single;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,15 +31,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use bytes::Bytes;
-use futures_util::StreamExt;
-use redis::Value;
-use redis::aio::{PubSubSink, PubSubStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::connection::RedisConn;
-use super::redis::read_replay;
+use super::layout::read_replay;
 use crate::hub::{Hub, SubscriptionChange, Topic};
 use crate::metrics as m;
 use crate::wire::{EventId, ProjectId};
@@ -45,7 +47,7 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Most channels named in one SUBSCRIBE or UNSUBSCRIBE.
-const RESUBSCRIBE_BATCH: usize = 1000;
+pub(super) const RESUBSCRIBE_BATCH: usize = 1000;
 
 /// The process's subscriber, over one node or a cluster (`C`).
 pub(super) struct Subscriber<C: Connection> {
@@ -281,62 +283,6 @@ impl<C: Connection> Subscriber<C> {
                 self.shared.wanted.remove(&project);
             }
         }
-    }
-}
-
-/// One node: a Pub/Sub connection of its own (not redis-rs's connection manager),
-/// SUBSCRIBE on `progress:<id>`.
-pub(super) struct Single {
-    sink: PubSubSink,
-    stream: PubSubStream,
-}
-
-impl Connection for Single {
-    type Target = redis::Client;
-    type Message = redis::Msg;
-    const NAME: &'static str = "redis";
-
-    async fn open(client: &redis::Client, topics: &[Arc<Topic>]) -> Result<Self, Lost> {
-        let pubsub = within(client.get_async_pubsub()).await?;
-        let (sink, stream) = pubsub.split();
-        let mut conn = Self { sink, stream };
-        conn.subscribe(topics).await?;
-        Ok(conn)
-    }
-
-    async fn next(&mut self) -> Option<redis::Msg> {
-        self.stream.next().await
-    }
-
-    async fn handle(&mut self, shared: &Shared, msg: redis::Msg) -> Result<(), Lost> {
-        // Only our own channels are ever subscribed, so anything else is ignored.
-        if let Some(project) = ProjectId::from_channel(msg.get_channel_name()) {
-            shared
-                .hub
-                .deliver(&project, Bytes::copy_from_slice(msg.get_payload_bytes()));
-        }
-        Ok(())
-    }
-
-    async fn subscribe(&mut self, topics: &[Arc<Topic>]) -> Result<(), Lost> {
-        for batch in topics.chunks(RESUBSCRIBE_BATCH) {
-            let channels: Vec<String> = batch.iter().map(|t| t.project().channel()).collect();
-            within(self.sink.subscribe(channels)).await?;
-        }
-        Ok(())
-    }
-
-    async fn unsubscribe(&mut self, projects: &[ProjectId]) -> Result<(), Lost> {
-        for batch in projects.chunks(RESUBSCRIBE_BATCH) {
-            let channels: Vec<String> = batch.iter().map(ProjectId::channel).collect();
-            within(self.sink.unsubscribe(channels)).await?;
-        }
-        Ok(())
-    }
-
-    async fn keepalive(&mut self) -> Result<(), Lost> {
-        // In subscribed mode Redis answers PING with ["pong", ""], not "PONG".
-        within(self.sink.ping::<Value>()).await.map(drop)
     }
 }
 

@@ -1,5 +1,5 @@
 //! The subscriber's connection on a Redis Cluster: sharded Pub/Sub. The loop around it
-//! (reconnect with backoff, subscription changes, gap fills) is `subscriber.rs`'s.
+//! (reconnect with backoff, subscription changes, gap fills) is `mod.rs`'s.
 //!
 //! Each watched project's shard channel `progress:{<id>}` lives in the project's slot,
 //! so SSUBSCRIBE goes to the one primary that owns it and SPUBLISH (in `publish.lua`)
@@ -36,8 +36,9 @@ use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
 use redis::{ProtocolVersion, PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 
-use super::connection::cluster_builder;
-use super::subscriber::{Connection, Lost, Shared, fill_gap, within};
+use super::{Connection, Lost, Shared, fill_gap, within};
+use crate::broker::redis::connection::cluster_builder;
+use crate::broker::redis::layout;
 use crate::hub::Topic;
 use crate::wire::ProjectId;
 
@@ -45,7 +46,7 @@ use crate::wire::ProjectId;
 const TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A live cluster connection and the push messages of all its nodes.
-pub(super) struct Cluster {
+pub(in crate::broker::redis) struct Cluster {
     conn: ClusterConnection,
     pushes: mpsc::UnboundedReceiver<PushInfo>,
 }
@@ -80,7 +81,7 @@ impl Connection for Cluster {
         let channel = |data: &[Value]| match data.first() {
             Some(Value::BulkString(name)) => std::str::from_utf8(name)
                 .ok()
-                .and_then(ProjectId::from_shard_channel),
+                .and_then(layout::project_of_shard_channel),
             _ => None,
         };
         match push.kind {
@@ -110,9 +111,9 @@ impl Connection for Cluster {
                     // if that is the old owner, it answers MOVED and redis-rs refreshes its
                     // slot map before routing anything else.
                     let mut probe = redis::cmd("TYPE");
-                    probe.arg(project.shard_channel());
+                    probe.arg(layout::shard_channel(&project));
                     within(probe.query_async::<Value>(&mut self.conn)).await?;
-                    within(self.conn.ssubscribe(project.shard_channel())).await?;
+                    within(self.conn.ssubscribe(layout::shard_channel(&project))).await?;
                     // The map may have been refreshed from a node that has not heard of
                     // the failover yet: then start over on a fresh connection.
                     check_primaries(&mut self.conn).await?;
@@ -131,14 +132,14 @@ impl Connection for Cluster {
     /// One SSUBSCRIBE per project: channels of different slots cannot share one.
     async fn subscribe(&mut self, topics: &[Arc<Topic>]) -> Result<(), Lost> {
         for topic in topics {
-            within(self.conn.ssubscribe(topic.project().shard_channel())).await?;
+            within(self.conn.ssubscribe(layout::shard_channel(topic.project()))).await?;
         }
         Ok(())
     }
 
     async fn unsubscribe(&mut self, projects: &[ProjectId]) -> Result<(), Lost> {
         for project in projects {
-            within(self.conn.sunsubscribe(project.shard_channel())).await?;
+            within(self.conn.sunsubscribe(layout::shard_channel(project))).await?;
         }
         Ok(())
     }

@@ -16,8 +16,8 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 use tokio::sync::OnceCell;
 
-use super::BrokerError;
 use super::target::RedisTarget;
+use crate::broker::BrokerError;
 
 /// Timeouts of a command connection.
 #[derive(Debug, Clone, Copy)]

@@ -1,0 +1,241 @@
+//! The Redis data layout: every key, channel and script the hub and its workers use, in
+//! one place (the habit of centrifuge's `broker_redis.go`). Anything that reads or
+//! writes Redis names its keys through here; the tests do too.
+//!
+//! A project's keys share the hash tag `{<project>}`, so they live in one slot and the
+//! scripts stay valid on a Redis Cluster:
+//!
+//! | key | type | what |
+//! |---|---|---|
+//! | `progress:{<p>}:history` | stream | the project's events, entries `0-<seq>`, field `frame` |
+//! | `progress:{<p>}:state` | hash | epoch, seq, status, progress, stage, ETA, last id, fences |
+//! | `progress:{<p>}:pub:<receipt>` | string | the id a publish got (10 min), so a retry never appends twice |
+//! | `progress:{<p>}:job` | string | the running job's id: one job per project |
+//! | `progress:jobs` | stream | the job queue, read by the consumer group `workers` |
+//!
+//! Channels: `progress:<p>` on one node (as the original Python publisher names it,
+//! PUBLISH/SUBSCRIBE); `progress:{<p>}` on a cluster (sharded Pub/Sub in the project's
+//! slot, SPUBLISH/SSUBSCRIBE).
+//!
+//! Scripts: `publish.lua` (the publish path, one atomic step; the Python SDK runs the
+//! same file) and `replay.lua` (state + history after a position, one atomic read).
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use bytes::Bytes;
+use redis::streams::StreamRangeReply;
+
+use super::connection::RedisConn;
+use crate::broker::Replay;
+use crate::wire::{EventId, Frame, ProjectId, ProjectState};
+
+/// Prefix of every key and channel.
+const PREFIX: &str = "progress:";
+
+/// The job queue's stream, and the consumer group its workers read it in.
+pub const JOB_STREAM: &str = "progress:jobs";
+pub const JOB_GROUP: &str = "workers";
+
+pub fn history_key(project: &ProjectId) -> String {
+    format!("{PREFIX}{{{project}}}:history")
+}
+
+pub fn state_key(project: &ProjectId) -> String {
+    format!("{PREFIX}{{{project}}}:state")
+}
+
+/// Where a publish's id is remembered under its receipt.
+pub fn receipt_key(project: &ProjectId, receipt: &str) -> String {
+    format!("{PREFIX}{{{project}}}:pub:{receipt}")
+}
+
+/// A pattern matching every key of the project (for `SCAN MATCH`, never in the hot path).
+pub fn project_keys(project: &ProjectId) -> String {
+    format!("{PREFIX}{{{project}}}:*")
+}
+
+/// Holds the id of the project's running job (SET NX): one job per project.
+pub fn job_lock_key(project: &ProjectId) -> String {
+    format!("{PREFIX}{{{project}}}:job")
+}
+
+/// The project's channel on one node: `progress:<p>`.
+pub fn channel(project: &ProjectId) -> String {
+    format!("{PREFIX}{project}")
+}
+
+/// The project whose channel this is, if it is one of ours.
+pub fn project_of_channel(channel: &str) -> Option<ProjectId> {
+    channel
+        .strip_prefix(PREFIX)
+        .and_then(|raw| ProjectId::parse(raw).ok())
+}
+
+/// The project's sharded channel on a cluster: `progress:{<p>}`, hash-tagged like its
+/// keys, so SSUBSCRIBE/SPUBLISH reach only the shard that owns the slot.
+pub fn shard_channel(project: &ProjectId) -> String {
+    format!("{PREFIX}{{{project}}}")
+}
+
+/// The project whose sharded channel this is, if it is one of ours.
+pub fn project_of_shard_channel(channel: &str) -> Option<ProjectId> {
+    channel
+        .strip_prefix(PREFIX)
+        .and_then(|rest| rest.strip_prefix('{'))
+        .and_then(|rest| rest.strip_suffix('}'))
+        .and_then(|raw| ProjectId::parse(raw).ok())
+}
+
+/// The publish path's script (see its header for the arguments, [`PublishArgs`] for
+/// their order).
+pub static PUBLISH: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("publish.lua")));
+
+/// The state and history read.
+static REPLAY: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("replay.lua")));
+
+/// The arguments of `publish.lua`, in its `ARGV` order: one struct, so the order is
+/// written once (the script names the same fields as locals at its top).
+#[derive(Debug)]
+pub struct PublishArgs<'a> {
+    pub channel: String,
+    pub new_epoch: String,
+    pub max_len: usize,
+    pub active_ttl: u64,
+    pub retention_ttl: u64,
+    pub event: &'static str,
+    pub head: &'a str,
+    pub mid: &'a str,
+    pub tail: &'a str,
+    /// `''`: none.
+    pub progress: String,
+    /// `''`: none.
+    pub progress_floor: String,
+    /// `''` = unchanged, `'=' .. value` = set (an empty value means null).
+    pub status: String,
+    pub current_stage: String,
+    pub estimated_remaining: String,
+    pub youtube_url: String,
+    pub updated_at: &'a str,
+    /// `''`: none.
+    pub job_id: &'a str,
+    /// `PUBLISH` or `SPUBLISH`.
+    pub publish_command: &'static str,
+    /// `''`: none.
+    pub claim: String,
+}
+
+impl PublishArgs<'_> {
+    /// The script invocation for `project`'s keys and these arguments.
+    pub fn invocation(
+        &self,
+        project: &ProjectId,
+        receipt: &str,
+    ) -> redis::ScriptInvocation<'static> {
+        let mut call = PUBLISH.prepare_invoke();
+        call.key(history_key(project))
+            .key(state_key(project))
+            .key(receipt_key(project, receipt))
+            .arg(&self.channel)
+            .arg(&self.new_epoch)
+            .arg(self.max_len)
+            .arg(self.active_ttl)
+            .arg(self.retention_ttl)
+            .arg(self.event)
+            .arg(self.head)
+            .arg(self.mid)
+            .arg(self.tail)
+            .arg(&self.progress)
+            .arg(&self.progress_floor)
+            .arg(&self.status)
+            .arg(&self.current_stage)
+            .arg(&self.estimated_remaining)
+            .arg(&self.youtube_url)
+            .arg(self.updated_at)
+            .arg(self.job_id)
+            .arg(self.publish_command)
+            .arg(&self.claim);
+        call
+    }
+}
+
+/// The project's state and the retained history after `after` (in the same epoch), in
+/// one atomic read (a script: one command, whose MOVED a cluster connection follows).
+/// Shared by sessions (resume) and the subscriber (gap fill).
+pub async fn read_replay(
+    conn: &mut RedisConn,
+    project: &ProjectId,
+    after: Option<&EventId>,
+) -> Result<Replay, redis::RedisError> {
+    let (hash, range): (HashMap<String, String>, StreamRangeReply) = match after {
+        Some(after) => {
+            REPLAY
+                .key(state_key(project))
+                .key(history_key(project))
+                .arg(format!("(0-{}", after.seq()))
+                .invoke_async(conn)
+                .await?
+        }
+        None => (
+            redis::cmd("HGETALL")
+                .arg(state_key(project))
+                .query_async(conn)
+                .await?,
+            StreamRangeReply::default(),
+        ),
+    };
+    let state = ProjectState::from_hash(&hash);
+    let same_epoch =
+        matches!((&state, after), (Some((_, last)), Some(a)) if last.epoch() == a.epoch());
+    let mut frames = Vec::new();
+    if same_epoch {
+        for entry in range.ids {
+            let Some(redis::Value::BulkString(bytes)) = entry.map.get("frame") else {
+                continue;
+            };
+            match Frame::from_published(Bytes::copy_from_slice(bytes)) {
+                Ok(frame) => frames.push(frame),
+                Err(err) => {
+                    tracing::warn!(project_id = %project, error = %err, "unreadable history entry skipped")
+                }
+            }
+        }
+    }
+    Ok(Replay {
+        state,
+        after: frames,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_round_trip() {
+        let p = ProjectId::parse("42").unwrap();
+        assert_eq!(channel(&p), "progress:42");
+        assert_eq!(project_of_channel("progress:42"), Some(p.clone()));
+        assert_eq!(project_of_channel("other:42"), None);
+        assert_eq!(project_of_channel("progress:../x"), None);
+        assert_eq!(shard_channel(&p), "progress:{42}");
+        assert_eq!(project_of_shard_channel("progress:{42}"), Some(p));
+        assert_eq!(project_of_shard_channel("progress:42"), None);
+    }
+
+    #[test]
+    fn a_projects_keys_share_its_hash_tag() {
+        let p = ProjectId::parse("42").unwrap();
+        for key in [
+            history_key(&p),
+            state_key(&p),
+            receipt_key(&p, "r"),
+            job_lock_key(&p),
+            shard_channel(&p),
+        ] {
+            assert!(key.starts_with("progress:{42}"), "{key}");
+        }
+    }
+}

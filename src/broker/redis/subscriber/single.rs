@@ -1,0 +1,72 @@
+//! The subscriber's connection on one Redis node: a Pub/Sub connection of its own
+//! (not redis-rs's connection manager), SUBSCRIBE on `progress:<id>`, as the original
+//! Python publisher names the channel. The loop around it is `mod.rs`'s.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use redis::Value;
+use redis::aio::{PubSubSink, PubSubStream};
+
+use super::{Connection, Lost, RESUBSCRIBE_BATCH, Shared, within};
+use crate::broker::redis::layout;
+use crate::hub::Topic;
+use crate::wire::ProjectId;
+
+/// One node: a Pub/Sub connection of its own (not redis-rs's connection manager),
+/// SUBSCRIBE on `progress:<id>`.
+pub(in crate::broker::redis) struct Single {
+    sink: PubSubSink,
+    stream: PubSubStream,
+}
+
+impl Connection for Single {
+    type Target = redis::Client;
+    type Message = redis::Msg;
+    const NAME: &'static str = "redis";
+
+    async fn open(client: &redis::Client, topics: &[Arc<Topic>]) -> Result<Self, Lost> {
+        let pubsub = within(client.get_async_pubsub()).await?;
+        let (sink, stream) = pubsub.split();
+        let mut conn = Self { sink, stream };
+        conn.subscribe(topics).await?;
+        Ok(conn)
+    }
+
+    async fn next(&mut self) -> Option<redis::Msg> {
+        self.stream.next().await
+    }
+
+    async fn handle(&mut self, shared: &Shared, msg: redis::Msg) -> Result<(), Lost> {
+        // Only our own channels are ever subscribed, so anything else is ignored.
+        if let Some(project) = layout::project_of_channel(msg.get_channel_name()) {
+            shared
+                .hub
+                .deliver(&project, Bytes::copy_from_slice(msg.get_payload_bytes()));
+        }
+        Ok(())
+    }
+
+    async fn subscribe(&mut self, topics: &[Arc<Topic>]) -> Result<(), Lost> {
+        for batch in topics.chunks(RESUBSCRIBE_BATCH) {
+            let channels: Vec<String> =
+                batch.iter().map(|t| layout::channel(t.project())).collect();
+            within(self.sink.subscribe(channels)).await?;
+        }
+        Ok(())
+    }
+
+    async fn unsubscribe(&mut self, projects: &[ProjectId]) -> Result<(), Lost> {
+        for batch in projects.chunks(RESUBSCRIBE_BATCH) {
+            let channels: Vec<String> = batch.iter().map(layout::channel).collect();
+            within(self.sink.unsubscribe(channels)).await?;
+        }
+        Ok(())
+    }
+
+    async fn keepalive(&mut self) -> Result<(), Lost> {
+        // In subscribed mode Redis answers PING with ["pong", ""], not "PONG".
+        within(self.sink.ping::<Value>()).await.map(drop)
+    }
+}
