@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use progress_hub::broker::BrokerError;
 use progress_hub::broker::HistoryConfig;
+use progress_hub::broker::JobClaim;
 use progress_hub::broker::redis::RedisBroker;
 use progress_hub::job::queue::{JobQueue, Ownership, QueueError};
 use progress_hub::job::redis_queue::{GROUP, RedisQueue, STREAM};
@@ -17,8 +18,8 @@ use progress_hub::job::worker::Worker;
 use progress_hub::job::{Job, RetryPolicy, WorkerConfig};
 use progress_hub::locale::Locale;
 use progress_hub::publish::{PublishError, Published, Publisher};
+use progress_hub::wire::ProjectId;
 use progress_hub::wire::event::{CompleteStatus, LogLevel};
-use progress_hub::wire::{JobClaim, ProjectId};
 use serde_json::{Value, json};
 use support::{
     Backend, PATIENCE, RedisServer, TestHub, WsClient, eventually, layout, log_event, metric,

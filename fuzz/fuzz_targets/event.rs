@@ -1,5 +1,5 @@
-//! The publish path of one event: `Event::from_json` (which validates), then
-//! `normalized`, `prepare` and the frame template assembled as the broker does.
+//! The publish path of one event: `Event::from_json` and `validate`, then `normalize`,
+//! `prepare` and the frame template assembled as the broker does.
 //!
 //! Invariants beyond "no panic":
 //! - a refused body names a field and a reason;
@@ -16,6 +16,7 @@
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use progress_hub::locale::Locale;
+use progress_hub::publish::prepare::{normalize, prepare};
 use progress_hub::wire::{Event, EventId, EventKind, Frame, ProjectId};
 use serde_json::Value;
 
@@ -39,31 +40,31 @@ fn with_progress(mut event: Event, progress: Option<u8>) -> Event {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let event = match Event::from_json(data) {
+    let event = match Event::from_json(data).and_then(|e| e.validate().map(|()| e)) {
         Ok(event) => event,
         Err(e) => {
             assert!(!e.field.is_empty() && !e.message.is_empty(), "{e:?}");
             return;
         }
     };
-    assert_eq!(event.validate(), Ok(()));
     let project = ProjectId::parse("fuzz-project_1").expect("valid project id");
     let id: EventId = ID.parse().expect("valid event id");
 
     for locale in [Locale::ZhTw, Locale::En] {
-        let normalized = event.clone().normalized(locale);
-        assert_eq!(normalized.name(), event.name());
+        let normalized = normalize(event.clone(), locale);
+        assert_eq!(normalized.kind(), event.kind());
         assert_eq!(
             normalized.validate(),
             Ok(()),
             "normalization made a valid event invalid"
         );
-        assert_eq!(normalized.clone().normalized(locale), normalized);
+        assert_eq!(normalize(normalized.clone(), locale), normalized);
 
-        let prepared = normalized.prepare(&project, locale);
+        let prepared =
+            prepare(normalized.clone(), &project, locale, None, None).expect("a valid event");
         let asked = progress_of(&normalized);
         assert_eq!(prepared.template.progress, asked);
-        assert_eq!(prepared.state.event, event.name());
+        assert_eq!(prepared.kind, event.kind());
         assert_eq!(prepared.receipt.len(), 16);
 
         // The broker fills in the progress asked for, or clamps it up (at most to 100).
@@ -75,7 +76,7 @@ fuzz_target!(|data: &[u8]| {
             let text = prepared.template.assemble(ID, progress);
             let frame: Value = serde_json::from_str(&text)
                 .unwrap_or_else(|e| panic!("assembled frame is not JSON ({e}): {text}"));
-            assert_eq!(frame["event"], event.name(), "{text}");
+            assert_eq!(frame["event"], event.kind().name(), "{text}");
             assert_eq!(frame["id"], ID, "{text}");
             assert!(frame["data"].is_object(), "{text}");
             match progress {
@@ -97,7 +98,7 @@ fuzz_target!(|data: &[u8]| {
 
             let published = Frame::from_published(Bytes::from(text.clone()))
                 .unwrap_or_else(|e| panic!("hub refuses its own frame ({e}): {text}"));
-            assert_eq!(published.kind(), EventKind::from_name(event.name()));
+            assert_eq!(published.kind(), event.kind());
             assert_ne!(published.kind(), EventKind::Other);
             assert_eq!(published.id(), Some(&id));
             assert!(published.published_at().is_some(), "{text}");

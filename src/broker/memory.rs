@@ -19,8 +19,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{Broker, BrokerError, HistoryConfig, Replay};
+use super::{JobClaim, PreparedEvent};
 use crate::hub::{Hub, SubscriptionChange};
-use crate::wire::{EventId, Frame, JobClaim, PreparedEvent, ProjectId, ProjectState};
+use crate::wire::{EventId, EventKind, Frame, ProjectId, ProjectState};
 
 /// How often expired histories are swept from memory.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
@@ -134,7 +135,7 @@ impl Broker for MemoryBroker {
         if let Some(id) = history.receipts.get(&event.receipt) {
             return Ok(id.clone());
         }
-        if let Some(claim) = &s.job {
+        if let Some(claim) = &event.job {
             if history.ended_job.as_ref() == Some(&claim.job_id) {
                 return Err(BrokerError::Stale(format!(
                     "job {} has already completed",
@@ -154,7 +155,7 @@ impl Broker for MemoryBroker {
         }
         let state = &mut history.state;
         let finished = matches!(state.status.as_deref(), Some("COMPLETED" | "FAILED"));
-        if finished && s.event != "complete" {
+        if finished && event.kind != EventKind::Complete {
             state.progress = 0;
             state.youtube_url = None;
             state.completed_job = None;
@@ -190,15 +191,15 @@ impl Broker for MemoryBroker {
         if let Some(v) = &s.youtube_url {
             state.youtube_url = Some(v.clone());
         }
-        if s.event == "complete"
-            && let Some(claim) = &s.job
+        if event.kind == EventKind::Complete
+            && let Some(claim) = &event.job
         {
             state.completed_job = Some(claim.job_id.clone());
             history.ended_job = Some(claim.job_id.clone());
         }
         state.last_event_id = Some(id.to_string());
         state.updated_at = Some(s.updated_at.clone());
-        let ttl = if s.event == "complete" {
+        let ttl = if event.kind == EventKind::Complete {
             self.config.retention
         } else {
             self.config.active_ttl

@@ -13,7 +13,10 @@
 //! every payload published on a watched project's channel to [`Hub::deliver`].
 
 pub mod memory;
+mod prepared;
 pub mod redis;
+
+pub use prepared::{FrameTemplate, JobClaim, PreparedEvent, StateChange};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::hub::{Hub, SubscriptionChange};
-use crate::wire::{EventId, Frame, PreparedEvent, ProjectId, ProjectState};
+use crate::wire::{EventId, Frame, ProjectId, ProjectState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {

@@ -18,8 +18,9 @@ use super::providers::{ProviderError, Providers, weight};
 use crate::broker::BrokerError;
 use crate::catalog::ErrorCode;
 use crate::locale::Locale;
+use crate::publish::prepare::new_trace_id;
 use crate::publish::{PublishError, Publisher};
-use crate::wire::event::{CompleteStatus, ErrorReport, LogLevel, new_trace_id};
+use crate::wire::event::{CompleteStatus, ErrorReport, LogLevel};
 use crate::wire::{Event, ProjectId, Stage};
 
 /// Parts the video is rendered in (each reports progress).

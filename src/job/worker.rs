@@ -29,9 +29,9 @@ use super::pipeline::{Outcome, generate_video};
 use super::providers::Providers;
 use super::queue::{Claimed, JobQueue, Ownership};
 use crate::broker::Broker;
+use crate::broker::JobClaim;
 use crate::metrics as m;
 use crate::publish::Publisher;
-use crate::wire::JobClaim;
 use crate::wire::event::LogLevel;
 
 /// How long one `take` waits for a job before looking again.

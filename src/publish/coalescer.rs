@@ -22,8 +22,8 @@ use parking_lot::Mutex as SyncMutex;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::wire::event::new_trace_id;
-use crate::wire::{Event, JobClaim, ProjectId};
+use crate::broker::PreparedEvent;
+use crate::wire::{EventKind, ProjectId};
 
 /// How long a held update whose flush keeps failing is retried.
 pub const FLUSH_RETRY_FOR: Duration = Duration::from_secs(120);
@@ -41,31 +41,12 @@ pub struct Slot {
     flush_scheduled: bool,
 }
 
-/// An event as submitted, and what it is published with however many attempts that
-/// takes: its receipt (an attempt that timed out but reached Redis is not published
-/// twice; a caller's idempotency key when it gave one) and the job claim it was
-/// published under (a held update goes out under its own claim, not under the claim of
-/// whichever publish of the project happens to flush it).
-#[derive(Debug, Clone)]
-pub struct Held {
-    pub event: Event,
-    pub receipt: String,
-    /// The receipt is the caller's idempotency key.
-    pub keyed: bool,
-    pub claim: Option<Arc<JobClaim>>,
-}
-
-impl Held {
-    /// `receipt`: the caller's, or a fresh one.
-    pub fn new(event: Event, receipt: Option<String>, claim: Option<Arc<JobClaim>>) -> Self {
-        Self {
-            event,
-            keyed: receipt.is_some(),
-            receipt: receipt.unwrap_or_else(new_trace_id),
-            claim,
-        }
-    }
-}
+/// An event as submitted, prepared once (`prepare.rs`), with what it is published with
+/// however many attempts that takes: its receipt (an attempt that timed out but reached
+/// Redis is not published twice; a caller's idempotency key when it gave one) and the
+/// job claim it was published under (a held update goes out under its own claim, not
+/// under the claim of whichever publish of the project happens to flush it).
+pub type Held = PreparedEvent;
 
 impl Slot {
     /// Keeps an update that could not be sent, unless a newer one is already waiting.
@@ -90,7 +71,7 @@ pub enum Decision {
     /// Send now: a waiting update first (if any), then the event.
     Send {
         flushed: Option<Box<Held>>,
-        event: Held,
+        event: Box<Held>,
     },
     /// Held; a flush is due at this instant (schedule it if `schedule` is set).
     Held { flush_at: Instant, schedule: bool },
@@ -145,19 +126,22 @@ impl Coalescer {
     /// Decides what to do with `event`, given the locked slot.
     pub fn decide(&self, slot: &mut Slot, event: Held) -> Decision {
         let now = Instant::now();
-        if !matches!(event.event, Event::ProgressUpdate(_)) {
+        if event.kind != EventKind::ProgressUpdate {
             let flushed = slot.pending.take().map(Box::new);
             if flushed.is_some() {
                 slot.last_sent = Some(now);
             }
-            return Decision::Send { flushed, event };
+            return Decision::Send {
+                flushed,
+                event: Box::new(event),
+            };
         }
         let window_open = slot.last_sent.is_some_and(|t| now < t + self.window);
         if !window_open && slot.pending.is_none() {
             slot.last_sent = Some(now);
             return Decision::Send {
                 flushed: None,
-                event,
+                event: Box::new(event),
             };
         }
         slot.pending = Some(event);
@@ -213,8 +197,15 @@ impl Coalescer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::Stage;
+    use crate::locale::Locale;
+    use crate::publish::prepare::prepare;
     use crate::wire::event::{Log, LogLevel, ProgressUpdate};
+    use crate::wire::{Event, Stage};
+
+    fn held(event: Event) -> Held {
+        let project = ProjectId::parse("p").unwrap();
+        prepare(event, &project, Locale::En, None, None).unwrap()
+    }
 
     fn progress(p: u8) -> Event {
         Event::ProgressUpdate(ProgressUpdate {
@@ -239,12 +230,8 @@ mod tests {
             Decision::Send { flushed, event } => flushed
                 .iter()
                 .map(|h| &**h)
-                .chain([event])
-                .map(|h| &h.event)
-                .map(|e| match e {
-                    Event::ProgressUpdate(p) => Some(p.progress),
-                    _ => None,
-                })
+                .chain([&**event])
+                .map(|h| h.template.progress)
                 .collect(),
             Decision::Held { .. } => panic!("held"),
         }
@@ -255,24 +242,24 @@ mod tests {
         let c = Coalescer::new(Duration::from_millis(500));
         let mut slot = Slot::default();
         assert_eq!(
-            sent_progress(&c.decide(&mut slot, Held::new(progress(1), None, None))),
+            sent_progress(&c.decide(&mut slot, held(progress(1)))),
             [Some(1)]
         );
         assert!(matches!(
-            c.decide(&mut slot, Held::new(progress(2), None, None)),
+            c.decide(&mut slot, held(progress(2))),
             Decision::Held { schedule: true, .. }
         ));
         assert!(matches!(
-            c.decide(&mut slot, Held::new(progress(3), None, None)),
+            c.decide(&mut slot, held(progress(3))),
             Decision::Held {
                 schedule: false,
                 ..
             }
         ));
-        match c.take_due(&mut slot).map(|h| h.event) {
-            Some(Event::ProgressUpdate(p)) => assert_eq!(p.progress, 3),
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(
+            c.take_due(&mut slot).map(|h| h.template.progress),
+            Some(Some(3))
+        );
         assert!(c.take_due(&mut slot).is_none());
     }
 
@@ -280,16 +267,13 @@ mod tests {
     async fn other_events_flush_the_waiting_update_first() {
         let c = Coalescer::new(Duration::from_millis(500));
         let mut slot = Slot::default();
-        c.decide(&mut slot, Held::new(progress(1), None, None));
-        c.decide(&mut slot, Held::new(progress(2), None, None));
+        c.decide(&mut slot, held(progress(1)));
+        c.decide(&mut slot, held(progress(2)));
         assert_eq!(
-            sent_progress(&c.decide(&mut slot, Held::new(log(), None, None))),
+            sent_progress(&c.decide(&mut slot, held(log()))),
             [Some(2), None]
         );
-        assert_eq!(
-            sent_progress(&c.decide(&mut slot, Held::new(log(), None, None))),
-            [None]
-        );
+        assert_eq!(sent_progress(&c.decide(&mut slot, held(log()))), [None]);
     }
 
     #[tokio::test(start_paused = true)]
@@ -298,12 +282,12 @@ mod tests {
         let project = |i: usize| ProjectId::parse(&format!("p{i}")).unwrap();
         // A project with an update waiting, and one whose window is open, stay.
         let busy = c.slot(&project(0));
-        c.decide(&mut *busy.lock().await, Held::new(progress(1), None, None));
-        c.decide(&mut *busy.lock().await, Held::new(progress(2), None, None));
+        c.decide(&mut *busy.lock().await, held(progress(1)));
+        c.decide(&mut *busy.lock().await, held(progress(2)));
         drop(busy);
         for i in 1..=1000 {
             let slot = c.slot(&project(i));
-            c.decide(&mut *slot.lock().await, Held::new(progress(1), None, None));
+            c.decide(&mut *slot.lock().await, held(progress(1)));
             if i % 100 == 0 {
                 tokio::time::advance(Duration::from_millis(600)).await;
             }
@@ -326,10 +310,10 @@ mod tests {
     async fn after_the_window_an_update_goes_out_at_once() {
         let c = Coalescer::new(Duration::from_millis(500));
         let mut slot = Slot::default();
-        c.decide(&mut slot, Held::new(progress(1), None, None));
+        c.decide(&mut slot, held(progress(1)));
         tokio::time::advance(Duration::from_millis(501)).await;
         assert_eq!(
-            sent_progress(&c.decide(&mut slot, Held::new(progress(2), None, None))),
+            sent_progress(&c.decide(&mut slot, held(progress(2)))),
             [Some(2)]
         );
     }

@@ -6,6 +6,7 @@
 //! then one atomic broker step (history + state + PUBLISH with the id).
 
 mod coalescer;
+pub mod prepare;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,14 +14,14 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 
-use crate::broker::{Broker, BrokerError};
+use crate::broker::{Broker, BrokerError, JobClaim, PreparedEvent};
 use crate::catalog::ErrorCode;
 use crate::locale::Locale;
 use crate::wire::event::{
     Complete, CompleteStatus, ErrorReport, Log, LogLevel, ProgressUpdate, StageChange,
 };
-use crate::wire::{Event, EventId, InvalidEvent, JobClaim, ProjectId, Stage};
-use coalescer::{Coalescer, Decision, Held};
+use crate::wire::{Event, EventId, InvalidEvent, ProjectId, Stage};
+use coalescer::{Coalescer, Decision};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -161,12 +162,16 @@ impl Publisher {
         event: Event,
         key: Option<&IdempotencyKey>,
     ) -> Result<Published, PublishError> {
-        event.validate()?;
-        let event = event.normalized(self.inner.locale);
+        let submitted = prepare::prepare(
+            event,
+            project,
+            self.inner.locale,
+            key.map(IdempotencyKey::receipt),
+            self.claim.as_deref().cloned(),
+        )?;
         let coalescer = &self.inner.coalescer;
         let slot = coalescer.slot(project);
         let mut guard = slot.lock().await;
-        let submitted = Held::new(event, key.map(IdempotencyKey::receipt), self.claim.clone());
         match coalescer.decide(&mut guard, submitted) {
             Decision::Send { flushed, event } => {
                 if let Some(held) = flushed
@@ -214,11 +219,11 @@ impl Publisher {
     }
 
     /// Publishes one event with its receipt, under its claim.
-    async fn send(&self, project: &ProjectId, held: &Held) -> Result<EventId, BrokerError> {
-        let mut prepared = held.event.prepare(project, self.inner.locale);
-        prepared.state.job = held.claim.as_deref().cloned();
-        prepared.receipt = held.receipt.clone();
-        prepared.keyed = held.keyed;
+    async fn send(
+        &self,
+        project: &ProjectId,
+        prepared: &PreparedEvent,
+    ) -> Result<EventId, BrokerError> {
         let deadline = tokio::time::Instant::now() + self.inner.retry_for;
         let mut delays = backon::BackoffBuilder::build(
             backon::ExponentialBuilder::default()
@@ -229,7 +234,7 @@ impl Publisher {
         );
         let mut slot = None;
         loop {
-            let err = match self.inner.broker.publish(project, &prepared).await {
+            let err = match self.inner.broker.publish(project, prepared).await {
                 Ok(id) => return Ok(id),
                 Err(err @ BrokerError::Stale(_)) => {
                     crate::metrics::stale_job_event_refused();

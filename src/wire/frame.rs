@@ -11,61 +11,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{EventId, ProjectId, ProjectState, now_iso8601};
-
-/// The event names of the contract. `Other` is any name a legacy publisher used that
-/// the contract does not know; it is forwarded like the rest.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum EventKind {
-    Connected,
-    Snapshot,
-    ProgressUpdate,
-    StageChange,
-    Log,
-    Error,
-    Complete,
-    Ping,
-    Pong,
-    Other,
-}
-
-impl EventKind {
-    pub fn from_name(name: &str) -> Self {
-        match name {
-            "connected" => Self::Connected,
-            "snapshot" => Self::Snapshot,
-            "progress_update" => Self::ProgressUpdate,
-            "stage_change" => Self::StageChange,
-            "log" => Self::Log,
-            "error" => Self::Error,
-            "complete" => Self::Complete,
-            "ping" => Self::Ping,
-            "pong" => Self::Pong,
-            _ => Self::Other,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Connected => "connected",
-            Self::Snapshot => "snapshot",
-            Self::ProgressUpdate => "progress_update",
-            Self::StageChange => "stage_change",
-            Self::Log => "log",
-            Self::Error => "error",
-            Self::Complete => "complete",
-            Self::Ping => "ping",
-            Self::Pong => "pong",
-            Self::Other => "other",
-        }
-    }
-
-    /// A frame a newer frame of the same kind makes worthless: a backed-up client may
-    /// skip it (the slow-consumer policy). Everything else must be delivered.
-    pub fn is_superseded_by_newer(self) -> bool {
-        matches!(self, Self::ProgressUpdate | Self::Ping)
-    }
-}
+use super::{EventId, EventKind, ProjectId, ProjectState, now_iso8601};
 
 /// Why a published payload cannot be forwarded. Logged and counted, never sent to clients.
 #[derive(Debug, thiserror::Error)]

@@ -21,9 +21,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{Broker, BrokerError, HistoryConfig, Replay};
+use super::{Broker, BrokerError, HistoryConfig, PreparedEvent, Replay};
 use crate::hub::{Hub, SubscriptionChange};
-use crate::wire::{EventId, PreparedEvent, ProjectId};
+use crate::wire::{EventId, ProjectId};
 use connection::{RedisConn, Timeouts};
 use layout::{PublishArgs, read_replay};
 use subscriber::{Cluster, Single, Subscriber};
@@ -115,14 +115,14 @@ impl Broker for RedisBroker {
         let eta = s
             .estimated_remaining
             .map(|eta| eta.map(|v| v.to_string()).unwrap_or_default());
-        let job = s.job.as_ref();
+        let job = event.job.as_ref();
         let args = PublishArgs {
             channel: self.target.channel(project),
             new_epoch: EventId::new_epoch(),
             max_len: self.history.max_len,
             active_ttl: self.history.active_ttl.as_secs().max(1),
             retention_ttl: self.history.retention.as_secs().max(1),
-            event: s.event,
+            event: event.kind.name(),
             head: &t.head,
             mid: &t.mid,
             tail: &t.tail,
