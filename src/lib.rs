@@ -1,11 +1,14 @@
 //! progress-hub: real-time progress push for long-running jobs.
 //!
-//! The data path, in the order data travels:
-//! `wire` (plain frames and ids) → `broker` (Redis or in-memory; one subscriber per
-//! process) → `hub` (one topic per watched project, one bounded queue per session) →
-//! `session` (heartbeat, slow-consumer policy, close reasons) → `transport`
-//! (WebSocket) → the client. `http` routes requests to them; `server` starts and stops
-//! the whole.
+//! The data path, in the order data travels, each module depending only on those
+//! before it:
+//! `wire` (the contract as plain data: events and their validation, frames, ids) →
+//! `publish` (prepare an event once, coalesce) → `broker` (Redis or in-memory; one
+//! subscriber per process; `broker::redis::layout` names every key) → `hub` (one topic
+//! per watched project, fanning out into each session's inbox) → `session` (its
+//! outbound queue and slow-consumer policy, heartbeat, resume, close reasons) →
+//! `transport` (WebSocket, SSE) → the client. `http` routes requests to them; `server`
+//! starts and stops the whole.
 
 pub mod auth;
 pub mod broker;

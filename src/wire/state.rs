@@ -40,7 +40,7 @@ impl ProjectState {
         }
     }
 
-    /// Reads the state from Redis's state hash (see `broker/publish.lua` for its fields).
+    /// Reads the state from Redis's state hash (see `broker/redis/publish.lua` for its fields).
     /// `None` when the hash holds no history (never published, or lost).
     pub fn from_hash(hash: &HashMap<String, String>) -> Option<(Self, EventId)> {
         let epoch = hash.get("epoch")?;
