@@ -173,7 +173,7 @@ export function watchProject(baseUrl: string, projectId: string, options: WatchO
     if (closed) return;
     // A token known to be expired is renewed before dialing, not after a refusal.
     const exp = expiry(token);
-    if (o.getToken && exp !== undefined && exp * 1000 <= Date.now() + 1000) {
+    if (o.getToken && exp !== undefined && exp * 1000 <= Date.now()) {
       if (!(await renew())) return;
     }
     const g = ++gen;
