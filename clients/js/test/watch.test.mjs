@@ -137,23 +137,26 @@ test('history lost (FLUSHALL while the hub is down): recovered false, state rebu
 
 test('tokens: refreshed in-band before expiry, renewed after 4401; a 403 or a bad id is an error, not a loop', async () => {
   const secret = 'test-secret';
-  const hub = await startHub(['--auth-secret', secret, '--mock-delay', '150ms', '--heartbeat-interval', '1s']);
+  const hub = await startHub(['--auth-secret', secret, '--mock-delay', '200ms', '--heartbeat-interval', '1s']);
+  const expiry = (token) => JSON.parse(Buffer.from(token.split('.')[1], 'base64url')).exp * 1000;
   const run = async (id, options) => {
     const rec = recorder();
     let calls = 0;
-    const getToken = () => { calls++; return mintToken(secret, id, '2s'); };
-    const w = watchProject(hub.url, id, { WebSocket, backoff: BACKOFF, token: await mintToken(secret, id, '2s'), getToken, ...options, ...rec });
+    const getToken = () => { calls++; return mintToken(secret, id, '3s'); };
+    const token = await mintToken(secret, id, '3s');
+    const w = watchProject(hub.url, id, { WebSocket, backoff: BACKOFF, token, getToken, ...options, ...rec });
     await until(rec.subscribe, () => w.connection.status === 'open', 10000, 'open');
     await generate(hub, id, {}, await mintToken(secret, id, '1h', true));
     assert.equal((await w.done).status, 'COMPLETED');
+    assert.ok(Date.now() > expiry(token) + 1000, 'the run outlived its first token');
     assertEveryLogOnce(w.state.logs, id);
     return { rec, calls };
   };
 
   // In-band: a `refresh` frame before expiry keeps the one session.
   const inBand = await run(`tok-a-${Date.now()}`, {});
-  assert.ok(inBand.calls >= 2, `getToken called ${inBand.calls} times`);
-  assert.equal(inBand.rec.connections.filter((c) => c.status === 'reconnecting').length, 0, 'never reconnected');
+  assert.ok(inBand.calls >= 1, `getToken called ${inBand.calls} times`);
+  assert.equal(inBand.rec.frames.filter((f) => f.event === 'connected').length, 1, 'one session, never closed');
 
   // Without in-band refresh: the hub closes with 4401, the client gets a token, resumes.
   const closed = await run(`tok-b-${Date.now()}`, { refreshInBand: false });
@@ -235,5 +238,30 @@ test('close() before complete rejects done with CLOSED and ends iteration', asyn
   w.close();
   assert.equal((await w.done.catch((e) => e)).code, 'CLOSED');
   assert.deepEqual(await next, { value: undefined, done: true });
+  await hub.stop();
+});
+
+test('answers pings (no 4408 under a short heartbeat timeout); 1013 backs off, then connects', async () => {
+  const hub = await startHub(['--heartbeat-interval', '200ms', '--heartbeat-timeout', '700ms', '--max-connections', '1']);
+  const id = `beat-${Date.now()}`;
+  const rec = recorder();
+  const sent = [];
+  // The `ws` WebSocket, recording what the client sends.
+  class Recording extends WebSocket {
+    send(data) { sent.push(JSON.parse(data)); rec.onState(); super.send(data); }
+  }
+  const first = watchProject(hub.url, id, { WebSocket: Recording, ...rec });
+  // Six pongs take over 1 s: well past the 700 ms a silent client would be allowed.
+  await until(rec.subscribe, () => sent.filter((f) => f.event === 'pong').length >= 6, 10000, 'six pongs');
+  assert.equal(first.connection.status, 'open');
+  assert.equal(rec.connections.filter((c) => c.status === 'reconnecting').length, 0, 'never closed (no 4408)');
+
+  const second = recorder();
+  const w = watchProject(hub.url, id, { WebSocket, ...second });
+  await until(second.subscribe, () => w.connection.status === 'reconnecting', 10000, 'refused with 1013');
+  assert.ok(w.connection.retryInMs >= 2500, `backs off: ${w.connection.retryInMs} ms`);
+  first.close();
+  await until(second.subscribe, () => w.connection.status === 'open', 15000, 'open once there is room');
+  w.close();
   await hub.stop();
 });
