@@ -4,7 +4,7 @@
 //   dist/*.d.ts                    types, from tsc
 //   src/http/page/progress-hub-client.js   the minified core the hub serves at
 //                                  /assets/progress-hub-client.js
-// `--check`: also typechecks (strict), prints the core's min+gzip size and fails over
+// `--check`: also typechecks (strict; the package and the React example), prints the core's min+gzip size and fails over
 // the budget, and fails if the embedded copy is stale instead of rewriting it.
 import { build } from 'esbuild';
 import { execFileSync } from 'node:child_process';
@@ -23,6 +23,8 @@ if (check) execFileSync(tsc, ['--noEmit', '-p', 'tsconfig.json'], { cwd: pkg, st
 
 rmSync(path.join(pkg, 'dist'), { recursive: true, force: true });
 execFileSync(tsc, ['-p', 'tsconfig.json', '--emitDeclarationOnly'], { cwd: pkg, stdio: 'inherit' });
+// The React example, against the package's published types (dist/*.d.ts, via exports).
+if (check) execFileSync(tsc, ['-p', 'tsconfig.examples.json'], { cwd: pkg, stdio: 'inherit' });
 
 const common = { bundle: true, format: 'esm', target: 'es2022', platform: 'neutral', logLevel: 'warning', absWorkingDir: pkg };
 const coreExternal = {

@@ -342,10 +342,10 @@ export function watchProject(baseUrl: string, projectId: string, options: WatchO
     }
     if (e.code === 1012) return retry(Math.random() * Math.min(1000, maxMs)); // restart: prompt, spread out
     if (e.code === 4429 || e.code === 1013) return retry(backoff(5000)); // overloaded: give it room
-    // A WebSocket refused before it spoke: ask over plain HTTP why (the hub answers
-    // 401/403/400 with a JSON error; 400 UPGRADE_REQUIRED means it is fine and the
-    // upgrade itself was blocked on the way).
-    if (transport === 'websocket' && !greeted) {
+    // A WebSocket that failed before it spoke (1006: no close frame, as a refused
+    // handshake looks): ask over plain HTTP why. The hub answers 401/403/400 with a JSON
+    // error; 400 UPGRADE_REQUIRED means it is fine and the upgrade was blocked on the way.
+    if (transport === 'websocket' && !greeted && (e.code === undefined || e.code === 1006)) {
       fetch(url(false), { cache: 'no-store' })
         .then(async (r) => refused(r.status, await r.json().catch(() => null)))
         .catch(() => retry(backoff()));
