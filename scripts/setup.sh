@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Provisioning, for a fresh machine: installs what the tests need when it is missing
-# (redis-server, redis-py, chromium, playwright-core, llvm-tools, cargo-llvm-cov).
+# (redis-server, redis-py, chromium, playwright-core, the TypeScript client's npm
+# devDependencies, llvm-tools, cargo-llvm-cov).
 # Idempotent: each step checks first. `scripts/test.sh` calls it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,10 @@ fi
 if ! [ -d tests/browser/node_modules/playwright-core ]; then
   echo "==> installing playwright-core (drives Debian's chromium; downloads no browser)"
   (cd tests/browser && npm ci --no-audit --no-fund)
+fi
+if ! [ -d clients/js/node_modules ]; then
+  echo "==> installing the TypeScript client's devDependencies (tsc, esbuild, ws, react, playwright-core)"
+  (cd clients/js && npm ci --no-audit --no-fund)
 fi
 if ! rustup component list --installed 2>/dev/null | grep -q '^llvm-tools'; then
   echo "==> installing llvm-tools-preview"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one command that passes every test, on a fresh machine: provisions what the tests
 # need (scripts/setup.sh), then runs formatting, lints, all tests with line coverage,
-# and the browser tests.
+# the browser tests, and the TypeScript client's tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,3 +16,5 @@ cargo llvm-cov --locked --fail-under-lines 85 --summary-only
 echo "==> browser tests (headless chromium against a real hub)"
 cargo build --locked
 (cd tests/browser && npm test)
+echo "==> TypeScript client (typecheck, size budget, embedded build freshness, tests against the hub)"
+(cd clients/js && npm test)

@@ -72,6 +72,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(page::index))
         .route("/projects/{project_id}", get(page::index))
         .route("/assets/app.js", get(page::app_js))
+        .route("/assets/progress-hub-client.js", get(page::client_js))
         .route("/assets/style.css", get(page::style_css))
         .route("/api/v1/schema/events.json", get(docs::events_json))
         .route("/api/v1/asyncapi.json", get(docs::asyncapi_json))

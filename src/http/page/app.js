@@ -1,8 +1,11 @@
-// progress-hub monitor page: plain JS, no build step, no CDN.
-// Connects by WebSocket, answers pings, reconnects with exponential backoff and jitter,
-// and resumes from the last event id it saw, so no log line is lost or doubled.
-(function () {
-  "use strict";
+// progress-hub monitor page: plain JS, no build step at runtime, no CDN.
+// Watching is progress-hub-client's job (the same package front ends import; the hub
+// embeds its build at /assets/progress-hub-client.js): it answers pings, reconnects
+// with jittered backoff, resumes from the last event id (no log line lost or doubled),
+// and folds frames into one state. This file only renders that state.
+import { watchProject } from "/assets/progress-hub-client.js";
+
+{
   const params = new URLSearchParams(location.search);
   const lang = params.get("lang") === "en" ? "en" : "zh";
   // With access control on, the page is opened with ?token=<jwt>.
@@ -96,17 +99,14 @@
     });
   }
 
-  // ---- monitor: one project's progress ----
+  // ---- monitor: one project's progress, rendered from the client's state ----
   function monitor(projectId) {
     $("monitor").hidden = false;
     $("project-name").textContent = projectId;
     $("stage-text").textContent = T.waiting;
-    const stageStart = {}; const stageEnd = {};
-    let current = null; let failedStage = null;
-    let lastId = null; let attempt = 0; let ws = null; let countdown = null; let timer = null;
-    let finished = false;
-    let backfilled = false;
-    let resumedConn = false;
+    const logEl = $("log");
+    let shownLog = null; // the newest log entry already in the DOM
+    let countdown = null;
 
     STAGES.forEach((s) => {
       const li = document.createElement("li");
@@ -116,149 +116,86 @@
       $("timeline").appendChild(li);
     });
 
-    function renderTimeline() {
-      const idx = STAGES.indexOf(current);
-      STAGES.forEach((s, i) => {
+    const CLASS = { pending: "pending", running: "current", done: "done", failed: "failed" };
+    function renderTimeline(stages) {
+      STAGES.forEach((s) => {
+        const info = stages[s];
+        const state = CLASS[info.outcome];
         const li = $(`stage-${s}`);
-        let state = "pending";
-        if (s === failedStage) state = "failed";
-        else if (finished && !failedStage) state = "done";
-        else if (idx >= 0 && i < idx) state = "done";
-        else if (i === idx) state = "current";
         li.className = state;
         let text = T.states[state];
-        if (stageStart[s] && stageEnd[s]) text += ` · ${T.took((stageEnd[s] - stageStart[s]) / 1000)}`;
+        if (info.durationMs != null) text += ` · ${T.took(info.durationMs / 1000)}`;
         li.querySelector(".state").textContent = text;
       });
     }
 
-    function setProgress(p) {
-      const v = Math.max(0, Math.min(100, Number(p) || 0));
-      $("bar-fill").style.width = `${v}%`;
-      $("bar").setAttribute("aria-valuenow", String(v));
-      $("percent").textContent = `${v}%`;
-    }
-    function setEta(s) { $("eta").textContent = s == null || finished ? "" : T.eta(s); }
-
-    function enterStage(stage, at) {
-      if (current && current !== stage && !stageEnd[current]) stageEnd[current] = at;
-      if (!stageStart[stage]) stageStart[stage] = at;
-      current = stage;
-      renderTimeline();
-    }
-
-    const logEl = $("log");
-    function addLog(d) {
-      const stick = logEl.scrollHeight - logEl.scrollTop - logEl.clientHeight < 24;
+    function lineOf(entry) {
       const line = document.createElement("div");
-      const level = ["INFO", "WARNING", "ERROR"].includes(d.level) ? d.level : "INFO";
+      const level = ["INFO", "WARNING", "ERROR"].includes(entry.level) ? entry.level : "INFO";
       line.className = `line ${level}`;
       const time = document.createElement("span"); time.className = "time";
-      time.textContent = d.timestamp ? new Date(d.timestamp).toLocaleTimeString() : "";
+      time.textContent = entry.timestamp ? new Date(entry.timestamp).toLocaleTimeString() : "";
       const lvl = document.createElement("span"); lvl.className = "lvl"; lvl.textContent = T.levels[level];
-      const msg = document.createElement("span"); msg.className = "msg"; msg.textContent = d.message;
+      const msg = document.createElement("span"); msg.className = "msg"; msg.textContent = entry.message;
       line.append(time, lvl, msg);
-      logEl.appendChild(line);
+      return line;
+    }
+    function renderLogs(logs) {
+      // Append what is new; when the log was reset (a lost history, a new run), redraw.
+      let from = shownLog ? logs.lastIndexOf(shownLog) + 1 : 0;
+      if (from === 0 && shownLog) logEl.textContent = "";
+      if (from >= logs.length) return;
+      const stick = logEl.scrollHeight - logEl.scrollTop - logEl.clientHeight < 24;
+      for (; from < logs.length; from++) logEl.appendChild(lineOf(logs[from]));
+      shownLog = logs[logs.length - 1];
       if (stick) logEl.scrollTop = logEl.scrollHeight;
     }
-
-    function showError(d) {
-      $("error-card").hidden = false;
-      $("error-code").textContent = d.error_code;
-      $("error-message").textContent = d.message;
-      $("error-retry").textContent = `${T.stages[d.stage] || d.stage} · ${T.retry(d.retry_count, d.max_retries)}`;
-      const ul = $("error-solutions"); ul.textContent = "";
-      (d.solutions || []).forEach((s) => { const li = document.createElement("li"); li.textContent = s; ul.appendChild(li); });
+    function resetLogsIfEmpty(logs) {
+      if (!logs.length && shownLog) { logEl.textContent = ""; shownLog = null; }
     }
 
-    function showDone(status, url) {
-      finished = true;
+    function renderError(e) {
+      $("error-card").hidden = !e;
+      if (!e) return;
+      $("error-code").textContent = e.code;
+      $("error-message").textContent = e.message;
+      $("error-retry").textContent = `${T.stages[e.stage] || e.stage} · ${T.retry(e.retryCount, e.maxRetries)}`;
+      const ul = $("error-solutions"); ul.textContent = "";
+      e.solutions.forEach((s) => { const li = document.createElement("li"); li.textContent = s; ul.appendChild(li); });
+    }
+
+    function renderDone(status, url) {
       const card = $("done-card");
-      card.hidden = false;
+      const finished = status === "COMPLETED" || status === "FAILED";
+      card.hidden = !finished;
       const ok = status === "COMPLETED";
-      card.classList.toggle("failed", !ok);
       $("bar").classList.toggle("complete", ok);
+      if (!finished) return;
+      card.classList.toggle("failed", !ok);
       $("done-title").textContent = ok ? T.completed : T.failed;
       const body = $("done-body"); body.textContent = "";
       if (ok && url) {
         const a = document.createElement("a"); a.id = "youtube-link"; a.href = url; a.textContent = `${T.watch}: ${url}`;
         a.target = "_blank"; a.rel = "noopener";
         body.appendChild(a);
-      } else if (!ok) {
-        failedStage = current;
-        body.textContent = T.failedBody;
-      }
-      if (ok) $("error-card").hidden = true;
-      $("stage-text").textContent = ok ? T.completed : T.failed;
-      setEta(null);
-      renderTimeline();
+      } else if (!ok) body.textContent = T.failedBody;
     }
 
-    function reset() {
-      logEl.textContent = "";
-      $("error-card").hidden = true; $("done-card").hidden = true;
-      finished = false; failedStage = null; current = null;
-      for (const k in stageStart) delete stageStart[k];
-      for (const k in stageEnd) delete stageEnd[k];
-      renderTimeline();
+    function render(state) {
+      const v = Math.max(0, Math.min(100, Number(state.progress) || 0));
+      $("bar-fill").style.width = `${v}%`;
+      $("bar").setAttribute("aria-valuenow", String(v));
+      $("percent").textContent = `${v}%`;
+      const finished = state.status === "COMPLETED" || state.status === "FAILED";
+      $("stage-text").textContent = finished ? (state.status === "COMPLETED" ? T.completed : T.failed)
+        : state.currentStage || T.stages[state.status] || T.waiting;
+      $("eta").textContent = state.estimatedRemaining == null || finished ? "" : T.eta(state.estimatedRemaining);
+      renderTimeline(state.stages);
+      resetLogsIfEmpty(state.logs);
+      renderLogs(state.logs);
+      renderError(state.error);
+      renderDone(state.status, state.youtubeUrl);
     }
-
-    function applySnapshot(d) {
-      setProgress(d.progress);
-      if (d.current_stage) $("stage-text").textContent = d.current_stage;
-      if (STAGES.includes(d.status)) enterStage(d.status, Date.now());
-      if (d.status === "COMPLETED" || d.status === "FAILED") showDone(d.status, d.youtube_url);
-      else setEta(d.estimated_remaining);
-      if (d.last_event_id) lastId = d.last_event_id;
-    }
-
-    function onFrame(f) {
-      if (f.id) lastId = f.id;
-      const d = f.data || {};
-      switch (f.event) {
-        case "connected":
-          attempt = 0;
-          resumedConn = Boolean(d.resumed);
-          setConn("online", T.online);
-          // A resume the hub could not honour: start over from the snapshot that follows.
-          if (d.resumed && !d.recovered) reset();
-          break;
-        case "snapshot":
-          // Joined mid-run: read the whole history once (from the snapshot's epoch, position
-          // 0), so the log and the timeline are complete; the hub replays it in order.
-          if (!resumedConn && !backfilled && d.last_event_id && !logEl.firstChild) {
-            backfilled = true;
-            lastId = `${d.last_event_id.split(":")[0]}:0`;
-            ws.onclose = null;
-            ws.close();
-            connect();
-            return;
-          }
-          applySnapshot(d);
-          break;
-        case "progress_update":
-          setProgress(d.progress); $("stage-text").textContent = d.current_stage;
-          if (STAGES.includes(d.status) && d.status !== current) enterStage(d.status, Date.parse(d.timestamp) || Date.now());
-          setEta(d.estimated_remaining);
-          break;
-        case "stage_change":
-          setProgress(d.progress);
-          enterStage(d.current_stage, Date.parse(d.timestamp) || Date.now());
-          $("stage-text").textContent = T.stages[d.current_stage] || d.current_stage;
-          break;
-        case "log": addLog(d); break;
-        case "error": showError(d); break;
-        case "complete":
-          if (current) stageEnd[current] = Date.parse(d.timestamp) || Date.now();
-          setProgress(d.status === "COMPLETED" ? 100 : $("bar").getAttribute("aria-valuenow"));
-          showDone(d.status, d.youtube_url);
-          break;
-        case "ping": send({ event: "pong" }); break;
-        default: break;
-      }
-    }
-
-    function send(obj) { if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(obj)); }
 
     function setConn(state, text) {
       const el = $("conn");
@@ -266,41 +203,28 @@
       $("conn-text").textContent = text;
       el.dataset.state = state;
     }
-
-    function connect() {
+    function onConnection(c) {
       clearInterval(countdown);
-      clearTimeout(timer);
-      setConn("connecting", T.connecting);
-      const scheme = location.protocol === "https:" ? "wss" : "ws";
-      let url = `${scheme}://${location.host}/api/v1/projects/${projectId}/progress`;
-      const q = new URLSearchParams();
-      if (lastId) q.set("last_event_id", lastId);
-      if (token) q.set("token", token);
-      if (q.toString()) url += `?${q}`;
-      ws = new WebSocket(url);
-      ws.onmessage = (m) => { try { onFrame(JSON.parse(m.data)); } catch (e) { /* not a frame */ } };
-      ws.onclose = () => scheduleReconnect();
-    }
-
-    function scheduleReconnect() {
-      // Exponential backoff with jitter, so a hub restart does not become a storm.
-      const base = Math.min(30000, 500 * 2 ** attempt);
-      const delay = base / 2 + Math.random() * base / 2;
-      attempt += 1;
-      let left = Math.ceil(delay / 1000);
+      if (c.status === "open") return setConn("online", T.online);
+      if (c.status === "connecting") return setConn("connecting", T.connecting);
+      if (c.status === "closed") return setConn("offline", T.offline);
+      let left = Math.ceil((c.retryInMs || 0) / 1000);
       const tick = () => {
         if (!navigator.onLine) setConn("offline", T.offline);
-        else setConn("reconnecting", T.reconnecting(left));
+        else setConn("reconnecting", T.reconnecting(Math.max(0, left)));
         left -= 1;
       };
       tick();
-      clearInterval(countdown);
       countdown = setInterval(tick, 1000);
-      timer = setTimeout(connect, delay);
     }
 
-    window.addEventListener("online", () => { if (ws && ws.readyState === WebSocket.CLOSED) connect(); });
-    renderTimeline();
-    connect();
+    renderTimeline(Object.fromEntries(STAGES.map((s) => [s, { outcome: "pending", durationMs: null }])));
+    // A monitor page stays open after `complete`: a next run of the project shows too.
+    const watch = watchProject(location.origin, projectId, { token: token || undefined, stayOpen: true, onState: render, onConnection });
+    watch.done.catch((err) => {
+      if (err.code === "CLOSED") return;
+      setConn("offline", T.offline);
+      $("stage-text").textContent = `${err.code}: ${err.message}`;
+    });
   }
-})();
+}

@@ -1,0 +1,6 @@
+// progress-hub-client: watch a progress-hub project from a browser or Node ≥ 20.
+export { watchProject, ProgressHubError } from './watch.js';
+export type { Watch, WatchOptions, Connection, Done, Transport } from './watch.js';
+export { reduce, initialState, STAGES } from './state.js';
+export type { ProgressState, StageInfo, LogEntry, JobError } from './state.js';
+export type * from './frames.js';

@@ -1,0 +1,182 @@
+// The job state a watcher holds, and the one pure function that folds a frame into it.
+// No I/O here: the connection (watch.ts) feeds frames, this decides what they mean.
+
+import type { FinalStatus, Frame, LogLevel, Stage } from './frames.js';
+
+export const STAGES: readonly Stage[] = [
+  'SCRIPT_GENERATING',
+  'ASSETS_GENERATING',
+  'RENDERING',
+  'THUMBNAIL_GENERATING',
+  'UPLOADING',
+];
+
+export interface StageInfo {
+  /** ISO time the stage began (null when only known from a snapshot). */
+  startedAt: string | null;
+  endedAt: string | null;
+  /** endedAt - startedAt, when both are known. */
+  durationMs: number | null;
+  outcome: 'pending' | 'running' | 'done' | 'failed';
+}
+
+export interface LogEntry {
+  /** The event id (null for legacy events published without one). */
+  id: string | null;
+  level: LogLevel;
+  message: string;
+  timestamp: string | null;
+}
+
+/** The newest `error` frame, structured. */
+export interface JobError {
+  code: string;
+  message: string;
+  stage: Stage;
+  retryCount: number | null;
+  maxRetries: number | null;
+  isRetryable: boolean | null;
+  details: Record<string, unknown>;
+  solutions: string[];
+  traceId: string | null;
+  timestamp: string | null;
+}
+
+export interface ProgressState {
+  projectId: string;
+  /** The running stage, COMPLETED or FAILED; null before anything is known. */
+  status: Stage | FinalStatus | (string & {}) | null;
+  /** 0–100; never goes backwards within a run. */
+  progress: number;
+  /** Human description of the current step (from the newest progress_update or
+   * snapshot); null right after a stage change, until the next update. */
+  currentStage: string | null;
+  /** Seconds left, as the job estimates; null when unknown or finished. */
+  estimatedRemaining: number | null;
+  stages: Record<Stage, StageInfo>;
+  /** The newest `maxLogs` log lines, each once, in order. */
+  logs: LogEntry[];
+  error: JobError | null;
+  youtubeUrl: string | null;
+  /** The resume position: the newest event id seen. */
+  lastEventId: string | null;
+  /** False once the hub said it could not replay what was missed (history lost): the
+   * state was rebuilt from a snapshot and earlier log lines are gone. */
+  recovered: boolean;
+  updatedAt: string | null;
+}
+
+const FINAL = (s: unknown): s is FinalStatus => s === 'COMPLETED' || s === 'FAILED';
+const isStage = (s: unknown): s is Stage => STAGES.includes(s as Stage);
+
+function freshStages(): Record<Stage, StageInfo> {
+  const stages = {} as Record<Stage, StageInfo>;
+  for (const s of STAGES) stages[s] = { startedAt: null, endedAt: null, durationMs: null, outcome: 'pending' };
+  return stages;
+}
+
+export function initialState(projectId: string, lastEventId: string | null = null): ProgressState {
+  return {
+    projectId, status: null, progress: 0, currentStage: null, estimatedRemaining: null,
+    stages: freshStages(), logs: [], error: null, youtubeUrl: null, lastEventId,
+    recovered: true, updatedAt: null,
+  };
+}
+
+function end(info: StageInfo, at: string | null, outcome: StageInfo['outcome']): StageInfo {
+  const endedAt = info.endedAt ?? at;
+  const ms = info.startedAt && endedAt ? Date.parse(endedAt) - Date.parse(info.startedAt) : NaN;
+  return { ...info, endedAt, durationMs: ms >= 0 ? ms : null, outcome };
+}
+
+/** Marks `stage` running from `at`; the stage that was running, and any skipped before
+ * `stage`, are done. */
+function enter(stages: Record<Stage, StageInfo>, stage: Stage, at: string | null) {
+  const next = { ...stages };
+  const idx = STAGES.indexOf(stage);
+  STAGES.forEach((s, i) => {
+    const info = next[s];
+    if (s === stage) {
+      if (info.outcome !== 'running') next[s] = { ...info, startedAt: info.startedAt ?? at, endedAt: null, durationMs: null, outcome: 'running' };
+    } else if (info.outcome === 'running' || (i < idx && info.outcome === 'pending')) {
+      next[s] = end(info, info.outcome === 'running' ? at : null, 'done');
+    }
+  });
+  return next;
+}
+
+/** Folds one frame into the state; returns the same object when nothing changed. */
+export function reduce(state: ProgressState, frame: Frame, maxLogs = 500): ProgressState {
+  let s = state;
+  const d = frame.data as any;
+  const at: string | null = (d && d.timestamp) || null;
+  // The first stage event after a finished run starts a new run, from its own progress.
+  if ((frame.event === 'progress_update' || frame.event === 'stage_change') && FINAL(s.status)) {
+    s = { ...initialState(s.projectId, s.lastEventId), recovered: s.recovered };
+  }
+  switch (frame.event) {
+    case 'connected':
+      if (!d.recovered) s = { ...s, recovered: false };
+      break;
+    case 'snapshot': {
+      // The whole state, anew: after a lost history this is all that is known.
+      const n = initialState(s.projectId, d.last_event_id ?? null);
+      let stages = n.stages;
+      if (isStage(d.status)) stages = enter(stages, d.status, null);
+      else if (d.status === 'COMPLETED') for (const st of STAGES) stages[st] = { ...stages[st], outcome: 'done' };
+      s = {
+        ...n, stages, status: d.status ?? null, progress: d.progress ?? 0,
+        currentStage: d.current_stage ?? null,
+        estimatedRemaining: FINAL(d.status) ? null : d.estimated_remaining ?? null,
+        youtubeUrl: d.youtube_url ?? null, recovered: s.recovered && d.recovered !== false,
+        updatedAt: d.updated_at ?? null,
+      };
+      break;
+    }
+    case 'progress_update':
+      s = {
+        ...s, status: d.status, progress: Math.max(s.progress, d.progress), currentStage: d.current_stage,
+        estimatedRemaining: d.estimated_remaining ?? null,
+        stages: isStage(d.status) && s.stages[d.status as Stage].outcome !== 'running' ? enter(s.stages, d.status, at) : s.stages,
+      };
+      break;
+    case 'stage_change':
+      s = { ...s, status: d.current_stage, progress: Math.max(s.progress, d.progress), currentStage: null, stages: enter(s.stages, d.current_stage, at) };
+      break;
+    case 'log': {
+      const logs = s.logs.concat({ id: frame.id ?? null, level: d.level, message: d.message, timestamp: at });
+      s = { ...s, logs: logs.length > maxLogs ? logs.slice(logs.length - maxLogs) : logs };
+      break;
+    }
+    case 'error':
+      s = {
+        ...s,
+        error: {
+          code: d.error_code, message: d.message, stage: d.stage, retryCount: d.retry_count ?? null,
+          maxRetries: d.max_retries ?? null, isRetryable: d.is_retryable ?? null, details: d.details ?? {},
+          solutions: d.solutions ?? [], traceId: d.trace_id ?? null, timestamp: at,
+        },
+      };
+      break;
+    case 'complete': {
+      const ok = d.status === 'COMPLETED';
+      const stages = { ...s.stages };
+      for (const st of STAGES) {
+        if (stages[st].outcome === 'running') stages[st] = end(stages[st], at, ok ? 'done' : 'failed');
+        else if (ok) stages[st] = { ...stages[st], outcome: 'done' };
+      }
+      s = {
+        ...s, stages, status: d.status, progress: ok ? 100 : s.progress, estimatedRemaining: null,
+        youtubeUrl: d.youtube_url ?? null, error: ok ? null : s.error,
+      };
+      break;
+    }
+    default:
+      return s;
+  }
+  if (frame.id) s = { ...s, lastEventId: frame.id };
+  if (at && frame.event !== 'connected') s = { ...s, updatedAt: at };
+  return s;
+}
+
+export const isFinal = FINAL;

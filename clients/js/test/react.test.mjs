@@ -1,0 +1,56 @@
+// The React hook in real Chromium (Debian's, driven by playwright-core; no browser is
+// downloaded): the example page, bundled with esbuild and served same-origin with a
+// real hub through a small proxy, follows a run through a hub restart.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+import { buildExample } from '../examples/react/build.mjs';
+import { PKG, startHub, startRedis, startWorker, startProxy, generate, stop } from './support.mjs';
+
+let browser;
+before(async () => {
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-background-networking', '--disable-gpu', '--disable-component-update', '--disable-sync', '--no-first-run'],
+  });
+});
+after(async () => { await browser?.close(); });
+
+test('useProgress in Chromium: state, connection and the finished run, across a hub restart', async () => {
+  const redis = await startRedis();
+  const hub = await startHub(['--redis-url', redis.url, '--no-worker']);
+  const worker = await startWorker(redis.url, ['--mock-delay', '100ms']);
+  const html = readFileSync(path.join(PKG, 'examples/react/index.html'));
+  const site = await startProxy(hub.url, { files: { '/': ['text/html', html], '/app.js': ['text/javascript', await buildExample()] } });
+  const id = `react-${Date.now()}`;
+  const page = await browser.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  await page.goto(`${site.url}/?project=${id}`);
+  await page.waitForSelector('[data-testid=connection][data-status=open]');
+  await generate(hub, id);
+  await page.waitForFunction(() => [...document.querySelectorAll('[data-testid=log] li')].some((l) => l.textContent.startsWith('[4/15] ')), null, { timeout: 30000 });
+  await hub.stop('SIGTERM');
+  await page.waitForSelector('[data-testid=connection][data-status=reconnecting]');
+  await hub.start();
+  await page.waitForSelector('[data-testid=youtube]', { timeout: 30000 });
+  assert.equal(await page.textContent('[data-testid=percent]'), '100%');
+  assert.match(await page.getAttribute('[data-testid=youtube]', 'href'), /^https:\/\/youtube\.com\/watch\?v=/);
+  assert.deepEqual(await page.$$eval('[data-testid^=stage-]', (lis) => lis.map((li) => li.dataset.outcome)), ['done', 'done', 'done', 'done', 'done']);
+  assert.equal(await page.getAttribute('[data-testid=connection]', 'data-status'), 'open', 'the hook stays open');
+  const lines = await page.$$eval('[data-testid=log] li', (lis) => lis.map((li) => li.textContent));
+  assert.equal(new Set(lines).size, lines.length, `no line twice: ${lines.join(' | ')}`);
+  for (let n = 1; n <= 15; n++) assert.equal(lines.filter((l) => l.startsWith(`[${n}/15] `)).length, 1, `image ${n} once`);
+  assert.equal(await page.$('[data-testid=not-recovered]'), null);
+  if (process.env.SCREENSHOT_DIR) await page.screenshot({ path: path.join(process.env.SCREENSHOT_DIR, 'react-example.png'), fullPage: true });
+  // A project the hub refuses is an error the hook returns, not a loop.
+  await page.goto(`${site.url}/?project=${encodeURIComponent('no spaces!')}`);
+  assert.match(await (await page.waitForSelector('[data-testid=fatal]')).textContent(), /^INVALID_PROJECT_ID/);
+  assert.deepEqual(errors, []);
+  await page.close();
+  await stop(worker);
+  await hub.stop();
+});

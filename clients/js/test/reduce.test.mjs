@@ -1,0 +1,74 @@
+// The reducer alone: a pure function from (state, frame) to state.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { reduce, initialState } from '../dist/index.js';
+
+const fold = (frames, state = initialState('p'), maxLogs) => frames.reduce((s, f) => reduce(s, f, maxLogs), state);
+const stage = (current_stage, progress, previous_stage = null, timestamp = '2025-10-19T10:00:00Z') =>
+  ({ event: 'stage_change', data: { previous_stage, current_stage, progress, timestamp } });
+const update = (status, progress) => ({ event: 'progress_update', data: { status, progress, current_stage: `${status} ${progress}`, estimated_remaining: 10 } });
+const log = (id, message) => ({ event: 'log', id, data: { level: 'INFO', message } });
+
+test('progress never goes backwards within a run; a run after complete starts over', () => {
+  let s = fold([stage('SCRIPT_GENERATING', 5, 'INITIALIZED'), update('SCRIPT_GENERATING', 30), update('SCRIPT_GENERATING', 20)]);
+  assert.equal(s.progress, 30);
+  assert.equal(s.currentStage, 'SCRIPT_GENERATING 20', 'the text follows the newest update');
+  s = fold([{ event: 'complete', id: 'e:9', data: { status: 'COMPLETED', youtube_url: 'https://y' } }], s);
+  assert.equal(s.progress, 100);
+  assert.equal(s.lastEventId, 'e:9');
+  s = fold([log('e:10', 'next run'), stage('SCRIPT_GENERATING', 3)], s);
+  assert.equal(s.progress, 3);
+  assert.equal(s.youtubeUrl, null);
+  assert.equal(s.status, 'SCRIPT_GENERATING');
+});
+
+test('stages: timeline with durations, skipped stages done, the running one failed on FAILED', () => {
+  const s = fold([
+    stage('SCRIPT_GENERATING', 5, null, '2025-10-19T10:00:00Z'),
+    stage('RENDERING', 50, 'SCRIPT_GENERATING', '2025-10-19T10:00:03Z'),
+    { event: 'complete', data: { status: 'FAILED', youtube_url: null, timestamp: '2025-10-19T10:00:04.5Z' } },
+  ]);
+  assert.equal(s.stages.SCRIPT_GENERATING.durationMs, 3000);
+  assert.equal(s.stages.SCRIPT_GENERATING.outcome, 'done');
+  assert.equal(s.stages.ASSETS_GENERATING.outcome, 'done');
+  assert.equal(s.stages.RENDERING.outcome, 'failed');
+  assert.equal(s.stages.RENDERING.durationMs, 1500);
+  assert.equal(s.stages.UPLOADING.outcome, 'pending');
+  assert.equal(s.progress, 50);
+});
+
+test('a snapshot rebuilds the state; recovered false sticks', () => {
+  let s = fold([stage('RENDERING', 60), log('a:1', 'old')]);
+  s = fold([
+    { event: 'connected', data: { resumed: true, recovered: false, heartbeat_interval: 30, project_id: 'p', timestamp: 't' } },
+    { event: 'snapshot', data: { status: 'ASSETS_GENERATING', progress: 20, current_stage: 'assets', estimated_remaining: 9, last_event_id: 'b:4', updated_at: 't', recovered: false } },
+  ], s);
+  assert.deepEqual(s.logs, []);
+  assert.equal(s.progress, 20);
+  assert.equal(s.recovered, false);
+  assert.equal(s.lastEventId, 'b:4');
+  assert.equal(s.stages.SCRIPT_GENERATING.outcome, 'done');
+  assert.equal(s.stages.ASSETS_GENERATING.outcome, 'running');
+  assert.equal(s.stages.RENDERING.outcome, 'pending');
+  s = fold([{ event: 'connected', data: { resumed: true, recovered: true } }, log('b:5', 'new')], s);
+  assert.equal(s.recovered, false);
+});
+
+test('logs are bounded, keep ids, and errors are structured with solutions', () => {
+  const s = fold([log('a:1', 'one'), log('a:2', 'two'), log('a:3', 'three'), {
+    event: 'error', id: 'a:4',
+    data: { error_code: 'TTS_API_ERROR', message: 'm', stage: 'ASSETS_GENERATING', retry_count: 1, max_retries: 3, is_retryable: true, details: {}, solutions: ['wait'], trace_id: 'x' },
+  }], initialState('p'), 2);
+  assert.deepEqual(s.logs.map((l) => [l.id, l.message]), [['a:2', 'two'], ['a:3', 'three']]);
+  assert.equal(s.error.code, 'TTS_API_ERROR');
+  assert.deepEqual(s.error.solutions, ['wait']);
+  assert.equal(s.error.retryCount, 1);
+  const done = reduce(s, { event: 'complete', data: { status: 'COMPLETED', youtube_url: 'u' } });
+  assert.equal(done.error, null, 'a completed run has no pending error');
+});
+
+test('frames that change nothing keep the same object', () => {
+  const s = initialState('p');
+  assert.equal(reduce(s, { event: 'ping', data: { timestamp: 't' } }), s);
+  assert.equal(reduce(s, { event: 'something_new', data: {} }), s);
+});

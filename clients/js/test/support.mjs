@@ -1,0 +1,158 @@
+// Test support: a real redis-server and a real hub (target/debug/progress-hub, or
+// $HUB_BIN) on free ports, a proxy that can refuse WebSocket upgrades, and a static file
+// server that forwards the rest to the hub. Every process started here is killed when
+// the test file ends.
+import { after } from 'node:test';
+import { spawn, execFile } from 'node:child_process';
+import { createServer, connect } from 'node:net';
+import { startProxy as proxy } from './proxy.mjs';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+
+export const PKG = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export const ROOT = path.resolve(PKG, '../..');
+export const HUB_BIN = process.env.HUB_BIN || path.join(ROOT, 'target/debug/progress-hub');
+
+const children = new Set();
+const servers = new Set();
+after(async () => {
+  await Promise.all([...children].map((c) => stop(c, 'SIGKILL')));
+  for (const s of servers) s.closeAllConnections?.(), s.close();
+});
+
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+    srv.on('error', reject);
+  });
+}
+
+/** Starts a process; resolves once its output matches `ready`. */
+function start(cmd, args, ready, env = {}) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { env: { ...process.env, NO_COLOR: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    children.add(child);
+    child.once('exit', () => children.delete(child));
+    let out = '';
+    const timeout = setTimeout(() => reject(new Error(`${cmd} not ready in 20 s: ${out}`)), 20000);
+    const onData = (chunk) => {
+      out += chunk;
+      const m = out.match(ready);
+      if (m) {
+        clearTimeout(timeout);
+        child.stdout.off('data', onData);
+        child.stderr.off('data', onData);
+        child.stdout.resume();
+        child.stderr.resume();
+        resolve({ child, match: m });
+      }
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+    child.once('exit', (code) => { clearTimeout(timeout); reject(new Error(`${cmd} exited (${code}) before ready: ${out}`)); });
+  });
+}
+
+export function stop(child, signal = 'SIGTERM') {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve();
+    child.once('exit', () => resolve());
+    child.kill(signal);
+  });
+}
+
+export async function startRedis() {
+  const port = await freePort();
+  const { child } = await start('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], /Ready to accept connections/);
+  return {
+    child,
+    url: `redis://127.0.0.1:${port}`,
+    /** Sends one command (RESP) and resolves with the raw reply. */
+    command: (...words) => new Promise((resolve, reject) => {
+      const sock = connect(port, '127.0.0.1');
+      sock.on('error', reject);
+      sock.once('data', (d) => { sock.end(); resolve(d.toString()); });
+      sock.write(`*${words.length}\r\n${words.map((w) => `$${Buffer.byteLength(w)}\r\n${w}\r\n`).join('')}`);
+    }),
+  };
+}
+
+/** A hub on a fixed free port (so it can be restarted at the same address). */
+export async function startHub(args = [], { port, env } = {}) {
+  port ??= await freePort();
+  const argv = ['serve', '--listen', `127.0.0.1:${port}`, ...args];
+  const hub = {
+    port,
+    url: `http://127.0.0.1:${port}`,
+    child: null,
+    async start() {
+      hub.child = (await start(HUB_BIN, argv, /listening on/, { HUB_LOG_FORMAT: 'text', ...env })).child;
+      return hub;
+    },
+    stop: (signal = 'SIGTERM') => stop(hub.child, signal),
+    async restart(signal = 'SIGTERM') {
+      await hub.stop(signal);
+      return hub.start();
+    },
+  };
+  return hub.start();
+}
+
+export async function startWorker(redisUrl, args = []) {
+  return (await start(HUB_BIN, ['worker', '--redis-url', redisUrl, ...args], /worker started/)).child;
+}
+
+export async function mintToken(secret, project, ttl = '1h', publish = false) {
+  const { stdout } = await promisify(execFile)(HUB_BIN, ['token', '--project', project, '--ttl', ttl, '--auth-secret', secret, ...(publish ? ['--publish'] : [])]);
+  return stdout.trim();
+}
+
+async function post(url, body, token) {
+  const headers = { 'content-type': 'application/json' };
+  if (token) headers.authorization = `Bearer ${token}`;
+  const res = await fetch(url, { method: 'POST', headers, body: JSON.stringify(body) });
+  const json = await res.json().catch(() => null);
+  if (res.status !== 202) throw new Error(`POST ${url}: ${res.status} ${JSON.stringify(json)}`);
+  return json;
+}
+
+export const generate = (hub, id, body = {}, token) => post(`${hub.url}/api/v1/projects/${id}/generate`, body, token);
+export const publish = (hub, id, event, data) => post(`${hub.url}/api/v1/projects/${id}/events`, { event, data });
+
+/** Resolves when `predicate()` holds, checked after each callback of `subscribe`. */
+export function until(subscribe, predicate, ms = 30000, what = 'condition') {
+  return new Promise((resolve, reject) => {
+    if (predicate()) return resolve();
+    const t = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms);
+    subscribe(() => { if (predicate()) { clearTimeout(t); resolve(); } });
+  });
+}
+
+/** Collects a watcher's callbacks, so tests can await a state or connection. */
+export function recorder() {
+  const listeners = new Set();
+  const r = {
+    frames: [],
+    connections: [],
+    onEvent: (f) => { r.frames.push(f); listeners.forEach((l) => l()); },
+    onConnection: (c) => { r.connections.push(c); listeners.forEach((l) => l()); },
+    onState: () => listeners.forEach((l) => l()),
+    subscribe: (l) => listeners.add(l),
+  };
+  return r;
+}
+
+/** A proxy to `target` (see proxy.mjs), closed when the test file ends. */
+export async function startProxy(target, options) {
+  const p = await proxy(target, options);
+  servers.add(p.server);
+  return p;
+}
+
+export const readText = (p) => readFile(p, 'utf8');
