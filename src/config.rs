@@ -1,14 +1,16 @@
-//! The hub's settings, with the contract's defaults. The command line (`main.rs`) fills
-//! them from flags and environment variables; tests build them directly.
+//! The hub's settings, with the contract's defaults: the one source of every default
+//! (the command line, `cli/serve.rs`, takes its defaults from here); tests build the
+//! settings directly.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 use crate::broker::HistoryConfig;
 use crate::job::WorkerConfig;
 use crate::locale::Locale;
 
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 8000));
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
@@ -69,7 +71,7 @@ pub struct ServeConfig {
 impl Default for ServeConfig {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            listen: DEFAULT_LISTEN,
             redis_url: None,
             redis_keepalive: DEFAULT_REDIS_KEEPALIVE,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,

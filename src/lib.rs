@@ -13,6 +13,7 @@
 pub mod auth;
 pub mod broker;
 pub mod catalog;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod config;
 pub mod http;

@@ -26,6 +26,12 @@ impl FromStr for Locale {
     }
 }
 
+impl std::fmt::Display for Locale {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.pick("zh-TW", "en"))
+    }
+}
+
 impl Locale {
     /// Picks the text for this locale.
     pub fn pick<'a>(self, zh_tw: &'a str, en: &'a str) -> &'a str {

@@ -10,8 +10,9 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
+use super::shared::HistoryArgs;
+use crate::broker::BrokerError;
 use crate::broker::redis::RedisBroker;
-use crate::broker::{BrokerError, HistoryConfig};
 use crate::locale::Locale;
 use crate::publish::{PublishError, Published, Publisher};
 use crate::wire::{Event, InvalidEvent, InvalidProjectId, ProjectId};
@@ -30,14 +31,10 @@ pub struct PublishArgs {
     /// Access token with the publish scope (when the hub runs with --auth-secret).
     #[arg(long, env = "HUB_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// Events of history kept per project (keep equal to the hub's).
-    #[arg(long, env = "HUB_HISTORY_LEN", default_value_t = 1000)]
-    pub history_len: usize,
-    /// How long history is kept after `complete` (keep equal to the hub's).
-    #[arg(long, env = "HUB_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
-    pub retention: Duration,
+    #[command(flatten)]
+    pub history: HistoryArgs,
     /// Language of catalog solutions filled in for `error`.
-    #[arg(long, env = "HUB_LOCALE", default_value = "zh-TW")]
+    #[arg(long, env = "HUB_LOCALE", default_value_t = Locale::default())]
     pub locale: Locale,
     #[command(subcommand)]
     pub event: EventArgs,
@@ -172,12 +169,7 @@ pub async fn run(args: &PublishArgs) -> Result<Option<String>, PublishCommandErr
     let event = Event::from_json(body.to_string().as_bytes())?;
     match &args.redis_url {
         Some(url) if !url.is_empty() => {
-            let history = HistoryConfig {
-                max_len: args.history_len,
-                retention: args.retention,
-                ..HistoryConfig::default()
-            };
-            let broker = RedisBroker::connect(url, history)?;
+            let broker = RedisBroker::connect(url, args.history.config())?;
             let publisher =
                 Publisher::new(std::sync::Arc::new(broker), args.locale, Duration::ZERO);
             let published = publisher.publish(&project, event).await?;

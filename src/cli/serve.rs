@@ -1,0 +1,165 @@
+//! `progress-hub serve`: the flags of the hub, each defaulting to the library's
+//! default (`config.rs`), turned into a [`ServeConfig`].
+
+use std::net::SocketAddr;
+
+use clap::Args;
+
+use super::shared::{HistoryArgs, HumanDuration, JobArgs, PublishingArgs};
+use crate::config::{self, ServeConfig};
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "HUB_LISTEN", default_value_t = config::DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// Redis to cooperate through, e.g. redis://127.0.0.1:6379. Without it the hub runs
+    /// self-contained with an in-process broker.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// PING interval on the Redis subscriber connection (a dead link is noticed within it).
+    #[arg(long, env = "HUB_REDIS_KEEPALIVE", default_value_t = config::DEFAULT_REDIS_KEEPALIVE.into())]
+    pub redis_keepalive: HumanDuration,
+    /// Time between `ping` frames.
+    #[arg(long, env = "HUB_HEARTBEAT_INTERVAL", default_value_t = config::DEFAULT_HEARTBEAT_INTERVAL.into())]
+    pub heartbeat_interval: HumanDuration,
+    /// Silence after which a client is closed with 4408.
+    #[arg(long, env = "HUB_HEARTBEAT_TIMEOUT", default_value_t = config::DEFAULT_HEARTBEAT_TIMEOUT.into())]
+    pub heartbeat_timeout: HumanDuration,
+    /// Largest client frame, in bytes; larger closes the connection with 1009.
+    #[arg(long, env = "HUB_MAX_FRAME_BYTES", default_value_t = config::DEFAULT_MAX_FRAME_BYTES)]
+    pub max_frame_bytes: usize,
+    /// Frames a client may lag behind before the slow-consumer policy applies.
+    #[arg(long, env = "HUB_QUEUE_CAPACITY", default_value_t = config::DEFAULT_QUEUE_CAPACITY)]
+    pub queue_capacity: usize,
+    #[command(flatten)]
+    pub history: HistoryArgs,
+    #[command(flatten)]
+    pub publishing: PublishingArgs,
+    /// Run no in-process worker (jobs wait for `progress-hub worker` processes).
+    #[arg(long, env = "HUB_NO_WORKER")]
+    pub no_worker: bool,
+    #[command(flatten)]
+    pub jobs: JobArgs,
+    /// Most connections (WebSocket + SSE) this process holds; more get close 1013.
+    #[arg(long, env = "HUB_MAX_CONNECTIONS", default_value_t = config::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Most connections from one client address; more get close 1013.
+    #[arg(long, env = "HUB_MAX_CONNECTIONS_PER_IP", default_value_t = config::DEFAULT_MAX_CONNECTIONS_PER_IP)]
+    pub max_connections_per_ip: usize,
+    /// Most projects this process watches at once; sessions of more get close 1013.
+    #[arg(long, env = "HUB_MAX_PROJECTS", default_value_t = config::DEFAULT_MAX_PROJECTS)]
+    pub max_projects: usize,
+    /// Turn access control on: clients need HS256 JWTs signed with this secret.
+    #[arg(long, env = "HUB_AUTH_SECRET", hide_env_values = true)]
+    pub auth_secret: Option<String>,
+    /// Browser origins allowed to connect, comma-separated (default: any).
+    #[arg(long, env = "HUB_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// How long shutdown waits for clients to close.
+    #[arg(long, env = "HUB_SHUTDOWN_GRACE", default_value_t = config::DEFAULT_SHUTDOWN_GRACE.into())]
+    pub shutdown_grace: HumanDuration,
+    /// A connection must send a complete request head within this (also the idle time
+    /// allowed between requests on a kept-alive connection); else it is closed.
+    #[arg(long, env = "HUB_HANDSHAKE_TIMEOUT", default_value_t = config::DEFAULT_HANDSHAKE_TIMEOUT.into())]
+    pub handshake_timeout: HumanDuration,
+    /// Longest a plain HTTP request (reading its body, answering) may take; 408 after.
+    #[arg(long, env = "HUB_REQUEST_TIMEOUT", default_value_t = config::DEFAULT_REQUEST_TIMEOUT.into())]
+    pub request_timeout: HumanDuration,
+}
+
+impl From<ServeArgs> for ServeConfig {
+    fn from(a: ServeArgs) -> Self {
+        Self {
+            listen: a.listen,
+            redis_url: a.redis_url.filter(|url| !url.is_empty()),
+            redis_keepalive: a.redis_keepalive.into(),
+            heartbeat_interval: a.heartbeat_interval.into(),
+            heartbeat_timeout: a.heartbeat_timeout.into(),
+            max_frame_bytes: a.max_frame_bytes,
+            queue_capacity: a.queue_capacity,
+            shutdown_grace: a.shutdown_grace.into(),
+            handshake_timeout: a.handshake_timeout.into(),
+            request_timeout: a.request_timeout.into(),
+            max_connections: a.max_connections,
+            max_connections_per_ip: a.max_connections_per_ip,
+            max_projects: a.max_projects,
+            auth_secret: a.auth_secret.filter(|s| !s.is_empty()),
+            allowed_origins: a.allowed_origins,
+            history: a.history.config(),
+            locale: a.publishing.locale,
+            coalesce_window: a.publishing.coalesce_window.into(),
+            worker: (!a.no_worker).then(|| a.jobs.worker_config(a.shutdown_grace.into())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    /// The defaults are taken from the library, so this holds by construction; it also
+    /// checks that every flag reaches the configuration.
+    #[test]
+    fn command_line_defaults_are_the_library_defaults() {
+        let from_cli = ServeConfig::from(Serve::try_parse_from(["serve"]).unwrap().args);
+        let lib = ServeConfig::default();
+        assert_eq!(from_cli.listen, lib.listen);
+        assert_eq!(from_cli.redis_keepalive, lib.redis_keepalive);
+        assert_eq!(from_cli.heartbeat_interval, lib.heartbeat_interval);
+        assert_eq!(from_cli.heartbeat_timeout, lib.heartbeat_timeout);
+        assert_eq!(from_cli.max_frame_bytes, lib.max_frame_bytes);
+        assert_eq!(from_cli.queue_capacity, lib.queue_capacity);
+        assert_eq!(from_cli.shutdown_grace, lib.shutdown_grace);
+        assert_eq!(from_cli.handshake_timeout, lib.handshake_timeout);
+        assert_eq!(from_cli.request_timeout, lib.request_timeout);
+        assert_eq!(from_cli.history, lib.history);
+        assert_eq!(from_cli.max_connections, lib.max_connections);
+        assert_eq!(from_cli.max_connections_per_ip, lib.max_connections_per_ip);
+        assert_eq!(from_cli.max_projects, lib.max_projects);
+        assert_eq!(from_cli.locale, lib.locale);
+        assert_eq!(from_cli.coalesce_window, lib.coalesce_window);
+        let (cli_worker, lib_worker) = (from_cli.worker.unwrap(), lib.worker.unwrap());
+        assert_eq!(cli_worker.mock_delay, lib_worker.mock_delay);
+        assert_eq!(cli_worker.retry, lib_worker.retry);
+        assert_eq!(cli_worker.concurrency, lib_worker.concurrency);
+        assert_eq!(cli_worker.claim_idle, lib_worker.claim_idle);
+        assert_eq!(cli_worker.publish_retry, lib_worker.publish_retry);
+    }
+
+    #[test]
+    fn flags_reach_the_configuration() {
+        let args = Serve::try_parse_from([
+            "serve",
+            "--heartbeat-interval",
+            "7s",
+            "--history-len",
+            "12",
+            "--retention",
+            "2h",
+            "--locale",
+            "en",
+            "--coalesce-window",
+            "250ms",
+            "--mock-delay",
+            "5ms",
+            "--no-worker",
+        ])
+        .unwrap()
+        .args;
+        let c = ServeConfig::from(args);
+        assert_eq!(c.heartbeat_interval, std::time::Duration::from_secs(7));
+        assert_eq!(c.history.max_len, 12);
+        assert_eq!(c.history.retention, std::time::Duration::from_secs(7200));
+        assert_eq!(c.locale, crate::locale::Locale::En);
+        assert_eq!(c.coalesce_window, std::time::Duration::from_millis(250));
+        assert!(c.worker.is_none());
+    }
+}
