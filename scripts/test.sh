@@ -11,6 +11,8 @@ echo "==> cargo fmt --check"
 cargo fmt --check
 echo "==> cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
+echo "==> module dependencies run one way (no cycles)"
+python3 scripts/module_deps.py --check
 echo "==> tests with line coverage (fails under 85%)"
 cargo llvm-cov --locked --fail-under-lines 85 --summary-only
 echo "==> browser tests (headless chromium against a real hub)"

@@ -24,9 +24,9 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use bytes::Bytes;
+use redis::aio::ConnectionLike;
 use redis::streams::StreamRangeReply;
 
-use super::connection::RedisConn;
 use crate::broker::Replay;
 use crate::wire::{EventId, Frame, ProjectId, ProjectState};
 
@@ -165,7 +165,7 @@ impl PublishArgs<'_> {
 /// one atomic read (a script: one command, whose MOVED a cluster connection follows).
 /// Shared by sessions (resume) and the subscriber (gap fill).
 pub async fn read_replay(
-    conn: &mut RedisConn,
+    conn: &mut (impl ConnectionLike + Send),
     project: &ProjectId,
     after: Option<&EventId>,
 ) -> Result<Replay, redis::RedisError> {
