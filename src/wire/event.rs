@@ -71,6 +71,32 @@ impl Stage {
     }
 }
 
+/// Where a `stage_change` comes from: a stage, or `INITIALIZED`, the state before the
+/// first stage (what the original Python workers send with their first stage change).
+/// `INITIALIZED` is never a `status` or a `current_stage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PreviousStage {
+    Initialized,
+    ScriptGenerating,
+    AssetsGenerating,
+    Rendering,
+    ThumbnailGenerating,
+    Uploading,
+}
+
+impl From<Stage> for PreviousStage {
+    fn from(stage: Stage) -> Self {
+        match stage {
+            Stage::ScriptGenerating => Self::ScriptGenerating,
+            Stage::AssetsGenerating => Self::AssetsGenerating,
+            Stage::Rendering => Self::Rendering,
+            Stage::ThumbnailGenerating => Self::ThumbnailGenerating,
+            Stage::Uploading => Self::Uploading,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum LogLevel {
@@ -111,7 +137,7 @@ pub struct ProgressUpdate {
 #[serde(deny_unknown_fields)]
 pub struct StageChange {
     #[serde(default)]
-    pub previous_stage: Option<Stage>,
+    pub previous_stage: Option<PreviousStage>,
     pub current_stage: Stage,
     pub progress: u8,
     #[serde(default)]
@@ -719,6 +745,25 @@ mod tests {
             "timestamp",
         ] {
             assert_eq!(compat[key], data[key], "{key}");
+        }
+    }
+
+    #[test]
+    fn initialized_is_a_previous_stage_only() {
+        let first = r#"{"event":"stage_change","data":{"previous_stage":"INITIALIZED","current_stage":"SCRIPT_GENERATING","progress":5}}"#;
+        let text = parse(first)
+            .unwrap()
+            .normalized(Locale::En)
+            .prepare(&pid(), Locale::En)
+            .template
+            .assemble("e:1", Some(5));
+        let frame: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(frame["data"]["previous_stage"], "INITIALIZED");
+        for json in [
+            r#"{"event":"stage_change","data":{"previous_stage":"SCRIPT_GENERATING","current_stage":"INITIALIZED","progress":5}}"#,
+            r#"{"event":"progress_update","data":{"status":"INITIALIZED","progress":5,"current_stage":"x"}}"#,
+        ] {
+            assert!(parse(json).is_err(), "{json}");
         }
     }
 
