@@ -16,3 +16,11 @@ cargo llvm-cov --locked --fail-under-lines 85 --summary-only
 echo "==> browser tests (headless chromium against a real hub)"
 cargo build --locked
 (cd tests/browser && npm test)
+echo "==> Python SDK (clients/python: ruff, mypy --strict, pytest against a real hub, Redis and Celery worker)"
+(
+  cd clients/python
+  .venv/bin/ruff check .
+  .venv/bin/ruff format --check .
+  .venv/bin/mypy --strict
+  HUB_BIN="${HUB_BIN:-$PWD/../../target/debug/progress-hub}" .venv/bin/pytest -q
+)
