@@ -178,8 +178,78 @@ class Hub:
         return url + (f"?last_event_id={last_event_id}" if last_event_id else "")
 
 
+@dataclass
+class RedisCluster:
+    """3 masters on loopback, no replicas, each node in a directory of its own."""
+
+    ports: list[int]
+    procs: list[subprocess.Popen[str]]
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports)
+
+    def history(self, project: str) -> list[dict[str, Any]]:
+        from redis.cluster import ClusterNode
+        from redis.cluster import RedisCluster as Client
+
+        seed = ClusterNode("127.0.0.1", self.ports[0])  # type: ignore[no-untyped-call]
+        client = Client(startup_nodes=[seed], decode_responses=True)
+        key = f"progress:{{{project}}}:history"
+        entries = cast(list[tuple[str, dict[str, str]]], client.xrange(key))
+        client.close()
+        return [json.loads(fields["frame"]) for _, fields in entries]
+
+
 @pytest.fixture
-def hub(redis_server: RedisServer) -> Iterator[Hub]:
+def redis_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
+    ports: list[int] = []
+    while len(ports) < 6:  # 3 ports and 3 cluster bus ports
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    ports, buses = ports[:3], ports[3:]
+    procs = []
+    for port, bus in zip(ports, buses, strict=True):
+        node_dir = tmp_path / str(port)
+        node_dir.mkdir()
+        proc = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+             "--cluster-port", str(bus), "--cluster-config-file", f"nodes-{port}.conf",
+             "--save", "", "--appendonly", "no"],
+            cwd=node_dir, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        procs.append(proc)
+    cluster = RedisCluster(ports, procs)
+    try:
+        for port in ports:
+            node = redis.Redis(port=port)
+            wait_for(f"node {port}", lambda node=node: _answers(node))  # type: ignore[misc]
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
+             "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        for port in ports:
+            node = redis.Redis(port=port, decode_responses=True)
+            wait_for(
+                f"cluster_state:ok on {port}",
+                lambda node=node: node.execute_command("CLUSTER INFO").get("cluster_state") == "ok",  # type: ignore[misc]
+            )
+        yield cluster
+    finally:
+        for proc in procs:
+            _stop(proc)
+
+
+def _answers(node: redis.Redis) -> bool:
+    try:
+        return bool(node.ping())
+    except redis.ConnectionError:
+        return False
+
+
+def start_hub(redis_url: str) -> Hub:
     if not HUB_BIN.exists():
         pytest.fail(f"no hub binary at {HUB_BIN}: run `cargo build` (or set HUB_BIN)")
     proc = subprocess.Popen(
@@ -187,7 +257,7 @@ def hub(redis_server: RedisServer) -> Iterator[Hub]:
             str(HUB_BIN),
             "serve",
             "--redis-url",
-            redis_server.url,
+            redis_url,
             "--no-worker",
             "--listen",
             "127.0.0.1:0",
@@ -205,8 +275,14 @@ def hub(redis_server: RedisServer) -> Iterator[Hub]:
     if proc.poll() is not None:
         pytest.fail(f"the hub exited: {output.text()}")
     assert isinstance(found, re.Match)
-    yield Hub(found.group(1), proc, output)
-    _stop(proc)
+    return Hub(found.group(1), proc, output)
+
+
+@pytest.fixture
+def hub(redis_server: RedisServer) -> Iterator[Hub]:
+    started = start_hub(redis_server.url)
+    yield started
+    _stop(started.proc)
 
 
 @dataclass
