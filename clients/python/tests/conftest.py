@@ -295,9 +295,12 @@ class Workers:
     procs: list[subprocess.Popen[str]] = field(default_factory=list)
     outputs: list[Output] = field(default_factory=list)
 
-    def start(self, pool: str = "solo", visibility_timeout: float = 3600) -> subprocess.Popen[str]:
+    def start(
+        self, pool: str = "solo", visibility_timeout: float = 3600, **extra_env: str
+    ) -> subprocess.Popen[str]:
         env = {
             **os.environ,
+            **extra_env,
             "CELERY_BROKER_URL": self.broker.url,
             "REDIS_URL": self.events.url,
             "CELERY_VISIBILITY_TIMEOUT": str(visibility_timeout),
@@ -346,6 +349,13 @@ class Workers:
 
     def text(self) -> str:
         return "\n".join(o.text() for o in self.outputs)
+
+    @staticmethod
+    def pool_process(worker: subprocess.Popen[str]) -> int:
+        """The pid of a prefork worker's (single) pool process."""
+        path = f"/proc/{worker.pid}/task/{worker.pid}/children"
+        children = wait_for("the pool process", lambda: Path(path).read_text().split())
+        return int(children[0])
 
 
 @pytest.fixture

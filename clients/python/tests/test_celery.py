@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 from conftest import Hub, RedisServer, Watcher, Workers, new_project, seq, wait_for
 
 STAGES = [
@@ -42,11 +43,16 @@ def assert_every_event_once_in_order(
     assert frames == history, "the client saw exactly the history"
 
 
+@pytest.mark.parametrize("pool", ["solo", "prefork"])
 def test_a_celery_run_watched_over_websocket(
-    hub: Hub, redis_server: RedisServer, workers: Workers, watch: Callable[[str], Watcher]
+    pool: str,
+    hub: Hub,
+    redis_server: RedisServer,
+    workers: Workers,
+    watch: Callable[[str], Watcher],
 ) -> None:
     project = new_project()
-    workers.start()
+    workers.start(pool)
     first = watch(hub.ws_url(project))
     start(workers, project, mock_delay=0.05)
     # A second client joins mid-run, resuming after the first stage's events.
@@ -110,11 +116,21 @@ def test_injected_failures_are_reported_then_the_job_completes(
     assert redis_server.state(failing)["status"] == "FAILED"
 
 
+@pytest.mark.parametrize("killed", ["the whole worker", "its pool process"])
 def test_a_worker_killed_mid_task_is_redelivered_and_completes_once(
-    hub: Hub, redis_server: RedisServer, workers: Workers, watch: Callable[[str], Watcher]
+    killed: str,
+    hub: Hub,
+    redis_server: RedisServer,
+    workers: Workers,
+    watch: Callable[[str], Watcher],
 ) -> None:
     project = new_project()
-    doomed = workers.start(visibility_timeout=2)
+    whole = killed == "the whole worker"
+    # The whole worker: its task comes back after the visibility timeout, to the next
+    # worker. Its pool process: the worker requeues the task at once (acks_late with
+    # reject_on_worker_lost) and a new pool process runs it.
+    doomed = workers.start("solo" if whole else "prefork", visibility_timeout=2)
+    victim = doomed.pid if whole else workers.pool_process(doomed)
     watcher = watch(hub.ws_url(project))
     start(workers, project, mock_delay=0.1)
     wait_for(
@@ -122,9 +138,10 @@ def test_a_worker_killed_mid_task_is_redelivered_and_completes_once(
         lambda: redis_server.state(project).get("status") == "ASSETS_GENERATING",
     )
     fence_before = int(redis_server.state(project)["fence"])
-    os.kill(doomed.pid, signal.SIGKILL)
-    doomed.wait()
-    workers.start(visibility_timeout=2)
+    os.kill(victim, signal.SIGKILL)
+    if whole:
+        doomed.wait()
+        workers.start(visibility_timeout=2)
     frames = watcher.wait_complete(timeout=90)
     assert_every_event_once_in_order(frames, redis_server.history(project))
     assert [f["data"]["status"] for f in frames if f["event"] == "complete"] == ["COMPLETED"]
@@ -140,7 +157,8 @@ def test_redis_paused_mid_task_loses_and_doubles_nothing(
     hub: Hub, redis_server: RedisServer, workers: Workers, watch: Callable[[str], Watcher]
 ) -> None:
     project = new_project()
-    workers.start()
+    # A publish times out (0.5 s) during the pause and is retried with its receipt.
+    workers.start(HUB_PUBLISH_TIMEOUT="0.5")
     watcher = watch(hub.ws_url(project))
     start(workers, project, mock_delay=0.05)
     wait_for(
@@ -160,3 +178,4 @@ def test_redis_paused_mid_task_loses_and_doubles_nothing(
     assert len(logs) == LOGS_PER_RUN and len(set(logs)) == LOGS_PER_RUN, "no log lost or doubled"
     assert [f["data"]["current_stage"] for f in history if f["event"] == "stage_change"] == STAGES
     assert sum(f["event"] == "complete" for f in history) == 1
+    assert "Redis unavailable; retrying" in workers.text(), "the outage was ridden out by retries"

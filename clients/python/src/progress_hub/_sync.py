@@ -15,11 +15,19 @@ import os
 import random
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from . import _coalesce, _contract, _event, _run
 from ._coalesce import Held, Hold, Slot
-from ._redis import Claim, Target, claim_counter_key, script_call, sync_client
+from ._redis import (
+    CLAIM_COUNTER_TTL,
+    Claim,
+    Target,
+    claim_counter_key,
+    script_call,
+    sync_client,
+)
 from .config import Config, from_env
 from .errors import PublishError, PublishRefused, PublishUnavailable, StaleClaim
 
@@ -48,41 +56,51 @@ class RedisTransport:
         self.script = self.client.register_script(_contract.publish_script())
 
     def send(self, project: str, held: Held) -> str:
-        import redis.exceptions as rex
-
         keys, argv = script_call(
             project, held.prepared, held.receipt, held.claim, self.target, self.config
         )
+        what = f"{held.event.name} of project {project}"
+        return str(self._retrying(what, lambda: self.script(keys=keys, args=argv)))
+
+    def next_claim(self, job: str) -> Claim:
+        """A new claim of `job`: its token is larger than every earlier claim's (a
+        retried INCR may skip a number; it never repeats one)."""
+        key = claim_counter_key(job)
+
+        def incr() -> Any:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.incr(key)
+            pipe.expire(key, CLAIM_COUNTER_TTL)
+            return pipe.execute()[0]
+
+        return Claim(job, int(self._retrying(f"a claim of job {job}", incr)))
+
+    def _retrying(self, what: str, call: Callable[[], Any]) -> Any:
+        """Runs `call` until it succeeds, retrying while Redis is unreachable, for up to
+        `retry_for` (the publish script's receipt makes a retried publish idempotent)."""
+        import redis.exceptions as rex
+
         deadline = time.monotonic() + self.config.retry_for
         delays = backoff_delays()
         warned = False
         while True:
             try:
-                return str(self.script(keys=keys, args=argv))
+                return call()
             except rex.ResponseError as err:
                 if is_stale(err):
                     raise StaleClaim(str(err)) from err
-                raise PublishError(f"the publish script failed: {err}") from err
+                raise PublishError(f"Redis refused {what}: {err}") from err
             except (rex.ConnectionError, rex.TimeoutError) as err:
                 now = time.monotonic()
                 if now >= deadline:
                     raise PublishUnavailable(
                         f"Redis unreachable for {self.config.retry_for:g} s; "
-                        f"{held.event.name} of project {project} may not be published: {err}"
+                        f"{what} may not be published: {err}"
                     ) from err
                 if not warned:
-                    logger.warning("Redis unavailable; retrying the publish: %s", err)
+                    logger.warning("Redis unavailable; retrying %s: %s", what, err)
                     warned = True
                 time.sleep(min(next(delays), deadline - now))
-
-    def next_claim(self, job: str) -> Claim:
-        """A new claim of `job`: its token is larger than every earlier claim's."""
-        key = claim_counter_key(job)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.incr(key)
-        pipe.expire(key, 7 * 24 * 3600)
-        token, _ = pipe.execute()
-        return Claim(job, int(token))
 
     def close(self) -> None:
         self.client.close()

@@ -17,10 +17,19 @@ import logging
 import os
 import time
 import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from . import _coalesce, _contract, _event, _run, _sync
 from ._coalesce import Held, Hold, Slot
-from ._redis import Claim, Target, async_client, claim_counter_key, script_call
+from ._redis import (
+    CLAIM_COUNTER_TTL,
+    Claim,
+    Target,
+    async_client,
+    claim_counter_key,
+    script_call,
+)
 from ._sync import backoff_delays, is_stale
 from .config import Config
 from .errors import PublishError, PublishRefused, PublishUnavailable, StaleClaim
@@ -38,34 +47,48 @@ class _RedisTransport:
         self.script = self.client.register_script(_contract.publish_script())
 
     async def send(self, project: str, held: Held) -> str | None:
-        import redis.exceptions as rex
-
         keys, argv = script_call(
             project, held.prepared, held.receipt, held.claim, self.target, self.config
         )
+        what = f"{held.event.name} of project {project}"
+        return str(await self._retrying(what, lambda: self.script(keys=keys, args=argv)))
+
+    async def next_claim(self, job: str) -> Claim | None:
+        key = claim_counter_key(job)
+
+        async def incr() -> Any:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.incr(key)
+            pipe.expire(key, CLAIM_COUNTER_TTL)
+            return (await pipe.execute())[0]
+
+        return Claim(job, int(await self._retrying(f"a claim of job {job}", incr)))
+
+    async def _retrying(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
+        """As the synchronous transport's: retried while Redis is unreachable."""
+        import redis.exceptions as rex
+
         deadline = time.monotonic() + self.config.retry_for
         delays = backoff_delays()
+        warned = False
         while True:
             try:
-                return str(await self.script(keys=keys, args=argv))
+                return await call()
             except rex.ResponseError as err:
                 if is_stale(err):
                     raise StaleClaim(str(err)) from err
-                raise PublishError(f"the publish script failed: {err}") from err
+                raise PublishError(f"Redis refused {what}: {err}") from err
             except (rex.ConnectionError, rex.TimeoutError) as err:
                 now = time.monotonic()
                 if now >= deadline:
                     raise PublishUnavailable(
                         f"Redis unreachable for {self.config.retry_for:g} s; "
-                        f"{held.event.name} of project {project} may not be published: {err}"
+                        f"{what} may not be published: {err}"
                     ) from err
+                if not warned:
+                    logger.warning("Redis unavailable; retrying %s: %s", what, err)
+                    warned = True
                 await asyncio.sleep(min(next(delays), deadline - now))
-
-    async def next_claim(self, job: str) -> Claim | None:
-        key = claim_counter_key(job)
-        token = await self.client.incr(key)
-        await self.client.expire(key, 7 * 24 * 3600)
-        return Claim(job, int(token))
 
 
 class _HttpTransport:

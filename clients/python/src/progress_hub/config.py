@@ -5,6 +5,8 @@
 - `HUB_URL`, `HUB_TOKEN`: when `HUB_URL` is set, publish over HTTP instead
   (`POST /api/v1/projects/{id}/events`).
 - `HUB_LOCALE` (`zh-TW` or `en`), `HUB_HISTORY_LEN`, `HUB_RETENTION`: as the hub's.
+- `HUB_PUBLISH_TIMEOUT`, `HUB_PUBLISH_RETRY_FOR` (seconds): one command's timeout, and
+  how long a publish rides out an outage.
 """
 
 from __future__ import annotations
@@ -58,4 +60,8 @@ def from_env(environ: Any = None) -> Config:
         config = replace(config, history_len=int(env["HUB_HISTORY_LEN"]))
     if env.get("HUB_RETENTION"):
         config = replace(config, retention=_seconds(env["HUB_RETENTION"]))
+    if env.get("HUB_PUBLISH_TIMEOUT"):
+        config = replace(config, command_timeout=float(env["HUB_PUBLISH_TIMEOUT"]))
+    if env.get("HUB_PUBLISH_RETRY_FOR"):
+        config = replace(config, retry_for=float(env["HUB_PUBLISH_RETRY_FOR"]))
     return config
