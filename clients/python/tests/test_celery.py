@@ -179,3 +179,40 @@ def test_redis_paused_mid_task_loses_and_doubles_nothing(
     assert [f["data"]["current_stage"] for f in history if f["event"] == "stage_change"] == STAGES
     assert sum(f["event"] == "complete" for f in history) == 1
     assert "Redis unavailable; retrying" in workers.text(), "the outage was ridden out by retries"
+
+
+def test_a_stalled_worker_that_lost_its_task_cannot_write_into_the_live_run(
+    hub: Hub, redis_server: RedisServer, workers: Workers, watch: Callable[[str], Watcher]
+) -> None:
+    project = new_project()
+    stalled = workers.start(visibility_timeout=2)
+    watcher = watch(hub.ws_url(project))
+    start(workers, project, mock_delay=0.1)
+    wait_for(
+        "the assets stage to run",
+        lambda: redis_server.state(project).get("status") == "ASSETS_GENERATING",
+    )
+    os.kill(stalled.pid, signal.SIGSTOP)  # stalls mid-task (a long GC pause, a frozen VM)
+    try:
+        workers.start(visibility_timeout=2)  # takes the task over after its visibility timeout
+        wait_for(
+            "the live run to render",
+            lambda: redis_server.state(project).get("status") == "RENDERING",
+        )
+    finally:
+        os.kill(stalled.pid, signal.SIGCONT)  # wakes up inside its assets step
+    frames = watcher.wait_complete(timeout=90)
+    wait_for("the stalled run to notice", lambda: "was superseded" in workers.outputs[0].text())
+    history = redis_server.history(project)
+    assert_every_event_once_in_order(frames, history)
+    assert [f["event"] for f in history].count("complete") == 1
+    assert history[-1]["event"] == "complete", "nothing after the job's complete"
+    stages = [i for i, f in enumerate(history) if f["event"] == "stage_change"]
+    takeover = [i for i in stages if history[i]["data"]["current_stage"] == "ASSETS_GENERATING"][-1]
+    live_logs = [f["data"]["message"] for f in history[takeover:] if f["event"] == "log"]
+    assert live_logs == [
+        "正在生成語音...",
+        *(f"[{i}/15] 正在生成圖片: 段落 {i} - 科技趨勢展望" for i in range(1, 16)),
+        "正在生成虛擬主播...",
+        "正在上傳到 YouTube...",
+    ], "the stalled run wrote nothing into the live one"

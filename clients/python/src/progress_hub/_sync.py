@@ -26,6 +26,7 @@ from ._redis import (
     Target,
     claim_counter_key,
     script_call,
+    state_key,
     sync_client,
 )
 from .config import Config, from_env
@@ -74,6 +75,19 @@ class RedisTransport:
             return pipe.execute()[0]
 
         return Claim(job, int(self._retrying(f"a claim of job {job}", incr)))
+
+    def claim_is_current(self, project: str, claim: Claim) -> bool:
+        """Whether `claim` is still its job's newest in the project's state (no newer
+        run has published, and the job has not completed)."""
+        fields = ("ended_job", "fence_job", "fence")
+
+        def read() -> Any:
+            return self.client.hmget(state_key(project), fields)
+
+        ended, job, fence = self._retrying(f"the claim of job {claim.job}", read)
+        if ended == claim.job:
+            return False
+        return not (job == claim.job and fence is not None and int(fence) > claim.token)
 
     def _retrying(self, what: str, call: Callable[[], Any]) -> Any:
         """Runs `call` until it succeeds, retrying while Redis is unreachable, for up to
@@ -147,6 +161,9 @@ class HttpTransport:
 
     def next_claim(self, job: str) -> Claim | None:
         return None  # the HTTP API takes no claim: no fencing in HTTP mode
+
+    def claim_is_current(self, project: str, claim: Claim) -> bool:
+        return True
 
     def close(self) -> None:
         self.client.close()
@@ -250,6 +267,9 @@ class Publisher:
 
     def next_claim(self, job: str) -> Claim | None:
         return self.transport.next_claim(job)
+
+    def claim_is_current(self, project: str, claim: Claim) -> bool:
+        return self.transport.claim_is_current(project, claim)
 
     def close(self) -> None:
         self.flush()

@@ -11,7 +11,10 @@ after its worker died) draws a new claim of the job (the job is the chain's root
 id: one generation job): a fencing token larger than every earlier run's. Events
 published by the run carry it; `publish.lua` refuses an event under an older claim,
 and any event of a job whose `complete` is in. A stalled or superseded run's publishes
-raise `StaleClaim`, which ends that run quietly (it is not the job's any more).
+raise `StaleClaim`, which ends that run quietly (it is not the job's any more): the task
+is acknowledged and ignored (`celery.exceptions.Ignore`), so it does not continue its
+chain either; nor does a run whose claim was superseded after its last publish
+(checked when its body returns).
 
 When the body raises: a retry (`self.retry`, `autoretry_for`) publishes an `error`
 with `retry_count=self.request.retries` and `max_retries=self.max_retries` (unless the
@@ -29,7 +32,7 @@ import logging
 from typing import Any
 
 from celery import Task
-from celery.exceptions import Retry
+from celery.exceptions import Ignore, Retry
 from celery.signals import worker_process_shutdown
 
 from . import _contract, _run, _sync
@@ -68,12 +71,13 @@ class ProgressTask(Task):  # type: ignore[misc]
         run = _run.Run(claim)
         token = _run.current_run.set(run)
         try:
-            return super().__call__(*args, **kwargs)
+            result = super().__call__(*args, **kwargs)
         except StaleClaim as stale:
+            # Ignore: acknowledged, and no chain continuation (the live run has its own).
             logger.warning(
                 "task %s[%s] was superseded; ending this run: %s", self.name, self.request.id, stale
             )
-            return None
+            raise Ignore() from stale
         except Retry as retry:
             cause = _cause_of(retry)
             if project is not None and not run.error_published:
@@ -88,6 +92,17 @@ class ProgressTask(Task):  # type: ignore[misc]
         finally:
             _sync.flush()
             _run.current_run.reset(token)
+        # A run that stalled after its last publish must not continue the chain either:
+        # the next task would draw a newer claim than the live run's.
+        superseded = (
+            claim is not None
+            and project is not None
+            and not _sync.publisher().claim_is_current(project, claim)
+        )
+        if superseded:
+            logger.warning("task %s[%s] was superseded; not continuing", self.name, self.request.id)
+            raise Ignore()
+        return result
 
     def _report(self, project: str, run: _run.Run, exc: BaseException) -> None:
         code = getattr(exc, "error_code", "INTERNAL_ERROR")
