@@ -79,6 +79,9 @@ def test_a_celery_run_watched_over_websocket(
     after = frames[frames.index(mid) + 1 :]
     assert rest == after, "the late client got exactly the rest"
 
+    wait_for("the worker to finish the chain", lambda: workers.text().count(" succeeded in ") == 5)
+    assert " ignored" not in workers.text()
+
     state = httpx.get(f"{hub.base}/api/v1/projects/{project}").json()
     assert state["status"] == "COMPLETED"
     assert state["progress"] == 100

@@ -77,17 +77,17 @@ class RedisTransport:
         return Claim(job, int(self._retrying(f"a claim of job {job}", incr)))
 
     def claim_is_current(self, project: str, claim: Claim) -> bool:
-        """Whether `claim` is still its job's newest in the project's state (no newer
-        run has published, and the job has not completed)."""
+        """Whether `claim` is still its job's newest in the project's state: no newer run
+        has published, and the job was not completed by another run."""
         fields = ("ended_job", "fence_job", "fence")
 
         def read() -> Any:
             return self.client.hmget(state_key(project), fields)
 
         ended, job, fence = self._retrying(f"the claim of job {claim.job}", read)
-        if ended == claim.job:
-            return False
-        return not (job == claim.job and fence is not None and int(fence) > claim.token)
+        mine = job == claim.job and fence is not None and int(fence) == claim.token
+        newer = job == claim.job and fence is not None and int(fence) > claim.token
+        return not newer and (ended != claim.job or mine)
 
     def _retrying(self, what: str, call: Callable[[], Any]) -> Any:
         """Runs `call` until it succeeds, retrying while Redis is unreachable, for up to
