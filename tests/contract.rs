@@ -1,11 +1,15 @@
 //! The contract other-language clients ship, rendered from the one place it lives:
 //! `contract/error-catalog.json` is the error catalog of `src/catalog.rs` in both
-//! locales, and `contract/state-labels.json` the texts an event writes into a project's
-//! state (stage labels, the `complete` texts), read through the publish path itself.
-//! The Python SDK packages both files; this test fails when they drift from the code.
+//! locales, `contract/state-labels.json` the texts an event writes into a project's
+//! state (stage labels, the `complete` texts), read through the publish path itself, and
+//! `contract/publisher-defaults.json` the publisher's defaults (history length, key
+//! lifetimes, coalescing window). The Python SDK packages these files; this test fails
+//! when they drift from the code.
 //! `UPDATE_CONTRACT=1 cargo test --test contract` rewrites them.
 
+use progress_hub::broker::HistoryConfig;
 use progress_hub::catalog::ErrorCode;
+use progress_hub::config::DEFAULT_COALESCE_WINDOW;
 use progress_hub::locale::Locale;
 use progress_hub::wire::{Event, ProjectId, Stage};
 use serde_json::{Map, Value, json};
@@ -40,7 +44,10 @@ fn state_text(event: Value, locale: Locale) -> Value {
     let event = Event::from_json(event.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}"));
     let project = ProjectId::parse("contract").unwrap_or_else(|e| panic!("{e}"));
     let state = event.normalized(locale).prepare(&project, locale).state;
-    state.current_stage.map(Value::String).unwrap_or(Value::Null)
+    state
+        .current_stage
+        .map(Value::String)
+        .unwrap_or(Value::Null)
 }
 
 fn state_labels() -> Value {
@@ -62,6 +69,16 @@ fn state_labels() -> Value {
         );
     }
     Value::Object(out)
+}
+
+fn publisher_defaults() -> Value {
+    let history = HistoryConfig::default();
+    json!({
+        "history_len": history.max_len,
+        "active_ttl_s": history.active_ttl.as_secs(),
+        "retention_s": history.retention.as_secs(),
+        "coalesce_window_ms": u64::try_from(DEFAULT_COALESCE_WINDOW.as_millis()).unwrap_or(u64::MAX),
+    })
 }
 
 fn check(file: &str, rendered: &Value) {
@@ -91,4 +108,9 @@ fn error_catalog_json_is_the_catalog() {
 #[test]
 fn state_labels_json_is_what_events_write() {
     check("state-labels.json", &state_labels());
+}
+
+#[test]
+fn publisher_defaults_json_is_the_defaults() {
+    check("publisher-defaults.json", &publisher_defaults());
 }

@@ -28,6 +28,7 @@ def test_the_wheel_carries_the_repositorys_contract_files(tmp_path: Path) -> Non
             ("progress_hub/contract/publish.lua", "src/broker/publish.lua"),
             ("progress_hub/contract/error-catalog.json", "contract/error-catalog.json"),
             ("progress_hub/contract/state-labels.json", "contract/state-labels.json"),
+            ("progress_hub/contract/publisher-defaults.json", "contract/publisher-defaults.json"),
         ]:
             assert archive.read(packaged) == (REPO / source).read_bytes(), (
                 f"{packaged} differs from {source}"

@@ -169,3 +169,18 @@ def test_a_forked_child_publishes_on_its_own_connection(redis_server: RedisServe
     ProgressService.publish_log(project, "INFO", "parent after")
     messages = [f["data"]["message"] for f in redis_server.history(project)]
     assert messages == ["parent before", "child", "parent after"]
+
+
+def test_slots_of_idle_projects_are_swept(redis_server: RedisServer) -> None:
+    progress_hub.configure(coalesce_window=0.05)
+    try:
+        publisher = _sync.publisher()
+        for n in range(300):
+            ProgressService.publish_progress(f"sweep-{n}", "RENDERING", 1, "x")
+            time.sleep(0.001)
+        time.sleep(0.06)  # every window is over: nothing to await but time
+        ProgressService.publish_progress("sweep-last", "RENDERING", 1, "x")
+        assert len(publisher._entries) < 300, "idle projects were forgotten"
+        assert redis_server.history("sweep-299")[0]["data"]["progress"] == 1
+    finally:
+        progress_hub.configure(coalesce_window=0.5)

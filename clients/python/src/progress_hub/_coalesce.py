@@ -18,6 +18,8 @@ from ._redis import Claim
 
 #: How long a held update whose flush keeps failing is retried (as the hub's).
 FLUSH_RETRY_FOR = 120.0
+#: Below this many projects' slots, the map is not swept.
+SWEEP_FLOOR = 64
 
 
 @dataclass
@@ -97,3 +99,11 @@ def take_now(slot: Slot, now: float) -> Held | None:
     if waiting is not None:
         slot.last_sent = now
     return waiting
+
+
+def forgettable(slot: Slot, now: float, window: float) -> bool:
+    """Nothing waits and the window is over: forgetting the slot changes nothing (the
+    next update goes out at once anyway). The caller checks nobody holds its lock."""
+    if slot.pending is not None or slot.flush_scheduled:
+        return False
+    return slot.last_sent is None or now >= slot.last_sent + window

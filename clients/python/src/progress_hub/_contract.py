@@ -1,8 +1,8 @@
 """The contract this package shares with the hub, read from the files the hub's
 repository keeps: the publish script (`src/broker/publish.lua`, the one atomic step
 every publisher runs), the error catalog and the texts an event writes into a
-project's state (`contract/*.json`, rendered from the Rust code by
-`tests/contract.rs`). A wheel carries copies made at build time (hatch
+project's state and the publisher's defaults (`contract/*.json`, rendered from the
+Rust code by `tests/contract.rs`). A wheel carries copies made at build time (hatch
 `force-include`); an editable install from a checkout reads the repository's own files.
 """
 
@@ -19,6 +19,7 @@ _REPO_FILES = {
     "publish.lua": "src/broker/publish.lua",
     "error-catalog.json": "contract/error-catalog.json",
     "state-labels.json": "contract/state-labels.json",
+    "publisher-defaults.json": "contract/publisher-defaults.json",
 }
 
 
@@ -50,3 +51,9 @@ def error_catalog() -> dict[str, Any]:
 def state_labels() -> dict[str, Any]:
     labels: dict[str, Any] = json.loads(read_text("state-labels.json"))
     return labels
+
+
+@cache
+def publisher_defaults() -> dict[str, int]:
+    defaults: dict[str, int] = json.loads(read_text("publisher-defaults.json"))
+    return defaults

@@ -16,6 +16,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import _coalesce, _contract, _event, _run
@@ -169,6 +170,16 @@ class HttpTransport:
         self.client.close()
 
 
+@dataclass
+class _Entry:
+    """A project's coalescing slot, its lock, and how many are using it right now (a
+    publish, a scheduled flush): only an unused entry may be swept from the map."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    slot: Slot = field(default_factory=Slot)
+    users: int = 0
+
+
 class Publisher:
     """One process's publisher: validation done, it coalesces and sends."""
 
@@ -180,16 +191,35 @@ class Publisher:
         )
         # HTTP mode: the hub coalesces.
         self.coalesce = config.hub_url is None
-        self._slots: dict[str, tuple[threading.Lock, Slot]] = {}
-        self._slots_lock = threading.Lock()
+        self._entries: dict[str, _Entry] = {}
+        self._entries_lock = threading.Lock()
+        #: The map's size after the last sweep; the next sweep is due at twice it.
+        self._swept_at = 0
         self._timers: set[threading.Timer] = set()
 
-    def _slot(self, project: str) -> tuple[threading.Lock, Slot]:
-        with self._slots_lock:
-            entry = self._slots.get(project)
+    def _use(self, project: str) -> _Entry:
+        """The project's entry, counted as used until `_done`."""
+        with self._entries_lock:
+            entry = self._entries.get(project)
             if entry is None:
-                entry = self._slots[project] = (threading.Lock(), Slot())
+                if len(self._entries) >= 2 * max(self._swept_at, _coalesce.SWEEP_FLOOR):
+                    self._sweep()
+                entry = self._entries[project] = _Entry()
+            entry.users += 1
             return entry
+
+    def _done(self, entry: _Entry) -> None:
+        with self._entries_lock:
+            entry.users -= 1
+
+    def _sweep(self) -> None:
+        """Forgets the entries of idle projects, so a long-lived worker's map holds about
+        as many as it has active projects. Called with `_entries_lock` held."""
+        now, window = time.monotonic(), self.config.coalesce_window
+        for project, entry in list(self._entries.items()):
+            if entry.users == 0 and _coalesce.forgettable(entry.slot, now, window):
+                del self._entries[project]
+        self._swept_at = len(self._entries)
 
     def hold(self, project: str, event: _event.Event, claim: Claim | None) -> Held:
         prepared = _event.prepare(event, project, self.locale)
@@ -199,61 +229,72 @@ class Publisher:
         held = self.hold(project, event, _run.claim())
         if not self.coalesce:
             return self.transport.send(project, held)
-        lock, slot = self._slot(project)
-        with lock:
-            decision = _coalesce.decide(slot, held, time.monotonic(), self.config.coalesce_window)
-            if isinstance(decision, Hold):
-                if decision.schedule:
-                    self._schedule(
-                        project, decision.flush_at, time.monotonic() + _coalesce.FLUSH_RETRY_FOR
-                    )
-                return None
-            if decision.flushed is not None:
-                try:
-                    self.transport.send(project, decision.flushed)
-                except StaleClaim:
-                    pass  # its run is over; the event itself decides below
-                except PublishError:
-                    slot.keep(decision.flushed)  # its timer tries again
-                    raise
-            return self.transport.send(project, decision.event)
+        entry = self._use(project)
+        try:
+            with entry.lock:
+                return self._publish_locked(project, entry, held)
+        finally:
+            self._done(entry)
 
-    def _schedule(self, project: str, at: float, give_up: float) -> None:
-        timer = threading.Timer(
-            max(at - time.monotonic(), 0.0), self._flush_due, (project, give_up)
-        )
+    def _publish_locked(self, project: str, entry: _Entry, held: Held) -> str | None:
+        slot = entry.slot
+        decision = _coalesce.decide(slot, held, time.monotonic(), self.config.coalesce_window)
+        if isinstance(decision, Hold):
+            if decision.schedule:
+                give_up = time.monotonic() + _coalesce.FLUSH_RETRY_FOR
+                self._schedule(project, entry, decision.flush_at, give_up)
+            return None
+        if decision.flushed is not None:
+            try:
+                self.transport.send(project, decision.flushed)
+            except StaleClaim:
+                pass  # its run is over; the event itself decides below
+            except PublishError:
+                slot.keep(decision.flushed)  # its timer tries again
+                raise
+        return self.transport.send(project, decision.event)
+
+    def _schedule(self, project: str, entry: _Entry, at: float, give_up: float) -> None:
+        """A timer flushes the entry's held update at `at` (the end of its window)."""
+        with self._entries_lock:
+            entry.users += 1  # released by the timer
+        delay = max(at - time.monotonic(), 0.0)
+        timer = threading.Timer(delay, self._flush_due, (project, entry, give_up))
         timer.daemon = True
         self._timers.add(timer)
         timer.start()
 
-    def _flush_due(self, project: str, give_up: float) -> None:
+    def _flush_due(self, project: str, entry: _Entry, give_up: float) -> None:
         self._timers.discard(threading.current_thread())
-        lock, slot = self._slot(project)
-        with lock:
-            held = _coalesce.take_due(slot, time.monotonic())
-            if held is None:
-                return
-            try:
-                self.transport.send(project, held)
-            except StaleClaim:
-                pass  # refused for good: the run it belongs to is over
-            except PublishError as err:
-                if time.monotonic() >= give_up:
-                    logger.error(
-                        "a held progress_update of %s could not be published: %s", project, err
-                    )
+        try:
+            with entry.lock:
+                held = _coalesce.take_due(entry.slot, time.monotonic())
+                if held is None:
                     return
-                slot.keep(held)
-                slot.flush_scheduled = True
-                self._schedule(project, time.monotonic() + self.config.coalesce_window, give_up)
+                try:
+                    self.transport.send(project, held)
+                except StaleClaim:
+                    pass  # refused for good: the run it belongs to is over
+                except PublishError as err:
+                    if time.monotonic() >= give_up:
+                        logger.error(
+                            "a held progress_update of %s could not be published: %s", project, err
+                        )
+                        return
+                    entry.slot.keep(held)
+                    entry.slot.flush_scheduled = True
+                    at = time.monotonic() + self.config.coalesce_window
+                    self._schedule(project, entry, at, give_up)
+        finally:
+            self._done(entry)
 
     def flush(self) -> None:
         """Sends every held `progress_update` now (at a task's end, at exit)."""
-        with self._slots_lock:
-            entries = list(self._slots.items())
-        for project, (lock, slot) in entries:
-            with lock:
-                held = _coalesce.take_now(slot, time.monotonic())
+        with self._entries_lock:
+            entries = list(self._entries.items())
+        for project, entry in entries:
+            with entry.lock:
+                held = _coalesce.take_now(entry.slot, time.monotonic())
                 if held is None:
                     continue
                 try:

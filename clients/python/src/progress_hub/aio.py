@@ -142,13 +142,26 @@ class _Publisher:
         )
         self.coalesce = config.hub_url is None
         self.slots: dict[str, tuple[asyncio.Lock, Slot]] = {}
+        #: The map's size after the last sweep; the next sweep is due at twice it.
+        self.swept_at = 0
         self.flushes: set[asyncio.Task[None]] = set()
 
     def _slot(self, project: str) -> tuple[asyncio.Lock, Slot]:
         entry = self.slots.get(project)
         if entry is None:
+            if len(self.slots) >= 2 * max(self.swept_at, _coalesce.SWEEP_FLOOR):
+                self._sweep()
             entry = self.slots[project] = (asyncio.Lock(), Slot())
         return entry
+
+    def _sweep(self) -> None:
+        """Forgets idle projects' slots. No await between taking a slot and its (free)
+        lock, and a scheduled flush keeps its slot, so no user of a slot loses it."""
+        now, window = time.monotonic(), self.config.coalesce_window
+        for project, (lock, slot) in list(self.slots.items()):
+            if not lock.locked() and _coalesce.forgettable(slot, now, window):
+                del self.slots[project]
+        self.swept_at = len(self.slots)
 
     async def publish(self, project: str, event: _event.Event) -> str | None:
         prepared = _event.prepare(event, project, self.config.locale)

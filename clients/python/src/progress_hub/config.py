@@ -16,9 +16,12 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
+from . import _contract
 from ._event import check_locale
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
+#: The hub's publisher defaults (`contract/publisher-defaults.json`).
+_HUB = _contract.publisher_defaults()
 
 
 @dataclass(frozen=True)
@@ -29,15 +32,15 @@ class Config:
     token: str | None = None
     locale: str = "zh-TW"
     #: At most one `progress_update` per project per window (seconds).
-    coalesce_window: float = 0.5
+    coalesce_window: float = _HUB["coalesce_window_ms"] / 1000
     #: How long a publish keeps retrying while Redis is unreachable (seconds).
     retry_for: float = 30.0
     #: One Redis command's timeout (seconds).
     command_timeout: float = 2.0
-    #: Events kept per project, and key lifetimes: keep equal to the hub's.
-    history_len: int = 1000
-    active_ttl: int = 7 * 24 * 3600
-    retention: int = 24 * 3600
+    #: Events kept per project, and key lifetimes (seconds): keep equal to the hub's.
+    history_len: int = _HUB["history_len"]
+    active_ttl: int = _HUB["active_ttl_s"]
+    retention: int = _HUB["retention_s"]
 
 
 def _seconds(text: str) -> int:
