@@ -35,7 +35,7 @@ from celery import Task
 from celery.exceptions import Ignore, Retry
 from celery.signals import worker_process_shutdown
 
-from . import _contract, _run, _sync
+from . import _contract, _event, _run, _sync
 from ._service import ProgressService
 from .errors import PublishError, StaleClaim
 
@@ -78,6 +78,8 @@ class ProgressTask(Task):  # type: ignore[misc]
                 "task %s[%s] was superseded; ending this run: %s", self.name, self.request.id, stale
             )
             raise Ignore() from stale
+        except PublishError:
+            raise  # the hub's Redis is out of reach: nothing can be reported there either
         except Retry as retry:
             cause = _cause_of(retry)
             if project is not None and not run.error_published:
@@ -114,7 +116,7 @@ class ProgressTask(Task):  # type: ignore[misc]
             ProgressService.publish_error,
             project,
             code,
-            str(exc) or type(exc).__name__,
+            (str(exc) or type(exc).__name__)[: _event.MAX_MESSAGE],
             run.stage,
             retries,
             max_retries,
