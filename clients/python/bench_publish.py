@@ -5,7 +5,8 @@
 - `lua pipelined`: the same script calls, `--batch` per round trip (a redis-py
   pipeline; what a bulk publisher could do);
 - `plain PUBLISH`: the original ProgressService's `PUBLISH progress:<id> <json>`, one
-  per round trip.
+  per round trip;
+- `python side only`: validation, frame template and script arguments, no I/O.
 
     python bench_publish.py [--events 5000] [--batch 100]
 
@@ -104,12 +105,21 @@ def main() -> None:
             client.publish("progress:bench-plain", json.dumps(message))
         plain = per_event_us(started, n)
 
+        started = time.perf_counter()
+        for i in range(n):
+            held = publisher.hold("bench-cpu", _event.log("INFO", f"[{i}/{n}] 正在生成圖片"), None)
+            _redis.script_call(
+                "bench-cpu", held.prepared, held.receipt, None, transport.target, transport.config
+            )
+        python_only = per_event_us(started, n)
+
         assert client.xlen("progress:{bench-lua}:history") == min(n, 1000)
         load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
         print(f"events={n} batch={args.batch} load average {load} on {os.cpu_count()} CPUs")
         print(f"lua (one round trip per event):   {lua:7.1f} µs/event")
         print(f"lua pipelined ({args.batch}/round trip):   {pipelined:7.1f} µs/event")
         print(f"plain PUBLISH (one per round trip): {plain:7.1f} µs/event")
+        print(f"python side only (no I/O):          {python_only:7.1f} µs/event")
     finally:
         server.terminate()
         server.wait()
