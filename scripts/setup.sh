@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Provisioning, for a fresh machine: installs what the tests need when it is missing
 # (redis-server, redis-py, chromium, playwright-core, the TypeScript client's npm
-# devDependencies, llvm-tools, cargo-llvm-cov).
+# devDependencies, llvm-tools, cargo-llvm-cov, and the Python SDK's venv in
+# clients/python/.venv).
 # Idempotent: each step checks first. `scripts/test.sh` calls it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,4 +42,17 @@ fi
 if ! need cargo-llvm-cov; then
   echo "==> installing cargo-llvm-cov"
   cargo install cargo-llvm-cov --locked
+fi
+if ! [ -x clients/python/.venv/bin/python ]; then
+  echo "==> creating clients/python/.venv (the Python SDK's tools and tests)"
+  python3 -m venv clients/python/.venv
+fi
+# Reinstalls when the pins or the package's metadata changed since the last install.
+py_wanted=$(cat clients/python/requirements-dev.txt clients/python/pyproject.toml)
+if [ "$py_wanted" != "$(cat clients/python/.venv/.installed 2>/dev/null)" ]; then
+  echo "==> installing the Python SDK (editable, with its extras) and its pinned dev tools"
+  clients/python/.venv/bin/python -m pip install --quiet --upgrade pip
+  clients/python/.venv/bin/python -m pip install --quiet -r clients/python/requirements-dev.txt \
+    -e "clients/python[http,celery]"
+  printf '%s' "$py_wanted" > clients/python/.venv/.installed
 fi

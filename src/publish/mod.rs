@@ -286,7 +286,7 @@ impl Publisher {
         progress: u8,
     ) -> Result<Published, PublishError> {
         let event = Event::StageChange(StageChange {
-            previous_stage,
+            previous_stage: previous_stage.map(Into::into),
             current_stage,
             progress,
             timestamp: None,

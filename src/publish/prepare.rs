@@ -266,6 +266,22 @@ mod tests {
     }
 
     #[test]
+    fn initialized_is_a_previous_stage_only() {
+        let first = r#"{"event":"stage_change","data":{"previous_stage":"INITIALIZED","current_stage":"SCRIPT_GENERATING","progress":5}}"#;
+        let text = prepared(first, Locale::En)
+            .template
+            .assemble("e:1", Some(5));
+        let frame: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(frame["data"]["previous_stage"], "INITIALIZED");
+        for json in [
+            r#"{"event":"stage_change","data":{"previous_stage":"SCRIPT_GENERATING","current_stage":"INITIALIZED","progress":5}}"#,
+            r#"{"event":"progress_update","data":{"status":"INITIALIZED","progress":5,"current_stage":"x"}}"#,
+        ] {
+            assert!(Event::from_json(json.as_bytes()).is_err(), "{json}");
+        }
+    }
+
+    #[test]
     fn an_invalid_event_is_refused_before_anything_is_built() {
         let event = Event::from_json(
             br#"{"event":"stage_change","data":{"current_stage":"RENDERING","progress":101}}"#,

@@ -68,6 +68,32 @@ impl Stage {
     }
 }
 
+/// Where a `stage_change` comes from: a stage, or `INITIALIZED`, the state before the
+/// first stage (what the original Python workers send with their first stage change).
+/// `INITIALIZED` is never a `status` or a `current_stage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PreviousStage {
+    Initialized,
+    ScriptGenerating,
+    AssetsGenerating,
+    Rendering,
+    ThumbnailGenerating,
+    Uploading,
+}
+
+impl From<Stage> for PreviousStage {
+    fn from(stage: Stage) -> Self {
+        match stage {
+            Stage::ScriptGenerating => Self::ScriptGenerating,
+            Stage::AssetsGenerating => Self::AssetsGenerating,
+            Stage::Rendering => Self::Rendering,
+            Stage::ThumbnailGenerating => Self::ThumbnailGenerating,
+            Stage::Uploading => Self::Uploading,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum LogLevel {
@@ -108,7 +134,7 @@ pub struct ProgressUpdate {
 #[serde(deny_unknown_fields)]
 pub struct StageChange {
     #[serde(default)]
-    pub previous_stage: Option<Stage>,
+    pub previous_stage: Option<PreviousStage>,
     pub current_stage: Stage,
     pub progress: u8,
     #[serde(default)]

@@ -1,0 +1,25 @@
+"""progress-hub's Python SDK: the original `ProgressService`, publishing through the
+hub's publish path (ids, history, state, resume, coalescing, fencing).
+
+    from progress_hub import ProgressService          # synchronous (Celery tasks)
+    from progress_hub.aio import ProgressService      # asyncio
+"""
+
+from ._event import InvalidEvent
+from ._service import ProgressService
+from ._sync import configure, flush
+from .config import Config
+from .errors import PublishError, PublishRefused, PublishUnavailable, StaleClaim
+
+__all__ = [
+    "Config",
+    "InvalidEvent",
+    "ProgressService",
+    "PublishError",
+    "PublishRefused",
+    "PublishUnavailable",
+    "StaleClaim",
+    "configure",
+    "flush",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,59 @@
+"""The contract this package shares with the hub, read from the files the hub's
+repository keeps: the publish script (`src/broker/redis/publish.lua`, the one atomic step
+every publisher runs), the error catalog and the texts an event writes into a
+project's state and the publisher's defaults (`contract/*.json`, rendered from the
+Rust code by `tests/contract.rs`). A wheel carries copies made at build time (hatch
+`force-include`); an editable install from a checkout reads the repository's own files.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+# Where each file lives in the hub's repository, and its name inside the package.
+_REPO_FILES = {
+    "publish.lua": "src/broker/redis/publish.lua",
+    "error-catalog.json": "contract/error-catalog.json",
+    "state-labels.json": "contract/state-labels.json",
+    "publisher-defaults.json": "contract/publisher-defaults.json",
+}
+
+
+def _repo_root() -> Path:
+    # clients/python/src/progress_hub/_contract.py -> the repository's root
+    return Path(__file__).resolve().parents[4]
+
+
+def read_text(name: str) -> str:
+    """The contract file `name`: the packaged copy, or the repository's file."""
+    packaged = resources.files("progress_hub").joinpath("contract").joinpath(name)
+    if packaged.is_file():
+        return packaged.read_text(encoding="utf-8")
+    return (_repo_root() / _REPO_FILES[name]).read_text(encoding="utf-8")
+
+
+@cache
+def publish_script() -> str:
+    return read_text("publish.lua")
+
+
+@cache
+def error_catalog() -> dict[str, Any]:
+    codes: dict[str, Any] = json.loads(read_text("error-catalog.json"))["codes"]
+    return codes
+
+
+@cache
+def state_labels() -> dict[str, Any]:
+    labels: dict[str, Any] = json.loads(read_text("state-labels.json"))
+    return labels
+
+
+@cache
+def publisher_defaults() -> dict[str, int]:
+    defaults: dict[str, int] = json.loads(read_text("publisher-defaults.json"))
+    return defaults

@@ -1,0 +1,175 @@
+"""Redis as the hub uses it: which node(s) (`redis://` or `redis+cluster://`, as
+`src/broker/redis/target.rs`), the data layout (as `src/broker/redis/layout.rs`), and the arguments
+of the publish script, computed in ONE place (`script_call`), in the order
+`publish.lua` documents them at its top.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from ._event import Prepared
+from .config import Config
+
+_EPOCH_ALPHABET = string.ascii_letters + string.digits
+#: How long a job's claim counter lives (a job never runs longer).
+CLAIM_COUNTER_TTL = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One run of a generation job: the job, and its fencing token, which grows with
+    every run (retry or redelivery) of the job."""
+
+    job: str
+    token: int
+
+
+@dataclass(frozen=True)
+class Target:
+    """One node (its URL) or a cluster (its seed node URLs)."""
+
+    urls: tuple[str, ...]
+    cluster: bool
+
+    @staticmethod
+    def parse(url: str) -> Target:
+        scheme, sep, rest = url.partition("://")
+        if not sep or scheme not in ("redis+cluster", "rediss+cluster"):
+            return Target((url,), cluster=False)
+        base = scheme.removesuffix("+cluster")
+        userinfo, at, hosts = rest.rpartition("@")
+        cut = min((i for i in (hosts.find("/"), hosts.find("?")) if i >= 0), default=len(hosts))
+        hosts, tail = hosts[:cut], hosts[cut:]
+        prefix = f"{base}://{userinfo}@" if at else f"{base}://"
+        seeds = tuple(prefix + h.strip() + tail for h in hosts.split(",") if h.strip())
+        if not seeds:
+            raise ValueError(f"redis_url: no seed node in the cluster URL {url!r}")
+        return Target(seeds, cluster=True)
+
+    def channel(self, project: str) -> str:
+        """`progress:<id>` on one node (the legacy channel), `progress:{<id>}` on a cluster."""
+        return f"progress:{{{project}}}" if self.cluster else f"progress:{project}"
+
+    @property
+    def publish_command(self) -> str:
+        return "SPUBLISH" if self.cluster else "PUBLISH"
+
+
+# The data layout: every key of a project shares the hash tag {project}.
+def history_key(project: str) -> str:
+    return f"progress:{{{project}}}:history"
+
+
+def state_key(project: str) -> str:
+    return f"progress:{{{project}}}:state"
+
+
+def receipt_key(project: str, receipt: str) -> str:
+    return f"progress:{{{project}}}:pub:{receipt}"
+
+
+def claim_counter_key(job: str) -> str:
+    """The counter a job's fencing tokens are drawn from (INCR: strictly growing)."""
+    return f"progress:claims:{{{job}}}"
+
+
+def new_epoch() -> str:
+    """10 random alphanumerics, like the hub's (one read of randomness, not ten: the
+    argument is passed with every publish though used only by a new history)."""
+    return "".join(_EPOCH_ALPHABET[b % len(_EPOCH_ALPHABET)] for b in secrets.token_bytes(10))
+
+
+def _change(value: str | None) -> str:
+    """`''` leaves a state field unchanged; `'=' .. value` sets it (empty value: null)."""
+    return "" if value is None else "=" + value
+
+
+def script_call(
+    project: str,
+    prepared: Prepared,
+    receipt: str,
+    claim: Claim | None,
+    target: Target,
+    config: Config,
+) -> tuple[list[str], list[str]]:
+    """KEYS and ARGV of `publish.lua` for one publish (see the script's header)."""
+    state = prepared.state
+    eta = state.estimated_remaining
+    keys = [history_key(project), state_key(project), receipt_key(project, receipt)]
+    argv = [
+        target.channel(project),  # 1 channel
+        new_epoch(),  # 2 epoch of a new history
+        str(config.history_len),  # 3 MAXLEN
+        str(max(config.active_ttl, 1)),  # 4 TTL while the job runs
+        str(max(config.retention, 1)),  # 5 TTL after `complete`
+        prepared.name,  # 6 event name
+        prepared.head,  # 7 frame template: head
+        prepared.mid,  # 8 mid
+        prepared.tail,  # 9 tail
+        "" if prepared.progress is None else str(prepared.progress),  # 10 progress asked for
+        "" if state.progress_floor is None else str(state.progress_floor),  # 11 progress floor
+        _change(state.status),  # 12 status
+        _change(state.current_stage),  # 13 current_stage
+        "" if eta is None else "=" + ("" if eta[0] is None else str(eta[0])),  # 14 ETA
+        _change(state.youtube_url),  # 15 youtube_url
+        state.updated_at,  # 16 updated_at
+        "" if claim is None else claim.job,  # 17 job
+        target.publish_command,  # 18 PUBLISH or SPUBLISH
+        "" if claim is None else str(claim.token),  # 19 the claim's fencing token
+    ]
+    return keys, argv
+
+
+def _client_kwargs(config: Config) -> dict[str, Any]:
+    return {
+        "decode_responses": True,
+        "socket_timeout": config.command_timeout,
+        "socket_connect_timeout": config.command_timeout,
+    }
+
+
+def sync_client(target: Target, config: Config) -> Any:
+    """A redis-py client (`Redis` or `RedisCluster`) for this process."""
+    import redis
+    from redis.cluster import ClusterNode, RedisCluster
+
+    if not target.cluster:
+        return redis.Redis.from_url(target.urls[0], **_client_kwargs(config))
+    first = urlsplit(target.urls[0])
+    nodes = [
+        ClusterNode(urlsplit(u).hostname or "127.0.0.1", urlsplit(u).port or 6379)  # type: ignore[no-untyped-call]
+        for u in target.urls
+    ]
+    return RedisCluster(
+        startup_nodes=nodes,
+        username=first.username,
+        password=first.password,
+        ssl=first.scheme == "rediss",
+        **_client_kwargs(config),
+    )
+
+
+def async_client(target: Target, config: Config) -> Any:
+    """A `redis.asyncio` client (`Redis` or `RedisCluster`), for one event loop."""
+    from redis.asyncio import Redis
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+    if not target.cluster:
+        return Redis.from_url(target.urls[0], **_client_kwargs(config))
+    first = urlsplit(target.urls[0])
+    nodes = [
+        ClusterNode(urlsplit(u).hostname or "127.0.0.1", urlsplit(u).port or 6379)
+        for u in target.urls
+    ]
+    return RedisCluster(
+        startup_nodes=nodes,
+        username=first.username,
+        password=first.password,
+        ssl=first.scheme == "rediss",
+        **_client_kwargs(config),
+    )

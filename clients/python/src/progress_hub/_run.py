@@ -1,0 +1,39 @@
+"""The run an event belongs to: set by the Celery task base (`progress_hub.celery`)
+around a task's body, read by every publish made inside it (the same thread or
+coroutine: a `ContextVar`)."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from ._redis import Claim
+
+
+@dataclass
+class Run:
+    #: The claim this run's events are fenced by.
+    claim: Claim | None
+    #: The stage the run is in (the `stage` of an error reported for it).
+    stage: str = "SCRIPT_GENERATING"
+    #: The task body published an `error` itself during this attempt.
+    error_published: bool = False
+
+
+current_run: ContextVar[Run | None] = ContextVar("progress_hub_run", default=None)
+
+
+def claim() -> Claim | None:
+    run = current_run.get()
+    return None if run is None else run.claim
+
+
+def note(event_name: str, stage: str | None) -> None:
+    """Keeps the run's bookkeeping up to date with an event it published."""
+    run = current_run.get()
+    if run is None:
+        return
+    if stage is not None:
+        run.stage = stage
+    if event_name == "error":
+        run.error_published = True

@@ -1,0 +1,382 @@
+"""The synchronous publisher: Celery tasks, scripts, threads.
+
+Thread-safe: publishes of one project are serialized by the project's lock (so the
+coalescing order is the publish order); the Redis client is redis-py's thread-safe
+pool. Fork-safe: the process's publisher belongs to the process that made it; a child
+(Celery's prefork pool forks after import) builds its own on first use and never
+touches its parent's connections or held updates.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _coalesce, _contract, _event, _run
+from ._coalesce import Held, Hold, Slot
+from ._redis import (
+    CLAIM_COUNTER_TTL,
+    Claim,
+    Target,
+    claim_counter_key,
+    script_call,
+    state_key,
+    sync_client,
+)
+from .config import Config, from_env
+from .errors import PublishError, PublishRefused, PublishUnavailable, StaleClaim
+
+logger = logging.getLogger("progress_hub")
+
+
+def backoff_delays() -> Any:
+    """Capped exponential backoff with jitter: 50 ms, 100 ms, ... 2 s."""
+    delay = 0.05
+    while True:
+        yield delay * (0.5 + random.random() / 2)
+        delay = min(delay * 2, 2.0)
+
+
+def is_stale(err: Exception) -> bool:
+    return str(err).startswith("STALE")
+
+
+class RedisTransport:
+    """One atomic publish per event through `publish.lua`, retried with its receipt."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.target = Target.parse(config.redis_url)
+        self.client = sync_client(self.target, config)
+        self.script = self.client.register_script(_contract.publish_script())
+
+    def send(self, project: str, held: Held) -> str:
+        keys, argv = script_call(
+            project, held.prepared, held.receipt, held.claim, self.target, self.config
+        )
+        what = f"{held.event.name} of project {project}"
+        return str(self._retrying(what, lambda: self.script(keys=keys, args=argv)))
+
+    def next_claim(self, job: str) -> Claim:
+        """A new claim of `job`: its token is larger than every earlier claim's (a
+        retried INCR may skip a number; it never repeats one)."""
+        key = claim_counter_key(job)
+
+        def incr() -> Any:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.incr(key)
+            pipe.expire(key, CLAIM_COUNTER_TTL)
+            return pipe.execute()[0]
+
+        return Claim(job, int(self._retrying(f"a claim of job {job}", incr)))
+
+    def claim_is_current(self, project: str, claim: Claim) -> bool:
+        """Whether `claim` is still its job's newest in the project's state: no newer run
+        has published, and the job was not completed by another run."""
+        fields = ("ended_job", "fence_job", "fence")
+
+        def read() -> Any:
+            return self.client.hmget(state_key(project), fields)
+
+        ended, job, fence = self._retrying(f"the claim of job {claim.job}", read)
+        mine = job == claim.job and fence is not None and int(fence) == claim.token
+        newer = job == claim.job and fence is not None and int(fence) > claim.token
+        return not newer and (ended != claim.job or mine)
+
+    def _retrying(self, what: str, call: Callable[[], Any]) -> Any:
+        """Runs `call` until it succeeds, retrying while Redis is unreachable, for up to
+        `retry_for` (the publish script's receipt makes a retried publish idempotent)."""
+        import redis.exceptions as rex
+
+        deadline = time.monotonic() + self.config.retry_for
+        delays = backoff_delays()
+        warned = False
+        while True:
+            try:
+                return call()
+            except rex.ResponseError as err:
+                if is_stale(err):
+                    raise StaleClaim(str(err)) from err
+                raise PublishError(f"Redis refused {what}: {err}") from err
+            except (rex.ConnectionError, rex.TimeoutError) as err:
+                now = time.monotonic()
+                if now >= deadline:
+                    raise PublishUnavailable(
+                        f"Redis unreachable for {self.config.retry_for:g} s; "
+                        f"{what} may not be published: {err}"
+                    ) from err
+                if not warned:
+                    logger.warning("Redis unavailable; retrying %s: %s", what, err)
+                    warned = True
+                time.sleep(min(next(delays), deadline - now))
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class HttpTransport:
+    """`POST /api/v1/projects/{id}/events` with the receipt as `Idempotency-Key`."""
+
+    def __init__(self, config: Config) -> None:
+        import httpx
+
+        self.config = config
+        headers = {"Authorization": f"Bearer {config.token}"} if config.token else {}
+        base = (config.hub_url or "").rstrip("/")
+        self.client = httpx.Client(base_url=base, headers=headers, timeout=config.command_timeout)
+
+    def send(self, project: str, held: Held) -> str | None:
+        import httpx
+
+        deadline = time.monotonic() + self.config.retry_for
+        delays = backoff_delays()
+        while True:
+            try:
+                response = self.client.post(
+                    f"/api/v1/projects/{project}/events",
+                    json=held.event.to_json(),
+                    headers={"Idempotency-Key": held.receipt},
+                )
+                if response.status_code == 202:
+                    sent: str | None = response.json().get("id")
+                    return sent
+                if response.status_code not in (502, 503, 504):
+                    raise PublishRefused(response.status_code, response.text)
+                why = f"HTTP {response.status_code}"
+            except httpx.TransportError as err:
+                why = str(err) or type(err).__name__
+            now = time.monotonic()
+            if now >= deadline:
+                raise PublishUnavailable(
+                    f"hub at {self.config.hub_url} unreachable for {self.config.retry_for:g} s; "
+                    f"{held.event.name} of project {project} may not be published: {why}"
+                )
+            time.sleep(min(next(delays), deadline - now))
+
+    def next_claim(self, job: str) -> Claim | None:
+        return None  # the HTTP API takes no claim: no fencing in HTTP mode
+
+    def claim_is_current(self, project: str, claim: Claim) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.client.close()
+
+
+@dataclass
+class _Entry:
+    """A project's coalescing slot, its lock, and how many are using it right now (a
+    publish, a scheduled flush): only an unused entry may be swept from the map."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    slot: Slot = field(default_factory=Slot)
+    users: int = 0
+
+
+class Publisher:
+    """One process's publisher: validation done, it coalesces and sends."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.locale = config.locale
+        self.transport: RedisTransport | HttpTransport = (
+            HttpTransport(config) if config.hub_url else RedisTransport(config)
+        )
+        # HTTP mode: the hub coalesces.
+        self.coalesce = config.hub_url is None
+        self._entries: dict[str, _Entry] = {}
+        self._entries_lock = threading.Lock()
+        #: The map's size after the last sweep; the next sweep is due at twice it.
+        self._swept_at = 0
+        self._timers: set[threading.Timer] = set()
+
+    def _use(self, project: str) -> _Entry:
+        """The project's entry, counted as used until `_done`."""
+        with self._entries_lock:
+            entry = self._entries.get(project)
+            if entry is None:
+                if len(self._entries) >= 2 * max(self._swept_at, _coalesce.SWEEP_FLOOR):
+                    self._sweep()
+                entry = self._entries[project] = _Entry()
+            entry.users += 1
+            return entry
+
+    def _done(self, entry: _Entry) -> None:
+        with self._entries_lock:
+            entry.users -= 1
+
+    def _sweep(self) -> None:
+        """Forgets the entries of idle projects, so a long-lived worker's map holds about
+        as many as it has active projects. Called with `_entries_lock` held."""
+        now, window = time.monotonic(), self.config.coalesce_window
+        for project, entry in list(self._entries.items()):
+            if entry.users == 0 and _coalesce.forgettable(entry.slot, now, window):
+                del self._entries[project]
+        self._swept_at = len(self._entries)
+
+    def hold(self, project: str, event: _event.Event, claim: Claim | None) -> Held:
+        prepared = _event.prepare(event, project, self.locale)
+        return Held(event, prepared, _event.new_trace_id(), claim)
+
+    def publish(self, project: str, event: _event.Event) -> str | None:
+        held = self.hold(project, event, _run.claim())
+        if not self.coalesce:
+            return self.transport.send(project, held)
+        entry = self._use(project)
+        try:
+            with entry.lock:
+                return self._publish_locked(project, entry, held)
+        finally:
+            self._done(entry)
+
+    def _publish_locked(self, project: str, entry: _Entry, held: Held) -> str | None:
+        slot = entry.slot
+        decision = _coalesce.decide(slot, held, time.monotonic(), self.config.coalesce_window)
+        if isinstance(decision, Hold):
+            if decision.schedule:
+                give_up = time.monotonic() + _coalesce.FLUSH_RETRY_FOR
+                self._schedule(project, entry, decision.flush_at, give_up)
+            return None
+        if decision.flushed is not None:
+            try:
+                self.transport.send(project, decision.flushed)
+            except StaleClaim:
+                pass  # its run is over; the event itself decides below
+            except PublishError:
+                slot.keep(decision.flushed)  # its timer tries again
+                raise
+        return self.transport.send(project, decision.event)
+
+    def _schedule(self, project: str, entry: _Entry, at: float, give_up: float) -> None:
+        """A timer flushes the entry's held update at `at` (the end of its window)."""
+        with self._entries_lock:
+            entry.users += 1  # released by the timer
+        delay = max(at - time.monotonic(), 0.0)
+        timer = threading.Timer(delay, self._flush_due, (project, entry, give_up))
+        timer.daemon = True
+        self._timers.add(timer)
+        timer.start()
+
+    def _flush_due(self, project: str, entry: _Entry, give_up: float) -> None:
+        self._timers.discard(threading.current_thread())
+        try:
+            with entry.lock:
+                held = _coalesce.take_due(entry.slot, time.monotonic())
+                if held is None:
+                    return
+                try:
+                    self.transport.send(project, held)
+                except StaleClaim:
+                    pass  # refused for good: the run it belongs to is over
+                except PublishError as err:
+                    if time.monotonic() >= give_up:
+                        logger.error(
+                            "a held progress_update of %s could not be published: %s", project, err
+                        )
+                        return
+                    entry.slot.keep(held)
+                    entry.slot.flush_scheduled = True
+                    at = time.monotonic() + self.config.coalesce_window
+                    self._schedule(project, entry, at, give_up)
+        finally:
+            self._done(entry)
+
+    def flush(self) -> None:
+        """Sends every held `progress_update` now (at a task's end, at exit)."""
+        with self._entries_lock:
+            entries = list(self._entries.items())
+        for project, entry in entries:
+            with entry.lock:
+                held = _coalesce.take_now(entry.slot, time.monotonic())
+                if held is None:
+                    continue
+                try:
+                    self.transport.send(project, held)
+                except StaleClaim:
+                    pass
+                except PublishError as err:
+                    logger.error(
+                        "a held progress_update of %s could not be published: %s", project, err
+                    )
+
+    def next_claim(self, job: str) -> Claim | None:
+        return self.transport.next_claim(job)
+
+    def claim_is_current(self, project: str, claim: Claim) -> bool:
+        return self.transport.claim_is_current(project, claim)
+
+    def close(self) -> None:
+        self.flush()
+        for timer in list(self._timers):
+            timer.cancel()
+        self.transport.close()
+
+
+# The process's publisher, made on first use from the configuration.
+_lock = threading.Lock()
+_config: Config | None = None
+_publisher: Publisher | None = None
+_pid = os.getpid()
+
+
+def configure(**changes: Any) -> Config:
+    """Sets the configuration (over the environment's); the next publish uses it."""
+    global _config, _publisher
+    from dataclasses import replace
+
+    if "locale" in changes:
+        changes["locale"] = _event.check_locale(changes["locale"])
+    with _lock:
+        old, _publisher = _publisher, None
+        _config = replace(_config or from_env(), **changes)
+        config = _config
+    if old is not None and _pid == os.getpid():
+        old.close()
+    return config
+
+
+def config() -> Config:
+    """The configuration in force (the environment's, read once, unless configured)."""
+    global _config
+    with _lock:
+        if _config is None:
+            _config = from_env()
+        return _config
+
+
+def publisher() -> Publisher:
+    """This process's publisher (a forked child gets its own)."""
+    global _publisher, _pid
+    current = config()
+    with _lock:
+        if _publisher is None or _pid != os.getpid():
+            _publisher = Publisher(current)
+            _pid = os.getpid()
+        return _publisher
+
+
+def _after_fork_in_child() -> None:
+    # The parent's held updates are the parent's to send; its locks may be held by a
+    # thread that does not exist here.
+    global _lock, _publisher, _pid
+    _lock = threading.Lock()
+    _publisher = None
+    _pid = os.getpid()
+
+
+def flush() -> None:
+    """Sends every `progress_update` this process holds, now (if it published at all)."""
+    current = _publisher
+    if current is not None and _pid == os.getpid():
+        current.flush()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(flush)

@@ -1,0 +1,31 @@
+"""Typed errors of the publish path. Invalid input is a `ValueError` (`InvalidEvent`,
+naming the field); everything that goes wrong after validation is a `PublishError`."""
+
+from __future__ import annotations
+
+from ._event import InvalidEvent
+
+__all__ = ["InvalidEvent", "PublishError", "PublishRefused", "PublishUnavailable", "StaleClaim"]
+
+
+class PublishError(Exception):
+    """The event could not be published."""
+
+
+class PublishUnavailable(PublishError):
+    """Redis (or the hub, in HTTP mode) stayed unreachable for the whole retry budget.
+    The event may or may not have landed (a timed-out attempt can still have reached
+    Redis); a retry of the same call would publish it a second time."""
+
+
+class StaleClaim(PublishError):
+    """Refused: the job's claim was superseded (a retried or redelivered run took over)
+    or the job has already completed. The run that got this is no longer the job's."""
+
+
+class PublishRefused(PublishError):
+    """The hub answered HTTP mode with a refusal (e.g. 401/403/422)."""
+
+    def __init__(self, status: int, body: str) -> None:
+        super().__init__(f"hub refused the event ({status}): {body}")
+        self.status = status

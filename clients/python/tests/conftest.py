@@ -1,0 +1,443 @@
+"""Real parts for the tests: a `redis-server` per test on a free port (and one per
+session as the Celery broker), the hub binary on port 0, and Celery worker processes
+running the example app. Nothing is mocked."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+import redis
+
+import progress_hub
+
+HERE = Path(__file__).resolve().parent
+PYTHON_DIR = HERE.parent
+REPO = PYTHON_DIR.parents[1]
+EXAMPLES = PYTHON_DIR / "examples"
+HUB_BIN = Path(os.environ.get("HUB_BIN", REPO / "target" / "debug" / "progress-hub"))
+#: How long anything the tests wait for may take before the test fails.
+PATIENCE = 30.0
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = PATIENCE) -> Any:
+    """Polls `check` until it returns something truthy; fails after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Output:
+    """A child process's output, collected by a thread (so the pipe never fills)."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._lock = threading.Lock()
+        assert proc.stdout is not None
+        stream = proc.stdout
+        thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        thread.start()
+
+    def _read(self, stream: Any) -> None:
+        for line in stream:
+            with self._lock:
+                self.lines.append(line)
+
+    def text(self) -> str:
+        with self._lock:
+            return "".join(self.lines)
+
+    def search(self, pattern: str) -> re.Match[str] | None:
+        return re.search(pattern, self.text())
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGCONT)  # a paused process cannot terminate
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass
+class RedisServer:
+    port: int
+    proc: subprocess.Popen[str]
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, decode_responses=True)
+
+    def pause(self) -> None:
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+    def history(self, project: str) -> list[dict[str, Any]]:
+        """The project's history, oldest first, as frames."""
+        key = f"progress:{{{project}}}:history"
+        entries = cast(list[tuple[str, dict[str, str]]], self.client().xrange(key))
+        return [json.loads(fields["frame"]) for _, fields in entries]
+
+    def state(self, project: str) -> dict[str, str]:
+        return cast(dict[str, str], self.client().hgetall(f"progress:{{{project}}}:state"))
+
+
+def start_redis() -> RedisServer:
+    for _ in range(20):
+        port = free_port()
+        proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        Output(proc)
+        server = RedisServer(port, proc)
+        deadline = time.monotonic() + 10
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                if server.client().ping():
+                    return server
+            except redis.ConnectionError:
+                time.sleep(0.02)
+        _stop(proc)  # the port was taken between choosing and binding: another one
+    pytest.fail("redis-server did not start")
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """The Redis the events go to (the hub's), one per test."""
+    server = start_redis()
+    progress_hub.configure(redis_url=server.url, hub_url=None, token=None, retry_for=30.0)
+    yield server
+    progress_hub.configure(redis_url=progress_hub.config.DEFAULT_REDIS_URL)
+    _stop(server.proc)
+
+
+@pytest.fixture(scope="session")
+def broker_redis() -> Iterator[RedisServer]:
+    """Celery's broker (a Redis of its own, so that pausing the hub's Redis tests the
+    publisher, not Celery's reconnects)."""
+    server = start_redis()
+    yield server
+    _stop(server.proc)
+
+
+@dataclass
+class Hub:
+    base: str
+    proc: subprocess.Popen[str]
+    output: Output
+
+    def ws_url(self, project: str, last_event_id: str | None = None) -> str:
+        url = self.base.replace("http://", "ws://") + f"/api/v1/projects/{project}/progress"
+        return url + (f"?last_event_id={last_event_id}" if last_event_id else "")
+
+
+@dataclass
+class RedisCluster:
+    """3 masters on loopback, no replicas, each node in a directory of its own."""
+
+    ports: list[int]
+    procs: list[subprocess.Popen[str]]
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports)
+
+    def history(self, project: str) -> list[dict[str, Any]]:
+        from redis.cluster import ClusterNode
+        from redis.cluster import RedisCluster as Client
+
+        seed = ClusterNode("127.0.0.1", self.ports[0])  # type: ignore[no-untyped-call]
+        client = Client(startup_nodes=[seed], decode_responses=True)
+        key = f"progress:{{{project}}}:history"
+        entries = cast(list[tuple[str, dict[str, str]]], client.xrange(key))
+        client.close()
+        return [json.loads(fields["frame"]) for _, fields in entries]
+
+
+@pytest.fixture
+def redis_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
+    ports: list[int] = []
+    while len(ports) < 6:  # 3 ports and 3 cluster bus ports
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    ports, buses = ports[:3], ports[3:]
+    procs = []
+    for port, bus in zip(ports, buses, strict=True):
+        node_dir = tmp_path / str(port)
+        node_dir.mkdir()
+        proc = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+             "--cluster-port", str(bus), "--cluster-config-file", f"nodes-{port}.conf",
+             "--save", "", "--appendonly", "no"],
+            cwd=node_dir, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        procs.append(proc)
+    cluster = RedisCluster(ports, procs)
+    try:
+        for port in ports:
+            node = redis.Redis(port=port)
+            wait_for(f"node {port}", lambda node=node: _answers(node))  # type: ignore[misc]
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
+             "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        for port in ports:
+            node = redis.Redis(port=port, decode_responses=True)
+            wait_for(
+                f"cluster_state:ok on {port}",
+                lambda node=node: node.execute_command("CLUSTER INFO").get("cluster_state") == "ok",  # type: ignore[misc]
+            )
+        yield cluster
+    finally:
+        for proc in procs:
+            _stop(proc)
+
+
+def _answers(node: redis.Redis) -> bool:
+    try:
+        return bool(node.ping())
+    except redis.ConnectionError:
+        return False
+
+
+def start_hub(redis_url: str) -> Hub:
+    if not HUB_BIN.exists():
+        pytest.fail(f"no hub binary at {HUB_BIN}: run `cargo build` (or set HUB_BIN)")
+    proc = subprocess.Popen(
+        [
+            str(HUB_BIN),
+            "serve",
+            "--redis-url",
+            redis_url,
+            "--no-worker",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "NO_COLOR": "1", "RUST_LOG": "info"},
+    )
+    output = Output(proc)
+    found = wait_for(
+        "the hub to listen",
+        lambda: proc.poll() is not None or output.search(r"listening on (http://[0-9.:]+)"),
+    )
+    if proc.poll() is not None:
+        pytest.fail(f"the hub exited: {output.text()}")
+    assert isinstance(found, re.Match)
+    return Hub(found.group(1), proc, output)
+
+
+@pytest.fixture
+def hub(redis_server: RedisServer) -> Iterator[Hub]:
+    started = start_hub(redis_server.url)
+    yield started
+    _stop(started.proc)
+
+
+@dataclass
+class Workers:
+    """Celery workers of the example app, consuming one queue of their own."""
+
+    broker: RedisServer
+    events: RedisServer
+    queue: str = field(default_factory=lambda: f"q-{uuid.uuid4().hex[:8]}")
+    procs: list[subprocess.Popen[str]] = field(default_factory=list)
+    outputs: list[Output] = field(default_factory=list)
+
+    def start(
+        self, pool: str = "solo", visibility_timeout: float = 3600, **extra_env: str
+    ) -> subprocess.Popen[str]:
+        env = {
+            **os.environ,
+            **extra_env,
+            "CELERY_BROKER_URL": self.broker.url,
+            "REDIS_URL": self.events.url,
+            "CELERY_VISIBILITY_TIMEOUT": str(visibility_timeout),
+            "CELERY_UNACKED_RESTORE_INTERVAL": "1",
+            "CELERY_UNACKED_RESTORE_THROTTLE": "1",
+            "PYTHONPATH": str(EXAMPLES),
+        }
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "celery_app",
+                "worker",
+                "--pool",
+                pool,
+                "--concurrency",
+                "1",
+                "-Q",
+                self.queue,
+                "-l",
+                "INFO",
+                "-n",
+                f"{uuid.uuid4().hex[:8]}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            cwd=EXAMPLES,
+        )
+        output = Output(proc)
+        self.procs.append(proc)
+        self.outputs.append(output)
+        wait_for(
+            "the Celery worker to be ready",
+            lambda: proc.poll() is not None or output.search(r"ready\."),
+        )
+        if proc.poll() is not None:
+            pytest.fail(f"the Celery worker exited: {output.text()}")
+        return proc
+
+    def text(self) -> str:
+        return "\n".join(o.text() for o in self.outputs)
+
+    @staticmethod
+    def pool_process(worker: subprocess.Popen[str]) -> int:
+        """The pid of a prefork worker's (single) pool process."""
+        path = f"/proc/{worker.pid}/task/{worker.pid}/children"
+        children = wait_for("the pool process", lambda: Path(path).read_text().split())
+        return int(children[0])
+
+
+@pytest.fixture
+def workers(broker_redis: RedisServer, redis_server: RedisServer) -> Iterator[Workers]:
+    sys.path.insert(0, str(EXAMPLES))
+    from celery_app import app
+
+    app.conf.broker_url = broker_redis.url
+    app.close()  # the producer pool of an earlier broker URL
+    w = Workers(broker_redis, redis_server)
+    yield w
+    for proc in w.procs:
+        _stop(proc)
+
+
+def new_project() -> str:
+    return f"p-{uuid.uuid4().hex[:12]}"
+
+
+class Watcher:
+    """A WebSocket client of one project, collecting its frames in a thread."""
+
+    def __init__(self, url: str) -> None:
+        from websockets.sync.client import connect
+
+        self.frames: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._stack = contextlib.ExitStack()
+        self._ws = self._stack.enter_context(connect(url, open_timeout=10))
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            for message in self._ws:
+                frame = json.loads(message)
+                if frame.get("event") == "ping":
+                    self._ws.send(json.dumps({"event": "pong"}))
+                    continue
+                with self._lock:
+                    self.frames.append(frame)
+        except ConnectionClosed:
+            pass
+
+    def events(self) -> list[dict[str, Any]]:
+        """The frames of published events (those with an id), in arrival order."""
+        with self._lock:
+            return [f for f in self.frames if "id" in f]
+
+    def all(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.frames)
+
+    def wait_complete(self, timeout: float = 60) -> list[dict[str, Any]]:
+        wait_for(
+            "a complete frame",
+            lambda: any(f["event"] == "complete" for f in self.events()),
+            timeout,
+        )
+        return self.events()
+
+    def close(self) -> None:
+        self._stack.close()
+        self._thread.join(timeout=5)
+
+
+@pytest.fixture
+def watch() -> Iterator[Callable[[str], Watcher]]:
+    opened: list[Watcher] = []
+
+    def open_(url: str) -> Watcher:
+        watcher = Watcher(url)
+        opened.append(watcher)
+        return watcher
+
+    yield open_
+    for watcher in opened:
+        watcher.close()
+
+
+def seq(event_id: str) -> tuple[str, int]:
+    epoch, _, number = event_id.partition(":")
+    return epoch, int(number)

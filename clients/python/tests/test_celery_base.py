@@ -1,0 +1,38 @@
+"""The task base in-process (`Task.apply`): what a failing run reports."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from conftest import RedisServer, new_project
+
+from progress_hub import ProgressService
+from progress_hub.celery import ProgressTask
+
+app = Celery("base-tests", broker="memory://")
+
+
+@app.task(bind=True, base=ProgressTask, max_retries=2)  # type: ignore[untyped-decorator]
+def crashing_task(self: ProgressTask, project_id: str, message: str) -> None:
+    ProgressService.publish_stage_change(project_id, "INITIALIZED", "RENDERING", 60)
+    raise RuntimeError(message)
+
+
+def run(project: str, message: str) -> Any:
+    return crashing_task.apply(args=[project, message])
+
+
+def test_a_crash_reports_an_error_then_failed(redis_server: RedisServer) -> None:
+    project = new_project()
+    result = run(project, "x" * 10_000)
+    assert isinstance(result.result, RuntimeError)
+    frames = redis_server.history(project)
+    assert [f["event"] for f in frames] == ["stage_change", "error", "complete"]
+    error = frames[1]["data"]
+    assert error["error_code"] == "INTERNAL_ERROR" and error["stage"] == "RENDERING"
+    assert (error["retry_count"], error["max_retries"]) == (0, 2)
+    assert len(error["message"]) == 8 * 1024, "cut to the hub's limit, not dropped"
+    assert frames[2]["data"]["status"] == "FAILED"
+    state = redis_server.state(project)
+    assert state["ended_job"] == result.id, "the job is over: a late run of it is refused"

@@ -1,0 +1,186 @@
+"""The publish path against a real Redis: ids, history and state, coalescing, clamping,
+fencing, outages, threads and forks."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+from conftest import RedisServer, new_project, wait_for
+
+import progress_hub
+from progress_hub import ProgressService, PublishUnavailable, StaleClaim, _run, _sync
+from progress_hub._redis import Claim
+
+
+def test_the_seeds_first_call_is_accepted_and_echoed(redis_server: RedisServer) -> None:
+    project = new_project()
+    first = ProgressService.publish_stage_change(
+        project_id=project,
+        previous_stage="INITIALIZED",
+        current_stage="SCRIPT_GENERATING",
+        progress=5,
+    )
+    assert first is not None and first.endswith(":1")
+    (frame,) = redis_server.history(project)
+    assert frame["id"] == first
+    assert frame["data"]["previous_stage"] == "INITIALIZED"
+    assert frame["data"]["current_stage"] == "SCRIPT_GENERATING"
+    state = redis_server.state(project)
+    assert state["status"] == "SCRIPT_GENERATING"
+    assert state["current_stage"] == "正在生成腳本..."
+    assert state["last_event_id"] == first
+
+
+def test_progress_updates_are_coalesced_and_the_newest_goes_out_by_itself(
+    redis_server: RedisServer,
+) -> None:
+    project = new_project()
+    first = ProgressService.publish_progress(project, "RENDERING", 10, "10")
+    assert first is not None
+    assert ProgressService.publish_progress(project, "RENDERING", 20, "20") is None
+    assert ProgressService.publish_progress(project, "RENDERING", 30, "30", 12) is None
+    # Nothing else is published: the held update goes out at the end of the window.
+    frames = wait_for(
+        "the held update",
+        lambda: len(redis_server.history(project)) == 2 and redis_server.history(project),
+    )
+    assert [f["data"]["current_stage"] for f in frames] == ["10", "30"]
+    assert frames[1]["data"]["progress"] == 30
+    assert redis_server.state(project)["estimated_remaining"] == "12"
+
+
+def test_another_event_flushes_a_held_update_first(redis_server: RedisServer) -> None:
+    project = new_project()
+    ProgressService.publish_progress(project, "RENDERING", 10, "10")
+    assert ProgressService.publish_progress(project, "RENDERING", 20, "20") is None
+    log_id = ProgressService.publish_log(project, "INFO", "after")
+    assert log_id is not None and log_id.endswith(":3")
+    names = [(f["event"], f["data"].get("progress")) for f in redis_server.history(project)]
+    assert names == [("progress_update", 10), ("progress_update", 20), ("log", None)]
+
+
+def test_progress_never_goes_backwards(redis_server: RedisServer) -> None:
+    project = new_project()
+    ProgressService.publish_stage_change(project, "INITIALIZED", "RENDERING", 60)
+    ProgressService.publish_log(project, "INFO", "x")
+    ProgressService.publish_stage_change(project, "RENDERING", "UPLOADING", 40)
+    assert redis_server.history(project)[-1]["data"]["progress"] == 60
+
+
+def test_a_held_update_goes_out_at_exit(redis_server: RedisServer) -> None:
+    project = new_project()
+    code = (
+        "import progress_hub\n"
+        f"progress_hub.configure(redis_url={redis_server.url!r})\n"
+        "from progress_hub import ProgressService as P\n"
+        f"assert P.publish_progress({project!r}, 'RENDERING', 1, 'a') is not None\n"
+        f"assert P.publish_progress({project!r}, 'RENDERING', 2, 'b') is None\n"
+    )
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
+    assert [f["data"]["progress"] for f in redis_server.history(project)] == [1, 2]
+
+
+def test_fencing_refuses_an_older_claim_and_a_completed_job(redis_server: RedisServer) -> None:
+    project = new_project()
+    publisher = _sync.publisher()
+    old, new = publisher.next_claim("job-1"), publisher.next_claim("job-1")
+    assert old is not None and new is not None and new.token > old.token
+
+    def under(claim: Claim | None, call: object) -> object:
+        token = _run.current_run.set(_run.Run(claim))
+        try:
+            return call()  # type: ignore[operator]
+        finally:
+            _run.current_run.reset(token)
+
+    under(old, lambda: ProgressService.publish_log(project, "INFO", "old run"))
+    under(new, lambda: ProgressService.publish_log(project, "INFO", "new run"))
+    with pytest.raises(StaleClaim, match="superseded"):
+        under(old, lambda: ProgressService.publish_log(project, "INFO", "late"))
+    under(
+        new,
+        lambda: ProgressService.publish_complete(
+            project, "COMPLETED", "https://youtube.com/watch?v=1"
+        ),
+    )
+    newest = publisher.next_claim("job-1")
+    with pytest.raises(StaleClaim, match="already completed"):
+        under(newest, lambda: ProgressService.publish_complete(project, "COMPLETED"))
+    messages = [f["data"].get("message") for f in redis_server.history(project)]
+    assert messages == ["old run", "new run", None]
+
+
+def test_an_outage_longer_than_the_budget_is_a_typed_error() -> None:
+    progress_hub.configure(redis_url="redis://127.0.0.1:1", retry_for=0.3, command_timeout=0.2)
+    try:
+        started = time.monotonic()
+        with pytest.raises(PublishUnavailable, match=r"Redis unreachable for 0.3 s"):
+            ProgressService.publish_log("p", "INFO", "x")
+        assert time.monotonic() - started < 5
+    finally:
+        progress_hub.configure(
+            redis_url=progress_hub.config.DEFAULT_REDIS_URL, retry_for=30.0, command_timeout=2.0
+        )
+
+
+def test_threads_publish_concurrently(redis_server: RedisServer) -> None:
+    project = new_project()
+    ids: list[str | None] = []
+    lock = threading.Lock()
+
+    def work(n: int) -> None:
+        for i in range(25):
+            sent = ProgressService.publish_log(project, "INFO", f"{n}-{i}")
+            with lock:
+                ids.append(sent)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(ids)) == 200 and None not in ids
+    assert len(redis_server.history(project)) == 200
+
+
+def test_a_forked_child_publishes_on_its_own_connection(redis_server: RedisServer) -> None:
+    project = new_project()
+    ProgressService.publish_log(project, "INFO", "parent before")
+    parent_client = _sync.publisher().transport
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        code = 1
+        try:
+            sent = ProgressService.publish_log(project, "INFO", "child")
+            code = 0 if sent and _sync.publisher().transport is not parent_client else 2
+        finally:
+            os.write(write, bytes([code]))
+            os._exit(0)
+    os.close(write)
+    assert os.read(read, 1) == b"\x00"
+    os.waitpid(pid, 0)
+    ProgressService.publish_log(project, "INFO", "parent after")
+    messages = [f["data"]["message"] for f in redis_server.history(project)]
+    assert messages == ["parent before", "child", "parent after"]
+
+
+def test_slots_of_idle_projects_are_swept(redis_server: RedisServer) -> None:
+    progress_hub.configure(coalesce_window=0.05)
+    try:
+        publisher = _sync.publisher()
+        for n in range(300):
+            ProgressService.publish_progress(f"sweep-{n}", "RENDERING", 1, "x")
+            time.sleep(0.001)
+        time.sleep(0.06)  # every window is over: nothing to await but time
+        ProgressService.publish_progress("sweep-last", "RENDERING", 1, "x")
+        assert len(publisher._entries) < 300, "idle projects were forgotten"
+        assert redis_server.history("sweep-299")[0]["data"]["progress"] == 1
+    finally:
+        progress_hub.configure(coalesce_window=0.5)

@@ -1,0 +1,119 @@
+//! The contract other-language clients ship, rendered from the one place it lives:
+//! `contract/error-catalog.json` is the error catalog of `src/catalog.rs` in both
+//! locales, `contract/state-labels.json` the texts an event writes into a project's
+//! state (stage labels, the `complete` texts), read through the publish path itself, and
+//! `contract/publisher-defaults.json` the publisher's defaults (history length, key
+//! lifetimes, coalescing window). The Python SDK packages these files; this test fails
+//! when they drift from the code.
+//! `UPDATE_CONTRACT=1 cargo test --test contract` rewrites them.
+
+use progress_hub::broker::HistoryConfig;
+use progress_hub::catalog::ErrorCode;
+use progress_hub::config::DEFAULT_COALESCE_WINDOW;
+use progress_hub::locale::Locale;
+use progress_hub::publish::prepare::prepare;
+use progress_hub::wire::{Event, ProjectId, Stage};
+use serde_json::{Map, Value, json};
+
+const LOCALES: [(&str, Locale); 2] = [("zh-TW", Locale::ZhTw), ("en", Locale::En)];
+
+fn error_catalog() -> Value {
+    let mut codes = Map::new();
+    for code in ErrorCode::all() {
+        let entry = code.entry();
+        let mut texts = Map::new();
+        for (name, locale) in LOCALES {
+            texts.insert(
+                name.into(),
+                json!({"message": entry.message(locale), "solutions": entry.solutions(locale)}),
+            );
+        }
+        let name = serde_json::to_value(code).unwrap_or(Value::Null);
+        let Value::String(name) = name else {
+            panic!("{code:?} does not serialize as a string");
+        };
+        codes.insert(
+            name,
+            json!({"is_retryable": entry.retryable, "locales": texts}),
+        );
+    }
+    json!({"codes": codes})
+}
+
+/// `current_stage` as an event of this JSON leaves it in the state.
+fn state_text(event: Value, locale: Locale) -> Value {
+    let event = Event::from_json(event.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    let project = ProjectId::parse("contract").unwrap_or_else(|e| panic!("{e}"));
+    let state = prepare(event, &project, locale, None, None)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .state;
+    state
+        .current_stage
+        .map(Value::String)
+        .unwrap_or(Value::Null)
+}
+
+fn state_labels() -> Value {
+    let mut out = Map::new();
+    for (name, locale) in LOCALES {
+        let mut stages = Map::new();
+        for stage in Stage::ALL {
+            let change = json!({"event": "stage_change", "data": {"current_stage": stage.as_str(), "progress": 0}});
+            stages.insert(stage.as_str().into(), state_text(change, locale));
+        }
+        let mut complete = Map::new();
+        for status in ["COMPLETED", "FAILED"] {
+            let event = json!({"event": "complete", "data": {"status": status}});
+            complete.insert(status.into(), state_text(event, locale));
+        }
+        out.insert(
+            name.into(),
+            json!({"stage_change": stages, "complete": complete}),
+        );
+    }
+    Value::Object(out)
+}
+
+fn publisher_defaults() -> Value {
+    let history = HistoryConfig::default();
+    json!({
+        "history_len": history.max_len,
+        "active_ttl_s": history.active_ttl.as_secs(),
+        "retention_s": history.retention.as_secs(),
+        "coalesce_window_ms": u64::try_from(DEFAULT_COALESCE_WINDOW.as_millis()).unwrap_or(u64::MAX),
+    })
+}
+
+fn check(file: &str, rendered: &Value) {
+    let path = format!("{}/contract/{file}", env!("CARGO_MANIFEST_DIR"));
+    let text = serde_json::to_string_pretty(rendered).unwrap_or_default() + "\n";
+    if std::env::var_os("UPDATE_CONTRACT").is_some() {
+        std::fs::write(&path, &text).unwrap_or_else(|e| panic!("{path}: {e}"));
+        return;
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == text,
+        "{path} differs from the code; run UPDATE_CONTRACT=1 cargo test --test contract"
+    );
+}
+
+#[test]
+fn error_catalog_json_is_the_catalog() {
+    let catalog = error_catalog();
+    assert_eq!(
+        catalog["codes"].as_object().map(Map::len),
+        Some(ErrorCode::all().count())
+    );
+    check("error-catalog.json", &catalog);
+}
+
+#[test]
+fn state_labels_json_is_what_events_write() {
+    check("state-labels.json", &state_labels());
+}
+
+#[test]
+fn publisher_defaults_json_is_the_defaults() {
+    check("publisher-defaults.json", &publisher_defaults());
+}
