@@ -111,26 +111,30 @@ test('token refresh: no getToken loop with a skewed client clock or a long-lived
 // Defects 4 and 5: the async-iterator protocol allows several pending next() calls.
 test('the iterator: concurrent next() calls all settle; return() ends a pending next()', async () => {
   const hub = await startHub([]);
-  const w = watchProject(hub.url, `iter-${Date.now()}`, { WebSocket, stayOpen: true });
+  const id = `iter-${Date.now()}`;
+  const rec = recorder();
+  const w = watchProject(hub.url, id, { WebSocket, stayOpen: true, ...rec });
   const it = w[Symbol.asyncIterator]();
   const a = it.next();
   const b = it.next();
   const c = it.next();
+  await until(rec.subscribe, () => w.connection.status === 'open', 5000, 'open');
+  await publish(hub, id, 'log', { level: 'INFO', message: 'one' });
   const [ra, rb] = [await within(a, 5000), await within(b, 5000)];
   w.close();
   assert.equal(ra.value?.event, 'connected');
-  assert.equal(rb.value?.event, 'snapshot');
+  assert.equal(rb.value?.event, 'log');
   assert.deepEqual(await within(c, 2000), { value: undefined, done: true });
 
   const w2 = watchProject(hub.url, `iter2-${Date.now()}`, { WebSocket, stayOpen: true });
   const it2 = w2[Symbol.asyncIterator]();
   await it2.next(); // connected
-  await it2.next(); // snapshot
   const pending = it2.next();
   assert.deepEqual(await it2.return(), { value: undefined, done: true });
-  assert.deepEqual(await within(pending, 2000), { value: undefined, done: true });
-  assert.deepEqual(await it2.next(), { value: undefined, done: true }, 'stays done');
+  const got = await within(pending, 2000);
   w2.close();
+  assert.deepEqual(got, { value: undefined, done: true });
+  assert.deepEqual(await it2.next(), { value: undefined, done: true }, 'stays done');
   await hub.stop();
 });
 
