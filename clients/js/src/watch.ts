@@ -145,6 +145,9 @@ export function watchProject(baseUrl: string, projectId: string, options: WatchO
   /** Side requests (the refusal probe, the project's state): aborted by close(). */
   const side = new Set<AbortController>();
   let heartbeatMs = 0;
+  /** The hub's clock minus ours (from `connected`): token expiry is the hub's time. */
+  let skew = 0;
+  const now = () => Date.now() + skew;
   let timer: ReturnType<typeof setTimeout> | undefined;
   let idleTimer: ReturnType<typeof setTimeout> | undefined;
   let refreshTimer: ReturnType<typeof setTimeout> | undefined;
@@ -198,7 +201,7 @@ export function watchProject(baseUrl: string, projectId: string, options: WatchO
     if (closed) return;
     // A token known to be expired is renewed before dialing, not after a refusal.
     const exp = expiry(token);
-    if (o.getToken && exp !== undefined && exp * 1000 <= Date.now()) {
+    if (o.getToken && exp !== undefined && exp * 1000 <= now()) {
       if (!(await renew())) return;
     }
     const g = ++gen;
@@ -286,6 +289,8 @@ export function watchProject(baseUrl: string, projectId: string, options: WatchO
         attempt = 0;
         resumed = d.resumed;
         heartbeatMs = (d.heartbeat_interval || 0) * 1000;
+        const hubNow = Date.parse(d.timestamp);
+        if (Number.isFinite(hubNow)) skew = hubNow - Date.now();
         silent = quiet;
         quiet = false;
         setConnection('open');
@@ -360,11 +365,14 @@ export function watchProject(baseUrl: string, projectId: string, options: WatchO
     const { exp, iat } = claims(token);
     if (!o.getToken || exp === undefined || transport !== 'websocket' || o.refreshInBand === false) return;
     // At 80% of the remaining life, so a slow getToken still lands in time. The local
-    // clock may be off: when it disagrees with the token's own life (exp - iat), trust
-    // the latter. Never sooner than 5 s (no hot loop), never past setTimeout's limit.
-    const left = exp * 1000 - Date.now();
+    // clock may be off: time is the hub's (from `connected`), and when that disagrees
+    // with the token's own life (exp - iat), the latter wins. Never sooner than 5 s
+    // (half the life for a shorter token; 1 s at least: no hot loop), never past
+    // setTimeout's limit.
+    const left = exp * 1000 - now();
     const life = iat !== undefined && exp > iat ? (exp - iat) * 1000 : left;
-    const delay = Math.min(MAX_DELAY, Math.max(5000, 0.8 * (left > 0 && left <= life ? left : life)));
+    const floor = Math.min(5000, Math.max(1000, life / 2));
+    const delay = Math.min(MAX_DELAY, Math.max(floor, 0.8 * (left > 0 && left <= life ? left : life)));
     const g = gen;
     refreshTimer = setTimeout(async () => {
       try {
