@@ -297,7 +297,7 @@ export function watchProject(baseUrl: string, projectId: string, options: WatchO
         scheduleRefresh();
         // A recovered resume sends no snapshot: when nothing is known yet (a stored
         // position, e.g. after a page reload), ask the hub whether the run has finished.
-        if (d.resumed && d.recovered && state.status === null) void lookUp();
+        if (d.resumed && d.recovered && state.status === null && !backfillTo) void lookUp();
         break;
       }
       case 'snapshot': {
@@ -349,7 +349,7 @@ export function watchProject(baseUrl: string, projectId: string, options: WatchO
       const headers: Record<string, string> = token ? { authorization: `Bearer ${token}` } : {};
       const res = await fetch(base.replace(/\/progress$/, ''), { headers, signal: ac.signal, cache: 'no-store' });
       const d = res.ok ? ((await res.json()) as SnapshotData) : null;
-      if (!d || closed || state.status !== null || !isFinal(d.status)) return;
+      if (!d || closed || backfillTo || state.status !== null || !isFinal(d.status)) return;
       const last = state.lastEventId;
       state = reduce(state, { event: 'snapshot', data: { ...d, recovered: true } }, o.maxLogs);
       state = { ...state, lastEventId: last ?? state.lastEventId };
