@@ -105,50 +105,85 @@ function enter(stages: Record<Stage, StageInfo>, stage: Stage, at: string | null
   return next;
 }
 
+const finite = (n: unknown): n is number => typeof n === 'number' && Number.isFinite(n);
+/** Progress never lowered, and only moved by a finite number. */
+const raise = (p: number, n: unknown): number => (finite(n) ? Math.max(p, n) : p);
+/** Only http(s) links: a legacy publisher can send any string, and pages put it in an href. */
+function link(u: unknown): string | null {
+  try {
+    return typeof u === 'string' && /^https?:$/.test(new URL(u).protocol) ? u : null;
+  } catch {
+    return null;
+  }
+}
+/** `next` is a stage before the running one: the job started over. */
+const earlier = (s: ProgressState, next: unknown): boolean =>
+  isStage(next) && isStage(s.status) && STAGES.indexOf(next) < STAGES.indexOf(s.status);
+
 /** Folds one frame into the state; returns the same object when nothing changed. */
 export function reduce(state: ProgressState, frame: Frame, maxLogs = 500): ProgressState {
   let s = state;
-  const d = frame.data as any;
-  const at: string | null = (d && d.timestamp) || null;
-  // The first stage event after a finished run starts a new run, from its own progress.
-  if ((frame.event === 'progress_update' || frame.event === 'stage_change') && FINAL(s.status)) {
-    s = { ...initialState(s.projectId, s.lastEventId), recovered: s.recovered };
+  const t = (frame.data as { timestamp?: unknown } | null | undefined)?.timestamp;
+  const at: string | null = typeof t === 'string' && t ? t : null;
+  // The first stage event after a finished run starts a new run, from its own progress;
+  // so does one for an earlier stage once the history was lost (the job started over).
+  if (frame.event === 'progress_update' || frame.event === 'stage_change') {
+    const next = frame.event === 'progress_update' ? frame.data.status : frame.data.current_stage;
+    if (FINAL(s.status) || (!s.recovered && earlier(s, next))) {
+      s = { ...initialState(s.projectId, s.lastEventId), recovered: s.recovered };
+    }
   }
   switch (frame.event) {
     case 'connected':
-      if (!d.recovered) s = { ...s, recovered: false };
+      if (!frame.data.recovered) s = { ...s, recovered: false };
       break;
     case 'snapshot': {
-      // The whole state, anew: after a lost history this is all that is known.
+      const d = frame.data;
+      const recovered = s.recovered && d.recovered !== false;
+      // Nothing known (history lost and nothing since): keep the run being followed.
+      if (d.status == null && !d.last_event_id) {
+        s = { ...s, recovered };
+        break;
+      }
+      // Otherwise the whole state, anew: after a lost history this is all that is known.
+      // Within the same run (not final, not an earlier stage) progress is not lowered.
+      const sameRun = !FINAL(d.status) && !FINAL(s.status) && !earlier(s, d.status) && isStage(s.status);
       const n = initialState(s.projectId, d.last_event_id ?? null);
       let stages = n.stages;
       if (isStage(d.status)) stages = enter(stages, d.status, null);
       else if (d.status === 'COMPLETED') for (const st of STAGES) stages[st] = { ...stages[st], outcome: 'done' };
+      const p = finite(d.progress) ? d.progress : 0;
       s = {
-        ...n, stages, status: d.status ?? null, progress: d.progress ?? 0,
+        ...n, stages, status: d.status ?? null, progress: sameRun ? raise(s.progress, p) : p,
         currentStage: d.current_stage ?? null,
         estimatedRemaining: FINAL(d.status) ? null : d.estimated_remaining ?? null,
-        youtubeUrl: d.youtube_url ?? null, recovered: s.recovered && d.recovered !== false,
+        youtubeUrl: link(d.youtube_url), recovered,
         updatedAt: d.updated_at ?? null,
       };
       break;
     }
-    case 'progress_update':
+    case 'progress_update': {
+      const d = frame.data;
       s = {
-        ...s, status: d.status, progress: Math.max(s.progress, d.progress), currentStage: d.current_stage,
+        ...s, status: d.status, progress: raise(s.progress, d.progress), currentStage: d.current_stage,
         estimatedRemaining: d.estimated_remaining ?? null,
-        stages: isStage(d.status) && s.stages[d.status as Stage].outcome !== 'running' ? enter(s.stages, d.status, at) : s.stages,
+        stages: isStage(d.status) && s.stages[d.status].outcome !== 'running' ? enter(s.stages, d.status, at) : s.stages,
       };
       break;
-    case 'stage_change':
-      s = { ...s, status: d.current_stage, progress: Math.max(s.progress, d.progress), currentStage: null, stages: enter(s.stages, d.current_stage, at) };
+    }
+    case 'stage_change': {
+      const d = frame.data;
+      s = { ...s, status: d.current_stage, progress: raise(s.progress, d.progress), currentStage: null, stages: isStage(d.current_stage) ? enter(s.stages, d.current_stage, at) : s.stages };
       break;
+    }
     case 'log': {
+      const d = frame.data;
       const logs = s.logs.concat({ id: frame.id ?? null, level: d.level, message: d.message, timestamp: at });
       s = { ...s, logs: logs.length > maxLogs ? logs.slice(logs.length - maxLogs) : logs };
       break;
     }
-    case 'error':
+    case 'error': {
+      const d = frame.data;
       s = {
         ...s,
         error: {
@@ -158,7 +193,9 @@ export function reduce(state: ProgressState, frame: Frame, maxLogs = 500): Progr
         },
       };
       break;
+    }
     case 'complete': {
+      const d = frame.data;
       const ok = d.status === 'COMPLETED';
       const stages = { ...s.stages };
       for (const st of STAGES) {
@@ -167,7 +204,7 @@ export function reduce(state: ProgressState, frame: Frame, maxLogs = 500): Progr
       }
       s = {
         ...s, stages, status: d.status, progress: ok ? 100 : s.progress, estimatedRemaining: null,
-        youtubeUrl: d.youtube_url ?? null, error: ok ? null : s.error,
+        youtubeUrl: link(d.youtube_url), error: ok ? null : s.error,
       };
       break;
     }

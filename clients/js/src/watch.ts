@@ -3,7 +3,7 @@
 // HTTP status) whether to reconnect — promptly, with backoff, with a new token, over
 // SSE — or to stop with a typed error. Every reconnect resumes from the last event id.
 
-import type { FinalStatus, Frame } from './frames.js';
+import type { FinalStatus, Frame, SnapshotData } from './frames.js';
 import { initialState, isFinal, reduce, type ProgressState } from './state.js';
 
 export type Transport = 'websocket' | 'sse';
@@ -84,22 +84,40 @@ interface Link {
 interface Ending {
   code?: number;
   status?: number;
-  body?: any;
+  body?: unknown;
 }
 
-/** Seconds since the epoch at which a JWT expires, if it says. */
-function expiry(token?: string): number | undefined {
+/** The hub's JSON error body: `{"error":{"code","message"}}`. */
+interface ErrorBody {
+  error?: { code?: string; message?: string };
+}
+
+/** A JWT's `exp` and `iat` (seconds since the epoch), when it says. */
+function claims(token?: string): { exp?: number; iat?: number } {
   try {
     const p = token!.split('.')[1]!.replace(/-/g, '+').replace(/_/g, '/');
-    return JSON.parse(atob(p)).exp;
+    const c = JSON.parse(atob(p));
+    return { exp: typeof c.exp === 'number' ? c.exp : undefined, iat: typeof c.iat === 'number' ? c.iat : undefined };
   } catch {
-    return undefined;
+    return {};
   }
 }
+const expiry = (token?: string) => claims(token).exp;
+
+/** Event ids are `<epoch>:<seq>`: `id` is at or past `target` in the same history. */
+function reached(id: string | undefined, target: string): boolean {
+  if (!id) return false;
+  const [e, n] = id.split(':');
+  const [te, tn] = target.split(':');
+  return e === te && Number(n) >= Number(tn);
+}
+
+/** setTimeout's limit (a longer delay fires at once). */
+const MAX_DELAY = 2 ** 31 - 1;
 
 export function watchProject(baseUrl: string, projectId: string, options: WatchOptions = {}): Watch {
   const o = options;
-  const WS = o.WebSocket ?? (globalThis as any).WebSocket as typeof WebSocket | undefined;
+  const WS = o.WebSocket ?? (globalThis as { WebSocket?: typeof WebSocket }).WebSocket;
   const mode = o.transport ?? 'auto';
   const initialMs = o.backoff?.initialMs ?? 500;
   const maxMs = o.backoff?.maxMs ?? 30000;
@@ -120,11 +138,20 @@ export function watchProject(baseUrl: string, projectId: string, options: WatchO
   let resumed = false;
   let backfilling = false;
   let backfilled = !(o.backfill ?? true);
+  /** While backfilling: the snapshot's position; done is not settled before it. */
+  let backfillTo: string | null = null;
+  /** The backfill's own dial: its `connected` is not news to the watcher. */
+  let quiet = false;
+  /** Side requests (the refusal probe, the project's state): aborted by close(). */
+  const side = new Set<AbortController>();
   let heartbeatMs = 0;
+  /** The hub's clock minus ours (from `connected`): token expiry is the hub's time. */
+  let skew = 0;
+  const now = () => Date.now() + skew;
   let timer: ReturnType<typeof setTimeout> | undefined;
   let idleTimer: ReturnType<typeof setTimeout> | undefined;
   let refreshTimer: ReturnType<typeof setTimeout> | undefined;
-  const sinks = new Set<{ push(f: Frame): void; wake(): void }>();
+  const sinks = new Set<{ push(f: Frame): void; end(): void }>();
 
   let resolveDone!: (d: Done) => void;
   let rejectDone!: (e: Error) => void;
@@ -164,16 +191,17 @@ export function watchProject(baseUrl: string, projectId: string, options: WatchO
     clearTimers();
     drop();
     failure = err;
+    side.forEach((ac) => ac.abort());
     if (!finished) rejectDone(err ?? new ProgressHubError('CLOSED', 'closed before the job completed'));
     setConnection('closed');
-    sinks.forEach((s) => s.wake());
+    sinks.forEach((s) => s.end());
   }
 
   async function connect() {
     if (closed) return;
     // A token known to be expired is renewed before dialing, not after a refusal.
     const exp = expiry(token);
-    if (o.getToken && exp !== undefined && exp * 1000 <= Date.now()) {
+    if (o.getToken && exp !== undefined && exp * 1000 <= now()) {
       if (!(await renew())) return;
     }
     const g = ++gen;
@@ -193,11 +221,13 @@ export function watchProject(baseUrl: string, projectId: string, options: WatchO
     }
     ws.onmessage = (m) => typeof m.data === 'string' && onText(g, m.data);
     ws.onclose = (e) => ended(g, { code: e.code });
-    ws.onerror = () => {};
+    // Some WebSockets (Node 20's undici) fire only `error` on a failed handshake, never
+    // `close`: that is a close without a close frame (1006). ended() runs once per link.
+    ws.onerror = () => { if (ws.readyState !== 1) ended(g, { code: 1006 }); };
     link = {
       send: (f) => ws.readyState === 1 && ws.send(JSON.stringify(f)),
       close: () => {
-        ws.onclose = ws.onmessage = null;
+        ws.onclose = ws.onmessage = ws.onerror = null;
         try { ws.close(); } catch { /* already closing */ }
       },
     };
@@ -245,65 +275,116 @@ export function watchProject(baseUrl: string, projectId: string, options: WatchO
     // A link silent for 2.5 heartbeats is dead even if the OS has not noticed.
     clearTimeout(idleTimer);
     if (heartbeatMs) idleTimer = setTimeout(() => { if (g === gen) { drop(); retry(backoff()); } }, heartbeatMs * 2.5);
-    const d = f.data as any;
+    let silent = false;
     switch (f.event) {
       case 'ping':
         link?.send({ event: 'pong' });
         return;
       case 'pong':
         return;
-      case 'connected':
+      case 'connected': {
+        const d = f.data;
         greeted = true;
         renewed = false;
         attempt = 0;
         resumed = d.resumed;
         heartbeatMs = (d.heartbeat_interval || 0) * 1000;
+        const hubNow = Date.parse(d.timestamp);
+        if (Number.isFinite(hubNow)) skew = hubNow - Date.now();
+        silent = quiet;
+        quiet = false;
         setConnection('open');
         scheduleRefresh();
+        // A recovered resume sends no snapshot: when nothing is known yet (a stored
+        // position, e.g. after a page reload), ask the hub whether the run has finished.
+        if (d.resumed && d.recovered && state.status === null && !backfillTo) void lookUp();
         break;
-      case 'snapshot':
+      }
+      case 'snapshot': {
+        const d = f.data;
         // Joined mid-run: read the history from its start once instead, so the log and
         // the stage times are whole (the hub replays it in order, then goes on live).
         if (!backfilled && !resumed && d.last_event_id && d.recovered && !state.logs.length) {
-          backfilled = backfilling = true;
-          state = { ...state, lastEventId: `${String(d.last_event_id).split(':')[0]}:0` };
+          backfilled = backfilling = quiet = true;
+          backfillTo = d.last_event_id;
+          state = { ...state, lastEventId: `${d.last_event_id.split(':')[0]}:0` };
           drop();
           void connect();
           return;
         }
+        backfillTo = null; // the start was trimmed: the snapshot is the state
         break;
+      }
     }
+    // The replay holds earlier runs (with their `complete`): done waits for its end.
+    if (backfillTo && reached(f.id, backfillTo)) backfillTo = null;
     const recovered = state.recovered;
     state = reduce(state, f, o.maxLogs);
     // A backfill that finds the start trimmed falls back to the snapshot: nothing the
     // watcher had seen was lost, so that is not a failed recovery.
     if (backfilling && (f.event === 'connected' || f.event === 'snapshot')) state = { ...state, recovered };
     else if (f.event !== 'connected') backfilling = false;
-    o.onEvent?.(f);
-    sinks.forEach((s) => s.push(f));
+    if (!silent) {
+      o.onEvent?.(f);
+      sinks.forEach((s) => s.push(f));
+    }
     o.onState?.(state);
-    if (!finished && isFinal(state.status) && f.event !== 'connected') {
+    settle(f.event !== 'connected');
+  }
+
+  /** Resolves done (and stops, unless stayOpen) once the state is final. */
+  function settle(ok: boolean) {
+    if (!finished && !backfillTo && ok && isFinal(state.status)) {
       finished = true;
       resolveDone(state.youtubeUrl ? { status: state.status as FinalStatus, youtubeUrl: state.youtubeUrl } : { status: state.status as FinalStatus });
       if (!o.stayOpen) stop();
     }
   }
 
+  /** Reads the project's state (GET /api/v1/projects/{id}); settles done if finished. */
+  async function lookUp() {
+    const ac = new AbortController();
+    side.add(ac);
+    try {
+      const headers: Record<string, string> = token ? { authorization: `Bearer ${token}` } : {};
+      const res = await fetch(base.replace(/\/progress$/, ''), { headers, signal: ac.signal, cache: 'no-store' });
+      const d = res.ok ? ((await res.json()) as SnapshotData) : null;
+      if (!d || closed || backfillTo || state.status !== null || !isFinal(d.status)) return;
+      const last = state.lastEventId;
+      state = reduce(state, { event: 'snapshot', data: { ...d, recovered: true } }, o.maxLogs);
+      state = { ...state, lastEventId: last ?? state.lastEventId };
+      o.onState?.(state);
+      settle(true);
+    } catch { /* unknown: live events will tell */ } finally {
+      side.delete(ac);
+    }
+  }
+
   function scheduleRefresh() {
     clearTimeout(refreshTimer);
-    const exp = expiry(token);
+    const { exp, iat } = claims(token);
     if (!o.getToken || exp === undefined || transport !== 'websocket' || o.refreshInBand === false) return;
-    // At 80% of the remaining life, so a slow getToken still lands in time.
+    // At 80% of the remaining life, so a slow getToken still lands in time. The local
+    // clock may be off: time is the hub's (from `connected`), and when that disagrees
+    // with the token's own life (exp - iat), the latter wins. Never sooner than 5 s
+    // (half the life for a shorter token; 1 s at least: no hot loop), never past
+    // setTimeout's limit.
+    const left = exp * 1000 - now();
+    const life = iat !== undefined && exp > iat ? (exp - iat) * 1000 : left;
+    const floor = Math.min(5000, Math.max(1000, life / 2));
+    const delay = Math.min(MAX_DELAY, Math.max(floor, 0.8 * (left > 0 && left <= life ? left : life)));
     const g = gen;
     refreshTimer = setTimeout(async () => {
       try {
         const t = await o.getToken!();
         if (g !== gen || closed) return;
+        const later = (expiry(t) ?? 0) > exp;
         token = t;
         link?.send({ event: 'refresh', data: { token: t } });
-        scheduleRefresh();
+        // The same (or an older) token again: no point asking on a timer; 4401 will.
+        if (later) scheduleRefresh();
       } catch { /* the hub closes with 4401, and we try again then */ }
-    }, Math.max(0, (exp * 1000 - Date.now()) * 0.8));
+    }, delay);
   }
 
   async function renew(): Promise<boolean> {
@@ -346,17 +427,20 @@ export function watchProject(baseUrl: string, projectId: string, options: WatchO
     // handshake looks): ask over plain HTTP why. The hub answers 401/403/400 with a JSON
     // error; 400 UPGRADE_REQUIRED means it is fine and the upgrade was blocked on the way.
     if (transport === 'websocket' && !greeted && (e.code === undefined || e.code === 1006)) {
-      fetch(url(false), { cache: 'no-store' })
+      const ac = new AbortController();
+      side.add(ac);
+      fetch(url(false), { cache: 'no-store', signal: ac.signal })
         .then(async (r) => refused(r.status, await r.json().catch(() => null)))
-        .catch(() => retry(backoff()));
+        .catch(() => retry(backoff()))
+        .finally(() => side.delete(ac));
       return;
     }
     retry(backoff());
   }
 
-  function refused(status: number, body: any) {
+  function refused(status: number, body: unknown) {
     if (closed) return;
-    const err = body && body.error;
+    const err = (body as ErrorBody | null)?.error;
     const code: string = (err && err.code) || `HTTP_${status}`;
     if (code === 'UPGRADE_REQUIRED') {
       if (mode !== 'auto') return retry(backoff());
@@ -375,23 +459,37 @@ export function watchProject(baseUrl: string, projectId: string, options: WatchO
 
   function iterate(): AsyncIterableIterator<Frame> {
     const buf: Frame[] = [];
-    let wakeUp: (() => void) | null = null;
-    const sink = { push: (f: Frame) => { buf.push(f); sink.wake(); }, wake: () => { const w = wakeUp; wakeUp = null; w?.(); } };
+    // Every pending next(), in order: the protocol allows several at once.
+    const waiting: Array<{ ok(r: IteratorResult<Frame>): void; fail(e: Error): void }> = [];
+    let returned = false;
+    const finish = () => sinks.delete(sink);
+    const sink = {
+      push: (f: Frame) => {
+        const w = waiting.shift();
+        if (w) w.ok({ value: f, done: false });
+        else buf.push(f);
+      },
+      // The watch stopped: pending next() calls end (or throw its error).
+      end: () => {
+        finish();
+        for (const w of waiting.splice(0)) failure ? w.fail(failure) : w.ok({ value: undefined, done: true });
+      },
+    };
     sinks.add(sink);
     return {
-      async next(): Promise<IteratorResult<Frame>> {
-        for (;;) {
-          if (buf.length) return { value: buf.shift()!, done: false };
-          if (closed) {
-            sinks.delete(sink);
-            if (failure) throw failure;
-            return { value: undefined, done: true };
-          }
-          await new Promise<void>((r) => (wakeUp = r));
+      next(): Promise<IteratorResult<Frame>> {
+        if (buf.length) return Promise.resolve({ value: buf.shift()!, done: false });
+        if (returned || closed) {
+          finish();
+          return failure && !returned ? Promise.reject(failure) : Promise.resolve({ value: undefined, done: true });
         }
+        return new Promise((ok, fail) => waiting.push({ ok, fail }));
       },
       async return(): Promise<IteratorResult<Frame>> {
-        sinks.delete(sink);
+        finish();
+        returned = true;
+        buf.length = 0;
+        for (const w of waiting.splice(0)) w.ok({ value: undefined, done: true });
         return { value: undefined, done: true };
       },
       [Symbol.asyncIterator]() {

@@ -72,3 +72,55 @@ test('frames that change nothing keep the same object', () => {
   assert.equal(reduce(s, { event: 'ping', data: { timestamp: 't' } }), s);
   assert.equal(reduce(s, { event: 'something_new', data: {} }), s);
 });
+
+// Defect 7: after a lost history the hub may know nothing (an empty snapshot); that
+// must not throw away the run the watcher was following, nor move progress back.
+test('a snapshot without state keeps the run and only marks recovered false; progress never lowered within a run', () => {
+  let s = fold([stage('RENDERING', 60), update('RENDERING', 60), log('a:3', 'kept')]);
+  s = fold([
+    { event: 'connected', data: { resumed: true, recovered: false, heartbeat_interval: 30, project_id: 'p', timestamp: 't' } },
+    { event: 'snapshot', data: { status: null, progress: 0, current_stage: null, estimated_remaining: null, last_event_id: null, updated_at: null, youtube_url: null, recovered: false } },
+  ], s);
+  assert.equal(s.progress, 60);
+  assert.equal(s.status, 'RENDERING');
+  assert.equal(s.stages.RENDERING.outcome, 'running');
+  assert.deepEqual(s.logs.map((l) => l.message), ['kept']);
+  assert.equal(s.recovered, false);
+  s = fold([update('RENDERING', 65)], s);
+  assert.equal(s.progress, 65);
+  // A snapshot of the same stage with a lower progress does not move it back.
+  s = fold([{ event: 'snapshot', data: { status: 'RENDERING', progress: 40, current_stage: 'r', last_event_id: 'c:2', recovered: false } }], s);
+  assert.equal(s.progress, 65);
+  assert.equal(s.lastEventId, 'c:2');
+  // A final snapshot is taken as it is.
+  s = fold([{ event: 'snapshot', data: { status: 'FAILED', progress: 50, last_event_id: 'c:3', recovered: true } }], s);
+  assert.equal(s.status, 'FAILED');
+  assert.equal(s.progress, 50);
+});
+
+// Defect 8: a legacy publisher (Redis PUBLISH, no validation) may omit `progress`.
+test('a frame without a finite progress leaves progress as it was (never NaN)', () => {
+  let s = fold([
+    { event: 'stage_change', data: { previous_stage: null, current_stage: 'RENDERING' } },
+    { event: 'progress_update', data: { status: 'RENDERING', progress: 'x', current_stage: 'r' } },
+  ]);
+  assert.equal(s.progress, 0);
+  assert.equal(s.status, 'RENDERING');
+  s = fold([update('RENDERING', 70)], s);
+  assert.equal(s.progress, 70);
+  s = fold([{ event: 'snapshot', data: { status: 'RENDERING', recovered: true } }], s);
+  assert.equal(s.progress, 70, 'a snapshot without progress keeps it');
+});
+
+// Unchecked links: a legacy PUBLISH can carry any string, and pages put it in an href.
+test('youtubeUrl only holds http(s) URLs', () => {
+  const complete = (youtube_url) => reduce(initialState('p'), { event: 'complete', data: { status: 'COMPLETED', youtube_url } });
+  assert.equal(complete('javascript:alert(1)').youtubeUrl, null);
+  assert.equal(complete(' JavaScript:alert(1)').youtubeUrl, null);
+  assert.equal(complete('data:text/html,x').youtubeUrl, null);
+  assert.equal(complete('/relative').youtubeUrl, null);
+  assert.equal(complete('https://youtube.com/watch?v=x').youtubeUrl, 'https://youtube.com/watch?v=x');
+  assert.equal(complete('http://example.com/v').youtubeUrl, 'http://example.com/v');
+  const snap = reduce(initialState('p'), { event: 'snapshot', data: { status: 'COMPLETED', progress: 100, youtube_url: 'javascript:x', recovered: true } });
+  assert.equal(snap.youtubeUrl, null);
+});
