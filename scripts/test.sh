@@ -11,8 +11,8 @@ echo "==> cargo fmt --check"
 cargo fmt --check
 echo "==> cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
-echo "==> tests with line coverage (fails under 85%)"
-cargo llvm-cov --locked --fail-under-lines 85 --summary-only
+echo "==> tests with line coverage (fails under 85%), slow #[ignore]d ones included"
+cargo llvm-cov --locked --fail-under-lines 85 --summary-only -- --include-ignored
 echo "==> browser tests (headless chromium against a real hub)"
 cargo build --locked
 (cd tests/browser && npm test)
