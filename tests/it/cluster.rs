@@ -463,10 +463,16 @@ async fn the_worker_and_publish_clis_work_on_a_cluster_url() {
     // `progress-hub publish` straight into the cluster: the event comes with its id.
     let mut client = WsClient::connected(&hub.ws_url("cli-pub")).await;
     let out = cli::publish(
-        &["--redis-url", &url, "--project", "cli-pub"]
-            .into_iter()
-            .chain(["log", "--level", "INFO", "from the CLI"])
-            .collect::<Vec<_>>(),
+        &[
+            "--redis-url",
+            &url,
+            "--project",
+            "cli-pub",
+            "log",
+            "--level",
+            "INFO",
+            "from the CLI",
+        ],
         &[],
     );
     assert!(
