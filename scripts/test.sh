@@ -13,8 +13,8 @@ echo "==> cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "==> module dependencies run one way (no cycles)"
 python3 scripts/module_deps.py --check
-echo "==> tests with line coverage (fails under 85%)"
-cargo llvm-cov --locked --fail-under-lines 85 --summary-only
+echo "==> tests with line coverage (fails under 85%), slow #[ignore]d ones included"
+cargo llvm-cov --locked --fail-under-lines 85 --summary-only -- --include-ignored
 echo "==> browser tests (headless chromium against a real hub)"
 cargo build --locked
 (cd tests/browser && npm test)

@@ -65,6 +65,11 @@ pub fn channel(project: &ProjectId) -> String {
     format!("{PREFIX}{project}")
 }
 
+/// A pattern matching every project channel on one node (for `PUBSUB CHANNELS`).
+pub fn all_channels() -> String {
+    format!("{PREFIX}*")
+}
+
 /// The project whose channel this is, if it is one of ours.
 pub fn project_of_channel(channel: &str) -> Option<ProjectId> {
     channel

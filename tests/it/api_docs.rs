@@ -1,12 +1,11 @@
 //! The API documentation the hub serves: OpenAPI + Swagger UI, the frames' JSON Schema
 //! (checked against real frames), and the AsyncAPI document.
 
-mod support;
-
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Backend, TestHub, WsClient};
+
+use crate::support::{Backend, TestHub, WsClient};
 
 async fn get_json(hub: &TestHub, path: &str) -> Value {
     let response = reqwest::get(hub.http(path)).await.unwrap();

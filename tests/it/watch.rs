@@ -1,41 +1,15 @@
 //! `progress-hub watch` against a running hub: exit codes, JSON frames, the bar's
 //! lines, and reconnect + resume across a hub restart.
 
-mod support;
-
-use std::process::Stdio;
-use std::time::Duration;
-
 use serde_json::{Value, json};
-use support::{Backend, PATIENCE, RedisServer, TestHub};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
-fn watch(url: &str, json: bool) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_progress-hub"));
-    cmd.arg("watch").arg(url);
-    if json {
-        cmd.arg("--json");
-    }
-    cmd.stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    cmd.spawn().expect("watch runs")
-}
+use crate::support::{self, Backend, PATIENCE, RedisServer, TestHub, cli, fast_hub};
 
 async fn generate(hub: &TestHub, project: &str, body: Value) {
     let (status, answer) = hub.generate(project, &body).await;
     assert_eq!(status, 202, "{answer}");
-}
-
-async fn fast_hub() -> TestHub {
-    TestHub::start_with(Backend::Memory, |c| {
-        if let Some(w) = c.worker.as_mut() {
-            w.mock_delay = Duration::from_millis(5);
-            w.retry.base = Duration::from_millis(5);
-        }
-    })
-    .await
 }
 
 /// Reads stdout lines as JSON frames until the process exits; returns them and the code.
@@ -61,8 +35,8 @@ async fn frames_until_exit(mut child: Child, on_line: impl Fn(&Value)) -> (Vec<V
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_mode_prints_frames_and_exits_0_on_completed() {
-    let hub = fast_hub().await;
-    let child = watch(&hub.ws_url("w1"), true);
+    let hub = fast_hub(Backend::Memory).await;
+    let child = cli::watch(&hub.ws_url("w1"), true);
     let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let reading = tokio::spawn(frames_until_exit(child, move |_| {
         let _ = seen_tx.send(());
@@ -91,9 +65,9 @@ async fn json_mode_prints_frames_and_exits_0_on_completed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bar_mode_prints_lines_and_exits_1_on_failed() {
-    let hub = fast_hub().await;
+    let hub = fast_hub(Backend::Memory).await;
     generate(&hub, "w2", json!({"inject_failures": {"UPLOADING": 10}})).await;
-    let mut child = watch(&hub.ws_url("w2"), false);
+    let mut child = cli::watch(&hub.ws_url("w2"), false);
     let stderr = child.stderr.take().unwrap();
     let status = tokio::time::timeout(PATIENCE * 3, child.wait())
         .await
@@ -111,7 +85,7 @@ async fn bar_mode_prints_lines_and_exits_1_on_failed() {
 // and link), and the exit code says how it ended.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bar_mode_on_a_finished_project_shows_how_it_ended() {
-    let hub = fast_hub().await;
+    let hub = fast_hub(Backend::Memory).await;
     generate(&hub, "w3", json!({})).await;
     support::eventually("the run completes", || async {
         let state: Value = reqwest::get(hub.http("/api/v1/projects/w3"))
@@ -123,7 +97,7 @@ async fn bar_mode_on_a_finished_project_shows_how_it_ended() {
         state["status"] == "COMPLETED"
     })
     .await;
-    let mut child = watch(&hub.ws_url("w3"), false);
+    let mut child = cli::watch(&hub.ws_url("w3"), false);
     let stderr = child.stderr.take().unwrap();
     let status = tokio::time::timeout(PATIENCE, child.wait())
         .await
@@ -141,20 +115,14 @@ async fn bar_mode_on_a_finished_project_shows_how_it_ended() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_url_and_unreachable_hub_exit_2() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_progress-hub"))
-        .args(["watch", "http://not-ws"])
-        .output()
-        .unwrap();
+    let out = cli::run(&["watch", "http://not-ws"]);
     assert_eq!(out.status.code(), Some(2));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_progress-hub"))
-        .args([
-            "watch",
-            "ws://127.0.0.1:9/api/v1/projects/x/progress",
-            "--max-reconnects",
-            "1",
-        ])
-        .output()
-        .unwrap();
+    let out = cli::run(&[
+        "watch",
+        "ws://127.0.0.1:9/api/v1/projects/x/progress",
+        "--max-reconnects",
+        "1",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("gave up"));
 }
@@ -175,13 +143,8 @@ async fn reconnects_and_resumes_across_a_hub_restart() {
         c.worker = None;
     };
     let mut hub = TestHub::start_with(Backend::Memory, config).await;
-    let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_progress-hub"))
-        .args(["worker", "--redis-url", &url, "--mock-delay", "60ms"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let child = watch(&hub.ws_url("w3"), true);
+    let mut worker = cli::worker(&url, &["--mock-delay", "60ms"]);
+    let child = cli::watch(&hub.ws_url("w3"), true);
     let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let reading = tokio::spawn(frames_until_exit(child, move |f| {
         let _ = seen_tx.send(

@@ -1,19 +1,16 @@
-//! The generation job end to end: REST → job queue → worker → pipeline → publish path
-//! → WebSocket. Test 9 of the original task description, retries, failure, the
-//! one-job-per-project rule, and workers that die, stall, or share the load.
+//! Generation jobs end to end: REST → job queue → worker → pipeline → publish path →
+//! WebSocket. Test 9 of the original task description, retries, failure, the
+//! one-job-per-project rule, fencing of stale claims, and workers that die, stall, or
+//! share the load.
 
-mod support;
-
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::Duration;
 
-use progress_hub::broker::BrokerError;
-use progress_hub::broker::HistoryConfig;
-use progress_hub::broker::JobClaim;
 use progress_hub::broker::redis::RedisBroker;
+use progress_hub::broker::{BrokerError, HistoryConfig, JobClaim};
 use progress_hub::job::queue::{JobQueue, Ownership, QueueError};
-use progress_hub::job::redis_queue::{GROUP, RedisQueue, STREAM};
+use progress_hub::job::redis_queue::RedisQueue;
 use progress_hub::job::worker::Worker;
 use progress_hub::job::{Job, RetryPolicy, WorkerConfig};
 use progress_hub::locale::Locale;
@@ -21,10 +18,12 @@ use progress_hub::publish::{PublishError, Published, Publisher};
 use progress_hub::wire::ProjectId;
 use progress_hub::wire::event::{CompleteStatus, LogLevel};
 use serde_json::{Value, json};
-use support::{
-    Backend, PATIENCE, RedisServer, TestHub, WsClient, eventually, layout, log_event, metric,
-};
 use tokio_util::sync::CancellationToken;
+
+use crate::support::{
+    self, Backend, PATIENCE, RedisServer, TestHub, WsClient, cli, eventually, fast_hub, layout,
+    log_event, metric,
+};
 
 const STAGES: [&str; 5] = [
     "SCRIPT_GENERATING",
@@ -33,34 +32,6 @@ const STAGES: [&str; 5] = [
     "THUMBNAIL_GENERATING",
     "UPLOADING",
 ];
-
-/// A hub whose in-process worker runs jobs fast.
-async fn fast_hub(b: Backend) -> TestHub {
-    TestHub::start_with(b, |c| {
-        if let Some(w) = c.worker.as_mut() {
-            w.mock_delay = Duration::from_millis(2);
-            w.retry.base = Duration::from_millis(5);
-            w.retry.cap = Duration::from_millis(20);
-        }
-    })
-    .await
-}
-
-/// Reads frames until `complete` (inclusive), skipping pings and the opening frames.
-async fn until_complete(client: &mut WsClient) -> Vec<Value> {
-    let mut frames = Vec::new();
-    loop {
-        let frame = client.next_event().await;
-        if matches!(frame["event"].as_str(), Some("connected" | "snapshot")) {
-            continue;
-        }
-        let done = frame["event"] == "complete";
-        frames.push(frame);
-        if done {
-            return frames;
-        }
-    }
-}
 
 fn of<'a>(frames: &'a [Value], event: &str) -> Vec<&'a Value> {
     frames.iter().filter(|f| f["event"] == event).collect()
@@ -165,7 +136,7 @@ async fn whole_generation_is_pushed_step_by_step(b: Backend) {
     let (status, body) = hub.generate(&id, &json!({"topic": "AI 科技趨勢"})).await;
     assert_eq!(status, 202, "{body}");
     assert!(body["job_id"].as_str().unwrap().starts_with("job-"));
-    let frames = until_complete(&mut client).await;
+    let frames = client.until_complete(PATIENCE).await;
     check_completed_run(&frames);
     assert_eq!(of(&frames, "error").len(), 0);
     let state: Value = reqwest::get(hub.http(&format!("/api/v1/projects/{id}")))
@@ -189,7 +160,7 @@ async fn transient_failures_are_retried_then_succeed(b: Backend) {
     let body = json!({"inject_failures": {"ASSETS_GENERATING": 2, "UPLOADING": 1}});
     let (status, _) = hub.generate("flaky", &body).await;
     assert_eq!(status, 202);
-    let frames = until_complete(&mut client).await;
+    let frames = client.until_complete(PATIENCE).await;
     check_completed_run(&frames);
     let errors = of(&frames, "error");
     let summary: Vec<(&str, u64)> = errors
@@ -230,7 +201,7 @@ async fn exhausted_retries_end_failed_with_one_complete(b: Backend) {
         .generate("doomed", &json!({"inject_failures": {"RENDERING": 9}}))
         .await;
     assert_eq!(status, 202);
-    let frames = until_complete(&mut client).await;
+    let frames = client.until_complete(PATIENCE).await;
     check_stream(&frames);
     let errors = of(&frames, "error");
     let counts: Vec<u64> = errors
@@ -423,36 +394,21 @@ async fn stale_claims_are_fenced_and_a_job_completes_once(b: Backend) {
     );
 }
 
-on_both_brokers!(
-    stale_claims_are_fenced_and_a_job_completes_once,
-    whole_generation_is_pushed_step_by_step,
-    transient_failures_are_retried_then_succeed,
-    exhausted_retries_end_failed_with_one_complete,
-    second_generate_while_running_is_409_and_bad_requests_are_refused,
-);
-
 /// A `progress-hub worker` process on the test's Redis.
 fn spawn_worker(redis_url: &str, mock_delay: &str, concurrency: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_progress-hub"))
-        .args([
-            "worker",
-            "--redis-url",
-            redis_url,
+    cli::worker(
+        redis_url,
+        &[
             "--mock-delay",
             mock_delay,
-        ])
-        .args([
             "--retry-backoff",
             "5ms",
             "--claim-idle",
             "1s",
             "--concurrency",
             concurrency,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("worker binary runs")
+        ],
+    )
 }
 
 /// A Redis-backed hub that runs no jobs itself.
@@ -481,7 +437,7 @@ async fn killed_worker_job_is_finished_by_another_with_one_complete() {
     doomed.kill().unwrap();
     doomed.wait().unwrap();
     let mut rescuer = spawn_worker(&url, "2ms", "1");
-    let frames = until_complete(&mut client).await;
+    let frames = client.until_complete(PATIENCE).await;
     rescuer.kill().unwrap();
     rescuer.wait().unwrap();
     check_stream(&frames);
@@ -515,7 +471,9 @@ async fn two_workers_run_ten_projects_at_once() {
         let (status, _) = hub.generate(&format!("many-{i}"), &json!({})).await;
         assert_eq!(status, 202);
     }
-    let runs = futures_util::future::join_all(clients.iter_mut().map(until_complete)).await;
+    let runs =
+        futures_util::future::join_all(clients.iter_mut().map(|c| c.until_complete(PATIENCE)))
+            .await;
     for worker in &mut workers {
         worker.kill().unwrap();
         worker.wait().unwrap();
@@ -531,20 +489,7 @@ async fn two_workers_run_ten_projects_at_once() {
 async fn stopped_worker_hands_its_job_back() {
     let hub = hub_without_worker().await;
     let url = hub.redis().url();
-    let mut stopping = Command::new(env!("CARGO_BIN_EXE_progress-hub"))
-        .args([
-            "worker",
-            "--redis-url",
-            &url,
-            "--mock-delay",
-            "40ms",
-            "--shutdown-grace",
-            "200ms",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut stopping = cli::worker(&url, &["--mock-delay", "40ms", "--shutdown-grace", "200ms"]);
     let mut client = WsClient::connected(&hub.ws_url("handback")).await;
     let (status, _) = hub.generate("handback", &json!({})).await;
     assert_eq!(status, 202);
@@ -555,17 +500,13 @@ async fn stopped_worker_hands_its_job_back() {
             break;
         }
     }
-    let term = Command::new("kill")
-        .args(["-TERM", &stopping.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
+    cli::sigterm(&stopping);
     let exit = tokio::task::spawn_blocking(move || stopping.wait().unwrap())
         .await
         .unwrap();
     assert!(exit.success(), "a stopped worker exits cleanly: {exit}");
     let mut successor = spawn_worker(&url, "2ms", "1");
-    let frames = until_complete(&mut client).await;
+    let frames = client.until_complete(PATIENCE).await;
     successor.kill().unwrap();
     successor.wait().unwrap();
     check_stream(&frames);
@@ -582,8 +523,8 @@ async fn stopped_worker_hands_its_job_back() {
 async fn pending_owner(redis: &RedisServer, entry: &str) -> Option<String> {
     let mut conn = redis.connection().await;
     let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
-        .arg(STREAM)
-        .arg(GROUP)
+        .arg(layout::JOB_STREAM)
+        .arg(layout::JOB_GROUP)
         .arg(entry)
         .arg(entry)
         .arg(1)
@@ -597,7 +538,7 @@ async fn pending_owner(redis: &RedisServer, entry: &str) -> Option<String> {
 async fn only_job_entry(redis: &RedisServer) -> Option<String> {
     let mut conn = redis.connection().await;
     let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-        .arg(STREAM)
+        .arg(layout::JOB_STREAM)
         .arg("-")
         .arg("+")
         .query_async(&mut conn)
@@ -610,7 +551,7 @@ async fn only_job_entry(redis: &RedisServer) -> Option<String> {
 async fn stream_len(redis: &RedisServer) -> u64 {
     let mut conn = redis.connection().await;
     redis::cmd("XLEN")
-        .arg(STREAM)
+        .arg(layout::JOB_STREAM)
         .query_async(&mut conn)
         .await
         .unwrap()
@@ -923,7 +864,7 @@ async fn stalled_worker_loses_its_claim_and_the_job_completes_once() {
     let owner_after_a_woke = pending_owner(redis, &entry).await;
     drop(frozen_b);
 
-    frames.extend(until_complete(&mut client).await);
+    frames.extend(client.until_complete(PATIENCE).await);
     a.stop().await;
     b.stop().await;
 
@@ -971,3 +912,11 @@ async fn stalled_worker_loses_its_claim_and_the_job_completes_once() {
     assert_eq!(stages, STAGES, "B ran every stage once");
     assert_eq!(after.last().unwrap()["data"]["status"], "COMPLETED");
 }
+
+on_both_brokers!(
+    whole_generation_is_pushed_step_by_step,
+    transient_failures_are_retried_then_succeed,
+    exhausted_retries_end_failed_with_one_complete,
+    second_generate_while_running_is_409_and_bad_requests_are_refused,
+    stale_claims_are_fenced_and_a_job_completes_once,
+);

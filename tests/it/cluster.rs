@@ -5,13 +5,12 @@
 //! replica each: a manual failover and a killed master are survived, the hubs'
 //! subscriptions following the slot to the promoted replica.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{RedisCluster, TestHub, WsClient, layout, log_event};
+
+use crate::support::{self, RedisCluster, TestHub, WsClient, cli, layout, log_event};
 
 /// Two hubs on the cluster; the first runs the in-process worker (fast mock work).
 async fn two_hubs(cluster: &RedisCluster) -> (TestHub, TestHub) {
@@ -445,29 +444,12 @@ async fn a_killed_master_is_replaced_and_subscriptions_follow() {
     assert_eq!(got, want);
 }
 
-/// A child process killed when the test ends, however it ends.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_and_publish_clis_work_on_a_cluster_url() {
     let cluster = RedisCluster::start().await;
     let url = cluster.url();
     let hub = TestHub::start_on(url.clone(), |c| c.worker = None).await;
-    let _worker = Killed(
-        std::process::Command::new(env!("CARGO_BIN_EXE_progress-hub"))
-            .args(["worker", "--redis-url", &url, "--mock-delay", "2ms"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("worker binary runs"),
-    );
+    let _worker = cli::Killed(cli::worker(&url, &["--mock-delay", "2ms"]));
     // A job queued through the hub runs in the `worker` process, over the cluster.
     let mut watching = WsClient::connected(&hub.ws_url("cli-job")).await;
     assert_eq!(hub.generate("cli-job", &serde_json::json!({})).await.0, 202);
@@ -480,13 +462,19 @@ async fn the_worker_and_publish_clis_work_on_a_cluster_url() {
     }
     // `progress-hub publish` straight into the cluster: the event comes with its id.
     let mut client = WsClient::connected(&hub.ws_url("cli-pub")).await;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_progress-hub"))
-        .args(["publish", "--redis-url", &url, "--project", "cli-pub"])
-        .args(["log", "--level", "INFO", "from the CLI"])
-        .env_remove("REDIS_URL")
-        .env_remove("HUB_URL")
-        .output()
-        .expect("binary runs");
+    let out = cli::publish(
+        &[
+            "--redis-url",
+            &url,
+            "--project",
+            "cli-pub",
+            "log",
+            "--level",
+            "INFO",
+            "from the CLI",
+        ],
+        &[],
+    );
     assert!(
         out.status.success(),
         "{}",

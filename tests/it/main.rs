@@ -1,0 +1,25 @@
+//! The integration tests: one binary (one link), one module per behaviour area, all
+//! built from [`support`] (real Redis, real hubs, real clients, the real binary).
+//!
+//! The 60-second Redis outage is `#[ignore]`d as slow: `cargo test` skips it,
+//! `scripts/test.sh` (and so CI) runs it with `--include-ignored`.
+
+#[macro_use]
+#[path = "../support/mod.rs"]
+mod support;
+
+mod api_docs;
+mod auth;
+mod cli;
+mod cluster;
+mod delivery;
+mod heartbeat;
+mod hostile_input;
+mod jobs;
+mod lifecycle;
+mod limits;
+mod publishing;
+mod redis_outages;
+mod resume;
+mod slow_consumer;
+mod watch;

@@ -1,0 +1,307 @@
+//! A real Redis Cluster on loopback (3 masters, with or without a replica each).
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+
+use super::eventually;
+use super::redis::free_port;
+
+/// A real Redis Cluster on loopback, each node in a temp dir of its own; killed and
+/// removed on drop. [`RedisCluster::start`]: 3 masters, no replicas.
+/// [`RedisCluster::start_with_replicas`]: 3 masters with one replica each, and a 1 s node
+/// timeout so that a failover takes seconds.
+pub struct RedisCluster {
+    pub ports: Vec<u16>,
+    /// Each node's cluster bus port, chosen free like the port (the default, port +
+    /// 10000, is out of range for ports above 55535, where redis-server refuses to start).
+    bus_ports: Vec<u16>,
+    children: Vec<Option<Child>>,
+    dir: std::path::PathBuf,
+    node_timeout_ms: u64,
+}
+
+impl RedisCluster {
+    /// 3 masters, no replicas.
+    pub async fn start() -> Self {
+        Self::create(3, 0, 15_000).await
+    }
+
+    /// 3 masters and 3 replicas (one per master), node timeout 1 s; a replica takes over
+    /// whatever its master's data, so a killed master is always replaced.
+    pub async fn start_with_replicas() -> Self {
+        Self::create(6, 1, 1_000).await
+    }
+
+    async fn create(nodes: usize, replicas: usize, node_timeout_ms: u64) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "progress-hub-cluster-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).expect("a temp dir");
+        let mut cluster = Self {
+            ports: Vec::new(),
+            bus_ports: Vec::new(),
+            children: Vec::new(),
+            dir,
+            node_timeout_ms,
+        };
+        while cluster.ports.len() < 2 * nodes {
+            let port = free_port();
+            if !cluster.ports.contains(&port) {
+                cluster.ports.push(port);
+            }
+        }
+        cluster.bus_ports = cluster.ports.split_off(nodes);
+        for i in 0..nodes {
+            cluster.children.push(None);
+            cluster.launch(i).await;
+        }
+        let addrs: Vec<String> = cluster
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let status = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("redis-cli must be on PATH");
+        assert!(status.success(), "redis-cli --cluster create failed");
+        for i in 0..nodes {
+            cluster.wait_ok(i).await;
+        }
+        for i in 0..nodes {
+            cluster.wait_in_sync(i).await;
+        }
+        cluster
+    }
+
+    /// Starts node `i` (again) with its nodes.conf, so it rejoins with its slots.
+    async fn launch(&mut self, i: usize) {
+        let port = self.ports[i].to_string();
+        let node_dir = self.dir.join(&port);
+        std::fs::create_dir_all(&node_dir).expect("a node dir");
+        let child = Command::new("redis-server")
+            .current_dir(&node_dir)
+            .args(["--port", &port, "--bind", "127.0.0.1"])
+            .args(["--cluster-enabled", "yes"])
+            .args(["--cluster-port", &self.bus_ports[i].to_string()])
+            .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+            .args(["--cluster-node-timeout", &self.node_timeout_ms.to_string()])
+            .args(["--cluster-replica-validity-factor", "0"])
+            .args(["--repl-diskless-sync-delay", "0"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be on PATH");
+        self.children[i] = Some(child);
+        let url = self.node_url(i);
+        eventually(&format!("cluster node {port} answers"), || {
+            let url = url.clone();
+            async move { query::<String>(&url, redis::cmd("PING")).await.is_some() }
+        })
+        .await;
+    }
+
+    /// Waits for `CLUSTER INFO` to say cluster_state:ok on node `i`.
+    async fn wait_ok(&self, i: usize) {
+        let url = self.node_url(i);
+        eventually("cluster_state:ok", || {
+            let url = url.clone();
+            async move {
+                let mut info = redis::cmd("CLUSTER");
+                info.arg("INFO");
+                query::<String>(&url, info)
+                    .await
+                    .is_some_and(|i| i.contains("cluster_state:ok"))
+            }
+        })
+        .await;
+    }
+
+    /// Waits until node `i`, if it is a replica, has finished its sync with its master.
+    async fn wait_in_sync(&self, i: usize) {
+        eventually(&format!("node {i} in sync"), || async move {
+            self.replication(i).await.is_some_and(|r| {
+                r.get("role").map(String::as_str) == Some("master")
+                    || (r.get("master_link_status").map(String::as_str) == Some("up")
+                        && r.get("master_sync_in_progress").map(String::as_str) == Some("0"))
+            })
+        })
+        .await;
+    }
+
+    /// `INFO replication` of node `i` as fields; `None` when it does not answer.
+    pub async fn replication(&self, i: usize) -> Option<HashMap<String, String>> {
+        let mut info = redis::cmd("INFO");
+        info.arg("replication");
+        let text = query::<String>(&self.node_url(i), info).await?;
+        Some(
+            text.lines()
+                .filter_map(|l| l.trim().split_once(':'))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    /// The index of master `master`'s replica.
+    pub async fn replica_of(&self, master: usize) -> usize {
+        let port = self.ports[master].to_string();
+        for j in 0..self.ports.len() {
+            if let Some(r) = self.replication(j).await
+                && r.get("role").map(String::as_str) == Some("slave")
+                && r.get("master_port") == Some(&port)
+            {
+                return j;
+            }
+        }
+        panic!("node {master} has no replica");
+    }
+
+    /// Waits until replica `replica` has received everything its master `master` has
+    /// written so far (its replication offset has reached the master's).
+    pub async fn wait_replicated(&self, master: usize, replica: usize) {
+        let field = |r: Option<HashMap<String, String>>, name: &str| {
+            r.and_then(|r| r.get(name)?.parse::<u64>().ok())
+        };
+        let written = field(self.replication(master).await, "master_repl_offset")
+            .expect("the master's replication offset");
+        eventually("the replica has caught up with its master", || async move {
+            field(self.replication(replica).await, "slave_repl_offset")
+                .is_some_and(|got| got >= written)
+        })
+        .await;
+    }
+
+    /// Whether node `i` answers, as a master.
+    pub async fn is_master(&self, i: usize) -> bool {
+        self.replication(i)
+            .await
+            .is_some_and(|r| r.get("role").map(String::as_str) == Some("master"))
+    }
+
+    /// Waits until node `i` is a master and the cluster is ok on every live node.
+    pub async fn wait_master(&self, i: usize) {
+        eventually(&format!("node {i} is a master"), || self.is_master(i)).await;
+        for n in self.live() {
+            self.wait_ok(n).await;
+        }
+    }
+
+    /// Asks replica `i` to take over from its master (`CLUSTER FAILOVER`: the master
+    /// stops writes, the replica catches up, then they swap roles; nothing is lost). It
+    /// returns at once: await [`Self::wait_master`].
+    pub async fn failover(&self, i: usize) {
+        let mut failover = redis::cmd("CLUSTER");
+        failover.arg("FAILOVER");
+        let answer = query::<String>(&self.node_url(i), failover).await;
+        assert_eq!(
+            answer.as_deref(),
+            Some("OK"),
+            "CLUSTER FAILOVER on node {i}"
+        );
+    }
+
+    /// Kills node `i` (kill -9: a crash) and leaves it down.
+    pub fn kill_node(&mut self, i: usize) {
+        if let Some(mut child) = self.children[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The nodes that run.
+    fn live(&self) -> Vec<usize> {
+        (0..self.ports.len())
+            .filter(|i| self.children[*i].is_some())
+            .collect()
+    }
+
+    /// The hub's `--redis-url` for this cluster (every node a seed).
+    pub fn url(&self) -> String {
+        let seeds: Vec<String> = self
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        format!("redis+cluster://{}", seeds.join(","))
+    }
+
+    pub fn node_url(&self, i: usize) -> String {
+        format!("redis://127.0.0.1:{}", self.ports[i])
+    }
+
+    /// A plain connection to node `i` (for per-node counters).
+    pub async fn node(&self, i: usize) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.node_url(i))
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    /// The index of the master that owns `key`'s slot, as the first live node sees it.
+    pub async fn owner_of(&self, key: &str) -> usize {
+        let first = *self.live().first().expect("a live node");
+        let mut conn = self.node(first).await;
+        let slot: i64 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let shards: Vec<(i64, i64, Vec<redis::Value>)> = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query_async::<Vec<redis::Value>>(&mut conn)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|v| {
+                // start, end, master, then replicas: keep the master.
+                let mut fields: Vec<redis::Value> = redis::from_redis_value(v).unwrap();
+                fields.truncate(3);
+                redis::from_redis_value(redis::Value::Array(fields)).unwrap()
+            })
+            .collect();
+        for (start, end, master) in shards {
+            if (start..=end).contains(&slot) {
+                let port: u16 = redis::from_redis_value(master[1].clone()).unwrap();
+                return self.ports.iter().position(|p| *p == port).unwrap();
+            }
+        }
+        panic!("no node owns slot {slot}");
+    }
+
+    /// Kills node `i` (a crash) and starts it again with its cluster config (empty:
+    /// no persistence), then waits until the cluster is ok everywhere.
+    pub async fn restart_node(&mut self, i: usize) {
+        self.kill_node(i);
+        self.launch(i).await;
+        for n in 0..self.ports.len() {
+            self.wait_ok(n).await;
+        }
+    }
+}
+
+/// One command on a fresh connection to `url`; `None` if anything fails.
+async fn query<T: redis::FromRedisValue>(url: &str, cmd: redis::Cmd) -> Option<T> {
+    let client = redis::Client::open(url).ok()?;
+    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+    cmd.query_async(&mut conn).await.ok()
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for child in self.children.iter_mut().filter_map(Option::take) {
+            let mut child = child;
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

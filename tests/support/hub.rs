@@ -1,0 +1,187 @@
+//! A real hub on port 0, on the in-process broker or a Redis of its own.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use progress_hub::config::ServeConfig;
+use progress_hub::server::{self, RunningHub};
+use progress_hub::wire::ProjectId;
+use serde_json::Value;
+
+use super::client::WsClient;
+use super::redis::RedisServer;
+use super::{PATIENCE, layout};
+
+/// Which broker a hub under test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Memory,
+    Redis,
+}
+
+/// A hub on a free port, with its own Redis when the backend is Redis.
+pub struct TestHub {
+    pub hub: Option<RunningHub>,
+    pub redis: Option<RedisServer>,
+    publisher: Option<redis::aio::MultiplexedConnection>,
+    pub addr: SocketAddr,
+}
+
+impl TestHub {
+    pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut ServeConfig)) -> Self {
+        let redis = match backend {
+            Backend::Memory => None,
+            Backend::Redis => Some(RedisServer::start().await),
+        };
+        let mut config = ServeConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            redis_url: redis.as_ref().map(RedisServer::url),
+            ..ServeConfig::default()
+        };
+        tweak(&mut config);
+        let hub = server::start(config).await.expect("hub starts");
+        let publisher = match &redis {
+            Some(r) => Some(r.connection().await),
+            None => None,
+        };
+        Self {
+            addr: hub.local_addr(),
+            hub: Some(hub),
+            redis,
+            publisher,
+        }
+    }
+
+    /// A hub on an external Redis (e.g. a [`RedisCluster`]'s URL), with no Redis of its
+    /// own to stop.
+    pub async fn start_on(redis_url: String, tweak: impl FnOnce(&mut ServeConfig)) -> Self {
+        let mut config = ServeConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            redis_url: Some(redis_url),
+            ..ServeConfig::default()
+        };
+        tweak(&mut config);
+        let hub = server::start(config).await.expect("hub starts");
+        Self {
+            addr: hub.local_addr(),
+            hub: Some(hub),
+            redis: None,
+            publisher: None,
+        }
+    }
+
+    pub fn redis(&self) -> &RedisServer {
+        self.redis.as_ref().expect("a Redis-backed hub")
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn ws_url(&self, project: &str) -> String {
+        format!("ws://{}/api/v1/projects/{}/progress", self.addr, project)
+    }
+
+    pub async fn connect(&self, project: &str) -> WsClient {
+        WsClient::connect(&self.ws_url(project)).await
+    }
+
+    /// Publishes as the original Python `ProgressService` does: a plain PUBLISH on
+    /// `progress:{project}` (through the in-process broker when there is no Redis).
+    pub async fn publish_raw(&self, project: &str, payload: &str) {
+        match &self.publisher {
+            Some(conn) => {
+                let mut conn = conn.clone();
+                let _: i64 = redis::cmd("PUBLISH")
+                    .arg(layout::channel(&ProjectId::parse(project).unwrap()))
+                    .arg(payload)
+                    .query_async(&mut conn)
+                    .await
+                    .expect("PUBLISH");
+            }
+            None => {
+                let hub = self.hub.as_ref().expect("running hub");
+                hub.broker()
+                    .publish_raw(
+                        &ProjectId::parse(project).unwrap(),
+                        bytes::Bytes::copy_from_slice(payload.as_bytes()),
+                    )
+                    .await
+                    .expect("in-process publish");
+            }
+        }
+    }
+
+    /// Publishes through the hub's HTTP publish path; returns the status and body.
+    pub async fn post_event(&self, project: &str, event: &Value) -> (u16, Value) {
+        self.post_json(&format!("/api/v1/projects/{project}/events"), event)
+            .await
+    }
+
+    /// `POST /api/v1/projects/{project}/generate` with `body`: the status and the answer.
+    pub async fn generate(&self, project: &str, body: &Value) -> (u16, Value) {
+        self.post_json(&format!("/api/v1/projects/{project}/generate"), body)
+            .await
+    }
+
+    async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = reqwest::Client::new()
+            .post(self.http(path))
+            .json(body)
+            .send()
+            .await
+            .expect("POST");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Publishes through the HTTP API and returns the event id (asserting 202).
+    pub async fn publish(&self, project: &str, event: Value) -> String {
+        let (status, body) = self.post_event(project, &event).await;
+        assert_eq!(status, 202, "{body}");
+        body["id"]
+            .as_str()
+            .expect("an id (not coalesced)")
+            .to_string()
+    }
+
+    /// The hub's publisher library (the same path as the HTTP API).
+    pub fn publisher(&self) -> &progress_hub::publish::Publisher {
+        self.hub.as_ref().expect("running hub").publisher()
+    }
+
+    /// Gracefully stops the hub and waits for it.
+    pub async fn stop(&mut self) {
+        if let Some(hub) = self.hub.take() {
+            hub.shutdown();
+            tokio::time::timeout(PATIENCE, hub.wait())
+                .await
+                .expect("hub stops within the grace period")
+                .expect("hub stops cleanly");
+        }
+    }
+}
+
+impl Drop for TestHub {
+    fn drop(&mut self) {
+        if let Some(hub) = &self.hub {
+            hub.shutdown();
+        }
+    }
+}
+
+/// A hub whose in-process worker runs jobs fast (2 ms a step, retries after 5–20 ms).
+pub async fn fast_hub(b: Backend) -> TestHub {
+    TestHub::start_with(b, |c| {
+        if let Some(w) = c.worker.as_mut() {
+            w.mock_delay = Duration::from_millis(2);
+            w.retry.base = Duration::from_millis(5);
+            w.retry.cap = Duration::from_millis(20);
+        }
+    })
+    .await
+}
