@@ -15,6 +15,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::wire::EventKind;
+
 #[derive(Args, Debug)]
 pub struct WatchArgs {
     /// The project's WebSocket URL, e.g. ws://127.0.0.1:8000/api/v1/projects/42/progress
@@ -115,22 +117,23 @@ impl View for Bar {
         if let Some(p) = d["progress"].as_u64() {
             self.bar.set_position(p.min(100));
         }
-        match f["event"].as_str().unwrap_or_default() {
-            "snapshot" | "progress_update" => {
+        let kind = EventKind::from_name(f["event"].as_str().unwrap_or_default());
+        match kind {
+            EventKind::Snapshot | EventKind::ProgressUpdate => {
                 self.stage = text("current_stage");
                 self.eta = d["estimated_remaining"].as_u64();
                 // Joined after the end: say how it ended, as the `complete` would have.
-                if f["event"] == "snapshot"
+                if kind == EventKind::Snapshot
                     && matches!(text("status").as_str(), "COMPLETED" | "FAILED")
                 {
                     self.finished(d);
                 }
             }
-            "stage_change" => {
+            EventKind::StageChange => {
                 self.stage = text("current_stage");
                 self.line(self.paint("1", &format!("▶ {}", text("current_stage"))));
             }
-            "log" => {
+            EventKind::Log => {
                 let level = text("level");
                 let line = format!("{level:<7} {}", text("message"));
                 let line = match level.as_str() {
@@ -140,7 +143,7 @@ impl View for Bar {
                 };
                 self.line(line);
             }
-            "error" => {
+            EventKind::Error => {
                 let head = format!(
                     "✖ {} — {} (retry {}/{})",
                     text("error_code"),
@@ -153,7 +156,7 @@ impl View for Bar {
                     self.line(format!("    • {}", s.as_str().unwrap_or_default()));
                 }
             }
-            "complete" => self.finished(d),
+            EventKind::Complete => self.finished(d),
             _ => {}
         }
         self.refresh();
@@ -268,20 +271,20 @@ where
         if let Some(id) = frame["id"].as_str() {
             *last_id = Some(id.to_string());
         }
-        let event = frame["event"].as_str().unwrap_or_default();
-        if event == "ping" {
+        let event = EventKind::from_name(frame["event"].as_str().unwrap_or_default());
+        if event == EventKind::Ping {
             let _ = ws.send(Message::text(r#"{"event":"pong"}"#)).await;
             continue;
         }
-        if event == "snapshot"
+        if event == EventKind::Snapshot
             && let Some(id) = frame["data"]["last_event_id"].as_str()
         {
             *last_id = Some(id.to_string());
         }
         view.frame(&raw, &frame);
         let status = frame["data"]["status"].as_str();
-        let ended = event == "complete"
-            || (event == "snapshot" && matches!(status, Some("COMPLETED" | "FAILED")));
+        let ended = event == EventKind::Complete
+            || (event == EventKind::Snapshot && matches!(status, Some("COMPLETED" | "FAILED")));
         if ended {
             let _ = ws.close().await;
             return Some(if status == Some("COMPLETED") {

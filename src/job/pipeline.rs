@@ -21,7 +21,7 @@ use crate::locale::Locale;
 use crate::publish::prepare::new_trace_id;
 use crate::publish::{PublishError, Publisher};
 use crate::wire::event::{CompleteStatus, ErrorReport, LogLevel};
-use crate::wire::{Event, ProjectId, Stage};
+use crate::wire::{Event, EventKind, ProjectId, Stage};
 
 /// Parts the video is rendered in (each reports progress).
 const RENDER_PARTS: usize = 4;
@@ -98,11 +98,11 @@ impl<'a> Run<'a> {
     /// Publishing is best effort inside a job: a publish error is logged, and the job
     /// goes on (the worker's work is not lost because a watcher may miss a line).
     /// A refusal of a superseded run's event is logged (as a warning) where it happens.
-    async fn report<T>(&self, what: &str, result: Result<T, PublishError>) {
+    async fn report<T>(&self, kind: EventKind, result: Result<T, PublishError>) {
         match result {
             Ok(_) | Err(PublishError::Broker(BrokerError::Stale(_))) => {}
             Err(err) => {
-                tracing::error!(project_id = %self.project, error = %err, what, "publishing a job event failed");
+                tracing::error!(project_id = %self.project, error = %err, what = kind.name(), "publishing a job event failed");
             }
         }
     }
@@ -112,7 +112,7 @@ impl<'a> Run<'a> {
             .publisher
             .publish_log(&self.project, level, message)
             .await;
-        self.report("log", r).await;
+        self.report(EventKind::Log, r).await;
     }
 
     async fn stage(&self, previous: Option<Stage>, current: Stage) {
@@ -120,7 +120,7 @@ impl<'a> Run<'a> {
             .publisher
             .publish_stage_change(&self.project, previous, current, self.progress())
             .await;
-        self.report("stage_change", r).await;
+        self.report(EventKind::StageChange, r).await;
     }
 
     async fn advance(&mut self, stage: Stage, units: u32, text: &str) {
@@ -129,7 +129,7 @@ impl<'a> Run<'a> {
             .publisher
             .publish_progress(&self.project, stage, self.progress(), text, self.eta())
             .await;
-        self.report("progress_update", r).await;
+        self.report(EventKind::ProgressUpdate, r).await;
     }
 
     /// Calls a provider, retrying transient failures; publishes an `error` for every
@@ -173,7 +173,7 @@ impl<'a> Run<'a> {
                 .publisher
                 .publish(&self.project, Event::Error(report))
                 .await;
-            self.report("error", r).await;
+            self.report(EventKind::Error, r).await;
             let Some(delay) = delay else {
                 return Err(StageFailed(err.code));
             };
@@ -241,7 +241,7 @@ pub async fn generate_video(
         run.log(LogLevel::Error, &message).await;
     }
     let r = publisher.publish_complete(&job.project, status, url).await;
-    run.report("complete", r).await;
+    run.report(EventKind::Complete, r).await;
     outcome
 }
 
