@@ -42,7 +42,7 @@ pub enum ServeError {
 }
 
 /// A hub that is up and serving.
-pub struct RunningHub {
+pub struct RunningServer {
     addr: SocketAddr,
     shutdown: CancellationToken,
     broker: std::sync::Arc<dyn Broker>,
@@ -50,7 +50,7 @@ pub struct RunningHub {
     task: JoinHandle<Result<(), ServeError>>,
 }
 
-impl RunningHub {
+impl RunningServer {
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
     }
@@ -81,7 +81,7 @@ impl RunningHub {
     }
 }
 
-pub async fn start(config: ServeConfig) -> Result<RunningHub, ServeError> {
+pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Bind {
@@ -170,7 +170,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningHub, ServeError> {
         }
         Ok(())
     });
-    Ok(RunningHub {
+    Ok(RunningServer {
         addr,
         shutdown,
         broker,

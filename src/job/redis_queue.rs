@@ -51,7 +51,7 @@ fn lock_key(project: &ProjectId) -> String {
 }
 
 /// A job entry `reclaim.lua` took over.
-struct Stale {
+struct Reclaimed {
     entry: String,
     delivery: u64,
     /// Its `job` field.
@@ -61,13 +61,13 @@ struct Stale {
 /// Reads `reclaim.lua`'s reply: the next cursor, and the entry taken over, if any. Read
 /// as bytes, so that an entry whose job is not text is still taken (and then dropped
 /// as unreadable) instead of failing every `take`.
-fn stale_reply(reply: Vec<Vec<u8>>) -> Result<(String, Option<Stale>), QueueError> {
+fn reclaim_reply(reply: Vec<Vec<u8>>) -> Result<(String, Option<Reclaimed>), QueueError> {
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     let bad = || QueueError::Unavailable("unexpected reply of the reclaim script".into());
     match reply.as_slice() {
         [cursor] => Ok((text(cursor), None)),
         [cursor, entry, delivery, fields @ ..] => {
-            let stale = Stale {
+            let stale = Reclaimed {
                 entry: text(entry),
                 delivery: text(delivery).parse().map_err(|_| bad())?,
                 job: fields
@@ -406,7 +406,7 @@ impl JobQueue for RedisQueue {
                 .invoke_async(&mut conn)
                 .await;
             self.reached(&stale);
-            let (next_cursor, stale) = stale_reply(stale.inspect_err(|e| self.check_group(e))?)?;
+            let (next_cursor, stale) = reclaim_reply(stale.inspect_err(|e| self.check_group(e))?)?;
             *self.claim_cursor.lock() = next_cursor;
             if let Some(stale) = stale {
                 let claimed = self

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use progress_hub::config::ServeConfig;
-use progress_hub::server::{self, RunningHub};
+use progress_hub::server::{self, RunningServer};
 use progress_hub::wire::ProjectId;
 use serde_json::Value;
 
@@ -21,7 +21,7 @@ pub enum Backend {
 
 /// A hub on a free port, with its own Redis when the backend is Redis.
 pub struct TestHub {
-    pub hub: Option<RunningHub>,
+    pub hub: Option<RunningServer>,
     pub redis: Option<RedisServer>,
     publisher: Option<redis::aio::MultiplexedConnection>,
     pub addr: SocketAddr,

@@ -157,7 +157,9 @@ async fn check_primaries(conn: &mut ClusterConnection) -> Result<(), Lost> {
     let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
     let answers = within(conn.route_command(role, routing)).await?;
     let Value::Map(answers) = answers else {
-        return Err(Lost::Stale(format!("unexpected ROLE answer {answers:?}")));
+        return Err(Lost::TopologyChanged(format!(
+            "unexpected ROLE answer {answers:?}"
+        )));
     };
     for (node, answer) in answers {
         let role = match &answer {
@@ -171,7 +173,9 @@ async fn check_primaries(conn: &mut ClusterConnection) -> Result<(), Lost> {
                     Value::BulkString(name) => String::from_utf8_lossy(name).into_owned(),
                     other => format!("{other:?}"),
                 };
-                return Err(Lost::Stale(format!("{node} is not a primary: {answer:?}")));
+                return Err(Lost::TopologyChanged(format!(
+                    "{node} is not a primary: {answer:?}"
+                )));
             }
         }
     }

@@ -102,7 +102,7 @@ pub(super) enum Lost {
     Timeout(Duration),
     /// The cluster's topology changed under the connection.
     #[error("stale cluster topology: {0}")]
-    Stale(String),
+    TopologyChanged(String),
 }
 
 enum Exit {
