@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import multiprocessing.util
 import os
 import random
 import threading
@@ -378,5 +379,21 @@ def flush() -> None:
         current.flush()
 
 
+def _flush_at_multiprocessing_exit(_: object = None) -> None:
+    """A multiprocessing child (fork, forkserver) ends with `os._exit`: atexit never
+    runs and the daemon timer dies with it. multiprocessing's own exit function runs its
+    finalizers first; this one flushes what the child holds."""
+    multiprocessing.util.Finalize(None, flush, exitpriority=10)
+
+
+class _ForkMark:
+    """Kept alive by the module: multiprocessing's after-fork registry is weak."""
+
+
+_fork_mark = _ForkMark()
+
 os.register_at_fork(after_in_child=_after_fork_in_child)
+# A multiprocessing child clears its finalizers after the fork, then runs these hooks
+# (before the process's target): the finalizer is registered there.
+multiprocessing.util.register_after_fork(_fork_mark, _flush_at_multiprocessing_exit)
 atexit.register(flush)
