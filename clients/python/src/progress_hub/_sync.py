@@ -49,21 +49,72 @@ def is_stale(err: Exception) -> bool:
     return str(err).startswith("STALE")
 
 
+def _transient() -> tuple[type[Exception], ...]:
+    """What is retried until `retry_for` runs out: Redis out of reach, and a cluster
+    that is failing over, resharding or not reachable at all (no node answers, a slot
+    not covered yet)."""
+    import redis.exceptions as rex
+
+    return (
+        rex.ConnectionError,
+        rex.TimeoutError,
+        rex.ClusterDownError,
+        rex.TryAgainError,
+        rex.ClusterError,
+        rex.RedisClusterException,
+    )
+
+
+TRANSIENT = _transient()
+
+
+def refused(what: str, err: Exception) -> PublishError:
+    """Any other Redis error, typed: `StaleClaim` for the script's fencing refusal."""
+    if is_stale(err):
+        return StaleClaim(str(err))
+    return PublishError(f"Redis refused {what}: {err}")
+
+
 class RedisTransport:
     """One atomic publish per event through `publish.lua`, retried with its receipt."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.target = Target.parse(config.redis_url)
-        self.client = sync_client(self.target, config)
-        self.script = self.client.register_script(_contract.publish_script())
+        # Made on first use, inside the retry loop: a cluster client connects (to learn
+        # the slots) in its constructor, and that is retried as any command is.
+        self._client: Any = None
+        self._script: Any = None
+
+    def _connect(self) -> Any:
+        """The client (made now if not yet: call inside `_retrying`)."""
+        if self._client is None:
+            client = sync_client(self.target, self.config)
+            self._script = client.register_script(_contract.publish_script())
+            self._client = client
+        return self._client
+
+    @property
+    def client(self) -> Any:
+        """The redis-py client (connects a cluster's now, unretried: the benchmark's)."""
+        return self._connect()
+
+    @property
+    def script(self) -> Any:
+        self._connect()
+        return self._script
 
     def send(self, project: str, held: Held) -> str:
         keys, argv = script_call(
             project, held.prepared, held.receipt, held.claim, self.target, self.config
         )
         what = f"{held.event.name} of project {project}"
-        return str(self._retrying(what, lambda: self.script(keys=keys, args=argv)))
+
+        def call() -> Any:
+            self._connect()  # makes the script too
+            return self._script(keys=keys, args=argv)
+
+        return str(self._retrying(what, call))
 
     def next_claim(self, job: str) -> Claim:
         """A new claim of `job`: its token is larger than every earlier claim's (a
@@ -71,7 +122,7 @@ class RedisTransport:
         key = claim_counter_key(job)
 
         def incr() -> Any:
-            pipe = self.client.pipeline(transaction=True)
+            pipe = self._connect().pipeline(transaction=True)
             pipe.incr(key)
             pipe.expire(key, CLAIM_COUNTER_TTL)
             return pipe.execute()[0]
@@ -84,7 +135,7 @@ class RedisTransport:
         fields = ("ended_job", "fence_job", "fence")
 
         def read() -> Any:
-            return self.client.hmget(state_key(project), fields)
+            return self._connect().hmget(state_key(project), fields)
 
         ended, job, fence = self._retrying(f"the claim of job {claim.job}", read)
         mine = job == claim.job and fence is not None and int(fence) == claim.token
@@ -102,11 +153,7 @@ class RedisTransport:
         while True:
             try:
                 return call()
-            except rex.ResponseError as err:
-                if is_stale(err):
-                    raise StaleClaim(str(err)) from err
-                raise PublishError(f"Redis refused {what}: {err}") from err
-            except (rex.ConnectionError, rex.TimeoutError) as err:
+            except TRANSIENT as err:
                 now = time.monotonic()
                 if now >= deadline:
                     raise PublishUnavailable(
@@ -117,9 +164,12 @@ class RedisTransport:
                     logger.warning("Redis unavailable; retrying %s: %s", what, err)
                     warned = True
                 time.sleep(min(next(delays), deadline - now))
+            except rex.RedisError as err:
+                raise refused(what, err) from err
 
     def close(self) -> None:
-        self.client.close()
+        if self._client is not None:
+            self._client.close()
 
 
 class HttpTransport:

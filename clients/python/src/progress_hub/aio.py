@@ -30,7 +30,7 @@ from ._redis import (
     claim_counter_key,
     script_call,
 )
-from ._sync import backoff_delays, is_stale
+from ._sync import TRANSIENT, backoff_delays, refused
 from .config import Config
 from .errors import PublishError, PublishRefused, PublishUnavailable, StaleClaim
 
@@ -74,11 +74,7 @@ class _RedisTransport:
         while True:
             try:
                 return await call()
-            except rex.ResponseError as err:
-                if is_stale(err):
-                    raise StaleClaim(str(err)) from err
-                raise PublishError(f"Redis refused {what}: {err}") from err
-            except (rex.ConnectionError, rex.TimeoutError) as err:
+            except TRANSIENT as err:
                 now = time.monotonic()
                 if now >= deadline:
                     raise PublishUnavailable(
@@ -89,6 +85,8 @@ class _RedisTransport:
                     logger.warning("Redis unavailable; retrying %s: %s", what, err)
                     warned = True
                 await asyncio.sleep(min(next(delays), deadline - now))
+            except rex.RedisError as err:
+                raise refused(what, err) from err
 
 
 class _HttpTransport:
