@@ -10,6 +10,7 @@ touches its parent's connections or held updates.
 from __future__ import annotations
 
 import atexit
+import enum
 import logging
 import multiprocessing.util
 import os
@@ -377,11 +378,45 @@ _publisher: Publisher | None = None
 _pid = os.getpid()
 
 
-def configure(**changes: Any) -> Config:
-    """Sets the configuration (over the environment's); the next publish uses it."""
+class _Unset(enum.Enum):
+    UNSET = enum.auto()
+
+
+_UNSET = _Unset.UNSET
+
+
+def configure(
+    *,
+    redis_url: str | _Unset = _UNSET,
+    hub_url: str | _Unset | None = _UNSET,
+    token: str | _Unset | None = _UNSET,
+    locale: str | _Unset = _UNSET,
+    coalesce_window: float | _Unset = _UNSET,
+    retry_for: float | _Unset = _UNSET,
+    command_timeout: float | _Unset = _UNSET,
+    history_len: int | _Unset = _UNSET,
+    active_ttl: int | _Unset = _UNSET,
+    retention: int | _Unset = _UNSET,
+) -> Config:
+    """Sets the given settings (over the environment's, and over earlier calls'); the
+    next publish uses them. Each is a field of `Config`; an unknown name is a TypeError
+    (and a mypy error). `hub_url=None` / `token=None` unset them."""
     global _config, _publisher
     from dataclasses import replace
 
+    given = {
+        "redis_url": redis_url,
+        "hub_url": hub_url,
+        "token": token,
+        "locale": locale,
+        "coalesce_window": coalesce_window,
+        "retry_for": retry_for,
+        "command_timeout": command_timeout,
+        "history_len": history_len,
+        "active_ttl": active_ttl,
+        "retention": retention,
+    }
+    changes: dict[str, Any] = {k: v for k, v in given.items() if v is not _UNSET}
     if "locale" in changes:
         changes["locale"] = _event.check_locale(changes["locale"])
     with _lock:
