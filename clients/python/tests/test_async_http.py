@@ -95,3 +95,53 @@ def test_http_mode_publishes_through_the_hub(hub: Hub, redis_server: RedisServer
         ("complete", None),
     ]
     assert redis_server.history(project)[3]["data"]["is_retryable"] is True
+
+
+def test_a_held_update_of_an_ended_loop_goes_out_before_a_later_loops_events(
+    redis_server: RedisServer,
+) -> None:
+    project = new_project()
+    service = progress_aio.ProgressService
+
+    async def first() -> None:
+        await service.publish_progress(project, "RENDERING", 10, "a")
+        assert await service.publish_progress(project, "RENDERING", 90, "b") is None
+
+    async def second() -> None:
+        await service.publish_stage_change(project, "RENDERING", "UPLOADING", 95)
+        await service.publish_complete(project, "COMPLETED", "https://youtube.com/x")
+
+    asyncio.run(first())  # ends inside the window: `asyncio.run` cancels the flush task
+    assert [f["data"].get("progress") for f in redis_server.history(project)] == [10, 90]
+    asyncio.run(second())
+    frames = redis_server.history(project)
+    assert [f["event"] for f in frames] == [
+        "progress_update",
+        "progress_update",
+        "stage_change",
+        "complete",
+    ]
+    assert redis_server.state(project)["status"] == "COMPLETED"
+
+
+def test_a_new_loop_first_sends_what_a_closed_loop_still_holds(
+    redis_server: RedisServer,
+) -> None:
+    project = new_project()
+    service = progress_aio.ProgressService
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(service.publish_progress(project, "RENDERING", 10, "a"))
+    loop.run_until_complete(service.publish_progress(project, "RENDERING", 90, "b"))
+    loop.close()  # closed without cancelling its tasks: the flush task never runs
+
+    async def second() -> None:
+        await service.publish_complete(project, "COMPLETED", "https://youtube.com/x")
+
+    asyncio.run(second())
+    frames = redis_server.history(project)
+    assert [(f["event"], f["data"].get("progress")) for f in frames] == [
+        ("progress_update", 10),
+        ("progress_update", 90),
+        ("complete", None),
+    ]
+    assert redis_server.state(project)["status"] == "COMPLETED"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from celery import Celery
+from celery.exceptions import Ignore, Reject
 from conftest import RedisServer, new_project
 
 from progress_hub import ProgressService
@@ -36,3 +38,19 @@ def test_a_crash_reports_an_error_then_failed(redis_server: RedisServer) -> None
     assert frames[2]["data"]["status"] == "FAILED"
     state = redis_server.state(project)
     assert state["ended_job"] == result.id, "the job is over: a late run of it is refused"
+
+
+@app.task(bind=True, base=ProgressTask, max_retries=2)  # type: ignore[untyped-decorator]
+def predicate_task(self: ProgressTask, project_id: str, kind: str) -> None:
+    ProgressService.publish_stage_change(project_id, "INITIALIZED", "SCRIPT_GENERATING", 5)
+    if kind == "reject":
+        raise Reject("worker shutting down, put it back", requeue=True)
+    raise Ignore()
+
+
+@pytest.mark.parametrize("kind", ["reject", "ignore"])
+def test_ignore_and_reject_are_not_failures(redis_server: RedisServer, kind: str) -> None:
+    project = new_project()
+    predicate_task.apply(args=[project, kind])
+    assert [f["event"] for f in redis_server.history(project)] == ["stage_change"]
+    assert redis_server.state(project)["status"] == "SCRIPT_GENERATING"

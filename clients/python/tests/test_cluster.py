@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import pytest
 from conftest import RedisCluster, Watcher, new_project, start_hub
 
 import progress_hub
-from progress_hub import ProgressService
+from progress_hub import ProgressService, PublishUnavailable
 from progress_hub import aio as progress_aio
 
 
@@ -38,3 +39,18 @@ def test_publishing_on_a_cluster_reaches_the_hubs_clients(
         progress_hub.configure(redis_url=progress_hub.config.DEFAULT_REDIS_URL)
         hub.proc.terminate()
         hub.proc.wait(timeout=10)
+
+
+def test_an_unreachable_cluster_is_retried_then_a_typed_error() -> None:
+    progress_hub.configure(
+        redis_url="redis+cluster://127.0.0.1:1,127.0.0.1:2", retry_for=0.5, command_timeout=0.2
+    )
+    try:
+        with pytest.raises(PublishUnavailable, match=r"unreachable for 0.5 s"):
+            ProgressService.publish_log("p1", "INFO", "x")
+        with pytest.raises(PublishUnavailable, match=r"unreachable for 0.5 s"):
+            asyncio.run(progress_aio.ProgressService.publish_log("p1", "INFO", "x"))
+    finally:
+        progress_hub.configure(
+            redis_url=progress_hub.config.DEFAULT_REDIS_URL, retry_for=30.0, command_timeout=2.0
+        )

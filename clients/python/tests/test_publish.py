@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from typing import Any
 
 import pytest
 from conftest import RedisServer, new_project, wait_for
@@ -184,3 +185,30 @@ def test_slots_of_idle_projects_are_swept(redis_server: RedisServer) -> None:
         assert redis_server.history("sweep-299")[0]["data"]["progress"] == 1
     finally:
         progress_hub.configure(coalesce_window=0.5)
+
+
+def _publish_two_updates(project: str) -> None:
+    """A multiprocessing child: the second update is held by coalescing when it exits."""
+    assert ProgressService.publish_progress(project, "RENDERING", 10, "a") is not None
+    assert ProgressService.publish_progress(project, "RENDERING", 90, "b") is None
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_a_multiprocessing_child_sends_what_it_holds_when_it_exits(
+    redis_server: RedisServer, method: str
+) -> None:
+    import multiprocessing
+
+    project = new_project()
+    # The child's configuration: its own (spawn, forkserver) is read from the environment.
+    os.environ["REDIS_URL"] = redis_server.url
+    try:
+        context: Any = multiprocessing.get_context(method)
+        child = context.Process(target=_publish_two_updates, args=(project,))
+        child.start()
+        child.join(timeout=60)
+        assert child.exitcode == 0
+    finally:
+        del os.environ["REDIS_URL"]
+    # Sent by the child as it exited (`os._exit`: no atexit), not by a timer (it died).
+    assert [f["data"]["progress"] for f in redis_server.history(project)] == [10, 90]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+import progress_hub
 from progress_hub import InvalidEvent, ProgressService
 
 
@@ -57,3 +58,19 @@ def test_a_bad_argument_is_a_value_error_naming_the_field(call: object, field: s
         call()  # type: ignore[operator]
     assert isinstance(raised.value, InvalidEvent)
     assert raised.value.field == field
+
+
+def test_configure_takes_exactly_the_configs_fields_by_keyword() -> None:
+    import dataclasses
+    import inspect
+
+    parameters = inspect.signature(progress_hub.configure).parameters
+    assert list(parameters) == [f.name for f in dataclasses.fields(progress_hub.Config)]
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in parameters.values())
+    assert all(p.annotation is not inspect.Parameter.empty for p in parameters.values())
+    before = progress_hub.configure()
+    # mypy --strict flags the typo (the ignore below would be unused otherwise) ...
+    with pytest.raises(TypeError, match="redis_ur"):
+        progress_hub.configure(redis_ur="redis://elsewhere")  # type: ignore[call-arg]
+    # ... and it changed nothing.
+    assert progress_hub.configure() == before

@@ -10,7 +10,9 @@ touches its parent's connections or held updates.
 from __future__ import annotations
 
 import atexit
+import enum
 import logging
+import multiprocessing.util
 import os
 import random
 import threading
@@ -48,21 +50,72 @@ def is_stale(err: Exception) -> bool:
     return str(err).startswith("STALE")
 
 
+def _transient() -> tuple[type[Exception], ...]:
+    """What is retried until `retry_for` runs out: Redis out of reach, and a cluster
+    that is failing over, resharding or not reachable at all (no node answers, a slot
+    not covered yet)."""
+    import redis.exceptions as rex
+
+    return (
+        rex.ConnectionError,
+        rex.TimeoutError,
+        rex.ClusterDownError,
+        rex.TryAgainError,
+        rex.ClusterError,
+        rex.RedisClusterException,
+    )
+
+
+TRANSIENT = _transient()
+
+
+def refused(what: str, err: Exception) -> PublishError:
+    """Any other Redis error, typed: `StaleClaim` for the script's fencing refusal."""
+    if is_stale(err):
+        return StaleClaim(str(err))
+    return PublishError(f"Redis refused {what}: {err}")
+
+
 class RedisTransport:
     """One atomic publish per event through `publish.lua`, retried with its receipt."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.target = Target.parse(config.redis_url)
-        self.client = sync_client(self.target, config)
-        self.script = self.client.register_script(_contract.publish_script())
+        # Made on first use, inside the retry loop: a cluster client connects (to learn
+        # the slots) in its constructor, and that is retried as any command is.
+        self._client: Any = None
+        self._script: Any = None
+
+    def _connect(self) -> Any:
+        """The client (made now if not yet: call inside `_retrying`)."""
+        if self._client is None:
+            client = sync_client(self.target, self.config)
+            self._script = client.register_script(_contract.publish_script())
+            self._client = client
+        return self._client
+
+    @property
+    def client(self) -> Any:
+        """The redis-py client (connects a cluster's now, unretried: the benchmark's)."""
+        return self._connect()
+
+    @property
+    def script(self) -> Any:
+        self._connect()
+        return self._script
 
     def send(self, project: str, held: Held) -> str:
         keys, argv = script_call(
             project, held.prepared, held.receipt, held.claim, self.target, self.config
         )
         what = f"{held.event.name} of project {project}"
-        return str(self._retrying(what, lambda: self.script(keys=keys, args=argv)))
+
+        def call() -> Any:
+            self._connect()  # makes the script too
+            return self._script(keys=keys, args=argv)
+
+        return str(self._retrying(what, call))
 
     def next_claim(self, job: str) -> Claim:
         """A new claim of `job`: its token is larger than every earlier claim's (a
@@ -70,7 +123,7 @@ class RedisTransport:
         key = claim_counter_key(job)
 
         def incr() -> Any:
-            pipe = self.client.pipeline(transaction=True)
+            pipe = self._connect().pipeline(transaction=True)
             pipe.incr(key)
             pipe.expire(key, CLAIM_COUNTER_TTL)
             return pipe.execute()[0]
@@ -83,7 +136,7 @@ class RedisTransport:
         fields = ("ended_job", "fence_job", "fence")
 
         def read() -> Any:
-            return self.client.hmget(state_key(project), fields)
+            return self._connect().hmget(state_key(project), fields)
 
         ended, job, fence = self._retrying(f"the claim of job {claim.job}", read)
         mine = job == claim.job and fence is not None and int(fence) == claim.token
@@ -101,11 +154,7 @@ class RedisTransport:
         while True:
             try:
                 return call()
-            except rex.ResponseError as err:
-                if is_stale(err):
-                    raise StaleClaim(str(err)) from err
-                raise PublishError(f"Redis refused {what}: {err}") from err
-            except (rex.ConnectionError, rex.TimeoutError) as err:
+            except TRANSIENT as err:
                 now = time.monotonic()
                 if now >= deadline:
                     raise PublishUnavailable(
@@ -116,9 +165,12 @@ class RedisTransport:
                     logger.warning("Redis unavailable; retrying %s: %s", what, err)
                     warned = True
                 time.sleep(min(next(delays), deadline - now))
+            except rex.RedisError as err:
+                raise refused(what, err) from err
 
     def close(self) -> None:
-        self.client.close()
+        if self._client is not None:
+            self._client.close()
 
 
 class HttpTransport:
@@ -326,11 +378,45 @@ _publisher: Publisher | None = None
 _pid = os.getpid()
 
 
-def configure(**changes: Any) -> Config:
-    """Sets the configuration (over the environment's); the next publish uses it."""
+class _Unset(enum.Enum):
+    UNSET = enum.auto()
+
+
+_UNSET = _Unset.UNSET
+
+
+def configure(
+    *,
+    redis_url: str | _Unset = _UNSET,
+    hub_url: str | _Unset | None = _UNSET,
+    token: str | _Unset | None = _UNSET,
+    locale: str | _Unset = _UNSET,
+    coalesce_window: float | _Unset = _UNSET,
+    retry_for: float | _Unset = _UNSET,
+    command_timeout: float | _Unset = _UNSET,
+    history_len: int | _Unset = _UNSET,
+    active_ttl: int | _Unset = _UNSET,
+    retention: int | _Unset = _UNSET,
+) -> Config:
+    """Sets the given settings (over the environment's, and over earlier calls'); the
+    next publish uses them. Each is a field of `Config`; an unknown name is a TypeError
+    (and a mypy error). `hub_url=None` / `token=None` unset them."""
     global _config, _publisher
     from dataclasses import replace
 
+    given = {
+        "redis_url": redis_url,
+        "hub_url": hub_url,
+        "token": token,
+        "locale": locale,
+        "coalesce_window": coalesce_window,
+        "retry_for": retry_for,
+        "command_timeout": command_timeout,
+        "history_len": history_len,
+        "active_ttl": active_ttl,
+        "retention": retention,
+    }
+    changes: dict[str, Any] = {k: v for k, v in given.items() if v is not _UNSET}
     if "locale" in changes:
         changes["locale"] = _event.check_locale(changes["locale"])
     with _lock:
@@ -378,5 +464,21 @@ def flush() -> None:
         current.flush()
 
 
+def _flush_at_multiprocessing_exit(_: object = None) -> None:
+    """A multiprocessing child (fork, forkserver) ends with `os._exit`: atexit never
+    runs and the daemon timer dies with it. multiprocessing's own exit function runs its
+    finalizers first; this one flushes what the child holds."""
+    multiprocessing.util.Finalize(None, flush, exitpriority=10)
+
+
+class _ForkMark:
+    """Kept alive by the module: multiprocessing's after-fork registry is weak."""
+
+
+_fork_mark = _ForkMark()
+
 os.register_at_fork(after_in_child=_after_fork_in_child)
+# A multiprocessing child clears its finalizers after the fork, then runs these hooks
+# (before the process's target): the finalizer is registered there.
+multiprocessing.util.register_after_fork(_fork_mark, _flush_at_multiprocessing_exit)
 atexit.register(flush)

@@ -2,10 +2,12 @@
 methods as coroutines, the same semantics as the synchronous one.
 
 One publisher per event loop (a `redis.asyncio` connection belongs to its loop). A
-held `progress_update` goes out at the end of its window from a task on the loop; call
-`await progress_hub.aio.flush()` before the loop ends (an exit hook sends what is still
-held through a synchronous connection, so an update is not lost when `asyncio.run`
-cancels the flush task).
+held `progress_update` goes out at the end of its window from a task on the loop. When
+the loop ends first (`asyncio.run` cancels the flush task), it goes out at once through
+a synchronous connection; a loop closed without cancelling its tasks leaves it to the
+next publish of the project, on any loop, which sends it first (and, failing that, to
+an exit hook). `await progress_hub.aio.flush()` before the loop ends sends it on the
+loop's own connection.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from ._redis import (
     claim_counter_key,
     script_call,
 )
-from ._sync import backoff_delays, is_stale
+from ._sync import TRANSIENT, backoff_delays, refused
 from .config import Config
 from .errors import PublishError, PublishRefused, PublishUnavailable, StaleClaim
 
@@ -74,11 +76,7 @@ class _RedisTransport:
         while True:
             try:
                 return await call()
-            except rex.ResponseError as err:
-                if is_stale(err):
-                    raise StaleClaim(str(err)) from err
-                raise PublishError(f"Redis refused {what}: {err}") from err
-            except (rex.ConnectionError, rex.TimeoutError) as err:
+            except TRANSIENT as err:
                 now = time.monotonic()
                 if now >= deadline:
                     raise PublishUnavailable(
@@ -89,6 +87,8 @@ class _RedisTransport:
                     logger.warning("Redis unavailable; retrying %s: %s", what, err)
                     warned = True
                 await asyncio.sleep(min(next(delays), deadline - now))
+            except rex.RedisError as err:
+                raise refused(what, err) from err
 
 
 class _HttpTransport:
@@ -135,8 +135,9 @@ class _HttpTransport:
 
 
 class _Publisher:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, loop: asyncio.AbstractEventLoop) -> None:
         self.config = config
+        self.loop = weakref.ref(loop)
         self.transport: _RedisTransport | _HttpTransport = (
             _HttpTransport(config) if config.hub_url else _RedisTransport(config)
         )
@@ -170,6 +171,10 @@ class _Publisher:
             return await self.transport.send(project, held)
         lock, slot = self._slot(project)
         async with lock:
+            # What an ended loop still holds for the project goes out first, in order.
+            for orphan in _orphans_of(project, self):
+                with contextlib.suppress(StaleClaim):  # its run is over
+                    await self.transport.send(project, orphan)
             decision = _coalesce.decide(slot, held, time.monotonic(), self.config.coalesce_window)
             if isinstance(decision, Hold):
                 if decision.schedule:
@@ -192,26 +197,40 @@ class _Publisher:
 
     async def _flush_at(self, project: str, at: float, give_up: float) -> None:
         lock, slot = self._slot(project)
-        while True:
-            await asyncio.sleep(max(at - time.monotonic(), 0.0))
-            async with lock:
-                held = _coalesce.take_due(slot, time.monotonic())
-                if held is None:
-                    return
-                try:
-                    await self.transport.send(project, held)
-                    return
-                except StaleClaim:
-                    return
-                except PublishError as err:
-                    if time.monotonic() >= give_up:
-                        logger.error(
-                            "a held progress_update of %s could not be published: %s", project, err
-                        )
+        sending: Held | None = None
+        try:
+            while True:
+                await asyncio.sleep(max(at - time.monotonic(), 0.0))
+                async with lock:
+                    held = sending = _coalesce.take_due(slot, time.monotonic())
+                    if held is None:
                         return
-                    slot.keep(held)
-                    slot.flush_scheduled = True
-                    at = time.monotonic() + self.config.coalesce_window
+                    try:
+                        await self.transport.send(project, held)
+                        return
+                    except StaleClaim:
+                        return
+                    except PublishError as err:
+                        if time.monotonic() >= give_up:
+                            logger.error(
+                                "a held progress_update of %s could not be published: %s",
+                                project,
+                                err,
+                            )
+                            return
+                        slot.keep(held)
+                        sending = None
+                        slot.flush_scheduled = True
+                        at = time.monotonic() + self.config.coalesce_window
+        except asyncio.CancelledError:
+            # The loop is ending (`asyncio.run` cancels what is left): what is held goes
+            # out now, before anything a later loop publishes (its receipt makes a send
+            # that was in flight idempotent).
+            held = sending or _coalesce.take_now(slot, time.monotonic())
+            slot.flush_scheduled = False
+            if held is not None:
+                _send_now(project, held)
+            raise
 
     async def flush(self) -> None:
         for project, (lock, slot) in list(self.slots.items()):
@@ -224,19 +243,61 @@ class _Publisher:
 
     def take_pending(self) -> list[tuple[str, Held]]:
         """What is still held, taken out (for the exit hook)."""
-        out = []
-        for project, (_, slot) in self.slots.items():
-            held = _coalesce.take_now(slot, time.monotonic())
-            if held is not None:
-                out.append((project, held))
-        return out
+        return _take_pending(self.slots)
+
+    def dead(self) -> bool:
+        """Its loop is closed (or gone): its flush tasks will never run."""
+        loop = self.loop()
+        return loop is None or loop.is_closed()
+
+
+def _take_pending(slots: dict[str, tuple[asyncio.Lock, Slot]]) -> list[tuple[str, Held]]:
+    out = []
+    for project, (_, slot) in list(slots.items()):
+        held = _coalesce.take_now(slot, time.monotonic())
+        if held is not None:
+            out.append((project, held))
+    return out
 
 
 _publishers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Publisher] = (
     weakref.WeakKeyDictionary()
 )
 _everyone: weakref.WeakSet[_Publisher] = weakref.WeakSet()
+#: Held updates of loops that were garbage-collected, in the order they were taken.
+_orphans: list[tuple[str, Held]] = []
 _pid = os.getpid()
+
+
+def _adopt(slots: dict[str, tuple[asyncio.Lock, Slot]]) -> None:
+    """A loop was collected: what its publisher held waits here for the next publish of
+    the project (on any loop) or the exit hook. No I/O: this runs inside the GC."""
+    _orphans.extend(_take_pending(slots))
+
+
+def _orphans_of(project: str, adopter: _Publisher) -> list[Held]:
+    """What ended loops still hold for `project`, taken out, oldest first."""
+    found = [held for name, held in _orphans if name == project]
+    _orphans[:] = [(name, held) for name, held in _orphans if name != project]
+    for other in list(_everyone):
+        if other is adopter or not other.dead():
+            continue
+        entry = other.slots.get(project)
+        if entry is not None:
+            held = _coalesce.take_now(entry[1], time.monotonic())
+            if held is not None:
+                found.append(held)
+    return found
+
+
+def _send_now(project: str, held: Held) -> None:
+    """Sends a held update through the synchronous transport (its loop is ending)."""
+    try:
+        _sync.publisher().transport.send(project, held)
+    except StaleClaim:
+        pass  # its run is over
+    except PublishError as err:
+        logger.error("a held progress_update of %s could not be published: %s", project, err)
 
 
 def _publisher() -> _Publisher:
@@ -244,12 +305,14 @@ def _publisher() -> _Publisher:
     if _pid != os.getpid():
         _publishers.clear()
         _everyone.clear()
+        _orphans.clear()
         _pid = os.getpid()
     loop = asyncio.get_running_loop()
     publisher = _publishers.get(loop)
     if publisher is None or publisher.config is not _sync.config():
-        publisher = _publishers[loop] = _Publisher(_sync.config())
+        publisher = _publishers[loop] = _Publisher(_sync.config(), loop)
         _everyone.add(publisher)
+        weakref.finalize(loop, _adopt, publisher.slots).atexit = False
     return publisher
 
 
@@ -266,7 +329,8 @@ async def next_claim(job: str) -> Claim | None:
 def _flush_at_exit() -> None:
     if _pid != os.getpid():
         return
-    pending = [item for p in list(_everyone) for item in p.take_pending()]
+    pending = list(_orphans) + [item for p in list(_everyone) for item in p.take_pending()]
+    _orphans.clear()
     if not pending:
         return
     sender = _sync.Publisher(_sync.config())

@@ -19,7 +19,8 @@ chain either; nor does a run whose claim was superseded after its last publish
 When the body raises: a retry (`self.retry`, `autoretry_for`) publishes an `error`
 with `retry_count=self.request.retries` and `max_retries=self.max_retries` (unless the
 body published one itself); a final failure publishes the `error` and then `complete`
-with `FAILED`. At the end of every run, held `progress_update`s are flushed.
+with `FAILED`. Celery's control-flow exceptions (`Ignore`, `Reject`) pass through
+untouched: they publish nothing. At the end of every run, held `progress_update`s are flushed.
 
 A Celery task is synchronous: `async def` bodies (as in the original sketch) return
 an un-awaited coroutine and never run. Write the task body synchronously with
@@ -32,7 +33,7 @@ import logging
 from typing import Any
 
 from celery import Task
-from celery.exceptions import Ignore, Retry
+from celery.exceptions import Ignore, Retry, TaskPredicate
 from celery.signals import worker_process_shutdown
 
 from . import _contract, _event, _run, _sync
@@ -85,6 +86,8 @@ class ProgressTask(Task):  # type: ignore[misc]
             if project is not None and not run.error_published:
                 self._report(project, run, cause)
             raise
+        except TaskPredicate:
+            raise  # Ignore, Reject: the task's own control flow, not a failure of the job
         except Exception as exc:
             if project is not None:
                 if not run.error_published:
