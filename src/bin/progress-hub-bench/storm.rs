@@ -230,33 +230,32 @@ async fn client(
         ..Report::default()
     };
     let mut ws = Some(first);
+    // As `watch.ts`: failed attempts since the last `connected`; a delay is computed
+    // from the count before this attempt is added.
     let mut attempt = 0u32;
     loop {
         let delay = match ws.take() {
             Some(mut conn) => {
+                let greeted = report.connections;
                 let end = session(&mut conn, &mut report, &shared, &stop).await;
-                if report.resumed_at.is_some() || report.connections == 1 {
+                if report.connections > greeted {
                     attempt = 0;
                 }
                 match end {
                     End::Stop => return report,
                     End::Closed(Some(1012)) => {
                         report.closes_1012 += 1;
-                        attempt += 1;
                         after_restart()
                     }
-                    End::Closed(_) => {
-                        attempt += 1;
-                        backoff(attempt)
-                    }
+                    End::Closed(_) => backoff(attempt),
                 }
             }
             None => {
                 report.failed_attempts += 1;
-                attempt += 1;
                 backoff(attempt)
             }
         };
+        attempt += 1;
         tokio::select! {
             () = stop.cancelled() => return report,
             () = tokio::time::sleep(delay) => {}
@@ -716,5 +715,33 @@ async fn wait_for(
             () = wake => {}
             () = tokio::time::sleep_until(deadline) => bail!("timed out after {patience:?}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_delays_follow_the_js_client() {
+        for _ in 0..100 {
+            let first = backoff(0).as_secs_f64();
+            assert!((0.25..=0.5).contains(&first), "{first}");
+            let second = backoff(1).as_secs_f64();
+            assert!((0.5..=1.0).contains(&second), "{second}");
+            let capped = backoff(20).as_secs_f64();
+            assert!((15.0..=30.0).contains(&capped), "{capped}");
+            assert!(after_restart() < Duration::from_secs(1));
+        }
+    }
+
+    #[test]
+    fn event_id_reads_the_top_level_id_not_project_id() {
+        let frame = r#"{"event":"log","data":{"project_id":"p","message":"seq=1"},"id":"Ab3:7"}"#;
+        assert_eq!(event_id(frame), Some("Ab3:7"));
+        assert_eq!(
+            event_id(r#"{"event":"connected","data":{"project_id":"p"}}"#),
+            None
+        );
     }
 }
