@@ -81,6 +81,10 @@ pub struct StormArgs {
     /// How many connections to open at once while ramping up.
     #[arg(long, default_value_t = 200)]
     connect_concurrency: usize,
+    /// Profile the new hub from its start to the last resume: `perf record -F 999 -g`
+    /// into this file (read it with `perf report -i FILE`).
+    #[arg(long)]
+    perf: Option<PathBuf>,
 }
 
 /// What every client task shares with the run.
@@ -518,6 +522,20 @@ pub async fn run(args: StormArgs) -> anyhow::Result<()> {
         .context("the hub did not exit after SIGTERM")??;
     let exited = Instant::now();
     let mut hub = spawn_hub(&bin, port, &args)?;
+    let mut perf = match (&args.perf, hub.id()) {
+        (Some(out), Some(pid)) => Some(
+            Command::new("perf")
+                .args(["record", "-F", "999", "-g", "-p", &pid.to_string(), "-o"])
+                .arg(out)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .context("cannot start perf")?,
+        ),
+        _ => None,
+    };
     let first_accept = listening(port, &mut hub, patience).await?;
     let all_back = wait_for(
         &shared,
@@ -530,6 +548,15 @@ pub async fn run(args: StormArgs) -> anyhow::Result<()> {
     let storm_stats = redis_stats(&mut stats_conn).await?;
     let published2 = published_total.load(Ordering::Relaxed);
     let hub_b_cpu = proc_stat(hub.id());
+    if let Some(perf) = perf.as_mut() {
+        // perf writes its file when interrupted.
+        if let Some(pid) = perf.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-INT", &pid.to_string()])
+                .status();
+        }
+        let _ = tokio::time::timeout(patience, perf.wait()).await;
+    }
 
     // The tail, then every event must be in.
     tokio::time::sleep(Duration::from_secs(args.tail)).await;
