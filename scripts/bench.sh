@@ -113,9 +113,11 @@ run_one() {
 run_storm() {
   local run=$1 name=$2 args=$3
   start_redis
+  local log; log=$(mktemp)
   echo "== run $run hub: $name" | tee -a "$RAW"
-  timeout 300 "$BENCH" $args --redis-url "redis://127.0.0.1:$RPORT" --hub-bin "$HUB" 2>&1 \
+  timeout 300 "$BENCH" $args --redis-url "redis://127.0.0.1:$RPORT" --hub-bin "$HUB" --hub-log "$log" 2>&1 \
     | tee -a "$RAW" | grep -v '^RESULT' || echo "(no result: the run failed or timed out)" | tee -a "$RAW"
+  echo "(watched hubs' log: $(grep -c -E 'WARN|ERROR' "$log" || true) WARN/ERROR lines, in $log)" | tee -a "$RAW"
   stop "$RPID"
 }
 

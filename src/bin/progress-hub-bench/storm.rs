@@ -81,6 +81,9 @@ pub struct StormArgs {
     /// How many connections to open at once while ramping up.
     #[arg(long, default_value_t = 200)]
     connect_concurrency: usize,
+    /// Append the watched hubs' logs (old and new) to this file; default: discarded.
+    #[arg(long)]
+    hub_log: Option<PathBuf>,
     /// Profile the new hub from its start to the last resume: `perf record -F 999 -g`
     /// into this file (read it with `perf report -i FILE`).
     #[arg(long)]
@@ -317,7 +320,17 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-fn spawn_hub(bin: &PathBuf, port: u16, args: &StormArgs) -> anyhow::Result<Child> {
+fn spawn_hub(bin: &PathBuf, port: u16, args: &StormArgs, log: bool) -> anyhow::Result<Child> {
+    let stderr = match (&args.hub_log, log) {
+        (Some(path), true) => Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot open {}", path.display()))?,
+        ),
+        _ => Stdio::null(),
+    };
     Command::new(bin)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--redis-url", &args.redis_url, "--no-worker"])
@@ -326,7 +339,7 @@ fn spawn_hub(bin: &PathBuf, port: u16, args: &StormArgs) -> anyhow::Result<Child
         .env_remove("HUB_LISTEN")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("cannot start the hub {}", bin.display()))
@@ -420,8 +433,8 @@ pub async fn run(args: StormArgs) -> anyhow::Result<()> {
     let patience = Duration::from_secs(args.patience);
 
     let (publisher_port, port) = (free_port()?, free_port()?);
-    let mut publisher_hub = spawn_hub(&bin, publisher_port, &args)?;
-    let mut hub = spawn_hub(&bin, port, &args)?;
+    let mut publisher_hub = spawn_hub(&bin, publisher_port, &args, false)?;
+    let mut hub = spawn_hub(&bin, port, &args, true)?;
     listening(publisher_port, &mut publisher_hub, patience).await?;
     listening(port, &mut hub, patience).await?;
 
@@ -521,7 +534,7 @@ pub async fn run(args: StormArgs) -> anyhow::Result<()> {
         .await
         .context("the hub did not exit after SIGTERM")??;
     let exited = Instant::now();
-    let mut hub = spawn_hub(&bin, port, &args)?;
+    let mut hub = spawn_hub(&bin, port, &args, true)?;
     let mut perf = match (&args.perf, hub.id()) {
         (Some(out), Some(pid)) => Some(
             Command::new("perf")
