@@ -38,11 +38,17 @@ def median(values):
     return statistics.median(values) if values else None
 
 
-def fmt(value, digits=2):
+# Counts are whole numbers; everything else keeps two decimals below 100.
+COUNTS = {"lost", "duplicates", "clients", "resumed", "unrecovered", "expected", "received", "published"}
+
+
+def fmt(value, digits=2, count=False):
     if value is None:
         return "—"
-    if abs(value) >= 100 or value == int(value):
+    if count or abs(value) >= 100:
         return f"{value:,.0f}"
+    if value == 0:
+        return "0"
     return f"{value:.{digits}f}"
 
 
@@ -52,9 +58,10 @@ def cell(dicts, key):
     m = median(values)
     if m is None:
         return "—"
+    count = key in COUNTS
     if len(values) == 1:
-        return fmt(m)
-    return f"{fmt(m)} ({' / '.join(fmt(v) for v in values)})"
+        return fmt(m, count=count)
+    return f"{fmt(m, count=count)} ({' / '.join(fmt(v, count=count) for v in values)})"
 
 
 def cpu():
