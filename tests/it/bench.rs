@@ -123,6 +123,30 @@ async fn floor_refuses_a_bad_project_id_with_400_and_unsubscribes_after_the_last
     assert_eq!(redis.numsub("p1").await, 1);
 }
 
+/// Sends a close frame and returns what came back: a close frame (true) or not.
+async fn answers_close_with_close(url: &str) -> bool {
+    let mut client = WsClient::connected(url).await;
+    client.ws.send(Message::Close(None)).await.unwrap();
+    let echo = tokio::time::timeout(PATIENCE, futures_util::StreamExt::next(&mut client.ws))
+        .await
+        .expect("an answer in time");
+    matches!(echo, Some(Ok(Message::Close(_))))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floor_answers_a_close_as_the_hub_does() {
+    // The churn scenario closes every connection: the floor must do the same closing
+    // work as the hub, or churn compares unequal work.
+    let hub = crate::support::TestHub::start(crate::support::Backend::Redis).await;
+    let (_floor, base) = start_floor(&hub.redis().url());
+    let by_hub = answers_close_with_close(&hub.ws_url("p1")).await;
+    let by_floor = answers_close_with_close(&progress_url(&base, "p1")).await;
+    assert_eq!(
+        by_floor, by_hub,
+        "close frame back: hub {by_hub}, floor {by_floor}"
+    );
+}
+
 /// Runs the storm at a small size against the real hub binary and returns its RESULT
 /// fields.
 async fn storm(redis: &RedisServer, extra: &[&str]) -> HashMap<String, String> {
