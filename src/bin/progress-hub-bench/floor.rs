@@ -493,6 +493,68 @@ mod tests {
         assert_eq!(target(&request(&long)), None);
     }
 
+    fn relay() -> (Relay, mpsc::UnboundedReceiver<Vec<u8>>) {
+        let (commands, sent) = mpsc::unbounded_channel();
+        let relay = Relay {
+            topics: Mutex::new(Topics::default()),
+            commands,
+            next_id: AtomicU64::new(1),
+            heartbeat_interval: 30,
+        };
+        (relay, sent)
+    }
+
+    fn command(sent: &mut mpsc::UnboundedReceiver<Vec<u8>>) -> String {
+        String::from_utf8(sent.try_recv().expect("a command")).unwrap()
+    }
+
+    #[test]
+    fn one_subscribe_per_first_watcher_one_unsubscribe_per_last() {
+        let (relay, mut sent) = relay();
+        let (a, _) = relay.join("p", Arc::default());
+        let (b, _) = relay.join("p", Arc::default());
+        assert!(command(&mut sent).contains("SUBSCRIBE\r\n$10\r\nprogress:p"));
+        assert!(sent.try_recv().is_err(), "the second watcher sends nothing");
+        relay.leave("p", a);
+        assert!(sent.try_recv().is_err(), "b still watches");
+        relay.leave("p", b);
+        assert!(command(&mut sent).contains("UNSUBSCRIBE\r\n$10\r\nprogress:p"));
+    }
+
+    #[test]
+    fn a_topic_is_live_only_once_its_own_subscribe_is_confirmed() {
+        // SUBSCRIBE, UNSUBSCRIBE, SUBSCRIBE pipelined: the first confirmation is the old
+        // topic's, and Redis has yet to process the UNSUBSCRIBE and the new SUBSCRIBE.
+        let (relay, _sent) = relay();
+        let (old, _) = relay.join("p", Arc::default());
+        relay.leave("p", old);
+        let (_new, subscribed) = relay.join("p", Arc::default());
+        relay.confirmed("progress:p");
+        assert!(
+            !*subscribed.borrow(),
+            "live before its own SUBSCRIBE was processed"
+        );
+        relay.confirmed("progress:p");
+        assert!(*subscribed.borrow());
+    }
+
+    #[test]
+    fn a_message_goes_to_every_client_of_its_project_only() {
+        let (relay, _sent) = relay();
+        let (a, b, c) = (
+            Arc::<Outbox>::default(),
+            Arc::<Outbox>::default(),
+            Arc::<Outbox>::default(),
+        );
+        relay.join("p", Arc::clone(&a));
+        relay.join("p", Arc::clone(&b));
+        relay.join("q", Arc::clone(&c));
+        relay.deliver("progress:p", Utf8Bytes::from_static("x"));
+        assert_eq!(a.frames.lock().len(), 1);
+        assert_eq!(b.frames.lock().len(), 1);
+        assert!(c.frames.lock().is_empty());
+    }
+
     #[test]
     fn redis_address_reads_host_and_port() {
         assert_eq!(
