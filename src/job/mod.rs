@@ -1,8 +1,10 @@
 //! Generation jobs: the `generate_video` pipeline (`pipeline.rs`) over mock providers
 //! (`providers.rs`), carried by a job queue (`queue.rs`: in-process, or Redis Streams
 //! so that `progress-hub worker` processes anywhere can run them) and run by workers
-//! (`worker.rs`).
+//! (`worker.rs`). What a job finished is kept with it (`checkpoint.rs`), so a run that
+//! takes it over goes on from there.
 
+pub mod checkpoint;
 pub mod pipeline;
 pub mod providers;
 pub mod queue;
@@ -139,6 +141,8 @@ pub struct WorkerConfig {
     pub shutdown_grace: Duration,
     /// How long a job's publish waits out a broker outage before it reports an error.
     pub publish_retry: Duration,
+    /// Where the mock providers log every call they start (tests count them there).
+    pub mock_call_log: Option<std::path::PathBuf>,
 }
 
 impl Default for WorkerConfig {
@@ -150,6 +154,7 @@ impl Default for WorkerConfig {
             claim_idle: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             publish_retry: Duration::from_secs(120),
+            mock_call_log: None,
         }
     }
 }

@@ -2,10 +2,12 @@
 //! for the self-contained hub, and Redis Streams (`redis_queue.rs`) so workers on any
 //! machine cooperate.
 //!
-//! The contract: at most one job per project at a time (`submit` says `Busy`
-//! otherwise); a taken job stays the taker's while it shows life (`keep_alive`); a job
-//! whose worker went silent for `claim_idle` is taken again by another (`take`
-//! reclaims it); `finish` settles it; `hand_back` returns it for another worker.
+//! The contract: at most one job per project while the job exists, queued or running
+//! (`submit` says `Busy` otherwise); a taken job stays the taker's while it shows life
+//! (`keep_alive`); a job whose worker went silent for `claim_idle` is taken again by
+//! another (`take` reclaims it); `finish` settles it; `hand_back` returns it for another
+//! worker. What the job finished so far (`record`, a [`Checkpoint`]) stays with it until
+//! it is settled, and comes with every later `take` of it.
 //!
 //! A reclaim makes a new claim and ends the old one. The silent worker may come back:
 //! `keep_alive`, `finish` and `hand_back` act only on a claim that still holds, and
@@ -21,6 +23,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::Job;
+use super::checkpoint::Checkpoint;
 use crate::wire::ProjectId;
 
 #[derive(Debug, thiserror::Error)]
@@ -49,12 +52,20 @@ pub struct Claimed {
     /// taker, one more for each reclaim. With `consumer` it names this claim, so even a
     /// worker that reclaims its own stalled job holds a new claim, not the old one.
     pub delivery: u64,
+    /// What earlier runs of the job finished (empty for a fresh job).
+    pub checkpoint: Checkpoint,
 }
 
 impl Claimed {
     /// Taken over from a worker that stopped showing life.
     pub fn reclaimed(&self) -> bool {
         self.delivery > 1
+    }
+
+    /// Another run of this job came before this one (it was reclaimed, handed back, or
+    /// queued again): this run takes the job over, at the first unfinished step.
+    pub fn taken_over(&self) -> bool {
+        self.reclaimed() || self.job.requeued > 0 || !self.checkpoint.is_empty()
     }
 
     /// Orders the claims of one job, newest highest: by how often the job was queued
@@ -89,6 +100,13 @@ pub trait JobQueue: Send + Sync + 'static {
     async fn finish(&self, claimed: &Claimed) -> Result<Ownership, QueueError>;
     /// Queues the job again for another worker, if the claim still holds.
     async fn hand_back(&self, claimed: &Claimed) -> Result<Ownership, QueueError>;
+    /// Records what the job finished so far, if the claim still holds; the next taker
+    /// of the job gets it in [`Claimed::checkpoint`].
+    async fn record(
+        &self,
+        claimed: &Claimed,
+        checkpoint: &Checkpoint,
+    ) -> Result<Ownership, QueueError>;
 }
 
 /// A taken job, as the in-process queue tracks it.
@@ -106,6 +124,8 @@ struct MemoryState {
     running: HashMap<ProjectId, String>,
     /// Entry → the claim on a taken job not yet settled.
     pending: HashMap<u64, Pending>,
+    /// Job id → what it finished so far (until it is settled).
+    checkpoints: HashMap<String, Checkpoint>,
     next_entry: u64,
 }
 
@@ -172,11 +192,14 @@ impl MemoryQueue {
         pending.consumer = consumer.to_string();
         pending.delivery += 1;
         pending.seen = now;
+        let (job, entry, delivery) = (pending.job.clone(), *entry, pending.delivery);
+        let checkpoint = state.checkpoints.get(&job.id).cloned().unwrap_or_default();
         Some(Claimed {
-            job: pending.job.clone(),
+            job,
             entry: entry.to_string(),
             consumer: consumer.to_string(),
-            delivery: pending.delivery,
+            delivery,
+            checkpoint,
         })
     }
 }
@@ -216,11 +239,13 @@ impl JobQueue for MemoryQueue {
                 seen: Instant::now(),
             },
         );
+        let checkpoint = state.checkpoints.get(&job.id).cloned().unwrap_or_default();
         Ok(Some(Claimed {
             job,
             entry: entry.to_string(),
             consumer: consumer.to_string(),
             delivery: 1,
+            checkpoint,
         }))
     }
 
@@ -242,6 +267,7 @@ impl JobQueue for MemoryQueue {
             Err(lost) => return Ok(lost),
         };
         state.pending.remove(&entry);
+        state.checkpoints.remove(&claimed.job.id);
         let project = &claimed.job.project;
         if state.running.get(project) == Some(&claimed.job.id) {
             state.running.remove(project);
@@ -257,6 +283,21 @@ impl JobQueue for MemoryQueue {
         };
         state.pending.remove(&entry);
         self.enqueue(&claimed.job.requeued_again())?;
+        Ok(Ownership::Held)
+    }
+
+    async fn record(
+        &self,
+        claimed: &Claimed,
+        checkpoint: &Checkpoint,
+    ) -> Result<Ownership, QueueError> {
+        let mut state = self.state();
+        if let Err(lost) = state.owned(claimed) {
+            return Ok(lost);
+        }
+        state
+            .checkpoints
+            .insert(claimed.job.id.clone(), checkpoint.clone());
         Ok(Ownership::Held)
     }
 }
@@ -359,5 +400,42 @@ mod tests {
             "a settled job is no one's"
         );
         q.submit(&job("p", "b")).await.unwrap();
+    }
+
+    // What a run finished stays with the job: the next taker (a reclaim, or the worker
+    // a job was handed back to) gets it; a lost claim cannot change it; settling the job
+    // discards it.
+    #[tokio::test(start_paused = true)]
+    async fn a_checkpoint_goes_with_the_job_until_it_is_settled() {
+        let idle = Duration::from_secs(30);
+        let q = MemoryQueue::new(idle);
+        let wait = Duration::from_millis(10);
+        q.submit(&job("p", "a")).await.unwrap();
+        let first = q.take("w1", wait).await.unwrap().unwrap();
+        assert!(first.checkpoint.is_empty() && !first.taken_over());
+        let mut done = Checkpoint {
+            youtube_url: Some("u".into()),
+            ..Checkpoint::default()
+        };
+        assert_eq!(q.record(&first, &done).await.unwrap(), Ownership::Held);
+        tokio::time::advance(idle).await;
+        let second = q.take("w2", wait).await.unwrap().unwrap();
+        assert_eq!(second.checkpoint, done);
+        assert!(second.taken_over());
+        let stale = Checkpoint::default();
+        assert!(matches!(
+            q.record(&first, &stale).await.unwrap(),
+            Ownership::Lost { .. }
+        ));
+        done.thumbnail = Some(super::super::providers::Asset { name: "t".into() });
+        assert_eq!(q.record(&second, &done).await.unwrap(), Ownership::Held);
+        assert_eq!(q.hand_back(&second).await.unwrap(), Ownership::Held);
+        let third = q.take("w3", wait).await.unwrap().unwrap();
+        assert_eq!(third.checkpoint, done, "a handed-back job keeps it");
+        assert!(third.taken_over());
+        assert_eq!(q.finish(&third).await.unwrap(), Ownership::Held);
+        q.submit(&job("p", "a")).await.unwrap();
+        let fresh = q.take("w1", wait).await.unwrap().unwrap();
+        assert!(fresh.checkpoint.is_empty(), "settling discards it");
     }
 }

@@ -454,6 +454,191 @@ async fn killed_worker_job_is_finished_by_another_with_one_complete() {
     );
 }
 
+/// Every provider call of a whole run, as the mock providers log them
+/// (`--mock-call-log`): `<stage> <step>`.
+fn full_run_calls() -> Vec<String> {
+    let mut calls = vec![
+        "SCRIPT_GENERATING script".to_string(),
+        "ASSETS_GENERATING voice".into(),
+    ];
+    calls.extend((1..=15).map(|n| format!("ASSETS_GENERATING image-{n:02}")));
+    calls.push("ASSETS_GENERATING avatar".into());
+    calls.extend((1..=4).map(|n| format!("RENDERING part-{n}")));
+    calls.push("THUMBNAIL_GENERATING thumbnail".into());
+    calls.push("UPLOADING upload".into());
+    calls
+}
+
+/// A fresh path for a worker's provider call log.
+fn call_log_path(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!(
+        "progress-hub-calls-{}-{name}-{:08x}.log",
+        std::process::id(),
+        rand::random::<u32>()
+    ))
+}
+
+/// The provider calls a worker logged, in order (none if it logged nothing).
+fn calls_in(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// A worker on the test's Redis whose mock providers log every call they start.
+fn spawn_logging_worker(redis_url: &str, mock_delay: &str, call_log: &std::path::Path) -> Child {
+    let log = call_log.to_str().unwrap();
+    cli::worker(
+        redis_url,
+        &[
+            "--mock-delay",
+            mock_delay,
+            "--retry-backoff",
+            "5ms",
+            "--claim-idle",
+            "1s",
+            "--concurrency",
+            "1",
+            "--mock-call-log",
+            log,
+        ],
+    )
+}
+
+// A worker killed (SIGKILL) in each stage: the worker that takes the job over starts
+// at the first unfinished step. Every provider call of the run is made, each once,
+// except the one the kill cut short (made twice at most); the rescuer calls no provider
+// of a stage finished before the kill; it says it took over, its first stage_change
+// names the stage the run was in, and its progress goes on from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_taken_over_resumes_at_its_first_unfinished_step() {
+    let hub = hub_without_worker().await;
+    let url = hub.redis().url();
+    for (i, stage) in STAGES.iter().enumerate() {
+        let project = format!("resume-{i}");
+        let (doomed_log, rescuer_log) = (call_log_path("doomed"), call_log_path("rescuer"));
+        let mut doomed = spawn_logging_worker(&url, "100ms", &doomed_log);
+        let mut client = WsClient::connected(&hub.ws_url(&project)).await;
+        let (status, _) = hub.generate(&project, &json!({})).await;
+        assert_eq!(status, 202);
+        // Kill the worker once it has started a provider call of the stage.
+        eventually(
+            &format!("the worker calls a provider of {stage}"),
+            || async {
+                calls_in(&doomed_log)
+                    .last()
+                    .is_some_and(|c| c.starts_with(stage))
+            },
+        )
+        .await;
+        doomed.kill().unwrap();
+        doomed.wait().unwrap();
+        let mut rescuer = spawn_logging_worker(&url, "2ms", &rescuer_log);
+        let frames = client.until_complete(PATIENCE).await;
+        rescuer.kill().unwrap();
+        rescuer.wait().unwrap();
+        let (first, second) = (calls_in(&doomed_log), calls_in(&rescuer_log));
+        let _ = std::fs::remove_file(&doomed_log);
+        let _ = std::fs::remove_file(&rescuer_log);
+
+        let all: Vec<&String> = first.iter().chain(&second).collect();
+        let count = |call: &str| all.iter().filter(|c| c.as_str() == call).count();
+        let per_stage: Vec<(&str, usize, usize)> = STAGES
+            .iter()
+            .map(|s| {
+                let of_stage = |calls: &[String]| calls.iter().filter(|c| c.starts_with(s)).count();
+                (*s, of_stage(&first), of_stage(&second))
+            })
+            .collect();
+        eprintln!(
+            "killed in {stage}: provider calls per stage (killed worker, rescuer): {per_stage:?}"
+        );
+        let twice: Vec<String> = full_run_calls()
+            .into_iter()
+            .filter(|c| count(c) > 1)
+            .collect();
+        for call in full_run_calls() {
+            assert!(count(&call) >= 1, "killed in {stage}: {call} never called");
+        }
+        assert_eq!(
+            all.len(),
+            full_run_calls().len() + twice.len(),
+            "killed in {stage}: no unknown calls: {all:?}"
+        );
+        assert!(
+            twice.len() <= 1
+                && twice
+                    .iter()
+                    .all(|c| count(c) == 2 && Some(c) == first.last()),
+            "killed in {stage}: only the call the kill cut short is made again: {twice:?}; killed worker {first:?}; rescuer {second:?}"
+        );
+        let was_in = first.last().and_then(|c| c.split_once(' ')).map(|(s, _)| s);
+        assert_eq!(
+            was_in,
+            Some(*stage),
+            "the worker was killed inside {stage}: {first:?}"
+        );
+        for finished in &STAGES[..i] {
+            assert!(
+                !second.iter().any(|c| c.starts_with(finished)),
+                "killed in {stage}: the rescuer called a provider of the finished {finished}: {second:?}"
+            );
+        }
+
+        // What the client saw: one clean stream; the rescuer says it took over (every
+        // frame from there on is the rescuer's: the killed worker is gone), and its first
+        // stage_change goes on from the stage the run was in.
+        check_stream(&frames);
+        assert_eq!(frames.last().unwrap()["data"]["status"], "COMPLETED");
+        let takeover = frames
+            .iter()
+            .position(|f| {
+                f["data"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("接手"))
+            })
+            .unwrap_or_else(|| panic!("killed in {stage}: the rescuer says it took over"));
+        let (before, after) = frames.split_at(takeover);
+        let changes = of(after, "stage_change");
+        let resumed = changes
+            .first()
+            .expect("the rescuer publishes a stage_change");
+        assert_eq!(
+            resumed["data"]["previous_stage"], *stage,
+            "killed in {stage}: {resumed}"
+        );
+        assert_eq!(
+            resumed["data"]["current_stage"], *stage,
+            "killed in {stage}: {resumed}"
+        );
+        let stages: Vec<&str> = changes
+            .iter()
+            .map(|f| f["data"]["current_stage"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            stages,
+            &STAGES[i..],
+            "killed in {stage}: each later stage entered once"
+        );
+        let last_before = of(before, "progress_update")
+            .iter()
+            .filter_map(|f| f["data"]["progress"].as_u64())
+            .max()
+            .unwrap_or(0);
+        let progress: Vec<u64> = of(after, "progress_update")
+            .iter()
+            .map(|f| f["data"]["progress"].as_u64().unwrap())
+            .collect();
+        assert!(
+            progress.first().is_some_and(|p| *p > last_before)
+                && progress.windows(2).all(|w| w[0] < w[1]),
+            "killed in {stage}: progress goes on from {last_before}, no repeats: {progress:?}"
+        );
+    }
+}
+
 // Two workers, ten projects at once: every project's stream is whole and correct.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_run_ten_projects_at_once() {
@@ -779,6 +964,7 @@ fn thread_worker_config(mock_delay: Duration) -> WorkerConfig {
         // Long enough that a job still running when the worker stops runs to its end.
         shutdown_grace: Duration::from_secs(60),
         publish_retry: Duration::from_secs(5),
+        mock_call_log: None,
     }
 }
 
@@ -799,7 +985,7 @@ async fn history(redis: &RedisServer, project: &str) -> Vec<Value> {
 }
 
 // Worker A stalls mid-job longer than the claim idle time; worker B reclaims the job
-// and restarts it. When A comes back, its keep-alive finds the claim lost: A drops its
+// and goes on at A's first unfinished step. When A comes back, its keep-alive finds the claim lost: A drops its
 // run at once (publishing nothing more), does not take the job back, and the project
 // sees exactly one complete — B's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -905,11 +1091,15 @@ async fn stalled_worker_loses_its_claim_and_the_job_completes_once() {
             assert!(!m.is_ascii(), "an event of A after B took over: {f}");
         }
     }
-    let stages: Vec<&str> = of(after, "stage_change")
+    let changes = of(after, "stage_change");
+    let stages: Vec<&str> = changes
         .iter()
         .map(|f| f["data"]["current_stage"].as_str().unwrap())
         .collect();
-    assert_eq!(stages, STAGES, "B ran every stage once");
+    // A had written the script: B goes on in the assets stage A was in, and enters
+    // every later stage once.
+    assert_eq!(stages, &STAGES[1..], "B goes on where A was");
+    assert_eq!(changes[0]["data"]["previous_stage"], "ASSETS_GENERATING");
     assert_eq!(after.last().unwrap()["data"]["status"], "COMPLETED");
 }
 
