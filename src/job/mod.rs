@@ -31,6 +31,8 @@ pub struct Job {
     /// worker's shutdown, or queued again after Redis lost it). A new entry's delivery
     /// count starts again at 1, so this comes first in the claim's fencing token.
     pub requeued: u32,
+    /// Who asked for it (the client's address), for the per-client queue limit.
+    pub client: Option<String>,
 }
 
 /// The queued form of a job (project ids travel as text and are validated on read).
@@ -43,6 +45,8 @@ struct JobRecord {
     inject_failures: BTreeMap<Stage, u32>,
     #[serde(default)]
     requeued: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client: Option<String>,
 }
 
 impl Job {
@@ -53,6 +57,7 @@ impl Job {
             topic: self.topic.clone(),
             inject_failures: self.inject_failures.clone(),
             requeued: self.requeued,
+            client: self.client.clone(),
         };
         serde_json::to_string(&record).unwrap_or_default()
     }
@@ -65,6 +70,7 @@ impl Job {
             topic: record.topic,
             inject_failures: record.inject_failures,
             requeued: record.requeued,
+            client: record.client,
         })
     }
 
@@ -94,7 +100,12 @@ pub const MAX_TOPIC: usize = 200;
 pub const MAX_INJECTED_FAILURES: u32 = 20;
 
 impl GenerateRequest {
-    pub fn into_job(self, project: ProjectId, default_topic: &str) -> Result<Job, InvalidEvent> {
+    pub fn into_job(
+        self,
+        project: ProjectId,
+        default_topic: &str,
+        client: Option<String>,
+    ) -> Result<Job, InvalidEvent> {
         let topic = self.topic.unwrap_or_else(|| default_topic.to_string());
         if topic.trim().is_empty() || topic.chars().count() > MAX_TOPIC {
             return Err(InvalidEvent {
@@ -118,6 +129,7 @@ impl GenerateRequest {
             topic,
             inject_failures: self.inject_failures,
             requeued: 0,
+            client,
         })
     }
 }
@@ -125,6 +137,26 @@ impl GenerateRequest {
 pub fn new_job_id() -> String {
     use rand::Rng;
     format!("job-{:016x}", rand::rng().random::<u64>())
+}
+
+/// How many jobs may wait in the queue (taken jobs are bounded by the workers). A
+/// `generate` past a limit is refused (429 per client, 503 for all) rather than queued
+/// for hours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// Jobs waiting to be taken, from every client.
+    pub max_queued: usize,
+    /// Jobs of one client (its address) not yet finished, waiting or running.
+    pub max_queued_per_client: usize,
+}
+
+impl Default for QueueLimits {
+    fn default() -> Self {
+        Self {
+            max_queued: 1000,
+            max_queued_per_client: 20,
+        }
+    }
 }
 
 /// How workers run jobs.
@@ -171,6 +203,7 @@ mod tests {
             topic: "AI".into(),
             inject_failures: BTreeMap::from([(Stage::Rendering, 2)]),
             requeued: 3,
+            client: Some("127.0.0.1".into()),
         };
         assert_eq!(Job::from_json(&job.to_json()), Some(job));
         assert_eq!(
@@ -184,7 +217,7 @@ mod tests {
     fn generate_requests_are_validated() {
         let p = ProjectId::parse("p").unwrap();
         let ok = GenerateRequest::default()
-            .into_job(p.clone(), "AI")
+            .into_job(p.clone(), "AI", None)
             .unwrap();
         assert_eq!(ok.topic, "AI");
         assert!(ok.id.starts_with("job-"));
@@ -192,13 +225,16 @@ mod tests {
             topic: Some("x".repeat(201)),
             ..Default::default()
         };
-        assert_eq!(long.into_job(p.clone(), "AI").unwrap_err().field, "topic");
+        assert_eq!(
+            long.into_job(p.clone(), "AI", None).unwrap_err().field,
+            "topic"
+        );
         let many = GenerateRequest {
             topic: None,
             inject_failures: BTreeMap::from([(Stage::Uploading, 21)]),
         };
         assert_eq!(
-            many.into_job(p, "AI").unwrap_err().field,
+            many.into_job(p, "AI", None).unwrap_err().field,
             "inject_failures.UPLOADING"
         );
     }

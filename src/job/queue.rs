@@ -22,14 +22,20 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::Job;
 use super::checkpoint::Checkpoint;
+use super::{Job, QueueLimits};
 use crate::wire::ProjectId;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     #[error("a generation job is already running for this project ({job_id})")]
     Busy { job_id: String },
+    /// The client has as many unfinished jobs as it may (`QueueLimits`).
+    #[error("this client has {limit} unfinished generation jobs, the most it may have")]
+    ClientFull { limit: usize },
+    /// As many jobs wait as the queue holds (`QueueLimits`).
+    #[error("{limit} generation jobs are waiting, the most the queue holds")]
+    Full { limit: usize },
     #[error("job queue unavailable: {0}")]
     Unavailable(String),
 }
@@ -38,6 +44,14 @@ impl From<redis::RedisError> for QueueError {
     fn from(err: redis::RedisError) -> Self {
         Self::Unavailable(err.to_string())
     }
+}
+
+/// A job accepted into the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Queued {
+    /// Its place among the jobs waiting to be taken when it was queued: 1 when none
+    /// waited before it (jobs already running are not counted).
+    pub position: u64,
 }
 
 /// A job a worker has taken, and which claim on it is the worker's.
@@ -89,7 +103,9 @@ pub enum Ownership {
 
 #[async_trait]
 pub trait JobQueue: Send + Sync + 'static {
-    async fn submit(&self, job: &Job) -> Result<(), QueueError>;
+    /// Queues the job, unless its project has one (`Busy`) or a limit is reached
+    /// (`ClientFull` for `job.client`, `Full` for everyone).
+    async fn submit(&self, job: &Job) -> Result<Queued, QueueError>;
     /// The next job for `consumer`, waiting at most `wait`: first one whose worker went
     /// silent for `claim_idle`, then a new one.
     async fn take(&self, consumer: &str, wait: Duration) -> Result<Option<Claimed>, QueueError>;
@@ -126,6 +142,10 @@ struct MemoryState {
     pending: HashMap<u64, Pending>,
     /// Job id → what it finished so far (until it is settled).
     checkpoints: HashMap<String, Checkpoint>,
+    /// Jobs queued and not yet taken.
+    waiting: usize,
+    /// Client → its jobs not yet settled.
+    clients: HashMap<String, usize>,
     next_entry: u64,
 }
 
@@ -150,6 +170,7 @@ pub struct MemoryQueue {
     tx: mpsc::UnboundedSender<Job>,
     rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Job>>,
     claim_idle: Duration,
+    limits: QueueLimits,
     state: Mutex<MemoryState>,
 }
 
@@ -166,18 +187,27 @@ impl MemoryQueue {
             tx,
             rx: tokio::sync::Mutex::new(rx),
             claim_idle,
+            limits: QueueLimits::default(),
             state: Mutex::new(MemoryState::default()),
         }
+    }
+
+    pub fn with_limits(mut self, limits: QueueLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     fn state(&self) -> MutexGuard<'_, MemoryState> {
         self.state.lock()
     }
 
-    fn enqueue(&self, job: &Job) -> Result<(), QueueError> {
+    /// Queues the job (with the state locked, so the count of waiting jobs agrees).
+    fn enqueue(&self, state: &mut MemoryState, job: &Job) -> Result<(), QueueError> {
         self.tx
             .send(job.clone())
-            .map_err(|_| QueueError::Unavailable("the in-process queue is closed".into()))
+            .map_err(|_| QueueError::Unavailable("the in-process queue is closed".into()))?;
+        state.waiting += 1;
+        Ok(())
     }
 
     /// Takes over a job whose taker has been silent for `claim_idle`.
@@ -206,17 +236,33 @@ impl MemoryQueue {
 
 #[async_trait]
 impl JobQueue for MemoryQueue {
-    async fn submit(&self, job: &Job) -> Result<(), QueueError> {
-        {
-            let mut state = self.state();
-            if let Some(job_id) = state.running.get(&job.project) {
-                return Err(QueueError::Busy {
-                    job_id: job_id.clone(),
-                });
-            }
-            state.running.insert(job.project.clone(), job.id.clone());
+    async fn submit(&self, job: &Job) -> Result<Queued, QueueError> {
+        let mut state = self.state();
+        if let Some(job_id) = state.running.get(&job.project) {
+            return Err(QueueError::Busy {
+                job_id: job_id.clone(),
+            });
         }
-        self.enqueue(job)
+        let limits = self.limits;
+        if let Some(client) = &job.client
+            && state.clients.get(client).copied().unwrap_or(0) >= limits.max_queued_per_client
+        {
+            return Err(QueueError::ClientFull {
+                limit: limits.max_queued_per_client,
+            });
+        }
+        if state.waiting >= limits.max_queued {
+            return Err(QueueError::Full {
+                limit: limits.max_queued,
+            });
+        }
+        let position = state.waiting as u64 + 1;
+        self.enqueue(&mut state, job)?;
+        state.running.insert(job.project.clone(), job.id.clone());
+        if let Some(client) = &job.client {
+            *state.clients.entry(client.clone()).or_default() += 1;
+        }
+        Ok(Queued { position })
     }
 
     async fn take(&self, consumer: &str, wait: Duration) -> Result<Option<Claimed>, QueueError> {
@@ -228,6 +274,7 @@ impl JobQueue for MemoryQueue {
             return Ok(None);
         };
         let mut state = self.state();
+        state.waiting = state.waiting.saturating_sub(1);
         state.next_entry += 1;
         let entry = state.next_entry;
         state.pending.insert(
@@ -268,6 +315,14 @@ impl JobQueue for MemoryQueue {
         };
         state.pending.remove(&entry);
         state.checkpoints.remove(&claimed.job.id);
+        if let Some(client) = &claimed.job.client
+            && let Some(n) = state.clients.get_mut(client)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                state.clients.remove(client);
+            }
+        }
         let project = &claimed.job.project;
         if state.running.get(project) == Some(&claimed.job.id) {
             state.running.remove(project);
@@ -282,7 +337,7 @@ impl JobQueue for MemoryQueue {
             Err(lost) => return Ok(lost),
         };
         state.pending.remove(&entry);
-        self.enqueue(&claimed.job.requeued_again())?;
+        self.enqueue(&mut state, &claimed.job.requeued_again())?;
         Ok(Ownership::Held)
     }
 
@@ -314,6 +369,7 @@ mod tests {
             topic: "t".into(),
             inject_failures: BTreeMap::new(),
             requeued: 0,
+            client: None,
         }
     }
 
@@ -437,5 +493,46 @@ mod tests {
         q.submit(&job("p", "a")).await.unwrap();
         let fresh = q.take("w1", wait).await.unwrap().unwrap();
         assert!(fresh.checkpoint.is_empty(), "settling discards it");
+    }
+
+    // Limits: per client, jobs not yet settled; for all, jobs not yet taken. A refused
+    // submit leaves nothing behind; a settled job frees its client's place, a taken
+    // one frees a place in the queue.
+    #[tokio::test]
+    async fn the_queue_is_bounded_per_client_and_in_all() {
+        let q = MemoryQueue::default().with_limits(QueueLimits {
+            max_queued: 2,
+            max_queued_per_client: 1,
+        });
+        let wait = Duration::from_millis(10);
+        let from = |project: &str, client: &str| Job {
+            client: Some(client.into()),
+            ..job(project, &format!("{project}-{client}"))
+        };
+        assert_eq!(q.submit(&from("p1", "a")).await.unwrap().position, 1);
+        assert!(matches!(
+            q.submit(&from("p2", "a")).await,
+            Err(QueueError::ClientFull { limit: 1 })
+        ));
+        assert_eq!(q.submit(&from("p3", "b")).await.unwrap().position, 2);
+        assert!(matches!(
+            q.submit(&from("p4", "c")).await,
+            Err(QueueError::Full { limit: 2 })
+        ));
+        q.submit(&from("p4", "c")).await.unwrap_err();
+        let taken = q.take("w", wait).await.unwrap().unwrap();
+        assert_eq!(taken.job.project.as_str(), "p1");
+        assert_eq!(
+            q.submit(&from("p4", "c")).await.unwrap().position,
+            2,
+            "a taken job no longer waits"
+        );
+        assert!(matches!(
+            q.submit(&from("p2", "a")).await,
+            Err(QueueError::ClientFull { .. })
+        ));
+        assert_eq!(q.finish(&taken).await.unwrap(), Ownership::Held);
+        q.take("w", wait).await.unwrap().unwrap();
+        q.submit(&from("p2", "a")).await.unwrap();
     }
 }

@@ -27,9 +27,9 @@ use async_trait::async_trait;
 use redis::aio::ConnectionLike;
 use redis::streams::StreamReadReply;
 
-use super::Job;
 use super::checkpoint::Checkpoint;
-use super::queue::{Claimed, JobQueue, Ownership, QueueError};
+use super::queue::{Claimed, JobQueue, Ownership, QueueError, Queued};
+use super::{Job, QueueLimits};
 use crate::broker::redis::connection::{RedisConn, Timeouts};
 use crate::broker::redis::layout::{self, JOB_GROUP, JOB_STREAM};
 use crate::broker::redis::target::RedisTarget;
@@ -159,6 +159,7 @@ pub struct RedisQueue {
     /// delays other commands.
     blocking: tokio::sync::Mutex<Option<Blocking>>,
     claim_idle: Duration,
+    limits: QueueLimits,
     group_ready: AtomicBool,
     submit: redis::Script,
     claim: redis::Script,
@@ -191,6 +192,7 @@ impl RedisQueue {
             commands,
             blocking: tokio::sync::Mutex::new(None),
             claim_idle,
+            limits: QueueLimits::default(),
             group_ready: AtomicBool::new(false),
             submit: redis::Script::new(include_str!("submit.lua")),
             claim: redis::Script::new(include_str!("claim.lua")),
@@ -199,6 +201,11 @@ impl RedisQueue {
             outage: AtomicBool::new(false),
             reclaim_after: Mutex::new(tokio::time::Instant::now()),
         })
+    }
+
+    pub fn with_limits(mut self, limits: QueueLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Records whether Redis answered; on the first answer after an outage, holds
@@ -299,6 +306,7 @@ impl RedisQueue {
             .key(STREAM)
             .key(lock_key(&claimed.job.project))
             .key(checkpoint_key(&claimed.job))
+            .key(layout::JOB_CLIENTS)
             .arg(GROUP)
             .arg(&claimed.consumer)
             .arg(&claimed.entry)
@@ -306,6 +314,7 @@ impl RedisQueue {
             .arg(action)
             .arg(payload)
             .arg(&claimed.job.id)
+            .arg(claimed.job.client.as_deref().unwrap_or_default())
             .invoke_async(&mut conn)
             .await;
         let (held, holder) = reply.inspect_err(|e| self.check_group(e))?;
@@ -355,21 +364,34 @@ impl RedisQueue {
 
 #[async_trait]
 impl JobQueue for RedisQueue {
-    async fn submit(&self, job: &Job) -> Result<(), QueueError> {
+    async fn submit(&self, job: &Job) -> Result<Queued, QueueError> {
         self.ensure_group().await?;
         let mut conn = self.commands.clone();
-        let (queued, holder): (i64, String) = self
+        let (queued, detail): (i64, String) = self
             .submit
             .key(STREAM)
             .key(lock_key(&job.project))
+            .key(layout::JOB_CLIENTS)
             .arg(&job.id)
             .arg(job.to_json())
+            .arg(job.client.as_deref().unwrap_or_default())
+            .arg(self.limits.max_queued_per_client)
+            .arg(self.limits.max_queued)
+            .arg(GROUP)
             .invoke_async(&mut conn)
-            .await?;
-        if queued == 1 {
-            Ok(())
-        } else {
-            Err(QueueError::Busy { job_id: holder })
+            .await
+            .inspect_err(|e| self.check_group(e))?;
+        match queued {
+            1 => Ok(Queued {
+                position: detail.parse().unwrap_or(1),
+            }),
+            0 => Err(QueueError::Busy { job_id: detail }),
+            -1 => Err(QueueError::ClientFull {
+                limit: self.limits.max_queued_per_client,
+            }),
+            _ => Err(QueueError::Full {
+                limit: self.limits.max_queued,
+            }),
         }
     }
 

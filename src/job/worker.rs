@@ -243,7 +243,7 @@ impl Worker {
     /// back meanwhile still holds its project's lock, so this submit is refused.
     async fn queue_again(&self, claimed: &Claimed) {
         match self.queue.submit(&claimed.job.requeued_again()).await {
-            Ok(()) => {
+            Ok(_) => {
                 tracing::warn!(project_id = %claimed.job.project, job_id = %claimed.job.id, "the job had vanished from the queue (Redis lost its data?); queued it again")
             }
             Err(err) => {
@@ -305,7 +305,7 @@ mod tests {
     use crate::hub::Hub;
     use crate::job::Job;
     use crate::job::checkpoint::Checkpoint;
-    use crate::job::queue::{MemoryQueue, QueueError};
+    use crate::job::queue::{MemoryQueue, QueueError, Queued};
     use crate::locale::Locale;
     use crate::wire::ProjectId;
 
@@ -318,7 +318,7 @@ mod tests {
 
     #[async_trait]
     impl JobQueue for Unreachable {
-        async fn submit(&self, job: &Job) -> Result<(), QueueError> {
+        async fn submit(&self, job: &Job) -> Result<Queued, QueueError> {
             self.inner.submit(job).await
         }
         async fn take(
@@ -393,6 +393,7 @@ mod tests {
             topic: "t".into(),
             inject_failures: BTreeMap::new(),
             requeued: 0,
+            client: None,
         };
         queue.submit(&job).await.unwrap();
         let running = tokio::spawn(worker.run(shutdown.clone()));

@@ -292,6 +292,81 @@ async fn second_generate_while_running_is_409_and_bad_requests_are_refused(b: Ba
     assert_eq!(empty.status(), 202, "the body is optional");
 }
 
+/// Asks for a generation from the client address `from` (a loopback address).
+async fn generate_from(
+    hub: &TestHub,
+    from: [u8; 4],
+    project: &str,
+) -> (u16, Option<String>, Value) {
+    let client = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(from))
+        .build()
+        .unwrap();
+    let response = client
+        .post(hub.http(&format!("/api/v1/projects/{project}/generate")))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("POST");
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    (
+        status,
+        retry_after,
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
+
+// The generate queue is bounded: past the per-client cap a client gets 429, past the
+// global cap everyone gets 503, both with Retry-After and a stable code; a job that
+// waits says where it is in the queue, in its answer and in its first frames. (No worker
+// runs: every accepted job waits.)
+async fn the_generate_queue_is_bounded_per_client_and_in_all(b: Backend) {
+    let hub = TestHub::start_with(b, |c| {
+        c.worker = None;
+        c.job_limits.max_queued = 3;
+        c.job_limits.max_queued_per_client = 2;
+    })
+    .await;
+    let (a, other) = ([127, 0, 0, 1], [127, 0, 0, 2]);
+    let mut watcher = WsClient::connected(&hub.ws_url("queued-1")).await;
+    for (n, project) in ["queued-0", "queued-1"].iter().enumerate() {
+        let (status, _, body) = generate_from(&hub, a, project).await;
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(body["queue_position"], n as u64 + 1, "{body}");
+    }
+    let said = loop {
+        let frame = watcher.next_event().await;
+        if frame["event"] == "log" {
+            break frame["data"]["message"].as_str().unwrap().to_string();
+        }
+    };
+    assert!(
+        said.contains("2") && said.contains('1'),
+        "the waiting job's first frame gives its position (2) and the jobs ahead (1): {said}"
+    );
+
+    let (status, retry_after, body) = generate_from(&hub, a, "queued-2").await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "TOO_MANY_QUEUED_JOBS");
+    assert!(retry_after.is_some_and(|s| s.parse::<u64>().is_ok_and(|s| s > 0)));
+
+    let (status, _, body) = generate_from(&hub, other, "queued-3").await;
+    assert_eq!(status, 202, "another client still gets in: {body}");
+    assert_eq!(body["queue_position"], 3);
+    let (status, retry_after, body) = generate_from(&hub, other, "queued-4").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "JOB_QUEUE_FULL");
+    assert!(retry_after.is_some_and(|s| s.parse::<u64>().is_ok_and(|s| s > 0)));
+    // A refused generate leaves nothing behind: the project is not locked.
+    let (status, _, _) = generate_from(&hub, other, "queued-4").await;
+    assert_eq!(status, 503, "still full, not 409");
+}
+
 /// A worker that stalled and lost its job publishes under an older claim of it: its
 /// events are refused (even ones sent before the stall that land late), and once the
 /// job's `complete` is in, no claim of the job can publish again, not even after the
@@ -749,6 +824,7 @@ fn queued_job(project: &str) -> Job {
         topic: "ai trends".into(),
         inject_failures: Default::default(),
         requeued: 0,
+        client: None,
     }
 }
 
@@ -840,6 +916,78 @@ async fn a_lost_claim_cannot_be_kept_alive_settled_or_handed_back() {
         "a settled job is no one's"
     );
     a.submit(&queued_job("lost-claim")).await.unwrap();
+}
+
+/// Every key in Redis that expires, with its time to live (ms).
+async fn expiring_keys(redis: &RedisServer) -> Vec<(String, i64)> {
+    let mut conn = redis.connection().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut expiring = Vec::new();
+    for key in keys {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if ttl != -1 {
+            expiring.push((key, ttl));
+        }
+    }
+    expiring
+}
+
+// The one-job-per-project rule lasts as long as the job, however long it waits in the
+// queue: nothing the queue keeps for a queued or running job expires (the old lock
+// expired max(2 × claim_idle, 60 s) after submit, so a job that waited behind busy
+// workers for a minute let a second `generate` of its project in, and both ran). Once
+// the job is settled, the project is free and nothing of the job is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projects_lock_lasts_as_long_as_its_job() {
+    let redis = RedisServer::start().await;
+    let wait = Duration::from_millis(100);
+    let q = RedisQueue::new(&redis.url(), Duration::from_secs(1)).unwrap();
+    let job = queued_job("waits");
+    q.submit(&job).await.unwrap();
+    assert_eq!(
+        expiring_keys(&redis).await,
+        [],
+        "a queued job's keys must not expire"
+    );
+    let busy = q.submit(&queued_job("waits")).await;
+    assert!(
+        matches!(&busy, Err(QueueError::Busy { job_id }) if *job_id == job.id),
+        "{busy:?}"
+    );
+
+    let taken = q.take("worker-a", wait).await.unwrap().unwrap();
+    assert_eq!(q.keep_alive(&taken).await.unwrap(), Ownership::Held);
+    assert_eq!(
+        expiring_keys(&redis).await,
+        [],
+        "a running job's keys must not expire"
+    );
+    assert!(matches!(
+        q.submit(&queued_job("waits")).await,
+        Err(QueueError::Busy { .. })
+    ));
+
+    assert_eq!(q.finish(&taken).await.unwrap(), Ownership::Held);
+    let mut conn = redis.connection().await;
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        left,
+        [layout::JOB_STREAM],
+        "only the (empty) stream is left"
+    );
+    q.submit(&queued_job("waits")).await.unwrap();
 }
 
 // Handing a job back is one step: the job is queued again exactly once, for a new taker.
@@ -1109,4 +1257,5 @@ on_both_brokers!(
     exhausted_retries_end_failed_with_one_complete,
     second_generate_while_running_is_409_and_bad_requests_are_refused,
     stale_claims_are_fenced_and_a_job_completes_once,
+    the_generate_queue_is_bounded_per_client_and_in_all,
 );

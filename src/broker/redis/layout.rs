@@ -13,6 +13,7 @@
 //! | `progress:jobs` | stream | the job queue, read by the consumer group `workers` |
 //! | `{progress:jobs}:lock:<p>` | string | the id of the project's job while it exists (queued or running): one job per project |
 //! | `{progress:jobs}:done:<job>` | string | what the job finished so far (JSON), until it is settled |
+//! | `{progress:jobs}:clients` | hash | client → its jobs not yet settled (the per-client queue limit) |
 //!
 //! The job queue's keys are tagged `{progress:jobs}`, the slot of the stream itself, so
 //! the queue's scripts take a job, keep its lock and record its progress in one atomic
@@ -65,6 +66,9 @@ pub fn project_keys(project: &ProjectId) -> String {
 pub fn job_lock_key(project: &ProjectId) -> String {
     format!("{{{JOB_STREAM}}}:lock:{project}")
 }
+
+/// Client → how many of its jobs are not yet settled, in the job stream's slot.
+pub const JOB_CLIENTS: &str = "{progress:jobs}:clients";
 
 /// What the job finished so far, in the job stream's slot; deleted when it is settled.
 pub fn job_checkpoint_key(job_id: &str) -> String {
@@ -259,7 +263,11 @@ mod tests {
         let p = ProjectId::parse("42").unwrap();
         // A key without braces hashes whole; one with a tag hashes the tag only.
         assert!(!JOB_STREAM.contains('{'));
-        for key in [job_lock_key(&p), job_checkpoint_key("job-1")] {
+        for key in [
+            job_lock_key(&p),
+            job_checkpoint_key("job-1"),
+            JOB_CLIENTS.to_string(),
+        ] {
             assert!(key.starts_with(&format!("{{{JOB_STREAM}}}:")), "{key}");
         }
     }
