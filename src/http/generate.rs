@@ -19,6 +19,7 @@ use serde_json::json;
 use super::error::{ApiError, ErrorBody};
 use super::project_path::ProjectPath;
 use super::{AppState, access};
+use crate::catalog::ErrorCode;
 use crate::job::GenerateRequest;
 use crate::job::queue::QueueError;
 use crate::wire::event::LogLevel;
@@ -27,6 +28,10 @@ use crate::wire::event::LogLevel;
 const CLIENT_RETRY_AFTER_SECS: u64 = 60;
 /// What everyone is told to wait while the queue is full.
 const FULL_RETRY_AFTER_SECS: u64 = 30;
+/// The catalog's codes (`ErrorCode::TooManyQueuedJobs`, `JobQueueFull`) as the HTTP
+/// error body names them (a test checks they agree).
+const TOO_MANY_QUEUED_JOBS: &str = "TOO_MANY_QUEUED_JOBS";
+const JOB_QUEUE_FULL: &str = "JOB_QUEUE_FULL";
 use axum::http::HeaderMap;
 
 /// `POST /api/v1/projects`: a fresh project id to generate into and watch.
@@ -164,22 +169,23 @@ pub async fn generate(
             format!("a generation job is already running for this project ({job_id})"),
         )
         .into_response(),
-        Err(err @ QueueError::ClientFull { .. }) => retry_later(
-            ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "TOO_MANY_QUEUED_JOBS",
-                err.to_string(),
-            ),
-            CLIENT_RETRY_AFTER_SECS,
-        ),
+        Err(err @ QueueError::ClientFull { .. }) => {
+            tracing::info!(project_id = %project, client = %peer.ip(), error = %err, "generate refused: the client's limit");
+            let message = ErrorCode::TooManyQueuedJobs
+                .entry()
+                .message(app.publisher.locale());
+            retry_later(
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, TOO_MANY_QUEUED_JOBS, message),
+                CLIENT_RETRY_AFTER_SECS,
+            )
+        }
         Err(err @ QueueError::Full { .. }) => {
             tracing::warn!(project_id = %project, error = %err, "generate refused: the job queue is full");
+            let message = ErrorCode::JobQueueFull
+                .entry()
+                .message(app.publisher.locale());
             retry_later(
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "JOB_QUEUE_FULL",
-                    err.to_string(),
-                ),
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, JOB_QUEUE_FULL, message),
                 FULL_RETRY_AFTER_SECS,
             )
         }
@@ -197,4 +203,19 @@ fn retry_later(error: ApiError, seconds: u64) -> Response {
         .headers_mut()
         .insert(axum::http::header::RETRY_AFTER, seconds.into());
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_name_their_catalog_codes() {
+        for (code, name) in [
+            (ErrorCode::TooManyQueuedJobs, TOO_MANY_QUEUED_JOBS),
+            (ErrorCode::JobQueueFull, JOB_QUEUE_FULL),
+        ] {
+            assert_eq!(serde_json::to_value(code).unwrap(), name);
+        }
+    }
 }
