@@ -45,7 +45,8 @@ pub struct ServeArgs {
     /// Most generate jobs waiting in the queue, from all clients; more get 503.
     #[arg(long, env = "HUB_MAX_QUEUED_JOBS", default_value_t = QueueLimits::default().max_queued)]
     pub max_queued_jobs: usize,
-    /// Most unfinished generate jobs of one client address; more get 429.
+    /// Most unfinished generate jobs of one client (its token with --auth-secret, else its
+    /// address); more get 429.
     #[arg(long, env = "HUB_MAX_QUEUED_JOBS_PER_CLIENT", default_value_t = QueueLimits::default().max_queued_per_client)]
     pub max_queued_jobs_per_client: usize,
     /// Most connections (WebSocket + SSE) this process holds; more get close 1013.

@@ -114,9 +114,9 @@ pub async fn generate(
         .publisher
         .locale()
         .pick("AI 如何改變我們的生活", "How AI changes our lives");
-    // The client, for the per-client queue limit: its address (behind a proxy, the
-    // proxy's: limit there, or raise the cap).
-    let client = Some(peer.ip().to_string());
+    // The client, for the per-client queue limit: its token when access control is on,
+    // else its address (behind a proxy without tokens, the proxy's: raise the cap).
+    let client = Some(access::client_key(&app, &headers, peer.ip()));
     let job = match request.into_job(project.clone(), default_topic, client) {
         Ok(job) => job,
         Err(invalid) => {
@@ -170,7 +170,7 @@ pub async fn generate(
         )
         .into_response(),
         Err(err @ QueueError::ClientFull { .. }) => {
-            tracing::info!(project_id = %project, client = %peer.ip(), error = %err, "generate refused: the client's limit");
+            tracing::info!(project_id = %project, peer = %peer.ip(), error = %err, "generate refused: the client's limit");
             let message = ErrorCode::TooManyQueuedJobs
                 .entry()
                 .message(app.publisher.locale());

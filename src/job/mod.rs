@@ -31,7 +31,8 @@ pub struct Job {
     /// worker's shutdown, or queued again after Redis lost it). A new entry's delivery
     /// count starts again at 1, so this comes first in the claim's fencing token.
     pub requeued: u32,
-    /// Who asked for it (the client's address), for the per-client queue limit.
+    /// Who asked for it (its token's digest with access control on, else its address),
+    /// for the per-client queue limit.
     pub client: Option<String>,
 }
 
@@ -146,7 +147,8 @@ pub fn new_job_id() -> String {
 pub struct QueueLimits {
     /// Jobs waiting to be taken, from every client.
     pub max_queued: usize,
-    /// Jobs of one client (its address) not yet finished, waiting or running.
+    /// Jobs of one client (its token with access control on, else its address) not yet
+    /// finished, waiting or running.
     pub max_queued_per_client: usize,
 }
 

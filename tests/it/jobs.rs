@@ -367,6 +367,48 @@ async fn the_generate_queue_is_bounded_per_client_and_in_all(b: Backend) {
     assert_eq!(status, 503, "still full, not 409");
 }
 
+// With access control on, the per-client limit counts per token, not per address:
+// two publishers behind one address (a proxy, a NAT) each get their own share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tokens_the_queue_limit_is_per_token() {
+    const SECRET: &str = "test-secret-do-not-use";
+    let hub = TestHub::start_with(Backend::Memory, |c| {
+        c.worker = None;
+        c.auth_secret = Some(SECRET.into());
+        c.job_limits.max_queued_per_client = 1;
+    })
+    .await;
+    let auth = progress_hub::auth::Auth::new(SECRET);
+    let ttl = Duration::from_secs(3600);
+    let first = auth.mint(&["*".into()], true, ttl).unwrap();
+    let second = auth.mint(&["t-1".into(), "t-2".into()], true, ttl).unwrap();
+    let generate = |project: &'static str, token: String| {
+        let url = hub.http(&format!("/api/v1/projects/{project}/generate"));
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("POST")
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(generate("t-0", first.clone()).await, 202);
+    assert_eq!(
+        generate("t-1", first).await,
+        429,
+        "the first token's share is used"
+    );
+    assert_eq!(
+        generate("t-1", second.clone()).await,
+        202,
+        "another token from the same address has its own share"
+    );
+    assert_eq!(generate("t-2", second).await, 429);
+}
+
 /// A worker that stalled and lost its job publishes under an older claim of it: its
 /// events are refused (even ones sent before the stall that land late), and once the
 /// job's `complete` is in, no claim of the job can publish again, not even after the
