@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use progress_hub::broker::redis::RedisBroker;
 use progress_hub::broker::{BrokerError, HistoryConfig, JobClaim};
+use progress_hub::job::checkpoint::Checkpoint;
+use progress_hub::job::providers::Asset;
 use progress_hub::job::queue::{JobQueue, Ownership, QueueError};
 use progress_hub::job::redis_queue::RedisQueue;
 use progress_hub::job::worker::Worker;
@@ -925,6 +927,16 @@ async fn a_lost_claim_cannot_be_kept_alive_settled_or_handed_back() {
         1,
         "A queued the job a second time"
     );
+    // Nor may A record progress for it: B's record stands.
+    let b_did = Checkpoint {
+        thumbnail: Some(Asset { name: "b".into() }),
+        ..Checkpoint::default()
+    };
+    assert_eq!(b.record(&second, &b_did).await.unwrap(), Ownership::Held);
+    assert_eq!(
+        a.record(&first, &Checkpoint::default()).await.unwrap(),
+        lost
+    );
     // The project stays locked for the job B runs.
     let again = a.submit(&queued_job("lost-claim")).await;
     assert!(
@@ -939,6 +951,7 @@ async fn a_lost_claim_cannot_be_kept_alive_settled_or_handed_back() {
         .await
         .unwrap()
         .expect("B reclaims it again");
+    assert_eq!(third.checkpoint, b_did, "the reclaim gets what B recorded");
     assert_eq!(
         (third.entry.as_str(), third.delivery),
         (first.entry.as_str(), 3)
@@ -1041,11 +1054,18 @@ async fn a_held_claim_is_handed_back_once() {
     let job = queued_job("hand-back");
     q.submit(&job).await.unwrap();
     let first = q.take("worker-a", wait).await.unwrap().unwrap();
+    let done = Checkpoint {
+        youtube_url: Some("https://youtube.com/watch?v=x".into()),
+        ..Checkpoint::default()
+    };
+    assert_eq!(q.record(&first, &done).await.unwrap(), Ownership::Held);
     assert_eq!(q.hand_back(&first).await.unwrap(), Ownership::Held);
     assert_eq!(pending_owner(&redis, &first.entry).await, None);
     assert_eq!(stream_len(&redis).await, 1);
     let next = q.take("worker-b", wait).await.unwrap().unwrap();
     assert_eq!(next.job, job.requeued_again());
+    assert_eq!(next.checkpoint, done, "what the job finished goes with it");
+    assert!(next.taken_over());
     assert!(!next.reclaimed(), "a handed-back job is a new delivery");
     assert!(
         next.fencing_token() > first.fencing_token(),
