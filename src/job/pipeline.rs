@@ -529,3 +529,166 @@ async fn stages(
         .clone()
         .ok_or(StageFailed(ErrorCode::InternalError))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use serde_json::Value;
+    use tokio_util::sync::CancellationToken;
+    use tokio_util::task::TaskTracker;
+
+    use super::*;
+    use crate::broker::memory::MemoryBroker;
+    use crate::broker::{Broker, HistoryConfig};
+    use crate::hub::Hub;
+    use crate::job::Job;
+    use crate::job::providers::{Asset, CallLog, Paragraph, Script};
+    use crate::job::queue::MemoryQueue;
+    use crate::wire::EventId;
+
+    /// Every frame of the project's history, as JSON.
+    async fn frames(broker: &MemoryBroker, project: &ProjectId) -> Vec<Value> {
+        let replay = broker.replay(project, None).await.unwrap();
+        let Some((_, last)) = replay.state else {
+            return Vec::new();
+        };
+        let start = EventId::new(last.epoch(), 0);
+        broker
+            .replay(project, Some(&start))
+            .await
+            .unwrap()
+            .after
+            .iter()
+            .map(|f| serde_json::from_str(f.text().as_str()).unwrap())
+            .collect()
+    }
+
+    // The in-process queue carries what a job finished as the Redis queue does: a run
+    // that takes over a job whose script, voice and images are recorded calls the
+    // avatar provider and the later ones only, says it took over, and opens with a
+    // stage_change from the stage the run was in, at the progress of the work done.
+    #[tokio::test(start_paused = true)]
+    async fn a_run_taking_a_job_over_calls_no_provider_of_a_finished_step() {
+        let (hub, changes) = Hub::new(16);
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let broker = Arc::new(MemoryBroker::start(
+            HistoryConfig::default(),
+            hub,
+            changes,
+            shutdown.clone(),
+            &tracker,
+        ));
+        let publisher = Publisher::new(broker.clone(), Locale::En, Duration::ZERO);
+        let idle = Duration::from_secs(30);
+        let wait = Duration::from_millis(10);
+        let queue = MemoryQueue::new(idle);
+        let project = ProjectId::parse("resumed").unwrap();
+        let job = Job {
+            id: "job-resumed".into(),
+            project: project.clone(),
+            topic: "t".into(),
+            inject_failures: BTreeMap::new(),
+            requeued: 0,
+            client: None,
+        };
+        queue.submit(&job).await.unwrap();
+        let first = queue.take("w1", wait).await.unwrap().unwrap();
+        let asset = |name: String| Asset { name };
+        let done = Checkpoint {
+            script: Some(Script {
+                title: "t".into(),
+                paragraphs: (1..=EXPECTED_PARAGRAPHS)
+                    .map(|n| Paragraph {
+                        title: format!("p{n}"),
+                        text: "x".into(),
+                    })
+                    .collect(),
+            }),
+            voice: Some(asset("voice.mp3".into())),
+            images: (1..=EXPECTED_PARAGRAPHS)
+                .map(|n| asset(format!("image-{n:02}.png")))
+                .collect(),
+            ..Checkpoint::default()
+        };
+        assert_eq!(queue.record(&first, &done).await.unwrap(), Ownership::Held);
+        tokio::time::advance(idle).await;
+        let second = queue.take("w2", wait).await.unwrap().unwrap();
+
+        let log = std::env::temp_dir().join(format!("resumed-calls-{}.log", std::process::id()));
+        let _ = std::fs::remove_file(&log);
+        let providers = Providers::mock(
+            Duration::from_millis(10),
+            &BTreeMap::new(),
+            Locale::En,
+            Some(CallLog::new(&log)),
+        );
+        let outcome = generate_video(
+            &publisher,
+            &providers,
+            RetryPolicy::default(),
+            &queue,
+            &second,
+        )
+        .await;
+        assert!(matches!(outcome, Outcome::Completed { .. }), "{outcome:?}");
+        let calls = std::fs::read_to_string(&log).unwrap();
+        let _ = std::fs::remove_file(&log);
+        assert_eq!(
+            calls.lines().collect::<Vec<_>>(),
+            [
+                "ASSETS_GENERATING avatar",
+                "RENDERING part-1",
+                "RENDERING part-2",
+                "RENDERING part-3",
+                "RENDERING part-4",
+                "THUMBNAIL_GENERATING thumbnail",
+                "UPLOADING upload",
+            ]
+        );
+
+        let frames = frames(&broker, &project).await;
+        assert_eq!(frames[0]["event"], "log");
+        assert_eq!(frames[0]["data"]["level"], "WARNING");
+        let said = frames[0]["data"]["message"].as_str().unwrap();
+        assert!(
+            said.contains("took the job over") && said.contains("ASSETS_GENERATING"),
+            "{said}"
+        );
+        let changes: Vec<&Value> = frames
+            .iter()
+            .filter(|f| f["event"] == "stage_change")
+            .collect();
+        let done_progress =
+            u64::from(done.done_units() * 100 / checkpoint::total_units(EXPECTED_PARAGRAPHS));
+        assert_eq!(changes[0]["data"]["previous_stage"], "ASSETS_GENERATING");
+        assert_eq!(changes[0]["data"]["current_stage"], "ASSETS_GENERATING");
+        assert_eq!(changes[0]["data"]["progress"], done_progress);
+        let stages: Vec<&str> = changes
+            .iter()
+            .map(|f| f["data"]["current_stage"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            stages,
+            [
+                "ASSETS_GENERATING",
+                "RENDERING",
+                "THUMBNAIL_GENERATING",
+                "UPLOADING"
+            ]
+        );
+        let progress: Vec<u64> = frames
+            .iter()
+            .filter(|f| f["event"] == "progress_update")
+            .map(|f| f["data"]["progress"].as_u64().unwrap())
+            .collect();
+        assert!(
+            progress[0] > done_progress && progress.windows(2).all(|w| w[0] < w[1]),
+            "goes on from {done_progress}, no repeats: {progress:?}"
+        );
+        assert_eq!(frames.last().unwrap()["event"], "complete");
+        shutdown.cancel();
+    }
+}
