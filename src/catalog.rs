@@ -32,6 +32,10 @@ pub enum ErrorCode {
     StorageError,
     NetworkTimeout,
     InvalidInput,
+    /// A `generate` refused: as many jobs wait as the queue holds (HTTP 503).
+    JobQueueFull,
+    /// A `generate` refused: the client has as many unfinished jobs as it may (HTTP 429).
+    TooManyQueuedJobs,
     InternalError,
 }
 
@@ -245,6 +249,33 @@ const CATALOG: &[Entry] = &[
         ),
     },
     Entry {
+        code: ErrorCode::JobQueueFull,
+        retryable: true,
+        message: ("生成佇列已滿", "The generation queue is full"),
+        solutions: (
+            &["請依 Retry-After 稍候再試", "排隊中的工作完成後即有空位"],
+            &[
+                "Try again after the Retry-After time",
+                "Places free up as queued jobs are taken",
+            ],
+        ),
+    },
+    Entry {
+        code: ErrorCode::TooManyQueuedJobs,
+        retryable: true,
+        message: (
+            "未完成的生成工作已達上限",
+            "Too many unfinished generation jobs from this client",
+        ),
+        solutions: (
+            &["等待先前的工作完成後再試", "請依 Retry-After 稍候再試"],
+            &[
+                "Wait for earlier jobs to finish, then try again",
+                "Try again after the Retry-After time",
+            ],
+        ),
+    },
+    Entry {
         code: ErrorCode::InternalError,
         retryable: false,
         message: ("系統內部錯誤", "Internal error"),
@@ -296,6 +327,8 @@ mod tests {
             ErrorCode::StorageError,
             ErrorCode::NetworkTimeout,
             ErrorCode::InvalidInput,
+            ErrorCode::JobQueueFull,
+            ErrorCode::TooManyQueuedJobs,
             ErrorCode::InternalError,
         ];
         assert_eq!(ErrorCode::all().count(), codes.len());

@@ -66,6 +66,8 @@ pub struct ServeConfig {
     pub coalesce_window: Duration,
     /// The in-process worker; `None` runs none (`--no-worker`).
     pub worker: Option<WorkerConfig>,
+    /// How many generate jobs may wait (globally and per client).
+    pub job_limits: crate::job::QueueLimits,
 }
 
 impl Default for ServeConfig {
@@ -90,6 +92,7 @@ impl Default for ServeConfig {
             locale: Locale::default(),
             coalesce_window: DEFAULT_COALESCE_WINDOW,
             worker: Some(WorkerConfig::default()),
+            job_limits: crate::job::QueueLimits::default(),
         }
     }
 }

@@ -34,7 +34,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the hub (self-contained without --redis-url).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Publish one event through the hub's publish path (history + resume).
     Publish(PublishArgs),
     /// Run generation jobs from the Redis job queue.
@@ -50,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
     match cli.command {
-        Command::Serve(args) => serve(args.into()).await,
+        Command::Serve(args) => serve((*args).into()).await,
         Command::Worker(args) => {
             let stop = tokio_util::sync::CancellationToken::new();
             let trigger = stop.clone();

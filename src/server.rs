@@ -110,8 +110,8 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
             w.claim_idle
         });
     let jobs: Arc<dyn JobQueue> = match &config.redis_url {
-        Some(url) => Arc::new(RedisQueue::new(url, claim_idle)?),
-        None => Arc::new(MemoryQueue::new(claim_idle)),
+        Some(url) => Arc::new(RedisQueue::new(url, claim_idle)?.with_limits(config.job_limits)),
+        None => Arc::new(MemoryQueue::new(claim_idle).with_limits(config.job_limits)),
     };
     if let Some(worker) = config.worker.clone() {
         let job_publisher = Publisher::retrying(

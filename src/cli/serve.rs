@@ -7,6 +7,7 @@ use clap::Args;
 
 use super::shared::{HistoryArgs, HumanDuration, JobArgs, PublishingArgs};
 use crate::config::{self, ServeConfig};
+use crate::job::QueueLimits;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -41,6 +42,13 @@ pub struct ServeArgs {
     pub no_worker: bool,
     #[command(flatten)]
     pub jobs: JobArgs,
+    /// Most generate jobs waiting in the queue, from all clients; more get 503.
+    #[arg(long, env = "HUB_MAX_QUEUED_JOBS", default_value_t = QueueLimits::default().max_queued)]
+    pub max_queued_jobs: usize,
+    /// Most unfinished generate jobs of one client (its token with --auth-secret, else its
+    /// address); more get 429.
+    #[arg(long, env = "HUB_MAX_QUEUED_JOBS_PER_CLIENT", default_value_t = QueueLimits::default().max_queued_per_client)]
+    pub max_queued_jobs_per_client: usize,
     /// Most connections (WebSocket + SSE) this process holds; more get close 1013.
     #[arg(long, env = "HUB_MAX_CONNECTIONS", default_value_t = config::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
@@ -90,6 +98,10 @@ impl From<ServeArgs> for ServeConfig {
             locale: a.publishing.locale,
             coalesce_window: a.publishing.coalesce_window.into(),
             worker: (!a.no_worker).then(|| a.jobs.worker_config(a.shutdown_grace.into())),
+            job_limits: QueueLimits {
+                max_queued: a.max_queued_jobs,
+                max_queued_per_client: a.max_queued_jobs_per_client,
+            },
         }
     }
 }
@@ -126,6 +138,7 @@ mod tests {
         assert_eq!(from_cli.max_projects, lib.max_projects);
         assert_eq!(from_cli.locale, lib.locale);
         assert_eq!(from_cli.coalesce_window, lib.coalesce_window);
+        assert_eq!(from_cli.job_limits, lib.job_limits);
         let (cli_worker, lib_worker) = (from_cli.worker.unwrap(), lib.worker.unwrap());
         assert_eq!(cli_worker.mock_delay, lib_worker.mock_delay);
         assert_eq!(cli_worker.retry, lib_worker.retry);
@@ -151,6 +164,10 @@ mod tests {
             "--mock-delay",
             "5ms",
             "--no-worker",
+            "--max-queued-jobs",
+            "9",
+            "--max-queued-jobs-per-client",
+            "4",
         ])
         .unwrap()
         .args;
@@ -161,5 +178,7 @@ mod tests {
         assert_eq!(c.locale, crate::locale::Locale::En);
         assert_eq!(c.coalesce_window, std::time::Duration::from_millis(250));
         assert!(c.worker.is_none());
+        assert_eq!(c.job_limits.max_queued, 9);
+        assert_eq!(c.job_limits.max_queued_per_client, 4);
     }
 }

@@ -70,6 +70,10 @@ pub struct JobArgs {
     /// How long a job's publish waits out a Redis outage (retrying) before it errors.
     #[arg(long, env = "HUB_PUBLISH_RETRY", default_value_t = WorkerConfig::default().publish_retry.into())]
     pub publish_retry: HumanDuration,
+    /// Log every mock provider call to this file, one line `<STAGE> <step>` (for tests
+    /// and demos: what a real deployment would pay for).
+    #[arg(long, env = "HUB_MOCK_CALL_LOG")]
+    pub mock_call_log: Option<std::path::PathBuf>,
 }
 
 impl JobArgs {
@@ -85,6 +89,7 @@ impl JobArgs {
             claim_idle: self.claim_idle.into(),
             shutdown_grace,
             publish_retry: self.publish_retry.into(),
+            mock_call_log: self.mock_call_log.clone(),
         }
     }
 }

@@ -96,3 +96,17 @@ pub fn read(app: &AppState, headers: &HeaderMap, project: &ProjectId) -> Result<
 
 /// Shared by the handlers' state.
 pub type SharedAuth = Option<Arc<Auth>>;
+
+/// Who a request counts as for per-client limits: with access control on, its token (a
+/// digest of it: each token is one client, wherever it connects from); else its address.
+pub fn client_key(app: &AppState, headers: &HeaderMap, peer: std::net::IpAddr) -> String {
+    use std::hash::{Hash, Hasher};
+    match (&app.auth, token(headers, None)) {
+        (Some(_), Some(token)) => {
+            let mut digest = std::hash::DefaultHasher::new();
+            token.hash(&mut digest);
+            format!("token:{:016x}", digest.finish())
+        }
+        _ => peer.to_string(),
+    }
+}

@@ -1,12 +1,16 @@
 //! Projects and generation jobs over REST:
 //! `POST /api/v1/projects` (201, a new id) and
-//! `POST /api/v1/projects/{project_id}/generate` (202 with the job id; 409 while a job
-//! of that project runs; 400/422 for a bad id or body).
+//! `POST /api/v1/projects/{project_id}/generate` (202 with the job id and its place in
+//! the queue; 409 while a job of that project exists; 429 when the client has as many
+//! unfinished jobs as it may, 503 when the queue is full, both with `Retry-After`;
+//! 400/422 for a bad id or body).
+
+use std::net::SocketAddr;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use rand::Rng;
@@ -15,8 +19,19 @@ use serde_json::json;
 use super::error::{ApiError, ErrorBody};
 use super::project_path::ProjectPath;
 use super::{AppState, access};
+use crate::catalog::ErrorCode;
 use crate::job::GenerateRequest;
 use crate::job::queue::QueueError;
+use crate::wire::event::LogLevel;
+
+/// What a client over its limit of unfinished jobs is told to wait: about one job.
+const CLIENT_RETRY_AFTER_SECS: u64 = 60;
+/// What everyone is told to wait while the queue is full.
+const FULL_RETRY_AFTER_SECS: u64 = 30;
+/// The catalog's codes (`ErrorCode::TooManyQueuedJobs`, `JobQueueFull`) as the HTTP
+/// error body names them (a test checks they agree).
+const TOO_MANY_QUEUED_JOBS: &str = "TOO_MANY_QUEUED_JOBS";
+const JOB_QUEUE_FULL: &str = "JOB_QUEUE_FULL";
 use axum::http::HeaderMap;
 
 /// `POST /api/v1/projects`: a fresh project id to generate into and watch.
@@ -42,13 +57,15 @@ pub async fn create(State(app): State<AppState>, headers: HeaderMap) -> Response
     params(("project_id" = String, Path, description = "^[A-Za-z0-9_-]{1,64}$")),
     request_body(content = Option<GenerateRequest>, description = "optional: topic and injected transient failures per stage"),
     responses(
-        (status = 202, description = "queued: {\"job_id\": ..., \"project_id\": ...}"),
+        (status = 202, description = "queued: {\"job_id\": ..., \"project_id\": ..., \"queue_position\": n} (1: no job waited before it)"),
         (status = 400, description = "invalid project id", body = ErrorBody),
-        (status = 409, description = "a job of this project is running", body = ErrorBody),
+        (status = 409, description = "a job of this project is queued or running", body = ErrorBody),
         (status = 422, description = "invalid body", body = ErrorBody),
-        (status = 503, description = "job queue unavailable", body = ErrorBody)))]
+        (status = 429, description = "TOO_MANY_QUEUED_JOBS: this client has as many unfinished jobs as it may (Retry-After)", body = ErrorBody),
+        (status = 503, description = "JOB_QUEUE_FULL (Retry-After), or job queue unavailable", body = ErrorBody)))]
 pub async fn generate(
     State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     ProjectPath(project): ProjectPath,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -97,7 +114,10 @@ pub async fn generate(
         .publisher
         .locale()
         .pick("AI 如何改變我們的生活", "How AI changes our lives");
-    let job = match request.into_job(project.clone(), default_topic) {
+    // The client, for the per-client queue limit: its token when access control is on,
+    // else its address (behind a proxy without tokens, the proxy's: raise the cap).
+    let client = Some(access::client_key(&app, &headers, peer.ip()));
+    let job = match request.into_job(project.clone(), default_topic, client) {
         Ok(job) => job,
         Err(invalid) => {
             return ApiError::new(
@@ -110,11 +130,36 @@ pub async fn generate(
         }
     };
     match app.jobs.submit(&job).await {
-        Ok(()) => {
-            tracing::info!(project_id = %project, job_id = %job.id, "generation job queued");
+        Ok(queued) => {
+            let position = queued.position;
+            tracing::info!(project_id = %project, job_id = %job.id, position, "generation job queued");
+            if position > 1 {
+                // The job waits behind others: its first frame says where it is.
+                let ahead = position - 1;
+                let locale = app.publisher.locale();
+                let text = match locale {
+                    crate::locale::Locale::ZhTw => {
+                        format!("已排入佇列：第 {position} 位（前面還有 {ahead} 個工作等待中）")
+                    }
+                    crate::locale::Locale::En => {
+                        format!("Queued: position {position} ({ahead} jobs waiting ahead)")
+                    }
+                };
+                if let Err(err) = app
+                    .publisher
+                    .publish_log(&project, LogLevel::Info, &text)
+                    .await
+                {
+                    tracing::warn!(project_id = %project, error = %err, "could not publish the job's queue position");
+                }
+            }
             (
                 StatusCode::ACCEPTED,
-                Json(json!({ "job_id": job.id, "project_id": project.as_str() })),
+                Json(json!({
+                    "job_id": job.id,
+                    "project_id": project.as_str(),
+                    "queue_position": position,
+                })),
             )
                 .into_response()
         }
@@ -124,9 +169,53 @@ pub async fn generate(
             format!("a generation job is already running for this project ({job_id})"),
         )
         .into_response(),
+        Err(err @ QueueError::ClientFull { .. }) => {
+            tracing::info!(project_id = %project, peer = %peer.ip(), error = %err, "generate refused: the client's limit");
+            let message = ErrorCode::TooManyQueuedJobs
+                .entry()
+                .message(app.publisher.locale());
+            retry_later(
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, TOO_MANY_QUEUED_JOBS, message),
+                CLIENT_RETRY_AFTER_SECS,
+            )
+        }
+        Err(err @ QueueError::Full { .. }) => {
+            tracing::warn!(project_id = %project, error = %err, "generate refused: the job queue is full");
+            let message = ErrorCode::JobQueueFull
+                .entry()
+                .message(app.publisher.locale());
+            retry_later(
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, JOB_QUEUE_FULL, message),
+                FULL_RETRY_AFTER_SECS,
+            )
+        }
         Err(QueueError::Unavailable(reason)) => {
             tracing::error!(project_id = %project, error = %reason, "cannot queue the job");
             ApiError::unavailable().into_response()
+        }
+    }
+}
+
+/// An error answer that tells the client when to try again.
+fn retry_later(error: ApiError, seconds: u64) -> Response {
+    let mut response = error.into_response();
+    response
+        .headers_mut()
+        .insert(axum::http::header::RETRY_AFTER, seconds.into());
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_name_their_catalog_codes() {
+        for (code, name) in [
+            (ErrorCode::TooManyQueuedJobs, TOO_MANY_QUEUED_JOBS),
+            (ErrorCode::JobQueueFull, JOB_QUEUE_FULL),
+        ] {
+            assert_eq!(serde_json::to_value(code).unwrap(), name);
         }
     }
 }

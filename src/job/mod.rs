@@ -1,8 +1,10 @@
 //! Generation jobs: the `generate_video` pipeline (`pipeline.rs`) over mock providers
 //! (`providers.rs`), carried by a job queue (`queue.rs`: in-process, or Redis Streams
 //! so that `progress-hub worker` processes anywhere can run them) and run by workers
-//! (`worker.rs`).
+//! (`worker.rs`). What a job finished is kept with it (`checkpoint.rs`), so a run that
+//! takes it over goes on from there.
 
+pub mod checkpoint;
 pub mod pipeline;
 pub mod providers;
 pub mod queue;
@@ -29,6 +31,9 @@ pub struct Job {
     /// worker's shutdown, or queued again after Redis lost it). A new entry's delivery
     /// count starts again at 1, so this comes first in the claim's fencing token.
     pub requeued: u32,
+    /// Who asked for it (its token's digest with access control on, else its address),
+    /// for the per-client queue limit.
+    pub client: Option<String>,
 }
 
 /// The queued form of a job (project ids travel as text and are validated on read).
@@ -41,6 +46,8 @@ struct JobRecord {
     inject_failures: BTreeMap<Stage, u32>,
     #[serde(default)]
     requeued: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client: Option<String>,
 }
 
 impl Job {
@@ -51,6 +58,7 @@ impl Job {
             topic: self.topic.clone(),
             inject_failures: self.inject_failures.clone(),
             requeued: self.requeued,
+            client: self.client.clone(),
         };
         serde_json::to_string(&record).unwrap_or_default()
     }
@@ -63,6 +71,7 @@ impl Job {
             topic: record.topic,
             inject_failures: record.inject_failures,
             requeued: record.requeued,
+            client: record.client,
         })
     }
 
@@ -92,7 +101,12 @@ pub const MAX_TOPIC: usize = 200;
 pub const MAX_INJECTED_FAILURES: u32 = 20;
 
 impl GenerateRequest {
-    pub fn into_job(self, project: ProjectId, default_topic: &str) -> Result<Job, InvalidEvent> {
+    pub fn into_job(
+        self,
+        project: ProjectId,
+        default_topic: &str,
+        client: Option<String>,
+    ) -> Result<Job, InvalidEvent> {
         let topic = self.topic.unwrap_or_else(|| default_topic.to_string());
         if topic.trim().is_empty() || topic.chars().count() > MAX_TOPIC {
             return Err(InvalidEvent {
@@ -116,6 +130,7 @@ impl GenerateRequest {
             topic,
             inject_failures: self.inject_failures,
             requeued: 0,
+            client,
         })
     }
 }
@@ -123,6 +138,27 @@ impl GenerateRequest {
 pub fn new_job_id() -> String {
     use rand::Rng;
     format!("job-{:016x}", rand::rng().random::<u64>())
+}
+
+/// How many jobs may wait in the queue (taken jobs are bounded by the workers). A
+/// `generate` past a limit is refused (429 per client, 503 for all) rather than queued
+/// for hours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// Jobs waiting to be taken, from every client.
+    pub max_queued: usize,
+    /// Jobs of one client (its token with access control on, else its address) not yet
+    /// finished, waiting or running.
+    pub max_queued_per_client: usize,
+}
+
+impl Default for QueueLimits {
+    fn default() -> Self {
+        Self {
+            max_queued: 1000,
+            max_queued_per_client: 20,
+        }
+    }
 }
 
 /// How workers run jobs.
@@ -139,6 +175,8 @@ pub struct WorkerConfig {
     pub shutdown_grace: Duration,
     /// How long a job's publish waits out a broker outage before it reports an error.
     pub publish_retry: Duration,
+    /// Where the mock providers log every call they start (tests count them there).
+    pub mock_call_log: Option<std::path::PathBuf>,
 }
 
 impl Default for WorkerConfig {
@@ -150,6 +188,7 @@ impl Default for WorkerConfig {
             claim_idle: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             publish_retry: Duration::from_secs(120),
+            mock_call_log: None,
         }
     }
 }
@@ -166,6 +205,7 @@ mod tests {
             topic: "AI".into(),
             inject_failures: BTreeMap::from([(Stage::Rendering, 2)]),
             requeued: 3,
+            client: Some("127.0.0.1".into()),
         };
         assert_eq!(Job::from_json(&job.to_json()), Some(job));
         assert_eq!(
@@ -179,7 +219,7 @@ mod tests {
     fn generate_requests_are_validated() {
         let p = ProjectId::parse("p").unwrap();
         let ok = GenerateRequest::default()
-            .into_job(p.clone(), "AI")
+            .into_job(p.clone(), "AI", None)
             .unwrap();
         assert_eq!(ok.topic, "AI");
         assert!(ok.id.starts_with("job-"));
@@ -187,13 +227,16 @@ mod tests {
             topic: Some("x".repeat(201)),
             ..Default::default()
         };
-        assert_eq!(long.into_job(p.clone(), "AI").unwrap_err().field, "topic");
+        assert_eq!(
+            long.into_job(p.clone(), "AI", None).unwrap_err().field,
+            "topic"
+        );
         let many = GenerateRequest {
             topic: None,
             inject_failures: BTreeMap::from([(Stage::Uploading, 21)]),
         };
         assert_eq!(
-            many.into_job(p, "AI").unwrap_err().field,
+            many.into_job(p, "AI", None).unwrap_err().field,
             "inject_failures.UPLOADING"
         );
     }

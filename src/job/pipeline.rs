@@ -5,6 +5,13 @@
 //! weight of the work done (see `providers::weight`), with an ETA from the measured
 //! pace; each failed attempt publishes an `error`; the job ends with exactly one
 //! `complete`.
+//!
+//! After each provider call returns, its output is recorded with the job (a
+//! [`Checkpoint`], under the run's claim) before the step's progress is published. A run
+//! that takes the job over (its worker died, stalled, or handed it back) skips every
+//! recorded step: it says so in a log line, opens with a `stage_change` whose
+//! `previous_stage` is the stage the run was in, and its progress goes on from the
+//! recorded work. Only a call in flight when the old run stopped is made again.
 
 use std::future::Future;
 use std::time::Duration;
@@ -13,8 +20,9 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use serde_json::{Map, json};
 use tokio::time::Instant;
 
-use super::Job;
+use super::checkpoint::{self, Checkpoint, EXPECTED_PARAGRAPHS, RENDER_PARTS};
 use super::providers::{ProviderError, Providers, weight};
+use super::queue::{Claimed, JobQueue, Ownership};
 use crate::broker::BrokerError;
 use crate::catalog::ErrorCode;
 use crate::locale::Locale;
@@ -22,9 +30,6 @@ use crate::publish::prepare::new_trace_id;
 use crate::publish::{PublishError, Publisher};
 use crate::wire::event::{CompleteStatus, ErrorReport, LogLevel};
 use crate::wire::{Event, EventKind, ProjectId, Stage};
-
-/// Parts the video is rendered in (each reports progress).
-const RENDER_PARTS: usize = 4;
 
 /// How failed provider calls are retried: capped exponential backoff with jitter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +78,17 @@ pub struct Run<'a> {
     retry: RetryPolicy,
     total_units: u32,
     done_units: u32,
+    /// Units already done when this run started (recorded by an earlier run): the ETA
+    /// is measured on this run's own pace.
+    start_units: u32,
     started: Instant,
+    /// What the job finished so far, recorded after every provider call.
+    checkpoint: Checkpoint,
+    queue: &'a dyn JobQueue,
+    claimed: &'a Claimed,
+    /// Set while the first stage of a run that took the job over is still to be
+    /// entered: its `stage_change` names the stage the run was in.
+    taking_over: bool,
 }
 
 impl<'a> Run<'a> {
@@ -87,12 +102,48 @@ impl<'a> Run<'a> {
 
     /// Seconds left at the pace measured so far; `None` before anything was measured.
     fn eta(&self) -> Option<u64> {
-        if self.done_units == 0 {
+        let done_here = self.done_units.saturating_sub(self.start_units);
+        if done_here == 0 {
             return None;
         }
-        let per_unit = self.started.elapsed().as_secs_f64() / f64::from(self.done_units);
-        let left = f64::from(self.total_units - self.done_units) * per_unit;
+        let per_unit = self.started.elapsed().as_secs_f64() / f64::from(done_here);
+        let left = f64::from(self.total_units.saturating_sub(self.done_units)) * per_unit;
         Some(left.ceil() as u64)
+    }
+
+    /// Records what the job finished so far with the job, under this run's claim. Best
+    /// effort, like publishing: if it fails, a run that takes the job over redoes the
+    /// step; a lost claim is the worker's to act on (its keep-alive drops this run).
+    async fn save(&self) {
+        match self.queue.record(self.claimed, &self.checkpoint).await {
+            Ok(Ownership::Held) => {}
+            Ok(Ownership::Lost { holder }) => {
+                tracing::warn!(project_id = %self.project, holder = holder.as_deref().unwrap_or("none"), "the job's claim was lost; its progress was not recorded");
+            }
+            Err(err) => {
+                tracing::warn!(project_id = %self.project, error = %err, "could not record the job's progress; a run that takes it over redoes this step");
+            }
+        }
+    }
+
+    /// Opens `stage` unless it is finished: publishes its `stage_change` (from the
+    /// stage before it; or, for a run that took the job over, from the stage the run
+    /// was in, which is this one) and says whether it has work left.
+    async fn enter(&mut self, stage: Stage) -> bool {
+        if self.checkpoint.finished(stage) {
+            return false;
+        }
+        let previous = if std::mem::take(&mut self.taking_over) {
+            Some(stage)
+        } else {
+            Stage::ALL
+                .iter()
+                .position(|s| *s == stage)
+                .and_then(|i| i.checked_sub(1))
+                .map(|i| Stage::ALL[i])
+        };
+        self.stage(previous, stage).await;
+        true
     }
 
     /// Publishing is best effort inside a job: a publish error is logged, and the job
@@ -198,28 +249,35 @@ impl<'a> Run<'a> {
     }
 }
 
-/// Runs a generation job to its one `complete`.
+/// Runs a generation job to its one `complete`, from the first step `claimed` has not
+/// finished, recording each step with the job in `queue`.
 pub async fn generate_video(
     publisher: &Publisher,
     providers: &Providers,
     retry: RetryPolicy,
-    job: &Job,
+    queue: &dyn JobQueue,
+    claimed: &Claimed,
 ) -> Outcome {
+    let job = &claimed.job;
+    let checkpoint = claimed.checkpoint.clone();
+    let done_units = checkpoint.done_units();
     let mut run = Run {
         publisher,
         project: job.project.clone(),
         locale: publisher.locale(),
         retry,
-        total_units: weight::SCRIPT
-            + weight::VOICE
-            + weight::IMAGE * 15
-            + weight::AVATAR
-            + weight::RENDER_PART * RENDER_PARTS as u32
-            + weight::THUMBNAIL
-            + weight::UPLOAD,
-        done_units: 0,
+        total_units: checkpoint::total_units(EXPECTED_PARAGRAPHS),
+        done_units,
+        start_units: done_units,
         started: Instant::now(),
+        checkpoint,
+        queue,
+        claimed,
+        taking_over: claimed.taken_over(),
     };
+    if run.taking_over {
+        say_taken_over(&run).await;
+    }
     let outcome = match stages(&mut run, providers, &job.topic).await {
         Ok(youtube_url) => Outcome::Completed { youtube_url },
         Err(StageFailed(error_code)) => Outcome::Failed { error_code },
@@ -245,6 +303,42 @@ pub async fn generate_video(
     outcome
 }
 
+/// The log line of a run that takes a job over: where it goes on, and why.
+async fn say_taken_over(run: &Run<'_>) {
+    let at = run.checkpoint.current_stage();
+    tracing::info!(
+        project_id = %run.project,
+        job_id = %run.claimed.job.id,
+        reclaimed = run.claimed.reclaimed(),
+        resume_at = at.map_or("complete", Stage::as_str),
+        done_units = run.done_units,
+        "job taken over; resuming at its first unfinished step"
+    );
+    let why = if run.claimed.reclaimed() {
+        run.t(
+            "先前的 worker 已停止回應，",
+            "The previous worker stopped responding; ",
+        )
+    } else {
+        ""
+    };
+    let message = match (run.locale, at) {
+        (Locale::ZhTw, Some(stage)) => format!(
+            "{why}工作由其他 worker 接手，從 {} 繼續（已完成的步驟不重做）",
+            stage.as_str()
+        ),
+        (Locale::En, Some(stage)) => format!(
+            "{why}another worker took the job over and goes on at {} (finished steps are not redone)",
+            stage.as_str()
+        ),
+        (Locale::ZhTw, None) => format!("{why}工作由其他 worker 接手：所有步驟皆已完成"),
+        (Locale::En, None) => {
+            format!("{why}another worker took the job over: every step was finished")
+        }
+    };
+    run.log(LogLevel::Warning, &message).await;
+}
+
 async fn stages(
     run: &mut Run<'_>,
     providers: &Providers,
@@ -252,146 +346,349 @@ async fn stages(
 ) -> Result<String, StageFailed> {
     use Stage::*;
     // 1. Script.
-    run.stage(None, ScriptGenerating).await;
-    run.log(
-        LogLevel::Info,
-        run.t("開始生成腳本...", "Writing the script..."),
-    )
-    .await;
-    let script = run
-        .call(ScriptGenerating, || providers.script.write_script(topic))
-        .await?;
-    let done = match run.locale {
-        Locale::ZhTw => format!(
-            "腳本完成：{}（{} 段）",
-            script.title,
-            script.paragraphs.len()
-        ),
-        Locale::En => format!(
-            "Script ready: {} ({} paragraphs)",
-            script.title,
-            script.paragraphs.len()
-        ),
-    };
-    run.log(LogLevel::Info, &done).await;
-    run.advance(
-        ScriptGenerating,
-        weight::SCRIPT,
-        run.t("腳本已完成", "Script ready"),
-    )
-    .await;
-
-    // 2. Assets: voice, one image per paragraph, avatar.
-    run.stage(Some(ScriptGenerating), AssetsGenerating).await;
-    run.log(
-        LogLevel::Info,
-        run.t("開始生成語音...", "Synthesizing the voice..."),
-    )
-    .await;
-    let voice = run
-        .call(AssetsGenerating, || providers.voice.synthesize(&script))
-        .await?;
-    run.advance(
-        AssetsGenerating,
-        weight::VOICE,
-        run.t("語音已完成", "Voice ready"),
-    )
-    .await;
-    let total = script.paragraphs.len();
-    for (i, paragraph) in script.paragraphs.iter().enumerate() {
-        let n = i + 1;
-        let line = match run.locale {
-            Locale::ZhTw => format!("[{n}/{total}] 正在生成圖片: 段落 {n} - {}", paragraph.title),
+    if run.enter(ScriptGenerating).await {
+        run.log(
+            LogLevel::Info,
+            run.t("開始生成腳本...", "Writing the script..."),
+        )
+        .await;
+        let script = run
+            .call(ScriptGenerating, || providers.script.write_script(topic))
+            .await?;
+        let done = match run.locale {
+            Locale::ZhTw => format!(
+                "腳本完成：{}（{} 段）",
+                script.title,
+                script.paragraphs.len()
+            ),
             Locale::En => format!(
-                "[{n}/{total}] Generating image: paragraph {n} - {}",
-                paragraph.title
+                "Script ready: {} ({} paragraphs)",
+                script.title,
+                script.paragraphs.len()
             ),
         };
-        run.log(LogLevel::Info, &line).await;
-        run.call(AssetsGenerating, || {
-            providers.images.generate_image(paragraph, n)
-        })
-        .await?;
-        let text = match run.locale {
-            Locale::ZhTw => format!("正在生成圖片 ({n}/{total})"),
-            Locale::En => format!("Generating images ({n}/{total})"),
-        };
-        run.advance(AssetsGenerating, weight::IMAGE, &text).await;
+        run.checkpoint.script = Some(script);
+        run.save().await;
+        run.log(LogLevel::Info, &done).await;
+        run.advance(
+            ScriptGenerating,
+            weight::SCRIPT,
+            run.t("腳本已完成", "Script ready"),
+        )
+        .await;
     }
-    run.log(
-        LogLevel::Info,
-        run.t("正在生成虛擬主播...", "Generating the avatar..."),
-    )
-    .await;
-    run.call(AssetsGenerating, || {
-        providers.avatar.generate_avatar(&voice)
-    })
-    .await?;
-    run.advance(
-        AssetsGenerating,
-        weight::AVATAR,
-        run.t("虛擬主播已完成", "Avatar ready"),
-    )
-    .await;
+    let Some(script) = run.checkpoint.script.clone() else {
+        return Err(StageFailed(ErrorCode::InternalError));
+    };
+
+    // 2. Assets: voice, one image per paragraph, avatar.
+    if run.enter(AssetsGenerating).await {
+        if run.checkpoint.voice.is_none() {
+            run.log(
+                LogLevel::Info,
+                run.t("開始生成語音...", "Synthesizing the voice..."),
+            )
+            .await;
+            let voice = run
+                .call(AssetsGenerating, || providers.voice.synthesize(&script))
+                .await?;
+            run.checkpoint.voice = Some(voice);
+            run.save().await;
+            run.advance(
+                AssetsGenerating,
+                weight::VOICE,
+                run.t("語音已完成", "Voice ready"),
+            )
+            .await;
+        }
+        let total = script.paragraphs.len();
+        let made = run.checkpoint.images.len();
+        for (i, paragraph) in script.paragraphs.iter().enumerate().skip(made) {
+            let n = i + 1;
+            let line = match run.locale {
+                Locale::ZhTw => {
+                    format!("[{n}/{total}] 正在生成圖片: 段落 {n} - {}", paragraph.title)
+                }
+                Locale::En => format!(
+                    "[{n}/{total}] Generating image: paragraph {n} - {}",
+                    paragraph.title
+                ),
+            };
+            run.log(LogLevel::Info, &line).await;
+            let image = run
+                .call(AssetsGenerating, || {
+                    providers.images.generate_image(paragraph, n)
+                })
+                .await?;
+            run.checkpoint.images.push(image);
+            run.save().await;
+            let text = match run.locale {
+                Locale::ZhTw => format!("正在生成圖片 ({n}/{total})"),
+                Locale::En => format!("Generating images ({n}/{total})"),
+            };
+            run.advance(AssetsGenerating, weight::IMAGE, &text).await;
+        }
+        if run.checkpoint.avatar.is_none() {
+            let Some(voice) = run.checkpoint.voice.clone() else {
+                return Err(StageFailed(ErrorCode::InternalError));
+            };
+            run.log(
+                LogLevel::Info,
+                run.t("正在生成虛擬主播...", "Generating the avatar..."),
+            )
+            .await;
+            let avatar = run
+                .call(AssetsGenerating, || {
+                    providers.avatar.generate_avatar(&voice)
+                })
+                .await?;
+            run.checkpoint.avatar = Some(avatar);
+            run.save().await;
+            run.advance(
+                AssetsGenerating,
+                weight::AVATAR,
+                run.t("虛擬主播已完成", "Avatar ready"),
+            )
+            .await;
+        }
+    }
 
     // 3. Rendering.
-    run.stage(Some(AssetsGenerating), Rendering).await;
-    run.log(
-        LogLevel::Info,
-        run.t("開始渲染影片...", "Rendering the video..."),
-    )
-    .await;
-    for part in 1..=RENDER_PARTS {
-        run.call(Rendering, || {
-            providers.renderer.render_part(part, RENDER_PARTS)
-        })
-        .await?;
-        let text = match run.locale {
-            Locale::ZhTw => format!("正在渲染影片 ({part}/{RENDER_PARTS})"),
-            Locale::En => format!("Rendering ({part}/{RENDER_PARTS})"),
-        };
-        run.log(LogLevel::Info, &text).await;
-        run.advance(Rendering, weight::RENDER_PART, &text).await;
+    if run.enter(Rendering).await {
+        run.log(
+            LogLevel::Info,
+            run.t("開始渲染影片...", "Rendering the video..."),
+        )
+        .await;
+        let rendered = run.checkpoint.render_parts.len();
+        for part in rendered + 1..=RENDER_PARTS {
+            let asset = run
+                .call(Rendering, || {
+                    providers.renderer.render_part(part, RENDER_PARTS)
+                })
+                .await?;
+            run.checkpoint.render_parts.push(asset);
+            run.save().await;
+            let text = match run.locale {
+                Locale::ZhTw => format!("正在渲染影片 ({part}/{RENDER_PARTS})"),
+                Locale::En => format!("Rendering ({part}/{RENDER_PARTS})"),
+            };
+            run.log(LogLevel::Info, &text).await;
+            run.advance(Rendering, weight::RENDER_PART, &text).await;
+        }
     }
 
     // 4. Thumbnail.
-    run.stage(Some(Rendering), ThumbnailGenerating).await;
-    run.log(
-        LogLevel::Info,
-        run.t("正在生成封面...", "Generating the thumbnail..."),
-    )
-    .await;
-    run.call(ThumbnailGenerating, || {
-        providers.thumbnail.generate_thumbnail(&script)
-    })
-    .await?;
-    run.advance(
-        ThumbnailGenerating,
-        weight::THUMBNAIL,
-        run.t("封面已完成", "Thumbnail ready"),
-    )
-    .await;
+    if run.enter(ThumbnailGenerating).await {
+        run.log(
+            LogLevel::Info,
+            run.t("正在生成封面...", "Generating the thumbnail..."),
+        )
+        .await;
+        let thumbnail = run
+            .call(ThumbnailGenerating, || {
+                providers.thumbnail.generate_thumbnail(&script)
+            })
+            .await?;
+        run.checkpoint.thumbnail = Some(thumbnail);
+        run.save().await;
+        run.advance(
+            ThumbnailGenerating,
+            weight::THUMBNAIL,
+            run.t("封面已完成", "Thumbnail ready"),
+        )
+        .await;
+    }
 
     // 5. Upload.
-    run.stage(Some(ThumbnailGenerating), Uploading).await;
-    run.log(
-        LogLevel::Info,
-        run.t("正在上傳到 YouTube...", "Uploading to YouTube..."),
-    )
-    .await;
-    let url = run
-        .call(Uploading, || providers.uploader.upload(&script.title))
-        .await?;
-    run.log(
-        LogLevel::Info,
-        &format!("{}{url}", run.t("上傳完成：", "Uploaded: ")),
-    )
-    .await;
-    run.advance(
-        Uploading,
-        weight::UPLOAD,
-        run.t("上傳完成", "Upload complete"),
-    )
-    .await;
-    Ok(url)
+    if run.enter(Uploading).await {
+        run.log(
+            LogLevel::Info,
+            run.t("正在上傳到 YouTube...", "Uploading to YouTube..."),
+        )
+        .await;
+        let url = run
+            .call(Uploading, || providers.uploader.upload(&script.title))
+            .await?;
+        run.checkpoint.youtube_url = Some(url.clone());
+        run.save().await;
+        run.log(
+            LogLevel::Info,
+            &format!("{}{url}", run.t("上傳完成：", "Uploaded: ")),
+        )
+        .await;
+        run.advance(
+            Uploading,
+            weight::UPLOAD,
+            run.t("上傳完成", "Upload complete"),
+        )
+        .await;
+    }
+    run.checkpoint
+        .youtube_url
+        .clone()
+        .ok_or(StageFailed(ErrorCode::InternalError))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use serde_json::Value;
+    use tokio_util::sync::CancellationToken;
+    use tokio_util::task::TaskTracker;
+
+    use super::*;
+    use crate::broker::memory::MemoryBroker;
+    use crate::broker::{Broker, HistoryConfig};
+    use crate::hub::Hub;
+    use crate::job::Job;
+    use crate::job::providers::{Asset, CallLog, Paragraph, Script};
+    use crate::job::queue::MemoryQueue;
+    use crate::wire::EventId;
+
+    /// Every frame of the project's history, as JSON.
+    async fn frames(broker: &MemoryBroker, project: &ProjectId) -> Vec<Value> {
+        let replay = broker.replay(project, None).await.unwrap();
+        let Some((_, last)) = replay.state else {
+            return Vec::new();
+        };
+        let start = EventId::new(last.epoch(), 0);
+        broker
+            .replay(project, Some(&start))
+            .await
+            .unwrap()
+            .after
+            .iter()
+            .map(|f| serde_json::from_str(f.text().as_str()).unwrap())
+            .collect()
+    }
+
+    // The in-process queue carries what a job finished as the Redis queue does: a run
+    // that takes over a job whose script, voice and images are recorded calls the
+    // avatar provider and the later ones only, says it took over, and opens with a
+    // stage_change from the stage the run was in, at the progress of the work done.
+    #[tokio::test(start_paused = true)]
+    async fn a_run_taking_a_job_over_calls_no_provider_of_a_finished_step() {
+        let (hub, changes) = Hub::new(16);
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let broker = Arc::new(MemoryBroker::start(
+            HistoryConfig::default(),
+            hub,
+            changes,
+            shutdown.clone(),
+            &tracker,
+        ));
+        let publisher = Publisher::new(broker.clone(), Locale::En, Duration::ZERO);
+        let idle = Duration::from_secs(30);
+        let wait = Duration::from_millis(10);
+        let queue = MemoryQueue::new(idle);
+        let project = ProjectId::parse("resumed").unwrap();
+        let job = Job {
+            id: "job-resumed".into(),
+            project: project.clone(),
+            topic: "t".into(),
+            inject_failures: BTreeMap::new(),
+            requeued: 0,
+            client: None,
+        };
+        queue.submit(&job).await.unwrap();
+        let first = queue.take("w1", wait).await.unwrap().unwrap();
+        let asset = |name: String| Asset { name };
+        let done = Checkpoint {
+            script: Some(Script {
+                title: "t".into(),
+                paragraphs: (1..=EXPECTED_PARAGRAPHS)
+                    .map(|n| Paragraph {
+                        title: format!("p{n}"),
+                        text: "x".into(),
+                    })
+                    .collect(),
+            }),
+            voice: Some(asset("voice.mp3".into())),
+            images: (1..=EXPECTED_PARAGRAPHS)
+                .map(|n| asset(format!("image-{n:02}.png")))
+                .collect(),
+            ..Checkpoint::default()
+        };
+        assert_eq!(queue.record(&first, &done).await.unwrap(), Ownership::Held);
+        tokio::time::advance(idle).await;
+        let second = queue.take("w2", wait).await.unwrap().unwrap();
+
+        let log = std::env::temp_dir().join(format!("resumed-calls-{}.log", std::process::id()));
+        let _ = std::fs::remove_file(&log);
+        let providers = Providers::mock(
+            Duration::from_millis(10),
+            &BTreeMap::new(),
+            Locale::En,
+            Some(CallLog::new(&log)),
+        );
+        let outcome = generate_video(
+            &publisher,
+            &providers,
+            RetryPolicy::default(),
+            &queue,
+            &second,
+        )
+        .await;
+        assert!(matches!(outcome, Outcome::Completed { .. }), "{outcome:?}");
+        let calls = std::fs::read_to_string(&log).unwrap();
+        let _ = std::fs::remove_file(&log);
+        assert_eq!(
+            calls.lines().collect::<Vec<_>>(),
+            [
+                "ASSETS_GENERATING avatar",
+                "RENDERING part-1",
+                "RENDERING part-2",
+                "RENDERING part-3",
+                "RENDERING part-4",
+                "THUMBNAIL_GENERATING thumbnail",
+                "UPLOADING upload",
+            ]
+        );
+
+        let frames = frames(&broker, &project).await;
+        assert_eq!(frames[0]["event"], "log");
+        assert_eq!(frames[0]["data"]["level"], "WARNING");
+        let said = frames[0]["data"]["message"].as_str().unwrap();
+        assert!(
+            said.contains("took the job over") && said.contains("ASSETS_GENERATING"),
+            "{said}"
+        );
+        let changes: Vec<&Value> = frames
+            .iter()
+            .filter(|f| f["event"] == "stage_change")
+            .collect();
+        let done_progress =
+            u64::from(done.done_units() * 100 / checkpoint::total_units(EXPECTED_PARAGRAPHS));
+        assert_eq!(changes[0]["data"]["previous_stage"], "ASSETS_GENERATING");
+        assert_eq!(changes[0]["data"]["current_stage"], "ASSETS_GENERATING");
+        assert_eq!(changes[0]["data"]["progress"], done_progress);
+        let stages: Vec<&str> = changes
+            .iter()
+            .map(|f| f["data"]["current_stage"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            stages,
+            [
+                "ASSETS_GENERATING",
+                "RENDERING",
+                "THUMBNAIL_GENERATING",
+                "UPLOADING"
+            ]
+        );
+        let progress: Vec<u64> = frames
+            .iter()
+            .filter(|f| f["event"] == "progress_update")
+            .map(|f| f["data"]["progress"].as_u64().unwrap())
+            .collect();
+        assert!(
+            progress[0] > done_progress && progress.windows(2).all(|w| w[0] < w[1]),
+            "goes on from {done_progress}, no repeats: {progress:?}"
+        );
+        assert_eq!(frames.last().unwrap()["event"], "complete");
+        shutdown.cancel();
+    }
 }

@@ -2,14 +2,19 @@
 //! implementations (no network). Real providers plug in behind the same traits.
 //!
 //! A mock waits its configured delay (times the call's weight) and can be told to fail
-//! transiently n times per stage, to exercise retries.
+//! transiently n times per stage, to exercise retries. It can log every call it starts
+//! to a file (`CallLog`), so that a test sees which provider was paid how often, across
+//! worker processes and a SIGKILL.
 
 use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
 use crate::catalog::ErrorCode;
 use crate::locale::Locale;
@@ -26,18 +31,18 @@ pub struct ProviderError {
 }
 
 /// Something a provider produced (a file, in a real deployment).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Asset {
     pub name: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Paragraph {
     pub title: String,
     pub text: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Script {
     pub title: String,
     pub paragraphs: Vec<Paragraph>,
@@ -110,7 +115,36 @@ pub mod weight {
     pub const UPLOAD: u32 = 4;
 }
 
-/// The shared behaviour of every mock: wait, then maybe fail.
+/// A file every mock call is logged to when it starts, one line `<STAGE> <step>`: what
+/// a real deployment would be billed for. Appended with one write per line (O_APPEND),
+/// so several worker processes may share it; a call cut short by a kill is in it too.
+#[derive(Debug, Clone)]
+pub struct CallLog {
+    path: PathBuf,
+}
+
+impl CallLog {
+    pub fn new(path: impl AsRef<Path>) -> Self {
+        Self {
+            path: path.as_ref().to_path_buf(),
+        }
+    }
+
+    /// Logs one call; a log that cannot be written is reported, never fails the call.
+    fn record(&self, stage: Stage, step: &str) {
+        let line = format!("{} {step}\n", stage.as_str());
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .and_then(|mut file| file.write_all(line.as_bytes()));
+        if let Err(err) = written {
+            tracing::warn!(path = %self.path.display(), error = %err, "could not log a mock provider call");
+        }
+    }
+}
+
+/// The shared behaviour of every mock: log the call, wait, then maybe fail.
 #[derive(Clone)]
 struct Mock {
     delay: Duration,
@@ -118,10 +152,15 @@ struct Mock {
     failures: Arc<AtomicU32>,
     code: ErrorCode,
     locale: Locale,
+    stage: Stage,
+    calls: Option<CallLog>,
 }
 
 impl Mock {
-    async fn call(&self, units: u32) -> Result<(), ProviderError> {
+    async fn call(&self, units: u32, step: &str) -> Result<(), ProviderError> {
+        if let Some(log) = &self.calls {
+            log.record(self.stage, step);
+        }
         tokio::time::sleep(self.delay * units).await;
         let injected = self
             .failures
@@ -190,7 +229,7 @@ struct MockUploader(Mock);
 #[async_trait]
 impl ScriptWriter for MockScript {
     async fn write_script(&self, topic: &str) -> Result<Script, ProviderError> {
-        self.0.call(weight::SCRIPT).await?;
+        self.0.call(weight::SCRIPT, "script").await?;
         let titles = match self.0.locale {
             Locale::ZhTw => PARAGRAPHS_ZH,
             Locale::En => PARAGRAPHS_EN,
@@ -214,7 +253,7 @@ impl ScriptWriter for MockScript {
 #[async_trait]
 impl VoiceSynthesizer for MockVoice {
     async fn synthesize(&self, _script: &Script) -> Result<Asset, ProviderError> {
-        self.0.call(weight::VOICE).await?;
+        self.0.call(weight::VOICE, "voice").await?;
         Ok(Asset {
             name: "voice.mp3".into(),
         })
@@ -228,7 +267,9 @@ impl ImageGenerator for MockImages {
         _paragraph: &Paragraph,
         index: usize,
     ) -> Result<Asset, ProviderError> {
-        self.0.call(weight::IMAGE).await?;
+        self.0
+            .call(weight::IMAGE, &format!("image-{index:02}"))
+            .await?;
         Ok(Asset {
             name: format!("image-{index:02}.png"),
         })
@@ -238,7 +279,7 @@ impl ImageGenerator for MockImages {
 #[async_trait]
 impl AvatarGenerator for MockAvatar {
     async fn generate_avatar(&self, _voice: &Asset) -> Result<Asset, ProviderError> {
-        self.0.call(weight::AVATAR).await?;
+        self.0.call(weight::AVATAR, "avatar").await?;
         Ok(Asset {
             name: "avatar.mp4".into(),
         })
@@ -248,7 +289,9 @@ impl AvatarGenerator for MockAvatar {
 #[async_trait]
 impl VideoRenderer for MockRenderer {
     async fn render_part(&self, part: usize, _parts: usize) -> Result<Asset, ProviderError> {
-        self.0.call(weight::RENDER_PART).await?;
+        self.0
+            .call(weight::RENDER_PART, &format!("part-{part}"))
+            .await?;
         Ok(Asset {
             name: format!("part-{part}.mp4"),
         })
@@ -258,7 +301,7 @@ impl VideoRenderer for MockRenderer {
 #[async_trait]
 impl ThumbnailGenerator for MockThumbnail {
     async fn generate_thumbnail(&self, _script: &Script) -> Result<Asset, ProviderError> {
-        self.0.call(weight::THUMBNAIL).await?;
+        self.0.call(weight::THUMBNAIL, "thumbnail").await?;
         Ok(Asset {
             name: "thumbnail.png".into(),
         })
@@ -268,7 +311,7 @@ impl ThumbnailGenerator for MockThumbnail {
 #[async_trait]
 impl Uploader for MockUploader {
     async fn upload(&self, _title: &str) -> Result<String, ProviderError> {
-        self.0.call(weight::UPLOAD).await?;
+        self.0.call(weight::UPLOAD, "upload").await?;
         use rand::Rng;
         let id: String = rand::rng()
             .sample_iter(rand::distr::Alphanumeric)
@@ -281,13 +324,20 @@ impl Uploader for MockUploader {
 
 impl Providers {
     /// Mock providers waiting `delay` per unit of work, failing transiently as many
-    /// times per stage as `failures` says.
-    pub fn mock(delay: Duration, failures: &BTreeMap<Stage, u32>, locale: Locale) -> Self {
+    /// times per stage as `failures` says, logging their calls to `calls` if given.
+    pub fn mock(
+        delay: Duration,
+        failures: &BTreeMap<Stage, u32>,
+        locale: Locale,
+        calls: Option<CallLog>,
+    ) -> Self {
         let mock = |stage: Stage, code: ErrorCode| Mock {
             delay,
             failures: Arc::new(AtomicU32::new(failures.get(&stage).copied().unwrap_or(0))),
             code,
             locale,
+            stage,
+            calls: calls.clone(),
         };
         // The providers of one stage share its failure budget.
         let assets = mock(Stage::AssetsGenerating, ErrorCode::StabilityAiError);
@@ -325,7 +375,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn mocks_wait_and_fail_as_told() {
         let failures = BTreeMap::from([(Stage::AssetsGenerating, 2)]);
-        let p = Providers::mock(Duration::from_millis(100), &failures, Locale::ZhTw);
+        let log = std::env::temp_dir().join(format!("mock-calls-{}.log", std::process::id()));
+        let _ = std::fs::remove_file(&log);
+        let p = Providers::mock(
+            Duration::from_millis(100),
+            &failures,
+            Locale::ZhTw,
+            Some(CallLog::new(&log)),
+        );
         let start = tokio::time::Instant::now();
         let script = p.script.write_script("AI").await.unwrap();
         assert_eq!(start.elapsed(), Duration::from_millis(300));
@@ -358,6 +415,22 @@ mod tests {
                 .generate_avatar(&Asset { name: "v".into() })
                 .await
                 .is_ok()
+        );
+        // Every call is logged when it starts, failed ones too.
+        let logged = std::fs::read_to_string(&log).unwrap();
+        let _ = std::fs::remove_file(&log);
+        assert_eq!(
+            logged.lines().collect::<Vec<_>>(),
+            [
+                "SCRIPT_GENERATING script",
+                "ASSETS_GENERATING voice",
+                "ASSETS_GENERATING image-01",
+                "ASSETS_GENERATING image-01",
+                "UPLOADING upload",
+                "RENDERING part-1",
+                "THUMBNAIL_GENERATING thumbnail",
+                "ASSETS_GENERATING avatar",
+            ]
         );
     }
 }

@@ -2,10 +2,12 @@
 //! for the self-contained hub, and Redis Streams (`redis_queue.rs`) so workers on any
 //! machine cooperate.
 //!
-//! The contract: at most one job per project at a time (`submit` says `Busy`
-//! otherwise); a taken job stays the taker's while it shows life (`keep_alive`); a job
-//! whose worker went silent for `claim_idle` is taken again by another (`take`
-//! reclaims it); `finish` settles it; `hand_back` returns it for another worker.
+//! The contract: at most one job per project while the job exists, queued or running
+//! (`submit` says `Busy` otherwise); a taken job stays the taker's while it shows life
+//! (`keep_alive`); a job whose worker went silent for `claim_idle` is taken again by
+//! another (`take` reclaims it); `finish` settles it; `hand_back` returns it for another
+//! worker. What the job finished so far (`record`, a [`Checkpoint`]) stays with it until
+//! it is settled, and comes with every later `take` of it.
 //!
 //! A reclaim makes a new claim and ends the old one. The silent worker may come back:
 //! `keep_alive`, `finish` and `hand_back` act only on a claim that still holds, and
@@ -20,13 +22,20 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::Job;
+use super::checkpoint::Checkpoint;
+use super::{Job, QueueLimits};
 use crate::wire::ProjectId;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     #[error("a generation job is already running for this project ({job_id})")]
     Busy { job_id: String },
+    /// The client has as many unfinished jobs as it may (`QueueLimits`).
+    #[error("this client has {limit} unfinished generation jobs, the most it may have")]
+    ClientFull { limit: usize },
+    /// As many jobs wait as the queue holds (`QueueLimits`).
+    #[error("{limit} generation jobs are waiting, the most the queue holds")]
+    Full { limit: usize },
     #[error("job queue unavailable: {0}")]
     Unavailable(String),
 }
@@ -35,6 +44,14 @@ impl From<redis::RedisError> for QueueError {
     fn from(err: redis::RedisError) -> Self {
         Self::Unavailable(err.to_string())
     }
+}
+
+/// A job accepted into the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Queued {
+    /// Its place among the jobs waiting to be taken when it was queued: 1 when none
+    /// waited before it (jobs already running are not counted).
+    pub position: u64,
 }
 
 /// A job a worker has taken, and which claim on it is the worker's.
@@ -49,12 +66,20 @@ pub struct Claimed {
     /// taker, one more for each reclaim. With `consumer` it names this claim, so even a
     /// worker that reclaims its own stalled job holds a new claim, not the old one.
     pub delivery: u64,
+    /// What earlier runs of the job finished (empty for a fresh job).
+    pub checkpoint: Checkpoint,
 }
 
 impl Claimed {
     /// Taken over from a worker that stopped showing life.
     pub fn reclaimed(&self) -> bool {
         self.delivery > 1
+    }
+
+    /// Another run of this job came before this one (it was reclaimed, handed back, or
+    /// queued again): this run takes the job over, at the first unfinished step.
+    pub fn taken_over(&self) -> bool {
+        self.reclaimed() || self.job.requeued > 0 || !self.checkpoint.is_empty()
     }
 
     /// Orders the claims of one job, newest highest: by how often the job was queued
@@ -78,7 +103,9 @@ pub enum Ownership {
 
 #[async_trait]
 pub trait JobQueue: Send + Sync + 'static {
-    async fn submit(&self, job: &Job) -> Result<(), QueueError>;
+    /// Queues the job, unless its project has one (`Busy`) or a limit is reached
+    /// (`ClientFull` for `job.client`, `Full` for everyone).
+    async fn submit(&self, job: &Job) -> Result<Queued, QueueError>;
     /// The next job for `consumer`, waiting at most `wait`: first one whose worker went
     /// silent for `claim_idle`, then a new one.
     async fn take(&self, consumer: &str, wait: Duration) -> Result<Option<Claimed>, QueueError>;
@@ -89,6 +116,13 @@ pub trait JobQueue: Send + Sync + 'static {
     async fn finish(&self, claimed: &Claimed) -> Result<Ownership, QueueError>;
     /// Queues the job again for another worker, if the claim still holds.
     async fn hand_back(&self, claimed: &Claimed) -> Result<Ownership, QueueError>;
+    /// Records what the job finished so far, if the claim still holds; the next taker
+    /// of the job gets it in [`Claimed::checkpoint`].
+    async fn record(
+        &self,
+        claimed: &Claimed,
+        checkpoint: &Checkpoint,
+    ) -> Result<Ownership, QueueError>;
 }
 
 /// A taken job, as the in-process queue tracks it.
@@ -106,6 +140,12 @@ struct MemoryState {
     running: HashMap<ProjectId, String>,
     /// Entry → the claim on a taken job not yet settled.
     pending: HashMap<u64, Pending>,
+    /// Job id → what it finished so far (until it is settled).
+    checkpoints: HashMap<String, Checkpoint>,
+    /// Jobs queued and not yet taken.
+    waiting: usize,
+    /// Client → its jobs not yet settled.
+    clients: HashMap<String, usize>,
     next_entry: u64,
 }
 
@@ -130,6 +170,7 @@ pub struct MemoryQueue {
     tx: mpsc::UnboundedSender<Job>,
     rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Job>>,
     claim_idle: Duration,
+    limits: QueueLimits,
     state: Mutex<MemoryState>,
 }
 
@@ -146,18 +187,27 @@ impl MemoryQueue {
             tx,
             rx: tokio::sync::Mutex::new(rx),
             claim_idle,
+            limits: QueueLimits::default(),
             state: Mutex::new(MemoryState::default()),
         }
+    }
+
+    pub fn with_limits(mut self, limits: QueueLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     fn state(&self) -> MutexGuard<'_, MemoryState> {
         self.state.lock()
     }
 
-    fn enqueue(&self, job: &Job) -> Result<(), QueueError> {
+    /// Queues the job (with the state locked, so the count of waiting jobs agrees).
+    fn enqueue(&self, state: &mut MemoryState, job: &Job) -> Result<(), QueueError> {
         self.tx
             .send(job.clone())
-            .map_err(|_| QueueError::Unavailable("the in-process queue is closed".into()))
+            .map_err(|_| QueueError::Unavailable("the in-process queue is closed".into()))?;
+        state.waiting += 1;
+        Ok(())
     }
 
     /// Takes over a job whose taker has been silent for `claim_idle`.
@@ -172,28 +222,47 @@ impl MemoryQueue {
         pending.consumer = consumer.to_string();
         pending.delivery += 1;
         pending.seen = now;
+        let (job, entry, delivery) = (pending.job.clone(), *entry, pending.delivery);
+        let checkpoint = state.checkpoints.get(&job.id).cloned().unwrap_or_default();
         Some(Claimed {
-            job: pending.job.clone(),
+            job,
             entry: entry.to_string(),
             consumer: consumer.to_string(),
-            delivery: pending.delivery,
+            delivery,
+            checkpoint,
         })
     }
 }
 
 #[async_trait]
 impl JobQueue for MemoryQueue {
-    async fn submit(&self, job: &Job) -> Result<(), QueueError> {
-        {
-            let mut state = self.state();
-            if let Some(job_id) = state.running.get(&job.project) {
-                return Err(QueueError::Busy {
-                    job_id: job_id.clone(),
-                });
-            }
-            state.running.insert(job.project.clone(), job.id.clone());
+    async fn submit(&self, job: &Job) -> Result<Queued, QueueError> {
+        let mut state = self.state();
+        if let Some(job_id) = state.running.get(&job.project) {
+            return Err(QueueError::Busy {
+                job_id: job_id.clone(),
+            });
         }
-        self.enqueue(job)
+        let limits = self.limits;
+        if let Some(client) = &job.client
+            && state.clients.get(client).copied().unwrap_or(0) >= limits.max_queued_per_client
+        {
+            return Err(QueueError::ClientFull {
+                limit: limits.max_queued_per_client,
+            });
+        }
+        if state.waiting >= limits.max_queued {
+            return Err(QueueError::Full {
+                limit: limits.max_queued,
+            });
+        }
+        let position = state.waiting as u64 + 1;
+        self.enqueue(&mut state, job)?;
+        state.running.insert(job.project.clone(), job.id.clone());
+        if let Some(client) = &job.client {
+            *state.clients.entry(client.clone()).or_default() += 1;
+        }
+        Ok(Queued { position })
     }
 
     async fn take(&self, consumer: &str, wait: Duration) -> Result<Option<Claimed>, QueueError> {
@@ -205,6 +274,7 @@ impl JobQueue for MemoryQueue {
             return Ok(None);
         };
         let mut state = self.state();
+        state.waiting = state.waiting.saturating_sub(1);
         state.next_entry += 1;
         let entry = state.next_entry;
         state.pending.insert(
@@ -216,11 +286,13 @@ impl JobQueue for MemoryQueue {
                 seen: Instant::now(),
             },
         );
+        let checkpoint = state.checkpoints.get(&job.id).cloned().unwrap_or_default();
         Ok(Some(Claimed {
             job,
             entry: entry.to_string(),
             consumer: consumer.to_string(),
             delivery: 1,
+            checkpoint,
         }))
     }
 
@@ -242,6 +314,15 @@ impl JobQueue for MemoryQueue {
             Err(lost) => return Ok(lost),
         };
         state.pending.remove(&entry);
+        state.checkpoints.remove(&claimed.job.id);
+        if let Some(client) = &claimed.job.client
+            && let Some(n) = state.clients.get_mut(client)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                state.clients.remove(client);
+            }
+        }
         let project = &claimed.job.project;
         if state.running.get(project) == Some(&claimed.job.id) {
             state.running.remove(project);
@@ -256,7 +337,22 @@ impl JobQueue for MemoryQueue {
             Err(lost) => return Ok(lost),
         };
         state.pending.remove(&entry);
-        self.enqueue(&claimed.job.requeued_again())?;
+        self.enqueue(&mut state, &claimed.job.requeued_again())?;
+        Ok(Ownership::Held)
+    }
+
+    async fn record(
+        &self,
+        claimed: &Claimed,
+        checkpoint: &Checkpoint,
+    ) -> Result<Ownership, QueueError> {
+        let mut state = self.state();
+        if let Err(lost) = state.owned(claimed) {
+            return Ok(lost);
+        }
+        state
+            .checkpoints
+            .insert(claimed.job.id.clone(), checkpoint.clone());
         Ok(Ownership::Held)
     }
 }
@@ -273,6 +369,7 @@ mod tests {
             topic: "t".into(),
             inject_failures: BTreeMap::new(),
             requeued: 0,
+            client: None,
         }
     }
 
@@ -359,5 +456,83 @@ mod tests {
             "a settled job is no one's"
         );
         q.submit(&job("p", "b")).await.unwrap();
+    }
+
+    // What a run finished stays with the job: the next taker (a reclaim, or the worker
+    // a job was handed back to) gets it; a lost claim cannot change it; settling the job
+    // discards it.
+    #[tokio::test(start_paused = true)]
+    async fn a_checkpoint_goes_with_the_job_until_it_is_settled() {
+        let idle = Duration::from_secs(30);
+        let q = MemoryQueue::new(idle);
+        let wait = Duration::from_millis(10);
+        q.submit(&job("p", "a")).await.unwrap();
+        let first = q.take("w1", wait).await.unwrap().unwrap();
+        assert!(first.checkpoint.is_empty() && !first.taken_over());
+        let mut done = Checkpoint {
+            youtube_url: Some("u".into()),
+            ..Checkpoint::default()
+        };
+        assert_eq!(q.record(&first, &done).await.unwrap(), Ownership::Held);
+        tokio::time::advance(idle).await;
+        let second = q.take("w2", wait).await.unwrap().unwrap();
+        assert_eq!(second.checkpoint, done);
+        assert!(second.taken_over());
+        let stale = Checkpoint::default();
+        assert!(matches!(
+            q.record(&first, &stale).await.unwrap(),
+            Ownership::Lost { .. }
+        ));
+        done.thumbnail = Some(super::super::providers::Asset { name: "t".into() });
+        assert_eq!(q.record(&second, &done).await.unwrap(), Ownership::Held);
+        assert_eq!(q.hand_back(&second).await.unwrap(), Ownership::Held);
+        let third = q.take("w3", wait).await.unwrap().unwrap();
+        assert_eq!(third.checkpoint, done, "a handed-back job keeps it");
+        assert!(third.taken_over());
+        assert_eq!(q.finish(&third).await.unwrap(), Ownership::Held);
+        q.submit(&job("p", "a")).await.unwrap();
+        let fresh = q.take("w1", wait).await.unwrap().unwrap();
+        assert!(fresh.checkpoint.is_empty(), "settling discards it");
+    }
+
+    // Limits: per client, jobs not yet settled; for all, jobs not yet taken. A refused
+    // submit leaves nothing behind; a settled job frees its client's place, a taken
+    // one frees a place in the queue.
+    #[tokio::test]
+    async fn the_queue_is_bounded_per_client_and_in_all() {
+        let q = MemoryQueue::default().with_limits(QueueLimits {
+            max_queued: 2,
+            max_queued_per_client: 1,
+        });
+        let wait = Duration::from_millis(10);
+        let from = |project: &str, client: &str| Job {
+            client: Some(client.into()),
+            ..job(project, &format!("{project}-{client}"))
+        };
+        assert_eq!(q.submit(&from("p1", "a")).await.unwrap().position, 1);
+        assert!(matches!(
+            q.submit(&from("p2", "a")).await,
+            Err(QueueError::ClientFull { limit: 1 })
+        ));
+        assert_eq!(q.submit(&from("p3", "b")).await.unwrap().position, 2);
+        assert!(matches!(
+            q.submit(&from("p4", "c")).await,
+            Err(QueueError::Full { limit: 2 })
+        ));
+        q.submit(&from("p4", "c")).await.unwrap_err();
+        let taken = q.take("w", wait).await.unwrap().unwrap();
+        assert_eq!(taken.job.project.as_str(), "p1");
+        assert_eq!(
+            q.submit(&from("p4", "c")).await.unwrap().position,
+            2,
+            "a taken job no longer waits"
+        );
+        assert!(matches!(
+            q.submit(&from("p2", "a")).await,
+            Err(QueueError::ClientFull { .. })
+        ));
+        assert_eq!(q.finish(&taken).await.unwrap(), Ownership::Held);
+        q.take("w", wait).await.unwrap().unwrap();
+        q.submit(&from("p2", "a")).await.unwrap();
     }
 }

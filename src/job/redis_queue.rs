@@ -8,10 +8,15 @@
 //! - A claim is the consumer and the entry's delivery count (`claim.lua`): keep-alive,
 //!   settle and hand-back check it and act in one script, so a stalled worker that
 //!   comes back after a reclaim changes nothing and learns it lost the job.
-//! - `progress:{project}:job` holds the running job's id (SET NX): one job per project.
+//! - `{progress:jobs}:lock:<project>` holds the id of the project's job from submit
+//!   (`submit.lua`) to settle: one job per project, however long it waits in the queue.
+//!   It has no expiry; settling the job releases it in the same script.
+//! - `{progress:jobs}:done:<job>` holds what the job finished (a [`Checkpoint`]),
+//!   recorded under the claim after each provider call, read by every `take`, deleted
+//!   when the job is settled.
 //!
-//! Each script touches one key, or keys of one hash slot: the stream and a project's
-//! lock live in different slots, so the claim and the lock are kept by separate scripts.
+//! Every key of the queue is in the stream's hash slot (tagged `{progress:jobs}`), so
+//! each script acts on the job, its lock and its checkpoint in one atomic step.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -22,8 +27,9 @@ use async_trait::async_trait;
 use redis::aio::ConnectionLike;
 use redis::streams::StreamReadReply;
 
-use super::Job;
-use super::queue::{Claimed, JobQueue, Ownership, QueueError};
+use super::checkpoint::Checkpoint;
+use super::queue::{Claimed, JobQueue, Ownership, QueueError, Queued};
+use super::{Job, QueueLimits};
 use crate::broker::redis::connection::{RedisConn, Timeouts};
 use crate::broker::redis::layout::{self, JOB_GROUP, JOB_STREAM};
 use crate::broker::redis::target::RedisTarget;
@@ -48,6 +54,10 @@ fn unix_ms() -> u64 {
 
 fn lock_key(project: &ProjectId) -> String {
     layout::job_lock_key(project)
+}
+
+fn checkpoint_key(job: &Job) -> String {
+    layout::job_checkpoint_key(&job.id)
 }
 
 /// A job entry `reclaim.lua` took over.
@@ -149,9 +159,9 @@ pub struct RedisQueue {
     /// delays other commands.
     blocking: tokio::sync::Mutex<Option<Blocking>>,
     claim_idle: Duration,
+    limits: QueueLimits,
     group_ready: AtomicBool,
-    release: redis::Script,
-    take_lock: redis::Script,
+    submit: redis::Script,
     claim: redis::Script,
     reclaim: redis::Script,
     /// Where the next XAUTOCLAIM scan resumes: each call looks at a few pending entries,
@@ -182,15 +192,20 @@ impl RedisQueue {
             commands,
             blocking: tokio::sync::Mutex::new(None),
             claim_idle,
+            limits: QueueLimits::default(),
             group_ready: AtomicBool::new(false),
-            release: redis::Script::new(include_str!("release_lock.lua")),
-            take_lock: redis::Script::new(include_str!("take_lock.lua")),
+            submit: redis::Script::new(include_str!("submit.lua")),
             claim: redis::Script::new(include_str!("claim.lua")),
             reclaim: redis::Script::new(include_str!("reclaim.lua")),
             claim_cursor: Mutex::new("0-0".into()),
             outage: AtomicBool::new(false),
             reclaim_after: Mutex::new(tokio::time::Instant::now()),
         })
+    }
+
+    pub fn with_limits(mut self, limits: QueueLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Records whether Redis answered; on the first answer after an outage, holds
@@ -214,11 +229,6 @@ impl RedisQueue {
     fn may_reclaim(&self) -> bool {
         !self.outage.load(Ordering::Relaxed)
             && tokio::time::Instant::now() >= *self.reclaim_after.lock()
-    }
-
-    /// The lock outlives several missed keep-alives, and a reclaim re-takes it.
-    fn lock_ttl(&self) -> u64 {
-        (self.claim_idle.as_secs() * 2).max(60)
     }
 
     async fn ensure_group(&self) -> Result<(), QueueError> {
@@ -265,12 +275,16 @@ impl RedisQueue {
         delivery: u64,
     ) -> Result<Option<Claimed>, QueueError> {
         match job.as_deref().and_then(Job::from_json) {
-            Some(job) => Ok(Some(Claimed {
-                job,
-                entry,
-                consumer: consumer.to_string(),
-                delivery,
-            })),
+            Some(job) => {
+                let checkpoint = self.checkpoint(&job).await?;
+                Ok(Some(Claimed {
+                    job,
+                    entry,
+                    consumer: consumer.to_string(),
+                    delivery,
+                    checkpoint,
+                }))
+            }
             None => {
                 tracing::warn!(%entry, "dropping an unreadable job entry");
                 self.settle(&entry).await?;
@@ -284,18 +298,23 @@ impl RedisQueue {
         &self,
         claimed: &Claimed,
         action: &str,
-        job: Option<&Job>,
+        payload: String,
     ) -> Result<Ownership, QueueError> {
         let mut conn = self.commands.clone();
         let reply: redis::RedisResult<(i64, String)> = self
             .claim
             .key(STREAM)
+            .key(lock_key(&claimed.job.project))
+            .key(checkpoint_key(&claimed.job))
+            .key(layout::JOB_CLIENTS)
             .arg(GROUP)
             .arg(&claimed.consumer)
             .arg(&claimed.entry)
             .arg(claimed.delivery)
             .arg(action)
-            .arg(job.map(Job::to_json).unwrap_or_default())
+            .arg(payload)
+            .arg(&claimed.job.id)
+            .arg(claimed.job.client.as_deref().unwrap_or_default())
             .invoke_async(&mut conn)
             .await;
         let (held, holder) = reply.inspect_err(|e| self.check_group(e))?;
@@ -308,28 +327,21 @@ impl RedisQueue {
         })
     }
 
-    /// Points the project's lock at this job (renewed, or taken again if it expired),
-    /// unless another job holds it. Called while the claim holds; a failure is logged,
-    /// not returned, as the claim is what says whose job it is (the next keep-alive
-    /// tries again, and the lock outlives several missed ones).
-    async fn hold_lock(&self, job: &Job) {
+    /// What earlier runs of the job finished (empty if none, or if the record cannot
+    /// be read: the job then starts over rather than not at all).
+    async fn checkpoint(&self, job: &Job) -> Result<Checkpoint, QueueError> {
         let mut conn = self.commands.clone();
-        let held: redis::RedisResult<i64> = self
-            .take_lock
-            .key(lock_key(&job.project))
-            .arg(&job.id)
-            .arg(self.lock_ttl())
-            .invoke_async(&mut conn)
-            .await;
-        match held {
-            Ok(1) => {}
-            Ok(_) => {
-                tracing::warn!(project_id = %job.project, job_id = %job.id, "the project's job lock names another job; leaving it");
-            }
-            Err(err) => {
-                tracing::warn!(project_id = %job.project, job_id = %job.id, error = %err, "could not renew the project's job lock");
-            }
-        }
+        let text: Option<String> = redis::cmd("GET")
+            .arg(checkpoint_key(job))
+            .query_async(&mut conn)
+            .await?;
+        Ok(match text {
+            None => Checkpoint::default(),
+            Some(text) => Checkpoint::from_json(&text).unwrap_or_else(|| {
+                tracing::warn!(project_id = %job.project, job_id = %job.id, "unreadable job checkpoint; the job starts over");
+                Checkpoint::default()
+            }),
+        })
     }
 
     async fn settle(&self, entry: &str) -> Result<(), QueueError> {
@@ -348,46 +360,39 @@ impl RedisQueue {
             .await?;
         Ok(())
     }
-
-    async fn add(&self, job: &Job) -> Result<(), QueueError> {
-        let mut conn = self.commands.clone();
-        redis::cmd("XADD")
-            .arg(STREAM)
-            .arg("*")
-            .arg("job")
-            .arg(job.to_json())
-            .query_async::<String>(&mut conn)
-            .await?;
-        Ok(())
-    }
 }
 
 #[async_trait]
 impl JobQueue for RedisQueue {
-    async fn submit(&self, job: &Job) -> Result<(), QueueError> {
+    async fn submit(&self, job: &Job) -> Result<Queued, QueueError> {
         self.ensure_group().await?;
         let mut conn = self.commands.clone();
-        let key = lock_key(&job.project);
-        let locked: Option<String> = redis::cmd("SET")
-            .arg(&key)
+        let (queued, detail): (i64, String) = self
+            .submit
+            .key(STREAM)
+            .key(lock_key(&job.project))
+            .key(layout::JOB_CLIENTS)
             .arg(&job.id)
-            .arg("NX")
-            .arg("EX")
-            .arg(self.lock_ttl())
-            .query_async(&mut conn)
-            .await?;
-        if locked.is_none() {
-            let holder: Option<String> = redis::cmd("GET").arg(&key).query_async(&mut conn).await?;
-            return Err(QueueError::Busy {
-                job_id: holder.unwrap_or_default(),
-            });
+            .arg(job.to_json())
+            .arg(job.client.as_deref().unwrap_or_default())
+            .arg(self.limits.max_queued_per_client)
+            .arg(self.limits.max_queued)
+            .arg(GROUP)
+            .invoke_async(&mut conn)
+            .await
+            .inspect_err(|e| self.check_group(e))?;
+        match queued {
+            1 => Ok(Queued {
+                position: detail.parse().unwrap_or(1),
+            }),
+            0 => Err(QueueError::Busy { job_id: detail }),
+            -1 => Err(QueueError::ClientFull {
+                limit: self.limits.max_queued_per_client,
+            }),
+            _ => Err(QueueError::Full {
+                limit: self.limits.max_queued,
+            }),
         }
-        if let Err(err) = self.add(job).await {
-            let _: redis::RedisResult<i64> =
-                redis::cmd("DEL").arg(&key).query_async(&mut conn).await;
-            return Err(err);
-        }
-        Ok(())
     }
 
     async fn take(&self, consumer: &str, wait: Duration) -> Result<Option<Claimed>, QueueError> {
@@ -409,14 +414,9 @@ impl JobQueue for RedisQueue {
             let (next_cursor, stale) = reclaim_reply(stale.inspect_err(|e| self.check_group(e))?)?;
             *self.claim_cursor.lock() = next_cursor;
             if let Some(stale) = stale {
-                let claimed = self
+                return self
                     .claimed(stale.entry, stale.job, consumer, stale.delivery)
-                    .await?;
-                if let Some(claimed) = &claimed {
-                    // The silent worker's lock may have expired: take it again.
-                    self.hold_lock(&claimed.job).await;
-                }
-                return Ok(claimed);
+                    .await;
             }
         }
         // Then, a new one.
@@ -471,28 +471,24 @@ impl JobQueue for RedisQueue {
     }
 
     async fn keep_alive(&self, claimed: &Claimed) -> Result<Ownership, QueueError> {
-        let ownership = self.with_claim(claimed, "renew", None).await?;
-        if ownership == Ownership::Held {
-            self.hold_lock(&claimed.job).await;
-        }
-        Ok(ownership)
+        self.with_claim(claimed, "renew", String::new()).await
     }
 
     async fn finish(&self, claimed: &Claimed) -> Result<Ownership, QueueError> {
-        let ownership = self.with_claim(claimed, "settle", None).await?;
-        if ownership == Ownership::Held {
-            let mut conn = self.commands.clone();
-            self.release
-                .key(lock_key(&claimed.job.project))
-                .arg(&claimed.job.id)
-                .invoke_async::<i64>(&mut conn)
-                .await?;
-        }
-        Ok(ownership)
+        self.with_claim(claimed, "settle", String::new()).await
     }
 
     async fn hand_back(&self, claimed: &Claimed) -> Result<Ownership, QueueError> {
-        self.with_claim(claimed, "hand_back", Some(&claimed.job.requeued_again()))
+        self.with_claim(claimed, "hand_back", claimed.job.requeued_again().to_json())
+            .await
+    }
+
+    async fn record(
+        &self,
+        claimed: &Claimed,
+        checkpoint: &Checkpoint,
+    ) -> Result<Ownership, QueueError> {
+        self.with_claim(claimed, "record", checkpoint.to_json())
             .await
     }
 }

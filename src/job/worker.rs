@@ -3,9 +3,9 @@
 //!
 //! On shutdown it stops taking jobs, lets running ones finish within a grace period,
 //! then hands the rest back to the queue for another worker. A job taken over from a
-//! dead worker restarts from the beginning (progress cannot go backwards within the
-//! run, so the bar holds), unless that worker had already published its `complete`:
-//! the project's state records which job completed, so a job taken over after its
+//! dead worker goes on at its first unfinished step (the pipeline records every step
+//! with the job), unless that worker had already published its `complete`: the
+//! project's state records which job completed, so a job taken over after its
 //! `complete` is settled, not run again.
 //!
 //! A worker that stalls (a paused host, a long partition) may find on waking that
@@ -26,13 +26,12 @@ use tracing::Instrument;
 
 use super::WorkerConfig;
 use super::pipeline::{Outcome, generate_video};
-use super::providers::Providers;
+use super::providers::{CallLog, Providers};
 use super::queue::{Claimed, JobQueue, Ownership};
 use crate::broker::Broker;
 use crate::broker::JobClaim;
 use crate::metrics as m;
 use crate::publish::Publisher;
-use crate::wire::event::LogLevel;
 
 /// How long one `take` waits for a job before looking again.
 const TAKE_WAIT: Duration = Duration::from_secs(1);
@@ -153,24 +152,22 @@ impl Worker {
             job_id: job.id.clone(),
             token: claimed.fencing_token(),
         });
-        if claimed.reclaimed() {
-            let text = publisher.locale().pick(
-                "先前的 worker 已停止回應，工作由其他 worker 接手並重新開始",
-                "The previous worker stopped responding; another worker took the job over and restarted it",
-            );
-            let _ = publisher
-                .publish_log(project, LogLevel::Warning, text)
-                .await;
-        }
         let providers = Providers::mock(
             self.config.mock_delay,
             &job.inject_failures,
             publisher.locale(),
+            self.config.mock_call_log.as_ref().map(CallLog::new),
         );
         // Every log line of the job carries its project and job ids.
         let span = tracing::info_span!("job", project_id = %project, job_id = %job.id);
-        let pipeline =
-            generate_video(&publisher, &providers, self.config.retry, job).instrument(span);
+        let pipeline = generate_video(
+            &publisher,
+            &providers,
+            self.config.retry,
+            self.queue.as_ref(),
+            &claimed,
+        )
+        .instrument(span);
         tokio::pin!(pipeline);
         let lease = self.config.claim_idle;
         let mut keepalive = tokio::time::interval((lease / 4).max(Duration::from_millis(50)));
@@ -246,7 +243,7 @@ impl Worker {
     /// back meanwhile still holds its project's lock, so this submit is refused.
     async fn queue_again(&self, claimed: &Claimed) {
         match self.queue.submit(&claimed.job.requeued_again()).await {
-            Ok(()) => {
+            Ok(_) => {
                 tracing::warn!(project_id = %claimed.job.project, job_id = %claimed.job.id, "the job had vanished from the queue (Redis lost its data?); queued it again")
             }
             Err(err) => {
@@ -307,7 +304,8 @@ mod tests {
     use crate::broker::memory::MemoryBroker;
     use crate::hub::Hub;
     use crate::job::Job;
-    use crate::job::queue::{MemoryQueue, QueueError};
+    use crate::job::checkpoint::Checkpoint;
+    use crate::job::queue::{MemoryQueue, QueueError, Queued};
     use crate::locale::Locale;
     use crate::wire::ProjectId;
 
@@ -320,7 +318,7 @@ mod tests {
 
     #[async_trait]
     impl JobQueue for Unreachable {
-        async fn submit(&self, job: &Job) -> Result<(), QueueError> {
+        async fn submit(&self, job: &Job) -> Result<Queued, QueueError> {
             self.inner.submit(job).await
         }
         async fn take(
@@ -341,6 +339,13 @@ mod tests {
         }
         async fn hand_back(&self, claimed: &Claimed) -> Result<Ownership, QueueError> {
             self.inner.hand_back(claimed).await
+        }
+        async fn record(
+            &self,
+            claimed: &Claimed,
+            checkpoint: &Checkpoint,
+        ) -> Result<Ownership, QueueError> {
+            self.inner.record(claimed, checkpoint).await
         }
     }
 
@@ -388,6 +393,7 @@ mod tests {
             topic: "t".into(),
             inject_failures: BTreeMap::new(),
             requeued: 0,
+            client: None,
         };
         queue.submit(&job).await.unwrap();
         let running = tokio::spawn(worker.run(shutdown.clone()));

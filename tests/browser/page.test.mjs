@@ -143,6 +143,31 @@ test("the page reconnects after a hub restart and its log has every line exactly
   await stop(redis.child);
 });
 
+test("a job taken over after its worker was killed says so on the page and finishes", async () => {
+  const redis = await startRedis();
+  const hub = await startHub(["--listen", "127.0.0.1:0", "--redis-url", redis.url, "--no-worker"]);
+  const doomed = await start(BIN, ["worker", "--redis-url", redis.url, "--mock-delay", "120ms"], /worker started/, { NO_COLOR: "1" });
+  const page = await browser.newPage();
+  const id = `takeover-${Date.now()}`;
+  await page.goto(`${hub.url}/projects/${id}`);
+  await page.waitForFunction(() => document.querySelector("#conn").dataset.state === "online");
+  const res = await fetch(`${hub.url}/api/v1/projects/${id}/generate`, { method: "POST", body: "{}" });
+  assert.equal(res.status, 202);
+  await page.waitForFunction(() => [...document.querySelectorAll("#log .msg")].some((e) => e.textContent.startsWith("[3/15]")), null, { timeout: 20000 });
+  assert.doesNotMatch(await page.textContent("#stage-text"), /接手/);
+  await stop(doomed.child, "SIGKILL");
+  const rescuer = await start(BIN, ["worker", "--redis-url", redis.url, "--mock-delay", "20ms", "--claim-idle", "1s"], /worker started/, { NO_COLOR: "1" });
+  await page.waitForFunction(() => document.querySelector("#stage-text").textContent.includes("接手"), null, { timeout: 20000 });
+  await page.waitForSelector("#youtube-link", { timeout: 30000 });
+  const lines = await logLines(page);
+  assert.equal(lines.filter((l) => l.startsWith("[1/15] ")).length, 1, "a finished image is not made again");
+  assert.equal(lines.filter((l) => l.startsWith("開始生成腳本")).length, 1, "the script is not written again");
+  await page.close();
+  await stop(rescuer.child);
+  await stop(hub.child);
+  await stop(redis.child);
+});
+
 test("an injected failure shows the error card with the catalog's solutions (English)", async () => {
   const hub = await startHub(["--listen", "127.0.0.1:0", "--mock-delay", "40ms", "--retry-backoff", "1500ms", "--locale", "en"]);
   const page = await browser.newPage();

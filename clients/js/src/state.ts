@@ -63,6 +63,10 @@ export interface ProgressState {
   /** False once the hub said it could not replay what was missed (history lost): the
    * state was rebuilt from a snapshot and earlier log lines are gone. */
   recovered: boolean;
+  /** True once another worker took the run over (its worker died, stalled or stopped):
+   * the hub says so with a `stage_change` whose `previous_stage` is its `current_stage`
+   * (the run goes on in the stage it was in). For the rest of the run. */
+  takenOver: boolean;
   updatedAt: string | null;
 }
 
@@ -79,7 +83,7 @@ export function initialState(projectId: string, lastEventId: string | null = nul
   return {
     projectId, status: null, progress: 0, currentStage: null, estimatedRemaining: null,
     stages: freshStages(), logs: [], error: null, youtubeUrl: null, lastEventId,
-    recovered: true, updatedAt: null,
+    recovered: true, takenOver: false, updatedAt: null,
   };
 }
 
@@ -157,7 +161,7 @@ export function reduce(state: ProgressState, frame: Frame, maxLogs = 500): Progr
         ...n, stages, status: d.status ?? null, progress: sameRun ? raise(s.progress, p) : p,
         currentStage: d.current_stage ?? null,
         estimatedRemaining: FINAL(d.status) ? null : d.estimated_remaining ?? null,
-        youtubeUrl: link(d.youtube_url), recovered,
+        youtubeUrl: link(d.youtube_url), recovered, takenOver: sameRun && s.takenOver,
         updatedAt: d.updated_at ?? null,
       };
       break;
@@ -173,7 +177,8 @@ export function reduce(state: ProgressState, frame: Frame, maxLogs = 500): Progr
     }
     case 'stage_change': {
       const d = frame.data;
-      s = { ...s, status: d.current_stage, progress: raise(s.progress, d.progress), currentStage: null, stages: isStage(d.current_stage) ? enter(s.stages, d.current_stage, at) : s.stages };
+      const takenOver = s.takenOver || (isStage(d.current_stage) && d.previous_stage === d.current_stage);
+      s = { ...s, status: d.current_stage, progress: raise(s.progress, d.progress), currentStage: null, takenOver, stages: isStage(d.current_stage) ? enter(s.stages, d.current_stage, at) : s.stages };
       break;
     }
     case 'log': {

@@ -124,3 +124,17 @@ test('youtubeUrl only holds http(s) URLs', () => {
   const snap = reduce(initialState('p'), { event: 'snapshot', data: { status: 'COMPLETED', progress: 100, youtube_url: 'javascript:x', recovered: true } });
   assert.equal(snap.youtubeUrl, null);
 });
+
+test('a run taken over by another worker is marked: its stage_change goes on from the stage the run was in', () => {
+  let s = fold([stage('SCRIPT_GENERATING', 0), stage('ASSETS_GENERATING', 8, 'SCRIPT_GENERATING'), update('ASSETS_GENERATING', 30)]);
+  assert.equal(s.takenOver, false);
+  s = fold([stage('ASSETS_GENERATING', 30, 'ASSETS_GENERATING'), update('ASSETS_GENERATING', 33)], s);
+  assert.equal(s.takenOver, true);
+  assert.equal(s.progress, 33);
+  assert.equal(s.stages.SCRIPT_GENERATING.outcome, 'done');
+  assert.equal(s.stages.ASSETS_GENERATING.outcome, 'running');
+  s = fold([stage('RENDERING', 55, 'ASSETS_GENERATING')], s);
+  assert.equal(s.takenOver, true, 'it stays marked for the rest of the run');
+  s = fold([{ event: 'complete', data: { status: 'COMPLETED', youtube_url: 'https://y' } }, stage('SCRIPT_GENERATING', 0)], s);
+  assert.equal(s.takenOver, false, 'a new run starts unmarked');
+});

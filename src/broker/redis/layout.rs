@@ -10,8 +10,14 @@
 //! | `progress:{<p>}:history` | stream | the project's events, entries `0-<seq>`, field `frame` |
 //! | `progress:{<p>}:state` | hash | epoch, seq, status, progress, stage, ETA, last id, fences |
 //! | `progress:{<p>}:pub:<receipt>` | string | the id a publish got (10 min), so a retry never appends twice |
-//! | `progress:{<p>}:job` | string | the running job's id: one job per project |
 //! | `progress:jobs` | stream | the job queue, read by the consumer group `workers` |
+//! | `{progress:jobs}:lock:<p>` | string | the id of the project's job while it exists (queued or running): one job per project |
+//! | `{progress:jobs}:done:<job>` | string | what the job finished so far (JSON), until it is settled |
+//! | `{progress:jobs}:clients` | hash | client → its jobs not yet settled (the per-client queue limit) |
+//!
+//! The job queue's keys are tagged `{progress:jobs}`, the slot of the stream itself, so
+//! the queue's scripts take a job, keep its lock and record its progress in one atomic
+//! step, on one node or a cluster.
 //!
 //! Channels: `progress:<p>` on one node (as the original Python publisher names it,
 //! PUBLISH/SUBSCRIBE); `progress:{<p>}` on a cluster (sharded Pub/Sub in the project's
@@ -55,9 +61,18 @@ pub fn project_keys(project: &ProjectId) -> String {
     format!("{PREFIX}{{{project}}}:*")
 }
 
-/// Holds the id of the project's running job (SET NX): one job per project.
+/// Holds the id of the project's job from submit to settle: one job per project. In the
+/// job stream's slot (its hash tag is the stream's name), not the project's.
 pub fn job_lock_key(project: &ProjectId) -> String {
-    format!("{PREFIX}{{{project}}}:job")
+    format!("{{{JOB_STREAM}}}:lock:{project}")
+}
+
+/// Client → how many of its jobs are not yet settled, in the job stream's slot.
+pub const JOB_CLIENTS: &str = "{progress:jobs}:clients";
+
+/// What the job finished so far, in the job stream's slot; deleted when it is settled.
+pub fn job_checkpoint_key(job_id: &str) -> String {
+    format!("{{{JOB_STREAM}}}:done:{job_id}")
 }
 
 /// The project's channel on one node: `progress:<p>`.
@@ -237,10 +252,23 @@ mod tests {
             history_key(&p),
             state_key(&p),
             receipt_key(&p, "r"),
-            job_lock_key(&p),
             shard_channel(&p),
         ] {
             assert!(key.starts_with("progress:{42}"), "{key}");
+        }
+    }
+
+    #[test]
+    fn the_job_queues_keys_share_the_streams_slot() {
+        let p = ProjectId::parse("42").unwrap();
+        // A key without braces hashes whole; one with a tag hashes the tag only.
+        assert!(!JOB_STREAM.contains('{'));
+        for key in [
+            job_lock_key(&p),
+            job_checkpoint_key("job-1"),
+            JOB_CLIENTS.to_string(),
+        ] {
+            assert!(key.starts_with(&format!("{{{JOB_STREAM}}}:")), "{key}");
         }
     }
 }

@@ -25,6 +25,7 @@ import { watchProject } from "/assets/progress-hub-client.js";
       retry: (n, m) => `重試 ${n} / ${m}`, completed: "生成完成", failed: "生成失敗",
       watch: "在 YouTube 觀看", failedBody: "重試次數已用盡，請參考上方的建議後重新生成。",
       startFailed: "無法開始生成：", busy: "這個專案已有生成工作在進行中。",
+      takenOver: "已由其他 worker 接手，從中斷處繼續",
       levels: { INFO: "資訊", WARNING: "警告", ERROR: "錯誤" },
     },
     en: {
@@ -40,6 +41,7 @@ import { watchProject } from "/assets/progress-hub-client.js";
       retry: (n, m) => `retry ${n} / ${m}`, completed: "Generation complete", failed: "Generation failed",
       watch: "Watch on YouTube", failedBody: "Retries are exhausted; see the suggestions above, then generate again.",
       startFailed: "Could not start: ", busy: "A generation is already running for this project.",
+      takenOver: "taken over by another worker, going on where it stopped",
       levels: { INFO: "INFO", WARNING: "WARN", ERROR: "ERROR" },
     },
   }[lang];
@@ -187,8 +189,10 @@ import { watchProject } from "/assets/progress-hub-client.js";
       $("bar").setAttribute("aria-valuenow", String(v));
       $("percent").textContent = `${v}%`;
       const finished = state.status === "COMPLETED" || state.status === "FAILED";
-      $("stage-text").textContent = finished ? (state.status === "COMPLETED" ? T.completed : T.failed)
+      const stageText = finished ? (state.status === "COMPLETED" ? T.completed : T.failed)
         : state.currentStage || T.stages[state.status] || T.waiting;
+      // A run another worker took over says so for the rest of the run.
+      $("stage-text").textContent = state.takenOver ? `${stageText} · ${T.takenOver}` : stageText;
       $("eta").textContent = state.estimatedRemaining == null || finished ? "" : T.eta(state.estimatedRemaining);
       renderTimeline(state.stages);
       resetLogsIfEmpty(state.logs);
