@@ -341,3 +341,52 @@ async fn a_demoted_node_is_not_ready() {
         .await;
     assert_eq!(status, 503, "{body}");
 }
+
+// `progress-hub publish --redis-url redis+sentinel://...` goes to the primary the
+// sentinels name (the worker CLI is in the failover tests above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_publish_cli_works_on_a_sentinel_url() {
+    let setup = SentinelSetup::start().await;
+    let url = setup.url();
+    let hub = hub_on(&url).await;
+    eventually("the hub is ready", || async { ready(&hub).await == 200 }).await;
+    let mut client = WsClient::connected(&hub.ws_url("cli-pub")).await;
+    let out = cli::publish(
+        &[
+            "--redis-url",
+            &url,
+            "--project",
+            "cli-pub",
+            "log",
+            "--level",
+            "INFO",
+            "from the CLI",
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let frame = client.next_event().await;
+    assert_eq!(frame["data"]["message"], "from the CLI", "{frame}");
+    assert_eq!(frame["id"].as_str(), Some(id.as_str()), "{frame}");
+
+    // A URL without the master's name is refused, saying why.
+    let out = cli::publish(
+        &[
+            "--redis-url",
+            "redis+sentinel://127.0.0.1:1",
+            "--project",
+            "p",
+            "log",
+            "x",
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no master name"), "{stderr}");
+}
