@@ -20,30 +20,31 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use parking_lot::Mutex;
-use tokio::time::Instant;
-
 use futures_util::StreamExt;
+use parking_lot::Mutex;
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{ConnectionInfo, ErrorKind, IntoConnectionInfo, RedisError, RedisResult, Value};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::target::SentinelTarget;
 use crate::broker::BrokerError;
 
 /// Longest wait for the sentinels to name the primary (and for it to confirm its role).
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
-/// How often the `+switch-master` connection proves it is alive, and how long it may take.
+/// How often a sentinel's announcement connection proves it is alive, and how long it
+/// may take.
 const WATCH_PING: Duration = Duration::from_secs(1);
-/// Pause before following `+switch-master` on the next sentinel.
+/// Pause before following a lost sentinel again.
 const WATCH_RETRY: Duration = Duration::from_millis(200);
 /// The channel a sentinel announces a completed failover on.
 const SWITCH_CHANNEL: &str = "+switch-master";
 /// The channel a sentinel announces the start of a failover on.
 const START_CHANNEL: &str = "+try-failover";
-/// The channels a sentinel announces a failover that did not happen on.
-const ABORT_CHANNELS: [&str; 3] = [
-    "-failover-abort-not-elected",
+/// The channels the failover's leader announces that it did not happen on. Not
+/// `-failover-abort-not-elected`: a sentinel that lost the election says so while the
+/// one that won goes on.
+const ABORT_CHANNELS: [&str; 2] = [
     "-failover-abort-no-good-slave",
     "-failover-abort-slave-timeout",
 ];
