@@ -14,7 +14,9 @@ use parking_lot::Mutex;
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::support::{PATIENCE, RedisServer, SentinelSetup, TestHub, WsClient, cli, eventually};
+use crate::support::{
+    Auth, PATIENCE, RedisServer, SentinelSetup, TestHub, WsClient, cli, eventually,
+};
 
 /// Events published before the fault, and at least this many after both hubs are back.
 const BEFORE: usize = 10;
@@ -404,4 +406,38 @@ async fn the_publish_cli_works_on_a_sentinel_url() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no master name"), "{stderr}");
+}
+
+// Passwords on the data nodes and on the sentinels: the URL's userinfo is the data
+// nodes', `sentinel_password` the sentinels'. With both right the hub is ready and
+// delivers; with the data nodes' wrong, it is not ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_and_data_node_passwords_are_each_used_where_they_belong() {
+    let setup = SentinelSetup::start_with(Auth {
+        nodes: Some("node-pw".into()),
+        sentinels: Some("sentinel-pw".into()),
+    })
+    .await;
+    let url = setup.url();
+    assert!(url.contains(":node-pw@") && url.ends_with("?sentinel_password=sentinel-pw"));
+    let hub = hub_on(&url).await;
+    eventually("the hub is ready", || async { ready(&hub).await == 200 }).await;
+    let mut client = WsClient::connected(&hub.ws_url("auth")).await;
+    let id = hub
+        .publish("auth", crate::support::log_event("with passwords"))
+        .await;
+    let frame = client.next_event().await;
+    assert_eq!(frame["id"].as_str(), Some(id.as_str()), "{frame}");
+
+    let wrong = hub_on(&url.replace("node-pw", "wrong")).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        ready(&wrong).await,
+        503,
+        "wrong data-node password: not ready"
+    );
+    let (status, _) = wrong
+        .post_event("auth", &crate::support::log_event("refused"))
+        .await;
+    assert_eq!(status, 503);
 }

@@ -19,7 +19,7 @@ pub use cluster::RedisCluster;
 pub use hub::{Backend, TestHub, fast_hub};
 pub use progress_hub::broker::redis::layout;
 use progress_hub::wire::ProjectId;
-pub use sentinel::SentinelSetup;
+pub use sentinel::{Auth, SentinelSetup};
 use serde_json::Value;
 
 /// A project id the test knows to be valid.

@@ -13,15 +13,27 @@ use super::redis::free_port;
 /// The name the sentinels monitor the primary by.
 pub const MASTER: &str = "mymaster";
 
+/// Passwords: the data nodes' (`requirepass`, `masterauth`, the sentinels' `auth-pass`)
+/// and the sentinels' own (`requirepass`, `sentinel-pass`). `None`: no password.
+#[derive(Debug, Clone, Default)]
+pub struct Auth {
+    pub nodes: Option<String>,
+    pub sentinels: Option<String>,
+}
+
 /// One `redis-server` process (a data node or a sentinel).
 struct Process {
     port: u16,
+    password: Option<String>,
     child: Option<Child>,
 }
 
 impl Process {
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match &self.password {
+            Some(pw) => format!("redis://:{pw}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
     }
 
     fn kill(&mut self) {
@@ -42,6 +54,7 @@ impl Drop for Process {
 pub struct SentinelSetup {
     nodes: Vec<Process>,
     sentinels: Vec<Process>,
+    auth: Auth,
     /// The sentinels' config files (a sentinel rewrites its own); removed on drop.
     dir: std::path::PathBuf,
 }
@@ -58,13 +71,19 @@ impl SentinelSetup {
     /// Starts everything and waits until every sentinel knows the replica and the
     /// other two sentinels (so a failover can be agreed at once).
     pub async fn start() -> Self {
+        Self::start_with(Auth::default()).await
+    }
+
+    /// As [`Self::start`], with passwords.
+    pub async fn start_with(auth: Auth) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "progress-hub-sentinel-{}-{}",
             std::process::id(),
             free_port()
         ));
         std::fs::create_dir_all(&dir).expect("a temp dir");
-        let primary = spawn(&["--port", &free_port().to_string()], None).await;
+        let node_pw = auth.nodes.as_deref();
+        let primary = spawn(&["--port", &free_port().to_string()], None, node_pw).await;
         let replica_args = [
             "--port".to_string(),
             free_port().to_string(),
@@ -73,7 +92,14 @@ impl SentinelSetup {
             primary.port.to_string(),
         ];
         let replica_args: Vec<&str> = replica_args.iter().map(String::as_str).collect();
-        let replica = spawn(&replica_args, None).await;
+        let replica = spawn(&replica_args, None, node_pw).await;
+        let mut secrets = String::new();
+        if let Some(pw) = &auth.nodes {
+            secrets += &format!("sentinel auth-pass {MASTER} {pw}\n");
+        }
+        if let Some(pw) = &auth.sentinels {
+            secrets += &format!("requirepass {pw}\nsentinel sentinel-pass {pw}\n");
+        }
         let mut sentinels = Vec::new();
         for i in 0..3 {
             let port = free_port();
@@ -85,31 +111,45 @@ impl SentinelSetup {
                      sentinel monitor {MASTER} 127.0.0.1 {primary} 2\n\
                      sentinel down-after-milliseconds {MASTER} 1000\n\
                      sentinel failover-timeout {MASTER} 5000\n\
-                     sentinel parallel-syncs {MASTER} 1\n",
+                     sentinel parallel-syncs {MASTER} 1\n{secrets}",
                     dir = dir.display(),
                     primary = primary.port,
                 ),
             )
             .expect("sentinel config");
-            sentinels.push(spawn(&[], Some((conf.to_str().unwrap(), port))).await);
+            let conf = conf.to_str().unwrap();
+            let sentinel_pw = auth.sentinels.as_deref();
+            sentinels.push(spawn(&[], Some((conf, port)), sentinel_pw).await);
         }
         let setup = Self {
             nodes: vec![primary, replica],
             sentinels,
+            auth,
             dir,
         };
         setup.wait_settled().await;
         setup
     }
 
-    /// `redis+sentinel://s1,s2,s3/mymaster`.
+    /// `redis+sentinel://[:pw@]s1,s2,s3/mymaster[?sentinel_password=pw]`.
     pub fn url(&self) -> String {
         let hosts: Vec<String> = self
             .sentinels
             .iter()
             .map(|s| format!("127.0.0.1:{}", s.port))
             .collect();
-        format!("redis+sentinel://{}/{MASTER}", hosts.join(","))
+        let userinfo = match &self.auth.nodes {
+            Some(pw) => format!(":{pw}@"),
+            None => String::new(),
+        };
+        let query = match &self.auth.sentinels {
+            Some(pw) => format!("?sentinel_password={pw}"),
+            None => String::new(),
+        };
+        format!(
+            "redis+sentinel://{userinfo}{}/{MASTER}{query}",
+            hosts.join(",")
+        )
     }
 
     /// A sentinel's own URL (for SENTINEL commands).
@@ -209,7 +249,7 @@ async fn connect(url: &str) -> redis::aio::MultiplexedConnection {
 }
 
 /// Starts `redis-server` with `args` (or as a sentinel on `conf`) and waits for PING.
-async fn spawn(args: &[&str], sentinel: Option<(&str, u16)>) -> Process {
+async fn spawn(args: &[&str], sentinel: Option<(&str, u16)>, password: Option<&str>) -> Process {
     let mut command = Command::new("redis-server");
     let port = match sentinel {
         Some((conf, port)) => {
@@ -227,6 +267,9 @@ async fn spawn(args: &[&str], sentinel: Option<(&str, u16)>) -> Process {
                 "--protected-mode",
                 "no",
             ]);
+            if let Some(pw) = password {
+                command.args(["--requirepass", pw, "--masterauth", pw]);
+            }
             args[1].parse().expect("a port")
         }
     };
@@ -237,6 +280,7 @@ async fn spawn(args: &[&str], sentinel: Option<(&str, u16)>) -> Process {
         .expect("redis-server must be on PATH");
     let process = Process {
         port,
+        password: password.map(str::to_string),
         child: Some(child),
     };
     let deadline = tokio::time::Instant::now() + PATIENCE;
