@@ -342,6 +342,15 @@ async fn a_demoted_node_is_not_ready() {
 
     let port = new_primary.url().rsplit(':').next().unwrap().to_string();
     let mut conn = node.connection().await;
+    // As a replica the node would write its primary's snapshot to its `dir`, the cwd:
+    // loaded from the socket instead.
+    let _: redis::Value = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("repl-diskless-load")
+        .arg("swapdb")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     let _: redis::Value = redis::cmd("REPLICAOF")
         .arg("127.0.0.1")
         .arg(&port)

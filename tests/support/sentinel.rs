@@ -83,10 +83,15 @@ impl SentinelSetup {
         ));
         std::fs::create_dir_all(&dir).expect("a temp dir");
         let node_pw = auth.nodes.as_deref();
-        let primary = spawn(&["--port", &free_port().to_string()], None, node_pw).await;
+        // A replica writes the primary's snapshot to its `dir`: the temp dir, not the cwd.
+        let dir_arg = dir.display().to_string();
+        let primary_args = ["--port", &free_port().to_string(), "--dir", &dir_arg];
+        let primary = spawn(&primary_args, None, node_pw).await;
         let replica_args = [
             "--port".to_string(),
             free_port().to_string(),
+            "--dir".to_string(),
+            dir_arg.clone(),
             "--replicaof".to_string(),
             "127.0.0.1".to_string(),
             primary.port.to_string(),

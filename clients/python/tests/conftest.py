@@ -278,7 +278,8 @@ class RedisSentinel:
 def redis_sentinel(tmp_path: Path) -> Iterator[RedisSentinel]:
     primary, replica = free_port(), free_port()
     procs = []
-    common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    # A replica writes the primary's snapshot to its dir: the test's, not the cwd.
+    common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)]
     quiet: dict[str, Any] = {
         "stdout": subprocess.DEVNULL,
         "stderr": subprocess.STDOUT,
