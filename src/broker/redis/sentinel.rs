@@ -59,7 +59,7 @@ pub struct Sentinel {
     /// Asks the sentinels (redis-rs caches one connection per sentinel); one question at
     /// a time.
     client: tokio::sync::Mutex<SentinelClient>,
-    /// Where `+switch-master` is followed.
+    /// Each followed for its announcements (see [`follow`]).
     sentinels: Vec<ConnectionInfo>,
     master: String,
     /// The data nodes' database.
