@@ -14,8 +14,9 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "HUB_LISTEN", default_value_t = config::DEFAULT_LISTEN)]
     pub listen: SocketAddr,
-    /// Redis to cooperate through, e.g. redis://127.0.0.1:6379. Without it the hub runs
-    /// self-contained with an in-process broker.
+    /// Redis to cooperate through, e.g. redis://127.0.0.1:6379,
+    /// redis+cluster://h1:7000,h2:7000 or redis+sentinel://s1:26379,s2:26379/mymaster.
+    /// Without it the hub runs self-contained with an in-process broker.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
     /// PING interval on the Redis subscriber connection (a dead link is noticed within it).

@@ -14,9 +14,10 @@ pub async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: the broker is reachable; 503 while it is not (e.g. Redis down).
+/// `GET /readyz`: the broker can take writes and the subscriber receives; 503 while not
+/// (Redis down, a node demoted to a replica, a Sentinel failover under way).
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses(
-    (status = 200, description = "ready"), (status = 503, description = "the broker (Redis) is unreachable")))]
+    (status = 200, description = "ready"), (status = 503, description = "the broker (Redis) is unreachable, cannot take writes (a replica), or the subscriber is not subscribed")))]
 pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
     let broker = app.broker.kind();
     if app.broker.is_ready().await {

@@ -18,6 +18,7 @@
 //! Every key of the queue is in the stream's hash slot (tagged `{progress:jobs}`), so
 //! each script acts on the job, its lock and its checkpoint in one atomic step.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
@@ -32,6 +33,7 @@ use super::queue::{Claimed, JobQueue, Ownership, QueueError, Queued};
 use super::{Job, QueueLimits};
 use crate::broker::redis::connection::{RedisConn, Timeouts};
 use crate::broker::redis::layout::{self, JOB_GROUP, JOB_STREAM};
+use crate::broker::redis::sentinel::{Sentinel, is_demoted};
 use crate::broker::redis::target::RedisTarget;
 use crate::wire::ProjectId;
 
@@ -95,30 +97,72 @@ fn reclaim_reply(reply: Vec<Vec<u8>>) -> Result<(String, Option<Reclaimed>), Que
 enum Blocking {
     Single(redis::aio::MultiplexedConnection),
     Cluster(redis::cluster_async::ClusterConnection),
+    /// To the primary the sentinels named in the generation it was opened in.
+    Sentinel {
+        sentinel: Arc<Sentinel>,
+        opened_in: u64,
+        conn: redis::aio::MultiplexedConnection,
+    },
 }
 
 impl Blocking {
     async fn open(commands: &RedisConn, target: &RedisTarget) -> Result<Self, QueueError> {
         Ok(match (commands, target) {
             (RedisConn::Cluster(cluster), _) => Self::Cluster(cluster.separate().await?),
+            (RedisConn::Sentinel(conn), _) => {
+                let sentinel = Arc::clone(conn.sentinel());
+                let opened_in = sentinel.generation();
+                let conn = sentinel
+                    .primary()
+                    .await?
+                    .get_multiplexed_async_connection_with_config(&blocking_config())
+                    .await?;
+                Self::Sentinel {
+                    sentinel,
+                    opened_in,
+                    conn,
+                }
+            }
             // The default response timeout (500 ms) is shorter than the BLOCK wait: every
             // read that found no job would fail. A frozen Redis is caught by LATE_ANSWER.
             (RedisConn::Single(_), RedisTarget::Single(url)) => Self::Single(
                 redis::Client::open(url.as_str())?
-                    .get_multiplexed_async_connection_with_config(
-                        &redis::AsyncConnectionConfig::new()
-                            .set_connection_timeout(Some(Duration::from_secs(2)))
-                            .set_response_timeout(Some(BLOCKING_READ_TIMEOUT)),
-                    )
+                    .get_multiplexed_async_connection_with_config(&blocking_config())
                     .await?,
             ),
-            (RedisConn::Single(_), RedisTarget::Cluster(_)) => {
+            (RedisConn::Single(_), _) => {
                 return Err(QueueError::Unavailable(
-                    "a single-node connection for a cluster".into(),
+                    "a single-node connection for another kind of target".into(),
                 ));
             }
         })
     }
+
+    /// Whether the primary switched since this connection was opened.
+    fn is_stale(&self) -> bool {
+        matches!(self, Self::Sentinel { sentinel, opened_in, .. } if sentinel.generation() != *opened_in)
+    }
+
+    /// Takes note of a failed read: a demoted node makes the sentinels be asked again.
+    fn failed(&self, err: &redis::RedisError) {
+        if let Self::Sentinel {
+            sentinel,
+            opened_in,
+            ..
+        } = self
+            && is_demoted(err)
+        {
+            sentinel.suspect(*opened_in);
+        }
+    }
+}
+
+/// The default response timeout (500 ms) is shorter than the BLOCK wait: every read
+/// that found no job would fail. A frozen Redis is caught by LATE_ANSWER.
+fn blocking_config() -> redis::AsyncConnectionConfig {
+    redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(BLOCKING_READ_TIMEOUT))
 }
 
 impl ConnectionLike for Blocking {
@@ -129,6 +173,7 @@ impl ConnectionLike for Blocking {
         match self {
             Self::Single(conn) => conn.req_packed_command(cmd),
             Self::Cluster(conn) => conn.req_packed_command(cmd),
+            Self::Sentinel { conn, .. } => conn.req_packed_command(cmd),
         }
     }
 
@@ -141,6 +186,7 @@ impl ConnectionLike for Blocking {
         match self {
             Self::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
             Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Sentinel { conn, .. } => conn.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -148,6 +194,7 @@ impl ConnectionLike for Blocking {
         match self {
             Self::Single(conn) => conn.get_db(),
             Self::Cluster(conn) => conn.get_db(),
+            Self::Sentinel { conn, .. } => conn.get_db(),
         }
     }
 }
@@ -421,6 +468,9 @@ impl JobQueue for RedisQueue {
         }
         // Then, a new one.
         let mut blocking = self.blocking.lock().await;
+        if blocking.as_ref().is_some_and(Blocking::is_stale) {
+            *blocking = None;
+        }
         if blocking.is_none() {
             *blocking = Some(Blocking::open(&self.commands, &self.target).await?);
         }
@@ -451,6 +501,9 @@ impl JobQueue for RedisQueue {
             Ok(read) => read,
             Err(err) => {
                 self.check_group(&err);
+                if let Some(conn) = blocking.as_ref() {
+                    conn.failed(&err);
+                }
                 // The connection may be broken: make a new one next time.
                 *blocking = None;
                 return Err(err.into());

@@ -22,5 +22,6 @@ mod limits;
 mod publishing;
 mod redis_outages;
 mod resume;
+mod sentinel;
 mod slow_consumer;
 mod watch;

@@ -242,6 +242,88 @@ def redis_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
             _stop(proc)
 
 
+@dataclass
+class RedisSentinel:
+    """A primary, its replica and three sentinels (down after 1 s) on loopback."""
+
+    sentinel_ports: list[int]
+    procs: list[subprocess.Popen[str]]
+    master: str = "mymaster"
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
+        return f"redis+sentinel://{hosts}/{self.master}"
+
+    def sentinel(self) -> redis.Redis:
+        return redis.Redis(port=self.sentinel_ports[0], decode_responses=True)
+
+    def primary_port(self) -> int:
+        """The primary as `SENTINEL MASTERS` names it (what clients are told; it changes
+        at `+switch-master`, after the promoted replica takes writes)."""
+        master = cast(dict[str, Any], self.sentinel().sentinel_master(self.master))
+        return int(master["port"])
+
+    def history(self, project: str) -> list[dict[str, Any]]:
+        return RedisServer(self.primary_port(), self.procs[0]).history(project)
+
+    def failover(self) -> None:
+        """`SENTINEL FAILOVER`; returns once the switch is complete."""
+        old = self.primary_port()
+        self.sentinel().execute_command("SENTINEL FAILOVER", self.master)  # type: ignore[no-untyped-call]
+        wait_for("the sentinels to name a new primary", lambda: self.primary_port() != old)
+
+
+@pytest.fixture
+def redis_sentinel(tmp_path: Path) -> Iterator[RedisSentinel]:
+    primary, replica = free_port(), free_port()
+    procs = []
+    # A replica writes the primary's snapshot to its dir: the test's, not the cwd.
+    common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)]
+    quiet: dict[str, Any] = {
+        "stdout": subprocess.DEVNULL,
+        "stderr": subprocess.STDOUT,
+        "text": True,
+    }
+    procs.append(subprocess.Popen(["redis-server", "--port", str(primary), *common], **quiet))
+    procs.append(subprocess.Popen(["redis-server", "--port", str(replica), *common,
+                                   "--replicaof", "127.0.0.1", str(primary)], **quiet))  # fmt: skip
+    ports = []
+    for i in range(3):
+        port = free_port()
+        conf = tmp_path / f"sentinel-{i}.conf"
+        conf.write_text(
+            f"port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {tmp_path}\n"
+            f"sentinel monitor mymaster 127.0.0.1 {primary} 2\n"
+            "sentinel down-after-milliseconds mymaster 1000\n"
+            "sentinel failover-timeout mymaster 5000\n"
+        )
+        procs.append(subprocess.Popen(["redis-server", str(conf), "--sentinel"], **quiet))
+        ports.append(port)
+    setup = RedisSentinel(ports, procs)
+    try:
+
+        def settled() -> bool:
+            for port in ports:
+                try:
+                    s = redis.Redis(port=port, decode_responses=True)
+                    others = cast(list[Any], s.sentinel_sentinels("mymaster"))
+                    replicas = s.sentinel_slaves("mymaster")
+                except redis.RedisError:
+                    return False
+                ok = any(r.get("flags") == "slave" and r.get("master-link-status") == "ok"
+                         for r in replicas)  # fmt: skip
+                if len(others) != 2 or not ok:
+                    return False
+            return True
+
+        wait_for("the sentinels to settle", settled)
+        yield setup
+    finally:
+        for proc in procs:
+            _stop(proc)
+
+
 def _answers(node: redis.Redis) -> bool:
     try:
         return bool(node.ping())

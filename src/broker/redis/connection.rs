@@ -6,16 +6,22 @@
 //! - A cluster: redis-rs's cluster connection (multiplexed per node, routes each command
 //!   by its keys' slot, follows MOVED/ASK, refreshes the topology). It is opened on
 //!   first use, so a cluster that is down at start is an error on use, as for one node.
+//! - A Sentinel primary: a multiplexed connection to the node the sentinels name,
+//!   opened on first use and again whenever the primary switched (see `sentinel.rs`), a
+//!   command failed on a broken connection, or a node answered `READONLY` (a command
+//!   refused as READONLY wrote nothing, so it is sent once more to the new primary).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use redis::aio::MultiplexedConnection;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
+use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 use tokio::sync::OnceCell;
 
+use super::sentinel::{Sentinel, is_demoted};
 use super::target::RedisTarget;
 use crate::broker::BrokerError;
 
@@ -34,6 +40,7 @@ pub struct Timeouts {
 pub enum RedisConn {
     Single(ConnectionManager),
     Cluster(LazyCluster),
+    Sentinel(SentinelConn),
 }
 
 impl RedisConn {
@@ -60,6 +67,13 @@ impl RedisConn {
                     .map_err(|e| BrokerError::InvalidUrl(e.to_string()))?;
                 Self::Cluster(LazyCluster::new(client))
             }
+            RedisTarget::Sentinel(target) => Self::Sentinel(SentinelConn {
+                sentinel: Sentinel::new(target)?,
+                current: Arc::new(tokio::sync::Mutex::new(None)),
+                config: AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(timeouts.connect))
+                    .set_response_timeout(Some(timeouts.response)),
+            }),
         })
     }
 }
@@ -98,6 +112,84 @@ impl LazyCluster {
     }
 }
 
+/// A connection to the primary that the sentinels name, reopened when it is stale.
+#[derive(Clone)]
+pub struct SentinelConn {
+    sentinel: Arc<Sentinel>,
+    /// The connection and the generation it was opened in; `None` until first use and
+    /// after a failure.
+    current: Arc<tokio::sync::Mutex<Option<(u64, MultiplexedConnection)>>>,
+    config: AsyncConnectionConfig,
+}
+
+impl SentinelConn {
+    /// The sentinels, for the other connections to the same primary.
+    pub fn sentinel(&self) -> &Arc<Sentinel> {
+        &self.sentinel
+    }
+
+    /// A connection to the primary of the current generation, and that generation.
+    async fn get(&self) -> RedisResult<(u64, MultiplexedConnection)> {
+        let mut current = self.current.lock().await;
+        let generation = self.sentinel.generation();
+        if let Some((opened_in, conn)) = current.as_ref()
+            && *opened_in == generation
+        {
+            return Ok((generation, conn.clone()));
+        }
+        *current = None;
+        let client = self.sentinel.primary().await?;
+        let conn = client
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await?;
+        *current = Some((generation, conn.clone()));
+        Ok((generation, conn))
+    }
+
+    /// Takes note of a failed command on a connection of `generation`: whether to send
+    /// it again (only when the node refused it as a replica: nothing was written).
+    async fn failed(&self, generation: u64, err: &RedisError) -> bool {
+        if is_demoted(err) {
+            self.sentinel.suspect(generation);
+            return true;
+        }
+        if err.is_io_error() || err.is_connection_dropped() || err.is_unrecoverable_error() {
+            let mut current = self.current.lock().await;
+            if matches!(current.as_ref(), Some((opened_in, _)) if *opened_in == generation) {
+                *current = None;
+            }
+        }
+        false
+    }
+
+    async fn command(&self, cmd: &Cmd) -> RedisResult<Value> {
+        let (generation, mut conn) = self.get().await?;
+        match conn.req_packed_command(cmd).await {
+            Err(err) if self.failed(generation, &err).await => {
+                let (_, mut conn) = self.get().await?;
+                conn.req_packed_command(cmd).await
+            }
+            answer => answer,
+        }
+    }
+
+    async fn commands(
+        &self,
+        pipeline: &Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisResult<Vec<Value>> {
+        let (generation, mut conn) = self.get().await?;
+        match conn.req_packed_commands(pipeline, offset, count).await {
+            Err(err) if self.failed(generation, &err).await => {
+                let (_, mut conn) = self.get().await?;
+                conn.req_packed_commands(pipeline, offset, count).await
+            }
+            answer => answer,
+        }
+    }
+}
+
 impl ConnectionLike for RedisConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
@@ -106,6 +198,7 @@ impl ConnectionLike for RedisConn {
                 let mut conn = lazy.get().await?;
                 conn.req_packed_command(cmd).await
             }),
+            Self::Sentinel(conn) => Box::pin(conn.command(cmd)),
         }
     }
 
@@ -121,6 +214,7 @@ impl ConnectionLike for RedisConn {
                 let mut conn = lazy.get().await?;
                 conn.req_packed_commands(pipeline, offset, count).await
             }),
+            Self::Sentinel(conn) => Box::pin(conn.commands(pipeline, offset, count)),
         }
     }
 
@@ -128,6 +222,7 @@ impl ConnectionLike for RedisConn {
         match self {
             Self::Single(conn) => conn.get_db(),
             Self::Cluster(_) => 0,
+            Self::Sentinel(conn) => conn.sentinel.db(),
         }
     }
 }

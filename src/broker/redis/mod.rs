@@ -8,6 +8,7 @@
 
 pub mod connection;
 pub mod layout;
+pub mod sentinel;
 mod subscriber;
 pub mod target;
 
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use redis::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -26,12 +28,12 @@ use crate::hub::{Hub, SubscriptionChange};
 use crate::wire::{EventId, ProjectId};
 use connection::{RedisConn, Timeouts};
 use layout::{PublishArgs, read_replay};
-use subscriber::{Cluster, Single, Subscriber};
+use subscriber::{Cluster, Node, Single, Subscriber};
 use target::RedisTarget;
 
 /// How long one Redis command may take before the caller hears an error.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long `/readyz` waits for Redis to answer PING.
+/// How long `/readyz` waits for Redis to answer ROLE (PING on a cluster).
 const READY_TIMEOUT: Duration = Duration::from_millis(500);
 
 pub struct RedisBroker {
@@ -80,7 +82,18 @@ impl RedisBroker {
             RedisTarget::Single(url) => {
                 let client = redis::Client::open(url.as_str())
                     .map_err(|e| BrokerError::InvalidUrl(e.to_string()))?;
-                let subscriber = Subscriber::<Single>::new(client, commands, hub, up, keepalive);
+                let node = Node::Fixed(client);
+                let subscriber = Subscriber::<Single>::new(node, commands, hub, up, keepalive);
+                tracker.spawn(subscriber.run(changes, shutdown));
+            }
+            RedisTarget::Sentinel(_) => {
+                let RedisConn::Sentinel(conn) = &commands else {
+                    return Err(BrokerError::InvalidUrl(
+                        "a sentinel URL without a sentinel connection".into(),
+                    ));
+                };
+                let node = Node::Sentinel(Arc::clone(conn.sentinel()));
+                let subscriber = Subscriber::<Single>::new(node, commands, hub, up, keepalive);
                 tracker.spawn(subscriber.run(changes, shutdown));
             }
             RedisTarget::Cluster(seeds) => {
@@ -166,20 +179,36 @@ impl Broker for RedisBroker {
         Ok(read_replay(&mut conn, project, after).await?)
     }
 
+    /// Ready while the subscriber is subscribed and the command connection reaches a
+    /// node that takes writes: a primary that a failover demoted to a replica still
+    /// answers PING, so one node (and a Sentinel primary) is asked its ROLE.
     async fn is_ready(&self) -> bool {
         if !self.subscriber_up.load(Ordering::Relaxed) {
             return false;
         }
         let mut conn = self.commands.clone();
-        let ping = redis::cmd("PING");
-        let answer = tokio::time::timeout(READY_TIMEOUT, ping.query_async::<String>(&mut conn));
-        matches!(answer.await, Ok(Ok(_)))
+        if self.target.is_cluster() {
+            let ping = redis::cmd("PING");
+            let answer = tokio::time::timeout(READY_TIMEOUT, ping.query_async::<String>(&mut conn));
+            return matches!(answer.await, Ok(Ok(_)));
+        }
+        let role = redis::cmd("ROLE");
+        let answer = tokio::time::timeout(READY_TIMEOUT, role.query_async::<Value>(&mut conn));
+        match answer.await {
+            Ok(Ok(Value::Array(role))) => match role.first() {
+                Some(Value::BulkString(name)) => name == b"master",
+                Some(Value::SimpleString(name)) => name == "master",
+                _ => false,
+            },
+            _ => false,
+        }
     }
 
     fn kind(&self) -> &'static str {
         match self.target {
             RedisTarget::Single(_) => "redis",
             RedisTarget::Cluster(_) => "redis-cluster",
+            RedisTarget::Sentinel(_) => "redis-sentinel",
         }
     }
 }

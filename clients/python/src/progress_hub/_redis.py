@@ -1,7 +1,7 @@
-"""Redis as the hub uses it: which node(s) (`redis://` or `redis+cluster://`, as
-`src/broker/redis/target.rs`), the data layout (as `src/broker/redis/layout.rs`), and the arguments
-of the publish script, computed in ONE place (`script_call`), in the order
-`publish.lua` documents them at its top.
+"""Redis as the hub uses it: which node(s) (`redis://`, `redis+cluster://` or
+`redis+sentinel://`, as `src/broker/redis/target.rs`), the data layout (as
+`src/broker/redis/layout.rs`), and the arguments of the publish script, computed in
+ONE place (`script_call`), in the order `publish.lua` documents them at its top.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import secrets
 import string
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ._event import Prepared
 from .config import Config
@@ -30,15 +30,67 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class SentinelSpec:
+    """`redis+sentinel://[user:pass@]h1:p1,h2:p2/<master>[/db]`, optionally with
+    `?sentinel_username=&sentinel_password=`: the userinfo and db are the data nodes',
+    the query parameters the sentinels' own (as the hub reads it)."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    master: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    sentinel_username: str | None = None
+    sentinel_password: str | None = None
+
+    @staticmethod
+    def parse(rest: str) -> SentinelSpec:
+        bad = f"redis_url: redis+sentinel://h1:p1,h2:p2/<master>[/db] expected, not {rest!r}"
+        rest, _, query = rest.partition("?")
+        userinfo, at, hosts_path = rest.rpartition("@")
+        hosts, _, path = hosts_path.partition("/")
+        parts = [p for p in path.split("/") if p]
+        if not parts or len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
+            raise ValueError(bad)
+        sentinels = []
+        for host in (h.strip() for h in hosts.split(",")):
+            if not host:
+                continue
+            name, _, port = host.rpartition(":")
+            if not name or not port.isdigit():
+                raise ValueError(bad)
+            sentinels.append((name, int(port)))
+        if not sentinels:
+            raise ValueError(bad)
+        user, _, password = userinfo.partition(":") if at else ("", "", "")
+        params = dict(parse_qsl(query))
+        return SentinelSpec(
+            sentinels=tuple(sentinels),
+            master=parts[0],
+            db=int(parts[1]) if len(parts) == 2 else 0,
+            username=unquote(user) or None,
+            password=unquote(password) or None,
+            sentinel_username=params.get("sentinel_username"),
+            sentinel_password=params.get("sentinel_password"),
+        )
+
+
+@dataclass(frozen=True)
 class Target:
-    """One node (its URL) or a cluster (its seed node URLs)."""
+    """One node (its URL), a cluster (its seed node URLs), or a Sentinel-managed
+    primary (found through its sentinels on every new connection)."""
 
     urls: tuple[str, ...]
     cluster: bool
+    sentinel: SentinelSpec | None = None
 
     @staticmethod
     def parse(url: str) -> Target:
         scheme, sep, rest = url.partition("://")
+        if sep and scheme == "redis+sentinel":
+            return Target((), cluster=False, sentinel=SentinelSpec.parse(rest))
+        if sep and scheme == "rediss+sentinel":
+            raise ValueError("redis_url: rediss+sentinel:// is not supported (nor by the hub)")
         if not sep or scheme not in ("redis+cluster", "rediss+cluster"):
             return Target((url,), cluster=False)
         base = scheme.removesuffix("+cluster")
@@ -133,11 +185,63 @@ def _client_kwargs(config: Config) -> dict[str, Any]:
     }
 
 
+def _sentinel_kwargs(spec: SentinelSpec, config: Config) -> dict[str, Any]:
+    """The sentinels' own connection settings (credentials, timeouts)."""
+    kwargs: dict[str, Any] = {
+        "socket_timeout": config.command_timeout,
+        "socket_connect_timeout": config.command_timeout,
+    }
+    if spec.sentinel_username:
+        kwargs["username"] = spec.sentinel_username
+    if spec.sentinel_password:
+        kwargs["password"] = spec.sentinel_password
+    return kwargs
+
+
+def _master_kwargs(spec: SentinelSpec, config: Config) -> dict[str, Any]:
+    """The primary's connection settings. redis-py's Sentinel pool asks the sentinels
+    for the primary on every new connection, and drops a connection whose node answers
+    READONLY (a demoted primary) with a ConnectionError, which the publish retries."""
+    return {
+        "db": spec.db,
+        "username": spec.username,
+        "password": spec.password,
+        **_client_kwargs(config),
+    }
+
+
+def follow_primary(client: Any) -> None:
+    """Behind Sentinel: asks the sentinels for the primary before a publish, so that a
+    switch drops the pool's idle connections to the old one (which may take writes,
+    to be lost, until the sentinels demote it). One round trip to a sentinel; a no-op
+    on any other client."""
+    pool = getattr(client, "connection_pool", None)
+    if pool is not None and hasattr(pool, "get_master_address"):
+        pool.get_master_address()
+
+
+async def follow_primary_async(client: Any) -> None:
+    """As [`follow_primary`], for a `redis.asyncio` client."""
+    pool = getattr(client, "connection_pool", None)
+    if pool is not None and hasattr(pool, "get_master_address"):
+        await pool.get_master_address()
+
+
 def sync_client(target: Target, config: Config) -> Any:
     """A redis-py client (`Redis` or `RedisCluster`) for this process."""
     import redis
     from redis.cluster import ClusterNode, RedisCluster
 
+    if target.sentinel is not None:
+        from redis.sentinel import Sentinel
+
+        spec = target.sentinel
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            list(spec.sentinels), sentinel_kwargs=_sentinel_kwargs(spec, config)
+        )
+        return sentinel.master_for(  # type: ignore[no-untyped-call]
+            spec.master, **_master_kwargs(spec, config)
+        )
     if not target.cluster:
         return redis.Redis.from_url(target.urls[0], **_client_kwargs(config))
     first = urlsplit(target.urls[0])
@@ -159,6 +263,14 @@ def async_client(target: Target, config: Config) -> Any:
     from redis.asyncio import Redis
     from redis.asyncio.cluster import ClusterNode, RedisCluster
 
+    if target.sentinel is not None:
+        from redis.asyncio.sentinel import Sentinel
+
+        spec = target.sentinel
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            list(spec.sentinels), sentinel_kwargs=_sentinel_kwargs(spec, config)
+        )
+        return sentinel.master_for(spec.master, **_master_kwargs(spec, config))
     if not target.cluster:
         return Redis.from_url(target.urls[0], **_client_kwargs(config))
     first = urlsplit(target.urls[0])

@@ -28,6 +28,7 @@ from ._redis import (
     Claim,
     Target,
     claim_counter_key,
+    follow_primary,
     script_call,
     state_key,
     sync_client,
@@ -112,7 +113,7 @@ class RedisTransport:
         what = f"{held.event.name} of project {project}"
 
         def call() -> Any:
-            self._connect()  # makes the script too
+            follow_primary(self._connect())  # makes the script too
             return self._script(keys=keys, args=argv)
 
         return str(self._retrying(what, call))

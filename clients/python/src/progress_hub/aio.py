@@ -30,6 +30,7 @@ from ._redis import (
     Target,
     async_client,
     claim_counter_key,
+    follow_primary_async,
     script_call,
 )
 from ._sync import TRANSIENT, backoff_delays, refused
@@ -53,7 +54,12 @@ class _RedisTransport:
             project, held.prepared, held.receipt, held.claim, self.target, self.config
         )
         what = f"{held.event.name} of project {project}"
-        return str(await self._retrying(what, lambda: self.script(keys=keys, args=argv)))
+
+        async def call() -> Any:
+            await follow_primary_async(self.client)
+            return await self.script(keys=keys, args=argv)
+
+        return str(await self._retrying(what, call))
 
     async def next_claim(self, job: str) -> Claim | None:
         key = claim_counter_key(job)

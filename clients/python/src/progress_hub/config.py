@@ -1,7 +1,9 @@
 """Configuration: from the environment, or `progress_hub.configure(...)`.
 
-- `REDIS_URL` (default `redis://127.0.0.1:6379`): `redis://`, `rediss://`, or a cluster
-  `redis+cluster://h1:p1,h2:p2` (`rediss+cluster://` with TLS).
+- `REDIS_URL` (default `redis://127.0.0.1:6379`): `redis://`, `rediss://`, a cluster
+  `redis+cluster://h1:p1,h2:p2` (`rediss+cluster://` with TLS), or a Sentinel-managed
+  primary `redis+sentinel://[user:pass@]h1:p1,h2:p2/<master>[/db]` (the sentinels' own
+  credentials as `?sentinel_username=&sentinel_password=`).
 - `HUB_URL`, `HUB_TOKEN`: when `HUB_URL` is set, publish over HTTP instead
   (`POST /api/v1/projects/{id}/events`).
 - `HUB_LOCALE` (`zh-TW` or `en`), `HUB_HISTORY_LEN`, `HUB_RETENTION`: as the hub's.

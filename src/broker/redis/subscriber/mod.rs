@@ -23,7 +23,7 @@ mod cluster;
 mod single;
 
 pub(super) use cluster::Cluster;
-pub(super) use single::Single;
+pub(super) use single::{Node, Single};
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,6 +1,10 @@
 //! The subscriber's connection on one Redis node: a Pub/Sub connection of its own
 //! (not redis-rs's connection manager), SUBSCRIBE on `progress:<id>`, as the original
 //! Python publisher names the channel. The loop around it is `mod.rs`'s.
+//!
+//! Behind Sentinel the node is the primary the sentinels name at each (re)connect, and
+//! the connection ends as soon as the primary switches (see `../sentinel.rs`), so the
+//! loop reconnects to the new one, resubscribes and fills the gap from its history.
 
 use std::sync::Arc;
 
@@ -8,9 +12,11 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use redis::Value;
 use redis::aio::{PubSubSink, PubSubStream};
+use tokio::sync::watch;
 
 use super::{Connection, Lost, RESUBSCRIBE_BATCH, Shared, within};
 use crate::broker::redis::layout;
+use crate::broker::redis::sentinel::Sentinel;
 use crate::hub::Topic;
 use crate::wire::ProjectId;
 
@@ -19,23 +25,51 @@ use crate::wire::ProjectId;
 pub(in crate::broker::redis) struct Single {
     sink: PubSubSink,
     stream: PubSubStream,
+    /// Behind Sentinel: changes when the primary switched, which ends this connection.
+    switched: Option<watch::Receiver<u64>>,
+}
+
+/// Which node: a fixed one, or the primary that the sentinels name.
+pub(in crate::broker::redis) enum Node {
+    Fixed(redis::Client),
+    Sentinel(Arc<Sentinel>),
 }
 
 impl Connection for Single {
-    type Target = redis::Client;
+    type Target = Node;
     type Message = redis::Msg;
     const NAME: &'static str = "redis";
 
-    async fn open(client: &redis::Client, topics: &[Arc<Topic>]) -> Result<Self, Lost> {
+    async fn open(node: &Node, topics: &[Arc<Topic>]) -> Result<Self, Lost> {
+        let (client, switched) = match node {
+            Node::Fixed(client) => (client.clone(), None),
+            Node::Sentinel(sentinel) => {
+                // Watched from before the question, so a switch during it is not missed.
+                let mut switched = sentinel.switches();
+                switched.mark_unchanged();
+                (sentinel.primary().await?, Some(switched))
+            }
+        };
         let pubsub = within(client.get_async_pubsub()).await?;
         let (sink, stream) = pubsub.split();
-        let mut conn = Self { sink, stream };
+        let mut conn = Self {
+            sink,
+            stream,
+            switched,
+        };
         conn.subscribe(topics).await?;
         Ok(conn)
     }
 
     async fn next(&mut self) -> Option<redis::Msg> {
-        self.stream.next().await
+        match &mut self.switched {
+            Some(switched) => tokio::select! {
+                message = self.stream.next() => message,
+                // A switch (or the sentinels gone): this node is no longer the primary.
+                _ = switched.changed() => None,
+            },
+            None => self.stream.next().await,
+        }
     }
 
     async fn handle(&mut self, shared: &Shared, msg: redis::Msg) -> Result<(), Lost> {
