@@ -10,6 +10,7 @@ mod support;
 
 mod api_docs;
 mod auth;
+mod budgets;
 mod cli;
 mod cluster;
 mod delivery;
