@@ -177,20 +177,34 @@ impl Store {
         if self.bytes <= budget {
             return;
         }
-        let idle: Vec<ProjectId> = self
-            .lru
-            .values()
-            .filter(|p| *p != keep && !hub.is_watched(p))
-            .cloned()
-            .collect();
-        for project in idle {
-            if self.bytes <= budget {
-                return;
+        // Only as many as cover the excess are looked at (usually one).
+        let excess = self.bytes - budget;
+        let (mut covered, mut idle) = (0, Vec::new());
+        for project in self.lru.values() {
+            if covered >= excess {
+                break;
             }
+            if project != keep && !hub.is_watched(project) {
+                covered += self.projects.get(project).map_or(0, |h| h.bytes);
+                idle.push(project.clone());
+            }
+        }
+        for project in idle {
             tracing::debug!(project_id = %project, "memory budget: forgot an idle project's history");
             self.forget(&project);
         }
-        let order: Vec<ProjectId> = self.lru.values().cloned().collect();
+        if self.bytes <= budget {
+            return;
+        }
+        let (mut covered, mut order) = (0, Vec::new());
+        let excess = self.bytes - budget;
+        for project in self.lru.values() {
+            if covered >= excess {
+                break;
+            }
+            covered += self.projects.get(project).map_or(0, |h| h.bytes);
+            order.push(project.clone());
+        }
         for project in order {
             let Some(history) = self.projects.get_mut(&project) else {
                 continue;

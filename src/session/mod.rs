@@ -174,7 +174,11 @@ async fn pump<W: Writer>(
             && let Some(first) = batch.iter().find_map(Frame::id)
         {
             if !first.follows(&owed.after) {
-                match owed.broker.replay(owed.project, Some(&owed.after)).await {
+                let read = tokio::select! {
+                    read = owed.broker.replay(owed.project, Some(&owed.after)) => read,
+                    ended = queue.ended() => return ended,
+                };
+                match read {
                     Ok(replay) => {
                         let (mut frames, read_to) = fill_gap(&owed.after, replay);
                         floor = read_to;

@@ -39,7 +39,8 @@ local claim = tonumber(ARGV[19])
   -- over nor complete it a second time.
 local max_bytes = tonumber(ARGV[20])
   -- Bytes of frames the history keeps (nil: no byte bound, as a publisher older than
-  -- this argument sends). The state's `bytes` field counts what the stream holds.
+  -- this argument sends). The state's `bytes` field counts what the stream holds (a
+  -- history written before it undercounts until its older entries are trimmed).
 
 -- A retried publish (its reply was lost, e.g. in an outage) must not append twice:
 -- the receipt says it already happened, and with which id.
