@@ -55,7 +55,9 @@ struct Store {
 struct History {
     epoch: String,
     seq: u64,
-    frames: VecDeque<(u64, Frame)>,
+    /// The frames as published (an error frame without its `error` object, which
+    /// `Frame::from_published` adds on the way out: see there).
+    frames: VecDeque<(u64, Bytes)>,
     /// Bytes of `frames`, against `HistoryConfig::max_bytes`.
     bytes: usize,
     /// Its key in `Store::lru`.
@@ -123,7 +125,7 @@ impl History {
     fn pop_oldest(&mut self) -> usize {
         match self.frames.pop_front() {
             Some((_, frame)) => {
-                let len = frame.as_str().len();
+                let len = frame.len();
                 self.bytes -= len;
                 len
             }
@@ -323,10 +325,10 @@ impl Broker for MemoryBroker {
         let id = EventId::new(&history.epoch, history.seq);
         let text = t.assemble(&id.to_string(), progress);
         let bytes = Bytes::from(text);
-        let frame = Frame::from_published(bytes.clone())
+        Frame::from_published(bytes.clone())
             .map_err(|e| BrokerError::Unavailable(format!("assembled frame is invalid: {e}")))?;
-        let len = frame.as_str().len();
-        history.frames.push_back((history.seq, frame));
+        let len = bytes.len();
+        history.frames.push_back((history.seq, bytes.clone()));
         history.bytes += len;
         let mut freed = 0;
         // Beyond the count or the bytes, the oldest go; the newest frame always stays.
@@ -393,7 +395,7 @@ impl Broker for MemoryBroker {
             return Ok(Replay::default());
         }
         let last = EventId::new(&history.epoch, history.seq);
-        let after_frames = match after {
+        let stored: Vec<Bytes> = match after {
             Some(a) if a.epoch() == history.epoch => history
                 .frames
                 .iter()
@@ -402,9 +404,22 @@ impl Broker for MemoryBroker {
                 .collect(),
             _ => Vec::new(),
         };
+        let state = history.state.clone();
+        // Read into frames outside the lock: publishes need not wait for it.
+        drop(store);
+        let after = stored
+            .into_iter()
+            .filter_map(|bytes| match Frame::from_published(bytes) {
+                Ok(frame) => Some(frame),
+                Err(err) => {
+                    tracing::warn!(project_id = %project, error = %err, "unreadable history entry skipped");
+                    None
+                }
+            })
+            .collect();
         Ok(Replay {
-            state: Some((history.state.clone(), last)),
-            after: after_frames,
+            state: Some((state, last)),
+            after,
         })
     }
 

@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use crate::support::{Backend, TestHub, WsClient, log_event};
+use crate::support::{Backend, TestHub, WsClient, layout, log_event, project};
 
 /// A log event whose frame weighs a little over 8 KB.
 fn heavy(i: usize) -> serde_json::Value {
@@ -134,4 +134,59 @@ async fn a_long_resume_is_read_in_pages() {
     assert_eq!(client.next_event().await["id"], live.as_str());
 }
 
-on_both_brokers!(history_is_bounded_by_bytes);
+// An error frame's message and details are stored once (its `error` compatibility
+// object repeated them, doubling what history held), and clients still get both
+// shapes, live and on resume.
+async fn error_frames_are_stored_once_and_delivered_in_both_shapes(b: Backend) {
+    let hub = TestHub::start(b).await;
+    let mut live = WsClient::connected(&hub.ws_url("err")).await;
+    let before = hub.publish("err", log_event("before")).await;
+    let message = "unique-message-4711";
+    let error = json!({"event": "error", "data": {
+        "error_code": "STABILITY_AI_ERROR", "message": message, "stage": "ASSETS_GENERATING",
+        "details": {"prompt": "unique-details-4712"}}});
+    let id = hub.publish("err", error).await;
+    let check = |frame: serde_json::Value| {
+        assert_eq!(frame["id"], id.as_str(), "{frame}");
+        assert_eq!(frame["type"], "error");
+        assert_eq!(frame["project_id"], "err");
+        let (data, compat) = (&frame["data"], &frame["error"]);
+        assert_eq!(compat["code"], "STABILITY_AI_ERROR");
+        for key in [
+            "message",
+            "stage",
+            "is_retryable",
+            "details",
+            "solutions",
+            "trace_id",
+            "timestamp",
+        ] {
+            assert_eq!(compat[key], data[key], "{key}");
+        }
+        assert_eq!(compat["message"], message);
+    };
+    assert_eq!(live.next_event().await["id"], before.as_str());
+    check(live.next_event().await);
+    let (mut resumed, _) = WsClient::resume(&hub.ws_url("err"), &before).await;
+    check(resumed.next_event().await);
+    if b == Backend::Redis {
+        let history: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(layout::history_key(&project("err")))
+            .arg("-")
+            .arg("+")
+            .query_async(&mut hub.redis().connection().await)
+            .await
+            .unwrap();
+        let Some(redis::Value::BulkString(stored)) = history.ids[1].map.get("frame") else {
+            panic!("no frame");
+        };
+        let stored = String::from_utf8_lossy(stored);
+        assert_eq!(stored.matches(message).count(), 1, "{stored}");
+        assert_eq!(stored.matches("unique-details-4712").count(), 1, "{stored}");
+    }
+}
+
+on_both_brokers!(
+    history_is_bounded_by_bytes,
+    error_frames_are_stored_once_and_delivered_in_both_shapes,
+);
