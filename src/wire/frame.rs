@@ -145,8 +145,12 @@ impl<'de> serde::de::Visitor<'de> for DataVisitor {
 
 /// The error frame with its `error` object, the shape front ends written against the
 /// product's error-code catalog read: the same facts as `data`.
-fn with_error_compat(text: &str) -> Result<Utf8Bytes, InvalidPayload> {
-    let frame: Value = serde_json::from_str(text)?;
+/// A payload that has an `error` field already (even `null`) is kept as it is.
+fn with_error_compat(text: Utf8Bytes) -> Result<Utf8Bytes, InvalidPayload> {
+    let frame: Value = serde_json::from_str(&text)?;
+    if frame.get("error").is_some() {
+        return Ok(text);
+    }
     let d = &frame["data"];
     let error = serde_json::json!({
         "code": d["error_code"],
@@ -194,7 +198,7 @@ impl Frame {
             && probe.tag.as_deref() == Some("error")
             && probe.error.is_none();
         let text = if compat_due {
-            with_error_compat(&text)?
+            with_error_compat(text)?
         } else {
             text
         };
@@ -309,6 +313,26 @@ mod tests {
         let frame = published(raw).unwrap();
         assert_eq!(frame.as_str(), raw);
         assert_eq!(frame.kind(), EventKind::Log);
+    }
+
+    #[test]
+    fn only_a_publish_path_error_frame_without_error_gets_it() {
+        let stored = r#"{"event":"error","id":"ep:2","data":{"error_code":"X","message":"m","details":{"k":1}},"project_id":"p","type":"error"}"#;
+        let v = published(stored).unwrap().to_value();
+        assert_eq!(v["error"]["code"], "X");
+        assert_eq!(v["error"]["message"], "m");
+        assert_eq!(v["error"]["details"]["k"], 1);
+        assert_eq!(v["project_id"], "p");
+        // Kept byte for byte: a legacy one (no id of ours), one that has `error` (even
+        // null), one without `"type":"error"`, and any other event.
+        for raw in [
+            r#"{"event":"error","data":{"message":"m"},"type":"error"}"#,
+            r#"{"event":"error","id":"ep:2","data":{"message":"m"},"type":"error","error":null}"#,
+            r#"{"event":"error","id":"ep:2","data":{"message":"m"}}"#,
+            r#"{"event":"log","id":"ep:2","data":{"message":"m"},"type":"error"}"#,
+        ] {
+            assert_eq!(published(raw).unwrap().as_str(), raw);
+        }
     }
 
     #[test]
