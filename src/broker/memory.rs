@@ -102,6 +102,7 @@ impl Receipts {
         self.order.push_back((key, now));
     }
 
+    #[cfg(test)]
     fn len(&self) -> usize {
         self.ids.len()
     }
@@ -250,14 +251,16 @@ impl MemoryBroker {
         Self { hub, config, store }
     }
 
-    /// Bytes of history held in all, and idempotency keys remembered (for tests).
-    pub fn footprint(&self) -> (usize, usize) {
+    /// Bytes of history held in all, and idempotency keys remembered.
+    #[cfg(test)]
+    fn footprint(&self) -> (usize, usize) {
         let store = self.store.lock();
         (store.bytes, store.receipts.len())
     }
 
     /// Forgets what has expired now (what the periodic sweep does).
-    pub fn sweep_now(&self) {
+    #[cfg(test)]
+    fn sweep_now(&self) {
         self.store.lock().sweep(Instant::now());
     }
 }
