@@ -78,6 +78,7 @@ fn publisher_defaults() -> Value {
     let history = HistoryConfig::default();
     json!({
         "history_len": history.max_len,
+        "history_bytes": history.max_bytes,
         "active_ttl_s": history.active_ttl.as_secs(),
         "retention_s": history.retention.as_secs(),
         "coalesce_window_ms": u64::try_from(DEFAULT_COALESCE_WINDOW.as_millis()).unwrap_or(u64::MAX),

@@ -58,6 +58,15 @@ pub struct HistoryConfig {
     /// Events kept per project; older ones are trimmed (a resume from before them
     /// gets `recovered: false`).
     pub max_len: usize,
+    /// Bytes of frames kept per project: the oldest are trimmed beyond it as well as
+    /// beyond `max_len`, so a project's history costs at most this much whatever its
+    /// events weigh (1,000 events of 64 KB would otherwise be 64 MB per project).
+    pub max_bytes: usize,
+    /// The in-process broker only: bytes of frames kept across all projects. Beyond it
+    /// the least recently used projects nobody watches are forgotten (then, if still
+    /// over, the oldest frames of the least recently used ones), so the number of
+    /// projects with history cannot grow the process without bound.
+    pub memory_budget: usize,
     /// How long history and state live after the last event while a job runs.
     pub active_ttl: Duration,
     /// How long history and state live after `complete`.
@@ -68,6 +77,8 @@ impl Default for HistoryConfig {
     fn default() -> Self {
         Self {
             max_len: 1000,
+            max_bytes: 4 << 20,
+            memory_budget: 256 << 20,
             active_ttl: Duration::from_secs(7 * 24 * 3600),
             retention: Duration::from_secs(24 * 3600),
         }

@@ -21,6 +21,13 @@ pub struct HistoryArgs {
     /// Events of history kept per project (for resume; keep equal on every process).
     #[arg(long, env = "HUB_HISTORY_LEN", default_value_t = HistoryConfig::default().max_len)]
     pub history_len: usize,
+    /// Bytes of history kept per project (oldest trimmed beyond; keep equal on every process).
+    #[arg(long, env = "HUB_HISTORY_BYTES", default_value_t = HistoryConfig::default().max_bytes)]
+    pub history_bytes: usize,
+    /// In-process broker only: bytes of history kept across all projects (least
+    /// recently used unwatched projects are forgotten beyond it).
+    #[arg(long, env = "HUB_MEMORY_BUDGET", default_value_t = HistoryConfig::default().memory_budget)]
+    pub memory_budget: usize,
     /// How long history and state are kept after `complete` (keep equal on every process).
     #[arg(long, env = "HUB_RETENTION", default_value_t = HistoryConfig::default().retention.into())]
     pub retention: HumanDuration,
@@ -30,6 +37,8 @@ impl HistoryArgs {
     pub fn config(&self) -> HistoryConfig {
         HistoryConfig {
             max_len: self.history_len,
+            max_bytes: self.history_bytes,
+            memory_budget: self.memory_budget,
             retention: self.retention.into(),
             ..HistoryConfig::default()
         }

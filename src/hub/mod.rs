@@ -249,6 +249,11 @@ impl Hub {
         self.topics.lock().values().cloned().collect()
     }
 
+    /// Whether a session of this process watches the project now.
+    pub fn is_watched(&self, project: &ProjectId) -> bool {
+        self.topics.lock().contains_key(project)
+    }
+
     pub fn watched_count(&self) -> usize {
         self.topics.lock().len()
     }

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 use crate::broker::{FrameTemplate, JobClaim, PreparedEvent, StateChange};
 use crate::locale::Locale;
-use crate::wire::event::{CompleteStatus, ErrorReport};
+use crate::wire::event::CompleteStatus;
 use crate::wire::{Event, InvalidEvent, ProjectId, now_iso8601};
 
 /// The event, validated and normalized, ready for the broker. `receipt`: the caller's
@@ -77,7 +77,7 @@ fn template(event: &Event, project: &ProjectId) -> FrameTemplate {
         Event::ProgressUpdate(e) => (to_map(e), Some(e.progress), None),
         Event::StageChange(e) => (to_map(e), Some(e.progress), None),
         Event::Log(e) => (to_map(e), None, None),
-        Event::Error(e) => (to_map(e), None, Some(error_compat(project, e))),
+        Event::Error(e) => (to_map(e), None, Some(error_compat(project))),
         Event::Complete(e) => (to_map(e), None, None),
     };
     data.remove("progress");
@@ -148,25 +148,14 @@ fn to_map(value: &impl Serialize) -> Map<String, Value> {
     }
 }
 
-/// The shape front ends written against the product's error-code catalog read:
-/// top-level `type`, `project_id` and `error`, with the same facts as `data`.
-fn error_compat(project: &ProjectId, e: &ErrorReport) -> Map<String, Value> {
+/// The top-level fields of the shape front ends written against the product's
+/// error-code catalog read: `type` and `project_id`. Its `error` object repeats `data`
+/// (message and details twice), so it is not stored: `Frame::from_published` adds it
+/// on the way to clients.
+fn error_compat(project: &ProjectId) -> Map<String, Value> {
     let mut map = Map::new();
     map.insert("type".into(), "error".into());
     map.insert("project_id".into(), project.as_str().into());
-    map.insert(
-        "error".into(),
-        serde_json::json!({
-            "code": e.error_code,
-            "message": e.message,
-            "stage": e.stage,
-            "is_retryable": e.is_retryable,
-            "details": e.details,
-            "solutions": e.solutions,
-            "trace_id": e.trace_id,
-            "timestamp": e.timestamp,
-        }),
-    );
     map
 }
 
@@ -225,7 +214,12 @@ mod tests {
         )
         .template
         .assemble("e:2", None);
-        let frame: Value = serde_json::from_str(&text).unwrap();
+        // Stored once: the message is in the published bytes once...
+        assert_eq!(text.matches("\"quota\"").count(), 1, "{text}");
+        // ... and the frame clients get carries both shapes.
+        let frame = crate::wire::Frame::from_published(text.into())
+            .unwrap()
+            .to_value();
         let data = &frame["data"];
         assert_eq!(data["error_code"], "GEMINI_QUOTA_EXCEEDED");
         assert_eq!(data["is_retryable"], false);

@@ -16,7 +16,7 @@ mod slow_consumer;
 
 pub use access::Access;
 pub use heartbeat::{Beating, Heartbeat, Pulse};
-pub use resume::{Opening, opening, skip_covered};
+pub use resume::{Opening, fill_gap, opening, skip_covered};
 pub use slow_consumer::{Ended, OutboundQueue};
 
 use std::future::Future;
@@ -87,6 +87,12 @@ impl Sessions {
                 }
             }
         };
+        // Resumed without its history (the broker could not be read): the client's gap
+        // is owed to it, and is delivered before its next live event (see `pump`).
+        let owed = match &replay {
+            None => last_event_id.clone(),
+            Some(_) => None,
+        };
         let opening = opening(
             &project,
             self.heartbeat.interval().as_secs(),
@@ -107,7 +113,14 @@ impl Sessions {
             ended = queue.ended() => Err(ended),
         };
         let ended = match sent {
-            Ok(true) => pump(&queue, &pulse, opening.floor, &mut writer).await,
+            Ok(true) => {
+                let gap = owed.map(|after| Gap {
+                    broker: self.broker.as_ref(),
+                    project: &project,
+                    after,
+                });
+                pump(&queue, &pulse, opening.floor, gap, &mut writer).await
+            }
             Ok(false) => Ended::ClientGone,
             Err(ended) => ended,
         };
@@ -131,11 +144,24 @@ impl Sessions {
     }
 }
 
-/// Moves frames from the queue to the socket until the session ends.
+/// A client's position whose following events it has not been given: it resumed while
+/// the broker could not be read. Live events would move it past them for good.
+struct Gap<'a> {
+    broker: &'a dyn Broker,
+    project: &'a ProjectId,
+    after: EventId,
+}
+
+/// Moves frames from the queue to the socket until the session ends. With a `gap`, the
+/// first live event waits until the events between the client's position and it are
+/// read from history and sent before it (or a snapshot, if the history no longer has
+/// them); if the history still cannot be read, the session closes with 1013, and the
+/// client reconnects later and resumes from its position.
 async fn pump<W: Writer>(
     queue: &OutboundQueue,
     pulse: &Pulse,
     mut floor: Option<EventId>,
+    mut gap: Option<Gap<'_>>,
     writer: &mut W,
 ) -> Ended {
     let mut batch = Vec::new();
@@ -144,6 +170,31 @@ async fn pump<W: Writer>(
             return ended;
         }
         skip_covered(&mut batch, &mut floor);
+        if let Some(owed) = &gap
+            && let Some(first) = batch.iter().find_map(Frame::id)
+        {
+            if !first.follows(&owed.after) {
+                let read = tokio::select! {
+                    read = owed.broker.replay(owed.project, Some(&owed.after)) => read,
+                    ended = queue.ended() => return ended,
+                };
+                match read {
+                    Ok(replay) => {
+                        let (mut frames, read_to) = fill_gap(&owed.after, replay);
+                        floor = read_to;
+                        skip_covered(&mut batch, &mut floor);
+                        frames.append(&mut batch);
+                        batch = frames;
+                        tracing::info!(project_id = %owed.project, "delivered a resumed session's gap after the broker came back");
+                    }
+                    Err(err) => {
+                        tracing::warn!(project_id = %owed.project, error = %err, "cannot read a resumed session's gap; closing it so it resumes later");
+                        return Ended::Closed(CloseReason::Overloaded);
+                    }
+                }
+            }
+            gap = None;
+        }
         if batch.is_empty() {
             queue.ready().await;
             continue;

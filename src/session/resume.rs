@@ -73,6 +73,24 @@ pub fn opening(
     }
 }
 
+/// For a session that resumed from `asked` while the broker could not be read, once
+/// it can: the frames owed to the client before its next live event (the events after
+/// `asked`, or a `snapshot` with `recovered: false` when the history no longer has
+/// them), and the position live events must now be after.
+pub fn fill_gap(asked: &EventId, replay: Replay) -> (Vec<Frame>, Option<EventId>) {
+    match replay.state {
+        Some((_, last))
+            if asked.epoch() == last.epoch()
+                && asked.seq() <= last.seq()
+                && is_contiguous(asked, &replay.after, &last) =>
+        {
+            (replay.after, Some(last))
+        }
+        Some((state, last)) => (vec![Frame::snapshot(&state, false)], Some(last)),
+        None => (vec![Frame::snapshot(&ProjectState::empty(), false)], None),
+    }
+}
+
 /// Drops from a batch of live frames those the opening already covered (at or before
 /// `floor`, same epoch). Once a later event has passed, the floor is no longer needed.
 pub fn skip_covered(batch: &mut Vec<Frame>, floor: &mut Option<EventId>) {
@@ -133,6 +151,29 @@ mod tests {
                 (v["event"].as_str().unwrap().to_string(), v)
             })
             .collect()
+    }
+
+    #[test]
+    fn an_owed_gap_is_the_events_after_the_position_or_a_snapshot() {
+        let asked = EventId::new("e", 3);
+        let (frames, floor) = fill_gap(&asked, replay("e", 6, 4..7));
+        let ids: Vec<_> = frames.iter().map(|f| f.id().unwrap().to_string()).collect();
+        assert_eq!(ids, ["e:4", "e:5", "e:6"]);
+        assert_eq!(floor, Some(EventId::new("e", 6)));
+        // Trimmed past the position, another epoch, or no history: a snapshot that
+        // says the position was not recovered.
+        for (replay, floor) in [
+            (replay("e", 6, 5..7), Some(EventId::new("e", 6))),
+            (replay("f", 2, 1..3), Some(EventId::new("f", 2))),
+            (Replay::default(), None),
+        ] {
+            let (frames, got) = fill_gap(&asked, replay);
+            assert_eq!(frames.len(), 1);
+            let v = frames[0].to_value();
+            assert_eq!(v["event"], "snapshot");
+            assert_eq!(v["data"]["recovered"], false);
+            assert_eq!(got, floor);
+        }
     }
 
     #[test]

@@ -52,6 +52,11 @@ impl EventId {
         self.seq
     }
 
+    /// Whether this is the event right after `other` in the same history.
+    pub fn follows(&self, other: &EventId) -> bool {
+        self.epoch == other.epoch && self.seq == other.seq + 1
+    }
+
     /// Whether `self` is in the same history as `other` and not after it.
     pub fn is_at_or_before(&self, other: &EventId) -> bool {
         self.epoch == other.epoch && self.seq <= other.seq

@@ -74,6 +74,11 @@ struct PublishedProbe<'a> {
     /// Only `data.timestamp`, read leniently: whatever else `data` holds passes through.
     #[serde(default)]
     data: DataProbe,
+    /// Top-level `type` and `error`: see [`Frame::from_published`].
+    #[serde(default, rename = "type", borrow)]
+    tag: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    error: Option<serde::de::IgnoredAny>,
 }
 
 /// The publish time of a frame, if its `data` is an object with a string `timestamp`.
@@ -138,6 +143,30 @@ impl<'de> serde::de::Visitor<'de> for DataVisitor {
     }
 }
 
+/// The error frame with its `error` object, the shape front ends written against the
+/// product's error-code catalog read: the same facts as `data`.
+/// A payload that has an `error` field already (even `null`) is kept as it is.
+fn with_error_compat(text: Utf8Bytes) -> Result<Utf8Bytes, InvalidPayload> {
+    let frame: Value = serde_json::from_str(&text)?;
+    if frame.get("error").is_some() {
+        return Ok(text);
+    }
+    let d = &frame["data"];
+    let error = serde_json::json!({
+        "code": d["error_code"],
+        "message": d["message"],
+        "stage": d["stage"],
+        "is_retryable": d["is_retryable"],
+        "details": d["details"],
+        "solutions": d["solutions"],
+        "trace_id": d["trace_id"],
+        "timestamp": d["timestamp"],
+    });
+    let open = text.trim_end();
+    let open = open.strip_suffix('}').ok_or(InvalidPayload::NotObject)?;
+    Ok(Utf8Bytes::from(format!("{open},\"error\":{error}}}")))
+}
+
 #[derive(Serialize)]
 struct Envelope<'a, T: Serialize> {
     event: &'a str,
@@ -146,7 +175,11 @@ struct Envelope<'a, T: Serialize> {
 
 impl Frame {
     /// Accepts a payload published on a project's channel: it must be a JSON object
-    /// with a string `event`. The bytes are kept exactly as published.
+    /// with a string `event`. The bytes are kept exactly as published, but for one case:
+    /// an `error` event of the publish path (our id, top-level `"type":"error"`) is
+    /// published and kept in history without its `error` compatibility object, which
+    /// repeats `data`'s facts (`message` and `details` twice would double what history
+    /// holds); it is added here, once per frame, on the way to clients.
     pub fn from_published(payload: Bytes) -> Result<Self, InvalidPayload> {
         let text = Utf8Bytes::try_from(payload).map_err(|_| InvalidPayload::NotUtf8)?;
         // serde would also accept a JSON array for a struct; the contract wants an object.
@@ -154,14 +187,25 @@ impl Frame {
             return Err(InvalidPayload::NotObject);
         }
         let probe: PublishedProbe<'_> = serde_json::from_str(&text)?;
-        let id = match &probe.id {
+        let id: Option<EventId> = match &probe.id {
             Some(Value::String(id)) => id.parse().ok(),
             _ => None,
         };
+        let kind = EventKind::from_name(&probe.event);
+        let published_at = probe.data.0;
+        let compat_due = kind == EventKind::Error
+            && id.is_some()
+            && probe.tag.as_deref() == Some("error")
+            && probe.error.is_none();
+        let text = if compat_due {
+            with_error_compat(text)?
+        } else {
+            text
+        };
         Ok(Self {
-            kind: EventKind::from_name(&probe.event),
+            kind,
             id,
-            published_at: probe.data.0,
+            published_at,
             text,
         })
     }
@@ -269,6 +313,26 @@ mod tests {
         let frame = published(raw).unwrap();
         assert_eq!(frame.as_str(), raw);
         assert_eq!(frame.kind(), EventKind::Log);
+    }
+
+    #[test]
+    fn only_a_publish_path_error_frame_without_error_gets_it() {
+        let stored = r#"{"event":"error","id":"ep:2","data":{"error_code":"X","message":"m","details":{"k":1}},"project_id":"p","type":"error"}"#;
+        let v = published(stored).unwrap().to_value();
+        assert_eq!(v["error"]["code"], "X");
+        assert_eq!(v["error"]["message"], "m");
+        assert_eq!(v["error"]["details"]["k"], 1);
+        assert_eq!(v["project_id"], "p");
+        // Kept byte for byte: a legacy one (no id of ours), one that has `error` (even
+        // null), one without `"type":"error"`, and any other event.
+        for raw in [
+            r#"{"event":"error","data":{"message":"m"},"type":"error"}"#,
+            r#"{"event":"error","id":"ep:2","data":{"message":"m"},"type":"error","error":null}"#,
+            r#"{"event":"error","id":"ep:2","data":{"message":"m"}}"#,
+            r#"{"event":"log","id":"ep:2","data":{"message":"m"},"type":"error"}"#,
+        ] {
+            assert_eq!(published(raw).unwrap().as_str(), raw);
+        }
     }
 
     #[test]

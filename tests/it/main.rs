@@ -11,6 +11,7 @@ mod support;
 mod api_docs;
 mod auth;
 mod bench;
+mod budgets;
 mod cli;
 mod cluster;
 mod delivery;

@@ -431,3 +431,31 @@ async fn publishes_wait_out_an_outage_within_a_bound_and_say_when_it_is_hit() {
     }
     assert_eq!(delivered, MAX_WAITING_PUBLISHES);
 }
+
+// A resume during an outage, on a project this hub already watches, cannot read the
+// client's gap: it connects `recovered: false`. Its gap must still reach it, before its
+// next live event (the attack: the next live event moved its position past the gap, so
+// no reconnect could bring the missing events back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_during_an_outage_gets_its_gap_before_the_next_live_event() {
+    let hub = TestHub::start(Backend::Redis).await;
+    let mut watcher = WsClient::connected(&hub.ws_url("gap")).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(hub.publish("gap", log_event(&format!("{i}"))).await);
+        assert_eq!(watcher.next_event().await["id"], ids[i].as_str());
+    }
+    hub.redis().pause();
+    let resumed = WsClient::resume(&hub.ws_url("gap"), &ids[0]).await;
+    hub.redis().resume();
+    let (mut client, connected) = resumed;
+    assert_eq!(connected["data"]["recovered"], false, "{connected}");
+    ids.push(hub.publish("gap", log_event("live")).await);
+    for id in &ids[1..] {
+        assert_eq!(
+            client.next_event().await["id"],
+            id.as_str(),
+            "in order, no gap"
+        );
+    }
+}

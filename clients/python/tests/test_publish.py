@@ -71,6 +71,20 @@ def test_progress_never_goes_backwards(redis_server: RedisServer) -> None:
     assert redis_server.history(project)[-1]["data"]["progress"] == 60
 
 
+def test_history_keeps_no_more_bytes_than_configured(redis_server: RedisServer) -> None:
+    # publish.lua trims by bytes as well as by count (ARGV 20, the SDK's history_bytes).
+    project = new_project()
+    progress_hub.configure(history_bytes=20_000)
+    try:
+        for i in range(10):
+            ProgressService.publish_log(project, "INFO", f"{i}" + "x" * 8000)
+    finally:
+        progress_hub.configure(history_bytes=progress_hub.config.Config().history_bytes)
+    frames = redis_server.history(project)
+    assert [f["data"]["message"][0] for f in frames] == ["8", "9"]
+    assert redis_server.state(project)["last_event_id"].endswith(":10")
+
+
 def test_a_held_update_goes_out_at_exit(redis_server: RedisServer) -> None:
     project = new_project()
     code = (

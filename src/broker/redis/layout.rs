@@ -145,6 +145,8 @@ pub struct PublishArgs<'a> {
     pub publish_command: &'static str,
     /// `''`: none.
     pub claim: String,
+    /// Bytes of history kept (appended last: publishers that predate it still work).
+    pub max_bytes: usize,
 }
 
 impl PublishArgs<'_> {
@@ -176,42 +178,60 @@ impl PublishArgs<'_> {
             .arg(self.updated_at)
             .arg(self.job_id)
             .arg(self.publish_command)
-            .arg(&self.claim);
+            .arg(&self.claim)
+            .arg(self.max_bytes);
         call
     }
 }
 
-/// The project's state and the retained history after `after` (in the same epoch), in
-/// one atomic read (a script: one command, whose MOVED a cluster connection follows).
-/// Shared by sessions (resume) and the subscriber (gap fill).
+/// Most entries, and most frame bytes, one `replay.lua` page carries: a read of a long
+/// history is many short steps, never one that holds Redis for everyone.
+const REPLAY_PAGE_COUNT: usize = 100;
+const REPLAY_PAGE_BYTES: usize = 256 * 1024;
+
+/// The project's state and the retained history after `after` (in the same epoch):
+/// the state and the first page in one atomic read (a script: one command, whose MOVED
+/// a cluster connection follows), then further pages up to the event the state named
+/// as the newest (later ones reach the reader live). A position in another epoch costs
+/// Redis one hash read, no history read. Shared by sessions (resume) and the subscriber
+/// (gap fill).
 pub async fn read_replay(
     conn: &mut (impl ConnectionLike + Send),
     project: &ProjectId,
     after: Option<&EventId>,
 ) -> Result<Replay, redis::RedisError> {
-    let (hash, range): (HashMap<String, String>, StreamRangeReply) = match after {
-        Some(after) => {
-            REPLAY
-                .key(state_key(project))
-                .key(history_key(project))
-                .arg(format!("(0-{}", after.seq()))
-                .invoke_async(conn)
-                .await?
-        }
-        None => (
-            redis::cmd("HGETALL")
-                .arg(state_key(project))
-                .query_async(conn)
-                .await?,
-            StreamRangeReply::default(),
-        ),
+    let Some(after) = after else {
+        let hash: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(state_key(project))
+            .query_async(conn)
+            .await?;
+        return Ok(Replay {
+            state: ProjectState::from_hash(&hash),
+            after: Vec::new(),
+        });
     };
+    let (hash, mut page) = replay_page(conn, project, after, true).await?;
     let state = ProjectState::from_hash(&hash);
-    let same_epoch =
-        matches!((&state, after), (Some((_, last)), Some(a)) if last.epoch() == a.epoch());
     let mut frames = Vec::new();
-    if same_epoch {
-        for entry in range.ids {
+    let Some((_, last)) = &state else {
+        return Ok(Replay {
+            state,
+            after: frames,
+        });
+    };
+    if last.epoch() != after.epoch() {
+        return Ok(Replay {
+            state,
+            after: frames,
+        });
+    }
+    // Each page starts after the last entry of the one before; an empty page (or one
+    // from an epoch that changed meanwhile, which replay.lua returns empty) ends it.
+    while let Some(read_to) = page.ids.last().and_then(|e| entry_seq(&e.id)) {
+        for entry in page.ids {
+            if entry_seq(&entry.id).is_some_and(|seq| seq > last.seq()) {
+                break;
+            }
             let Some(redis::Value::BulkString(bytes)) = entry.map.get("frame") else {
                 continue;
             };
@@ -222,11 +242,40 @@ pub async fn read_replay(
                 }
             }
         }
+        if read_to >= last.seq() {
+            break;
+        }
+        let next = EventId::new(after.epoch(), read_to);
+        (_, page) = replay_page(conn, project, &next, false).await?;
     }
     Ok(Replay {
         state,
         after: frames,
     })
+}
+
+/// One `replay.lua` page after `after` (empty if its epoch is not the history's).
+async fn replay_page(
+    conn: &mut (impl ConnectionLike + Send),
+    project: &ProjectId,
+    after: &EventId,
+    with_state: bool,
+) -> Result<(HashMap<String, String>, StreamRangeReply), redis::RedisError> {
+    REPLAY
+        .key(state_key(project))
+        .key(history_key(project))
+        .arg(after.epoch())
+        .arg(format!("(0-{}", after.seq()))
+        .arg(REPLAY_PAGE_COUNT)
+        .arg(REPLAY_PAGE_BYTES)
+        .arg(if with_state { "1" } else { "0" })
+        .invoke_async(conn)
+        .await
+}
+
+/// The sequence number of a history entry's id, `0-<seq>`.
+fn entry_seq(id: &str) -> Option<u64> {
+    id.strip_prefix("0-")?.parse().ok()
 }
 
 #[cfg(test)]

@@ -149,6 +149,7 @@ impl Broker for RedisBroker {
             job_id: job.map(|j| j.job_id.as_str()).unwrap_or_default(),
             publish_command: self.target.publish_command(),
             claim: job.map(|j| j.token.to_string()).unwrap_or_default(),
+            max_bytes: self.history.max_bytes,
         };
         let mut conn = self.commands.clone();
         let id: String = args

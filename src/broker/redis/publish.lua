@@ -13,7 +13,7 @@ local history, state, receipt = KEYS[1], KEYS[2], KEYS[3]
 local channel = ARGV[1]         -- progress:<p> (one node, as legacy publishers use it);
                                 -- progress:{<p>} on a cluster (the project's slot)
 local new_epoch = ARGV[2]       -- used only if the history does not exist (new, or lost)
-local max_len = ARGV[3]         -- history length kept (MAXLEN)
+local max_len = ARGV[3]         -- history length kept (events)
 local active_ttl = ARGV[4]      -- TTL in seconds while the job runs
 local retention_ttl = ARGV[5]   -- TTL in seconds after `complete`
 local event = ARGV[6]           -- the event name
@@ -37,6 +37,10 @@ local claim = tonumber(ARGV[19])
   -- `complete` is in (ended_job), is refused with a STALE error, so a worker that
   -- stalled and lost its job can neither write into the run of the worker that took it
   -- over nor complete it a second time.
+local max_bytes = tonumber(ARGV[20])
+  -- Bytes of frames the history keeps (nil: no byte bound, as a publisher older than
+  -- this argument sends). The state's `bytes` field counts what the stream holds (a
+  -- history written before it undercounts until its older entries are trimmed).
 
 -- A retried publish (its reply was lost, e.g. in an outage) must not append twice:
 -- the receipt says it already happened, and with which id.
@@ -92,7 +96,24 @@ end
 local seq = redis.call('HINCRBY', state, 'seq', 1)
 local id = epoch .. ':' .. seq
 local frame = head .. id .. mid .. progress .. tail
-redis.call('XADD', history, 'MAXLEN', max_len, '0-' .. seq, 'frame', frame)
+redis.call('XADD', history, '0-' .. seq, 'frame', frame)
+-- Beyond the count or the bytes the oldest go (the newest always stays): a project's
+-- history costs at most max_bytes, whatever its events weigh. Usually one step.
+local bytes = redis.call('HINCRBY', state, 'bytes', #frame)
+local len = redis.call('XLEN', history)
+max_len = tonumber(max_len)
+while len > max_len or (max_bytes and bytes > max_bytes and len > 1) do
+  local oldest = redis.call('XRANGE', history, '-', '+', 'COUNT', 1)[1]
+  if not oldest then break end
+  local fields = oldest[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'frame' then bytes = bytes - #fields[i + 1] end
+  end
+  redis.call('XDEL', history, oldest[1])
+  len = len - 1
+end
+if bytes < 0 then bytes = 0 end
+redis.call('HSET', state, 'bytes', bytes)
 
 for _, name in ipairs({ 'status', 'current_stage', 'estimated_remaining', 'youtube_url' }) do
   local v = changes[name]

@@ -232,20 +232,9 @@ def prepare(event: Event, project_id: str, locale: str) -> Prepared:
     tail = "," if progress is not None and inner != "}" else ""
     tail += inner
     if event.name == "error":
-        compat = {
-            "type": "error",
-            "project_id": project_id,
-            "error": {
-                "code": data["error_code"],
-                "message": data["message"],
-                "stage": data["stage"],
-                "is_retryable": data["is_retryable"],
-                "details": data["details"],
-                "solutions": data["solutions"],
-                "trace_id": data["trace_id"],
-                "timestamp": data["timestamp"],
-            },
-        }
+        # The compatibility shape's top-level fields; its `error` object repeats `data`,
+        # so it is not stored: the hub adds it on the way to clients.
+        compat = {"type": "error", "project_id": project_id}
         tail += "," + _dumps(compat)[1:]
     else:
         tail += "}"

@@ -173,6 +173,7 @@ def script_call(
         "" if claim is None else claim.job,  # 17 job
         target.publish_command,  # 18 PUBLISH or SPUBLISH
         "" if claim is None else str(claim.token),  # 19 the claim's fencing token
+        str(config.history_bytes),  # 20 bytes of history kept
     ]
     return keys, argv
 

@@ -396,6 +396,7 @@ def configure(
     retry_for: float | _Unset = _UNSET,
     command_timeout: float | _Unset = _UNSET,
     history_len: int | _Unset = _UNSET,
+    history_bytes: int | _Unset = _UNSET,
     active_ttl: int | _Unset = _UNSET,
     retention: int | _Unset = _UNSET,
 ) -> Config:
@@ -414,6 +415,7 @@ def configure(
         "retry_for": retry_for,
         "command_timeout": command_timeout,
         "history_len": history_len,
+        "history_bytes": history_bytes,
         "active_ttl": active_ttl,
         "retention": retention,
     }

@@ -6,7 +6,8 @@
   credentials as `?sentinel_username=&sentinel_password=`).
 - `HUB_URL`, `HUB_TOKEN`: when `HUB_URL` is set, publish over HTTP instead
   (`POST /api/v1/projects/{id}/events`).
-- `HUB_LOCALE` (`zh-TW` or `en`), `HUB_HISTORY_LEN`, `HUB_RETENTION`: as the hub's.
+- `HUB_LOCALE` (`zh-TW` or `en`), `HUB_HISTORY_LEN`, `HUB_HISTORY_BYTES`, `HUB_RETENTION`:
+  as the hub's.
 - `HUB_PUBLISH_TIMEOUT`, `HUB_PUBLISH_RETRY_FOR` (seconds): one command's timeout, and
   how long a publish rides out an outage.
 """
@@ -41,6 +42,8 @@ class Config:
     command_timeout: float = 2.0
     #: Events kept per project, and key lifetimes (seconds): keep equal to the hub's.
     history_len: int = _HUB["history_len"]
+    #: Bytes of history kept per project (oldest trimmed beyond): keep equal to the hub's.
+    history_bytes: int = _HUB["history_bytes"]
     active_ttl: int = _HUB["active_ttl_s"]
     retention: int = _HUB["retention_s"]
 
@@ -63,6 +66,8 @@ def from_env(environ: Any = None) -> Config:
     )
     if env.get("HUB_HISTORY_LEN"):
         config = replace(config, history_len=int(env["HUB_HISTORY_LEN"]))
+    if env.get("HUB_HISTORY_BYTES"):
+        config = replace(config, history_bytes=int(env["HUB_HISTORY_BYTES"]))
     if env.get("HUB_RETENTION"):
         config = replace(config, retention=_seconds(env["HUB_RETENTION"]))
     if env.get("HUB_PUBLISH_TIMEOUT"):

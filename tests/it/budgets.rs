@@ -1,0 +1,192 @@
+//! What bounds the brokers' memory and a replay's cost: a project's history in bytes
+//! (both brokers), the in-process broker's total with eviction of idle projects, and
+//! the Redis replay read (its epoch checked before any history is read, in pages).
+
+use serde_json::json;
+
+use crate::support::{Backend, TestHub, WsClient, layout, log_event, project};
+
+/// A log event whose frame weighs a little over 8 KB.
+fn heavy(i: usize) -> serde_json::Value {
+    log_event(&format!("{i:04}{}", "x".repeat(8000)))
+}
+
+// A project's history keeps no more bytes than `max_bytes`, however few events that is:
+// 20 events of ~8 KB under a 40,000-byte budget keep the newest 4.
+async fn history_is_bounded_by_bytes(b: Backend) {
+    let hub = TestHub::start_with(b, |c| c.history.max_bytes = 40_000).await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(hub.publish("heavy", heavy(i)).await);
+    }
+    // After the 16th: the 4 newest, all retained.
+    let (mut client, connected) = WsClient::resume(&hub.ws_url("heavy"), &ids[15]).await;
+    assert_eq!(connected["data"]["recovered"], true, "{connected}");
+    for id in &ids[16..] {
+        assert_eq!(client.next_event().await["id"], id.as_str());
+    }
+    // After the 15th: the 16th was trimmed for its bytes.
+    let (mut client, connected) = WsClient::resume(&hub.ws_url("heavy"), &ids[14]).await;
+    assert_eq!(connected["data"]["recovered"], false, "{connected}");
+    assert_eq!(client.next_event().await["event"], "snapshot");
+}
+
+// In memory, beyond the total budget the least recently used project nobody watches is
+// forgotten first; a watched one keeps its history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_projects_are_forgotten_beyond_the_memory_budget() {
+    let hub = TestHub::start_with(Backend::Memory, |c| {
+        c.history.max_bytes = 40_000;
+        c.history.memory_budget = 100_000;
+    })
+    .await;
+    let idle = hub.publish("idle", log_event("idle")).await;
+    let mut watcher = WsClient::connected(&hub.ws_url("watched")).await;
+    let watched = hub.publish("watched", log_event("watched")).await;
+    assert_eq!(watcher.next_event().await["id"], watched.as_str());
+    // 4 projects of ~32 KB each: well over 100,000 bytes in all.
+    for p in 0..4 {
+        for i in 0..4 {
+            hub.publish(&format!("filler-{p}"), heavy(i)).await;
+        }
+    }
+    let (_, connected) = WsClient::resume(&hub.ws_url("watched"), &watched).await;
+    assert_eq!(connected["data"]["recovered"], true, "watched: {connected}");
+    let (mut client, connected) = WsClient::resume(&hub.ws_url("idle"), &idle).await;
+    assert_eq!(connected["data"]["recovered"], false, "idle: {connected}");
+    let snapshot = client.next_event().await;
+    assert_eq!(snapshot["event"], "snapshot");
+    assert!(snapshot["data"]["last_event_id"].is_null(), "{snapshot}");
+}
+
+/// `cmdstat_<command>` calls since the last `CONFIG RESETSTAT` (0 if never called).
+async fn calls(hub: &TestHub, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut hub.redis().connection().await)
+        .await
+        .unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .map(|n| n.parse().unwrap())
+        .unwrap_or(0)
+}
+
+async fn reset_stats(hub: &TestHub) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut hub.redis().connection().await)
+        .await
+        .unwrap();
+}
+
+// A resume from a made-up epoch costs Redis no history read at all (the attack: `<any
+// epoch>:0` made the replay script read the whole history before Rust compared epochs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_from_a_made_up_epoch_reads_no_history() {
+    let hub = TestHub::start(Backend::Redis).await;
+    for i in 0..50 {
+        hub.publish("big", log_event(&format!("{i}"))).await;
+    }
+    reset_stats(&hub).await;
+    let (mut client, connected) = WsClient::resume(&hub.ws_url("big"), "madeup:0").await;
+    assert_eq!(connected["data"]["recovered"], false);
+    assert_eq!(client.next_event().await["event"], "snapshot");
+    assert_eq!(calls(&hub, "xrange").await, 0, "no history read");
+}
+
+// A long resume is read in pages (many short steps, never one long read), and the
+// pages join up: every event once, in order, then live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_resume_is_read_in_pages() {
+    let hub = TestHub::start(Backend::Redis).await;
+    let first = hub.publish("long", log_event("first")).await;
+    let mut ids = Vec::new();
+    for i in 0..250 {
+        let event = if i % 50 == 0 {
+            heavy(i)
+        } else {
+            log_event(&format!("{i}"))
+        };
+        ids.push(hub.publish("long", event).await);
+    }
+    // The replay script loaded (a first call of it is an EVALSHA refused, then EVAL).
+    let _ = WsClient::resume(&hub.ws_url("long"), &ids[249]).await;
+    reset_stats(&hub).await;
+    let (mut client, connected) = WsClient::resume(&hub.ws_url("long"), &first).await;
+    assert_eq!(connected["data"]["recovered"], true);
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(client.next_event().await["id"], id.as_str(), "event {i}");
+    }
+    let scripts = calls(&hub, "evalsha").await + calls(&hub, "eval").await;
+    assert!(
+        scripts >= 3,
+        "250 events read in pages of 100: {scripts} script calls"
+    );
+    let live = hub
+        .publish(
+            "long",
+            json!({"event": "log", "data": {"level": "INFO", "message": "live"}}),
+        )
+        .await;
+    assert_eq!(client.next_event().await["id"], live.as_str());
+}
+
+// An error frame's message and details are stored once (its `error` compatibility
+// object repeated them, doubling what history held), and clients still get both
+// shapes, live and on resume.
+async fn error_frames_are_stored_once_and_delivered_in_both_shapes(b: Backend) {
+    let hub = TestHub::start(b).await;
+    let mut live = WsClient::connected(&hub.ws_url("err")).await;
+    let before = hub.publish("err", log_event("before")).await;
+    let message = "unique-message-4711";
+    let error = json!({"event": "error", "data": {
+        "error_code": "STABILITY_AI_ERROR", "message": message, "stage": "ASSETS_GENERATING",
+        "details": {"prompt": "unique-details-4712"}}});
+    let id = hub.publish("err", error).await;
+    let check = |frame: serde_json::Value| {
+        assert_eq!(frame["id"], id.as_str(), "{frame}");
+        assert_eq!(frame["type"], "error");
+        assert_eq!(frame["project_id"], "err");
+        let (data, compat) = (&frame["data"], &frame["error"]);
+        assert_eq!(compat["code"], "STABILITY_AI_ERROR");
+        for key in [
+            "message",
+            "stage",
+            "is_retryable",
+            "details",
+            "solutions",
+            "trace_id",
+            "timestamp",
+        ] {
+            assert_eq!(compat[key], data[key], "{key}");
+        }
+        assert_eq!(compat["message"], message);
+    };
+    assert_eq!(live.next_event().await["id"], before.as_str());
+    check(live.next_event().await);
+    let (mut resumed, _) = WsClient::resume(&hub.ws_url("err"), &before).await;
+    check(resumed.next_event().await);
+    if b == Backend::Redis {
+        let history: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(layout::history_key(&project("err")))
+            .arg("-")
+            .arg("+")
+            .query_async(&mut hub.redis().connection().await)
+            .await
+            .unwrap();
+        let Some(redis::Value::BulkString(stored)) = history.ids[1].map.get("frame") else {
+            panic!("no frame");
+        };
+        let stored = String::from_utf8_lossy(stored);
+        assert_eq!(stored.matches(message).count(), 1, "{stored}");
+        assert_eq!(stored.matches("unique-details-4712").count(), 1, "{stored}");
+    }
+}
+
+on_both_brokers!(
+    history_is_bounded_by_bytes,
+    error_frames_are_stored_once_and_delivered_in_both_shapes,
+);
