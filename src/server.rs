@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::Auth;
+use crate::auth::{Auth, EmptySecret};
 use crate::broker::{self, Broker, BrokerError};
 use crate::config::ServeConfig;
 use crate::http::{self, AppState};
@@ -33,6 +33,8 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Auth(#[from] EmptySecret),
     #[error(transparent)]
     Broker(#[from] BrokerError),
     #[error(transparent)]
@@ -82,6 +84,12 @@ impl RunningServer {
 }
 
 pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
+    // Before anything listens: a hub that would run without the access control it was
+    // asked for must not start.
+    let auth = match config.auth_secret.as_deref() {
+        Some(secret) => Some(Arc::new(Auth::new(secret)?)),
+        None => None,
+    };
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Bind {
@@ -143,10 +151,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         metrics,
         max_frame_bytes: config.max_frame_bytes,
         limits: ConnectionLimits::new(config.max_connections, config.max_connections_per_ip),
-        auth: config
-            .auth_secret
-            .as_deref()
-            .map(|s| Arc::new(Auth::new(s))),
+        auth,
         allowed_origins: Arc::new(config.allowed_origins.clone()),
         request_timeout: config.request_timeout,
     };

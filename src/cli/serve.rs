@@ -50,7 +50,8 @@ pub struct ServeArgs {
     /// Most projects this process watches at once; sessions of more get close 1013.
     #[arg(long, env = "HUB_MAX_PROJECTS", default_value_t = config::DEFAULT_MAX_PROJECTS)]
     pub max_projects: usize,
-    /// Turn access control on: clients need HS256 JWTs signed with this secret.
+    /// Turn access control on: clients need HS256 JWTs signed with this secret (an
+    /// empty one is refused at start).
     #[arg(long, env = "HUB_AUTH_SECRET", hide_env_values = true)]
     pub auth_secret: Option<String>,
     /// Browser origins allowed to connect, comma-separated (default: any).
@@ -84,7 +85,9 @@ impl From<ServeArgs> for ServeConfig {
             max_connections: a.max_connections,
             max_connections_per_ip: a.max_connections_per_ip,
             max_projects: a.max_projects,
-            auth_secret: a.auth_secret.filter(|s| !s.is_empty()),
+            // An empty secret is passed on, for the hub to refuse: dropping it here would
+            // silently run without access control.
+            auth_secret: a.auth_secret,
             allowed_origins: a.allowed_origins,
             history: a.history.config(),
             locale: a.publishing.locale,

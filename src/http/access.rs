@@ -26,9 +26,16 @@ fn token<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a str> 
         headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(bearer)
     })
+}
+
+/// The credentials of `Bearer <token>`; the scheme is case-insensitive (RFC 9110 §11.1).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credentials.trim())
 }
 
 /// Refuses a request whose `Origin` is not allowed (requests without one, from
@@ -96,3 +103,17 @@ pub fn read(app: &AppState, headers: &HeaderMap, project: &ProjectId) -> Result<
 
 /// Shared by the handlers' state.
 pub type SharedAuth = Option<Arc<Auth>>;
+
+#[cfg(test)]
+mod tests {
+    use super::bearer;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer t", "bearer t", "BEARER t", "Bearer  t "] {
+            assert_eq!(bearer(value), Some("t"), "{value}");
+        }
+        assert_eq!(bearer("Basic t"), None);
+        assert_eq!(bearer("Bearert"), None);
+    }
+}
