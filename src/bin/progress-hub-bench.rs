@@ -477,7 +477,12 @@ async fn publish(load: &Load, projects: usize) -> anyhow::Result<u64> {
                 );
                 let hub = nth_of(&load.http_url, seq as usize);
                 let url = format!("{hub}/api/v1/projects/{project}/events");
-                http.post(url).body(body).send().await?.error_for_status()?;
+                http.post(url)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await?
+                    .error_for_status()?;
             }
         }
     }

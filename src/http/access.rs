@@ -1,6 +1,7 @@
 //! Who may do what, checked before any handler work (or upgrade): the token
 //! (`?token=` or `Authorization: Bearer`, when `--auth-secret` is set) and the `Origin`
-//! (when `--allowed-origins` is set, against cross-site WebSocket hijacking).
+//! (when `--allowed-origins` is set, against cross-site WebSocket hijacking), and that a
+//! write is not one a web page could forge cross-site ([`writes_declare_json`]).
 
 use std::sync::Arc;
 
@@ -52,6 +53,46 @@ pub fn check_origin(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError>
         )),
         _ => Ok(()),
     }
+}
+
+/// Every write (`POST`) must declare `Content-Type: application/json`. A web page can
+/// send a cross-site "simple" request (`text/plain`, a form, or no body) with no CORS
+/// preflight; declaring JSON takes a preflight the hub never grants, so a page on
+/// another site cannot make a write (start a job, publish an event) at all. The one
+/// exception is a request with neither a body nor an `Origin` (`curl -X POST
+/// .../generate`): no browser sends a POST without an `Origin`. 415 otherwise.
+pub async fn writes_declare_json(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::body::HttpBody;
+    use axum::response::IntoResponse;
+    if request.method() == axum::http::Method::POST {
+        let headers = request.headers();
+        let declared = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(is_json);
+        let bodyless = request.body().size_hint().exact() == Some(0);
+        let from_browser = headers.contains_key(header::ORIGIN);
+        if !declared && (from_browser || !bodyless) {
+            return ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UNSUPPORTED_MEDIA_TYPE",
+                "send the body as JSON, with Content-Type: application/json",
+            )
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// `application/json`, with or without parameters (`; charset=utf-8`), in any case.
+fn is_json(content_type: &str) -> bool {
+    content_type
+        .split(';')
+        .next()
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
 }
 
 /// May this request watch `project`? With auth on, also the session's token timer.
@@ -106,7 +147,26 @@ pub type SharedAuth = Option<Arc<Auth>>;
 
 #[cfg(test)]
 mod tests {
-    use super::bearer;
+    use super::{bearer, is_json};
+
+    #[test]
+    fn json_is_application_json_with_any_parameters() {
+        for value in [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+        ] {
+            assert!(is_json(value), "{value}");
+        }
+        for value in [
+            "text/plain",
+            "application/jsonx",
+            "application/x-www-form-urlencoded",
+            "",
+        ] {
+            assert!(!is_json(value), "{value}");
+        }
+    }
 
     #[test]
     fn the_bearer_scheme_is_case_insensitive() {

@@ -44,6 +44,7 @@ pub async fn create(State(app): State<AppState>, headers: HeaderMap) -> Response
     responses(
         (status = 202, description = "queued: {\"job_id\": ..., \"project_id\": ...}"),
         (status = 400, description = "invalid project id", body = ErrorBody),
+        (status = 415, description = "a body (or a browser's request) without Content-Type: application/json", body = ErrorBody),
         (status = 409, description = "a job of this project is running", body = ErrorBody),
         (status = 422, description = "invalid body", body = ErrorBody),
         (status = 503, description = "job queue unavailable", body = ErrorBody)))]

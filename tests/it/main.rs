@@ -13,6 +13,7 @@ mod auth;
 mod cli;
 mod cluster;
 mod delivery;
+mod hardening;
 mod heartbeat;
 mod hostile_input;
 mod jobs;
