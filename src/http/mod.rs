@@ -86,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::not_found() })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn(access::writes_declare_json))
+        .layer(axum::middleware::from_fn(page::nosniff))
         .layer(axum::middleware::from_fn_with_state(
             request_timeout,
             listener::request_timeout,

@@ -115,3 +115,52 @@ async fn allowed_origins_apply_to_writes() {
         202
     );
 }
+
+// The page is served with a Content-Security-Policy (its own scripts, styles and
+// connections only; no framing), X-Frame-Options and nosniff; every answer carries
+// nosniff. None of these was sent before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_is_served_with_security_headers() {
+    let hub = TestHub::start(Backend::Memory).await;
+    for path in ["/", "/projects/abc"] {
+        let response = reqwest::get(hub.http(path)).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let headers = response.headers();
+        let csp = headers
+            .get("content-security-policy")
+            .unwrap_or_else(|| panic!("{path}: no CSP"))
+            .to_str()
+            .unwrap();
+        for directive in [
+            "default-src 'self'",
+            "script-src 'self'",
+            "connect-src 'self'",
+            "object-src 'none'",
+            "base-uri 'none'",
+            "frame-ancestors 'none'",
+        ] {
+            assert!(csp.contains(directive), "{path}: {directive} not in {csp}");
+        }
+        assert!(!csp.contains("unsafe-inline"), "{csp}");
+        assert_eq!(headers["x-frame-options"], "DENY", "{path}");
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(headers["referrer-policy"], "no-referrer", "{path}");
+    }
+    for path in [
+        "/assets/app.js",
+        "/assets/progress-hub-client.js",
+        "/assets/style.css",
+        "/api/v1/projects/nobody",
+        "/healthz",
+    ] {
+        let response = reqwest::get(hub.http(path)).await.unwrap();
+        assert_eq!(
+            response
+                .headers()
+                .get("x-content-type-options")
+                .map(|v| v.as_bytes()),
+            Some(&b"nosniff"[..]),
+            "{path}"
+        );
+    }
+}
