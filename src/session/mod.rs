@@ -120,7 +120,9 @@ impl Sessions {
                     CloseReason::MessageTooBig => m::client_frame_oversized(),
                     CloseReason::ServiceRestart
                     | CloseReason::Overloaded
-                    | CloseReason::TokenExpired => {}
+                    | CloseReason::TokenExpired
+                    | CloseReason::ProtocolError
+                    | CloseReason::InvalidPayload => {}
                 }
                 tracing::debug!(project_id = %project, code = reason.code(), reason = reason.text(), "closing session");
                 writer.close(reason).await;

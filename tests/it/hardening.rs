@@ -164,3 +164,61 @@ async fn the_page_is_served_with_security_headers() {
         );
     }
 }
+
+/// Writes `bytes` straight onto the client's socket, under the WebSocket layer.
+async fn write_raw(client: &mut crate::support::WsClient, bytes: &[u8]) {
+    use tokio::io::AsyncWriteExt;
+    let stream = client.ws.get_mut();
+    let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = stream else {
+        panic!("a plain TCP test client");
+    };
+    tcp.write_all(bytes).await.unwrap();
+}
+
+/// One client frame: FIN, `first` (RSV bits + opcode), masked with a zero key unless
+/// `masked` is false.
+fn raw_frame(first: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mut frame = vec![first];
+    if masked {
+        frame.push(0x80 | payload.len() as u8);
+        frame.extend([0, 0, 0, 0]);
+    } else {
+        frame.push(payload.len() as u8);
+    }
+    frame.extend(payload);
+    frame
+}
+
+// A WebSocket protocol violation is answered with a close frame that says so: 1002
+// for a reserved opcode, RSV bits without an extension, or an unmasked client frame;
+// 1007 for a text frame that is not UTF-8. The connection used to be dropped without
+// a close frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_protocol_errors_are_closed_with_1002_or_1007() {
+    let hub = TestHub::start(Backend::Memory).await;
+    let cases: [(&str, Vec<u8>, u16); 5] = [
+        ("reserved data opcode", raw_frame(0x83, b"x", true), 1002),
+        ("reserved control opcode", raw_frame(0x8B, b"", true), 1002),
+        (
+            "RSV1 without an extension",
+            raw_frame(0xC1, b"{}", true),
+            1002,
+        ),
+        ("unmasked client frame", raw_frame(0x81, b"{}", false), 1002),
+        (
+            "text that is not UTF-8",
+            raw_frame(0x81, &[0x7B, 0xFF, 0xFE, 0x7D], true),
+            1007,
+        ),
+    ];
+    for (what, frame, code) in cases {
+        let mut client = hub.connect("protocol").await;
+        assert_eq!(client.next_json().await["event"], "connected");
+        write_raw(&mut client, &frame).await;
+        assert_eq!(client.expect_close().await, Some(code), "{what}");
+    }
+    // The hub goes on serving.
+    let mut client = hub.connect("protocol").await;
+    assert_eq!(client.next_json().await["event"], "connected");
+}
