@@ -137,6 +137,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         shutdown.clone(),
     );
     tracker.spawn(Arc::clone(&heartbeat).run());
+    let limits = ConnectionLimits::new(config.max_connections, config.max_connections_per_ip);
     let state = AppState {
         broker: broker.clone(),
         publisher: publisher.clone(),
@@ -150,7 +151,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         tracker: tracker.clone(),
         metrics,
         max_frame_bytes: config.max_frame_bytes,
-        limits: ConnectionLimits::new(config.max_connections, config.max_connections_per_ip),
+        limits: Arc::clone(&limits),
         auth,
         allowed_origins: Arc::new(config.allowed_origins.clone()),
         request_timeout: config.request_timeout,
@@ -161,7 +162,8 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
     let handshake_timeout = config.handshake_timeout;
     let held = publisher.clone();
     let task = tokio::spawn(async move {
-        let connections = http::listener::serve(listener, app, handshake_timeout, stop).await;
+        let connections =
+            http::listener::serve(listener, app, limits, handshake_timeout, stop).await;
         tracker.close();
         let drained = async {
             tokio::join!(tracker.wait(), connections.wait(), held.drain());

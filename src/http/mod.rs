@@ -54,6 +54,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let body_limit = state.max_frame_bytes;
     let request_timeout = state.request_timeout;
+    let limits = Arc::clone(&state.limits);
     Router::new()
         .route("/api/v1/projects", post(generate::create))
         .route("/api/v1/projects/{project_id}", get(projects::state))
@@ -86,6 +87,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::not_found() })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn(access::writes_declare_json))
+        .layer(axum::middleware::from_fn_with_state(
+            limits,
+            listener::refuse_over_limit,
+        ))
         .layer(axum::middleware::from_fn(page::nosniff))
         .layer(axum::middleware::from_fn_with_state(
             request_timeout,

@@ -222,3 +222,244 @@ async fn websocket_protocol_errors_are_closed_with_1002_or_1007() {
     let mut client = hub.connect("protocol").await;
     assert_eq!(client.next_json().await["event"], "connected");
 }
+
+/// A TCP connection to the hub from the loopback address `from` (any 127.x.y.z is
+/// this host, so a test can be several clients).
+async fn connect_from(hub: &TestHub, from: &str) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    socket.connect(hub.addr).await.unwrap()
+}
+
+/// One `GET path` on a kept-alive connection: the status, or `None` when the hub
+/// closed the connection without an answer.
+async fn get_on(stream: &mut tokio::net::TcpStream, path: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!("GET {path} HTTP/1.1\r\nHost: hub\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return None;
+    }
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    let read = async {
+        while !head.ends_with(b"\r\n\r\n") {
+            match stream.read(&mut byte).await {
+                Ok(1) => head.push(byte[0]),
+                _ => return,
+            }
+        }
+    };
+    tokio::time::timeout(crate::support::PATIENCE, read)
+        .await
+        .expect("an answer or a close in time");
+    let head = String::from_utf8_lossy(&head);
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    // Read the body, so the connection is ready for the next request.
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).await.ok()?;
+    Some(status)
+}
+
+// Plain HTTP connections count against the per-address and process caps, as
+// WebSocket and SSE sessions always did: one client holding many keep-alive
+// connections used to hold every one of them (with the open-file limit reached, every
+// other client was locked out). Now the ones over its cap are refused (503
+// TOO_MANY_CONNECTIONS, then closed), another client still gets in, and the slots come
+// back when the holder lets go. A WebSocket session counts once (its connection's
+// slot), not twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_connections_count_against_the_limits() {
+    let hub = TestHub::start_with(Backend::Memory, |c| {
+        c.max_connections_per_ip = 4;
+        c.max_connections = 8;
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut stream = connect_from(&hub, "127.0.0.2").await;
+        assert_eq!(get_on(&mut stream, "/healthz").await, Some(200));
+        held.push(stream);
+    }
+    for i in 0..10 {
+        let mut over = connect_from(&hub, "127.0.0.2").await;
+        let status = get_on(&mut over, "/healthz").await;
+        assert!(
+            matches!(status, Some(503) | None),
+            "connection {} of one address over its cap of 4: {status:?}",
+            5 + i
+        );
+    }
+    // Another address still gets in, plain and WebSocket, up to the process cap.
+    let mut other = connect_from(&hub, "127.0.0.3").await;
+    assert_eq!(get_on(&mut other, "/healthz").await, Some(200));
+    let mut client = hub.connect("counted").await;
+    assert_eq!(client.next_json().await["event"], "connected");
+    let mut third = Vec::new();
+    for _ in 0..2 {
+        let mut stream = connect_from(&hub, "127.0.0.4").await;
+        assert_eq!(get_on(&mut stream, "/healthz").await, Some(200));
+        third.push(stream);
+    }
+    // 4 + 1 + 1 (the WebSocket, counted once) + 2 = 8: the process is full.
+    let mut full = connect_from(&hub, "127.0.0.5").await;
+    assert!(matches!(
+        get_on(&mut full, "/healthz").await,
+        Some(503) | None
+    ));
+    // The holder lets go: its address gets in again.
+    drop(held);
+    crate::support::eventually("the held slots come back", || async {
+        let mut stream = connect_from(&hub, "127.0.0.2").await;
+        get_on(&mut stream, "/healthz").await == Some(200)
+    })
+    .await;
+}
+
+/// `progress-hub serve` with `extra` flags: the child, its URL, and every line it logs
+/// (collected until it exits).
+fn serve_logging(
+    extra: &[&str],
+) -> (
+    std::process::Child,
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use std::io::BufRead;
+    let mut child = crate::support::cli::command()
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (url_tx, url_rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let seen = std::sync::Arc::clone(&lines);
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(start) = line.find("http://") {
+                let url: String = line[start..]
+                    .chars()
+                    .take_while(|c| !c.is_whitespace() && *c != '"' && *c != ',')
+                    .collect();
+                let _ = url_tx.send(url);
+            }
+            seen.lock().unwrap().push(line);
+        }
+    });
+    let url = url_rx
+        .recv_timeout(crate::support::PATIENCE)
+        .expect("the hub announces its URL");
+    (child, url, lines)
+}
+
+// A flood of refused connections is not a flood of log lines: one WARN line per
+// interval, saying how many more were refused. Before, every refused WebSocket wrote a
+// WARN line (and plain HTTP connections were not refused at all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connections_are_logged_at_a_bounded_rate() {
+    let (child, url, lines) = serve_logging(&["--max-connections-per-ip", "1"]);
+    let mut child = crate::support::cli::Killed(child);
+    let ws = url.replacen("http://", "ws://", 1) + "/api/v1/projects/flood/progress";
+    let mut holder = crate::support::WsClient::connect(&ws).await;
+    assert_eq!(holder.next_json().await["event"], "connected");
+    for _ in 0..100 {
+        let mut refused = crate::support::WsClient::connect(&ws).await;
+        assert_eq!(refused.expect_close().await, Some(1013));
+    }
+    let mut statuses = Vec::new();
+    for _ in 0..100 {
+        let status = reqwest::Client::new()
+            .get(format!("{url}/healthz"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16());
+        statuses.push(status);
+    }
+    crate::support::cli::sigterm(&child.0);
+    let _ = child.0.wait();
+    let lines = lines.lock().unwrap();
+    let refusals: Vec<_> = lines.iter().filter(|l| l.contains("refusing")).collect();
+    assert!(
+        !refusals.is_empty() && refusals.len() <= 2,
+        "{} lines about 200 refusals: {refusals:#?}",
+        refusals.len()
+    );
+    for status in statuses {
+        assert!(matches!(status, Ok(503) | Err(_)), "{status:?}");
+    }
+}
+
+// Out of file descriptors (`ulimit -n 48`, 80 connections held for 2 s): the accept
+// loop backs off and says so once, not once per attempt (it used to write a WARN line
+// every 50 ms, ~700 in the attack), and serves again once descriptors are free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_out_of_descriptors_backs_off_and_logs_once() {
+    use std::io::BufRead;
+    let binary = env!("CARGO_BIN_EXE_progress-hub");
+    let mut child = crate::support::cli::Killed(
+        std::process::Command::new("sh")
+            .args([
+                "-c",
+                &format!("ulimit -n 48 && exec {binary} serve --listen 127.0.0.1:0 --log-format json --no-worker"),
+            ])
+            .env_remove("REDIS_URL")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh runs"),
+    );
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (url_tx, url_rx) = std::sync::mpsc::channel();
+    let stderr = child.0.stderr.take().unwrap();
+    let seen = std::sync::Arc::clone(&lines);
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(start) = line.find("http://") {
+                let url: String = line[start..]
+                    .chars()
+                    .take_while(|c| !c.is_whitespace() && *c != '"' && *c != ',')
+                    .collect();
+                let _ = url_tx.send(url);
+            }
+            seen.lock().unwrap().push(line);
+        }
+    });
+    let url = url_rx
+        .recv_timeout(crate::support::PATIENCE)
+        .expect("the hub announces its URL");
+    let addr: std::net::SocketAddr = url.trim_start_matches("http://").parse().unwrap();
+    let mut held = Vec::new();
+    for _ in 0..80 {
+        held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    drop(held);
+    crate::support::eventually("the hub serves again", || async {
+        reqwest::get(format!("{url}/healthz"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    crate::support::cli::sigterm(&child.0);
+    let _ = child.0.wait();
+    let lines = lines.lock().unwrap();
+    let failed: Vec<_> = lines.iter().filter(|l| l.contains("accept")).collect();
+    assert!(
+        !failed.is_empty() && failed.len() <= 2,
+        "{} lines about failed accepts: {:#?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+}
