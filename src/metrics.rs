@@ -5,12 +5,14 @@
 
 use std::sync::OnceLock;
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant};
 
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-/// Publish → written to the client's socket, in seconds (from the frame's timestamp).
+/// Received by the hub (from the broker, or read from the history for a resume) →
+/// written to the client's socket, in seconds. Not from the event's `data.timestamp`:
+/// that is the publisher's claim (a backdated one inflated this by years).
 const DELIVERY_LATENCY: &str = "hub_publish_to_deliver_seconds";
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
@@ -109,11 +111,11 @@ pub fn connection_opened(transport: &str) {
 pub fn connection_closed(transport: &str) {
     connections(transport).decrement(1.0);
 }
-/// A frame published at `at` reached a client's socket now.
-pub fn delivered_after(at: SystemTime) {
-    if let Ok(elapsed) = SystemTime::now().duration_since(at) {
-        handles().delivery_latency.record(elapsed.as_secs_f64());
-    }
+/// A frame the hub received at `at` reached a client's socket now.
+pub fn delivered_after(at: Instant) {
+    handles()
+        .delivery_latency
+        .record(at.elapsed().as_secs_f64());
 }
 /// A `progress_update` was held by coalescing on the publish path.
 pub fn progress_coalesced() {

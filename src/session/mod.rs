@@ -179,7 +179,7 @@ async fn pump<W: Writer>(
             pulse.saw_life();
         }
         m::frames_delivered(batch.len() as u64);
-        if let Some(at) = batch.iter().find_map(Frame::published_at) {
+        if let Some(at) = batch.iter().find_map(Frame::received_at) {
             m::delivered_after(at);
         }
         batch.clear();

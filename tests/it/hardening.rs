@@ -463,3 +463,31 @@ async fn running_out_of_descriptors_backs_off_and_logs_once() {
         &failed[..failed.len().min(5)]
     );
 }
+
+// A publisher's backdated `data.timestamp` (here 2020) must not inflate the delivery
+// latency histogram: it is measured from when the hub received the frame. Before, one
+// such event added six years to `hub_publish_to_deliver_seconds_sum`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backdated_timestamp_does_not_inflate_the_delivery_latency() {
+    let hub = TestHub::start(Backend::Memory).await;
+    let mut client = hub.connect("backdated").await;
+    assert_eq!(client.next_json().await["event"], "connected");
+    let sum = "hub_publish_to_deliver_seconds_sum";
+    let count = "hub_publish_to_deliver_seconds_count";
+    let (sum_before, count_before) = (
+        crate::support::metric(&hub, sum).await,
+        crate::support::metric(&hub, count).await,
+    );
+    hub.publish(
+        "backdated",
+        json!({"event": "log", "data": {"level": "INFO", "message": "old", "timestamp": "2020-01-01T00:00:00Z"}}),
+    )
+    .await;
+    assert_eq!(client.next_event().await["data"]["message"], "old");
+    crate::support::eventually("the delivery is recorded", || async {
+        crate::support::metric(&hub, count).await > count_before
+    })
+    .await;
+    let added = crate::support::metric(&hub, sum).await - sum_before;
+    assert!(added < 60.0, "one delivery added {added} s of latency");
+}
