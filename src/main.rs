@@ -102,6 +102,9 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     tracing::info!(
         "progress-hub listening on http://{addr} — page http://{addr}/ — API docs http://{addr}/docs — WebSocket ws://{addr}/api/v1/projects/{{project_id}}/progress — broker {broker}"
     );
+    if let Some(metrics) = hub.metrics_addr() {
+        tracing::info!("metrics on their own listener: http://{metrics}/metrics (not on {addr})");
+    }
     let stop = hub.shutdown_token();
     tokio::spawn(async move {
         signal.await;

@@ -57,6 +57,10 @@ pub struct ServeArgs {
     /// Browser origins allowed to connect, comma-separated (default: any).
     #[arg(long, env = "HUB_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+    /// Serve /metrics on this address only (a listener of its own, e.g. on a private
+    /// interface), and not on --listen (default: on --listen).
+    #[arg(long, env = "HUB_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
     /// How long shutdown waits for clients to close.
     #[arg(long, env = "HUB_SHUTDOWN_GRACE", default_value_t = config::DEFAULT_SHUTDOWN_GRACE.into())]
     pub shutdown_grace: HumanDuration,
@@ -89,6 +93,7 @@ impl From<ServeArgs> for ServeConfig {
             // silently run without access control.
             auth_secret: a.auth_secret,
             allowed_origins: a.allowed_origins,
+            metrics_listen: a.metrics_addr,
             history: a.history.config(),
             locale: a.publishing.locale,
             coalesce_window: a.publishing.coalesce_window.into(),
@@ -127,6 +132,7 @@ mod tests {
         assert_eq!(from_cli.max_connections, lib.max_connections);
         assert_eq!(from_cli.max_connections_per_ip, lib.max_connections_per_ip);
         assert_eq!(from_cli.max_projects, lib.max_projects);
+        assert_eq!(from_cli.metrics_listen, lib.metrics_listen);
         assert_eq!(from_cli.locale, lib.locale);
         assert_eq!(from_cli.coalesce_window, lib.coalesce_window);
         let (cli_worker, lib_worker) = (from_cli.worker.unwrap(), lib.worker.unwrap());
@@ -154,6 +160,8 @@ mod tests {
             "--mock-delay",
             "5ms",
             "--no-worker",
+            "--metrics-addr",
+            "127.0.0.1:9100",
         ])
         .unwrap()
         .args;
@@ -164,5 +172,6 @@ mod tests {
         assert_eq!(c.locale, crate::locale::Locale::En);
         assert_eq!(c.coalesce_window, std::time::Duration::from_millis(250));
         assert!(c.worker.is_none());
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9100".parse().unwrap()));
     }
 }

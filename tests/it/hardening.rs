@@ -491,3 +491,46 @@ async fn a_backdated_timestamp_does_not_inflate_the_delivery_latency() {
     let added = crate::support::metric(&hub, sum).await - sum_before;
     assert!(added < 60.0, "one delivery added {added} s of latency");
 }
+
+// With a metrics address (`--metrics-addr`), `/metrics` is served on a listener of its
+// own, for deployments that must not expose it, and no longer on the public one (404
+// there); without one, it stays on the main listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_be_served_on_a_listener_of_their_own() {
+    let hub = TestHub::start_with(Backend::Memory, |c| {
+        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let metrics_addr = hub
+        .hub
+        .as_ref()
+        .unwrap()
+        .metrics_addr()
+        .expect("a metrics listener");
+    assert_ne!(metrics_addr, hub.addr);
+    let own = reqwest::get(format!("http://{metrics_addr}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 200);
+    assert!(own.text().await.unwrap().contains("hub_connections"));
+    let public = reqwest::get(hub.http("/metrics")).await.unwrap();
+    assert_eq!(public.status(), 404, "not on the public listener");
+    let other = reqwest::get(format!("http://{metrics_addr}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(
+        other.status(),
+        404,
+        "the metrics listener serves only /metrics"
+    );
+
+    let default = TestHub::start(Backend::Memory).await;
+    assert_eq!(
+        reqwest::get(default.http("/metrics"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(default.hub.as_ref().unwrap().metrics_addr(), None);
+}
