@@ -26,6 +26,80 @@ pub const MAX_REFUSING: usize = 64;
 /// At most one WARN line per this about refused connections; it counts the others.
 pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Caps fitted under the process's open-file limit: a cap the descriptors cannot honour
+/// would let connections fail with EMFILE (every client locked out, even ones under
+/// their cap) instead of being refused clearly. Some descriptors are kept back for
+/// Redis, logs and refusals being answered (`reserve`: 128, or half the limit when it
+/// is tiny); when the limit binds, one address may hold at most half of what is left,
+/// so that a single client cannot take every slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FittedCaps {
+    pub max_total: usize,
+    pub max_per_ip: usize,
+    /// Whether the open-file limit lowered the configured caps.
+    pub lowered: bool,
+}
+
+/// Descriptors kept back from the connection caps (Redis, logs, answering refusals).
+const RESERVED_DESCRIPTORS: u64 = 128;
+
+/// The configured caps, fitted under `open_files` (the soft `RLIMIT_NOFILE`; `None`:
+/// unlimited or unknown).
+pub fn fit_to_open_files(
+    max_total: usize,
+    max_per_ip: usize,
+    open_files: Option<u64>,
+) -> FittedCaps {
+    let Some(open_files) = open_files else {
+        return FittedCaps {
+            max_total,
+            max_per_ip,
+            lowered: false,
+        };
+    };
+    let reserve = RESERVED_DESCRIPTORS.min(open_files / 2);
+    let usable = usize::try_from(open_files - reserve)
+        .unwrap_or(usize::MAX)
+        .max(1);
+    if usable >= max_total {
+        return FittedCaps {
+            max_total,
+            max_per_ip,
+            lowered: false,
+        };
+    }
+    FittedCaps {
+        max_total: usable,
+        max_per_ip: max_per_ip.min((usable / 2).max(1)),
+        lowered: true,
+    }
+}
+
+/// Raises this process's soft open-file limit to its hard limit (as the Go runtime
+/// does): a hub is a server of many sockets, and a soft limit of 1,024 is a common
+/// default well under the hard one. Returns the soft limit in force afterwards.
+pub fn raise_open_file_limit() -> Option<u64> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if let (Some(current), Some(maximum)) = (limit.current, limit.maximum)
+        && current < maximum
+    {
+        let raised = Rlimit {
+            current: Some(maximum),
+            maximum: Some(maximum),
+        };
+        if let Err(err) = setrlimit(Resource::Nofile, raised) {
+            tracing::debug!(error = %err, "cannot raise the open-file limit");
+        }
+    }
+    open_file_limit()
+}
+
+/// The soft open-file limit of this process (`None`: unlimited).
+pub fn open_file_limit() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+}
+
 #[derive(Debug)]
 pub struct ConnectionLimits {
     max_total: usize,
@@ -188,6 +262,43 @@ mod tests {
         drop(a1);
         assert_eq!(limits.in_use(), 2);
         assert!(limits.try_acquire(a).is_ok());
+    }
+
+    #[test]
+    fn caps_are_fitted_under_the_open_file_limit() {
+        let default = (100_000, 1_000);
+        assert_eq!(
+            fit_to_open_files(default.0, default.1, Some(1024)),
+            FittedCaps {
+                max_total: 896,
+                max_per_ip: 448,
+                lowered: true
+            }
+        );
+        assert_eq!(
+            fit_to_open_files(default.0, default.1, None),
+            FittedCaps {
+                max_total: 100_000,
+                max_per_ip: 1_000,
+                lowered: false
+            }
+        );
+        assert_eq!(
+            fit_to_open_files(default.0, default.1, Some(1 << 20)),
+            FittedCaps {
+                max_total: 100_000,
+                max_per_ip: 1_000,
+                lowered: false
+            }
+        );
+        let tiny = fit_to_open_files(default.0, default.1, Some(48));
+        assert_eq!((tiny.max_total, tiny.max_per_ip), (24, 12));
+        let none = fit_to_open_files(default.0, default.1, Some(0));
+        assert_eq!((none.max_total, none.max_per_ip), (1, 1));
+        assert!(
+            !fit_to_open_files(8, 4, Some(1024)).lowered,
+            "small caps stay"
+        );
     }
 
     #[test]

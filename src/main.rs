@@ -87,6 +87,8 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    // Before the hub fits its connection caps under it.
+    progress_hub::limits::raise_open_file_limit();
     // Listen for signals before announcing the URL: a SIGTERM right after the start
     // line must be a graceful stop, not the default kill.
     let signal = shutdown_signal()?;

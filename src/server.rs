@@ -21,7 +21,7 @@ use crate::hub::Hub;
 use crate::job::queue::{JobQueue, MemoryQueue, QueueError};
 use crate::job::redis_queue::RedisQueue;
 use crate::job::worker::Worker;
-use crate::limits::ConnectionLimits;
+use crate::limits::{self, ConnectionLimits};
 use crate::metrics;
 use crate::publish::Publisher;
 use crate::session::{Heartbeat, Sessions};
@@ -159,7 +159,20 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         shutdown.clone(),
     );
     tracker.spawn(Arc::clone(&heartbeat).run());
-    let limits = ConnectionLimits::new(config.max_connections, config.max_connections_per_ip);
+    let caps = limits::fit_to_open_files(
+        config.max_connections,
+        config.max_connections_per_ip,
+        limits::open_file_limit(),
+    );
+    if caps.lowered {
+        tracing::info!(
+            max_connections = caps.max_total,
+            max_connections_per_ip = caps.max_per_ip,
+            open_file_limit = ?limits::open_file_limit(),
+            "connection caps lowered to fit the open-file limit (raise `ulimit -n` for more)"
+        );
+    }
+    let limits = ConnectionLimits::new(caps.max_total, caps.max_per_ip);
     let state = AppState {
         broker: broker.clone(),
         publisher: publisher.clone(),
