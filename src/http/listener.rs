@@ -73,7 +73,20 @@ pub async fn refuse_over_limit(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     match refused {
-        Some(limit) if !upgrade => {
+        // Passed on to be refused with close 1013 after the upgrade; anything else the
+        // request turns out to be (an `Upgrade` header on another route) still ends
+        // the connection, which must not stay alive on a refused slot.
+        Some(_) if upgrade => {
+            let mut response = next.run(request).await;
+            if response.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
+                response.headers_mut().insert(
+                    hyper::header::CONNECTION,
+                    hyper::header::HeaderValue::from_static("close"),
+                );
+            }
+            response
+        }
+        Some(limit) => {
             if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() {
                 limits.log_refusal("an HTTP connection", peer.ip(), limit);
             }

@@ -280,6 +280,8 @@ async fn plain_http_connections_count_against_the_limits() {
     let hub = TestHub::start_with(Backend::Memory, |c| {
         c.max_connections_per_ip = 4;
         c.max_connections = 8;
+        // Longer than PATIENCE: a connection closed in time was closed by the refusal.
+        c.handshake_timeout = std::time::Duration::from_secs(60);
     })
     .await;
     let mut held = Vec::new();
@@ -296,6 +298,21 @@ async fn plain_http_connections_count_against_the_limits() {
             "connection {} of one address over its cap of 4: {status:?}",
             5 + i
         );
+    }
+    // An `Upgrade: websocket` header on another route does not keep a refused
+    // connection alive: it is answered, then closed.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut sneaky = connect_from(&hub, "127.0.0.2").await;
+        sneaky
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: hub\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n")
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        tokio::time::timeout(crate::support::PATIENCE, sneaky.read_to_end(&mut seen))
+            .await
+            .expect("the refused connection is closed after its answer")
+            .ok();
     }
     // Another address still gets in, plain and WebSocket, up to the process cap.
     let mut other = connect_from(&hub, "127.0.0.3").await;
