@@ -4,6 +4,7 @@
 # side-by-side pair is a claim). Fresh redis-server and hub per run.
 #
 #   bash scripts/ab.sh /tmp/hub-before target/release/progress-hub [ROUNDS]
+#   FLOOR=1 bash scripts/ab.sh ...   # also the floor (progress-hub-bench floor) each round, as F
 set -euo pipefail
 ulimit -n "$(ulimit -Hn)"
 cd "$(dirname "$0")/.."
@@ -12,6 +13,7 @@ BENCH=${BENCH:-target/release/progress-hub-bench}
 SCENARIOS=(
   "fanout -c 1000 -r 100 -d 10"
   "churn -k 5000 -q 50"
+  "churn -k 5000 -q 50 --project-per-cycle"
 )
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
@@ -20,7 +22,11 @@ run_one() {
   rport=$(free_port); sport=$(free_port)
   redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --maxclients 40000 >/dev/null 2>&1 &
   local rpid=$!; wait_port "$rport"
-  "$hub" serve --listen "127.0.0.1:$sport" --redis-url "redis://127.0.0.1:$rport" --no-worker >/dev/null 2>&1 &
+  if [ "$hub" = floor ]; then
+    "$BENCH" floor --listen "127.0.0.1:$sport" --redis-url "redis://127.0.0.1:$rport" >/dev/null 2>&1 &
+  else
+    "$hub" serve --listen "127.0.0.1:$sport" --redis-url "redis://127.0.0.1:$rport" --no-worker >/dev/null 2>&1 &
+  fi
   local spid=$!; wait_port "$sport"
   local extra=()
   [[ $args == churn* ]] || extra=(--redis-url "redis://127.0.0.1:$rport")
@@ -33,5 +39,6 @@ for _ in $(seq "$ROUNDS"); do
   for args in "${SCENARIOS[@]}"; do
     run_one A "$A" "$args"
     run_one B "$B" "$args"
+    if [ -n "${FLOOR:-}" ]; then run_one F floor "$args"; fi
   done
 done

@@ -10,6 +10,7 @@ mod support;
 
 mod api_docs;
 mod auth;
+mod bench;
 mod cli;
 mod cluster;
 mod delivery;

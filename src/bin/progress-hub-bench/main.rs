@@ -7,7 +7,12 @@
 //!   `--pad B` makes every event B bytes longer.
 //! - `spread`: C clients over P projects, aggregate rate R.
 //! - `idle`: C idle connections held D s (answering pings).
-//! - `churn`: K connect → first frame → close cycles, Q at a time.
+//! - `churn`: K connect → first frame → close cycles, Q at a time (`--project-per-cycle`:
+//!   every cycle a new project, so every cycle subscribes and unsubscribes).
+//! - `floor`: not a scenario but a server: the least relay of the hub's shape, the
+//!   baseline every scenario is run against in the same minute (`floor.rs`).
+//! - `storm`: starts a hub, connects C clients, restarts the hub and measures every
+//!   client's resume (`storm.rs`).
 //!
 //! Events are published with a plain Redis `PUBLISH progress:{id}` (so the same run
 //! works against the original Python design) or, with `--publish http`, through the
@@ -35,6 +40,9 @@ use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+mod floor;
+mod storm;
+
 #[derive(Parser)]
 #[command(
     name = "progress-hub-bench",
@@ -55,6 +63,10 @@ enum Scenario {
     Idle(Load),
     /// K connect → first frame → close cycles, Q at a time.
     Churn(Churn),
+    /// Serve the floor: the least relay of the hub's shape (the baseline).
+    Floor(floor::FloorArgs),
+    /// The reconnect storm: restart a hub under C clients; every client resumes.
+    Storm(storm::StormArgs),
 }
 
 #[derive(Args, Clone)]
@@ -128,16 +140,20 @@ struct Churn {
     /// At a time.
     #[arg(short = 'q', long, default_value_t = 50)]
     concurrency: usize,
+    /// Every cycle on a project of its own (`churn-<run>-<n>`), instead of 100 projects
+    /// reused: every cycle is then a first watcher and a last one.
+    #[arg(long)]
+    project_per_cycle: bool,
 }
 
 /// CPU seconds and RSS of a process, from /proc.
 #[derive(Clone, Copy, Debug)]
-struct ProcStat {
-    cpu_s: f64,
-    rss_kib: u64,
+pub(crate) struct ProcStat {
+    pub(crate) cpu_s: f64,
+    pub(crate) rss_kib: u64,
 }
 
-fn proc_stat(pid: Option<u32>) -> Option<ProcStat> {
+pub(crate) fn proc_stat(pid: Option<u32>) -> Option<ProcStat> {
     let path = pid.map_or("self".to_string(), |p| p.to_string());
     let stat = std::fs::read_to_string(format!("/proc/{path}/stat")).ok()?;
     // Fields after the command name (which may hold spaces), from the closing paren.
@@ -159,7 +175,7 @@ fn proc_stat(pid: Option<u32>) -> Option<ProcStat> {
     })
 }
 
-fn now_us() -> u64 {
+pub(crate) fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
@@ -229,7 +245,7 @@ impl Tally {
     }
 }
 
-fn latency_histogram() -> anyhow::Result<Histogram<u32>> {
+pub(crate) fn latency_histogram() -> anyhow::Result<Histogram<u32>> {
     Ok(Histogram::new_with_bounds(1, 60_000_000, 2)?)
 }
 
@@ -264,7 +280,7 @@ async fn listen(mut ws: Ws, tally: Arc<Tally>) {
 }
 
 /// A number after `key` in a JSON text (the tool reads only its own stamps).
-fn field(text: &str, key: &str) -> Option<u64> {
+pub(crate) fn field(text: &str, key: &str) -> Option<u64> {
     let start = text.find(key)? + key.len();
     let digits: String = text[start..]
         .chars()
@@ -494,12 +510,18 @@ async fn run_churn(churn: Churn) -> anyhow::Result<()> {
     let start = Instant::now();
     let done = AtomicU64::new(0);
     let failed = AtomicU64::new(0);
+    let run = now_us() % 1_000_000;
     futures_util::stream::iter(0..churn.cycles)
         .for_each_concurrent(churn.concurrency, |n| {
             let common = &churn.common;
             let (done, failed) = (&done, &failed);
+            let project = if churn.project_per_cycle {
+                format!("churn-{run}-{n}")
+            } else {
+                format!("churn-{}", n % 100)
+            };
             async move {
-                match connect(common, &format!("churn-{}", n % 100), n, n).await {
+                match connect(common, &project, n, n).await {
                     Ok(mut ws) => {
                         let first = ws.next().await;
                         let _ = ws.close(None).await;
@@ -551,5 +573,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Spread(load) => run_load(load, "spread").await,
         Scenario::Idle(load) => run_load(load, "idle").await,
         Scenario::Churn(churn) => run_churn(churn).await,
+        Scenario::Floor(args) => floor::run(args).await,
+        Scenario::Storm(args) => storm::run(args).await,
     }
 }
