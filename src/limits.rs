@@ -198,9 +198,15 @@ impl ConnectionLimits {
         }
     }
 
-    /// Logs a refused connection: one WARN line per [`REFUSAL_LOG_INTERVAL`], which
-    /// says how many more were refused since the last.
-    pub fn log_refusal(&self, what: &'static str, ip: IpAddr, limit: LimitExceeded) {
+    /// Counts a refused connection, and logs it: one WARN line per
+    /// [`REFUSAL_LOG_INTERVAL`], which says how many more were refused since the last.
+    /// `shed`: closed as soon as accepted, without an answer.
+    pub fn log_refusal(&self, what: &'static str, ip: IpAddr, limit: LimitExceeded, shed: bool) {
+        crate::metrics::connection_refused(match limit {
+            _ if shed => "shed",
+            LimitExceeded::PerIp(_) => "per_ip",
+            LimitExceeded::Process(_) => "process",
+        });
         if let Some(more) = self.refusal_log.admit() {
             tracing::warn!(peer = %ip, error = %limit, refused_since_last_line = more, "refusing {what}");
         }

@@ -148,6 +148,16 @@ pub fn client_frame_ignored() {
 pub fn client_frame_oversized() {
     handles().oversized_client_frames.increment(1);
 }
+/// A connection refused by a limit: `per_ip` or `process` (answered 503 or close
+/// 1013), or `shed` (closed as soon as accepted, too many refusals in flight). The
+/// log lines about refusals are throttled; this counts every one.
+pub fn connection_refused(reason: &'static str) {
+    counter!("hub_connections_refused_total", "reason" => reason).increment(1);
+}
+/// An `accept` that failed for lack of resources (file descriptors, buffers).
+pub fn accept_failed() {
+    counter!("hub_accept_errors_total").increment(1);
+}
 /// A generation job ended: `completed`, `failed`, `handed_back`, or `claim_lost` (its
 /// worker was silent so long that another took the job over; this run was dropped).
 pub fn job_finished(outcome: &'static str) {

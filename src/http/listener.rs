@@ -88,7 +88,7 @@ pub async fn refuse_over_limit(
         }
         Some(limit) => {
             if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() {
-                limits.log_refusal("an HTTP connection", peer.ip(), limit);
+                limits.log_refusal("an HTTP connection", peer.ip(), limit, false);
             }
             // `connection: close`: hyper ends the connection after this answer.
             let mut response = axum::response::IntoResponse::into_response(
@@ -161,6 +161,7 @@ pub async fn serve(
             }
             Err(err) if only_that_connection(&err) => continue,
             Err(err) => {
+                crate::metrics::accept_failed();
                 if let Some(more) = accept_errors.admit() {
                     tracing::warn!(error = %err, failed_since_last_line = more, retry_in = ?backoff, "cannot accept connections");
                 }
@@ -175,7 +176,7 @@ pub async fn serve(
         let slot = match limits.admit(remote.ip()) {
             Ok(slot) => Arc::new(slot),
             Err(limit) => {
-                limits.log_refusal("a connection (closed at once)", remote.ip(), limit);
+                limits.log_refusal("a connection (closed at once)", remote.ip(), limit, true);
                 let _ = stream.try_write(&SHED_ANSWER);
                 continue;
             }

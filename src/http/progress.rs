@@ -198,7 +198,7 @@ fn websocket(
                     }
                     // Refused after the upgrade, so that a browser sees why (close 1013).
                     Some(limit) => {
-                        limits.log_refusal("a WebSocket connection", peer.ip(), limit);
+                        limits.log_refusal("a WebSocket connection", peer.ip(), limit, false);
                         let (mut writer, _reader) = transport.split();
                         writer.close(CloseReason::Overloaded).await;
                     }
@@ -217,7 +217,7 @@ fn event_stream(
 ) -> Response {
     if let Some(limit) = slot.refused() {
         app.limits
-            .log_refusal("an SSE connection", peer.ip(), limit);
+            .log_refusal("an SSE connection", peer.ip(), limit, false);
         return ApiError::too_many_connections(limit).into_response();
     }
     let (transport, stream) = sse::channel();

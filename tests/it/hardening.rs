@@ -348,6 +348,7 @@ fn serve_logging(
     std::process::Child,
     String,
     std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    Option<String>,
 ) {
     use std::io::BufRead;
     let mut child = crate::support::cli::command()
@@ -377,7 +378,13 @@ fn serve_logging(
     let url = url_rx
         .recv_timeout(crate::support::PATIENCE)
         .expect("the hub announces its URL");
-    (child, url, lines)
+    // With --metrics-addr, the next line names the metrics listener.
+    let metrics = extra.contains(&"--metrics-addr").then(|| {
+        url_rx
+            .recv_timeout(crate::support::PATIENCE)
+            .expect("the metrics URL")
+    });
+    (child, url, lines, metrics)
 }
 
 // A flood of refused connections is not a flood of log lines: one WARN line per
@@ -385,7 +392,13 @@ fn serve_logging(
 // WARN line (and plain HTTP connections were not refused at all).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_connections_are_logged_at_a_bounded_rate() {
-    let (child, url, lines) = serve_logging(&["--max-connections-per-ip", "1"]);
+    let (child, url, lines, metrics_url) = serve_logging(&[
+        "--max-connections-per-ip",
+        "1",
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ]);
+    let metrics_url = metrics_url.expect("a metrics listener");
     let mut child = crate::support::cli::Killed(child);
     let ws = url.replacen("http://", "ws://", 1) + "/api/v1/projects/flood/progress";
     let mut holder = crate::support::WsClient::connect(&ws).await;
@@ -403,6 +416,20 @@ async fn refused_connections_are_logged_at_a_bounded_rate() {
             .map(|r| r.status().as_u16());
         statuses.push(status);
     }
+    // Every refusal is counted, though few are logged (the metrics listener has a slot
+    // of its own).
+    let metrics = reqwest::get(&metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let refused: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("hub_connections_refused_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(refused, 200.0, "{metrics}");
     crate::support::cli::sigterm(&child.0);
     let _ = child.0.wait();
     let lines = lines.lock().unwrap();
