@@ -3,6 +3,11 @@
 //! (`scope: "publish"`), with an expiry. Tokens come as `?token=` or
 //! `Authorization: Bearer`. A token that expires during a session can be replaced with
 //! `{"event":"refresh","data":{"token":...}}`; otherwise the session ends with 4401.
+//!
+//! The scheme of `Authorization` is case-insensitive (`bearer` works). An `nbf` (not
+//! before) claim is honoured. An `exp` beyond what the clock can represent (an issuer's
+//! "never", e.g. 2^63) is a token that does not expire, never an overflow. An empty
+//! secret is refused: it would sign and accept forgeable tokens.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -21,6 +26,17 @@ pub struct Claims {
     /// Expiry, seconds since the Unix epoch.
     pub exp: u64,
 }
+
+/// Expiries later than this (the end of year 9999) are read as this: far beyond any
+/// session, and still a time the clock can hold (`UNIX_EPOCH + 2^63 s` overflows it).
+const LATEST_EXPIRY_SECS: u64 = 253_402_300_799;
+
+/// `--auth-secret ""`: would silently turn access control off, or sign with nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the auth secret is empty: set a real secret, or leave the option out to run without access control"
+)]
+pub struct EmptySecret;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -42,15 +58,19 @@ pub struct Auth {
 }
 
 impl Auth {
-    pub fn new(secret: &str) -> Self {
+    pub fn new(secret: &str) -> Result<Self, EmptySecret> {
+        if secret.is_empty() {
+            return Err(EmptySecret);
+        }
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
+        validation.validate_nbf = true;
         validation.required_spec_claims = ["exp".to_string()].into_iter().collect();
-        Self {
+        Ok(Self {
             encoding: EncodingKey::from_secret(secret.as_bytes()),
             decoding: DecodingKey::from_secret(secret.as_bytes()),
             validation,
-        }
+        })
     }
 
     /// A token for `projects`, valid for `ttl`.
@@ -78,7 +98,8 @@ impl Auth {
         jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map(|data| data.claims)
             .map_err(|err| match err.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature
+                | jsonwebtoken::errors::ErrorKind::ImmatureSignature => AuthError::Expired,
                 _ => AuthError::Invalid,
             })
     }
@@ -120,8 +141,12 @@ impl Claims {
             .any(|p| p == "*" || p == project.as_str())
     }
 
+    /// When the token expires; an `exp` past the year 9999 is read as then (no
+    /// overflow: `exp` is the issuer's, so any u64 must be safe here).
     pub fn expires_at(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(self.exp)
+        UNIX_EPOCH
+            .checked_add(Duration::from_secs(self.exp.min(LATEST_EXPIRY_SECS)))
+            .unwrap_or(UNIX_EPOCH)
     }
 }
 
@@ -135,7 +160,7 @@ mod tests {
 
     #[test]
     fn tokens_grant_exactly_what_they_say() {
-        let auth = Auth::new("s3cret");
+        let auth = Auth::new("s3cret").unwrap();
         let hour = Duration::from_secs(3600);
         let watch_a = auth.mint(&["a".into()], false, hour).unwrap();
         assert!(auth.may_watch(Some(&watch_a), &pid("a")).is_ok());
@@ -161,7 +186,10 @@ mod tests {
             auth.may_watch(Some("nonsense"), &pid("a")),
             Err(AuthError::Invalid)
         );
-        let other = Auth::new("other").mint(&["a".into()], false, hour).unwrap();
+        let other = Auth::new("other")
+            .unwrap()
+            .mint(&["a".into()], false, hour)
+            .unwrap();
         assert_eq!(
             auth.may_watch(Some(&other), &pid("a")),
             Err(AuthError::Invalid),
@@ -170,8 +198,32 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_secret_is_refused() {
+        assert_eq!(Auth::new("").err(), Some(EmptySecret));
+    }
+
+    #[test]
+    fn any_exp_gives_an_expiry_without_overflow() {
+        for exp in [
+            0,
+            1,
+            LATEST_EXPIRY_SECS,
+            LATEST_EXPIRY_SECS + 1,
+            1 << 63,
+            u64::MAX,
+        ] {
+            let claims = Claims {
+                projects: vec![],
+                scope: None,
+                exp,
+            };
+            assert!(claims.expires_at() > UNIX_EPOCH || exp == 0, "{exp}");
+        }
+    }
+
+    #[test]
     fn expired_tokens_are_refused() {
-        let auth = Auth::new("s3cret");
+        let auth = Auth::new("s3cret").unwrap();
         let claims = Claims {
             projects: vec!["a".into()],
             scope: None,

@@ -58,6 +58,8 @@ pub struct ServeConfig {
     pub auth_secret: Option<String>,
     /// Browser origins allowed to connect (empty: all).
     pub allowed_origins: Vec<String>,
+    /// Serve `/metrics` on this address only (not on `listen`); `None`: on `listen`.
+    pub metrics_listen: Option<SocketAddr>,
     pub history: HistoryConfig,
     /// Language of the text the hub writes (stage labels, catalog solutions).
     pub locale: Locale,
@@ -88,6 +90,7 @@ impl Default for ServeConfig {
             max_projects: DEFAULT_MAX_PROJECTS,
             auth_secret: None,
             allowed_origins: Vec::new(),
+            metrics_listen: None,
             history: HistoryConfig::default(),
             locale: Locale::default(),
             coalesce_window: DEFAULT_COALESCE_WINDOW,

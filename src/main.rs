@@ -87,6 +87,8 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    // Before the hub fits its connection caps under it.
+    progress_hub::limits::raise_open_file_limit();
     // Listen for signals before announcing the URL: a SIGTERM right after the start
     // line must be a graceful stop, not the default kill.
     let signal = shutdown_signal()?;
@@ -102,6 +104,9 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     tracing::info!(
         "progress-hub listening on http://{addr} — page http://{addr}/ — API docs http://{addr}/docs — WebSocket ws://{addr}/api/v1/projects/{{project_id}}/progress — broker {broker}"
     );
+    if let Some(metrics) = hub.metrics_addr() {
+        tracing::info!("metrics on their own listener: http://{metrics}/metrics (not on {addr})");
+    }
     let stop = hub.shutdown_token();
     tokio::spawn(async move {
         signal.await;

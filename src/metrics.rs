@@ -5,12 +5,14 @@
 
 use std::sync::OnceLock;
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant};
 
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-/// Publish → written to the client's socket, in seconds (from the frame's timestamp).
+/// Received by the hub (from the broker, or read from the history for a resume) →
+/// written to the client's socket, in seconds. Not from the event's `data.timestamp`:
+/// that is the publisher's claim (a backdated one inflated this by years).
 const DELIVERY_LATENCY: &str = "hub_publish_to_deliver_seconds";
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
@@ -109,11 +111,11 @@ pub fn connection_opened(transport: &str) {
 pub fn connection_closed(transport: &str) {
     connections(transport).decrement(1.0);
 }
-/// A frame published at `at` reached a client's socket now.
-pub fn delivered_after(at: SystemTime) {
-    if let Ok(elapsed) = SystemTime::now().duration_since(at) {
-        handles().delivery_latency.record(elapsed.as_secs_f64());
-    }
+/// A frame the hub received at `at` reached a client's socket now.
+pub fn delivered_after(at: Instant) {
+    handles()
+        .delivery_latency
+        .record(at.elapsed().as_secs_f64());
 }
 /// A `progress_update` was held by coalescing on the publish path.
 pub fn progress_coalesced() {
@@ -145,6 +147,16 @@ pub fn client_frame_ignored() {
 }
 pub fn client_frame_oversized() {
     handles().oversized_client_frames.increment(1);
+}
+/// A connection refused by a limit: `per_ip` or `process` (answered 503 or close
+/// 1013), or `shed` (closed as soon as accepted, too many refusals in flight). The
+/// log lines about refusals are throttled; this counts every one.
+pub fn connection_refused(reason: &'static str) {
+    counter!("hub_connections_refused_total", "reason" => reason).increment(1);
+}
+/// An `accept` that failed for lack of resources (file descriptors, buffers).
+pub fn accept_failed() {
+    counter!("hub_accept_errors_total").increment(1);
 }
 /// A generation job ended: `completed`, `failed`, `handed_back`, or `claim_lost` (its
 /// worker was silent so long that another took the job over; this run was dropped).

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::Auth;
+use crate::auth::{Auth, EmptySecret};
 use crate::broker::{self, Broker, BrokerError};
 use crate::config::ServeConfig;
 use crate::http::{self, AppState};
@@ -21,10 +21,13 @@ use crate::hub::Hub;
 use crate::job::queue::{JobQueue, MemoryQueue, QueueError};
 use crate::job::redis_queue::RedisQueue;
 use crate::job::worker::Worker;
-use crate::limits::ConnectionLimits;
+use crate::limits::{self, ConnectionLimits};
 use crate::metrics;
 use crate::publish::Publisher;
 use crate::session::{Heartbeat, Sessions};
+
+/// Connections the metrics listener holds at once (scrapers are few).
+const METRICS_MAX_CONNECTIONS: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -33,6 +36,8 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Auth(#[from] EmptySecret),
     #[error(transparent)]
     Broker(#[from] BrokerError),
     #[error(transparent)]
@@ -44,6 +49,8 @@ pub enum ServeError {
 /// A hub that is up and serving.
 pub struct RunningServer {
     addr: SocketAddr,
+    /// The metrics listener's address, when `/metrics` has one of its own.
+    metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     broker: std::sync::Arc<dyn Broker>,
     publisher: Publisher,
@@ -53,6 +60,11 @@ pub struct RunningServer {
 impl RunningServer {
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where `/metrics` is served when it has a listener of its own (`--metrics-addr`).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     pub fn broker(&self) -> &std::sync::Arc<dyn Broker> {
@@ -82,6 +94,12 @@ impl RunningServer {
 }
 
 pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
+    // Before anything listens: a hub that would run without the access control it was
+    // asked for must not start.
+    let auth = match config.auth_secret.as_deref() {
+        Some(secret) => Some(Arc::new(Auth::new(secret)?)),
+        None => None,
+    };
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Bind {
@@ -89,6 +107,18 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
             source,
         })?;
     let addr = listener.local_addr().map_err(ServeError::Http)?;
+    let metrics_listener = match config.metrics_listen {
+        Some(at) => Some(
+            TcpListener::bind(at)
+                .await
+                .map_err(|source| ServeError::Bind { addr: at, source })?,
+        ),
+        None => None,
+    };
+    let metrics_addr = match &metrics_listener {
+        Some(listener) => Some(listener.local_addr().map_err(ServeError::Http)?),
+        None => None,
+    };
     let metrics = metrics::install();
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -129,6 +159,20 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         shutdown.clone(),
     );
     tracker.spawn(Arc::clone(&heartbeat).run());
+    let caps = limits::fit_to_open_files(
+        config.max_connections,
+        config.max_connections_per_ip,
+        limits::open_file_limit(),
+    );
+    if caps.lowered {
+        tracing::info!(
+            max_connections = caps.max_total,
+            max_connections_per_ip = caps.max_per_ip,
+            open_file_limit = ?limits::open_file_limit(),
+            "connection caps lowered to fit the open-file limit (raise `ulimit -n` for more)"
+        );
+    }
+    let limits = ConnectionLimits::new(caps.max_total, caps.max_per_ip);
     let state = AppState {
         broker: broker.clone(),
         publisher: publisher.clone(),
@@ -142,24 +186,50 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         tracker: tracker.clone(),
         metrics,
         max_frame_bytes: config.max_frame_bytes,
-        limits: ConnectionLimits::new(config.max_connections, config.max_connections_per_ip),
-        auth: config
-            .auth_secret
-            .as_deref()
-            .map(|s| Arc::new(Auth::new(s))),
+        limits: Arc::clone(&limits),
+        auth,
         allowed_origins: Arc::new(config.allowed_origins.clone()),
         request_timeout: config.request_timeout,
     };
-    let app = http::router(state);
+    // The metrics listener has limits of its own: scrapes neither take nor are
+    // refused by the public connections' slots.
+    let metrics_limits = ConnectionLimits::new(METRICS_MAX_CONNECTIONS, METRICS_MAX_CONNECTIONS);
+    let (app, metrics_app) = match &metrics_listener {
+        Some(_) => (
+            http::router(state.clone(), http::MetricsRoute::Elsewhere),
+            Some(http::metrics_router(state, Arc::clone(&metrics_limits))),
+        ),
+        None => (http::router(state, http::MetricsRoute::Main), None),
+    };
     let grace = config.shutdown_grace;
     let stop = shutdown.clone();
     let handshake_timeout = config.handshake_timeout;
     let held = publisher.clone();
+    let metrics_task = match (metrics_listener, metrics_app) {
+        (Some(listener), Some(app)) => Some(tokio::spawn(http::listener::serve(
+            listener,
+            app,
+            metrics_limits,
+            handshake_timeout,
+            stop.clone(),
+        ))),
+        _ => None,
+    };
     let task = tokio::spawn(async move {
-        let connections = http::listener::serve(listener, app, handshake_timeout, stop).await;
+        let connections =
+            http::listener::serve(listener, app, limits, handshake_timeout, stop).await;
+        let metrics_connections = match metrics_task {
+            Some(task) => task.await.ok(),
+            None => None,
+        };
         tracker.close();
         let drained = async {
-            tokio::join!(tracker.wait(), connections.wait(), held.drain());
+            let metrics = async {
+                if let Some(metrics) = &metrics_connections {
+                    metrics.wait().await;
+                }
+            };
+            tokio::join!(tracker.wait(), connections.wait(), held.drain(), metrics);
         };
         if tokio::time::timeout(grace, drained).await.is_err() {
             tracing::warn!(
@@ -172,6 +242,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
     });
     Ok(RunningServer {
         addr,
+        metrics_addr,
         shutdown,
         broker,
         publisher,

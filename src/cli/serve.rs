@@ -59,12 +59,17 @@ pub struct ServeArgs {
     /// Most projects this process watches at once; sessions of more get close 1013.
     #[arg(long, env = "HUB_MAX_PROJECTS", default_value_t = config::DEFAULT_MAX_PROJECTS)]
     pub max_projects: usize,
-    /// Turn access control on: clients need HS256 JWTs signed with this secret.
+    /// Turn access control on: clients need HS256 JWTs signed with this secret (an
+    /// empty one is refused at start).
     #[arg(long, env = "HUB_AUTH_SECRET", hide_env_values = true)]
     pub auth_secret: Option<String>,
     /// Browser origins allowed to connect, comma-separated (default: any).
     #[arg(long, env = "HUB_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+    /// Serve /metrics on this address only (a listener of its own, e.g. on a private
+    /// interface), and not on --listen (default: on --listen).
+    #[arg(long, env = "HUB_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
     /// How long shutdown waits for clients to close.
     #[arg(long, env = "HUB_SHUTDOWN_GRACE", default_value_t = config::DEFAULT_SHUTDOWN_GRACE.into())]
     pub shutdown_grace: HumanDuration,
@@ -93,8 +98,11 @@ impl From<ServeArgs> for ServeConfig {
             max_connections: a.max_connections,
             max_connections_per_ip: a.max_connections_per_ip,
             max_projects: a.max_projects,
-            auth_secret: a.auth_secret.filter(|s| !s.is_empty()),
+            // An empty secret is passed on, for the hub to refuse: dropping it here would
+            // silently run without access control.
+            auth_secret: a.auth_secret,
             allowed_origins: a.allowed_origins,
+            metrics_listen: a.metrics_addr,
             history: a.history.config(),
             locale: a.publishing.locale,
             coalesce_window: a.publishing.coalesce_window.into(),
@@ -137,6 +145,7 @@ mod tests {
         assert_eq!(from_cli.max_connections, lib.max_connections);
         assert_eq!(from_cli.max_connections_per_ip, lib.max_connections_per_ip);
         assert_eq!(from_cli.max_projects, lib.max_projects);
+        assert_eq!(from_cli.metrics_listen, lib.metrics_listen);
         assert_eq!(from_cli.locale, lib.locale);
         assert_eq!(from_cli.coalesce_window, lib.coalesce_window);
         assert_eq!(from_cli.job_limits, lib.job_limits);
@@ -169,6 +178,8 @@ mod tests {
             "9",
             "--max-queued-jobs-per-client",
             "4",
+            "--metrics-addr",
+            "127.0.0.1:9100",
         ])
         .unwrap()
         .args;
@@ -181,5 +192,6 @@ mod tests {
         assert!(c.worker.is_none());
         assert_eq!(c.job_limits.max_queued, 9);
         assert_eq!(c.job_limits.max_queued_per_client, 4);
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9100".parse().unwrap()));
     }
 }

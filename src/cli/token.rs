@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::auth::{Auth, AuthError};
+use crate::auth::{Auth, AuthError, EmptySecret};
 
 #[derive(Args, Debug)]
 pub struct TokenArgs {
@@ -22,7 +22,15 @@ pub struct TokenArgs {
     pub auth_secret: String,
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error(transparent)]
+    Secret(#[from] EmptySecret),
+    #[error(transparent)]
+    Mint(#[from] AuthError),
+}
+
 /// The token.
-pub fn run(args: &TokenArgs) -> Result<String, AuthError> {
-    Auth::new(&args.auth_secret).mint(&args.project, args.publish, args.ttl)
+pub fn run(args: &TokenArgs) -> Result<String, TokenError> {
+    Ok(Auth::new(&args.auth_secret)?.mint(&args.project, args.publish, args.ttl)?)
 }

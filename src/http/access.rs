@@ -1,6 +1,7 @@
 //! Who may do what, checked before any handler work (or upgrade): the token
 //! (`?token=` or `Authorization: Bearer`, when `--auth-secret` is set) and the `Origin`
-//! (when `--allowed-origins` is set, against cross-site WebSocket hijacking).
+//! (when `--allowed-origins` is set, against cross-site WebSocket hijacking), and that a
+//! write is not one a web page could forge cross-site ([`writes_declare_json`]).
 
 use std::sync::Arc;
 
@@ -26,9 +27,16 @@ fn token<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a str> 
         headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(bearer)
     })
+}
+
+/// The credentials of `Bearer <token>`; the scheme is case-insensitive (RFC 9110 §11.1).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credentials.trim())
 }
 
 /// Refuses a request whose `Origin` is not allowed (requests without one, from
@@ -45,6 +53,46 @@ pub fn check_origin(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError>
         )),
         _ => Ok(()),
     }
+}
+
+/// Every write (`POST`) must declare `Content-Type: application/json`. A web page can
+/// send a cross-site "simple" request (`text/plain`, a form, or no body) with no CORS
+/// preflight; declaring JSON takes a preflight the hub never grants, so a page on
+/// another site cannot make a write (start a job, publish an event) at all. The one
+/// exception is a request with neither a body nor an `Origin` (`curl -X POST
+/// .../generate`): no browser sends a POST without an `Origin`. 415 otherwise.
+pub async fn writes_declare_json(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::body::HttpBody;
+    use axum::response::IntoResponse;
+    if request.method() == axum::http::Method::POST {
+        let headers = request.headers();
+        let declared = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(is_json);
+        let bodyless = request.body().size_hint().exact() == Some(0);
+        let from_browser = headers.contains_key(header::ORIGIN);
+        if !declared && (from_browser || !bodyless) {
+            return ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UNSUPPORTED_MEDIA_TYPE",
+                "send the body as JSON, with Content-Type: application/json",
+            )
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// `application/json`, with or without parameters (`; charset=utf-8`), in any case.
+fn is_json(content_type: &str) -> bool {
+    content_type
+        .split(';')
+        .next()
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
 }
 
 /// May this request watch `project`? With auth on, also the session's token timer.
@@ -108,5 +156,38 @@ pub fn client_key(app: &AppState, headers: &HeaderMap, peer: std::net::IpAddr) -
             format!("token:{:016x}", digest.finish())
         }
         _ => peer.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{bearer, is_json};
+
+    #[test]
+    fn json_is_application_json_with_any_parameters() {
+        for value in [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+        ] {
+            assert!(is_json(value), "{value}");
+        }
+        for value in [
+            "text/plain",
+            "application/jsonx",
+            "application/x-www-form-urlencoded",
+            "",
+        ] {
+            assert!(!is_json(value), "{value}");
+        }
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer t", "bearer t", "BEARER t", "Bearer  t "] {
+            assert_eq!(bearer(value), Some("t"), "{value}");
+        }
+        assert_eq!(bearer("Basic t"), None);
+        assert_eq!(bearer("Bearert"), None);
     }
 }

@@ -93,6 +93,15 @@ impl ApiError {
         )
     }
 
+    /// A connection over a limit (per address, per process).
+    pub fn too_many_connections(limit: crate::limits::LimitExceeded) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "TOO_MANY_CONNECTIONS",
+            limit.to_string(),
+        )
+    }
+
     pub fn not_found() -> Self {
         Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint")
     }

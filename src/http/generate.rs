@@ -59,6 +59,7 @@ pub async fn create(State(app): State<AppState>, headers: HeaderMap) -> Response
     responses(
         (status = 202, description = "queued: {\"job_id\": ..., \"project_id\": ..., \"queue_position\": n} (1: no job waited before it)"),
         (status = 400, description = "invalid project id", body = ErrorBody),
+        (status = 415, description = "a body (or a browser's request) without Content-Type: application/json", body = ErrorBody),
         (status = 409, description = "a job of this project is queued or running", body = ErrorBody),
         (status = 422, description = "invalid body", body = ErrorBody),
         (status = 429, description = "TOO_MANY_QUEUED_JOBS: this client has as many unfinished jobs as it may (Retry-After)", body = ErrorBody),

@@ -13,9 +13,18 @@
 //!
 //! Upgraded WebSocket connections leave hyper's hands; the sessions on them are tracked
 //! and closed by the server's shutdown, not here.
+//!
+//! Every accepted connection takes a slot of the connection limits (`limits.rs`) and
+//! carries it in its requests' extensions, so a WebSocket or SSE session holds its
+//! connection's slot instead of a second one. A connection over a limit is answered
+//! once (503 `TOO_MANY_CONNECTIONS`, or close 1013 after a WebSocket upgrade) and
+//! closed; beyond `MAX_REFUSING` of those at once, it is closed as soon as accepted.
+//! A failed `accept` (out of file descriptors) backs off, doubling up to
+//! [`MAX_ACCEPT_BACKOFF`], and logs at most one line per [`ACCEPT_ERROR_LOG_INTERVAL`].
 
 use std::net::SocketAddr;
 use std::pin::pin;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -28,6 +37,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
+
+use crate::limits::{ConnectionLimits, ConnectionSlot};
+use crate::telemetry::Throttle;
 
 /// Answers 408 (JSON) when a request is not read and answered within `limit`.
 pub async fn request_timeout(
@@ -43,15 +55,90 @@ pub async fn request_timeout(
     }
 }
 
-/// After a failed `accept` (out of file descriptors, usually), wait this long before
-/// the next: retrying at once would spin while nothing can be accepted.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// Refuses every request on a connection over a limit with 503 (and closes the
+/// connection after it), except a WebSocket upgrade, which is answered after the
+/// upgrade with close 1013 (what a browser can read).
+pub async fn refuse_over_limit(
+    axum::extract::State(limits): axum::extract::State<Arc<ConnectionLimits>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let refused = request
+        .extensions()
+        .get::<Arc<ConnectionSlot>>()
+        .and_then(|slot| slot.refused());
+    let upgrade = request
+        .headers()
+        .get(hyper::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    match refused {
+        // Passed on to be refused with close 1013 after the upgrade; anything else the
+        // request turns out to be (an `Upgrade` header on another route) still ends
+        // the connection, which must not stay alive on a refused slot.
+        Some(_) if upgrade => {
+            let mut response = next.run(request).await;
+            if response.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
+                response.headers_mut().insert(
+                    hyper::header::CONNECTION,
+                    hyper::header::HeaderValue::from_static("close"),
+                );
+            }
+            response
+        }
+        Some(limit) => {
+            if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() {
+                limits.log_refusal("an HTTP connection", peer.ip(), limit, false);
+            }
+            // `connection: close`: hyper ends the connection after this answer.
+            let mut response = axum::response::IntoResponse::into_response(
+                super::ApiError::too_many_connections(limit),
+            );
+            response.headers_mut().insert(
+                hyper::header::CONNECTION,
+                hyper::header::HeaderValue::from_static("close"),
+            );
+            response
+        }
+        _ => next.run(request).await,
+    }
+}
+
+/// The first wait after a failed `accept` (out of file descriptors, usually): retrying
+/// at once would spin while nothing can be accepted. It doubles while accepts keep
+/// failing, up to [`MAX_ACCEPT_BACKOFF`], and starts again after a success.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+/// At most one WARN line per this about failed accepts (it counts the others).
+const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// What a connection over a limit gets when it is closed as soon as accepted (too many
+/// refusals in flight): written if the socket takes it at once, never waited for.
+static SHED_ANSWER: LazyLock<Vec<u8>> = LazyLock::new(|| {
+    let body = r#"{"error":{"code":"TOO_MANY_CONNECTIONS","message":"the hub is refusing connections over its limits; retry later"}}"#;
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+});
+
+/// Whether a failed `accept` concerns only that connection (the peer gave up before
+/// it was accepted): go on at once. Anything else (EMFILE, ENFILE, ENOBUFS) backs off.
+fn only_that_connection(err: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset, Interrupted};
+    matches!(
+        err.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset | Interrupted
+    )
+}
 
 /// Serves `app` on `listener` until `shutdown`, then stops accepting and returns the
 /// connections still finishing their request in flight (closed tracker: wait on it).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
+    limits: Arc<ConnectionLimits>,
     handshake_timeout: Duration,
     shutdown: CancellationToken,
 ) -> TaskTracker {
@@ -60,28 +147,48 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(handshake_timeout);
     let connections = TaskTracker::new();
+    let accept_errors = Throttle::new(ACCEPT_ERROR_LOG_INTERVAL);
+    let mut backoff = ACCEPT_BACKOFF;
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
         let (stream, remote) = match accepted {
-            Ok(accepted) => accepted,
+            Ok(accepted) => {
+                backoff = ACCEPT_BACKOFF;
+                accepted
+            }
+            Err(err) if only_that_connection(&err) => continue,
             Err(err) => {
-                tracing::warn!(error = %err, "cannot accept a connection");
+                crate::metrics::accept_failed();
+                if let Some(more) = accept_errors.admit() {
+                    tracing::warn!(error = %err, failed_since_last_line = more, retry_in = ?backoff, "cannot accept connections");
+                }
+                let wait = backoff;
+                backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
                 tokio::select! {
                     () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
+                    () = tokio::time::sleep(wait) => continue,
                 }
             }
         };
+        let slot = match limits.admit(remote.ip()) {
+            Ok(slot) => Arc::new(slot),
+            Err(limit) => {
+                limits.log_refusal("a connection (closed at once)", remote.ip(), limit, true);
+                let _ = stream.try_write(&SHED_ANSWER);
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
+        let held = Arc::clone(&slot);
         let service = app
             .clone()
             .map_request(move |mut request: hyper::Request<Incoming>| {
-                request
-                    .extensions_mut()
-                    .insert(ConnectInfo::<SocketAddr>(remote));
+                let extensions = request.extensions_mut();
+                extensions.insert(ConnectInfo::<SocketAddr>(remote));
+                extensions.insert(Arc::clone(&held));
                 request.map(axum::body::Body::new)
             });
         let connection = builder
@@ -89,6 +196,9 @@ pub async fn serve(
             .with_upgrades();
         let shutdown = shutdown.clone();
         connections.spawn(async move {
+            // The slot is this connection's until it ends (and an upgraded session's
+            // after that: it holds a clone).
+            let _slot = slot;
             let mut connection = pin!(connection);
             let ended = tokio::select! {
                 ended = connection.as_mut() => ended,

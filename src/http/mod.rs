@@ -51,10 +51,33 @@ pub struct AppState {
     pub request_timeout: std::time::Duration,
 }
 
-pub fn router(state: AppState) -> Router {
+/// Where `/metrics` is served: on the main listener, or only on one of its own
+/// (`--metrics-addr`, [`metrics_router`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsRoute {
+    Main,
+    Elsewhere,
+}
+
+/// The router of the metrics listener (whose connections count against `limits`):
+/// `GET /metrics` and nothing else.
+pub fn metrics_router(state: AppState, limits: Arc<crate::limits::ConnectionLimits>) -> Router {
+    Router::new()
+        .route("/metrics", get(health::metrics))
+        .fallback(|| async { ApiError::not_found() })
+        .layer(axum::middleware::from_fn_with_state(
+            limits,
+            listener::refuse_over_limit,
+        ))
+        .layer(axum::middleware::from_fn(page::nosniff))
+        .with_state(state)
+}
+
+pub fn router(state: AppState, metrics: MetricsRoute) -> Router {
     let body_limit = state.max_frame_bytes;
     let request_timeout = state.request_timeout;
-    Router::new()
+    let limits = Arc::clone(&state.limits);
+    let app = Router::new()
         .route("/api/v1/projects", post(generate::create))
         .route("/api/v1/projects/{project_id}", get(projects::state))
         .route(
@@ -81,10 +104,19 @@ pub fn router(state: AppState) -> Router {
             <ApiDoc as utoipa::OpenApi>::openapi(),
         ))
         .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
-        .fallback(|| async { ApiError::not_found() })
+        .route("/readyz", get(health::readyz));
+    let app = match metrics {
+        MetricsRoute::Main => app.route("/metrics", get(health::metrics)),
+        MetricsRoute::Elsewhere => app,
+    };
+    app.fallback(|| async { ApiError::not_found() })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(access::writes_declare_json))
+        .layer(axum::middleware::from_fn_with_state(
+            limits,
+            listener::refuse_over_limit,
+        ))
+        .layer(axum::middleware::from_fn(page::nosniff))
         .layer(axum::middleware::from_fn_with_state(
             request_timeout,
             listener::request_timeout,

@@ -9,6 +9,9 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use std::net::SocketAddr;
 
+use std::sync::Arc;
+
+use axum::Extension;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::Sse;
@@ -18,6 +21,7 @@ use serde::Deserialize;
 use super::error::{ApiError, ErrorBody};
 use super::project_path::ProjectPath;
 use super::{AppState, access};
+use crate::limits::ConnectionSlot;
 use crate::session::Access;
 use crate::transport::{Transport, Writer, sse, websocket::WebSocketTransport};
 use crate::wire::CloseReason;
@@ -79,6 +83,19 @@ fn invalid_event_id() -> ApiError {
     )
 }
 
+/// The slot of the connection a request came on (the listener's); a request that did
+/// not come through the listener takes one of its own.
+fn slot_of(
+    app: &AppState,
+    peer: SocketAddr,
+    slot: Option<Extension<Arc<ConnectionSlot>>>,
+) -> Arc<ConnectionSlot> {
+    match slot {
+        Some(Extension(slot)) => slot,
+        None => Arc::new(ConnectionSlot::from(app.limits.try_acquire(peer.ip()))),
+    }
+}
+
 fn wants_event_stream(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
@@ -99,6 +116,7 @@ fn wants_event_stream(headers: &HeaderMap) -> bool {
 pub async fn progress(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    slot: Option<Extension<Arc<ConnectionSlot>>>,
     ProjectPath(project): ProjectPath,
     query: Result<Query<WatchQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
@@ -108,10 +126,11 @@ pub async fn progress(
         Ok(admitted) => admitted,
         Err(err) => return err.into_response(),
     };
+    let slot = slot_of(&app, peer, slot);
     match upgrade {
-        Ok(upgrade) => websocket(app, peer, project, last_event_id, access, upgrade),
+        Ok(upgrade) => websocket(app, peer, slot, project, last_event_id, access, upgrade),
         Err(_) if wants_event_stream(&headers) => {
-            event_stream(app, peer, project, last_event_id, access)
+            event_stream(app, peer, slot, project, last_event_id, access)
         }
         Err(_) => ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -134,12 +153,16 @@ pub async fn progress(
 pub async fn events(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    slot: Option<Extension<Arc<ConnectionSlot>>>,
     ProjectPath(project): ProjectPath,
     query: Result<Query<WatchQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
     match admit(&app, &project, query, &headers) {
-        Ok((last_event_id, access)) => event_stream(app, peer, project, last_event_id, access),
+        Ok((last_event_id, access)) => {
+            let slot = slot_of(&app, peer, slot);
+            event_stream(app, peer, slot, project, last_event_id, access)
+        }
         Err(err) => err.into_response(),
     }
 }
@@ -147,12 +170,13 @@ pub async fn events(
 fn websocket(
     app: AppState,
     peer: SocketAddr,
+    slot: Arc<ConnectionSlot>,
     project: ProjectId,
     last_event_id: Option<EventId>,
     access: Option<Access>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let permit = app.limits.try_acquire(peer.ip());
+    let limits = Arc::clone(&app.limits);
     let limit = app.max_frame_bytes;
     let sessions = app.sessions.clone();
     let tracker = app.tracker.clone();
@@ -165,14 +189,16 @@ fn websocket(
         .on_upgrade(move |socket| {
             tracker.track_future(async move {
                 let transport = WebSocketTransport::new(socket);
-                match permit {
-                    Ok(permit) => {
-                        sessions.run(project, last_event_id, access, transport).await;
-                        drop(permit);
+                match slot.refused() {
+                    None => {
+                        sessions
+                            .run(project, last_event_id, access, transport)
+                            .await;
+                        drop(slot);
                     }
                     // Refused after the upgrade, so that a browser sees why (close 1013).
-                    Err(limit) => {
-                        tracing::warn!(peer = %peer.ip(), error = %limit, "refusing a WebSocket connection");
+                    Some(limit) => {
+                        limits.log_refusal("a WebSocket connection", peer.ip(), limit, false);
                         let (mut writer, _reader) = transport.split();
                         writer.close(CloseReason::Overloaded).await;
                     }
@@ -184,29 +210,23 @@ fn websocket(
 fn event_stream(
     app: AppState,
     peer: SocketAddr,
+    slot: Arc<ConnectionSlot>,
     project: ProjectId,
     last_event_id: Option<EventId>,
     access: Option<Access>,
 ) -> Response {
-    let permit = match app.limits.try_acquire(peer.ip()) {
-        Ok(permit) => permit,
-        Err(limit) => {
-            tracing::warn!(peer = %peer.ip(), error = %limit, "refusing an SSE connection");
-            return ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "TOO_MANY_CONNECTIONS",
-                limit.to_string(),
-            )
-            .into_response();
-        }
-    };
+    if let Some(limit) = slot.refused() {
+        app.limits
+            .log_refusal("an SSE connection", peer.ip(), limit, false);
+        return ApiError::too_many_connections(limit).into_response();
+    }
     let (transport, stream) = sse::channel();
     let sessions = app.sessions.clone();
     app.tracker.spawn(async move {
         sessions
             .run(project, last_event_id, access, transport)
             .await;
-        drop(permit);
+        drop(slot);
     });
     (
         // Tell proxies (nginx) not to buffer the stream.

@@ -29,6 +29,7 @@ use axum::http::HeaderMap;
         (status = 202, description = "in the history and on the channel: {\"id\": \"<epoch>:<seq>\"}; or held by coalescing: {\"id\": null, \"coalesced\": true}"),
         (status = 400, description = "invalid project id or idempotency key", body = ErrorBody),
         (status = 413, description = "body over the size limit", body = ErrorBody),
+        (status = 415, description = "not Content-Type: application/json", body = ErrorBody),
         (status = 422, description = "invalid event; error.field names the culprit", body = ErrorBody),
         (status = 503, description = "broker unavailable", body = ErrorBody)))]
 pub async fn publish(

@@ -133,7 +133,9 @@ impl Sessions {
                     CloseReason::MessageTooBig => m::client_frame_oversized(),
                     CloseReason::ServiceRestart
                     | CloseReason::Overloaded
-                    | CloseReason::TokenExpired => {}
+                    | CloseReason::TokenExpired
+                    | CloseReason::ProtocolError
+                    | CloseReason::InvalidPayload => {}
                 }
                 tracing::debug!(project_id = %project, code = reason.code(), reason = reason.text(), "closing session");
                 writer.close(reason).await;
@@ -228,7 +230,7 @@ async fn pump<W: Writer>(
             pulse.saw_life();
         }
         m::frames_delivered(batch.len() as u64);
-        if let Some(at) = batch.iter().find_map(Frame::published_at) {
+        if let Some(at) = batch.iter().find_map(Frame::received_at) {
             m::delivered_after(at);
         }
         batch.clear();

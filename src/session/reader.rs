@@ -1,7 +1,7 @@
 //! What the client says, heard in a task of its own: every frame is a sign of life;
 //! `ping` is answered with `pong`, `refresh` replaces the access token, anything else is
-//! counted and ignored. A close, a broken connection or an oversized frame ends the
-//! session through its queue. The session's task aborts this one when the session ends.
+//! counted and ignored. A close, a broken connection, an oversized frame or a protocol
+//! violation ends the session through its queue. The session's task aborts this one when the session ends.
 
 use std::sync::Arc;
 
@@ -55,6 +55,8 @@ fn heard(
         Incoming::Binary => m::client_frame_ignored(),
         Incoming::Control => {}
         Incoming::TooLarge => return Some(Ended::Closed(CloseReason::MessageTooBig)),
+        Incoming::ProtocolError => return Some(Ended::Closed(CloseReason::ProtocolError)),
+        Incoming::InvalidUtf8 => return Some(Ended::Closed(CloseReason::InvalidPayload)),
         Incoming::Closed => return Some(Ended::ClientGone),
     }
     None

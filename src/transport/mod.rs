@@ -25,6 +25,10 @@ pub enum Incoming {
     Control,
     /// A frame over the size limit.
     TooLarge,
+    /// A violation of the WebSocket protocol (close 1002).
+    ProtocolError,
+    /// A text frame that is not UTF-8 (close 1007).
+    InvalidUtf8,
     /// The client closed, or the connection broke.
     Closed,
 }

@@ -76,8 +76,11 @@ impl Reader for WebSocketReader {
             Some(Ok(Message::Close(_))) | None => Incoming::Closed,
             Some(Err(err)) => {
                 let inner = err.into_inner();
+                // The socket stays writable after these, so the client hears why.
                 match inner.downcast_ref::<tungstenite::Error>() {
                     Some(tungstenite::Error::Capacity(_)) => Incoming::TooLarge,
+                    Some(tungstenite::Error::Protocol(_)) => Incoming::ProtocolError,
+                    Some(tungstenite::Error::Utf8(_)) => Incoming::InvalidUtf8,
                     _ => Incoming::Closed,
                 }
             }

@@ -16,6 +16,11 @@ pub enum CloseReason {
     Overloaded,
     /// The access token expired and was not refreshed (4401).
     TokenExpired,
+    /// The client broke the WebSocket protocol: a reserved opcode, RSV bits without an
+    /// extension, an unmasked or malformed frame (1002).
+    ProtocolError,
+    /// A text frame that is not UTF-8 (1007).
+    InvalidPayload,
 }
 
 impl CloseReason {
@@ -27,6 +32,8 @@ impl CloseReason {
             Self::SlowConsumer => 4429,
             Self::Overloaded => 1013,
             Self::TokenExpired => 4401,
+            Self::ProtocolError => 1002,
+            Self::InvalidPayload => 1007,
         }
     }
 
@@ -39,6 +46,8 @@ impl CloseReason {
             Self::SlowConsumer => "slow consumer",
             Self::Overloaded => "server overloaded, retry later",
             Self::TokenExpired => "token expired",
+            Self::ProtocolError => "protocol error",
+            Self::InvalidPayload => "invalid UTF-8",
         }
     }
 }
@@ -56,5 +65,7 @@ mod tests {
         assert_eq!(CloseReason::SlowConsumer.code(), 4429);
         assert_eq!(CloseReason::Overloaded.code(), 1013);
         assert_eq!(CloseReason::TokenExpired.code(), 4401);
+        assert_eq!(CloseReason::ProtocolError.code(), 1002);
+        assert_eq!(CloseReason::InvalidPayload.code(), 1007);
     }
 }

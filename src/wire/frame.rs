@@ -4,7 +4,7 @@
 //! once and every recipient's queue holds a reference to the same bytes, so fan-out
 //! costs a reference-count bump per client, never a copy or a re-encode.
 
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
@@ -57,8 +57,12 @@ pub struct Frame {
     kind: EventKind,
     /// Present on events that went through the hub's publish path.
     id: Option<EventId>,
-    /// When it was published (its `data.timestamp`), for the delivery-latency metric.
+    /// When it was published, as its publisher says (`data.timestamp`): a claim, not
+    /// a measurement (a publisher's clock may be off, or the time backdated).
     published_at: Option<SystemTime>,
+    /// When the hub received it (from the broker or a history read), for the delivery
+    /// latency metric: a clock the hub can trust.
+    received_at: Option<Instant>,
     text: Utf8Bytes,
 }
 
@@ -206,6 +210,7 @@ impl Frame {
             kind,
             id,
             published_at,
+            received_at: Some(Instant::now()),
             text,
         })
     }
@@ -223,6 +228,7 @@ impl Frame {
             kind,
             id: None,
             published_at: None,
+            received_at: None,
             text: Utf8Bytes::from(text),
         }
     }
@@ -283,6 +289,11 @@ impl Frame {
 
     pub fn published_at(&self) -> Option<SystemTime> {
         self.published_at
+    }
+
+    /// When the hub received this published frame (`None` for the hub's own frames).
+    pub fn received_at(&self) -> Option<Instant> {
+        self.received_at
     }
 
     pub fn text(&self) -> &Utf8Bytes {

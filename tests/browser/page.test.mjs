@@ -122,7 +122,7 @@ test("the page reconnects after a hub restart and its log has every line exactly
   const id = `restart-${Date.now()}`;
   await page.goto(`${hub.url}/projects/${id}`);
   await page.waitForFunction(() => document.querySelector("#conn").dataset.state === "online");
-  const res = await fetch(`${hub.url}/api/v1/projects/${id}/generate`, { method: "POST", body: "{}" });
+  const res = await fetch(`${hub.url}/api/v1/projects/${id}/generate`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" });
   assert.equal(res.status, 202);
   // Mid-run (during the images), restart the hub.
   await page.waitForFunction(() => [...document.querySelectorAll("#log .msg")].some((e) => e.textContent.startsWith("[3/15]")), null, { timeout: 20000 });

@@ -145,11 +145,23 @@ async fn a_stuck_opening_replay_still_ends_with_the_heartbeat() {
         c.max_connections = 1;
     })
     .await;
-    let first = hub.publish("stuck", support::log_event("first")).await;
+    // Published through the hub's publisher (the HTTP API's path): with one connection
+    // slot per hub, every HTTP request would need the last one's slot back first.
+    let publisher = hub.publisher().clone();
+    let publish = |event: serde_json::Value| {
+        let publisher = publisher.clone();
+        async move {
+            let event = progress_hub::wire::Event::from_json(event.to_string().as_bytes()).unwrap();
+            match publisher.publish(&support::project("stuck"), event).await {
+                Ok(progress_hub::publish::Published::Sent(id)) => id.to_string(),
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    let first = publish(support::log_event("first")).await;
     let pad = "x".repeat(8_000);
     for i in 0..990 {
-        hub.publish("stuck", support::log_event(&format!("{i} {pad}")))
-            .await;
+        publish(support::log_event(&format!("{i} {pad}"))).await;
     }
     // 8 MB of replay, more than loopback socket buffers hold; the client never reads.
     let url = format!("{}?last_event_id={first}", hub.ws_url("stuck"));

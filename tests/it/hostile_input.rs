@@ -173,10 +173,17 @@ async fn http_publish_api_validates_everything(b: Backend) {
     }
     let client = reqwest::Client::new();
     let url = hub.http("/api/v1/projects/p/events");
-    let broken = client.post(&url).body("{\"event\":").send().await.unwrap();
+    let broken = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("{\"event\":")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(broken.status(), 422);
     let huge = client
         .post(&url)
+        .header("content-type", "application/json")
         .body(format!("{{\"pad\":\"{}\"}}", "x".repeat(5000)))
         .send()
         .await

@@ -380,7 +380,7 @@ async fn with_tokens_the_queue_limit_is_per_token() {
         c.job_limits.max_queued_per_client = 1;
     })
     .await;
-    let auth = progress_hub::auth::Auth::new(SECRET);
+    let auth = progress_hub::auth::Auth::new(SECRET).expect("a non-empty secret");
     let ttl = Duration::from_secs(3600);
     let first = auth.mint(&["*".into()], true, ttl).unwrap();
     let second = auth.mint(&["t-1".into(), "t-2".into()], true, ttl).unwrap();

@@ -15,6 +15,7 @@ mod budgets;
 mod cli;
 mod cluster;
 mod delivery;
+mod hardening;
 mod heartbeat;
 mod hostile_input;
 mod jobs;

@@ -77,7 +77,7 @@ import { watchProject } from "/assets/progress-hub-client.js";
       $("start").disabled = true;
       $("start-error").textContent = "";
       try {
-        const created = await fetch("/api/v1/projects", { method: "POST", headers: authHeaders });
+        const created = await fetch("/api/v1/projects", { method: "POST", headers: { "content-type": "application/json", ...authHeaders } });
         if (!created.ok) throw new Error(`HTTP ${created.status}`);
         const { id } = await created.json();
         const body = { topic: $("topic").value };
