@@ -14,9 +14,10 @@ pub async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: the broker is reachable; 503 while it is not (e.g. Redis down).
+/// `GET /readyz`: the broker is reachable and its subscription alive; 503 while it is
+/// not (e.g. Redis down, or Pub/Sub probes not delivered), with a `reason`.
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses(
-    (status = 200, description = "ready"), (status = 503, description = "the broker (Redis) is unreachable")))]
+    (status = 200, description = "ready"), (status = 503, description = "the broker (Redis) is unreachable or its subscription receives nothing")))]
 pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
     let broker = app.broker.kind();
     if app.broker.is_ready().await {
@@ -25,9 +26,10 @@ pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
             Json(json!({ "status": "ready", "broker": broker })),
         )
     } else {
+        let reason = app.broker.unready_reason().unwrap_or("broker_unreachable");
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "not_ready", "broker": broker })),
+            Json(json!({ "status": "not_ready", "broker": broker, "reason": reason })),
         )
     }
 }

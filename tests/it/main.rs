@@ -19,6 +19,7 @@ mod jobs;
 mod lifecycle;
 mod limits;
 mod publishing;
+mod pubsub_probe;
 mod redis_outages;
 mod resume;
 mod slow_consumer;

@@ -15,7 +15,10 @@
 //!
 //! Channels: `progress:<p>` on one node (as the original Python publisher names it,
 //! PUBLISH/SUBSCRIBE); `progress:{<p>}` on a cluster (sharded Pub/Sub in the project's
-//! slot, SPUBLISH/SSUBSCRIBE).
+//! slot, SPUBLISH/SSUBSCRIBE). Each hub process's liveness probe (see
+//! `subscriber/probe.rs`): `progress-hub:probe:<instance>` on one node,
+//! `progress-hub:probe:{<instance>}` on a cluster (sharded, in the slot its random
+//! instance id hashes to); outside `progress:`, so never taken for a project's channel.
 //!
 //! Scripts: `publish.lua` (the publish path, one atomic step; the Python SDK runs the
 //! same file) and `replay.lua` (state + history after a position, one atomic read).
@@ -90,6 +93,19 @@ pub fn project_of_shard_channel(channel: &str) -> Option<ProjectId> {
         .and_then(|rest| rest.strip_prefix('{'))
         .and_then(|rest| rest.strip_suffix('}'))
         .and_then(|raw| ProjectId::parse(raw).ok())
+}
+
+/// Prefix of the hubs' probe channels.
+const PROBE_PREFIX: &str = "progress-hub:probe:";
+
+/// Hub process `instance`'s probe channel on one node.
+pub fn probe_channel(instance: &str) -> String {
+    format!("{PROBE_PREFIX}{instance}")
+}
+
+/// Hub process `instance`'s sharded probe channel on a cluster, in the slot of its id.
+pub fn probe_shard_channel(instance: &str) -> String {
+    format!("{PROBE_PREFIX}{{{instance}}}")
 }
 
 /// The publish path's script (see its header for the arguments, [`PublishArgs`] for
@@ -228,6 +244,16 @@ mod tests {
         assert_eq!(shard_channel(&p), "progress:{42}");
         assert_eq!(project_of_shard_channel("progress:{42}"), Some(p));
         assert_eq!(project_of_shard_channel("progress:42"), None);
+    }
+
+    #[test]
+    fn probe_channels_are_never_a_projects() {
+        assert_eq!(probe_channel("abc"), "progress-hub:probe:abc");
+        assert_eq!(probe_shard_channel("abc"), "progress-hub:probe:{abc}");
+        for channel in [probe_channel("abc"), probe_shard_channel("abc")] {
+            assert_eq!(project_of_channel(&channel), None);
+            assert_eq!(project_of_shard_channel(&channel), None);
+        }
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub struct RedisBroker {
     target: RedisTarget,
     /// Set by the subscriber: true while its connection is up and subscribed.
     subscriber_up: Arc<AtomicBool>,
+    /// Set by the subscriber's liveness probe from a miss until a probe comes back.
+    probe_failing: Arc<AtomicBool>,
     history: HistoryConfig,
 }
 
@@ -61,6 +63,7 @@ impl RedisBroker {
             commands,
             target,
             subscriber_up: Arc::new(AtomicBool::new(false)),
+            probe_failing: Arc::new(AtomicBool::new(false)),
             history,
         })
     }
@@ -75,17 +78,19 @@ impl RedisBroker {
         tracker: &TaskTracker,
     ) -> Result<(), BrokerError> {
         let up = Arc::clone(&self.subscriber_up);
+        let probe = Arc::clone(&self.probe_failing);
         let commands = self.commands.clone();
         match &self.target {
             RedisTarget::Single(url) => {
                 let client = redis::Client::open(url.as_str())
                     .map_err(|e| BrokerError::InvalidUrl(e.to_string()))?;
-                let subscriber = Subscriber::<Single>::new(client, commands, hub, up, keepalive);
+                let subscriber =
+                    Subscriber::<Single>::new(client, commands, hub, up, keepalive, probe);
                 tracker.spawn(subscriber.run(changes, shutdown));
             }
             RedisTarget::Cluster(seeds) => {
                 let subscriber =
-                    Subscriber::<Cluster>::new(seeds.clone(), commands, hub, up, keepalive);
+                    Subscriber::<Cluster>::new(seeds.clone(), commands, hub, up, keepalive, probe);
                 tracker.spawn(subscriber.run(changes, shutdown));
             }
         }
@@ -167,13 +172,23 @@ impl Broker for RedisBroker {
     }
 
     async fn is_ready(&self) -> bool {
-        if !self.subscriber_up.load(Ordering::Relaxed) {
+        if self.unready_reason().is_some() {
             return false;
         }
         let mut conn = self.commands.clone();
         let ping = redis::cmd("PING");
         let answer = tokio::time::timeout(READY_TIMEOUT, ping.query_async::<String>(&mut conn));
         matches!(answer.await, Ok(Ok(_)))
+    }
+
+    fn unready_reason(&self) -> Option<&'static str> {
+        if self.probe_failing.load(Ordering::Relaxed) {
+            Some("pubsub_probe_missed")
+        } else if !self.subscriber_up.load(Ordering::Relaxed) {
+            Some("subscriber_down")
+        } else {
+            None
+        }
     }
 
     fn kind(&self) -> &'static str {

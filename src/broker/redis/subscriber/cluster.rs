@@ -56,6 +56,13 @@ impl Connection for Cluster {
     type Target = Vec<String>;
     type Message = PushInfo;
     const NAME: &'static str = "redis-cluster";
+    const PROBE_PUBLISH: &'static str = "SPUBLISH";
+
+    /// A sharded channel in the slot of the hub's random id: the probe proves the
+    /// subscription on that one shard's primary (and the cluster connection as a whole).
+    fn probe_channel(instance: &str) -> String {
+        layout::probe_shard_channel(instance)
+    }
 
     async fn open(seeds: &Vec<String>, topics: &[Arc<Topic>]) -> Result<Self, Lost> {
         let (tx, pushes) = mpsc::unbounded_channel();
@@ -86,6 +93,12 @@ impl Connection for Cluster {
         };
         match push.kind {
             PushKind::SMessage => {
+                if let (Some(Value::BulkString(name)), Some(Value::BulkString(payload))) =
+                    (push.data.first(), push.data.get(1))
+                    && shared.probe_received(name, payload)
+                {
+                    return Ok(());
+                }
                 if let (Some(project), Some(Value::BulkString(payload))) =
                     (channel(&push.data), push.data.get(1))
                 {
@@ -142,6 +155,10 @@ impl Connection for Cluster {
             within(self.conn.sunsubscribe(layout::shard_channel(project))).await?;
         }
         Ok(())
+    }
+
+    async fn subscribe_probe(&mut self, channel: &str) -> Result<(), Lost> {
+        within(self.conn.ssubscribe(channel)).await
     }
 
     async fn keepalive(&mut self) -> Result<(), Lost> {

@@ -25,6 +25,11 @@ impl Connection for Single {
     type Target = redis::Client;
     type Message = redis::Msg;
     const NAME: &'static str = "redis";
+    const PROBE_PUBLISH: &'static str = "PUBLISH";
+
+    fn probe_channel(instance: &str) -> String {
+        layout::probe_channel(instance)
+    }
 
     async fn open(client: &redis::Client, topics: &[Arc<Topic>]) -> Result<Self, Lost> {
         let pubsub = within(client.get_async_pubsub()).await?;
@@ -39,6 +44,10 @@ impl Connection for Single {
     }
 
     async fn handle(&mut self, shared: &Shared, msg: redis::Msg) -> Result<(), Lost> {
+        let channel: &[u8] = msg.get_channel_name().as_bytes();
+        if shared.probe_received(channel, msg.get_payload_bytes()) {
+            return Ok(());
+        }
         // Only our own channels are ever subscribed, so anything else is ignored.
         if let Some(project) = layout::project_of_channel(msg.get_channel_name()) {
             shared
@@ -63,6 +72,10 @@ impl Connection for Single {
             within(self.sink.unsubscribe(channels)).await?;
         }
         Ok(())
+    }
+
+    async fn subscribe_probe(&mut self, channel: &str) -> Result<(), Lost> {
+        within(self.sink.subscribe(channel)).await
     }
 
     async fn keepalive(&mut self) -> Result<(), Lost> {

@@ -1,0 +1,206 @@
+//! The Pub/Sub liveness probe: PING on the subscriber proves the socket, not the
+//! subscription. After a failover behind a proxy or a moved address, a subscriber can
+//! keep answering PING while nothing is delivered to it any more (Centrifugo #1189).
+//!
+//! So every keep-alive interval the hub publishes a numbered message on a channel of its
+//! own (`layout::probe_channel`, one per hub process), through the command connection,
+//! the way events are published; the subscriber connection subscribes that channel like
+//! a project's. A probe not received back within [`Probe::bound`] makes the subscriber
+//! give the connection up: it is rebuilt, resubscribed and every watched project's gap
+//! filled from history, as after any lost connection. From the miss until a probe
+//! comes back, the broker is not ready (`/readyz` 503, reason `pubsub_probe_missed`).
+//!
+//! Only one probe is outstanding at a time; its number tells a late answer to an earlier
+//! probe (ignored) from the one awaited.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+use crate::metrics as m;
+
+/// The least time a probe is given to come back, whatever the keep-alive interval: a
+/// round trip on a loaded host must not pass for a dead subscription.
+const MIN_BOUND: Duration = Duration::from_secs(1);
+
+/// The probe of one hub process. Shared by the subscriber loop (which sends and checks)
+/// and the connection's message handler (which receives).
+pub(in crate::broker::redis) struct Probe {
+    /// Random per process, so that hubs on one Redis never answer each other's probes.
+    instance: String,
+    /// How long a probe may take to come back.
+    bound: Duration,
+    state: Mutex<State>,
+    /// Set from a missed probe until one comes back; read by `/readyz`.
+    failing: Arc<AtomicBool>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The number of the next probe.
+    next: u64,
+    /// The probe awaited: its number and when it was sent.
+    pending: Option<(u64, Instant)>,
+}
+
+/// What the keep-alive tick should do about the probe.
+#[derive(Debug, PartialEq, Eq)]
+pub(in crate::broker::redis) enum Due {
+    /// Send probe number `n`.
+    Send(u64),
+    /// One is on its way and still within its bound.
+    Wait,
+    /// The awaited probe did not come back within the bound.
+    Missed(Duration),
+}
+
+impl Probe {
+    /// A probe with a random instance id, given `max(keepalive, 1 s)` to come back.
+    pub(in crate::broker::redis) fn new(keepalive: Duration, failing: Arc<AtomicBool>) -> Self {
+        let instance: String = rand::rng()
+            .sample_iter(rand::distr::Alphanumeric)
+            .take(16)
+            .map(char::from)
+            .collect();
+        Self {
+            instance,
+            bound: keepalive.max(MIN_BOUND),
+            state: Mutex::new(State::default()),
+            failing,
+        }
+    }
+
+    /// The random id naming this process's probe channel.
+    pub(in crate::broker::redis) fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// At a keep-alive tick: send a new probe, wait for the one under way, or report it
+    /// missed. A miss forgets the probe, so the next connection starts afresh.
+    pub(in crate::broker::redis) fn due(&self, now: Instant) -> Due {
+        let mut state = self.lock();
+        match state.pending {
+            Some((_, sent)) if now.duration_since(sent) >= self.bound => {
+                state.pending = None;
+                self.failing.store(true, Ordering::Relaxed);
+                m::pubsub_probe_failed();
+                Due::Missed(now.duration_since(sent))
+            }
+            Some(_) => Due::Wait,
+            None => {
+                let n = state.next;
+                state.next += 1;
+                state.pending = Some((n, now));
+                Due::Send(n)
+            }
+        }
+    }
+
+    /// Probe `n` could not be published (the command connection failed): not awaited,
+    /// since it cannot come back. A dead Redis is the PING keep-alive's to find.
+    pub(in crate::broker::redis) fn not_sent(&self, n: u64) {
+        let mut state = self.lock();
+        if matches!(state.pending, Some((pending, _)) if pending == n) {
+            state.pending = None;
+        }
+    }
+
+    /// A message arrived on the probe channel: if it is the awaited probe, the
+    /// subscription is alive.
+    pub(in crate::broker::redis) fn received(&self, payload: &[u8]) {
+        let mut state = self.lock();
+        let Some((n, sent)) = state.pending else {
+            return;
+        };
+        if payload == n.to_string().as_bytes() {
+            state.pending = None;
+            m::pubsub_probe_round_trip(sent.elapsed());
+            if self.failing.swap(false, Ordering::Relaxed) {
+                tracing::info!("redis pub/sub probe received again; the subscription is alive");
+            }
+        }
+    }
+
+    /// Forgets the awaited probe (a new connection: what the old one would have
+    /// received never arrives).
+    pub(in crate::broker::redis) fn reset(&self) {
+        self.lock().pending = None;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Nothing panics while holding the lock, but a poisoned state is still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe() -> (Probe, Arc<AtomicBool>) {
+        let failing = Arc::new(AtomicBool::new(false));
+        (
+            Probe::new(Duration::from_secs(5), Arc::clone(&failing)),
+            failing,
+        )
+    }
+
+    #[test]
+    fn a_probe_that_comes_back_is_not_missed() {
+        let (probe, failing) = probe();
+        let t0 = Instant::now();
+        assert_eq!(probe.due(t0), Due::Send(0));
+        assert_eq!(probe.due(t0 + Duration::from_secs(1)), Due::Wait);
+        probe.received(b"0");
+        assert_eq!(probe.due(t0 + Duration::from_secs(6)), Due::Send(1));
+        assert!(!failing.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn a_probe_not_back_within_the_bound_is_missed_until_one_returns() {
+        let (probe, failing) = probe();
+        let t0 = Instant::now();
+        assert_eq!(probe.due(t0), Due::Send(0));
+        // A late answer to another probe does not count.
+        probe.received(b"7");
+        assert_eq!(
+            probe.due(t0 + Duration::from_secs(5)),
+            Due::Missed(Duration::from_secs(5))
+        );
+        assert!(failing.load(Ordering::Relaxed));
+        // The next connection's probe comes back: ready again.
+        assert_eq!(probe.due(t0 + Duration::from_secs(6)), Due::Send(1));
+        probe.received(b"0");
+        assert!(
+            failing.load(Ordering::Relaxed),
+            "probe 0's answer came too late"
+        );
+        probe.received(b"1");
+        assert!(!failing.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn the_bound_is_at_least_a_second() {
+        let probe = Probe::new(Duration::from_millis(20), Arc::new(AtomicBool::new(false)));
+        let t0 = Instant::now();
+        assert_eq!(probe.due(t0), Due::Send(0));
+        assert_eq!(probe.due(t0 + Duration::from_millis(999)), Due::Wait);
+        assert!(matches!(
+            probe.due(t0 + Duration::from_secs(1)),
+            Due::Missed(_)
+        ));
+    }
+
+    #[test]
+    fn a_probe_that_could_not_be_sent_is_not_awaited() {
+        let (probe, failing) = probe();
+        let t0 = Instant::now();
+        assert_eq!(probe.due(t0), Due::Send(0));
+        probe.not_sent(0);
+        assert_eq!(probe.due(t0 + Duration::from_secs(10)), Due::Send(1));
+        assert!(!failing.load(Ordering::Relaxed));
+    }
+}

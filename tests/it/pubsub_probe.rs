@@ -1,0 +1,163 @@
+//! A Pub/Sub that is alive, not only reachable: a TCP proxy between hub and Redis passes
+//! commands and PING answers but silently drops deliveries (the subscriber still answers
+//! PING, as after a failover in Centrifugo #1189). The hub's probe — a message it
+//! publishes on its own channel every keep-alive interval and must receive back — finds
+//! out, rebuilds the subscriber and fills the gap from history; `/readyz` says so while
+//! probes go unanswered.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{
+    PATIENCE, RedisProxy, RedisServer, TestHub, WsClient, eventually, log_event, metric,
+};
+
+/// The hub's keep-alive (and probe) interval in these tests.
+const KEEPALIVE: Duration = Duration::from_millis(500);
+
+/// A Redis and a proxy in front of it.
+async fn proxied_redis() -> (RedisServer, RedisProxy) {
+    let redis = RedisServer::start().await;
+    let upstream = redis.url().trim_start_matches("redis://").to_string();
+    let proxy = RedisProxy::start(&upstream).await;
+    (redis, proxy)
+}
+
+/// `/readyz`: status code and body.
+async fn readiness(hub: &TestHub) -> (u16, Value) {
+    let response = reqwest::get(hub.http("/readyz"))
+        .await
+        .expect("GET /readyz");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Reads `n` events and returns their messages (skipping pings).
+async fn messages(client: &mut WsClient, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let frame = client.next_event().await;
+        out.push(
+            frame["data"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
+    }
+    out
+}
+
+// Deliveries on the subscriber's connection vanish from some moment on (PING still
+// answered): the probe misses, the subscriber is rebuilt, and every event published
+// meanwhile reaches every client from history, once and in order, within a few
+// keep-alive intervals. Failed without the probe: the clients got nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silently_dropped_deliveries_are_detected_and_filled_from_history() {
+    let (_redis, proxy) = proxied_redis().await;
+    let hub = TestHub::start_on(proxy.url(), |c| c.redis_keepalive = KEEPALIVE).await;
+    let projects = ["probe-a", "probe-b"];
+    let mut clients = Vec::new();
+    for project in projects {
+        let mut client = WsClient::connected(&hub.ws_url(project)).await;
+        let id = hub.publish(project, log_event("before")).await;
+        assert_eq!(client.next_event().await["id"], id.as_str());
+        clients.push(client);
+    }
+    let failures = metric(&hub, "hub_pubsub_probe_failures_total").await;
+
+    let dropping_since = Instant::now();
+    proxy.drop_deliveries_on_open_connections();
+    let expected: Vec<String> = (0..20).map(|i| format!("during {i}")).collect();
+    for message in &expected {
+        for project in projects {
+            hub.publish(project, log_event(message)).await;
+        }
+    }
+    eventually("the probe miss is counted", || async {
+        metric(&hub, "hub_pubsub_probe_failures_total").await > failures
+    })
+    .await;
+    let detected = dropping_since.elapsed();
+    for client in &mut clients {
+        assert_eq!(
+            messages(client, expected.len()).await,
+            expected,
+            "every event once, in order"
+        );
+    }
+    let all_delivered = dropping_since.elapsed();
+    assert!(
+        proxy.dropped() > 0,
+        "the proxy dropped deliveries (else this test proves nothing)"
+    );
+    assert!(
+        all_delivered < 10 * KEEPALIVE,
+        "every event within a few keep-alive intervals, took {all_delivered:?}"
+    );
+    eprintln!(
+        "pubsub probe (single node, keep-alive {KEEPALIVE:?}): miss detected after {detected:?}, \
+         every event delivered after {all_delivered:?}, {} deliveries dropped",
+        proxy.dropped()
+    );
+
+    // The rebuilt subscriber receives live deliveries again, and the hub is ready.
+    eventually("/readyz is ready again", || async {
+        readiness(&hub).await.0 == 200
+    })
+    .await;
+    for (project, client) in projects.iter().zip(&mut clients) {
+        let id = hub.publish(project, log_event("after")).await;
+        assert_eq!(
+            client.next_event().await["id"],
+            id.as_str(),
+            "nothing doubled"
+        );
+    }
+}
+
+// Deliveries vanish on every connection, also the rebuilt ones: `/readyz` answers 503
+// with the reason for as long as probes go unanswered (each rebuild still fills the gap
+// from history, so events keep reaching clients), and is ready once a probe returns.
+// Failed without the probe: /readyz stayed 200 and the events never arrived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_reports_a_dead_subscription_until_a_probe_returns() {
+    let (_redis, proxy) = proxied_redis().await;
+    let hub = TestHub::start_on(proxy.url(), |c| c.redis_keepalive = KEEPALIVE).await;
+    let mut client = WsClient::connected(&hub.ws_url("deaf")).await;
+    assert_eq!(readiness(&hub).await.0, 200);
+
+    proxy.drop_all_deliveries(true);
+    let deadline = Instant::now() + PATIENCE;
+    let answer = loop {
+        let (status, body) = readiness(&hub).await;
+        if status == 503 {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz never reported the missed probe"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(answer["reason"], "pubsub_probe_missed", "{answer}");
+    // Still not ready a few probe rounds later: every rebuilt subscription is deaf too.
+    tokio::time::sleep(4 * KEEPALIVE).await;
+    assert_eq!(readiness(&hub).await.0, 503);
+    let expected: Vec<String> = (0..5).map(|i| format!("deaf {i}")).collect();
+    for message in &expected {
+        hub.publish("deaf", log_event(message)).await;
+    }
+    let got = tokio::time::timeout(PATIENCE, messages(&mut client, expected.len()))
+        .await
+        .expect("events reach the client from history while deliveries vanish");
+    assert_eq!(got, expected);
+
+    proxy.drop_all_deliveries(false);
+    eventually("/readyz is ready once a probe returns", || async {
+        readiness(&hub).await.0 == 200
+    })
+    .await;
+    let id = hub.publish("deaf", log_event("live")).await;
+    assert_eq!(client.next_event().await["id"], id.as_str());
+}
