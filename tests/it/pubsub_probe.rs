@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::{
-    PATIENCE, RedisProxy, RedisServer, TestHub, WsClient, eventually, log_event, metric,
+    PATIENCE, RedisCluster, RedisProxy, RedisServer, TestHub, WsClient, eventually, log_event,
+    metric,
 };
 
 /// The hub's keep-alive (and probe) interval in these tests.
@@ -56,7 +57,32 @@ async fn messages(client: &mut WsClient, n: usize) -> Vec<String> {
 async fn silently_dropped_deliveries_are_detected_and_filled_from_history() {
     let (_redis, proxy) = proxied_redis().await;
     let hub = TestHub::start_on(proxy.url(), |c| c.redis_keepalive = KEEPALIVE).await;
-    let projects = ["probe-a", "probe-b"];
+    dropped_deliveries_are_refilled(&hub, &[proxy], "single node").await;
+}
+
+// The same on a 3-master Redis Cluster, each node behind a proxy (the nodes announce
+// the proxies' ports, so the slot map and MOVED lead there too): the probe travels
+// SPUBLISH → SSUBSCRIBE on the shard of the hub's probe channel; a miss rebuilds the
+// whole cluster connection. Failed without the probe: no miss was ever counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_silently_dropped_deliveries_are_detected_and_filled_from_history() {
+    let cluster = RedisCluster::start().await;
+    let proxies = cluster.behind_proxies().await;
+    let hub = TestHub::start_on(RedisCluster::url_through(&proxies), |c| {
+        c.redis_keepalive = KEEPALIVE;
+        c.worker = None;
+    })
+    .await;
+    dropped_deliveries_are_refilled(&hub, &proxies, "cluster").await;
+}
+
+/// Clients of a few projects watch `hub`; every proxy in `proxies` silences the
+/// connections open now while events are published through the hub: each client still
+/// gets every event, once, in order, soon; the miss is counted and the hub is ready
+/// again after the rebuild, with live deliveries flowing.
+async fn dropped_deliveries_are_refilled(hub: &TestHub, proxies: &[RedisProxy], what: &str) {
+    // Several projects, so that on a cluster more than one shard is involved.
+    let projects = ["probe-a", "probe-b", "probe-c", "probe-d"];
     let mut clients = Vec::new();
     for project in projects {
         let mut client = WsClient::connected(&hub.ws_url(project)).await;
@@ -64,10 +90,12 @@ async fn silently_dropped_deliveries_are_detected_and_filled_from_history() {
         assert_eq!(client.next_event().await["id"], id.as_str());
         clients.push(client);
     }
-    let failures = metric(&hub, "hub_pubsub_probe_failures_total").await;
+    let failures = metric(hub, "hub_pubsub_probe_failures_total").await;
 
     let dropping_since = Instant::now();
-    proxy.drop_deliveries_on_open_connections();
+    for proxy in proxies {
+        proxy.drop_deliveries_on_open_connections();
+    }
     let expected: Vec<String> = (0..20).map(|i| format!("during {i}")).collect();
     for message in &expected {
         for project in projects {
@@ -75,7 +103,7 @@ async fn silently_dropped_deliveries_are_detected_and_filled_from_history() {
         }
     }
     eventually("the probe miss is counted", || async {
-        metric(&hub, "hub_pubsub_probe_failures_total").await > failures
+        metric(hub, "hub_pubsub_probe_failures_total").await > failures
     })
     .await;
     let detected = dropping_since.elapsed();
@@ -87,23 +115,23 @@ async fn silently_dropped_deliveries_are_detected_and_filled_from_history() {
         );
     }
     let all_delivered = dropping_since.elapsed();
+    let dropped: u64 = proxies.iter().map(RedisProxy::dropped).sum();
     assert!(
-        proxy.dropped() > 0,
-        "the proxy dropped deliveries (else this test proves nothing)"
+        dropped > 0,
+        "the proxies dropped deliveries (else this test proves nothing)"
     );
     assert!(
         all_delivered < 10 * KEEPALIVE,
         "every event within a few keep-alive intervals, took {all_delivered:?}"
     );
     eprintln!(
-        "pubsub probe (single node, keep-alive {KEEPALIVE:?}): miss detected after {detected:?}, \
-         every event delivered after {all_delivered:?}, {} deliveries dropped",
-        proxy.dropped()
+        "pubsub probe ({what}, keep-alive {KEEPALIVE:?}): miss detected after {detected:?}, \
+         every event delivered after {all_delivered:?}, {dropped} deliveries dropped"
     );
 
     // The rebuilt subscriber receives live deliveries again, and the hub is ready.
     eventually("/readyz is ready again", || async {
-        readiness(&hub).await.0 == 200
+        readiness(hub).await.0 == 200
     })
     .await;
     for (project, client) in projects.iter().zip(&mut clients) {
