@@ -100,6 +100,11 @@ impl RedisProxy {
         }
     }
 
+    /// How many connections it accepted so far (a rebuilt subscriber opens a new one).
+    pub fn connections(&self) -> u64 {
+        self.faults.accepted.load(Ordering::SeqCst)
+    }
+
     /// How many deliveries were dropped so far.
     pub fn dropped(&self) -> u64 {
         self.faults.dropped.load(Ordering::SeqCst)

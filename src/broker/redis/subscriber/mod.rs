@@ -292,9 +292,12 @@ impl<C: Connection> Subscriber<C> {
         let mut conn = self.shared.commands.clone();
         let mut publish = redis::cmd(C::PROBE_PUBLISH);
         publish.arg(&self.shared.probe_channel).arg(n.to_string());
-        if let Err(why) = within(publish.query_async::<i64>(&mut conn)).await {
-            tracing::debug!(subscriber = C::NAME, error = %why, "cannot publish the pub/sub probe");
-            self.shared.probe.not_sent(n);
+        match within(publish.query_async::<i64>(&mut conn)).await {
+            Ok(_) => self.shared.probe.published(n, Instant::now()),
+            Err(why) => {
+                tracing::debug!(subscriber = C::NAME, error = %why, "cannot publish the pub/sub probe");
+                self.shared.probe.not_sent(n);
+            }
         }
         Ok(())
     }

@@ -11,7 +11,9 @@
 //! comes back, the broker is not ready (`/readyz` 503, reason `pubsub_probe_missed`).
 //!
 //! Only one probe is outstanding at a time; its number tells a late answer to an earlier
-//! probe (ignored) from the one awaited.
+//! probe (ignored) from the one awaited. The bound runs from the moment Redis answered
+//! the probe's PUBLISH (it delivers to subscribers while executing it), so a slow
+//! command connection does not pass for a deaf subscription.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -42,8 +44,16 @@ pub(in crate::broker::redis) struct Probe {
 struct State {
     /// The number of the next probe.
     next: u64,
-    /// The probe awaited: its number and when it was sent.
-    pending: Option<(u64, Instant)>,
+    /// The probe awaited: its number, when it was sent, and when Redis confirmed its
+    /// publish (the bound runs from then; until then, from when it was sent).
+    pending: Option<Pending>,
+}
+
+#[derive(Clone, Copy)]
+struct Pending {
+    n: u64,
+    sent: Instant,
+    published: Instant,
 }
 
 /// What the keep-alive tick should do about the probe.
@@ -83,19 +93,33 @@ impl Probe {
     pub(in crate::broker::redis) fn due(&self, now: Instant) -> Due {
         let mut state = self.lock();
         match state.pending {
-            Some((_, sent)) if now.duration_since(sent) >= self.bound => {
+            Some(p) if now.duration_since(p.published) >= self.bound => {
                 state.pending = None;
                 self.failing.store(true, Ordering::Relaxed);
                 m::pubsub_probe_failed();
-                Due::Missed(now.duration_since(sent))
+                Due::Missed(now.duration_since(p.published))
             }
             Some(_) => Due::Wait,
             None => {
                 let n = state.next;
                 state.next += 1;
-                state.pending = Some((n, now));
+                state.pending = Some(Pending {
+                    n,
+                    sent: now,
+                    published: now,
+                });
                 Due::Send(n)
             }
+        }
+    }
+
+    /// Redis answered probe `n`'s publish at `now`: it has been delivered, if the
+    /// subscription is alive. The bound starts here.
+    pub(in crate::broker::redis) fn published(&self, n: u64, now: Instant) {
+        if let Some(p) = self.lock().pending.as_mut()
+            && p.n == n
+        {
+            p.published = now;
         }
     }
 
@@ -103,7 +127,7 @@ impl Probe {
     /// since it cannot come back. A dead Redis is the PING keep-alive's to find.
     pub(in crate::broker::redis) fn not_sent(&self, n: u64) {
         let mut state = self.lock();
-        if matches!(state.pending, Some((pending, _)) if pending == n) {
+        if matches!(state.pending, Some(p) if p.n == n) {
             state.pending = None;
         }
     }
@@ -112,12 +136,12 @@ impl Probe {
     /// subscription is alive.
     pub(in crate::broker::redis) fn received(&self, payload: &[u8]) {
         let mut state = self.lock();
-        let Some((n, sent)) = state.pending else {
+        let Some(p) = state.pending else {
             return;
         };
-        if payload == n.to_string().as_bytes() {
+        if payload == p.n.to_string().as_bytes() {
             state.pending = None;
-            m::pubsub_probe_round_trip(sent.elapsed());
+            m::pubsub_probe_round_trip(p.sent.elapsed());
             if self.failing.swap(false, Ordering::Relaxed) {
                 tracing::info!("redis pub/sub probe received again; the subscription is alive");
             }
@@ -192,6 +216,20 @@ mod tests {
             probe.due(t0 + Duration::from_secs(1)),
             Due::Missed(_)
         ));
+    }
+
+    #[test]
+    fn the_bound_runs_from_the_confirmed_publish() {
+        let (probe, _) = probe();
+        let t0 = Instant::now();
+        assert_eq!(probe.due(t0), Due::Send(0));
+        // The command connection took 4 s to publish it.
+        probe.published(0, t0 + Duration::from_secs(4));
+        assert_eq!(probe.due(t0 + Duration::from_secs(6)), Due::Wait);
+        assert_eq!(
+            probe.due(t0 + Duration::from_secs(9)),
+            Due::Missed(Duration::from_secs(5))
+        );
     }
 
     #[test]
