@@ -133,6 +133,9 @@ pub(super) enum Lost {
     /// The cluster's topology changed under the connection.
     #[error("stale cluster topology: {0}")]
     TopologyChanged(String),
+    /// One node of a cluster connection dropped.
+    #[error("a cluster node's connection dropped")]
+    NodeDisconnected,
     /// The connection answers, but its liveness probe was not delivered to it.
     #[error("pub/sub probe not received back within {0:?}")]
     ProbeMissed(Duration),
@@ -152,7 +155,7 @@ impl<C: Connection> Subscriber<C> {
         keepalive: Duration,
         probe_failing: Arc<AtomicBool>,
     ) -> Self {
-        let probe = Probe::new(keepalive, probe_failing);
+        let probe = Probe::new(probe_failing);
         let probe_channel = C::probe_channel(probe.instance());
         Self {
             target,

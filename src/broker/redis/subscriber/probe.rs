@@ -5,7 +5,8 @@
 //! So every keep-alive interval the hub publishes a numbered message on a channel of its
 //! own (`layout::probe_channel`, one per hub process), through the command connection,
 //! the way events are published; the subscriber connection subscribes that channel like
-//! a project's. A probe not received back within [`Probe::bound`] makes the subscriber
+//! a project's. A probe not back by the first keep-alive tick at least [`BOUND`] after
+//! it was published makes the subscriber
 //! give the connection up: it is rebuilt, resubscribed and every watched project's gap
 //! filled from history, as after any lost connection. From the miss until a probe
 //! comes back, the broker is not ready (`/readyz` 503, reason `pubsub_probe_missed`).
@@ -25,16 +26,16 @@ use rand::Rng;
 use crate::metrics as m;
 
 /// The least time a probe is given to come back, whatever the keep-alive interval: a
-/// round trip on a loaded host must not pass for a dead subscription.
-const MIN_BOUND: Duration = Duration::from_secs(1);
+/// round trip on a loaded host must not pass for a dead subscription. It is checked at
+/// keep-alive ticks, so a probe has at least one interval: a miss is seen one to two
+/// intervals (at least 1 s) after deliveries stop.
+const BOUND: Duration = Duration::from_secs(1);
 
 /// The probe of one hub process. Shared by the subscriber loop (which sends and checks)
 /// and the connection's message handler (which receives).
 pub(in crate::broker::redis) struct Probe {
     /// Random per process, so that hubs on one Redis never answer each other's probes.
     instance: String,
-    /// How long a probe may take to come back.
-    bound: Duration,
     state: Mutex<State>,
     /// Set from a missed probe until one comes back; read by `/readyz`.
     failing: Arc<AtomicBool>,
@@ -68,8 +69,8 @@ pub(in crate::broker::redis) enum Due {
 }
 
 impl Probe {
-    /// A probe with a random instance id, given `max(keepalive, 1 s)` to come back.
-    pub(in crate::broker::redis) fn new(keepalive: Duration, failing: Arc<AtomicBool>) -> Self {
+    /// A probe with a random instance id.
+    pub(in crate::broker::redis) fn new(failing: Arc<AtomicBool>) -> Self {
         let instance: String = rand::rng()
             .sample_iter(rand::distr::Alphanumeric)
             .take(16)
@@ -77,7 +78,6 @@ impl Probe {
             .collect();
         Self {
             instance,
-            bound: keepalive.max(MIN_BOUND),
             state: Mutex::new(State::default()),
             failing,
         }
@@ -93,7 +93,7 @@ impl Probe {
     pub(in crate::broker::redis) fn due(&self, now: Instant) -> Due {
         let mut state = self.lock();
         match state.pending {
-            Some(p) if now.duration_since(p.published) >= self.bound => {
+            Some(p) if now.duration_since(p.published) >= BOUND => {
                 state.pending = None;
                 self.failing.store(true, Ordering::Relaxed);
                 m::pubsub_probe_failed();
@@ -166,10 +166,7 @@ mod tests {
 
     fn probe() -> (Probe, Arc<AtomicBool>) {
         let failing = Arc::new(AtomicBool::new(false));
-        (
-            Probe::new(Duration::from_secs(5), Arc::clone(&failing)),
-            failing,
-        )
+        (Probe::new(Arc::clone(&failing)), failing)
     }
 
     #[test]
@@ -177,7 +174,7 @@ mod tests {
         let (probe, failing) = probe();
         let t0 = Instant::now();
         assert_eq!(probe.due(t0), Due::Send(0));
-        assert_eq!(probe.due(t0 + Duration::from_secs(1)), Due::Wait);
+        assert_eq!(probe.due(t0 + Duration::from_millis(999)), Due::Wait);
         probe.received(b"0");
         assert_eq!(probe.due(t0 + Duration::from_secs(6)), Due::Send(1));
         assert!(!failing.load(Ordering::Relaxed));
@@ -207,8 +204,8 @@ mod tests {
     }
 
     #[test]
-    fn the_bound_is_at_least_a_second() {
-        let probe = Probe::new(Duration::from_millis(20), Arc::new(AtomicBool::new(false)));
+    fn the_bound_is_a_second() {
+        let (probe, _) = probe();
         let t0 = Instant::now();
         assert_eq!(probe.due(t0), Due::Send(0));
         assert_eq!(probe.due(t0 + Duration::from_millis(999)), Due::Wait);
@@ -225,10 +222,10 @@ mod tests {
         assert_eq!(probe.due(t0), Due::Send(0));
         // The command connection took 4 s to publish it.
         probe.published(0, t0 + Duration::from_secs(4));
-        assert_eq!(probe.due(t0 + Duration::from_secs(6)), Due::Wait);
+        assert_eq!(probe.due(t0 + Duration::from_millis(4500)), Due::Wait);
         assert_eq!(
-            probe.due(t0 + Duration::from_secs(9)),
-            Due::Missed(Duration::from_secs(5))
+            probe.due(t0 + Duration::from_secs(6)),
+            Due::Missed(Duration::from_secs(2))
         );
     }
 
