@@ -256,10 +256,15 @@ impl<C: Connection> Subscriber<C> {
         let mut keepalive = tokio::time::interval(self.keepalive);
         keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         keepalive.reset();
+        // When the probe under way is to be back (armed once it is published).
+        let check = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(check);
+        let mut armed = false;
         // Prove the new subscription at once (after a miss, readiness waits for it).
         self.shared.probe.reset();
-        if let Err(lost) = self.probe().await {
-            return Exit::Lost(lost);
+        match self.probe().await {
+            Ok(sent) => arm(&mut check, &mut armed, sent),
+            Err(lost) => return Exit::Lost(lost),
         }
         loop {
             let result = tokio::select! {
@@ -274,9 +279,16 @@ impl<C: Connection> Subscriber<C> {
                     None => return Exit::Shutdown,
                 },
                 _ = keepalive.tick() => match conn.keepalive().await {
-                    Ok(()) => self.probe().await,
+                    Ok(()) => self.probe().await.map(|sent| arm(&mut check, &mut armed, sent)),
                     Err(lost) => Err(lost),
                 },
+                _ = &mut check, if armed => {
+                    armed = false;
+                    match self.shared.probe.overdue(Instant::now()) {
+                        Some(late) => Err(Lost::ProbeMissed(late)),
+                        None => Ok(()),
+                    }
+                }
             };
             if let Err(lost) = result {
                 return Exit::Lost(lost);
@@ -284,11 +296,11 @@ impl<C: Connection> Subscriber<C> {
         }
     }
 
-    /// The keep-alive's liveness probe: sends the next one, or gives the connection up
-    /// when the last one did not come back in time.
-    async fn probe(&self) -> Result<(), Lost> {
+    /// The keep-alive's liveness probe: sends the next one (and says so), or gives the
+    /// connection up when the last one did not come back in time.
+    async fn probe(&self) -> Result<bool, Lost> {
         let n = match self.shared.probe.due(Instant::now()) {
-            Due::Wait => return Ok(()),
+            Due::Wait => return Ok(false),
             Due::Missed(after) => return Err(Lost::ProbeMissed(after)),
             Due::Send(n) => n,
         };
@@ -296,13 +308,16 @@ impl<C: Connection> Subscriber<C> {
         let mut publish = redis::cmd(C::PROBE_PUBLISH);
         publish.arg(&self.shared.probe_channel).arg(n.to_string());
         match within(publish.query_async::<i64>(&mut conn)).await {
-            Ok(_) => self.shared.probe.published(n, Instant::now()),
+            Ok(_) => {
+                self.shared.probe.published(n, Instant::now());
+                Ok(true)
+            }
             Err(why) => {
                 tracing::debug!(subscriber = C::NAME, error = %why, "cannot publish the pub/sub probe");
                 self.shared.probe.not_sent(n);
+                Ok(false)
             }
         }
-        Ok(())
     }
 
     /// Applies `first` and every other change already waiting, with as few commands as
@@ -354,6 +369,16 @@ impl<C: Connection> Subscriber<C> {
                 self.shared.wanted.remove(&project);
             }
         }
+    }
+}
+
+/// Arms the probe check [`probe::BOUND`] from now when a probe was `sent`.
+fn arm(check: &mut std::pin::Pin<&mut tokio::time::Sleep>, armed: &mut bool, sent: bool) {
+    if sent {
+        check
+            .as_mut()
+            .reset(tokio::time::Instant::now() + probe::BOUND);
+        *armed = true;
     }
 }
 

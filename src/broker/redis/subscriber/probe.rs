@@ -5,8 +5,8 @@
 //! So every keep-alive interval the hub publishes a numbered message on a channel of its
 //! own (`layout::probe_channel`, one per hub process), through the command connection,
 //! the way events are published; the subscriber connection subscribes that channel like
-//! a project's. A probe not back by the first keep-alive tick at least [`BOUND`] after
-//! it was published makes the subscriber
+//! a project's. A probe not back [`BOUND`] after Redis accepted its publish makes the
+//! subscriber
 //! give the connection up: it is rebuilt, resubscribed and every watched project's gap
 //! filled from history, as after any lost connection. From the miss until a probe
 //! comes back, the broker is not ready (`/readyz` 503, reason `pubsub_probe_missed`).
@@ -26,10 +26,10 @@ use rand::Rng;
 use crate::metrics as m;
 
 /// The least time a probe is given to come back, whatever the keep-alive interval: a
-/// round trip on a loaded host must not pass for a dead subscription. It is checked at
-/// keep-alive ticks, so a probe has at least one interval: a miss is seen one to two
-/// intervals (at least 1 s) after deliveries stop.
-const BOUND: Duration = Duration::from_secs(1);
+/// round trip on a loaded host must not pass for a dead subscription. The subscriber
+/// checks a probe this long after its publish (and again at each keep-alive tick), so a
+/// miss is seen at most one keep-alive interval plus this after deliveries stop.
+pub(in crate::broker::redis) const BOUND: Duration = Duration::from_secs(1);
 
 /// The probe of one hub process. Shared by the subscriber loop (which sends and checks)
 /// and the connection's message handler (which receives).
@@ -91,14 +91,11 @@ impl Probe {
     /// At a keep-alive tick: send a new probe, wait for the one under way, or report it
     /// missed. A miss forgets the probe, so the next connection starts afresh.
     pub(in crate::broker::redis) fn due(&self, now: Instant) -> Due {
+        if let Some(late) = self.overdue(now) {
+            return Due::Missed(late);
+        }
         let mut state = self.lock();
         match state.pending {
-            Some(p) if now.duration_since(p.published) >= BOUND => {
-                state.pending = None;
-                self.failing.store(true, Ordering::Relaxed);
-                m::pubsub_probe_failed();
-                Due::Missed(now.duration_since(p.published))
-            }
             Some(_) => Due::Wait,
             None => {
                 let n = state.next;
@@ -111,6 +108,21 @@ impl Probe {
                 Due::Send(n)
             }
         }
+    }
+
+    /// If the awaited probe is [`BOUND`] past its publish at `now`: how long past its
+    /// publish. It is then missed: forgotten, counted, and the broker not ready until a
+    /// probe comes back.
+    pub(in crate::broker::redis) fn overdue(&self, now: Instant) -> Option<Duration> {
+        let mut state = self.lock();
+        let late = now.duration_since(state.pending?.published);
+        if late < BOUND {
+            return None;
+        }
+        state.pending = None;
+        self.failing.store(true, Ordering::Relaxed);
+        m::pubsub_probe_failed();
+        Some(late)
     }
 
     /// Redis answered probe `n`'s publish at `now`: it has been delivered, if the
@@ -226,6 +238,31 @@ mod tests {
         assert_eq!(
             probe.due(t0 + Duration::from_secs(6)),
             Due::Missed(Duration::from_secs(2))
+        );
+    }
+
+    #[test]
+    fn an_overdue_check_reports_only_a_late_probe() {
+        let (probe, failing) = probe();
+        let t0 = Instant::now();
+        assert_eq!(
+            probe.overdue(t0 + Duration::from_secs(9)),
+            None,
+            "none awaited"
+        );
+        assert_eq!(probe.due(t0), Due::Send(0));
+        probe.published(0, t0);
+        assert_eq!(probe.overdue(t0 + Duration::from_millis(999)), None);
+        assert!(!failing.load(Ordering::Relaxed));
+        assert_eq!(
+            probe.overdue(t0 + Duration::from_secs(1)),
+            Some(Duration::from_secs(1))
+        );
+        assert!(failing.load(Ordering::Relaxed));
+        assert_eq!(
+            probe.overdue(t0 + Duration::from_secs(2)),
+            None,
+            "missed once"
         );
     }
 
