@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::{
-    PATIENCE, RedisCluster, RedisProxy, RedisServer, TestHub, WsClient, eventually, log_event,
-    metric,
+    self, PATIENCE, RedisCluster, RedisProxy, RedisServer, TestHub, WsClient, eventually, layout,
+    log_event, metric,
 };
 
 /// The hub's keep-alive (and probe) interval in these tests.
@@ -57,7 +57,7 @@ async fn messages(client: &mut WsClient, n: usize) -> Vec<String> {
 async fn silently_dropped_deliveries_are_detected_and_filled_from_history() {
     let (_redis, proxy) = proxied_redis().await;
     let hub = TestHub::start_on(proxy.url(), |c| c.redis_keepalive = KEEPALIVE).await;
-    dropped_deliveries_are_refilled(&hub, &[proxy], "single node").await;
+    dropped_deliveries_are_refilled(&hub, &[proxy], &[0], &PROJECTS, "single node").await;
 }
 
 // The same on a 3-master Redis Cluster, each node behind a proxy (the nodes announce
@@ -73,18 +73,103 @@ async fn on_a_cluster_silently_dropped_deliveries_are_detected_and_filled_from_h
         c.worker = None;
     })
     .await;
-    dropped_deliveries_are_refilled(&hub, &proxies, "cluster").await;
+    dropped_deliveries_are_refilled(&hub, &proxies, &[0, 1, 2], &PROJECTS, "cluster").await;
 }
 
-/// Clients of a few projects watch `hub`; every proxy in `proxies` silences the
+// On a cluster, deliveries vanish on one shard only: the probe travels on a channel per
+// primary, so it misses there too. The silenced shard is the one with the fewest of the
+// hub's probe channels, and two watched projects live on it. Failed with one probe
+// channel per hub (on the shard of its random id): no rebuild, the two projects' clients
+// got nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_a_single_deaf_shard_is_found() {
+    let cluster = RedisCluster::start().await;
+    let proxies = cluster.behind_proxies().await;
+    let hub = TestHub::start_on(RedisCluster::url_through(&proxies), |c| {
+        c.redis_keepalive = KEEPALIVE;
+        c.worker = None;
+    })
+    .await;
+    // The hub's probe channels, node by node (asked directly, not through the proxies).
+    let mut probes = Vec::new();
+    for i in 0..proxies.len() {
+        let channels: Vec<String> = redis::cmd("PUBSUB")
+            .arg("SHARDCHANNELS")
+            .arg("progress-hub:probe:*")
+            .query_async(&mut cluster.node(i).await)
+            .await
+            .unwrap();
+        probes.push(channels.len());
+    }
+    let deaf = (0..proxies.len()).min_by_key(|i| probes[*i]).unwrap();
+    // Two projects in the deaf shard's slots, two elsewhere.
+    let mut conn = cluster.node(deaf).await;
+    let (mut on_deaf, mut elsewhere) = (Vec::new(), Vec::new());
+    for n in 0..100 {
+        let project = format!("shard-{n}");
+        let list = if owned_by(&mut conn, &project, proxies[deaf].port).await {
+            &mut on_deaf
+        } else {
+            &mut elsewhere
+        };
+        if list.len() < 2 {
+            list.push(project);
+        }
+    }
+    assert_eq!((on_deaf.len(), elsewhere.len()), (2, 2));
+    let projects: Vec<String> = on_deaf.into_iter().chain(elsewhere).collect();
+    dropped_deliveries_are_refilled(
+        &hub,
+        &proxies,
+        &[deaf],
+        &projects,
+        "cluster, one deaf shard",
+    )
+    .await;
+}
+
+/// Whether `project`'s slot belongs to the primary announced on `port` (a proxy's), as
+/// the node behind `conn` sees the slot map.
+async fn owned_by(conn: &mut redis::aio::MultiplexedConnection, project: &str, port: u16) -> bool {
+    let slot: i64 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(layout::shard_channel(&support::project(project)))
+        .query_async(conn)
+        .await
+        .unwrap();
+    let map: Vec<redis::Value> = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async(conn)
+        .await
+        .unwrap();
+    map.into_iter().any(|range| {
+        // start, end, primary [host, port, id], replicas...
+        let fields: Vec<redis::Value> = redis::from_redis_value(range).unwrap();
+        let start: i64 = redis::from_redis_value(fields[0].clone()).unwrap();
+        let end: i64 = redis::from_redis_value(fields[1].clone()).unwrap();
+        let primary: Vec<redis::Value> = redis::from_redis_value(fields[2].clone()).unwrap();
+        let primary_port: u16 = redis::from_redis_value(primary[1].clone()).unwrap();
+        (start..=end).contains(&slot) && primary_port == port
+    })
+}
+
+/// The projects of the tests that silence every shard.
+const PROJECTS: [&str; 4] = ["probe-a", "probe-b", "probe-c", "probe-d"];
+
+/// Clients of `projects` watch `hub`; the proxies numbered in `silenced` silence the
 /// connections open now while events are published through the hub: each client still
 /// gets every event, once, in order, soon; the miss is counted and the hub is ready
 /// again after the rebuild, with live deliveries flowing.
-async fn dropped_deliveries_are_refilled(hub: &TestHub, proxies: &[RedisProxy], what: &str) {
-    // Several projects, so that on a cluster more than one shard is involved.
-    let projects = ["probe-a", "probe-b", "probe-c", "probe-d"];
+async fn dropped_deliveries_are_refilled(
+    hub: &TestHub,
+    proxies: &[RedisProxy],
+    silenced: &[usize],
+    projects: &[impl AsRef<str>],
+    what: &str,
+) {
+    let projects: Vec<&str> = projects.iter().map(AsRef::as_ref).collect();
     let mut clients = Vec::new();
-    for project in projects {
+    for &project in &projects {
         let mut client = WsClient::connected(&hub.ws_url(project)).await;
         let id = hub.publish(project, log_event("before")).await;
         assert_eq!(client.next_event().await["id"], id.as_str());
@@ -103,14 +188,14 @@ async fn dropped_deliveries_are_refilled(hub: &TestHub, proxies: &[RedisProxy], 
     let failures = metric(hub, "hub_pubsub_probe_failures_total").await;
 
     let dropping_since = Instant::now();
-    for proxy in proxies {
-        proxy.drop_deliveries_on_open_connections();
+    for &i in silenced {
+        proxies[i].drop_deliveries_on_open_connections();
     }
     let expected: Vec<String> = (0..20).map(|i| format!("during {i}")).collect();
     // Publish while watching for the rebuild, so its time is measured, not the publishing.
     let publishing = async {
         for message in &expected {
-            for project in projects {
+            for &project in &projects {
                 hub.publish(project, log_event(message)).await;
             }
         }

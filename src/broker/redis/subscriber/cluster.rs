@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
+use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo};
 use redis::{ProtocolVersion, PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 
@@ -58,12 +58,6 @@ impl Connection for Cluster {
     type Message = PushInfo;
     const NAME: &'static str = "redis-cluster";
     const PROBE_PUBLISH: &'static str = "SPUBLISH";
-
-    /// A sharded channel in the slot of the hub's random id: the probe proves the
-    /// subscription on that one shard's primary (and the cluster connection as a whole).
-    fn probe_channel(instance: &str) -> String {
-        layout::probe_shard_channel(instance)
-    }
 
     async fn open(seeds: &Vec<String>, topics: &[Arc<Topic>]) -> Result<Self, Lost> {
         let (tx, pushes) = mpsc::unbounded_channel();
@@ -161,13 +155,61 @@ impl Connection for Cluster {
         Ok(())
     }
 
-    async fn subscribe_probe(&mut self, channel: &str) -> Result<(), Lost> {
-        within(self.conn.ssubscribe(channel)).await
+    /// One sharded channel per primary, in a slot it serves as the slot map says now: a
+    /// deaf subscription on any shard is found. When the map changes (failover, slot
+    /// move), a channel's slot may leave its primary; the server then ends that
+    /// subscription, the probe misses, and the rebuilt connection chooses anew.
+    async fn subscribe_probes(&mut self, instance: &str) -> Result<Vec<String>, Lost> {
+        let mut slots = redis::cmd("CLUSTER");
+        slots.arg("SLOTS");
+        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
+        let answer = within(self.conn.route_command(slots, routing)).await?;
+        let channels: Vec<String> = slot_ranges_by_primary(&answer)
+            .iter()
+            .filter_map(|ranges| layout::probe_shard_channel_in(instance, ranges))
+            .collect();
+        if channels.is_empty() {
+            return Err(Lost::TopologyChanged(format!(
+                "no slot ranges in CLUSTER SLOTS: {answer:?}"
+            )));
+        }
+        for channel in &channels {
+            within(self.conn.ssubscribe(channel)).await?;
+        }
+        Ok(channels)
     }
 
     async fn keepalive(&mut self) -> Result<(), Lost> {
         check_primaries(&mut self.conn).await
     }
+}
+
+/// `CLUSTER SLOTS` (`[[start, end, [host, port, ..], replicas..], ..]`) as each
+/// primary's slot ranges.
+fn slot_ranges_by_primary(answer: &Value) -> Vec<Vec<(u16, u16)>> {
+    let mut primaries: Vec<(Value, Vec<(u16, u16)>)> = Vec::new();
+    let Value::Array(entries) = answer else {
+        return Vec::new();
+    };
+    for entry in entries {
+        let Value::Array(fields) = entry else {
+            continue;
+        };
+        let (Some(Value::Int(start)), Some(Value::Int(end)), Some(Value::Array(primary))) =
+            (fields.first(), fields.get(1), fields.get(2))
+        else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (u16::try_from(*start), u16::try_from(*end)) else {
+            continue;
+        };
+        let node = Value::Array(primary.iter().take(2).cloned().collect());
+        match primaries.iter_mut().find(|(n, _)| *n == node) {
+            Some((_, ranges)) => ranges.push((start, end)),
+            None => primaries.push((node, vec![(start, end)])),
+        }
+    }
+    primaries.into_iter().map(|(_, ranges)| ranges).collect()
 }
 
 /// The keep-alive: every node this connection takes for a primary must answer, and as a

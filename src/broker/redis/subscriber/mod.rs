@@ -75,20 +75,24 @@ pub(super) struct Shared {
     /// Projects that have watchers, with the topic to tell once subscribed. While
     /// serving, exactly what the connection has subscribed.
     pub(super) wanted: HashMap<ProjectId, Arc<Topic>>,
-    /// The liveness probe, and the channel it travels on (subscribed with the projects).
+    /// The liveness probe, and the channels it travels on (subscribed with the
+    /// projects; chosen by each new connection).
     probe: Probe,
-    probe_channel: String,
+    probe_channels: Vec<String>,
 }
 
 impl Shared {
-    /// If `channel` is the probe's, takes `payload` as a probe answer and says so (the
-    /// handler then looks no further).
+    /// If `channel` is one of the probe's, takes `payload` as a probe answer and says so
+    /// (the handler then looks no further).
     pub(super) fn probe_received(&self, channel: &[u8], payload: &[u8]) -> bool {
-        let ours = channel == self.probe_channel.as_bytes();
-        if ours {
-            self.probe.received(payload);
+        let ours = self
+            .probe_channels
+            .iter()
+            .position(|c| c.as_bytes() == channel);
+        if let Some(index) = ours {
+            self.probe.received(index, payload);
         }
-        ours
+        ours.is_some()
     }
 }
 
@@ -100,11 +104,8 @@ pub(super) trait Connection: Sized + Send {
     type Message: Send;
     /// Names the subscriber in log lines.
     const NAME: &'static str;
-    /// The command that publishes the liveness probe on [`Self::probe_channel`].
+    /// The command that publishes the liveness probe on its channels.
     const PROBE_PUBLISH: &'static str;
-
-    /// Hub process `instance`'s probe channel on this kind of connection.
-    fn probe_channel(instance: &str) -> String;
 
     /// Connects and subscribes every project of `topics` (the caller then fills their
     /// gaps).
@@ -115,8 +116,9 @@ pub(super) trait Connection: Sized + Send {
     async fn handle(&mut self, shared: &Shared, message: Self::Message) -> Result<(), Lost>;
     async fn subscribe(&mut self, topics: &[Arc<Topic>]) -> Result<(), Lost>;
     async fn unsubscribe(&mut self, projects: &[ProjectId]) -> Result<(), Lost>;
-    /// Subscribes the liveness probe's channel.
-    async fn subscribe_probe(&mut self, channel: &str) -> Result<(), Lost>;
+    /// Chooses hub process `instance`'s probe channels for this connection (one on one
+    /// node, one per primary on a cluster), subscribes them and returns them.
+    async fn subscribe_probes(&mut self, instance: &str) -> Result<Vec<String>, Lost>;
     /// Proves the connection is alive (and, on a cluster, current).
     async fn keepalive(&mut self) -> Result<(), Lost>;
 }
@@ -156,7 +158,6 @@ impl<C: Connection> Subscriber<C> {
         probe_failing: Arc<AtomicBool>,
     ) -> Self {
         let probe = Probe::new(probe_failing);
-        let probe_channel = C::probe_channel(probe.instance());
         Self {
             target,
             shared: Shared {
@@ -164,7 +165,7 @@ impl<C: Connection> Subscriber<C> {
                 hub,
                 wanted: HashMap::new(),
                 probe,
-                probe_channel,
+                probe_channels: Vec::new(),
             },
             up,
             keepalive,
@@ -238,7 +239,7 @@ impl<C: Connection> Subscriber<C> {
     async fn connect(&mut self) -> Result<C, Lost> {
         let topics: Vec<Arc<Topic>> = self.shared.wanted.values().cloned().collect();
         let mut conn = C::open(&self.target, &topics).await?;
-        conn.subscribe_probe(&self.shared.probe_channel).await?;
+        self.shared.probe_channels = conn.subscribe_probes(self.shared.probe.instance()).await?;
         for topic in &topics {
             fill_gap(&self.shared.commands, &self.shared.hub, topic).await?;
             topic.mark_subscribed();
@@ -261,7 +262,7 @@ impl<C: Connection> Subscriber<C> {
         tokio::pin!(check);
         let mut armed = false;
         // Prove the new subscription at once (after a miss, readiness waits for it).
-        self.shared.probe.reset();
+        self.shared.probe.reset(self.shared.probe_channels.len());
         match self.probe().await {
             Ok(sent) => arm(&mut check, &mut armed, sent),
             Err(lost) => return Exit::Lost(lost),
@@ -305,19 +306,17 @@ impl<C: Connection> Subscriber<C> {
             Due::Send(n) => n,
         };
         let mut conn = self.shared.commands.clone();
-        let mut publish = redis::cmd(C::PROBE_PUBLISH);
-        publish.arg(&self.shared.probe_channel).arg(n.to_string());
-        match within(publish.query_async::<i64>(&mut conn)).await {
-            Ok(_) => {
-                self.shared.probe.published(n, Instant::now());
-                Ok(true)
-            }
-            Err(why) => {
+        for channel in &self.shared.probe_channels {
+            let mut publish = redis::cmd(C::PROBE_PUBLISH);
+            publish.arg(channel).arg(n.to_string());
+            if let Err(why) = within(publish.query_async::<i64>(&mut conn)).await {
                 tracing::debug!(subscriber = C::NAME, error = %why, "cannot publish the pub/sub probe");
                 self.shared.probe.not_sent(n);
-                Ok(false)
+                return Ok(false);
             }
         }
+        self.shared.probe.published(n, Instant::now());
+        Ok(true)
     }
 
     /// Applies `first` and every other change already waiting, with as few commands as

@@ -2,10 +2,11 @@
 //! subscription. After a failover behind a proxy or a moved address, a subscriber can
 //! keep answering PING while nothing is delivered to it any more (Centrifugo #1189).
 //!
-//! So every keep-alive interval the hub publishes a numbered message on a channel of its
-//! own (`layout::probe_channel`, one per hub process), through the command connection,
-//! the way events are published; the subscriber connection subscribes that channel like
-//! a project's. A probe not back [`BOUND`] after Redis accepted its publish makes the
+//! So every keep-alive interval the hub publishes a numbered message on channels of its
+//! own (`layout::probe_channel`, per hub process; on a cluster one per primary, each in
+//! a slot that primary serves), through the command connection, the way events are
+//! published; the subscriber connection subscribes them like a project's channel. The
+//! probe is back when it came back on every one of them. A probe not back [`BOUND`] after Redis accepted its publish makes the
 //! subscriber
 //! give the connection up: it is rebuilt, resubscribed and every watched project's gap
 //! filled from history, as after any lost connection. From the miss until a probe
@@ -45,16 +46,19 @@ pub(in crate::broker::redis) struct Probe {
 struct State {
     /// The number of the next probe.
     next: u64,
+    /// On how many channels each probe travels (set per connection).
+    channels: usize,
     /// The probe awaited: its number, when it was sent, and when Redis confirmed its
     /// publish (the bound runs from then; until then, from when it was sent).
     pending: Option<Pending>,
 }
 
-#[derive(Clone, Copy)]
 struct Pending {
     n: u64,
     sent: Instant,
     published: Instant,
+    /// The channels (by index) it has not come back on yet.
+    outstanding: Vec<usize>,
 }
 
 /// What the keep-alive tick should do about the probe.
@@ -104,6 +108,7 @@ impl Probe {
                     n,
                     sent: now,
                     published: now,
+                    outstanding: (0..state.channels).collect(),
                 });
                 Due::Send(n)
             }
@@ -115,7 +120,7 @@ impl Probe {
     /// probe comes back.
     pub(in crate::broker::redis) fn overdue(&self, now: Instant) -> Option<Duration> {
         let mut state = self.lock();
-        let late = now.duration_since(state.pending?.published);
+        let late = now.duration_since(state.pending.as_ref()?.published);
         if late < BOUND {
             return None;
         }
@@ -139,31 +144,37 @@ impl Probe {
     /// since it cannot come back. A dead Redis is the PING keep-alive's to find.
     pub(in crate::broker::redis) fn not_sent(&self, n: u64) {
         let mut state = self.lock();
-        if matches!(state.pending, Some(p) if p.n == n) {
+        if matches!(&state.pending, Some(p) if p.n == n) {
             state.pending = None;
         }
     }
 
-    /// A message arrived on the probe channel: if it is the awaited probe, the
-    /// subscription is alive.
-    pub(in crate::broker::redis) fn received(&self, payload: &[u8]) {
+    /// A message arrived on probe channel number `channel`: once the awaited probe has
+    /// come back on every channel, the subscription is alive.
+    pub(in crate::broker::redis) fn received(&self, channel: usize, payload: &[u8]) {
         let mut state = self.lock();
-        let Some(p) = state.pending else {
+        let Some(p) = state.pending.as_mut() else {
             return;
         };
-        if payload == p.n.to_string().as_bytes() {
-            state.pending = None;
+        if payload != p.n.to_string().as_bytes() {
+            return;
+        }
+        p.outstanding.retain(|c| *c != channel);
+        if p.outstanding.is_empty() {
             m::pubsub_probe_round_trip(p.sent.elapsed());
+            state.pending = None;
             if self.failing.swap(false, Ordering::Relaxed) {
                 tracing::info!("redis pub/sub probe received again; the subscription is alive");
             }
         }
     }
 
-    /// Forgets the awaited probe (a new connection: what the old one would have
-    /// received never arrives).
-    pub(in crate::broker::redis) fn reset(&self) {
-        self.lock().pending = None;
+    /// A new connection, whose probes travel on `channels` channels: forgets the awaited
+    /// probe (what the old connection would have received never arrives).
+    pub(in crate::broker::redis) fn reset(&self, channels: usize) {
+        let mut state = self.lock();
+        state.pending = None;
+        state.channels = channels;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -187,7 +198,7 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(probe.due(t0), Due::Send(0));
         assert_eq!(probe.due(t0 + Duration::from_millis(999)), Due::Wait);
-        probe.received(b"0");
+        probe.received(0, b"0");
         assert_eq!(probe.due(t0 + Duration::from_secs(6)), Due::Send(1));
         assert!(!failing.load(Ordering::Relaxed));
     }
@@ -198,7 +209,7 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(probe.due(t0), Due::Send(0));
         // A late answer to another probe does not count.
-        probe.received(b"7");
+        probe.received(0, b"7");
         assert_eq!(
             probe.due(t0 + Duration::from_secs(5)),
             Due::Missed(Duration::from_secs(5))
@@ -206,12 +217,12 @@ mod tests {
         assert!(failing.load(Ordering::Relaxed));
         // The next connection's probe comes back: ready again.
         assert_eq!(probe.due(t0 + Duration::from_secs(6)), Due::Send(1));
-        probe.received(b"0");
+        probe.received(0, b"0");
         assert!(
             failing.load(Ordering::Relaxed),
             "probe 0's answer came too late"
         );
-        probe.received(b"1");
+        probe.received(0, b"1");
         assert!(!failing.load(Ordering::Relaxed));
     }
 
@@ -264,6 +275,28 @@ mod tests {
             None,
             "missed once"
         );
+    }
+
+    #[test]
+    fn a_probe_is_back_when_back_on_every_channel() {
+        let (probe, failing) = probe();
+        probe.reset(3);
+        let t0 = Instant::now();
+        assert_eq!(probe.due(t0), Due::Send(0));
+        probe.received(0, b"0");
+        probe.received(2, b"0");
+        probe.received(2, b"0");
+        assert!(matches!(
+            probe.due(t0 + Duration::from_secs(1)),
+            Due::Missed(_)
+        ));
+        assert!(failing.load(Ordering::Relaxed), "channel 1 never answered");
+        assert_eq!(probe.due(t0 + Duration::from_secs(2)), Due::Send(1));
+        for channel in 0..3 {
+            probe.received(channel, b"1");
+        }
+        assert!(!failing.load(Ordering::Relaxed));
+        assert_eq!(probe.due(t0 + Duration::from_secs(2)), Due::Send(2));
     }
 
     #[test]

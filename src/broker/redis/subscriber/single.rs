@@ -27,10 +27,6 @@ impl Connection for Single {
     const NAME: &'static str = "redis";
     const PROBE_PUBLISH: &'static str = "PUBLISH";
 
-    fn probe_channel(instance: &str) -> String {
-        layout::probe_channel(instance)
-    }
-
     async fn open(client: &redis::Client, topics: &[Arc<Topic>]) -> Result<Self, Lost> {
         let pubsub = within(client.get_async_pubsub()).await?;
         let (sink, stream) = pubsub.split();
@@ -74,8 +70,10 @@ impl Connection for Single {
         Ok(())
     }
 
-    async fn subscribe_probe(&mut self, channel: &str) -> Result<(), Lost> {
-        within(self.sink.subscribe(channel)).await
+    async fn subscribe_probes(&mut self, instance: &str) -> Result<Vec<String>, Lost> {
+        let channel = layout::probe_channel(instance);
+        within(self.sink.subscribe(&channel)).await?;
+        Ok(vec![channel])
     }
 
     async fn keepalive(&mut self) -> Result<(), Lost> {
