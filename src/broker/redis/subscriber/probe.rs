@@ -6,16 +6,16 @@
 //! own (`layout::probe_channel`, per hub process; on a cluster one per primary, each in
 //! a slot that primary serves), through the command connection, the way events are
 //! published; the subscriber connection subscribes them like a project's channel. The
-//! probe is back when it came back on every one of them. A probe not back [`BOUND`] after Redis accepted its publish makes the
-//! subscriber
-//! give the connection up: it is rebuilt, resubscribed and every watched project's gap
-//! filled from history, as after any lost connection. From the miss until a probe
+//! probe is back when it came back on every one of them. A probe not back [`BOUND`]
+//! after Redis accepted its publish makes the subscriber give the connection up: it is
+//! rebuilt, resubscribed and every watched project's gap filled from history, as after
+//! any lost connection. From the miss until a probe
 //! comes back, the broker is not ready (`/readyz` 503, reason `pubsub_probe_missed`).
 //!
 //! Only one probe is outstanding at a time; its number tells a late answer to an earlier
 //! probe (ignored) from the one awaited. The bound runs from the moment Redis answered
-//! the probe's PUBLISH (it delivers to subscribers while executing it), so a slow
-//! command connection does not pass for a deaf subscription.
+//! the probe's last PUBLISH (Redis delivers to subscribers while executing it), so a
+//! slow command connection does not pass for a deaf subscription.
 
 use std::sync::Arc;
 use std::sync::Mutex;
