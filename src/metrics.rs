@@ -191,3 +191,14 @@ pub fn history_rewound() {
 pub fn redis_reconnected() {
     handles().redis_reconnects.increment(1);
 }
+
+/// A Pub/Sub liveness probe did not come back within its bound: the subscriber is
+/// rebuilt (see `broker/redis/subscriber/probe.rs`).
+pub fn pubsub_probe_failed() {
+    counter!("hub_pubsub_probe_failures_total").increment(1);
+}
+
+/// A Pub/Sub liveness probe came back: publish → received on the subscriber.
+pub fn pubsub_probe_round_trip(took: Duration) {
+    histogram!("hub_pubsub_probe_seconds").record(took.as_secs_f64());
+}

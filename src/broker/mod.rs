@@ -121,6 +121,12 @@ pub trait Broker: Send + Sync + 'static {
     /// subscriber connected.
     async fn is_ready(&self) -> bool;
 
+    /// Why the broker is not ready, when it knows without asking Redis (`/readyz`'s
+    /// `reason`): e.g. `pubsub_probe_missed`, `subscriber_down`.
+    fn unready_reason(&self) -> Option<&'static str> {
+        None
+    }
+
     /// A short name for logs: `memory` or `redis`.
     fn kind(&self) -> &'static str;
 }

@@ -14,10 +14,11 @@ pub async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: the broker can take writes and the subscriber receives; 503 while not
-/// (Redis down, a node demoted to a replica, a Sentinel failover under way).
+/// `GET /readyz`: the broker can take writes and its subscription receives; 503 while
+/// not (Redis down, a node demoted to a replica, a Sentinel failover under way, Pub/Sub
+/// probes not delivered), with a `reason` when the subscriber is the cause.
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses(
-    (status = 200, description = "ready"), (status = 503, description = "the broker (Redis) is unreachable, cannot take writes (a replica), or the subscriber is not subscribed")))]
+    (status = 200, description = "ready"), (status = 503, description = "the broker (Redis) is unreachable, cannot take writes (a replica), or its subscription receives nothing")))]
 pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
     let broker = app.broker.kind();
     if app.broker.is_ready().await {
@@ -26,9 +27,10 @@ pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
             Json(json!({ "status": "ready", "broker": broker })),
         )
     } else {
+        let reason = app.broker.unready_reason().unwrap_or("broker_unreachable");
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "not_ready", "broker": broker })),
+            Json(json!({ "status": "not_ready", "broker": broker, "reason": reason })),
         )
     }
 }

@@ -8,19 +8,33 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use progress_hub::config::ServeConfig;
 use serde_json::Value;
 
 use crate::support::{self, RedisCluster, TestHub, WsClient, cli, layout, log_event};
 
 /// Two hubs on the cluster; the first runs the in-process worker (fast mock work).
 async fn two_hubs(cluster: &RedisCluster) -> (TestHub, TestHub) {
+    two_hubs_with(cluster, |_| {}).await
+}
+
+/// As [`two_hubs`], each hub's configuration then changed by `tweak`.
+async fn two_hubs_with(
+    cluster: &RedisCluster,
+    tweak: impl Fn(&mut ServeConfig),
+) -> (TestHub, TestHub) {
     let a = TestHub::start_on(cluster.url(), |c| {
         if let Some(w) = c.worker.as_mut() {
             w.mock_delay = Duration::from_millis(2);
         }
+        tweak(c);
     })
     .await;
-    let b = TestHub::start_on(cluster.url(), |c| c.worker = None).await;
+    let b = TestHub::start_on(cluster.url(), |c| {
+        c.worker = None;
+        tweak(c);
+    })
+    .await;
     (a, b)
 }
 
@@ -206,7 +220,10 @@ async fn counters(cluster: &RedisCluster, i: usize) -> HashMap<&'static str, u64
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_touches_only_its_projects_shard() {
     let cluster = RedisCluster::start().await;
-    let (a, b) = two_hubs(&cluster).await;
+    // Each hub's Pub/Sub probe is an SPUBLISH too (once at start, then every keep-alive,
+    // on the shard of its own channel): a keep-alive longer than the test keeps the
+    // probes out of the counted window, so the counts below are the events' alone.
+    let (a, b) = two_hubs_with(&cluster, |c| c.redis_keepalive = Duration::from_secs(600)).await;
     let project = "sharded";
     let mut on_a = WsClient::connected(&a.ws_url(project)).await;
     let mut on_b = WsClient::connected(&b.ws_url(project)).await;

@@ -22,6 +22,7 @@ mod jobs;
 mod lifecycle;
 mod limits;
 mod publishing;
+mod pubsub_probe;
 mod redis_outages;
 mod resume;
 mod sentinel;

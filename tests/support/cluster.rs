@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 
 use super::eventually;
+use super::proxy::RedisProxy;
 use super::redis::free_port;
 
 /// A real Redis Cluster on loopback, each node in a temp dir of its own; killed and
@@ -275,6 +276,60 @@ impl RedisCluster {
             }
         }
         panic!("no node owns slot {slot}");
+    }
+
+    /// Puts a [`RedisProxy`] in front of every node and makes the nodes announce the
+    /// proxies' ports (`cluster-announce-port`), so that `CLUSTER SLOTS` and `MOVED`
+    /// send clients through the proxies too (the cluster bus stays direct). Returns the
+    /// proxies, node by node, once every node's slot map names only them.
+    pub async fn behind_proxies(&self) -> Vec<RedisProxy> {
+        let mut proxies = Vec::new();
+        for (i, port) in self.ports.iter().enumerate() {
+            let proxy = RedisProxy::start(&format!("127.0.0.1:{port}")).await;
+            let mut announce = redis::cmd("CONFIG");
+            announce
+                .arg("SET")
+                .arg("cluster-announce-port")
+                .arg(proxy.port);
+            assert_eq!(
+                query::<String>(&self.node_url(i), announce)
+                    .await
+                    .as_deref(),
+                Some("OK"),
+                "CONFIG SET cluster-announce-port on node {i}"
+            );
+            proxies.push(proxy);
+        }
+        let wanted: Vec<u16> = proxies.iter().map(|p| p.port).collect();
+        for i in self.live() {
+            let url = self.node_url(i);
+            let wanted = wanted.clone();
+            eventually("every node announces its proxy", || {
+                let (url, wanted) = (url.clone(), wanted.clone());
+                async move {
+                    let mut nodes = redis::cmd("CLUSTER");
+                    nodes.arg("NODES");
+                    query::<String>(&url, nodes).await.is_some_and(|text| {
+                        text.lines().all(|line| {
+                            line.split_whitespace()
+                                .nth(1)
+                                .and_then(|addr| addr.split('@').next())
+                                .and_then(|addr| addr.rsplit(':').next())
+                                .and_then(|port| port.parse::<u16>().ok())
+                                .is_some_and(|port| wanted.contains(&port))
+                        })
+                    })
+                }
+            })
+            .await;
+        }
+        proxies
+    }
+
+    /// The hub's `--redis-url` for this cluster through `proxies` (every proxy a seed).
+    pub fn url_through(proxies: &[RedisProxy]) -> String {
+        let seeds: Vec<String> = proxies.iter().map(RedisProxy::addr).collect();
+        format!("redis+cluster://{}", seeds.join(","))
     }
 
     /// Kills node `i` (a crash) and starts it again with its cluster config (empty:

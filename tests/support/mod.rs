@@ -1,6 +1,8 @@
 //! Test support: a real `redis-server` per test on a free port ([`redis`]), a real Redis
 //! Cluster ([`cluster`]), a Sentinel-managed primary and replica ([`sentinel`]), a real
-//! hub on port 0 ([`hub`]), a real WebSocket client ([`client`]) and the `progress-hub` binary ([`cli`]). The one place tests get their
+//! hub on port 0 ([`hub`]), a real WebSocket client ([`client`]), the `progress-hub`
+//! binary ([`cli`]) and a TCP proxy that can silence Pub/Sub deliveries ([`proxy`]). The
+//! one place tests get their
 //! moving parts from; key and channel names come from the crate ([`layout`]).
 #![allow(dead_code)]
 
@@ -8,6 +10,7 @@ pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod hub;
+pub mod proxy;
 pub mod redis;
 pub mod sentinel;
 
@@ -19,6 +22,7 @@ pub use cluster::RedisCluster;
 pub use hub::{Backend, TestHub, fast_hub};
 pub use progress_hub::broker::redis::layout;
 use progress_hub::wire::ProjectId;
+pub use proxy::RedisProxy;
 pub use sentinel::{Auth, SentinelSetup};
 use serde_json::Value;
 

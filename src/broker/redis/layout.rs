@@ -21,7 +21,11 @@
 //!
 //! Channels: `progress:<p>` on one node (as the original Python publisher names it,
 //! PUBLISH/SUBSCRIBE); `progress:{<p>}` on a cluster (sharded Pub/Sub in the project's
-//! slot, SPUBLISH/SSUBSCRIBE).
+//! slot, SPUBLISH/SSUBSCRIBE). Each hub process's liveness probe (see
+//! `subscriber/probe.rs`): `progress-hub:probe:<instance>` on one node,
+//! `progress-hub:probe:{<instance>-<n>}` on a cluster (sharded, one per primary, `n`
+//! chosen so that the tag hashes into a slot it serves); outside `progress:`, so never
+//! taken for a project's channel.
 //!
 //! Scripts: `publish.lua` (the publish path, one atomic step; the Python SDK runs the
 //! same file) and `replay.lua` (state + history after a position, one atomic read).
@@ -105,6 +109,49 @@ pub fn project_of_shard_channel(channel: &str) -> Option<ProjectId> {
         .and_then(|rest| rest.strip_prefix('{'))
         .and_then(|rest| rest.strip_suffix('}'))
         .and_then(|raw| ProjectId::parse(raw).ok())
+}
+
+/// Prefix of the hubs' probe channels.
+const PROBE_PREFIX: &str = "progress-hub:probe:";
+
+/// Hub process `instance`'s probe channel on one node.
+pub fn probe_channel(instance: &str) -> String {
+    format!("{PROBE_PREFIX}{instance}")
+}
+
+/// Hub process `instance`'s sharded probe channel with hash tag `{<instance>-<n>}`.
+fn probe_shard_channel(instance: &str, n: u32) -> String {
+    format!("{PROBE_PREFIX}{{{instance}-{n}}}")
+}
+
+/// Hub process `instance`'s sharded probe channel in one of the slot `ranges`
+/// (inclusive) of a primary: the first `n` whose tag hashes there; `None` if none does
+/// among the first million (the ranges cover no slot).
+pub fn probe_shard_channel_in(instance: &str, ranges: &[(u16, u16)]) -> Option<String> {
+    (0..1_000_000u32).find_map(|n| {
+        let slot = key_slot(format!("{instance}-{n}").as_bytes());
+        ranges
+            .iter()
+            .any(|(start, end)| (*start..=*end).contains(&slot))
+            .then(|| probe_shard_channel(instance, n))
+    })
+}
+
+/// The cluster slot of a hash tag's content (CRC16-XMODEM modulo 16384, as Redis
+/// computes it; its source, `cluster.c`, names the check value 0x31C3 for "123456789").
+pub fn key_slot(tag: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for byte in tag {
+        crc ^= u16::from(*byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
 }
 
 /// The publish path's script (see its header for the arguments, [`PublishArgs`] for
@@ -292,6 +339,38 @@ mod tests {
         assert_eq!(shard_channel(&p), "progress:{42}");
         assert_eq!(project_of_shard_channel("progress:{42}"), Some(p));
         assert_eq!(project_of_shard_channel("progress:42"), None);
+    }
+
+    #[test]
+    fn slots_are_computed_as_redis_does() {
+        // CRC16-XMODEM's check value, and slots `CLUSTER KEYSLOT` answers (Redis 7.0).
+        assert_eq!(key_slot(b"123456789"), 0x31C3);
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"somekey"), 11058);
+    }
+
+    #[test]
+    fn a_probe_channel_is_found_in_any_primarys_slots() {
+        for ranges in [vec![(0, 5460)], vec![(5461, 10922)], vec![(16383, 16383)]] {
+            let channel = probe_shard_channel_in("abc", &ranges).expect("a channel");
+            let tag = channel
+                .strip_prefix("progress-hub:probe:{")
+                .and_then(|t| t.strip_suffix('}'))
+                .expect("a hash tag");
+            let slot = key_slot(tag.as_bytes());
+            assert!(ranges.iter().any(|(s, e)| (*s..=*e).contains(&slot)));
+        }
+        assert_eq!(probe_shard_channel_in("abc", &[]), None);
+    }
+
+    #[test]
+    fn probe_channels_are_never_a_projects() {
+        assert_eq!(probe_channel("abc"), "progress-hub:probe:abc");
+        assert_eq!(probe_shard_channel("abc", 7), "progress-hub:probe:{abc-7}");
+        for channel in [probe_channel("abc"), probe_shard_channel("abc", 7)] {
+            assert_eq!(project_of_channel(&channel), None);
+            assert_eq!(project_of_shard_channel(&channel), None);
+        }
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub struct RedisBroker {
     target: RedisTarget,
     /// Set by the subscriber: true while its connection is up and subscribed.
     subscriber_up: Arc<AtomicBool>,
+    /// Set by the subscriber's liveness probe from a miss until a probe comes back.
+    probe_failing: Arc<AtomicBool>,
     history: HistoryConfig,
 }
 
@@ -63,6 +65,7 @@ impl RedisBroker {
             commands,
             target,
             subscriber_up: Arc::new(AtomicBool::new(false)),
+            probe_failing: Arc::new(AtomicBool::new(false)),
             history,
         })
     }
@@ -77,13 +80,15 @@ impl RedisBroker {
         tracker: &TaskTracker,
     ) -> Result<(), BrokerError> {
         let up = Arc::clone(&self.subscriber_up);
+        let probe = Arc::clone(&self.probe_failing);
         let commands = self.commands.clone();
         match &self.target {
             RedisTarget::Single(url) => {
                 let client = redis::Client::open(url.as_str())
                     .map_err(|e| BrokerError::InvalidUrl(e.to_string()))?;
                 let node = Node::Fixed(client);
-                let subscriber = Subscriber::<Single>::new(node, commands, hub, up, keepalive);
+                let subscriber =
+                    Subscriber::<Single>::new(node, commands, hub, up, keepalive, probe);
                 tracker.spawn(subscriber.run(changes, shutdown));
             }
             RedisTarget::Sentinel(_) => {
@@ -93,12 +98,13 @@ impl RedisBroker {
                     ));
                 };
                 let node = Node::Sentinel(Arc::clone(conn.sentinel()));
-                let subscriber = Subscriber::<Single>::new(node, commands, hub, up, keepalive);
+                let subscriber =
+                    Subscriber::<Single>::new(node, commands, hub, up, keepalive, probe);
                 tracker.spawn(subscriber.run(changes, shutdown));
             }
             RedisTarget::Cluster(seeds) => {
                 let subscriber =
-                    Subscriber::<Cluster>::new(seeds.clone(), commands, hub, up, keepalive);
+                    Subscriber::<Cluster>::new(seeds.clone(), commands, hub, up, keepalive, probe);
                 tracker.spawn(subscriber.run(changes, shutdown));
             }
         }
@@ -184,7 +190,7 @@ impl Broker for RedisBroker {
     /// node that takes writes: a primary that a failover demoted to a replica still
     /// answers PING, so one node (and a Sentinel primary) is asked its ROLE.
     async fn is_ready(&self) -> bool {
-        if !self.subscriber_up.load(Ordering::Relaxed) {
+        if self.unready_reason().is_some() {
             return false;
         }
         let mut conn = self.commands.clone();
@@ -202,6 +208,16 @@ impl Broker for RedisBroker {
                 _ => false,
             },
             _ => false,
+        }
+    }
+
+    fn unready_reason(&self) -> Option<&'static str> {
+        if self.probe_failing.load(Ordering::Relaxed) {
+            Some("pubsub_probe_missed")
+        } else if !self.subscriber_up.load(Ordering::Relaxed) {
+            Some("subscriber_down")
+        } else {
+            None
         }
     }
 

@@ -18,8 +18,15 @@
 //! current) and the subscription bookkeeping are written once, in [`Subscriber`], over a
 //! [`Connection`]: [`Single`] on one node (`single.rs`, SUBSCRIBE), and [`Cluster`] on a
 //! Redis Cluster (`cluster.rs`, sharded Pub/Sub).
+//!
+//! PING proves the socket, not the subscription: with every keep-alive the subscriber
+//! also sends a liveness probe through the command connection on a channel of its own
+//! and expects it back on the subscribed connection (`probe.rs`); a probe that does not
+//! come back within its bound is one more reason to give the connection up and rebuild
+//! it, whatever kind of connection it is.
 
 mod cluster;
+mod probe;
 mod single;
 
 pub(super) use cluster::Cluster;
@@ -28,7 +35,7 @@ pub(super) use single::{Node, Single};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::mpsc;
@@ -39,6 +46,7 @@ use super::layout::read_replay;
 use crate::hub::{Hub, SubscriptionChange, Topic};
 use crate::metrics as m;
 use crate::wire::{EventId, ProjectId};
+use probe::{Due, Probe};
 
 /// How long a PING, SUBSCRIBE or UNSUBSCRIBE may take before the connection counts as lost.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
@@ -67,6 +75,25 @@ pub(super) struct Shared {
     /// Projects that have watchers, with the topic to tell once subscribed. While
     /// serving, exactly what the connection has subscribed.
     pub(super) wanted: HashMap<ProjectId, Arc<Topic>>,
+    /// The liveness probe, and the channels it travels on (subscribed with the
+    /// projects; chosen by each new connection).
+    probe: Probe,
+    probe_channels: Vec<String>,
+}
+
+impl Shared {
+    /// If `channel` is one of the probe's, takes `payload` as a probe answer and says so
+    /// (the handler then looks no further).
+    pub(super) fn probe_received(&self, channel: &[u8], payload: &[u8]) -> bool {
+        let ours = self
+            .probe_channels
+            .iter()
+            .position(|c| c.as_bytes() == channel);
+        if let Some(index) = ours {
+            self.probe.received(index, payload);
+        }
+        ours.is_some()
+    }
 }
 
 /// One subscribed connection, to one node or to a cluster, as [`Subscriber`] drives it.
@@ -77,6 +104,8 @@ pub(super) trait Connection: Sized + Send {
     type Message: Send;
     /// Names the subscriber in log lines.
     const NAME: &'static str;
+    /// The command that publishes the liveness probe on its channels.
+    const PROBE_PUBLISH: &'static str;
 
     /// Connects and subscribes every project of `topics` (the caller then fills their
     /// gaps).
@@ -87,6 +116,9 @@ pub(super) trait Connection: Sized + Send {
     async fn handle(&mut self, shared: &Shared, message: Self::Message) -> Result<(), Lost>;
     async fn subscribe(&mut self, topics: &[Arc<Topic>]) -> Result<(), Lost>;
     async fn unsubscribe(&mut self, projects: &[ProjectId]) -> Result<(), Lost>;
+    /// Chooses hub process `instance`'s probe channels for this connection (one on one
+    /// node, one per primary on a cluster), subscribes them and returns them.
+    async fn subscribe_probes(&mut self, instance: &str) -> Result<Vec<String>, Lost>;
     /// Proves the connection is alive (and, on a cluster, current).
     async fn keepalive(&mut self) -> Result<(), Lost>;
 }
@@ -103,6 +135,12 @@ pub(super) enum Lost {
     /// The cluster's topology changed under the connection.
     #[error("stale cluster topology: {0}")]
     TopologyChanged(String),
+    /// One node of a cluster connection dropped.
+    #[error("a cluster node's connection dropped")]
+    NodeDisconnected,
+    /// The connection answers, but its liveness probe was not delivered to it.
+    #[error("pub/sub probe not received back within {0:?}")]
+    ProbeMissed(Duration),
 }
 
 enum Exit {
@@ -117,13 +155,17 @@ impl<C: Connection> Subscriber<C> {
         hub: Arc<Hub>,
         up: Arc<AtomicBool>,
         keepalive: Duration,
+        probe_failing: Arc<AtomicBool>,
     ) -> Self {
+        let probe = Probe::new(probe_failing);
         Self {
             target,
             shared: Shared {
                 commands,
                 hub,
                 wanted: HashMap::new(),
+                probe,
+                probe_channels: Vec::new(),
             },
             up,
             keepalive,
@@ -196,7 +238,8 @@ impl<C: Connection> Subscriber<C> {
     /// Connects, subscribes every wanted project and fills each one's gap.
     async fn connect(&mut self) -> Result<C, Lost> {
         let topics: Vec<Arc<Topic>> = self.shared.wanted.values().cloned().collect();
-        let conn = C::open(&self.target, &topics).await?;
+        let mut conn = C::open(&self.target, &topics).await?;
+        self.shared.probe_channels = conn.subscribe_probes(self.shared.probe.instance()).await?;
         for topic in &topics {
             fill_gap(&self.shared.commands, &self.shared.hub, topic).await?;
             topic.mark_subscribed();
@@ -214,6 +257,16 @@ impl<C: Connection> Subscriber<C> {
         let mut keepalive = tokio::time::interval(self.keepalive);
         keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         keepalive.reset();
+        // When the probe under way is to be back (armed once it is published).
+        let check = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(check);
+        let mut armed = false;
+        // Prove the new subscription at once (after a miss, readiness waits for it).
+        self.shared.probe.reset(self.shared.probe_channels.len());
+        match self.probe().await {
+            Ok(sent) => arm(&mut check, &mut armed, sent),
+            Err(lost) => return Exit::Lost(lost),
+        }
         loop {
             let result = tokio::select! {
                 biased;
@@ -226,12 +279,44 @@ impl<C: Connection> Subscriber<C> {
                     Some(change) => self.apply(change, changes, &mut conn).await,
                     None => return Exit::Shutdown,
                 },
-                _ = keepalive.tick() => conn.keepalive().await,
+                _ = keepalive.tick() => match conn.keepalive().await {
+                    Ok(()) => self.probe().await.map(|sent| arm(&mut check, &mut armed, sent)),
+                    Err(lost) => Err(lost),
+                },
+                _ = &mut check, if armed => {
+                    armed = false;
+                    match self.shared.probe.overdue(Instant::now()) {
+                        Some(late) => Err(Lost::ProbeMissed(late)),
+                        None => Ok(()),
+                    }
+                }
             };
             if let Err(lost) = result {
                 return Exit::Lost(lost);
             }
         }
+    }
+
+    /// The keep-alive's liveness probe: sends the next one (and says so), or gives the
+    /// connection up when the last one did not come back in time.
+    async fn probe(&self) -> Result<bool, Lost> {
+        let n = match self.shared.probe.due(Instant::now()) {
+            Due::Wait => return Ok(false),
+            Due::Missed(after) => return Err(Lost::ProbeMissed(after)),
+            Due::Send(n) => n,
+        };
+        let mut conn = self.shared.commands.clone();
+        for channel in &self.shared.probe_channels {
+            let mut publish = redis::cmd(C::PROBE_PUBLISH);
+            publish.arg(channel).arg(n.to_string());
+            if let Err(why) = within(publish.query_async::<i64>(&mut conn)).await {
+                tracing::debug!(subscriber = C::NAME, error = %why, "cannot publish the pub/sub probe");
+                self.shared.probe.not_sent(n);
+                return Ok(false);
+            }
+        }
+        self.shared.probe.published(n, Instant::now());
+        Ok(true)
     }
 
     /// Applies `first` and every other change already waiting, with as few commands as
@@ -283,6 +368,16 @@ impl<C: Connection> Subscriber<C> {
                 self.shared.wanted.remove(&project);
             }
         }
+    }
+}
+
+/// Arms the probe check [`probe::BOUND`] from now when a probe was `sent`.
+fn arm(check: &mut std::pin::Pin<&mut tokio::time::Sleep>, armed: &mut bool, sent: bool) {
+    if sent {
+        check
+            .as_mut()
+            .reset(tokio::time::Instant::now() + probe::BOUND);
+        *armed = true;
     }
 }
 

@@ -39,6 +39,7 @@ impl Connection for Single {
     type Target = Node;
     type Message = redis::Msg;
     const NAME: &'static str = "redis";
+    const PROBE_PUBLISH: &'static str = "PUBLISH";
 
     async fn open(node: &Node, topics: &[Arc<Topic>]) -> Result<Self, Lost> {
         let (client, switched) = match node {
@@ -73,6 +74,10 @@ impl Connection for Single {
     }
 
     async fn handle(&mut self, shared: &Shared, msg: redis::Msg) -> Result<(), Lost> {
+        let channel: &[u8] = msg.get_channel_name().as_bytes();
+        if shared.probe_received(channel, msg.get_payload_bytes()) {
+            return Ok(());
+        }
         // Only our own channels are ever subscribed, so anything else is ignored.
         if let Some(project) = layout::project_of_channel(msg.get_channel_name()) {
             shared
@@ -97,6 +102,12 @@ impl Connection for Single {
             within(self.sink.unsubscribe(channels)).await?;
         }
         Ok(())
+    }
+
+    async fn subscribe_probes(&mut self, instance: &str) -> Result<Vec<String>, Lost> {
+        let channel = layout::probe_channel(instance);
+        within(self.sink.subscribe(&channel)).await?;
+        Ok(vec![channel])
     }
 
     async fn keepalive(&mut self) -> Result<(), Lost> {
