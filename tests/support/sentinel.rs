@@ -221,6 +221,77 @@ impl SentinelSetup {
             .expect("SENTINEL FAILOVER");
     }
 
+    /// The primary is demoted behind the sentinels' back, with nothing announced on the
+    /// channels a hub follows (no `+try-failover`, no `+switch-master`): the sentinels
+    /// forget the master (`SENTINEL REMOVE`), the replica is made the primary
+    /// (`REPLICAOF NO ONE`), the old primary its replica, and the sentinels monitor the
+    /// new one (`SENTINEL MONITOR`). A hub still connected to the old primary learns of
+    /// it only from a `READONLY` reply. Returns the new primary's port.
+    pub async fn demote_primary_unannounced(&self) -> u16 {
+        assert!(self.proxy.is_none(), "not behind a proxy");
+        let old = self.primary_port().await;
+        let new = self
+            .nodes
+            .iter()
+            .map(|n| n.port)
+            .find(|port| *port != old)
+            .expect("a replica");
+        for sentinel in &self.sentinels {
+            let mut conn = connect(&sentinel.url()).await;
+            let _: Value = redis::cmd("SENTINEL")
+                .arg("REMOVE")
+                .arg(MASTER)
+                .query_async(&mut conn)
+                .await
+                .expect("SENTINEL REMOVE");
+        }
+        let node = |port: u16| {
+            self.nodes
+                .iter()
+                .find(|n| n.port == port)
+                .expect("a node")
+                .url()
+        };
+        let mut promoted = connect(&node(new)).await;
+        let _: Value = redis::cmd("REPLICAOF")
+            .arg("NO")
+            .arg("ONE")
+            .query_async(&mut promoted)
+            .await
+            .expect("REPLICAOF NO ONE");
+        let mut demoted = connect(&node(old)).await;
+        let _: Value = redis::cmd("REPLICAOF")
+            .arg("127.0.0.1")
+            .arg(new)
+            .query_async(&mut demoted)
+            .await
+            .expect("REPLICAOF");
+        for sentinel in &self.sentinels {
+            let mut conn = connect(&sentinel.url()).await;
+            let _: Value = redis::cmd("SENTINEL")
+                .arg("MONITOR")
+                .arg(MASTER)
+                .arg("127.0.0.1")
+                .arg(new)
+                .arg(2)
+                .query_async(&mut conn)
+                .await
+                .expect("SENTINEL MONITOR");
+            let mut set = redis::cmd("SENTINEL");
+            set.arg("SET")
+                .arg(MASTER)
+                .arg("down-after-milliseconds")
+                .arg(1000)
+                .arg("failover-timeout")
+                .arg(5000);
+            if let Some(pw) = &self.auth.nodes {
+                set.arg("auth-pass").arg(pw);
+            }
+            let _: Value = set.query_async(&mut conn).await.expect("SENTINEL SET");
+        }
+        new
+    }
+
     /// SIGKILL to the current primary, as a crash would.
     pub async fn kill_primary(&mut self) {
         let port = self.primary_port().await;
