@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::{
-    self, PATIENCE, RedisCluster, RedisProxy, RedisServer, TestHub, WsClient, eventually, layout,
-    log_event, metric,
+    self, PATIENCE, RedisCluster, RedisProxy, RedisServer, SentinelSetup, TestHub, WsClient,
+    eventually, layout, log_event, metric,
 };
 
 /// The hub's keep-alive (and probe) interval in these tests.
@@ -58,6 +58,22 @@ async fn silently_dropped_deliveries_are_detected_and_filled_from_history() {
     let (_redis, proxy) = proxied_redis().await;
     let hub = TestHub::start_on(proxy.url(), |c| c.redis_keepalive = KEEPALIVE).await;
     dropped_deliveries_are_refilled(&hub, &[proxy], &[0], &PROJECTS, "single node").await;
+}
+
+// The same behind Redis Sentinel (`redis+sentinel://`): the sentinels know the primary
+// only by a proxy's address, so the hub, asking them, reaches it through the proxy (the
+// fault after a failover behind a Sentinel-managed address). The probe, and the rebuild
+// that asks the sentinels again, are those of a single node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_sentinel_silently_dropped_deliveries_are_detected_and_filled_from_history() {
+    let setup = SentinelSetup::start_behind_proxy().await;
+    let hub = TestHub::start_on(setup.url(), |c| {
+        c.redis_keepalive = KEEPALIVE;
+        c.worker = None;
+    })
+    .await;
+    let proxies = std::slice::from_ref(setup.proxy());
+    dropped_deliveries_are_refilled(&hub, proxies, &[0], &PROJECTS, "sentinel").await;
 }
 
 // The same on a 3-master Redis Cluster, each node behind a proxy (the nodes announce
@@ -175,9 +191,16 @@ async fn dropped_deliveries_are_refilled(
         assert_eq!(client.next_event().await["id"], id.as_str());
         clients.push(client);
     }
-    // While deliveries pass, probes come back: no rebuild (no new connection) in a few
-    // probe rounds. (The metric is the process's, shared by tests running alongside.)
-    let connections = || proxies.iter().map(RedisProxy::connections).sum::<u64>();
+    // While deliveries pass, probes come back: no rebuild (no new subscriber connection)
+    // in a few probe rounds. (The metric is the process's, shared by tests running
+    // alongside.) Subscriber connections, not all: behind Sentinel the sentinels' and the
+    // replica's links to the primary pass the proxy too.
+    let connections = || {
+        proxies
+            .iter()
+            .map(RedisProxy::probe_subscribers)
+            .sum::<u64>()
+    };
     let opened = connections();
     tokio::time::sleep(3 * KEEPALIVE).await;
     assert_eq!(
@@ -254,13 +277,36 @@ async fn dropped_deliveries_are_refilled(
 async fn readyz_reports_a_dead_subscription_until_a_probe_returns() {
     let (_redis, proxy) = proxied_redis().await;
     let hub = TestHub::start_on(proxy.url(), |c| c.redis_keepalive = KEEPALIVE).await;
+    readyz_follows_the_probe(&hub, &proxy).await;
+}
+
+// The same behind Redis Sentinel, the primary reached through the proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_sentinel_readyz_reports_a_dead_subscription_until_a_probe_returns() {
+    let setup = SentinelSetup::start_behind_proxy().await;
+    let hub = TestHub::start_on(setup.url(), |c| {
+        c.redis_keepalive = KEEPALIVE;
+        c.worker = None;
+    })
+    .await;
+    eventually("the hub is ready", || async {
+        readiness(&hub).await.0 == 200
+    })
+    .await;
+    readyz_follows_the_probe(&hub, setup.proxy()).await;
+}
+
+/// `proxy` drops every delivery from now on: `/readyz` says `pubsub_probe_missed` soon
+/// and for as long as that lasts, while events still reach a client from history; once
+/// deliveries pass again the hub is ready and live deliveries flow.
+async fn readyz_follows_the_probe(hub: &TestHub, proxy: &RedisProxy) {
     let mut client = WsClient::connected(&hub.ws_url("deaf")).await;
-    assert_eq!(readiness(&hub).await.0, 200);
+    assert_eq!(readiness(hub).await.0, 200);
 
     proxy.drop_all_deliveries(true);
     let deadline = Instant::now() + PATIENCE;
     let answer = loop {
-        let (status, body) = readiness(&hub).await;
+        let (status, body) = readiness(hub).await;
         if status == 503 {
             break body;
         }
@@ -273,7 +319,9 @@ async fn readyz_reports_a_dead_subscription_until_a_probe_returns() {
     assert_eq!(answer["reason"], "pubsub_probe_missed", "{answer}");
     // Still not ready a few probe rounds later: every rebuilt subscription is deaf too.
     tokio::time::sleep(4 * KEEPALIVE).await;
-    assert_eq!(readiness(&hub).await.0, 503);
+    let (status, body) = readiness(hub).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["reason"], "pubsub_probe_missed", "{body}");
     let expected: Vec<String> = (0..5).map(|i| format!("deaf {i}")).collect();
     for message in &expected {
         hub.publish("deaf", log_event(message)).await;
@@ -285,7 +333,7 @@ async fn readyz_reports_a_dead_subscription_until_a_probe_returns() {
 
     proxy.drop_all_deliveries(false);
     eventually("/readyz is ready once a probe returns", || async {
-        readiness(&hub).await.0 == 200
+        readiness(hub).await.0 == 200
     })
     .await;
     let id = hub.publish("deaf", log_event("live")).await;

@@ -369,6 +369,75 @@ async fn a_demoted_node_is_not_ready() {
     assert_eq!(status, 503, "{body}");
 }
 
+// Behind Sentinel, the primary a hub is connected to is demoted with nothing announced
+// to the hub (the sentinels are re-pointed with REMOVE/MONITOR, no +try-failover nor
+// +switch-master): the hub's next write meets READONLY, asks the sentinels again and is
+// resent to the new primary, so the publish is accepted; the subscriber follows, and
+// the hub is ready on the new primary. Failed before: the publish answered 503 (the
+// READONLY reply was never recognised, see connection.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_readonly_reply_behind_sentinel_makes_the_hub_ask_the_sentinels_again() {
+    let setup = SentinelSetup::start().await;
+    let hub = hub_on(&setup.url()).await;
+    eventually("the hub is ready", || async { ready(&hub).await == 200 }).await;
+    let mut client = WsClient::connected(&hub.ws_url("readonly")).await;
+    let id = hub
+        .publish("readonly", crate::support::log_event("before"))
+        .await;
+    assert_eq!(client.next_event().await["id"], id.as_str());
+    let old = setup.primary_port().await;
+
+    let new = setup.demote_primary_unannounced().await;
+    assert_ne!(new, old);
+    assert_eq!(
+        setup.primary_port().await,
+        new,
+        "the sentinels name the new one"
+    );
+    let demoted_at = Instant::now();
+    let (status, body) = hub
+        .post_event("readonly", &crate::support::log_event("after"))
+        .await;
+    let took = demoted_at.elapsed();
+    assert_eq!(
+        status, 202,
+        "the refused write was resent to the new primary: {body}"
+    );
+    let frame = client.next_event().await;
+    assert_eq!(frame["id"], body["id"], "{frame}");
+    eprintln!("sentinel READONLY: the first publish after the demotion answered 202 in {took:?}");
+    eventually("the hub is ready on the new primary", || async {
+        ready(&hub).await == 200
+    })
+    .await;
+    // Live deliveries from the new primary, nothing doubled.
+    let id = hub
+        .publish("readonly", crate::support::log_event("live"))
+        .await;
+    assert_eq!(client.next_event().await["id"], id.as_str());
+
+    // Demoted again (back to the first node), and no write follows: `/readyz` finds the
+    // node answering ROLE as a replica and has the sentinels asked again, so the hub is
+    // ready on the primary they name without waiting for a write. (Failed before: 503
+    // until the next publish.)
+    let back = setup.demote_primary_unannounced().await;
+    assert_eq!(back, old);
+    let demoted_at = Instant::now();
+    eventually(
+        "the hub is ready on the new primary, with no write",
+        || async { ready(&hub).await == 200 },
+    )
+    .await;
+    eprintln!(
+        "sentinel demotion, no write: /readyz 200 again {:?} after it",
+        demoted_at.elapsed()
+    );
+    let id = hub
+        .publish("readonly", crate::support::log_event("back"))
+        .await;
+    assert_eq!(client.next_event().await["id"], id.as_str());
+}
+
 // `progress-hub publish --redis-url redis+sentinel://...` goes to the primary the
 // sentinels name (the worker CLI is in the failover tests above).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

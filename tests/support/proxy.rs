@@ -8,7 +8,9 @@
 //! To drop a delivery and nothing else it must know where one reply ends and the next
 //! begins on the Redis → hub direction, so it reads RESP framing there: a minimal reader
 //! ([`frame_len`]) is enough, because Redis only ever sends well-formed frames and the
-//! test needs no values, only lengths and the first element's name.
+//! test needs no values, only lengths and the first element's name. A replica's
+//! replication link (one that sent `SYNC`/`PSYNC`: the snapshot that follows is not a
+//! RESP frame) is passed as is.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,10 +27,14 @@ struct Faults {
     silenced_below: AtomicU64,
     /// Every connection, also ones opened later, loses its deliveries.
     silence_all: AtomicBool,
-    /// How many deliveries were dropped.
+    /// How many deliveries on a hub's channels (`progress:…`, `progress-hub:probe:…`)
+    /// were dropped; others (a sentinel's hello messages) are dropped uncounted.
     dropped: AtomicU64,
     /// How many connections were accepted: the next one's number.
     accepted: AtomicU64,
+    /// How many connections subscribed to a hub's probe channel (a hub's subscriber:
+    /// one more per rebuild), as Redis confirmed.
+    probe_subscribers: AtomicU64,
 }
 
 /// A proxy on a free loopback port in front of `upstream`; stops on drop.
@@ -105,7 +111,14 @@ impl RedisProxy {
         self.faults.accepted.load(Ordering::SeqCst)
     }
 
-    /// How many deliveries were dropped so far.
+    /// How many connections subscribed to a hub's probe channel so far: a rebuilt
+    /// subscriber is one more. Unlike [`Self::connections`], not moved by other clients
+    /// of the node (a sentinel's links, a replica's).
+    pub fn probe_subscribers(&self) -> u64 {
+        self.faults.probe_subscribers.load(Ordering::SeqCst)
+    }
+
+    /// How many deliveries on a hub's channels were dropped so far.
     pub fn dropped(&self) -> u64 {
         self.faults.dropped.load(Ordering::SeqCst)
     }
@@ -125,30 +138,60 @@ impl Faults {
 }
 
 /// One proxied connection: hub → Redis copied as is; Redis → hub frame by frame, each
-/// delivery dropped while the connection is silenced.
+/// delivery dropped while the connection is silenced. Once the client asked for a
+/// replication stream, Redis → client is copied as is too.
 async fn pipe(client: TcpStream, server: TcpStream, number: u64, faults: Arc<Faults>) {
     let (mut from_client, mut to_client) = client.into_split();
     let (mut from_server, mut to_server) = server.into_split();
+    let replication = Arc::new(AtomicBool::new(false));
+    let replicating = Arc::clone(&replication);
     let upstream = async move {
-        let _ = tokio::io::copy(&mut from_client, &mut to_server).await;
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            let n = match from_client.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            // Marked before it reaches Redis, so its answer is already passed raw.
+            if asks_for_replication(&chunk[..n]) {
+                replicating.store(true, Ordering::SeqCst);
+            }
+            if to_server.write_all(&chunk[..n]).await.is_err() {
+                break;
+            }
+        }
         let _ = to_server.shutdown().await;
     };
     let downstream = async move {
         let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
         let mut chunk = vec![0u8; 64 * 1024];
+        let mut subscribed_probe = false;
         loop {
             let n = match from_server.read(&mut chunk).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
             buf.extend_from_slice(&chunk[..n]);
+            if replication.load(Ordering::SeqCst) {
+                if to_client.write_all(&buf).await.is_err() {
+                    break;
+                }
+                buf.clear();
+                continue;
+            }
             let mut out = Vec::with_capacity(buf.len());
             let mut start = 0;
             while let Some(len) = frame_len(&buf[start..]) {
                 let frame = &buf[start..start + len];
                 if is_delivery(frame) && faults.silenced(number) {
-                    faults.dropped.fetch_add(1, Ordering::SeqCst);
+                    if channel_of(frame).is_some_and(|c| c.starts_with(b"progress")) {
+                        faults.dropped.fetch_add(1, Ordering::SeqCst);
+                    }
                 } else {
+                    if !subscribed_probe && is_probe_subscription(frame) {
+                        subscribed_probe = true;
+                        faults.probe_subscribers.fetch_add(1, Ordering::SeqCst);
+                    }
                     out.extend_from_slice(frame);
                 }
                 start += len;
@@ -161,6 +204,14 @@ async fn pipe(client: TcpStream, server: TcpStream, number: u64, faults: Arc<Fau
         let _ = to_client.shutdown().await;
     };
     tokio::join!(upstream, downstream);
+}
+
+/// Whether a chunk from the client holds a `SYNC` or `PSYNC` command (a replica's).
+fn asks_for_replication(chunk: &[u8]) -> bool {
+    let upper = chunk.to_ascii_uppercase();
+    [&b"\r\nPSYNC\r\n"[..], b"\r\nSYNC\r\n"]
+        .iter()
+        .any(|needle| upper.windows(needle.len()).any(|w| w == *needle))
 }
 
 /// The length of the complete RESP2/RESP3 frame at the start of `buf`, or `None` while
@@ -227,6 +278,34 @@ fn is_delivery(frame: &[u8]) -> bool {
     .any(|name| first.starts_with(name))
 }
 
+/// The second element of an array or push frame (a delivery's or a subscription
+/// confirmation's channel), if it is a bulk string.
+fn channel_of(frame: &[u8]) -> Option<&[u8]> {
+    if !matches!(frame.first(), Some(b'*' | b'>')) {
+        return None;
+    }
+    let line = frame.windows(2).position(|w| w == b"\r\n")?;
+    let second = line + 2 + frame_len(&frame[line + 2..])?;
+    let rest = frame.get(second..)?;
+    if rest.first() != Some(&b'$') {
+        return None;
+    }
+    let line = rest.windows(2).position(|w| w == b"\r\n")?;
+    let n: usize = std::str::from_utf8(&rest[1..line]).ok()?.parse().ok()?;
+    rest.get(line + 2..line + 2 + n)
+}
+
+/// Whether a whole frame confirms a subscription to a hub's probe channel: `subscribe`
+/// or `ssubscribe` whose channel starts with `progress-hub:probe:`.
+fn is_probe_subscription(frame: &[u8]) -> bool {
+    let Some(line) = frame.windows(2).position(|w| w == b"\r\n") else {
+        return false;
+    };
+    let first = &frame[line + 2..];
+    (first.starts_with(b"$9\r\nsubscribe\r\n") || first.starts_with(b"$10\r\nssubscribe\r\n"))
+        && channel_of(frame).is_some_and(|c| c.starts_with(b"progress-hub:probe:"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,6 +320,15 @@ mod tests {
             assert_eq!(frame_len(&frame[..frame.len() - 1]), None);
             assert_eq!(is_delivery(frame), delivery);
         }
+        let subscribed = b"*3\r\n$9\r\nsubscribe\r\n$22\r\nprogress-hub:probe:abc\r\n:1\r\n";
+        let other = b"*3\r\n$9\r\nsubscribe\r\n$18\r\n__sentinel__:hello\r\n:1\r\n";
+        assert!(is_probe_subscription(subscribed) && !is_probe_subscription(other));
+        assert_eq!(channel_of(message), Some(&b"ch1"[..]));
+        assert_eq!(channel_of(pong), Some(&b""[..]));
+        assert!(asks_for_replication(
+            b"*3\r\n$5\r\nPSYNC\r\n$1\r\n?\r\n$2\r\n-1\r\n"
+        ));
+        assert!(!asks_for_replication(b"*1\r\n$4\r\nPING\r\n"));
         let map = b"%1\r\n+a\r\n:1\r\n";
         assert_eq!(frame_len(map), Some(map.len()));
     }

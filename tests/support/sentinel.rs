@@ -1,6 +1,10 @@
 //! A Sentinel-managed Redis of the test's own: one primary, one replica and three
 //! sentinels, each a `redis-server` on a free port with its files in a temp dir, killed
 //! on drop. Sentinels judge a node down after 1 s, so a failover takes a few seconds.
+//!
+//! [`SentinelSetup::start_behind_proxy`] puts the primary behind a [`RedisProxy`]: the
+//! replica and the sentinels know it only by the proxy's address, so that is the address
+//! the sentinels name to a hub.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -8,6 +12,7 @@ use std::time::Duration;
 use redis::Value;
 
 use super::PATIENCE;
+use super::proxy::RedisProxy;
 use super::redis::free_port;
 
 /// The name the sentinels monitor the primary by.
@@ -57,6 +62,8 @@ pub struct SentinelSetup {
     auth: Auth,
     /// The sentinels' config files (a sentinel rewrites its own); removed on drop.
     dir: std::path::PathBuf,
+    /// The proxy the primary is known by, if started behind one.
+    proxy: Option<RedisProxy>,
 }
 
 impl Drop for SentinelSetup {
@@ -76,6 +83,23 @@ impl SentinelSetup {
 
     /// As [`Self::start`], with passwords.
     pub async fn start_with(auth: Auth) -> Self {
+        Self::start_inner(auth, false).await
+    }
+
+    /// As [`Self::start`], with the primary behind a [`RedisProxy`] ([`Self::proxy`]):
+    /// the replica replicates through it and the sentinels monitor it, so the primary
+    /// they name is the proxy. (Only the primary is: a failover would move the hub off
+    /// the proxy, and [`Self::kill_primary`] does not find the primary by that port.)
+    pub async fn start_behind_proxy() -> Self {
+        Self::start_inner(Auth::default(), true).await
+    }
+
+    /// The proxy in front of the primary, if started behind one.
+    pub fn proxy(&self) -> &RedisProxy {
+        self.proxy.as_ref().expect("started behind a proxy")
+    }
+
+    async fn start_inner(auth: Auth, proxied: bool) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "progress-hub-sentinel-{}-{}",
             std::process::id(),
@@ -87,6 +111,12 @@ impl SentinelSetup {
         let dir_arg = dir.display().to_string();
         let primary_args = ["--port", &free_port().to_string(), "--dir", &dir_arg];
         let primary = spawn(&primary_args, None, node_pw).await;
+        let proxy = match proxied {
+            true => Some(RedisProxy::start(&format!("127.0.0.1:{}", primary.port)).await),
+            false => None,
+        };
+        // The port the replica and the sentinels know the primary by.
+        let primary_port = proxy.as_ref().map_or(primary.port, |p| p.port);
         let replica_args = [
             "--port".to_string(),
             free_port().to_string(),
@@ -94,7 +124,7 @@ impl SentinelSetup {
             dir_arg.clone(),
             "--replicaof".to_string(),
             "127.0.0.1".to_string(),
-            primary.port.to_string(),
+            primary_port.to_string(),
         ];
         let replica_args: Vec<&str> = replica_args.iter().map(String::as_str).collect();
         let replica = spawn(&replica_args, None, node_pw).await;
@@ -118,7 +148,7 @@ impl SentinelSetup {
                      sentinel failover-timeout {MASTER} 5000\n\
                      sentinel parallel-syncs {MASTER} 1\n{secrets}",
                     dir = dir.display(),
-                    primary = primary.port,
+                    primary = primary_port,
                 ),
             )
             .expect("sentinel config");
@@ -131,6 +161,7 @@ impl SentinelSetup {
             sentinels,
             auth,
             dir,
+            proxy,
         };
         setup.wait_settled().await;
         setup
@@ -188,6 +219,77 @@ impl SentinelSetup {
             .query_async(&mut conn)
             .await
             .expect("SENTINEL FAILOVER");
+    }
+
+    /// The primary is demoted behind the sentinels' back, with nothing announced on the
+    /// channels a hub follows (no `+try-failover`, no `+switch-master`): the sentinels
+    /// forget the master (`SENTINEL REMOVE`), the replica is made the primary
+    /// (`REPLICAOF NO ONE`), the old primary its replica, and the sentinels monitor the
+    /// new one (`SENTINEL MONITOR`). A hub still connected to the old primary learns of
+    /// it only from a `READONLY` reply. Returns the new primary's port.
+    pub async fn demote_primary_unannounced(&self) -> u16 {
+        assert!(self.proxy.is_none(), "not behind a proxy");
+        let old = self.primary_port().await;
+        let new = self
+            .nodes
+            .iter()
+            .map(|n| n.port)
+            .find(|port| *port != old)
+            .expect("a replica");
+        for sentinel in &self.sentinels {
+            let mut conn = connect(&sentinel.url()).await;
+            let _: Value = redis::cmd("SENTINEL")
+                .arg("REMOVE")
+                .arg(MASTER)
+                .query_async(&mut conn)
+                .await
+                .expect("SENTINEL REMOVE");
+        }
+        let node = |port: u16| {
+            self.nodes
+                .iter()
+                .find(|n| n.port == port)
+                .expect("a node")
+                .url()
+        };
+        let mut promoted = connect(&node(new)).await;
+        let _: Value = redis::cmd("REPLICAOF")
+            .arg("NO")
+            .arg("ONE")
+            .query_async(&mut promoted)
+            .await
+            .expect("REPLICAOF NO ONE");
+        let mut demoted = connect(&node(old)).await;
+        let _: Value = redis::cmd("REPLICAOF")
+            .arg("127.0.0.1")
+            .arg(new)
+            .query_async(&mut demoted)
+            .await
+            .expect("REPLICAOF");
+        for sentinel in &self.sentinels {
+            let mut conn = connect(&sentinel.url()).await;
+            let _: Value = redis::cmd("SENTINEL")
+                .arg("MONITOR")
+                .arg(MASTER)
+                .arg("127.0.0.1")
+                .arg(new)
+                .arg(2)
+                .query_async(&mut conn)
+                .await
+                .expect("SENTINEL MONITOR");
+            let mut set = redis::cmd("SENTINEL");
+            set.arg("SET")
+                .arg(MASTER)
+                .arg("down-after-milliseconds")
+                .arg(1000)
+                .arg("failover-timeout")
+                .arg(5000);
+            if let Some(pw) = &self.auth.nodes {
+                set.arg("auth-pass").arg(pw);
+            }
+            let _: Value = set.query_async(&mut conn).await.expect("SENTINEL SET");
+        }
+        new
     }
 
     /// SIGKILL to the current primary, as a crash would.

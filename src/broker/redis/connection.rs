@@ -162,15 +162,28 @@ impl SentinelConn {
         false
     }
 
+    /// Takes note of a command's reply on a connection of `generation`: whether the node
+    /// refused it as a replica. redis-rs hands an error reply back as a value
+    /// (`Value::ServerError`), turned into an `Err` only when the caller converts it, so
+    /// a READONLY reply is never an `Err` here.
+    fn refused(&self, generation: u64, reply: &Value) -> bool {
+        let demoted = refused_as_replica(reply);
+        if demoted {
+            self.sentinel.suspect(generation);
+        }
+        demoted
+    }
+
     async fn command(&self, cmd: &Cmd) -> RedisResult<Value> {
         let (generation, mut conn) = self.get().await?;
         match conn.req_packed_command(cmd).await {
-            Err(err) if self.failed(generation, &err).await => {
-                let (_, mut conn) = self.get().await?;
-                conn.req_packed_command(cmd).await
-            }
-            answer => answer,
+            // Refused as READONLY: nothing was written, so it is sent once more.
+            Ok(reply) if self.refused(generation, &reply) => {}
+            Err(err) if self.failed(generation, &err).await => {}
+            answer => return answer,
         }
+        let (_, mut conn) = self.get().await?;
+        conn.req_packed_command(cmd).await
     }
 
     async fn commands(
@@ -181,12 +194,25 @@ impl SentinelConn {
     ) -> RedisResult<Vec<Value>> {
         let (generation, mut conn) = self.get().await?;
         match conn.req_packed_commands(pipeline, offset, count).await {
-            Err(err) if self.failed(generation, &err).await => {
-                let (_, mut conn) = self.get().await?;
-                conn.req_packed_commands(pipeline, offset, count).await
-            }
-            answer => answer,
+            // A replica refuses every write, so a pipeline with a refused one wrote nothing.
+            Ok(replies) if replies.iter().any(|r| self.refused(generation, r)) => {}
+            Err(err) if self.failed(generation, &err).await => {}
+            answer => return answer,
         }
+        let (_, mut conn) = self.get().await?;
+        conn.req_packed_commands(pipeline, offset, count).await
+    }
+}
+
+/// Whether a reply is a node's refusal of a write as a replica (`READONLY`, also from
+/// inside a script), anywhere in it (a transaction's replies are nested).
+fn refused_as_replica(reply: &Value) -> bool {
+    match reply {
+        Value::ServerError(err) => {
+            err.code() == "READONLY" || err.details().is_some_and(|d| d.contains("READONLY"))
+        }
+        Value::Array(items) => items.iter().any(refused_as_replica),
+        _ => false,
     }
 }
 
@@ -224,5 +250,28 @@ impl ConnectionLike for RedisConn {
             Self::Cluster(_) => 0,
             Self::Sentinel(conn) => conn.sentinel.db(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(resp: &[u8]) -> Value {
+        redis::parse_redis_value(resp).expect("a RESP reply")
+    }
+
+    #[test]
+    fn a_readonly_reply_is_a_refusal_as_a_replica() {
+        // As Redis 7 answers a write, and a write inside a script, on a replica.
+        let plain = reply(b"-READONLY You can't write against a read only replica.\r\n");
+        let script = reply(
+            b"-READONLY You can't write against a read only replica. script: 1d3a, on @user_script:96.\r\n",
+        );
+        assert!(refused_as_replica(&plain) && refused_as_replica(&script));
+        // A transaction's replies are nested.
+        assert!(refused_as_replica(&Value::Array(vec![Value::Okay, plain])));
+        let other = reply(b"-ERR unknown command\r\n");
+        assert!(!refused_as_replica(&other) && !refused_as_replica(&Value::Okay));
     }
 }

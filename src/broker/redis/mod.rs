@@ -199,16 +199,30 @@ impl Broker for RedisBroker {
             let answer = tokio::time::timeout(READY_TIMEOUT, ping.query_async::<String>(&mut conn));
             return matches!(answer.await, Ok(Ok(_)));
         }
+        // Behind Sentinel: the generation the answer comes from (or a later one).
+        let sentinel = match &self.commands {
+            RedisConn::Sentinel(conn) => Some(conn.sentinel()),
+            _ => None,
+        };
+        let seen = sentinel.map(|s| s.generation());
         let role = redis::cmd("ROLE");
         let answer = tokio::time::timeout(READY_TIMEOUT, role.query_async::<Value>(&mut conn));
-        match answer.await {
-            Ok(Ok(Value::Array(role))) => match role.first() {
-                Some(Value::BulkString(name)) => name == b"master",
-                Some(Value::SimpleString(name)) => name == "master",
-                _ => false,
-            },
+        let role = match answer.await {
+            Ok(Ok(Value::Array(role))) => role.into_iter().next(),
+            _ => return false,
+        };
+        let primary = match role {
+            Some(Value::BulkString(name)) => name == b"master",
+            Some(Value::SimpleString(name)) => name == "master",
             _ => false,
+        };
+        // A node the sentinels named answers as a replica: demoted, maybe with no
+        // announcement heard and no write to meet READONLY; the sentinels are asked
+        // again, so the hub does not stay on it (and unready) until the next write.
+        if let (false, Some(sentinel), Some(seen)) = (primary, sentinel, seen) {
+            sentinel.suspect(seen);
         }
+        primary
     }
 
     fn unready_reason(&self) -> Option<&'static str> {

@@ -168,7 +168,7 @@ impl Sentinel {
             stale
         });
         if moved {
-            tracing::warn!(master = %self.master, "redis node answered READONLY (demoted); asking the sentinels for the primary again");
+            tracing::warn!(master = %self.master, "redis node answered as a replica (READONLY, or ROLE on /readyz): demoted; asking the sentinels for the primary again");
         }
     }
 
