@@ -151,7 +151,7 @@ test("a job taken over after its worker was killed says so on the page and finis
   const id = `takeover-${Date.now()}`;
   await page.goto(`${hub.url}/projects/${id}`);
   await page.waitForFunction(() => document.querySelector("#conn").dataset.state === "online");
-  const res = await fetch(`${hub.url}/api/v1/projects/${id}/generate`, { method: "POST", body: "{}" });
+  const res = await fetch(`${hub.url}/api/v1/projects/${id}/generate`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" });
   assert.equal(res.status, 202);
   await page.waitForFunction(() => [...document.querySelectorAll("#log .msg")].some((e) => e.textContent.startsWith("[3/15]")), null, { timeout: 20000 });
   assert.doesNotMatch(await page.textContent("#stage-text"), /接手/);
