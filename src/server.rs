@@ -8,7 +8,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -100,19 +99,15 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         Some(secret) => Some(Arc::new(Auth::new(secret)?)),
         None => None,
     };
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+    let listener = http::listener::bind(config.listen).map_err(|source| ServeError::Bind {
+        addr: config.listen,
+        source,
+    })?;
     let addr = listener.local_addr().map_err(ServeError::Http)?;
     let metrics_listener = match config.metrics_listen {
-        Some(at) => Some(
-            TcpListener::bind(at)
-                .await
-                .map_err(|source| ServeError::Bind { addr: at, source })?,
-        ),
+        Some(at) => {
+            Some(http::listener::bind(at).map_err(|source| ServeError::Bind { addr: at, source })?)
+        }
         None => None,
     };
     let metrics_addr = match &metrics_listener {

@@ -104,6 +104,27 @@ pub async fn refuse_over_limit(
     }
 }
 
+/// The listen backlog asked for: connections the kernel completes and queues before
+/// the accept loop takes them. The kernel caps it at `net.core.somaxconn` (4096 by
+/// default since Linux 5.4). std's (and so tokio's) `bind` asks for 128, which a
+/// reconnect storm overflows whenever the acceptor is not scheduled in time: each
+/// dropped SYN costs that client a 1 s retransmission.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listener as `TcpListener::bind` does (`SO_REUSEADDR` on Unix, as std sets
+/// it), but with a backlog of [`LISTEN_BACKLOG`].
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// The first wait after a failed `accept` (out of file descriptors, usually): retrying
 /// at once would spin while nothing can be accepted. It doubles while accepts keep
 /// failing, up to [`MAX_ACCEPT_BACKOFF`], and starts again after a success.
@@ -216,4 +237,36 @@ pub async fn serve(
     drop(listener);
     connections.close();
     connections
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    /// 300 connects to a listener that accepts none all complete at once: the kernel
+    /// queues them (a backlog of 128 would drop the SYNs past it, and those clients
+    /// would wait a 1 s retransmission).
+    #[tokio::test]
+    async fn a_connect_burst_fits_the_backlog_without_an_accept() {
+        let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .unwrap_or(4096);
+        let burst = 300.min(somaxconn as usize);
+        let listener = super::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connects = (0..burst).map(|_| {
+            tokio::time::timeout(
+                Duration::from_millis(800),
+                tokio::net::TcpStream::connect(addr),
+            )
+        });
+        let results = futures_util::future::join_all(connects).await;
+        let completed = results.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
+        assert_eq!(
+            completed, burst,
+            "connects completed before 0.8 s, none accepted"
+        );
+        drop(listener);
+    }
 }

@@ -97,6 +97,59 @@ async fn a_resume_from_a_made_up_epoch_reads_no_history() {
     assert_eq!(calls(&hub, "xrange").await, 0, "no history read");
 }
 
+// A herd of resumers of one project (a restarted hub's clients coming back) shares
+// its history reads: while one read is in flight, the readers that ask wait for the
+// next, which serves them all, each from its own position. Redis is held busy while
+// they arrive, so all but the first ask during one read: two reads, not 50.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_resumers_of_a_project_share_one_history_read() {
+    let hub = TestHub::start(Backend::Redis).await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(hub.publish("herd", log_event(&format!("{i}"))).await);
+    }
+    // The project stays subscribed (a session's subscription is then confirmed at
+    // once) and the replay script is loaded.
+    let _watcher = WsClient::connected(&hub.ws_url("herd")).await;
+    let _ = WsClient::resume(&hub.ws_url("herd"), &ids[19]).await;
+    reset_stats(&hub).await;
+    let mut busy = hub.redis().connection().await;
+    let hold = tokio::spawn(async move {
+        let script = "local t = redis.call('TIME') local s = t[1] * 1e6 + t[2] \
+            repeat t = redis.call('TIME') until t[1] * 1e6 + t[2] - s > 1200000 return 1";
+        // Its answer may come after the client's own response timeout: Redis is busy
+        // for the whole 1.2 s either way.
+        let _: Result<i64, _> = redis::cmd("EVAL")
+            .arg(script)
+            .arg(0)
+            .query_async(&mut busy)
+            .await;
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let resumes = (0..50).map(|i| {
+        let url = hub.ws_url("herd");
+        let from = i % 10;
+        let at = ids[from].clone();
+        let want: Vec<String> = ids[from + 1..].to_vec();
+        tokio::spawn(async move {
+            let (mut client, connected) = WsClient::resume(&url, &at).await;
+            assert_eq!(connected["data"]["recovered"], true, "{connected}");
+            for id in want {
+                assert_eq!(client.next_event().await["id"], id.as_str(), "from {at}");
+            }
+        })
+    });
+    for resume in futures_util::future::join_all(resumes).await {
+        resume.unwrap();
+    }
+    hold.await.unwrap();
+    let reads = calls(&hub, "evalsha").await;
+    assert!(
+        (1..=3).contains(&reads),
+        "50 concurrent resumers: {reads} replay reads"
+    );
+}
+
 // A long resume is read in pages (many short steps, never one long read), and the
 // pages join up: every event once, in order, then live.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

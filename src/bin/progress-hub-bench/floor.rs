@@ -209,7 +209,8 @@ pub async fn run(args: FloorArgs) -> anyhow::Result<()> {
         next_id: AtomicU64::new(1),
         heartbeat_interval: args.heartbeat_interval,
     });
-    let listener = TcpListener::bind(args.listen).await?;
+    // The hub's listen backlog (4096, capped by somaxconn), not std's 128.
+    let listener = progress_hub::http::listener::bind(args.listen)?;
     println!("floor listening on ws://{}", listener.local_addr()?);
     tokio::select! {
         result = write_commands(redis_write, pending) => result,

@@ -9,6 +9,7 @@
 pub mod connection;
 pub mod layout;
 pub mod sentinel;
+mod shared_read;
 mod subscriber;
 pub mod target;
 
@@ -27,7 +28,7 @@ use super::{Broker, BrokerError, HistoryConfig, PreparedEvent, Replay};
 use crate::hub::{Hub, SubscriptionChange};
 use crate::wire::{EventId, ProjectId};
 use connection::{RedisConn, Timeouts};
-use layout::{PublishArgs, read_replay};
+use layout::PublishArgs;
 use subscriber::{Cluster, Node, Single, Subscriber};
 use target::RedisTarget;
 
@@ -47,6 +48,8 @@ pub struct RedisBroker {
     /// Set by the subscriber's liveness probe from a miss until a probe comes back.
     probe_failing: Arc<AtomicBool>,
     history: HistoryConfig,
+    /// Concurrent history reads of one project share one read (see `shared_read.rs`).
+    reads: shared_read::SharedReads,
 }
 
 impl RedisBroker {
@@ -67,6 +70,7 @@ impl RedisBroker {
             subscriber_up: Arc::new(AtomicBool::new(false)),
             probe_failing: Arc::new(AtomicBool::new(false)),
             history,
+            reads: shared_read::SharedReads::default(),
         })
     }
 
@@ -182,8 +186,7 @@ impl Broker for RedisBroker {
         project: &ProjectId,
         after: Option<&EventId>,
     ) -> Result<Replay, BrokerError> {
-        let mut conn = self.commands.clone();
-        Ok(read_replay(&mut conn, project, after).await?)
+        self.reads.replay(&self.commands, project, after).await
     }
 
     /// Ready while the subscriber is subscribed and the command connection reaches a
