@@ -27,7 +27,7 @@ use tracing::Instrument;
 use super::WorkerConfig;
 use super::pipeline::{Outcome, generate_video};
 use super::providers::{CallLog, Providers};
-use super::queue::{Claimed, JobQueue, Ownership};
+use super::queue::{Claimed, JobQueue, Ownership, QueueError};
 use crate::broker::Broker;
 use crate::broker::JobClaim;
 use crate::metrics as m;
@@ -183,7 +183,12 @@ impl Worker {
                 biased;
                 _ = keepalive.tick() => {
                     let sent = Instant::now();
-                    match self.queue.keep_alive(&claimed).await {
+                    // Bounded: while it waits, the pipeline is not polled, so a keep-alive
+                    // that waited on anything the pipeline holds would stall the job.
+                    let renewed = tokio::time::timeout(lease, self.queue.keep_alive(&claimed))
+                        .await
+                        .unwrap_or_else(|_| Err(QueueError::Unavailable("the keep-alive got no answer in time".into())));
+                    match renewed {
                         Ok(Ownership::Held) => held_until = Some(sent + lease),
                         Ok(Ownership::Lost { holder }) => {
                             // Returning drops the pipeline mid-step: it publishes nothing more.

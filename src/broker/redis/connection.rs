@@ -69,7 +69,7 @@ impl RedisConn {
             }
             RedisTarget::Sentinel(target) => Self::Sentinel(SentinelConn {
                 sentinel: Sentinel::new(target)?,
-                current: Arc::new(tokio::sync::Mutex::new(None)),
+                current: Arc::new(parking_lot::Mutex::new(None)),
                 config: AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(timeouts.connect))
                     .set_response_timeout(Some(timeouts.response)),
@@ -118,7 +118,8 @@ pub struct SentinelConn {
     sentinel: Arc<Sentinel>,
     /// The connection and the generation it was opened in; `None` until first use and
     /// after a failure.
-    current: Arc<tokio::sync::Mutex<Option<(u64, MultiplexedConnection)>>>,
+    /// A plain lock, never held across an await (see [`SentinelConn::get`]).
+    current: Arc<parking_lot::Mutex<Option<(u64, MultiplexedConnection)>>>,
     config: AsyncConnectionConfig,
 }
 
@@ -129,21 +130,39 @@ impl SentinelConn {
     }
 
     /// A connection to the primary of the current generation, and that generation.
+    ///
+    /// No lock is held across an await: the caller may be a future that stops being
+    /// polled mid-way (the worker polls a job's pipeline only under its lease, and the
+    /// pipeline records its checkpoints on this connection). Had it held the lock while
+    /// waiting for the sentinels, the job's keep-alive on the same connection would wait
+    /// for a lock that nobody releases, and the worker would stall for good after a
+    /// failover.
     async fn get(&self) -> RedisResult<(u64, MultiplexedConnection)> {
-        let mut current = self.current.lock().await;
         let generation = self.sentinel.generation();
-        if let Some((opened_in, conn)) = current.as_ref()
-            && *opened_in == generation
-        {
-            return Ok((generation, conn.clone()));
+        if let Some(conn) = self.current_of(generation) {
+            return Ok((generation, conn));
         }
-        *current = None;
         let client = self.sentinel.primary().await?;
         let conn = client
             .get_multiplexed_async_connection_with_config(&self.config)
             .await?;
+        let mut current = self.current.lock();
+        // Another caller may have reconnected meanwhile: one connection per generation.
+        if let Some((opened_in, existing)) = current.as_ref()
+            && *opened_in == generation
+        {
+            return Ok((generation, existing.clone()));
+        }
         *current = Some((generation, conn.clone()));
         Ok((generation, conn))
+    }
+
+    /// The connection if it was opened in `generation`.
+    fn current_of(&self, generation: u64) -> Option<MultiplexedConnection> {
+        match self.current.lock().as_ref() {
+            Some((opened_in, conn)) if *opened_in == generation => Some(conn.clone()),
+            _ => None,
+        }
     }
 
     /// Takes note of a failed command on a connection of `generation`: whether to send
@@ -154,7 +173,7 @@ impl SentinelConn {
             return true;
         }
         if err.is_io_error() || err.is_connection_dropped() || err.is_unrecoverable_error() {
-            let mut current = self.current.lock().await;
+            let mut current = self.current.lock();
             if matches!(current.as_ref(), Some((opened_in, _)) if *opened_in == generation) {
                 *current = None;
             }

@@ -132,12 +132,28 @@ impl Sentinel {
                 "a Sentinel failover is under way",
             )));
         }
-        let mut client = self.client.lock().await;
-        match tokio::time::timeout(RESOLVE_TIMEOUT, client.async_get_client()).await {
-            Ok(found) => found,
-            Err(_) => Err(RedisError::from((
+        // The question is asked by a task of its own, which holds the sentinels' client
+        // while it runs: a caller that stops being polled mid-question (a job's pipeline
+        // outside its lease) must not keep the client locked from every other caller.
+        let this = Arc::clone(self);
+        let question = tokio::spawn(async move {
+            let mut client = this.client.lock().await;
+            tokio::time::timeout(RESOLVE_TIMEOUT, client.async_get_client()).await
+        });
+        let late = || {
+            RedisError::from((
                 ErrorKind::Io,
                 "the sentinels did not name a primary in time",
+            ))
+        };
+        // Questions wait for each other's client; each is bounded, and so is this wait.
+        match tokio::time::timeout(RESOLVE_TIMEOUT * 2, question).await {
+            Ok(Ok(Ok(found))) => found,
+            Ok(Ok(Err(_))) | Err(_) => Err(late()),
+            Ok(Err(join)) => Err(RedisError::from((
+                ErrorKind::Io,
+                "asking the sentinels failed",
+                join.to_string(),
             ))),
         }
     }
