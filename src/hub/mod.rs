@@ -21,7 +21,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 
 use crate::metrics as m;
-use crate::wire::{EventId, Frame, ProjectId};
+use crate::wire::{EventId, Frame, ProjectId, ProjectState};
 
 /// Where the hub puts a session's frames. Implemented by the session's outbound queue;
 /// the hub sees nothing else of a session, so it depends on no session code.
@@ -57,12 +57,25 @@ pub enum SubscriptionChange {
 pub struct Topic {
     project: ProjectId,
     watchers: Mutex<Watchers>,
-    /// The history position when the broker subscribed, before any delivery: where a
-    /// gap fill starts if the subscription drops before anything was delivered.
+    /// The history position read once the broker subscribed, before any delivery: where
+    /// a gap fill starts if the subscription drops before anything was delivered.
     origin: Mutex<Option<EventId>>,
+    /// That read, for the sessions that joined before it was made (see [`Fresh`]).
+    fresh: Mutex<Option<Fresh>>,
     /// True once the broker confirmed the subscription: a session waits for it before
     /// it says `connected`, so no event published after `connected` can be missed.
     subscribed: watch::Sender<bool>,
+}
+
+/// The project's state read by the subscriber just after it subscribed a new topic.
+/// Every session that had joined the topic before the read began (its id is below
+/// `covers_below`) receives every live event after the read, so the read serves as its
+/// late-join snapshot: a project's first watchers cost Redis one read between them, not
+/// one each, and wait for no second round trip.
+#[derive(Debug)]
+struct Fresh {
+    covers_below: u64,
+    state: Option<(ProjectState, EventId)>,
 }
 
 /// A topic's sessions (their inboxes), and the newest event id fanned out to them.
@@ -89,9 +102,15 @@ impl Topic {
             .or_else(|| self.origin.lock().clone())
     }
 
-    /// Records the history position read just before subscribing.
-    pub fn set_origin(&self, position: Option<EventId>) {
-        *self.origin.lock() = position;
+    /// Records the project's state read just after subscribing (see [`Hub::joined_so_far`]
+    /// for `covers_below`): the topic's origin, and the snapshot of the sessions that
+    /// joined before the read.
+    pub fn set_subscribed_state(&self, covers_below: u64, state: Option<(ProjectState, EventId)>) {
+        *self.origin.lock() = state.as_ref().map(|(_, last)| last.clone());
+        *self.fresh.lock() = Some(Fresh {
+            covers_below,
+            state,
+        });
     }
 
     /// Moves the duplicate filter back to `position`, when the history itself went
@@ -139,8 +158,10 @@ impl Hub {
         project: &ProjectId,
         inbox: Arc<dyn Inbox>,
     ) -> Result<Membership, TooManyProjects> {
-        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let mut topics = self.topics.lock();
+        // Taken under the lock that also covers the insertion below, so session ids
+        // enter their topics in order (see `joined_so_far`).
+        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let topic = match topics.get(project) {
             Some(topic) => Arc::clone(topic),
             None if topics.len() >= self.max_projects => {
@@ -151,6 +172,7 @@ impl Hub {
                     project: project.clone(),
                     watchers: Mutex::new(Watchers::default()),
                     origin: Mutex::new(None),
+                    fresh: Mutex::new(None),
                     subscribed: watch::Sender::new(false),
                 });
                 topics.insert(project.clone(), Arc::clone(&topic));
@@ -244,6 +266,13 @@ impl Hub {
         }
     }
 
+    /// Every session whose id is below the returned number has joined its topic already
+    /// (or left it): what a read made from now on can serve as their snapshot.
+    pub fn joined_so_far(&self) -> u64 {
+        let _joins = self.topics.lock();
+        self.next_session.load(Ordering::Relaxed)
+    }
+
     /// The projects this process currently watches (what the subscriber must hold).
     pub fn watched_topics(&self) -> Vec<Arc<Topic>> {
         self.topics.lock().values().cloned().collect()
@@ -277,6 +306,18 @@ impl Membership {
             tokio::time::timeout(limit, rx.wait_for(|subscribed| *subscribed)).await,
             Ok(Ok(_))
         )
+    }
+}
+
+impl Membership {
+    /// The project's state as the subscriber read it just after subscribing, when this
+    /// session joined before that read (`Some(None)`: the project had no history then).
+    /// Valid once [`Membership::subscribed`] said yes.
+    pub fn fresh_state(&self) -> Option<Option<(ProjectState, EventId)>> {
+        match &*self.topic.fresh.lock() {
+            Some(fresh) if self.id < fresh.covers_below => Some(fresh.state.clone()),
+            _ => None,
+        }
     }
 }
 
@@ -373,5 +414,26 @@ mod tests {
             topic.mark_subscribed();
         }
         assert!(m.subscribed(Duration::from_secs(5)).await);
+    }
+
+    #[test]
+    fn the_subscribers_read_serves_only_the_sessions_that_joined_before_it() {
+        let (hub, mut changes) = Hub::new(100);
+        let first = hub.join(&pid("p"), inbox()).unwrap();
+        let Ok(SubscriptionChange::Subscribe(topic)) = changes.try_recv() else {
+            panic!("the first join subscribes");
+        };
+        let second = hub.join(&pid("p"), inbox()).unwrap();
+        assert_eq!(first.fresh_state(), None, "nothing read yet");
+        let covers_below = hub.joined_so_far();
+        let late = hub.join(&pid("p"), inbox()).unwrap();
+        let last = EventId::new("e".into(), 3);
+        let state = ProjectState::empty();
+        topic.set_subscribed_state(covers_below, Some((state.clone(), last.clone())));
+        let read = Some(Some((state, last.clone())));
+        assert_eq!(first.fresh_state(), read);
+        assert_eq!(second.fresh_state(), read);
+        assert_eq!(late.fresh_state(), None, "joined after the read began");
+        assert_eq!(topic.resume_point(), Some(last), "the read is the origin");
     }
 }

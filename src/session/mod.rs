@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use tokio_util::task::AbortOnDropHandle;
 
-use crate::broker::Broker;
+use crate::broker::{Broker, Replay};
 use crate::hub::Hub;
 use crate::metrics as m;
 use crate::transport::{Transport, Writer};
@@ -78,6 +78,17 @@ impl Sessions {
             // `recovered: false`; the subscriber fills the gap from history once it is up.
             tracing::warn!(project_id = %project, "broker has not confirmed the subscription yet; connecting unrecovered");
             None
+        } else if let Some(state) = last_event_id
+            .is_none()
+            .then(|| membership.fresh_state())
+            .flatten()
+        {
+            // Joined a project as one of its first watchers: the subscriber's read
+            // just after subscribing is this session's snapshot.
+            Some(Replay {
+                state,
+                after: Vec::new(),
+            })
         } else {
             match self.broker.replay(&project, last_event_id.as_ref()).await {
                 Ok(replay) => Some(replay),

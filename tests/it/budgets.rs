@@ -97,6 +97,31 @@ async fn a_resume_from_a_made_up_epoch_reads_no_history() {
     assert_eq!(calls(&hub, "xrange").await, 0, "no history read");
 }
 
+// A project's first watcher costs Redis one state read, not two: the subscriber reads
+// the state just after it subscribes (the topic's origin), and that read is the
+// snapshot of every session that joined before it. A later watcher reads its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_watcher_is_served_by_the_subscribers_read() {
+    let hub = TestHub::start(Backend::Redis).await;
+    let stage = json!({"event": "stage_change", "data": {"previous_stage": null, "current_stage": "RENDERING", "progress": 40}});
+    let last = hub.publish("first", stage).await;
+    reset_stats(&hub).await;
+    let mut first = WsClient::connected(&hub.ws_url("first")).await;
+    let snapshot = first.next_event().await;
+    assert_eq!(snapshot["event"], "snapshot", "{snapshot}");
+    assert_eq!(snapshot["data"]["progress"], 40);
+    assert_eq!(snapshot["data"]["last_event_id"], last.as_str());
+    assert_eq!(calls(&hub, "hgetall").await, 1, "one read for the first watcher");
+    let live = hub.publish("first", log_event("live")).await;
+    assert_eq!(first.next_event().await["id"], live.as_str());
+
+    let mut later = WsClient::connected(&hub.ws_url("first")).await;
+    let snapshot = later.next_event().await;
+    assert_eq!(snapshot["data"]["progress"], 40, "{snapshot}");
+    assert_eq!(snapshot["data"]["last_event_id"], live.as_str());
+    assert_eq!(calls(&hub, "hgetall").await, 2, "a later watcher reads its own");
+}
+
 // A herd of resumers of one project (a restarted hub's clients coming back) shares
 // its history reads: while one read is in flight, the readers that ask wait for the
 // next, which serves them all, each from its own position. Redis is held busy while

@@ -10,7 +10,7 @@
 //!
 //! Pub/Sub forgets what it could not deliver, so after a reconnect the subscriber fills
 //! each watched project's gap from its history: everything after the newest event the
-//! topic delivered (or after the position read just before it subscribed), in order,
+//! topic delivered (or after the position read just after it subscribed), in order,
 //! before any live message that arrived meanwhile. The topic drops what it already had,
 //! so nothing published through the hub's publish path is lost or doubled.
 //!
@@ -350,8 +350,9 @@ impl<C: Connection> Subscriber<C> {
             conn.unsubscribe(&unsubscribe).await?;
         }
         if !newly_subscribed.is_empty() {
-            record_origins(&self.shared.commands, &newly_subscribed).await?;
             conn.subscribe(&newly_subscribed).await?;
+            read_subscribed_states(&self.shared.commands, &self.shared.hub, &newly_subscribed)
+                .await?;
             for topic in newly_subscribed {
                 topic.mark_subscribed();
             }
@@ -420,12 +421,22 @@ pub(super) async fn fill_gap(commands: &RedisConn, hub: &Hub, topic: &Topic) -> 
     Ok(())
 }
 
-/// Records where each new topic's history stands, before it is subscribed.
-async fn record_origins(commands: &RedisConn, topics: &[Arc<Topic>]) -> Result<(), Lost> {
-    let mut conn = commands.clone();
-    for topic in topics {
-        let replay = within(read_replay(&mut conn, topic.project(), None)).await?;
-        topic.set_origin(replay.state.map(|(_, last)| last));
+/// Reads where each newly subscribed topic's history stands, all at once (the
+/// multiplexed connection sends them in one write): each topic's origin, and the
+/// snapshot of the sessions that joined it before the reads began.
+async fn read_subscribed_states(
+    commands: &RedisConn,
+    hub: &Hub,
+    topics: &[Arc<Topic>],
+) -> Result<(), Lost> {
+    let covers_below = hub.joined_so_far();
+    let reads = topics.iter().map(|topic| {
+        let mut conn = commands.clone();
+        async move { within(read_replay(&mut conn, topic.project(), None)).await }
+    });
+    let replays = futures_util::future::try_join_all(reads).await?;
+    for (topic, replay) in topics.iter().zip(replays) {
+        topic.set_subscribed_state(covers_below, replay.state);
     }
     Ok(())
 }
