@@ -111,7 +111,11 @@ async fn a_first_watcher_is_served_by_the_subscribers_read() {
     assert_eq!(snapshot["event"], "snapshot", "{snapshot}");
     assert_eq!(snapshot["data"]["progress"], 40);
     assert_eq!(snapshot["data"]["last_event_id"], last.as_str());
-    assert_eq!(calls(&hub, "hgetall").await, 1, "one read for the first watcher");
+    assert_eq!(
+        calls(&hub, "hgetall").await,
+        1,
+        "one read for the first watcher"
+    );
     let live = hub.publish("first", log_event("live")).await;
     assert_eq!(first.next_event().await["id"], live.as_str());
 
@@ -119,7 +123,11 @@ async fn a_first_watcher_is_served_by_the_subscribers_read() {
     let snapshot = later.next_event().await;
     assert_eq!(snapshot["data"]["progress"], 40, "{snapshot}");
     assert_eq!(snapshot["data"]["last_event_id"], live.as_str());
-    assert_eq!(calls(&hub, "hgetall").await, 2, "a later watcher reads its own");
+    assert_eq!(
+        calls(&hub, "hgetall").await,
+        2,
+        "a later watcher reads its own"
+    );
 }
 
 // A herd of resumers of one project (a restarted hub's clients coming back) shares
