@@ -15,6 +15,10 @@ SCENARIOS=(
   "churn -k 5000 -q 50"
   "churn -k 5000 -q 50 --project-per-cycle"
 )
+# Or others: SCENARIOS_LIST='idle -c 5000;churn -k 5000 -q 50' bash scripts/ab.sh ...
+if [ -n "${SCENARIOS_LIST:-}" ]; then
+  IFS=';' read -r -a SCENARIOS <<< "$SCENARIOS_LIST"
+fi
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 run_one() {
