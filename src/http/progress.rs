@@ -16,6 +16,8 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::Sse;
 use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
+use futures_util::future::Either;
 use serde::Deserialize;
 
 use super::error::{ApiError, ErrorBody};
@@ -187,23 +189,24 @@ fn websocket(
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| {
-            tracker.track_future(async move {
-                let transport = WebSocketTransport::new(socket);
-                match slot.refused() {
-                    None => {
-                        sessions
-                            .run(project, last_event_id, access, transport)
-                            .await;
-                        drop(slot);
-                    }
-                    // Refused after the upgrade, so that a browser sees why (close 1013).
-                    Some(limit) => {
-                        limits.log_refusal("a WebSocket connection", peer.ip(), limit, false);
-                        let (mut writer, _reader) = transport.split();
-                        writer.close(CloseReason::Overloaded).await;
-                    }
+            let transport = WebSocketTransport::new(socket);
+            match slot.refused() {
+                None => {
+                    // Built here and not awaited inside an async block, which would
+                    // keep room for the session twice (and for the socket) for the
+                    // session's whole life (see `Sessions::run`).
+                    let session = sessions.run(project, last_event_id, access, transport);
+                    Either::Left(tracker.track_future(session.map(move |_| drop(slot))))
                 }
-            })
+                // Refused after the upgrade, so that a browser sees why (close 1013).
+                Some(limit) => {
+                    limits.log_refusal("a WebSocket connection", peer.ip(), limit, false);
+                    let (mut writer, _reader) = transport.split();
+                    Either::Right(tracker.track_future(async move {
+                        writer.close(CloseReason::Overloaded).await;
+                    }))
+                }
+            }
         })
 }
 
@@ -221,13 +224,11 @@ fn event_stream(
         return ApiError::too_many_connections(limit).into_response();
     }
     let (transport, stream) = sse::channel();
-    let sessions = app.sessions.clone();
-    app.tracker.spawn(async move {
-        sessions
-            .run(project, last_event_id, access, transport)
-            .await;
-        drop(slot);
-    });
+    let session = app
+        .sessions
+        .clone()
+        .run(project, last_event_id, access, transport);
+    app.tracker.spawn(session.map(move |_| drop(slot)));
     (
         // Tell proxies (nginx) not to buffer the stream.
         [("x-accel-buffering", "no"), ("cache-control", "no-cache")],

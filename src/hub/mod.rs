@@ -427,7 +427,7 @@ mod tests {
         assert_eq!(first.fresh_state(), None, "nothing read yet");
         let covers_below = hub.joined_so_far();
         let late = hub.join(&pid("p"), inbox()).unwrap();
-        let last = EventId::new("e".into(), 3);
+        let last = EventId::new("e", 3);
         let state = ProjectState::empty();
         topic.set_subscribed_state(covers_below, Some((state.clone(), last.clone())));
         let read = Some(Some((state, last.clone())));
