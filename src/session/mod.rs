@@ -27,7 +27,7 @@ use std::time::Duration;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::broker::{Broker, Replay};
-use crate::hub::Hub;
+use crate::hub::{Hub, Membership};
 use crate::metrics as m;
 use crate::transport::{Transport, Writer};
 use crate::wire::{CloseReason, EventId, Frame, ProjectId};
@@ -88,44 +88,9 @@ impl Sessions {
         if let Some(access) = &access {
             pulse.expires_at(access.expires_at());
         }
-        let subscribed = membership.subscribed(SUBSCRIBE_WAIT).await;
-        let replay = if !subscribed {
-            // Without a confirmed subscription nothing can be promised: say
-            // `recovered: false`; the subscriber fills the gap from history once it is up.
-            tracing::warn!(project_id = %project, "broker has not confirmed the subscription yet; connecting unrecovered");
-            None
-        } else if let Some(state) = last_event_id
-            .is_none()
-            .then(|| membership.fresh_state())
-            .flatten()
-        {
-            // Joined a project as one of its first watchers: the subscriber's read
-            // just after subscribing is this session's snapshot.
-            Some(Replay {
-                state,
-                after: Vec::new(),
-            })
-        } else {
-            match self.broker.replay(&project, last_event_id.as_ref()).await {
-                Ok(replay) => Some(replay),
-                Err(err) => {
-                    tracing::warn!(project_id = %project, error = %err, "cannot read history; going live without it");
-                    None
-                }
-            }
-        };
-        // Resumed without its history (the broker could not be read): the client's gap
-        // is owed to it, and is delivered before its next live event (see `pump`).
-        let owed = match &replay {
-            None => last_event_id.clone(),
-            Some(_) => None,
-        };
-        let opening = opening(
-            &project,
-            self.heartbeat.interval().as_secs(),
-            last_event_id.as_ref(),
-            replay,
-        );
+        // Boxed: the subscription wait and the history read are done with once the
+        // session is open, and a future keeps room for everything it awaits.
+        let (opening, owed) = Box::pin(self.open(&membership, &project, last_event_id)).await;
         m::connection_opened(T::NAME);
         let _reader = AbortOnDropHandle::new(tokio::spawn(reader::listen(
             reader,
@@ -170,6 +135,56 @@ impl Sessions {
             Ended::ClientGone => tracing::debug!(project_id = %project, "client left"),
         }
         ended
+    }
+
+    /// What the session says first, once the broker confirmed the subscription (or
+    /// gave up waiting): `connected`, then the snapshot or the resumed events; and the
+    /// client's position when its gap could not be read yet (owed before live events).
+    async fn open(
+        &self,
+        membership: &Membership,
+        project: &ProjectId,
+        last_event_id: Option<EventId>,
+    ) -> (Opening, Option<EventId>) {
+        let subscribed = membership.subscribed(SUBSCRIBE_WAIT).await;
+        let replay = if !subscribed {
+            // Without a confirmed subscription nothing can be promised: say
+            // `recovered: false`; the subscriber fills the gap from history once it is up.
+            tracing::warn!(project_id = %project, "broker has not confirmed the subscription yet; connecting unrecovered");
+            None
+        } else if let Some(state) = last_event_id
+            .is_none()
+            .then(|| membership.fresh_state())
+            .flatten()
+        {
+            // Joined a project as one of its first watchers: the subscriber's read
+            // just after subscribing is this session's snapshot.
+            Some(Replay {
+                state,
+                after: Vec::new(),
+            })
+        } else {
+            match self.broker.replay(project, last_event_id.as_ref()).await {
+                Ok(replay) => Some(replay),
+                Err(err) => {
+                    tracing::warn!(project_id = %project, error = %err, "cannot read history; going live without it");
+                    None
+                }
+            }
+        };
+        // Resumed without its history (the broker could not be read): the client's gap
+        // is owed to it, and is delivered before its next live event (see `pump`).
+        let owed = match &replay {
+            None => last_event_id.clone(),
+            Some(_) => None,
+        };
+        let opening = opening(
+            project,
+            self.heartbeat.interval().as_secs(),
+            last_event_id.as_ref(),
+            replay,
+        );
+        (opening, owed)
     }
 }
 
@@ -276,6 +291,9 @@ mod tests {
     use tokio_util::task::TaskTracker;
 
     /// Sessions over the in-process broker, and a hub to deliver into.
+    pub(super) fn sessions_pub(q: usize) -> Sessions {
+        sessions(q)
+    }
     fn sessions(queue_capacity: usize) -> Sessions {
         let (hub, changes) = Hub::new(100);
         let shutdown = CancellationToken::new();
