@@ -291,9 +291,6 @@ mod tests {
     use tokio_util::task::TaskTracker;
 
     /// Sessions over the in-process broker, and a hub to deliver into.
-    pub(super) fn sessions_pub(q: usize) -> Sessions {
-        sessions(q)
-    }
     fn sessions(queue_capacity: usize) -> Sessions {
         let (hub, changes) = Hub::new(100);
         let shutdown = CancellationToken::new();
