@@ -178,10 +178,11 @@ fn websocket(
     access: Option<Access>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let limits = Arc::clone(&app.limits);
     let limit = app.max_frame_bytes;
-    let sessions = app.sessions.clone();
-    let tracker = app.tracker.clone();
+    // One box for what the callback needs: axum's upgrade task keeps room for the
+    // callback as long as the session lives, so 8 bytes rather than ~170 per idle
+    // connection.
+    let context = Box::new((app, peer, slot, project, last_event_id, access));
     upgrade
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
@@ -189,6 +190,8 @@ fn websocket(
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| {
+            let (app, peer, slot, project, last_event_id, access) = *context;
+            let (sessions, tracker, limits) = (app.sessions, app.tracker, app.limits);
             let transport = WebSocketTransport::new(socket);
             match slot.refused() {
                 None => {

@@ -100,10 +100,13 @@ impl Sessions {
         )));
         // A long replay to a client that does not read must still end with the session
         // (heartbeat, token expiry, restart: the heartbeat ends every session at shutdown).
+        let Opening { frames, floor } = opening;
         let sent = tokio::select! {
-            sent = writer.send(&opening.frames) => Ok(sent.is_ok()),
+            sent = writer.send(&frames) => Ok(sent.is_ok()),
             ended = queue.ended() => Err(ended),
         };
+        // Sent: an idle session need not keep them (~0.3 KiB).
+        drop(frames);
         let ended = match sent {
             Ok(true) => {
                 let gap = owed.map(|after| Gap {
@@ -111,7 +114,7 @@ impl Sessions {
                     project: &project,
                     after,
                 });
-                pump(&queue, &pulse, opening.floor, gap, &mut writer).await
+                pump(&queue, &pulse, floor, gap, &mut writer).await
             }
             Ok(false) => Ended::ClientGone,
             Err(ended) => ended,
