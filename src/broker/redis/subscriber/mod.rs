@@ -238,10 +238,13 @@ impl<C: Connection> Subscriber<C> {
     /// Connects, subscribes every wanted project and fills each one's gap.
     async fn connect(&mut self) -> Result<C, Lost> {
         let topics: Vec<Arc<Topic>> = self.shared.wanted.values().cloned().collect();
+        // Where each history stands before subscribing: if one went back (a failover
+        // lost writes), its events from there on are delivered (see `fill_gap`).
+        let before = history_ends(&self.shared.commands, &topics).await?;
         let mut conn = C::open(&self.target, &topics).await?;
         self.shared.probe_channels = conn.subscribe_probes(self.shared.probe.instance()).await?;
-        for topic in &topics {
-            fill_gap(&self.shared.commands, &self.shared.hub, topic).await?;
+        for (topic, before) in topics.iter().zip(before) {
+            fill_gap(&self.shared.commands, &self.shared.hub, topic, before).await?;
             topic.mark_subscribed();
         }
         self.up.store(true, Ordering::Relaxed);
@@ -382,10 +385,32 @@ fn arm(check: &mut std::pin::Pin<&mut tokio::time::Sleep>, armed: &mut bool, sen
     }
 }
 
+/// The newest event id of each topic's history, read all at once.
+async fn history_ends(
+    commands: &RedisConn,
+    topics: &[Arc<Topic>],
+) -> Result<Vec<Option<EventId>>, Lost> {
+    let reads = topics.iter().map(|topic| {
+        let mut conn = commands.clone();
+        async move { within(read_replay(&mut conn, topic.project(), None)).await }
+    });
+    let replays = futures_util::future::try_join_all(reads).await?;
+    Ok(replays
+        .into_iter()
+        .map(|replay| replay.state.map(|(_, last)| last))
+        .collect())
+}
+
 /// Delivers what `topic` missed while unsubscribed, from the history: everything after
-/// its resume point, in order (the topic drops what it already had). Shared with the
-/// cluster subscriber.
-pub(super) async fn fill_gap(commands: &RedisConn, hub: &Hub, topic: &Topic) -> Result<(), Lost> {
+/// its resume point, in order (the topic drops what it already had). `before`: the
+/// history's newest id read before the subscription was made, when known. Shared with
+/// the cluster subscriber (which does not know it).
+pub(super) async fn fill_gap(
+    commands: &RedisConn,
+    hub: &Hub,
+    topic: &Topic,
+    before: Option<EventId>,
+) -> Result<(), Lost> {
     let mut conn = commands.clone();
     let project = topic.project();
     let point = match topic.resume_point() {
@@ -409,9 +434,16 @@ pub(super) async fn fill_gap(commands: &RedisConn, hub: &Hub, topic: &Topic) -> 
             // this topic already delivered; without rewinding they would all be
             // dropped as duplicates. Clients resuming from a lost id are told
             // `recovered: false` by the resume logic.
-            tracing::warn!(project_id = %project, delivered = %point, history = %last, "the project's history went back (Redis lost writes); delivering from its new end");
+            // Delivered from where the history stood before the subscription was made
+            // when that is known: the events since then may already be on their way
+            // live, and rewinding past them would drop them as duplicates.
+            let from = before
+                .filter(|b| b.epoch() == last.epoch() && b.seq() <= last.seq())
+                .unwrap_or_else(|| last.clone());
+            tracing::warn!(project_id = %project, delivered = %point, history = %last, from = %from, "the project's history went back (Redis lost writes); delivering from before the resubscription");
             m::history_rewound();
-            topic.rewind(last.clone());
+            topic.rewind(from.clone());
+            replay = within(read_replay(&mut conn, project, Some(&from))).await?;
         }
     }
     if !replay.after.is_empty() {
