@@ -45,7 +45,7 @@ use super::connection::RedisConn;
 use super::layout::read_replay;
 use crate::hub::{Hub, SubscriptionChange, Topic};
 use crate::metrics as m;
-use crate::wire::{EventId, ProjectId};
+use crate::wire::{EventId, ProjectId, ProjectState};
 use probe::{Due, Probe};
 
 /// How long a PING, SUBSCRIBE or UNSUBSCRIBE may take before the connection counts as lost.
@@ -240,10 +240,11 @@ impl<C: Connection> Subscriber<C> {
         let topics: Vec<Arc<Topic>> = self.shared.wanted.values().cloned().collect();
         // Where each history stands before subscribing: if one went back (a failover
         // lost writes), its events from there on are delivered (see `fill_gap`).
-        let before = history_ends(&self.shared.commands, &topics).await?;
+        let before = read_states(&self.shared.commands, &topics).await?;
         let mut conn = C::open(&self.target, &topics).await?;
         self.shared.probe_channels = conn.subscribe_probes(self.shared.probe.instance()).await?;
         for (topic, before) in topics.iter().zip(before) {
+            let before = before.map(|(_, last)| last);
             fill_gap(&self.shared.commands, &self.shared.hub, topic, before).await?;
             topic.mark_subscribed();
         }
@@ -385,20 +386,18 @@ fn arm(check: &mut std::pin::Pin<&mut tokio::time::Sleep>, armed: &mut bool, sen
     }
 }
 
-/// The newest event id of each topic's history, read all at once.
-async fn history_ends(
+/// Each topic's state and newest event id, read all at once (the multiplexed
+/// connection sends the reads in one write).
+async fn read_states(
     commands: &RedisConn,
     topics: &[Arc<Topic>],
-) -> Result<Vec<Option<EventId>>, Lost> {
+) -> Result<Vec<Option<(ProjectState, EventId)>>, Lost> {
     let reads = topics.iter().map(|topic| {
         let mut conn = commands.clone();
         async move { within(read_replay(&mut conn, topic.project(), None)).await }
     });
     let replays = futures_util::future::try_join_all(reads).await?;
-    Ok(replays
-        .into_iter()
-        .map(|replay| replay.state.map(|(_, last)| last))
-        .collect())
+    Ok(replays.into_iter().map(|replay| replay.state).collect())
 }
 
 /// Delivers what `topic` missed while unsubscribed, from the history: everything after
@@ -453,22 +452,16 @@ pub(super) async fn fill_gap(
     Ok(())
 }
 
-/// Reads where each newly subscribed topic's history stands, all at once (the
-/// multiplexed connection sends them in one write): each topic's origin, and the
-/// snapshot of the sessions that joined it before the reads began.
+/// Reads where each newly subscribed topic's history stands: each topic's origin, and
+/// the snapshot of the sessions that joined it before the reads began.
 async fn read_subscribed_states(
     commands: &RedisConn,
     hub: &Hub,
     topics: &[Arc<Topic>],
 ) -> Result<(), Lost> {
     let covers_below = hub.joined_so_far();
-    let reads = topics.iter().map(|topic| {
-        let mut conn = commands.clone();
-        async move { within(read_replay(&mut conn, topic.project(), None)).await }
-    });
-    let replays = futures_util::future::try_join_all(reads).await?;
-    for (topic, replay) in topics.iter().zip(replays) {
-        topic.set_subscribed_state(covers_below, replay.state);
+    for (topic, state) in topics.iter().zip(read_states(commands, topics).await?) {
+        topic.set_subscribed_state(covers_below, state);
     }
     Ok(())
 }
