@@ -51,6 +51,19 @@ struct JobRecord {
 }
 
 impl Job {
+    /// A job of `project` with no injected failures, as the unit tests queue it.
+    #[cfg(test)]
+    pub(crate) fn for_test(project: &str, id: &str) -> Self {
+        Job {
+            id: id.into(),
+            project: ProjectId::parse(project).expect("a valid project id"),
+            topic: "t".into(),
+            inject_failures: BTreeMap::new(),
+            requeued: 0,
+            client: None,
+        }
+    }
+
     pub fn to_json(&self) -> String {
         let record = JobRecord {
             id: self.id.clone(),

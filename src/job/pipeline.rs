@@ -586,14 +586,7 @@ mod tests {
         let wait = Duration::from_millis(10);
         let queue = MemoryQueue::new(idle);
         let project = ProjectId::parse("resumed").unwrap();
-        let job = Job {
-            id: "job-resumed".into(),
-            project: project.clone(),
-            topic: "t".into(),
-            inject_failures: BTreeMap::new(),
-            requeued: 0,
-            client: None,
-        };
+        let job = Job::for_test("resumed", "job-resumed");
         queue.submit(&job).await.unwrap();
         let first = queue.take("w1", wait).await.unwrap().unwrap();
         let asset = |name: String| Asset { name };

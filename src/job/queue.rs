@@ -360,17 +360,9 @@ impl JobQueue for MemoryQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
     fn job(project: &str, id: &str) -> Job {
-        Job {
-            id: id.into(),
-            project: ProjectId::parse(project).unwrap(),
-            topic: "t".into(),
-            inject_failures: BTreeMap::new(),
-            requeued: 0,
-            client: None,
-        }
+        Job::for_test(project, id)
     }
 
     #[tokio::test]

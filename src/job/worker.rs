@@ -299,7 +299,6 @@ fn hostname() -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use async_trait::async_trait;
@@ -392,14 +391,7 @@ mod tests {
         };
         let worker = Worker::new(queue.clone(), broker.clone(), publisher, config);
         let project = ProjectId::parse("lease").unwrap();
-        let job = Job {
-            id: "job-lease".into(),
-            project: project.clone(),
-            topic: "t".into(),
-            inject_failures: BTreeMap::new(),
-            requeued: 0,
-            client: None,
-        };
+        let job = Job::for_test("lease", "job-lease");
         queue.submit(&job).await.unwrap();
         let running = tokio::spawn(worker.run(shutdown.clone()));
 

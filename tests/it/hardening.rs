@@ -350,7 +350,6 @@ fn serve_logging(
     std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     Option<String>,
 ) {
-    use std::io::BufRead;
     let mut child = crate::support::cli::command()
         .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
         .args(extra)
@@ -358,23 +357,7 @@ fn serve_logging(
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("binary runs");
-    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (url_tx, url_rx) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    let seen = std::sync::Arc::clone(&lines);
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if let Some(start) = line.find("http://") {
-                let url: String = line[start..]
-                    .chars()
-                    .take_while(|c| !c.is_whitespace() && *c != '"' && *c != ',')
-                    .collect();
-                let _ = url_tx.send(url);
-            }
-            seen.lock().unwrap().push(line);
-        }
-    });
+    let (lines, url_rx) = read_log(child.stderr.take().unwrap());
     let url = url_rx
         .recv_timeout(crate::support::PATIENCE)
         .expect("the hub announces its URL");
@@ -449,7 +432,6 @@ async fn refused_connections_are_logged_at_a_bounded_rate() {
 // every 50 ms, ~700 in the attack), and serves again once descriptors are free.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_out_of_descriptors_backs_off_and_logs_once() {
-    use std::io::BufRead;
     let binary = env!("CARGO_BIN_EXE_progress-hub");
     let mut child = crate::support::cli::Killed(
         std::process::Command::new("sh")
@@ -463,23 +445,7 @@ async fn running_out_of_descriptors_backs_off_and_logs_once() {
             .spawn()
             .expect("sh runs"),
     );
-    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (url_tx, url_rx) = std::sync::mpsc::channel();
-    let stderr = child.0.stderr.take().unwrap();
-    let seen = std::sync::Arc::clone(&lines);
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if let Some(start) = line.find("http://") {
-                let url: String = line[start..]
-                    .chars()
-                    .take_while(|c| !c.is_whitespace() && *c != '"' && *c != ',')
-                    .collect();
-                let _ = url_tx.send(url);
-            }
-            seen.lock().unwrap().push(line);
-        }
-    });
+    let (lines, url_rx) = read_log(child.0.stderr.take().unwrap());
     let url = url_rx
         .recv_timeout(crate::support::PATIENCE)
         .expect("the hub announces its URL");
@@ -577,4 +543,32 @@ async fn metrics_can_be_served_on_a_listener_of_their_own() {
         200
     );
     assert_eq!(default.hub.as_ref().unwrap().metrics_addr(), None);
+}
+
+/// Reads a hub's log (its stderr) on a thread of its own: every line, kept in order, and
+/// each `http://...` address it announces, as it comes.
+fn read_log(
+    stderr: std::process::ChildStderr,
+) -> (
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    std::sync::mpsc::Receiver<String>,
+) {
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (url_tx, url_rx) = std::sync::mpsc::channel();
+    let seen = std::sync::Arc::clone(&lines);
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(start) = line.find("http://") {
+                let url: String = line[start..]
+                    .chars()
+                    .take_while(|c| !c.is_whitespace() && *c != '"' && *c != ',')
+                    .collect();
+                let _ = url_tx.send(url);
+            }
+            seen.lock().unwrap().push(line);
+        }
+    });
+    (lines, url_rx)
 }

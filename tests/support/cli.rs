@@ -73,6 +73,32 @@ pub fn publish(args: &[&str], envs: &[(&str, &str)]) -> Output {
         .expect("binary runs")
 }
 
+/// `progress-hub publish --redis-url <redis_url>` of a log event to project `cli-pub`
+/// reaches a watcher of it on `hub`, with the id the command printed.
+pub async fn publish_reaches_a_watcher(hub: &super::TestHub, redis_url: &str) {
+    let mut client = super::WsClient::connected(&hub.ws_url("cli-pub")).await;
+    let args = [
+        "--redis-url",
+        redis_url,
+        "--project",
+        "cli-pub",
+        "log",
+        "--level",
+        "INFO",
+        "from the CLI",
+    ];
+    let out = publish(&args, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let frame = client.next_event().await;
+    assert_eq!(frame["data"]["message"], "from the CLI", "{frame}");
+    assert_eq!(frame["id"].as_str(), Some(id.as_str()), "{frame}");
+}
+
 /// Starts `progress-hub watch <url>` (`--json` if asked), its output piped, killed on drop.
 pub fn watch(url: &str, json: bool) -> tokio::process::Child {
     let mut cmd = tokio::process::Command::from(command());
