@@ -205,8 +205,11 @@ fn websocket(
                 Some(limit) => {
                     limits.log_refusal("a WebSocket connection", peer.ip(), limit, false);
                     let (mut writer, _reader) = transport.split();
+                    // The slot counts this socket among those being refused until
+                    // the close is out (that count is capped).
                     Either::Right(tracker.track_future(async move {
                         writer.close(CloseReason::Overloaded).await;
+                        drop(slot);
                     }))
                 }
             }

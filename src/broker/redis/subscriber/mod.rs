@@ -386,18 +386,23 @@ fn arm(check: &mut std::pin::Pin<&mut tokio::time::Sleep>, armed: &mut bool, sen
     }
 }
 
-/// Each topic's state and newest event id, read all at once (the multiplexed
-/// connection sends the reads in one write).
+/// Each topic's state and newest event id, in order: a batch of reads at a time (the
+/// multiplexed connection sends a batch together), at most [`RESUBSCRIBE_BATCH`], so
+/// that a resubscription of 100,000 projects is not one burst under one timeout.
 async fn read_states(
     commands: &RedisConn,
     topics: &[Arc<Topic>],
 ) -> Result<Vec<Option<(ProjectState, EventId)>>, Lost> {
-    let reads = topics.iter().map(|topic| {
-        let mut conn = commands.clone();
-        async move { within(read_replay(&mut conn, topic.project(), None)).await }
-    });
-    let replays = futures_util::future::try_join_all(reads).await?;
-    Ok(replays.into_iter().map(|replay| replay.state).collect())
+    let mut states = Vec::with_capacity(topics.len());
+    for batch in topics.chunks(RESUBSCRIBE_BATCH) {
+        let reads = batch.iter().map(|topic| {
+            let mut conn = commands.clone();
+            async move { within(read_replay(&mut conn, topic.project(), None)).await }
+        });
+        let replays = futures_util::future::try_join_all(reads).await?;
+        states.extend(replays.into_iter().map(|replay| replay.state));
+    }
+    Ok(states)
 }
 
 /// Delivers what `topic` missed while unsubscribed, from the history: everything after
