@@ -199,7 +199,7 @@ fn websocket(
                     // keep room for the session twice (and for the socket) for the
                     // session's whole life (see `Sessions::run`).
                     let session = sessions.run(project, last_event_id, access, transport);
-                    Either::Left(tracker.track_future(session.map(move |_| drop(slot))))
+                    Either::Left(tracker.track_future(holding(slot, session)))
                 }
                 // Refused after the upgrade, so that a browser sees why (close 1013).
                 Some(limit) => {
@@ -214,6 +214,12 @@ fn websocket(
                 }
             }
         })
+}
+
+/// The session, holding its connection slot until it ends (a combinator rather than an
+/// `async` block, which would keep room for the session twice).
+fn holding<F: Future>(slot: Arc<ConnectionSlot>, session: F) -> impl Future<Output = ()> {
+    session.map(move |_| drop(slot))
 }
 
 fn event_stream(
@@ -234,7 +240,7 @@ fn event_stream(
         .sessions
         .clone()
         .run(project, last_event_id, access, transport);
-    app.tracker.spawn(session.map(move |_| drop(slot)));
+    app.tracker.spawn(holding(slot, session));
     (
         // Tell proxies (nginx) not to buffer the stream.
         [("x-accel-buffering", "no"), ("cache-control", "no-cache")],

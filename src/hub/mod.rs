@@ -57,10 +57,9 @@ pub enum SubscriptionChange {
 pub struct Topic {
     project: ProjectId,
     watchers: Mutex<Watchers>,
-    /// The history position read once the broker subscribed, before any delivery: where
-    /// a gap fill starts if the subscription drops before anything was delivered.
-    origin: Mutex<Option<EventId>>,
-    /// That read, for the sessions that joined before it was made (see [`Fresh`]).
+    /// The project's state read once the broker subscribed, before any delivery (see
+    /// [`Fresh`]). Its last id is the topic's origin: where a gap fill starts if the
+    /// subscription drops before anything was delivered.
     fresh: Mutex<Option<Fresh>>,
     /// True once the broker confirmed the subscription: a session waits for it before
     /// it says `connected`, so no event published after `connected` can be missed.
@@ -95,18 +94,16 @@ impl Topic {
     /// Where to fill a gap from after the subscription dropped: after the newest event
     /// delivered, or after the position at subscription time.
     pub fn resume_point(&self) -> Option<EventId> {
-        self.watchers
-            .lock()
-            .last
-            .clone()
-            .or_else(|| self.origin.lock().clone())
+        self.watchers.lock().last.clone().or_else(|| {
+            let fresh = self.fresh.lock();
+            Some(fresh.as_ref()?.state.as_ref()?.1.clone())
+        })
     }
 
     /// Records the project's state read just after subscribing (see [`Hub::joined_so_far`]
     /// for `covers_below`): the topic's origin, and the snapshot of the sessions that
     /// joined before the read.
     pub fn set_subscribed_state(&self, covers_below: u64, state: Option<(ProjectState, EventId)>) {
-        *self.origin.lock() = state.as_ref().map(|(_, last)| last.clone());
         *self.fresh.lock() = Some(Fresh {
             covers_below,
             state,
@@ -171,7 +168,6 @@ impl Hub {
                 let topic = Arc::new(Topic {
                     project: project.clone(),
                     watchers: Mutex::new(Watchers::default()),
-                    origin: Mutex::new(None),
                     fresh: Mutex::new(None),
                     subscribed: watch::Sender::new(false),
                 });
