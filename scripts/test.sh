@@ -18,7 +18,9 @@ python3 scripts/module_deps.py --check
 # one test binary they would otherwise share the 2 cores with whichever heavy test the
 # harness pairs them with.
 echo "==> tests with line coverage (fails under 85%), slow #[ignore]d ones included, one at a time"
-cargo llvm-cov --locked --fail-under-lines 85 --summary-only -- --include-ignored --test-threads=1
+# Without backtraces: a failing test's message then ends its output, where CI's summary
+# shows it.
+RUST_BACKTRACE=0 cargo llvm-cov --locked --fail-under-lines 85 --summary-only -- --include-ignored --test-threads=1
 echo "==> browser tests (headless chromium against a real hub)"
 cargo build --locked
 (cd tests/browser && npm test)
