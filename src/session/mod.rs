@@ -24,6 +24,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use futures_util::FutureExt;
+use futures_util::future::Either;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::broker::{Broker, Replay};
@@ -65,14 +67,34 @@ impl Sessions {
         self.run_split::<T>(project, last_event_id, access, writer, reader)
     }
 
-    async fn run_split<T: Transport>(
+    /// The session in two phases, each a future of its own: the opening (joining the
+    /// topic, the subscription wait, the history read), boxed and freed once the session
+    /// is open, then the open session (`Live`), which holds only what it uses for the
+    /// connection's whole life. `then` keeps one of the two at a time.
+    fn run_split<T: Transport>(
+        self,
+        project: ProjectId,
+        last_event_id: Option<EventId>,
+        access: Option<Access>,
+        writer: T::Writer,
+        reader: T::Reader,
+    ) -> impl Future<Output = Ended> + Send + 'static {
+        Box::pin(self.open_session::<T>(project, last_event_id, access, writer, reader)).then(
+            |opened| match opened {
+                Ok(live) => Either::Left(live.run()),
+                Err(ended) => Either::Right(std::future::ready(ended)),
+            },
+        )
+    }
+
+    async fn open_session<T: Transport>(
         self,
         project: ProjectId,
         last_event_id: Option<EventId>,
         access: Option<Access>,
         mut writer: T::Writer,
         reader: T::Reader,
-    ) -> Ended {
+    ) -> Result<Live<T>, Ended> {
         let queue = Arc::new(OutboundQueue::new(self.queue_capacity));
         // Subscribe first, then read: nothing published in between can be missed.
         let membership = match self.hub.join(&project, Arc::clone(&queue) as _) {
@@ -80,7 +102,7 @@ impl Sessions {
             Err(full) => {
                 tracing::warn!(project_id = %project, error = %full, "refusing a session");
                 writer.close(CloseReason::Overloaded).await;
-                return Ended::Closed(CloseReason::Overloaded);
+                return Err(Ended::Closed(CloseReason::Overloaded));
             }
         };
         let beating = self.heartbeat.register(Arc::clone(&queue), T::HEARS_CLIENT);
@@ -88,56 +110,24 @@ impl Sessions {
         if let Some(access) = &access {
             pulse.expires_at(access.expires_at());
         }
-        // Boxed: the subscription wait and the history read are done with once the
-        // session is open, and a future keeps room for everything it awaits.
-        let (opening, owed) = Box::pin(self.open(&membership, &project, last_event_id)).await;
+        let (Opening { frames, floor }, owed) =
+            self.open(&membership, &project, last_event_id).await;
         m::connection_opened(T::NAME);
-        let _reader = AbortOnDropHandle::new(tokio::spawn(reader::listen(
-            reader,
-            Arc::clone(&queue),
-            Arc::clone(&pulse),
-            access,
-        )));
-        // A long replay to a client that does not read must still end with the session
-        // (heartbeat, token expiry, restart: the heartbeat ends every session at shutdown).
-        let Opening { frames, floor } = opening;
-        let sent = tokio::select! {
-            sent = writer.send(&frames) => Ok(sent.is_ok()),
-            ended = queue.ended() => Err(ended),
-        };
-        // Sent: an idle session need not keep them (~0.3 KiB).
-        drop(frames);
-        let ended = match sent {
-            Ok(true) => {
-                let gap = owed.map(|after| Gap {
-                    broker: self.broker.as_ref(),
-                    project: &project,
-                    after,
-                });
-                pump(&queue, &pulse, floor, gap, &mut writer).await
-            }
-            Ok(false) => Ended::ClientGone,
-            Err(ended) => ended,
-        };
-        m::connection_closed(T::NAME);
-        match ended {
-            Ended::Closed(reason) => {
-                match reason {
-                    CloseReason::HeartbeatTimeout => m::heartbeat_timed_out(),
-                    CloseReason::SlowConsumer => m::slow_consumer_closed(),
-                    CloseReason::MessageTooBig => m::client_frame_oversized(),
-                    CloseReason::ServiceRestart
-                    | CloseReason::Overloaded
-                    | CloseReason::TokenExpired
-                    | CloseReason::ProtocolError
-                    | CloseReason::InvalidPayload => {}
-                }
-                tracing::debug!(project_id = %project, code = reason.code(), reason = reason.text(), "closing session");
-                writer.close(reason).await;
-            }
-            Ended::ClientGone => tracing::debug!(project_id = %project, "client left"),
-        }
-        ended
+        let listening = reader::listen(reader, Arc::clone(&queue), Arc::clone(&pulse), access);
+        let reader = AbortOnDropHandle::new(tokio::spawn(listening));
+        Ok(Live {
+            writer,
+            queue,
+            pulse,
+            broker: self.broker,
+            project,
+            frames,
+            floor,
+            owed,
+            _reader: reader,
+            _beating: beating,
+            _membership: membership,
+        })
     }
 
     /// What the session says first, once the broker confirmed the subscription (or
@@ -191,6 +181,88 @@ impl Sessions {
     }
 }
 
+/// An open session: what it holds for the connection's whole life.
+struct Live<T: Transport> {
+    writer: T::Writer,
+    queue: Arc<OutboundQueue>,
+    pulse: Arc<Pulse>,
+    broker: Arc<dyn Broker>,
+    project: ProjectId,
+    /// The opening frames, until they are sent.
+    frames: Vec<Frame>,
+    /// What the opening covered (see `skip_covered`).
+    floor: Option<EventId>,
+    /// The client's position, when its gap could not be read yet (see `Gap`).
+    owed: Option<EventId>,
+    _reader: AbortOnDropHandle<()>,
+    _beating: Beating,
+    _membership: Membership,
+}
+
+impl<T: Transport> Live<T> {
+    /// Sends the opening, then frames from the queue until the session ends, and closes.
+    ///
+    /// Not an `async fn`: one keeps room for its arguments twice (as arguments and as
+    /// the locals they are moved into); this `async move` block uses `self` in place.
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an `async fn` keeps its arguments twice for the session's life"
+    )]
+    fn run(mut self) -> impl Future<Output = Ended> + Send {
+        async move {
+            // A long replay to a client that does not read must still end with the
+            // session (heartbeat, token expiry, restart: the heartbeat ends every
+            // session at shutdown).
+            let sent = tokio::select! {
+                sent = self.writer.send(&self.frames) => Ok(sent.is_ok()),
+                ended = self.queue.ended() => Err(ended),
+            };
+            // Sent: an idle session need not keep them (~0.3 KiB).
+            drop(std::mem::take(&mut self.frames));
+            let ended = match sent {
+                Ok(true) => {
+                    let (broker, project) = (self.broker.as_ref(), &self.project);
+                    let gap = self.owed.take().map(|after| Gap {
+                        broker,
+                        project,
+                        after,
+                    });
+                    let floor = self.floor.take();
+                    let pumping = pump(&self.queue, &self.pulse, floor, gap, &mut self.writer);
+                    pumping.await
+                }
+                Ok(false) => Ended::ClientGone,
+                Err(ended) => ended,
+            };
+            m::connection_closed(T::NAME);
+            match ended {
+                Ended::Closed(reason) => {
+                    match reason {
+                        CloseReason::HeartbeatTimeout => m::heartbeat_timed_out(),
+                        CloseReason::SlowConsumer => m::slow_consumer_closed(),
+                        CloseReason::MessageTooBig => m::client_frame_oversized(),
+                        CloseReason::ServiceRestart
+                        | CloseReason::Overloaded
+                        | CloseReason::TokenExpired
+                        | CloseReason::ProtocolError
+                        | CloseReason::InvalidPayload => {}
+                    }
+                    tracing::debug!(project_id = %self.project, code = reason.code(), reason = reason.text(), "closing session");
+                    self.writer.close(reason).await;
+                }
+                Ended::ClientGone => {
+                    tracing::debug!(project_id = %self.project, "client left");
+                }
+            }
+            // The block must hold all of `self` to the end, not only the fields it
+            // reads (a block captures just those): the reader task, the heartbeat entry
+            // and the topic membership end here, with the session.
+            drop(self);
+            ended
+        }
+    }
+}
+
 /// A client's position whose following events it has not been given: it resumed while
 /// the broker could not be read. Live events would move it past them for good.
 struct Gap<'a> {
@@ -204,81 +276,89 @@ struct Gap<'a> {
 /// read from history and sent before it (or a snapshot, if the history no longer has
 /// them); if the history still cannot be read, the session closes with 1013, and the
 /// client reconnects later and resumes from its position.
-async fn pump<W: Writer>(
-    queue: &OutboundQueue,
-    pulse: &Pulse,
+///
+/// Not an `async fn`, for the reason given at [`Live::run`].
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an `async fn` keeps its arguments twice for the session's life"
+)]
+fn pump<'a, W: Writer>(
+    queue: &'a OutboundQueue,
+    pulse: &'a Pulse,
     mut floor: Option<EventId>,
-    mut gap: Option<Gap<'_>>,
-    writer: &mut W,
-) -> Ended {
-    let mut batch = Vec::new();
-    loop {
-        if let Err(ended) = queue.drain(&mut batch) {
-            return ended;
-        }
-        skip_covered(&mut batch, &mut floor);
-        if let Some(owed) = &gap
-            && let Some(first) = batch.iter().find_map(Frame::id)
-        {
-            if !first.follows(&owed.after) {
-                let read = tokio::select! {
-                    read = owed.broker.replay(owed.project, Some(&owed.after)) => read,
+    mut gap: Option<Gap<'a>>,
+    writer: &'a mut W,
+) -> impl Future<Output = Ended> + Send + 'a {
+    async move {
+        let mut batch = Vec::new();
+        loop {
+            if let Err(ended) = queue.drain(&mut batch) {
+                return ended;
+            }
+            skip_covered(&mut batch, &mut floor);
+            if let Some(owed) = &gap
+                && let Some(first) = batch.iter().find_map(Frame::id)
+            {
+                if !first.follows(&owed.after) {
+                    let read = tokio::select! {
+                        read = owed.broker.replay(owed.project, Some(&owed.after)) => read,
+                        ended = queue.ended() => return ended,
+                    };
+                    match read {
+                        Ok(replay) => {
+                            let (mut frames, read_to) = fill_gap(&owed.after, replay);
+                            floor = read_to;
+                            skip_covered(&mut batch, &mut floor);
+                            frames.append(&mut batch);
+                            batch = frames;
+                            tracing::info!(project_id = %owed.project, "delivered a resumed session's gap after the broker came back");
+                        }
+                        Err(err) => {
+                            tracing::warn!(project_id = %owed.project, error = %err, "cannot read a resumed session's gap; closing it so it resumes later");
+                            return Ended::Closed(CloseReason::Overloaded);
+                        }
+                    }
+                }
+                gap = None;
+            }
+            if batch.is_empty() {
+                queue.ready().await;
+                continue;
+            }
+            // A write that had to wait (the socket was full) and then went through means
+            // the client is taking data off its socket: it is alive, even if a long backlog
+            // keeps it from answering pings for a while. A write that fits in the socket
+            // buffers proves nothing (a dead peer's would too).
+            let waited = AtomicBool::new(false);
+            let sent = {
+                let mut send = std::pin::pin!(writer.send(&batch));
+                let send = std::future::poll_fn(|cx| {
+                    let poll = send.as_mut().poll(cx);
+                    if poll.is_pending() {
+                        waited.store(true, Ordering::Relaxed);
+                    }
+                    poll
+                });
+                // A stuck write must not outlive the session's end (overflow, heartbeat,
+                // restart). `biased`: a write that completes at once costs no other poll.
+                tokio::select! {
+                    biased;
+                    sent = send => sent,
                     ended = queue.ended() => return ended,
-                };
-                match read {
-                    Ok(replay) => {
-                        let (mut frames, read_to) = fill_gap(&owed.after, replay);
-                        floor = read_to;
-                        skip_covered(&mut batch, &mut floor);
-                        frames.append(&mut batch);
-                        batch = frames;
-                        tracing::info!(project_id = %owed.project, "delivered a resumed session's gap after the broker came back");
-                    }
-                    Err(err) => {
-                        tracing::warn!(project_id = %owed.project, error = %err, "cannot read a resumed session's gap; closing it so it resumes later");
-                        return Ended::Closed(CloseReason::Overloaded);
-                    }
                 }
+            };
+            if sent.is_err() {
+                return Ended::ClientGone;
             }
-            gap = None;
-        }
-        if batch.is_empty() {
-            queue.ready().await;
-            continue;
-        }
-        // A write that had to wait (the socket was full) and then went through means
-        // the client is taking data off its socket: it is alive, even if a long backlog
-        // keeps it from answering pings for a while. A write that fits in the socket
-        // buffers proves nothing (a dead peer's would too).
-        let waited = AtomicBool::new(false);
-        let sent = {
-            let mut send = std::pin::pin!(writer.send(&batch));
-            let send = std::future::poll_fn(|cx| {
-                let poll = send.as_mut().poll(cx);
-                if poll.is_pending() {
-                    waited.store(true, Ordering::Relaxed);
-                }
-                poll
-            });
-            // A stuck write must not outlive the session's end (overflow, heartbeat,
-            // restart). `biased`: a write that completes at once costs no other poll.
-            tokio::select! {
-                biased;
-                sent = send => sent,
-                ended = queue.ended() => return ended,
+            if waited.load(Ordering::Relaxed) {
+                pulse.saw_life();
             }
-        };
-        if sent.is_err() {
-            return Ended::ClientGone;
+            m::frames_delivered(batch.len() as u64);
+            if let Some(at) = batch.iter().find_map(Frame::received_at) {
+                m::delivered_after(at);
+            }
+            batch.clear();
         }
-        if waited.load(Ordering::Relaxed) {
-            pulse.saw_life();
-        }
-        m::frames_delivered(batch.len() as u64);
-        if let Some(at) = batch.iter().find_map(Frame::received_at) {
-            m::delivered_after(at);
-        }
-        batch.clear();
     }
 }
 

@@ -11,18 +11,27 @@ use crate::transport::{Incoming, Reader};
 use crate::wire::{ClientFrame, CloseReason, Frame};
 
 /// Listens until the client is gone.
-pub async fn listen<R: Reader>(
+///
+/// Not an `async fn`, which would keep room for its arguments twice for the session's
+/// whole life (see `Live::run`).
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an `async fn` keeps its arguments twice for the session's life"
+)]
+pub fn listen<R: Reader>(
     mut reader: R,
     queue: Arc<OutboundQueue>,
     pulse: Arc<Pulse>,
     mut access: Option<Access>,
-) {
-    loop {
-        let incoming = reader.recv().await;
-        pulse.saw_life();
-        if let Some(ended) = heard(incoming, &queue, &pulse, &mut access) {
-            queue.end(ended);
-            return;
+) -> impl Future<Output = ()> + Send {
+    async move {
+        loop {
+            let incoming = reader.recv().await;
+            pulse.saw_life();
+            if let Some(ended) = heard(incoming, &queue, &pulse, &mut access) {
+                queue.end(ended);
+                return;
+            }
         }
     }
 }
