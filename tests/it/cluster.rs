@@ -386,16 +386,12 @@ async fn a_manual_failover_is_survived() {
     let want: Vec<i64> = (0..cluster.ports.len())
         .map(|i| if i == replica { 2 } else { 0 })
         .collect();
-    let deadline = tokio::time::Instant::now() + support::PATIENCE;
-    let mut layout = Vec::new();
-    while tokio::time::Instant::now() < deadline {
-        layout = subscribers_by_node(&cluster, project).await;
-        if layout == want {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(layout, want, "subscribers per node (old owner {owner})");
+    support::eventually_eq(
+        &format!("subscribers per node (old owner {owner})"),
+        want,
+        || subscribers_by_node(&cluster, project),
+    )
+    .await;
 }
 
 /// The `n` of each `step <n>`.

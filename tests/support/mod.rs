@@ -50,19 +50,46 @@ pub async fn metric(hub: &TestHub, name: &str) -> f64 {
 
 /// Polls `check` until it holds or `PATIENCE` runs out (for state that no event
 /// announces, such as Redis's subscriber count).
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
+pub async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
+    if poll_until(check, |held| *held).await.is_err() {
+        panic!("timed out waiting for: {what}");
+    }
+}
+
+/// As [`eventually`], for a value that must come to equal `want`; on a timeout the
+/// failure shows the last value read.
+pub async fn eventually_eq<T, F, Fut>(what: &str, want: T, read: F)
+where
+    T: PartialEq + std::fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    if let Err(last) = poll_until(read, |value| *value == want).await {
+        assert_eq!(last, want, "timed out waiting for: {what}");
+    }
+}
+
+/// Reads until `done` holds (`Ok`) or `PATIENCE` runs out (`Err`, the last value read).
+async fn poll_until<T, F, Fut>(mut read: F, done: impl Fn(&T) -> bool) -> Result<T, T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return;
+    loop {
+        let value = read().await;
+        if done(&value) {
+            return Ok(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(value);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("timed out waiting for: {what}");
 }
 
 /// Defines one test per backend from an `async fn(Backend)` (`mod support` is declared
