@@ -3,6 +3,8 @@ nothing is sent."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 import progress_hub
@@ -74,3 +76,59 @@ def test_configure_takes_exactly_the_configs_fields_by_keyword() -> None:
         progress_hub.configure(redis_ur="redis://elsewhere")  # type: ignore[call-arg]
     # ... and it changed nothing.
     assert progress_hub.configure() == before
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "said"),
+    [
+        ("retry_for", "3", "retry_for: must be a number of seconds"),
+        ("retry_for", -1, "retry_for: must be >= 0"),
+        ("coalesce_window", None, "coalesce_window: must be a number of seconds"),
+        ("command_timeout", 0, "command_timeout: must be > 0"),
+        ("history_len", 2.5, "history_len: must be an integer"),
+        ("history_bytes", True, "history_bytes: must be an integer"),
+        ("retention", -1, "retention: must be >= 0"),
+        ("redis_url", 6379, "redis_url: must be a string"),
+        ("redis_url", "redis+cluster://", "redis_url: no seed node"),
+        ("hub_url", 8080, "hub_url: must be a string or None"),
+        ("token", b"secret", "token: must be a string or None"),
+        ("locale", "fr", "locale: unknown locale"),
+    ],
+)
+def test_configure_checks_its_arguments_at_run_time(setting: str, value: object, said: str) -> None:
+    before = progress_hub.configure()
+    with pytest.raises(progress_hub.InvalidConfig, match=re.escape(said)) as raised:
+        progress_hub.configure(**{setting: value})
+    assert raised.value.setting == setting
+    assert isinstance(raised.value, ValueError)
+    # ... and it changed nothing.
+    assert progress_hub.configure() == before
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("HUB_PUBLISH_RETRY_FOR", "abc"),
+        ("HUB_PUBLISH_TIMEOUT", "soon"),
+        ("HUB_HISTORY_LEN", "many"),
+        ("HUB_HISTORY_BYTES", "1.5"),
+        ("HUB_RETENTION", "forever"),
+        ("HUB_LOCALE", "fr"),
+    ],
+)
+def test_a_bad_environment_variable_is_named(variable: str, value: str) -> None:
+    with pytest.raises(progress_hub.InvalidConfig, match=f"^{variable}=") as raised:
+        progress_hub.config.from_env({variable: value})
+    assert repr(value) in str(raised.value)
+
+
+def test_a_project_id_that_is_not_a_string_is_told_so() -> None:
+    with pytest.raises(InvalidEvent, match="project_id: must be a string") as raised:
+        ProgressService.publish_log(42, "INFO", "x")  # type: ignore[arg-type]
+    assert raised.value.field == "project_id"
+
+
+def test_a_negative_estimate_is_told_its_bound_only() -> None:
+    with pytest.raises(InvalidEvent, match=re.escape("must be >= 0 (got -5)")) as raised:
+        ProgressService.publish_progress("p", "RENDERING", 5, "x", estimated_remaining=-5)
+    assert "18446744073709551615" not in str(raised.value)

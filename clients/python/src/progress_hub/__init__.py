@@ -9,10 +9,11 @@ from ._event import InvalidEvent
 from ._service import ProgressService
 from ._sync import configure, flush
 from .config import Config
-from .errors import PublishError, PublishRefused, PublishUnavailable, StaleClaim
+from .errors import InvalidConfig, PublishError, PublishRefused, PublishUnavailable, StaleClaim
 
 __all__ = [
     "Config",
+    "InvalidConfig",
     "InvalidEvent",
     "ProgressService",
     "PublishError",

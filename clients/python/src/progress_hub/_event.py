@@ -98,7 +98,9 @@ def new_trace_id() -> str:
 
 
 def check_project_id(project_id: object) -> str:
-    if not isinstance(project_id, str) or not _PROJECT_ID.fullmatch(project_id):
+    if not isinstance(project_id, str):
+        raise InvalidEvent("project_id", f"must be a string (got {type(project_id).__name__})")
+    if not _PROJECT_ID.fullmatch(project_id):
         raise InvalidEvent("project_id", "must match ^[A-Za-z0-9_-]{1,64}$")
     return project_id
 
@@ -121,7 +123,12 @@ def _int(name: str, value: object, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidEvent(name, f"must be an integer (got {value!r})")
     if not low <= value <= high:
-        raise InvalidEvent(name, f"must be between {low} and {high} (got {value})")
+        # A machine bound (u32, u64) is no range anyone thinks in: only the side crossed.
+        if high < _U32_MAX:
+            bound = f"between {low} and {high}"
+        else:
+            bound = f">= {low}" if value < low else f"<= {high}"
+        raise InvalidEvent(name, f"must be {bound} (got {value})")
     return value
 
 

@@ -420,8 +420,6 @@ def configure(
         "retention": retention,
     }
     changes: dict[str, Any] = {k: v for k, v in given.items() if v is not _UNSET}
-    if "locale" in changes:
-        changes["locale"] = _event.check_locale(changes["locale"])
     with _lock:
         old, _publisher = _publisher, None
         _config = replace(_config or from_env(), **changes)

@@ -10,17 +10,24 @@
   as the hub's.
 - `HUB_PUBLISH_TIMEOUT`, `HUB_PUBLISH_RETRY_FOR` (seconds): one command's timeout, and
   how long a publish rides out an outage.
+
+Every value is checked when the `Config` is made (by `configure`, by the environment's
+reading, or by hand): a wrong type or range is an `InvalidConfig` naming the setting (and
+the environment variable it came from), not a `TypeError` at the next publish.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from . import _contract
 from ._event import check_locale
+from .errors import InvalidConfig
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
 #: The hub's publisher defaults (`contract/publisher-defaults.json`).
@@ -29,6 +36,9 @@ _HUB = _contract.publisher_defaults()
 
 @dataclass(frozen=True)
 class Config:
+    """The publisher's settings (see the module's text for the environment's names).
+    Raises `InvalidConfig` when a value has the wrong type or range."""
+
     redis_url: str = DEFAULT_REDIS_URL
     #: Set: HTTP mode (the hub validates, coalesces and publishes).
     hub_url: str | None = None
@@ -47,31 +57,127 @@ class Config:
     active_ttl: int = _HUB["active_ttl_s"]
     retention: int = _HUB["retention_s"]
 
+    def __post_init__(self) -> None:
+        for name in ("redis_url",):
+            _text(name, getattr(self, name), optional=False)
+        for name in ("hub_url", "token"):
+            _text(name, getattr(self, name), optional=True)
+        _redis_url(self.redis_url)
+        _text("locale", self.locale, optional=False)
+        try:
+            # Frozen: the normalized spelling (`zh_tw` -> `zh-TW`) is set past the guard.
+            object.__setattr__(self, "locale", check_locale(self.locale))
+        except ValueError as err:
+            raise InvalidConfig("locale", str(err).removeprefix("locale: ")) from None
+        _seconds_setting("coalesce_window", self.coalesce_window, low=0.0)
+        _seconds_setting("retry_for", self.retry_for, low=0.0)
+        _seconds_setting("command_timeout", self.command_timeout, low=None)
+        _whole("history_len", self.history_len, 1)
+        _whole("history_bytes", self.history_bytes, 1)
+        _whole("active_ttl", self.active_ttl, 0)
+        _whole("retention", self.retention, 0)
 
-def _seconds(text: str) -> int:
+
+def _text(name: str, value: object, *, optional: bool) -> None:
+    if isinstance(value, str) or (optional and value is None):
+        return
+    kind = "a string or None" if optional else "a string"
+    raise InvalidConfig(name, f"must be {kind} (got {value!r})")
+
+
+def _redis_url(url: str) -> None:
+    from ._redis import Target  # _redis reads Config: imported when first checked
+
+    try:
+        Target.parse(url)
+    except ValueError as err:
+        raise InvalidConfig("redis_url", str(err).removeprefix("redis_url: ")) from None
+
+
+def _seconds_setting(name: str, value: object, *, low: float | None) -> None:
+    """A number of seconds: >= `low`, or > 0 when `low` is None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidConfig(name, f"must be a number of seconds (got {value!r})")
+    if low is None and not value > 0:
+        raise InvalidConfig(name, f"must be > 0 (got {value!r})")
+    if low is not None and not value >= low:
+        raise InvalidConfig(name, f"must be >= {low:g} (got {value!r})")
+
+
+def _whole(name: str, value: object, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidConfig(name, f"must be an integer (got {value!r})")
+    if value < low:
+        raise InvalidConfig(name, f"must be >= {low} (got {value!r})")
+
+
+def redacted(url: str) -> str:
+    """`url` with its password replaced by `***` (for logs and messages)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{hosts}"))
+
+
+def _duration(text: str) -> int:
     match = re.fullmatch(r"\s*(\d+)\s*(s|m|h|d)?\s*", text)
     if not match:
-        raise ValueError(f"HUB_RETENTION: not a duration: {text!r} (e.g. 24h, 90m, 3600)")
+        raise ValueError("not a duration (e.g. 24h, 90m, 3600)")
     unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2) or "s"]
     return int(match.group(1)) * unit
 
 
-def from_env(environ: Any = None) -> Config:
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError("not a number of seconds (e.g. 2.5)") from None
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError("not a whole number") from None
+
+
+#: The environment's variables: the setting each one sets, and how its text is read.
+_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "REDIS_URL": ("redis_url", str),
+    "HUB_URL": ("hub_url", str),
+    "HUB_TOKEN": ("token", str),
+    "HUB_LOCALE": ("locale", str),
+    "HUB_HISTORY_LEN": ("history_len", _integer),
+    "HUB_HISTORY_BYTES": ("history_bytes", _integer),
+    "HUB_RETENTION": ("retention", _duration),
+    "HUB_PUBLISH_TIMEOUT": ("command_timeout", _number),
+    "HUB_PUBLISH_RETRY_FOR": ("retry_for", _number),
+}
+
+
+def from_env(environ: Mapping[str, str] | None = None) -> Config:
+    """The configuration the environment gives (an empty variable counts as unset).
+    Raises `InvalidConfig` naming the variable whose value is wrong."""
     env = os.environ if environ is None else environ
-    config = Config(
-        redis_url=env.get("REDIS_URL") or DEFAULT_REDIS_URL,
-        hub_url=env.get("HUB_URL") or None,
-        token=env.get("HUB_TOKEN") or None,
-        locale=check_locale(env.get("HUB_LOCALE") or "zh-TW"),
-    )
-    if env.get("HUB_HISTORY_LEN"):
-        config = replace(config, history_len=int(env["HUB_HISTORY_LEN"]))
-    if env.get("HUB_HISTORY_BYTES"):
-        config = replace(config, history_bytes=int(env["HUB_HISTORY_BYTES"]))
-    if env.get("HUB_RETENTION"):
-        config = replace(config, retention=_seconds(env["HUB_RETENTION"]))
-    if env.get("HUB_PUBLISH_TIMEOUT"):
-        config = replace(config, command_timeout=float(env["HUB_PUBLISH_TIMEOUT"]))
-    if env.get("HUB_PUBLISH_RETRY_FOR"):
-        config = replace(config, retry_for=float(env["HUB_PUBLISH_RETRY_FOR"]))
-    return config
+    given: dict[str, Any] = {}
+    source: dict[str, str] = {}
+    for variable, (setting, read) in _VARIABLES.items():
+        text = env.get(variable)
+        if not text:
+            continue
+        try:
+            given[setting] = read(text)
+        except ValueError as err:
+            raise InvalidConfig(setting, str(err), variable=variable, value=text) from None
+        source[setting] = variable
+    try:
+        return Config(**given)
+    except InvalidConfig as err:
+        variable = source.get(err.setting)
+        if variable is None:
+            raise
+        raise InvalidConfig(
+            err.setting, err.problem, variable=variable, value=env[variable]
+        ) from None

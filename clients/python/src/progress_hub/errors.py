@@ -1,11 +1,19 @@
-"""Typed errors of the publish path. Invalid input is a `ValueError` (`InvalidEvent`,
-naming the field); everything that goes wrong after validation is a `PublishError`."""
+"""Typed errors of the SDK. Invalid input is a `ValueError` (`InvalidEvent` naming the
+event's field, `InvalidConfig` naming the setting); everything that goes wrong after
+validation is a `PublishError`."""
 
 from __future__ import annotations
 
 from ._event import InvalidEvent
 
-__all__ = ["InvalidEvent", "PublishError", "PublishRefused", "PublishUnavailable", "StaleClaim"]
+__all__ = [
+    "InvalidConfig",
+    "InvalidEvent",
+    "PublishError",
+    "PublishRefused",
+    "PublishUnavailable",
+    "StaleClaim",
+]
 
 
 class PublishError(Exception):
@@ -29,3 +37,18 @@ class PublishRefused(PublishError):
     def __init__(self, status: int, body: str) -> None:
         super().__init__(f"hub refused the event ({status}): {body}")
         self.status = status
+
+
+class InvalidConfig(ValueError):
+    """A setting (of `configure`, `Config` or the environment) has the wrong type or
+    range. `setting` names it; the message names the environment variable it came
+    from, when it came from one."""
+
+    def __init__(
+        self, setting: str, problem: str, *, variable: str | None = None, value: str = ""
+    ) -> None:
+        where = setting if variable is None else f"{variable}={value!r} ({setting})"
+        super().__init__(f"{where}: {problem}")
+        self.setting = setting
+        self.problem = problem
+        self.variable = variable
