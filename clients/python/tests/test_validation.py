@@ -98,7 +98,7 @@ def test_configure_takes_exactly_the_configs_fields_by_keyword() -> None:
 def test_configure_checks_its_arguments_at_run_time(setting: str, value: object, said: str) -> None:
     before = progress_hub.configure()
     with pytest.raises(progress_hub.InvalidConfig, match=re.escape(said)) as raised:
-        progress_hub.configure(**{setting: value})
+        progress_hub.configure(**{setting: value})  # type: ignore[arg-type]
     assert raised.value.setting == setting
     assert isinstance(raised.value, ValueError)
     # ... and it changed nothing.

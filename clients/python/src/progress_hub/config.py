@@ -175,9 +175,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
     try:
         return Config(**given)
     except InvalidConfig as err:
-        variable = source.get(err.setting)
-        if variable is None:
+        named = source.get(err.setting)
+        if named is None:
             raise
-        raise InvalidConfig(
-            err.setting, err.problem, variable=variable, value=env[variable]
-        ) from None
+        raise InvalidConfig(err.setting, err.problem, variable=named, value=env[named]) from None
