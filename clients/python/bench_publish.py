@@ -25,7 +25,7 @@ import time
 import redis
 
 import progress_hub
-from progress_hub import ProgressService, _event, _redis, _sync
+from progress_hub import ProgressService, _event, _redis, _sync, _transport_sync
 
 
 def free_port() -> int:
@@ -72,7 +72,7 @@ def main() -> None:
 
         publisher = _sync.publisher()
         transport = publisher.transport
-        assert isinstance(transport, _sync.RedisTransport)
+        assert isinstance(transport, _transport_sync.RedisTransport)
         started = time.perf_counter()
         for first in range(0, n, args.batch):
             pipe = transport.client.pipeline(transaction=False)

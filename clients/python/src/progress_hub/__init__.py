@@ -6,7 +6,7 @@ hub's publish path (ids, history, state, resume, coalescing, fencing).
 """
 
 from ._event import InvalidEvent
-from ._service import ProgressService
+from ._service_sync import ProgressService
 from ._sync import configure, flush
 from .config import Config
 from .errors import InvalidConfig, PublishError, PublishRefused, PublishUnavailable, StaleClaim

@@ -231,55 +231,38 @@ async def follow_primary_async(client: Any) -> None:
 def sync_client(target: Target, config: Config) -> Any:
     """A redis-py client (`Redis` or `RedisCluster`) for this process."""
     import redis
-    from redis.cluster import ClusterNode, RedisCluster
+    import redis.cluster
+    import redis.sentinel
 
-    if target.sentinel is not None:
-        from redis.sentinel import Sentinel
-
-        spec = target.sentinel
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
-            list(spec.sentinels), sentinel_kwargs=_sentinel_kwargs(spec, config)
-        )
-        return sentinel.master_for(  # type: ignore[no-untyped-call]
-            spec.master, **_master_kwargs(spec, config)
-        )
-    if not target.cluster:
-        return redis.Redis.from_url(target.urls[0], **_client_kwargs(config))
-    first = urlsplit(target.urls[0])
-    nodes = [
-        ClusterNode(urlsplit(u).hostname or "127.0.0.1", urlsplit(u).port or 6379)  # type: ignore[no-untyped-call]
-        for u in target.urls
-    ]
-    return RedisCluster(
-        startup_nodes=nodes,
-        username=first.username,
-        password=first.password,
-        ssl=first.scheme == "rediss",
-        **_client_kwargs(config),
-    )
+    return _client(target, config, redis, redis.cluster, redis.sentinel)
 
 
 def async_client(target: Target, config: Config) -> Any:
     """A `redis.asyncio` client (`Redis` or `RedisCluster`), for one event loop."""
-    from redis.asyncio import Redis
-    from redis.asyncio.cluster import ClusterNode, RedisCluster
+    import redis.asyncio
+    import redis.asyncio.cluster
+    import redis.asyncio.sentinel
 
+    return _client(target, config, redis.asyncio, redis.asyncio.cluster, redis.asyncio.sentinel)
+
+
+def _client(target: Target, config: Config, api: Any, cluster: Any, sentinel: Any) -> Any:
+    """The client of `target`, built with redis-py's synchronous modules or their
+    asyncio twins (`api`, `cluster`, `sentinel`): the same names take the same arguments."""
     if target.sentinel is not None:
-        from redis.asyncio.sentinel import Sentinel
-
         spec = target.sentinel
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinels = sentinel.Sentinel(
             list(spec.sentinels), sentinel_kwargs=_sentinel_kwargs(spec, config)
         )
-        return sentinel.master_for(spec.master, **_master_kwargs(spec, config))
+        return sentinels.master_for(spec.master, **_master_kwargs(spec, config))
     if not target.cluster:
-        return Redis.from_url(target.urls[0], **_client_kwargs(config))
+        return api.Redis.from_url(target.urls[0], **_client_kwargs(config))
     first = urlsplit(target.urls[0])
     nodes = [
-        ClusterNode(urlsplit(u).hostname or "127.0.0.1", urlsplit(u).port or 6379)
+        cluster.ClusterNode(urlsplit(u).hostname or "127.0.0.1", urlsplit(u).port or 6379)
         for u in target.urls
     ]
-    return RedisCluster(
+    return cluster.RedisCluster(
         startup_nodes=nodes,
         username=first.username,
         password=first.password,

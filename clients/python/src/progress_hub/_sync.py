@@ -1,4 +1,5 @@
-"""The synchronous publisher: Celery tasks, scripts, threads.
+"""The synchronous publisher's lifecycle: Celery tasks, scripts, threads. Written by
+hand (the transports it sends through are generated from their asyncio source).
 
 Thread-safe: publishes of one project are serialized by the project's lock (so the
 coalescing order is the publish order); the Redis client is redis-py's thread-safe
@@ -14,213 +15,19 @@ import enum
 import logging
 import multiprocessing.util
 import os
-import random
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _coalesce, _contract, _event, _run
+from . import _coalesce, _event, _run
 from ._coalesce import Held, Hold, Slot
-from ._redis import (
-    CLAIM_COUNTER_TTL,
-    Claim,
-    Target,
-    claim_counter_key,
-    follow_primary,
-    script_call,
-    state_key,
-    sync_client,
-)
+from ._redis import Claim
+from ._transport_sync import HttpTransport, RedisTransport
 from .config import Config, from_env
-from .errors import PublishError, PublishRefused, PublishUnavailable, StaleClaim
+from .errors import PublishError, StaleClaim
 
 logger = logging.getLogger("progress_hub")
-
-
-def backoff_delays() -> Any:
-    """Capped exponential backoff with jitter: 50 ms, 100 ms, ... 2 s."""
-    delay = 0.05
-    while True:
-        yield delay * (0.5 + random.random() / 2)
-        delay = min(delay * 2, 2.0)
-
-
-def is_stale(err: Exception) -> bool:
-    return str(err).startswith("STALE")
-
-
-def _transient() -> tuple[type[Exception], ...]:
-    """What is retried until `retry_for` runs out: Redis out of reach, and a cluster
-    that is failing over, resharding or not reachable at all (no node answers, a slot
-    not covered yet)."""
-    import redis.exceptions as rex
-
-    return (
-        rex.ConnectionError,
-        rex.TimeoutError,
-        rex.ClusterDownError,
-        rex.TryAgainError,
-        rex.ClusterError,
-        rex.RedisClusterException,
-    )
-
-
-TRANSIENT = _transient()
-
-
-def refused(what: str, err: Exception) -> PublishError:
-    """Any other Redis error, typed: `StaleClaim` for the script's fencing refusal."""
-    if is_stale(err):
-        return StaleClaim(str(err))
-    return PublishError(f"Redis refused {what}: {err}")
-
-
-class RedisTransport:
-    """One atomic publish per event through `publish.lua`, retried with its receipt."""
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self.target = Target.parse(config.redis_url)
-        # Made on first use, inside the retry loop: a cluster client connects (to learn
-        # the slots) in its constructor, and that is retried as any command is.
-        self._client: Any = None
-        self._script: Any = None
-
-    def _connect(self) -> Any:
-        """The client (made now if not yet: call inside `_retrying`)."""
-        if self._client is None:
-            client = sync_client(self.target, self.config)
-            self._script = client.register_script(_contract.publish_script())
-            self._client = client
-        return self._client
-
-    @property
-    def client(self) -> Any:
-        """The redis-py client (connects a cluster's now, unretried: the benchmark's)."""
-        return self._connect()
-
-    @property
-    def script(self) -> Any:
-        self._connect()
-        return self._script
-
-    def send(self, project: str, held: Held) -> str:
-        keys, argv = script_call(
-            project, held.prepared, held.receipt, held.claim, self.target, self.config
-        )
-        what = f"{held.event.name} of project {project}"
-
-        def call() -> Any:
-            follow_primary(self._connect())  # makes the script too
-            return self._script(keys=keys, args=argv)
-
-        return str(self._retrying(what, call))
-
-    def next_claim(self, job: str) -> Claim:
-        """A new claim of `job`: its token is larger than every earlier claim's (a
-        retried INCR may skip a number; it never repeats one)."""
-        key = claim_counter_key(job)
-
-        def incr() -> Any:
-            pipe = self._connect().pipeline(transaction=True)
-            pipe.incr(key)
-            pipe.expire(key, CLAIM_COUNTER_TTL)
-            return pipe.execute()[0]
-
-        return Claim(job, int(self._retrying(f"a claim of job {job}", incr)))
-
-    def claim_is_current(self, project: str, claim: Claim) -> bool:
-        """Whether `claim` is still its job's newest in the project's state: no newer run
-        has published, and the job was not completed by another run."""
-        fields = ("ended_job", "fence_job", "fence")
-
-        def read() -> Any:
-            return self._connect().hmget(state_key(project), fields)
-
-        ended, job, fence = self._retrying(f"the claim of job {claim.job}", read)
-        mine = job == claim.job and fence is not None and int(fence) == claim.token
-        newer = job == claim.job and fence is not None and int(fence) > claim.token
-        return not newer and (ended != claim.job or mine)
-
-    def _retrying(self, what: str, call: Callable[[], Any]) -> Any:
-        """Runs `call` until it succeeds, retrying while Redis is unreachable, for up to
-        `retry_for` (the publish script's receipt makes a retried publish idempotent)."""
-        import redis.exceptions as rex
-
-        deadline = time.monotonic() + self.config.retry_for
-        delays = backoff_delays()
-        warned = False
-        while True:
-            try:
-                return call()
-            except TRANSIENT as err:
-                now = time.monotonic()
-                if now >= deadline:
-                    raise PublishUnavailable(
-                        f"Redis unreachable for {self.config.retry_for:g} s; "
-                        f"{what} may not be published: {err}"
-                    ) from err
-                if not warned:
-                    logger.warning("Redis unavailable; retrying %s: %s", what, err)
-                    warned = True
-                time.sleep(min(next(delays), deadline - now))
-            except rex.RedisError as err:
-                raise refused(what, err) from err
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-
-
-class HttpTransport:
-    """`POST /api/v1/projects/{id}/events` with the receipt as `Idempotency-Key`."""
-
-    def __init__(self, config: Config) -> None:
-        import httpx
-
-        self.config = config
-        headers = {"Authorization": f"Bearer {config.token}"} if config.token else {}
-        base = (config.hub_url or "").rstrip("/")
-        self.client = httpx.Client(base_url=base, headers=headers, timeout=config.command_timeout)
-
-    def send(self, project: str, held: Held) -> str | None:
-        import httpx
-
-        deadline = time.monotonic() + self.config.retry_for
-        delays = backoff_delays()
-        while True:
-            try:
-                response = self.client.post(
-                    f"/api/v1/projects/{project}/events",
-                    json=held.event.to_json(),
-                    headers={"Idempotency-Key": held.receipt},
-                )
-                if response.status_code == 202:
-                    sent: str | None = response.json().get("id")
-                    return sent
-                if response.status_code not in (502, 503, 504):
-                    raise PublishRefused(response.status_code, response.text)
-                why = f"HTTP {response.status_code}"
-            except httpx.TransportError as err:
-                why = str(err) or type(err).__name__
-            now = time.monotonic()
-            if now >= deadline:
-                raise PublishUnavailable(
-                    f"hub at {self.config.hub_url} unreachable for {self.config.retry_for:g} s; "
-                    f"{held.event.name} of project {project} may not be published: {why}"
-                )
-            time.sleep(min(next(delays), deadline - now))
-
-    def next_claim(self, job: str) -> Claim | None:
-        return None  # the HTTP API takes no claim: no fencing in HTTP mode
-
-    def claim_is_current(self, project: str, claim: Claim) -> bool:
-        return True
-
-    def close(self) -> None:
-        self.client.close()
 
 
 @dataclass
@@ -401,8 +208,14 @@ def configure(
     retention: int | _Unset = _UNSET,
 ) -> Config:
     """Sets the given settings (over the environment's, and over earlier calls'); the
-    next publish uses them. Each is a field of `Config`; an unknown name is a TypeError
-    (and a mypy error). `hub_url=None` / `token=None` unset them."""
+    next publish uses them, and returns the `Config` in force. Each is a field of
+    `Config`; `hub_url=None` / `token=None` unset them.
+
+    Raises:
+        progress_hub.InvalidConfig: a value of the wrong type or range (a `ValueError`;
+            `.setting` names it); nothing changed.
+        TypeError: an unknown name (also a mypy error).
+    """
     global _config, _publisher
     from dataclasses import replace
 
@@ -459,7 +272,8 @@ def _after_fork_in_child() -> None:
 
 
 def flush() -> None:
-    """Sends every `progress_update` this process holds, now (if it published at all)."""
+    """Sends every `progress_update` this process holds, now (if it published at all).
+    Raises nothing: a held update that cannot be sent is logged at ERROR."""
     current = _publisher
     if current is not None and _pid == os.getpid():
         current.flush()

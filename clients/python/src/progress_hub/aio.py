@@ -19,139 +19,66 @@ import logging
 import os
 import time
 import weakref
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
-from . import _coalesce, _contract, _event, _run, _sync
+from . import _coalesce, _event, _run, _sync
 from ._coalesce import Held, Hold, Slot
-from ._redis import (
-    CLAIM_COUNTER_TTL,
-    Claim,
-    Target,
-    async_client,
-    claim_counter_key,
-    follow_primary_async,
-    script_call,
-)
-from ._sync import TRANSIENT, backoff_delays, refused
+from ._redis import Claim
+from ._sync import config as config  # read here by the service, as in `_sync`
+from ._transport_async import AsyncHttpTransport, AsyncRedisTransport
 from .config import Config
-from .errors import PublishError, PublishRefused, PublishUnavailable, StaleClaim
+from .errors import PublishError, StaleClaim
 
 __all__ = ["ProgressService", "flush"]
 
 logger = logging.getLogger("progress_hub")
 
 
-class _RedisTransport:
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self.target = Target.parse(config.redis_url)
-        self.client = async_client(self.target, config)
-        self.script = self.client.register_script(_contract.publish_script())
-
-    async def send(self, project: str, held: Held) -> str | None:
-        keys, argv = script_call(
-            project, held.prepared, held.receipt, held.claim, self.target, self.config
-        )
-        what = f"{held.event.name} of project {project}"
-
-        async def call() -> Any:
-            await follow_primary_async(self.client)
-            return await self.script(keys=keys, args=argv)
-
-        return str(await self._retrying(what, call))
-
-    async def next_claim(self, job: str) -> Claim | None:
-        key = claim_counter_key(job)
-
-        async def incr() -> Any:
-            pipe = self.client.pipeline(transaction=True)
-            pipe.incr(key)
-            pipe.expire(key, CLAIM_COUNTER_TTL)
-            return (await pipe.execute())[0]
-
-        return Claim(job, int(await self._retrying(f"a claim of job {job}", incr)))
-
-    async def _retrying(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
-        """As the synchronous transport's: retried while Redis is unreachable."""
-        import redis.exceptions as rex
-
-        deadline = time.monotonic() + self.config.retry_for
-        delays = backoff_delays()
-        warned = False
-        while True:
-            try:
-                return await call()
-            except TRANSIENT as err:
-                now = time.monotonic()
-                if now >= deadline:
-                    raise PublishUnavailable(
-                        f"Redis unreachable for {self.config.retry_for:g} s; "
-                        f"{what} may not be published: {err}"
-                    ) from err
-                if not warned:
-                    logger.warning("Redis unavailable; retrying %s: %s", what, err)
-                    warned = True
-                await asyncio.sleep(min(next(delays), deadline - now))
-            except rex.RedisError as err:
-                raise refused(what, err) from err
-
-
-class _HttpTransport:
-    def __init__(self, config: Config) -> None:
-        import httpx
-
-        self.config = config
-        headers = {"Authorization": f"Bearer {config.token}"} if config.token else {}
-        base = (config.hub_url or "").rstrip("/")
-        self.client = httpx.AsyncClient(
-            base_url=base, headers=headers, timeout=config.command_timeout
-        )
-
-    async def send(self, project: str, held: Held) -> str | None:
-        import httpx
-
-        deadline = time.monotonic() + self.config.retry_for
-        delays = backoff_delays()
-        while True:
-            try:
-                response = await self.client.post(
-                    f"/api/v1/projects/{project}/events",
-                    json=held.event.to_json(),
-                    headers={"Idempotency-Key": held.receipt},
-                )
-                if response.status_code == 202:
-                    sent: str | None = response.json().get("id")
-                    return sent
-                if response.status_code not in (502, 503, 504):
-                    raise PublishRefused(response.status_code, response.text)
-                why = f"HTTP {response.status_code}"
-            except httpx.TransportError as err:
-                why = str(err) or type(err).__name__
-            now = time.monotonic()
-            if now >= deadline:
-                raise PublishUnavailable(
-                    f"hub at {self.config.hub_url} unreachable for {self.config.retry_for:g} s; "
-                    f"{held.event.name} of project {project} may not be published: {why}"
-                )
-            await asyncio.sleep(min(next(delays), deadline - now))
-
-    async def next_claim(self, job: str) -> Claim | None:
-        return None
-
-
 class _Publisher:
     def __init__(self, config: Config, loop: asyncio.AbstractEventLoop) -> None:
         self.config = config
         self.loop = weakref.ref(loop)
-        self.transport: _RedisTransport | _HttpTransport = (
-            _HttpTransport(config) if config.hub_url else _RedisTransport(config)
+        self.transport: AsyncRedisTransport | AsyncHttpTransport = (
+            AsyncHttpTransport(config) if config.hub_url else AsyncRedisTransport(config)
         )
         self.coalesce = config.hub_url is None
         self.slots: dict[str, tuple[asyncio.Lock, Slot]] = {}
         #: The map's size after the last sweep; the next sweep is due at twice it.
         self.swept_at = 0
         self.flushes: set[asyncio.Task[None]] = set()
+        #: Keeps the publisher's connections open until its loop ends (see `_live`).
+        self._lifetime: AsyncIterator[None] | None = None
+        self._closed = False
+
+    async def _begin(self) -> None:
+        """Starts `_live` (once): called by everything that uses the transport."""
+        if self._lifetime is None and not self._closed:
+            self._lifetime = self._live()
+            await anext(self._lifetime)
+
+    async def _live(self) -> AsyncIterator[None]:
+        """Closes the connections on their own loop when it ends: `asyncio.run` (and any
+        runner that calls `loop.shutdown_asyncgens()`) closes the loop's open async
+        generators after cancelling its tasks, and this one's `finally` then runs on the
+        loop. A loop closed without that step drops the connections with itself."""
+        try:
+            yield
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        """Sends what it holds, then closes its transport (once)."""
+        if self._closed:
+            return
+        self._closed = True
+        await self.flush()
+        await self.transport.close()
+
+    def retire(self) -> None:
+        """Replaced (the configuration changed): closes on its loop, in the background."""
+        task = asyncio.get_running_loop().create_task(self.close())
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
 
     def _slot(self, project: str) -> tuple[asyncio.Lock, Slot]:
         entry = self.slots.get(project)
@@ -171,6 +98,7 @@ class _Publisher:
         self.swept_at = len(self.slots)
 
     async def publish(self, project: str, event: _event.Event) -> str | None:
+        await self._begin()
         prepared = _event.prepare(event, project, self.config.locale)
         held = Held(event, prepared, _event.new_trace_id(), _run.claim())
         if not self.coalesce:
@@ -239,6 +167,7 @@ class _Publisher:
             raise
 
     async def flush(self) -> None:
+        await self._begin()
         for project, (lock, slot) in list(self.slots.items()):
             async with lock:
                 held = _coalesce.take_now(slot, time.monotonic())
@@ -246,6 +175,14 @@ class _Publisher:
                     continue
                 with contextlib.suppress(StaleClaim):  # its run is over
                     await self.transport.send(project, held)
+
+    async def next_claim(self, job: str) -> Claim | None:
+        await self._begin()
+        return await self.transport.next_claim(job)
+
+    async def claim_is_current(self, project: str, claim: Claim) -> bool:
+        await self._begin()
+        return await self.transport.claim_is_current(project, claim)
 
     def take_pending(self) -> list[tuple[str, Held]]:
         """What is still held, taken out (for the exit hook)."""
@@ -270,6 +207,8 @@ _publishers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Publisher] = 
     weakref.WeakKeyDictionary()
 )
 _everyone: weakref.WeakSet[_Publisher] = weakref.WeakSet()
+#: Replaced publishers closing in the background (a task needs a strong reference).
+_closing: set[asyncio.Task[None]] = set()
 #: Held updates of loops that were garbage-collected, in the order they were taken.
 _orphans: list[tuple[str, Held]] = []
 _pid = os.getpid()
@@ -306,30 +245,36 @@ def _send_now(project: str, held: Held) -> None:
         logger.error("a held progress_update of %s could not be published: %s", project, err)
 
 
-def _publisher() -> _Publisher:
+def publisher() -> _Publisher:
+    """The running loop's publisher (a new one when the configuration changed: the old
+    one is closed on the loop)."""
     global _pid
     if _pid != os.getpid():
         _publishers.clear()
         _everyone.clear()
         _orphans.clear()
+        _closing.clear()
         _pid = os.getpid()
     loop = asyncio.get_running_loop()
-    publisher = _publishers.get(loop)
-    if publisher is None or publisher.config is not _sync.config():
-        publisher = _publishers[loop] = _Publisher(_sync.config(), loop)
-        _everyone.add(publisher)
-        weakref.finalize(loop, _adopt, publisher.slots).atexit = False
-    return publisher
+    current = _publishers.get(loop)
+    if current is None or current.config is not config():
+        old, current = current, _Publisher(config(), loop)
+        _publishers[loop] = current
+        _everyone.add(current)
+        weakref.finalize(loop, _adopt, current.slots).atexit = False
+        if old is not None:
+            old.retire()
+    return current
 
 
 async def flush() -> None:
     """Sends every `progress_update` this loop's publisher holds, now."""
-    await _publisher().flush()
+    await publisher().flush()
 
 
 async def next_claim(job: str) -> Claim | None:
     """A new claim of `job` (its fencing token is larger than every earlier one's)."""
-    return await _publisher().transport.next_claim(job)
+    return await publisher().next_claim(job)
 
 
 def _flush_at_exit() -> None:
@@ -339,7 +284,7 @@ def _flush_at_exit() -> None:
     _orphans.clear()
     if not pending:
         return
-    sender = _sync.Publisher(_sync.config())
+    sender = _sync.Publisher(config())
     for project, held in pending:
         try:
             sender.transport.send(project, held)
@@ -351,65 +296,5 @@ def _flush_at_exit() -> None:
 atexit.register(_flush_at_exit)
 
 
-async def _publish(project_id: str, event: _event.Event, stage: str | None) -> str | None:
-    project = _event.check_project_id(project_id)
-    sent = await _publisher().publish(project, event)
-    _run.note(event.name, stage)
-    return sent
-
-
-class ProgressService:
-    """The asyncio twin of `progress_hub.ProgressService`: same methods, as coroutines."""
-
-    @staticmethod
-    async def publish_progress(
-        project_id: str,
-        status: str,
-        progress: int,
-        current_stage: str,
-        estimated_remaining: int | None = None,
-    ) -> str | None:
-        event = _event.progress_update(status, progress, current_stage, estimated_remaining)
-        sent = await _publish(project_id, event, status)
-        logger.info("[Project %s] Progress: %s%% - %s", project_id, progress, current_stage)
-        return sent
-
-    @staticmethod
-    async def publish_stage_change(
-        project_id: str, previous_stage: str, current_stage: str, progress: int
-    ) -> str | None:
-        event = _event.stage_change(previous_stage, current_stage, progress)
-        sent = await _publish(project_id, event, current_stage)
-        logger.info("[Project %s] Stage: %s → %s", project_id, previous_stage, current_stage)
-        return sent
-
-    @staticmethod
-    async def publish_log(project_id: str, level: str, message: str) -> str | None:
-        event = _event.log(level, message)
-        sent = await _publish(project_id, event, None)
-        logger.log(getattr(logging, level), "[Project %s] %s", project_id, message)
-        return sent
-
-    @staticmethod
-    async def publish_error(
-        project_id: str,
-        error_code: str,
-        error_message: str,
-        stage: str,
-        retry_count: int = 0,
-        max_retries: int = 3,
-    ) -> str | None:
-        locale = _sync.config().locale
-        event = _event.error(error_code, error_message, stage, retry_count, max_retries, locale)
-        sent = await _publish(project_id, event, stage)
-        logger.error("[Project %s] Error: %s - %s", project_id, error_code, error_message)
-        return sent
-
-    @staticmethod
-    async def publish_complete(
-        project_id: str, status: str, youtube_url: str | None = None
-    ) -> str | None:
-        event = _event.complete(status, youtube_url)
-        sent = await _publish(project_id, event, None)
-        logger.info("[Project %s] Generation complete: %s", project_id, status)
-        return sent
+# Last: the service calls back into this module's `publisher()` and `config()`.
+from ._service_async import ProgressService  # noqa: E402

@@ -37,7 +37,7 @@ from celery.exceptions import Ignore, Retry, TaskPredicate
 from celery.signals import worker_process_shutdown
 
 from . import _contract, _event, _run, _sync
-from ._service import ProgressService
+from ._service_sync import ProgressService
 from .errors import PublishError, StaleClaim
 
 __all__ = ["ProgressTask"]

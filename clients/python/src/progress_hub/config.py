@@ -18,8 +18,10 @@ the environment variable it came from), not a `TypeError` at the next publish.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +30,8 @@ from urllib.parse import urlsplit, urlunsplit
 from . import _contract
 from ._event import check_locale
 from .errors import InvalidConfig
+
+logger = logging.getLogger("progress_hub")
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
 #: The hub's publisher defaults (`contract/publisher-defaults.json`).
@@ -112,13 +116,32 @@ def _whole(name: str, value: object, low: int) -> None:
 
 
 def redacted(url: str) -> str:
-    """`url` with its password replaced by `***` (for logs and messages)."""
+    """`url` with its passwords (the userinfo's, a `sentinel_password=`) as `***`."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    userinfo, _, hosts = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{hosts}"))
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if at and ":" in userinfo:
+        parts = parts._replace(netloc=f"{userinfo.partition(':')[0]}:***@{hosts}")
+    query = re.sub(r"((?:^|&)[^=&]*password=)[^&]*", r"\1***", parts.query)
+    return urlunsplit(parts._replace(query=query))
+
+
+#: Where this process was already said to publish to (said once each).
+_announced: set[str] = set()
+_announced_lock = threading.Lock()
+
+
+def announce(config: Config) -> None:
+    """Says once per process, at INFO, where publishes go (the default Redis URL may
+    not be the Redis the rest of the application, or the hub, uses)."""
+    if config.hub_url:
+        where = f"the hub at {redacted(config.hub_url)} (HTTP mode)"
+    else:
+        where = f"Redis at {redacted(config.redis_url)}"
+    with _announced_lock:
+        if where in _announced:
+            return
+        _announced.add(where)
+    logger.info("progress_hub publishes to %s", where)
 
 
 def _duration(text: str) -> int:

@@ -1,0 +1,107 @@
+"""The asyncio publisher's own life: it rides out an outage as the synchronous one does
+(and gives up with the same typed error), and its connections close on their loop when
+the loop ends or when a new configuration replaces it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+
+import pytest
+from conftest import Hub, RedisServer, new_project, wait_for
+
+import progress_hub
+from progress_hub import PublishUnavailable
+from progress_hub import aio as progress_aio
+from progress_hub._transport_async import AsyncHttpTransport
+
+
+def test_an_async_outage_longer_than_the_budget_is_a_typed_error() -> None:
+    progress_hub.configure(redis_url="redis://127.0.0.1:1", retry_for=0.3, command_timeout=0.2)
+    try:
+        started = time.monotonic()
+        with pytest.raises(PublishUnavailable, match=r"Redis unreachable for 0.3 s"):
+            asyncio.run(progress_aio.ProgressService.publish_log("p", "INFO", "x"))
+        assert time.monotonic() - started < 5
+    finally:
+        progress_hub.configure(
+            redis_url=progress_hub.config.DEFAULT_REDIS_URL, retry_for=30.0, command_timeout=2.0
+        )
+
+
+def test_an_async_publish_rides_out_a_paused_redis_and_lands_once(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    project = new_project()
+    progress_hub.configure(command_timeout=0.2)
+    sent: list[str | None] = []
+    redis_server.pause()
+    try:
+        with caplog.at_level(logging.WARNING, logger="progress_hub"):
+            publishing = threading.Thread(
+                target=lambda: sent.append(
+                    asyncio.run(progress_aio.ProgressService.publish_log(project, "INFO", "x"))
+                )
+            )
+            publishing.start()
+            wait_for(
+                "the publish to retry",
+                lambda: any("retrying log" in r.getMessage() for r in caplog.records),
+            )
+    finally:
+        redis_server.resume()
+    publishing.join(timeout=30)
+    progress_hub.configure(command_timeout=2.0)
+    assert sent and sent[0] is not None and sent[0].endswith(":1")
+    assert [f["id"] for f in redis_server.history(project)] == sent
+
+
+def test_the_loops_redis_connections_close_when_the_loop_ends(redis_server: RedisServer) -> None:
+    observer = redis_server.client()
+    assert len(observer.client_list()) == 1
+
+    async def run() -> progress_aio._Publisher:
+        await progress_aio.ProgressService.publish_log(new_project(), "INFO", "x")
+        assert len(observer.client_list()) == 2
+        return progress_aio.publisher()
+
+    kept = asyncio.run(run())  # held on to: only closing, not collecting, may drop them
+    wait_for("the loop's connection to close", lambda: len(observer.client_list()) == 1)
+    assert kept.transport is not None
+
+
+def test_a_replaced_publisher_closes_its_connections(redis_server: RedisServer) -> None:
+    observer = redis_server.client()
+
+    async def run() -> None:
+        await progress_aio.ProgressService.publish_log(new_project(), "INFO", "x")
+        old = progress_aio.publisher()
+        progress_hub.configure(retry_for=29.0)
+        try:
+            await progress_aio.ProgressService.publish_log(new_project(), "INFO", "y")
+            assert progress_aio.publisher() is not old
+            # The old one closes in the background, on this loop.
+            while len(observer.client_list()) != 2:
+                await asyncio.sleep(0.01)
+        finally:
+            progress_hub.configure(retry_for=30.0)
+
+    asyncio.run(asyncio.wait_for(run(), timeout=30))
+
+
+def test_http_mode_closes_its_client_with_the_loop(hub: Hub, redis_server: RedisServer) -> None:
+    progress_hub.configure(hub_url=hub.base)
+    try:
+
+        async def run() -> progress_aio._Publisher:
+            await progress_aio.ProgressService.publish_log(new_project(), "INFO", "x")
+            return progress_aio.publisher()
+
+        kept = asyncio.run(run())
+    finally:
+        progress_hub.configure(hub_url=None)
+    transport = kept.transport
+    assert isinstance(transport, AsyncHttpTransport)
+    assert transport.client.is_closed
