@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -13,14 +14,34 @@ from conftest import PYTHON_DIR, REPO
 from progress_hub import _contract
 
 
-def test_the_wheel_carries_the_repositorys_contract_files(tmp_path: Path) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "hatchling", "build", "-t", "wheel", "-d", str(tmp_path)],
-        cwd=PYTHON_DIR,
-        check=True,
+def build(target: str, source: Path, into: Path) -> Path:
+    """Builds the `wheel` or `sdist` of the project at `source` (as pip would)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "hatchling", "build", "-t", target, "-d", str(into)],
+        cwd=source,
         capture_output=True,
+        text=True,
     )
-    (wheel,) = tmp_path.glob("progress_hub-*.whl")
+    assert done.returncode == 0, done.stdout + done.stderr
+    (built,) = into.glob("progress_hub-*.whl" if target == "wheel" else "progress_hub-*.tar.gz")
+    return built
+
+
+def test_the_wheel_carries_the_repositorys_contract_files(tmp_path: Path) -> None:
+    assert_carries_the_contract(build("wheel", PYTHON_DIR, tmp_path))
+
+
+def test_a_wheel_built_from_the_sdist_carries_them_too(tmp_path: Path) -> None:
+    """pip installs an sdist by building a wheel from its unpacked tree, where the
+    repository's `contract/` is not."""
+    sdist = build("sdist", PYTHON_DIR, tmp_path / "sdist")
+    with tarfile.open(sdist) as archive:
+        archive.extractall(tmp_path / "unpacked", filter="data")
+    (tree,) = (tmp_path / "unpacked").iterdir()
+    assert_carries_the_contract(build("wheel", tree, tmp_path / "wheel"))
+
+
+def assert_carries_the_contract(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         assert "progress_hub/py.typed" in names

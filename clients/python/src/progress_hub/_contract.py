@@ -2,8 +2,9 @@
 repository keeps: the publish script (`src/broker/redis/publish.lua`, the one atomic step
 every publisher runs), the error catalog and the texts an event writes into a
 project's state and the publisher's defaults (`contract/*.json`, rendered from the
-Rust code by `tests/contract.rs`). A wheel carries copies made at build time (hatch
-`force-include`); an editable install from a checkout reads the repository's own files.
+Rust code by `tests/contract.rs`). The sdist and the wheel carry copies made at build
+time (`hatch_build.py`, which reads `REPO_FILES`); an editable install from a checkout
+reads the repository's own files.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 # Where each file lives in the hub's repository, and its name inside the package.
-_REPO_FILES = {
+REPO_FILES = {
     "publish.lua": "src/broker/redis/publish.lua",
     "error-catalog.json": "contract/error-catalog.json",
     "state-labels.json": "contract/state-labels.json",
@@ -33,7 +34,7 @@ def read_text(name: str) -> str:
     packaged = resources.files("progress_hub").joinpath("contract").joinpath(name)
     if packaged.is_file():
         return packaged.read_text(encoding="utf-8")
-    return (_repo_root() / _REPO_FILES[name]).read_text(encoding="utf-8")
+    return (_repo_root() / REPO_FILES[name]).read_text(encoding="utf-8")
 
 
 @cache
