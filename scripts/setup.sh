@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Provisioning, for a fresh machine: installs what the tests need when it is missing
 # (redis-server, redis-py, chromium, playwright-core, the TypeScript client's npm
-# devDependencies, llvm-tools, cargo-llvm-cov, and the Python SDK's venv in
-# clients/python/.venv).
+# devDependencies, llvm-tools, cargo-llvm-cov, and the Python SDK's venvs in
+# clients/python/.venv and clients/python/.venv-3.X, one per other Python 3.10-3.13).
 # Idempotent: each step checks first. `scripts/test.sh` calls it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,3 +56,33 @@ if [ "$py_wanted" != "$(cat clients/python/.venv/.installed 2>/dev/null)" ]; the
     -e "clients/python[http,celery]"
   printf '%s' "$py_wanted" > clients/python/.venv/.installed
 fi
+# The SDK claims Python >= 3.10: its tests also run on every other minor version from
+# 3.10 to 3.13, each in a venv of its own (clients/python/.venv-3.X) holding the pinned
+# test dependencies; scripts/test.sh installs the package's sdist into them.
+python_minor() { # the interpreter of Python 3.X: pyenv's newest 3.X.*, else python3.X
+  local found
+  found=$(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$1".*/bin/python"$1" 2>/dev/null | sort -V | tail -1)
+  if [ -z "$found" ] && "python$1" -c '' >/dev/null 2>&1; then found=$(command -v "python$1"); fi
+  if [ -z "$found" ] && need pyenv; then
+    echo "==> installing Python $1 (pyenv)" >&2
+    pyenv install --skip-existing "$1" >&2
+    found=$(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$1".*/bin/python"$1" 2>/dev/null | sort -V | tail -1)
+  fi
+  [ -n "$found" ] || { echo "setup: no Python $1 (install it, e.g. pyenv install $1)" >&2; return 1; }
+  echo "$found"
+}
+main_minor=$(clients/python/.venv/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+for minor in 3.10 3.11 3.12 3.13; do
+  [ "$minor" = "$main_minor" ] && continue
+  venv="clients/python/.venv-$minor"
+  if ! [ -x "$venv/bin/python" ]; then
+    echo "==> creating $venv (the Python SDK's tests on Python $minor)"
+    "$(python_minor "$minor")" -m venv "$venv"
+  fi
+  if [ "$py_wanted" != "$(cat "$venv/.installed" 2>/dev/null)" ]; then
+    echo "==> installing the Python SDK's pinned test dependencies for Python $minor"
+    "$venv/bin/python" -m pip install --quiet --upgrade pip
+    "$venv/bin/python" -m pip install --quiet -r clients/python/requirements-dev.txt
+    printf '%s' "$py_wanted" > "$venv/.installed"
+  fi
+done

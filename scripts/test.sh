@@ -26,11 +26,5 @@ cargo build --locked
 (cd tests/browser && npm test)
 echo "==> TypeScript client (typecheck, size budget, embedded build freshness, tests against the hub)"
 (cd clients/js && npm test)
-echo "==> Python SDK (clients/python: ruff, mypy --strict, pytest against a real hub, Redis and Celery worker)"
-(
-  cd clients/python
-  .venv/bin/ruff check .
-  .venv/bin/ruff format --check .
-  .venv/bin/mypy --strict
-  HUB_BIN="${HUB_BIN:-$PWD/../../target/debug/progress-hub}" .venv/bin/pytest -q
-)
+echo "==> Python SDK (clients/python: ruff, mypy --strict, pytest against a real hub, Redis and Celery workers, on Python 3.10-3.13; the sdist on all but the main one)"
+bash scripts/test_python.sh

@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+import redis
 from conftest import Hub, RedisServer, new_project, wait_for
 
 import progress_hub
@@ -58,32 +59,40 @@ def test_an_async_publish_rides_out_a_paused_redis_and_lands_once(
     assert [f["id"] for f in redis_server.history(project)] == sent
 
 
+def connections(observer: redis.Redis) -> set[str]:
+    """The ids of the clients connected to the observer's Redis."""
+    return {c["id"] for c in observer.client_list()}
+
+
 def test_the_loops_redis_connections_close_when_the_loop_ends(redis_server: RedisServer) -> None:
     observer = redis_server.client()
-    assert len(observer.client_list()) == 1
+    before = connections(observer)
 
-    async def run() -> progress_aio._Publisher:
+    async def run() -> tuple[progress_aio._Publisher, set[str]]:
         await progress_aio.ProgressService.publish_log(new_project(), "INFO", "x")
-        assert len(observer.client_list()) == 2
-        return progress_aio.publisher()
+        return progress_aio.publisher(), connections(observer) - before
 
-    kept = asyncio.run(run())  # held on to: only closing, not collecting, may drop them
-    wait_for("the loop's connection to close", lambda: len(observer.client_list()) == 1)
+    kept, opened = asyncio.run(run())  # held on to: only closing, not collecting, drops them
+    assert opened, "the publish opened a connection"
+    wait_for("the loop's connection to close", lambda: not opened & connections(observer))
     assert kept.transport is not None
 
 
 def test_a_replaced_publisher_closes_its_connections(redis_server: RedisServer) -> None:
     observer = redis_server.client()
+    before = connections(observer)
 
     async def run() -> None:
         await progress_aio.ProgressService.publish_log(new_project(), "INFO", "x")
         old = progress_aio.publisher()
+        opened = connections(observer) - before
+        assert opened, "the publish opened a connection"
         progress_hub.configure(retry_for=29.0)
         try:
             await progress_aio.ProgressService.publish_log(new_project(), "INFO", "y")
             assert progress_aio.publisher() is not old
             # The old one closes in the background, on this loop.
-            while len(observer.client_list()) != 2:
+            while opened & connections(observer):
                 await asyncio.sleep(0.01)
         finally:
             progress_hub.configure(retry_for=30.0)
