@@ -3,8 +3,11 @@
 //! locales, `contract/state-labels.json` the texts an event writes into a project's
 //! state (stage labels, the `complete` texts), read through the publish path itself, and
 //! `contract/publisher-defaults.json` the publisher's defaults (history length, key
-//! lifetimes, coalescing window). The Python SDK packages these files; this test fails
-//! when they drift from the code.
+//! lifetimes, coalescing window), `contract/wire-values.json` the closed sets of values
+//! frames carry (stages in their order, final statuses, log levels), read from the JSON
+//! Schema of the types that write them. The Python SDK packages these files and the
+//! TypeScript client generates its closed types from them; this test fails when they
+//! drift from the code.
 //! `UPDATE_CONTRACT=1 cargo test --test contract` rewrites them.
 
 use progress_hub::broker::HistoryConfig;
@@ -12,7 +15,9 @@ use progress_hub::catalog::ErrorCode;
 use progress_hub::config::DEFAULT_COALESCE_WINDOW;
 use progress_hub::locale::Locale;
 use progress_hub::publish::prepare::prepare;
+use progress_hub::wire::event::{CompleteStatus, LogLevel};
 use progress_hub::wire::{Event, ProjectId, Stage};
+use schemars::JsonSchema;
 use serde_json::{Map, Value, json};
 
 const LOCALES: [(&str, Locale); 2] = [("zh-TW", Locale::ZhTw), ("en", Locale::En)];
@@ -85,6 +90,44 @@ fn publisher_defaults() -> Value {
     })
 }
 
+/// The values of a unit-variant enum in declaration order, as its JSON Schema lists them
+/// (an `enum` array, or a `oneOf` of them and `const`s when variants carry docs).
+fn values_of<T: JsonSchema>() -> Vec<Value> {
+    fn collect(schema: &Value, out: &mut Vec<Value>) {
+        if let Some(value) = schema.get("const") {
+            out.push(value.clone());
+        }
+        for key in ["enum", "oneOf"] {
+            for item in schema
+                .get(key)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if key == "enum" {
+                    out.push(item.clone());
+                } else {
+                    collect(item, out);
+                }
+            }
+        }
+    }
+    let schema = serde_json::to_value(schemars::schema_for!(T)).unwrap_or(Value::Null);
+    let mut out = Vec::new();
+    collect(&schema, &mut out);
+    out
+}
+
+fn wire_values() -> Value {
+    json!({
+        "stages": values_of::<Stage>(),
+        "final_statuses": values_of::<CompleteStatus>(),
+        // A run accepted and waiting for a worker (issue 23: a new run is a new run).
+        "queued_status": "QUEUED",
+        "log_levels": values_of::<LogLevel>(),
+    })
+}
+
 fn check(file: &str, rendered: &Value) {
     let path = format!("{}/contract/{file}", env!("CARGO_MANIFEST_DIR"));
     let text = serde_json::to_string_pretty(rendered).unwrap_or_default() + "\n";
@@ -112,6 +155,14 @@ fn error_catalog_json_is_the_catalog() {
 #[test]
 fn state_labels_json_is_what_events_write() {
     check("state-labels.json", &state_labels());
+}
+
+#[test]
+fn wire_values_json_is_the_wire_enums() {
+    let values = wire_values();
+    let stages: Vec<&str> = Stage::ALL.iter().map(|s| s.as_str()).collect();
+    assert_eq!(values["stages"], json!(stages), "the stages in their order");
+    check("wire-values.json", &values);
 }
 
 #[test]

@@ -4,14 +4,17 @@
 //   dist/*.d.ts                    types, from tsc
 //   src/http/page/progress-hub-client.js   the minified core the hub serves at
 //                                  /assets/progress-hub-client.js
-// `--check`: also typechecks (strict; the package and the React example), prints the core's min+gzip size and fails over
-// the budget, and fails if the embedded copy is stale instead of rewriting it.
+//   src/contract.ts                the closed types, from ../../contract (contract.mjs)
+// `--check`: also typechecks (strict; the package, the README's examples and the React
+// example), prints the core's min+gzip size and fails over the budget, and fails if the
+// embedded copy or src/contract.ts is stale instead of rewriting it.
 import { build } from 'esbuild';
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { CONTRACT_TS, renderContract } from './contract.mjs';
 
 const pkg = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const EMBEDDED = path.resolve(pkg, '../../src/http/page/progress-hub-client.js');
@@ -19,6 +22,14 @@ const BUDGET = 6 * 1024;
 const check = process.argv.includes('--check');
 const tsc = path.join(pkg, 'node_modules/.bin/tsc');
 
+// The closed types first: everything else compiles against them.
+const contract = renderContract();
+let stale = false;
+if (!check) writeFileSync(CONTRACT_TS, contract);
+else if (readFileSync(CONTRACT_TS, 'utf8') !== contract) {
+  console.error('FAIL: clients/js/src/contract.ts is stale against contract/*.json: run `npm run build` in clients/js and commit it');
+  stale = true;
+}
 if (check) execFileSync(tsc, ['--noEmit', '-p', 'tsconfig.json'], { cwd: pkg, stdio: 'inherit' });
 
 rmSync(path.join(pkg, 'dist'), { recursive: true, force: true });
@@ -41,7 +52,7 @@ const gz = gzipSync(min.outputFiles[0].contents, { level: 9 }).length;
 console.log(`core bundle: ${min.outputFiles[0].contents.length} B minified, ${gz} B min+gzip (budget ${BUDGET} B)`);
 
 if (check) {
-  let failed = false;
+  let failed = stale;
   if (gz > BUDGET) { console.error(`FAIL: the core is ${gz} B min+gzip, over the ${BUDGET} B budget`); failed = true; }
   let committed = null;
   try { committed = readFileSync(EMBEDDED); } catch { /* missing */ }

@@ -1,16 +1,30 @@
 // The wire contract (v1), server → client, as TypeScript types. A test derives types
 // from the live hub's /api/v1/schema/events.json and checks both ways that these
-// follow it, so a contract change the client does not follow fails a test.
+// follow it, so a contract change the client does not follow fails a test. The closed
+// sets (stages, statuses, levels, error codes) come from the contract files through the
+// generated contract.ts, so they cannot drift from the hub either.
 
-/** The five stages of a generation job, in order. */
-export type Stage =
-  | 'SCRIPT_GENERATING'
-  | 'ASSETS_GENERATING'
-  | 'RENDERING'
-  | 'THUMBNAIL_GENERATING'
-  | 'UPLOADING';
-export type LogLevel = 'INFO' | 'WARNING' | 'ERROR';
-export type FinalStatus = 'COMPLETED' | 'FAILED';
+import type { ErrorCode, FINAL_STATUSES, LOG_LEVELS, QUEUED, STAGES } from './contract.js';
+
+/** A value a newer hub may send that this version of the client does not know (a new
+ * status, stage, level or error code). At run time it is the hub's string, as sent; its
+ * type is apart from every literal, so that a typo (`status === 'COMPLETE'`) fails to
+ * compile instead of being silently false. Read it as a string on purpose:
+ * `String(value)` or `value as string`. Only a type: there is no such value to import. */
+export declare enum UnknownValue {
+  FromANewerHub = '\u0000unknown',
+}
+
+/** The stages of a generation job (`STAGES` holds them in order). */
+export type Stage = (typeof STAGES)[number];
+export type LogLevel = (typeof LOG_LEVELS)[number];
+/** How a run ends (`complete`). */
+export type FinalStatus = (typeof FINAL_STATUSES)[number];
+/** A run accepted, waiting for a worker. */
+export type Queued = typeof QUEUED;
+/** Every status a project's run can have. */
+export type Status = Queued | Stage | FinalStatus;
+export type { ErrorCode };
 
 export interface ConnectedData {
   project_id: string;
@@ -24,8 +38,10 @@ export interface ConnectedData {
 }
 
 export interface SnapshotData {
-  /** A stage while running, COMPLETED or FAILED at the end; null before any event. */
-  status?: Stage | FinalStatus | (string & {}) | null;
+  /** QUEUED, a stage while running, COMPLETED or FAILED at the end; null before any
+   * event. The hub's schema types it as a string: the state (`ProgressState.status`)
+   * holds it narrowed to `Status | UnknownValue`. */
+  status?: string | null;
   progress: number;
   /** Human description of the current step. */
   current_stage?: string | null;
@@ -33,36 +49,43 @@ export interface SnapshotData {
   last_event_id?: string | null;
   updated_at?: string | null;
   youtube_url?: string | null;
+  /** The job of the current run (from QUEUED on). */
+  job_id?: string | null;
+  /** While QUEUED: the run's place in the queue (1: next). */
+  queue_position?: number | null;
   recovered: boolean;
 }
 
 export interface ProgressUpdateData {
-  status: Stage;
+  status: Stage | Queued | UnknownValue;
   progress: number;
   current_stage: string;
   estimated_remaining?: number | null;
+  /** With QUEUED: the job accepted, and its place in the queue (1: next). */
+  job_id?: string | null;
+  queue_position?: number | null;
   timestamp?: string | null;
 }
 
 export interface StageChangeData {
   /** The stage before; null, or "INITIALIZED" (the state before the first stage). */
-  previous_stage?: Stage | 'INITIALIZED' | null;
-  current_stage: Stage;
+  previous_stage?: Stage | 'INITIALIZED' | UnknownValue | null;
+  current_stage: Stage | UnknownValue;
   progress: number;
   timestamp?: string | null;
 }
 
 export interface LogData {
-  level: LogLevel;
+  level: LogLevel | UnknownValue;
   message: string;
   timestamp?: string | null;
 }
 
 export interface ErrorData {
   /** A code of the hub's error catalog, e.g. GEMINI_API_ERROR. */
-  error_code: string;
+  error_code: ErrorCode | UnknownValue;
   message: string;
-  stage: Stage;
+  stage: Stage | UnknownValue;
   retry_count?: number;
   max_retries?: number;
   is_retryable?: boolean | null;
@@ -73,12 +96,19 @@ export interface ErrorData {
 }
 
 export interface CompleteData {
-  status: FinalStatus;
+  status: FinalStatus | UnknownValue;
   youtube_url?: string | null;
   timestamp?: string | null;
 }
 
 export interface TimestampData {
+  timestamp: string;
+}
+
+/** The hub's broker (Redis) went away (`available: false`: live updates pause, the
+ * connection stays) or came back. */
+export interface BrokerStatusData {
+  available: boolean;
   timestamp: string;
 }
 
@@ -98,6 +128,7 @@ export type Frame =
   | FrameOf<'log', LogData>
   | FrameOf<'error', ErrorData>
   | FrameOf<'complete', CompleteData>
+  | FrameOf<'broker_status', BrokerStatusData>
   | FrameOf<'ping', TimestampData>
   | FrameOf<'pong', TimestampData>;
 

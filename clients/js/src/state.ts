@@ -1,15 +1,8 @@
 // The job state a watcher holds, and the one pure function that folds a frame into it.
 // No I/O here: the connection (watch.ts) feeds frames, this decides what they mean.
 
-import type { FinalStatus, Frame, LogLevel, Stage } from './frames.js';
-
-export const STAGES: readonly Stage[] = [
-  'SCRIPT_GENERATING',
-  'ASSETS_GENERATING',
-  'RENDERING',
-  'THUMBNAIL_GENERATING',
-  'UPLOADING',
-];
+import { FINAL_STATUSES, QUEUED, STAGES } from './contract.js';
+import type { ErrorCode, FinalStatus, Frame, LogLevel, ProgressUpdateData, Stage, Status, UnknownValue } from './frames.js';
 
 export interface StageInfo {
   /** ISO time the stage began (null when only known from a snapshot). */
@@ -23,16 +16,16 @@ export interface StageInfo {
 export interface LogEntry {
   /** The event id (null for legacy events published without one). */
   id: string | null;
-  level: LogLevel;
+  level: LogLevel | UnknownValue;
   message: string;
   timestamp: string | null;
 }
 
 /** The newest `error` frame, structured. */
 export interface JobError {
-  code: string;
+  code: ErrorCode | UnknownValue;
   message: string;
-  stage: Stage;
+  stage: Stage | UnknownValue;
   retryCount: number | null;
   maxRetries: number | null;
   isRetryable: boolean | null;
@@ -44,8 +37,14 @@ export interface JobError {
 
 export interface ProgressState {
   projectId: string;
-  /** The running stage, COMPLETED or FAILED; null before anything is known. */
-  status: Stage | FinalStatus | (string & {}) | null;
+  /** QUEUED (a run accepted, waiting for a worker), the running stage, COMPLETED or
+   * FAILED; null before anything is known. A status a newer hub sends that this client
+   * does not know is kept as sent, typed `UnknownValue`. */
+  status: Status | UnknownValue | null;
+  /** The job of the current run, when the hub says (from QUEUED on). */
+  jobId: string | null;
+  /** While QUEUED: the run's place in the queue (1: next); null otherwise. */
+  queuePosition: number | null;
   /** 0–100; never goes backwards within a run. */
   progress: number;
   /** Human description of the current step (from the newest progress_update or
@@ -68,10 +67,16 @@ export interface ProgressState {
    * (the run goes on in the stage it was in). For the rest of the run. */
   takenOver: boolean;
   updatedAt: string | null;
+  /** The hub's broker (Redis): `down` from a `broker_status` saying it is unavailable
+   * (live updates are paused; the hub still holds the connection) until one says it is
+   * back. Not part of a run: a new run does not reset it. */
+  broker: 'up' | 'down';
 }
 
-const FINAL = (s: unknown): s is FinalStatus => s === 'COMPLETED' || s === 'FAILED';
+const FINAL = (s: unknown): s is FinalStatus => FINAL_STATUSES.includes(s as FinalStatus);
 const isStage = (s: unknown): s is Stage => STAGES.includes(s as Stage);
+/** A status from the wire: the contract's, or a newer hub's kept as sent. */
+const status = (s: string | null | undefined): Status | UnknownValue | null => (s ?? null) as Status | UnknownValue | null;
 
 function freshStages(): Record<Stage, StageInfo> {
   const stages = {} as Record<Stage, StageInfo>;
@@ -83,7 +88,7 @@ export function initialState(projectId: string, lastEventId: string | null = nul
   return {
     projectId, status: null, progress: 0, currentStage: null, estimatedRemaining: null,
     stages: freshStages(), logs: [], error: null, youtubeUrl: null, lastEventId,
-    recovered: true, takenOver: false, updatedAt: null,
+    recovered: true, takenOver: false, updatedAt: null, jobId: null, queuePosition: null, broker: 'up',
   };
 }
 
@@ -130,11 +135,13 @@ export function reduce(state: ProgressState, frame: Frame, maxLogs = 500): Progr
   const t = (frame.data as { timestamp?: unknown } | null | undefined)?.timestamp;
   const at: string | null = typeof t === 'string' && t ? t : null;
   // The first stage event after a finished run starts a new run, from its own progress;
-  // so does one for an earlier stage once the history was lost (the job started over).
+  // so does one for an earlier stage once the history was lost (the job started over),
+  // and QUEUED for another job than the one queued (a new run was accepted).
   if (frame.event === 'progress_update' || frame.event === 'stage_change') {
     const next = frame.event === 'progress_update' ? frame.data.status : frame.data.current_stage;
-    if (FINAL(s.status) || (!s.recovered && earlier(s, next))) {
-      s = { ...initialState(s.projectId, s.lastEventId), recovered: s.recovered };
+    const queued = next === QUEUED && !(s.status === QUEUED && s.jobId === (frame.data as ProgressUpdateData).job_id);
+    if (FINAL(s.status) || queued || (!s.recovered && earlier(s, next))) {
+      s = { ...initialState(s.projectId, s.lastEventId), recovered: s.recovered, broker: s.broker };
     }
   }
   switch (frame.event) {
@@ -158,7 +165,8 @@ export function reduce(state: ProgressState, frame: Frame, maxLogs = 500): Progr
       else if (d.status === 'COMPLETED') for (const st of STAGES) stages[st] = { ...stages[st], outcome: 'done' };
       const p = finite(d.progress) ? d.progress : 0;
       s = {
-        ...n, stages, status: d.status ?? null, progress: sameRun ? raise(s.progress, p) : p,
+        ...n, stages, status: status(d.status), progress: sameRun ? raise(s.progress, p) : p,
+        jobId: d.job_id ?? null, queuePosition: d.status === QUEUED ? d.queue_position ?? null : null, broker: s.broker,
         currentStage: d.current_stage ?? null,
         estimatedRemaining: FINAL(d.status) ? null : d.estimated_remaining ?? null,
         youtubeUrl: link(d.youtube_url), recovered, takenOver: sameRun && s.takenOver,
@@ -170,7 +178,8 @@ export function reduce(state: ProgressState, frame: Frame, maxLogs = 500): Progr
       const d = frame.data;
       s = {
         ...s, status: d.status, progress: raise(s.progress, d.progress), currentStage: d.current_stage,
-        estimatedRemaining: d.estimated_remaining ?? null,
+        estimatedRemaining: d.estimated_remaining ?? null, jobId: d.job_id ?? s.jobId,
+        queuePosition: d.status === QUEUED ? d.queue_position ?? null : null,
         stages: isStage(d.status) && s.stages[d.status].outcome !== 'running' ? enter(s.stages, d.status, at) : s.stages,
       };
       break;
@@ -178,7 +187,7 @@ export function reduce(state: ProgressState, frame: Frame, maxLogs = 500): Progr
     case 'stage_change': {
       const d = frame.data;
       const takenOver = s.takenOver || (isStage(d.current_stage) && d.previous_stage === d.current_stage);
-      s = { ...s, status: d.current_stage, progress: raise(s.progress, d.progress), currentStage: null, takenOver, stages: isStage(d.current_stage) ? enter(s.stages, d.current_stage, at) : s.stages };
+      s = { ...s, status: d.current_stage, progress: raise(s.progress, d.progress), currentStage: null, takenOver, queuePosition: null, stages: isStage(d.current_stage) ? enter(s.stages, d.current_stage, at) : s.stages };
       break;
     }
     case 'log': {
@@ -212,6 +221,11 @@ export function reduce(state: ProgressState, frame: Frame, maxLogs = 500): Progr
         youtubeUrl: link(d.youtube_url), error: ok ? null : s.error,
       };
       break;
+    }
+    case 'broker_status': {
+      // About the hub, not the run: no position, no update time.
+      const broker = frame.data.available === false ? 'down' : 'up';
+      return broker === s.broker ? s : { ...s, broker };
     }
     default:
       return s;

@@ -138,3 +138,44 @@ test('a run taken over by another worker is marked: its stage_change goes on fro
   s = fold([{ event: 'complete', data: { status: 'COMPLETED', youtube_url: 'https://y' } }, stage('SCRIPT_GENERATING', 0)], s);
   assert.equal(s.takenOver, false, 'a new run starts unmarked');
 });
+
+// Issue 23 (runs): accepting a job starts a new run: QUEUED with its job and place.
+test('QUEUED starts a new run with its job id and queue position; its first stage goes on from there', () => {
+  let s = fold([stage('RENDERING', 60), log('a:1', 'old run'), { event: 'complete', id: 'a:2', data: { status: 'COMPLETED', youtube_url: 'https://y/old' } }]);
+  const queued = (job_id, queue_position, id) => ({ event: 'progress_update', id, data: { status: 'QUEUED', progress: 0, current_stage: 'queued', job_id, queue_position } });
+  s = fold([queued('j2', 2, 'a:3')], s);
+  assert.equal(s.status, 'QUEUED');
+  assert.equal(s.jobId, 'j2');
+  assert.equal(s.queuePosition, 2);
+  assert.equal(s.progress, 0);
+  assert.equal(s.youtubeUrl, null, 'not the last run\'s link');
+  assert.deepEqual(s.logs, []);
+  s = fold([log('a:4', 'waiting'), queued('j2', 1, 'a:5')], s);
+  assert.equal(s.queuePosition, 1, 'the same run moves up the queue');
+  assert.deepEqual(s.logs.map((l) => l.message), ['waiting'], 'and keeps its log');
+  s = fold([stage('SCRIPT_GENERATING', 2, 'INITIALIZED')], s);
+  assert.equal(s.status, 'SCRIPT_GENERATING');
+  assert.equal(s.queuePosition, null);
+  assert.equal(s.jobId, 'j2');
+  // A QUEUED of another job while a run goes on: a new run was accepted.
+  s = fold([queued('j3', 1)], s);
+  assert.equal(s.jobId, 'j3');
+  assert.equal(s.stages.SCRIPT_GENERATING.outcome, 'pending');
+  const snap = reduce(initialState('p'), { event: 'snapshot', data: { status: 'QUEUED', progress: 0, job_id: 'j4', queue_position: 3, last_event_id: 'b:1', recovered: true } });
+  assert.deepEqual([snap.status, snap.jobId, snap.queuePosition], ['QUEUED', 'j4', 3]);
+});
+
+test('broker_status: down and back up, whatever the run does; no position, no update time', () => {
+  let s = fold([stage('RENDERING', 60, null, '2025-10-19T10:00:00Z')]);
+  assert.equal(s.broker, 'up');
+  s = fold([{ event: 'broker_status', data: { available: false, timestamp: '2025-10-19T11:00:00Z' } }], s);
+  assert.equal(s.broker, 'down');
+  assert.equal(s.updatedAt, '2025-10-19T10:00:00Z');
+  s = fold([{ event: 'complete', data: { status: 'COMPLETED' } }, stage('SCRIPT_GENERATING', 1)], s);
+  assert.equal(s.broker, 'down', 'a new run does not say the broker is back');
+  const same = s;
+  s = fold([{ event: 'broker_status', data: { available: false, timestamp: 't' } }], s);
+  assert.equal(s, same, 'nothing changed');
+  s = fold([{ event: 'broker_status', data: { available: true, timestamp: 't' } }], s);
+  assert.equal(s.broker, 'up');
+});
