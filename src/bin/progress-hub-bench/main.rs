@@ -13,6 +13,9 @@
 //!   baseline every scenario is run against in the same minute (`floor.rs`).
 //! - `storm`: starts a hub, connects C clients, restarts the hub and measures every
 //!   client's resume (`storm.rs`).
+//! - `soak`: one hub under steady load for an hour (publishing, watchers, churn,
+//!   reconnect storms, Redis restarts), its RSS, descriptors, threads and Redis memory
+//!   sampled into a CSV (`soak.rs`).
 //!
 //! Events are published with a plain Redis `PUBLISH progress:{id}` (so the same run
 //! works against the original Python design) or, with `--publish http`, through the
@@ -41,6 +44,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 mod floor;
+mod soak;
 mod storm;
 
 #[derive(Parser)]
@@ -67,6 +71,8 @@ enum Scenario {
     Floor(floor::FloorArgs),
     /// The reconnect storm: restart a hub under C clients; every client resumes.
     Storm(storm::StormArgs),
+    /// The soak: an hour of steady load on one hub, its resources sampled.
+    Soak(soak::SoakArgs),
 }
 
 #[derive(Args, Clone)]
@@ -575,5 +581,6 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Churn(churn) => run_churn(churn).await,
         Scenario::Floor(args) => floor::run(args).await,
         Scenario::Storm(args) => storm::run(args).await,
+        Scenario::Soak(args) => soak::run(args).await,
     }
 }

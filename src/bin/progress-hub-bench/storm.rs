@@ -91,29 +91,49 @@ pub struct StormArgs {
 }
 
 /// What every client task shares with the run.
-struct Shared {
+pub(crate) struct Shared {
     url: String,
     addr: SocketAddr,
     sources: u8,
     /// The restart was sent: a `connected` from now on is a resume.
-    restarted: AtomicBool,
-    greeted: AtomicUsize,
-    resumed: AtomicUsize,
-    received: AtomicU64,
+    pub(crate) restarted: AtomicBool,
+    pub(crate) greeted: AtomicUsize,
+    pub(crate) resumed: AtomicUsize,
+    pub(crate) received: AtomicU64,
     progress: Notify,
+    /// Bumped to make every client drop its connection at once and resume (the soak's
+    /// reconnect storm without a hub restart); the storm itself never sends.
+    pub(crate) drops: tokio::sync::watch::Sender<u64>,
+}
+
+impl Shared {
+    /// Clients of the hub listening on `port`, from `sources` loopback addresses.
+    pub(crate) fn new(port: u16, sources: u8) -> Self {
+        Self {
+            url: format!("ws://127.0.0.1:{port}"),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            sources,
+            restarted: AtomicBool::new(false),
+            greeted: AtomicUsize::new(0),
+            resumed: AtomicUsize::new(0),
+            received: AtomicU64::new(0),
+            progress: Notify::new(),
+            drops: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 /// What one client saw, handed back when it stops.
 #[derive(Default)]
-struct Report {
+pub(crate) struct Report {
     project: usize,
     /// How many times each `seq` of its project arrived.
     counts: Vec<u8>,
     resumed_at: Option<Instant>,
-    unrecovered: u32,
+    pub(crate) unrecovered: u32,
     closes_1012: u32,
-    reconnects: u32,
-    failed_attempts: u32,
+    pub(crate) reconnects: u32,
+    pub(crate) failed_attempts: u32,
     last_id: Option<String>,
     connections: u32,
 }
@@ -125,13 +145,13 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 /// The JS client's delay after close 1012 (restart): prompt, spread over a second.
-fn after_restart() -> Duration {
+pub(crate) fn after_restart() -> Duration {
     Duration::from_secs_f64(rand::rng().random::<f64>())
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
 
-async fn connect(
+pub(crate) async fn connect(
     shared: &Shared,
     project: &str,
     n: usize,
@@ -159,10 +179,12 @@ async fn connect(
 enum End {
     Stop,
     Closed(Option<u16>),
+    /// Told to drop the connection (`Shared::drops`).
+    Dropped,
 }
 
 /// The `"id":"..."` of a frame, if it has one.
-fn event_id(text: &str) -> Option<&str> {
+pub(crate) fn event_id(text: &str) -> Option<&str> {
     let start = text.find(r#""id":""#)? + 6;
     let len = text[start..].find('"')?;
     Some(&text[start..start + len])
@@ -175,10 +197,12 @@ async fn session(
     shared: &Shared,
     stop: &CancellationToken,
 ) -> End {
+    let mut drops = shared.drops.subscribe();
     loop {
         let message = tokio::select! {
             biased;
             () = stop.cancelled() => return End::Stop,
+            _ = drops.changed() => return End::Dropped,
             message = ws.next() => message,
         };
         let text = match message {
@@ -225,7 +249,7 @@ async fn session(
 }
 
 /// One client's life: the first connection, then reconnect and resume until stopped.
-async fn client(
+pub(crate) async fn client(
     n: usize,
     (index, project): (usize, String),
     first: Ws,
@@ -254,6 +278,8 @@ async fn client(
                         report.closes_1012 += 1;
                         after_restart()
                     }
+                    // Everyone at once, as after a network blip: the same spread.
+                    End::Dropped => after_restart(),
                     End::Closed(_) => backoff(attempt),
                 }
             }
@@ -274,22 +300,66 @@ async fn client(
     }
 }
 
+/// Every client's events against what was published on its project: each accepted
+/// `seq` exactly once, none whose publish failed.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct Delivery {
+    pub(crate) received: u64,
+    pub(crate) lost: u64,
+    pub(crate) duplicates: u64,
+    pub(crate) unexpected: u64,
+}
+
+impl Delivery {
+    pub(crate) fn add(&mut self, report: &Report, logs: &[Arc<Published>]) {
+        let log = logs[report.project].ok.lock();
+        for (seq, ok) in log.iter().enumerate() {
+            let got = u64::from(report.counts.get(seq).copied().unwrap_or(0));
+            self.received += got;
+            match (ok, got) {
+                (true, 0) => self.lost += 1,
+                (true, n) => self.duplicates += n - 1,
+                (false, n) => self.unexpected += n,
+            }
+        }
+        let beyond: u64 = report
+            .counts
+            .iter()
+            .skip(log.len())
+            .map(|&c| u64::from(c))
+            .sum();
+        self.received += beyond;
+        self.unexpected += beyond;
+    }
+}
+
 /// What was published on one project: `ok[seq]` when its POST was accepted.
 #[derive(Default)]
-struct Published {
+pub(crate) struct Published {
     ok: Mutex<Vec<bool>>,
 }
 
-async fn publisher(
+impl Published {
+    /// How many publishes were accepted.
+    pub(crate) fn accepted(&self) -> u64 {
+        self.ok.lock().iter().filter(|ok| **ok).count() as u64
+    }
+
+    /// How many publishes failed (e.g. 503 while Redis restarts).
+    pub(crate) fn failed(&self) -> u64 {
+        self.ok.lock().iter().filter(|ok| !**ok).count() as u64
+    }
+}
+
+pub(crate) async fn publisher(
     http: reqwest::Client,
     url: String,
-    rate: u64,
+    interval: Duration,
     offset: Duration,
     log: Arc<Published>,
     total: Arc<AtomicU64>,
     stop: CancellationToken,
 ) {
-    let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
     let start = tokio::time::Instant::now() + offset;
     for seq in 0u32.. {
         tokio::select! {
@@ -314,27 +384,34 @@ async fn publisher(
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
-fn spawn_hub(bin: &PathBuf, port: u16, args: &StormArgs, log: bool) -> anyhow::Result<Child> {
-    let stderr = match (&args.hub_log, log) {
-        (Some(path), true) => Stdio::from(
+/// A hub in Redis mode on `port` (no worker), its log appended to `log` if given.
+pub(crate) fn spawn_hub(
+    bin: &PathBuf,
+    port: u16,
+    redis_url: &str,
+    hub_args: &[String],
+    log: Option<&PathBuf>,
+) -> anyhow::Result<Child> {
+    let stderr = match log {
+        Some(path) => Stdio::from(
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(path)
                 .with_context(|| format!("cannot open {}", path.display()))?,
         ),
-        _ => Stdio::null(),
+        None => Stdio::null(),
     };
     Command::new(bin)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--redis-url", &args.redis_url, "--no-worker"])
-        .args(&args.hub_args)
+        .args(["--redis-url", redis_url, "--no-worker"])
+        .args(hub_args)
         .env_remove("REDIS_URL")
         .env_remove("HUB_LISTEN")
         .stdin(Stdio::null())
@@ -346,7 +423,11 @@ fn spawn_hub(bin: &PathBuf, port: u16, args: &StormArgs, log: bool) -> anyhow::R
 }
 
 /// Polls the port every 2 ms until it accepts; returns when it first did.
-async fn listening(port: u16, child: &mut Child, patience: Duration) -> anyhow::Result<Instant> {
+pub(crate) async fn listening(
+    port: u16,
+    child: &mut Child,
+    patience: Duration,
+) -> anyhow::Result<Instant> {
     let deadline = Instant::now() + patience;
     loop {
         if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
@@ -362,7 +443,7 @@ async fn listening(port: u16, child: &mut Child, patience: Duration) -> anyhow::
     }
 }
 
-fn sigterm(child: &Child) -> anyhow::Result<()> {
+pub(crate) fn sigterm(child: &Child) -> anyhow::Result<()> {
     let pid = child.id().context("the hub has already exited")?;
     let status = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
@@ -419,37 +500,34 @@ fn delta(a: &RedisStats, b: &RedisStats) -> HashMap<String, f64> {
         .collect()
 }
 
-pub async fn run(args: StormArgs) -> anyhow::Result<()> {
-    let bin = match &args.hub_bin {
-        Some(bin) => bin.clone(),
-        None => std::env::current_exe()?
+/// The hub binary: the one given, or `progress-hub` beside this tool.
+pub(crate) fn hub_bin(given: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
+    match given {
+        Some(bin) => Ok(bin.clone()),
+        None => Ok(std::env::current_exe()?
             .parent()
             .context("the tool's directory")?
-            .join("progress-hub"),
-    };
+            .join("progress-hub")),
+    }
+}
+
+pub async fn run(args: StormArgs) -> anyhow::Result<()> {
+    let bin = hub_bin(args.hub_bin.as_ref())?;
     let projects = args.projects.max(1);
     let redis_client = redis::Client::open(args.redis_url.as_str())?;
     let mut stats_conn = redis_client.get_multiplexed_async_connection().await?;
     let patience = Duration::from_secs(args.patience);
 
     let (publisher_port, port) = (free_port()?, free_port()?);
-    let mut publisher_hub = spawn_hub(&bin, publisher_port, &args, false)?;
-    let mut hub = spawn_hub(&bin, port, &args, true)?;
+    let (redis_url, hub_args, log) = (&args.redis_url, &args.hub_args, args.hub_log.as_ref());
+    let mut publisher_hub = spawn_hub(&bin, publisher_port, redis_url, hub_args, None)?;
+    let mut hub = spawn_hub(&bin, port, redis_url, hub_args, log)?;
     listening(publisher_port, &mut publisher_hub, patience).await?;
     listening(port, &mut hub, patience).await?;
 
     let run = now_us() % 1_000_000;
     let name = |p: usize| format!("storm-{run}-{p}");
-    let shared = Arc::new(Shared {
-        url: format!("ws://127.0.0.1:{port}"),
-        addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        sources: args.sources,
-        restarted: AtomicBool::new(false),
-        greeted: AtomicUsize::new(0),
-        resumed: AtomicUsize::new(0),
-        received: AtomicU64::new(0),
-        progress: Notify::new(),
-    });
+    let shared = Arc::new(Shared::new(port, args.sources));
     let connect_start = Instant::now();
     let conns = futures_util::stream::iter((0..args.clients).map(|n| {
         let shared = Arc::clone(&shared);
@@ -510,7 +588,7 @@ pub async fn run(args: StormArgs) -> anyhow::Result<()> {
                     "http://127.0.0.1:{publisher_port}/api/v1/projects/{}/events",
                     name(p)
                 ),
-                args.rate,
+                Duration::from_secs_f64(interval),
                 Duration::from_secs_f64(interval * p as f64 / projects as f64),
                 Arc::clone(log),
                 Arc::clone(&published_total),
@@ -534,7 +612,7 @@ pub async fn run(args: StormArgs) -> anyhow::Result<()> {
         .await
         .context("the hub did not exit after SIGTERM")??;
     let exited = Instant::now();
-    let mut hub = spawn_hub(&bin, port, &args, true)?;
+    let mut hub = spawn_hub(&bin, port, redis_url, hub_args, log)?;
     let mut perf = match (&args.perf, hub.id()) {
         (Some(out), Some(pid)) => Some(
             Command::new("perf")
@@ -581,7 +659,7 @@ pub async fn run(args: StormArgs) -> anyhow::Result<()> {
         .iter()
         .enumerate()
         .map(|(p, log)| {
-            let ok = log.ok.lock().iter().filter(|ok| **ok).count() as u64;
+            let ok = log.accepted();
             let watchers = (0..connected).filter(|n| n % projects == p).count() as u64;
             ok * watchers
         })
@@ -603,33 +681,12 @@ pub async fn run(args: StormArgs) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(patience, publisher_hub.wait()).await;
 
     // Exactly once, per client.
-    let (mut lost, mut duplicates, mut unexpected, mut received) = (0u64, 0u64, 0u64, 0u64);
+    let mut delivery = Delivery::default();
     let mut resume_ms = latency_histogram()?;
     let mut last_resumed = None::<Instant>;
     let (mut unrecovered, mut closes_1012, mut reconnects, mut failed_attempts) = (0, 0, 0, 0);
     for r in &reports {
-        let log = logs[r.project].ok.lock();
-        for (seq, ok) in log.iter().enumerate() {
-            let got = u64::from(r.counts.get(seq).copied().unwrap_or(0));
-            received += got;
-            match (ok, got) {
-                (true, 0) => lost += 1,
-                (true, n) => duplicates += n - 1,
-                (false, n) => unexpected += n,
-            }
-        }
-        received += r
-            .counts
-            .iter()
-            .skip(log.len())
-            .map(|&c| u64::from(c))
-            .sum::<u64>();
-        unexpected += r
-            .counts
-            .iter()
-            .skip(log.len())
-            .map(|&c| u64::from(c))
-            .sum::<u64>();
+        delivery.add(r, &logs);
         if let Some(at) = r.resumed_at {
             let ms = at.saturating_duration_since(first_accept).as_micros() as u64;
             let _ = resume_ms.record(ms.max(1));
@@ -640,6 +697,12 @@ pub async fn run(args: StormArgs) -> anyhow::Result<()> {
         reconnects += r.reconnects;
         failed_attempts += r.failed_attempts;
     }
+    let Delivery {
+        received,
+        lost,
+        duplicates,
+        unexpected,
+    } = delivery;
     let resumed = reports.iter().filter(|r| r.resumed_at.is_some()).count();
     let storm_s = last_resumed
         .map(|at| at.saturating_duration_since(first_accept).as_secs_f64())
@@ -738,7 +801,7 @@ pub async fn run(args: StormArgs) -> anyhow::Result<()> {
 }
 
 /// Waits until `done` holds (woken by the clients' progress), at most `patience`.
-async fn wait_for(
+pub(crate) async fn wait_for(
     shared: &Shared,
     done: impl Fn(&Shared) -> bool,
     patience: Duration,
