@@ -25,6 +25,7 @@ mod publishing;
 mod pubsub_probe;
 mod redis_outages;
 mod resume;
+mod runs;
 mod sentinel;
 mod slow_consumer;
 mod watch;

@@ -194,6 +194,9 @@ pub struct PublishArgs<'a> {
     pub claim: String,
     /// Bytes of history kept (appended last: publishers that predate it still work).
     pub max_bytes: usize,
+    /// A `QUEUED` update's job and place in the queue (`''`: none).
+    pub queued_job: &'a str,
+    pub queue_position: String,
 }
 
 impl PublishArgs<'_> {
@@ -226,7 +229,9 @@ impl PublishArgs<'_> {
             .arg(self.job_id)
             .arg(self.publish_command)
             .arg(&self.claim)
-            .arg(self.max_bytes);
+            .arg(self.max_bytes)
+            .arg(self.queued_job)
+            .arg(&self.queue_position);
         call
     }
 }

@@ -160,6 +160,8 @@ impl Broker for RedisBroker {
             publish_command: self.target.publish_command(),
             claim: job.map(|j| j.token.to_string()).unwrap_or_default(),
             max_bytes: self.history.max_bytes,
+            queued_job: s.job_id.as_deref().unwrap_or_default(),
+            queue_position: s.queue_position.map(|p| p.to_string()).unwrap_or_default(),
         };
         let mut conn = self.commands.clone();
         let id: String = args
