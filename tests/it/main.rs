@@ -21,6 +21,7 @@ mod hostile_input;
 mod jobs;
 mod lifecycle;
 mod limits;
+mod lost_writes;
 mod publishing;
 mod pubsub_probe;
 mod redis_outages;

@@ -56,6 +56,27 @@ if not epoch or redis.call('EXISTS', history) == 0 then
   redis.call('HSET', state, 'epoch', epoch, 'seq', 0, 'progress', 0)
 end
 
+-- Lost writes (issue 23 §2). KEYS[4], when given (one node), is the node's era
+-- (`progress:era`, see broker/redis/era.rs): the run_id of the Redis incarnation the
+-- hubs last found running. A history written under another era may lack writes whose
+-- ids were handed out (a restart from an older save): it is begun anew in a new epoch,
+-- keeping the state's facts and fences, so no id repeats within an epoch and a resume
+-- from before is `recovered: false`. A state with no era yet (new, or written by a
+-- publisher that does not pass the key) takes the current one. Reads: the era and the
+-- state's era (and its seq, once per new era).
+if KEYS[4] then
+  local era = redis.call('GET', KEYS[4])
+  local seen = redis.call('HGET', state, 'era')
+  if era and seen ~= era then
+    if seen and redis.call('HGET', state, 'seq') ~= '0' then
+      epoch = new_epoch
+      redis.call('DEL', history)
+      redis.call('HSET', state, 'epoch', epoch, 'seq', 0, 'bytes', 0)
+    end
+    redis.call('HSET', state, 'era', era)
+  end
+end
+
 if job ~= '' and claim then
   -- ended_job outlives the next run's reset (job_id does not): a stalled worker of the
   -- previous job stays refused after a new job has started.
