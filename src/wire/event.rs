@@ -510,6 +510,14 @@ mod tests {
                 r#"{"event":"complete","data":{"status":"COMPLETED","youtube_url":"javascript:alert(1)"}}"#,
                 "data.youtube_url",
             ),
+            (
+                r#"{"event":"progress_update","data":{"status":"RENDERING","progress":1,"current_stage":"x","job_id":"j"}}"#,
+                "data.job_id",
+            ),
+            (
+                r#"{"event":"progress_update","data":{"status":"RENDERING","progress":1,"current_stage":"x","queue_position":2}}"#,
+                "data.queue_position",
+            ),
             (r#"{"event":"explode","data":{}}"#, "event"),
             (r#"[1,2]"#, "body"),
             (r#"{"event":"log""#, "body"),
@@ -538,6 +546,7 @@ mod tests {
             r#"{"event":"log","data":{"level":"INFO","message":"m"}}"#,
             r#"{"event":"error","data":{"error_code":"RENDER_ERROR","message":"m","stage":"RENDERING"}}"#,
             r#"{"event":"complete","data":{"status":"FAILED"}}"#,
+            r#"{"event":"progress_update","data":{"status":"QUEUED","progress":0,"current_stage":"x","job_id":"j","queue_position":2}}"#,
         ] {
             let event = parse(json).unwrap();
             let tagged = serde_json::to_value(&event).unwrap();

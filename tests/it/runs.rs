@@ -128,3 +128,38 @@ async fn watch_follows_a_queued_run_to_its_own_complete() {
         "https://youtube.com/watch?v=old"
     );
 }
+
+on_both_brokers!(a_queued_update_never_resets_a_run_under_way);
+
+// The job's worker may publish before the hub's QUEUED update lands (it took the job at
+// once): that update is refused, and the run under way keeps its state.
+async fn a_queued_update_never_resets_a_run_under_way(backend: Backend) {
+    use progress_hub::broker::{BrokerError, JobClaim};
+    use progress_hub::publish::PublishError;
+    use progress_hub::wire::Event;
+
+    let hub = hub_without_worker(backend).await;
+    let project = support::project("quick");
+    let worker = hub.publisher().for_claim(JobClaim {
+        job_id: "job-quick".into(),
+        token: 1,
+    });
+    let stage: Event = serde_json::from_value(json!({"event": "stage_change", "data": {
+        "previous_stage": "INITIALIZED", "current_stage": "SCRIPT_GENERATING", "progress": 5
+    }}))
+    .unwrap();
+    worker.publish(&project, stage).await.unwrap();
+    let queued: Event = serde_json::from_value(json!({"event": "progress_update", "data": {
+        "status": "QUEUED", "progress": 0, "current_stage": "queued",
+        "job_id": "job-quick", "queue_position": 1
+    }}))
+    .unwrap();
+    let refused = hub.publisher().publish(&project, queued).await;
+    assert!(
+        matches!(refused, Err(PublishError::Broker(BrokerError::Stale(_)))),
+        "{refused:?}"
+    );
+    let state = state_of(&hub, "quick").await;
+    assert_eq!(state["status"], "SCRIPT_GENERATING", "{state}");
+    assert_eq!(state["progress"], 5, "{state}");
+}
