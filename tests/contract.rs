@@ -3,8 +3,11 @@
 //! locales, `contract/state-labels.json` the texts an event writes into a project's
 //! state (stage labels, the `complete` texts), read through the publish path itself, and
 //! `contract/publisher-defaults.json` the publisher's defaults (history length, key
-//! lifetimes, coalescing window). The Python SDK packages these files; this test fails
-//! when they drift from the code.
+//! lifetimes, coalescing window), and `contract/event-values.json` the closed sets an
+//! event's fields take (stages, previous stages, log levels, `complete` statuses), read
+//! from the JSON Schema of the wire types. The Python SDK packages these files (its
+//! validation, docstrings and docs/PYTHON.md come from them); this test fails when they
+//! drift from the code.
 //! `UPDATE_CONTRACT=1 cargo test --test contract` rewrites them.
 
 use progress_hub::broker::HistoryConfig;
@@ -85,6 +88,32 @@ fn publisher_defaults() -> Value {
     })
 }
 
+/// The values of the wire enum `name`, in declaration order, as its JSON Schema lists
+/// them (`enum`, or a `oneOf` of `const`s when its variants carry doc comments).
+fn enum_values(schema: &Value, name: &str) -> Value {
+    let definition = &schema["$defs"][name];
+    if let Some(values) = definition.get("enum") {
+        return values.clone();
+    }
+    let consts: Vec<Value> = definition["oneOf"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{name} is not an enum in the schema: {definition}"))
+        .iter()
+        .map(|variant| variant["const"].clone())
+        .collect();
+    Value::Array(consts)
+}
+
+fn event_values() -> Value {
+    let schema = progress_hub::wire::schema::events_schema();
+    json!({
+        "stages": enum_values(&schema, "Stage"),
+        "previous_stages": enum_values(&schema, "PreviousStage"),
+        "log_levels": enum_values(&schema, "LogLevel"),
+        "complete_statuses": enum_values(&schema, "CompleteStatus"),
+    })
+}
+
 fn check(file: &str, rendered: &Value) {
     let path = format!("{}/contract/{file}", env!("CARGO_MANIFEST_DIR"));
     let text = serde_json::to_string_pretty(rendered).unwrap_or_default() + "\n";
@@ -117,4 +146,12 @@ fn state_labels_json_is_what_events_write() {
 #[test]
 fn publisher_defaults_json_is_the_defaults() {
     check("publisher-defaults.json", &publisher_defaults());
+}
+
+#[test]
+fn event_values_json_is_the_wire_enums() {
+    let values = event_values();
+    let stages: Vec<Value> = Stage::ALL.iter().map(|s| json!(s.as_str())).collect();
+    assert_eq!(values["stages"], Value::Array(stages));
+    check("event-values.json", &values);
 }
