@@ -98,11 +98,15 @@ def test_every_public_name_is_exported_and_documented() -> None:
     for module in (progress_hub, progress_hub.aio):
         for name in module.__all__:
             assert inspect.getdoc(getattr(module, name)), f"{module.__name__}.{name} has no doc"
+    methods = [m for m in vars(progress_hub.ProgressService) if m.startswith("publish_")]
+    assert len(methods) == 5
+    for service in (progress_hub.ProgressService, progress_hub.aio.ProgressService):
+        for method in methods:
+            doc = inspect.getdoc(getattr(service, method)) or ""
+            assert "Raises:" in doc and "PublishUnavailable" in doc, f"{method} names no exception"
     for raising in (
         progress_hub.configure,
         progress_hub.mint_token,
-        progress_hub.ProgressService,
-        progress_hub.aio.ProgressService,
         progress_hub.Config,
     ):
         assert "Raises" in (inspect.getdoc(raising) or ""), f"{raising} names no exception"
