@@ -4,9 +4,10 @@
 //! state (stage labels, the `complete` texts), read through the publish path itself, and
 //! `contract/publisher-defaults.json` the publisher's defaults (history length, key
 //! lifetimes, coalescing window), `contract/wire-values.json` the closed sets of values
-//! frames carry (stages in their order, final statuses, log levels), read from the JSON
-//! Schema of the types that write them. The Python SDK packages these files and the
-//! TypeScript client generates its closed types from them; this test fails when they
+//! frames carry (stages in their order, previous stages, `complete` statuses, log levels,
+//! the queued status), read from the JSON Schema of the wire types. The Python SDK
+//! packages these files (its validation, docstrings and docs/PYTHON.md come from them)
+//! and the TypeScript client generates its closed types from them; this test fails when they
 //! drift from the code.
 //! `UPDATE_CONTRACT=1 cargo test --test contract` rewrites them.
 
@@ -15,9 +16,8 @@ use progress_hub::catalog::ErrorCode;
 use progress_hub::config::DEFAULT_COALESCE_WINDOW;
 use progress_hub::locale::Locale;
 use progress_hub::publish::prepare::prepare;
-use progress_hub::wire::event::{CompleteStatus, LogLevel};
+use progress_hub::wire::event::ProgressStatus;
 use progress_hub::wire::{Event, ProjectId, Stage};
-use schemars::JsonSchema;
 use serde_json::{Map, Value, json};
 
 const LOCALES: [(&str, Locale); 2] = [("zh-TW", Locale::ZhTw), ("en", Locale::En)];
@@ -90,41 +90,31 @@ fn publisher_defaults() -> Value {
     })
 }
 
-/// The values of a unit-variant enum in declaration order, as its JSON Schema lists them
-/// (an `enum` array, or a `oneOf` of them and `const`s when variants carry docs).
-fn values_of<T: JsonSchema>() -> Vec<Value> {
-    fn collect(schema: &Value, out: &mut Vec<Value>) {
-        if let Some(value) = schema.get("const") {
-            out.push(value.clone());
-        }
-        for key in ["enum", "oneOf"] {
-            for item in schema
-                .get(key)
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if key == "enum" {
-                    out.push(item.clone());
-                } else {
-                    collect(item, out);
-                }
-            }
-        }
+/// The values of the wire enum `name`, in declaration order, as its JSON Schema lists
+/// them (`enum`, or a `oneOf` of `const`s when its variants carry doc comments).
+fn enum_values(schema: &Value, name: &str) -> Value {
+    let definition = &schema["$defs"][name];
+    if let Some(values) = definition.get("enum") {
+        return values.clone();
     }
-    let schema = serde_json::to_value(schemars::schema_for!(T)).unwrap_or(Value::Null);
-    let mut out = Vec::new();
-    collect(&schema, &mut out);
-    out
+    let consts: Vec<Value> = definition["oneOf"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{name} is not an enum in the schema: {definition}"))
+        .iter()
+        .map(|variant| variant["const"].clone())
+        .collect();
+    Value::Array(consts)
 }
 
 fn wire_values() -> Value {
+    let schema = progress_hub::wire::schema::events_schema();
     json!({
-        "stages": values_of::<Stage>(),
-        "final_statuses": values_of::<CompleteStatus>(),
+        "stages": enum_values(&schema, "Stage"),
+        "previous_stages": enum_values(&schema, "PreviousStage"),
+        "log_levels": enum_values(&schema, "LogLevel"),
+        "complete_statuses": enum_values(&schema, "CompleteStatus"),
         // A run accepted and waiting for a worker (issue 23: a new run is a new run).
-        "queued_status": "QUEUED",
-        "log_levels": values_of::<LogLevel>(),
+        "queued_status": ProgressStatus::Queued.as_str(),
     })
 }
 
@@ -169,3 +159,4 @@ fn wire_values_json_is_the_wire_enums() {
 fn publisher_defaults_json_is_the_defaults() {
     check("publisher-defaults.json", &publisher_defaults());
 }
+

@@ -30,7 +30,7 @@ export function renderContract() {
 /** The stages of a generation job, in order. */
 export const STAGES = ${list(wire.stages)} as const;
 /** The statuses a run ends with (\`complete\`). */
-export const FINAL_STATUSES = ${list(wire.final_statuses)} as const;
+export const FINAL_STATUSES = ${list(wire.complete_statuses)} as const;
 /** A run accepted and waiting for a worker: a new run, not an end. */
 export const QUEUED = ${JSON.stringify(wire.queued_status)};
 export const LOG_LEVELS = ${list(wire.log_levels)} as const;

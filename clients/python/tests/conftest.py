@@ -331,7 +331,8 @@ def _answers(node: redis.Redis) -> bool:
         return False
 
 
-def start_hub(redis_url: str) -> Hub:
+def start_hub(redis_url: str, *extra: str) -> Hub:
+    """The hub binary on port 0 (`extra`: more `serve` options, e.g. `--auth-secret`)."""
     if not HUB_BIN.exists():
         pytest.fail(f"no hub binary at {HUB_BIN}: run `cargo build` (or set HUB_BIN)")
     proc = subprocess.Popen(
@@ -343,6 +344,7 @@ def start_hub(redis_url: str) -> Hub:
             "--no-worker",
             "--listen",
             "127.0.0.1:0",
+            *extra,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

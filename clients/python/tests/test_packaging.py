@@ -45,12 +45,9 @@ def assert_carries_the_contract(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         assert "progress_hub/py.typed" in names
-        for packaged, source in [
-            ("progress_hub/contract/publish.lua", "src/broker/redis/publish.lua"),
-            ("progress_hub/contract/error-catalog.json", "contract/error-catalog.json"),
-            ("progress_hub/contract/state-labels.json", "contract/state-labels.json"),
-            ("progress_hub/contract/publisher-defaults.json", "contract/publisher-defaults.json"),
-        ]:
+        assert len(_contract.REPO_FILES) == 5
+        for name, source in _contract.REPO_FILES.items():
+            packaged = f"progress_hub/contract/{name}"
             assert archive.read(packaged) == (REPO / source).read_bytes(), (
                 f"{packaged} differs from {source}"
             )

@@ -10,6 +10,7 @@ from ._service_sync import ProgressService
 from ._sync import configure, flush
 from .config import Config
 from .errors import InvalidConfig, PublishError, PublishRefused, PublishUnavailable, StaleClaim
+from .token import mint_token
 
 __all__ = [
     "Config",
@@ -22,5 +23,6 @@ __all__ = [
     "StaleClaim",
     "configure",
     "flush",
+    "mint_token",
 ]
 __version__ = "0.1.0"

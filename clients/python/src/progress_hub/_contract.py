@@ -1,7 +1,8 @@
 """The contract this package shares with the hub, read from the files the hub's
 repository keeps: the publish script (`src/broker/redis/publish.lua`, the one atomic step
-every publisher runs), the error catalog and the texts an event writes into a
-project's state and the publisher's defaults (`contract/*.json`, rendered from the
+every publisher runs), the error catalog, the texts an event writes into a
+project's state, the publisher's defaults and the closed sets of an event's fields
+(stages, levels, statuses) (`contract/*.json`, rendered from the
 Rust code by `tests/contract.rs`). The sdist and the wheel carry copies made at build
 time (`hatch_build.py`, which reads `REPO_FILES`); an editable install from a checkout
 reads the repository's own files.
@@ -21,6 +22,7 @@ REPO_FILES = {
     "error-catalog.json": "contract/error-catalog.json",
     "state-labels.json": "contract/state-labels.json",
     "publisher-defaults.json": "contract/publisher-defaults.json",
+    "wire-values.json": "contract/wire-values.json",
 }
 
 
@@ -58,3 +60,16 @@ def state_labels() -> dict[str, Any]:
 def publisher_defaults() -> dict[str, int]:
     defaults: dict[str, int] = json.loads(read_text("publisher-defaults.json"))
     return defaults
+
+
+@cache
+def wire_values() -> dict[str, tuple[str, ...]]:
+    """The closed sets of the wire's fields: `stages` (in pipeline order),
+    `previous_stages`, `log_levels`, `complete_statuses` (the file's single values,
+    such as `queued_status`, are left out)."""
+    values: dict[str, object] = json.loads(read_text("wire-values.json"))
+    return {
+        name: tuple(str(item) for item in listed)
+        for name, listed in values.items()
+        if isinstance(listed, list)
+    }

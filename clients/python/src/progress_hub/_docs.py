@@ -9,6 +9,17 @@ from typing import Any
 
 from . import _contract, _event
 
+#: What every publish may raise (a method's docstring ends with it: `help()` shows it).
+_RAISES = """Raises:
+            progress_hub.InvalidEvent: an argument is not allowed (a ``ValueError``; ``.field``
+                names it); nothing was sent.
+            progress_hub.PublishUnavailable: Redis (or the hub, in HTTP mode) stayed out of
+                reach for the whole ``retry_for``.
+            progress_hub.StaleClaim: in a Celery ``ProgressTask`` run that a newer run of the
+                job superseded, or after the job completed.
+            progress_hub.PublishRefused: HTTP mode: the hub refused the event (401, 403, 422).
+            progress_hub.PublishError: any other refusal (the base of the three above)."""
+
 
 def allowed_values() -> dict[str, str]:
     """Each closed set, as a docstring shows it: `A`, `B`, `C`."""
@@ -25,6 +36,7 @@ def allowed_values() -> dict[str, str]:
         "max_stage_text": str(_event.MAX_STAGE_TEXT),
         "max_message": str(_event.MAX_MESSAGE),
         "max_url": str(_event.MAX_URL),
+        "raises": _RAISES,
     }
 
 

@@ -19,17 +19,13 @@ from typing import Any
 
 from . import _contract
 
-STAGES = (
-    "SCRIPT_GENERATING",
-    "ASSETS_GENERATING",
-    "RENDERING",
-    "THUMBNAIL_GENERATING",
-    "UPLOADING",
-)
+# The closed sets, as the hub's wire types define them (`contract/wire-values.json`).
+_VALUES = _contract.wire_values()
+STAGES = _VALUES["stages"]
 #: `INITIALIZED` is the state before the first stage: valid only as a previous stage.
-PREVIOUS_STAGES = ("INITIALIZED", *STAGES)
-LEVELS = ("INFO", "WARNING", "ERROR")
-COMPLETE_STATUSES = ("COMPLETED", "FAILED")
+PREVIOUS_STAGES = _VALUES["previous_stages"]
+LEVELS = _VALUES["log_levels"]
+COMPLETE_STATUSES = _VALUES["complete_statuses"]
 LOCALES = ("zh-TW", "en")
 
 # Limits on free text, as the hub's (`src/wire/event.rs`).

@@ -34,15 +34,7 @@ class ProgressService:
     ``progress_update`` held by coalescing (it goes out at the end of its 500 ms
     window, or sooner when another event follows).
 
-    Raises (every method):
-        progress_hub.InvalidEvent: an argument breaks the contract (a ``ValueError``;
-            ``.field`` names it, e.g. ``data.status``); nothing was sent.
-        progress_hub.PublishUnavailable: Redis (or the hub, in HTTP mode) stayed out of
-            reach for the whole ``retry_for`` budget.
-        progress_hub.StaleClaim: inside a Celery task run by ``ProgressTask``: a newer run
-            of the job took over, or the job already completed.
-        progress_hub.PublishRefused: HTTP mode: the hub refused the event (401, 403, 422).
-        progress_hub.PublishError: any other Redis refusal (the base of the three above).
+    Each method's docstring lists the values it allows and the exceptions it raises.
     """
 
     @staticmethod
@@ -61,6 +53,8 @@ class ProgressService:
             progress: percent, 0 to 100 (the hub never lets it go backwards in a run).
             current_stage: free text shown to watchers, at most {max_stage_text} characters.
             estimated_remaining: seconds left, ``>= 0``, or ``None`` (unknown).
+
+        {raises}
         """
         event = _event.progress_update(status, progress, current_stage, estimated_remaining)
         sent = _publish(project_id, event, status)
@@ -78,6 +72,8 @@ class ProgressService:
             previous_stage: one of {previous_stages}.
             current_stage: one of {stages}.
             progress: percent, 0 to 100.
+
+        {raises}
         """
         event = _event.stage_change(previous_stage, current_stage, progress)
         sent = _publish(project_id, event, current_stage)
@@ -92,6 +88,8 @@ class ProgressService:
             project_id: 1 to 64 of ``A-Z a-z 0-9 _ -``.
             level: one of {levels}.
             message: at most {max_message} characters.
+
+        {raises}
         """
         event = _event.log(level, message)
         sent = _publish(project_id, event, None)
@@ -118,6 +116,8 @@ class ProgressService:
             stage: the stage that failed: one of {stages}.
             retry_count: attempts so far, 0 to ``max_retries + 1``.
             max_retries: attempts allowed, ``>= 0``.
+
+        {raises}
         """
         locale = lifecycle.config().locale
         event = _event.error(error_code, error_message, stage, retry_count, max_retries, locale)
@@ -137,6 +137,8 @@ class ProgressService:
             project_id: 1 to 64 of ``A-Z a-z 0-9 _ -``.
             status: one of {complete_statuses}.
             youtube_url: an ``https://`` URL of at most {max_url} characters, or ``None``.
+
+        {raises}
         """
         event = _event.complete(status, youtube_url)
         sent = _publish(project_id, event, None)

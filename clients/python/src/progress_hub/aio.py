@@ -8,6 +8,10 @@ a synchronous connection; a loop closed without cancelling its tasks leaves it t
 next publish of the project, on any loop, which sends it first (and, failing that, to
 an exit hook). `await progress_hub.aio.flush()` before the loop ends sends it on the
 loop's own connection.
+
+A loop's publisher closes its connections on the loop: when the loop ends (`asyncio.run`
+closes the loop's async generators, and the publisher keeps one open for this), and
+when `progress_hub.configure` replaces it (in the background, on the loop).
 """
 
 from __future__ import annotations
