@@ -518,5 +518,28 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
         delivery.duplicates,
         delivery.unexpected,
     );
+    let result = [
+        "scenario=soak".to_string(),
+        format!("samples={}", args.duration / args.sample + 1),
+        format!("storms={storms}"),
+        format!("redis_restarts={restarts}"),
+        format!("published={}", published.load(Ordering::Relaxed)),
+        format!(
+            "publish_failed={}",
+            logs.iter().map(|log| log.failed()).sum::<u64>()
+        ),
+        format!("expected={expected}"),
+        format!("received={}", delivery.received),
+        format!("lost={}", delivery.lost),
+        format!("duplicates={}", delivery.duplicates),
+        format!("unexpected={}", delivery.unexpected),
+        format!("unrecovered={unrecovered}"),
+        format!("reconnects={reconnects}"),
+        format!("churn_cycles={}", churned.cycles.load(Ordering::Relaxed)),
+        format!("churn_failed={}", churned.failed.load(Ordering::Relaxed)),
+        format!("hub_rss_kib_first={}", cell(first_rss)),
+        format!("hub_rss_kib_last={}", cell(last_rss)),
+    ];
+    println!("RESULT {}", result.join(" "));
     Ok(())
 }
