@@ -351,6 +351,15 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
             stop.clone(),
         )));
     }
+    // Publishing starts once every watcher has its `connected` (the hub has subscribed
+    // it by then): an event published before would rightly not be theirs.
+    storm::wait_for(
+        &shared,
+        |s| s.greeted.load(Ordering::Relaxed) >= args.watchers,
+        Duration::from_secs(60),
+    )
+    .await
+    .context("not every watcher got its `connected`")?;
     // From now on a `connected` after the first is a resume.
     shared.restarted.store(true, Ordering::Relaxed);
 
@@ -518,6 +527,9 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
         delivery.duplicates,
         delivery.unexpected,
     );
+    for ((project, seq), clients) in delivery.missed.iter().take(20) {
+        println!("missed: project {project} seq {seq} by {clients} watchers");
+    }
     let result = [
         "scenario=soak".to_string(),
         format!("samples={}", args.duration / args.sample + 1),
