@@ -1,6 +1,6 @@
 //! Slow consumers: a client that stops reading is closed; everyone else gets everything.
 
-use crate::support::{self, Backend, PATIENCE, TestHub, WsClient};
+use crate::support::{self, Backend, TestHub, WsClient};
 
 /// A client that connects, reads `connected`, then never reads again.
 async fn stalled_client(url: &str) -> WsClient {
@@ -20,11 +20,7 @@ async fn slow_consumer_is_closed_and_others_get_everything() {
     let b = Backend::Redis;
     const EVENTS: usize = 20_000;
     const NORMAL: usize = 100;
-    let hub = TestHub::start_with(b, |c| {
-        c.queue_capacity = 256;
-        c.heartbeat_timeout = PATIENCE * 12; // these clients read, but do not answer pings
-    })
-    .await;
+    let hub = TestHub::start_with(b, |c| c.queue_capacity = 256).await;
     let url = hub.ws_url("burst");
     let mut slow = stalled_client(&url).await;
     let mut normal = Vec::new();
@@ -57,6 +53,10 @@ async fn slow_consumer_is_closed_and_others_get_everything() {
         while next < EVENTS {
             let text = c.next_text().await;
             if text.starts_with(r#"{"event":"ping""#) {
+                // Alive, as a real client says: the burst may outlast a heartbeat
+                // timeout on a busy machine (it used to be raised to 120 s instead,
+                // which the burst outlasted with the suite in parallel).
+                c.send_text(r#"{"event":"pong"}"#).await;
                 continue;
             }
             let at = frames[next..]
@@ -75,8 +75,13 @@ async fn slow_consumer_is_closed_and_others_get_everything() {
             next += at + 1;
         }
     }));
-    let (_, done) = tokio::join!(publishing, tokio::time::timeout(PATIENCE * 12, readers));
-    done.expect("normal clients kept up");
+    // No bound on the whole: the burst is ~70 CPU-seconds of work in a debug build (2
+    // million deliveries), so its wall-clock time measures the machine's load, not the
+    // hub (a 120 s bound failed with the suite in parallel beside two CPU burners, and
+    // alone on a busy machine). A stall is still caught: every read waits at most
+    // PATIENCE for its frame, and a reader that falls behind is closed as a slow
+    // consumer, which fails its read.
+    tokio::join!(publishing, readers);
     support::eventually("the slow consumer was closed", || async {
         support::metric(&hub, "hub_slow_consumer_closes_total").await >= before + 1.0
     })
