@@ -213,3 +213,75 @@ async fn storm_restarts_the_hub_and_every_client_resumes_recovered_with_every_ev
         assert!(value >= 0.0, "{key}: {r:?}");
     }
 }
+
+/// The soak at a tiny size (8 s, a storm at 2 s and 6 s, a Redis restart at 4 s): the
+/// instrument behind BENCHMARKS.md's soak figures must sample what it says, do the
+/// storms and restarts it says, and still catch a lost or duplicated event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_samples_the_hub_through_storms_and_redis_restarts_and_checks_every_event() {
+    let csv = std::env::temp_dir().join(format!(
+        "progress-hub-soak-{}-{:08x}.csv",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let mut command = tokio::process::Command::from(bench());
+    command
+        .arg("soak")
+        .args(["--hub-bin", env!("CARGO_BIN_EXE_progress-hub")])
+        .args(["-d", "8", "--sample", "1"])
+        .args(["--redis-restart-every", "4", "--storm-every", "4"])
+        .args(["-p", "4", "-r", "20", "-w", "20", "--churners", "2"])
+        .arg("--csv")
+        .arg(&csv)
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(PATIENCE * 6, command.output())
+        .await
+        .expect("the soak ends by itself")
+        .expect("the load tool runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "soak failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let r: HashMap<String, String> = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .unwrap_or_else(|| panic!("no RESULT line in: {stdout}"))
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(r["storms"], "2", "{r:?}");
+    assert_eq!(r["redis_restarts"], "1", "{r:?}");
+    // Every watcher came back after each storm, recovered, with every event once.
+    let reconnects: u64 = r["reconnects"].parse().unwrap();
+    assert!(reconnects >= 40, "{r:?}");
+    assert_eq!(r["unrecovered"], "0", "{r:?}");
+    assert_eq!(r["lost"], "0", "{r:?}");
+    assert_eq!(r["duplicates"], "0", "{r:?}");
+    assert_eq!(r["received"], r["expected"], "{r:?}");
+    let published: u64 = r["published"].parse().unwrap();
+    assert!(published >= 20 * 6, "{r:?}");
+    let churned: u64 = r["churn_cycles"].parse().unwrap();
+    assert!(churned > 0, "{r:?}");
+
+    // One row per second, t = 0..=8, with the hub's figures in every one.
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let _ = std::fs::remove_file(&csv);
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 9, "{text}");
+    for (t, row) in rows.iter().enumerate() {
+        assert_eq!(row.len(), header.len(), "{text}");
+        assert_eq!(row[0], t.to_string(), "{text}");
+        for column in ["hub_rss_kib", "hub_fds", "hub_threads", "hub_connections"] {
+            let i = header.iter().position(|h| *h == column).unwrap();
+            let value: u64 = row[i]
+                .parse()
+                .unwrap_or_else(|_| panic!("{column}: {text}"));
+            assert!(value > 0, "{column} at {t}s: {text}");
+        }
+    }
+}

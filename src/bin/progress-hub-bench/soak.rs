@@ -351,6 +351,15 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
             stop.clone(),
         )));
     }
+    // Publishing starts once every watcher has its `connected` (the hub has subscribed
+    // it by then): an event published before would rightly not be theirs.
+    storm::wait_for(
+        &shared,
+        |s| s.greeted.load(Ordering::Relaxed) >= args.watchers,
+        Duration::from_secs(60),
+    )
+    .await
+    .context("not every watcher got its `connected`")?;
     // From now on a `connected` after the first is a resume.
     shared.restarted.store(true, Ordering::Relaxed);
 
@@ -518,5 +527,31 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
         delivery.duplicates,
         delivery.unexpected,
     );
+    for ((project, seq), clients) in delivery.missed.iter().take(20) {
+        println!("missed: project {project} seq {seq} by {clients} watchers");
+    }
+    let result = [
+        "scenario=soak".to_string(),
+        format!("samples={}", args.duration / args.sample + 1),
+        format!("storms={storms}"),
+        format!("redis_restarts={restarts}"),
+        format!("published={}", published.load(Ordering::Relaxed)),
+        format!(
+            "publish_failed={}",
+            logs.iter().map(|log| log.failed()).sum::<u64>()
+        ),
+        format!("expected={expected}"),
+        format!("received={}", delivery.received),
+        format!("lost={}", delivery.lost),
+        format!("duplicates={}", delivery.duplicates),
+        format!("unexpected={}", delivery.unexpected),
+        format!("unrecovered={unrecovered}"),
+        format!("reconnects={reconnects}"),
+        format!("churn_cycles={}", churned.cycles.load(Ordering::Relaxed)),
+        format!("churn_failed={}", churned.failed.load(Ordering::Relaxed)),
+        format!("hub_rss_kib_first={}", cell(first_rss)),
+        format!("hub_rss_kib_last={}", cell(last_rss)),
+    ];
+    println!("RESULT {}", result.join(" "));
     Ok(())
 }

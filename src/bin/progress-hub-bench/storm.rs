@@ -302,12 +302,15 @@ pub(crate) async fn client(
 
 /// Every client's events against what was published on its project: each accepted
 /// `seq` exactly once, none whose publish failed.
-#[derive(Default, Clone, Copy)]
+#[derive(Default, Clone)]
 pub(crate) struct Delivery {
     pub(crate) received: u64,
     pub(crate) lost: u64,
     pub(crate) duplicates: u64,
     pub(crate) unexpected: u64,
+    /// Which events were lost: (project, seq) → how many clients missed it, to tell
+    /// an event nobody got from one a few clients missed.
+    pub(crate) missed: std::collections::BTreeMap<(usize, usize), u64>,
 }
 
 impl Delivery {
@@ -317,7 +320,10 @@ impl Delivery {
             let got = u64::from(report.counts.get(seq).copied().unwrap_or(0));
             self.received += got;
             match (ok, got) {
-                (true, 0) => self.lost += 1,
+                (true, 0) => {
+                    self.lost += 1;
+                    *self.missed.entry((report.project, seq)).or_default() += 1;
+                }
                 (true, n) => self.duplicates += n - 1,
                 (false, n) => self.unexpected += n,
             }
@@ -702,6 +708,7 @@ pub async fn run(args: StormArgs) -> anyhow::Result<()> {
         lost,
         duplicates,
         unexpected,
+        ..
     } = delivery;
     let resumed = reports.iter().filter(|r| r.resumed_at.is_some()).count();
     let storm_s = last_resumed
