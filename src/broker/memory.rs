@@ -375,7 +375,7 @@ impl Broker for MemoryBroker {
         }
         store.enforce(self.config.memory_budget, project, &self.hub);
         // Delivered under the lock: delivery order is history order.
-        self.hub.deliver(project, bytes);
+        self.hub.deliver_recorded(project, bytes);
         Ok(id)
     }
 

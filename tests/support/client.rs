@@ -88,11 +88,12 @@ impl WsClient {
         (client, first)
     }
 
-    /// The next frame that is not a `ping`.
+    /// The next frame that is not a `ping` or a `broker_status` (which outage tests
+    /// may see at any point; `tests/it/first_hour.rs` checks them).
     pub async fn next_event(&mut self) -> Value {
         loop {
             let v = self.next_json().await;
-            if v["event"] != "ping" {
+            if v["event"] != "ping" && v["event"] != "broker_status" {
                 return v;
             }
         }
