@@ -82,6 +82,12 @@ export interface TimestampData {
   timestamp: string;
 }
 
+/** `broker_status`: whether the hub reaches its broker (Redis); sent when that changes. */
+export interface BrokerStatusData {
+  available: boolean;
+  timestamp: string;
+}
+
 interface FrameOf<E extends string, D> {
   event: E;
   data: D;
@@ -99,6 +105,7 @@ export type Frame =
   | FrameOf<'error', ErrorData>
   | FrameOf<'complete', CompleteData>
   | FrameOf<'ping', TimestampData>
-  | FrameOf<'pong', TimestampData>;
+  | FrameOf<'pong', TimestampData>
+  | FrameOf<'broker_status', BrokerStatusData>;
 
 export type EventName = Frame['event'];
