@@ -16,6 +16,10 @@ pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
 /// Frames a session may have queued before the slow-consumer policy applies.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
+/// Bytes of frames a session may have queued before the slow-consumer policy applies
+/// (4 MiB, a project's default history: a client closed as this far behind can still
+/// resume from it).
+pub const DEFAULT_QUEUE_BYTES: usize = 4 * 1024 * 1024;
 /// How often the Redis subscriber connection proves it is alive.
 pub const DEFAULT_REDIS_KEEPALIVE: Duration = Duration::from_secs(5);
 /// At most one `progress_update` per project per this window on the publish path.
@@ -43,6 +47,8 @@ pub struct ServeConfig {
     pub heartbeat_timeout: Duration,
     pub max_frame_bytes: usize,
     pub queue_capacity: usize,
+    /// Bytes of frames a session may have queued (see `DEFAULT_QUEUE_BYTES`).
+    pub queue_bytes: usize,
     pub shutdown_grace: Duration,
     /// Time for a request head to arrive (slowloris, idle keep-alive).
     pub handshake_timeout: Duration,
@@ -82,6 +88,7 @@ impl Default for ServeConfig {
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            queue_bytes: DEFAULT_QUEUE_BYTES,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,

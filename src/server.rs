@@ -154,16 +154,20 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         shutdown.clone(),
     );
     tracker.spawn(Arc::clone(&heartbeat).run());
+    let open_files = limits::open_file_limit();
     let caps = limits::fit_to_open_files(
         config.max_connections,
         config.max_connections_per_ip,
-        limits::open_file_limit(),
+        open_files,
     );
-    if caps.lowered {
+    // Lowered only under a limit (`None` is unlimited); the number, not `Some(n)`.
+    if caps.lowered
+        && let Some(open_files) = open_files
+    {
         tracing::info!(
             max_connections = caps.max_total,
             max_connections_per_ip = caps.max_per_ip,
-            open_file_limit = ?limits::open_file_limit(),
+            open_file_limit = open_files,
             "connection caps lowered to fit the open-file limit (raise `ulimit -n` for more)"
         );
     }
@@ -177,6 +181,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
             broker: broker.clone(),
             heartbeat,
             queue_capacity: config.queue_capacity,
+            queue_bytes: config.queue_bytes,
         },
         tracker: tracker.clone(),
         metrics,

@@ -1,6 +1,8 @@
 //! Logging: `tracing` to stderr, as text for people or JSON for log pipelines.
-//! The level comes from `RUST_LOG` (default `info`).
+//! The level comes from `RUST_LOG` (default `info`). Text is coloured only when stderr
+//! is a terminal: colour codes in a file or a log pipeline are noise.
 
+use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -53,7 +55,8 @@ pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     // `try_init` fails only if a subscriber is already set; the first one stays.
     let _ = match format {
         LogFormat::Text => builder.try_init(),

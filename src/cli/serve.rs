@@ -34,6 +34,9 @@ pub struct ServeArgs {
     /// Frames a client may lag behind before the slow-consumer policy applies.
     #[arg(long, env = "HUB_QUEUE_CAPACITY", default_value_t = config::DEFAULT_QUEUE_CAPACITY)]
     pub queue_capacity: usize,
+    /// Bytes of frames a client may lag behind before the slow-consumer policy applies.
+    #[arg(long, env = "HUB_QUEUE_BYTES", default_value_t = config::DEFAULT_QUEUE_BYTES)]
+    pub queue_bytes: usize,
     #[command(flatten)]
     pub history: HistoryArgs,
     #[command(flatten)]
@@ -92,6 +95,7 @@ impl From<ServeArgs> for ServeConfig {
             heartbeat_timeout: a.heartbeat_timeout.into(),
             max_frame_bytes: a.max_frame_bytes,
             queue_capacity: a.queue_capacity,
+            queue_bytes: a.queue_bytes,
             shutdown_grace: a.shutdown_grace.into(),
             handshake_timeout: a.handshake_timeout.into(),
             request_timeout: a.request_timeout.into(),
@@ -138,6 +142,7 @@ mod tests {
         assert_eq!(from_cli.heartbeat_timeout, lib.heartbeat_timeout);
         assert_eq!(from_cli.max_frame_bytes, lib.max_frame_bytes);
         assert_eq!(from_cli.queue_capacity, lib.queue_capacity);
+        assert_eq!(from_cli.queue_bytes, lib.queue_bytes);
         assert_eq!(from_cli.shutdown_grace, lib.shutdown_grace);
         assert_eq!(from_cli.handshake_timeout, lib.handshake_timeout);
         assert_eq!(from_cli.request_timeout, lib.request_timeout);

@@ -12,7 +12,10 @@
 //!   client gets a JSON 408 (`request_timeout`, a middleware of the router).
 //!
 //! Upgraded WebSocket connections leave hyper's hands; the sessions on them are tracked
-//! and closed by the server's shutdown, not here.
+//! and closed by the server's shutdown, not here. An SSE session stays in them: when it
+//! ends, it says so through the connection's [`ConnectionEnd`], and the connection is
+//! closed after at most [`CLOSE_GRACE`] (a reader that stalled never takes the rest).
+//! What hyper buffers per connection is bounded by [`MAX_BUFFER`].
 //!
 //! Every accepted connection takes a slot of the connection limits (`limits.rs`) and
 //! carries it in its requests' extensions, so a WebSocket or SSE session holds its
@@ -40,6 +43,26 @@ use tower::ServiceExt;
 
 use crate::limits::{ConnectionLimits, ConnectionSlot};
 use crate::telemetry::Throttle;
+
+/// Bytes hyper buffers per connection (each way: a request head must fit, and a
+/// response stream to a client that does not read holds at most this, plus a frame).
+/// hyper's default is ~400 KiB; a WebSocket's write side is capped at 256 KiB.
+pub const MAX_BUFFER: usize = 64 * 1024;
+
+/// How long a connection whose streaming response ended may take to send the rest.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Ends the connection a request came on, from the response: an SSE session calls
+/// [`ConnectionEnd::end`] when it is over, and the listener closes the connection once
+/// what is in flight went out, or after [`CLOSE_GRACE`].
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionEnd(CancellationToken);
+
+impl ConnectionEnd {
+    pub fn end(&self) {
+        self.0.cancel();
+    }
+}
 
 /// Answers 408 (JSON) when a request is not read and answered within `limit`.
 pub async fn request_timeout(
@@ -166,7 +189,8 @@ pub async fn serve(
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(handshake_timeout);
+        .header_read_timeout(handshake_timeout)
+        .max_buf_size(MAX_BUFFER);
     let connections = TaskTracker::new();
     let accept_errors = Throttle::new(ACCEPT_ERROR_LOG_INTERVAL);
     let mut backoff = ACCEPT_BACKOFF;
@@ -204,12 +228,15 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let held = Arc::clone(&slot);
+        let end = ConnectionEnd::default();
+        let ending = end.clone();
         let service = app
             .clone()
             .map_request(move |mut request: hyper::Request<Incoming>| {
                 let extensions = request.extensions_mut();
                 extensions.insert(ConnectInfo::<SocketAddr>(remote));
                 extensions.insert(Arc::clone(&held));
+                extensions.insert(ending.clone());
                 request.map(axum::body::Body::new)
             });
         let connection = builder
@@ -223,6 +250,14 @@ pub async fn serve(
             let mut connection = pin!(connection);
             let ended = tokio::select! {
                 ended = connection.as_mut() => ended,
+                () = end.0.cancelled() => {
+                    // Its stream's session ended: no more requests on it, and what is
+                    // left to send has a moment to go out.
+                    connection.as_mut().graceful_shutdown();
+                    tokio::time::timeout(CLOSE_GRACE, connection.as_mut())
+                        .await
+                        .unwrap_or(Ok(()))
+                }
                 () = shutdown.cancelled() => {
                     // Finish the request in flight (if any), then close.
                     connection.as_mut().graceful_shutdown();

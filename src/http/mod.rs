@@ -99,10 +99,14 @@ pub fn router(state: AppState, metrics: MetricsRoute) -> Router {
         .route("/assets/style.css", get(page::style_css))
         .route("/api/v1/schema/events.json", get(docs::events_json))
         .route("/api/v1/asyncapi.json", get(docs::asyncapi_json))
-        .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url(
-            "/api/v1/openapi.json",
-            <ApiDoc as utoipa::OpenApi>::openapi(),
-        ))
+        .route("/favicon.ico", get(page::favicon))
+        .merge(
+            Router::from(utoipa_swagger_ui::SwaggerUi::new("/docs").url(
+                "/api/v1/openapi.json",
+                <ApiDoc as utoipa::OpenApi>::openapi(),
+            ))
+            .layer(axum::middleware::from_fn(page::docs_headers)),
+        )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz));
     let app = match metrics {

@@ -6,7 +6,10 @@
 //! The page is served with a strict Content-Security-Policy (its own scripts, styles
 //! and connections, no inline code, no plugins, no framing), `X-Frame-Options: DENY`
 //! for browsers without `frame-ancestors`, and no referrer (a project URL names the
-//! project). `nosniff` is on every answer of the hub ([`nosniff`]).
+//! project). `nosniff` is on every answer of the hub ([`nosniff`]). Swagger UI at
+//! `/docs` gets the same protections ([`docs_headers`]), with inline styles allowed
+//! (its rendering sets them); it runs no inline script either. `/favicon.ico` is a
+//! small vendored icon, so a browser's automatic request for it is not a 404.
 
 use axum::http::header;
 use axum::response::{Html, IntoResponse};
@@ -24,6 +27,14 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
     style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; \
     base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
+/// Swagger UI's policy: the page's, except that its React rendering sets inline styles.
+const DOCS_CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+    style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; \
+    object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// A 16 and 32 px icon (PNG in ICO), drawn for the hub: a progress bar.
+const FAVICON: &[u8] = include_bytes!("page/favicon.ico");
+
 /// `GET /` and `GET /projects/{id}`: the same page; the script reads the path.
 pub async fn index() -> impl IntoResponse {
     (
@@ -34,6 +45,37 @@ pub async fn index() -> impl IntoResponse {
             (header::REFERRER_POLICY, "no-referrer"),
         ],
         Html(INDEX),
+    )
+}
+
+/// The page's protections on every answer under `/docs` (Swagger UI and its assets).
+pub async fn docs_headers(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            DOCS_CONTENT_SECURITY_POLICY,
+        ),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+    ] {
+        headers.insert(name, header::HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// `GET /favicon.ico`.
+pub async fn favicon() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "image/x-icon"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        FAVICON,
     )
 }
 

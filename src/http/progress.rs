@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 
 use std::sync::Arc;
 
-use axum::Extension;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::Sse;
 use axum::response::{IntoResponse, Response};
@@ -21,6 +21,7 @@ use futures_util::future::Either;
 use serde::Deserialize;
 
 use super::error::{ApiError, ErrorBody};
+use super::listener::ConnectionEnd;
 use super::project_path::ProjectPath;
 use super::{AppState, access};
 use crate::limits::ConnectionSlot;
@@ -85,16 +86,32 @@ fn invalid_event_id() -> ApiError {
     )
 }
 
-/// The slot of the connection a request came on (the listener's); a request that did
-/// not come through the listener takes one of its own.
-fn slot_of(
-    app: &AppState,
-    peer: SocketAddr,
-    slot: Option<Extension<Arc<ConnectionSlot>>>,
-) -> Arc<ConnectionSlot> {
-    match slot {
-        Some(Extension(slot)) => slot,
-        None => Arc::new(ConnectionSlot::from(app.limits.try_acquire(peer.ip()))),
+/// What the listener attached to the connection a request came on: its slot of the
+/// connection limits, and the way to end it (see `listener::ConnectionEnd`). A request
+/// that did not come through the listener has neither.
+pub struct Connection {
+    slot: Option<Arc<ConnectionSlot>>,
+    end: Option<ConnectionEnd>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Connection {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self {
+            slot: parts.extensions.get::<Arc<ConnectionSlot>>().cloned(),
+            end: parts.extensions.get::<ConnectionEnd>().cloned(),
+        })
+    }
+}
+
+impl Connection {
+    /// Its slot; a request that did not come through the listener takes one of its own.
+    fn slot(&mut self, app: &AppState, peer: SocketAddr) -> Arc<ConnectionSlot> {
+        match self.slot.take() {
+            Some(slot) => slot,
+            None => Arc::new(ConnectionSlot::from(app.limits.try_acquire(peer.ip()))),
+        }
     }
 }
 
@@ -118,7 +135,7 @@ fn wants_event_stream(headers: &HeaderMap) -> bool {
 pub async fn progress(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    slot: Option<Extension<Arc<ConnectionSlot>>>,
+    mut connection: Connection,
     ProjectPath(project): ProjectPath,
     query: Result<Query<WatchQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
@@ -128,11 +145,11 @@ pub async fn progress(
         Ok(admitted) => admitted,
         Err(err) => return err.into_response(),
     };
-    let slot = slot_of(&app, peer, slot);
+    let slot = connection.slot(&app, peer);
     match upgrade {
         Ok(upgrade) => websocket(app, peer, slot, project, last_event_id, access, upgrade),
         Err(_) if wants_event_stream(&headers) => {
-            event_stream(app, peer, slot, project, last_event_id, access)
+            event_stream(app, peer, slot, connection.end, project, last_event_id, access)
         }
         Err(_) => ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -155,15 +172,23 @@ pub async fn progress(
 pub async fn events(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    slot: Option<Extension<Arc<ConnectionSlot>>>,
+    mut connection: Connection,
     ProjectPath(project): ProjectPath,
     query: Result<Query<WatchQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
     match admit(&app, &project, query, &headers) {
         Ok((last_event_id, access)) => {
-            let slot = slot_of(&app, peer, slot);
-            event_stream(app, peer, slot, project, last_event_id, access)
+            let slot = connection.slot(&app, peer);
+            event_stream(
+                app,
+                peer,
+                slot,
+                connection.end,
+                project,
+                last_event_id,
+                access,
+            )
         }
         Err(err) => err.into_response(),
     }
@@ -226,6 +251,7 @@ fn event_stream(
     app: AppState,
     peer: SocketAddr,
     slot: Arc<ConnectionSlot>,
+    end: Option<ConnectionEnd>,
     project: ProjectId,
     last_event_id: Option<EventId>,
     access: Option<Access>,
@@ -239,7 +265,14 @@ fn event_stream(
     let session = app
         .sessions
         .clone()
-        .run(project, last_event_id, access, transport);
+        .run(project, last_event_id, access, transport)
+        // The session is over: so is its connection, even if the client takes nothing
+        // more off it (see `listener::ConnectionEnd`).
+        .inspect(move |_| {
+            if let Some(end) = end {
+                end.end();
+            }
+        });
     app.tracker.spawn(holding(slot, session));
     (
         // Tell proxies (nginx) not to buffer the stream.

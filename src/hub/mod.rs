@@ -9,10 +9,22 @@
 //! can never end unsubscribed. The broker's subscriber hands every published payload to
 //! [`Hub::deliver`], which validates it once and shares the one [`Frame`] with every
 //! session of the project.
+//!
+//! Only the publish path assigns ids. A payload on a project's channel is a claim: any
+//! legacy publisher can PUBLISH one with a made-up `id`, so a channel frame is forwarded
+//! as it is but its id moves no duplicate filter. The filter moves only with frames
+//! whose ids the hub has from a record (a history read, the in-process publish path);
+//! the position a gap fill starts from moves with channel frames only one step at a
+//! time (an id that is not the very next one moves nothing; a made-up next one names
+//! the position the real event has anyway).
+//!
+//! The hub also knows whether the broker is reachable ([`Hub::broker_status`], told by
+//! the subscriber): every session hears `broker_status` when that changes, and a
+//! session that joins while the broker is down hears it at once.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 use std::time::Duration;
@@ -77,13 +89,26 @@ struct Fresh {
     state: Option<(ProjectState, EventId)>,
 }
 
-/// A topic's sessions (their inboxes), and the newest event id fanned out to them.
+/// A topic's sessions (their inboxes), and where its events stand.
 #[derive(Debug, Default)]
 struct Watchers {
     inboxes: HashMap<u64, Arc<dyn Inbox>>,
-    /// Frames at or before it (same epoch) are duplicates, e.g. of a gap fill, and are
-    /// dropped before fan-out.
+    /// The newest id fanned out from a record (see [`Source`]). Frames at or before it
+    /// (same epoch) are duplicates, e.g. of a gap fill, and are dropped before fan-out.
     last: Option<EventId>,
+    /// The newest event fanned out with every one before it: where a gap fill starts.
+    /// Moved by recorded frames, and by channel frames one step at a time.
+    position: Option<EventId>,
+}
+
+/// Where a frame comes from, which decides what its `id` may move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The project's channel: anyone may PUBLISH there, with any `id`.
+    Channel,
+    /// A record of the project's history (a read of it, or the in-process publish path,
+    /// which delivers what it has just recorded): its id is a position.
+    Record,
 }
 
 impl Topic {
@@ -94,10 +119,8 @@ impl Topic {
     /// Where to fill a gap from after the subscription dropped: after the newest event
     /// delivered, or after the position at subscription time.
     pub fn resume_point(&self) -> Option<EventId> {
-        self.watchers.lock().last.clone().or_else(|| {
-            let fresh = self.fresh.lock();
-            Some(fresh.as_ref()?.state.as_ref()?.1.clone())
-        })
+        let position = self.watchers.lock().position.clone();
+        position.or_else(|| self.origin())
     }
 
     /// Records the project's state read just after subscribing (see [`Hub::joined_so_far`]
@@ -108,6 +131,13 @@ impl Topic {
             covers_below,
             state,
         });
+    }
+
+    /// Where the topic's events stood before any was fanned out: the position read just
+    /// after subscribing, if any.
+    fn origin(&self) -> Option<EventId> {
+        let fresh = self.fresh.lock();
+        Some(fresh.as_ref()?.state.as_ref()?.1.clone())
     }
 
     pub fn mark_subscribed(&self) {
@@ -122,6 +152,10 @@ pub struct Hub {
     next_session: AtomicU64,
     /// Most projects this process watches (subscribes) at once.
     max_projects: usize,
+    /// Whether the broker is reachable, as the subscriber last said (see
+    /// [`Hub::broker_status`]). Changed under the topics' lock, so that a session
+    /// joining meanwhile hears either the change or the new value, never neither.
+    broker_available: AtomicBool,
 }
 
 /// Joining would make the process watch more projects than allowed.
@@ -138,6 +172,7 @@ impl Hub {
             changes,
             next_session: AtomicU64::new(1),
             max_projects,
+            broker_available: AtomicBool::new(true),
         });
         (hub, rx)
     }
@@ -175,6 +210,10 @@ impl Hub {
                 topic
             }
         };
+        if !self.broker_available.load(Ordering::Relaxed) {
+            // Queued before the opening is sent, so it follows `connected`.
+            inbox.push(Frame::broker_status(false));
+        }
         topic.watchers.lock().inboxes.insert(id, inbox);
         drop(topics);
         Ok(Membership {
@@ -207,7 +246,18 @@ impl Hub {
 
     /// Hands a payload published on `project`'s channel to every local session of it.
     /// A payload that is not a JSON object with a string `event` is dropped and counted.
+    /// Its `id`, if any, is a claim (see the module's documentation).
     pub fn deliver(&self, project: &ProjectId, payload: Bytes) {
+        self.deliver_from(project, payload, Source::Channel);
+    }
+
+    /// Hands a frame the broker has just recorded in `project`'s history (the in-process
+    /// publish path) to every local session of it: its id is a position.
+    pub fn deliver_recorded(&self, project: &ProjectId, payload: Bytes) {
+        self.deliver_from(project, payload, Source::Record);
+    }
+
+    fn deliver_from(&self, project: &ProjectId, payload: Bytes, source: Source) {
         let Some(topic) = self.topics.lock().get(project).cloned() else {
             return;
         };
@@ -219,7 +269,7 @@ impl Hub {
                 return;
             }
         };
-        self.deliver_frame(&topic, frame);
+        self.deliver_frame(&topic, frame, source);
     }
 
     /// Resets every session of the project to `state` (a `snapshot` with `recovered:
@@ -231,7 +281,8 @@ impl Hub {
             return;
         };
         let mut watchers = topic.watchers.lock();
-        watchers.last = Some(last);
+        watchers.last = Some(last.clone());
+        watchers.position = Some(last);
         let snapshot = Frame::snapshot(state, false);
         for inbox in watchers.inboxes.values() {
             push(inbox.as_ref(), snapshot.clone());
@@ -245,11 +296,11 @@ impl Hub {
             return;
         };
         for frame in frames {
-            self.deliver_frame(&topic, frame);
+            self.deliver_frame(&topic, frame, Source::Record);
         }
     }
 
-    fn deliver_frame(&self, topic: &Topic, frame: Frame) {
+    fn deliver_frame(&self, topic: &Topic, frame: Frame, source: Source) {
         let mut watchers = topic.watchers.lock();
         if let Some(id) = frame.id() {
             if watchers
@@ -260,10 +311,43 @@ impl Hub {
                 m::duplicate_dropped();
                 return;
             }
-            watchers.last = Some(id.clone());
+            match source {
+                Source::Record => {
+                    watchers.last = Some(id.clone());
+                    watchers.position = Some(id.clone());
+                }
+                Source::Channel => {
+                    // One step from where the topic stands (or the first event of a
+                    // history that was empty when it subscribed).
+                    let next = match watchers.position.clone().or_else(|| topic.origin()) {
+                        Some(position) => id.follows(&position),
+                        None => id.seq() == 1,
+                    };
+                    if next {
+                        watchers.position = Some(id.clone());
+                    }
+                }
+            }
         }
         for inbox in watchers.inboxes.values() {
             push(inbox.as_ref(), frame.clone());
+        }
+    }
+
+    /// The broker became unreachable (`false`) or reachable again (`true`): every session
+    /// of the process hears a `broker_status` frame, once per change. The subscriber says
+    /// `true` only after it has filled the gaps, so the events missed during the outage
+    /// come before it.
+    pub fn broker_status(&self, available: bool) {
+        let topics = self.topics.lock();
+        if self.broker_available.swap(available, Ordering::Relaxed) == available {
+            return;
+        }
+        let frame = Frame::broker_status(available);
+        for topic in topics.values() {
+            for inbox in topic.watchers.lock().inboxes.values() {
+                inbox.push(frame.clone());
+            }
         }
     }
 
@@ -425,6 +509,70 @@ mod tests {
             topic.mark_subscribed();
         }
         assert!(m.subscribed(Duration::from_secs(5)).await);
+    }
+
+    fn log(id: &str) -> Bytes {
+        Bytes::from(format!(r#"{{"event":"log","id":"{id}","data":{{}}}}"#))
+    }
+
+    #[test]
+    fn a_made_up_id_on_the_channel_moves_no_filter_and_no_position() {
+        let (hub, _changes) = Hub::new(100);
+        let seen = inbox();
+        let _m = hub.join(&pid("p"), seen.clone()).unwrap();
+        let topic = hub.watched_topics().remove(0);
+        hub.deliver(&pid("p"), log("e:1"));
+        hub.deliver(&pid("p"), log("e:1000000"));
+        assert_eq!(topic.resume_point(), Some(EventId::new("e", 1)));
+        hub.deliver(&pid("p"), log("e:2"));
+        hub.deliver(&pid("p"), log("e:2"));
+        hub.deliver(&pid("p"), log("e:3"));
+        let ids: Vec<_> = seen
+            .0
+            .lock()
+            .iter()
+            .map(|f| f.id().unwrap().seq())
+            .collect();
+        assert_eq!(
+            ids,
+            vec![1, 1_000_000, 2, 2, 3],
+            "channel frames are all forwarded"
+        );
+        assert_eq!(topic.resume_point(), Some(EventId::new("e", 3)));
+        // A recorded frame is a position: what is at or before it is a duplicate.
+        hub.deliver_missed(&pid("p"), vec![Frame::from_published(log("e:4")).unwrap()]);
+        hub.deliver(&pid("p"), log("e:4"));
+        hub.deliver_recorded(&pid("p"), log("e:5"));
+        hub.deliver(&pid("p"), log("e:5"));
+        assert_eq!(seen.0.lock().len(), 7, "e:4 and e:5 once each");
+        assert_eq!(topic.resume_point(), Some(EventId::new("e", 5)));
+    }
+
+    #[test]
+    fn broker_status_changes_reach_every_session_once_and_late_joiners() {
+        let (hub, _changes) = Hub::new(100);
+        let (a, b) = (inbox(), inbox());
+        let _a = hub.join(&pid("p"), a.clone()).unwrap();
+        let _b = hub.join(&pid("q"), b.clone()).unwrap();
+        hub.broker_status(true);
+        assert!(a.0.lock().is_empty(), "no change, no frame");
+        hub.broker_status(false);
+        hub.broker_status(false);
+        let late = inbox();
+        let _late = hub.join(&pid("p"), late.clone()).unwrap();
+        hub.broker_status(true);
+        let seen = |r: &Recorder| -> Vec<bool> {
+            r.0.lock()
+                .iter()
+                .map(|f| {
+                    assert_eq!(f.kind(), EventKind::BrokerStatus);
+                    f.to_value()["data"]["available"].as_bool().unwrap()
+                })
+                .collect()
+        };
+        assert_eq!(seen(&a), vec![false, true]);
+        assert_eq!(seen(&b), vec![false, true]);
+        assert_eq!(seen(&late), vec![false, true], "told at once on joining");
     }
 
     #[test]

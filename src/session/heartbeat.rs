@@ -11,6 +11,12 @@
 //! Deadlines are therefore honoured to within one tick (a tenth of the smaller of the
 //! interval and the timeout, at most a second).
 //!
+//! Silence is one sign of a dead client; on SSE, where the client cannot speak, a write
+//! that does not go through is the sign: a session whose write of a frame has waited
+//! longer than the timeout (the client takes nothing off its socket) is ended with
+//! "heartbeat timeout" too. A reader that stalled would otherwise hold its session,
+//! and what was queued for it, for as long as it likes.
+//!
 //! At shutdown the heartbeat ends every session with 1012 "service restart".
 
 use std::collections::HashMap;
@@ -52,6 +58,18 @@ pub struct Pulse {
     /// When the access token expires (`NEVER` without one).
     expires: AtomicU64,
     next_ping: AtomicU64,
+    /// Since when a write to the client has been waiting (`NEVER`: none is).
+    writing_since: AtomicU64,
+}
+
+/// A write under way (see [`Pulse::write_pending`]); dropping it says it is over.
+#[derive(Debug)]
+pub struct WritePending<'a>(&'a Pulse);
+
+impl Drop for WritePending<'_> {
+    fn drop(&mut self) {
+        self.0.writing_since.store(NEVER, Ordering::Relaxed);
+    }
 }
 
 impl Pulse {
@@ -60,6 +78,14 @@ impl Pulse {
         if let Some(last) = &self.last_life {
             last.store(millis(self.epoch), Ordering::Relaxed);
         }
+    }
+
+    /// A write to the client begins; it must go through within the timeout (until the
+    /// returned guard is dropped), or the session ends.
+    pub fn write_pending(&self) -> WritePending<'_> {
+        self.writing_since
+            .store(millis(self.epoch), Ordering::Relaxed);
+        WritePending(self)
     }
 
     /// The session's access now expires at `at`.
@@ -118,6 +144,7 @@ impl Heartbeat {
             last_life: hears_client.then(|| AtomicU64::new(now)),
             expires: AtomicU64::new(NEVER),
             next_ping: AtomicU64::new(now.saturating_add(self.interval.as_millis() as u64)),
+            writing_since: AtomicU64::new(NEVER),
         });
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.sessions.lock().insert(id, Arc::clone(&pulse));
@@ -161,7 +188,9 @@ impl Heartbeat {
                 .last_life
                 .as_ref()
                 .is_some_and(|last| now.saturating_sub(last.load(Ordering::Relaxed)) > timeout);
-            if silent {
+            let writing_since = pulse.writing_since.load(Ordering::Relaxed);
+            let stuck = writing_since != NEVER && now.saturating_sub(writing_since) > timeout;
+            if silent || stuck {
                 pulse
                     .queue
                     .end(Ended::Closed(CloseReason::HeartbeatTimeout));
@@ -226,7 +255,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn pings_every_interval_then_ends_a_silent_client() {
         let (hb, _shutdown, _task) = setup(30, 75);
-        let beating = hb.register(Arc::new(OutboundQueue::new(16)), true);
+        let beating = hb.register(Arc::new(OutboundQueue::new(16, usize::MAX)), true);
         let q = &beating.pulse().queue;
         let start = Instant::now();
         assert_eq!(next_frame(q).await, Ok(EventKind::Ping));
@@ -250,8 +279,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn life_pushes_the_deadline_back_and_sse_only_pings() {
         let (hb, _shutdown, _task) = setup(30, 60);
-        let ws = hb.register(Arc::new(OutboundQueue::new(16)), true);
-        let sse = hb.register(Arc::new(OutboundQueue::new(16)), false);
+        let ws = hb.register(Arc::new(OutboundQueue::new(16, usize::MAX)), true);
+        let sse = hb.register(Arc::new(OutboundQueue::new(16, usize::MAX)), false);
         tokio::time::sleep(Duration::from_secs(50)).await;
         ws.pulse().saw_life();
         tokio::time::sleep(Duration::from_secs(50)).await;
@@ -271,9 +300,30 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_write_that_does_not_go_through_within_the_timeout_ends_even_an_sse_session() {
+        let (hb, _shutdown, _task) = setup(30, 60);
+        let sse = hb.register(Arc::new(OutboundQueue::new(16, usize::MAX)), false);
+        {
+            let _write = sse.pulse().write_pending();
+            tokio::time::sleep(Duration::from_secs(50)).await;
+        }
+        // That one went through; the next waits past the timeout.
+        let _write = sse.pulse().write_pending();
+        tokio::time::sleep(Duration::from_secs(50)).await;
+        assert_eq!(sse.pulse().queue.ended_because(), None, "50 s of 60");
+        let end = sse.pulse().queue.ended().await;
+        assert_eq!(end, Ended::Closed(CloseReason::HeartbeatTimeout));
+        let at = Instant::now().duration_since(hb.epoch);
+        assert!(
+            at > Duration::from_secs(110) && at <= Duration::from_secs(111),
+            "{at:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn an_expired_token_ends_the_session_and_a_refresh_extends_it() {
         let (hb, _shutdown, _task) = setup(30, 75);
-        let beating = hb.register(Arc::new(OutboundQueue::new(16)), false);
+        let beating = hb.register(Arc::new(OutboundQueue::new(16, usize::MAX)), false);
         beating
             .pulse()
             .expires_at(SystemTime::now() + Duration::from_secs(10));
@@ -292,10 +342,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn shutdown_ends_every_session_even_one_that_registers_late() {
         let (hb, shutdown, task) = setup(30, 75);
-        let early = hb.register(Arc::new(OutboundQueue::new(16)), true);
+        let early = hb.register(Arc::new(OutboundQueue::new(16, usize::MAX)), true);
         shutdown.cancel();
         task.await.unwrap();
-        let late = hb.register(Arc::new(OutboundQueue::new(16)), true);
+        let late = hb.register(Arc::new(OutboundQueue::new(16, usize::MAX)), true);
         let restart = Some(Ended::Closed(CloseReason::ServiceRestart));
         assert_eq!(early.pulse().queue.ended_because(), restart);
         assert_eq!(late.pulse().queue.ended_because(), restart);

@@ -47,6 +47,8 @@ pub struct Sessions {
     pub heartbeat: Arc<Heartbeat>,
     /// Most frames a session's outbound queue holds (see `slow_consumer`).
     pub queue_capacity: usize,
+    /// Most bytes of frames it holds.
+    pub queue_bytes: usize,
 }
 
 impl Sessions {
@@ -95,7 +97,7 @@ impl Sessions {
         mut writer: T::Writer,
         reader: T::Reader,
     ) -> Result<Live<T>, Ended> {
-        let queue = Arc::new(OutboundQueue::new(self.queue_capacity));
+        let queue = Arc::new(OutboundQueue::new(self.queue_capacity, self.queue_bytes));
         // Subscribe first, then read: nothing published in between can be missed.
         let membership = match self.hub.join(&project, Arc::clone(&queue) as _) {
             Ok(membership) => membership,
@@ -219,7 +221,7 @@ impl<T: Transport> Live<T> {
             // session (heartbeat, token expiry, restart: the heartbeat ends every
             // session at shutdown).
             let sent = tokio::select! {
-                sent = self.writer.send(&self.frames) => Ok(sent.is_ok()),
+                sent = send(&mut self.writer, &self.frames, &self.pulse, T::HEARS_CLIENT) => Ok(sent.is_ok()),
                 ended = self.queue.ended() => Err(ended),
             };
             // Sent: an idle session need not keep them (~0.3 KiB).
@@ -233,7 +235,14 @@ impl<T: Transport> Live<T> {
                         after,
                     });
                     let floor = self.floor.take();
-                    let pumping = pump(&self.queue, &self.pulse, floor, gap, &mut self.writer);
+                    let pumping = pump::<T::Writer>(
+                        &self.queue,
+                        &self.pulse,
+                        floor,
+                        gap,
+                        &mut self.writer,
+                        T::HEARS_CLIENT,
+                    );
                     pumping.await
                 }
                 Ok(false) => Ended::ClientGone,
@@ -268,6 +277,27 @@ impl<T: Transport> Live<T> {
     }
 }
 
+/// Writes `frames`. Where the client cannot speak (SSE), each frame must go through
+/// within the heartbeat timeout (see `heartbeat`): the only sign of a reader that
+/// stalled, and one that a reader that is slow but reads never fails, frame by frame.
+/// Where it can (WebSocket), its silence is the sign, and its socket's write buffer is
+/// capped.
+async fn send<W: Writer>(
+    writer: &mut W,
+    frames: &[Frame],
+    pulse: &Pulse,
+    hears_client: bool,
+) -> Result<(), crate::transport::TransportClosed> {
+    if hears_client {
+        return writer.send(frames).await;
+    }
+    for frame in frames {
+        let _pending = pulse.write_pending();
+        writer.send(std::slice::from_ref(frame)).await?;
+    }
+    Ok(())
+}
+
 /// A client's position whose following events it has not been given: it resumed while
 /// the broker could not be read. Live events would move it past them for good.
 struct Gap<'a> {
@@ -293,6 +323,7 @@ fn pump<'a, W: Writer>(
     mut floor: Option<EventId>,
     mut gap: Option<Gap<'a>>,
     writer: &'a mut W,
+    hears_client: bool,
 ) -> impl Future<Output = Ended> + Send + 'a {
     async move {
         let mut batch = Vec::new();
@@ -336,7 +367,7 @@ fn pump<'a, W: Writer>(
             // buffers proves nothing (a dead peer's would too).
             let waited = AtomicBool::new(false);
             let sent = {
-                let mut send = std::pin::pin!(writer.send(&batch));
+                let mut send = std::pin::pin!(send(writer, &batch, pulse, hears_client));
                 let send = std::future::poll_fn(|cx| {
                     let poll = send.as_mut().poll(cx);
                     if poll.is_pending() {
@@ -398,6 +429,7 @@ mod tests {
             broker,
             heartbeat,
             queue_capacity,
+            queue_bytes: usize::MAX,
         }
     }
 

@@ -3,7 +3,9 @@
 //! The hub pushes every frame of a project into the queue of each of its sessions (the
 //! queue is the session's [`Inbox`]); the session's task drains it into the socket. A client that reads slowly must never slow
 //! the others, so a push never waits:
-//! - while the queue has room, every frame is kept, in order;
+//! - while the queue has room (fewer frames than its capacity, and fewer bytes than its
+//!   byte cap: what a session holds is bounded in bytes, whatever its frames weigh),
+//!   every frame is kept, in order;
 //! - when it is full, the queued frames that a newer one supersedes (`progress_update`,
 //!   `ping`) are dropped, so the backed-up client keeps only the newest progress;
 //! - if the queue is still full of frames that must not be dropped (`stage_change`,
@@ -44,22 +46,35 @@ pub struct OutboundQueue {
     /// Wakes the session's task when frames arrive or the queue overflows.
     wake: Notify,
     capacity: usize,
+    /// Most bytes of frames queued (a frame alone in the queue is always taken).
+    max_bytes: usize,
 }
 
 #[derive(Debug, Default)]
 struct State {
     frames: VecDeque<Frame>,
+    /// The bytes of `frames`.
+    bytes: usize,
     /// Set once; the first reason wins.
     ended: Option<Ended>,
 }
 
 impl OutboundQueue {
-    pub fn new(capacity: usize) -> Self {
+    /// A queue of at most `capacity` frames and `max_bytes` bytes of them.
+    pub fn new(capacity: usize, max_bytes: usize) -> Self {
         Self {
             state: Mutex::new(State::default()),
             wake: Notify::new(),
             capacity: capacity.max(1),
+            max_bytes,
         }
+    }
+
+    /// Whether `frame` fits beside what is queued.
+    fn fits(&self, state: &State, frame: &Frame) -> bool {
+        state.frames.is_empty()
+            || (state.frames.len() < self.capacity
+                && state.bytes.saturating_add(frame.len()) <= self.max_bytes)
     }
 
     pub fn push(&self, frame: Frame) -> Pushed {
@@ -70,7 +85,8 @@ impl OutboundQueue {
                 Some(_) => return Pushed::Ended,
                 None => {}
             }
-            if state.frames.len() < self.capacity {
+            if self.fits(&state, &frame) {
+                state.bytes += frame.len();
                 state.frames.push_back(frame);
                 Pushed::Queued
             } else {
@@ -91,12 +107,15 @@ impl OutboundQueue {
                     keep[index - 1]
                 });
                 let dropped = before - state.frames.len();
-                if state.frames.len() < self.capacity {
+                state.bytes = state.frames.iter().map(Frame::len).sum();
+                if self.fits(&state, &frame) {
+                    state.bytes += frame.len();
                     state.frames.push_back(frame);
                     Pushed::QueuedAfterCoalescing(dropped)
                 } else {
                     state.ended = Some(Ended::Closed(CloseReason::SlowConsumer));
                     state.frames = VecDeque::new();
+                    state.bytes = 0;
                     Pushed::Overflowed
                 }
             }
@@ -115,6 +134,7 @@ impl OutboundQueue {
             }
             state.ended = Some(why);
             state.frames = VecDeque::new();
+            state.bytes = 0;
         }
         self.wake.notify_one();
     }
@@ -132,7 +152,10 @@ impl OutboundQueue {
             return Err(ended);
         }
         let n = state.frames.len().min(MAX_BATCH);
+        let start = into.len();
         into.extend(state.frames.drain(..n));
+        let taken: usize = into[start..].iter().map(Frame::len).sum();
+        state.bytes -= taken;
         if state.frames.is_empty() && state.frames.capacity() > self.capacity / 4 {
             // Give a burst's memory back rather than keep it per idle connection.
             state.frames = VecDeque::new();
@@ -190,7 +213,7 @@ mod tests {
 
     #[test]
     fn draining_in_batches_loses_nothing() {
-        let q = OutboundQueue::new(1024);
+        let q = OutboundQueue::new(1024, usize::MAX);
         for i in 0..1000 {
             q.push(frame(EventKind::Log, i));
         }
@@ -214,7 +237,7 @@ mod tests {
 
     #[test]
     fn keeps_everything_in_order_while_there_is_room() {
-        let q = OutboundQueue::new(8);
+        let q = OutboundQueue::new(8, usize::MAX);
         for n in 0..8 {
             assert_eq!(q.push(frame(EventKind::ProgressUpdate, n)), Pushed::Queued);
         }
@@ -224,7 +247,7 @@ mod tests {
 
     #[test]
     fn when_full_keeps_only_the_newest_progress_and_every_log() {
-        let q = OutboundQueue::new(4);
+        let q = OutboundQueue::new(4, usize::MAX);
         q.push(frame(EventKind::ProgressUpdate, 1));
         q.push(frame(EventKind::Log, 2));
         q.push(frame(EventKind::ProgressUpdate, 3));
@@ -245,7 +268,7 @@ mod tests {
 
     #[test]
     fn when_full_of_logs_the_newest_progress_survives() {
-        let q = OutboundQueue::new(4);
+        let q = OutboundQueue::new(4, usize::MAX);
         q.push(frame(EventKind::ProgressUpdate, 1));
         q.push(frame(EventKind::ProgressUpdate, 2));
         q.push(frame(EventKind::Log, 3));
@@ -267,7 +290,7 @@ mod tests {
 
     #[test]
     fn overflows_when_only_undroppable_frames_are_queued() {
-        let q = OutboundQueue::new(2);
+        let q = OutboundQueue::new(2, usize::MAX);
         q.push(frame(EventKind::Log, 1));
         q.push(frame(EventKind::Complete, 2));
         assert_eq!(q.push(frame(EventKind::Error, 3)), Pushed::Overflowed);
@@ -278,7 +301,7 @@ mod tests {
 
     #[tokio::test]
     async fn push_wakes_the_reader_even_if_it_was_not_waiting_yet() {
-        let q = OutboundQueue::new(2);
+        let q = OutboundQueue::new(2, usize::MAX);
         q.push(frame(EventKind::Log, 1));
         q.ready().await;
         assert_eq!(q.len(), 1);
@@ -289,9 +312,49 @@ mod tests {
 
     const SLOW: Ended = Ended::Closed(CloseReason::SlowConsumer);
 
+    fn weighing(kind: EventKind, n: u32, bytes: usize) -> Frame {
+        Frame::encode(
+            kind,
+            &serde_json::json!({ "n": n, "pad": "x".repeat(bytes) }),
+        )
+    }
+
+    #[test]
+    fn a_queue_is_bounded_by_bytes_as_well_as_frames() {
+        let one = weighing(EventKind::Log, 0, 1000).len();
+        let q = OutboundQueue::new(1024, 3 * one + one / 2);
+        assert_eq!(
+            q.push(weighing(EventKind::ProgressUpdate, 1, 1000)),
+            Pushed::Queued
+        );
+        q.push(weighing(EventKind::ProgressUpdate, 2, 1000));
+        q.push(weighing(EventKind::Log, 3, 1000));
+        // Over the byte cap: the superseded progress makes room.
+        assert_eq!(
+            q.push(weighing(EventKind::Log, 4, 1000)),
+            Pushed::QueuedAfterCoalescing(1)
+        );
+        // Nothing left to supersede (the newest progress stays): a slow consumer, with
+        // 3 frames of 1,024 queued.
+        assert_eq!(
+            q.push(weighing(EventKind::Log, 5, 1000)),
+            Pushed::Overflowed
+        );
+        assert_eq!(q.ended_because(), Some(SLOW));
+    }
+
+    #[test]
+    fn draining_gives_the_bytes_back_and_a_big_frame_alone_is_taken() {
+        let q = OutboundQueue::new(1024, 100);
+        assert_eq!(q.push(weighing(EventKind::Log, 1, 500)), Pushed::Queued);
+        q.drain(&mut Vec::new()).unwrap();
+        assert_eq!(q.push(weighing(EventKind::Log, 2, 500)), Pushed::Queued);
+        assert_eq!(q.len(), 1);
+    }
+
     #[tokio::test]
     async fn the_first_end_wins_and_drops_what_was_queued() {
-        let q = OutboundQueue::new(8);
+        let q = OutboundQueue::new(8, usize::MAX);
         q.push(frame(EventKind::Log, 1));
         q.end(Ended::ClientGone);
         q.end(Ended::Closed(CloseReason::ServiceRestart));

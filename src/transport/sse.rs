@@ -3,8 +3,11 @@
 //! The session writes frames into a small channel; the HTTP response streams them as
 //! `id:` + `data:` records (no `event:` line, so `EventSource.onmessage` sees every
 //! frame, each the same JSON as on the WebSocket). The client cannot speak here, so
-//! the heartbeat timeout does not apply: a dropped connection is noticed when the
-//! response body is dropped.
+//! silence cannot end the session; a write that does not go through can (the
+//! heartbeat's write bound), and a dropped connection is noticed when the response body
+//! is dropped. When the session ends, the listener drops the connection shortly after
+//! (`http::listener::ConnectionEnd`): a client that does not read would otherwise keep
+//! what hyper still buffers for it.
 
 use std::convert::Infallible;
 
@@ -16,8 +19,10 @@ use super::{Incoming, Reader, Transport, TransportClosed, Writer};
 use crate::wire::{CloseReason, EventKind, Frame};
 
 /// Frames buffered between the session and the response body; the session's own
-/// queue is the real buffer.
-const CHANNEL_CAPACITY: usize = 16;
+/// queue is the real buffer (bounded in frames and bytes). Each record here is a copy
+/// of its frame, so one: a reader that stalled costs one copy here, and hyper's own
+/// write buffer (bounded by the listener), not sixteen.
+const CHANNEL_CAPACITY: usize = 1;
 
 pub struct SseTransport {
     tx: mpsc::Sender<Result<Event, Infallible>>,

@@ -15,6 +15,9 @@ pub enum EventKind {
     Complete,
     Ping,
     Pong,
+    /// Whether the hub can reach its broker (Redis): said to every session when the
+    /// hub's subscriber loses Redis and when it is back.
+    BrokerStatus,
     Other,
 }
 
@@ -30,6 +33,7 @@ impl EventKind {
             "complete" => Self::Complete,
             "ping" => Self::Ping,
             "pong" => Self::Pong,
+            "broker_status" => Self::BrokerStatus,
             _ => Self::Other,
         }
     }
@@ -45,6 +49,7 @@ impl EventKind {
             Self::Complete => "complete",
             Self::Ping => "ping",
             Self::Pong => "pong",
+            Self::BrokerStatus => "broker_status",
             Self::Other => "other",
         }
     }
@@ -52,6 +57,6 @@ impl EventKind {
     /// A frame a newer frame of the same kind makes worthless: a backed-up client may
     /// skip it (the slow-consumer policy). Everything else must be delivered.
     pub fn is_superseded_by_newer(self) -> bool {
-        matches!(self, Self::ProgressUpdate | Self::Ping)
+        matches!(self, Self::ProgressUpdate | Self::Ping | Self::BrokerStatus)
     }
 }

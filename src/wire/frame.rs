@@ -51,6 +51,15 @@ pub struct TimestampData {
     pub timestamp: String,
 }
 
+/// `broker_status`: whether the hub reaches its broker. While `available` is false,
+/// events published through the broker wait (or fail) and none reach the session; the
+/// `true` that follows the outage comes after the events missed meanwhile.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct BrokerStatusData {
+    pub available: bool,
+    pub timestamp: String,
+}
+
 /// One encoded frame, cheap to clone and share.
 #[derive(Clone, Debug)]
 pub struct Frame {
@@ -270,6 +279,16 @@ impl Frame {
         Self::timestamp_only(EventKind::Pong)
     }
 
+    pub fn broker_status(available: bool) -> Self {
+        Self::encode(
+            EventKind::BrokerStatus,
+            &BrokerStatusData {
+                available,
+                timestamp: now_iso8601(),
+            },
+        )
+    }
+
     fn timestamp_only(kind: EventKind) -> Self {
         Self::encode(
             kind,
@@ -302,6 +321,12 @@ impl Frame {
 
     pub fn as_str(&self) -> &str {
         self.text.as_str()
+    }
+
+    /// Its size in bytes, as encoded (what a queue holding it is charged).
+    #[allow(clippy::len_without_is_empty, reason = "a frame is never empty")]
+    pub fn len(&self) -> usize {
+        self.text.len()
     }
 
     /// The frame as a JSON value, for tests and diagnostics (not on the hot path).
@@ -456,6 +481,7 @@ mod tests {
             EventKind::Complete,
             EventKind::Ping,
             EventKind::Pong,
+            EventKind::BrokerStatus,
         ] {
             assert_eq!(EventKind::from_name(kind.name()), kind);
         }

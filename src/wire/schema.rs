@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::ProjectState;
 use super::event::{Complete, ErrorReport, Log, ProgressUpdate, StageChange};
-use super::frame::{ConnectedData, TimestampData};
+use super::frame::{BrokerStatusData, ConnectedData, TimestampData};
 
 /// `snapshot` data as a schema type (the frame itself borrows the state).
 #[derive(JsonSchema)]
@@ -33,6 +33,7 @@ enum ServerFrame {
     Complete(Complete),
     Ping(TimestampData),
     Pong(TimestampData),
+    BrokerStatus(BrokerStatusData),
 }
 
 /// The schema served at `/api/v1/schema/events.json`.
@@ -62,6 +63,7 @@ mod tests {
             "complete",
             "ping",
             "pong",
+            "broker_status",
         ] {
             assert!(text.contains(&format!("\"{name}\"")), "{name}");
         }

@@ -213,6 +213,33 @@ async fn invalid_published_payloads_are_dropped_and_counted(b: Backend) {
     assert!(after >= before + 6.0, "before {before}, after {after}");
 }
 
+// A legacy PUBLISH whose payload carries a made-up `id` far ahead in the project's own
+// epoch (which every watcher sees) is forwarded unchanged, but its id moves nothing:
+// the events the hub publishes next all reach the watchers. Before, the hub took the id
+// for a position and dropped the next real events as duplicates (issue 23 §4: 1 of 6).
+async fn a_forged_id_on_a_legacy_publish_blinds_nobody(b: Backend) {
+    let hub = TestHub::start(b).await;
+    let mut client = WsClient::connected(&hub.ws_url("p")).await;
+    let first = hub.publish("p", support::log_event("real 0")).await;
+    assert_eq!(client.next_event().await["id"], first.as_str());
+    let epoch = first.split_once(':').unwrap().0;
+    for forged_seq in [1_000_000, 2] {
+        let forged = format!(
+            r#"{{"event":"log","id":"{epoch}:{forged_seq}","data":{{"level":"INFO","message":"forged"}}}}"#
+        );
+        hub.publish_raw("p", &forged).await;
+        assert_eq!(client.next_text().await, forged, "forwarded unchanged");
+    }
+    for n in 1..=5 {
+        let id = hub
+            .publish("p", support::log_event(&format!("real {n}")))
+            .await;
+        let frame = client.next_event().await;
+        assert_eq!(frame["id"], id.as_str(), "{frame}");
+        assert_eq!(frame["data"]["message"], format!("real {n}"));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn original_python_publisher_reaches_websocket_clients_unchanged() {
     let hub = TestHub::start(Backend::Redis).await;
@@ -303,4 +330,5 @@ on_both_brokers!(
     two_hundred_clients_all_receive,
     two_thousand_messages_arrive_complete_and_in_order,
     invalid_published_payloads_are_dropped_and_counted,
+    a_forged_id_on_a_legacy_publish_blinds_nobody,
 );

@@ -116,6 +116,31 @@ async fn allowed_origins_apply_to_writes() {
     );
 }
 
+/// Checks what the page and the API docs share: a CSP allowing only the hub's own
+/// scripts and connections, no plugins, no framing, and `X-Frame-Options` and
+/// `Referrer-Policy`. Returns the CSP.
+fn page_protections(path: &str, headers: &reqwest::header::HeaderMap) -> String {
+    let csp = headers
+        .get("content-security-policy")
+        .unwrap_or_else(|| panic!("{path}: no CSP"))
+        .to_str()
+        .unwrap()
+        .to_string();
+    for directive in [
+        "default-src 'self'",
+        "script-src 'self'",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(directive), "{path}: {directive} not in {csp}");
+    }
+    assert_eq!(headers["x-frame-options"], "DENY", "{path}");
+    assert_eq!(headers["referrer-policy"], "no-referrer", "{path}");
+    csp
+}
+
 // The page is served with a Content-Security-Policy (its own scripts, styles and
 // connections only; no framing), X-Frame-Options and nosniff; every answer carries
 // nosniff. None of these was sent before.
@@ -126,25 +151,9 @@ async fn the_page_is_served_with_security_headers() {
         let response = reqwest::get(hub.http(path)).await.unwrap();
         assert_eq!(response.status(), 200);
         let headers = response.headers();
-        let csp = headers
-            .get("content-security-policy")
-            .unwrap_or_else(|| panic!("{path}: no CSP"))
-            .to_str()
-            .unwrap();
-        for directive in [
-            "default-src 'self'",
-            "script-src 'self'",
-            "connect-src 'self'",
-            "object-src 'none'",
-            "base-uri 'none'",
-            "frame-ancestors 'none'",
-        ] {
-            assert!(csp.contains(directive), "{path}: {directive} not in {csp}");
-        }
+        let csp = page_protections(path, headers);
         assert!(!csp.contains("unsafe-inline"), "{csp}");
-        assert_eq!(headers["x-frame-options"], "DENY", "{path}");
         assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
-        assert_eq!(headers["referrer-policy"], "no-referrer", "{path}");
     }
     for path in [
         "/assets/app.js",
@@ -162,6 +171,28 @@ async fn the_page_is_served_with_security_headers() {
             Some(&b"nosniff"[..]),
             "{path}"
         );
+    }
+}
+
+// Swagger UI at `/docs` gets the page's protections: a Content-Security-Policy (its own
+// scripts and connections only, no framing; inline styles allowed, which Swagger UI's
+// rendering sets) and X-Frame-Options (issue 23 §9: it had neither).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_docs_are_served_with_security_headers() {
+    let hub = TestHub::start(Backend::Memory).await;
+    for path in [
+        "/docs/",
+        "/docs/swagger-initializer.js",
+        "/docs/swagger-ui.css",
+    ] {
+        let response = reqwest::get(hub.http(path)).await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let csp = page_protections(path, response.headers());
+        let script_src = csp
+            .split(';')
+            .find(|d| d.trim().starts_with("script-src"))
+            .unwrap();
+        assert!(!script_src.contains("unsafe"), "{csp}");
     }
 }
 

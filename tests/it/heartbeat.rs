@@ -72,7 +72,9 @@ async fn a_busy_session_still_hears_its_client(b: Backend) {
     let hub = TestHub::start_with(b, |c| {
         c.heartbeat_interval = Duration::from_millis(200);
         c.heartbeat_timeout = Duration::from_secs(1);
+        // Room for the whole backlog, in frames and in bytes.
         c.queue_capacity = 4096;
+        c.queue_bytes = 64 * 1024 * 1024;
     })
     .await;
     let mut client = WsClient::connected(&hub.ws_url("busy")).await;

@@ -15,6 +15,7 @@ mod budgets;
 mod cli;
 mod cluster;
 mod delivery;
+mod first_hour;
 mod hardening;
 mod heartbeat;
 mod hostile_input;

@@ -141,3 +141,108 @@ async fn slow_consumer_is_closed_and_others_get_everything() {
         EVENTS / 10
     );
 }
+
+/// Opens an SSE stream of `project` on a raw socket with a small receive buffer, which
+/// the test then never reads: a reader that stalled.
+async fn stalled_sse_reader(addr: &str, project: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let addr = addr.trim_start_matches("http://").parse().unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    let request = format!(
+        "GET /api/v1/projects/{project}/events HTTP/1.1\r\nhost: hub\r\naccept: text/event-stream\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream
+}
+
+/// Reads what reached `stream` until the hub closes it (EOF or reset); panics if the
+/// connection is still open after `PATIENCE`.
+async fn closed_by_the_hub(stream: &mut tokio::net::TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = vec![0; 64 * 1024];
+    let reading = async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, reading)
+        .await
+        .expect("the hub closed the connection");
+}
+
+/// The scenario of issue 23 §3 on the `progress-hub` binary (so that it can be run
+/// against an older build too): a hub on Redis with `envs`, one SSE reader of `project`
+/// that never reads, then 300 `log` frames of ~24 KB (7 MB) published as a legacy
+/// publisher does. Returns the hub's URL, the process and the reader.
+async fn stalled_sse_reader_under_big_logs(
+    redis: &support::RedisServer,
+    project: &str,
+    envs: &[(&str, &str)],
+) -> (String, support::cli::Killed, tokio::net::TcpStream) {
+    let mut envs = envs.to_vec();
+    let redis_url = redis.url();
+    envs.push(("REDIS_URL", &redis_url));
+    // An idle kept-alive connection is closed after this: not what these tests see.
+    envs.push(("HUB_HANDSHAKE_TIMEOUT", "60s"));
+    let (child, url, _) = support::cli::serve(&["--no-worker"], &envs);
+    let child = support::cli::Killed(child);
+    let stalled = stalled_sse_reader(&url, project).await;
+    let sessions = || support::metric_at(&url, SSE_SESSIONS);
+    support::eventually_eq("the SSE session is open", 1.0, sessions).await;
+    let mut conn = redis.connection().await;
+    let padding = "x".repeat(24_000);
+    for i in 0..300 {
+        let frame =
+            format!(r#"{{"event":"log","data":{{"level":"INFO","message":"{i} {padding}"}}}}"#);
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(support::layout::channel(&support::project(project)))
+            .arg(frame)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    (url, child, stalled)
+}
+
+const SSE_SESSIONS: &str = r#"hub_connections{transport="sse"}"#;
+
+// An SSE reader that never reads (issue 23 §3: 1,000 of them, 200 logs of ~24 KB, held
+// ~1 MB each, indefinitely; a WebSocket one is closed by the heartbeat timeout): SSE
+// has the same liveness bound. A write that has not gone through for the heartbeat
+// timeout ends the session (as a silent WebSocket client's, counted in
+// `hub_heartbeat_timeouts_total`), and the hub drops the connection with whatever it
+// still held for it. The byte cap is set out of the way here: liveness alone ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_sse_reader_is_ended_by_the_heartbeat_timeout() {
+    let redis = support::RedisServer::start().await;
+    let envs = [
+        ("HUB_HEARTBEAT_INTERVAL", "300ms"),
+        ("HUB_HEARTBEAT_TIMEOUT", "1s"),
+        ("HUB_QUEUE_BYTES", "268435456"),
+    ];
+    let (url, _hub, mut stalled) = stalled_sse_reader_under_big_logs(&redis, "stall", &envs).await;
+    let sessions = || support::metric_at(&url, SSE_SESSIONS);
+    support::eventually_eq("the stalled session ended", 0.0, sessions).await;
+    assert!(support::metric_at(&url, "hub_heartbeat_timeouts_total").await >= 1.0);
+    closed_by_the_hub(&mut stalled).await;
+}
+
+// What an SSE session holds is capped in bytes as well as frames: with the default
+// frame cap (1,024) and 24 KB logs, a stalled reader is a slow consumer once its queue
+// holds `--queue-bytes` (here 1 MiB; 4 MiB by default), well before the heartbeat
+// timeout (the default minute).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_sse_reader_is_a_slow_consumer_beyond_its_byte_cap() {
+    let redis = support::RedisServer::start().await;
+    let envs = [("HUB_QUEUE_BYTES", "1048576")];
+    let (url, _hub, mut stalled) = stalled_sse_reader_under_big_logs(&redis, "capped", &envs).await;
+    let sessions = || support::metric_at(&url, SSE_SESSIONS);
+    support::eventually_eq("the stalled session ended", 0.0, sessions).await;
+    assert!(support::metric_at(&url, "hub_slow_consumer_closes_total").await >= 1.0);
+    closed_by_the_hub(&mut stalled).await;
+}

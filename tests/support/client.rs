@@ -59,7 +59,8 @@ impl WsClient {
         }
     }
 
-    /// The next text frame as raw text, skipping control frames.
+    /// The next text frame as raw text, skipping control frames and the hub's
+    /// `broker_status` frames (which outage tests may see at any point).
     pub async fn next_text(&mut self) -> String {
         loop {
             let msg = tokio::time::timeout(PATIENCE, self.ws.next())
@@ -67,7 +68,9 @@ impl WsClient {
                 .expect("a frame in time")
                 .expect("connection open")
                 .expect("no protocol error");
-            if let Message::Text(t) = msg {
+            if let Message::Text(t) = msg
+                && !t.starts_with(r#"{"event":"broker_status""#)
+            {
                 return t.to_string();
             }
         }
@@ -88,11 +91,12 @@ impl WsClient {
         (client, first)
     }
 
-    /// The next frame that is not a `ping`.
+    /// The next frame that is not a `ping` or a `broker_status` (which outage tests
+    /// may see at any point; `tests/it/first_hour.rs` checks them).
     pub async fn next_event(&mut self) -> Value {
         loop {
             let v = self.next_json().await;
-            if v["event"] != "ping" {
+            if v["event"] != "ping" && v["event"] != "broker_status" {
                 return v;
             }
         }

@@ -36,7 +36,12 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 
 /// Reads one counter or gauge from the hub's `/metrics` (summing its label sets).
 pub async fn metric(hub: &TestHub, name: &str) -> f64 {
-    let text = reqwest::get(hub.http("/metrics"))
+    metric_at(&hub.http(""), name).await
+}
+
+/// As [`metric`], for a hub at `base` (`http://host:port`), e.g. a spawned binary.
+pub async fn metric_at(base: &str, name: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics"))
         .await
         .unwrap()
         .text()

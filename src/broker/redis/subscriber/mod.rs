@@ -14,6 +14,10 @@
 //! before any live message that arrived meanwhile. The topic drops what it already had,
 //! so nothing published through the hub's publish path is lost or doubled.
 //!
+//! Watchers are told: when the connection is lost (or cannot be made) the hub says
+//! `broker_status {available: false}` to every session, and once a connection is back
+//! and every gap is filled, `{available: true}` ([`Hub::broker_status`]).
+//!
 //! The loop (connect, serve, reconnect with capped backoff while keeping the wanted set
 //! current) and the subscription bookkeeping are written once, in [`Subscriber`], over a
 //! [`Connection`]: [`Single`] on one node (`single.rs`, SUBSCRIBE), and [`Cluster`] on a
@@ -213,6 +217,8 @@ impl<C: Connection> Subscriber<C> {
                     }
                     ever_connected = true;
                     failures = 0;
+                    // After `connect`'s gap fills: the missed events come first.
+                    self.shared.hub.broker_status(true);
                     backoff = new_backoff();
                     let exit = self.serve(conn, &mut changes, &shutdown).await;
                     self.up.store(false, Ordering::Relaxed);
@@ -222,11 +228,13 @@ impl<C: Connection> Subscriber<C> {
                     match exit {
                         Exit::Shutdown => return,
                         Exit::Lost(why) => {
+                            self.shared.hub.broker_status(false);
                             tracing::warn!(subscriber = C::NAME, error = %why, "redis subscriber connection lost; reconnecting");
                         }
                     }
                 }
                 Err(why) => {
+                    self.shared.hub.broker_status(false);
                     failures += 1;
                     // Say it once per outage, then quietly every 50 attempts.
                     if failures == 1 || failures.is_multiple_of(50) {
