@@ -2,7 +2,8 @@
 // `any` would let a renamed field through tsc, and the schema contract test with it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { PKG } from './support.mjs';
 
@@ -16,4 +17,71 @@ test('no `any` in the client sources (frames narrowed on `event`)', () => {
     });
   }
   assert.deepEqual(hits, []);
+});
+
+/** Compiles TypeScript files (name → text) against the package's published types
+ * (dist/*.d.ts, through its `exports`, as a user's project would); resolves with tsc's
+ * output, or rejects with it. */
+function compile(files) {
+  const dir = path.join(PKG, `.typecheck-${process.pid}`);
+  mkdirSync(dir, { recursive: true });
+  try {
+    for (const [name, text] of Object.entries(files)) writeFileSync(path.join(dir, name), text);
+    writeFileSync(path.join(dir, 'tsconfig.json'), JSON.stringify({
+      extends: '../tsconfig.json',
+      compilerOptions: { noEmit: true, rootDir: '.', types: [], module: 'ES2022', target: 'ES2022', noUnusedLocals: false },
+      include: Object.keys(files),
+    }));
+    return execFileSync(path.join(PKG, 'node_modules/.bin/tsc'), ['-p', dir], { cwd: PKG, encoding: 'utf8', stdio: 'pipe' });
+  } catch (err) {
+    throw new Error(`tsc:\n${err.stdout}${err.stderr}`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+test("the README's four examples (React, watchProject, SSE only, auth) compile against the package", () => {
+  const readme = readFileSync(path.join(PKG, 'README.md'), 'utf8');
+  const blocks = [...readme.matchAll(/```(tsx?)\n([\s\S]*?)```/g)];
+  assert.equal(blocks.length, 4, 'four examples');
+  const files = Object.fromEntries(blocks.map(([, lang, code], i) => [`example${i}.${lang}`, `${code}\nexport {};\n`]));
+  assert.match(Object.values(files).join('\n'), /useProgress[\s\S]*transport: 'sse'[\s\S]*getToken/);
+  compile(files);
+});
+
+// Issue 24: the closed sets are closed types; a value of a newer hub is typed apart.
+test('closed types: a typo in a status, stage, level or error code fails to compile; unknown values need an explicit read', () => {
+  const ok = `
+import { watchProject, STAGES, type ProgressState, type Status, type ErrorCode, type UnknownValue } from 'progress-hub-client';
+declare const s: ProgressState;
+const w = watchProject('http://h', 'p');
+export const finished: boolean = s.status === 'COMPLETED' || s.status === 'FAILED' || s.status === 'QUEUED';
+export const stage: boolean = s.status === 'RENDERING' && STAGES.includes(s.status);
+export const code: boolean = s.error?.code === 'GEMINI_QUOTA_EXCEEDED';
+export const level: boolean = s.logs[0]?.level === 'WARNING';
+export const broker: boolean = s.broker === 'down';
+// The escape hatch: a value this version does not know is still the hub's string.
+export const cancelled: boolean = String(s.status) === 'CANCELLED';
+export const asText: string | null = s.status;
+export const fromNewerHub = (v: Status | UnknownValue): string => v;
+export const typed: ErrorCode = 'RENDER_ERROR';
+w.done.then((d) => d.status === 'COMPLETED');
+`;
+  const typos = [
+    `s.status === 'COMPLETE'`,
+    `s.status === 'CANCELLED'`,
+    `s.error?.code === 'GEMINI_QUOTA_EXCEDED'`,
+    `s.error?.stage === 'RENDER'`,
+    `s.logs[0]?.level === 'WARN'`,
+    `s.broker === 'unavailable'`,
+    `((): ErrorCode => 'NOT_A_CODE')()`,
+    `((): Status => 'COMPLETE')()`,
+    `((v: UnknownValue) => v === 'X')`,
+  ];
+  const bad = `
+import type { ProgressState, Status, ErrorCode, UnknownValue } from 'progress-hub-client';
+declare const s: ProgressState;
+${typos.map((t) => `// @ts-expect-error\nexport const t${typos.indexOf(t)} = ${t};`).join('\n')}
+`;
+  compile({ 'ok.ts': ok, 'typos.ts': bad });
 });
