@@ -3,8 +3,8 @@
 // hub restart without losing or doubling a log line, and show errors with solutions.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync, spawn } from "node:child_process";
-import { createServer } from "node:net";
+import { spawn } from "node:child_process";
+import { connect, createServer } from "node:net";
 import { mkdirSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -206,15 +206,22 @@ test("broker unavailable: the page says updates are paused, drops the ETA, and s
   assert.equal(res.status, 202);
   await page.waitForFunction(() => document.querySelector("#eta").textContent.includes("1 min 30 s"));
   assert.equal(await page.isHidden("#broker"), true, "nothing to say while the broker is up");
-  const say = (frame) => execFileSync("redis-cli", ["-u", redis.url, "PUBLISH", `progress:${id}`, JSON.stringify(frame)]);
+  // PUBLISH in RESP on a socket of its own; resolves with Redis's reply.
+  const say = (frame) => new Promise((resolve, reject) => {
+    const words = ["PUBLISH", `progress:${id}`, JSON.stringify(frame)];
+    const sock = connect(Number(new URL(redis.url).port), "127.0.0.1");
+    sock.on("error", reject);
+    sock.once("data", (d) => { sock.end(); resolve(d.toString()); });
+    sock.write(`*${words.length}\r\n${words.map((w) => `$${Buffer.byteLength(w)}\r\n${w}\r\n`).join("")}`);
+  });
   // A newer hub's event the client does not know changes nothing and breaks nothing.
-  say({ event: "something_newer", data: { x: 1 } });
-  say({ event: "broker_status", data: { available: false, timestamp: new Date().toISOString() } });
+  assert.equal(await say({ event: "something_newer", data: { x: 1 } }), ":1\r\n", "one subscriber: the hub");
+  await say({ event: "broker_status", data: { available: false, timestamp: new Date().toISOString() } });
   await page.waitForSelector("#broker[data-state=down]");
   assert.match(await page.textContent("#broker"), /^Broker unavailable, updates paused \(since .+\)$/);
   assert.equal(await page.textContent("#eta"), "", "no estimate while no update can arrive");
   assert.equal(await page.textContent("#percent"), "40%");
-  say({ event: "broker_status", data: { available: true, timestamp: new Date().toISOString() } });
+  await say({ event: "broker_status", data: { available: true, timestamp: new Date().toISOString() } });
   await page.waitForSelector("#broker[data-state=up]");
   assert.match(await page.textContent("#broker"), /^Broker back \(.+\), updates resumed$/);
   assert.match(await page.textContent("#eta"), /1 min 30 s/);
