@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 use super::{Broker, BrokerError, HistoryConfig, Replay};
 use super::{JobClaim, PreparedEvent};
 use crate::hub::{Hub, SubscriptionChange};
+use crate::wire::event::ProgressStatus;
 use crate::wire::{EventId, EventKind, Frame, ProjectId, ProjectState};
 
 /// How often expired histories and receipts are swept from memory.
@@ -309,12 +310,24 @@ impl Broker for MemoryBroker {
             }
             history.fence = Some(claim.clone());
         }
+        // Runs, as `publish.lua` starts them: after `complete`, or with a QUEUED update
+        // (refused when its job's run has begun or ended: a worker was quicker).
+        if s.starts_run
+            && let Some(job) = &s.job_id
+            && (history.fence.as_ref().is_some_and(|f| &f.job_id == job)
+                || history.ended_job.as_ref() == Some(job))
+        {
+            return Err(BrokerError::Stale(format!("job {job} has already begun")));
+        }
         let state = &mut history.state;
         let finished = matches!(state.status.as_deref(), Some("COMPLETED" | "FAILED"));
-        if finished && event.kind != EventKind::Complete {
-            state.progress = 0;
-            state.youtube_url = None;
-            state.completed_job = None;
+        if s.starts_run || (finished && event.kind != EventKind::Complete) {
+            *state = ProjectState {
+                completed_job: state.completed_job.take(),
+                job_id: s.job_id.clone(),
+                queue_position: s.queue_position,
+                ..ProjectState::empty()
+            };
         }
         // Progress never goes backwards within a run: a lower value is clamped up.
         let progress = t.progress.map(|p| p.max(state.progress));
@@ -343,6 +356,10 @@ impl Broker for MemoryBroker {
         let state = &mut history.state;
         if let Some(v) = &s.status {
             state.status = Some(v.clone());
+            if v != ProgressStatus::Queued.as_str() {
+                // A place in the queue means something only while the run waits there.
+                state.queue_position = None;
+            }
         }
         if let Some(v) = &s.current_stage {
             state.current_stage = Some(v.clone());
@@ -357,6 +374,7 @@ impl Broker for MemoryBroker {
             && let Some(claim) = &event.job
         {
             state.completed_job = Some(claim.job_id.clone());
+            state.job_id = Some(claim.job_id.clone());
             history.ended_job = Some(claim.job_id.clone());
         }
         state.last_event_id = Some(id.to_string());

@@ -45,6 +45,11 @@ pub struct StateChange {
     /// Progress the state is raised to regardless of the frame (`complete` → 100).
     pub progress_floor: Option<u8>,
     pub updated_at: String,
+    /// A `QUEUED` update: a new run starts, whatever came before (progress from 0, the
+    /// last run's status, stage, ETA, link and job gone), with this job and place.
+    pub starts_run: bool,
+    pub job_id: Option<String>,
+    pub queue_position: Option<u64>,
 }
 
 /// One claim of a generation job: the job, and its fencing token, which grows with

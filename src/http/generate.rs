@@ -21,8 +21,8 @@ use super::project_path::ProjectPath;
 use super::{AppState, access};
 use crate::catalog::ErrorCode;
 use crate::job::GenerateRequest;
+use crate::job::accept::accept;
 use crate::job::queue::QueueError;
-use crate::wire::event::LogLevel;
 
 /// What a client over its limit of unfinished jobs is told to wait: about one job.
 const CLIENT_RETRY_AFTER_SECS: u64 = 60;
@@ -130,30 +130,10 @@ pub async fn generate(
             .into_response();
         }
     };
-    match app.jobs.submit(&job).await {
+    match accept(app.jobs.as_ref(), &app.publisher, &job).await {
         Ok(queued) => {
             let position = queued.position;
             tracing::info!(project_id = %project, job_id = %job.id, position, "generation job queued");
-            if position > 1 {
-                // The job waits behind others: its first frame says where it is.
-                let ahead = position - 1;
-                let locale = app.publisher.locale();
-                let text = match locale {
-                    crate::locale::Locale::ZhTw => {
-                        format!("已排入佇列：第 {position} 位（前面還有 {ahead} 個工作等待中）")
-                    }
-                    crate::locale::Locale::En => {
-                        format!("Queued: position {position} ({ahead} jobs waiting ahead)")
-                    }
-                };
-                if let Err(err) = app
-                    .publisher
-                    .publish_log(&project, LogLevel::Info, &text)
-                    .await
-                {
-                    tracing::warn!(project_id = %project, error = %err, "could not publish the job's queue position");
-                }
-            }
             (
                 StatusCode::ACCEPTED,
                 Json(json!({

@@ -110,12 +110,6 @@ impl Topic {
         });
     }
 
-    /// Moves the duplicate filter back to `position`, when the history itself went
-    /// back (see the subscriber's gap fill).
-    pub fn rewind(&self, position: EventId) {
-        self.watchers.lock().last = Some(position);
-    }
-
     pub fn mark_subscribed(&self) {
         self.subscribed.send_replace(true);
     }
@@ -228,6 +222,22 @@ impl Hub {
         self.deliver_frame(&topic, frame);
     }
 
+    /// Resets every session of the project to `state` (a `snapshot` with `recovered:
+    /// false`) when its history went back under them (Redis lost writes they received):
+    /// the events after `last` follow; ids they had up to it may come again, but never
+    /// without this reset before them.
+    pub fn reset(&self, project: &ProjectId, state: &ProjectState, last: EventId) {
+        let Some(topic) = self.topics.lock().get(project).cloned() else {
+            return;
+        };
+        let mut watchers = topic.watchers.lock();
+        watchers.last = Some(last);
+        let snapshot = Frame::snapshot(state, false);
+        for inbox in watchers.inboxes.values() {
+            push(inbox.as_ref(), snapshot.clone());
+        }
+    }
+
     /// Fans out frames read from the history to fill a gap (see the subscriber).
     /// Frames the topic already delivered are skipped.
     pub fn deliver_missed(&self, project: &ProjectId, frames: Vec<Frame>) {
@@ -253,12 +263,7 @@ impl Hub {
             watchers.last = Some(id.clone());
         }
         for inbox in watchers.inboxes.values() {
-            match inbox.push(frame.clone()) {
-                Pushed::Queued => {}
-                Pushed::QueuedAfterCoalescing(dropped) => m::frames_superseded(dropped as u64),
-                Pushed::Overflowed => m::frames_dropped_slow_consumer(1),
-                Pushed::Ended => {}
-            }
+            push(inbox.as_ref(), frame.clone());
         }
     }
 
@@ -281,6 +286,16 @@ impl Hub {
 
     pub fn watched_count(&self) -> usize {
         self.topics.lock().len()
+    }
+}
+
+/// Queues a frame in a session's inbox, counting what that cost.
+fn push(inbox: &dyn Inbox, frame: Frame) {
+    match inbox.push(frame) {
+        Pushed::Queued => {}
+        Pushed::QueuedAfterCoalescing(dropped) => m::frames_superseded(dropped as u64),
+        Pushed::Overflowed => m::frames_dropped_slow_consumer(1),
+        Pushed::Ended => {}
     }
 }
 

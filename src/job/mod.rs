@@ -1,9 +1,11 @@
 //! Generation jobs: the `generate_video` pipeline (`pipeline.rs`) over mock providers
 //! (`providers.rs`), carried by a job queue (`queue.rs`: in-process, or Redis Streams
 //! so that `progress-hub worker` processes anywhere can run them) and run by workers
-//! (`worker.rs`). What a job finished is kept with it (`checkpoint.rs`), so a run that
+//! (`worker.rs`). Accepting one starts its run in the project's state (`accept.rs`).
+//! What a job finished is kept with it (`checkpoint.rs`), so a run that
 //! takes it over goes on from there.
 
+pub mod accept;
 pub mod checkpoint;
 pub mod pipeline;
 pub mod providers;

@@ -126,7 +126,9 @@ impl Coalescer {
     /// Decides what to do with `event`, given the locked slot.
     pub fn decide(&self, slot: &mut Slot, event: Held) -> Decision {
         let now = Instant::now();
-        if event.kind != EventKind::ProgressUpdate {
+        // Anything but a progress update, and a QUEUED one (the start of a run, which
+        // must neither wait nor be superseded), goes out now, after the one held.
+        if event.kind != EventKind::ProgressUpdate || event.state.starts_run {
             let flushed = slot.pending.take().map(Box::new);
             if flushed.is_some() {
                 slot.last_sent = Some(now);
@@ -209,10 +211,12 @@ mod tests {
 
     fn progress(p: u8) -> Event {
         Event::ProgressUpdate(ProgressUpdate {
-            status: Stage::Rendering,
+            status: Stage::Rendering.into(),
             progress: p,
             current_stage: String::new(),
             estimated_remaining: None,
+            job_id: None,
+            queue_position: None,
             timestamp: None,
         })
     }

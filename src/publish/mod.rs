@@ -236,6 +236,9 @@ impl Publisher {
         loop {
             let err = match self.inner.broker.publish(project, prepared).await {
                 Ok(id) => return Ok(id),
+                // A job's QUEUED update (no claim) refused because its run has begun is
+                // no stale worker: the caller says what it means.
+                Err(err @ BrokerError::Stale(_)) if prepared.job.is_none() => return Err(err),
                 Err(err @ BrokerError::Stale(_)) => {
                     crate::metrics::stale_job_event_refused();
                     tracing::warn!(project_id = %project, error = %err, "a job event was refused: its run is no longer the job's");
@@ -269,10 +272,12 @@ impl Publisher {
         estimated_remaining: Option<u64>,
     ) -> Result<Published, PublishError> {
         let event = Event::ProgressUpdate(ProgressUpdate {
-            status,
+            status: status.into(),
             progress,
             current_stage: current_stage.to_string(),
             estimated_remaining,
+            job_id: None,
+            queue_position: None,
             timestamp: None,
         });
         self.publish(project, event).await

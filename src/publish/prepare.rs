@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 use crate::broker::{FrameTemplate, JobClaim, PreparedEvent, StateChange};
 use crate::locale::Locale;
-use crate::wire::event::CompleteStatus;
+use crate::wire::event::{CompleteStatus, ProgressStatus};
 use crate::wire::{Event, InvalidEvent, ProjectId, now_iso8601};
 
 /// The event, validated and normalized, ready for the broker. `receipt`: the caller's
@@ -118,6 +118,9 @@ fn state_change(event: &Event, locale: Locale) -> StateChange {
             change.status = Some(e.status.as_str().to_string());
             change.current_stage = Some(e.current_stage.clone());
             change.estimated_remaining = Some(e.estimated_remaining);
+            change.starts_run = e.status == ProgressStatus::Queued;
+            change.job_id = e.job_id.clone();
+            change.queue_position = e.queue_position;
         }
         Event::StageChange(e) => {
             change.status = Some(e.current_stage.as_str().to_string());

@@ -118,14 +118,62 @@ impl CompleteStatus {
     }
 }
 
+/// What a `progress_update` says the run is doing: a stage, or `QUEUED` (a job was
+/// accepted and waits for a worker: the start of a new run, see [`ProgressUpdate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ProgressStatus {
+    Queued,
+    ScriptGenerating,
+    AssetsGenerating,
+    Rendering,
+    ThumbnailGenerating,
+    Uploading,
+}
+
+impl ProgressStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "QUEUED",
+            Self::ScriptGenerating => Stage::ScriptGenerating.as_str(),
+            Self::AssetsGenerating => Stage::AssetsGenerating.as_str(),
+            Self::Rendering => Stage::Rendering.as_str(),
+            Self::ThumbnailGenerating => Stage::ThumbnailGenerating.as_str(),
+            Self::Uploading => Stage::Uploading.as_str(),
+        }
+    }
+}
+
+impl From<Stage> for ProgressStatus {
+    fn from(stage: Stage) -> Self {
+        match stage {
+            Stage::ScriptGenerating => Self::ScriptGenerating,
+            Stage::AssetsGenerating => Self::AssetsGenerating,
+            Stage::Rendering => Self::Rendering,
+            Stage::ThumbnailGenerating => Self::ThumbnailGenerating,
+            Stage::Uploading => Self::Uploading,
+        }
+    }
+}
+
+/// Where the run is. With `status: QUEUED` it starts a new run (progress from 0, the
+/// last run's link and status gone), whatever came before: what accepting a job
+/// publishes, naming the job and its place in the queue when it was accepted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProgressUpdate {
-    pub status: Stage,
+    pub status: ProgressStatus,
     pub progress: u8,
     pub current_stage: String,
     #[serde(default)]
     pub estimated_remaining: Option<u64>,
+    /// The job of the run (with `QUEUED` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    /// The job's place among the jobs waiting when it was accepted, 1 when none waited
+    /// before it (with `QUEUED` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_position: Option<u64>,
     #[serde(default)]
     pub timestamp: Option<String>,
 }
@@ -222,6 +270,8 @@ impl InvalidEvent {
 pub const MAX_STAGE_TEXT: usize = 500;
 pub const MAX_MESSAGE: usize = 8 * 1024;
 pub const MAX_TRACE_ID: usize = 128;
+/// A job id a `QUEUED` update may name (the hub mints `job-` and 16 hex digits).
+pub const MAX_JOB_ID: usize = 128;
 pub const MAX_SOLUTIONS: usize = 20;
 pub const MAX_URL: usize = 2048;
 
@@ -290,6 +340,24 @@ impl Event {
             Self::ProgressUpdate(e) => {
                 check_progress("data.progress", e.progress)?;
                 check_len("data.current_stage", &e.current_stage, MAX_STAGE_TEXT)?;
+                if let Some(job) = &e.job_id {
+                    check_len("data.job_id", job, MAX_JOB_ID)?;
+                }
+                // A job and its place name a queued run; on a stage they would be stale.
+                if e.status != ProgressStatus::Queued {
+                    if e.job_id.is_some() {
+                        return Err(InvalidEvent::new(
+                            "data.job_id",
+                            "job_id is given with status QUEUED only",
+                        ));
+                    }
+                    if e.queue_position.is_some() {
+                        return Err(InvalidEvent::new(
+                            "data.queue_position",
+                            "queue_position is given with status QUEUED only",
+                        ));
+                    }
+                }
                 &e.timestamp
             }
             Self::StageChange(e) => {
@@ -442,6 +510,14 @@ mod tests {
                 r#"{"event":"complete","data":{"status":"COMPLETED","youtube_url":"javascript:alert(1)"}}"#,
                 "data.youtube_url",
             ),
+            (
+                r#"{"event":"progress_update","data":{"status":"RENDERING","progress":1,"current_stage":"x","job_id":"j"}}"#,
+                "data.job_id",
+            ),
+            (
+                r#"{"event":"progress_update","data":{"status":"RENDERING","progress":1,"current_stage":"x","queue_position":2}}"#,
+                "data.queue_position",
+            ),
             (r#"{"event":"explode","data":{}}"#, "event"),
             (r#"[1,2]"#, "body"),
             (r#"{"event":"log""#, "body"),
@@ -470,6 +546,7 @@ mod tests {
             r#"{"event":"log","data":{"level":"INFO","message":"m"}}"#,
             r#"{"event":"error","data":{"error_code":"RENDER_ERROR","message":"m","stage":"RENDERING"}}"#,
             r#"{"event":"complete","data":{"status":"FAILED"}}"#,
+            r#"{"event":"progress_update","data":{"status":"QUEUED","progress":0,"current_stage":"x","job_id":"j","queue_position":2}}"#,
         ] {
             let event = parse(json).unwrap();
             let tagged = serde_json::to_value(&event).unwrap();

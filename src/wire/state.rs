@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use super::EventId;
+use super::event::ProgressStatus;
 
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema, utoipa::ToSchema)]
 pub struct ProjectState {
@@ -20,7 +21,16 @@ pub struct ProjectState {
     pub updated_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub youtube_url: Option<String>,
-    /// The generation job whose `complete` ended the current run, if any.
+    /// The generation job of the current run, once it was accepted (`QUEUED`) or has
+    /// completed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    /// While the run is `QUEUED`: the job's place among the jobs waiting when it was
+    /// accepted (1: none waited before it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_position: Option<u64>,
+    /// The last generation job whose `complete` is in (kept across later runs), so a
+    /// worker that takes such a job again settles it at once.
     #[serde(skip)]
     pub completed_job: Option<String>,
 }
@@ -36,6 +46,8 @@ impl ProjectState {
             last_event_id: None,
             updated_at: None,
             youtube_url: None,
+            job_id: None,
+            queue_position: None,
             completed_job: None,
         }
     }
@@ -50,16 +62,23 @@ impl ProjectState {
         }
         let last = EventId::new(epoch, seq);
         let text = |k: &str| hash.get(k).filter(|v| !v.is_empty()).cloned();
+        let status = text("status");
+        // The place in the queue says something only while the run waits there.
+        let queue_position = (status.as_deref() == Some(ProgressStatus::Queued.as_str()))
+            .then(|| text("queue_position").and_then(|p| p.parse().ok()))
+            .flatten();
         Some((
             Self {
-                status: text("status"),
+                status,
                 progress: text("progress").and_then(|p| p.parse().ok()).unwrap_or(0),
                 current_stage: text("current_stage"),
                 estimated_remaining: text("estimated_remaining").and_then(|e| e.parse().ok()),
                 last_event_id: Some(last.to_string()),
                 updated_at: text("updated_at"),
                 youtube_url: text("youtube_url"),
-                completed_job: text("job_id"),
+                job_id: text("job_id"),
+                queue_position,
+                completed_job: text("ended_job"),
             },
             last,
         ))

@@ -173,9 +173,10 @@ async fn subscriber_connection_cut_mid_stream_loses_nothing() {
 }
 
 // A failover to a replica that missed the latest writes keeps the epoch but takes the
-// sequence back, so new events reuse ids the hub already delivered. They are still
-// delivered (not dropped as duplicates), and a client resuming from a lost id is told
-// `recovered: false`.
+// sequence back, so new events reuse ids the hub already delivered. The live client is
+// reset first (a snapshot with `recovered: false` of the history as it stands: its ids
+// never go back without one, issue 23 §2), then new events are delivered (not dropped
+// as duplicates), and a client resuming from a lost id is told `recovered: false`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_that_goes_back_in_a_failover_still_delivers_new_events() {
     let hub = TestHub::start(Backend::Redis).await;
@@ -219,6 +220,15 @@ async fn history_that_goes_back_in_a_failover_still_delivers_new_events() {
         hub.redis().numsub("fo").await == 1
     })
     .await;
+    let reset = client.next_event().await;
+    assert_eq!(
+        (
+            reset["event"].as_str(),
+            reset["data"]["recovered"].as_bool()
+        ),
+        (Some("snapshot"), Some(false)),
+        "{reset}"
+    );
     let after = hub.publish("fo", log_event("after failover")).await;
     assert_eq!(
         after.split_once(':').map(|(e, _)| e),

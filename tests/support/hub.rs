@@ -37,6 +37,15 @@ impl TestHub {
             Backend::Memory => None,
             Backend::Redis => Some(RedisServer::start().await),
         };
+        Self::start_with_redis(redis, tweak).await
+    }
+
+    /// A hub on `redis` (e.g. one [started with saves](RedisServer::start_with_saves)),
+    /// which it owns from now on; in process without one.
+    pub async fn start_with_redis(
+        redis: Option<RedisServer>,
+        tweak: impl FnOnce(&mut ServeConfig),
+    ) -> Self {
         let mut config = ServeConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             redis_url: redis.as_ref().map(RedisServer::url),

@@ -1,6 +1,7 @@
 //! A `redis-server` of the test's own on a free port: killed, frozen, restarted at will.
 
 use std::net::TcpListener;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -10,13 +11,36 @@ use super::{PATIENCE, layout, project};
 pub struct RedisServer {
     port: u16,
     child: Option<Child>,
+    /// Where `SAVE` writes and a restart loads from (`start_with_saves`); none: the
+    /// server keeps nothing across a restart.
+    dir: Option<PathBuf>,
 }
 
 impl RedisServer {
     pub async fn start() -> Self {
+        Self::start_in(None).await
+    }
+
+    /// A server that writes its data to a directory of its own on `SAVE` (never by
+    /// itself) and loads it when restarted: a restart loses what came after the save.
+    pub async fn start_with_saves() -> Self {
+        Self::start_in(Some(())).await
+    }
+
+    async fn start_in(saves: Option<()>) -> Self {
         for _ in 0..5 {
             let port = free_port();
-            let mut server = Self { port, child: None };
+            let dir = saves.map(|()| {
+                let dir = std::env::temp_dir()
+                    .join(format!("progress-hub-redis-{}-{port}", std::process::id()));
+                std::fs::create_dir_all(&dir).expect("a directory for the saves");
+                dir
+            });
+            let mut server = Self {
+                port,
+                child: None,
+                dir,
+            };
             if server.launch().await {
                 return server;
             }
@@ -24,10 +48,24 @@ impl RedisServer {
         panic!("could not start redis-server (is it installed?)");
     }
 
+    /// `SAVE`: what a restart will load.
+    pub async fn save(&self) {
+        assert!(self.dir.is_some(), "started with saves");
+        let () = redis::cmd("SAVE")
+            .query_async(&mut self.connection().await)
+            .await
+            .unwrap();
+    }
+
     async fn launch(&mut self) -> bool {
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"]);
+        if let Some(dir) = &self.dir {
+            command.arg("--dir").arg(dir);
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -94,7 +132,8 @@ impl RedisServer {
         assert!(status.success());
     }
 
-    /// Starts it again, empty, on the same port.
+    /// Starts it again on the same port: empty, or from its last `SAVE` when started
+    /// with saves.
     pub async fn restart(&mut self) {
         self.kill();
         assert!(
@@ -140,6 +179,9 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 //! | `progress:{<p>}:history` | stream | the project's events, entries `0-<seq>`, field `frame` |
 //! | `progress:{<p>}:state` | hash | epoch, seq, status, progress, stage, ETA, last id, fences |
 //! | `progress:{<p>}:pub:<receipt>` | string | the id a publish got (10 min), so a retry never appends twice |
+//! | `progress:era` | string | the run_id of the Redis incarnation the hubs last found (one node, Sentinel) |
 //! | `progress:jobs` | stream | the job queue, read by the consumer group `workers` |
 //! | `{progress:jobs}:lock:<p>` | string | the id of the project's job while it exists (queued or running): one job per project |
 //! | `{progress:jobs}:done:<job>` | string | what the job finished so far (JSON), until it is settled |
@@ -42,6 +43,11 @@ use crate::wire::{EventId, Frame, ProjectId, ProjectState};
 
 /// Prefix of every key and channel.
 const PREFIX: &str = "progress:";
+
+/// The node's era: the `run_id` of the server incarnation the hubs last found it
+/// running (see `era.rs`). A project's state written under another era may lack
+/// acknowledged writes (a restart from an older save), so it begins a new epoch.
+pub const ERA_KEY: &str = "progress:era";
 
 /// The job queue's stream, and the consumer group its workers read it in.
 pub const JOB_STREAM: &str = "progress:jobs";
@@ -194,20 +200,28 @@ pub struct PublishArgs<'a> {
     pub claim: String,
     /// Bytes of history kept (appended last: publishers that predate it still work).
     pub max_bytes: usize,
+    /// A `QUEUED` update's job and place in the queue (`''`: none).
+    pub queued_job: &'a str,
+    pub queue_position: String,
 }
 
 impl PublishArgs<'_> {
     /// The script invocation for `project`'s keys and these arguments.
+    /// `era`: whether the script checks the node's era (one node; see `era.rs`).
     pub fn invocation(
         &self,
         project: &ProjectId,
         receipt: &str,
+        era: bool,
     ) -> redis::ScriptInvocation<'static> {
         let mut call = PUBLISH.prepare_invoke();
         call.key(history_key(project))
             .key(state_key(project))
-            .key(receipt_key(project, receipt))
-            .arg(&self.channel)
+            .key(receipt_key(project, receipt));
+        if era {
+            call.key(ERA_KEY);
+        }
+        call.arg(&self.channel)
             .arg(&self.new_epoch)
             .arg(self.max_len)
             .arg(self.active_ttl)
@@ -226,7 +240,9 @@ impl PublishArgs<'_> {
             .arg(self.job_id)
             .arg(self.publish_command)
             .arg(&self.claim)
-            .arg(self.max_bytes);
+            .arg(self.max_bytes)
+            .arg(self.queued_job)
+            .arg(&self.queue_position);
         call
     }
 }

@@ -7,6 +7,7 @@
 //! which hashes to that same slot.
 
 pub mod connection;
+pub mod era;
 pub mod layout;
 pub mod sentinel;
 mod shared_read;
@@ -50,6 +51,9 @@ pub struct RedisBroker {
     history: HistoryConfig,
     /// Concurrent history reads of one project share one read (see `shared_read.rs`).
     reads: shared_read::SharedReads,
+    /// On one node: the era the publish script checks, stamped before a publish on a
+    /// connection that may be new (see `era.rs`).
+    era: Option<era::Era>,
 }
 
 impl RedisBroker {
@@ -63,9 +67,11 @@ impl RedisBroker {
             response: COMMAND_TIMEOUT,
             max_retry_delay: Some(Duration::from_millis(500)),
         };
+        let era = matches!(target, RedisTarget::Single(_)).then(era::Era::default);
         let commands = RedisConn::open(&target, timeouts)?;
         Ok(Self {
             commands,
+            era,
             target,
             subscriber_up: Arc::new(AtomicBool::new(false)),
             probe_failing: Arc::new(AtomicBool::new(false)),
@@ -92,7 +98,8 @@ impl RedisBroker {
                     .map_err(|e| BrokerError::InvalidUrl(e.to_string()))?;
                 let node = Node::Fixed(client);
                 let subscriber =
-                    Subscriber::<Single>::new(node, commands, hub, up, keepalive, probe);
+                    Subscriber::<Single>::new(node, commands, hub, up, keepalive, probe)
+                        .stamping(self.era.clone());
                 tracker.spawn(subscriber.run(changes, shutdown));
             }
             RedisTarget::Sentinel(_) => {
@@ -160,12 +167,26 @@ impl Broker for RedisBroker {
             publish_command: self.target.publish_command(),
             claim: job.map(|j| j.token.to_string()).unwrap_or_default(),
             max_bytes: self.history.max_bytes,
+            queued_job: s.job_id.as_deref().unwrap_or_default(),
+            queue_position: s.queue_position.map(|p| p.to_string()).unwrap_or_default(),
         };
         let mut conn = self.commands.clone();
-        let id: String = args
-            .invocation(project, &event.receipt)
+        if let Some(era) = &self.era {
+            era.ensure(&mut conn).await?;
+        }
+        let id: String = match args
+            .invocation(project, &event.receipt, self.era.is_some())
             .invoke_async(&mut conn)
-            .await?;
+            .await
+        {
+            Ok(id) => id,
+            Err(err) => {
+                if let Some(era) = &self.era {
+                    era.mark_unsure();
+                }
+                return Err(err.into());
+            }
+        };
         id.parse().map_err(|_| {
             BrokerError::Unavailable(format!("publish script returned a bad id {id:?}"))
         })

@@ -56,6 +56,27 @@ if not epoch or redis.call('EXISTS', history) == 0 then
   redis.call('HSET', state, 'epoch', epoch, 'seq', 0, 'progress', 0)
 end
 
+-- Lost writes (issue 23 §2). KEYS[4], when given (one node), is the node's era
+-- (`progress:era`, see broker/redis/era.rs): the run_id of the Redis incarnation the
+-- hubs last found running. A history written under another era may lack writes whose
+-- ids were handed out (a restart from an older save): it is begun anew in a new epoch,
+-- keeping the state's facts and fences, so no id repeats within an epoch and a resume
+-- from before is `recovered: false`. A state with no era yet (new, or written by a
+-- publisher that does not pass the key) takes the current one. Reads: the era and the
+-- state's era (and its seq, once per new era).
+if KEYS[4] then
+  local era = redis.call('GET', KEYS[4])
+  local seen = redis.call('HGET', state, 'era')
+  if era and seen ~= era then
+    if seen and redis.call('HGET', state, 'seq') ~= '0' then
+      epoch = new_epoch
+      redis.call('DEL', history)
+      redis.call('HSET', state, 'epoch', epoch, 'seq', 0, 'bytes', 0)
+    end
+    redis.call('HSET', state, 'era', era)
+  end
+end
+
 if job ~= '' and claim then
   -- ended_job outlives the next run's reset (job_id does not): a stalled worker of the
   -- previous job stays refused after a new job has started.
@@ -72,11 +93,24 @@ if job ~= '' and claim then
 end
 local status = redis.call('HGET', state, 'status')
 local max = tonumber(redis.call('HGET', state, 'progress') or '0') or 0
-if (status == 'COMPLETED' or status == 'FAILED') and event ~= 'complete' then
-  -- The previous run ended: a new run starts from 0.
+-- Runs (issue 23 §1). A run ends with `complete`; the next event starts a new one, and
+-- an accepted job's QUEUED update (ARGV[21] its job, ARGV[22] its place) starts one
+-- whatever came before. A new run keeps nothing of the last: progress from 0, and its
+-- status, stage, ETA, link, job and place gone. A QUEUED of a job whose run has begun
+-- (a claim of it published: a worker was quicker) or ended is refused as STALE.
+local queued_job, queue_position = ARGV[21] or '', ARGV[22] or ''
+if changes.status == '=QUEUED' and queued_job ~= '' then
+  local fenced = redis.call('HMGET', state, 'fence_job', 'ended_job')
+  if fenced[1] == queued_job or fenced[2] == queued_job then
+    return redis.error_reply('STALE job ' .. queued_job .. ' has already begun')
+  end
+end
+if changes.status == '=QUEUED' or ((status == 'COMPLETED' or status == 'FAILED') and event ~= 'complete') then
   max = 0
   redis.call('HSET', state, 'progress', 0)
-  redis.call('HDEL', state, 'youtube_url', 'job_id')
+  redis.call('HDEL', state, 'youtube_url', 'job_id', 'queue_position', 'status', 'current_stage', 'estimated_remaining')
+  if queued_job ~= '' then redis.call('HSET', state, 'job_id', queued_job) end
+  if queue_position ~= '' then redis.call('HSET', state, 'queue_position', queue_position) end
 end
 
 -- Progress never goes backwards within a run: a lower value is clamped up.

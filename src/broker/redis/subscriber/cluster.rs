@@ -106,7 +106,7 @@ impl Connection for Cluster {
             // slot move: fill what may have been missed meanwhile.
             PushKind::SSubscribe => {
                 if let Some(topic) = channel(&push.data).and_then(|p| shared.wanted.get(&p)) {
-                    fill_gap(&shared.commands, &shared.hub, topic, None).await?;
+                    fill_gap(&shared.commands, &shared.hub, topic).await?;
                 }
             }
             // Ours (the last watcher left), or the server's: the slot moved away. Still

@@ -42,6 +42,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::connection::RedisConn;
+use super::era::Era;
 use super::layout::read_replay;
 use crate::hub::{Hub, SubscriptionChange, Topic};
 use crate::metrics as m;
@@ -65,6 +66,11 @@ pub(super) struct Subscriber<C: Connection> {
     up: Arc<AtomicBool>,
     /// How often the connection proves it is alive (see [`Connection::keepalive`]).
     keepalive: Duration,
+    /// One node: the era (see `era.rs`). The subscriber stamps it each time it
+    /// connects (it reconnects soon after a restart, whether anyone publishes or not),
+    /// and marks it unsure the moment its connection drops: the command connection may
+    /// reach a new server next, and its next publish stamps first.
+    era: Option<Era>,
 }
 
 /// What a connection's message handler may use.
@@ -169,7 +175,14 @@ impl<C: Connection> Subscriber<C> {
             },
             up,
             keepalive,
+            era: None,
         }
+    }
+
+    /// This subscriber keeps `era` (see the field).
+    pub(super) fn stamping(mut self, era: Option<Era>) -> Self {
+        self.era = era;
+        self
     }
 
     pub(super) async fn run(
@@ -203,6 +216,9 @@ impl<C: Connection> Subscriber<C> {
                     backoff = new_backoff();
                     let exit = self.serve(conn, &mut changes, &shutdown).await;
                     self.up.store(false, Ordering::Relaxed);
+                    if let Some(era) = &self.era {
+                        era.mark_unsure();
+                    }
                     match exit {
                         Exit::Shutdown => return,
                         Exit::Lost(why) => {
@@ -238,14 +254,14 @@ impl<C: Connection> Subscriber<C> {
     /// Connects, subscribes every wanted project and fills each one's gap.
     async fn connect(&mut self) -> Result<C, Lost> {
         let topics: Vec<Arc<Topic>> = self.shared.wanted.values().cloned().collect();
-        // Where each history stands before subscribing: if one went back (a failover
-        // lost writes), its events from there on are delivered (see `fill_gap`).
-        let before = read_states(&self.shared.commands, &topics).await?;
+        if self.era.is_some() {
+            let mut commands = self.shared.commands.clone();
+            within(super::era::stamp(&mut commands)).await?;
+        }
         let mut conn = C::open(&self.target, &topics).await?;
         self.shared.probe_channels = conn.subscribe_probes(self.shared.probe.instance()).await?;
-        for (topic, before) in topics.iter().zip(before) {
-            let before = before.map(|(_, last)| last);
-            fill_gap(&self.shared.commands, &self.shared.hub, topic, before).await?;
+        for topic in &topics {
+            fill_gap(&self.shared.commands, &self.shared.hub, topic).await?;
             topic.mark_subscribed();
         }
         self.up.store(true, Ordering::Relaxed);
@@ -406,15 +422,9 @@ async fn read_states(
 }
 
 /// Delivers what `topic` missed while unsubscribed, from the history: everything after
-/// its resume point, in order (the topic drops what it already had). `before`: the
-/// history's newest id read before the subscription was made, when known. Shared with
-/// the cluster subscriber (which does not know it).
-pub(super) async fn fill_gap(
-    commands: &RedisConn,
-    hub: &Hub,
-    topic: &Topic,
-    before: Option<EventId>,
-) -> Result<(), Lost> {
+/// its resume point, in order (the topic drops what it already had). Shared with the
+/// cluster subscriber.
+pub(super) async fn fill_gap(commands: &RedisConn, hub: &Hub, topic: &Topic) -> Result<(), Lost> {
     let mut conn = commands.clone();
     let project = topic.project();
     let point = match topic.resume_point() {
@@ -427,27 +437,22 @@ pub(super) async fn fill_gap(
         },
     };
     let mut replay = within(read_replay(&mut conn, project, Some(&point))).await?;
-    if let Some((_, last)) = &replay.state {
+    if let Some((state, last)) = &replay.state {
         if last.epoch() != point.epoch() {
             // The history was lost and begun anew meanwhile: everything in it is new.
             let start = EventId::new(last.epoch(), 0);
             replay = within(read_replay(&mut conn, project, Some(&start))).await?;
         } else if last.seq() < point.seq() {
-            // Same history, but it went back: a failover to a replica that had not
-            // received the latest writes. New events will reuse sequence numbers
-            // this topic already delivered; without rewinding they would all be
-            // dropped as duplicates. Clients resuming from a lost id are told
-            // `recovered: false` by the resume logic.
-            // Delivered from where the history stood before the subscription was made
-            // when that is known: the events since then may already be on their way
-            // live, and rewinding past them would drop them as duplicates.
-            let from = before
-                .filter(|b| b.epoch() == last.epoch() && b.seq() <= last.seq())
-                .unwrap_or_else(|| last.clone());
-            tracing::warn!(project_id = %project, delivered = %point, history = %last, from = %from, "the project's history went back (Redis lost writes); delivering from before the resubscription");
+            // Same history, but it went back: Redis lost writes this topic delivered
+            // (a failover to a replica that had not received them; a restart from an
+            // older save, whose next publish begins a new epoch). Ids up to what was
+            // delivered may come again, with other events: the sessions are reset with
+            // a snapshot (`recovered: false`) of the history as it stands, and go on
+            // after it, so their ids never go back without one.
+            tracing::warn!(project_id = %project, delivered = %point, history = %last, "the project's history went back (Redis lost writes); its watchers are reset");
             m::history_rewound();
-            topic.rewind(from.clone());
-            replay = within(read_replay(&mut conn, project, Some(&from))).await?;
+            hub.reset(project, state, last.clone());
+            return Ok(());
         }
     }
     if !replay.after.is_empty() {
