@@ -4,8 +4,8 @@
 //! state (stage labels, the `complete` texts), read through the publish path itself, and
 //! `contract/publisher-defaults.json` the publisher's defaults (history length, key
 //! lifetimes, coalescing window), `contract/wire-values.json` the closed sets of values
-//! frames carry (stages in their order, final statuses, log levels), read from the JSON
-//! Schema of the types that write them. The Python SDK packages these files and the
+//! frames carry (stages in their order, `complete` statuses, the `QUEUED` status, previous
+//! stages, log levels), read from the JSON Schema of the types that write them. The Python SDK packages these files and the
 //! TypeScript client generates its closed types from them; this test fails when they
 //! drift from the code.
 //! `UPDATE_CONTRACT=1 cargo test --test contract` rewrites them.
@@ -15,7 +15,7 @@ use progress_hub::catalog::ErrorCode;
 use progress_hub::config::DEFAULT_COALESCE_WINDOW;
 use progress_hub::locale::Locale;
 use progress_hub::publish::prepare::prepare;
-use progress_hub::wire::event::{CompleteStatus, LogLevel};
+use progress_hub::wire::event::{CompleteStatus, LogLevel, PreviousStage, ProgressStatus};
 use progress_hub::wire::{Event, ProjectId, Stage};
 use schemars::JsonSchema;
 use serde_json::{Map, Value, json};
@@ -121,9 +121,12 @@ fn values_of<T: JsonSchema>() -> Vec<Value> {
 fn wire_values() -> Value {
     json!({
         "stages": values_of::<Stage>(),
-        "final_statuses": values_of::<CompleteStatus>(),
+        // How a run ends (`complete`); a status a newer hub adds joins here.
+        "complete_statuses": values_of::<CompleteStatus>(),
         // A run accepted and waiting for a worker (issue 23: a new run is a new run).
-        "queued_status": "QUEUED",
+        "queued_status": ProgressStatus::Queued.as_str(),
+        // Where a `stage_change` comes from: INITIALIZED, then the stages.
+        "previous_stages": values_of::<PreviousStage>(),
         "log_levels": values_of::<LogLevel>(),
     })
 }
@@ -162,6 +165,12 @@ fn wire_values_json_is_the_wire_enums() {
     let values = wire_values();
     let stages: Vec<&str> = Stage::ALL.iter().map(|s| s.as_str()).collect();
     assert_eq!(values["stages"], json!(stages), "the stages in their order");
+    let previous: Vec<&str> = std::iter::once("INITIALIZED").chain(stages).collect();
+    assert_eq!(
+        values["previous_stages"],
+        json!(previous),
+        "INITIALIZED, then the stages"
+    );
     check("wire-values.json", &values);
 }
 
