@@ -2,7 +2,7 @@
 // No I/O here: the connection (watch.ts) feeds frames, this decides what they mean.
 
 import { FINAL_STATUSES, QUEUED, STAGES } from './contract.js';
-import type { ErrorCode, FinalStatus, Frame, LogLevel, ProgressUpdateData, Stage, Status, UnknownValue } from './frames.js';
+import type { ErrorCode, FinalStatus, Frame, LogLevel, ProgressUpdateData, SnapshotData, Stage, Status, UnknownValue } from './frames.js';
 
 export interface StageInfo {
   /** ISO time the stage began (null when only known from a snapshot). */
@@ -129,6 +129,12 @@ function link(u: unknown): string | null {
 const earlier = (s: ProgressState, next: unknown): boolean =>
   isStage(next) && isStage(s.status) && STAGES.indexOf(next) < STAGES.indexOf(s.status);
 
+/** A finished snapshot of another job than the unfinished run the state follows: an
+ * older run's end (e.g. a broker restored from an older save), not this run's. */
+export function staleEnd(s: ProgressState, d: SnapshotData): boolean {
+  return !!s.jobId && !!d.job_id && d.job_id !== s.jobId && !FINAL(s.status) && FINAL(d.status);
+}
+
 /** Folds one frame into the state; returns the same object when nothing changed. */
 export function reduce(state: ProgressState, frame: Frame, maxLogs = 500): ProgressState {
   let s = state;
@@ -151,9 +157,10 @@ export function reduce(state: ProgressState, frame: Frame, maxLogs = 500): Progr
     case 'snapshot': {
       const d = frame.data;
       const recovered = s.recovered && d.recovered !== false;
-      // Nothing known (history lost and nothing since): keep the run being followed.
-      if (d.status == null && !d.last_event_id) {
-        s = { ...s, recovered };
+      // Nothing known (history lost and nothing since), or an older job's end: keep the
+      // run being followed (from the snapshot's position on, if it has one).
+      if ((d.status == null && !d.last_event_id) || staleEnd(s, d)) {
+        s = { ...s, recovered, lastEventId: d.last_event_id ?? s.lastEventId };
         break;
       }
       // Otherwise the whole state, anew: after a lost history this is all that is known.

@@ -248,6 +248,12 @@ test('done: on complete (closing unless stayOpen), on a finished snapshot at joi
   [m, effects] = feed(open(), snapshot({ status: 'COMPLETED', progress: 100, last_event_id: 'e:9' }), attempt(), connected({ resumed: true }));
   [m, effects] = feed(m, event('complete', { status: 'COMPLETED' }, 'e:9'));
   assert.ok(kinds(effects).includes('settle'));
+  // ... also when the snapshot's position is a log after the complete.
+  [m] = feed(open(), snapshot({ status: 'COMPLETED', progress: 100, last_event_id: 'e:9' }), attempt(), connected({ resumed: true }));
+  [m, effects] = feed(m, event('complete', { status: 'COMPLETED' }, 'e:8'));
+  assert.ok(!kinds(effects).includes('settle'), 'not yet caught up');
+  [m, effects] = feed(m, event('log', { level: 'INFO', message: 'after' }, 'e:9'));
+  assert.deepEqual(kinds(effects), ['emit', 'state', 'settle', 'stop']);
   // QUEUED (a new run accepted, waiting for a worker) and a stage are not ends.
   for (const status of ['QUEUED', 'RENDERING']) {
     [m, effects] = feed(open({ backfill: false }), snapshot({ status, progress: 0, last_event_id: 'e:10', job_id: 'j2', queue_position: 1 }));
@@ -264,8 +270,16 @@ test("done: a finished snapshot of an older job is not the end of the run the wa
   let [m, effects] = feed(open({ backfill: false }), snapshot({ status: 'QUEUED', progress: 0, last_event_id: 'e:10', job_id: 'j2', queue_position: 1 }));
   assert.equal(m.state.status, 'QUEUED');
   // The broker came back from an older save: its state is the last run's end.
-  [m, effects] = feed(m, ended(1006), attempt(), connected({ resumed: true, recovered: false }), snapshot({ status: 'COMPLETED', progress: 100, last_event_id: 'f:9', job_id: 'j1', recovered: false }));
+  [m, effects] = feed(m, ended(1006), attempt(), connected({ resumed: true, recovered: false }), snapshot({ status: 'COMPLETED', progress: 100, last_event_id: 'f:9', job_id: 'j1', youtube_url: 'https://y/OLD', recovered: false }));
   assert.ok(!kinds(effects).includes('settle'));
+  assert.equal(m.phase, 'open');
+  // The state still follows j2 (T1: the stale end was folded in as the state, and the
+  // next frame of the run found it final and resolved with the old run's link).
+  assert.deepEqual([m.state.status, m.state.jobId, m.state.youtubeUrl, m.state.lastEventId], ['QUEUED', 'j2', null, 'f:9']);
+  [m, effects] = feed(m, event('log', { level: 'INFO', message: 'still queued' }, 'f:10'));
+  assert.deepEqual(kinds(effects), ['emit', 'state'], 'a log of the run is not its end');
+  [m, effects] = feed(m, event('error', { error_code: 'RENDER_ERROR', message: 'm', stage: 'RENDERING' }, 'f:11'));
+  assert.deepEqual(kinds(effects), ['emit', 'state']);
   assert.equal(m.phase, 'open');
   // The same job's end is.
   [m, effects] = feed(m, snapshot({ status: 'COMPLETED', progress: 100, last_event_id: 'f:12', job_id: 'j2', recovered: false }));
