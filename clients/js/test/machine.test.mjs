@@ -266,6 +266,17 @@ test('done: on complete (closing unless stayOpen), on a finished snapshot at joi
   assert.ok(kinds(effects).includes('settle'));
 });
 
+// Review T3: a status this client does not know yet (CANCELLED, issue 25) still ends
+// the run, or an older client would wait for ever.
+test('done: any complete ends the run, with its status as sent; so does a snapshot of such an end', () => {
+  let [m, effects] = feed(open(), event('stage_change', { current_stage: 'RENDERING', progress: 40 }, 'e:1'), event('complete', { status: 'CANCELLED' }, 'e:2'));
+  assert.deepEqual(kinds(effects), ['emit', 'state', 'settle', 'stop']);
+  assert.equal(m.state.status, 'CANCELLED', 'done resolves with the state\'s status');
+  [m, effects] = feed(open({ backfill: false }), snapshot({ status: 'CANCELLED', progress: 40, last_event_id: 'e:2' }));
+  assert.ok(kinds(effects).includes('settle'));
+  assert.equal(m.state.status, 'CANCELLED');
+});
+
 test("done: a finished snapshot of an older job is not the end of the run the watcher joined", () => {
   let [m, effects] = feed(open({ backfill: false }), snapshot({ status: 'QUEUED', progress: 0, last_event_id: 'e:10', job_id: 'j2', queue_position: 1 }));
   assert.equal(m.state.status, 'QUEUED');

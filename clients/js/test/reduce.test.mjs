@@ -179,3 +179,14 @@ test('broker_status: down and back up, whatever the run does; no position, no up
   s = fold([{ event: 'broker_status', data: { available: true, timestamp: 't' } }], s);
   assert.equal(s.broker, 'up');
 });
+
+// Review T3: a run that ended with a status this client does not know (CANCELLED, issue
+// 25) has ended all the same: the next run starts over.
+test('a complete with a status of a newer hub ends the run: the next one starts over', () => {
+  let s = fold([stage('RENDERING', 60), { event: 'complete', data: { status: 'CANCELLED', youtube_url: null } }]);
+  assert.equal(s.status, 'CANCELLED', 'kept as sent');
+  assert.equal(s.stages.RENDERING.outcome, 'failed');
+  s = fold([stage('SCRIPT_GENERATING', 3)], s);
+  assert.equal(s.progress, 3);
+  assert.equal(s.stages.RENDERING.outcome, 'pending');
+});
