@@ -280,9 +280,12 @@ export function step(m: Machine, input: Input): Step {
       return wait(m, backoff(m));
     case 'looked-up': {
       const d = input.snapshot;
-      if (m.until || m.state.status !== null || !isFinal(d.status)) return [m, []];
+      // It settles only when nothing is left to replay: a run that ended after the
+      // position resumed from has its events (and its `complete`) still on their way,
+      // which onEvent and the iterators must see; that `complete` settles then.
+      if (m.until || m.state.status !== null || !isFinal(d.status) || d.last_event_id !== m.state.lastEventId) return [m, []];
       const state = reduce(m.state, { event: 'snapshot', data: { ...d, recovered: true } }, m.config.maxLogs);
-      return settle({ ...m, state: { ...state, lastEventId: m.state.lastEventId ?? state.lastEventId } }, [{ do: 'state' }], true);
+      return settle({ ...m, state }, [{ do: 'state' }], true);
     }
   }
 }

@@ -298,13 +298,24 @@ test("done: a finished snapshot of an older job is not the end of the run the wa
 });
 
 test('a resume that finds the run finished (looked up) settles done, keeping the position', () => {
-  let [m, effects] = feed(machine(), attempt(), connected({ resumed: true, recovered: true }));
+  const resuming = () => start(CONFIG, initialState('p', 'e:9'));
+  let [m, effects] = feed(resuming(), attempt(), connected({ resumed: true, recovered: true }));
   assert.ok(kinds(effects).includes('look-up'));
   [m, effects] = feed(m, { on: 'looked-up', snapshot: { status: 'RENDERING', progress: 40, last_event_id: 'e:4', recovered: true } });
   assert.deepEqual(effects, [], 'not finished: live events will tell');
   [m, effects] = feed(m, { on: 'looked-up', snapshot: { status: 'COMPLETED', progress: 100, last_event_id: 'e:9', youtube_url: 'https://y/1', recovered: true } });
   assert.deepEqual(kinds(effects), ['state', 'settle', 'stop']);
   assert.equal(m.state.youtubeUrl, 'https://y/1');
+  assert.equal(m.state.lastEventId, 'e:9');
+  // Review T4: the run ended after the position resumed from: the replay brings its
+  // events and its complete, which onEvent and the iterators must see; done waits.
+  [m, effects] = feed(start(CONFIG, initialState('p', 'e:5')), attempt(), connected({ resumed: true, recovered: true }));
+  assert.ok(kinds(effects).includes('look-up'));
+  [m, effects] = feed(m, { on: 'looked-up', snapshot: { status: 'COMPLETED', progress: 100, last_event_id: 'e:9', youtube_url: 'https://y/1', recovered: true } });
+  assert.deepEqual(effects, [], 'something is left to replay');
+  assert.equal(m.phase, 'open');
+  [m, effects] = feed(m, event('log', { level: 'INFO', message: 'm' }, 'e:8'), event('complete', { status: 'COMPLETED', youtube_url: 'https://y/1' }, 'e:9'));
+  assert.deepEqual(kinds(effects), ['emit', 'state', 'settle', 'stop']);
 });
 
 test('broker_status: state.broker down and up again, delivered, never an end; unknown events are ignored', () => {
