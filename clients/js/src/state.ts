@@ -16,7 +16,7 @@ export interface StageInfo {
 export interface LogEntry {
   /** The event id (null for legacy events published without one). */
   id: string | null;
-  level: LogLevel | UnknownValue;
+  level: LogLevel;
   message: string;
   timestamp: string | null;
 }
@@ -25,7 +25,7 @@ export interface LogEntry {
 export interface JobError {
   code: ErrorCode | UnknownValue;
   message: string;
-  stage: Stage | UnknownValue;
+  stage: Stage;
   retryCount: number | null;
   maxRetries: number | null;
   isRetryable: boolean | null;

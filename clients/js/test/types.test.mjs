@@ -52,7 +52,7 @@ test("the README's four examples (React, watchProject, SSE only, auth) compile a
 // Issue 24: the closed sets are closed types; a value of a newer hub is typed apart.
 test('closed types: a typo in a status, stage, level or error code fails to compile; unknown values need an explicit read', () => {
   const ok = `
-import { watchProject, STAGES, type ProgressState, type Status, type ErrorCode, type UnknownValue } from 'progress-hub-client';
+import { watchProject, STAGES, type ProgressState, type Status, type ErrorCode, type UnknownValue, type Frame, type Stage, type LogLevel, type FinalStatus } from 'progress-hub-client';
 declare const s: ProgressState;
 const w = watchProject('http://h', 'p');
 export const finished: boolean = s.status === 'COMPLETED' || s.status === 'FAILED' || s.status === 'QUEUED';
@@ -66,6 +66,20 @@ export const asText: string | null = s.status;
 export const fromNewerHub = (v: Status | UnknownValue): string => v;
 export const typed: ErrorCode = 'RENDER_ERROR';
 w.done.then((d) => d.status === 'COMPLETED');
+// Review TA1: fields that were closed types before stay as they were (no UnknownValue),
+// so code that assigns them to their type still compiles.
+declare const f: Frame;
+if (f.event === 'stage_change') {
+  const current: Stage = f.data.current_stage;
+  const previous: Stage | 'INITIALIZED' | null | undefined = f.data.previous_stage;
+  void [current, previous];
+}
+if (f.event === 'progress_update') { const p: Stage | 'QUEUED' = f.data.status; void p; }
+if (f.event === 'log') { const l: LogLevel = f.data.level; void l; }
+if (f.event === 'error') { const e: Stage = f.data.stage; void e; }
+if (f.event === 'complete') { const c: FinalStatus = f.data.status; void c; }
+export const entry: LogLevel | undefined = s.logs[0]?.level;
+export const failedIn: Stage | undefined = s.error?.stage;
 `;
   const typos = [
     `s.status === 'COMPLETE'`,
