@@ -209,11 +209,12 @@ function refused(m: Machine, status: number, code = `HTTP_${status}`, message = 
   return wait(m, backoff(m));
 }
 
-/** The events this client knows; a newer hub's other events are ignored. */
+/** The events this client knows; a newer hub's other events are delivered (onEvent,
+ * the iterators: every frame but ping/pong is) but change nothing and end nothing. */
 const EVENTS = new Set(['connected', 'snapshot', 'progress_update', 'stage_change', 'log', 'error', 'complete', 'broker_status']);
 
 function frame(m: Machine, f: Frame): Step {
-  if (!EVENTS.has(f.event)) return [m, []];
+  if (!EVENTS.has(f.event)) return [m, [{ do: 'emit', frame: f }]];
   const effects: Effect[] = [];
   let silent = false;
   let next = m;
