@@ -83,7 +83,9 @@ export const failedIn: Stage | undefined = s.error?.stage;
 `;
   const typos = [
     `s.status === 'COMPLETE'`,
-    `s.status === 'CANCELLED'`,
+    // Lower case: wire values are SCREAMING_SNAKE_CASE, so this can never become valid
+    // (CANCELLED will, with issue 25).
+    `s.status === 'completed'`,
     `s.error?.code === 'GEMINI_QUOTA_EXCEDED'`,
     `s.error?.stage === 'RENDER'`,
     `s.logs[0]?.level === 'WARN'`,
