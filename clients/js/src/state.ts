@@ -148,7 +148,8 @@ export function reduce(state: ProgressState, frame: Frame, maxLogs = 500): Progr
   // and QUEUED for another job than the one queued (a new run was accepted).
   if (frame.event === 'progress_update' || frame.event === 'stage_change') {
     const next = frame.event === 'progress_update' ? frame.data.status : frame.data.current_stage;
-    const queued = next === QUEUED && !(s.status === QUEUED && s.jobId === (frame.data as ProgressUpdateData).job_id);
+    // (A missing job id is null, as the state holds it.)
+    const queued = next === QUEUED && !(s.status === QUEUED && s.jobId === ((frame.data as ProgressUpdateData).job_id ?? null));
     if (isFinal(s.status) || queued || (!s.recovered && earlier(s, next))) {
       s = { ...initialState(s.projectId, s.lastEventId), recovered: s.recovered, broker: s.broker };
     }

@@ -190,3 +190,12 @@ test('a complete with a status of a newer hub ends the run: the next one starts 
   assert.equal(s.progress, 3);
   assert.equal(s.stages.RENDERING.outcome, 'pending');
 });
+
+// Review nit: a QUEUED update without a job id (a legacy publisher, or a hub that does not
+// name it) moves the same queued run up, as one with the same job id does.
+test('QUEUED updates without a job id are the same queued run: the second keeps the log', () => {
+  const queued = (queue_position) => ({ event: 'progress_update', data: { status: 'QUEUED', progress: 0, current_stage: 'queued', queue_position } });
+  const s = fold([queued(2), log('a:1', 'waiting'), queued(1)]);
+  assert.equal(s.queuePosition, 1);
+  assert.deepEqual(s.logs.map((l) => l.message), ['waiting']);
+});
