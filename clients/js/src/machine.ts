@@ -199,8 +199,11 @@ function ended(m: Machine, code?: number): Step {
 
 function refused(m: Machine, status: number, code = `HTTP_${status}`, message = `HTTP ${status}`): Step {
   if (code === 'UPGRADE_REQUIRED') {
-    if (m.config.mode !== 'auto') return wait(m, backoff(m));
-    // The WebSocket is blocked on the way; SSE carries the same frames.
+    // The WebSocket is blocked on the way (the hub is fine): every retry would be too.
+    if (m.config.mode !== 'auto') {
+      return stop(m, { code, status, message: "the WebSocket upgrade is blocked on the way to the hub: use transport 'auto' or 'sse'" });
+    }
+    // SSE carries the same frames.
     return wait({ ...m, transport: 'sse' }, [0, 0]);
   }
   // A fresh token refused too is an error, not a loop.

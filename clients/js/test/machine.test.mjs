@@ -147,9 +147,15 @@ test('HTTP refusals: UPGRADE_REQUIRED switches auto to SSE; 401 renews once; 400
   assert.equal(m.transport, 'sse');
   assert.deepEqual(effects, [{ do: 'wait', minMs: 0, maxMs: 0 }]);
   assert.deepEqual(kinds(feed(m, attempt())[1]), ['dial']);
+  // A fixed transport never switches; retrying would be blocked the same way for ever
+  // (review nit): it stops with a typed error saying what to do.
   [m, effects] = refused(400, 'UPGRADE_REQUIRED', { mode: 'websocket' });
-  assert.equal(m.transport, 'websocket', 'a fixed transport never switches');
-  assert.deepEqual(effects, [{ do: 'wait', minMs: 250, maxMs: 500 }]);
+  assert.equal(m.transport, 'websocket');
+  assert.equal(m.phase, 'stopped');
+  assert.deepEqual(kinds(effects), ['stop']);
+  assert.equal(m.failure.code, 'UPGRADE_REQUIRED');
+  assert.equal(m.failure.status, 400);
+  assert.match(m.failure.message, /blocked.*'auto'/);
   for (const [status, code] of [[403, 'FORBIDDEN'], [403, 'ORIGIN_NOT_ALLOWED'], [400, 'INVALID_PROJECT_ID'], [400, 'INVALID_EVENT_ID'], [401, 'UNAUTHORIZED']]) {
     [m, effects] = refused(status, code);
     assert.equal(m.phase, 'stopped', code);
