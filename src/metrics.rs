@@ -183,7 +183,8 @@ pub fn stale_job_event_refused() {
     counter!("hub_stale_job_events_refused_total").increment(1);
 }
 
-/// A project's history was found to have gone back (Redis lost writes).
+/// A project's history was found to have gone back (Redis lost writes); its watchers
+/// were reset with a snapshot.
 pub fn history_rewound() {
     counter!("hub_history_rewound_total").increment(1);
 }

@@ -35,6 +35,25 @@ def test_the_seeds_first_call_is_accepted_and_echoed(redis_server: RedisServer) 
     assert state["last_event_id"] == first
 
 
+def test_a_state_of_another_redis_incarnation_begins_a_new_epoch(
+    redis_server: RedisServer,
+) -> None:
+    # The hub stamps `progress:era` with the run_id of a restarted Redis (issue 23 §2):
+    # a project last written under the old one may lack writes whose ids were handed
+    # out, so the SDK's next publish, through the same script, begins a new epoch.
+    project = new_project()
+    redis_server.client().set("progress:era", "before-the-restart")
+    first = ProgressService.publish_log(project, "INFO", "one")
+    second = ProgressService.publish_log(project, "INFO", "two")
+    assert first is not None and second is not None
+    assert second.split(":")[0] == first.split(":")[0]
+    redis_server.client().set("progress:era", "after-the-restart")
+    third = ProgressService.publish_log(project, "INFO", "three")
+    assert third is not None
+    assert third.split(":")[0] != first.split(":")[0] and third.endswith(":1")
+    assert redis_server.state(project)["era"] == "after-the-restart"
+
+
 def test_progress_updates_are_coalesced_and_the_newest_goes_out_by_itself(
     redis_server: RedisServer,
 ) -> None:

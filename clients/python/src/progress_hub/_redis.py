@@ -125,6 +125,12 @@ def receipt_key(project: str, receipt: str) -> str:
     return f"progress:{{{project}}}:pub:{receipt}"
 
 
+# The node's era (one node): the run_id of the Redis incarnation the hubs last found
+# running. Passed to `publish.lua`, which begins a new epoch for a state written under
+# another (a restart from an older save), so no id repeats (see the hub's era.rs).
+ERA_KEY = "progress:era"
+
+
 def claim_counter_key(job: str) -> str:
     """The counter a job's fencing tokens are drawn from (INCR: strictly growing)."""
     return f"progress:claims:{{{job}}}"
@@ -153,6 +159,8 @@ def script_call(
     state = prepared.state
     eta = state.estimated_remaining
     keys = [history_key(project), state_key(project), receipt_key(project, receipt)]
+    if not target.cluster:
+        keys.append(ERA_KEY)  # a key of another slot: never on a cluster
     argv = [
         target.channel(project),  # 1 channel
         new_epoch(),  # 2 epoch of a new history
