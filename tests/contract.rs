@@ -152,6 +152,12 @@ fn wire_values_json_is_the_wire_enums() {
     let values = wire_values();
     let stages: Vec<&str> = Stage::ALL.iter().map(|s| s.as_str()).collect();
     assert_eq!(values["stages"], json!(stages), "the stages in their order");
+    let previous: Vec<&str> = std::iter::once("INITIALIZED").chain(stages).collect();
+    assert_eq!(
+        values["previous_stages"],
+        json!(previous),
+        "INITIALIZED, then the stages"
+    );
     check("wire-values.json", &values);
 }
 

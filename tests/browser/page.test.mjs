@@ -4,7 +4,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { createServer } from "node:net";
+import { connect, createServer } from "node:net";
 import { mkdirSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -184,4 +184,49 @@ test("an injected failure shows the error card with the catalog's solutions (Eng
   await page.waitForSelector("#youtube-link", { timeout: 30000 });
   await page.close();
   await stop(hub.child);
+});
+
+// Issue 24: during a Redis outage the page said "Connected" and kept showing the ETA.
+// The hub tells watchers with `broker_status`; here the frames come through the
+// project's Redis channel (a plain PUBLISH is forwarded as it is), so the page's side is
+// tested whatever makes the hub send them.
+test("broker unavailable: the page says updates are paused, drops the ETA, and says when the broker is back", async () => {
+  const redis = await startRedis();
+  const hub = await startHub(["--listen", "127.0.0.1:0", "--redis-url", redis.url, "--no-worker", "--locale", "en"]);
+  const page = await browser.newPage();
+  const id = `broker-${Date.now()}`;
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+  await page.goto(`${hub.url}/projects/${id}?lang=en`);
+  await page.waitForFunction(() => document.querySelector("#conn").dataset.state === "online");
+  const res = await fetch(`${hub.url}/api/v1/projects/${id}/events`, {
+    method: "POST", headers: { "content-type": "application/json" },
+    body: JSON.stringify({ event: "progress_update", data: { status: "RENDERING", progress: 40, current_stage: "rendering", estimated_remaining: 90 } }),
+  });
+  assert.equal(res.status, 202);
+  await page.waitForFunction(() => document.querySelector("#eta").textContent.includes("1 min 30 s"));
+  assert.equal(await page.isHidden("#broker"), true, "nothing to say while the broker is up");
+  // PUBLISH in RESP on a socket of its own; resolves with Redis's reply.
+  const say = (frame) => new Promise((resolve, reject) => {
+    const words = ["PUBLISH", `progress:${id}`, JSON.stringify(frame)];
+    const sock = connect(Number(new URL(redis.url).port), "127.0.0.1");
+    sock.on("error", reject);
+    sock.once("data", (d) => { sock.end(); resolve(d.toString()); });
+    sock.write(`*${words.length}\r\n${words.map((w) => `$${Buffer.byteLength(w)}\r\n${w}\r\n`).join("")}`);
+  });
+  // A newer hub's event the client does not know changes nothing and breaks nothing.
+  assert.equal(await say({ event: "something_newer", data: { x: 1 } }), ":1\r\n", "one subscriber: the hub");
+  await say({ event: "broker_status", data: { available: false, timestamp: new Date().toISOString() } });
+  await page.waitForSelector("#broker[data-state=down]");
+  assert.match(await page.textContent("#broker"), /^Broker unavailable, updates paused \(since .+\)$/);
+  assert.equal(await page.textContent("#eta"), "", "no estimate while no update can arrive");
+  assert.equal(await page.textContent("#percent"), "40%");
+  await say({ event: "broker_status", data: { available: true, timestamp: new Date().toISOString() } });
+  await page.waitForSelector("#broker[data-state=up]");
+  assert.match(await page.textContent("#broker"), /^Broker back \(.+\), updates resumed$/);
+  assert.match(await page.textContent("#eta"), /1 min 30 s/);
+  assert.deepEqual(errors, []);
+  await page.close();
+  await stop(hub.child);
+  await stop(redis.child);
 });

@@ -7,7 +7,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{self, Backend, TestHub, WsClient};
+use crate::support::{self, Backend, PATIENCE, TestHub, WsClient};
 
 /// A client that connects, reads `connected`, then never reads again, but says it is
 /// alive every second (the hub counts any client frame as life, no ping needed): only

@@ -8,6 +8,8 @@
 // `--check`: also typechecks (strict; the package, the README's examples and the React
 // example), prints the core's min+gzip size and fails over the budget, and fails if the
 // embedded copy or src/contract.ts is stale instead of rewriting it.
+// `--dist` (npm's prepack): builds dist/ only, and fails if src/contract.ts is stale:
+// packing must not rewrite files of the repository (least of all outside the package).
 import { build } from 'esbuild';
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync, rmSync } from 'node:fs';
@@ -20,15 +22,18 @@ const pkg = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const EMBEDDED = path.resolve(pkg, '../../src/http/page/progress-hub-client.js');
 const BUDGET = 6 * 1024;
 const check = process.argv.includes('--check');
+const distOnly = process.argv.includes('--dist');
 const tsc = path.join(pkg, 'node_modules/.bin/tsc');
 
 // The closed types first: everything else compiles against them.
 const contract = renderContract();
 let stale = false;
-if (!check) writeFileSync(CONTRACT_TS, contract);
+if (!check && !distOnly) writeFileSync(CONTRACT_TS, contract);
 else if (readFileSync(CONTRACT_TS, 'utf8') !== contract) {
   console.error('FAIL: clients/js/src/contract.ts is stale against contract/*.json: run `npm run build` in clients/js and commit it');
   stale = true;
+  // Packing a stale contract would ship types that disagree with the hub.
+  if (distOnly) process.exit(1);
 }
 if (check) execFileSync(tsc, ['--noEmit', '-p', 'tsconfig.json'], { cwd: pkg, stdio: 'inherit' });
 
@@ -44,6 +49,7 @@ const coreExternal = {
 };
 await build({ ...common, entryPoints: ['src/index.ts'], outfile: 'dist/index.js' });
 await build({ ...common, entryPoints: ['src/react.ts'], outfile: 'dist/react.js', external: ['react'], plugins: [coreExternal] });
+if (distOnly) process.exit(0);
 
 const min = await build({ ...common, entryPoints: ['src/index.ts'], minify: true, write: false, legalComments: 'none' });
 const banner = '// progress-hub-client, built from clients/js by `npm run build` (do not edit; a test checks it is fresh).\n';

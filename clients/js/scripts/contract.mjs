@@ -1,6 +1,6 @@
 // Renders src/contract.ts, the client's closed types, from the repository's contract
-// files (contract/wire-values.json: stages in order, final statuses, QUEUED, log levels;
-// contract/error-catalog.json: the error codes). Those files are rendered from the hub's
+// files (contract/wire-values.json: stages in order, `complete` statuses, QUEUED,
+// previous stages, log levels; contract/error-catalog.json: the error codes). Those files are rendered from the hub's
 // Rust types and checked by `cargo test --test contract`; this keeps the TypeScript side
 // one step from them, so a new stage, status or code is one edit in Rust and a rebuild.
 // build.mjs writes the file, and with --check fails when it is stale (a drift test).
@@ -19,6 +19,9 @@ function list(values) {
   return line.length <= 80 ? line : `[\n${items.map((i) => `  ${i},\n`).join('')}]`;
 }
 
+/** A union type of literals, one a line. */
+const union = (values) => values.map((v) => `  | ${JSON.stringify(v)}`).join('\n');
+
 /** The text of src/contract.ts for the contract files as they are now. */
 export function renderContract() {
   const wire = read('wire-values.json');
@@ -34,8 +37,12 @@ export const FINAL_STATUSES = ${list(wire.complete_statuses)} as const;
 /** A run accepted and waiting for a worker: a new run, not an end. */
 export const QUEUED = ${JSON.stringify(wire.queued_status)};
 export const LOG_LEVELS = ${list(wire.log_levels)} as const;
+/** Where a \`stage_change\` comes from: INITIALIZED (before the first stage) or a stage
+ * (a type only). */
+export type PreviousStage =
+${union(wire.previous_stages)};
 /** A code of the hub's error catalog (a type only: the list would cost the bundle). */
 export type ErrorCode =
-${codes.map((c) => `  | ${JSON.stringify(c)}`).join('\n')};
+${union(codes)};
 `;
 }

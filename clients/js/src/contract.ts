@@ -15,6 +15,15 @@ export const FINAL_STATUSES = ["COMPLETED", "FAILED"] as const;
 /** A run accepted and waiting for a worker: a new run, not an end. */
 export const QUEUED = "QUEUED";
 export const LOG_LEVELS = ["INFO", "WARNING", "ERROR"] as const;
+/** Where a `stage_change` comes from: INITIALIZED (before the first stage) or a stage
+ * (a type only). */
+export type PreviousStage =
+  | "INITIALIZED"
+  | "SCRIPT_GENERATING"
+  | "ASSETS_GENERATING"
+  | "RENDERING"
+  | "THUMBNAIL_GENERATING"
+  | "UPLOADING";
 /** A code of the hub's error catalog (a type only: the list would cost the bundle). */
 export type ErrorCode =
   | "DID_API_ERROR"

@@ -4,13 +4,15 @@
 // sets (stages, statuses, levels, error codes) come from the contract files through the
 // generated contract.ts, so they cannot drift from the hub either.
 
-import type { ErrorCode, FINAL_STATUSES, LOG_LEVELS, QUEUED, STAGES } from './contract.js';
+import type { ErrorCode, FINAL_STATUSES, LOG_LEVELS, PreviousStage, QUEUED, STAGES } from './contract.js';
 
-/** A value a newer hub may send that this version of the client does not know (a new
- * status, stage, level or error code). At run time it is the hub's string, as sent; its
- * type is apart from every literal, so that a typo (`status === 'COMPLETE'`) fails to
- * compile instead of being silently false. Read it as a string on purpose:
- * `String(value)` or `value as string`. Only a type: there is no such value to import. */
+/** A value a newer hub may send that this version of the client does not know: a new
+ * status (`ProgressState.status`) or error code (`error_code`, `JobError.code`), the
+ * fields that were open strings before; fields that were closed types keep them. At run
+ * time it is the hub's string, as sent; its type is apart from every literal, so that a
+ * typo (`status === 'COMPLETE'`) fails to compile instead of being silently false. Read
+ * it as a string on purpose: `String(value)` or `value as string`. Only a type: there is
+ * no such value to import. */
 export declare enum UnknownValue {
   FromANewerHub = '\u0000unknown',
 }
@@ -24,7 +26,7 @@ export type FinalStatus = (typeof FINAL_STATUSES)[number];
 export type Queued = typeof QUEUED;
 /** Every status a project's run can have. */
 export type Status = Queued | Stage | FinalStatus;
-export type { ErrorCode };
+export type { ErrorCode, PreviousStage };
 
 export interface ConnectedData {
   project_id: string;
@@ -57,7 +59,7 @@ export interface SnapshotData {
 }
 
 export interface ProgressUpdateData {
-  status: Stage | Queued | UnknownValue;
+  status: Stage | Queued;
   progress: number;
   current_stage: string;
   estimated_remaining?: number | null;
@@ -69,14 +71,14 @@ export interface ProgressUpdateData {
 
 export interface StageChangeData {
   /** The stage before; null, or "INITIALIZED" (the state before the first stage). */
-  previous_stage?: Stage | 'INITIALIZED' | UnknownValue | null;
-  current_stage: Stage | UnknownValue;
+  previous_stage?: PreviousStage | null;
+  current_stage: Stage;
   progress: number;
   timestamp?: string | null;
 }
 
 export interface LogData {
-  level: LogLevel | UnknownValue;
+  level: LogLevel;
   message: string;
   timestamp?: string | null;
 }
@@ -85,7 +87,7 @@ export interface ErrorData {
   /** A code of the hub's error catalog, e.g. GEMINI_API_ERROR. */
   error_code: ErrorCode | UnknownValue;
   message: string;
-  stage: Stage | UnknownValue;
+  stage: Stage;
   retry_count?: number;
   max_retries?: number;
   is_retryable?: boolean | null;
@@ -96,7 +98,7 @@ export interface ErrorData {
 }
 
 export interface CompleteData {
-  status: FinalStatus | UnknownValue;
+  status: FinalStatus;
   youtube_url?: string | null;
   timestamp?: string | null;
 }

@@ -14,7 +14,7 @@
 
 import { reaction } from './close.js';
 import type { ConnectedData, Frame, SnapshotData } from './frames.js';
-import { isFinal, reduce, type ProgressState } from './state.js';
+import { isFinal, reduce, staleEnd, type ProgressState } from './state.js';
 
 export type Transport = 'websocket' | 'sse';
 export type PhaseName = 'connecting' | 'open' | 'backfilling' | 'waiting' | 'stopped';
@@ -168,10 +168,10 @@ function reached(id: string | undefined, target: string): boolean {
   return e === te && Number(n) >= Number(tn);
 }
 
-/** Settles `done` once the state is final, unless a backfill still replays earlier runs
- * (and stops, unless stayOpen). */
-function settle(m: Machine, effects: Effect[]): Step {
-  if (m.finished || m.until || !isFinal(m.state.status)) return [m, effects];
+/** Settles `done` on an input that ends the run (and stops, unless stayOpen); never
+ * twice, nor while a backfill still replays earlier runs. */
+function settle(m: Machine, effects: Effect[], ends: boolean): Step {
+  if (!ends || m.finished || m.until) return [m, effects];
   const done: Machine = { ...m, finished: true };
   effects.push({ do: 'settle' });
   if (m.config.stayOpen) return [done, effects];
@@ -199,8 +199,11 @@ function ended(m: Machine, code?: number): Step {
 
 function refused(m: Machine, status: number, code = `HTTP_${status}`, message = `HTTP ${status}`): Step {
   if (code === 'UPGRADE_REQUIRED') {
-    if (m.config.mode !== 'auto') return wait(m, backoff(m));
-    // The WebSocket is blocked on the way; SSE carries the same frames.
+    // The WebSocket is blocked on the way (the hub is fine): every retry would be too.
+    if (m.config.mode !== 'auto') {
+      return stop(m, { code, status, message: "the WebSocket upgrade is blocked on the way to the hub: use transport 'auto' or 'sse'" });
+    }
+    // SSE carries the same frames.
     return wait({ ...m, transport: 'sse' }, [0, 0]);
   }
   // A fresh token refused too is an error, not a loop.
@@ -209,11 +212,12 @@ function refused(m: Machine, status: number, code = `HTTP_${status}`, message = 
   return wait(m, backoff(m));
 }
 
-/** The events this client knows; a newer hub's other events are ignored. */
+/** The events this client knows; a newer hub's other events are delivered (onEvent,
+ * the iterators: every frame but ping/pong is) but change nothing and end nothing. */
 const EVENTS = new Set(['connected', 'snapshot', 'progress_update', 'stage_change', 'log', 'error', 'complete', 'broker_status']);
 
 function frame(m: Machine, f: Frame): Step {
-  if (!EVENTS.has(f.event)) return [m, []];
+  if (!EVENTS.has(f.event)) return [m, [{ do: 'emit', frame: f }]];
   const effects: Effect[] = [];
   let silent = false;
   let next = m;
@@ -239,7 +243,8 @@ function frame(m: Machine, f: Frame): Step {
     next = { ...m, phase: 'open', until: null }; // the start was trimmed: the snapshot is the state
   }
   // The replay holds earlier runs (with their `complete`): done waits for its end.
-  if (next.until && reached(f.id, next.until)) next = { ...next, phase: 'open', until: null };
+  const caughtUp = !!next.until && reached(f.id, next.until);
+  if (caughtUp) next = { ...next, phase: 'open', until: null };
   let state = reduce(m.state, f, m.config.maxLogs);
   const replay = f.event === 'connected' || f.event === 'snapshot';
   if (m.keepRecovered && replay) state = { ...state, recovered: m.state.recovered };
@@ -247,16 +252,11 @@ function frame(m: Machine, f: Frame): Step {
   next = { ...next, state };
   if (!silent) effects.push({ do: 'emit', frame: f });
   effects.push({ do: 'state' });
-  if (f.event === 'connected' || f.event === 'broker_status' || staleEnd(m.state, f)) return [next, effects];
-  return settle(next, effects);
-}
-
-/** A finished snapshot of another job than the one the watcher follows (unfinished):
- * an older run's end (e.g. a broker restored from an older save), not this run's. */
-function staleEnd(before: ProgressState, f: Frame): boolean {
-  if (f.event !== 'snapshot') return false;
-  const job = f.data.job_id;
-  return !!before.jobId && !!job && job !== before.jobId && !isFinal(before.status);
+  // What ends the run is this frame, not the state: a `complete`; a finished snapshot
+  // (not an older job's end, see staleEnd); or the backfill caught up with a finished
+  // snapshot's position. Any other frame of a run never ends it, whatever the state says.
+  const ends = f.event === 'complete' || (f.event === 'snapshot' && isFinal(f.data.status) && !staleEnd(m.state, f.data)) || (caughtUp && isFinal(state.status));
+  return settle(next, effects, ends);
 }
 
 export function step(m: Machine, input: Input): Step {
@@ -284,9 +284,12 @@ export function step(m: Machine, input: Input): Step {
       return wait(m, backoff(m));
     case 'looked-up': {
       const d = input.snapshot;
-      if (m.until || m.state.status !== null || !isFinal(d.status)) return [m, []];
+      // It settles only when nothing is left to replay: a run that ended after the
+      // position resumed from has its events (and its `complete`) still on their way,
+      // which onEvent and the iterators must see; that `complete` settles then.
+      if (m.until || m.state.status !== null || !isFinal(d.status) || d.last_event_id !== m.state.lastEventId) return [m, []];
       const state = reduce(m.state, { event: 'snapshot', data: { ...d, recovered: true } }, m.config.maxLogs);
-      return settle({ ...m, state: { ...state, lastEventId: m.state.lastEventId ?? state.lastEventId } }, [{ do: 'state' }]);
+      return settle({ ...m, state }, [{ do: 'state' }], true);
     }
   }
 }

@@ -1,8 +1,8 @@
 // The job state a watcher holds, and the one pure function that folds a frame into it.
 // No I/O here: the connection (watch.ts) feeds frames, this decides what they mean.
 
-import { FINAL_STATUSES, QUEUED, STAGES } from './contract.js';
-import type { ErrorCode, FinalStatus, Frame, LogLevel, ProgressUpdateData, Stage, Status, UnknownValue } from './frames.js';
+import { QUEUED, STAGES } from './contract.js';
+import type { ErrorCode, Frame, LogLevel, ProgressUpdateData, SnapshotData, Stage, Status, UnknownValue } from './frames.js';
 
 export interface StageInfo {
   /** ISO time the stage began (null when only known from a snapshot). */
@@ -16,7 +16,7 @@ export interface StageInfo {
 export interface LogEntry {
   /** The event id (null for legacy events published without one). */
   id: string | null;
-  level: LogLevel | UnknownValue;
+  level: LogLevel;
   message: string;
   timestamp: string | null;
 }
@@ -25,7 +25,7 @@ export interface LogEntry {
 export interface JobError {
   code: ErrorCode | UnknownValue;
   message: string;
-  stage: Stage | UnknownValue;
+  stage: Stage;
   retryCount: number | null;
   maxRetries: number | null;
   isRetryable: boolean | null;
@@ -73,8 +73,11 @@ export interface ProgressState {
   broker: 'up' | 'down';
 }
 
-const FINAL = (s: unknown): s is FinalStatus => FINAL_STATUSES.includes(s as FinalStatus);
 const isStage = (s: unknown): s is Stage => STAGES.includes(s as Stage);
+/** A run's end: a `complete` status. The contract's statuses are QUEUED, the stages and
+ * the `complete` statuses (FINAL_STATUSES), so any other status is an end a newer hub
+ * added (issue 25's CANCELLED): an older client must see the run end all the same. */
+export const isFinal = (s: unknown): boolean => typeof s === 'string' && !!s && s !== QUEUED && !isStage(s);
 /** A status from the wire: the contract's, or a newer hub's kept as sent. */
 const status = (s: string | null | undefined): Status | UnknownValue | null => (s ?? null) as Status | UnknownValue | null;
 
@@ -129,6 +132,12 @@ function link(u: unknown): string | null {
 const earlier = (s: ProgressState, next: unknown): boolean =>
   isStage(next) && isStage(s.status) && STAGES.indexOf(next) < STAGES.indexOf(s.status);
 
+/** A finished snapshot of another job than the unfinished run the state follows: an
+ * older run's end (e.g. a broker restored from an older save), not this run's. */
+export function staleEnd(s: ProgressState, d: SnapshotData): boolean {
+  return !!s.jobId && !!d.job_id && d.job_id !== s.jobId && !isFinal(s.status) && isFinal(d.status);
+}
+
 /** Folds one frame into the state; returns the same object when nothing changed. */
 export function reduce(state: ProgressState, frame: Frame, maxLogs = 500): ProgressState {
   let s = state;
@@ -139,8 +148,9 @@ export function reduce(state: ProgressState, frame: Frame, maxLogs = 500): Progr
   // and QUEUED for another job than the one queued (a new run was accepted).
   if (frame.event === 'progress_update' || frame.event === 'stage_change') {
     const next = frame.event === 'progress_update' ? frame.data.status : frame.data.current_stage;
-    const queued = next === QUEUED && !(s.status === QUEUED && s.jobId === (frame.data as ProgressUpdateData).job_id);
-    if (FINAL(s.status) || queued || (!s.recovered && earlier(s, next))) {
+    // (A missing job id is null, as the state holds it.)
+    const queued = next === QUEUED && !(s.status === QUEUED && s.jobId === ((frame.data as ProgressUpdateData).job_id ?? null));
+    if (isFinal(s.status) || queued || (!s.recovered && earlier(s, next))) {
       s = { ...initialState(s.projectId, s.lastEventId), recovered: s.recovered, broker: s.broker };
     }
   }
@@ -151,14 +161,15 @@ export function reduce(state: ProgressState, frame: Frame, maxLogs = 500): Progr
     case 'snapshot': {
       const d = frame.data;
       const recovered = s.recovered && d.recovered !== false;
-      // Nothing known (history lost and nothing since): keep the run being followed.
-      if (d.status == null && !d.last_event_id) {
-        s = { ...s, recovered };
+      // Nothing known (history lost and nothing since), or an older job's end: keep the
+      // run being followed (from the snapshot's position on, if it has one).
+      if ((d.status == null && !d.last_event_id) || staleEnd(s, d)) {
+        s = { ...s, recovered, lastEventId: d.last_event_id ?? s.lastEventId };
         break;
       }
       // Otherwise the whole state, anew: after a lost history this is all that is known.
       // Within the same run (not final, not an earlier stage) progress is not lowered.
-      const sameRun = !FINAL(d.status) && !FINAL(s.status) && !earlier(s, d.status) && isStage(s.status);
+      const sameRun = !isFinal(d.status) && !isFinal(s.status) && !earlier(s, d.status) && isStage(s.status);
       const n = initialState(s.projectId, d.last_event_id ?? null);
       let stages = n.stages;
       if (isStage(d.status)) stages = enter(stages, d.status, null);
@@ -168,7 +179,7 @@ export function reduce(state: ProgressState, frame: Frame, maxLogs = 500): Progr
         ...n, stages, status: status(d.status), progress: sameRun ? raise(s.progress, p) : p,
         jobId: d.job_id ?? null, queuePosition: d.status === QUEUED ? d.queue_position ?? null : null, broker: s.broker,
         currentStage: d.current_stage ?? null,
-        estimatedRemaining: FINAL(d.status) ? null : d.estimated_remaining ?? null,
+        estimatedRemaining: isFinal(d.status) ? null : d.estimated_remaining ?? null,
         youtubeUrl: link(d.youtube_url), recovered, takenOver: sameRun && s.takenOver,
         updatedAt: d.updated_at ?? null,
       };
@@ -234,5 +245,3 @@ export function reduce(state: ProgressState, frame: Frame, maxLogs = 500): Progr
   if (at && frame.event !== 'connected') s = { ...s, updatedAt: at };
   return s;
 }
-
-export const isFinal = FINAL;

@@ -23,6 +23,8 @@ export interface Connection {
 }
 
 export interface Done {
+  /** How the run ended, as the `complete` said: an end status a newer hub added (a
+   * status this version does not know) ends the run too and is passed as sent. */
   status: FinalStatus;
   youtubeUrl?: string;
 }

@@ -147,9 +147,15 @@ test('HTTP refusals: UPGRADE_REQUIRED switches auto to SSE; 401 renews once; 400
   assert.equal(m.transport, 'sse');
   assert.deepEqual(effects, [{ do: 'wait', minMs: 0, maxMs: 0 }]);
   assert.deepEqual(kinds(feed(m, attempt())[1]), ['dial']);
+  // A fixed transport never switches; retrying would be blocked the same way for ever
+  // (review nit): it stops with a typed error saying what to do.
   [m, effects] = refused(400, 'UPGRADE_REQUIRED', { mode: 'websocket' });
-  assert.equal(m.transport, 'websocket', 'a fixed transport never switches');
-  assert.deepEqual(effects, [{ do: 'wait', minMs: 250, maxMs: 500 }]);
+  assert.equal(m.transport, 'websocket');
+  assert.equal(m.phase, 'stopped');
+  assert.deepEqual(kinds(effects), ['stop']);
+  assert.equal(m.failure.code, 'UPGRADE_REQUIRED');
+  assert.equal(m.failure.status, 400);
+  assert.match(m.failure.message, /blocked.*'auto'/);
   for (const [status, code] of [[403, 'FORBIDDEN'], [403, 'ORIGIN_NOT_ALLOWED'], [400, 'INVALID_PROJECT_ID'], [400, 'INVALID_EVENT_ID'], [401, 'UNAUTHORIZED']]) {
     [m, effects] = refused(status, code);
     assert.equal(m.phase, 'stopped', code);
@@ -248,6 +254,12 @@ test('done: on complete (closing unless stayOpen), on a finished snapshot at joi
   [m, effects] = feed(open(), snapshot({ status: 'COMPLETED', progress: 100, last_event_id: 'e:9' }), attempt(), connected({ resumed: true }));
   [m, effects] = feed(m, event('complete', { status: 'COMPLETED' }, 'e:9'));
   assert.ok(kinds(effects).includes('settle'));
+  // ... also when the snapshot's position is a log after the complete.
+  [m] = feed(open(), snapshot({ status: 'COMPLETED', progress: 100, last_event_id: 'e:9' }), attempt(), connected({ resumed: true }));
+  [m, effects] = feed(m, event('complete', { status: 'COMPLETED' }, 'e:8'));
+  assert.ok(!kinds(effects).includes('settle'), 'not yet caught up');
+  [m, effects] = feed(m, event('log', { level: 'INFO', message: 'after' }, 'e:9'));
+  assert.deepEqual(kinds(effects), ['emit', 'state', 'settle', 'stop']);
   // QUEUED (a new run accepted, waiting for a worker) and a stage are not ends.
   for (const status of ['QUEUED', 'RENDERING']) {
     [m, effects] = feed(open({ backfill: false }), snapshot({ status, progress: 0, last_event_id: 'e:10', job_id: 'j2', queue_position: 1 }));
@@ -260,12 +272,31 @@ test('done: on complete (closing unless stayOpen), on a finished snapshot at joi
   assert.ok(kinds(effects).includes('settle'));
 });
 
+// Review T3: a status this client does not know yet (CANCELLED, issue 25) still ends
+// the run, or an older client would wait for ever.
+test('done: any complete ends the run, with its status as sent; so does a snapshot of such an end', () => {
+  let [m, effects] = feed(open(), event('stage_change', { current_stage: 'RENDERING', progress: 40 }, 'e:1'), event('complete', { status: 'CANCELLED' }, 'e:2'));
+  assert.deepEqual(kinds(effects), ['emit', 'state', 'settle', 'stop']);
+  assert.equal(m.state.status, 'CANCELLED', 'done resolves with the state\'s status');
+  [m, effects] = feed(open({ backfill: false }), snapshot({ status: 'CANCELLED', progress: 40, last_event_id: 'e:2' }));
+  assert.ok(kinds(effects).includes('settle'));
+  assert.equal(m.state.status, 'CANCELLED');
+});
+
 test("done: a finished snapshot of an older job is not the end of the run the watcher joined", () => {
   let [m, effects] = feed(open({ backfill: false }), snapshot({ status: 'QUEUED', progress: 0, last_event_id: 'e:10', job_id: 'j2', queue_position: 1 }));
   assert.equal(m.state.status, 'QUEUED');
   // The broker came back from an older save: its state is the last run's end.
-  [m, effects] = feed(m, ended(1006), attempt(), connected({ resumed: true, recovered: false }), snapshot({ status: 'COMPLETED', progress: 100, last_event_id: 'f:9', job_id: 'j1', recovered: false }));
+  [m, effects] = feed(m, ended(1006), attempt(), connected({ resumed: true, recovered: false }), snapshot({ status: 'COMPLETED', progress: 100, last_event_id: 'f:9', job_id: 'j1', youtube_url: 'https://y/OLD', recovered: false }));
   assert.ok(!kinds(effects).includes('settle'));
+  assert.equal(m.phase, 'open');
+  // The state still follows j2 (T1: the stale end was folded in as the state, and the
+  // next frame of the run found it final and resolved with the old run's link).
+  assert.deepEqual([m.state.status, m.state.jobId, m.state.youtubeUrl, m.state.lastEventId], ['QUEUED', 'j2', null, 'f:9']);
+  [m, effects] = feed(m, event('log', { level: 'INFO', message: 'still queued' }, 'f:10'));
+  assert.deepEqual(kinds(effects), ['emit', 'state'], 'a log of the run is not its end');
+  [m, effects] = feed(m, event('error', { error_code: 'RENDER_ERROR', message: 'm', stage: 'RENDERING' }, 'f:11'));
+  assert.deepEqual(kinds(effects), ['emit', 'state']);
   assert.equal(m.phase, 'open');
   // The same job's end is.
   [m, effects] = feed(m, snapshot({ status: 'COMPLETED', progress: 100, last_event_id: 'f:12', job_id: 'j2', recovered: false }));
@@ -273,23 +304,37 @@ test("done: a finished snapshot of an older job is not the end of the run the wa
 });
 
 test('a resume that finds the run finished (looked up) settles done, keeping the position', () => {
-  let [m, effects] = feed(machine(), attempt(), connected({ resumed: true, recovered: true }));
+  const resuming = () => start(CONFIG, initialState('p', 'e:9'));
+  let [m, effects] = feed(resuming(), attempt(), connected({ resumed: true, recovered: true }));
   assert.ok(kinds(effects).includes('look-up'));
   [m, effects] = feed(m, { on: 'looked-up', snapshot: { status: 'RENDERING', progress: 40, last_event_id: 'e:4', recovered: true } });
   assert.deepEqual(effects, [], 'not finished: live events will tell');
   [m, effects] = feed(m, { on: 'looked-up', snapshot: { status: 'COMPLETED', progress: 100, last_event_id: 'e:9', youtube_url: 'https://y/1', recovered: true } });
   assert.deepEqual(kinds(effects), ['state', 'settle', 'stop']);
   assert.equal(m.state.youtubeUrl, 'https://y/1');
+  assert.equal(m.state.lastEventId, 'e:9');
+  // Review T4: the run ended after the position resumed from: the replay brings its
+  // events and its complete, which onEvent and the iterators must see; done waits.
+  [m, effects] = feed(start(CONFIG, initialState('p', 'e:5')), attempt(), connected({ resumed: true, recovered: true }));
+  assert.ok(kinds(effects).includes('look-up'));
+  [m, effects] = feed(m, { on: 'looked-up', snapshot: { status: 'COMPLETED', progress: 100, last_event_id: 'e:9', youtube_url: 'https://y/1', recovered: true } });
+  assert.deepEqual(effects, [], 'something is left to replay');
+  assert.equal(m.phase, 'open');
+  [m, effects] = feed(m, event('log', { level: 'INFO', message: 'm' }, 'e:8'), event('complete', { status: 'COMPLETED', youtube_url: 'https://y/1' }, 'e:9'));
+  assert.deepEqual(kinds(effects), ['emit', 'state', 'settle', 'stop']);
 });
 
-test('broker_status: state.broker down and up again, delivered, never an end; unknown events are ignored', () => {
+test('broker_status: state.broker down and up again, delivered, never an end; unknown events are delivered only', () => {
   let [m, effects] = feed(open(), event('broker_status', { available: false, timestamp: 't' }));
   assert.equal(m.state.broker, 'down');
   assert.deepEqual(kinds(effects), ['emit', 'state']);
   [m] = feed(m, event('broker_status', { available: true, timestamp: 't' }));
   assert.equal(m.state.broker, 'up');
+  // Review TA2: every frame but ping/pong reaches onEvent and the iterators, as before;
+  // a newer hub's event changes neither the machine nor the state, and ends nothing.
   const before = m;
-  [m, effects] = feed(m, event('room_changed', { anything: 1 }, 'e:99'));
+  const news = event('room_changed', { anything: 1, status: 'COMPLETED' }, 'e:99');
+  [m, effects] = feed(m, news);
   assert.equal(m, before, 'a newer hub\'s event changes nothing');
-  assert.deepEqual(effects, []);
+  assert.deepEqual(effects, [{ do: 'emit', frame: news.frame }]);
 });

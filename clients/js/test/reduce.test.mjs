@@ -179,3 +179,23 @@ test('broker_status: down and back up, whatever the run does; no position, no up
   s = fold([{ event: 'broker_status', data: { available: true, timestamp: 't' } }], s);
   assert.equal(s.broker, 'up');
 });
+
+// Review T3: a run that ended with a status this client does not know (CANCELLED, issue
+// 25) has ended all the same: the next run starts over.
+test('a complete with a status of a newer hub ends the run: the next one starts over', () => {
+  let s = fold([stage('RENDERING', 60), { event: 'complete', data: { status: 'CANCELLED', youtube_url: null } }]);
+  assert.equal(s.status, 'CANCELLED', 'kept as sent');
+  assert.equal(s.stages.RENDERING.outcome, 'failed');
+  s = fold([stage('SCRIPT_GENERATING', 3)], s);
+  assert.equal(s.progress, 3);
+  assert.equal(s.stages.RENDERING.outcome, 'pending');
+});
+
+// Review nit: a QUEUED update without a job id (a legacy publisher, or a hub that does not
+// name it) moves the same queued run up, as one with the same job id does.
+test('QUEUED updates without a job id are the same queued run: the second keeps the log', () => {
+  const queued = (queue_position) => ({ event: 'progress_update', data: { status: 'QUEUED', progress: 0, current_stage: 'queued', queue_position } });
+  const s = fold([queued(2), log('a:1', 'waiting'), queued(1)]);
+  assert.equal(s.queuePosition, 1);
+  assert.deepEqual(s.logs.map((l) => l.message), ['waiting']);
+});

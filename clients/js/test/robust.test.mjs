@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 import { watchProject } from '../dist/index.js';
-import { startHub, mintToken, generate, publish, until, recorder, freePort } from './support.mjs';
+import { startHub, startRedis, startWorker, stop, mintToken, generate, publish, until, recorder, freePort } from './support.mjs';
 
 const BACKOFF = { initialMs: 100, maxMs: 200 };
 const within = (p, ms) => Promise.race([p, new Promise((r) => setTimeout(() => r('still pending'), ms))]);
@@ -154,5 +154,34 @@ test('a late watcher (backfill) gets connected once, in onEvent and in the itera
   assert.equal(rec.frames.filter((f) => f.event === 'connected').length, 1);
   assert.equal(iterated.filter((f) => f.event === 'connected').length, 1);
   assert.ok(w.state.logs.length > 15, 'backfilled');
+  await hub.stop();
+});
+
+// Issue 23 §1: a project that completed once is generated again while the job waits (no
+// worker yet); a watcher joining then got `done` at once with the old COMPLETED and link.
+// The hub now says QUEUED; done must settle on this run's own complete.
+test('joining a run that waits in the queue: QUEUED is not an end, done is the new run\'s', async () => {
+  const redis = await startRedis();
+  const hub = await startHub(['--redis-url', redis.url, '--no-worker']);
+  const id = `queued-${Date.now()}`;
+  await publish(hub, id, 'complete', { status: 'COMPLETED', youtube_url: 'https://youtube.com/watch?v=old' });
+  const { job_id } = await generate(hub, id);
+  const rec = recorder();
+  const w = watchProject(hub.url, id, { WebSocket, ...rec });
+  const settled = [];
+  w.done.then((d) => settled.push(d), () => {});
+  await until(rec.subscribe, () => w.state.status === 'QUEUED', 10000, 'QUEUED');
+  // A settle would have come with the frame that made the state QUEUED (or before it).
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(settled, [], "the old run's end is not this run's");
+  assert.equal(w.state.jobId, job_id);
+  assert.equal(w.state.queuePosition, 1);
+  assert.equal(w.state.youtubeUrl, null);
+  const worker = await startWorker(redis.url, ['--mock-delay', '5ms']);
+  const result = await within(w.done, 30000);
+  assert.equal(result.status, 'COMPLETED');
+  assert.notEqual(result.youtubeUrl, 'https://youtube.com/watch?v=old');
+  assert.ok(w.state.logs.length > 15, 'the new run\'s log');
+  await stop(worker);
   await hub.stop();
 });

@@ -26,6 +26,9 @@ import { watchProject } from "/assets/progress-hub-client.js";
       watch: "在 YouTube 觀看", failedBody: "重試次數已用盡，請參考上方的建議後重新生成。",
       startFailed: "無法開始生成：", busy: "這個專案已有生成工作在進行中。",
       takenOver: "已由其他 worker 接手，從中斷處繼續",
+      queued: (n) => (n ? `排隊中（第 ${n} 位）` : "排隊中"),
+      brokerDown: (t) => `訊息代理（Redis）無法使用，更新已暫停（自 ${t}）`,
+      brokerBack: (t) => `訊息代理已恢復（${t}），更新繼續`,
       levels: { INFO: "資訊", WARNING: "警告", ERROR: "錯誤" },
     },
     en: {
@@ -42,6 +45,9 @@ import { watchProject } from "/assets/progress-hub-client.js";
       watch: "Watch on YouTube", failedBody: "Retries are exhausted; see the suggestions above, then generate again.",
       startFailed: "Could not start: ", busy: "A generation is already running for this project.",
       takenOver: "taken over by another worker, going on where it stopped",
+      queued: (n) => (n ? `Queued (position ${n})` : "Queued"),
+      brokerDown: (t) => `Broker unavailable, updates paused (since ${t})`,
+      brokerBack: (t) => `Broker back (${t}), updates resumed`,
       levels: { INFO: "INFO", WARNING: "WARN", ERROR: "ERROR" },
     },
   }[lang];
@@ -109,6 +115,7 @@ import { watchProject } from "/assets/progress-hub-client.js";
     const logEl = $("log");
     let shownLog = null; // the newest log entry already in the DOM
     let countdown = null;
+    let broker = "up"; // the broker state shown
 
     STAGES.forEach((s) => {
       const li = document.createElement("li");
@@ -190,15 +197,31 @@ import { watchProject } from "/assets/progress-hub-client.js";
       $("percent").textContent = `${v}%`;
       const finished = state.status === "COMPLETED" || state.status === "FAILED";
       const stageText = finished ? (state.status === "COMPLETED" ? T.completed : T.failed)
+        : state.status === "QUEUED" ? T.queued(state.queuePosition)
         : state.currentStage || T.stages[state.status] || T.waiting;
       // A run another worker took over says so for the rest of the run.
       $("stage-text").textContent = state.takenOver ? `${stageText} · ${T.takenOver}` : stageText;
-      $("eta").textContent = state.estimatedRemaining == null || finished ? "" : T.eta(state.estimatedRemaining);
+      renderBroker(state.broker);
+      // While the broker is down no update can arrive: an estimate would only grow stale.
+      const down = state.broker === "down";
+      $("eta").textContent = state.estimatedRemaining == null || finished || down ? "" : T.eta(state.estimatedRemaining);
       renderTimeline(state.stages);
       resetLogsIfEmpty(state.logs);
       renderLogs(state.logs);
       renderError(state.error);
       renderDone(state.status, state.youtubeUrl);
+    }
+
+    // The hub says when its broker (Redis) is unavailable and when it is back: the page
+    // says so too, instead of "Connected" with nothing moving.
+    function renderBroker(now) {
+      if (now === broker) return;
+      broker = now;
+      const since = new Date().toLocaleTimeString();
+      const el = $("broker");
+      el.hidden = false;
+      el.dataset.state = now;
+      el.textContent = now === "down" ? T.brokerDown(since) : T.brokerBack(since);
     }
 
     function setConn(state, text) {
