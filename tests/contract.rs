@@ -165,4 +165,3 @@ fn wire_values_json_is_the_wire_enums() {
 fn publisher_defaults_json_is_the_defaults() {
     check("publisher-defaults.json", &publisher_defaults());
 }
-
