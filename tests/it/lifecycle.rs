@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{Backend, RedisServer, TestHub, WsClient, cli};
+use crate::support::{Backend, RedisServer, TestHub, WsClient, cli, eventually_eq};
 
 // Shutdown stops accepting, sends every client a Close frame with 1012 ("service
 // restart") and finishes promptly.
@@ -28,6 +28,13 @@ async fn health_endpoints_answer(b: Backend) {
     let hub = TestHub::start(b).await;
     let health = reqwest::get(hub.http("/healthz")).await.unwrap();
     assert_eq!(health.status(), 200);
+    // Ready once the subscriber has connected (on Redis it stamps the era first, so
+    // that is not before `start` returns): awaited, then its body read.
+    eventually_eq("/readyz answers 200", 200, || async {
+        let ready = reqwest::get(hub.http("/readyz")).await.unwrap();
+        ready.status().as_u16()
+    })
+    .await;
     let ready = reqwest::get(hub.http("/readyz")).await.unwrap();
     assert_eq!(ready.status(), 200);
     let body: Value = ready.json().await.unwrap();
