@@ -36,6 +36,9 @@ pub enum ErrorCode {
     JobQueueFull,
     /// A `generate` refused: the client has as many unfinished jobs as it may (HTTP 429).
     TooManyQueuedJobs,
+    /// A publish refused: it would create a project, and the client has created as many
+    /// as it may (at once, or in the last minute) (HTTP 429).
+    TooManyNewProjects,
     InternalError,
 }
 
@@ -276,6 +279,21 @@ const CATALOG: &[Entry] = &[
         ),
     },
     Entry {
+        code: ErrorCode::TooManyNewProjects,
+        retryable: true,
+        message: (
+            "此用戶端新建的專案已達上限",
+            "Too many new projects from this client",
+        ),
+        solutions: (
+            &["請發佈到已建立的專案", "請依 Retry-After 稍候再試"],
+            &[
+                "Publish to the projects you already have",
+                "Try again after the Retry-After time",
+            ],
+        ),
+    },
+    Entry {
         code: ErrorCode::InternalError,
         retryable: false,
         message: ("系統內部錯誤", "Internal error"),
@@ -329,6 +347,7 @@ mod tests {
             ErrorCode::InvalidInput,
             ErrorCode::JobQueueFull,
             ErrorCode::TooManyQueuedJobs,
+            ErrorCode::TooManyNewProjects,
             ErrorCode::InternalError,
         ];
         assert_eq!(ErrorCode::all().count(), codes.len());

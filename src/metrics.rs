@@ -33,6 +33,7 @@ struct Handles {
     client_frames_ignored: Counter,
     oversized_client_frames: Counter,
     redis_reconnects: Counter,
+    new_projects_refused: Counter,
 }
 
 static HANDLES: OnceLock<Handles> = OnceLock::new();
@@ -54,6 +55,7 @@ fn handles() -> &'static Handles {
         client_frames_ignored: counter!("hub_client_frames_ignored_total"),
         oversized_client_frames: counter!("hub_client_frames_oversized_total"),
         redis_reconnects: counter!("hub_redis_reconnects_total"),
+        new_projects_refused: counter!("hub_new_projects_refused_total"),
     })
 }
 
@@ -116,6 +118,10 @@ pub fn delivered_after(at: Instant) {
     handles()
         .delivery_latency
         .record(at.elapsed().as_secs_f64());
+}
+/// A publish that would have created a project over its client's quota was refused.
+pub fn new_project_refused() {
+    handles().new_projects_refused.increment(1);
 }
 /// A `progress_update` was held by coalescing on the publish path.
 pub fn progress_coalesced() {

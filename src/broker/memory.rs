@@ -5,7 +5,8 @@
 //! the history and hands the frame to the hub under one lock, so history order and
 //! delivery order are the same.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -18,6 +19,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::budget::{Budget, Owner};
+use super::quota::Admission;
 use super::{Broker, BrokerError, HistoryConfig, Replay};
 use super::{JobClaim, PreparedEvent};
 use crate::hub::{Hub, SubscriptionChange};
@@ -37,24 +40,15 @@ pub struct MemoryBroker {
     store: Arc<Mutex<Store>>,
 }
 
-/// What a project costs beyond its frames (its state, its map and LRU entries), charged
-/// against the memory budget with them: issue 23 §5 measured ≈1 KB per project that the
-/// budget did not see (300,000 one-event projects: RSS 11 → 333 MB, ~60 MB counted).
-const PROJECT_OVERHEAD: usize = 1024;
-
-/// Every project's history, and what bounds them: their bytes in all, the order in
-/// which they were last used (to forget the least recently used first), and the
-/// callers' idempotency keys.
+/// Every project's history, and what bounds them: their bytes, charged to their
+/// creators, with the order in which each creator's were last used (see `budget.rs`),
+/// and the callers' idempotency keys.
 #[derive(Default)]
 struct Store {
     projects: HashMap<ProjectId, History>,
-    /// Last use (publish or replay) → project, oldest first. A project's entry moves
-    /// to the end on every use, so eviction takes from the front.
-    lru: BTreeMap<u64, ProjectId>,
-    next_use: u64,
     /// Bytes of every frame held, and [`PROJECT_OVERHEAD`] per project, against
-    /// `HistoryConfig::memory_budget`.
-    bytes: usize,
+    /// `HistoryConfig::memory_budget`, per creator.
+    budget: Budget,
     receipts: Receipts,
 }
 
@@ -67,8 +61,10 @@ struct History {
     frames: VecDeque<(u64, Bytes)>,
     /// Bytes of `frames`, against `HistoryConfig::max_bytes`.
     bytes: usize,
-    /// Its key in `Store::lru`.
+    /// Its use stamp in its owner's LRU order (`Budget`).
     used: u64,
+    /// Who its bytes are charged to.
+    owner: Owner,
     state: ProjectState,
     expires_at: Instant,
     /// The job fence of `publish.lua`: the newest claim seen of the running job, and
@@ -116,13 +112,14 @@ impl Receipts {
 }
 
 impl History {
-    fn new(used: u64) -> Self {
+    fn new(used: u64, owner: Owner) -> Self {
         Self {
             epoch: EventId::new_epoch(),
             seq: 0,
             frames: VecDeque::new(),
             bytes: 0,
             used,
+            owner,
             state: ProjectState::empty(),
             expires_at: Instant::now(),
             fence: None,
@@ -143,29 +140,32 @@ impl History {
 }
 
 impl Store {
-    /// Marks the project used now (creating its history if it has none).
+    /// Marks the project used now (creating its history, charged to the hub's own
+    /// publishers, if it has none).
     fn touch(&mut self, project: &ProjectId) -> &mut History {
-        self.next_use += 1;
-        let used = self.next_use;
-        self.lru.insert(used, project.clone());
-        if !self.projects.contains_key(project) {
-            self.bytes += PROJECT_OVERHEAD;
+        self.open(project, &None)
+    }
+
+    /// Marks the project used now, creating its history charged to `owner` if it has
+    /// none (an existing one keeps its owner).
+    fn open(&mut self, project: &ProjectId, owner: &Owner) -> &mut History {
+        match self.projects.entry(project.clone()) {
+            Entry::Occupied(entry) => {
+                let history = entry.into_mut();
+                history.used = self.budget.reuse(&history.owner, history.used, project);
+                history
+            }
+            Entry::Vacant(entry) => {
+                let used = self.budget.open(owner, project);
+                entry.insert(History::new(used, owner.clone()))
+            }
         }
-        let history = self
-            .projects
-            .entry(project.clone())
-            .or_insert_with(|| History::new(used));
-        if history.used != used {
-            self.lru.remove(&history.used);
-            history.used = used;
-        }
-        history
     }
 
     fn forget(&mut self, project: &ProjectId) {
         if let Some(history) = self.projects.remove(project) {
-            self.lru.remove(&history.used);
-            self.bytes -= history.bytes + PROJECT_OVERHEAD;
+            self.budget
+                .close(&history.owner, history.used, history.bytes);
         }
     }
 
@@ -179,62 +179,65 @@ impl Store {
         for project in expired {
             self.forget(&project);
         }
+        self.budget.sweep(now);
         self.receipts.trim(now);
     }
 
-    /// Brings the bytes held back within `budget`: forgets the least recently used
-    /// projects nobody watches (never `keep`, the one just published to); if the
-    /// watched ones alone are over it, drops their oldest frames, least recently used
-    /// first (their state stays; a resume from before them gets `recovered: false`).
+    /// Brings the bytes held back within `budget`, taking from the client that holds
+    /// the most first (so one client's flood is paid for by its own projects): its
+    /// least recently used project nobody watches is forgotten (never `keep`, the one
+    /// just published to); if it has none, the oldest frame of its least recently used
+    /// project that has more than one (its state stays; a resume from before gets
+    /// `recovered: false`). Only when the heaviest client has nothing left to give
+    /// does the next one give.
     fn enforce(&mut self, budget: usize, keep: &ProjectId, hub: &Hub) {
-        if self.bytes <= budget {
-            return;
-        }
-        // Only as many as cover the excess are looked at (usually one).
-        let excess = self.bytes - budget;
-        let (mut covered, mut idle) = (0, Vec::new());
-        for project in self.lru.values() {
-            if covered >= excess {
-                break;
-            }
-            if project != keep && !hub.is_watched(project) {
-                covered += self
-                    .projects
-                    .get(project)
-                    .map_or(0, |h| h.bytes + PROJECT_OVERHEAD);
-                idle.push(project.clone());
-            }
-        }
-        for project in idle {
-            tracing::debug!(project_id = %project, "memory budget: forgot an idle project's history");
-            self.forget(&project);
-        }
-        if self.bytes <= budget {
-            return;
-        }
-        let (mut covered, mut order) = (0, Vec::new());
-        let excess = self.bytes - budget;
-        for project in self.lru.values() {
-            if covered >= excess {
-                break;
-            }
-            covered += self.projects.get(project).map_or(0, |h| h.bytes);
-            order.push(project.clone());
-        }
-        for project in order {
-            let Some(history) = self.projects.get_mut(&project) else {
-                continue;
-            };
-            // The newest frame of the project just published to stays.
-            let floor = usize::from(&project == keep);
-            while self.bytes > budget && history.frames.len() > floor {
-                self.bytes -= history.pop_oldest();
-            }
-            if self.bytes <= budget {
-                return;
+        while self.budget.total() > budget {
+            match self.reclaimable(keep, hub) {
+                Some(Reclaim::Forget(project)) => {
+                    tracing::debug!(project_id = %project, "memory budget: forgot an idle project's history");
+                    self.forget(&project);
+                }
+                Some(Reclaim::Trim(project)) => {
+                    if let Some(history) = self.projects.get_mut(&project) {
+                        let freed = history.pop_oldest();
+                        self.budget.shrink(&history.owner, freed);
+                    }
+                }
+                None => return,
             }
         }
     }
+
+    /// What to take back next (see [`Store::enforce`]).
+    fn reclaimable(&self, keep: &ProjectId, hub: &Hub) -> Option<Reclaim> {
+        for (_, projects) in self.budget.heaviest_first() {
+            let mut trim = None;
+            for project in projects {
+                if project != keep && !hub.is_watched(project) {
+                    return Some(Reclaim::Forget(project.clone()));
+                }
+                let floor = usize::from(project == keep);
+                if trim.is_none()
+                    && self
+                        .projects
+                        .get(project)
+                        .is_some_and(|h| h.frames.len() > floor)
+                {
+                    trim = Some(project.clone());
+                }
+            }
+            if let Some(project) = trim {
+                return Some(Reclaim::Trim(project));
+            }
+        }
+        None
+    }
+}
+
+/// One step of taking memory back.
+enum Reclaim {
+    Forget(ProjectId),
+    Trim(ProjectId),
 }
 
 impl MemoryBroker {
@@ -268,7 +271,7 @@ impl MemoryBroker {
     #[cfg(test)]
     fn footprint(&self) -> (usize, usize) {
         let store = self.store.lock();
-        (store.bytes, store.receipts.len())
+        (store.budget.total(), store.receipts.len())
     }
 
     /// Projects with a history.
@@ -304,10 +307,10 @@ impl Broker for MemoryBroker {
         let history = store.touch(project);
         if history.expires_at <= now && history.seq > 0 {
             // Expired: the history is lost, as a Redis key with a TTL would be.
-            let used = history.used;
+            let (used, owner) = (history.used, history.owner.clone());
             let freed = history.bytes;
-            *history = History::new(used);
-            store.bytes -= freed;
+            *history = History::new(used, owner.clone());
+            store.budget.shrink(&owner, freed);
         }
         let history = store.touch(project);
         if let Some(claim) = &event.job {
@@ -403,7 +406,9 @@ impl Broker for MemoryBroker {
             self.config.active_ttl
         };
         history.expires_at = now + ttl;
-        store.bytes = store.bytes + len - freed;
+        let owner = history.owner.clone();
+        store.budget.grow(&owner, len);
+        store.budget.shrink(&owner, freed);
         if event.keyed {
             store
                 .receipts
@@ -462,6 +467,25 @@ impl Broker for MemoryBroker {
         })
     }
 
+    async fn admit(&self, project: &ProjectId, client: &str) -> Result<Admission, BrokerError> {
+        let now = Instant::now();
+        let mut store = self.store.lock();
+        if let Some(history) = store.projects.get(project) {
+            if history.seq > 0 && history.expires_at > now {
+                return Ok(Admission::Admitted);
+            }
+            // Lost or never published to: it is created anew, by this client.
+            store.forget(project);
+        }
+        let owner: Owner = Some(client.into());
+        let admission = store.budget.admit(&owner, &self.config.project_quota, now);
+        if admission == Admission::Admitted {
+            // Charged to the client from now on, whoever publishes to it.
+            store.open(project, &owner);
+        }
+        Ok(admission)
+    }
+
     async fn is_ready(&self) -> bool {
         true
     }
@@ -474,6 +498,7 @@ impl Broker for MemoryBroker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::budget::PROJECT_OVERHEAD;
     use crate::broker::{FrameTemplate, StateChange};
 
     fn broker() -> MemoryBroker {
@@ -554,6 +579,37 @@ mod tests {
         assert!(broker.projects() <= 100, "{} projects", broker.projects());
         assert!(broker.footprint().0 <= budget, "{}", broker.footprint().0);
         assert!(broker.projects() >= 90, "the newest are kept");
+    }
+
+    // Over budget, memory is taken from the client holding the most: 200 projects of one
+    // client, 10 times the budget, evict that client's own, never the other's project
+    // (the least recently used of all, and nobody watches it).
+    #[tokio::test]
+    async fn a_flood_is_paid_for_by_the_client_that_sent_it() {
+        let budget = 20 * PROJECT_OVERHEAD;
+        let broker = broker_with(HistoryConfig {
+            memory_budget: budget,
+            ..HistoryConfig::default()
+        });
+        let victim = ProjectId::parse("victim").unwrap();
+        assert_eq!(
+            broker.admit(&victim, "v").await.unwrap(),
+            Admission::Admitted
+        );
+        broker.publish(&victim, &event("r", false)).await.unwrap();
+        for i in 0..200 {
+            let p = ProjectId::parse(&format!("a{i}")).unwrap();
+            assert_eq!(broker.admit(&p, "a").await.unwrap(), Admission::Admitted);
+            broker.publish(&p, &event("r", false)).await.unwrap();
+        }
+        assert!(broker.footprint().0 <= budget, "{}", broker.footprint().0);
+        let store = broker.store.lock();
+        assert!(
+            store.projects.contains_key(&victim),
+            "the victim's project stays"
+        );
+        assert_eq!(store.budget.projects_of(&Some("v".into())), 1);
+        assert!(store.budget.projects_of(&Some("a".into())) < 20);
     }
 
     // The bytes held follow what is kept: never over a project's budget, and nothing

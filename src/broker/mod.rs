@@ -12,8 +12,10 @@
 //! Either way, a broker's subscriber consumes the hub's [`SubscriptionChange`]s and hands
 //! every payload published on a watched project's channel to [`Hub::deliver`].
 
+mod budget;
 pub mod memory;
 mod prepared;
+pub mod quota;
 pub mod redis;
 
 pub use prepared::{FrameTemplate, JobClaim, PreparedEvent, StateChange};
@@ -52,7 +54,8 @@ impl From<::redis::RedisError> for BrokerError {
     }
 }
 
-/// How much history is kept, and for how long.
+/// How much history is kept, and for how long; and how many projects one client may
+/// create (the hub's HTTP publish API only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HistoryConfig {
     /// Events kept per project; older ones are trimmed (a resume from before them
@@ -62,15 +65,19 @@ pub struct HistoryConfig {
     /// beyond `max_len`, so a project's history costs at most this much whatever its
     /// events weigh (1,000 events of 64 KB would otherwise be 64 MB per project).
     pub max_bytes: usize,
-    /// The in-process broker only: bytes of frames kept across all projects. Beyond it
-    /// the least recently used projects nobody watches are forgotten (then, if still
-    /// over, the oldest frames of the least recently used ones), so the number of
-    /// projects with history cannot grow the process without bound.
+    /// The in-process broker only: bytes of frames (and a per-project overhead) kept
+    /// across all projects, each charged to the client that created it. Beyond it
+    /// memory is taken from the client holding the most: its least recently used
+    /// projects nobody watches are forgotten (then the oldest frames of its watched
+    /// ones), so the number of projects with history cannot grow the process without
+    /// bound, and one client's flood is paid for by its own projects (`budget.rs`).
     pub memory_budget: usize,
     /// How long history and state live after the last event while a job runs.
     pub active_ttl: Duration,
     /// How long history and state live after `complete`.
     pub retention: Duration,
+    /// New projects per client (see [`quota`]).
+    pub project_quota: quota::ProjectQuota,
 }
 
 impl Default for HistoryConfig {
@@ -81,6 +88,7 @@ impl Default for HistoryConfig {
             memory_budget: 256 << 20,
             active_ttl: Duration::from_secs(7 * 24 * 3600),
             retention: Duration::from_secs(24 * 3600),
+            project_quota: quota::ProjectQuota::default(),
         }
     }
 }
@@ -126,6 +134,17 @@ pub trait Broker: Send + Sync + 'static {
     fn unready_reason(&self) -> Option<&'static str> {
         None
     }
+
+    /// May `client` (see `http::access::client_key`) publish to `project` now? To a
+    /// project with history, always; its first event creates it, which counts against
+    /// the client's [`quota::ProjectQuota`] (the in-process broker also charges the
+    /// project's memory to it). Only the HTTP API asks: the hub's own publishers (the
+    /// library, workers) are not limited.
+    async fn admit(
+        &self,
+        project: &ProjectId,
+        client: &str,
+    ) -> Result<quota::Admission, BrokerError>;
 
     /// A short name for logs: `memory` or `redis`.
     fn kind(&self) -> &'static str;

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use clap::Args;
 
 use super::shared::{HistoryArgs, HumanDuration, JobArgs, PublishingArgs};
+use crate::broker::HistoryConfig;
+use crate::broker::quota::ProjectQuota;
 use crate::config::{self, ServeConfig};
 use crate::job::QueueLimits;
 
@@ -53,6 +55,16 @@ pub struct ServeArgs {
     /// address); more get 429.
     #[arg(long, env = "HUB_MAX_QUEUED_JOBS_PER_CLIENT", default_value_t = QueueLimits::default().max_queued_per_client)]
     pub max_queued_jobs_per_client: usize,
+    /// Most projects one client (its token with --auth-secret, else its address) may
+    /// create by publishing over the HTTP API: in process, the projects it holds at once;
+    /// with Redis, those it created within the active TTL (7 days), counted across all hubs. A
+    /// publish that would create one more gets 429 TOO_MANY_NEW_PROJECTS; 0: no bound.
+    #[arg(long, env = "HUB_MAX_PROJECTS_PER_CLIENT", default_value_t = ProjectQuota::default().max_per_client)]
+    pub max_projects_per_client: usize,
+    /// Most projects one client may create in any minute (as --max-projects-per-client);
+    /// 0: no bound.
+    #[arg(long, env = "HUB_NEW_PROJECTS_PER_MINUTE", default_value_t = ProjectQuota::default().per_minute)]
+    pub new_projects_per_minute: usize,
     /// Most connections (WebSocket + SSE) this process holds; more get close 1013.
     #[arg(long, env = "HUB_MAX_CONNECTIONS", default_value_t = config::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
@@ -107,7 +119,13 @@ impl From<ServeArgs> for ServeConfig {
             auth_secret: a.auth_secret,
             allowed_origins: a.allowed_origins,
             metrics_listen: a.metrics_addr,
-            history: a.history.config(),
+            history: HistoryConfig {
+                project_quota: ProjectQuota {
+                    max_per_client: a.max_projects_per_client,
+                    per_minute: a.new_projects_per_minute,
+                },
+                ..a.history.config()
+            },
             locale: a.publishing.locale,
             coalesce_window: a.publishing.coalesce_window.into(),
             worker: (!a.no_worker).then(|| a.jobs.worker_config(a.shutdown_grace.into())),
@@ -185,6 +203,10 @@ mod tests {
             "4",
             "--metrics-addr",
             "127.0.0.1:9100",
+            "--max-projects-per-client",
+            "7",
+            "--new-projects-per-minute",
+            "0",
         ])
         .unwrap()
         .args;
@@ -198,5 +220,37 @@ mod tests {
         assert_eq!(c.job_limits.max_queued, 9);
         assert_eq!(c.job_limits.max_queued_per_client, 4);
         assert_eq!(c.metrics_listen, Some("127.0.0.1:9100".parse().unwrap()));
+        assert_eq!(
+            c.history.project_quota,
+            ProjectQuota {
+                max_per_client: 7,
+                per_minute: 0
+            }
+        );
+    }
+
+    // The quota flags take a whole number (0: no bound); anything else is refused at
+    // start with a message naming the flag, never taken as a default.
+    #[test]
+    fn hostile_quota_flags_are_refused() {
+        for flag in ["--max-projects-per-client", "--new-projects-per-minute"] {
+            for value in [
+                "-1",
+                "abc",
+                "1.5",
+                "",
+                "99999999999999999999999",
+                "1e9",
+                " 5",
+            ] {
+                assert!(Serve::try_parse_from(["serve", flag, value]).is_err());
+                let joined = format!("{flag}={value}");
+                let err = match Serve::try_parse_from(["serve", joined.as_str()]) {
+                    Ok(_) => panic!("{joined:?} accepted"),
+                    Err(err) => err.to_string(),
+                };
+                assert!(err.contains(flag), "{joined:?}: {err}");
+            }
+        }
     }
 }

@@ -24,8 +24,9 @@ pub struct HistoryArgs {
     /// Bytes of history kept per project (oldest trimmed beyond; keep equal on every process).
     #[arg(long, env = "HUB_HISTORY_BYTES", default_value_t = HistoryConfig::default().max_bytes)]
     pub history_bytes: usize,
-    /// In-process broker only: bytes of history kept across all projects (least
-    /// recently used unwatched projects are forgotten beyond it).
+    /// In-process broker only: bytes of history kept across all projects, each charged
+    /// to the client that created it (beyond it, the least recently used unwatched
+    /// projects of the client holding the most are forgotten first).
     #[arg(long, env = "HUB_MEMORY_BUDGET", default_value_t = HistoryConfig::default().memory_budget)]
     pub memory_budget: usize,
     /// How long history and state are kept after `complete` (keep equal on every process).

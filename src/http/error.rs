@@ -102,6 +102,15 @@ impl ApiError {
         )
     }
 
+    /// This error, telling the client when to try again (`Retry-After`, in seconds).
+    pub fn retry_after(self, seconds: u64) -> Response {
+        let mut response = self.into_response();
+        response
+            .headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        response
+    }
+
     pub fn not_found() -> Self {
         Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint")
     }

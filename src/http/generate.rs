@@ -155,35 +155,22 @@ pub async fn generate(
             let message = ErrorCode::TooManyQueuedJobs
                 .entry()
                 .message(app.publisher.locale());
-            retry_later(
-                ApiError::new(StatusCode::TOO_MANY_REQUESTS, TOO_MANY_QUEUED_JOBS, message),
-                CLIENT_RETRY_AFTER_SECS,
-            )
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, TOO_MANY_QUEUED_JOBS, message)
+                .retry_after(CLIENT_RETRY_AFTER_SECS)
         }
         Err(err @ QueueError::Full { .. }) => {
             tracing::warn!(project_id = %project, error = %err, "generate refused: the job queue is full");
             let message = ErrorCode::JobQueueFull
                 .entry()
                 .message(app.publisher.locale());
-            retry_later(
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, JOB_QUEUE_FULL, message),
-                FULL_RETRY_AFTER_SECS,
-            )
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, JOB_QUEUE_FULL, message)
+                .retry_after(FULL_RETRY_AFTER_SECS)
         }
         Err(QueueError::Unavailable(reason)) => {
             tracing::error!(project_id = %project, error = %reason, "cannot queue the job");
             ApiError::unavailable().into_response()
         }
     }
-}
-
-/// An error answer that tells the client when to try again.
-fn retry_later(error: ApiError, seconds: u64) -> Response {
-    let mut response = error.into_response();
-    response
-        .headers_mut()
-        .insert(axum::http::header::RETRY_AFTER, seconds.into());
-    response
 }
 
 #[cfg(test)]

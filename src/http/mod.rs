@@ -1,6 +1,7 @@
 //! The HTTP face of the hub: routes, shared state, JSON errors.
 
 mod access;
+mod admission;
 mod docs;
 mod error;
 mod generate;

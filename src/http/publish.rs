@@ -3,20 +3,21 @@
 //! 202 `{"id": ...}` once the event is in the history and on the channel, or
 //! `{"id": null, "coalesced": true}` for a `progress_update` held by coalescing.
 //! 400 for a bad id or `Idempotency-Key`, 413 over the size limit, 422 naming the
-//! invalid field, 503 while the broker is unreachable. With an `Idempotency-Key`, a
+//! invalid field, 429 for a new project over the client's quota (`admission.rs`), 503
+//! while the broker is unreachable. With an `Idempotency-Key`, a
 //! retry (after a timeout or a 503 whose publish did land) gets the first id.
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::error::{ApiError, ErrorBody};
 use super::project_path::ProjectPath;
-use super::{AppState, access};
+use super::{AppState, access, admission};
 use crate::publish::{IdempotencyKey, InvalidIdempotencyKey, PublishError, Published};
 use crate::wire::Event;
 use axum::http::HeaderMap;
@@ -31,9 +32,11 @@ use axum::http::HeaderMap;
         (status = 413, description = "body over the size limit", body = ErrorBody),
         (status = 415, description = "not Content-Type: application/json", body = ErrorBody),
         (status = 422, description = "invalid event; error.field names the culprit", body = ErrorBody),
+        (status = 429, description = "TOO_MANY_NEW_PROJECTS: the event would create a project (one with no history), and this client (its token with access control on, else its address) has as many as it may at once or has created as many in the last minute (Retry-After)", body = ErrorBody),
         (status = 503, description = "broker unavailable", body = ErrorBody)))]
 pub async fn publish(
     State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     ProjectPath(project): ProjectPath,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -67,6 +70,12 @@ pub async fn publish(
         Ok(event) => event,
         Err(invalid) => return invalid_event(invalid).into_response(),
     };
+    // The client, for its project quota: its token when access control is on, else
+    // its address (behind a proxy without tokens, the proxy's: raise the quota).
+    let client = access::client_key(&app, &headers, peer.ip());
+    if let Err(refused) = admission::admit(&app, &project, &client).await {
+        return refused;
+    }
     match app
         .publisher
         .publish_keyed(&project, event, key.as_ref())

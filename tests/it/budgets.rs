@@ -1,8 +1,10 @@
 //! What bounds the brokers' memory and a replay's cost: a project's history in bytes
-//! (both brokers), the in-process broker's total with eviction of idle projects, and
-//! the Redis replay read (its epoch checked before any history is read, in pages).
+//! (both brokers), the in-process broker's total with eviction of idle projects (charged
+//! to the client that created each, so one client's flood evicts its own), the
+//! per-client quota of new projects (both brokers; across hubs on Redis), and the Redis
+//! replay read (its epoch checked before any history is read, in pages).
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::support::{Backend, TestHub, WsClient, layout, log_event, project};
 
@@ -272,7 +274,128 @@ async fn error_frames_are_stored_once_and_delivered_in_both_shapes(b: Backend) {
     }
 }
 
+/// `POST` an event to `project` from the client address `from`: the status, the
+/// `Retry-After` in seconds and the answer.
+async fn post_as(
+    from: [u8; 4],
+    hub: &TestHub,
+    project: &str,
+    event: &Value,
+) -> (u16, Option<u64>, Value) {
+    let path = format!("/api/v1/projects/{project}/events");
+    let (status, retry_after, body) = hub.post_json_from(from, &path, event).await;
+    (status, retry_after.and_then(|s| s.parse().ok()), body)
+}
+
+// Issue 23 §5, at small scale: a victim's run completes; an attacker (another address)
+// floods projects of its own, ~8 times the in-process budget. The victim's project is
+// the least recently used and nobody watches it, so before, it was the first evicted
+// (state 404, resume `recovered: false`); now the flood is charged to the attacker and
+// evicts the attacker's own projects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_from_one_client_does_not_evict_another_clients_finished_run() {
+    let hub = TestHub::start_with(Backend::Memory, |c| {
+        c.history.max_bytes = 40_000;
+        c.history.memory_budget = 200_000;
+    })
+    .await;
+    let stage = json!({"event": "stage_change", "data": {"previous_stage": null, "current_stage": "RENDERING", "progress": 40}});
+    let first = hub.publish("victim", stage).await;
+    let middle = hub.publish("victim", log_event("rendering")).await;
+    let done = hub
+        .publish(
+            "victim",
+            json!({"event": "complete", "data": {"status": "COMPLETED"}}),
+        )
+        .await;
+    let attacker = [127, 0, 0, 2];
+    for p in 0..40 {
+        for i in 0..4 {
+            let (status, _, body) = post_as(attacker, &hub, &format!("flood-{p}"), &heavy(i)).await;
+            assert_eq!(status, 202, "{body}");
+        }
+    }
+    let state: Value = reqwest::get(hub.http("/api/v1/projects/victim"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state["status"], "COMPLETED", "{state}");
+    assert_eq!(state["last_event_id"], done.as_str(), "{state}");
+    let (mut client, connected) = WsClient::resume(&hub.ws_url("victim"), &first).await;
+    assert_eq!(connected["data"]["recovered"], true, "{connected}");
+    assert_eq!(client.next_event().await["id"], middle.as_str());
+    assert_eq!(client.next_event().await["id"], done.as_str());
+    // The attacker paid with its own: its oldest project is gone.
+    let (_, connected) = WsClient::resume(&hub.ws_url("flood-0"), "x:1").await;
+    assert_eq!(connected["data"]["recovered"], false, "{connected}");
+}
+
+// Issue 23 §6: one client creates at most `max_per_client` projects (on Redis, across
+// every hub on it); the next gets 429 TOO_MANY_NEW_PROJECTS with Retry-After. Its
+// existing projects stay publishable, and another client is not affected.
+async fn new_projects_are_bounded_per_client(b: Backend) {
+    let quota = |c: &mut progress_hub::config::ServeConfig| {
+        c.history.project_quota.max_per_client = 3;
+        c.history.project_quota.per_minute = 0;
+    };
+    let hub = TestHub::start_with(b, quota).await;
+    let limited = [127, 0, 0, 2];
+    for p in ["a1", "a2", "a3"] {
+        let (status, _, body) = post_as(limited, &hub, p, &log_event(p)).await;
+        assert_eq!(status, 202, "{p}: {body}");
+    }
+    let (status, retry_after, body) = post_as(limited, &hub, "a4", &log_event("a4")).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "TOO_MANY_NEW_PROJECTS", "{body}");
+    assert!(retry_after.is_some_and(|s| s >= 1), "{retry_after:?}");
+    let state = reqwest::get(hub.http("/api/v1/projects/a4")).await.unwrap();
+    assert_eq!(state.status().as_u16(), 404, "nothing of a4 was kept");
+    for p in ["a1", "a2", "a3"] {
+        let (status, _, body) = post_as(limited, &hub, p, &log_event("again")).await;
+        assert_eq!(status, 202, "an existing project: {p}: {body}");
+    }
+    let other = [127, 0, 0, 3];
+    let (status, _, body) = post_as(other, &hub, "b1", &log_event("b1")).await;
+    assert_eq!(status, 202, "another client: {body}");
+    if b == Backend::Redis {
+        // A second hub on the same Redis: the count is Redis's, not the process's.
+        let second = TestHub::start_on(hub.redis().url(), quota).await;
+        let (status, _, body) = post_as(limited, &second, "a5", &log_event("a5")).await;
+        assert_eq!(status, 429, "across hubs: {body}");
+        let (status, _, body) = post_as(limited, &second, "a1", &log_event("a1")).await;
+        assert_eq!(status, 202, "{body}");
+    }
+}
+
+// The rate: at most `per_minute` new projects of one client in any minute; the refusal
+// says when the oldest of them leaves the minute.
+async fn new_projects_are_bounded_per_minute(b: Backend) {
+    let hub = TestHub::start_with(b, |c| {
+        c.history.project_quota.max_per_client = 0;
+        c.history.project_quota.per_minute = 2;
+    })
+    .await;
+    let client = [127, 0, 0, 2];
+    for p in ["r1", "r2"] {
+        let (status, _, body) = post_as(client, &hub, p, &log_event(p)).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let (status, retry_after, body) = post_as(client, &hub, "r3", &log_event("r3")).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "TOO_MANY_NEW_PROJECTS", "{body}");
+    assert!(
+        retry_after.is_some_and(|s| (1..=60).contains(&s)),
+        "{retry_after:?}"
+    );
+    let (status, _, body) = post_as(client, &hub, "r1", &log_event("again")).await;
+    assert_eq!(status, 202, "{body}");
+}
+
 on_both_brokers!(
+    new_projects_are_bounded_per_client,
+    new_projects_are_bounded_per_minute,
     history_is_bounded_by_bytes,
     error_frames_are_stored_once_and_delivered_in_both_shapes,
 );

@@ -300,27 +300,12 @@ async fn generate_from(
     from: [u8; 4],
     project: &str,
 ) -> (u16, Option<String>, Value) {
-    let client = reqwest::Client::builder()
-        .local_address(std::net::IpAddr::from(from))
-        .build()
-        .unwrap();
-    let response = client
-        .post(hub.http(&format!("/api/v1/projects/{project}/generate")))
-        .json(&json!({}))
-        .send()
-        .await
-        .expect("POST");
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    (
-        status,
-        retry_after,
-        response.json().await.unwrap_or(Value::Null),
+    hub.post_json_from(
+        from,
+        &format!("/api/v1/projects/{project}/generate"),
+        &json!({}),
     )
+    .await
 }
 
 // The generate queue is bounded: past the per-client cap a client gets 429, past the

@@ -148,6 +148,38 @@ impl TestHub {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// `POST` `body` to `path` from the client address `from` (another loopback address:
+    /// another client, as far as the hub can tell): the status, the `Retry-After` and
+    /// the answer.
+    pub async fn post_json_from(
+        &self,
+        from: [u8; 4],
+        path: &str,
+        body: &Value,
+    ) -> (u16, Option<String>, Value) {
+        let client = reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from(from))
+            .build()
+            .unwrap();
+        let response = client
+            .post(self.http(path))
+            .json(body)
+            .send()
+            .await
+            .expect("POST");
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        (
+            status,
+            retry_after,
+            response.json().await.unwrap_or(Value::Null),
+        )
+    }
+
     /// Publishes through the HTTP API and returns the event id (asserting 202).
     pub async fn publish(&self, project: &str, event: Value) -> String {
         let (status, body) = self.post_event(project, &event).await;

@@ -15,6 +15,7 @@
 //! | `{progress:jobs}:lock:<p>` | string | the id of the project's job while it exists (queued or running): one job per project |
 //! | `{progress:jobs}:done:<job>` | string | what the job finished so far (JSON), until it is settled |
 //! | `{progress:jobs}:clients` | hash | client → its jobs not yet settled (the per-client queue limit) |
+//! | `progress:creations:{<client>}` | sorted set | project → when the client created it, within the active TTL (the per-client project quota, `quota.lua`) |
 //!
 //! The job queue's keys are tagged `{progress:jobs}`, the slot of the stream itself, so
 //! the queue's scripts take a job, keep its lock and record its progress in one atomic
@@ -29,7 +30,8 @@
 //! taken for a project's channel.
 //!
 //! Scripts: `publish.lua` (the publish path, one atomic step; the Python SDK runs the
-//! same file) and `replay.lua` (state + history after a position, one atomic read).
+//! same file), `replay.lua` (state + history after a position, one atomic read) and
+//! `quota.lua` (may a client create one more project).
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -79,6 +81,17 @@ pub fn job_lock_key(project: &ProjectId) -> String {
 
 /// Client → how many of its jobs are not yet settled, in the job stream's slot.
 pub const JOB_CLIENTS: &str = "{progress:jobs}:clients";
+
+/// The projects `client` (see `http::access::client_key`: an address or a token digest,
+/// never with braces) created within the active TTL, tagged by the client: one slot per
+/// client, whatever the projects' slots.
+pub fn creations_key(client: &str) -> String {
+    format!("{PREFIX}creations:{{{client}}}")
+}
+
+/// The per-client project quota's check-and-record (see its header).
+pub static QUOTA: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("quota.lua")));
 
 /// What the job finished so far, in the job stream's slot; deleted when it is settled.
 pub fn job_checkpoint_key(job_id: &str) -> String {

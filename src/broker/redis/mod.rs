@@ -9,6 +9,7 @@
 pub mod connection;
 pub mod era;
 pub mod layout;
+mod quota;
 pub mod sentinel;
 mod shared_read;
 mod subscriber;
@@ -25,6 +26,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::quota::Admission;
 use super::{Broker, BrokerError, HistoryConfig, PreparedEvent, Replay};
 use crate::hub::{Hub, SubscriptionChange};
 use crate::wire::{EventId, ProjectId};
@@ -208,6 +210,19 @@ impl Broker for RedisBroker {
         after: Option<&EventId>,
     ) -> Result<Replay, BrokerError> {
         self.reads.replay(&self.commands, project, after).await
+    }
+
+    async fn admit(&self, project: &ProjectId, client: &str) -> Result<Admission, BrokerError> {
+        let mut conn = self.commands.clone();
+        let window = self.history.active_ttl;
+        Ok(quota::admit(
+            &mut conn,
+            &self.history.project_quota,
+            window,
+            project,
+            client,
+        )
+        .await?)
     }
 
     /// Ready while the subscriber is subscribed and the command connection reaches a
