@@ -6,6 +6,9 @@
 #   bash scripts/ab.sh /tmp/hub-before target/release/progress-hub [ROUNDS]
 #   FLOOR=1 bash scripts/ab.sh ...   # also the floor (progress-hub-bench floor) each round, as F
 set -euo pipefail
+# The load tool is one client creating every project: no per-client project quota (the
+# environment, which a hub that predates the quota ignores).
+export HUB_MAX_PROJECTS_PER_CLIENT=0 HUB_NEW_PROJECTS_PER_MINUTE=0
 ulimit -n "$(ulimit -Hn)"
 cd "$(dirname "$0")/.."
 A=$1 B=$2 ROUNDS=${3:-2}

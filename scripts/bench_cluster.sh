@@ -18,6 +18,9 @@
 # and prints a per-node table of the differences. Everything is torn down at the end.
 # Loopback only; the load tool, the hubs and Redis share the machine.
 set -euo pipefail
+# The load tool is one client creating every project: no per-client project quota (the
+# environment, which a hub that predates the quota ignores).
+export HUB_MAX_PROJECTS_PER_CLIENT=0 HUB_NEW_PROJECTS_PER_MINUTE=0
 ulimit -n "$(ulimit -Hn)"
 cd "$(dirname "$0")/.."
 C=${C:-2000}

@@ -32,6 +32,11 @@ def post(conn, project, event):
 
 def log(msg): return {"event": "log", "data": {"level": "INFO", "message": msg}}
 
+def heavy(i):
+    """An event of ~60 KB (an error's `details` is free-form, within the 64 KiB body)."""
+    return {"event": "error", "data": {"error_code": "RENDER_ERROR", "message": f"m{i}", "stage": "RENDERING",
+                                       "details": {"blob": "x" * 60000}}}
+
 def evict(binary, projects, per_project, flags):
     hub, port = start_hub(binary, flags)
     victim = http.client.HTTPConnection("127.0.0.1", port, source_address=("127.0.0.1", 0))
@@ -41,9 +46,10 @@ def evict(binary, projects, per_project, flags):
     attacker = http.client.HTTPConnection("127.0.0.1", port, source_address=("127.0.0.2", 0))
     statuses, t = {}, time.time()
     for i in range(projects * per_project):
-        status, _ = post(attacker, f"flood-{i % projects}", log(f"{i:06d}" + "x" * 60000))
+        status, _ = post(attacker, f"flood-{i % projects}", heavy(i))
         statuses[status] = statuses.get(status, 0) + 1
     print(f"posted {projects * per_project} x ~60 KB to {projects} projects in {time.time() - t:.1f} s: {statuses}")
+    victim = http.client.HTTPConnection("127.0.0.1", port)
     victim.request("GET", "/api/v1/projects/victim"); r = victim.getresponse(); state = r.read()
     print("victim state:", r.status, json.loads(state).get("status") if r.status == 200 else state.decode())
     s = socket.create_connection(("127.0.0.1", port))

@@ -17,6 +17,9 @@
 # outside the repository: python3 -m venv /tmp/soak-venv && /tmp/soak-venv/bin/pip
 # install matplotlib); without it the CSV and the verdict are still written.
 set -euo pipefail
+# The load tool is one client creating every project: no per-client project quota (the
+# environment, which a hub that predates the quota ignores).
+export HUB_MAX_PROJECTS_PER_CLIENT=0 HUB_NEW_PROJECTS_PER_MINUTE=0
 cd "$(dirname "$0")/.."
 OUT=${OUT:-docs/soak}
 PYTHON=${PYTHON:-python3}

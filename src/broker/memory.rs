@@ -471,7 +471,11 @@ impl Broker for MemoryBroker {
         let now = Instant::now();
         let mut store = self.store.lock();
         if let Some(history) = store.projects.get(project) {
-            if history.seq > 0 && history.expires_at > now {
+            let live = history.seq > 0 && history.expires_at > now;
+            // Admitted to this client already, its publish refused (an invalid event):
+            // counted once, as Redis counts a project once.
+            let opened = history.seq == 0 && history.owner.as_deref() == Some(client);
+            if live || opened {
                 return Ok(Admission::Admitted);
             }
             // Lost or never published to: it is created anew, by this client.
@@ -499,6 +503,7 @@ impl Broker for MemoryBroker {
 mod tests {
     use super::*;
     use crate::broker::budget::PROJECT_OVERHEAD;
+    use crate::broker::quota::ProjectQuota;
     use crate::broker::{FrameTemplate, StateChange};
 
     fn broker() -> MemoryBroker {
@@ -610,6 +615,34 @@ mod tests {
         );
         assert_eq!(store.budget.projects_of(&Some("v".into())), 1);
         assert!(store.budget.projects_of(&Some("a".into())) < 20);
+    }
+
+    // A project admitted but not yet published to (its event was refused as invalid) is
+    // counted once, however often its client tries again; another client that takes it
+    // over is counted as creating it.
+    #[tokio::test]
+    async fn a_project_is_counted_once_against_its_clients_rate() {
+        let broker = broker_with(HistoryConfig {
+            project_quota: ProjectQuota {
+                max_per_client: 0,
+                per_minute: 1,
+            },
+            ..HistoryConfig::default()
+        });
+        let p = ProjectId::parse("p").unwrap();
+        for _ in 0..3 {
+            assert_eq!(broker.admit(&p, "a").await.unwrap(), Admission::Admitted);
+        }
+        let q = ProjectId::parse("q").unwrap();
+        assert!(matches!(
+            broker.admit(&q, "a").await.unwrap(),
+            Admission::Refused { .. }
+        ));
+        assert_eq!(broker.admit(&p, "b").await.unwrap(), Admission::Admitted);
+        assert!(matches!(
+            broker.admit(&q, "b").await.unwrap(),
+            Admission::Refused { .. }
+        ));
     }
 
     // The bytes held follow what is kept: never over a project's budget, and nothing

@@ -420,6 +420,10 @@ pub(crate) fn spawn_hub(
         .args(hub_args)
         .env_remove("REDIS_URL")
         .env_remove("HUB_LISTEN")
+        // One load tool is one client creating every project: no per-client quota
+        // (through the environment, which a hub that predates the quota ignores).
+        .env("HUB_MAX_PROJECTS_PER_CLIENT", "0")
+        .env("HUB_NEW_PROJECTS_PER_MINUTE", "0")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr)
