@@ -138,14 +138,8 @@ impl TestHub {
     }
 
     async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
-        let response = reqwest::Client::new()
-            .post(self.http(path))
-            .json(body)
-            .send()
-            .await
-            .expect("POST");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        let (status, _, answer) = self.send_json(reqwest::Client::new(), path, body).await;
+        (status, answer)
     }
 
     /// `POST` `body` to `path` from the client address `from` (another loopback address:
@@ -161,6 +155,15 @@ impl TestHub {
             .local_address(std::net::IpAddr::from(from))
             .build()
             .unwrap();
+        self.send_json(client, path, body).await
+    }
+
+    async fn send_json(
+        &self,
+        client: reqwest::Client,
+        path: &str,
+        body: &Value,
+    ) -> (u16, Option<String>, Value) {
         let response = client
             .post(self.http(path))
             .json(body)
