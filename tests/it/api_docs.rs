@@ -153,6 +153,7 @@ async fn metrics_cover_connections_frames_latency_and_jobs() {
         "hub_publish_to_deliver_seconds_bucket{le=\"0.005\"}",
         "hub_progress_coalesced_total",
         "hub_redis_reconnects_total",
+        "hub_new_projects_refused_total",
         "hub_jobs_total{outcome=\"completed\"}",
     ] {
         assert!(text.contains(needle), "missing {needle} in:\n{text}");
