@@ -138,8 +138,8 @@ pub trait Broker: Send + Sync + 'static {
     /// May `client` (see `http::access::client_key`) publish to `project` now? To a
     /// project with history, always; its first event creates it, which counts against
     /// the client's [`quota::ProjectQuota`] (the in-process broker also charges the
-    /// project's memory to it). Only the HTTP API asks: the hub's own publishers (the
-    /// library, workers) are not limited.
+    /// project's memory to it). Only the HTTP API asks (publish, generate): the hub's
+    /// own publishers (the library, workers) are not limited.
     async fn admit(
         &self,
         project: &ProjectId,

@@ -1,7 +1,7 @@
 //! How many projects one client may create (issue 23 §6): at most
 //! [`ProjectQuota::max_per_client`] of its projects at once, and at most
-//! [`ProjectQuota::per_minute`] new ones in any minute. A publish over the HTTP API to a
-//! project that has no history yet creates it, and is refused (429
+//! [`ProjectQuota::per_minute`] new ones in any minute. A publish (or a `generate`) over
+//! the HTTP API to a project that has no history yet creates it, and is refused (429
 //! `TOO_MANY_NEW_PROJECTS`, with `Retry-After`) beyond either; publishing to a project
 //! that exists is never refused.
 //!

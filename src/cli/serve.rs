@@ -56,7 +56,8 @@ pub struct ServeArgs {
     #[arg(long, env = "HUB_MAX_QUEUED_JOBS_PER_CLIENT", default_value_t = QueueLimits::default().max_queued_per_client)]
     pub max_queued_jobs_per_client: usize,
     /// Most projects one client (its token with --auth-secret, else its address) may
-    /// create by publishing over the HTTP API: in process, the projects it holds at once;
+    /// create over the HTTP API (an event or a generate job for a project with no
+    /// history): in process, the projects it holds at once;
     /// with Redis, those it created within the active TTL (7 days), counted across all hubs. A
     /// publish that would create one more gets 429 TOO_MANY_NEW_PROJECTS; 0: no bound.
     #[arg(long, env = "HUB_MAX_PROJECTS_PER_CLIENT", default_value_t = ProjectQuota::default().max_per_client)]

@@ -2,7 +2,8 @@
 //! `POST /api/v1/projects` (201, a new id) and
 //! `POST /api/v1/projects/{project_id}/generate` (202 with the job id and its place in
 //! the queue; 409 while a job of that project exists; 429 when the client has as many
-//! unfinished jobs as it may, 503 when the queue is full, both with `Retry-After`;
+//! unfinished jobs as it may or would create a project beyond its quota
+//! (`admission.rs`), 503 when the queue is full, all with `Retry-After`;
 //! 400/422 for a bad id or body).
 
 use std::net::SocketAddr;
@@ -18,7 +19,7 @@ use serde_json::json;
 
 use super::error::{ApiError, ErrorBody};
 use super::project_path::ProjectPath;
-use super::{AppState, access};
+use super::{AppState, access, admission};
 use crate::catalog::ErrorCode;
 use crate::job::GenerateRequest;
 use crate::job::accept::accept;
@@ -62,7 +63,7 @@ pub async fn create(State(app): State<AppState>, headers: HeaderMap) -> Response
         (status = 415, description = "a body (or a browser's request) without Content-Type: application/json", body = ErrorBody),
         (status = 409, description = "a job of this project is queued or running", body = ErrorBody),
         (status = 422, description = "invalid body", body = ErrorBody),
-        (status = 429, description = "TOO_MANY_QUEUED_JOBS: this client has as many unfinished jobs as it may (Retry-After)", body = ErrorBody),
+        (status = 429, description = "TOO_MANY_QUEUED_JOBS: this client has as many unfinished jobs as it may; TOO_MANY_NEW_PROJECTS: the project has no history and this client has created as many as it may (both with Retry-After)", body = ErrorBody),
         (status = 503, description = "JOB_QUEUE_FULL (Retry-After), or job queue unavailable", body = ErrorBody)))]
 pub async fn generate(
     State(app): State<AppState>,
@@ -117,8 +118,12 @@ pub async fn generate(
         .pick("AI 如何改變我們的生活", "How AI changes our lives");
     // The client, for the per-client queue limit: its token when access control is on,
     // else its address (behind a proxy without tokens, the proxy's: raise the cap).
-    let client = Some(access::client_key(&app, &headers, peer.ip()));
-    let job = match request.into_job(project.clone(), default_topic, client) {
+    let client = access::client_key(&app, &headers, peer.ip());
+    // A job's QUEUED update creates the project: it counts against the client's quota.
+    if let Err(refused) = admission::admit(&app, &project, &client).await {
+        return refused;
+    }
+    let job = match request.into_job(project.clone(), default_topic, Some(client)) {
         Ok(job) => job,
         Err(invalid) => {
             return ApiError::new(

@@ -350,6 +350,12 @@ async fn new_projects_are_bounded_per_client(b: Backend) {
     assert_eq!(status, 429, "{body}");
     assert_eq!(body["error"]["code"], "TOO_MANY_NEW_PROJECTS", "{body}");
     assert!(retry_after.is_some_and(|s| s >= 1), "{retry_after:?}");
+    // A job creates its project too.
+    let (status, _, body) = hub
+        .post_json_from(limited, "/api/v1/projects/a4/generate", &json!({}))
+        .await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "TOO_MANY_NEW_PROJECTS", "{body}");
     let state = reqwest::get(hub.http("/api/v1/projects/a4")).await.unwrap();
     assert_eq!(state.status().as_u16(), 404, "nothing of a4 was kept");
     for p in ["a1", "a2", "a3"] {
