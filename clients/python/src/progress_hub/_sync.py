@@ -235,7 +235,8 @@ def configure(
     changes: dict[str, Any] = {k: v for k, v in given.items() if v is not _UNSET}
     with _lock:
         old, _publisher = _publisher, None
-        _config = replace(_config or from_env(), **changes)
+        # A setting given here wins: its environment variable is not even read.
+        _config = replace(_config, **changes) if _config else from_env(overrides=changes)
         config = _config
     if old is not None and _pid == os.getpid():
         old.close()
