@@ -2,7 +2,8 @@
 JWT a backend hands a page (to watch a project) or a worker (to publish in HTTP mode),
 with the claims `progress-hub token` writes and the hub checks (`src/auth.rs`; the table
 is in docs/PROTOCOL.md "Access control"). Standard library only: a JWT of this one
-algorithm is two base64url JSON parts and an HMAC-SHA256.
+algorithm is two base64url JSON parts and an HMAC-SHA256. Project ids are checked by the
+rule the SDK's events use (`_event`, the hub's `^[A-Za-z0-9_-]{1,64}$`).
 
     from progress_hub import tokens
     page_token = tokens.mint(secret, projects=["proj-42"], ttl=3600)          # watch
@@ -27,6 +28,9 @@ from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Literal
 
+#: A project id as the hub's (`src/wire/project_id.rs`); `*` is allowed besides.
+from ._event import _PROJECT_ID
+
 __all__ = ["InvalidTokenArgument", "Scope", "mint", "mint_token"]
 
 #: What a token grants: `watch` (read its projects), `publish` (also publish events and
@@ -35,8 +39,6 @@ __all__ = ["InvalidTokenArgument", "Scope", "mint", "mint_token"]
 Scope = Literal["watch", "publish", "control"]
 SCOPES: tuple[str, ...] = ("watch", "publish", "control")
 
-#: A project id as the hub's (`src/wire/project_id.rs`), or `*` for all projects.
-_PROJECT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 #: A tag (issue #26 names them like `user:7`; the hub has no tag rules yet): printable
 #: text, no spaces, at most this long.
 _TAG = re.compile(r"[!-~]{1,128}")
