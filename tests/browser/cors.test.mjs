@@ -1,12 +1,13 @@
 // A page served from ANOTHER origin than the hub (the app's own site): with
 // `--cors-origins` listing it, the TypeScript client's SSE transport and its refusal
-// probe work there, with a token the backend minted; from an origin not listed, the
+// probe work there, with a token the backend minted in Python (progress_hub.tokens); from an origin not listed, the
 // browser blocks them, as without the option.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { createServer } from "node:http";
-import { BIN, freePort, startHub, launchChromium, stopAll } from "./support.mjs";
+import path from "node:path";
+import { freePort, root, startHub, launchChromium, stopAll } from "./support.mjs";
 
 const SECRET = "cors-test-secret";
 let browser;
@@ -34,8 +35,13 @@ async function appSite() {
   return `http://127.0.0.1:${port}`;
 }
 
-function mint(project, ...extra) {
-  return execFileSync(BIN, ["token", "--project", project, "--auth-secret", SECRET, ...extra]).toString().trim();
+const PYTHON = process.env.PROGRESS_HUB_PYTHON || path.join(root, "clients/python/.venv/bin/python");
+
+/** A token as the app's Python backend mints it: `progress_hub.tokens.mint` (the SDK's
+ * venv that scripts/setup.sh makes). */
+function mint(project, scope = "watch") {
+  const code = "import sys; from progress_hub import tokens; print(tokens.mint(sys.argv[1], projects=[sys.argv[2]], scope=sys.argv[3], ttl=600))";
+  return execFileSync(PYTHON, ["-c", code, SECRET, project, scope]).toString().trim();
 }
 
 async function publish(hub, project, token, body) {
@@ -70,7 +76,7 @@ test("from a listed origin: SSE with a minted token follows a run to its end, an
   const hub = await startHub(["--listen", "127.0.0.1:0", "--no-worker", "--auth-secret", SECRET, "--cors-origins", app]);
   const page = await browser.newPage();
   await page.goto(app);
-  const token = mint("p-sse", "--publish");
+  const token = mint("p-sse", "publish");
   await watchInPage(page, hub.url, "p-sse", { transport: "sse", token });
   await page.waitForFunction(() => globalThis.watches["p-sse"].connection.status === "open", null, { timeout: 20000 });
   await publish(hub, "p-sse", token, { event: "progress_update", data: { status: "RENDERING", progress: 60, current_stage: "rendering", estimated_remaining: 30 } });
