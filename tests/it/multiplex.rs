@@ -452,3 +452,97 @@ async fn exactly_one_complete_per_run_per_subscription(b: Backend) {
     assert_eq!(completes.get("run-a"), Some(&1));
     assert_eq!(completes.get("run-b"), Some(&1));
 }
+
+// A hub restart on Redis: the connection is closed with 1012, and a new connection to
+// the next hub resumes every subscription from its own position, recovered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_hub_restart_each_subscription_resumes() {
+    let mut hub = TestHub::start(Backend::Redis).await;
+    let mut client = connect(&hub).await;
+    subscribed(&mut client, "a", None).await;
+    subscribed(&mut client, "b", None).await;
+    let mut last = HashMap::new();
+    for project in ["a", "b"] {
+        let id = hub.publish(project, log_event("before")).await;
+        let frame = client.next_event().await;
+        assert_eq!(frame["id"], id.as_str());
+        last.insert(project, id);
+    }
+    let redis = hub.redis.take().expect("a Redis-backed hub");
+    hub.stop().await;
+    assert_eq!(client.expect_close().await, Some(1012));
+    let hub = TestHub::start_with_redis(Some(redis), |_| {}).await;
+    let mut missed = HashMap::new();
+    for project in ["a", "b"] {
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            ids.push(
+                hub.publish(project, log_event(&format!("missed {i}")))
+                    .await,
+            );
+        }
+        missed.insert(project, ids);
+    }
+    let mut client = connect(&hub).await;
+    for project in ["a", "b"] {
+        let answer = subscribed(&mut client, project, Some(&last[project])).await;
+        assert_eq!(answer["data"], json!({"resumed": true, "recovered": true}));
+        for id in &missed[project] {
+            let frame = client.next_event().await;
+            assert_eq!(frame["project_id"], project, "{frame}");
+            assert_eq!(frame["id"], id.as_str(), "the missed events, in order");
+        }
+    }
+}
+
+// The slow-consumer rule applies to the connection: a multiplexed client that stops
+// reading while two of its projects publish big logs is closed (4429, or dropped when
+// not even the close frame fits), and a reader of one of them gets every log, in order.
+// On Redis, whose round trips pace the publisher as a worker's would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multiplexed_connection_that_stops_reading_is_a_slow_consumer() {
+    let hub = TestHub::start(Backend::Redis).await;
+    let mut stalled = connect(&hub).await;
+    subscribed(&mut stalled, "s1", None).await;
+    subscribed(&mut stalled, "s2", None).await;
+    let mut reader = WsClient::connected(&hub.ws_url("s1")).await;
+    let before = support::metric(&hub, "hub_slow_consumer_closes_total").await;
+    let padding = "x".repeat(4096);
+    let mut published = 0;
+    let mut read = 0;
+    let closed = loop {
+        assert!(published < 20_000, "never closed as a slow consumer");
+        for project in ["s1", "s2"] {
+            let frame = format!(
+                r#"{{"event":"log","data":{{"level":"INFO","message":"{published} {padding}"}}}}"#
+            );
+            hub.publish_raw(project, &frame).await;
+        }
+        // The reader keeps up, frame by frame, in order.
+        let text = reader.next_text().await;
+        assert!(
+            text.contains(&format!(r#""message":"{read} "#)),
+            "log {read} next: {text:.80}"
+        );
+        read += 1;
+        published += 1;
+        if published % 50 == 0
+            && support::metric(&hub, "hub_slow_consumer_closes_total").await > before
+        {
+            break published;
+        }
+    };
+    assert!(closed > 1, "it read nothing, yet took some");
+    if let Some(code) = stalled.expect_close().await {
+        assert_eq!(code, 4429);
+    }
+    // The reader is unharmed.
+    let id = hub.publish("s1", log_event("after")).await;
+    loop {
+        let frame = reader.next_event().await;
+        if frame["id"] == id.as_str() {
+            break;
+        }
+        assert_eq!(frame["event"], "log", "{frame}");
+    }
+}
