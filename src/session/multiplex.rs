@@ -394,3 +394,85 @@ impl Inbox for Feed {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn pid() -> ProjectId {
+        ProjectId::parse("p1").unwrap()
+    }
+
+    fn event(seq: u64) -> Frame {
+        let text = format!(r#"{{"event":"log","id":"e:{seq}","data":{{}}}}"#);
+        Frame::from_published(Bytes::from(text)).unwrap()
+    }
+
+    fn feed(queue: &Arc<OutboundQueue>, capacity: usize) -> Feed {
+        Feed {
+            project: pid(),
+            stream: 3,
+            queue: Arc::clone(queue),
+            state: Mutex::new(FeedState::Opening(Box::new(OutboundQueue::new(
+                capacity,
+                usize::MAX,
+            )))),
+        }
+    }
+
+    fn queued(queue: &OutboundQueue) -> Vec<serde_json::Value> {
+        let mut frames = Vec::new();
+        queue.drain(&mut frames).unwrap();
+        frames.iter().map(Frame::to_value).collect()
+    }
+
+    #[tokio::test]
+    async fn live_frames_wait_for_the_opening_and_skip_what_it_covered() {
+        let queue = Arc::new(OutboundQueue::new(64, usize::MAX));
+        let feed = feed(&queue, 64);
+        for seq in 5..=7 {
+            assert_eq!(feed.push(event(seq)), Pushed::Queued);
+        }
+        assert!(queue.is_empty(), "nothing before the opening");
+        feed.push_opening(Frame::subscribed(false, true))
+            .await
+            .unwrap();
+        feed.push_opening(event(6)).await.unwrap();
+        feed.go_live(Some(EventId::new("e", 6)));
+        feed.push(event(8));
+        let got = queued(&queue);
+        let described: Vec<_> = got
+            .iter()
+            .map(|f| (f["event"].as_str().unwrap(), f["id"].as_str().unwrap_or("")))
+            .collect();
+        assert_eq!(
+            described,
+            [
+                ("subscribed", ""),
+                ("log", "e:6"),
+                ("log", "e:7"),
+                ("log", "e:8")
+            ],
+            "the opening, then what waited less what it covered, then live"
+        );
+        assert!(got.iter().all(|f| f["project_id"] == "p1"), "all tagged");
+        feed.close();
+        assert_eq!(feed.push(event(9)), Pushed::Ended);
+        assert!(feed.push_opening(event(9)).await.is_err());
+        assert!(queue.is_empty(), "nothing after the subscription closed");
+    }
+
+    #[test]
+    fn a_backlog_while_opening_is_bounded_and_overflows_the_connection() {
+        let queue = Arc::new(OutboundQueue::new(64, usize::MAX));
+        let feed = feed(&queue, 2);
+        feed.push(event(1));
+        feed.push(event(2));
+        assert_eq!(feed.push(event(3)), Pushed::Overflowed);
+        assert_eq!(
+            queue.ended_because(),
+            Some(Ended::Closed(CloseReason::SlowConsumer))
+        );
+    }
+}
