@@ -68,6 +68,8 @@ pub struct ServeConfig {
     pub auth_secret: Option<String>,
     /// Browser origins allowed to connect (empty: all).
     pub allowed_origins: Vec<String>,
+    /// Origins whose pages may call the hub's HTTP routes (CORS); none by default.
+    pub cors_origins: Vec<crate::http::cors::CorsOrigin>,
     /// Serve `/metrics` on this address only (not on `listen`); `None`: on `listen`.
     pub metrics_listen: Option<SocketAddr>,
     pub history: HistoryConfig,
@@ -102,6 +104,7 @@ impl Default for ServeConfig {
             max_projects: DEFAULT_MAX_PROJECTS,
             auth_secret: None,
             allowed_origins: Vec::new(),
+            cors_origins: Vec::new(),
             metrics_listen: None,
             history: HistoryConfig::default(),
             locale: Locale::default(),

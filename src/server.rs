@@ -92,6 +92,16 @@ impl RunningServer {
     }
 }
 
+/// The origins `--allowed-origins` lets in: with a list, the CORS origins join it (a page
+/// the hub answers cross-origin must not then be refused); without one, any.
+fn origins_allowed(config: &ServeConfig) -> Vec<String> {
+    let mut allowed = config.allowed_origins.clone();
+    if !allowed.is_empty() {
+        allowed.extend(config.cors_origins.iter().map(ToString::to_string));
+    }
+    allowed
+}
+
 pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
     // Before anything listens: a hub that would run without the access control it was
     // asked for must not start.
@@ -189,7 +199,8 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         max_frame_bytes: config.max_frame_bytes,
         limits: Arc::clone(&limits),
         auth,
-        allowed_origins: Arc::new(config.allowed_origins.clone()),
+        allowed_origins: Arc::new(origins_allowed(&config)),
+        cors_origins: Arc::new(config.cors_origins.clone()),
         request_timeout: config.request_timeout,
     };
     // The metrics listener has limits of its own: scrapes neither take nor are

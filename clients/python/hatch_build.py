@@ -1,7 +1,9 @@
 """Packages the hub's contract files (the publish script, the error catalog, the state
 texts, the publisher's defaults) into the sdist and the wheel, from the one place they
 live: the repository around this directory. A wheel built from an unpacked sdist, where
-that repository is not, takes the copies the sdist carries inside the package."""
+that repository is not, takes the copies the sdist carries inside the package. A file
+found in neither place fails the build, naming it (a package without its publish script
+or error catalog installs, then fails at its first publish)."""
 
 from __future__ import annotations
 
@@ -25,11 +27,22 @@ def _contract_files(root: Path) -> dict[str, str]:
     return files
 
 
+class MissingContractFile(Exception):
+    """A contract file is neither in the repository nor carried by the package."""
+
+
 class ContractFiles(BuildHookInterface):  # type: ignore[type-arg]
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
-        repository = Path(self.root).resolve().parents[1]
+        root = Path(self.root).resolve()
+        repository = root.parents[1]
         inside = "src/progress_hub" if self.target_name == "sdist" else "progress_hub"
-        for name, source in _contract_files(Path(self.root)).items():
+        for name, source in _contract_files(root).items():
             path = repository / source
             if path.is_file():
                 build_data["force_include"][str(path)] = f"{inside}/contract/{name}"
+            elif not (root / "src/progress_hub/contract" / name).is_file():
+                raise MissingContractFile(
+                    f"contract file {name} not found: neither {path} (the hub's repository) "
+                    f"nor src/progress_hub/contract/{name} (an unpacked sdist's copy); build "
+                    "from a checkout of the repository, or from the sdist"
+                )

@@ -1,20 +1,25 @@
 """Writes the SDK's synchronous code from its asyncio source (as httpcore's
 `scripts/unasync.py` does): each `src/progress_hub/_*_async.py` becomes the matching
-`_*_sync.py`, line by line, through the substitutions below. The generated files are
-checked in (they are what a reader and a debugger see); `--check` fails when one is
-stale, and `tests/test_unasync.py` runs it.
+`_*_sync.py`, line by line, through the substitutions below, then through `ruff format`
+(dropping `await` shortens lines: the generated file is what the formatter keeps, so
+`ruff format --check` and this script agree). The generated files are checked in (they
+are what a reader and a debugger see); `--check` fails when one is stale, missing, or
+has no source, and `tests/test_unasync.py` runs it.
 
     python unasync.py          # rewrite the generated files
     python unasync.py --check  # exit 1 and name the stale files
+    python unasync.py --check --package DIR  # another copy of the package (the tests')
 """
 
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent / "src" / "progress_hub"
+HERE = Path(__file__).resolve().parent
+PACKAGE = HERE / "src" / "progress_hub"
 
 #: (pattern, replacement), applied in order to every line; a pattern matches whole words
 #: (it ends at a word's end when it ends with a letter).
@@ -50,6 +55,7 @@ _COMPILED = [
 
 
 def unasync(text: str, source: str) -> str:
+    """The synchronous twin of `text` (the asyncio source named `source`), unformatted."""
     lines = []
     for line in text.splitlines(keepends=True):
         if line.strip() in DROPPED:
@@ -60,29 +66,65 @@ def unasync(text: str, source: str) -> str:
     return HEADER.format(source=source) + "".join(lines)
 
 
-def pairs() -> list[tuple[Path, Path]]:
+def formatted(text: str, target: Path) -> str:
+    """`text` as `ruff format` writes it (this directory's settings)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--stdin-filename", target.name, "-"],
+        input=text,
+        capture_output=True,
+        text=True,
+        cwd=HERE,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"ruff format failed on {target.name}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def generated(source: Path) -> str:
+    """What `source`'s synchronous twin must hold."""
+    text = unasync(source.read_text(encoding="utf-8"), source.name)
+    return formatted(text, twin(source))
+
+
+def twin(source: Path) -> Path:
+    return source.with_name(source.name.replace("_async.py", "_sync.py"))
+
+
+def pairs(package: Path = PACKAGE) -> list[tuple[Path, Path]]:
     """Every asyncio source and the synchronous file made from it."""
+    return [(source, twin(source)) for source in sorted(package.glob("_*_async.py"))]
+
+
+def orphans(package: Path = PACKAGE) -> list[Path]:
+    """Generated files whose asyncio source is gone."""
+    marker = HEADER.partition("{source}")[0]
     return [
-        (source, source.with_name(source.name.replace("_async.py", "_sync.py")))
-        for source in sorted(PACKAGE.glob("_*_async.py"))
+        path
+        for path in sorted(package.glob("*.py"))
+        if path.read_text(encoding="utf-8").startswith(marker)
+        and path not in {target for _, target in pairs(package)}
     ]
 
 
 def main(argv: list[str]) -> int:
     check = "--check" in argv
+    package = Path(argv[argv.index("--package") + 1]) if "--package" in argv else PACKAGE
     stale = []
-    for source, target in pairs():
-        wanted = unasync(source.read_text(encoding="utf-8"), source.name)
+    for source, target in pairs(package):
+        wanted = generated(source)
         current = target.read_text(encoding="utf-8") if target.exists() else None
         if current == wanted:
             continue
         stale.append(target.name)
         if not check:
             target.write_text(wanted, encoding="utf-8")
+    lost = orphans(package)
+    if lost:
+        print(f"generated, with no source: {', '.join(p.name for p in lost)}")
     if check and stale:
         print(f"stale: {', '.join(stale)}; run `python unasync.py` in clients/python")
-        return 1
-    return 0
+    return 1 if lost or (check and stale) else 0
 
 
 if __name__ == "__main__":

@@ -73,6 +73,12 @@ pub struct ServeArgs {
     /// Browser origins allowed to connect, comma-separated (default: any).
     #[arg(long, env = "HUB_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+    /// Origins whose pages may call the hub's HTTP routes (state, SSE, publish,
+    /// generate) cross-origin, comma-separated exact origins such as
+    /// https://app.example (no wildcard; default: none, no CORS headers). They pass
+    /// --allowed-origins too.
+    #[arg(long, env = "HUB_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<crate::http::cors::CorsOrigin>,
     /// Serve /metrics on this address only (a listener of its own, e.g. on a private
     /// interface), and not on --listen (default: on --listen).
     #[arg(long, env = "HUB_METRICS_ADDR")]
@@ -111,6 +117,7 @@ impl From<ServeArgs> for ServeConfig {
             // silently run without access control.
             auth_secret: a.auth_secret,
             allowed_origins: a.allowed_origins,
+            cors_origins: a.cors_origins,
             metrics_listen: a.metrics_addr,
             history: a.history.config(),
             locale: a.publishing.locale,

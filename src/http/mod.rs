@@ -1,6 +1,7 @@
 //! The HTTP face of the hub: routes, shared state, JSON errors.
 
 mod access;
+pub mod cors;
 mod docs;
 mod error;
 mod generate;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub auth: access::SharedAuth,
     /// Browser origins allowed to connect; empty allows all.
     pub allowed_origins: Arc<Vec<String>>,
+    /// Origins whose pages may call the HTTP routes cross-origin (`--cors-origins`).
+    pub cors_origins: Arc<Vec<cors::CorsOrigin>>,
     /// Longest a plain request (body read + answer) may take; 408 after.
     pub request_timeout: std::time::Duration,
 }
@@ -78,6 +81,7 @@ pub fn router(state: AppState, metrics: MetricsRoute) -> Router {
     let body_limit = state.max_frame_bytes;
     let request_timeout = state.request_timeout;
     let limits = Arc::clone(&state.limits);
+    let cors = cors::layer(&state.cors_origins);
     let app = Router::new()
         .route("/api/v1/projects", post(generate::create))
         .route("/api/v1/projects/{project_id}", get(projects::state))
@@ -126,6 +130,12 @@ pub fn router(state: AppState, metrics: MetricsRoute) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             request_timeout,
             listener::request_timeout,
+        ))
+        // Outermost: a preflight is answered before any route or check sees it.
+        .layer(tower::util::option_layer(cors))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state.cors_origins),
+            cors::finish,
         ))
         .with_state(state)
 }

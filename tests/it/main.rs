@@ -14,6 +14,7 @@ mod bench;
 mod budgets;
 mod cli;
 mod cluster;
+mod cors;
 mod delivery;
 mod first_hour;
 mod hardening;

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import threading
 import time
 
@@ -114,3 +116,60 @@ def test_http_mode_closes_its_client_with_the_loop(hub: Hub, redis_server: Redis
     transport = kept.transport
     assert isinstance(transport, AsyncHttpTransport)
     assert transport.client.is_closed
+
+
+@pytest.mark.parametrize("mode", ["http", "redis"])
+def test_reconfiguring_under_in_flight_sends_lets_them_finish_on_the_old_client(
+    hub: Hub, redis_server: RedisServer, mode: str
+) -> None:
+    """`configure()` while sends are in flight (held in flight: the hub, or Redis, is
+    stopped): they finish on the old client, which is closed after them, not under them.
+    Before, HTTP sends failed on the closed client (RuntimeError: "the client has been
+    closed"); Redis mode (redis-py rides it out) is held to the same: every send lands and
+    the old client's connections are closed at the end."""
+    project = new_project()
+    progress_hub.configure(hub_url=hub.base if mode == "http" else None, command_timeout=20)
+    messages = [f"m{i}" for i in range(20)]
+    observer = redis_server.client()
+    before = connections(observer)
+    stopped = hub.proc.pid if mode == "http" else redis_server.proc.pid
+
+    async def run() -> tuple[progress_aio._Publisher, list[str | None]]:
+        await progress_aio.ProgressService.publish_log(project, "INFO", "first")
+        old = progress_aio.publisher()
+        os.kill(stopped, signal.SIGSTOP)
+        try:
+            sends = [
+                asyncio.create_task(progress_aio.ProgressService.publish_log(project, "INFO", m))
+                for m in messages
+            ]
+            await asyncio.sleep(0.2)  # the requests are out; no answer can come
+            progress_hub.configure(retry_for=29.0)
+            # The next use of the loop's publisher replaces (and retires) the old one.
+            assert progress_aio.publisher() is not old
+            while not old._closed:
+                await asyncio.sleep(0.01)
+            for _ in range(20):  # the old publisher's close goes as far as it may
+                await asyncio.sleep(0)
+        finally:
+            os.kill(stopped, signal.SIGCONT)
+        ids = await asyncio.gather(*sends)
+        while progress_aio._closing:
+            await asyncio.sleep(0.01)
+        if mode == "redis":  # what the old client opened is closed (seen by Redis)
+            deadline = time.monotonic() + 5
+            while connections(observer) - before and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            left = connections(observer) - before
+            assert not left, f"the old client's connections are still open: {left}"
+        return old, ids
+
+    try:
+        old, ids = asyncio.run(asyncio.wait_for(run(), timeout=60))
+    finally:
+        progress_hub.configure(hub_url=None, retry_for=30.0, command_timeout=2.0)
+    assert all(ids), ids
+    landed = [f["data"]["message"] for f in redis_server.history(project)]
+    assert sorted(landed) == sorted(["first", *messages])
+    if isinstance(old.transport, AsyncHttpTransport):
+        assert old.transport.client.is_closed, "the old client is closed after its sends"

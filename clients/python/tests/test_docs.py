@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 from conftest import REPO
 
 import progress_hub
 import progress_hub.aio
-from progress_hub import _event
+from progress_hub import _contract, _event
 
 DOC = REPO / "docs" / "PYTHON.md"
 BEGIN = "<!-- BEGIN rendered from contract/ by clients/python/tests/test_docs.py -->\n"
@@ -62,12 +63,70 @@ def test_python_md_lists_what_the_contract_allows() -> None:
     assert doc == wanted, "docs/PYTHON.md differs from contract/: run UPDATE_DOCS=1 pytest"
 
 
+#: Each closed set of an event, and the SDK's own validation of one value of it (through
+#: the builders `ProgressService` calls; `InvalidEvent` when it is refused).
+ACCEPTS: dict[str, Callable[[str], object]] = {
+    "stages": lambda v: _event.progress_update(v, 1, "text", None),
+    "current_stages": lambda v: _event.stage_change(None, v, 1),
+    "previous_stages": lambda v: _event.stage_change(v, "RENDERING", 1),
+    "log_levels": lambda v: _event.log(v, "text"),
+    "complete_statuses": lambda v: _event.complete(v, None),
+    "error_codes": lambda v: _event.error(v, "text", "RENDERING", 0, 0, "en"),
+    "error_stages": lambda v: _event.error("INTERNAL_ERROR", "text", v, 0, 0, "en"),
+}
+
+
+def accepted(accepts: Callable[[str], object], value: str) -> bool:
+    try:
+        accepts(value)
+    except _event.InvalidEvent:
+        return False
+    return True
+
+
+def disagreements(values: dict[str, Any], codes: list[str]) -> list[str]:
+    """Where the SDK's validation differs from the contract's closed sets: for each set,
+    which of every value the contract or the SDK names (and one that is in none) the SDK
+    accepts must be exactly the set."""
+    wanted = {
+        "stages": values["stages"],
+        "current_stages": values["stages"],
+        "previous_stages": values["previous_stages"],
+        "log_levels": values["log_levels"],
+        "complete_statuses": values["complete_statuses"],
+        "error_codes": codes,
+        "error_stages": values["stages"],
+    }
+    known = (_event.STAGES, _event.PREVIOUS_STAGES, _event.LEVELS, _event.COMPLETE_STATUSES)
+    candidates = {v for listed in (*wanted.values(), *known) for v in listed}
+    candidates |= set(_contract.error_catalog()) | {"NOT_IN_THE_CONTRACT"}
+    found = []
+    for name, accepts in ACCEPTS.items():
+        taken = {v for v in candidates if accepted(accepts, v)}
+        if taken != set(wanted[name]):
+            found.append(f"{name}: SDK {sorted(taken)} != contract {sorted(wanted[name])}")
+    return found
+
+
 def test_the_sdk_validates_against_the_same_values() -> None:
+    """The SDK's validation, not its constants, against the repository's contract files
+    (read here, not through the SDK)."""
     values = contract("wire-values.json")
-    assert list(_event.STAGES) == values["stages"]
-    assert list(_event.PREVIOUS_STAGES) == values["previous_stages"]
-    assert list(_event.LEVELS) == values["log_levels"]
-    assert list(_event.COMPLETE_STATUSES) == values["complete_statuses"]
+    codes = list(contract("error-catalog.json")["codes"])
+    assert "INTERNAL_ERROR" in codes and "RENDERING" in values["stages"]
+    assert disagreements(values, codes) == []
+
+
+def test_a_drifted_contract_is_caught() -> None:
+    """The check above can fail: a value the SDK does not know, or one it knows that the
+    contract dropped, each is a disagreement."""
+    values = contract("wire-values.json")
+    codes = list(contract("error-catalog.json")["codes"])
+    grown = {**values, "log_levels": [*values["log_levels"], "TRACE"]}
+    assert [d.split(":")[0] for d in disagreements(grown, codes)] == ["log_levels"]
+    shrunk = {**values, "complete_statuses": values["complete_statuses"][1:]}
+    assert [d.split(":")[0] for d in disagreements(shrunk, codes)] == ["complete_statuses"]
+    assert [d.split(":")[0] for d in disagreements(values, codes[1:])] == ["error_codes"]
 
 
 def test_help_tells_the_allowed_values() -> None:
@@ -106,6 +165,7 @@ def test_every_public_name_is_exported_and_documented() -> None:
             assert "Raises:" in doc and "PublishUnavailable" in doc, f"{method} names no exception"
     for raising in (
         progress_hub.configure,
+        progress_hub.tokens.mint,
         progress_hub.mint_token,
         progress_hub.Config,
     ):

@@ -60,3 +60,31 @@ def test_the_installed_package_reads_the_same_files() -> None:
     assert _contract.read_text("error-catalog.json") == (
         REPO / "contract/error-catalog.json"
     ).read_text("utf-8")
+
+
+def test_a_missing_contract_file_fails_the_build(tmp_path: Path) -> None:
+    """In a copy of the repository without the error catalog, the build fails naming it
+    (it used to make a package without it); the same copy with it builds."""
+    import shutil
+
+    python = tmp_path / "repo/clients/python"
+    shutil.copytree(
+        PYTHON_DIR,
+        python,
+        ignore=shutil.ignore_patterns(".venv*", "__pycache__", ".*_cache", "dist", "build"),
+    )
+    for source in _contract.REPO_FILES.values():
+        (tmp_path / "repo" / source).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / source, tmp_path / "repo" / source)
+    build("wheel", python, tmp_path / "whole")
+    (tmp_path / "repo/contract/error-catalog.json").unlink()
+    for target in ("wheel", "sdist"):
+        done = subprocess.run(
+            [sys.executable, "-m", "hatchling", "build", "-t", target, "-d", str(tmp_path / "out")],
+            cwd=python,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode != 0, f"the {target} was built without the error catalog"
+        assert "contract file error-catalog.json not found" in done.stdout + done.stderr
+        assert not list((tmp_path / "out").glob("progress_hub-*"))

@@ -4,12 +4,13 @@ fencing, outages, threads and forks."""
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from typing import Any
 
 import pytest
-from conftest import RedisServer, new_project, wait_for
+from conftest import Hub, RedisServer, new_project, wait_for
 
 import progress_hub
 from progress_hub import ProgressService, PublishUnavailable, StaleClaim, _run, _sync
@@ -245,3 +246,43 @@ def test_a_multiprocessing_child_sends_what_it_holds_when_it_exits(
         del os.environ["REDIS_URL"]
     # Sent by the child as it exited (`os._exit`: no atexit), not by a timer (it died).
     assert [f["data"]["progress"] for f in redis_server.history(project)] == [10, 90]
+
+
+@pytest.mark.parametrize("mode", ["http", "redis"])
+def test_reconfiguring_under_sends_in_other_threads_lets_them_finish(
+    hub: Hub, redis_server: RedisServer, mode: str
+) -> None:
+    """`configure()` from one thread while others' sends are in flight (held there: the
+    hub, or Redis, is stopped): they finish on the old transport, closed after them.
+    Before, HTTP sends failed on the closed client ("the client has been closed"), and
+    in Redis mode `configure()` itself hung on the stuck send's project lock."""
+    project = new_project()
+    progress_hub.configure(hub_url=hub.base if mode == "http" else None, command_timeout=20)
+    ProgressService.publish_log(project, "INFO", "first")
+    old = _sync.publisher()
+    stopped = hub.proc.pid if mode == "http" else redis_server.proc.pid
+    results: dict[str, Any] = {}
+
+    def send(message: str) -> None:
+        try:
+            results[message] = ProgressService.publish_log(project, "INFO", message)
+        except Exception as err:
+            results[message] = err
+
+    messages = [f"m{i}" for i in range(8)]
+    os.kill(stopped, signal.SIGSTOP)
+    try:
+        threads = [threading.Thread(target=send, args=(m,)) for m in messages]
+        for thread in threads:
+            thread.start()
+        wait_for("the sends to be in flight", lambda: old.in_flight() == len(messages))
+        progress_hub.configure(retry_for=29.0)
+    finally:
+        os.kill(stopped, signal.SIGCONT)
+        for thread in threads:
+            thread.join(timeout=60)
+        progress_hub.configure(hub_url=None, retry_for=30.0, command_timeout=2.0)
+    assert all(isinstance(results[m], str) for m in messages), results
+    landed = [f["data"]["message"] for f in redis_server.history(project)]
+    assert sorted(landed) == sorted(["first", *messages])
+    wait_for("the old transport to close", old.closed)

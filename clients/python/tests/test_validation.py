@@ -93,6 +93,26 @@ def test_configure_takes_exactly_the_configs_fields_by_keyword() -> None:
         ("hub_url", 8080, "hub_url: must be a string or None"),
         ("token", b"secret", "token: must be a string or None"),
         ("locale", "fr", "locale: unknown locale"),
+        ("command_timeout", float("inf"), "command_timeout: must be a finite number"),
+        ("command_timeout", float("nan"), "command_timeout: must be a finite number"),
+        ("command_timeout", 1e30, "command_timeout: must be <= 3600"),
+        ("retry_for", float("inf"), "retry_for: must be a finite number"),
+        ("retry_for", 1e30, "retry_for: must be <= 604800"),
+        ("coalesce_window", float("-inf"), "coalesce_window: must be a finite number"),
+        ("coalesce_window", 1e9, "coalesce_window: must be <= 3600"),
+        ("history_len", 10**30, "history_len: must be <= 1000000000"),
+        ("history_bytes", 2**64, "history_bytes: must be <= 1099511627776"),
+        ("active_ttl", 10**12, "active_ttl: must be <= 315360000"),
+        ("retention", 10**12, "retention: must be <= 315360000"),
+        ("hub_url", "127.0.0.1:8080", "hub_url: must be an http:// or https:// URL"),
+        ("hub_url", "ftp://hub.example", "hub_url: must be an http:// or https:// URL"),
+        ("hub_url", "http://", "hub_url: names no host"),
+        ("hub_url", "http://:8080", "hub_url: names no host"),
+        ("hub_url", "http://hub:99999", "hub_url: port"),
+        ("hub_url", "http://hub/?a=1", "hub_url: must have no query or fragment"),
+        ("hub_url", "http://hub/#top", "hub_url: must have no query or fragment"),
+        ("hub_url", "http://hub\nx/", "hub_url: must not contain whitespace"),
+        ("hub_url", "", "hub_url: must be an http:// or https:// URL"),
     ],
 )
 def test_configure_checks_its_arguments_at_run_time(setting: str, value: object, said: str) -> None:
@@ -113,7 +133,15 @@ def test_configure_checks_its_arguments_at_run_time(setting: str, value: object,
         ("HUB_HISTORY_LEN", "many"),
         ("HUB_HISTORY_BYTES", "1.5"),
         ("HUB_RETENTION", "forever"),
+        ("HUB_RETENTION", "7 days ago"),
+        ("HUB_RETENTION", "1.h"),
+        ("HUB_RETENTION", "-5s"),
+        ("HUB_RETENTION", "99999999999999999999999y"),
+        ("HUB_PUBLISH_TIMEOUT", "inf"),
+        ("HUB_PUBLISH_TIMEOUT", "nan"),
+        ("HUB_PUBLISH_RETRY_FOR", "1e30"),
         ("HUB_LOCALE", "fr"),
+        ("HUB_URL", "hub.example:8080"),
     ],
 )
 def test_a_bad_environment_variable_is_named(variable: str, value: str) -> None:
@@ -132,3 +160,57 @@ def test_a_negative_estimate_is_told_its_bound_only() -> None:
     with pytest.raises(InvalidEvent, match=re.escape("must be >= 0 (got -5)")) as raised:
         ProgressService.publish_progress("p", "RENDERING", 5, "x", estimated_remaining=-5)
     assert "18446744073709551615" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        # The hub's grammar (humantime, as `--retention` and `progress-hub token --ttl`).
+        ("7d", 7 * 86400),
+        ("1h 30m", 5400),
+        ("1h30m", 5400),
+        ("90s", 90),
+        ("2 days 3hours", 2 * 86400 + 3 * 3600),
+        ("15min", 900),
+        ("1w", 7 * 86400),
+        ("1.5h", 5400),
+        ("1500ms", 1),
+        ("  24h  ", 86400),
+        # Whole seconds, as before.
+        ("3600", 3600),
+    ],
+)
+def test_hub_retention_reads_the_hubs_durations(text: str, seconds: int) -> None:
+    assert progress_hub.config.from_env({"HUB_RETENTION": text}).retention == seconds
+
+
+@pytest.mark.parametrize(
+    ("variable", "text", "setting", "seconds"),
+    [
+        ("HUB_PUBLISH_TIMEOUT", "2.5", "command_timeout", 2.5),
+        ("HUB_PUBLISH_TIMEOUT", "500ms", "command_timeout", 0.5),
+        ("HUB_PUBLISH_RETRY_FOR", "2m", "retry_for", 120.0),
+        ("HUB_PUBLISH_RETRY_FOR", "1h 30m", "retry_for", 5400.0),
+    ],
+)
+def test_every_duration_variable_reads_the_hubs_durations(
+    variable: str, text: str, setting: str, seconds: float
+) -> None:
+    assert getattr(progress_hub.config.from_env({variable: text}), setting) == seconds
+
+
+def test_a_setting_given_to_configure_wins_over_a_bad_environment_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from progress_hub import _sync
+
+    monkeypatch.setattr(_sync, "_config", None)
+    monkeypatch.setenv("HUB_RETENTION", "forever")
+    monkeypatch.setenv("HUB_PUBLISH_TIMEOUT", "soon")
+    config = progress_hub.configure(retention=60, command_timeout=1.5)
+    assert (config.retention, config.command_timeout) == (60, 1.5)
+    # A bad variable that nothing overrides is still named.
+    monkeypatch.setattr(_sync, "_config", None)
+    with pytest.raises(progress_hub.InvalidConfig, match=r"^HUB_PUBLISH_TIMEOUT='soon'"):
+        progress_hub.configure(retention=60)
+    monkeypatch.setattr(_sync, "_config", None)

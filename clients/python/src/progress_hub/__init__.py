@@ -3,14 +3,16 @@ hub's publish path (ids, history, state, resume, coalescing, fencing).
 
     from progress_hub import ProgressService          # synchronous (Celery tasks)
     from progress_hub.aio import ProgressService      # asyncio
+    from progress_hub import tokens                   # tokens.mint(): a page's token
 """
 
+from . import tokens as tokens  # progress_hub.tokens.mint
 from ._event import InvalidEvent
 from ._service_sync import ProgressService
 from ._sync import configure, flush
 from .config import Config
 from .errors import InvalidConfig, PublishError, PublishRefused, PublishUnavailable, StaleClaim
-from .token import mint_token
+from .tokens import mint_token
 
 __all__ = [
     "Config",

@@ -56,6 +56,44 @@ class Publisher:
         #: The map's size after the last sweep; the next sweep is due at twice it.
         self._swept_at = 0
         self._timers: set[threading.Timer] = set()
+        #: Calls using the transport now; a retired publisher closes after the last.
+        self._busy = threading.Lock()
+        self._in_flight = 0
+        self._retired = False
+        self._closed = False
+
+    def _enter(self) -> bool:
+        """Counts a call that uses the transport; False: retired (use the current one)."""
+        with self._busy:
+            if self._retired:
+                return False
+            self._in_flight += 1
+            return True
+
+    def _leave(self) -> None:
+        with self._busy:
+            self._in_flight -= 1
+            last = self._retired and self._in_flight == 0
+        if last:
+            self.close()
+
+    def in_flight(self) -> int:
+        """How many calls are using the transport now."""
+        with self._busy:
+            return self._in_flight
+
+    def closed(self) -> bool:
+        return self._closed
+
+    def retire(self) -> None:
+        """Replaced by a new configuration: closes now when nothing uses it, else once
+        the last call using it (a send in another thread) has finished, on that thread.
+        A call that comes after goes to the current publisher."""
+        with self._busy:
+            self._retired = True
+            idle = self._in_flight == 0
+        if idle:
+            self.close()
 
     def _use(self, project: str) -> _Entry:
         """The project's entry, counted as used until `_done`."""
@@ -86,6 +124,14 @@ class Publisher:
         return Held(event, prepared, _event.new_trace_id(), claim)
 
     def publish(self, project: str, event: _event.Event) -> str | None:
+        if not self._enter():
+            return publisher().publish(project, event)
+        try:
+            return self._publish(project, event)
+        finally:
+            self._leave()
+
+    def _publish(self, project: str, event: _event.Event) -> str | None:
         held = self.hold(project, event, _run.claim())
         if not self.coalesce:
             return self.transport.send(project, held)
@@ -126,6 +172,9 @@ class Publisher:
 
     def _flush_due(self, project: str, entry: _Entry, give_up: float) -> None:
         self._timers.discard(threading.current_thread())
+        if not self._enter():  # retired: its close flushes what is held
+            self._done(entry)
+            return
         try:
             with entry.lock:
                 held = _coalesce.take_due(entry.slot, time.monotonic())
@@ -147,6 +196,7 @@ class Publisher:
                     self._schedule(project, entry, at, give_up)
         finally:
             self._done(entry)
+            self._leave()
 
     def flush(self) -> None:
         """Sends every held `progress_update` now (at a task's end, at exit)."""
@@ -167,12 +217,27 @@ class Publisher:
                     )
 
     def next_claim(self, job: str) -> Claim | None:
-        return self.transport.next_claim(job)
+        if not self._enter():
+            return publisher().next_claim(job)
+        try:
+            return self.transport.next_claim(job)
+        finally:
+            self._leave()
 
     def claim_is_current(self, project: str, claim: Claim) -> bool:
-        return self.transport.claim_is_current(project, claim)
+        if not self._enter():
+            return publisher().claim_is_current(project, claim)
+        try:
+            return self.transport.claim_is_current(project, claim)
+        finally:
+            self._leave()
 
     def close(self) -> None:
+        """Sends what it holds, then closes the transport (once)."""
+        with self._busy:
+            if self._closed:
+                return
+            self._closed = True
         self.flush()
         for timer in list(self._timers):
             timer.cancel()
@@ -235,10 +300,11 @@ def configure(
     changes: dict[str, Any] = {k: v for k, v in given.items() if v is not _UNSET}
     with _lock:
         old, _publisher = _publisher, None
-        _config = replace(_config or from_env(), **changes)
+        # A setting given here wins: its environment variable is not even read.
+        _config = replace(_config, **changes) if _config else from_env(overrides=changes)
         config = _config
     if old is not None and _pid == os.getpid():
-        old.close()
+        old.retire()  # closed now, or after the sends still in flight on it
     return config
 
 

@@ -11,7 +11,8 @@ loop's own connection.
 
 A loop's publisher closes its connections on the loop: when the loop ends (`asyncio.run`
 closes the loop's async generators, and the publisher keeps one open for this), and
-when `progress_hub.configure` replaces it (in the background, on the loop).
+when `progress_hub.configure` replaces it (in the background, on the loop, once the
+publishes still in flight on it have finished: they complete on the old connections).
 """
 
 from __future__ import annotations
@@ -53,6 +54,23 @@ class _Publisher:
         #: Keeps the publisher's connections open until its loop ends (see `_live`).
         self._lifetime: AsyncIterator[None] | None = None
         self._closed = False
+        #: Calls using the transport right now; a retired publisher closes it after them.
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @contextlib.asynccontextmanager
+    async def _using(self) -> AsyncIterator[None]:
+        """Counts a call that uses the transport (see `close`)."""
+        await self._begin()
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
 
     async def _begin(self) -> None:
         """Starts `_live` (once): called by everything that uses the transport."""
@@ -71,11 +89,14 @@ class _Publisher:
             await self.close()
 
     async def close(self) -> None:
-        """Sends what it holds, then closes its transport (once)."""
+        """Sends what it holds, waits for the calls still using the transport (a publish
+        in flight when `configure` replaced this publisher finishes on it), then closes
+        the transport (once)."""
         if self._closed:
             return
         self._closed = True
         await self.flush()
+        await self._idle.wait()
         await self.transport.close()
 
     def retire(self) -> None:
@@ -102,7 +123,10 @@ class _Publisher:
         self.swept_at = len(self.slots)
 
     async def publish(self, project: str, event: _event.Event) -> str | None:
-        await self._begin()
+        async with self._using():
+            return await self._publish(project, event)
+
+    async def _publish(self, project: str, event: _event.Event) -> str | None:
         prepared = _event.prepare(event, project, self.config.locale)
         held = Held(event, prepared, _event.new_trace_id(), _run.claim())
         if not self.coalesce:
@@ -144,7 +168,8 @@ class _Publisher:
                     if held is None:
                         return
                     try:
-                        await self.transport.send(project, held)
+                        async with self._using():
+                            await self.transport.send(project, held)
                         return
                     except StaleClaim:
                         return
@@ -171,7 +196,10 @@ class _Publisher:
             raise
 
     async def flush(self) -> None:
-        await self._begin()
+        async with self._using():
+            await self._flush()
+
+    async def _flush(self) -> None:
         for project, (lock, slot) in list(self.slots.items()):
             async with lock:
                 held = _coalesce.take_now(slot, time.monotonic())
@@ -181,12 +209,12 @@ class _Publisher:
                     await self.transport.send(project, held)
 
     async def next_claim(self, job: str) -> Claim | None:
-        await self._begin()
-        return await self.transport.next_claim(job)
+        async with self._using():
+            return await self.transport.next_claim(job)
 
     async def claim_is_current(self, project: str, claim: Claim) -> bool:
-        await self._begin()
-        return await self.transport.claim_is_current(project, claim)
+        async with self._using():
+            return await self.transport.claim_is_current(project, claim)
 
     def take_pending(self) -> list[tuple[str, Held]]:
         """What is still held, taken out (for the exit hook)."""

@@ -8,8 +8,11 @@
   (`POST /api/v1/projects/{id}/events`).
 - `HUB_LOCALE` (`zh-TW` or `en`), `HUB_HISTORY_LEN`, `HUB_HISTORY_BYTES`, `HUB_RETENTION`:
   as the hub's.
-- `HUB_PUBLISH_TIMEOUT`, `HUB_PUBLISH_RETRY_FOR` (seconds): one command's timeout, and
-  how long a publish rides out an outage.
+- `HUB_PUBLISH_TIMEOUT`, `HUB_PUBLISH_RETRY_FOR`: one command's timeout, and how long a
+  publish rides out an outage.
+
+A duration (`HUB_RETENTION`, `HUB_PUBLISH_*`) is written as the hub reads its own
+(`7d`, `1h 30m`, `90s`, `500ms`), or as a plain number of seconds.
 
 Every value is checked when the `Config` is made (by `configure`, by the environment's
 reading, or by hand): a wrong type or range is an `InvalidConfig` naming the setting (and
@@ -19,6 +22,7 @@ the environment variable it came from), not a `TypeError` at the next publish.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import threading
@@ -73,13 +77,15 @@ class Config:
             object.__setattr__(self, "locale", check_locale(self.locale))
         except ValueError as err:
             raise InvalidConfig("locale", str(err).removeprefix("locale: ")) from None
-        _seconds_setting("coalesce_window", self.coalesce_window, low=0.0)
-        _seconds_setting("retry_for", self.retry_for, low=0.0)
-        _seconds_setting("command_timeout", self.command_timeout, low=None)
-        _whole("history_len", self.history_len, 1)
-        _whole("history_bytes", self.history_bytes, 1)
-        _whole("active_ttl", self.active_ttl, 0)
-        _whole("retention", self.retention, 0)
+        _seconds_setting("coalesce_window", self.coalesce_window, low=0.0, high=_HOUR)
+        _seconds_setting("retry_for", self.retry_for, low=0.0, high=_WEEK)
+        _seconds_setting("command_timeout", self.command_timeout, low=None, high=_HOUR)
+        _whole("history_len", self.history_len, 1, 10**9)
+        _whole("history_bytes", self.history_bytes, 1, 2**40)
+        _whole("active_ttl", self.active_ttl, 0, _TEN_YEARS)
+        _whole("retention", self.retention, 0, _TEN_YEARS)
+        if self.hub_url is not None:
+            _hub_url(self.hub_url)
 
 
 def _text(name: str, value: object, *, optional: bool) -> None:
@@ -98,21 +104,55 @@ def _redis_url(url: str) -> None:
         raise InvalidConfig("redis_url", str(err).removeprefix("redis_url: ")) from None
 
 
-def _seconds_setting(name: str, value: object, *, low: float | None) -> None:
-    """A number of seconds: >= `low`, or > 0 when `low` is None."""
+def _hub_url(url: str) -> None:
+    """An http(s) URL naming a host: the base the HTTP API's paths are appended to."""
+    if any(c.isspace() for c in url):
+        raise InvalidConfig("hub_url", f"must not contain whitespace (got {url!r})")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as err:
+        raise InvalidConfig("hub_url", f"port: {err} (got {url!r})") from None
+    if parts.scheme not in ("http", "https"):
+        raise InvalidConfig(
+            "hub_url",
+            f"must be an http:// or https:// URL, e.g. http://127.0.0.1:8080 (got {url!r})",
+        )
+    if not parts.hostname:
+        raise InvalidConfig("hub_url", f"names no host (got {url!r})")
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        raise InvalidConfig("hub_url", f"must have no query or fragment (got {url!r})")
+    del port  # read for its check only
+
+
+#: Upper bounds of the settings: far beyond any real use, and within what a socket
+#: timeout, a Redis EXPIRE and a float deadline can hold (an absurd value is a typo).
+_HOUR = 3600.0
+_WEEK = 7 * 86400.0
+_TEN_YEARS = 10 * 365 * 86400
+
+
+def _seconds_setting(name: str, value: object, *, low: float | None, high: float) -> None:
+    """A finite number of seconds: >= `low` (> 0 when `low` is None), <= `high`."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidConfig(name, f"must be a number of seconds (got {value!r})")
+    if not math.isfinite(value):
+        raise InvalidConfig(name, f"must be a finite number of seconds (got {value!r})")
+    if value > high:
+        raise InvalidConfig(name, f"must be <= {high:g} s (got {value!r})")
     if low is None and not value > 0:
         raise InvalidConfig(name, f"must be > 0 (got {value!r})")
     if low is not None and not value >= low:
         raise InvalidConfig(name, f"must be >= {low:g} (got {value!r})")
 
 
-def _whole(name: str, value: object, low: int) -> None:
+def _whole(name: str, value: object, low: int, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidConfig(name, f"must be an integer (got {value!r})")
     if value < low:
         raise InvalidConfig(name, f"must be >= {low} (got {value!r})")
+    if value > high:
+        raise InvalidConfig(name, f"must be <= {high} (got {value!r})")
 
 
 def redacted(url: str) -> str:
@@ -144,19 +184,49 @@ def announce(config: Config) -> None:
     logger.info("progress_hub publishes to %s", where)
 
 
-def _duration(text: str) -> int:
-    match = re.fullmatch(r"\s*(\d+)\s*(s|m|h|d)?\s*", text)
-    if not match:
-        raise ValueError("not a duration (e.g. 24h, 90m, 3600)")
-    unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2) or "s"]
-    return int(match.group(1)) * unit
+#: The units of the hub's durations (humantime's, as `--retention 7d` reads them), in
+#: seconds; `M` is a month of 30.44 days, `y` a year of 365.25 days.
+_UNITS = {
+    **dict.fromkeys(("nanos", "nsec", "ns"), 1e-9),
+    **dict.fromkeys(("usec", "us", "µs"), 1e-6),
+    **dict.fromkeys(("millis", "msec", "ms"), 1e-3),
+    **dict.fromkeys(("seconds", "second", "secs", "sec", "s"), 1.0),
+    **dict.fromkeys(("minutes", "minute", "min", "mins", "m"), 60.0),
+    **dict.fromkeys(("hours", "hour", "hr", "hrs", "h"), 3600.0),
+    **dict.fromkeys(("days", "day", "d"), 86400.0),
+    **dict.fromkeys(("weeks", "week", "wk", "wks", "w"), 604800.0),
+    **dict.fromkeys(("months", "month", "M"), 2_630_016.0),
+    **dict.fromkeys(("years", "year", "y"), 31_557_600.0),
+}
+_PIECE = re.compile(r"\s*(\d+)(?:\.(\d+))?\s*([A-Za-zµ]+)\s*")
 
 
-def _number(text: str) -> float:
+def _seconds(text: str) -> float:
+    """A duration as the hub reads one (`7d`, `1h 30m`, `90s`, `1.5h`, `500ms`), or a
+    plain number of seconds (`2.5`)."""
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise ValueError("not a number of seconds (e.g. 2.5)") from None
+        pass
+    else:
+        if not math.isfinite(value) or value < 0:
+            raise ValueError("not a finite number of seconds >= 0")
+        return value
+    total, at = 0.0, 0
+    while at < len(text) or at == 0:
+        piece = _PIECE.match(text, at)
+        if piece is None or piece.group(3) not in _UNITS:
+            raise ValueError("not a duration (e.g. 7d, 1h 30m, 90s, 2.5)")
+        number = float(f"{piece.group(1)}.{piece.group(2) or 0}")
+        total += number * _UNITS[piece.group(3)]
+        at = piece.end()
+    if not math.isfinite(total) or total > _TEN_YEARS:
+        raise ValueError("too long a duration (at most 10 years)")
+    return total
+
+
+def _whole_seconds(text: str) -> int:
+    return int(_seconds(text))
 
 
 def _integer(text: str) -> int:
@@ -174,21 +244,25 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "HUB_LOCALE": ("locale", str),
     "HUB_HISTORY_LEN": ("history_len", _integer),
     "HUB_HISTORY_BYTES": ("history_bytes", _integer),
-    "HUB_RETENTION": ("retention", _duration),
-    "HUB_PUBLISH_TIMEOUT": ("command_timeout", _number),
-    "HUB_PUBLISH_RETRY_FOR": ("retry_for", _number),
+    "HUB_RETENTION": ("retention", _whole_seconds),
+    "HUB_PUBLISH_TIMEOUT": ("command_timeout", _seconds),
+    "HUB_PUBLISH_RETRY_FOR": ("retry_for", _seconds),
 }
 
 
-def from_env(environ: Mapping[str, str] | None = None) -> Config:
-    """The configuration the environment gives (an empty variable counts as unset).
+def from_env(
+    environ: Mapping[str, str] | None = None, *, overrides: Mapping[str, Any] | None = None
+) -> Config:
+    """The configuration the environment gives (an empty variable counts as unset), with
+    `overrides` (settings given to `configure`) over it: the variable of an overridden
+    setting is not read, so a bad one does not stand in the way of its replacement.
     Raises `InvalidConfig` naming the variable whose value is wrong."""
     env = os.environ if environ is None else environ
     given: dict[str, Any] = {}
     source: dict[str, str] = {}
     for variable, (setting, read) in _VARIABLES.items():
         text = env.get(variable)
-        if not text:
+        if not text or (overrides and setting in overrides):
             continue
         try:
             given[setting] = read(text)
@@ -196,7 +270,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
             raise InvalidConfig(setting, str(err), variable=variable, value=text) from None
         source[setting] = variable
     try:
-        return Config(**given)
+        return Config(**given, **(overrides or {}))
     except InvalidConfig as err:
         named = source.get(err.setting)
         if named is None:
