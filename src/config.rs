@@ -20,6 +20,8 @@ pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
 /// (4 MiB, a project's default history: a client closed as this far behind can still
 /// resume from it).
 pub const DEFAULT_QUEUE_BYTES: usize = 4 * 1024 * 1024;
+/// Most project subscriptions one multiplexed connection holds.
+pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 1_000;
 /// How often the Redis subscriber connection proves it is alive.
 pub const DEFAULT_REDIS_KEEPALIVE: Duration = Duration::from_secs(5);
 /// At most one `progress_update` per project per this window on the publish path.
@@ -49,6 +51,8 @@ pub struct ServeConfig {
     pub queue_capacity: usize,
     /// Bytes of frames a session may have queued (see `DEFAULT_QUEUE_BYTES`).
     pub queue_bytes: usize,
+    /// Most project subscriptions one multiplexed connection holds.
+    pub max_subscriptions: usize,
     pub shutdown_grace: Duration,
     /// Time for a request head to arrive (slowloris, idle keep-alive).
     pub handshake_timeout: Duration,
@@ -91,6 +95,7 @@ impl Default for ServeConfig {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             queue_bytes: DEFAULT_QUEUE_BYTES,
+            max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,

@@ -192,6 +192,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
             heartbeat,
             queue_capacity: config.queue_capacity,
             queue_bytes: config.queue_bytes,
+            max_subscriptions: config.max_subscriptions,
         },
         tracker: tracker.clone(),
         metrics,

@@ -1,6 +1,7 @@
 //! The contract other-language clients ship, rendered from the one place it lives:
 //! `contract/error-catalog.json` is the error catalog of `src/catalog.rs` in both
-//! locales, `contract/state-labels.json` the texts an event writes into a project's
+//! locales (and, under `subscription_errors`, the codes of a multiplexed connection's
+//! `subscription_error` frames, `src/wire/subscription_error.rs`), `contract/state-labels.json` the texts an event writes into a project's
 //! state (stage labels, the `complete` texts), read through the publish path itself, and
 //! `contract/publisher-defaults.json` the publisher's defaults (history length, key
 //! lifetimes, coalescing window), `contract/wire-values.json` the closed sets of values
@@ -17,7 +18,7 @@ use progress_hub::config::DEFAULT_COALESCE_WINDOW;
 use progress_hub::locale::Locale;
 use progress_hub::publish::prepare::prepare;
 use progress_hub::wire::event::ProgressStatus;
-use progress_hub::wire::{Event, ProjectId, Stage};
+use progress_hub::wire::{Event, ProjectId, Stage, SubscriptionErrorCode};
 use serde_json::{Map, Value, json};
 
 const LOCALES: [(&str, Locale); 2] = [("zh-TW", Locale::ZhTw), ("en", Locale::En)];
@@ -42,7 +43,17 @@ fn error_catalog() -> Value {
             json!({"is_retryable": entry.retryable, "locales": texts}),
         );
     }
-    json!({"codes": codes})
+    let mut refusals = Map::new();
+    for code in SubscriptionErrorCode::all() {
+        let Value::String(name) = serde_json::to_value(code).unwrap_or(Value::Null) else {
+            panic!("{code:?} does not serialize as a string");
+        };
+        refusals.insert(
+            name,
+            json!({"is_retryable": code.is_retryable(), "message": code.message()}),
+        );
+    }
+    json!({"codes": codes, "subscription_errors": refusals})
 }
 
 /// `current_stage` as an event of this JSON leaves it in the state.
@@ -138,6 +149,10 @@ fn error_catalog_json_is_the_catalog() {
     assert_eq!(
         catalog["codes"].as_object().map(Map::len),
         Some(ErrorCode::all().count())
+    );
+    assert_eq!(
+        catalog["subscription_errors"].as_object().map(Map::len),
+        Some(SubscriptionErrorCode::all().count())
     );
     check("error-catalog.json", &catalog);
 }

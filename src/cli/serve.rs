@@ -39,6 +39,10 @@ pub struct ServeArgs {
     /// Bytes of frames a client may lag behind before the slow-consumer policy applies.
     #[arg(long, env = "HUB_QUEUE_BYTES", default_value_t = config::DEFAULT_QUEUE_BYTES)]
     pub queue_bytes: usize,
+    /// Most project subscriptions one multiplexed connection (`GET /api/v1/progress`)
+    /// holds; more get `subscription_error` TOO_MANY_SUBSCRIPTIONS.
+    #[arg(long, env = "HUB_MAX_SUBSCRIPTIONS", default_value_t = config::DEFAULT_MAX_SUBSCRIPTIONS)]
+    pub max_subscriptions: usize,
     #[command(flatten)]
     pub history: HistoryArgs,
     #[command(flatten)]
@@ -115,6 +119,7 @@ impl From<ServeArgs> for ServeConfig {
             max_frame_bytes: a.max_frame_bytes,
             queue_capacity: a.queue_capacity,
             queue_bytes: a.queue_bytes,
+            max_subscriptions: a.max_subscriptions,
             shutdown_grace: a.shutdown_grace.into(),
             handshake_timeout: a.handshake_timeout.into(),
             request_timeout: a.request_timeout.into(),
@@ -169,6 +174,7 @@ mod tests {
         assert_eq!(from_cli.max_frame_bytes, lib.max_frame_bytes);
         assert_eq!(from_cli.queue_capacity, lib.queue_capacity);
         assert_eq!(from_cli.queue_bytes, lib.queue_bytes);
+        assert_eq!(from_cli.max_subscriptions, lib.max_subscriptions);
         assert_eq!(from_cli.shutdown_grace, lib.shutdown_grace);
         assert_eq!(from_cli.handshake_timeout, lib.handshake_timeout);
         assert_eq!(from_cli.request_timeout, lib.request_timeout);

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use super::AppState;
 use super::error::ApiError;
 use crate::auth::{Auth, AuthError};
-use crate::session::Access;
+use crate::session::{Access, ConnectionAccess};
 use crate::wire::ProjectId;
 
 impl From<AuthError> for ApiError {
@@ -112,6 +112,21 @@ pub fn watch(
         project.clone(),
         claims.expires_at(),
     )))
+}
+
+/// May this request open a multiplexed connection? With auth on, a valid token (for
+/// whichever projects: each subscription is checked against it) and its timer.
+pub fn watch_any(
+    app: &AppState,
+    headers: &HeaderMap,
+    query_token: Option<&str>,
+) -> Result<Option<ConnectionAccess>, ApiError> {
+    check_origin(app, headers)?;
+    let Some(auth) = &app.auth else {
+        return Ok(None);
+    };
+    let token = token(headers, query_token).ok_or(AuthError::Missing)?;
+    Ok(Some(ConnectionAccess::new(Arc::clone(auth), token)?))
 }
 
 /// May this request publish to (or start jobs of) `project` (`None`: any project)?

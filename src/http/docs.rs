@@ -26,6 +26,7 @@ use crate::wire::{Event, ProjectState, Stage};
     paths(
         super::progress::progress,
         super::progress::events,
+        super::multiplexed::progress,
         super::publish::publish,
         super::projects::state,
         super::generate::create,
@@ -87,6 +88,30 @@ pub fn asyncapi() -> Value {
                     "message": { "name": "ClientFrame", "payload": {
                         "type": "object", "required": ["event"],
                         "properties": { "event": { "type": "string", "enum": ["pong", "ping"] } }
+                    } }
+                }
+            },
+            "/api/v1/progress": {
+                "description": "One connection, many projects (WebSocket). First frame `connected` (no project); then the client subscribes to projects. Every frame of a subscription (the frames of /api/v1/projects/{project_id}/progress, its `connected` becoming `subscribed`) carries a top-level `project_id`. A refused frame is answered with `subscription_error` (codes: contract/error-catalog.json, `subscription_errors`); the connection and its other subscriptions go on. See docs/PROTOCOL.md.",
+                "bindings": { "ws": { "query": { "type": "object", "properties": {
+                    "token": { "type": "string", "description": "access token, when access control is on" }
+                } } } },
+                "subscribe": {
+                    "summary": "Frames the hub sends",
+                    "message": { "name": "ServerFrame", "payload": frames.clone() }
+                },
+                "publish": {
+                    "summary": "Frames a client may send",
+                    "message": { "name": "MultiplexedClientFrame", "payload": {
+                        "type": "object", "required": ["event"],
+                        "properties": {
+                            "event": { "type": "string", "enum": ["subscribe", "unsubscribe", "ping", "pong", "refresh"] },
+                            "data": { "type": "object", "properties": {
+                                "project_id": project["schema"].clone(),
+                                "last_event_id": { "type": "string", "description": "subscribe: resume this project after this event id" },
+                                "token": { "type": "string", "description": "refresh: a fresher token, allowing every subscribed project" }
+                            } }
+                        }
                     } }
                 }
             },

@@ -8,6 +8,7 @@ mod error;
 mod generate;
 mod health;
 pub mod listener;
+mod multiplexed;
 mod page;
 mod progress;
 mod project_path;
@@ -89,6 +90,7 @@ pub fn router(state: AppState, metrics: MetricsRoute) -> Router {
             "/api/v1/projects/{project_id}/generate",
             post(generate::generate),
         )
+        .route("/api/v1/progress", get(multiplexed::progress))
         .route(
             "/api/v1/projects/{project_id}/progress",
             get(progress::progress),

@@ -25,7 +25,7 @@ use super::listener::ConnectionEnd;
 use super::project_path::ProjectPath;
 use super::{AppState, access};
 use crate::limits::ConnectionSlot;
-use crate::session::Access;
+use crate::session::{Access, Ended, Sessions};
 use crate::transport::{Transport, Writer, sse, websocket::WebSocketTransport};
 use crate::wire::CloseReason;
 use crate::wire::{EventId, ProjectId};
@@ -107,7 +107,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Connection {
 
 impl Connection {
     /// Its slot; a request that did not come through the listener takes one of its own.
-    fn slot(&mut self, app: &AppState, peer: SocketAddr) -> Arc<ConnectionSlot> {
+    pub(super) fn slot(&mut self, app: &AppState, peer: SocketAddr) -> Arc<ConnectionSlot> {
         match self.slot.take() {
             Some(slot) => slot,
             None => Arc::new(ConnectionSlot::from(app.limits.try_acquire(peer.ip()))),
@@ -203,11 +203,29 @@ fn websocket(
     access: Option<Access>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    upgrade_to(app, peer, slot, upgrade, move |sessions, transport| {
+        sessions.run(project, last_event_id, access, transport)
+    })
+}
+
+/// Upgrades to a WebSocket and runs the session `start` makes on it (or closes with
+/// 1013 when the connection limits refused it).
+pub(super) fn upgrade_to<S, F>(
+    app: AppState,
+    peer: SocketAddr,
+    slot: Arc<ConnectionSlot>,
+    upgrade: WebSocketUpgrade,
+    start: S,
+) -> Response
+where
+    S: FnOnce(Sessions, WebSocketTransport) -> F + Send + 'static,
+    F: Future<Output = Ended> + Send + 'static,
+{
     let limit = app.max_frame_bytes;
     // One box for what the callback needs: axum's upgrade task keeps room for the
     // callback as long as the session lives, so 8 bytes rather than ~170 per idle
     // connection.
-    let context = Box::new((app, peer, slot, project, last_event_id, access));
+    let context = Box::new((app, peer, slot, start));
     upgrade
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
@@ -215,7 +233,7 @@ fn websocket(
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| {
-            let (app, peer, slot, project, last_event_id, access) = *context;
+            let (app, peer, slot, start) = *context;
             let (sessions, tracker, limits) = (app.sessions, app.tracker, app.limits);
             let transport = WebSocketTransport::new(socket);
             match slot.refused() {
@@ -223,7 +241,7 @@ fn websocket(
                     // Built here and not awaited inside an async block, which would
                     // keep room for the session twice (and for the socket) for the
                     // session's whole life (see `Sessions::run`).
-                    let session = sessions.run(project, last_event_id, access, transport);
+                    let session = start(sessions, transport);
                     Either::Left(tracker.track_future(holding(slot, session)))
                 }
                 // Refused after the upgrade, so that a browser sees why (close 1013).

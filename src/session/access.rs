@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::auth::Auth;
+use crate::auth::{Auth, AuthError};
 use crate::wire::ProjectId;
 
 /// The heartbeat ends the session when `expires_at` passes (see `heartbeat`).
@@ -36,6 +36,52 @@ impl Access {
                 true
             }
             Err(_) => false,
+        }
+    }
+}
+
+/// A multiplexed connection's token over time: it is checked for every project
+/// subscribed, and a `refresh` must allow every project the connection is subscribed to.
+pub struct ConnectionAccess {
+    auth: Arc<Auth>,
+    token: String,
+    expires_at: SystemTime,
+}
+
+impl ConnectionAccess {
+    /// Access with `token`, if the auth accepts it (for whichever projects it names).
+    pub fn new(auth: Arc<Auth>, token: &str) -> Result<Self, AuthError> {
+        let claims = auth.verify(token)?;
+        Ok(Self {
+            auth,
+            token: token.to_string(),
+            expires_at: claims.expires_at(),
+        })
+    }
+
+    pub fn expires_at(&self) -> SystemTime {
+        self.expires_at
+    }
+
+    /// Whether the token allows watching `project`.
+    pub fn allows(&self, project: &ProjectId) -> bool {
+        self.auth.may_watch(Some(&self.token), project).is_ok()
+    }
+
+    /// Accepts a fresher token that allows every project in `subscribed`; `false` if
+    /// it is not one.
+    pub fn refresh<'a>(
+        &mut self,
+        token: &str,
+        mut subscribed: impl Iterator<Item = &'a ProjectId>,
+    ) -> bool {
+        match self.auth.verify(token) {
+            Ok(claims) if subscribed.all(|p| claims.covers(p)) => {
+                self.token = token.to_string();
+                self.expires_at = claims.expires_at();
+                true
+            }
+            _ => false,
         }
     }
 }

@@ -10,13 +10,14 @@
 
 mod access;
 mod heartbeat;
+mod multiplex;
 mod reader;
 mod resume;
 mod slow_consumer;
 
-pub use access::Access;
+pub use access::{Access, ConnectionAccess};
 pub use heartbeat::{Beating, Heartbeat, Pulse};
-pub use resume::{Opening, fill_gap, opening, skip_covered};
+pub use resume::{Opening, fill_gap, opening, opening_with, skip_covered};
 pub use slow_consumer::{Ended, OutboundQueue};
 
 use std::future::Future;
@@ -49,6 +50,8 @@ pub struct Sessions {
     pub queue_capacity: usize,
     /// Most bytes of frames it holds.
     pub queue_bytes: usize,
+    /// Most subscriptions one multiplexed connection holds (see `multiplex`).
+    pub max_subscriptions: usize,
 }
 
 impl Sessions {
@@ -141,8 +144,35 @@ impl Sessions {
         project: &ProjectId,
         last_event_id: Option<EventId>,
     ) -> (Opening, Option<EventId>) {
+        let replay = self
+            .replay_for(membership, project, last_event_id.as_ref())
+            .await;
+        // Resumed without its history (the broker could not be read): the client's gap
+        // is owed to it, and is delivered before its next live event (see `pump`).
+        let owed = match &replay {
+            None => last_event_id.clone(),
+            Some(_) => None,
+        };
+        let opening = opening(
+            project,
+            self.heartbeat.interval().as_secs(),
+            last_event_id.as_ref(),
+            replay,
+        );
+        (opening, owed)
+    }
+
+    /// What a new member of the project's topic is owed before its live events, once
+    /// the broker confirmed the subscription (or gave up waiting): the project's state
+    /// and the events after `last_event_id`; `None` when nothing can be promised.
+    async fn replay_for(
+        &self,
+        membership: &Membership,
+        project: &ProjectId,
+        last_event_id: Option<&EventId>,
+    ) -> Option<Replay> {
         let subscribed = membership.subscribed(SUBSCRIBE_WAIT).await;
-        let replay = if !subscribed {
+        if !subscribed {
             // Without a confirmed subscription nothing can be promised: say
             // `recovered: false`; the subscriber fills the gap from history once it is up.
             tracing::warn!(project_id = %project, "broker has not confirmed the subscription yet; connecting unrecovered");
@@ -159,27 +189,14 @@ impl Sessions {
                 after: Vec::new(),
             })
         } else {
-            match self.broker.replay(project, last_event_id.as_ref()).await {
+            match self.broker.replay(project, last_event_id).await {
                 Ok(replay) => Some(replay),
                 Err(err) => {
                     tracing::warn!(project_id = %project, error = %err, "cannot read history; going live without it");
                     None
                 }
             }
-        };
-        // Resumed without its history (the broker could not be read): the client's gap
-        // is owed to it, and is delivered before its next live event (see `pump`).
-        let owed = match &replay {
-            None => last_event_id.clone(),
-            Some(_) => None,
-        };
-        let opening = opening(
-            project,
-            self.heartbeat.interval().as_secs(),
-            last_event_id.as_ref(),
-            replay,
-        );
-        (opening, owed)
+        }
     }
 }
 
@@ -251,16 +268,7 @@ impl<T: Transport> Live<T> {
             m::connection_closed(T::NAME);
             match ended {
                 Ended::Closed(reason) => {
-                    match reason {
-                        CloseReason::HeartbeatTimeout => m::heartbeat_timed_out(),
-                        CloseReason::SlowConsumer => m::slow_consumer_closed(),
-                        CloseReason::MessageTooBig => m::client_frame_oversized(),
-                        CloseReason::ServiceRestart
-                        | CloseReason::Overloaded
-                        | CloseReason::TokenExpired
-                        | CloseReason::ProtocolError
-                        | CloseReason::InvalidPayload => {}
-                    }
+                    count_close(reason);
                     tracing::debug!(project_id = %self.project, code = reason.code(), reason = reason.text(), "closing session");
                     self.writer.close(reason).await;
                 }
@@ -274,6 +282,20 @@ impl<T: Transport> Live<T> {
             drop(self);
             ended
         }
+    }
+}
+
+/// Counts a session closed by the hub, by reason.
+fn count_close(reason: CloseReason) {
+    match reason {
+        CloseReason::HeartbeatTimeout => m::heartbeat_timed_out(),
+        CloseReason::SlowConsumer => m::slow_consumer_closed(),
+        CloseReason::MessageTooBig => m::client_frame_oversized(),
+        CloseReason::ServiceRestart
+        | CloseReason::Overloaded
+        | CloseReason::TokenExpired
+        | CloseReason::ProtocolError
+        | CloseReason::InvalidPayload => {}
     }
 }
 
@@ -430,6 +452,7 @@ mod tests {
             heartbeat,
             queue_capacity,
             queue_bytes: usize::MAX,
+            max_subscriptions: 1000,
         }
     }
 

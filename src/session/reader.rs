@@ -37,7 +37,7 @@ pub fn listen<R: Reader>(
 }
 
 /// What one frame from the client means; `Some` when it ends the session.
-fn heard(
+pub(super) fn heard(
     incoming: Incoming,
     queue: &OutboundQueue,
     pulse: &Pulse,
@@ -59,7 +59,10 @@ fn heard(
                 }
                 None => m::client_frame_ignored(),
             },
-            Ok(ClientFrame::Unknown(_)) | Err(_) => m::client_frame_ignored(),
+            Ok(
+                ClientFrame::Unknown(_) | ClientFrame::Subscribe(_) | ClientFrame::Unsubscribe(_),
+            )
+            | Err(_) => m::client_frame_ignored(),
         },
         Incoming::Binary => m::client_frame_ignored(),
         Incoming::Control => {}

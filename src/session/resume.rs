@@ -28,6 +28,16 @@ pub fn opening(
 ) -> Opening {
     let resumed = asked.is_some();
     let connected = |recovered| Frame::connected(project, heartbeat_secs, resumed, recovered);
+    opening_with(connected, asked, replay)
+}
+
+/// As [`opening`], with the frame that says `recovered` made by `connected` (a
+/// multiplexed connection's subscription says `subscribed`).
+pub fn opening_with(
+    connected: impl Fn(bool) -> Frame,
+    asked: Option<&EventId>,
+    replay: Option<Replay>,
+) -> Opening {
     let Some(replay) = replay else {
         return Opening {
             frames: vec![connected(false)],

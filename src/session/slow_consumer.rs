@@ -16,6 +16,12 @@
 //! slow-consumer policy, the heartbeat, the client, a restart): [`OutboundQueue::end`]
 //! records why and wakes the session, so its task waits on one thing only.
 //!
+//! On a multiplexed connection (`multiplex`) one queue holds the frames of all its
+//! subscriptions: coalescing drops a frame only for a newer one of the same kind *and*
+//! subscription, and what the connection itself says (its answers to the client, a
+//! subscription's opening) waits for room ([`OutboundQueue::push_when_room`]) instead of
+//! overflowing, so a client that asks much and reads slowly is slowed, not closed.
+//!
 //! The queue allocates nothing while empty, so an idle connection costs no buffer.
 
 use std::collections::VecDeque;
@@ -45,6 +51,8 @@ pub struct OutboundQueue {
     state: Mutex<State>,
     /// Wakes the session's task when frames arrive or the queue overflows.
     wake: Notify,
+    /// Wakes what waits for room (see [`OutboundQueue::push_when_room`]).
+    room: Notify,
     capacity: usize,
     /// Most bytes of frames queued (a frame alone in the queue is always taken).
     max_bytes: usize,
@@ -65,6 +73,7 @@ impl OutboundQueue {
         Self {
             state: Mutex::new(State::default()),
             wake: Notify::new(),
+            room: Notify::new(),
             capacity: capacity.max(1),
             max_bytes,
         }
@@ -93,13 +102,14 @@ impl OutboundQueue {
                 let before = state.frames.len();
                 // Drop the superseded frames: every queued one of a kind the new frame
                 // supersedes, and all but the newest of every other supersedable kind.
-                let incoming = frame.kind();
+                // Kinds of one subscription (`Frame::stream`; 0 on a single-project one).
+                let incoming = (frame.kind(), frame.stream());
                 let mut newest = std::collections::HashSet::new();
                 let mut keep = vec![false; state.frames.len()];
                 for (i, f) in state.frames.iter().enumerate().rev() {
-                    let kind = f.kind();
-                    keep[i] =
-                        !kind.is_superseded_by_newer() || (kind != incoming && newest.insert(kind));
+                    let kind = (f.kind(), f.stream());
+                    keep[i] = !kind.0.is_superseded_by_newer()
+                        || (kind != incoming && newest.insert(kind));
                 }
                 let mut index = 0;
                 state.frames.retain(|_| {
@@ -124,6 +134,46 @@ impl OutboundQueue {
         outcome
     }
 
+    /// Queues a frame once the queue is at most half full (in frames and bytes), so
+    /// that frames pushed this way never overflow it and leave room for live ones;
+    /// `Err` once the session has ended.
+    pub async fn push_when_room(&self, mut frame: Frame) -> Result<(), Ended> {
+        loop {
+            let room = self.room();
+            match self.try_push_when_room(frame)? {
+                None => return Ok(()),
+                Some(back) => frame = back,
+            }
+            room.await;
+        }
+    }
+
+    /// Queues a frame if the queue is at most half full (`None`), or gives it back;
+    /// `Err` once the session has ended. Wait for [`OutboundQueue::room`] (taken
+    /// before the try) to try again.
+    pub fn try_push_when_room(&self, frame: Frame) -> Result<Option<Frame>, Ended> {
+        let mut state = self.state.lock();
+        if let Some(ended) = state.ended {
+            return Err(ended);
+        }
+        let has_room = state.frames.is_empty()
+            || (state.frames.len() < (self.capacity / 2).max(1)
+                && state.bytes.saturating_add(frame.len()) <= self.max_bytes / 2);
+        if !has_room {
+            return Ok(Some(frame));
+        }
+        state.bytes += frame.len();
+        state.frames.push_back(frame);
+        drop(state);
+        self.wake.notify_one();
+        Ok(None)
+    }
+
+    /// Resolves when frames leave the queue (or it ends), from the moment it is called.
+    pub fn room(&self) -> tokio::sync::futures::Notified<'_> {
+        self.room.notified()
+    }
+
     /// Ends the session (the first reason given wins) and wakes its task. Queued frames
     /// are dropped: nothing will send them.
     pub fn end(&self, why: Ended) {
@@ -137,6 +187,7 @@ impl OutboundQueue {
             state.bytes = 0;
         }
         self.wake.notify_one();
+        self.room.notify_waiters();
     }
 
     /// Waits until there is something to do: frames to send, or the end.
@@ -159,6 +210,10 @@ impl OutboundQueue {
         if state.frames.is_empty() && state.frames.capacity() > self.capacity / 4 {
             // Give a burst's memory back rather than keep it per idle connection.
             state.frames = VecDeque::new();
+        }
+        drop(state);
+        if n > 0 {
+            self.room.notify_waiters();
         }
         Ok(())
     }
@@ -198,6 +253,7 @@ impl Inbox for OutboundQueue {
 mod tests {
     use super::*;
     use crate::wire::EventKind;
+    use std::sync::Arc;
 
     fn frame(kind: EventKind, n: u32) -> Frame {
         Frame::encode(kind, &serde_json::json!({ "n": n }))
@@ -350,6 +406,49 @@ mod tests {
         q.drain(&mut Vec::new()).unwrap();
         assert_eq!(q.push(weighing(EventKind::Log, 2, 500)), Pushed::Queued);
         assert_eq!(q.len(), 1);
+    }
+
+    #[test]
+    fn coalescing_keeps_the_newest_progress_of_every_subscription() {
+        let p = crate::wire::ProjectId::parse("p").unwrap();
+        let q = OutboundQueue::new(3, usize::MAX);
+        q.push(frame(EventKind::ProgressUpdate, 1).for_subscription(&p, 1));
+        q.push(frame(EventKind::ProgressUpdate, 2).for_subscription(&p, 2));
+        q.push(frame(EventKind::ProgressUpdate, 3).for_subscription(&p, 1));
+        assert_eq!(
+            q.push(frame(EventKind::ProgressUpdate, 4).for_subscription(&p, 1)),
+            Pushed::QueuedAfterCoalescing(2),
+            "subscription 1's older progress goes, subscription 2's stays"
+        );
+        let mut out = Vec::new();
+        q.drain(&mut out).unwrap();
+        let kept: Vec<_> = out
+            .iter()
+            .map(|f| (f.stream(), f.to_value()["data"]["n"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(kept, vec![(2, 2), (1, 4)]);
+    }
+
+    #[tokio::test]
+    async fn pushing_when_room_waits_for_a_half_empty_queue() {
+        let q = Arc::new(OutboundQueue::new(4, usize::MAX));
+        for n in 0..2 {
+            q.push_when_room(frame(EventKind::Log, n)).await.unwrap();
+        }
+        let waiting = tokio::spawn({
+            let q = Arc::clone(&q);
+            async move { q.push_when_room(frame(EventKind::Log, 9)).await }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(q.len(), 2, "half full: the third waits");
+        assert_eq!(drained(&q).len(), 2);
+        waiting.await.unwrap().unwrap();
+        assert_eq!(drained(&q), vec![(EventKind::Log, 9)]);
+        q.end(Ended::ClientGone);
+        assert_eq!(
+            q.push_when_room(frame(EventKind::Log, 10)).await,
+            Err(Ended::ClientGone)
+        );
     }
 
     #[tokio::test]

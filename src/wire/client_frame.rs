@@ -1,5 +1,6 @@
-//! Client → server frames. Only `pong` and `ping` mean something; everything else is
-//! reported as an error value for the session to count and ignore, never to fail on.
+//! Client → server frames: `pong`, `ping`, `refresh`, and on a multiplexed connection
+//! `subscribe` and `unsubscribe`; everything else is reported as an error value for the
+//! session to count (or answer) and ignore, never to fail on.
 
 use serde::Deserialize;
 
@@ -12,8 +13,30 @@ pub enum ClientFrame {
     Ping,
     /// A fresher access token: `{"event":"refresh","data":{"token":"..."}}`.
     Refresh(String),
+    /// `{"event":"subscribe","data":{"project_id":"p1","last_event_id":"<id>"}}`
+    /// (multiplexed connections only; a single-project session ignores it).
+    Subscribe(Subscribe),
+    /// `{"event":"unsubscribe","data":{"project_id":"p1"}}`: the raw id, if a string.
+    Unsubscribe(Option<String>),
     /// A well-formed frame with an event name we do not handle.
     Unknown(String),
+}
+
+/// What a `subscribe` frame asks for, as sent (validated by the session).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscribe {
+    pub target: Target,
+    /// `last_event_id`: `None` when absent or null; `Some(Err(()))` when not a string.
+    pub last_event_id: Option<Result<String, ()>>,
+}
+
+/// What a subscription is to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `project_id`, as sent: `None` when absent or not a string.
+    Project(Option<String>),
+    /// `tag` (not supported yet).
+    Tag,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,8 +68,29 @@ impl ClientFrame {
                 Some(token) => Self::Refresh(token.to_string()),
                 None => Self::Unknown("refresh".into()),
             },
+            "subscribe" => Self::Subscribe(subscribe(probe.data.as_ref())),
+            "unsubscribe" => Self::Unsubscribe(project_id(probe.data.as_ref())),
             other => Self::Unknown(other.chars().take(64).collect()),
         })
+    }
+}
+
+fn project_id(data: Option<&serde_json::Value>) -> Option<String> {
+    data.and_then(|d| d.get("project_id"))
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_string)
+}
+
+fn subscribe(data: Option<&serde_json::Value>) -> Subscribe {
+    let field = |name| data.and_then(|d| d.get(name)).filter(|v| !v.is_null());
+    let target = match (field("project_id"), field("tag")) {
+        (None, Some(_)) => Target::Tag,
+        _ => Target::Project(project_id(data)),
+    };
+    let last_event_id = field("last_event_id").map(|v| v.as_str().map(str::to_string).ok_or(()));
+    Subscribe {
+        target,
+        last_event_id,
     }
 }
 
@@ -79,6 +123,47 @@ mod tests {
         assert_eq!(
             ClientFrame::parse(r#"{"event":"pong","data":[1]}"#),
             Ok(ClientFrame::Pong)
+        );
+    }
+
+    #[test]
+    fn subscribe_and_unsubscribe_carry_what_was_sent() {
+        let parse = |s: &str| ClientFrame::parse(s).unwrap();
+        assert_eq!(
+            parse(r#"{"event":"subscribe","data":{"project_id":"p1","last_event_id":"e:3"}}"#),
+            ClientFrame::Subscribe(Subscribe {
+                target: Target::Project(Some("p1".into())),
+                last_event_id: Some(Ok("e:3".into())),
+            })
+        );
+        assert_eq!(
+            parse(r#"{"event":"subscribe","data":{"project_id":5,"last_event_id":7}}"#),
+            ClientFrame::Subscribe(Subscribe {
+                target: Target::Project(None),
+                last_event_id: Some(Err(())),
+            })
+        );
+        assert_eq!(
+            parse(r#"{"event":"subscribe","data":{"tag":"nightly","last_event_id":null}}"#),
+            ClientFrame::Subscribe(Subscribe {
+                target: Target::Tag,
+                last_event_id: None,
+            })
+        );
+        assert_eq!(
+            parse(r#"{"event":"subscribe"}"#),
+            ClientFrame::Subscribe(Subscribe {
+                target: Target::Project(None),
+                last_event_id: None,
+            })
+        );
+        assert_eq!(
+            parse(r#"{"event":"unsubscribe","data":{"project_id":"p1"}}"#),
+            ClientFrame::Unsubscribe(Some("p1".into()))
+        );
+        assert_eq!(
+            parse(r#"{"event":"unsubscribe","data":[1]}"#),
+            ClientFrame::Unsubscribe(None)
         );
     }
 

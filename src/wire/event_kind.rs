@@ -18,6 +18,10 @@ pub enum EventKind {
     /// Whether the hub can reach its broker (Redis): said to every session when the
     /// hub's subscriber loses Redis and when it is back.
     BrokerStatus,
+    /// A multiplexed connection's answers to `subscribe` and `unsubscribe`.
+    Subscribed,
+    Unsubscribed,
+    SubscriptionError,
     Other,
 }
 
@@ -34,6 +38,9 @@ impl EventKind {
             "ping" => Self::Ping,
             "pong" => Self::Pong,
             "broker_status" => Self::BrokerStatus,
+            "subscribed" => Self::Subscribed,
+            "unsubscribed" => Self::Unsubscribed,
+            "subscription_error" => Self::SubscriptionError,
             _ => Self::Other,
         }
     }
@@ -50,6 +57,9 @@ impl EventKind {
             Self::Ping => "ping",
             Self::Pong => "pong",
             Self::BrokerStatus => "broker_status",
+            Self::Subscribed => "subscribed",
+            Self::Unsubscribed => "unsubscribed",
+            Self::SubscriptionError => "subscription_error",
             Self::Other => "other",
         }
     }

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{EventId, EventKind, ProjectId, ProjectState, now_iso8601};
+use super::{EventId, EventKind, ProjectId, ProjectState, SubscriptionErrorCode, now_iso8601};
 
 /// Why a published payload cannot be forwarded. Logged and counted, never sent to clients.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +35,32 @@ pub struct ConnectedData {
     pub resumed: bool,
     /// Every event after the client's position follows (see docs/PROTOCOL.md).
     pub recovered: bool,
+}
+
+/// `connected` on a multiplexed connection (`GET /api/v1/progress`): no project yet.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct MultiplexedConnectedData {
+    pub timestamp: String,
+    /// Seconds between `ping` frames (one heartbeat per connection).
+    pub heartbeat_interval: u64,
+}
+
+/// `subscribed`: a project subscription's `connected` (its frame's top-level
+/// `project_id` names the project).
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct SubscribedData {
+    /// A `last_event_id` was given.
+    pub resumed: bool,
+    /// Every event after the client's position follows (see docs/PROTOCOL.md).
+    pub recovered: bool,
+}
+
+/// `subscription_error`: a client frame refused; the connection and its other
+/// subscriptions go on.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct SubscriptionErrorData {
+    pub code: SubscriptionErrorCode,
+    pub message: String,
 }
 
 /// `snapshot`: the project's state, and whether the client's position was recovered.
@@ -72,6 +98,9 @@ pub struct Frame {
     /// When the hub received it (from the broker or a history read), for the delivery
     /// latency metric: a clock the hub can trust.
     received_at: Option<Instant>,
+    /// On a multiplexed connection, the subscription it belongs to (0: none): the
+    /// slow-consumer policy coalesces only frames of one subscription.
+    stream: u32,
     text: Utf8Bytes,
 }
 
@@ -220,6 +249,7 @@ impl Frame {
             id,
             published_at,
             received_at: Some(Instant::now()),
+            stream: 0,
             text,
         })
     }
@@ -238,6 +268,108 @@ impl Frame {
             id: None,
             published_at: None,
             received_at: None,
+            stream: 0,
+            text: Utf8Bytes::from(text),
+        }
+    }
+
+    /// This frame on a multiplexed connection: with a top-level `"project_id"` (added
+    /// in front, or replaced if the frame has another), in subscription `stream`.
+    pub fn for_subscription(&self, project: &ProjectId, stream: u32) -> Self {
+        #[derive(Deserialize)]
+        struct TopLevel {
+            #[serde(default)]
+            project_id: Option<Value>,
+        }
+        let text = self.as_str();
+        let present = serde_json::from_str::<TopLevel>(text)
+            .ok()
+            .and_then(|t| t.project_id);
+        let text = match present {
+            Some(Value::String(id)) if id == project.as_str() => self.text.clone(),
+            None => match text.trim_start().strip_prefix('{') {
+                Some(rest) => {
+                    let comma = if rest.trim_start().starts_with('}') {
+                        ""
+                    } else {
+                        ","
+                    };
+                    // Project ids are `[A-Za-z0-9_-]`: nothing to escape.
+                    Utf8Bytes::from(format!(r#"{{"project_id":"{project}"{comma}{rest}"#))
+                }
+                None => self.text.clone(),
+            },
+            Some(_) => match serde_json::from_str::<serde_json::Map<String, Value>>(text) {
+                Ok(mut map) => {
+                    map.insert("project_id".into(), project.as_str().into());
+                    Utf8Bytes::from(Value::Object(map).to_string())
+                }
+                Err(_) => self.text.clone(),
+            },
+        };
+        Self {
+            stream,
+            text,
+            ..self.clone()
+        }
+    }
+
+    /// Which subscription of a multiplexed connection this frame belongs to (0: none).
+    pub fn stream(&self) -> u32 {
+        self.stream
+    }
+
+    /// `connected` on a multiplexed connection.
+    pub fn connected_multiplexed(heartbeat_interval_secs: u64) -> Self {
+        let data = MultiplexedConnectedData {
+            timestamp: now_iso8601(),
+            heartbeat_interval: heartbeat_interval_secs,
+        };
+        Self::encode(EventKind::Connected, &data)
+    }
+
+    /// A subscription's `connected` (tag it with [`Frame::for_subscription`]).
+    pub fn subscribed(resumed: bool, recovered: bool) -> Self {
+        Self::encode(
+            EventKind::Subscribed,
+            &SubscribedData { resumed, recovered },
+        )
+    }
+
+    /// The answer to `unsubscribe`: nothing of the project follows it.
+    pub fn unsubscribed(project: &ProjectId) -> Self {
+        Self::encode(EventKind::Unsubscribed, &serde_json::json!({})).for_subscription(project, 0)
+    }
+
+    /// A refused client frame; `project_id`, when the frame named one (as sent; at most
+    /// 64 characters of it).
+    pub fn subscription_error(project_id: Option<&str>, code: SubscriptionErrorCode) -> Self {
+        #[derive(Serialize)]
+        struct Refusal<'a> {
+            event: &'static str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            project_id: Option<&'a str>,
+            data: SubscriptionErrorData,
+        }
+        let project_id = project_id.map(|id| match id.char_indices().nth(64) {
+            Some((end, _)) => &id[..end],
+            None => id,
+        });
+        let refusal = Refusal {
+            event: EventKind::SubscriptionError.name(),
+            project_id,
+            data: SubscriptionErrorData {
+                code,
+                message: code.message().to_string(),
+            },
+        };
+        let text = serde_json::to_string(&refusal).unwrap_or_else(|_| String::from("{}"));
+        Self {
+            kind: EventKind::SubscriptionError,
+            id: None,
+            published_at: None,
+            received_at: None,
+            stream: 0,
             text: Utf8Bytes::from(text),
         }
     }
@@ -470,6 +602,54 @@ mod tests {
     }
 
     #[test]
+    fn a_subscriptions_frames_carry_its_project_id_once() {
+        let p = ProjectId::parse("p1").unwrap();
+        let tag = |raw: &str| published(raw).unwrap().for_subscription(&p, 7);
+        let f = tag(r#"{"event":"log","id":"e:1","data":{"n":1}}"#);
+        assert_eq!(
+            f.as_str(),
+            r#"{"project_id":"p1","event":"log","id":"e:1","data":{"n":1}}"#
+        );
+        assert_eq!(f.stream(), 7);
+        assert_eq!(f.id(), Some(&EventId::new("e", 1)));
+        assert_eq!(f.kind(), EventKind::Log);
+        // Already there (the publish path's error frames): kept as it is.
+        let same = r#"{"event":"error","data":{},"project_id":"p1"}"#;
+        assert_eq!(tag(same).as_str(), same);
+        // Another project's id, or not a string: replaced, once.
+        for raw in [
+            r#"{"event":"log","data":{},"project_id":"other"}"#,
+            r#"{"event":"log","data":{},"project_id":5}"#,
+        ] {
+            let v = tag(raw).to_value();
+            assert_eq!(v["project_id"], "p1", "{raw}");
+            assert_eq!(tag(raw).as_str().matches("project_id").count(), 1);
+        }
+        let v = Frame::subscribed(true, false)
+            .for_subscription(&p, 1)
+            .to_value();
+        assert_eq!(
+            v,
+            serde_json::json!({"project_id":"p1","event":"subscribed","data":{"resumed":true,"recovered":false}})
+        );
+    }
+
+    #[test]
+    fn a_refusal_names_its_code_and_at_most_64_characters_of_the_id() {
+        let v = Frame::subscription_error(
+            Some(&"é".repeat(100)),
+            SubscriptionErrorCode::InvalidProjectId,
+        )
+        .to_value();
+        assert_eq!(v["event"], "subscription_error");
+        assert_eq!(v["project_id"].as_str().unwrap().chars().count(), 64);
+        assert_eq!(v["data"]["code"], "INVALID_PROJECT_ID");
+        let v = Frame::subscription_error(None, SubscriptionErrorCode::InvalidFrame).to_value();
+        assert!(v.get("project_id").is_none());
+        assert_eq!(v["data"]["code"], "INVALID_FRAME");
+    }
+
+    #[test]
     fn every_kind_round_trips_its_name() {
         for kind in [
             EventKind::Connected,
@@ -482,6 +662,9 @@ mod tests {
             EventKind::Ping,
             EventKind::Pong,
             EventKind::BrokerStatus,
+            EventKind::Subscribed,
+            EventKind::Unsubscribed,
+            EventKind::SubscriptionError,
         ] {
             assert_eq!(EventKind::from_name(kind.name()), kind);
         }

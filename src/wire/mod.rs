@@ -13,9 +13,10 @@ mod frame;
 mod project_id;
 pub mod schema;
 mod state;
+mod subscription_error;
 mod timestamp;
 
-pub use client_frame::{ClientFrame, ClientFrameError};
+pub use client_frame::{ClientFrame, ClientFrameError, Subscribe, Target};
 pub use close::CloseReason;
 pub use event::{Event, InvalidEvent, Stage};
 pub use event_id::{EventId, InvalidEventId};
@@ -23,4 +24,5 @@ pub use event_kind::EventKind;
 pub use frame::{Frame, InvalidPayload};
 pub use project_id::{InvalidProjectId, ProjectId};
 pub use state::ProjectState;
+pub use subscription_error::SubscriptionErrorCode;
 pub use timestamp::now_iso8601;

@@ -6,7 +6,10 @@ use serde_json::Value;
 
 use super::ProjectState;
 use super::event::{Complete, ErrorReport, Log, ProgressUpdate, StageChange};
-use super::frame::{BrokerStatusData, ConnectedData, TimestampData};
+use super::frame::{
+    BrokerStatusData, ConnectedData, MultiplexedConnectedData, SubscribedData,
+    SubscriptionErrorData, TimestampData,
+};
 
 /// `snapshot` data as a schema type (the frame itself borrows the state).
 #[derive(JsonSchema)]
@@ -17,14 +20,30 @@ struct SnapshotFrameData {
     recovered: bool,
 }
 
+/// `connected` on a project's stream, or (no project) on a multiplexed connection.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum ConnectedFrameData {
+    Project(ConnectedData),
+    Multiplexed(MultiplexedConnectedData),
+}
+
+/// `unsubscribed` carries nothing but its top-level `project_id`.
+#[derive(JsonSchema)]
+#[allow(dead_code)]
+struct EmptyData {}
+
 /// Every frame the hub sends: `{"event": <name>, "data": {...}}`, plus `id` on events of
 /// the publish path (and, on `error`, the catalog-shaped `type`/`project_id`/`error`).
-/// Unknown top-level fields must be ignored.
+/// On a multiplexed connection (`/api/v1/progress`) every frame of a subscription, and
+/// `subscribed`, `unsubscribed` and most `subscription_error`s, carry a top-level
+/// `project_id`. Unknown top-level fields must be ignored.
 #[derive(JsonSchema)]
 #[serde(tag = "event", content = "data", rename_all = "snake_case")]
 #[allow(dead_code)]
 enum ServerFrame {
-    Connected(ConnectedData),
+    Connected(ConnectedFrameData),
     Snapshot(SnapshotFrameData),
     ProgressUpdate(ProgressUpdate),
     StageChange(StageChange),
@@ -34,6 +53,9 @@ enum ServerFrame {
     Ping(TimestampData),
     Pong(TimestampData),
     BrokerStatus(BrokerStatusData),
+    Subscribed(SubscribedData),
+    Unsubscribed(EmptyData),
+    SubscriptionError(SubscriptionErrorData),
 }
 
 /// The schema served at `/api/v1/schema/events.json`.
@@ -64,9 +86,13 @@ mod tests {
             "ping",
             "pong",
             "broker_status",
+            "subscribed",
+            "unsubscribed",
+            "subscription_error",
         ] {
             assert!(text.contains(&format!("\"{name}\"")), "{name}");
         }
         assert!(text.contains("GEMINI_QUOTA_EXCEEDED"));
+        assert!(text.contains("TOO_MANY_SUBSCRIPTIONS"));
     }
 }

@@ -24,6 +24,7 @@ mod jobs;
 mod lifecycle;
 mod limits;
 mod lost_writes;
+mod multiplex;
 mod publishing;
 mod pubsub_probe;
 mod redis_outages;
