@@ -43,3 +43,13 @@ export type ErrorCode =
   | "YOUTUBE_API_ERROR"
   | "YOUTUBE_AUTH_EXPIRED"
   | "YOUTUBE_QUOTA_EXCEEDED";
+/** Why the multiplexed endpoint refused a subscription (`subscription_error`; a type only). */
+export type SubscriptionErrorCode =
+  | "ALREADY_SUBSCRIBED"
+  | "FORBIDDEN"
+  | "HUB_AT_CAPACITY"
+  | "INVALID_EVENT_ID"
+  | "INVALID_FRAME"
+  | "INVALID_PROJECT_ID"
+  | "TOO_MANY_SUBSCRIPTIONS"
+  | "UNSUPPORTED_SUBSCRIPTION";

@@ -4,7 +4,7 @@
 // sets (stages, statuses, levels, error codes) come from the contract files through the
 // generated contract.ts, so they cannot drift from the hub either.
 
-import type { ErrorCode, FINAL_STATUSES, LOG_LEVELS, PreviousStage, QUEUED, STAGES } from './contract.js';
+import type { ErrorCode, SubscriptionErrorCode, FINAL_STATUSES, LOG_LEVELS, PreviousStage, QUEUED, STAGES } from './contract.js';
 
 /** A value a newer hub may send that this version of the client does not know: a new
  * status (`ProgressState.status`) or error code (`error_code`, `JobError.code`), the
@@ -26,8 +26,9 @@ export type FinalStatus = (typeof FINAL_STATUSES)[number];
 export type Queued = typeof QUEUED;
 /** Every status a project's run can have. */
 export type Status = Queued | Stage | FinalStatus;
-export type { ErrorCode, PreviousStage };
+export type { ErrorCode, PreviousStage, SubscriptionErrorCode };
 
+/** `connected` on a project's endpoint. */
 export interface ConnectedData {
   project_id: string;
   timestamp: string;
@@ -37,6 +38,26 @@ export interface ConnectedData {
   resumed: boolean;
   /** Every event after the position follows; false when the hub cannot promise it. */
   recovered: boolean;
+}
+
+/** `connected` on the multiplexed endpoint (`/api/v1/progress`): no project; each
+ * subscription then says `subscribed` (docs/PROTOCOL.md, "One connection, many
+ * projects"). This client watches one project per link and never receives it. */
+export interface MultiplexConnectedData {
+  timestamp: string;
+  heartbeat_interval: number;
+}
+
+/** A subscription on the multiplexed endpoint began (its project's `connected`). */
+export interface SubscribedData {
+  resumed: boolean;
+  recovered: boolean;
+}
+
+/** A subscription the multiplexed endpoint refused; the connection goes on. */
+export interface SubscriptionErrorData {
+  code: SubscriptionErrorCode | UnknownValue;
+  message: string;
 }
 
 export interface SnapshotData {
@@ -123,7 +144,7 @@ interface FrameOf<E extends string, D> {
 
 /** Every frame the hub sends. Unknown top-level fields are ignored. */
 export type Frame =
-  | FrameOf<'connected', ConnectedData>
+  | FrameOf<'connected', ConnectedData | MultiplexConnectedData>
   | FrameOf<'snapshot', SnapshotData>
   | FrameOf<'progress_update', ProgressUpdateData>
   | FrameOf<'stage_change', StageChangeData>
@@ -132,6 +153,9 @@ export type Frame =
   | FrameOf<'complete', CompleteData>
   | FrameOf<'broker_status', BrokerStatusData>
   | FrameOf<'ping', TimestampData>
-  | FrameOf<'pong', TimestampData>;
+  | FrameOf<'pong', TimestampData>
+  | FrameOf<'subscribed', SubscribedData>
+  | FrameOf<'unsubscribed', Record<string, unknown>>
+  | FrameOf<'subscription_error', SubscriptionErrorData>;
 
 export type EventName = Frame['event'];

@@ -221,7 +221,7 @@ function frame(m: Machine, f: Frame): Step {
   const effects: Effect[] = [];
   let silent = false;
   let next = m;
-  if (f.event === 'connected') {
+  if (f.event === 'connected' && 'project_id' in f.data) {
     const d = f.data;
     silent = m.quiet;
     next = { ...m, phase: m.until ? 'backfilling' : 'open', greeted: true, renewed: false, attempt: 0, resumed: d.resumed, quiet: false };

@@ -156,7 +156,7 @@ export function reduce(state: ProgressState, frame: Frame, maxLogs = 500): Progr
   }
   switch (frame.event) {
     case 'connected':
-      if (!frame.data.recovered) s = { ...s, recovered: false };
+      if ('recovered' in frame.data && !frame.data.recovered) s = { ...s, recovered: false };
       break;
     case 'snapshot': {
       const d = frame.data;
