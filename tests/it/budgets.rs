@@ -413,7 +413,7 @@ fn nonsense_history_settings_are_refused_at_start() {
                 "{command:?} {flags:?} {envs:?} started"
             );
             assert!(
-                stderr.contains(&format!("(--{named}) must be at least 1")),
+                stderr.contains(&format!("(--{named}) must be more than 0")),
                 "{command:?} {flags:?} {envs:?}: {stderr}"
             );
         }

@@ -85,9 +85,8 @@ class RedisTransport:
         now = time.monotonic()
         read_at = self._policy_read_at
         if read_at is None or now - read_at >= _redis.HISTORY_POLICY_EVERY:
-            fields = self._connect().hmget(
-                _redis.HISTORY_POLICY_KEY, _redis.HISTORY_POLICY_FIELDS
-            )
+            key, names = _redis.HISTORY_POLICY_KEY, _redis.HISTORY_POLICY_FIELDS
+            fields = self._connect().hmget(key, names)
             policy = _redis.follow_policy(self.config, fields)
             own = self.config
             if policy is not None and policy != self._policy and policy != own:
