@@ -64,8 +64,8 @@ fn state_text(event: Value, locale: Locale) -> Value {
         .unwrap_or_else(|e| panic!("{e}"))
         .state;
     state
-        .current_stage
-        .map(Value::String)
+        .get("current_stage")
+        .map(|text| Value::String(text.to_string()))
         .unwrap_or(Value::Null)
 }
 
@@ -179,4 +179,122 @@ fn wire_values_json_is_the_wire_enums() {
 #[test]
 fn publisher_defaults_json_is_the_defaults() {
     check("publisher-defaults.json", &publisher_defaults());
+}
+
+/// The names a Lua or Python source reads with `<prefix>NAME` (`input.channel`,
+/// `inputs["channel"]`), sorted.
+fn names_after(source: &str, prefix: &str, end: &[char]) -> Vec<String> {
+    let mut names: Vec<String> = source
+        .match_indices(prefix)
+        .map(|(at, _)| {
+            let rest = &source[at + prefix.len()..];
+            let stop = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            assert!(
+                rest[stop..].starts_with(end),
+                "{prefix}{} is not a name",
+                &rest[..stop]
+            );
+            rest[..stop].to_string()
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+fn read(path: &str) -> String {
+    let path = format!("{}/{path}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+// One description of the publish inputs (contract/publish-inputs.json): the script reads
+// exactly the inputs it names, keeps exactly the fields it calls the script's own, with
+// the same patch prefix; the hub's builder sends exactly them; the Python SDK's builder
+// names exactly them, and packages the file.
+#[test]
+fn the_publish_script_and_its_callers_read_one_description_of_its_inputs() {
+    use progress_hub::broker::redis::publish_inputs::{CONTRACT, names_sent};
+    let described: Vec<String> = CONTRACT.inputs.keys().cloned().collect();
+    let lua = read("src/broker/redis/publish.lua");
+    assert_eq!(
+        names_after(&lua, "input.", &[' ', ')', ',', '\n', '.', '=']),
+        described,
+        "the inputs publish.lua reads"
+    );
+    assert!(
+        lua.contains(&format!("local PATCH = '{}'", CONTRACT.patch_prefix)),
+        "publish.lua's patch prefix"
+    );
+    let fields = lua
+        .split("local SCRIPT_FIELDS = {")
+        .nth(1)
+        .and_then(|rest| rest.split('}').next())
+        .unwrap_or_default();
+    let mut in_lua: Vec<String> = fields
+        .split(',')
+        .filter_map(|f| f.split('=').next())
+        .map(|f| f.trim().to_string())
+        .filter(|f| !f.is_empty())
+        .collect();
+    in_lua.sort();
+    let mut script_fields = CONTRACT.script_fields.clone();
+    script_fields.sort();
+    assert_eq!(in_lua, script_fields, "publish.lua's own state fields");
+    for field in CONTRACT.state_fields.keys() {
+        assert!(
+            !script_fields.contains(field),
+            "{field} is both the script's and the publisher's"
+        );
+    }
+    let mut sent: Vec<String> = names_sent().into_iter().map(String::from).collect();
+    sent.sort();
+    assert_eq!(sent, described, "the inputs the hub sends");
+    let python = read("clients/python/src/progress_hub/_redis.py");
+    let builder = python
+        .split("inputs: dict[str, str | None] = {")
+        .nth(1)
+        .and_then(|rest| rest.split("\n    }\n").next())
+        .unwrap_or_default();
+    let python_names = names_after(builder, "\n        \"", &['"']);
+    assert_eq!(python_names, described, "the inputs the Python SDK sends");
+    let packaged = read("clients/python/src/progress_hub/_contract.py");
+    assert!(packaged.contains("\"publish-inputs.json\": \"contract/publish-inputs.json\""));
+}
+
+// The state fields every publisher patches are the ones the description names, and the
+// ones the hub reads back.
+#[test]
+fn the_state_patch_names_only_described_fields() {
+    use progress_hub::broker::redis::publish_inputs::CONTRACT;
+    let project = ProjectId::parse("contract").unwrap_or_else(|e| panic!("{e}"));
+    let events = [
+        json!({"event": "progress_update", "data": {"status": "QUEUED", "progress": 0, "current_stage": "q", "job_id": "j", "queue_position": 2}}),
+        json!({"event": "stage_change", "data": {"current_stage": "RENDERING", "progress": 5}}),
+        json!({"event": "complete", "data": {"status": "COMPLETED", "youtube_url": "https://youtube.com/watch?v=1"}}),
+        json!({"event": "log", "data": {"level": "INFO", "message": "m"}}),
+    ];
+    let mut patched = std::collections::BTreeSet::new();
+    for event in events {
+        let event =
+            Event::from_json(event.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        let fence = progress_hub::broker::Fence {
+            holder: "j".into(),
+            token: 1,
+        };
+        let prepared = prepare(event, &project, Locale::En, None, Some(fence))
+            .unwrap_or_else(|e| panic!("{e}"));
+        patched.extend(prepared.state.patch.iter().map(|(f, _)| f.to_string()));
+    }
+    let described: std::collections::BTreeSet<String> =
+        CONTRACT.state_fields.keys().cloned().collect();
+    assert_eq!(patched, described);
+    let state = read("src/wire/state.rs");
+    for field in &described {
+        assert!(
+            state.contains(&format!("text(\"{field}\")")),
+            "wire/state.rs does not read {field}"
+        );
+    }
 }

@@ -6,7 +6,7 @@
 //! delivery order are the same.
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -21,11 +21,10 @@ use tokio_util::task::TaskTracker;
 
 use super::budget::{Budget, Owner};
 use super::quota::Admission;
-use super::{Broker, BrokerError, HistoryConfig, Replay};
-use super::{JobClaim, PreparedEvent};
+use super::redis::publish_inputs::CONTRACT;
+use super::{Broker, BrokerError, HistoryConfig, PreparedEvent, Replay};
 use crate::hub::{Hub, SubscriptionChange};
-use crate::wire::event::ProgressStatus;
-use crate::wire::{EventId, EventKind, Frame, ProjectId, ProjectState};
+use crate::wire::{EventId, Frame, ProjectId, ProjectState};
 
 /// How often expired histories and receipts are swept from memory.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
@@ -65,12 +64,13 @@ struct History {
     used: u64,
     /// Who its bytes are charged to.
     owner: Owner,
-    state: ProjectState,
+    /// The state's fields, as `publish.lua` keeps them in the state hash (the script's
+    /// own, and those the publisher patches), read by `ProjectState::from_hash`.
+    state: HashMap<String, String>,
     expires_at: Instant,
-    /// The job fence of `publish.lua`: the newest claim seen of the running job, and
-    /// the last job whose `complete` is in (kept across the next run's reset).
-    fence: Option<JobClaim>,
-    ended_job: Option<String>,
+    /// Every fence holder seen (`publish.lua`'s `fences` set; kept when the history
+    /// expires, as that set outlives it).
+    fences: HashSet<String>,
 }
 
 /// Callers' idempotency keys (keyed publishes only) of the last 10 minutes and the ids
@@ -120,10 +120,9 @@ impl History {
             bytes: 0,
             used,
             owner,
-            state: ProjectState::empty(),
+            state: HashMap::new(),
             expires_at: Instant::now(),
-            fence: None,
-            ended_job: None,
+            fences: HashSet::new(),
         }
     }
 
@@ -306,57 +305,68 @@ impl Broker for MemoryBroker {
         }
         let history = store.touch(project);
         if history.expires_at <= now && history.seq > 0 {
-            // Expired: the history is lost, as a Redis key with a TTL would be.
+            // Expired: the history is lost, as a Redis key with a TTL would be (the
+            // fences are kept, as their own key outlives it).
             let (used, owner) = (history.used, history.owner.clone());
             let freed = history.bytes;
+            let fences = std::mem::take(&mut history.fences);
             *history = History::new(used, owner.clone());
+            history.fences = fences;
             store.budget.shrink(&owner, freed);
         }
         let history = store.touch(project);
-        if let Some(claim) = &event.job {
-            if history.ended_job.as_ref() == Some(&claim.job_id) {
+        let state = &mut history.state;
+        let field = |state: &HashMap<String, String>, name: &str| state.get(name).cloned();
+        // Fences, as `publish.lua` checks them.
+        if let Some(fence) = &event.fence {
+            let holder = &fence.holder;
+            if field(state, "fence_ended").as_ref() == Some(holder) {
                 return Err(BrokerError::Stale(format!(
-                    "job {} has already completed",
-                    claim.job_id
+                    "job {holder} has already completed"
                 )));
             }
-            if let Some(fence) = &history.fence
-                && fence.job_id == claim.job_id
-                && claim.token < fence.token
+            if field(state, "fence_holder").as_ref() == Some(holder) {
+                let newest = field(state, "fence_token")
+                    .and_then(|t| t.parse::<u64>().ok())
+                    .unwrap_or(0);
+                if fence.token < newest {
+                    return Err(BrokerError::Stale(format!(
+                        "claim {} of job {holder} was superseded by claim {newest}",
+                        fence.token
+                    )));
+                }
+            } else if !history.fences.insert(holder.clone()) {
+                return Err(BrokerError::Stale(format!(
+                    "job {holder} is no longer the project's current job"
+                )));
+            }
+            state.insert("fence_holder".into(), holder.clone());
+            state.insert("fence_token".into(), fence.token.to_string());
+        }
+        // Runs, as `publish.lua` starts them: after one ended, or with an event that
+        // starts one (refused when its holder has published already: a worker was quicker).
+        if s.starts_run || (state.contains_key("run_ended") && !s.ends_run) {
+            if let Some(holder) = &s.run_holder
+                && history.fences.contains(holder)
             {
                 return Err(BrokerError::Stale(format!(
-                    "claim {} of job {} was superseded by claim {}",
-                    claim.token, claim.job_id, fence.token
+                    "job {holder} has already begun"
                 )));
             }
-            history.fence = Some(claim.clone());
-        }
-        // Runs, as `publish.lua` starts them: after `complete`, or with a QUEUED update
-        // (refused when its job's run has begun or ended: a worker was quicker).
-        if s.starts_run
-            && let Some(job) = &s.job_id
-            && (history.fence.as_ref().is_some_and(|f| &f.job_id == job)
-                || history.ended_job.as_ref() == Some(job))
-        {
-            return Err(BrokerError::Stale(format!("job {job} has already begun")));
-        }
-        let state = &mut history.state;
-        let finished = matches!(state.status.as_deref(), Some("COMPLETED" | "FAILED"));
-        if s.starts_run || (finished && event.kind != EventKind::Complete) {
-            *state = ProjectState {
-                completed_job: state.completed_job.take(),
-                job_id: s.job_id.clone(),
-                queue_position: s.queue_position,
-                ..ProjectState::empty()
-            };
+            let script_fields = &CONTRACT.script_fields;
+            state.retain(|name, _| name != "run_ended" && script_fields.contains(name));
+            state.insert("progress".into(), "0".into());
         }
         // Progress never goes backwards within a run: a lower value is clamped up.
-        let progress = t.progress.map(|p| p.max(state.progress));
+        let mut max: u8 = field(state, "progress")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        let progress = t.progress.map(|p| p.max(max));
         if let Some(p) = progress {
-            state.progress = p;
+            max = p;
         }
         if let Some(floor) = s.progress_floor {
-            state.progress = state.progress.max(floor);
+            max = max.max(floor);
         }
         history.seq += 1;
         let id = EventId::new(&history.epoch, history.seq);
@@ -375,32 +385,18 @@ impl Broker for MemoryBroker {
             freed += history.pop_oldest();
         }
         let state = &mut history.state;
-        if let Some(v) = &s.status {
-            state.status = Some(v.clone());
-            if v != ProgressStatus::Queued.as_str() {
-                // A place in the queue means something only while the run waits there.
-                state.queue_position = None;
+        state.insert("progress".into(), max.to_string());
+        state.insert("last_event_id".into(), id.to_string());
+        if s.ends_run {
+            state.insert("run_ended".into(), "1".into());
+            if let Some(fence) = &event.fence {
+                state.insert("fence_ended".into(), fence.holder.clone());
             }
         }
-        if let Some(v) = &s.current_stage {
-            state.current_stage = Some(v.clone());
+        for (name, value) in &s.patch {
+            state.insert((*name).to_string(), value.clone());
         }
-        if let Some(v) = s.estimated_remaining {
-            state.estimated_remaining = v;
-        }
-        if let Some(v) = &s.youtube_url {
-            state.youtube_url = Some(v.clone());
-        }
-        if event.kind == EventKind::Complete
-            && let Some(claim) = &event.job
-        {
-            state.completed_job = Some(claim.job_id.clone());
-            state.job_id = Some(claim.job_id.clone());
-            history.ended_job = Some(claim.job_id.clone());
-        }
-        state.last_event_id = Some(id.to_string());
-        state.updated_at = Some(s.updated_at.clone());
-        let ttl = if event.kind == EventKind::Complete {
+        let ttl = if s.ends_run {
             self.config.retention
         } else {
             self.config.active_ttl
@@ -438,7 +434,12 @@ impl Broker for MemoryBroker {
         if history.seq == 0 || history.expires_at <= Instant::now() {
             return Ok(Replay::default());
         }
-        let last = EventId::new(&history.epoch, history.seq);
+        let mut fields = history.state.clone();
+        fields.insert("epoch".into(), history.epoch.clone());
+        fields.insert("seq".into(), history.seq.to_string());
+        let Some((state, last)) = ProjectState::from_hash(&fields) else {
+            return Ok(Replay::default());
+        };
         let stored: Vec<Bytes> = match after {
             Some(a) if a.epoch() == history.epoch => history
                 .frames
@@ -448,7 +449,6 @@ impl Broker for MemoryBroker {
                 .collect(),
             _ => Vec::new(),
         };
-        let state = history.state.clone();
         // Read into frames outside the lock: publishes need not wait for it.
         drop(store);
         let after = stored
@@ -505,6 +505,7 @@ mod tests {
     use crate::broker::budget::PROJECT_OVERHEAD;
     use crate::broker::quota::ProjectQuota;
     use crate::broker::{FrameTemplate, StateChange};
+    use crate::wire::EventKind;
 
     fn broker() -> MemoryBroker {
         broker_with(HistoryConfig::default())
@@ -533,7 +534,7 @@ mod tests {
             state: StateChange::default(),
             receipt: receipt.into(),
             keyed,
-            job: None,
+            fence: None,
         }
     }
 

@@ -13,12 +13,14 @@
 //! every payload published on a watched project's channel to [`Hub::deliver`].
 
 mod budget;
+mod history;
 pub mod memory;
 mod prepared;
 pub mod quota;
 pub mod redis;
 
-pub use prepared::{FrameTemplate, JobClaim, PreparedEvent, StateChange};
+pub use history::{HistoryConfig, InvalidHistory};
+pub use prepared::{Fence, FrameTemplate, PreparedEvent, StateChange};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +44,8 @@ pub enum BrokerError {
     /// job was taken over), or the job has already completed. Never retried.
     #[error("stale job event refused: {0}")]
     Stale(String),
+    #[error(transparent)]
+    InvalidHistory(#[from] InvalidHistory),
 }
 
 impl From<::redis::RedisError> for BrokerError {
@@ -50,45 +54,6 @@ impl From<::redis::RedisError> for BrokerError {
             // The publish script's refusal (see publish.lua), not a broker failure.
             Some("STALE") => Self::Stale(err.detail().unwrap_or_default().to_string()),
             _ => Self::Unavailable(err.to_string()),
-        }
-    }
-}
-
-/// How much history is kept, and for how long; and how many projects one client may
-/// create (the hub's HTTP publish API only).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HistoryConfig {
-    /// Events kept per project; older ones are trimmed (a resume from before them
-    /// gets `recovered: false`).
-    pub max_len: usize,
-    /// Bytes of frames kept per project: the oldest are trimmed beyond it as well as
-    /// beyond `max_len`, so a project's history costs at most this much whatever its
-    /// events weigh (1,000 events of 64 KB would otherwise be 64 MB per project).
-    pub max_bytes: usize,
-    /// The in-process broker only: bytes of frames (and a per-project overhead) kept
-    /// across all projects, each charged to the client that created it. Beyond it
-    /// memory is taken from the client holding the most: its least recently used
-    /// projects nobody watches are forgotten (then the oldest frames of its watched
-    /// ones), so the number of projects with history cannot grow the process without
-    /// bound, and one client's flood is paid for by its own projects (`budget.rs`).
-    pub memory_budget: usize,
-    /// How long history and state live after the last event while a job runs.
-    pub active_ttl: Duration,
-    /// How long history and state live after `complete`.
-    pub retention: Duration,
-    /// New projects per client (see [`quota`]).
-    pub project_quota: quota::ProjectQuota,
-}
-
-impl Default for HistoryConfig {
-    fn default() -> Self {
-        Self {
-            max_len: 1000,
-            max_bytes: 4 << 20,
-            memory_budget: 256 << 20,
-            active_ttl: Duration::from_secs(7 * 24 * 3600),
-            retention: Duration::from_secs(24 * 3600),
-            project_quota: quota::ProjectQuota::default(),
         }
     }
 }
@@ -161,10 +126,13 @@ pub fn start(
     shutdown: CancellationToken,
     tracker: &TaskTracker,
 ) -> Result<Arc<dyn Broker>, BrokerError> {
+    history.check()?;
     Ok(match redis_url {
         Some(url) => {
             let broker = redis::RedisBroker::connect(url, history)?;
-            broker.spawn_subscriber(redis_keepalive, hub, changes, shutdown, tracker)?;
+            broker.spawn_subscriber(redis_keepalive, hub, changes, shutdown.clone(), tracker)?;
+            // The hubs' history policy, for every publisher on this Redis to follow.
+            broker.spawn_announcer(shutdown, tracker);
             Arc::new(broker)
         }
         None => Arc::new(memory::MemoryBroker::start(

@@ -1,6 +1,6 @@
 //! What the broker's atomic publish takes: an event already validated, normalized and
 //! turned into a frame with two holes, what it changes in the project's state, its
-//! receipt and the job claim it is published under. Built once by the publisher
+//! receipt and the fence it is published under. Built once by the publisher
 //! (`publish/prepare.rs`), never patched; both brokers (`publish.lua`, `memory.rs`)
 //! complete it the same way.
 
@@ -35,29 +35,49 @@ impl FrameTemplate {
     }
 }
 
-/// What an event changes in the project's state (`None`: unchanged).
+/// What an event changes in the project's state: a patch of product fields (named in
+/// `contract/publish-inputs.json`'s `state_fields`), written as given, and what the
+/// broker's own bookkeeping needs to know of the event (runs, progress).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct StateChange {
-    pub status: Option<String>,
-    pub current_stage: Option<String>,
-    pub estimated_remaining: Option<Option<u64>>,
-    pub youtube_url: Option<String>,
-    /// Progress the state is raised to regardless of the frame (`complete` → 100).
+    /// Field/value pairs written into the state (an empty value is null).
+    pub patch: Vec<(&'static str, String)>,
+    /// Progress the state is raised to regardless of the frame (`complete` -> 100).
     pub progress_floor: Option<u8>,
-    pub updated_at: String,
-    /// A `QUEUED` update: a new run starts, whatever came before (progress from 0, the
-    /// last run's status, stage, ETA, link and job gone), with this job and place.
+    /// The event starts a new run whatever came before (a `QUEUED` update): progress
+    /// from 0, every field of the last run gone.
     pub starts_run: bool,
-    pub job_id: Option<String>,
-    pub queue_position: Option<u64>,
+    /// The event ends the run (`complete`): the next event starts a new one.
+    pub ends_run: bool,
+    /// The fence holder of the run this event starts (the queued job): refused as
+    /// stale if that holder has published already (a worker was quicker).
+    pub run_holder: Option<String>,
 }
 
-/// One claim of a generation job: the job, and its fencing token, which grows with
-/// every claim of the job (`job::queue::Claimed::fencing_token`): a worker that stalled
-/// and lost its job holds a lower one than the worker that took the job over.
+impl StateChange {
+    /// The value the patch gives `field`, if it sets it.
+    pub fn get(&self, field: &str) -> Option<&str> {
+        self.patch
+            .iter()
+            .rev()
+            .find(|(name, _)| *name == field)
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// Sets `field` to `value` (`None`: null).
+    pub fn set(&mut self, field: &'static str, value: Option<&str>) {
+        self.patch
+            .push((field, value.unwrap_or_default().to_string()));
+    }
+}
+
+/// A fence: who an event is published under (the holder, e.g. a generation job) and its
+/// token, which grows with every claim of the holder (`job::queue::Claimed::fencing_token`):
+/// a worker that stalled and lost its job holds a lower one than the worker that took
+/// the job over, and a holder that is not the project's current one is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JobClaim {
-    pub job_id: String,
+pub struct Fence {
+    pub holder: String,
     pub token: u64,
 }
 
@@ -73,9 +93,9 @@ pub struct PreparedEvent {
     /// (`publish.lua` remembers every receipt that long; the in-process broker, whose
     /// publishes never fail and so are never retried by the publisher, keeps only these.)
     pub keyed: bool,
-    /// The generation job's claim this event is published under, if any. The broker
-    /// refuses the event ([`super::BrokerError::Stale`]) once a newer claim of the job
-    /// has published, or once the job's `complete` is in; a `complete` records the job,
-    /// so it never completes twice.
-    pub job: Option<JobClaim>,
+    /// The fence this event is published under, if any. The broker refuses the event
+    /// ([`super::BrokerError::Stale`]) once a newer claim of its holder has published,
+    /// once the holder's run has ended, or once another holder has published since; an
+    /// event that ends the run records the holder, so it never completes twice.
+    pub fence: Option<Fence>,
 }

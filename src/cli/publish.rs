@@ -169,7 +169,7 @@ pub async fn run(args: &PublishArgs) -> Result<Option<String>, PublishCommandErr
     let event = Event::from_json(body.to_string().as_bytes())?;
     match &args.redis_url {
         Some(url) if !url.is_empty() => {
-            let broker = RedisBroker::connect(url, args.history.config())?;
+            let broker = RedisBroker::connect(url, args.history.config())?.following_the_hubs();
             let publisher =
                 Publisher::new(std::sync::Arc::new(broker), args.locale, Duration::ZERO);
             let published = publisher.publish(&project, event).await?;

@@ -15,13 +15,15 @@ use crate::locale::Locale;
 /// A duration as the command line reads and shows it (`30s`, `1600ms`, `24h`).
 pub type HumanDuration = humantime::Duration;
 
-/// How much history is kept (every process that publishes must agree with the hubs).
+/// How much history is kept. The hubs announce theirs in Redis, and every other process
+/// that publishes there (a worker, `publish`) follows it: their own is used only while no
+/// hub has announced one. 0 (nothing kept) is refused at start.
 #[derive(Args, Debug, Clone)]
 pub struct HistoryArgs {
-    /// Events of history kept per project (for resume; keep equal on every process).
+    /// Events of history kept per project (for resume; publishers follow the hubs').
     #[arg(long, env = "HUB_HISTORY_LEN", default_value_t = HistoryConfig::default().max_len)]
     pub history_len: usize,
-    /// Bytes of history kept per project (oldest trimmed beyond; keep equal on every process).
+    /// Bytes of history kept per project (oldest trimmed beyond; publishers follow the hubs').
     #[arg(long, env = "HUB_HISTORY_BYTES", default_value_t = HistoryConfig::default().max_bytes)]
     pub history_bytes: usize,
     /// In-process broker only: bytes of history kept across all projects, each charged
@@ -29,7 +31,7 @@ pub struct HistoryArgs {
     /// projects of the client holding the most are forgotten first).
     #[arg(long, env = "HUB_MEMORY_BUDGET", default_value_t = HistoryConfig::default().memory_budget)]
     pub memory_budget: usize,
-    /// How long history and state are kept after `complete` (keep equal on every process).
+    /// How long history and state are kept after `complete` (publishers follow the hubs').
     #[arg(long, env = "HUB_RETENTION", default_value_t = HistoryConfig::default().retention.into())]
     pub retention: HumanDuration,
 }

@@ -41,10 +41,9 @@ pub enum WorkerCommandError {
 
 /// Runs until `shutdown`, then stops gracefully.
 pub async fn run(args: &WorkerArgs, shutdown: CancellationToken) -> Result<(), WorkerCommandError> {
-    let broker = Arc::new(RedisBroker::connect(
-        &args.redis_url,
-        args.history.config(),
-    )?);
+    let broker = Arc::new(
+        RedisBroker::connect(&args.redis_url, args.history.config())?.following_the_hubs(),
+    );
     let config = args.jobs.worker_config(args.shutdown_grace.into());
     let queue = Arc::new(RedisQueue::new(&args.redis_url, config.claim_idle)?);
     let publisher = Publisher::retrying(

@@ -29,7 +29,7 @@ use super::pipeline::{Outcome, generate_video};
 use super::providers::{CallLog, Providers};
 use super::queue::{Claimed, JobQueue, Ownership, QueueError};
 use crate::broker::Broker;
-use crate::broker::JobClaim;
+use crate::broker::Fence;
 use crate::metrics as m;
 use crate::publish::Publisher;
 
@@ -148,8 +148,8 @@ impl Worker {
         // Every event of this run is published under this claim: once another worker
         // takes the job over (a higher delivery count), the broker refuses this run's
         // events, even ones sent just before this worker stalled.
-        let publisher = self.publisher.for_claim(JobClaim {
-            job_id: job.id.clone(),
+        let publisher = self.publisher.for_claim(Fence {
+            holder: job.id.clone(),
             token: claimed.fencing_token(),
         });
         let providers = Providers::mock(

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 
-use crate::broker::{Broker, BrokerError, JobClaim, PreparedEvent};
+use crate::broker::{Broker, BrokerError, Fence, PreparedEvent};
 use crate::catalog::ErrorCode;
 use crate::locale::Locale;
 use crate::wire::event::{
@@ -82,7 +82,7 @@ pub struct Publisher {
     inner: Arc<Inner>,
     /// The generation job's claim every event of this publisher is published under
     /// (see [`Publisher::for_claim`]).
-    claim: Option<Arc<JobClaim>>,
+    claim: Option<Arc<Fence>>,
 }
 
 struct Inner {
@@ -133,7 +133,7 @@ impl Publisher {
     /// its events once the job was taken over by a newer claim or has completed
     /// (`PublishError::Broker(BrokerError::Stale)`), so a worker that stalled and lost
     /// its job cannot write into the new run or complete the job twice.
-    pub fn for_claim(&self, claim: JobClaim) -> Self {
+    pub fn for_claim(&self, claim: Fence) -> Self {
         Self {
             inner: Arc::clone(&self.inner),
             claim: Some(Arc::new(claim)),
@@ -238,7 +238,7 @@ impl Publisher {
                 Ok(id) => return Ok(id),
                 // A job's QUEUED update (no claim) refused because its run has begun is
                 // no stale worker: the caller says what it means.
-                Err(err @ BrokerError::Stale(_)) if prepared.job.is_none() => return Err(err),
+                Err(err @ BrokerError::Stale(_)) if prepared.fence.is_none() => return Err(err),
                 Err(err @ BrokerError::Stale(_)) => {
                     crate::metrics::stale_job_event_refused();
                     tracing::warn!(project_id = %project, error = %err, "a job event was refused: its run is no longer the job's");
@@ -390,8 +390,8 @@ mod tests {
     }
 
     fn claim(publisher: &Publisher, job: &str, token: u64) -> Publisher {
-        publisher.for_claim(JobClaim {
-            job_id: job.into(),
+        publisher.for_claim(Fence {
+            holder: job.into(),
             token,
         })
     }

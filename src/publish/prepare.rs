@@ -2,7 +2,7 @@
 //! leave out (the timestamp; for an error the catalog's `is_retryable` and `solutions`,
 //! empty `details` and a fresh `trace_id`), then build what the broker's atomic publish
 //! takes ([`PreparedEvent`]): the frame with two holes, what the event changes in the
-//! project's state, its receipt and its job claim.
+//! project's state, its receipt and its fence.
 //!
 //! The frame's bytes are produced here, once, by serde; the broker only fills in two
 //! holes: the `id` (known only inside the atomic step) and the `progress` (clamped there
@@ -11,29 +11,29 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::broker::{FrameTemplate, JobClaim, PreparedEvent, StateChange};
+use crate::broker::{Fence, FrameTemplate, PreparedEvent, StateChange};
 use crate::locale::Locale;
 use crate::wire::event::{CompleteStatus, ProgressStatus};
 use crate::wire::{Event, InvalidEvent, ProjectId, now_iso8601};
 
 /// The event, validated and normalized, ready for the broker. `receipt`: the caller's
-/// idempotency key's, or `None` for a fresh one; `job`: the claim it is published under.
+/// idempotency key's, or `None` for a fresh one; `fence`: the fence it is published under.
 pub fn prepare(
     event: Event,
     project: &ProjectId,
     locale: Locale,
     receipt: Option<String>,
-    job: Option<JobClaim>,
+    fence: Option<Fence>,
 ) -> Result<PreparedEvent, InvalidEvent> {
     event.validate()?;
     let event = normalize(event, locale);
     Ok(PreparedEvent {
         kind: event.kind(),
         template: template(&event, project),
-        state: state_change(&event, locale),
+        state: state_change(&event, locale, fence.as_ref()),
         keyed: receipt.is_some(),
         receipt: receipt.unwrap_or_else(new_trace_id),
-        job,
+        fence,
     })
 }
 
@@ -77,7 +77,11 @@ fn template(event: &Event, project: &ProjectId) -> FrameTemplate {
         Event::ProgressUpdate(e) => (to_map(e), Some(e.progress), None),
         Event::StageChange(e) => (to_map(e), Some(e.progress), None),
         Event::Log(e) => (to_map(e), None, None),
-        Event::Error(e) => (to_map(e), None, Some(error_compat(project))),
+        Event::Error(e) => (
+            to_map(e),
+            None,
+            Some(crate::wire::error_compat::top_level(project)),
+        ),
         Event::Complete(e) => (to_map(e), None, None),
     };
     data.remove("progress");
@@ -104,42 +108,58 @@ fn template(event: &Event, project: &ProjectId) -> FrameTemplate {
     }
 }
 
-/// What a normalized event changes in the project's state.
-fn state_change(event: &Event, locale: Locale) -> StateChange {
-    let mut change = StateChange {
-        updated_at: event
-            .timestamp()
-            .map(str::to_string)
-            .unwrap_or_else(now_iso8601),
-        ..StateChange::default()
-    };
+/// What a normalized event changes in the project's state (its fields are named in
+/// `contract/publish-inputs.json`'s `state_fields`, and read back by
+/// `wire::ProjectState::from_hash`).
+fn state_change(event: &Event, locale: Locale, fence: Option<&Fence>) -> StateChange {
+    let mut change = StateChange::default();
     match event {
         Event::ProgressUpdate(e) => {
-            change.status = Some(e.status.as_str().to_string());
-            change.current_stage = Some(e.current_stage.clone());
-            change.estimated_remaining = Some(e.estimated_remaining);
-            change.starts_run = e.status == ProgressStatus::Queued;
-            change.job_id = e.job_id.clone();
-            change.queue_position = e.queue_position;
+            change.set("status", Some(e.status.as_str()));
+            change.set("current_stage", Some(&e.current_stage));
+            let eta = e.estimated_remaining.map(|v| v.to_string());
+            change.set("estimated_remaining", eta.as_deref());
+            if e.status == ProgressStatus::Queued {
+                change.starts_run = true;
+                change.run_holder = e.job_id.clone();
+                if let Some(job) = &e.job_id {
+                    change.set("job_id", Some(job));
+                }
+                if let Some(place) = e.queue_position {
+                    change.set("queue_position", Some(&place.to_string()));
+                }
+            }
         }
         Event::StageChange(e) => {
-            change.status = Some(e.current_stage.as_str().to_string());
-            change.current_stage = Some(e.current_stage.label(locale).to_string());
+            change.set("status", Some(e.current_stage.as_str()));
+            change.set("current_stage", Some(e.current_stage.label(locale)));
         }
         Event::Complete(e) => {
-            change.status = Some(e.status.as_str().to_string());
-            change.youtube_url = e.youtube_url.clone();
+            change.ends_run = true;
+            change.set("status", Some(e.status.as_str()));
+            if let Some(url) = &e.youtube_url {
+                change.set("youtube_url", Some(url));
+            }
             if e.status == CompleteStatus::Completed {
                 change.progress_floor = Some(100);
-                change.estimated_remaining = Some(Some(0));
-                change.current_stage = Some(locale.pick("已完成", "Completed").to_string());
+                change.set("estimated_remaining", Some("0"));
+                change.set("current_stage", Some(locale.pick("已完成", "Completed")));
             } else {
-                change.estimated_remaining = Some(None);
-                change.current_stage = Some(locale.pick("生成失敗", "Failed").to_string());
+                change.set("estimated_remaining", None);
+                change.set("current_stage", Some(locale.pick("生成失敗", "Failed")));
+            }
+            if let Some(fence) = fence {
+                // The state names the job the run completed.
+                change.set("job_id", Some(&fence.holder));
             }
         }
         Event::Log(_) | Event::Error(_) => {}
     }
+    let updated_at = event
+        .timestamp()
+        .map(str::to_string)
+        .unwrap_or_else(now_iso8601);
+    change.set("updated_at", Some(&updated_at));
     change
 }
 
@@ -149,17 +169,6 @@ fn to_map(value: &impl Serialize) -> Map<String, Value> {
         // Every event body is a struct, which serializes to an object.
         _ => Map::new(),
     }
-}
-
-/// The top-level fields of the shape front ends written against the product's
-/// error-code catalog read: `type` and `project_id`. Its `error` object repeats `data`
-/// (message and details twice), so it is not stored: `Frame::from_published` adds it
-/// on the way to clients.
-fn error_compat(project: &ProjectId) -> Map<String, Value> {
-    let mut map = Map::new();
-    map.insert("type".into(), "error".into());
-    map.insert("project_id".into(), project.as_str().into());
-    map
 }
 
 #[cfg(test)]
@@ -192,7 +201,7 @@ mod tests {
         assert_eq!(frame["data"]["status"], "RENDERING");
         assert_eq!(frame["data"]["estimated_remaining"], Value::Null);
         assert_eq!(frame["data"]["timestamp"], "2025-10-19T10:35:00Z");
-        assert_eq!(prepared.state.status.as_deref(), Some("RENDERING"));
+        assert_eq!(prepared.state.get("status"), Some("RENDERING"));
     }
 
     #[test]
@@ -255,9 +264,9 @@ mod tests {
         )
         .state;
         assert_eq!(state.progress_floor, Some(100));
-        assert_eq!(state.status.as_deref(), Some("COMPLETED"));
+        assert_eq!(state.get("status"), Some("COMPLETED"));
         assert_eq!(
-            state.youtube_url.as_deref(),
+            state.get("youtube_url"),
             Some("https://youtube.com/watch?v=1")
         );
     }

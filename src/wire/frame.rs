@@ -185,30 +185,6 @@ impl<'de> serde::de::Visitor<'de> for DataVisitor {
     }
 }
 
-/// The error frame with its `error` object, the shape front ends written against the
-/// product's error-code catalog read: the same facts as `data`.
-/// A payload that has an `error` field already (even `null`) is kept as it is.
-fn with_error_compat(text: Utf8Bytes) -> Result<Utf8Bytes, InvalidPayload> {
-    let frame: Value = serde_json::from_str(&text)?;
-    if frame.get("error").is_some() {
-        return Ok(text);
-    }
-    let d = &frame["data"];
-    let error = serde_json::json!({
-        "code": d["error_code"],
-        "message": d["message"],
-        "stage": d["stage"],
-        "is_retryable": d["is_retryable"],
-        "details": d["details"],
-        "solutions": d["solutions"],
-        "trace_id": d["trace_id"],
-        "timestamp": d["timestamp"],
-    });
-    let open = text.trim_end();
-    let open = open.strip_suffix('}').ok_or(InvalidPayload::NotObject)?;
-    Ok(Utf8Bytes::from(format!("{open},\"error\":{error}}}")))
-}
-
 #[derive(Serialize)]
 struct Envelope<'a, T: Serialize> {
     event: &'a str,
@@ -240,7 +216,7 @@ impl Frame {
             && probe.tag.as_deref() == Some("error")
             && probe.error.is_none();
         let text = if compat_due {
-            with_error_compat(text)?
+            super::error_compat::complete(text)?
         } else {
             text
         };

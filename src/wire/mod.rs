@@ -6,6 +6,7 @@
 
 mod client_frame;
 mod close;
+pub mod error_compat;
 pub mod event;
 mod event_id;
 mod event_kind;

@@ -29,8 +29,8 @@ pub struct ProjectState {
     /// accepted (1: none waited before it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queue_position: Option<u64>,
-    /// The last generation job whose `complete` is in (kept across later runs), so a
-    /// worker that takes such a job again settles it at once.
+    /// The last generation job whose `complete` is in (the state's `fence_ended`, kept
+    /// across later runs), so a worker that takes such a job again settles it at once.
     #[serde(skip)]
     pub completed_job: Option<String>,
 }
@@ -52,7 +52,8 @@ impl ProjectState {
         }
     }
 
-    /// Reads the state from Redis's state hash (see `broker/redis/publish.lua` for its fields).
+    /// Reads the state from Redis's state hash (its fields: `contract/publish-inputs.json`'s
+    /// `state_fields` and `script_fields`).
     /// `None` when the hash holds no history (never published, or lost).
     pub fn from_hash(hash: &HashMap<String, String>) -> Option<(Self, EventId)> {
         let epoch = hash.get("epoch")?;
@@ -78,7 +79,7 @@ impl ProjectState {
                 youtube_url: text("youtube_url"),
                 job_id: text("job_id"),
                 queue_position,
-                completed_job: text("ended_job"),
+                completed_job: text("fence_ended"),
             },
             last,
         ))

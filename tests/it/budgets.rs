@@ -4,9 +4,17 @@
 //! per-client quota of new projects (both brokers; across hubs on Redis), and the Redis
 //! replay read (its epoch checked before any history is read, in pages).
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use progress_hub::broker::HistoryConfig;
+use progress_hub::broker::redis::RedisBroker;
+use progress_hub::locale::Locale;
+use progress_hub::publish::Publisher;
+use progress_hub::wire::event::LogLevel;
 use serde_json::{Value, json};
 
-use crate::support::{Backend, TestHub, WsClient, layout, log_event, project};
+use crate::support::{Backend, TestHub, WsClient, cli, eventually, layout, log_event, project};
 
 /// A log event whose frame weighs a little over 8 KB.
 fn heavy(i: usize) -> serde_json::Value {
@@ -405,3 +413,138 @@ on_both_brokers!(
     history_is_bounded_by_bytes,
     error_frames_are_stored_once_and_delivered_in_both_shapes,
 );
+
+// Issue 23 §7: a publisher configured for a far larger history (a worker's, the CLI's
+// `publish`) keeps the one the hub announces in Redis, not its own: the project's history
+// stays within the hub's 5 events / 20,000 bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_keeps_the_history_the_hub_announces() {
+    let hub = TestHub::start_with(Backend::Redis, |c| {
+        c.history.max_len = 5;
+        c.history.max_bytes = 20_000;
+    })
+    .await;
+    let url = hub.redis().url();
+    let mut conn = hub.redis().connection().await;
+    eventually("the hub announces its history policy", || {
+        let mut conn = conn.clone();
+        async move {
+            redis::cmd("EXISTS")
+                .arg(layout::HISTORY_POLICY_KEY)
+                .query_async::<bool>(&mut conn)
+                .await
+                .unwrap_or(false)
+        }
+    })
+    .await;
+    let own = HistoryConfig {
+        max_len: 20_000,
+        max_bytes: 1 << 30,
+        ..HistoryConfig::default()
+    };
+    let broker = RedisBroker::connect(&url, own)
+        .unwrap()
+        .following_the_hubs();
+    let publisher = Publisher::new(Arc::new(broker), Locale::En, Duration::ZERO);
+    let p = project("announced");
+    for i in 0..12 {
+        let message = format!("{i:03}{}", "x".repeat(3000));
+        publisher
+            .publish_log(&p, LogLevel::Info, &message)
+            .await
+            .unwrap();
+    }
+    let history = layout::history_key(&p);
+    let len: usize = redis::cmd("XLEN")
+        .arg(&history)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(len, 5, "the hub's length, not the publisher's 20,000");
+    for _ in 0..3 {
+        let out = cli::run(&[
+            "publish",
+            "--project",
+            "announced",
+            "--redis-url",
+            &url,
+            "--history-len",
+            "20000",
+            "--history-bytes",
+            "1073741824",
+            "log",
+            "--level",
+            "INFO",
+            &"y".repeat(8000),
+        ]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    let frames: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(&history)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let bytes: usize = frames
+        .iter()
+        .flat_map(|(_, f)| f.iter())
+        .map(|(_, v)| v.len())
+        .sum();
+    assert!(
+        bytes <= 20_000,
+        "the hub's bytes: {bytes} in {} frames",
+        frames.len()
+    );
+    assert!(frames.len() >= 2, "{} frames", frames.len());
+}
+
+// Nonsense history settings (nothing kept, keys that expire at once) are refused at
+// start with a clear error, by the hub, the worker and the CLI alike, from flags or the
+// environment: `HUB_HISTORY_LEN=0` used to be taken and left every history empty.
+#[test]
+fn nonsense_history_settings_are_refused_at_start() {
+    /// Flags, environment, and the flag the error names.
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case<'_>; 4] = [
+        (&["--history-len", "0"], &[], "history-len"),
+        (&[], &[("HUB_HISTORY_LEN", "0")], "history-len"),
+        (&["--history-bytes", "0"], &[], "history-bytes"),
+        (&["--retention", "0s"], &[], "retention"),
+    ];
+    for (flags, envs, named) in cases {
+        // Each command, and what follows its flags.
+        let commands: [(&[&str], &[&str]); 3] = [
+            (&["serve", "--listen", "127.0.0.1:0"], &[]),
+            (&["worker", "--redis-url", "redis://127.0.0.1:1"], &[]),
+            (
+                &[
+                    "publish",
+                    "--project",
+                    "p",
+                    "--redis-url",
+                    "redis://127.0.0.1:1",
+                ],
+                &["log", "m"],
+            ),
+        ];
+        for (command, after) in commands {
+            let out = cli::command()
+                .args(command)
+                .args(flags)
+                .args(after)
+                .envs(envs.iter().copied())
+                .output()
+                .expect("binary runs");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                !out.status.success(),
+                "{command:?} {flags:?} {envs:?} started"
+            );
+            assert!(
+                stderr.contains(&format!("(--{named}) must be more than 0")),
+                "{command:?} {flags:?} {envs:?}: {stderr}"
+            );
+        }
+    }
+}

@@ -169,7 +169,12 @@ async fn two_hundred_clients_all_receive(b: Backend) {
 }
 
 async fn two_thousand_messages_arrive_complete_and_in_order(b: Backend) {
-    let hub = TestHub::start(b).await;
+    // The burst is larger than a session's default queue (1024 frames), and the
+    // in-process publisher can hand it over faster than any socket is written, so with
+    // the default the slow-consumer rule (slow_consumer.rs tests it) would rightly close
+    // a reader that fell 1024 behind. Here the point is order and completeness: the
+    // queue holds the whole burst.
+    let hub = TestHub::start_with(b, |c| c.queue_capacity = 4096).await;
     let mut clients = Vec::new();
     for _ in 0..3 {
         clients.push(WsClient::connected(&hub.ws_url("burst")).await);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use progress_hub::broker::redis::RedisBroker;
-use progress_hub::broker::{BrokerError, HistoryConfig, JobClaim};
+use progress_hub::broker::{BrokerError, Fence, HistoryConfig};
 use progress_hub::job::checkpoint::Checkpoint;
 use progress_hub::job::providers::Asset;
 use progress_hub::job::queue::{JobQueue, Ownership, QueueError};
@@ -405,8 +405,8 @@ async fn stale_claims_are_fenced_and_a_job_completes_once(b: Backend) {
     let project = ProjectId::parse("fenced").unwrap();
     let mut client = WsClient::connected(&hub.ws_url("fenced")).await;
     let claim = |job: &str, delivery| {
-        hub.publisher().for_claim(JobClaim {
-            job_id: job.to_string(),
+        hub.publisher().for_claim(Fence {
+            holder: job.to_string(),
             token: delivery,
         })
     };
@@ -496,6 +496,63 @@ async fn stale_claims_are_fenced_and_a_job_completes_once(b: Backend) {
             "log:from the API"
         ]
     );
+}
+
+/// Issue 23 §8: run A of job J1 stalls; run B takes J1 over and completes it; job J2 runs
+/// and completes; A wakes. Its `log` and a second `complete` of J1 are refused, and the
+/// project's state stays J2's COMPLETED: a run of any job but the project's current one is
+/// stale, however many jobs came after.
+async fn a_stale_run_stays_fenced_after_later_jobs_complete(b: Backend) {
+    let hub = TestHub::start_with(b, |c| c.worker = None).await;
+    let project = ProjectId::parse("fenced-later").unwrap();
+    let claim = |job: &str, token| {
+        hub.publisher().for_claim(Fence {
+            holder: job.to_string(),
+            token,
+        })
+    };
+    let stale = |r: &Result<Published, PublishError>| {
+        matches!(r, Err(PublishError::Broker(BrokerError::Stale(_))))
+    };
+    let (a, b) = (claim("j1", 1), claim("j1", 2));
+    a.publish_log(&project, LogLevel::Info, "A starts")
+        .await
+        .unwrap();
+    b.publish_log(&project, LogLevel::Info, "B took over")
+        .await
+        .unwrap();
+    b.publish_complete(&project, CompleteStatus::Completed, None)
+        .await
+        .unwrap();
+    for token in [1, 2] {
+        let j2 = claim("j2", token);
+        j2.publish_log(&project, LogLevel::Info, "J2 runs")
+            .await
+            .unwrap();
+    }
+    claim("j2", 2)
+        .publish_complete(
+            &project,
+            CompleteStatus::Completed,
+            Some("https://youtu.be/j2"),
+        )
+        .await
+        .unwrap();
+    let late = a.publish_log(&project, LogLevel::Info, "A wakes up").await;
+    assert!(stale(&late), "a run of an earlier job is refused: {late:?}");
+    let late = a
+        .publish_complete(&project, CompleteStatus::Failed, None)
+        .await;
+    assert!(stale(&late), "nor may it complete its job again: {late:?}");
+    let state: Value = reqwest::get(hub.http("/api/v1/projects/fenced-later"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state["status"], "COMPLETED", "{state}");
+    assert_eq!(state["job_id"], "j2", "{state}");
+    assert_eq!(state["youtube_url"], "https://youtu.be/j2", "{state}");
 }
 
 /// A `progress-hub worker` process on the test's Redis.
@@ -1304,5 +1361,6 @@ on_both_brokers!(
     exhausted_retries_end_failed_with_one_complete,
     second_generate_while_running_is_409_and_bad_requests_are_refused,
     stale_claims_are_fenced_and_a_job_completes_once,
+    a_stale_run_stays_fenced_after_later_jobs_complete,
     the_generate_queue_is_bounded_per_client_and_in_all,
 );

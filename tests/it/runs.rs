@@ -134,14 +134,14 @@ on_both_brokers!(a_queued_update_never_resets_a_run_under_way);
 // The job's worker may publish before the hub's QUEUED update lands (it took the job at
 // once): that update is refused, and the run under way keeps its state.
 async fn a_queued_update_never_resets_a_run_under_way(backend: Backend) {
-    use progress_hub::broker::{BrokerError, JobClaim};
+    use progress_hub::broker::{BrokerError, Fence};
     use progress_hub::publish::PublishError;
     use progress_hub::wire::Event;
 
     let hub = hub_without_worker(backend).await;
     let project = support::project("quick");
-    let worker = hub.publisher().for_claim(JobClaim {
-        job_id: "job-quick".into(),
+    let worker = hub.publisher().for_claim(Fence {
+        holder: "job-quick".into(),
         token: 1,
     });
     let stage: Event = serde_json::from_value(json!({"event": "stage_change", "data": {

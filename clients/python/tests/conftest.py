@@ -116,6 +116,10 @@ class RedisServer:
         return cast(dict[str, str], self.client().hgetall(f"progress:{{{project}}}:state"))
 
 
+#: Stops a process the tests started (for tests that start one of their own).
+stop = _stop
+
+
 def start_redis() -> RedisServer:
     for _ in range(20):
         port = free_port()

@@ -165,7 +165,7 @@ def test_a_worker_killed_mid_task_is_redelivered_and_completes_once(
     assert stages[-3:] == STAGES[-3:]
     state = redis_server.state(project)
     assert int(state["fence"]) > fence_before, "the redelivered run holds a newer claim"
-    assert state["ended_job"] == state["fence_job"]
+    assert state["fence_ended"] == state["fence_holder"]
 
 
 def test_redis_paused_mid_task_loses_and_doubles_nothing(

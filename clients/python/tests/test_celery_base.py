@@ -37,7 +37,7 @@ def test_a_crash_reports_an_error_then_failed(redis_server: RedisServer) -> None
     assert len(error["message"]) == 8 * 1024, "cut to the hub's limit, not dropped"
     assert frames[2]["data"]["status"] == "FAILED"
     state = redis_server.state(project)
-    assert state["ended_job"] == result.id, "the job is over: a late run of it is refused"
+    assert state["fence_ended"] == result.id, "the job is over: a late run of it is refused"
 
 
 @app.task(bind=True, base=ProgressTask, max_retries=2)  # type: ignore[untyped-decorator]

@@ -45,7 +45,7 @@ def assert_carries_the_contract(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         assert "progress_hub/py.typed" in names
-        assert len(_contract.REPO_FILES) == 5
+        assert len(_contract.REPO_FILES) == 6
         for name, source in _contract.REPO_FILES.items():
             packaged = f"progress_hub/contract/{name}"
             assert archive.read(packaged) == (REPO / source).read_bytes(), (

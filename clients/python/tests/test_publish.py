@@ -3,6 +3,7 @@ fencing, outages, threads and forks."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import threading
@@ -10,7 +11,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import Hub, RedisServer, new_project, wait_for
+from conftest import Hub, RedisServer, new_project, start_hub, stop, wait_for
 
 import progress_hub
 from progress_hub import ProgressService, PublishUnavailable, StaleClaim, _run, _sync
@@ -34,6 +35,38 @@ def test_the_seeds_first_call_is_accepted_and_echoed(redis_server: RedisServer) 
     assert state["status"] == "SCRIPT_GENERATING"
     assert state["current_stage"] == "正在生成腳本..."
     assert state["last_event_id"] == first
+
+
+def test_an_sdk_with_a_large_history_setting_keeps_the_hubs(redis_server: RedisServer) -> None:
+    """Issue 23 §7: an SDK configured for 20,000 events / 1 GiB grew one project far past
+    the hub's bounds. It follows the policy the hub announces (`progress-hub:history`)."""
+    hub = start_hub(redis_server.url, "--history-len", "4", "--history-bytes", "30000")
+    try:
+        wait_for(
+            "the hub to announce its history policy",
+            lambda: redis_server.client().exists("progress-hub:history"),
+        )
+        project = new_project()
+        progress_hub.configure(history_len=20_000, history_bytes=2**30)
+        try:
+            for i in range(10):
+                ProgressService.publish_log(project, "INFO", f"{i}" + "x" * 100)
+        finally:
+            progress_hub.configure(
+                history_len=progress_hub.config.Config().history_len,
+                history_bytes=progress_hub.config.Config().history_bytes,
+            )
+        frames = redis_server.history(project)
+        assert [f["data"]["message"][0] for f in frames] == ["6", "7", "8", "9"]
+    finally:
+        stop(hub.proc)
+
+
+@pytest.mark.parametrize("name", ["history_len", "history_bytes", "active_ttl", "retention"])
+def test_nonsense_history_settings_are_refused(name: str) -> None:
+    with pytest.raises(progress_hub.InvalidConfig, match=name):
+        settings: dict[str, Any] = {name: 0}
+        dataclasses.replace(progress_hub.config.Config(), **settings)
 
 
 def test_a_state_of_another_redis_incarnation_begins_a_new_epoch(
@@ -92,7 +125,8 @@ def test_progress_never_goes_backwards(redis_server: RedisServer) -> None:
 
 
 def test_history_keeps_no_more_bytes_than_configured(redis_server: RedisServer) -> None:
-    # publish.lua trims by bytes as well as by count (ARGV 20, the SDK's history_bytes).
+    # publish.lua trims by bytes as well as by count (the input max_bytes, the SDK's
+    # history_bytes while no hub announces its own).
     project = new_project()
     progress_hub.configure(history_bytes=20_000)
     try:

@@ -87,7 +87,7 @@ def test_configure_takes_exactly_the_configs_fields_by_keyword() -> None:
         ("command_timeout", 0, "command_timeout: must be > 0"),
         ("history_len", 2.5, "history_len: must be an integer"),
         ("history_bytes", True, "history_bytes: must be an integer"),
-        ("retention", -1, "retention: must be >= 0"),
+        ("retention", -1, "retention: must be >= 1"),
         ("redis_url", 6379, "redis_url: must be a string"),
         ("redis_url", "redis+cluster://", "redis_url: no seed node"),
         ("hub_url", 8080, "hub_url: must be a string or None"),

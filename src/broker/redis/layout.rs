@@ -8,8 +8,10 @@
 //! | key | type | what |
 //! |---|---|---|
 //! | `progress:{<p>}:history` | stream | the project's events, entries `0-<seq>`, field `frame` |
-//! | `progress:{<p>}:state` | hash | epoch, seq, status, progress, stage, ETA, last id, fences |
+//! | `progress:{<p>}:state` | hash | epoch, seq, progress, last id, the current fence, and the fields the publisher patches (status, stage, ETA, ...: `contract/publish-inputs.json`) |
+//! | `progress:{<p>}:fences` | set | every fence holder (job) the project has seen, so a stale one stays refused |
 //! | `progress:{<p>}:pub:<receipt>` | string | the id a publish got (10 min), so a retry never appends twice |
+//! | `progress-hub:history` | hash | the hubs' history policy (len, bytes, TTLs) every publisher follows |
 //! | `progress:era` | string | the run_id of the Redis incarnation the hubs last found (one node, Sentinel) |
 //! | `progress:jobs` | stream | the job queue, read by the consumer group `workers` |
 //! | `{progress:jobs}:lock:<p>` | string | the id of the project's job while it exists (queued or running): one job per project |
@@ -30,8 +32,9 @@
 //! taken for a project's channel.
 //!
 //! Scripts: `publish.lua` (the publish path, one atomic step; the Python SDK runs the
-//! same file), `replay.lua` (state + history after a position, one atomic read) and
-//! `quota.lua` (may a client create one more project).
+//! same file; its inputs are described by name in `contract/publish-inputs.json`),
+//! `replay.lua` (state + history after a position, one atomic read) and `quota.lua` (may
+//! a client create one more project).
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -51,6 +54,10 @@ const PREFIX: &str = "progress:";
 /// acknowledged writes (a restart from an older save), so it begins a new epoch.
 pub const ERA_KEY: &str = "progress:era";
 
+/// The hubs' history policy (a hash: `len`, `bytes`, `active_ttl_s`, `retention_s`),
+/// which every other publisher follows (see `history_policy.rs`). Outside `progress:`.
+pub const HISTORY_POLICY_KEY: &str = "progress-hub:history";
+
 /// The job queue's stream, and the consumer group its workers read it in.
 pub const JOB_STREAM: &str = "progress:jobs";
 pub const JOB_GROUP: &str = "workers";
@@ -61,6 +68,12 @@ pub fn history_key(project: &ProjectId) -> String {
 
 pub fn state_key(project: &ProjectId) -> String {
     format!("{PREFIX}{{{project}}}:state")
+}
+
+/// Every fence holder (job) the project has seen: a holder that is not the project's
+/// current one is refused (see `publish.lua`).
+pub fn fences_key(project: &ProjectId) -> String {
+    format!("{PREFIX}{{{project}}}:fences")
 }
 
 /// Where a publish's id is remembered under its receipt.
@@ -173,92 +186,14 @@ pub fn key_slot(tag: &[u8]) -> u16 {
     crc % 16384
 }
 
-/// The publish path's script (see its header for the arguments, [`PublishArgs`] for
-/// their order).
+/// The publish path's script (its inputs: `contract/publish-inputs.json`, built into a
+/// call by `publish_inputs.rs`).
 pub static PUBLISH: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("publish.lua")));
 
 /// The state and history read.
 static REPLAY: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("replay.lua")));
-
-/// The arguments of `publish.lua`, in its `ARGV` order: one struct, so the order is
-/// written once (the script names the same fields as locals at its top).
-#[derive(Debug)]
-pub struct PublishArgs<'a> {
-    pub channel: String,
-    pub new_epoch: String,
-    pub max_len: usize,
-    pub active_ttl: u64,
-    pub retention_ttl: u64,
-    pub event: &'static str,
-    pub head: &'a str,
-    pub mid: &'a str,
-    pub tail: &'a str,
-    /// `''`: none.
-    pub progress: String,
-    /// `''`: none.
-    pub progress_floor: String,
-    /// `''` = unchanged, `'=' .. value` = set (an empty value means null).
-    pub status: String,
-    pub current_stage: String,
-    pub estimated_remaining: String,
-    pub youtube_url: String,
-    pub updated_at: &'a str,
-    /// `''`: none.
-    pub job_id: &'a str,
-    /// `PUBLISH` or `SPUBLISH`.
-    pub publish_command: &'static str,
-    /// `''`: none.
-    pub claim: String,
-    /// Bytes of history kept (appended last: publishers that predate it still work).
-    pub max_bytes: usize,
-    /// A `QUEUED` update's job and place in the queue (`''`: none).
-    pub queued_job: &'a str,
-    pub queue_position: String,
-}
-
-impl PublishArgs<'_> {
-    /// The script invocation for `project`'s keys and these arguments.
-    /// `era`: whether the script checks the node's era (one node; see `era.rs`).
-    pub fn invocation(
-        &self,
-        project: &ProjectId,
-        receipt: &str,
-        era: bool,
-    ) -> redis::ScriptInvocation<'static> {
-        let mut call = PUBLISH.prepare_invoke();
-        call.key(history_key(project))
-            .key(state_key(project))
-            .key(receipt_key(project, receipt));
-        if era {
-            call.key(ERA_KEY);
-        }
-        call.arg(&self.channel)
-            .arg(&self.new_epoch)
-            .arg(self.max_len)
-            .arg(self.active_ttl)
-            .arg(self.retention_ttl)
-            .arg(self.event)
-            .arg(self.head)
-            .arg(self.mid)
-            .arg(self.tail)
-            .arg(&self.progress)
-            .arg(&self.progress_floor)
-            .arg(&self.status)
-            .arg(&self.current_stage)
-            .arg(&self.estimated_remaining)
-            .arg(&self.youtube_url)
-            .arg(self.updated_at)
-            .arg(self.job_id)
-            .arg(self.publish_command)
-            .arg(&self.claim)
-            .arg(self.max_bytes)
-            .arg(self.queued_job)
-            .arg(&self.queue_position);
-        call
-    }
-}
 
 /// Most entries, and most frame bytes, one `replay.lua` page carries: a read of a long
 /// history is many short steps, never one that holds Redis for everyone.
@@ -409,6 +344,7 @@ mod tests {
             history_key(&p),
             state_key(&p),
             receipt_key(&p, "r"),
+            fences_key(&p),
             shard_channel(&p),
         ] {
             assert!(key.starts_with("progress:{42}"), "{key}");

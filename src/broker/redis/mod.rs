@@ -8,8 +8,10 @@
 
 pub mod connection;
 pub mod era;
+pub mod history_policy;
 pub mod layout;
 mod quota;
+pub mod publish_inputs;
 pub mod sentinel;
 mod shared_read;
 mod subscriber;
@@ -31,7 +33,6 @@ use super::{Broker, BrokerError, HistoryConfig, PreparedEvent, Replay};
 use crate::hub::{Hub, SubscriptionChange};
 use crate::wire::{EventId, ProjectId};
 use connection::{RedisConn, Timeouts};
-use layout::PublishArgs;
 use subscriber::{Cluster, Node, Single, Subscriber};
 use target::RedisTarget;
 
@@ -56,6 +57,9 @@ pub struct RedisBroker {
     /// On one node: the era the publish script checks, stamped before a publish on a
     /// connection that may be new (see `era.rs`).
     era: Option<era::Era>,
+    /// A publisher that is not a hub (a worker, `progress-hub publish`): publishes with
+    /// the history policy the hubs announce (see `history_policy.rs`), not `history`.
+    follower: Option<history_policy::Follower>,
 }
 
 impl RedisBroker {
@@ -63,6 +67,7 @@ impl RedisBroker {
     /// down now is an error on use, not at start.
     /// `url` names one node or a cluster (see [`RedisTarget`]).
     pub fn connect(url: &str, history: HistoryConfig) -> Result<Self, BrokerError> {
+        history.check()?;
         let target = RedisTarget::parse(url)?;
         let timeouts = Timeouts {
             connect: COMMAND_TIMEOUT,
@@ -79,7 +84,35 @@ impl RedisBroker {
             probe_failing: Arc::new(AtomicBool::new(false)),
             history,
             reads: shared_read::SharedReads::default(),
+            follower: None,
         })
+    }
+
+    /// This broker as a publisher that is not a hub: it publishes with the history
+    /// policy the hubs announce (its own only while none is announced).
+    pub fn following_the_hubs(mut self) -> Self {
+        self.follower = Some(history_policy::Follower::new(self.history));
+        self
+    }
+
+    /// Announces this hub's history policy now and every `ANNOUNCE_EVERY` until
+    /// `shutdown` (see `history_policy.rs`).
+    pub fn spawn_announcer(&self, shutdown: CancellationToken, tracker: &TaskTracker) {
+        let mut conn = self.commands.clone();
+        let history = self.history;
+        tracker.spawn(async move {
+            let mut every = tokio::time::interval(history_policy::ANNOUNCE_EVERY);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = every.tick() => {
+                        if let Err(err) = history_policy::announce(&mut conn, &history).await {
+                            tracing::debug!(error = %err, "history policy not announced; trying again");
+                        }
+                    }
+                }
+            }
+        });
     }
 
     /// Starts the process's single subscriber connection, feeding `hub`.
@@ -130,11 +163,6 @@ impl RedisBroker {
     }
 }
 
-/// `''` leaves a state field unchanged; `'=' .. value` sets it (see `publish.lua`).
-fn change(value: Option<&str>) -> String {
-    value.map(|v| format!("={v}")).unwrap_or_default()
-}
-
 #[async_trait]
 impl Broker for RedisBroker {
     async fn publish(
@@ -142,45 +170,23 @@ impl Broker for RedisBroker {
         project: &ProjectId,
         event: &PreparedEvent,
     ) -> Result<EventId, BrokerError> {
-        let t = &event.template;
-        let s = &event.state;
-        let eta = s
-            .estimated_remaining
-            .map(|eta| eta.map(|v| v.to_string()).unwrap_or_default());
-        let job = event.job.as_ref();
-        let args = PublishArgs {
+        let route = publish_inputs::Route {
+            project,
             channel: self.target.channel(project),
-            new_epoch: EventId::new_epoch(),
-            max_len: self.history.max_len,
-            active_ttl: self.history.active_ttl.as_secs().max(1),
-            retention_ttl: self.history.retention.as_secs().max(1),
-            event: event.kind.name(),
-            head: &t.head,
-            mid: &t.mid,
-            tail: &t.tail,
-            progress: t.progress.map(|p| p.to_string()).unwrap_or_default(),
-            progress_floor: s.progress_floor.map(|p| p.to_string()).unwrap_or_default(),
-            status: change(s.status.as_deref()),
-            current_stage: change(s.current_stage.as_deref()),
-            estimated_remaining: change(eta.as_deref()),
-            youtube_url: change(s.youtube_url.as_deref()),
-            updated_at: &s.updated_at,
-            job_id: job.map(|j| j.job_id.as_str()).unwrap_or_default(),
             publish_command: self.target.publish_command(),
-            claim: job.map(|j| j.token.to_string()).unwrap_or_default(),
-            max_bytes: self.history.max_bytes,
-            queued_job: s.job_id.as_deref().unwrap_or_default(),
-            queue_position: s.queue_position.map(|p| p.to_string()).unwrap_or_default(),
+            era: self.era.is_some(),
+            new_epoch: EventId::new_epoch(),
         };
         let mut conn = self.commands.clone();
+        let history = match &self.follower {
+            Some(follower) => follower.current(&mut conn).await,
+            None => self.history,
+        };
+        let call = publish_inputs::invocation(&route, event, &history);
         if let Some(era) = &self.era {
             era.ensure(&mut conn).await?;
         }
-        let id: String = match args
-            .invocation(project, &event.receipt, self.era.is_some())
-            .invoke_async(&mut conn)
-            .await
-        {
+        let id: String = match call.invoke_async(&mut conn).await {
             Ok(id) => id,
             Err(err) => {
                 if let Some(era) = &self.era {

@@ -1,142 +1,144 @@
 -- The hub's publish path, as ONE atomic step: append the event to the project's history,
 -- update its state, and PUBLISH the frame carrying its id. Either all happens or none.
 --
--- Arguments, in order: `PublishArgs` in layout.rs writes them, the names below read
--- them (the Python SDK packages this very file and passes the same order).
+-- Its inputs are described once, by name, in contract/publish-inputs.json (KEYS in the
+-- order listed there; ARGV as name/value pairs). Every publisher builds its call from
+-- that file (the hub: broker/redis/publish_inputs.rs; the Python SDK: _redis.py), and
+-- tests/contract.rs fails when this script reads a name the file does not list.
+-- The script knows nothing of the product's state fields: the publisher sends them as
+-- a patch (inputs named `state.<field>`), which the script writes as given.
 --
 -- Returns the event id, '<epoch>:<seq>'.
 
-local history, state, receipt = KEYS[1], KEYS[2], KEYS[3]
-  -- history: the stream  progress:{<p>}:history  (entries 0-<seq>, field "frame")
-  -- state:   the hash    progress:{<p>}:state    (epoch, seq, progress, status, ...)
-  -- receipt: the string  progress:{<p>}:pub:<key> (the id this publish got)
-local channel = ARGV[1]         -- progress:<p> (one node, as legacy publishers use it);
-                                -- progress:{<p>} on a cluster (the project's slot)
-local new_epoch = ARGV[2]       -- used only if the history does not exist (new, or lost)
-local max_len = ARGV[3]         -- history length kept (events)
-local active_ttl = ARGV[4]      -- TTL in seconds while the job runs
-local retention_ttl = ARGV[5]   -- TTL in seconds after `complete`
-local event = ARGV[6]           -- the event name
-local head, mid, tail = ARGV[7], ARGV[8], ARGV[9]
-                                -- the frame: head .. id .. mid .. ["progress":N] .. tail
-local asked_progress = ARGV[10] -- the progress asked for, or '' (none)
-local progress_floor = ARGV[11] -- what the state's progress is raised to, or ''
-                                -- (complete -> 100)
-local changes = { status = ARGV[12], current_stage = ARGV[13],
-                  estimated_remaining = ARGV[14], youtube_url = ARGV[15] }
-                                -- '' = unchanged, '=' .. value = set ('=' alone: null)
-local updated_at = ARGV[16]
-local job = ARGV[17]            -- the generation job of the event ('' = none); recorded
-                                -- with `complete` so a job never completes twice
-local publish = ARGV[18]        -- 'PUBLISH' (one node) or 'SPUBLISH' (a cluster: sharded
-                                -- Pub/Sub, delivered by the shard that owns the slot)
-local claim = tonumber(ARGV[19])
-  -- The fencing token of the job's claim the event is published under (with `job`; it
-  -- grows with every claim of the job). The state keeps the newest one seen for the
-  -- job (fence_job, fence); an event under an older claim, or any event of a job whose
-  -- `complete` is in (ended_job), is refused with a STALE error, so a worker that
-  -- stalled and lost its job can neither write into the run of the worker that took it
-  -- over nor complete it a second time.
-local max_bytes = tonumber(ARGV[20])
-  -- Bytes of frames the history keeps (nil: no byte bound, as a publisher older than
-  -- this argument sends). The state's `bytes` field counts what the stream holds (a
-  -- history written before it undercounts until its older entries are trimmed).
+local history, state, receipt, fences, era_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+
+local PATCH = 'state.'
+-- The state fields this script keeps itself; a new run forgets every other one.
+local SCRIPT_FIELDS = { epoch = true, seq = true, bytes = true, era = true, progress = true,
+  last_event_id = true, run_ended = true, fence_holder = true, fence_token = true,
+  fence_ended = true }
+
+local input, patch = {}, {}
+for i = 1, #ARGV, 2 do
+  local name, value = ARGV[i], ARGV[i + 1]
+  if string.sub(name, 1, #PATCH) == PATCH then
+    patch[#patch + 1] = string.sub(name, #PATCH + 1)
+    patch[#patch + 1] = value
+  else
+    input[name] = value
+  end
+end
+local max_len, max_bytes = tonumber(input.max_len), tonumber(input.max_bytes)
+local active_ttl, retention_ttl = tonumber(input.active_ttl), tonumber(input.retention_ttl)
+if not (max_len and max_bytes and active_ttl and retention_ttl and input.head
+    and input.mid and input.tail and input.channel and input.new_epoch) then
+  return redis.error_reply('ERR publish.lua: an input of contract/publish-inputs.json is missing')
+end
 
 -- A retried publish (its reply was lost, e.g. in an outage) must not append twice:
 -- the receipt says it already happened, and with which id.
 local done = redis.call('GET', receipt)
 if done then return done end
 
-local epoch = redis.call('HGET', state, 'epoch')
+-- Every field this publish reads, in one read.
+local s = redis.call('HMGET', state, 'epoch', 'seq', 'progress', 'bytes', 'run_ended', 'era',
+  'fence_holder', 'fence_token', 'fence_ended')
+local epoch, seq = s[1], tonumber(s[2]) or 0
+local max, bytes = tonumber(s[3]) or 0, tonumber(s[4]) or 0
+local run_ended, seen_era = s[5], s[6]
+local fence_holder, fence_token, fence_ended = s[7], tonumber(s[8]) or 0, s[9]
+local out = {}  -- fields written at the end, in one HSET: name, value, ...
+
 if not epoch or redis.call('EXISTS', history) == 0 then
   -- A new history (first event, or the old one was lost): a new epoch, so no client can
   -- resume into it believing it is the old one.
-  epoch = new_epoch
+  epoch = input.new_epoch
   redis.call('DEL', history, state)
-  redis.call('HSET', state, 'epoch', epoch, 'seq', 0, 'progress', 0)
+  seq, max, bytes, run_ended, seen_era = 0, 0, 0, nil, nil
+  fence_holder, fence_token, fence_ended = nil, 0, nil
 end
 
--- Lost writes (issue 23 §2). KEYS[4], when given (one node), is the node's era
--- (`progress:era`, see broker/redis/era.rs): the run_id of the Redis incarnation the
--- hubs last found running. A history written under another era may lack writes whose
--- ids were handed out (a restart from an older save): it is begun anew in a new epoch,
--- keeping the state's facts and fences, so no id repeats within an epoch and a resume
--- from before is `recovered: false`. A state with no era yet (new, or written by a
--- publisher that does not pass the key) takes the current one. Reads: the era and the
--- state's era (and its seq, once per new era).
-if KEYS[4] then
-  local era = redis.call('GET', KEYS[4])
-  local seen = redis.call('HGET', state, 'era')
-  if era and seen ~= era then
-    if seen and redis.call('HGET', state, 'seq') ~= '0' then
-      epoch = new_epoch
+-- Lost writes (issue 23 §2). The era key, when given (one node), holds the node's era
+-- (see broker/redis/era.rs): the run_id of the Redis incarnation the hubs last found
+-- running. A history written under another era may lack writes whose ids were handed
+-- out (a restart from an older save): it is begun anew in a new epoch, keeping the
+-- state's facts and fences, so no id repeats within an epoch and a resume from before
+-- is `recovered: false`. A state with no era yet takes the current one.
+if era_key then
+  local era = redis.call('GET', era_key)
+  if era and seen_era ~= era then
+    if seen_era and seq ~= 0 then
+      epoch = input.new_epoch
       redis.call('DEL', history)
-      redis.call('HSET', state, 'epoch', epoch, 'seq', 0, 'bytes', 0)
+      seq, bytes = 0, 0
     end
-    redis.call('HSET', state, 'era', era)
+    out[#out + 1] = 'era'; out[#out + 1] = era
   end
 end
 
-if job ~= '' and claim then
-  -- ended_job outlives the next run's reset (job_id does not): a stalled worker of the
-  -- previous job stays refused after a new job has started.
-  if redis.call('HGET', state, 'ended_job') == job then
-    return redis.error_reply('STALE job ' .. job .. ' has already completed')
+-- Fences (issue 23 §8). An event published under a fence (a holder, e.g. a job, and its
+-- token, which grows with every claim of the holder) is refused with a STALE error when
+-- a newer claim of its holder has published, when its holder's run has ended, or when
+-- its holder is not the project's current one: every holder the project has seen is
+-- kept (the `fences` set), so a stalled worker stays refused however many holders came
+-- after it.
+local holder, token = input.fence_holder, tonumber(input.fence_token or '')
+if holder and token then
+  if fence_ended == holder then
+    return redis.error_reply('STALE job ' .. holder .. ' has already completed')
   end
-  if redis.call('HGET', state, 'fence_job') == job then
-    local fence = tonumber(redis.call('HGET', state, 'fence')) or 0
-    if claim < fence then
-      return redis.error_reply('STALE claim ' .. claim .. ' of job ' .. job .. ' was superseded by claim ' .. fence)
+  if fence_holder == holder then
+    if token < fence_token then
+      return redis.error_reply('STALE claim ' .. token .. ' of job ' .. holder .. ' was superseded by claim ' .. fence_token)
     end
+  elseif redis.call('SADD', fences, holder) == 0 then
+    return redis.error_reply('STALE job ' .. holder .. ' is no longer the project\'s current job')
+  else
+    redis.call('EXPIRE', fences, math.max(active_ttl, retention_ttl))
   end
-  redis.call('HSET', state, 'fence_job', job, 'fence', claim)
+  out[#out + 1] = 'fence_holder'; out[#out + 1] = holder
+  out[#out + 1] = 'fence_token'; out[#out + 1] = token
 end
-local status = redis.call('HGET', state, 'status')
-local max = tonumber(redis.call('HGET', state, 'progress') or '0') or 0
--- Runs (issue 23 §1). A run ends with `complete`; the next event starts a new one, and
--- an accepted job's QUEUED update (ARGV[21] its job, ARGV[22] its place) starts one
--- whatever came before. A new run keeps nothing of the last: progress from 0, and its
--- status, stage, ETA, link, job and place gone. A QUEUED of a job whose run has begun
--- (a claim of it published: a worker was quicker) or ended is refused as STALE.
-local queued_job, queue_position = ARGV[21] or '', ARGV[22] or ''
-if changes.status == '=QUEUED' and queued_job ~= '' then
-  local fenced = redis.call('HMGET', state, 'fence_job', 'ended_job')
-  if fenced[1] == queued_job or fenced[2] == queued_job then
-    return redis.error_reply('STALE job ' .. queued_job .. ' has already begun')
+
+-- Runs (issue 23 §1). A run ends with an event that ends it (`complete`); the next event
+-- starts a new one, and an event that starts one (a QUEUED update) does so whatever came
+-- before. A new run keeps nothing of the last but the script's own fields: progress
+-- from 0. A run start for a holder that has published already (a worker was quicker) is
+-- refused as STALE.
+local ends = input.ends_run == '1'
+if input.starts_run == '1' or (run_ended and not ends) then
+  local starting = input.run_holder
+  if starting and starting ~= '' and redis.call('SISMEMBER', fences, starting) == 1 then
+    return redis.error_reply('STALE job ' .. starting .. ' has already begun')
   end
-end
-if changes.status == '=QUEUED' or ((status == 'COMPLETED' or status == 'FAILED') and event ~= 'complete') then
   max = 0
-  redis.call('HSET', state, 'progress', 0)
-  redis.call('HDEL', state, 'youtube_url', 'job_id', 'queue_position', 'status', 'current_stage', 'estimated_remaining')
-  if queued_job ~= '' then redis.call('HSET', state, 'job_id', queued_job) end
-  if queue_position ~= '' then redis.call('HSET', state, 'queue_position', queue_position) end
+  local drop = {}
+  for _, field in ipairs(redis.call('HKEYS', state)) do
+    if not SCRIPT_FIELDS[field] or field == 'run_ended' then drop[#drop + 1] = field end
+  end
+  if #drop > 0 then redis.call('HDEL', state, unpack(drop)) end
 end
 
 -- Progress never goes backwards within a run: a lower value is clamped up.
 local progress = ''
-if asked_progress ~= '' then
-  local p = tonumber(asked_progress)
+if input.progress then
+  local p = tonumber(input.progress)
   if p < max then p = max end
   max = p
   progress = '"progress":' .. string.format('%d', p)
-  redis.call('HSET', state, 'progress', p)
 end
-if progress_floor ~= '' then
-  local floor = tonumber(progress_floor)
-  if floor > max then redis.call('HSET', state, 'progress', floor) end
-end
+local floor = tonumber(input.progress_floor or '')
+if floor and floor > max then max = floor end
 
-local seq = redis.call('HINCRBY', state, 'seq', 1)
+seq = seq + 1
 local id = epoch .. ':' .. seq
-local frame = head .. id .. mid .. progress .. tail
+local frame = input.head .. id .. input.mid .. progress .. input.tail
 redis.call('XADD', history, '0-' .. seq, 'frame', frame)
 -- Beyond the count or the bytes the oldest go (the newest always stays): a project's
 -- history costs at most max_bytes, whatever its events weigh. Usually one step.
-local bytes = redis.call('HINCRBY', state, 'bytes', #frame)
+bytes = bytes + #frame
 local len = redis.call('XLEN', history)
-max_len = tonumber(max_len)
-while len > max_len or (max_bytes and bytes > max_bytes and len > 1) do
+while len > max_len or (bytes > max_bytes and len > 1) do
   local oldest = redis.call('XRANGE', history, '-', '+', 'COUNT', 1)[1]
   if not oldest then break end
   local fields = oldest[2]
@@ -147,23 +149,26 @@ while len > max_len or (max_bytes and bytes > max_bytes and len > 1) do
   len = len - 1
 end
 if bytes < 0 then bytes = 0 end
-redis.call('HSET', state, 'bytes', bytes)
 
-for _, name in ipairs({ 'status', 'current_stage', 'estimated_remaining', 'youtube_url' }) do
-  local v = changes[name]
-  if v ~= '' then redis.call('HSET', state, name, string.sub(v, 2)) end
+out[#out + 1] = 'epoch'; out[#out + 1] = epoch
+out[#out + 1] = 'seq'; out[#out + 1] = seq
+out[#out + 1] = 'progress'; out[#out + 1] = max
+out[#out + 1] = 'bytes'; out[#out + 1] = bytes
+out[#out + 1] = 'last_event_id'; out[#out + 1] = id
+if ends then
+  out[#out + 1] = 'run_ended'; out[#out + 1] = '1'
+  if holder and token then out[#out + 1] = 'fence_ended'; out[#out + 1] = holder end
 end
-redis.call('HSET', state, 'last_event_id', id, 'updated_at', updated_at)
-if event == 'complete' and job ~= '' then
-  redis.call('HSET', state, 'job_id', job, 'ended_job', job)
-end
+for i = 1, #patch do out[#out + 1] = patch[i] end
+redis.call('HSET', state, unpack(out))
 
 local ttl = active_ttl
-if event == 'complete' then ttl = retention_ttl end
+if ends then ttl = retention_ttl end
 redis.call('EXPIRE', history, ttl)
 redis.call('EXPIRE', state, ttl)
 
 redis.call('SET', receipt, id, 'EX', 600)
-if publish ~= 'SPUBLISH' then publish = 'PUBLISH' end
-redis.call(publish, channel, frame)
+local publish = 'PUBLISH'
+if input.publish == 'SPUBLISH' then publish = 'SPUBLISH' end
+redis.call(publish, input.channel, frame)
 return id

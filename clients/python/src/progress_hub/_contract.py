@@ -1,9 +1,9 @@
 """The contract this package shares with the hub, read from the files the hub's
 repository keeps: the publish script (`src/broker/redis/publish.lua`, the one atomic step
-every publisher runs), the error catalog, the texts an event writes into a
-project's state, the publisher's defaults and the closed sets of an event's fields
-(stages, levels, statuses) (`contract/*.json`, rendered from the
-Rust code by `tests/contract.rs`). The sdist and the wheel carry copies made at build
+every publisher runs) and its inputs by name (`contract/publish-inputs.json`), the error
+catalog, the texts an event writes into a project's state, the publisher's defaults and
+the closed sets of an event's fields (stages, levels, statuses) (`contract/*.json`, rendered
+from the Rust code by `tests/contract.rs`). The sdist and the wheel carry copies made at build
 time (`hatch_build.py`, which reads `REPO_FILES`); an editable install from a checkout
 reads the repository's own files.
 """
@@ -19,6 +19,7 @@ from typing import Any
 # Where each file lives in the hub's repository, and its name inside the package.
 REPO_FILES = {
     "publish.lua": "src/broker/redis/publish.lua",
+    "publish-inputs.json": "contract/publish-inputs.json",
     "error-catalog.json": "contract/error-catalog.json",
     "state-labels.json": "contract/state-labels.json",
     "publisher-defaults.json": "contract/publisher-defaults.json",
@@ -42,6 +43,14 @@ def read_text(name: str) -> str:
 @cache
 def publish_script() -> str:
     return read_text("publish.lua")
+
+
+@cache
+def publish_inputs() -> dict[str, Any]:
+    """How `publish.lua` is called, by name (`contract/publish-inputs.json`): its KEYS in
+    order, the inputs it reads, the prefix of the state patch and the state's fields."""
+    described: dict[str, Any] = json.loads(read_text("publish-inputs.json"))
+    return described
 
 
 @cache

@@ -58,16 +58,19 @@ class Event:
 
 @dataclass(frozen=True)
 class StateChange:
-    """What the event changes in the project's state; `None`: unchanged."""
+    """What the event changes in the project's state: a patch of the fields
+    `contract/publish-inputs.json` names (`state_fields`; an empty value is null),
+    written as given, and what the script's own bookkeeping needs (runs, progress)."""
 
-    status: str | None = None
-    current_stage: str | None = None
-    #: `None`: unchanged; `(None,)`: set to null; `(n,)`: set to n.
-    estimated_remaining: tuple[int | None] | None = None
-    youtube_url: str | None = None
+    patch: tuple[tuple[str, str], ...] = ()
     #: Progress the state is raised to regardless of the frame (`complete` -> 100).
     progress_floor: int | None = None
-    updated_at: str = ""
+    #: The event ends the run (`complete`).
+    ends_run: bool = False
+
+    def get(self, name: str) -> str | None:
+        """The value the patch gives the field `name`, if it sets it."""
+        return next((value for field, value in reversed(self.patch) if field == name), None)
 
 
 @dataclass(frozen=True)
@@ -252,32 +255,42 @@ def prepare(event: Event, project_id: str, locale: str) -> Prepared:
 
 
 def _state_change(event: Event, locale: str) -> StateChange:
+    """As the hub's `state_change` (`src/publish/prepare.rs`)."""
     data = event.data
     labels = _contract.state_labels()[locale]
-    updated_at = str(data["timestamp"])
+    updated_at = ("updated_at", str(data["timestamp"]))
     if event.name == "progress_update":
+        eta = data["estimated_remaining"]
         return StateChange(
-            status=data["status"],
-            current_stage=data["current_stage"],
-            estimated_remaining=(data["estimated_remaining"],),
-            updated_at=updated_at,
+            patch=(
+                ("status", data["status"]),
+                ("current_stage", data["current_stage"]),
+                ("estimated_remaining", "" if eta is None else str(eta)),
+                updated_at,
+            )
         )
     if event.name == "stage_change":
         stage = data["current_stage"]
         return StateChange(
-            status=stage,
-            current_stage=labels["stage_change"][stage],
-            updated_at=updated_at,
+            patch=(
+                ("status", stage),
+                ("current_stage", labels["stage_change"][stage]),
+                updated_at,
+            )
         )
     if event.name == "complete":
         status = data["status"]
         completed = status == "COMPLETED"
+        url = data["youtube_url"]
         return StateChange(
-            status=status,
-            current_stage=labels["complete"][status],
-            estimated_remaining=(0,) if completed else (None,),
-            youtube_url=data["youtube_url"],
+            patch=(
+                ("status", status),
+                *((("youtube_url", url),) if url is not None else ()),
+                ("estimated_remaining", "0" if completed else ""),
+                ("current_stage", labels["complete"][status]),
+                updated_at,
+            ),
             progress_floor=100 if completed else None,
-            updated_at=updated_at,
+            ends_run=True,
         )
-    return StateChange(updated_at=updated_at)
+    return StateChange(patch=(updated_at,))

@@ -1,20 +1,24 @@
 """Redis as the hub uses it: which node(s) (`redis://`, `redis+cluster://` or
 `redis+sentinel://`, as `src/broker/redis/target.rs`), the data layout (as
-`src/broker/redis/layout.rs`), and the arguments of the publish script, computed in
-ONE place (`script_call`), in the order `publish.lua` documents them at its top.
+`src/broker/redis/layout.rs`), and the call of the publish script, built in ONE place
+(`script_call`) from its one description, `contract/publish-inputs.json`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import secrets
 import string
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from . import _contract
 from ._event import Prepared
 from .config import Config
 
+logger = logging.getLogger("progress_hub")
 _EPOCH_ALPHABET = string.ascii_letters + string.digits
 #: How long a job's claim counter lives (a job never runs longer).
 CLAIM_COUNTER_TTL = 7 * 24 * 3600
@@ -142,9 +146,32 @@ def new_epoch() -> str:
     return "".join(_EPOCH_ALPHABET[b % len(_EPOCH_ALPHABET)] for b in secrets.token_bytes(10))
 
 
-def _change(value: str | None) -> str:
-    """`''` leaves a state field unchanged; `'=' .. value` sets it (empty value: null)."""
-    return "" if value is None else "=" + value
+#: The hubs' history policy (a hash: len, bytes, active_ttl_s, retention_s), which this
+#: publisher follows: its own `history_*`, `active_ttl` and `retention` are used only while
+#: no hub has announced one (as the hub's `broker/redis/history_policy.rs`).
+HISTORY_POLICY_KEY = "progress-hub:history"
+HISTORY_POLICY_FIELDS = ("len", "bytes", "active_ttl_s", "retention_s")
+#: How often the policy is read again (the hubs write it as often).
+HISTORY_POLICY_EVERY = 30.0
+
+
+def follow_policy(own: Config, fields: list[Any]) -> Config | None:
+    """`own` with the announced history policy (`fields`: HMGET of HISTORY_POLICY_FIELDS),
+    or None when none is announced or it makes no sense (then `own` is used)."""
+    try:
+        length, size, active, retention = (int(f) for f in fields)
+    except (TypeError, ValueError):
+        return None
+    if min(length, size, active, retention) < 1:
+        logger.warning("the announced history policy %r is ignored: it keeps nothing", fields)
+        return None
+    return dataclasses.replace(
+        own, history_len=length, history_bytes=size, active_ttl=active, retention=retention
+    )
+
+
+def fences_key(project: str) -> str:
+    return f"progress:{{{project}}}:fences"
 
 
 def script_call(
@@ -155,34 +182,49 @@ def script_call(
     target: Target,
     config: Config,
 ) -> tuple[list[str], list[str]]:
-    """KEYS and ARGV of `publish.lua` for one publish (see the script's header)."""
+    """KEYS and ARGV of `publish.lua` for one publish, built from its one description,
+    `contract/publish-inputs.json`: KEYS in the order it lists, ARGV as name/value pairs
+    of the inputs it names (one without a value left out), then the state patch."""
+    contract = _contract.publish_inputs()
     state = prepared.state
-    eta = state.estimated_remaining
-    keys = [history_key(project), state_key(project), receipt_key(project, receipt)]
-    if not target.cluster:
-        keys.append(ERA_KEY)  # a key of another slot: never on a cluster
-    argv = [
-        target.channel(project),  # 1 channel
-        new_epoch(),  # 2 epoch of a new history
-        str(config.history_len),  # 3 MAXLEN
-        str(max(config.active_ttl, 1)),  # 4 TTL while the job runs
-        str(max(config.retention, 1)),  # 5 TTL after `complete`
-        prepared.name,  # 6 event name
-        prepared.head,  # 7 frame template: head
-        prepared.mid,  # 8 mid
-        prepared.tail,  # 9 tail
-        "" if prepared.progress is None else str(prepared.progress),  # 10 progress asked for
-        "" if state.progress_floor is None else str(state.progress_floor),  # 11 progress floor
-        _change(state.status),  # 12 status
-        _change(state.current_stage),  # 13 current_stage
-        "" if eta is None else "=" + ("" if eta[0] is None else str(eta[0])),  # 14 ETA
-        _change(state.youtube_url),  # 15 youtube_url
-        state.updated_at,  # 16 updated_at
-        "" if claim is None else claim.job,  # 17 job
-        target.publish_command,  # 18 PUBLISH or SPUBLISH
-        "" if claim is None else str(claim.token),  # 19 the claim's fencing token
-        str(config.history_bytes),  # 20 bytes of history kept
-    ]
+    by_name = {
+        "history": history_key(project),
+        "state": state_key(project),
+        "receipt": receipt_key(project, receipt),
+        "fences": fences_key(project),
+        # The era is a key of another slot: never on a cluster.
+        "era?": None if target.cluster else ERA_KEY,
+    }
+    keys = [k for k in (by_name[key["name"]] for key in contract["keys"]) if k is not None]
+    inputs: dict[str, str | None] = {
+        "channel": target.channel(project),
+        "publish": target.publish_command,
+        "new_epoch": new_epoch(),
+        "max_len": str(config.history_len),
+        "max_bytes": str(config.history_bytes),
+        "active_ttl": str(max(config.active_ttl, 1)),
+        "retention_ttl": str(max(config.retention, 1)),
+        "head": prepared.head,
+        "mid": prepared.mid,
+        "tail": prepared.tail,
+        "progress": None if prepared.progress is None else str(prepared.progress),
+        "progress_floor": None if state.progress_floor is None else str(state.progress_floor),
+        "starts_run": None,  # the SDK publishes no QUEUED update
+        "ends_run": "1" if state.ends_run else None,
+        "run_holder": None,
+        "fence_holder": None if claim is None else claim.job,
+        "fence_token": None if claim is None else str(claim.token),
+    }
+    argv: list[str] = []
+    for name in contract["inputs"]:
+        value = inputs[name]  # a KeyError here: an input of the contract with no producer
+        if value is not None:
+            argv += [name, value]
+    patch = list(state.patch)
+    if claim is not None and state.ends_run:
+        patch.append(("job_id", claim.job))  # the state names the job the run completed
+    for field, value in patch:
+        argv += [contract["patch_prefix"] + field, value]
     return keys, argv
 
 

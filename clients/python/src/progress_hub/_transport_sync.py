@@ -42,6 +42,9 @@ class RedisTransport:
         # the slots) in its constructor, and that is retried as any command is.
         self._client: Any = None
         self._script: Any = None
+        # The history policy the hubs announce, and when it was read (see `_history`).
+        self._policy: Config | None = None
+        self._policy_read_at: float | None = None
         announce(config)
 
     def _connect(self) -> Any:
@@ -64,16 +67,42 @@ class RedisTransport:
         return self._script
 
     def send(self, project: str, held: Held) -> str:
-        keys, argv = script_call(
-            project, held.prepared, held.receipt, held.claim, self.target, self.config
-        )
         what = f"{held.event.name} of project {project}"
 
         def call() -> Any:
             _redis.follow_primary(self._connect())  # makes the script too
+            config = self._history()
+            keys, argv = script_call(
+                project, held.prepared, held.receipt, held.claim, self.target, config
+            )
             return self._script(keys=keys, args=argv)
 
         return str(self._retrying(what, call))
+
+    def _history(self) -> Config:
+        """The configuration to publish with: this one, with the history policy the hubs
+        announce in place of its own (read at most every 30 s; its own while none is)."""
+        now = time.monotonic()
+        read_at = self._policy_read_at
+        if read_at is None or now - read_at >= _redis.HISTORY_POLICY_EVERY:
+            key, names = _redis.HISTORY_POLICY_KEY, _redis.HISTORY_POLICY_FIELDS
+            fields = self._connect().hmget(key, names)
+            policy = _redis.follow_policy(self.config, fields)
+            own = self.config
+            if policy is not None and policy != self._policy and policy != own:
+                logger.info(
+                    "publishing with the history policy the hubs announce "
+                    "(history_len=%d history_bytes=%d retention=%d); this process's own "
+                    "(history_len=%d history_bytes=%d retention=%d) is ignored",
+                    policy.history_len,
+                    policy.history_bytes,
+                    policy.retention,
+                    own.history_len,
+                    own.history_bytes,
+                    own.retention,
+                )
+            self._policy, self._policy_read_at = policy, now
+        return self._policy or self.config
 
     def next_claim(self, job: str) -> Claim | None:
         """A new claim of `job`: its token is larger than every earlier claim's (a
@@ -91,7 +120,7 @@ class RedisTransport:
     def claim_is_current(self, project: str, claim: Claim) -> bool:
         """Whether `claim` is still its job's newest in the project's state: no newer run
         has published, and the job was not completed by another run."""
-        fields = ("ended_job", "fence_job", "fence")
+        fields = ("fence_ended", "fence_holder", "fence_token")
 
         def read() -> Any:
             return self._connect().hmget(state_key(project), fields)

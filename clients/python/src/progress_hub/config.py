@@ -58,9 +58,10 @@ class Config:
     retry_for: float = 30.0
     #: One Redis command's timeout (seconds).
     command_timeout: float = 2.0
-    #: Events kept per project, and key lifetimes (seconds): keep equal to the hub's.
+    #: Events kept per project, and key lifetimes (seconds): used only while no hub has
+    #: announced its own in Redis (`progress-hub:history`); the hubs' is followed.
     history_len: int = _HUB["history_len"]
-    #: Bytes of history kept per project (oldest trimmed beyond): keep equal to the hub's.
+    #: Bytes of history kept per project (oldest trimmed beyond): as `history_len`.
     history_bytes: int = _HUB["history_bytes"]
     active_ttl: int = _HUB["active_ttl_s"]
     retention: int = _HUB["retention_s"]
@@ -82,8 +83,8 @@ class Config:
         _seconds_setting("command_timeout", self.command_timeout, low=None, high=_HOUR)
         _whole("history_len", self.history_len, 1, 10**9)
         _whole("history_bytes", self.history_bytes, 1, 2**40)
-        _whole("active_ttl", self.active_ttl, 0, _TEN_YEARS)
-        _whole("retention", self.retention, 0, _TEN_YEARS)
+        _whole("active_ttl", self.active_ttl, 1, _TEN_YEARS)
+        _whole("retention", self.retention, 1, _TEN_YEARS)
         if self.hub_url is not None:
             _hub_url(self.hub_url)
 

@@ -1,0 +1,64 @@
+"""The SDK calls `publish.lua` as its one description, `contract/publish-inputs.json`,
+says: KEYS in its order, ARGV as name/value pairs of the inputs it names, the state patch
+under its prefix with only the fields it names (tests/contract.rs checks the script and
+the hub's builder against the same file)."""
+
+from __future__ import annotations
+
+import re
+
+from conftest import REPO
+
+from progress_hub import _contract, _event
+from progress_hub._redis import Claim, Target, script_call
+from progress_hub.config import Config
+
+CONTRACT = _contract.publish_inputs()
+
+
+def pairs(argv: list[str]) -> list[tuple[str, str]]:
+    assert len(argv) % 2 == 0, "name/value pairs"
+    return list(zip(argv[::2], argv[1::2], strict=True))
+
+
+def test_the_call_names_only_described_inputs_and_fields() -> None:
+    prefix = CONTRACT["patch_prefix"]
+    events = [
+        _event.progress_update("RENDERING", 40, "x", 10),
+        _event.stage_change(None, "RENDERING", 5),
+        _event.log("INFO", "m"),
+        _event.complete("COMPLETED", "https://youtube.com/watch?v=1"),
+    ]
+    inputs: set[str] = set()
+    fields: set[str] = set()
+    for event in events:
+        prepared = _event.prepare(event, "p", "en")
+        keys, argv = script_call(
+            "p", prepared, "r", Claim("job", 3), Target.parse("redis://x"), Config()
+        )
+        assert len(keys) == len(CONTRACT["keys"])
+        for name, _ in pairs(argv):
+            if name.startswith(prefix):
+                fields.add(name.removeprefix(prefix))
+            else:
+                inputs.add(name)
+    # What the SDK never sends: it publishes no QUEUED update (that starts a run, in a
+    # place in the queue).
+    assert fields == set(CONTRACT["state_fields"]) - {"queue_position"}
+    assert inputs == set(CONTRACT["inputs"]) - {"starts_run", "run_holder"}
+
+
+def test_the_script_reads_the_described_inputs() -> None:
+    script = _contract.publish_script()
+    read = set(re.findall(r"\binput\.([a-z_]+)", script))
+    assert read == set(CONTRACT["inputs"])
+    assert (REPO / "contract/publish-inputs.json").read_text(encoding="utf-8") == (
+        _contract.read_text("publish-inputs.json")
+    )
+
+
+def test_a_cluster_call_leaves_out_the_era_key() -> None:
+    prepared = _event.prepare(_event.log("INFO", "m"), "p", "en")
+    keys, _ = script_call("p", prepared, "r", None, Target.parse("redis+cluster://a:1"), Config())
+    assert len(keys) == len(CONTRACT["keys"]) - 1
+    assert all("{p}" in key for key in keys)

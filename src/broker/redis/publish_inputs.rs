@@ -1,0 +1,191 @@
+//! The publish script's inputs, by name, as `contract/publish-inputs.json` describes
+//! them (the one description every publisher builds its `publish.lua` call from: this
+//! file for the hub and its workers, the Python SDK's `_redis.py` for it): KEYS in the
+//! order it lists, ARGV as name/value pairs, the state patch as inputs named
+//! `state.<field>`. `tests/contract.rs` fails when the script, this builder or the
+//! SDK's drifts from it.
+
+use std::sync::LazyLock;
+
+use serde::Deserialize;
+
+use super::layout;
+use crate::broker::{HistoryConfig, PreparedEvent};
+use crate::wire::ProjectId;
+
+/// The description, as the repository keeps it.
+pub const CONTRACT_JSON: &str = include_str!("../../../contract/publish-inputs.json");
+
+/// `contract/publish-inputs.json`, read.
+#[derive(Debug, Deserialize)]
+pub struct PublishInputs {
+    /// The script's KEYS, in order (a name ending in `?` is passed only where it applies).
+    pub keys: Vec<NamedKey>,
+    /// Every input the script reads, by name, with what it means.
+    pub inputs: std::collections::BTreeMap<String, String>,
+    /// The prefix of the inputs that patch the state: `state.<field>`.
+    pub patch_prefix: String,
+    /// The product's state fields a publisher may patch.
+    pub state_fields: std::collections::BTreeMap<String, String>,
+    /// The state fields the script keeps itself (a new run forgets all others).
+    pub script_fields: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NamedKey {
+    pub name: String,
+}
+
+/// The description the hub was built with. It is a file of this repository, checked by
+/// the tests: it cannot fail to parse in a build that passed them.
+pub static CONTRACT: LazyLock<PublishInputs> = LazyLock::new(|| {
+    serde_json::from_str(CONTRACT_JSON)
+        .unwrap_or_else(|err| panic!("contract/publish-inputs.json does not parse: {err}"))
+});
+
+/// Where and how a publish goes: what the broker knows and the event does not.
+pub struct Route<'a> {
+    pub project: &'a ProjectId,
+    pub channel: String,
+    /// `PUBLISH` (one node) or `SPUBLISH` (a cluster).
+    pub publish_command: &'static str,
+    /// Whether the script checks the node's era (one node; see `era.rs`).
+    pub era: bool,
+    pub new_epoch: String,
+}
+
+/// The script call publishing `event` along `route`, keeping history as `history` says.
+pub fn invocation(
+    route: &Route<'_>,
+    event: &PreparedEvent,
+    history: &HistoryConfig,
+) -> redis::ScriptInvocation<'static> {
+    let contract = &*CONTRACT;
+    let mut call = layout::PUBLISH.prepare_invoke();
+    for key in &contract.keys {
+        match key.name.as_str() {
+            "history" => call.key(layout::history_key(route.project)),
+            "state" => call.key(layout::state_key(route.project)),
+            "receipt" => call.key(layout::receipt_key(route.project, &event.receipt)),
+            "fences" => call.key(layout::fences_key(route.project)),
+            "era?" if route.era => call.key(layout::ERA_KEY),
+            _ => &mut call,
+        };
+    }
+    for (name, value) in inputs(route, event, history) {
+        call.arg(name).arg(value);
+    }
+    for (field, value) in &event.state.patch {
+        call.arg(format!("{}{field}", contract.patch_prefix))
+            .arg(value);
+    }
+    call
+}
+
+/// The named inputs of one publish, in the contract's order; an input without a value
+/// is left out.
+fn inputs(
+    route: &Route<'_>,
+    event: &PreparedEvent,
+    history: &HistoryConfig,
+) -> Vec<(&'static str, String)> {
+    let (t, s) = (&event.template, &event.state);
+    let flag = |on: bool| on.then(|| "1".to_string());
+    let named = [
+        ("channel", Some(route.channel.clone())),
+        ("publish", Some(route.publish_command.to_string())),
+        ("new_epoch", Some(route.new_epoch.clone())),
+        ("max_len", Some(history.max_len.to_string())),
+        ("max_bytes", Some(history.max_bytes.to_string())),
+        (
+            "active_ttl",
+            Some(history.active_ttl.as_secs().max(1).to_string()),
+        ),
+        (
+            "retention_ttl",
+            Some(history.retention.as_secs().max(1).to_string()),
+        ),
+        ("head", Some(t.head.clone())),
+        ("mid", Some(t.mid.clone())),
+        ("tail", Some(t.tail.clone())),
+        ("progress", t.progress.map(|p| p.to_string())),
+        ("progress_floor", s.progress_floor.map(|p| p.to_string())),
+        ("starts_run", flag(s.starts_run)),
+        ("ends_run", flag(s.ends_run)),
+        ("run_holder", s.run_holder.clone()),
+        (
+            "fence_holder",
+            event.fence.as_ref().map(|f| f.holder.clone()),
+        ),
+        (
+            "fence_token",
+            event.fence.as_ref().map(|f| f.token.to_string()),
+        ),
+    ];
+    named
+        .into_iter()
+        .filter_map(|(name, value)| value.map(|v| (name, v)))
+        .collect()
+}
+
+/// Every input name this builder can send (for the drift test, `tests/contract.rs`).
+#[doc(hidden)]
+pub fn names_sent() -> Vec<&'static str> {
+    use crate::broker::{Fence, FrameTemplate, StateChange};
+    let event = PreparedEvent {
+        kind: crate::wire::EventKind::Complete,
+        template: FrameTemplate {
+            head: String::new(),
+            mid: String::new(),
+            tail: String::new(),
+            progress: Some(1),
+        },
+        state: StateChange {
+            patch: Vec::new(),
+            progress_floor: Some(1),
+            starts_run: true,
+            ends_run: true,
+            run_holder: Some(String::new()),
+        },
+        receipt: String::new(),
+        keyed: false,
+        fence: Some(Fence {
+            holder: String::new(),
+            token: 1,
+        }),
+    };
+    let project = ProjectId::parse("names").unwrap_or_else(|e| panic!("{e}"));
+    let route = Route {
+        project: &project,
+        channel: String::new(),
+        publish_command: "PUBLISH",
+        era: true,
+        new_epoch: String::new(),
+    };
+    inputs(&route, &event, &HistoryConfig::default())
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_input_the_contract_names_is_sent_and_no_other() {
+        let mut sent = names_sent();
+        sent.sort_unstable();
+        let named: Vec<&str> = CONTRACT.inputs.keys().map(String::as_str).collect();
+        assert_eq!(sent, named);
+    }
+
+    #[test]
+    fn every_key_the_contract_names_is_known() {
+        let known = ["history", "state", "receipt", "fences", "era?"];
+        for key in &CONTRACT.keys {
+            assert!(known.contains(&key.name.as_str()), "{}", key.name);
+        }
+        assert_eq!(CONTRACT.keys.len(), known.len());
+    }
+}
