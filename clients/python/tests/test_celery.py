@@ -152,7 +152,7 @@ def test_a_worker_killed_mid_task_is_redelivered_and_completes_once(
         "the assets stage to run",
         lambda: redis_server.state(project).get("status") == "ASSETS_GENERATING",
     )
-    fence_before = int(redis_server.state(project)["fence"])
+    fence_before = int(redis_server.state(project)["fence_token"])
     os.kill(victim, signal.SIGKILL)
     if whole:
         doomed.wait()
@@ -164,7 +164,7 @@ def test_a_worker_killed_mid_task_is_redelivered_and_completes_once(
     assert stages.count("ASSETS_GENERATING") == 2, "the assets task ran again"
     assert stages[-3:] == STAGES[-3:]
     state = redis_server.state(project)
-    assert int(state["fence"]) > fence_before, "the redelivered run holds a newer claim"
+    assert int(state["fence_token"]) > fence_before, "the redelivered run holds a newer claim"
     assert state["fence_ended"] == state["fence_holder"]
 
 
