@@ -18,6 +18,8 @@ class Run:
     stage: str = "SCRIPT_GENERATING"
     #: The task body published an `error` itself during this attempt.
     error_published: bool = False
+    #: The run published its job's `complete` (its claim is then spent, not superseded).
+    completed: bool = False
 
 
 current_run: ContextVar[Run | None] = ContextVar("progress_hub_run", default=None)
@@ -37,3 +39,5 @@ def note(event_name: str, stage: str | None) -> None:
         run.stage = stage
     if event_name == "error":
         run.error_published = True
+    if event_name == "complete":
+        run.completed = True

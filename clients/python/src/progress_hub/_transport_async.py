@@ -21,9 +21,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import _contract, _redis
+from . import _contract, _fence, _redis
 from ._coalesce import Held
-from ._redis import CLAIM_COUNTER_TTL, Claim, Target, claim_counter_key, script_call, state_key
+from ._redis import CLAIM_COUNTER_TTL, Claim, Target, claim_counter_key, script_call
 from ._retry import RETRIED_STATUSES, TRANSIENT, backoff_delays, refused
 from .config import Config, announce
 from .errors import PublishRefused, PublishUnavailable
@@ -117,17 +117,18 @@ class AsyncRedisTransport:
         return Claim(job, int(await self._retrying(f"a claim of job {job}", incr)))
 
     async def claim_is_current(self, project: str, claim: Claim) -> bool:
-        """Whether `claim` is still its job's newest in the project's state: no newer run
-        has published, and the job was not completed by another run."""
-        fields = ("fence_ended", "fence_holder", "fence_token")
+        """Whether a publish under `claim` would be accepted now: `publish.lua`'s fence
+        rule (`_fence`), on the fields it reads, read in one atomic round trip. False
+        once a newer claim of its job has published, its job completed (by any claim,
+        this one too), or a later job took the project."""
 
         async def read() -> Any:
-            return await self._connect().hmget(state_key(project), fields)
+            pipe = self._connect().pipeline(transaction=True)
+            _fence.reads(pipe, project, claim)
+            return await pipe.execute()
 
-        ended, job, fence = await self._retrying(f"the claim of job {claim.job}", read)
-        mine = job == claim.job and fence is not None and int(fence) == claim.token
-        newer = job == claim.job and fence is not None and int(fence) > claim.token
-        return not newer and (ended != claim.job or mine)
+        replies = await self._retrying(f"the claim of job {claim.job}", read)
+        return _fence.accepts(replies, claim)
 
     async def _retrying(self, what: str, call: Callable[[], Any]) -> Any:
         """Runs `call` until it succeeds, retrying while Redis is unreachable, for up to

@@ -13,8 +13,9 @@ published by the run carry it; `publish.lua` refuses an event under an older cla
 and any event of a job whose `complete` is in. A stalled or superseded run's publishes
 raise `StaleClaim`, which ends that run quietly (it is not the job's any more): the task
 is acknowledged and ignored (`celery.exceptions.Ignore`), so it does not continue its
-chain either; nor does a run whose claim was superseded after its last publish
-(checked when its body returns).
+chain either; nor does a run whose claim was superseded after its last publish, or
+whose job another job took over since (checked when its body returns, unless the run
+completed the job itself).
 
 When the body raises: a retry (`self.retry`, `autoretry_for`) publishes an `error`
 with `retry_count=self.request.retries` and `max_retries=self.max_retries` (unless the
@@ -98,10 +99,13 @@ class ProgressTask(Task):  # type: ignore[misc]
             _sync.flush()
             _run.current_run.reset(token)
         # A run that stalled after its last publish must not continue the chain either:
-        # the next task would draw a newer claim than the live run's.
+        # the next task would draw a newer claim than the live run's. A run that
+        # completed the job itself spent its claim (no publish under it is accepted
+        # any more) but was not superseded.
         superseded = (
             claim is not None
             and project is not None
+            and not run.completed
             and not _sync.publisher().claim_is_current(project, claim)
         )
         if superseded:

@@ -1,0 +1,102 @@
+"""`claim_is_current` against a real Redis and hub: it answers what `publish.lua` would
+do with the claim's next publish (accepted: True; refused STALE: False), so every case
+below ends by making that publish and checking the answer against it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from conftest import Hub, new_project
+
+from progress_hub import ProgressService, StaleClaim, _run, _sync
+from progress_hub._redis import Claim
+
+
+def claim(job: str) -> Claim:
+    drawn = _sync.publisher().next_claim(job)
+    assert drawn is not None
+    return drawn
+
+
+def under(fence: Claim, call: Callable[[], object]) -> None:
+    token = _run.current_run.set(_run.Run(fence))
+    try:
+        call()
+    finally:
+        _run.current_run.reset(token)
+
+
+def log(project: str, fence: Claim, message: str = "step") -> None:
+    under(fence, lambda: ProgressService.publish_log(project, "INFO", message))
+
+
+def complete(project: str, fence: Claim) -> None:
+    under(fence, lambda: ProgressService.publish_complete(project, "COMPLETED", "https://y/1"))
+
+
+def next_publish_accepted(project: str, fence: Claim) -> bool:
+    try:
+        log(project, fence, "next")
+    except StaleClaim:
+        return False
+    return True
+
+
+def check(project: str, fence: Claim, expected: bool) -> None:
+    """`claim_is_current` says `expected`, and the script's verdict on the next publish
+    under the claim is the same."""
+    answered = _sync.publisher().claim_is_current(project, fence)
+    assert answered is expected
+    assert next_publish_accepted(project, fence) is expected, "claim_is_current disagrees"
+
+
+@pytest.mark.parametrize("later_completes", [True, False])
+def test_stale_after_a_later_job_took_the_project(hub: Hub, later_completes: bool) -> None:
+    project = new_project()
+    first = claim(f"j1-{project}")
+    log(project, first)
+    later = claim(f"j2-{project}")
+    log(project, later)
+    if later_completes:
+        complete(project, later)
+    check(project, first, False)
+
+
+def test_stale_after_a_newer_claim_of_the_same_job_published(hub: Hub) -> None:
+    project, job = new_project(), f"j-{new_project()}"
+    old = claim(job)
+    log(project, old)
+    new = claim(job)
+    log(project, new)
+    check(project, old, False)
+
+
+def test_current_while_a_newer_claim_has_not_published(hub: Hub) -> None:
+    project, job = new_project(), f"j-{new_project()}"
+    old = claim(job)
+    log(project, old)
+    claim(job)  # drawn, never used: the script knows nothing of it
+    check(project, old, True)
+
+
+def test_stale_after_its_own_complete(hub: Hub) -> None:
+    project = new_project()
+    only = claim(f"j-{project}")
+    complete(project, only)
+    check(project, only, False)
+
+
+def test_current_for_the_current_holder(hub: Hub) -> None:
+    project = new_project()
+    earlier, current = claim(f"j1-{project}"), claim(f"j2-{project}")
+    log(project, earlier)
+    log(project, current)
+    check(project, current, True)
+
+
+def test_current_for_a_brand_new_project(hub: Hub) -> None:
+    elsewhere = new_project()
+    fence = claim(f"j-{elsewhere}")
+    log(elsewhere, fence)  # seen in another project: no matter here
+    check(new_project(), fence, True)
