@@ -4,12 +4,15 @@ below ends by making that publish and checking the answer against it."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import pytest
-from conftest import Hub, new_project
+from conftest import Hub, RedisCluster, new_project
 
+import progress_hub
 from progress_hub import ProgressService, StaleClaim, _run, _sync
+from progress_hub import aio as progress_aio
 from progress_hub._redis import Claim
 
 
@@ -100,3 +103,32 @@ def test_current_for_a_brand_new_project(hub: Hub) -> None:
     fence = claim(f"j-{elsewhere}")
     log(elsewhere, fence)  # seen in another project: no matter here
     check(new_project(), fence, True)
+
+
+def test_the_asyncio_publisher_answers_the_same(hub: Hub) -> None:
+    project = new_project()
+    first, later = claim(f"j1-{project}"), claim(f"j2-{project}")
+    log(project, first)
+    log(project, later)
+
+    async def answers() -> list[bool]:
+        publisher = progress_aio.publisher()
+        return [await publisher.claim_is_current(project, c) for c in (first, later)]
+
+    assert asyncio.run(answers()) == [False, True]
+
+
+def test_on_a_cluster(redis_cluster: RedisCluster) -> None:
+    """The reads are one MULTI on the project's slot (its keys share its hash tag)."""
+    progress_hub.configure(redis_url=redis_cluster.url)
+    try:
+        project = new_project()
+        first = claim(f"j1-{project}")
+        log(project, first)
+        later = claim(f"j2-{project}")
+        check(new_project(), later, True)
+        log(project, later)
+        check(project, first, False)
+        check(project, later, True)
+    finally:
+        progress_hub.configure(redis_url=progress_hub.config.DEFAULT_REDIS_URL)
