@@ -66,21 +66,17 @@ def test_stale_after_a_later_job_took_the_project(hub: Hub, later_completes: boo
     check(project, first, False)
 
 
-def test_stale_after_a_newer_claim_of_the_same_job_published(hub: Hub) -> None:
+@pytest.mark.parametrize("newer_published", [True, False])
+def test_a_newer_claim_of_the_same_job_supersedes_once_it_published(
+    hub: Hub, newer_published: bool
+) -> None:
     project, job = new_project(), f"j-{new_project()}"
     old = claim(job)
     log(project, old)
-    new = claim(job)
-    log(project, new)
-    check(project, old, False)
-
-
-def test_current_while_a_newer_claim_has_not_published(hub: Hub) -> None:
-    project, job = new_project(), f"j-{new_project()}"
-    old = claim(job)
-    log(project, old)
-    claim(job)  # drawn, never used: the script knows nothing of it
-    check(project, old, True)
+    new = claim(job)  # drawn; the script knows of it only once it published
+    if newer_published:
+        log(project, new)
+    check(project, old, not newer_published)
 
 
 def test_stale_after_its_own_complete(hub: Hub) -> None:
