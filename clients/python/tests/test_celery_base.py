@@ -1,4 +1,5 @@
-"""The task base in-process (`Task.apply`): what a failing run reports."""
+"""The task base in-process (`Task.apply`): what a failing run reports, and when a run
+continues its chain."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from celery import Celery
 from celery.exceptions import Ignore, Reject
 from conftest import RedisServer, new_project
 
-from progress_hub import ProgressService
+from progress_hub import ProgressService, _run, _sync
 from progress_hub.celery import ProgressTask
 
 app = Celery("base-tests", broker="memory://")
@@ -54,3 +55,31 @@ def test_ignore_and_reject_are_not_failures(redis_server: RedisServer, kind: str
     predicate_task.apply(args=[project, kind])
     assert [f["event"] for f in redis_server.history(project)] == ["stage_change"]
     assert redis_server.state(project)["status"] == "SCRIPT_GENERATING"
+
+
+@app.task(bind=True, base=ProgressTask)  # type: ignore[untyped-decorator]
+def outrun_task(self: ProgressTask, project_id: str, ending: str) -> str:
+    """Publishes under its claim; then, before it returns, what `ending` says happens."""
+    ProgressService.publish_stage_change(project_id, "INITIALIZED", "RENDERING", 60)
+    if ending == "a later job takes the project":
+        later = _sync.publisher().next_claim(f"later-{project_id}")
+        token = _run.current_run.set(_run.Run(later))
+        try:
+            ProgressService.publish_stage_change(project_id, "INITIALIZED", "SCRIPT_GENERATING", 5)
+        finally:
+            _run.current_run.reset(token)
+    elif ending == "it completes the job itself":
+        ProgressService.publish_complete(project_id, "COMPLETED", "https://youtube.com/watch?v=1")
+    return "continued"
+
+
+@pytest.mark.parametrize(
+    ("ending", "continues"),
+    [("a later job takes the project", False), ("it completes the job itself", True)],
+)
+def test_a_run_continues_its_chain_only_while_its_claim_holds(
+    redis_server: RedisServer, ending: str, continues: bool
+) -> None:
+    result = outrun_task.apply(args=[new_project(), ending])
+    assert (result.state == "SUCCESS" and result.result == "continued") is continues
+    assert (result.state == "IGNORED") is not continues
