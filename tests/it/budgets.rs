@@ -323,12 +323,7 @@ async fn a_flood_from_one_client_does_not_evict_another_clients_finished_run() {
             assert_eq!(status, 202, "{body}");
         }
     }
-    let state: Value = reqwest::get(hub.http("/api/v1/projects/victim"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let state = hub.project_state("victim").await;
     assert_eq!(state["status"], "COMPLETED", "{state}");
     assert_eq!(state["last_event_id"], done.as_str(), "{state}");
     let (mut client, connected) = WsClient::resume(&hub.ws_url("victim"), &first).await;

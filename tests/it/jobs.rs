@@ -544,12 +544,7 @@ async fn a_stale_run_stays_fenced_after_later_jobs_complete(b: Backend) {
         .publish_complete(&project, CompleteStatus::Failed, None)
         .await;
     assert!(stale(&late), "nor may it complete its job again: {late:?}");
-    let state: Value = reqwest::get(hub.http("/api/v1/projects/fenced-later"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let state = hub.project_state("fenced-later").await;
     assert_eq!(state["status"], "COMPLETED", "{state}");
     assert_eq!(state["job_id"], "j2", "{state}");
     assert_eq!(state["youtube_url"], "https://youtu.be/j2", "{state}");

@@ -91,6 +91,16 @@ impl TestHub {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// The project's state as `GET /api/v1/projects/{project}` answers it.
+    pub async fn project_state(&self, project: &str) -> Value {
+        reqwest::get(self.http(&format!("/api/v1/projects/{project}")))
+            .await
+            .expect("the hub answers")
+            .json()
+            .await
+            .expect("a JSON state")
+    }
+
     pub fn ws_url(&self, project: &str) -> String {
         format!("ws://{}/api/v1/projects/{}/progress", self.addr, project)
     }
