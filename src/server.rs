@@ -131,6 +131,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
     let broker = broker::start(
         config.redis_url.as_deref(),
         config.redis_keepalive,
+        config.presence_ttl,
         config.history,
         hub.clone(),
         changes,

@@ -378,6 +378,7 @@ mod tests {
         let broker = crate::broker::start(
             None,
             Duration::from_secs(1),
+            Duration::from_secs(1),
             HistoryConfig::default(),
             hub,
             changes,
