@@ -79,6 +79,14 @@ export interface SnapshotData {
   recovered: boolean;
 }
 
+/** `GET /api/v1/projects/{id}`: the snapshot's fields (without `recovered`), the
+ * project, and how many connections watch it now over every hub (a WebSocket or SSE
+ * stream, or one subscription of a multiplexed connection, counts one). */
+export interface ProjectStateBody extends Omit<SnapshotData, 'recovered'> {
+  project_id: string;
+  watchers: number;
+}
+
 export interface ProgressUpdateData {
   status: Stage | Queued;
   progress: number;
