@@ -9,16 +9,19 @@
 //! - [`memory::MemoryBroker`]: the same behaviour inside one process, so `serve` works
 //!   with nothing else installed.
 //!
-//! Either way, a broker's subscriber consumes the hub's [`SubscriptionChange`]s and hands
-//! every payload published on a watched project's channel to [`Hub::deliver`].
+//! Either way, a broker's subscriber consumes the [`SubscriptionChange`]s it is sent and
+//! hands every payload published on a watched project's channel to the [`Deliveries`] it
+//! is given (`deliveries.rs`: the hub implements them; the broker knows no hub code).
 
 mod budget;
+mod deliveries;
 mod history;
 pub mod memory;
 mod prepared;
 pub mod quota;
 pub mod redis;
 
+pub use deliveries::{Deliveries, SubscriptionChange, Watched};
 pub use history::{HistoryConfig, InvalidHistory};
 pub use prepared::{Fence, FrameTemplate, PreparedEvent, StateChange};
 
@@ -31,7 +34,6 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::hub::{Hub, SubscriptionChange};
 use crate::wire::{EventId, Frame, ProjectId, ProjectState};
 
 #[derive(Debug, thiserror::Error)]
@@ -116,12 +118,12 @@ pub trait Broker: Send + Sync + 'static {
 }
 
 /// Starts the broker named by `redis_url` (in-process without one) and its subscriber
-/// task, which lives until `shutdown`.
+/// task, which lives until `shutdown`, handing what arrives to `deliveries`.
 pub fn start(
     redis_url: Option<&str>,
     redis_keepalive: Duration,
     history: HistoryConfig,
-    hub: Arc<Hub>,
+    deliveries: Arc<dyn Deliveries>,
     changes: mpsc::UnboundedReceiver<SubscriptionChange>,
     shutdown: CancellationToken,
     tracker: &TaskTracker,
@@ -130,13 +132,19 @@ pub fn start(
     Ok(match redis_url {
         Some(url) => {
             let broker = redis::RedisBroker::connect(url, history)?;
-            broker.spawn_subscriber(redis_keepalive, hub, changes, shutdown.clone(), tracker)?;
+            broker.spawn_subscriber(
+                redis_keepalive,
+                deliveries,
+                changes,
+                shutdown.clone(),
+                tracker,
+            )?;
             // The hubs' history policy, for every publisher on this Redis to follow.
             broker.spawn_announcer(shutdown, tracker);
             Arc::new(broker)
         }
         None => Arc::new(memory::MemoryBroker::start(
-            history, hub, changes, shutdown, tracker,
+            history, deliveries, changes, shutdown, tracker,
         )),
     })
 }

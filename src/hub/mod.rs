@@ -32,6 +32,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 
+use crate::broker::{Deliveries, SubscriptionChange, Watched};
 use crate::metrics as m;
 use crate::wire::{EventId, Frame, ProjectId, ProjectState};
 
@@ -54,14 +55,6 @@ pub enum Pushed {
     Overflowed,
     /// The session has already ended for another reason; the frame was not queued.
     Ended,
-}
-
-/// A change in the set of channels this process needs, for the broker's subscriber.
-#[derive(Debug)]
-pub enum SubscriptionChange {
-    /// Subscribe the project's channel, then call [`Topic::mark_subscribed`].
-    Subscribe(Arc<Topic>),
-    Unsubscribe(ProjectId),
 }
 
 /// The sessions watching one project in this process.
@@ -111,37 +104,36 @@ enum Source {
     Record,
 }
 
-impl Topic {
-    pub fn project(&self) -> &ProjectId {
+impl Watched for Topic {
+    fn project(&self) -> &ProjectId {
         &self.project
     }
 
-    /// Where to fill a gap from after the subscription dropped: after the newest event
-    /// delivered, or after the position at subscription time.
-    pub fn resume_point(&self) -> Option<EventId> {
+    fn resume_point(&self) -> Option<EventId> {
         let position = self.watchers.lock().position.clone();
         position.or_else(|| self.origin())
     }
 
-    /// Records the project's state read just after subscribing (see [`Hub::joined_so_far`]
-    /// for `covers_below`): the topic's origin, and the snapshot of the sessions that
-    /// joined before the read.
-    pub fn set_subscribed_state(&self, covers_below: u64, state: Option<(ProjectState, EventId)>) {
+    /// Records the topic's origin, and the snapshot of the sessions that joined before
+    /// the read.
+    fn set_subscribed_state(&self, covers_below: u64, state: Option<(ProjectState, EventId)>) {
         *self.fresh.lock() = Some(Fresh {
             covers_below,
             state,
         });
     }
 
+    fn mark_subscribed(&self) {
+        self.subscribed.send_replace(true);
+    }
+}
+
+impl Topic {
     /// Where the topic's events stood before any was fanned out: the position read just
     /// after subscribing, if any.
     fn origin(&self) -> Option<EventId> {
         let fresh = self.fresh.lock();
         Some(fresh.as_ref()?.state.as_ref()?.1.clone())
-    }
-
-    pub fn mark_subscribed(&self) {
-        self.subscribed.send_replace(true);
     }
 }
 
@@ -206,7 +198,7 @@ impl Hub {
                 // process is shutting down and nothing needs subscribing.
                 let _ = self
                     .changes
-                    .send(SubscriptionChange::Subscribe(Arc::clone(&topic)));
+                    .send(SubscriptionChange::Subscribe(topic.clone()));
                 topic
             }
         };
@@ -244,19 +236,6 @@ impl Hub {
         }
     }
 
-    /// Hands a payload published on `project`'s channel to every local session of it.
-    /// A payload that is not a JSON object with a string `event` is dropped and counted.
-    /// Its `id`, if any, is a claim (see the module's documentation).
-    pub fn deliver(&self, project: &ProjectId, payload: Bytes) {
-        self.deliver_from(project, payload, Source::Channel);
-    }
-
-    /// Hands a frame the broker has just recorded in `project`'s history (the in-process
-    /// publish path) to every local session of it: its id is a position.
-    pub fn deliver_recorded(&self, project: &ProjectId, payload: Bytes) {
-        self.deliver_from(project, payload, Source::Record);
-    }
-
     fn deliver_from(&self, project: &ProjectId, payload: Bytes, source: Source) {
         let Some(topic) = self.topics.lock().get(project).cloned() else {
             return;
@@ -270,34 +249,6 @@ impl Hub {
             }
         };
         self.deliver_frame(&topic, frame, source);
-    }
-
-    /// Resets every session of the project to `state` (a `snapshot` with `recovered:
-    /// false`) when its history went back under them (Redis lost writes they received):
-    /// the events after `last` follow; ids they had up to it may come again, but never
-    /// without this reset before them.
-    pub fn reset(&self, project: &ProjectId, state: &ProjectState, last: EventId) {
-        let Some(topic) = self.topics.lock().get(project).cloned() else {
-            return;
-        };
-        let mut watchers = topic.watchers.lock();
-        watchers.last = Some(last.clone());
-        watchers.position = Some(last);
-        let snapshot = Frame::snapshot(state, false);
-        for inbox in watchers.inboxes.values() {
-            push(inbox.as_ref(), snapshot.clone());
-        }
-    }
-
-    /// Fans out frames read from the history to fill a gap (see the subscriber).
-    /// Frames the topic already delivered are skipped.
-    pub fn deliver_missed(&self, project: &ProjectId, frames: Vec<Frame>) {
-        let Some(topic) = self.topics.lock().get(project).cloned() else {
-            return;
-        };
-        for frame in frames {
-            self.deliver_frame(&topic, frame, Source::Record);
-        }
     }
 
     fn deliver_frame(&self, topic: &Topic, frame: Frame, source: Source) {
@@ -334,11 +285,63 @@ impl Hub {
         }
     }
 
+    /// The projects this process currently watches (what the subscriber must hold).
+    pub fn watched_topics(&self) -> Vec<Arc<Topic>> {
+        self.topics.lock().values().cloned().collect()
+    }
+
+    pub fn watched_count(&self) -> usize {
+        self.topics.lock().len()
+    }
+}
+
+impl Deliveries for Hub {
+    /// Hands a payload published on `project`'s channel to every local session of it.
+    /// A payload that is not a JSON object with a string `event` is dropped and counted.
+    /// Its `id`, if any, is a claim (see the module's documentation).
+    fn deliver(&self, project: &ProjectId, payload: Bytes) {
+        self.deliver_from(project, payload, Source::Channel);
+    }
+
+    /// Hands a frame the broker has just recorded in `project`'s history (the in-process
+    /// publish path) to every local session of it: its id is a position.
+    fn deliver_recorded(&self, project: &ProjectId, payload: Bytes) {
+        self.deliver_from(project, payload, Source::Record);
+    }
+
+    /// Resets every session of the project to `state` (a `snapshot` with `recovered:
+    /// false`) when its history went back under them (Redis lost writes they received):
+    /// the events after `last` follow; ids they had up to it may come again, but never
+    /// without this reset before them.
+    fn reset(&self, project: &ProjectId, state: &ProjectState, last: EventId) {
+        let Some(topic) = self.topics.lock().get(project).cloned() else {
+            return;
+        };
+        let mut watchers = topic.watchers.lock();
+        watchers.last = Some(last.clone());
+        watchers.position = Some(last);
+        let snapshot = Frame::snapshot(state, false);
+        for inbox in watchers.inboxes.values() {
+            push(inbox.as_ref(), snapshot.clone());
+        }
+    }
+
+    /// Fans out frames read from the history to fill a gap (see the subscriber).
+    /// Frames the topic already delivered are skipped.
+    fn deliver_missed(&self, project: &ProjectId, frames: Vec<Frame>) {
+        let Some(topic) = self.topics.lock().get(project).cloned() else {
+            return;
+        };
+        for frame in frames {
+            self.deliver_frame(&topic, frame, Source::Record);
+        }
+    }
+
     /// The broker became unreachable (`false`) or reachable again (`true`): every session
     /// of the process hears a `broker_status` frame, once per change. The subscriber says
     /// `true` only after it has filled the gaps, so the events missed during the outage
     /// come before it.
-    pub fn broker_status(&self, available: bool) {
+    fn broker_status(&self, available: bool) {
         let topics = self.topics.lock();
         if self.broker_available.swap(available, Ordering::Relaxed) == available {
             return;
@@ -353,23 +356,14 @@ impl Hub {
 
     /// Every session whose id is below the returned number has joined its topic already
     /// (or left it): what a read made from now on can serve as their snapshot.
-    pub fn joined_so_far(&self) -> u64 {
+    fn joined_so_far(&self) -> u64 {
         let _joins = self.topics.lock();
         self.next_session.load(Ordering::Relaxed)
     }
 
-    /// The projects this process currently watches (what the subscriber must hold).
-    pub fn watched_topics(&self) -> Vec<Arc<Topic>> {
-        self.topics.lock().values().cloned().collect()
-    }
-
     /// Whether a session of this process watches the project now.
-    pub fn is_watched(&self, project: &ProjectId) -> bool {
+    fn is_watched(&self, project: &ProjectId) -> bool {
         self.topics.lock().contains_key(project)
-    }
-
-    pub fn watched_count(&self) -> usize {
-        self.topics.lock().len()
     }
 }
 
