@@ -2,7 +2,7 @@
 //!
 //! It keeps the same contract as Redis (history with epochs, state, progress clamping,
 //! retention) so the same integration tests run against both. Publishing appends to
-//! the history and hands the frame to the hub under one lock, so history order and
+//! the history and hands the frame on (to the hub, through `Deliveries`) under one lock, so history order and
 //! delivery order are the same.
 
 use std::collections::hash_map::Entry;
@@ -22,8 +22,9 @@ use tokio_util::task::TaskTracker;
 use super::budget::{Budget, Owner};
 use super::quota::Admission;
 use super::redis::publish_inputs::CONTRACT;
-use super::{Broker, BrokerError, HistoryConfig, PreparedEvent, Replay};
-use crate::hub::{Hub, SubscriptionChange};
+use super::{
+    Broker, BrokerError, Deliveries, HistoryConfig, PreparedEvent, Replay, SubscriptionChange,
+};
 use crate::wire::{EventId, Frame, ProjectId, ProjectState};
 
 /// How often expired histories and receipts are swept from memory.
@@ -37,7 +38,7 @@ const MAX_RECEIPTS: usize = 100_000;
 const MAX_SEEN: usize = 100_000;
 
 pub struct MemoryBroker {
-    hub: Arc<Hub>,
+    deliveries: Arc<dyn Deliveries>,
     config: HistoryConfig,
     store: Arc<Mutex<Store>>,
 }
@@ -220,9 +221,9 @@ impl Store {
     /// project that has more than one (its state stays; a resume from before gets
     /// `recovered: false`). Only when the heaviest client has nothing left to give
     /// does the next one give.
-    fn enforce(&mut self, budget: usize, keep: &ProjectId, hub: &Hub) {
+    fn enforce(&mut self, budget: usize, keep: &ProjectId, watched: &dyn Deliveries) {
         while self.budget.total() > budget {
-            match self.reclaimable(keep, hub) {
+            match self.reclaimable(keep, watched) {
                 Some(Reclaim::Forget(project)) => {
                     tracing::debug!(project_id = %project, "memory budget: forgot an idle project's history");
                     self.forget(&project);
@@ -239,11 +240,11 @@ impl Store {
     }
 
     /// What to take back next (see [`Store::enforce`]).
-    fn reclaimable(&self, keep: &ProjectId, hub: &Hub) -> Option<Reclaim> {
+    fn reclaimable(&self, keep: &ProjectId, watched: &dyn Deliveries) -> Option<Reclaim> {
         for (_, projects) in self.budget.heaviest_first() {
             let mut trim = None;
             for project in projects {
-                if project != keep && !hub.is_watched(project) {
+                if project != keep && !watched.is_watched(project) {
                     return Some(Reclaim::Forget(project.clone()));
                 }
                 let floor = usize::from(project == keep);
@@ -273,7 +274,7 @@ enum Reclaim {
 impl MemoryBroker {
     pub fn start(
         config: HistoryConfig,
-        hub: Arc<Hub>,
+        deliveries: Arc<dyn Deliveries>,
         mut changes: mpsc::UnboundedReceiver<SubscriptionChange>,
         shutdown: CancellationToken,
         tracker: &TaskTracker,
@@ -294,7 +295,11 @@ impl MemoryBroker {
                 }
             }
         });
-        Self { hub, config, store }
+        Self {
+            deliveries,
+            config,
+            store,
+        }
     }
 
     /// Bytes of history held in all, and idempotency keys remembered.
@@ -441,14 +446,14 @@ impl Broker for MemoryBroker {
                 .receipts
                 .insert(project, &event.receipt, id.clone(), now);
         }
-        store.enforce(self.config.memory_budget, project, &self.hub);
+        store.enforce(self.config.memory_budget, project, self.deliveries.as_ref());
         // Delivered under the lock: delivery order is history order.
-        self.hub.deliver_recorded(project, bytes);
+        self.deliveries.deliver_recorded(project, bytes);
         Ok(id)
     }
 
     async fn publish_raw(&self, project: &ProjectId, payload: Bytes) -> Result<(), BrokerError> {
-        self.hub.deliver(project, payload);
+        self.deliveries.deliver(project, payload);
         Ok(())
     }
 
@@ -522,7 +527,7 @@ impl Broker for MemoryBroker {
     }
 
     async fn watchers(&self, project: &ProjectId) -> Result<u64, BrokerError> {
-        Ok(self.hub.watchers(project) as u64)
+        Ok(self.deliveries.watchers(project) as u64)
     }
 
     async fn record_complete_seen(
@@ -561,9 +566,11 @@ impl Broker for MemoryBroker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::Watched;
     use crate::broker::budget::PROJECT_OVERHEAD;
     use crate::broker::quota::ProjectQuota;
     use crate::broker::{FrameTemplate, StateChange};
+    use crate::hub::Hub;
     use crate::wire::EventKind;
 
     fn broker() -> MemoryBroker {
@@ -595,6 +602,110 @@ mod tests {
             keyed,
             fence: None,
         }
+    }
+
+    /// Whatever implements the broker's traits: what it was handed, in order.
+    #[derive(Debug, Default)]
+    struct Handed(Mutex<Vec<String>>);
+
+    impl Deliveries for Handed {
+        fn deliver(&self, project: &ProjectId, payload: Bytes) {
+            self.0
+                .lock()
+                .push(format!("channel {project} {}", payload.len()));
+        }
+        fn deliver_recorded(&self, project: &ProjectId, payload: Bytes) {
+            let frame = String::from_utf8_lossy(&payload).into_owned();
+            self.0.lock().push(format!("recorded {project} {frame}"));
+        }
+        fn deliver_missed(&self, project: &ProjectId, frames: Vec<Frame>) {
+            self.0
+                .lock()
+                .push(format!("missed {project} {}", frames.len()));
+        }
+        fn reset(&self, project: &ProjectId, _: &ProjectState, last: EventId) {
+            self.0.lock().push(format!("reset {project} {last}"));
+        }
+        fn broker_status(&self, available: bool) {
+            self.0.lock().push(format!("available {available}"));
+        }
+        fn joined_so_far(&self) -> u64 {
+            0
+        }
+        fn is_watched(&self, _: &ProjectId) -> bool {
+            false
+        }
+        fn watchers(&self, _: &ProjectId) -> usize {
+            0
+        }
+        fn presence(&self) -> Vec<(ProjectId, usize)> {
+            Vec::new()
+        }
+        fn track_presence(&self) {}
+        fn presence_changed(&self) -> &tokio::sync::Notify {
+            static NEVER: std::sync::LazyLock<tokio::sync::Notify> =
+                std::sync::LazyLock::new(tokio::sync::Notify::new);
+            &NEVER
+        }
+        fn presence_changes(&self) -> Vec<(ProjectId, usize)> {
+            Vec::new()
+        }
+    }
+
+    impl Watched for Handed {
+        fn project(&self) -> &ProjectId {
+            static P: std::sync::LazyLock<ProjectId> =
+                std::sync::LazyLock::new(|| ProjectId::parse("watched").unwrap());
+            &P
+        }
+        fn resume_point(&self) -> Option<EventId> {
+            None
+        }
+        fn set_subscribed_state(&self, _: u64, _: Option<(ProjectState, EventId)>) {}
+        fn mark_subscribed(&self) {
+            self.0.lock().push("subscribed".into());
+        }
+    }
+
+    // The broker hands what it records and what it is asked to watch to whatever
+    // implements its traits (the hub is one): it needs no hub.
+    #[tokio::test]
+    async fn the_broker_hands_on_to_its_own_traits_without_a_hub() {
+        let handed = Arc::new(Handed::default());
+        let (changes_tx, changes) = mpsc::unbounded_channel();
+        let broker = MemoryBroker::start(
+            HistoryConfig::default(),
+            Arc::clone(&handed) as Arc<dyn Deliveries>,
+            changes,
+            CancellationToken::new(),
+            &TaskTracker::new(),
+        );
+        let p = ProjectId::parse("p").unwrap();
+        let id = broker.publish(&p, &event("r", false)).await.unwrap();
+        broker
+            .publish_raw(&p, Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        let watched = Arc::new(Handed::default());
+        changes_tx
+            .send(SubscriptionChange::Subscribe(
+                Arc::clone(&watched) as Arc<dyn Watched>
+            ))
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while watched.0.lock().is_empty() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the subscription is confirmed");
+        assert_eq!(*watched.0.lock(), ["subscribed"]);
+        let frame =
+            format!(r#"{{"event":"log","id":"{id}","data":{{"level":"INFO","message":"m"}}}}"#);
+        assert_eq!(
+            *handed.0.lock(),
+            [format!("recorded p {frame}"), "channel p 2".to_string()]
+        );
     }
 
     // Only a caller's idempotency key leaves a receipt (40,000 unkeyed publishes kept

@@ -9,16 +9,19 @@
 //! - [`memory::MemoryBroker`]: the same behaviour inside one process, so `serve` works
 //!   with nothing else installed.
 //!
-//! Either way, a broker's subscriber consumes the hub's [`SubscriptionChange`]s and hands
-//! every payload published on a watched project's channel to [`Hub::deliver`].
+//! Either way, a broker's subscriber consumes the [`SubscriptionChange`]s it is sent and
+//! hands every payload published on a watched project's channel to the [`Deliveries`] it
+//! is given (`deliveries.rs`: the hub implements them; the broker knows no hub code).
 
 mod budget;
+mod deliveries;
 mod history;
 pub mod memory;
 mod prepared;
 pub mod quota;
 pub mod redis;
 
+pub use deliveries::{Deliveries, SubscriptionChange, Watched};
 pub use history::{HistoryConfig, InvalidHistory};
 pub use prepared::{Fence, FrameTemplate, PreparedEvent, StateChange};
 
@@ -31,7 +34,6 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::hub::{Hub, SubscriptionChange};
 use crate::wire::{EventId, Frame, ProjectId, ProjectState};
 
 #[derive(Debug, thiserror::Error)]
@@ -146,8 +148,9 @@ pub trait Broker: Send + Sync + 'static {
 }
 
 /// Starts the broker named by `redis_url` (in-process without one) and its subscriber
-/// task, which lives until `shutdown`; on Redis, also the hub's presence (its watchers'
-/// entries count for `presence_ttl` after each refresh).
+/// task, which lives until `shutdown`, handing what arrives to `deliveries`; on Redis,
+/// also the process's presence (its watchers' entries count for `presence_ttl` after
+/// each refresh).
 #[allow(
     clippy::too_many_arguments,
     reason = "the process's parts and settings, each named at the one call in `server`"
@@ -157,7 +160,7 @@ pub fn start(
     redis_keepalive: Duration,
     presence_ttl: Duration,
     history: HistoryConfig,
-    hub: Arc<Hub>,
+    deliveries: Arc<dyn Deliveries>,
     changes: mpsc::UnboundedReceiver<SubscriptionChange>,
     shutdown: CancellationToken,
     tracker: &TaskTracker,
@@ -171,18 +174,18 @@ pub fn start(
             let broker = redis::RedisBroker::connect(url, history)?;
             broker.spawn_subscriber(
                 redis_keepalive,
-                Arc::clone(&hub),
+                Arc::clone(&deliveries),
                 changes,
                 shutdown.clone(),
                 tracker,
             )?;
-            broker.spawn_presence(presence_ttl, hub, shutdown.clone(), tracker);
+            broker.spawn_presence(presence_ttl, deliveries, shutdown.clone(), tracker);
             // The hubs' history policy, for every publisher on this Redis to follow.
             broker.spawn_announcer(shutdown, tracker);
             Arc::new(broker)
         }
         None => Arc::new(memory::MemoryBroker::start(
-            history, hub, changes, shutdown, tracker,
+            history, deliveries, changes, shutdown, tracker,
         )),
     })
 }

@@ -89,9 +89,10 @@ pub struct PreparedEvent {
     pub state: StateChange,
     /// Identifies this publish across retries, so a retry never appends twice.
     pub receipt: String,
-    /// The receipt is a caller's idempotency key, to be remembered for 10 minutes.
-    /// (`publish.lua` remembers every receipt that long; the in-process broker, whose
-    /// publishes never fail and so are never retried by the publisher, keeps only these.)
+    /// The receipt is a caller's idempotency key, to be remembered for 10 minutes (in
+    /// its own key by `publish.lua`, which remembers other receipts only among the
+    /// project's last publishes; the in-process broker, whose publishes never fail and so
+    /// are never retried by the publisher, keeps only keyed ones).
     pub keyed: bool,
     /// The fence this event is published under, if any. The broker refuses the event
     /// ([`super::BrokerError::Stale`]) once a newer claim of its holder has published,

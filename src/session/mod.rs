@@ -434,7 +434,7 @@ fn pump<'a, W: Writer>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::HistoryConfig;
+    use crate::broker::{Deliveries, HistoryConfig};
     use crate::transport::Incoming;
     use crate::transport::channel::{self, FakeClient, Written};
     use bytes::Bytes;
@@ -451,7 +451,7 @@ mod tests {
             Duration::from_secs(1),
             Duration::from_secs(1),
             HistoryConfig::default(),
-            Arc::clone(&hub),
+            hub.clone(),
             changes,
             shutdown.clone(),
             &TaskTracker::new(),

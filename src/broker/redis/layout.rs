@@ -8,9 +8,9 @@
 //! | key | type | what |
 //! |---|---|---|
 //! | `progress:{<p>}:history` | stream | the project's events, entries `0-<seq>`, field `frame` |
-//! | `progress:{<p>}:state` | hash | epoch, seq, progress, last id, the current fence, and the fields the publisher patches (status, stage, ETA, ...: `contract/publish-inputs.json`) |
+//! | `progress:{<p>}:state` | hash | epoch, seq, progress, last id, the current fence, the receipts of the last publishes without an idempotency key, when the keys expire, and the fields the publisher patches (status, stage, ETA, ...: `contract/publish-inputs.json`) |
 //! | `progress:{<p>}:fences` | set | every fence holder (job) the project has seen, so a stale one stays refused |
-//! | `progress:{<p>}:pub:<receipt>` | string | the id a publish got (10 min), so a retry never appends twice |
+//! | `progress:{<p>}:pub:<receipt>` | string | the id a keyed publish (a caller's idempotency key) got (10 min), so a retry never appends twice |
 //! | `progress:{<p>}:watchers` | hash | hub instance → `<watchers>:<until ms>`: how many watch the project on each hub, an entry counting until its time (the presence TTL, refreshed by its live hub: `presence.lua`) |
 //! | `progress:{<p>}:seen:<event id>` | string | a watcher was written this `complete` (kept for the retention) |
 //! | `progress-hub:history` | hash | the hubs' history policy (len, bytes, TTLs) every publisher follows |

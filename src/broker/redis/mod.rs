@@ -30,8 +30,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::quota::Admission;
-use super::{Broker, BrokerError, HistoryConfig, PreparedEvent, Replay};
-use crate::hub::{Hub, SubscriptionChange};
+use super::{
+    Broker, BrokerError, Deliveries, HistoryConfig, PreparedEvent, Replay, SubscriptionChange,
+};
 use crate::wire::{EventId, ProjectId};
 use connection::{RedisConn, Timeouts};
 use subscriber::{Cluster, Node, Single, Subscriber};
@@ -116,24 +117,24 @@ impl RedisBroker {
         });
     }
 
-    /// Keeps this hub's presence entries (its watchers of each project) true until
+    /// Keeps this process's presence entries (its watchers of each project) true until
     /// `shutdown` (see `presence.rs`); they count for `ttl` after each refresh.
     pub fn spawn_presence(
         &self,
         ttl: Duration,
-        hub: Arc<Hub>,
+        deliveries: Arc<dyn Deliveries>,
         shutdown: CancellationToken,
         tracker: &TaskTracker,
     ) {
         let presence = presence::Presence::new(ttl);
-        tracker.spawn(presence.run(self.commands.clone(), hub, shutdown));
+        tracker.spawn(presence.run(self.commands.clone(), deliveries, shutdown));
     }
 
-    /// Starts the process's single subscriber connection, feeding `hub`.
+    /// Starts the process's single subscriber connection, feeding `deliveries`.
     pub fn spawn_subscriber(
         &self,
         keepalive: Duration,
-        hub: Arc<Hub>,
+        deliveries: Arc<dyn Deliveries>,
         changes: mpsc::UnboundedReceiver<SubscriptionChange>,
         shutdown: CancellationToken,
         tracker: &TaskTracker,
@@ -147,7 +148,7 @@ impl RedisBroker {
                     .map_err(|e| BrokerError::InvalidUrl(e.to_string()))?;
                 let node = Node::Fixed(client);
                 let subscriber =
-                    Subscriber::<Single>::new(node, commands, hub, up, keepalive, probe)
+                    Subscriber::<Single>::new(node, commands, deliveries, up, keepalive, probe)
                         .stamping(self.era.clone());
                 tracker.spawn(subscriber.run(changes, shutdown));
             }
@@ -159,12 +160,18 @@ impl RedisBroker {
                 };
                 let node = Node::Sentinel(Arc::clone(conn.sentinel()));
                 let subscriber =
-                    Subscriber::<Single>::new(node, commands, hub, up, keepalive, probe);
+                    Subscriber::<Single>::new(node, commands, deliveries, up, keepalive, probe);
                 tracker.spawn(subscriber.run(changes, shutdown));
             }
             RedisTarget::Cluster(seeds) => {
-                let subscriber =
-                    Subscriber::<Cluster>::new(seeds.clone(), commands, hub, up, keepalive, probe);
+                let subscriber = Subscriber::<Cluster>::new(
+                    seeds.clone(),
+                    commands,
+                    deliveries,
+                    up,
+                    keepalive,
+                    probe,
+                );
                 tracker.spawn(subscriber.run(changes, shutdown));
             }
         }

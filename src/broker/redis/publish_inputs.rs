@@ -95,6 +95,8 @@ fn inputs(
         ("channel", Some(route.channel.clone())),
         ("publish", Some(route.publish_command.to_string())),
         ("new_epoch", Some(route.new_epoch.clone())),
+        ("receipt", Some(event.receipt.clone())),
+        ("keyed", flag(event.keyed)),
         ("max_len", Some(history.max_len.to_string())),
         ("max_bytes", Some(history.max_bytes.to_string())),
         (
@@ -148,7 +150,7 @@ pub fn names_sent() -> Vec<&'static str> {
             run_holder: Some(String::new()),
         },
         receipt: String::new(),
-        keyed: false,
+        keyed: true,
         fence: Some(Fence {
             holder: String::new(),
             token: 1,

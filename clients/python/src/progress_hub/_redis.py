@@ -200,6 +200,8 @@ def script_call(
         "channel": target.channel(project),
         "publish": target.publish_command,
         "new_epoch": new_epoch(),
+        "receipt": receipt,
+        "keyed": None,  # the SDK's receipts are its own, for its retries
         "max_len": str(config.history_len),
         "max_bytes": str(config.history_bytes),
         "active_ttl": str(max(config.active_ttl, 1)),
