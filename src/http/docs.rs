@@ -31,6 +31,7 @@ use crate::wire::{Event, ProjectState, Stage};
         super::projects::state,
         super::generate::create,
         super::generate::generate,
+        super::cancel::cancel,
         super::health::healthz,
         super::health::readyz,
         super::health::metrics,

@@ -2,6 +2,7 @@
 
 mod access;
 mod admission;
+mod cancel;
 pub mod cors;
 mod docs;
 mod error;
@@ -90,6 +91,7 @@ pub fn router(state: AppState, metrics: MetricsRoute) -> Router {
             "/api/v1/projects/{project_id}/generate",
             post(generate::generate),
         )
+        .route("/api/v1/projects/{project_id}/cancel", post(cancel::cancel))
         .route("/api/v1/progress", get(multiplexed::progress))
         .route(
             "/api/v1/projects/{project_id}/progress",

@@ -14,6 +14,9 @@
 //! - `{progress:jobs}:done:<job>` holds what the job finished (a [`Checkpoint`]),
 //!   recorded under the claim after each provider call, read by every `take`, deleted
 //!   when the job is settled.
+//! - `{progress:jobs}:cancelled` marks the jobs a cancel was asked of (`cancel.lua`,
+//!   through the project's lock); their workers read it between provider calls, and
+//!   settling a job removes its mark.
 //!
 //! Every key of the queue is in the stream's hash slot (tagged `{progress:jobs}`), so
 //! each script acts on the job, its lock and its checkpoint in one atomic step.
@@ -211,6 +214,7 @@ pub struct RedisQueue {
     submit: redis::Script,
     claim: redis::Script,
     reclaim: redis::Script,
+    cancel: redis::Script,
     /// Where the next XAUTOCLAIM scan resumes: each call looks at a few pending entries,
     /// so the cursor must advance for every dead worker's job to be found.
     claim_cursor: Mutex<String>,
@@ -244,6 +248,7 @@ impl RedisQueue {
             submit: redis::Script::new(include_str!("submit.lua")),
             claim: redis::Script::new(include_str!("claim.lua")),
             reclaim: redis::Script::new(include_str!("reclaim.lua")),
+            cancel: redis::Script::new(include_str!("cancel.lua")),
             claim_cursor: Mutex::new("0-0".into()),
             outage: AtomicBool::new(false),
             reclaim_after: Mutex::new(tokio::time::Instant::now()),
@@ -354,6 +359,7 @@ impl RedisQueue {
             .key(lock_key(&claimed.job.project))
             .key(checkpoint_key(&claimed.job))
             .key(layout::JOB_CLIENTS)
+            .key(layout::JOB_CANCELLED)
             .arg(GROUP)
             .arg(&claimed.consumer)
             .arg(&claimed.entry)
@@ -543,5 +549,26 @@ impl JobQueue for RedisQueue {
     ) -> Result<Ownership, QueueError> {
         self.with_claim(claimed, "record", checkpoint.to_json())
             .await
+    }
+
+    async fn cancel(&self, project: &ProjectId) -> Result<Option<String>, QueueError> {
+        let mut conn = self.commands.clone();
+        let job_id: String = self
+            .cancel
+            .key(lock_key(project))
+            .key(layout::JOB_CANCELLED)
+            .arg(unix_ms())
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(Some(job_id).filter(|id| !id.is_empty()))
+    }
+
+    async fn cancel_requested(&self, claimed: &Claimed) -> Result<bool, QueueError> {
+        let mut conn = self.commands.clone();
+        Ok(redis::cmd("HEXISTS")
+            .arg(layout::JOB_CANCELLED)
+            .arg(&claimed.job.id)
+            .query_async(&mut conn)
+            .await?)
     }
 }

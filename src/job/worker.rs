@@ -224,6 +224,7 @@ impl Worker {
                     let label = match &outcome {
                         Outcome::Completed { .. } => "completed",
                         Outcome::Failed { .. } => "failed",
+                        Outcome::Cancelled => "cancelled",
                     };
                     if let Some(Ownership::Lost { holder }) = self.settle(&claimed).await {
                         // Rare: the lease held when the pipeline last ran, yet the job was
@@ -340,6 +341,12 @@ mod tests {
         }
         async fn finish(&self, claimed: &Claimed) -> Result<Ownership, QueueError> {
             self.inner.finish(claimed).await
+        }
+        async fn cancel(&self, project: &ProjectId) -> Result<Option<String>, QueueError> {
+            self.inner.cancel(project).await
+        }
+        async fn cancel_requested(&self, claimed: &Claimed) -> Result<bool, QueueError> {
+            self.inner.cancel_requested(claimed).await
         }
         async fn hand_back(&self, claimed: &Claimed) -> Result<Ownership, QueueError> {
             self.inner.hand_back(claimed).await

@@ -10,7 +10,7 @@ use super::event::ProgressStatus;
 
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema, utoipa::ToSchema)]
 pub struct ProjectState {
-    /// The stage (SCRIPT_GENERATING, ...) while running; COMPLETED or FAILED at the end.
+    /// The stage (SCRIPT_GENERATING, ...) while running; COMPLETED, FAILED or CANCELLED at the end.
     pub status: Option<String>,
     pub progress: u8,
     /// Human text of what is happening now.

@@ -12,6 +12,7 @@ mod api_docs;
 mod auth;
 mod bench;
 mod budgets;
+mod cancel;
 mod cli;
 mod cluster;
 mod cors;
