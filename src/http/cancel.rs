@@ -4,8 +4,9 @@
 //! marked, its worker stops before its next provider call and ends it with a `complete`
 //! of status `CANCELLED` (a queued job ends so when a worker takes it, before any call).
 //! A run the hub does not carry (a backend publishing its own job, e.g. Celery) is ended
-//! by the hub itself with that `complete`; the backend's task learns it by polling the
-//! state (the Python SDK's `is_cancelled`). 409 when the project's last run already
+//! by the hub itself with that `complete`, published under the run's own fence: every
+//! later event of that job is refused as stale, which is how its task learns it (the
+//! Python SDK's `ProgressTask` stops there, and does not start the job's next tasks). 409 when the project's last run already
 //! ended, 404 when the hub knows no run of it. No body (or `{}`).
 
 use axum::Json;
@@ -19,6 +20,8 @@ use serde_json::json;
 use super::error::{ApiError, ErrorBody};
 use super::project_path::ProjectPath;
 use super::{AppState, access};
+use crate::broker::{BrokerError, Fence};
+use crate::publish::PublishError;
 use crate::wire::ProjectId;
 use crate::wire::event::CompleteStatus;
 
@@ -118,14 +121,23 @@ async fn unqueued(app: &AppState, project: &ProjectId) -> Result<Unqueued, Respo
         tracing::error!(project_id = %project, error = %err, "reading project state failed");
         ApiError::unavailable().into_response()
     })?;
-    let Some(status) = replay.state.and_then(|(state, _)| state.status) else {
+    let Some((state, _)) = replay.state else {
+        return Ok(Unqueued::Unknown);
+    };
+    let Some(status) = state.status else {
         return Ok(Unqueued::Unknown);
     };
     if is_terminal(&status) {
         return Ok(Unqueued::Ended(status));
     }
-    match app
-        .publisher
+    // Ended as the run's own fence (its job and newest claim), so the run's job is
+    // settled in the state: every later event of it is refused as stale, which is how
+    // its task learns it was cancelled (the Python SDK's `ProgressTask`).
+    let publisher = match state.fence {
+        Some((holder, token)) => app.publisher.for_claim(Fence { holder, token }),
+        None => app.publisher.clone(),
+    };
+    match publisher
         .publish_complete(project, CompleteStatus::Cancelled, None)
         .await
     {
@@ -133,6 +145,8 @@ async fn unqueued(app: &AppState, project: &ProjectId) -> Result<Unqueued, Respo
             tracing::info!(project_id = %project, "ended a run no hub worker carries as cancelled");
             Ok(Unqueued::EndedByHub)
         }
+        // The run's job completed (or a newer claim published) meanwhile.
+        Err(PublishError::Broker(BrokerError::Stale(reason))) => Ok(Unqueued::Ended(reason)),
         Err(err) => {
             tracing::error!(project_id = %project, error = %err, "could not publish the cancel");
             Err(ApiError::unavailable().into_response())

@@ -7,6 +7,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use progress_hub::broker::{BrokerError, Fence};
+use progress_hub::publish::PublishError;
+use progress_hub::wire::Stage;
+use progress_hub::wire::event::LogLevel;
 use serde_json::{Value, json};
 
 use crate::support::{Backend, PATIENCE, TestHub, WsClient};
@@ -221,15 +225,21 @@ async fn cancels_of_ended_unknown_and_hostile_projects_are_refused(b: Backend) {
     assert_eq!(hub.project_state("done").await["status"], "FAILED");
 }
 
-// A run the hub's workers do not carry (a backend publishing its own job) is ended by
-// the hub with the one CANCELLED complete; a second cancel is 409.
+// A run the hub's workers do not carry (a backend publishing its own job under a fence,
+// as a Celery task does) is ended by the hub with the one CANCELLED complete, as that
+// job: the job's later events are refused as stale, even under a newer claim (the next
+// task of its chain); a second cancel is 409.
 async fn a_run_no_worker_carries_is_ended_by_the_hub(b: Backend) {
     let hub = TestHub::start_with(b, |c| c.worker = None).await;
-    hub.publish(
-        "celery",
-        json!({"event": "stage_change", "data": {"current_stage": "RENDERING", "progress": 40}}),
-    )
-    .await;
+    let claim = |token| Fence {
+        holder: "celery-root".into(),
+        token,
+    };
+    let task = hub.publisher().for_claim(claim(1));
+    let project = crate::support::project("celery");
+    task.publish_stage_change(&project, None, Stage::Rendering, 40)
+        .await
+        .unwrap();
     let mut client = hub.connect("celery").await;
     let (status, answer) = cancel(&hub, "celery").await;
     assert_eq!(status, 202, "{answer}");
@@ -238,7 +248,26 @@ async fn a_run_no_worker_carries_is_ended_by_the_hub(b: Backend) {
     assert_eq!(completes(&frames).len(), 1);
     assert_eq!(frames.last().unwrap()["data"]["status"], "CANCELLED");
     assert_eq!(hub.project_state("celery").await["status"], "CANCELLED");
+    for token in [1, 2] {
+        let refused = hub
+            .publisher()
+            .for_claim(claim(token))
+            .publish_log(&project, LogLevel::Info, "still rendering")
+            .await;
+        assert!(
+            matches!(refused, Err(PublishError::Broker(BrokerError::Stale(_)))),
+            "{refused:?}"
+        );
+    }
     assert_eq!(cancel(&hub, "celery").await.0, 409);
+    // A run published without a fence is ended too.
+    hub.publish(
+        "plain",
+        json!({"event": "stage_change", "data": {"current_stage": "RENDERING", "progress": 40}}),
+    )
+    .await;
+    assert_eq!(cancel(&hub, "plain").await.0, 202);
+    assert_eq!(hub.project_state("plain").await["status"], "CANCELLED");
 }
 
 fn token(projects: &[&str], scope: Option<&str>) -> String {
