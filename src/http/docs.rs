@@ -32,6 +32,7 @@ use crate::wire::{Event, ProjectState, Stage};
         super::generate::create,
         super::generate::generate,
         super::cancel::cancel,
+        super::retry::retry,
         super::health::healthz,
         super::health::readyz,
         super::health::metrics,

@@ -15,6 +15,7 @@ mod progress;
 mod project_path;
 mod projects;
 mod publish;
+mod retry;
 
 pub use docs::ApiDoc;
 pub use error::ApiError;
@@ -92,6 +93,7 @@ pub fn router(state: AppState, metrics: MetricsRoute) -> Router {
             post(generate::generate),
         )
         .route("/api/v1/projects/{project_id}/cancel", post(cancel::cancel))
+        .route("/api/v1/projects/{project_id}/retry", post(retry::retry))
         .route("/api/v1/progress", get(multiplexed::progress))
         .route(
             "/api/v1/projects/{project_id}/progress",

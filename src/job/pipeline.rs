@@ -15,7 +15,9 @@
 //! that takes the job over (its worker died, stalled, or handed it back) skips every
 //! recorded step: it says so in a log line, opens with a `stage_change` whose
 //! `previous_stage` is the stage the run was in, and its progress goes on from the
-//! recorded work. Only a call in flight when the old run stopped is made again.
+//! recorded work. Only a call in flight when the old run stopped is made again. A retry
+//! (`Job::resume_from`) starts the same way from what the failed job finished, as a new
+//! run, and says so in a log line.
 
 use std::future::Future;
 use std::time::Duration;
@@ -288,7 +290,13 @@ pub async fn generate_video(
     claimed: &Claimed,
 ) -> Outcome {
     let job = &claimed.job;
-    let checkpoint = claimed.checkpoint.clone();
+    // A retry's first run starts where the failed job before it stopped; any later run
+    // of it, where the job's own record says.
+    let retrying = claimed.checkpoint.is_empty() && job.resume_from.is_some();
+    let checkpoint = match &job.resume_from {
+        Some(from) if retrying => from.clone(),
+        _ => claimed.checkpoint.clone(),
+    };
     let done_units = checkpoint.done_units();
     let mut run = Run {
         publisher,
@@ -306,6 +314,11 @@ pub async fn generate_video(
     };
     if run.taking_over {
         say_taken_over(&run).await;
+    } else if retrying {
+        // Recorded with this job at once: a run taking it over, or the next retry,
+        // starts here too.
+        run.save().await;
+        say_retrying(&run).await;
     }
     let outcome = match stages(&mut run, providers, &job.topic).await {
         Ok(youtube_url) => Outcome::Completed { youtube_url },
@@ -339,6 +352,19 @@ pub async fn generate_video(
     let r = publisher.publish_complete(&job.project, status, url).await;
     run.report(EventKind::Complete, r).await;
     outcome
+}
+
+/// The log line of a retry: where it starts.
+async fn say_retrying(run: &Run<'_>) {
+    let at = run
+        .checkpoint
+        .current_stage()
+        .map_or("UPLOADING", Stage::as_str);
+    let message = match run.locale {
+        Locale::ZhTw => format!("重試：從 {at} 繼續（已完成的步驟不重做）"),
+        Locale::En => format!("Retrying from {at} (finished steps are not redone)"),
+    };
+    run.log(LogLevel::Info, &message).await;
 }
 
 /// The log line of a run that takes a job over: where it goes on, and why.

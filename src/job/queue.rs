@@ -130,6 +130,12 @@ pub trait JobQueue: Send + Sync + 'static {
     async fn cancel(&self, project: &ProjectId) -> Result<Option<String>, QueueError>;
     /// Whether a cancel of the claimed job was asked.
     async fn cancel_requested(&self, claimed: &Claimed) -> Result<bool, QueueError>;
+    /// At the end of the claimed job, before it is settled: keeps what it finished as
+    /// its project's retry point (`retryable`: it failed or was cancelled), or forgets
+    /// the project's retry point (it completed).
+    async fn keep_retry_point(&self, claimed: &Claimed, retryable: bool) -> Result<(), QueueError>;
+    /// What the project's last failed or cancelled job finished (`None`: nothing kept).
+    async fn retry_point(&self, project: &ProjectId) -> Result<Option<Checkpoint>, QueueError>;
 }
 
 /// A taken job, as the in-process queue tracks it.
@@ -155,6 +161,8 @@ struct MemoryState {
     clients: HashMap<String, usize>,
     /// Jobs a cancel was asked of (until they are settled).
     cancelled: HashSet<String>,
+    /// Project → what its last failed or cancelled job finished.
+    retry_points: HashMap<ProjectId, Checkpoint>,
     next_entry: u64,
 }
 
@@ -377,6 +385,24 @@ impl JobQueue for MemoryQueue {
 
     async fn cancel_requested(&self, claimed: &Claimed) -> Result<bool, QueueError> {
         Ok(self.state().cancelled.contains(&claimed.job.id))
+    }
+
+    async fn keep_retry_point(&self, claimed: &Claimed, retryable: bool) -> Result<(), QueueError> {
+        let mut state = self.state();
+        let project = claimed.job.project.clone();
+        match state.checkpoints.get(&claimed.job.id).cloned() {
+            Some(done) if retryable => {
+                state.retry_points.insert(project, done);
+            }
+            _ => {
+                state.retry_points.remove(&project);
+            }
+        }
+        Ok(())
+    }
+
+    async fn retry_point(&self, project: &ProjectId) -> Result<Option<Checkpoint>, QueueError> {
+        Ok(self.state().retry_points.get(project).cloned())
     }
 }
 

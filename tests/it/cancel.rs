@@ -4,7 +4,7 @@
 //! Refusals: an ended run 409, an unknown one 404, hostile ids and bodies 400, a token
 //! without the publish or control scope 403.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use progress_hub::broker::{BrokerError, Fence};
@@ -13,7 +13,7 @@ use progress_hub::wire::Stage;
 use progress_hub::wire::event::LogLevel;
 use serde_json::{Value, json};
 
-use crate::support::{Backend, PATIENCE, TestHub, WsClient};
+use crate::support::{Backend, PATIENCE, TestHub, WsClient, call_log_path, calls_in};
 
 const SECRET: &str = "cancel-test-secret";
 
@@ -29,21 +29,6 @@ async fn slow_hub(b: Backend, calls: &Path) -> TestHub {
         }
     })
     .await
-}
-
-fn call_log(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!(
-        "progress-hub-cancel-{}-{name}-{:08x}.log",
-        std::process::id(),
-        rand::random::<u32>()
-    ))
-}
-
-fn calls(log: &Path) -> usize {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .count()
 }
 
 /// `POST .../cancel` with `body` (raw) and `token`: the status and the answer.
@@ -100,7 +85,7 @@ on_both_brokers!(
 // but the one in flight, the run ends with one CANCELLED complete (the last event), the
 // state says so, a second cancel is 409, and the project takes a new job.
 async fn a_running_job_stops_between_provider_calls_and_ends_cancelled_once(b: Backend) {
-    let log = call_log("running");
+    let log = call_log_path("running");
     let hub = slow_hub(b, &log).await;
     let mut client = hub.connect("stop-me").await;
     let (status, answer) = hub.generate("stop-me", &json!({})).await;
@@ -109,7 +94,7 @@ async fn a_running_job_stops_between_provider_calls_and_ends_cancelled_once(b: B
         f["event"] == "stage_change" && f["data"]["current_stage"] == "ASSETS_GENERATING"
     })
     .await;
-    let before = calls(&log);
+    let before = calls_in(&log).len();
     let asked = Instant::now();
     let (status, answer) = cancel(&hub, "stop-me").await;
     assert_eq!(status, 202, "{answer}");
@@ -122,7 +107,7 @@ async fn a_running_job_stops_between_provider_calls_and_ends_cancelled_once(b: B
     assert_eq!(answer["project_id"], "stop-me");
     let frames = client.until_complete(PATIENCE).await;
     let took = asked.elapsed();
-    let after = calls(&log);
+    let after = calls_in(&log).len();
     eprintln!(
         "cancel → CANCELLED in {took:?}; provider calls started before the cancel: {before}, after it: {}",
         after - before
@@ -147,7 +132,7 @@ async fn a_running_job_stops_between_provider_calls_and_ends_cancelled_once(b: B
         (409, Some("JOB_ENDED")),
         "{answer}"
     );
-    assert_eq!(calls(&log), after);
+    assert_eq!(calls_in(&log).len(), after);
     let (status, answer) = hub.generate("stop-me", &json!({})).await;
     assert_eq!(status, 202, "the project is free again: {answer}");
     let _ = std::fs::remove_file(&log);
@@ -156,7 +141,7 @@ async fn a_running_job_stops_between_provider_calls_and_ends_cancelled_once(b: B
 // One worker slot: a second project's job waits; cancelled there, it ends CANCELLED
 // when the worker reaches it, with no stage started and no provider called for it.
 async fn a_queued_job_is_cancelled_before_it_starts(b: Backend) {
-    let log = call_log("queued");
+    let log = call_log_path("queued");
     let hub = slow_hub(b, &log).await;
     let mut first = hub.connect("first").await;
     let mut waiting = hub.connect("waiting").await;
@@ -165,7 +150,7 @@ async fn a_queued_job_is_cancelled_before_it_starts(b: Backend) {
     assert_eq!(hub.generate("waiting", &json!({})).await.0, 202);
     let (status, answer) = cancel(&hub, "waiting").await;
     assert_eq!(status, 202, "{answer}");
-    let before = calls(&log);
+    let before = calls_in(&log).len();
     assert_eq!(cancel(&hub, "first").await.0, 202);
     let first_frames = first.until_complete(PATIENCE).await;
     assert_eq!(completes(&first_frames)[0]["data"]["status"], "CANCELLED");
@@ -177,7 +162,7 @@ async fn a_queued_job_is_cancelled_before_it_starts(b: Backend) {
         "the queued job never started: {frames:?}"
     );
     assert!(
-        calls(&log) <= before + 1,
+        calls_in(&log).len() <= before + 1,
         "only the first job's call in flight"
     );
     let _ = std::fs::remove_file(&log);

@@ -30,6 +30,7 @@ mod publishing;
 mod pubsub_probe;
 mod redis_outages;
 mod resume;
+mod retry;
 mod runs;
 mod sentinel;
 mod slow_consumer;
