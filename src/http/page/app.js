@@ -25,6 +25,7 @@ import { watchProject } from "/assets/progress-hub-client.js";
       retry: (n, m) => `重試 ${n} / ${m}`, completed: "生成完成", failed: "生成失敗", cancelled: "已取消",
       watch: "在 YouTube 觀看", failedBody: "重試次數已用盡，請參考上方的建議後重新生成。",
       cancelledBody: "工作已依要求停止；已完成的步驟不會重做。",
+      cancelButton: "取消", retryButton: "從失敗處重試", actionFailed: "無法執行：",
       startFailed: "無法開始生成：", busy: "這個專案已有生成工作在進行中。",
       takenOver: "已由其他 worker 接手，從中斷處繼續",
       queued: (n) => (n ? `排隊中（第 ${n} 位）` : "排隊中"),
@@ -45,6 +46,7 @@ import { watchProject } from "/assets/progress-hub-client.js";
       retry: (n, m) => `retry ${n} / ${m}`, completed: "Generation complete", failed: "Generation failed", cancelled: "Cancelled",
       watch: "Watch on YouTube", failedBody: "Retries are exhausted; see the suggestions above, then generate again.",
       cancelledBody: "The job was stopped on request.",
+      cancelButton: "Cancel", retryButton: "Retry from where it stopped", actionFailed: "Could not do it: ",
       startFailed: "Could not start: ", busy: "A generation is already running for this project.",
       takenOver: "taken over by another worker, going on where it stopped",
       queued: (n) => (n ? `Queued (position ${n})` : "Queued"),
@@ -175,6 +177,28 @@ import { watchProject } from "/assets/progress-hub-client.js";
       e.solutions.forEach((s) => { const li = document.createElement("li"); li.textContent = s; ul.appendChild(li); });
     }
 
+    // Cancel (while a run is under way) and Retry (after it failed or was cancelled):
+    // the hub's answer comes as events; only a refusal is shown here.
+    async function act(action, button) {
+      button.disabled = true;
+      $("action-error").textContent = "";
+      try {
+        const answer = await fetch(`/api/v1/projects/${projectId}/${action}`, {
+          method: "POST", headers: { "content-type": "application/json", ...authHeaders }, body: "{}",
+        });
+        if (!answer.ok) {
+          const err = await answer.json().catch(() => ({}));
+          throw new Error((err.error && err.error.message) || `HTTP ${answer.status}`);
+        }
+      } catch (err) {
+        $("action-error").textContent = T.actionFailed + err.message;
+      } finally {
+        button.disabled = false;
+      }
+    }
+    $("cancel-button").addEventListener("click", () => act("cancel", $("cancel-button")));
+    $("retry-button").addEventListener("click", () => act("retry", $("retry-button")));
+
     // A run's end, by its `complete` status: its title and the text under it.
     const ENDS = {
       COMPLETED: () => [T.completed, ""],
@@ -207,6 +231,8 @@ import { watchProject } from "/assets/progress-hub-client.js";
       $("bar").setAttribute("aria-valuenow", String(v));
       $("percent").textContent = `${v}%`;
       const end = endOf(state.status);
+      $("cancel-button").hidden = !state.status || !!end;
+      $("retry-button").hidden = state.status !== "FAILED" && state.status !== "CANCELLED";
       const stageText = end ? end[0]
         : state.status === "QUEUED" ? T.queued(state.queuePosition)
         : state.currentStage || T.stages[state.status] || T.waiting;
