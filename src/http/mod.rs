@@ -56,6 +56,8 @@ pub struct AppState {
     pub cors_origins: Arc<Vec<cors::CorsOrigin>>,
     /// Longest a plain request (body read + answer) may take; 408 after.
     pub request_timeout: std::time::Duration,
+    /// A run under way silent this long is reported `stalled` (`projects.rs`).
+    pub stall_after: std::time::Duration,
 }
 
 /// Where `/metrics` is served: on the main listener, or only on one of its own

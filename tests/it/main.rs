@@ -34,4 +34,5 @@ mod retry;
 mod runs;
 mod sentinel;
 mod slow_consumer;
+mod stalled;
 mod watch;
