@@ -8,11 +8,46 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from celery import Celery
 from conftest import Hub, RedisServer, Watcher, Workers, new_project, wait_for
 from test_celery import start
 
 from progress_hub import ProgressService
+from progress_hub.celery import ProgressTask
 from progress_hub.control import CancelRefused, cancel
+
+app = Celery("cancel-tests", broker="memory://")
+
+
+#: What `polling_task` saw, in order (its return value is not kept: a run whose job
+#: ended under it does not continue its chain, see below).
+polled: list[bool] = []
+
+
+@app.task(bind=True, base=ProgressTask)  # type: ignore[untyped-decorator]
+def polling_task(self: ProgressTask, project_id: str, hub_base: str) -> None:
+    """Polls, publishes, has its job cancelled, polls again."""
+    polled.append(self.is_cancelled())
+    ProgressService.publish_stage_change(project_id, "INITIALIZED", "RENDERING", 60)
+    cancel(project_id, hub_url=hub_base)
+    polled.append(self.is_cancelled())
+
+
+def test_a_task_polls_its_cancel_and_a_cancelled_jobs_task_never_starts(
+    hub: Hub, redis_server: RedisServer
+) -> None:
+    project = new_project()
+    polled.clear()
+    first = polling_task.apply(args=[project, hub.base])
+    assert polled == [False, True]
+    assert first.state == "IGNORED", "a cancelled job's chain does not go on"
+    events = [f["event"] for f in redis_server.history(project)]
+    assert events == ["stage_change", "complete"]
+    # Another task of the same job (a later link, a redelivery) is ignored unstarted.
+    again = polling_task.apply(args=[project, hub.base], task_id=first.id)
+    assert again.state == "IGNORED"
+    assert polled == [False, True], "its body did not run"
+    assert [f["event"] for f in redis_server.history(project)] == events
 
 
 def test_cancel_ends_a_run_and_refusals_say_why(
