@@ -20,7 +20,8 @@ use crate::wire::ProjectId;
 pub struct Claims {
     /// Projects this token may watch (and publish to, with the scope); `"*"` means all.
     pub projects: Vec<String>,
-    /// `"publish"` allows publishing and starting jobs.
+    /// `"publish"` allows publishing, starting and cancelling jobs; `"control"` allows
+    /// watching and cancelling (a watcher's stop button).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
     /// Expiry, seconds since the Unix epoch.
@@ -127,6 +128,22 @@ impl Auth {
             None => claims.projects.iter().any(|p| p == "*"),
         };
         if scoped && covered {
+            Ok(claims)
+        } else {
+            Err(AuthError::Forbidden)
+        }
+    }
+
+    /// Whether `token` may cancel `project`'s job: a publish token (the backend) or a
+    /// control token (a watcher allowed to stop it) covering the project.
+    pub fn may_control(
+        &self,
+        token: Option<&str>,
+        project: &ProjectId,
+    ) -> Result<Claims, AuthError> {
+        let claims = self.verify(token.ok_or(AuthError::Missing)?)?;
+        let scoped = matches!(claims.scope.as_deref(), Some("publish" | "control"));
+        if scoped && claims.covers(project) {
             Ok(claims)
         } else {
             Err(AuthError::Forbidden)

@@ -203,6 +203,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         allowed_origins: Arc::new(origins_allowed(&config)),
         cors_origins: Arc::new(config.cors_origins.clone()),
         request_timeout: config.request_timeout,
+        stall_after: config.stall_after,
     };
     // The metrics listener has limits of its own: scrapes neither take nor are
     // refused by the public connections' slots.

@@ -78,7 +78,7 @@ fn state_labels() -> Value {
             stages.insert(stage.as_str().into(), state_text(change, locale));
         }
         let mut complete = Map::new();
-        for status in ["COMPLETED", "FAILED"] {
+        for status in ["COMPLETED", "FAILED", "CANCELLED"] {
             let event = json!({"event": "complete", "data": {"status": status}});
             complete.insert(status.into(), state_text(event, locale));
         }

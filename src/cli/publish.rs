@@ -81,7 +81,7 @@ pub enum EventArgs {
         #[arg(long, default_value_t = 3)]
         max_retries: u32,
     },
-    /// complete: --status COMPLETED|FAILED [--youtube-url URL]
+    /// complete: --status COMPLETED|FAILED|CANCELLED [--youtube-url URL]
     Complete {
         #[arg(long)]
         status: String,

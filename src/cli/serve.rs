@@ -111,6 +111,10 @@ pub struct ServeArgs {
     /// Longest a plain HTTP request (reading its body, answering) may take; 408 after.
     #[arg(long, env = "HUB_REQUEST_TIMEOUT", default_value_t = config::DEFAULT_REQUEST_TIMEOUT.into())]
     pub request_timeout: HumanDuration,
+    /// A run under way whose project published nothing for this long is reported
+    /// `stalled` by its state (set it above the longest step of your jobs).
+    #[arg(long, env = "HUB_STALL_AFTER", default_value_t = config::DEFAULT_STALL_AFTER.into())]
+    pub stall_after: HumanDuration,
 }
 
 impl From<ServeArgs> for ServeConfig {
@@ -129,6 +133,7 @@ impl From<ServeArgs> for ServeConfig {
             shutdown_grace: a.shutdown_grace.into(),
             handshake_timeout: a.handshake_timeout.into(),
             request_timeout: a.request_timeout.into(),
+            stall_after: a.stall_after.into(),
             max_connections: a.max_connections,
             max_connections_per_ip: a.max_connections_per_ip,
             max_projects: a.max_projects,
@@ -185,6 +190,7 @@ mod tests {
         assert_eq!(from_cli.shutdown_grace, lib.shutdown_grace);
         assert_eq!(from_cli.handshake_timeout, lib.handshake_timeout);
         assert_eq!(from_cli.request_timeout, lib.request_timeout);
+        assert_eq!(from_cli.stall_after, lib.stall_after);
         assert_eq!(from_cli.history, lib.history);
         assert_eq!(from_cli.max_connections, lib.max_connections);
         assert_eq!(from_cli.max_connections_per_ip, lib.max_connections_per_ip);

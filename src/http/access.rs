@@ -145,6 +145,18 @@ pub fn publish(
     }
 }
 
+/// May this request cancel `project`'s job (a publish or a control token)?
+pub fn control(app: &AppState, headers: &HeaderMap, project: &ProjectId) -> Result<(), ApiError> {
+    check_origin(app, headers)?;
+    match &app.auth {
+        Some(auth) => auth
+            .may_control(token(headers, None), project)
+            .map(drop)
+            .map_err(Into::into),
+        None => Ok(()),
+    }
+}
+
 /// May this request read `project`'s state?
 pub fn read(app: &AppState, headers: &HeaderMap, project: &ProjectId) -> Result<(), ApiError> {
     check_origin(app, headers)?;

@@ -31,6 +31,8 @@ use crate::wire::{Event, ProjectState, Stage};
         super::projects::state,
         super::generate::create,
         super::generate::generate,
+        super::cancel::cancel,
+        super::retry::retry,
         super::health::healthz,
         super::health::readyz,
         super::health::metrics,

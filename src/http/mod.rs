@@ -2,6 +2,7 @@
 
 mod access;
 mod admission;
+mod cancel;
 pub mod cors;
 mod docs;
 mod error;
@@ -14,6 +15,7 @@ mod progress;
 mod project_path;
 mod projects;
 mod publish;
+mod retry;
 
 pub use docs::ApiDoc;
 pub use error::ApiError;
@@ -54,6 +56,8 @@ pub struct AppState {
     pub cors_origins: Arc<Vec<cors::CorsOrigin>>,
     /// Longest a plain request (body read + answer) may take; 408 after.
     pub request_timeout: std::time::Duration,
+    /// A run under way silent this long is reported `stalled` (`projects.rs`).
+    pub stall_after: std::time::Duration,
 }
 
 /// Where `/metrics` is served: on the main listener, or only on one of its own
@@ -90,6 +94,8 @@ pub fn router(state: AppState, metrics: MetricsRoute) -> Router {
             "/api/v1/projects/{project_id}/generate",
             post(generate::generate),
         )
+        .route("/api/v1/projects/{project_id}/cancel", post(cancel::cancel))
+        .route("/api/v1/projects/{project_id}/retry", post(retry::retry))
         .route("/api/v1/progress", get(multiplexed::progress))
         .route(
             "/api/v1/projects/{project_id}/progress",

@@ -19,6 +19,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::wire::{InvalidEvent, ProjectId, Stage};
+use checkpoint::Checkpoint;
 pub use pipeline::{Outcome, RetryPolicy};
 
 /// One `generate_video` request, as queued.
@@ -36,6 +37,9 @@ pub struct Job {
     /// Who asked for it (its token's digest with access control on, else its address),
     /// for the per-client queue limit.
     pub client: Option<String>,
+    /// A retry (`POST .../retry`): what the failed or cancelled job before it finished,
+    /// so this one starts at the first unfinished step.
+    pub resume_from: Option<Checkpoint>,
 }
 
 /// The queued form of a job (project ids travel as text and are validated on read).
@@ -50,6 +54,8 @@ struct JobRecord {
     requeued: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     client: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    resume_from: Option<Checkpoint>,
 }
 
 impl Job {
@@ -63,6 +69,7 @@ impl Job {
             inject_failures: BTreeMap::new(),
             requeued: 0,
             client: None,
+            resume_from: None,
         }
     }
 
@@ -74,6 +81,7 @@ impl Job {
             inject_failures: self.inject_failures.clone(),
             requeued: self.requeued,
             client: self.client.clone(),
+            resume_from: self.resume_from.clone(),
         };
         serde_json::to_string(&record).unwrap_or_default()
     }
@@ -87,6 +95,7 @@ impl Job {
             inject_failures: record.inject_failures,
             requeued: record.requeued,
             client: record.client,
+            resume_from: record.resume_from,
         })
     }
 
@@ -146,6 +155,7 @@ impl GenerateRequest {
             inject_failures: self.inject_failures,
             requeued: 0,
             client,
+            resume_from: None,
         })
     }
 }
@@ -221,6 +231,10 @@ mod tests {
             inject_failures: BTreeMap::from([(Stage::Rendering, 2)]),
             requeued: 3,
             client: Some("127.0.0.1".into()),
+            resume_from: Some(Checkpoint {
+                youtube_url: Some("u".into()),
+                ..Checkpoint::default()
+            }),
         };
         assert_eq!(Job::from_json(&job.to_json()), Some(job));
         assert_eq!(

@@ -10,7 +10,7 @@ use super::event::ProgressStatus;
 
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema, utoipa::ToSchema)]
 pub struct ProjectState {
-    /// The stage (SCRIPT_GENERATING, ...) while running; COMPLETED or FAILED at the end.
+    /// The stage (SCRIPT_GENERATING, ...) while running; COMPLETED, FAILED or CANCELLED at the end.
     pub status: Option<String>,
     pub progress: u8,
     /// Human text of what is happening now.
@@ -33,6 +33,11 @@ pub struct ProjectState {
     /// across later runs), so a worker that takes such a job again settles it at once.
     #[serde(skip)]
     pub completed_job: Option<String>,
+    /// The fence the run publishes under (its holder, e.g. a job, and the newest token
+    /// of it: the state's `fence_holder`, `fence_token`), so that the hub can end a run
+    /// it does not carry as that run (a cancel), fencing out the run's later events.
+    #[serde(skip)]
+    pub fence: Option<(String, u64)>,
 }
 
 impl ProjectState {
@@ -49,6 +54,7 @@ impl ProjectState {
             job_id: None,
             queue_position: None,
             completed_job: None,
+            fence: None,
         }
     }
 
@@ -80,6 +86,7 @@ impl ProjectState {
                 job_id: text("job_id"),
                 queue_position,
                 completed_job: text("fence_ended"),
+                fence: text("fence_holder").zip(text("fence_token").and_then(|t| t.parse().ok())),
             },
             last,
         ))

@@ -116,6 +116,24 @@ macro_rules! on_both_brokers {
     };
 }
 
+/// A fresh path for a worker's provider call log.
+pub fn call_log_path(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!(
+        "progress-hub-calls-{}-{name}-{:08x}.log",
+        std::process::id(),
+        rand::random::<u32>()
+    ))
+}
+
+/// The provider calls a worker logged, in order (none if it logged nothing).
+pub fn calls_in(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
 /// A log event with a recognisable message.
 pub fn log_event(message: &str) -> Value {
     serde_json::json!({"event": "log", "data": {"level": "INFO", "message": message}})

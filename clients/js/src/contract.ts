@@ -11,7 +11,7 @@ export const STAGES = [
   "UPLOADING",
 ] as const;
 /** The statuses a run ends with (`complete`). */
-export const FINAL_STATUSES = ["COMPLETED", "FAILED"] as const;
+export const FINAL_STATUSES = ["COMPLETED", "FAILED", "CANCELLED"] as const;
 /** A run accepted and waiting for a worker: a new run, not an end. */
 export const QUEUED = "QUEUED";
 export const LOG_LEVELS = ["INFO", "WARNING", "ERROR"] as const;

@@ -61,7 +61,7 @@ export interface SubscriptionErrorData {
 }
 
 export interface SnapshotData {
-  /** QUEUED, a stage while running, COMPLETED or FAILED at the end; null before any
+  /** QUEUED, a stage while running, COMPLETED, FAILED or CANCELLED at the end; null before any
    * event. The hub's schema types it as a string: the state (`ProgressState.status`)
    * holds it narrowed to `Status | UnknownValue`. */
   status?: string | null;

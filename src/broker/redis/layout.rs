@@ -127,6 +127,18 @@ pub fn creations_key(client: &str) -> String {
 pub static QUOTA: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("quota.lua")));
 
+/// Job id → when a cancel of it was asked (unix ms), in the job stream's slot: set by
+/// `cancel.lua` while the job exists, read by its worker between provider calls,
+/// removed when the job is settled.
+pub const JOB_CANCELLED: &str = "{progress:jobs}:cancelled";
+
+/// What the project's last job finished when it failed or was cancelled (a retry starts
+/// there), in the job stream's slot; replaced by the next job's end, expiring after
+/// `RETRY_POINT_TTL`.
+pub fn job_retry_point_key(project: &ProjectId) -> String {
+    format!("{{{JOB_STREAM}}}:retry:{project}")
+}
+
 /// What the job finished so far, in the job stream's slot; deleted when it is settled.
 pub fn job_checkpoint_key(job_id: &str) -> String {
     format!("{{{JOB_STREAM}}}:done:{job_id}")
@@ -382,6 +394,8 @@ mod tests {
         for key in [
             job_lock_key(&p),
             job_checkpoint_key("job-1"),
+            JOB_CANCELLED.to_string(),
+            job_retry_point_key(&p),
             JOB_CLIENTS.to_string(),
         ] {
             assert!(key.starts_with(&format!("{{{JOB_STREAM}}}:")), "{key}");
