@@ -56,7 +56,7 @@ pub async fn create(State(app): State<AppState>, headers: HeaderMap) -> Response
 
 #[utoipa::path(post, path = "/api/v1/projects/{project_id}/generate", tag = "projects",
     params(("project_id" = String, Path, description = "^[A-Za-z0-9_-]{1,64}$")),
-    request_body(content = Option<GenerateRequest>, description = "optional: topic and injected transient failures per stage"),
+    request_body(content = Option<GenerateRequest>, description = "optional: topic, tags of the run (at most 8, each ^[A-Za-z0-9_.:@-]{1,64}$) and injected transient failures per stage"),
     responses(
         (status = 202, description = "queued: {\"job_id\": ..., \"project_id\": ..., \"queue_position\": n} (1: no job waited before it)"),
         (status = 400, description = "invalid project id", body = ErrorBody),
@@ -123,19 +123,15 @@ pub async fn generate(
     if let Err(refused) = admission::admit(&app, &project, &client).await {
         return refused;
     }
+    let tags = match request.tags() {
+        Ok(tags) => tags,
+        Err(invalid) => return invalid_request(invalid),
+    };
     let job = match request.into_job(project.clone(), default_topic, Some(client)) {
         Ok(job) => job,
-        Err(invalid) => {
-            return ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "INVALID_REQUEST",
-                invalid.message,
-            )
-            .with_field(invalid.field)
-            .into_response();
-        }
+        Err(invalid) => return invalid_request(invalid),
     };
-    match accept(app.jobs.as_ref(), &app.publisher, &job).await {
+    match accept(app.jobs.as_ref(), &app.publisher, &job, tags).await {
         Ok(queued) => {
             let position = queued.position;
             tracing::info!(project_id = %project, job_id = %job.id, position, "generation job queued");
@@ -176,6 +172,17 @@ pub async fn generate(
             ApiError::unavailable().into_response()
         }
     }
+}
+
+/// 422 for a body that breaks the contract, naming the field.
+fn invalid_request(invalid: crate::wire::InvalidEvent) -> Response {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "INVALID_REQUEST",
+        invalid.message,
+    )
+    .with_field(invalid.field)
+    .into_response()
 }
 
 #[cfg(test)]

@@ -258,7 +258,7 @@ pub struct InvalidEvent {
 }
 
 impl InvalidEvent {
-    fn new(field: &str, message: impl Into<String>) -> Self {
+    pub fn new(field: &str, message: impl Into<String>) -> Self {
         Self {
             field: field.to_string(),
             message: message.into(),

@@ -15,6 +15,7 @@ mod project_id;
 pub mod schema;
 mod state;
 mod subscription_error;
+mod tag;
 mod timestamp;
 
 pub use client_frame::{ClientFrame, ClientFrameError, Subscribe, Target};
@@ -26,4 +27,5 @@ pub use frame::{Frame, InvalidPayload};
 pub use project_id::{InvalidProjectId, ProjectId};
 pub use state::ProjectState;
 pub use subscription_error::SubscriptionErrorCode;
-pub use timestamp::now_iso8601;
+pub use tag::{InvalidTag, MAX_TAG_LEN, MAX_TAGS, Tag};
+pub use timestamp::{now_iso8601, now_ms, parse_ms};

@@ -32,4 +32,5 @@ mod resume;
 mod runs;
 mod sentinel;
 mod slow_consumer;
+mod tags;
 mod watch;
