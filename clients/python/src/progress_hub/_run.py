@@ -20,6 +20,8 @@ class Run:
     error_published: bool = False
     #: The run published its job's `complete` (its claim is then spent, not superseded).
     completed: bool = False
+    #: The tags its first publish gives the project's run (then `None`).
+    tags: tuple[str, ...] | None = None
 
 
 current_run: ContextVar[Run | None] = ContextVar("progress_hub_run", default=None)
@@ -28,6 +30,15 @@ current_run: ContextVar[Run | None] = ContextVar("progress_hub_run", default=Non
 def claim() -> Claim | None:
     run = current_run.get()
     return None if run is None else run.claim
+
+
+def take_tags() -> tuple[str, ...] | None:
+    """The tags the run's next publish carries: the run's, once (its first publish)."""
+    run = current_run.get()
+    if run is None:
+        return None
+    tags, run.tags = run.tags, None
+    return tags
 
 
 def note(event_name: str, stage: str | None) -> None:

@@ -54,6 +54,9 @@ class ProgressTask(Task):  # type: ignore[misc]
     reject_on_worker_lost = True
     #: The name of the task argument that holds the project id.
     progress_project_arg = "project_id"
+    #: The name of the task argument that holds the run's tags (a list such as
+    #: ``["user:7"]``): its first publish gives them to the project's run.
+    progress_tags_arg = "tags"
 
     def progress_job(self) -> str:
         """The job this run belongs to: the root of the task's chain (one generation)."""
@@ -65,12 +68,17 @@ class ProgressTask(Task):  # type: ignore[misc]
             value = args[0]
         return value if isinstance(value, str) else None
 
+    def progress_tags(self, kwargs: dict[str, Any]) -> tuple[str, ...] | None:
+        """The run's tags (`progress_tags_arg`), checked; None when the task has none."""
+        value = kwargs.get(self.progress_tags_arg)
+        return None if value is None else _event.check_tags(value)
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         project = self.progress_project(args, kwargs)
         claim = None
         if self.request.id is not None:
             claim = _sync.publisher().next_claim(self.progress_job())
-        run = _run.Run(claim)
+        run = _run.Run(claim, tags=self.progress_tags(kwargs))
         token = _run.current_run.set(run)
         try:
             result = super().__call__(*args, **kwargs)
