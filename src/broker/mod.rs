@@ -18,6 +18,7 @@ pub mod memory;
 mod prepared;
 pub mod quota;
 pub mod redis;
+pub mod tag_page;
 
 pub use history::{HistoryConfig, InvalidHistory};
 pub use prepared::{Fence, FrameTemplate, PreparedEvent, StateChange};
@@ -78,6 +79,20 @@ pub struct TagEntry {
 }
 
 impl TagEntry {
+    /// The entry as a page's cursor: `<ms>.<project>`.
+    pub fn cursor(&self) -> String {
+        format!("{}.{}", self.at_ms, self.project)
+    }
+
+    /// A cursor back into its entry; `None` when it is not one.
+    pub fn from_cursor(cursor: &str) -> Option<Self> {
+        let (at, project) = cursor.split_once('.')?;
+        Some(Self {
+            at_ms: at.parse().ok()?,
+            project: ProjectId::parse(project).ok()?,
+        })
+    }
+
     /// Whether this entry comes after `other` in an index read newest first.
     pub fn comes_after(&self, other: &TagEntry) -> bool {
         (self.at_ms, self.project.as_str()) < (other.at_ms, other.project.as_str())

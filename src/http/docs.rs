@@ -29,6 +29,7 @@ use crate::wire::{Event, ProjectState, Stage};
         super::multiplexed::progress,
         super::publish::publish,
         super::projects::state,
+        super::project_list::list,
         super::generate::create,
         super::generate::generate,
         super::health::healthz,

@@ -5,7 +5,6 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use super::error::{ApiError, ErrorBody};
 use super::project_path::ProjectPath;
@@ -30,11 +29,7 @@ pub async fn state(
     }
     match app.sessions.broker.replay(&project, None).await {
         Ok(replay) => match replay.state {
-            Some((state, _)) => {
-                let mut body = serde_json::to_value(&state).unwrap_or_else(|_| json!({}));
-                body["project_id"] = project.as_str().into();
-                Json(body).into_response()
-            }
+            Some((state, _)) => Json(state.to_json(&project)).into_response(),
             None => ApiError::new(
                 StatusCode::NOT_FOUND,
                 "PROJECT_NOT_FOUND",

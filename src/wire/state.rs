@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use super::event::ProgressStatus;
-use super::{EventId, Tag};
+use super::{EventId, ProjectId, Tag};
 
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema, utoipa::ToSchema)]
 pub struct ProjectState {
@@ -53,6 +53,13 @@ impl ProjectState {
             tags: Vec::new(),
             completed_job: None,
         }
+    }
+
+    /// The state as `GET /api/v1/projects/{id}` answers it: its fields and `project_id`.
+    pub fn to_json(&self, project: &ProjectId) -> serde_json::Value {
+        let mut body = serde_json::to_value(self).unwrap_or_else(|_| serde_json::json!({}));
+        body["project_id"] = project.as_str().into();
+        body
     }
 
     /// Reads the state from Redis's state hash (its fields: `contract/publish-inputs.json`'s

@@ -11,7 +11,45 @@ use progress_hub::wire::Tag;
 on_both_brokers!(
     generate_and_publish_give_the_run_its_tags,
     hostile_tags_are_refused_and_publish_nothing,
+    the_list_pages_a_tags_projects_newest_first,
+    the_list_filters_by_status_and_since,
+    bad_list_parameters_get_a_400_naming_them,
 );
+
+/// `GET /api/v1/projects?<query>`: the status and the answer.
+async fn list(hub: &TestHub, query: &str) -> (u16, Value) {
+    let response = reqwest::get(hub.http(&format!("/api/v1/projects?{query}")))
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+/// Every page of `query` with `limit`, the project ids in order.
+async fn all_pages(hub: &TestHub, query: &str, limit: usize) -> (Vec<String>, usize) {
+    let (mut ids, mut pages, mut cursor) = (Vec::new(), 0, None::<String>);
+    loop {
+        let mut q = format!("{query}&limit={limit}");
+        if let Some(c) = &cursor {
+            q.push_str(&format!("&cursor={c}"));
+        }
+        let (status, page) = list(hub, &q).await;
+        assert_eq!(status, 200, "{page}");
+        pages += 1;
+        let projects = page["projects"].as_array().unwrap();
+        assert!(projects.len() <= limit, "{page}");
+        for p in projects {
+            // Each entry is what GET /api/v1/projects/{id} answers.
+            let id = p["project_id"].as_str().unwrap().to_string();
+            assert_eq!(*p, hub.project_state(&id).await, "{id}");
+            ids.push(id);
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return (ids, pages),
+        }
+        assert!(pages < 50, "no end to the pages");
+    }
+}
 
 fn tagged(event: Value, tags: Value) -> Value {
     let mut event = event;
@@ -110,4 +148,130 @@ async fn hostile_tags_are_refused_and_publish_nothing(backend: Backend) {
         assert_eq!(status, 404, "{project} was created by a refused request");
     }
     assert_eq!(hub.post_event("hostile-t", &progress(1)).await.0, 202);
+}
+
+async fn the_list_pages_a_tags_projects_newest_first(backend: Backend) {
+    let hub = TestHub::start(backend).await;
+    // Tagged in the order of their ids: newest first is the reverse (ties of the same
+    // millisecond go by id, descending).
+    let tagged_order: Vec<String> = (0..7).map(|i| format!("list-{i}")).collect();
+    for project in &tagged_order {
+        let (status, _) = hub
+            .post_event(project, &tagged(progress(10), json!(["user:1"])))
+            .await;
+        assert_eq!(status, 202);
+    }
+    hub.post_event("other", &tagged(progress(10), json!(["user:2"])))
+        .await;
+    let newest_first: Vec<String> = tagged_order.iter().rev().cloned().collect();
+    let (ids, pages) = all_pages(&hub, "tag=user:1", 3).await;
+    assert_eq!(ids, newest_first);
+    assert!(pages >= 3, "{pages} pages of 3 for 7 projects");
+    assert_eq!(all_pages(&hub, "tag=user:1", 100).await.0, newest_first);
+    // A project given other tags leaves the tag's list (the state is the truth).
+    hub.post_event("list-3", &tagged(progress(20), json!(["team:5"])))
+        .await;
+    let (ids, _) = all_pages(&hub, "tag=user:1", 100).await;
+    assert!(!ids.contains(&"list-3".to_string()), "{ids:?}");
+    assert_eq!(all_pages(&hub, "tag=team:5", 100).await.0, ["list-3"]);
+    // A tag nobody carries: an empty list.
+    let (status, page) = list(&hub, "tag=nobody").await;
+    assert_eq!(status, 200);
+    assert_eq!(page, json!({"projects": [], "next_cursor": null}));
+}
+
+async fn the_list_filters_by_status_and_since(backend: Backend) {
+    let hub = TestHub::start_with(backend, |c| c.worker = None).await;
+    let before = progress_hub::wire::now_iso8601();
+    hub.post_event("f-run", &tagged(progress(10), json!(["team:3"])))
+        .await;
+    let (status, _) = hub.generate("f-queued", &json!({"tags": ["team:3"]})).await;
+    assert_eq!(status, 202);
+    hub.post_event("f-done", &tagged(progress(10), json!(["team:3"])))
+        .await;
+    hub.publish(
+        "f-done",
+        json!({"event": "complete", "data": {"status": "FAILED"}}),
+    )
+    .await;
+    let ids = |page: &Value| -> Vec<String> {
+        page["projects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["project_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    for (status, want) in [
+        ("active", vec!["f-queued", "f-run"]),
+        ("ended", vec!["f-done"]),
+        ("QUEUED", vec!["f-queued"]),
+        ("RENDERING,FAILED", vec!["f-done", "f-run"]),
+        ("CANCELLED", vec![]),
+    ] {
+        let (code, page) = list(&hub, &format!("tag=team:3&status={status}")).await;
+        assert_eq!(code, 200, "{page}");
+        assert_eq!(ids(&page), want, "status={status}");
+    }
+    let (_, page) = list(&hub, &format!("tag=team:3&since={before}")).await;
+    assert_eq!(ids(&page).len(), 3, "{page}");
+    let (_, page) = list(&hub, "tag=team:3&since=2999-01-01T00:00:00Z").await;
+    assert_eq!(ids(&page), Vec::<String>::new(), "{page}");
+}
+
+async fn bad_list_parameters_get_a_400_naming_them(backend: Backend) {
+    let hub = TestHub::start(backend).await;
+    let long = "x".repeat(10_000);
+    for (query, field) in [
+        ("", "tag"),
+        ("status=active", "tag"),
+        ("tag=", "tag"),
+        ("tag=a%2Cb", "tag"),
+        ("tag=%7Bslot%7D", "tag"),
+        (&format!("tag={long}") as &str, "tag"),
+        ("tag=a&status=running", "status"),
+        ("tag=a&status=", "status"),
+        ("tag=a&since=yesterday", "since"),
+        ("tag=a&since=1969-01-01T00:00:00Z", "since"),
+        ("tag=a&limit=0", "limit"),
+        ("tag=a&limit=101", "limit"),
+        ("tag=a&limit=-1", "limit"),
+        ("tag=a&limit=ten", "limit"),
+        ("tag=a&cursor=nonsense", "cursor"),
+        ("tag=a&cursor=1.bad%20id", "cursor"),
+        ("tag=a&cursor=-1.p", "cursor"),
+        ("tag=a&tag=b", "query"),
+        ("tag=a&project=p", "query"),
+    ] {
+        let (status, answer) = list(&hub, query).await;
+        assert_eq!(status, 400, "{query}: {answer}");
+        assert_eq!(
+            answer["error"]["code"], "INVALID_QUERY",
+            "{query}: {answer}"
+        );
+        assert_eq!(answer["error"]["field"], field, "{query}: {answer}");
+    }
+}
+
+// On a Redis Cluster a tag's projects live in many slots and its index in its own: one
+// hub tags them, the other lists them, newest first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_lists_a_tags_projects_across_slots() {
+    let cluster = crate::support::RedisCluster::start().await;
+    let a = TestHub::start_on(cluster.url(), |c| c.worker = None).await;
+    let b = TestHub::start_on(cluster.url(), |c| c.worker = None).await;
+    let tagged_order: Vec<String> = (0..12).map(|i| format!("cl-{i:02}")).collect();
+    for project in &tagged_order {
+        let (status, answer) = a
+            .post_event(project, &tagged(progress(10), json!(["org:9"])))
+            .await;
+        assert_eq!(status, 202, "{answer}");
+    }
+    let slots: std::collections::HashSet<u16> = tagged_order
+        .iter()
+        .map(|p| layout::key_slot(p.as_bytes()))
+        .collect();
+    assert!(slots.len() > 1, "the projects span slots");
+    let newest_first: Vec<String> = tagged_order.iter().rev().cloned().collect();
+    assert_eq!(all_pages(&b, "tag=org:9", 5).await.0, newest_first);
 }
