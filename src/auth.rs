@@ -84,6 +84,18 @@ impl Auth {
         publish: bool,
         ttl: Duration,
     ) -> Result<String, AuthError> {
+        self.mint_tagged(projects, &[], publish, ttl)
+    }
+
+    /// A token for `projects` and `tags` (it may watch and list the projects whose run
+    /// carries one of the tags), valid for `ttl`.
+    pub fn mint_tagged(
+        &self,
+        projects: &[String],
+        tags: &[String],
+        publish: bool,
+        ttl: Duration,
+    ) -> Result<String, AuthError> {
         let exp = SystemTime::now()
             .checked_add(ttl)
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
@@ -92,7 +104,7 @@ impl Auth {
         let claims = Claims {
             projects: projects.to_vec(),
             scope: publish.then(|| "publish".to_string()),
-            tags: Vec::new(),
+            tags: tags.to_vec(),
             exp,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)

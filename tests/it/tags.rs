@@ -275,3 +275,69 @@ async fn a_cluster_lists_a_tags_projects_across_slots() {
     let newest_first: Vec<String> = tagged_order.iter().rev().cloned().collect();
     assert_eq!(all_pages(&b, "tag=org:9", 5).await.0, newest_first);
 }
+
+// Access (issue 26 §4): with access control on, a token naming the tag (or `*`) lists
+// all of the tag's projects, a token naming projects only those, no token none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_list_shows_what_the_token_allows() {
+    const SECRET: &str = "tags-test-secret";
+    let hub = TestHub::start_with(Backend::Redis, |c| c.auth_secret = Some(SECRET.into())).await;
+    let token = |args: &[&str]| {
+        let mut all = vec!["token", "--auth-secret", SECRET];
+        all.extend(args);
+        let out = crate::support::cli::run(&all);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let publisher = token(&["--project", "*", "--publish"]);
+    let client = reqwest::Client::new();
+    for project in ["acc-a", "acc-b", "acc-c"] {
+        let status = client
+            .post(hub.http(&format!("/api/v1/projects/{project}/events")))
+            .bearer_auth(&publisher)
+            .json(&tagged(progress(10), json!(["user:5"])))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 202);
+    }
+    let listed = |token: Option<String>| {
+        let client = client.clone();
+        let url = hub.http("/api/v1/projects?tag=user:5");
+        async move {
+            let mut request = client.get(url);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap();
+            let ids: Vec<String> = body["projects"]
+                .as_array()
+                .map(|ps| {
+                    ps.iter()
+                        .map(|p| p["project_id"].as_str().unwrap().to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+            (status, ids)
+        }
+    };
+    let all = vec!["acc-c", "acc-b", "acc-a"];
+    assert_eq!(
+        listed(Some(token(&["--tag", "user:5"]))).await,
+        (200, all.iter().map(|s| s.to_string()).collect())
+    );
+    assert_eq!(listed(Some(token(&["--project", "*"]))).await.1, all);
+    assert_eq!(
+        listed(Some(token(&["--project", "acc-b", "--tag", "user:6"]))).await,
+        (200, vec!["acc-b".to_string()])
+    );
+    assert_eq!(listed(None).await.0, 401);
+    assert_eq!(listed(Some("not-a-token".into())).await.0, 401);
+}
