@@ -19,7 +19,7 @@ mod subscription_error;
 mod tag;
 mod timestamp;
 
-pub use client_frame::{ClientFrame, ClientFrameError, Subscribe, Target};
+pub use client_frame::{ClientFrame, ClientFrameError, Subscribe, TagAsk, Target};
 pub use close::CloseReason;
 pub use event::{Event, InvalidEvent, Stage};
 pub use event_id::{EventId, InvalidEventId};

@@ -14,7 +14,62 @@ on_both_brokers!(
     the_list_pages_a_tags_projects_newest_first,
     the_list_filters_by_status_and_since,
     bad_list_parameters_get_a_400_naming_them,
+    a_tag_subscription_gets_a_snapshot_then_every_change,
+    refused_tag_subscriptions_say_why_and_harm_nothing,
+    a_burst_of_10000_tag_subscribes_gets_clear_errors,
 );
+
+/// A token from `progress-hub token --auth-secret <secret> <args>`.
+fn mint(secret: &str, args: &[&str]) -> String {
+    let mut all = vec!["token", "--auth-secret", secret];
+    all.extend(args);
+    let out = crate::support::cli::run(&all);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Publishes a progress update giving the run `tags`, with `token`: the status.
+async fn post_as(hub: &TestHub, token: &str, project: &str, tags: Value) -> u16 {
+    reqwest::Client::new()
+        .post(hub.http(&format!("/api/v1/projects/{project}/events")))
+        .bearer_auth(token)
+        .json(&tagged(progress(10), tags))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// A multiplexed connection, past its `connected`.
+async fn multiplexed(hub: &TestHub, token: Option<&str>) -> WsClient {
+    let mut url = format!("ws://{}/api/v1/progress", hub.addr);
+    if let Some(token) = token {
+        url.push_str(&format!("?token={token}"));
+    }
+    let mut client = WsClient::connect(&url).await;
+    assert_eq!(client.next_json().await["event"], "connected");
+    client
+}
+
+async fn subscribe_tag(client: &mut WsClient, data: Value) {
+    let frame = json!({"event": "subscribe", "data": data});
+    client.send_text(&frame.to_string()).await;
+}
+
+/// The next `project_state` (of `tag`): its project and state.
+async fn next_state(client: &mut WsClient, tag: &str) -> (String, Value) {
+    let frame = client.next_event().await;
+    assert_eq!(frame["event"], "project_state", "{frame}");
+    assert_eq!(frame["tag"], tag, "{frame}");
+    let project = frame["project_id"].as_str().unwrap().to_string();
+    assert_eq!(frame["data"]["project_id"], project.as_str(), "{frame}");
+    (project, frame["data"].clone())
+}
 
 /// `GET /api/v1/projects?<query>`: the status and the answer.
 async fn list(hub: &TestHub, query: &str) -> (u16, Value) {
@@ -282,28 +337,11 @@ async fn a_cluster_lists_a_tags_projects_across_slots() {
 async fn the_list_shows_what_the_token_allows() {
     const SECRET: &str = "tags-test-secret";
     let hub = TestHub::start_with(Backend::Redis, |c| c.auth_secret = Some(SECRET.into())).await;
-    let token = |args: &[&str]| {
-        let mut all = vec!["token", "--auth-secret", SECRET];
-        all.extend(args);
-        let out = crate::support::cli::run(&all);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    };
+    let token = |args: &[&str]| mint(SECRET, args);
     let publisher = token(&["--project", "*", "--publish"]);
     let client = reqwest::Client::new();
     for project in ["acc-a", "acc-b", "acc-c"] {
-        let status = client
-            .post(hub.http(&format!("/api/v1/projects/{project}/events")))
-            .bearer_auth(&publisher)
-            .json(&tagged(progress(10), json!(["user:5"])))
-            .send()
-            .await
-            .unwrap()
-            .status();
+        let status = post_as(&hub, &publisher, project, json!(["user:5"])).await;
         assert_eq!(status, 202);
     }
     let listed = |token: Option<String>| {
@@ -340,4 +378,194 @@ async fn the_list_shows_what_the_token_allows() {
     );
     assert_eq!(listed(None).await.0, 401);
     assert_eq!(listed(Some("not-a-token".into())).await.0, 401);
+}
+
+async fn a_tag_subscription_gets_a_snapshot_then_every_change(backend: Backend) {
+    let hub = TestHub::start_with(backend, |c| c.worker = None).await;
+    hub.post_event("ts-old", &tagged(progress(10), json!(["user:3"])))
+        .await;
+    hub.post_event("ts-run", &tagged(progress(20), json!(["user:3"])))
+        .await;
+    hub.publish(
+        "ts-old",
+        json!({"event": "complete", "data": {"status": "COMPLETED"}}),
+    )
+    .await;
+    let mut client = multiplexed(&hub, None).await;
+    subscribe_tag(&mut client, json!({"tag": "user:3", "status": ["active"]})).await;
+    let answer = client.next_event().await;
+    assert_eq!(
+        answer,
+        json!({"event": "subscribed", "tag": "user:3", "data": {"projects": 1}})
+    );
+    // The snapshot: the matching projects, as the list gives them.
+    let (project, state) = next_state(&mut client, "user:3").await;
+    assert_eq!(project, "ts-run");
+    let (_, listed) = list(&hub, "tag=user:3&status=active").await;
+    assert_eq!(listed["projects"], json!([state]));
+
+    // A change of a followed project, and a project tagged after the subscription.
+    hub.publish("ts-run", progress(40)).await;
+    let (project, state) = next_state(&mut client, "user:3").await;
+    assert_eq!(
+        (project.as_str(), state["progress"].clone()),
+        ("ts-run", json!(40))
+    );
+    let (status, _) = hub.generate("ts-new", &json!({"tags": ["user:3"]})).await;
+    assert_eq!(status, 202);
+    let (project, state) = next_state(&mut client, "user:3").await;
+    assert_eq!(
+        (project.as_str(), state["status"].clone()),
+        ("ts-new", json!("QUEUED"))
+    );
+    assert_eq!(state, hub.project_state("ts-new").await);
+    // Leaving the filter: one last frame.
+    hub.publish(
+        "ts-run",
+        json!({"event": "complete", "data": {"status": "FAILED"}}),
+    )
+    .await;
+    let (project, state) = next_state(&mut client, "user:3").await;
+    assert_eq!(
+        (project.as_str(), state["status"].clone()),
+        ("ts-run", json!("FAILED"))
+    );
+
+    // Unsubscribed: nothing of the tag follows the answer.
+    client
+        .send_text(&json!({"event": "unsubscribe", "data": {"tag": "user:3"}}).to_string())
+        .await;
+    assert_eq!(
+        client.next_event().await,
+        json!({"event": "unsubscribed", "tag": "user:3", "data": {}})
+    );
+    hub.publish("ts-new", progress(50)).await;
+    client.send_text(r#"{"event":"ping"}"#).await;
+    let next = client.next_event().await;
+    assert_eq!(
+        next["event"], "pong",
+        "nothing of the tag after unsubscribed: {next}"
+    );
+
+    // Resuming after a reconnect is subscribing again: every current state.
+    let mut again = multiplexed(&hub, None).await;
+    subscribe_tag(&mut again, json!({"tag": "user:3"})).await;
+    assert_eq!(again.next_event().await["data"]["projects"], 3);
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(next_state(&mut again, "user:3").await.0);
+    }
+    assert_eq!(seen, ["ts-new", "ts-run", "ts-old"]);
+}
+
+/// Sends a tag `subscribe` and reads its refusal: the tag it names and the code.
+async fn refused(client: &mut WsClient, data: Value) -> (Option<Value>, String) {
+    subscribe_tag(client, data).await;
+    let answer = client.next_event().await;
+    assert_eq!(answer["event"], "subscription_error", "{answer}");
+    assert!(answer["data"]["message"].is_string(), "{answer}");
+    let code = answer["data"]["code"].as_str().unwrap().to_string();
+    (answer.get("tag").cloned(), code)
+}
+
+async fn refused_tag_subscriptions_say_why_and_harm_nothing(backend: Backend) {
+    let hub = TestHub::start_with(backend, |c| c.max_subscriptions = 2).await;
+    let mut client = multiplexed(&hub, None).await;
+    for (data, code) in [
+        (json!({"tag": "a,b"}), "INVALID_TAG"),
+        (json!({"tag": 7}), "INVALID_TAG"),
+        (json!({"tag": "x".repeat(5000)}), "INVALID_TAG"),
+        (json!({"tag": "ok", "status": "active"}), "INVALID_FILTER"),
+        (
+            json!({"tag": "ok", "status": ["running"]}),
+            "INVALID_FILTER",
+        ),
+        (json!({"tag": "ok", "status": [1]}), "INVALID_FILTER"),
+        (json!({"tag": "ok", "since": "yesterday"}), "INVALID_FILTER"),
+        (json!({"tag": "ok", "since": 5}), "INVALID_FILTER"),
+        (
+            json!({"tag": "ok", "project_id": "p"}),
+            "UNSUPPORTED_SUBSCRIPTION",
+        ),
+    ] {
+        let (_, got) = refused(&mut client, data.clone()).await;
+        assert_eq!(got, code, "{data}");
+    }
+    let (tag, _) = refused(&mut client, json!({"tag": "x".repeat(5000)})).await;
+    assert_eq!(
+        tag.unwrap().as_str().unwrap().len(),
+        64,
+        "the tag echoed, cut"
+    );
+    subscribe_tag(&mut client, json!({"tag": "t1"})).await;
+    assert_eq!(client.next_event().await["event"], "subscribed");
+    let (_, code) = refused(&mut client, json!({"tag": "t1"})).await;
+    assert_eq!(code, "ALREADY_SUBSCRIBED");
+    subscribe_tag(&mut client, json!({"tag": "t2"})).await;
+    assert_eq!(client.next_event().await["event"], "subscribed");
+    let (_, code) = refused(&mut client, json!({"tag": "t3"})).await;
+    assert_eq!(code, "TOO_MANY_SUBSCRIPTIONS");
+    // The connection and its subscriptions go on.
+    hub.post_event("t1-p", &tagged(progress(10), json!(["t1"])))
+        .await;
+    assert_eq!(next_state(&mut client, "t1").await.0, "t1-p");
+}
+
+async fn a_burst_of_10000_tag_subscribes_gets_clear_errors(backend: Backend) {
+    const BURST: usize = 10_000;
+    let hub = TestHub::start_with(backend, |c| c.max_subscriptions = 20).await;
+    let mut bystander = multiplexed(&hub, None).await;
+    subscribe_tag(&mut bystander, json!({"tag": "calm"})).await;
+    assert_eq!(bystander.next_event().await["event"], "subscribed");
+    let mut flood = multiplexed(&hub, None).await;
+    let mut burst = String::new();
+    for i in 0..BURST {
+        let frame = json!({"event": "subscribe", "data": {"tag": format!("flood:{i}")}});
+        burst.clear();
+        burst.push_str(&frame.to_string());
+        flood.send_text(&burst).await;
+    }
+    let (mut subscribed, mut too_many) = (0, 0);
+    while subscribed + too_many < BURST {
+        let answer = flood.next_event().await;
+        match (answer["event"].as_str(), answer["data"]["code"].as_str()) {
+            (Some("subscribed"), _) => subscribed += 1,
+            (Some("subscription_error"), Some("TOO_MANY_SUBSCRIPTIONS")) => too_many += 1,
+            _ => panic!("unexpected {answer}"),
+        }
+    }
+    assert_eq!((subscribed, too_many), (20, BURST - 20));
+    // Nobody else noticed.
+    hub.post_event("calm-p", &tagged(progress(10), json!(["calm"])))
+        .await;
+    assert_eq!(next_state(&mut bystander, "calm").await.0, "calm-p");
+}
+
+// Access: a tag subscription needs a token naming the tag (or `*`); a refused one is
+// FORBIDDEN for that subscription only; a refresh must keep every subscription allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tag_subscriptions_follow_the_token() {
+    const SECRET: &str = "tags-sub-secret";
+    let hub = TestHub::start_with(Backend::Memory, |c| c.auth_secret = Some(SECRET.into())).await;
+    let token = |args: &[&str]| mint(SECRET, args);
+    let watch = token(&["--tag", "user:1", "--project", "solo"]);
+    let mut client = multiplexed(&hub, Some(&watch)).await;
+    subscribe_tag(&mut client, json!({"tag": "user:2"})).await;
+    let answer = client.next_event().await;
+    assert_eq!(answer["data"]["code"], "FORBIDDEN", "{answer}");
+    assert_eq!(answer["tag"], "user:2", "{answer}");
+    subscribe_tag(&mut client, json!({"tag": "user:1"})).await;
+    assert_eq!(client.next_event().await["event"], "subscribed");
+    // A refresh that would not allow the tag is ignored; one that does is taken (the
+    // connection goes on either way).
+    let narrower = token(&["--project", "solo"]);
+    let wider = token(&["--tag", "user:1", "--tag", "user:2"]);
+    for fresh in [narrower, wider] {
+        let frame = json!({"event": "refresh", "data": {"token": fresh}});
+        client.send_text(&frame.to_string()).await;
+    }
+    let publisher = token(&["--project", "*", "--publish"]);
+    let status = post_as(&hub, &publisher, "u1-p", json!(["user:1"])).await;
+    assert_eq!(status, 202);
+    assert_eq!(next_state(&mut client, "user:1").await.0, "u1-p");
 }
