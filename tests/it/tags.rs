@@ -309,9 +309,9 @@ async fn bad_list_parameters_get_a_400_naming_them(backend: Backend) {
 }
 
 // On a Redis Cluster a tag's projects live in many slots and its index in its own: one
-// hub tags them, the other lists them, newest first.
+// hub tags them, the other lists them newest first and feeds them to a tag subscription.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cluster_lists_a_tags_projects_across_slots() {
+async fn a_cluster_lists_and_feeds_a_tags_projects_across_slots() {
     let cluster = crate::support::RedisCluster::start().await;
     let a = TestHub::start_on(cluster.url(), |c| c.worker = None).await;
     let b = TestHub::start_on(cluster.url(), |c| c.worker = None).await;
@@ -329,6 +329,19 @@ async fn a_cluster_lists_a_tags_projects_across_slots() {
     assert!(slots.len() > 1, "the projects span slots");
     let newest_first: Vec<String> = tagged_order.iter().rev().cloned().collect();
     assert_eq!(all_pages(&b, "tag=org:9", 5).await.0, newest_first);
+
+    // The tag's feed on the other hub: the snapshot, then a project tagged later.
+    let mut client = multiplexed(&b, None).await;
+    subscribe_tag(&mut client, json!({"tag": "org:9"})).await;
+    assert_eq!(client.next_event().await["data"]["projects"], 12);
+    let mut snapshot = Vec::new();
+    for _ in 0..12 {
+        snapshot.push(next_state(&mut client, "org:9").await.0);
+    }
+    assert_eq!(snapshot, newest_first);
+    a.post_event("cl-late", &tagged(progress(10), json!(["org:9"])))
+        .await;
+    assert_eq!(next_state(&mut client, "org:9").await.0, "cl-late");
 }
 
 // Access (issue 26 §4): with access control on, a token naming the tag (or `*`) lists
