@@ -40,6 +40,17 @@ def test_a_runs_first_publish_carries_its_tags(redis_server: RedisServer) -> Non
     assert redis_server.client().zscore(tag_index_key("user:9"), project) is not None
 
 
+def test_tagged_gives_the_next_publish_its_tags(redis_server: RedisServer) -> None:
+    project = new_project()
+    with progress_hub.tagged(["team:4"]):
+        ProgressService.publish_log(project, "INFO", "first")
+        ProgressService.publish_progress(project, "RENDERING", 10, "x")
+    assert redis_server.state(project)["tags"] == "team:4"
+    assert redis_server.client().zscore(tag_index_key("team:4"), project) is not None
+    with pytest.raises(InvalidEvent), progress_hub.tagged(["a b"]):
+        pass
+
+
 @pytest.mark.parametrize(
     "tags",
     [
