@@ -194,6 +194,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
             queue_capacity: config.queue_capacity,
             queue_bytes: config.queue_bytes,
             max_subscriptions: config.max_subscriptions,
+            tag_watchers: Arc::default(),
         },
         tracker: tracker.clone(),
         metrics,

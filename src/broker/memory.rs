@@ -24,8 +24,9 @@ use super::quota::Admission;
 use super::redis::publish_inputs::CONTRACT;
 use super::{
     Broker, BrokerError, Deliveries, HistoryConfig, PreparedEvent, Replay, SubscriptionChange,
+    TagEntry,
 };
-use crate::wire::{EventId, Frame, ProjectId, ProjectState};
+use crate::wire::{EventId, Frame, ProjectId, ProjectState, Tag};
 
 /// How often expired histories and receipts are swept from memory.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
@@ -54,6 +55,10 @@ struct Store {
     budget: Budget,
     receipts: Receipts,
     seen: Seen,
+    /// Each tag's index (Redis's `progress:{tag:<tag>}:projects`): project → when (ms)
+    /// its run was last given the tag. A forgotten project leaves the indexes of the
+    /// tags its state carried; other stale entries go when a reader finds them (`untag`).
+    tags: HashMap<Tag, HashMap<ProjectId, u64>>,
 }
 
 /// The `complete`s a watcher was written (see `Broker::record_complete_seen`), each
@@ -196,6 +201,21 @@ impl Store {
         if let Some(history) = self.projects.remove(project) {
             self.budget
                 .close(&history.owner, history.used, history.bytes);
+            let carried = history.state.get("tags").map(|t| Tag::split(t));
+            self.untag(carried.iter().flatten(), std::slice::from_ref(project));
+        }
+    }
+
+    fn untag<'a>(&mut self, tags: impl IntoIterator<Item = &'a Tag>, projects: &[ProjectId]) {
+        for tag in tags {
+            if let Some(index) = self.tags.get_mut(tag) {
+                for project in projects {
+                    index.remove(project);
+                }
+                if index.is_empty() {
+                    self.tags.remove(tag);
+                }
+            }
         }
     }
 
@@ -446,6 +466,13 @@ impl Broker for MemoryBroker {
                 .receipts
                 .insert(project, &event.receipt, id.clone(), now);
         }
+        if let Some(tags) = &s.tags {
+            let at = crate::wire::now_ms();
+            for tag in tags {
+                let index = store.tags.entry(tag.clone()).or_default();
+                index.insert(project.clone(), at);
+            }
+        }
         store.enforce(self.config.memory_budget, project, self.deliveries.as_ref());
         // Delivered under the lock: delivery order is history order.
         self.deliveries.deliver_recorded(project, bytes);
@@ -501,6 +528,36 @@ impl Broker for MemoryBroker {
             state: Some((state, last)),
             after,
         })
+    }
+
+    async fn tagged(
+        &self,
+        tag: &Tag,
+        since_ms: u64,
+        after: Option<&TagEntry>,
+        count: usize,
+    ) -> Result<Vec<TagEntry>, BrokerError> {
+        let store = self.store.lock();
+        let mut entries: Vec<TagEntry> = store
+            .tags
+            .get(tag)
+            .into_iter()
+            .flatten()
+            .filter(|(_, at)| **at >= since_ms)
+            .map(|(project, at)| TagEntry {
+                project: project.clone(),
+                at_ms: *at,
+            })
+            .filter(|e| after.is_none_or(|a| e.comes_after(a)))
+            .collect();
+        entries.sort_by(|a, b| (b.at_ms, b.project.as_str()).cmp(&(a.at_ms, a.project.as_str())));
+        entries.truncate(count);
+        Ok(entries)
+    }
+
+    async fn untag(&self, tag: &Tag, projects: &[ProjectId]) -> Result<(), BrokerError> {
+        self.store.lock().untag([tag], projects);
+        Ok(())
     }
 
     async fn admit(&self, project: &ProjectId, client: &str) -> Result<Admission, BrokerError> {

@@ -20,6 +20,7 @@ pub mod memory;
 mod prepared;
 pub mod quota;
 pub mod redis;
+pub mod tag_page;
 
 pub use deliveries::{Deliveries, SubscriptionChange, Watched};
 pub use history::{HistoryConfig, InvalidHistory};
@@ -34,7 +35,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::wire::{EventId, Frame, ProjectId, ProjectState};
+use crate::wire::{EventId, Frame, ProjectId, ProjectState, Tag};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -76,6 +77,35 @@ pub struct Replay {
     pub after: Vec<Frame>,
 }
 
+/// An entry of a tag's index: a project, and when (ms since the epoch) its run was last
+/// given the tag. Indexes are read newest first; ties by project id, descending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagEntry {
+    pub project: ProjectId,
+    pub at_ms: u64,
+}
+
+impl TagEntry {
+    /// The entry as a page's cursor: `<ms>.<project>`.
+    pub fn cursor(&self) -> String {
+        format!("{}.{}", self.at_ms, self.project)
+    }
+
+    /// A cursor back into its entry; `None` when it is not one.
+    pub fn from_cursor(cursor: &str) -> Option<Self> {
+        let (at, project) = cursor.split_once('.')?;
+        Some(Self {
+            at_ms: at.parse().ok()?,
+            project: ProjectId::parse(project).ok()?,
+        })
+    }
+
+    /// Whether this entry comes after `other` in an index read newest first.
+    pub fn comes_after(&self, other: &TagEntry) -> bool {
+        (self.at_ms, self.project.as_str()) < (other.at_ms, other.project.as_str())
+    }
+}
+
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
     /// The hub's publish path: appends the event to the project's history, updates its
@@ -96,6 +126,21 @@ pub trait Broker: Send + Sync + 'static {
         project: &ProjectId,
         after: Option<&EventId>,
     ) -> Result<Replay, BrokerError>;
+
+    /// The tag's index (see [`TagEntry`]): entries given at or after `since_ms`, newest
+    /// first, after `after`, at most `count`. An entry may name a project whose state no
+    /// longer carries the tag (or is gone): the reader checks the state, the truth, and
+    /// tells [`Broker::untag`].
+    async fn tagged(
+        &self,
+        tag: &Tag,
+        since_ms: u64,
+        after: Option<&TagEntry>,
+        count: usize,
+    ) -> Result<Vec<TagEntry>, BrokerError>;
+
+    /// Removes `projects` from the tag's index: their state no longer carries the tag.
+    async fn untag(&self, tag: &Tag, projects: &[ProjectId]) -> Result<(), BrokerError>;
 
     /// Whether the broker can serve now (`/readyz`): Redis reachable and the
     /// subscriber connected.

@@ -29,6 +29,7 @@ use crate::wire::{Event, ProjectState, Stage};
         super::multiplexed::progress,
         super::publish::publish,
         super::projects::state,
+        super::project_list::list,
         super::generate::create,
         super::generate::generate,
         super::cancel::cancel,
@@ -95,7 +96,7 @@ pub fn asyncapi() -> Value {
                 }
             },
             "/api/v1/progress": {
-                "description": "One connection, many projects (WebSocket). First frame `connected` (no project); then the client subscribes to projects. Every frame of a subscription (the frames of /api/v1/projects/{project_id}/progress, its `connected` becoming `subscribed`) carries a top-level `project_id`. A refused frame is answered with `subscription_error` (codes: contract/error-catalog.json, `subscription_errors`); the connection and its other subscriptions go on. See docs/PROTOCOL.md.",
+                "description": "One connection, many projects (WebSocket). First frame `connected` (no project); then the client subscribes to projects. Every frame of a subscription (the frames of /api/v1/projects/{project_id}/progress, its `connected` becoming `subscribed`) carries a top-level `project_id`. A subscription to a tag (`{\"tag\":\"user:7\",\"status\":[\"active\"],\"since\":\"<RFC 3339>\"}`) is answered by `subscribed` with a top-level `tag`, then one `project_state` (top-level `project_id` and `tag`; data: the GET /api/v1/projects/{project_id} object) per matching project, then one whenever a project's status, stage, progress or ETA changes (read every second), projects tagged later included. A refused frame is answered with `subscription_error` (codes: contract/error-catalog.json, `subscription_errors`); the connection and its other subscriptions go on. See docs/PROTOCOL.md.",
                 "bindings": { "ws": { "query": { "type": "object", "properties": {
                     "token": { "type": "string", "description": "access token, when access control is on" }
                 } } } },
@@ -112,7 +113,10 @@ pub fn asyncapi() -> Value {
                             "data": { "type": "object", "properties": {
                                 "project_id": project["schema"].clone(),
                                 "last_event_id": { "type": "string", "description": "subscribe: resume this project after this event id" },
-                                "token": { "type": "string", "description": "refresh: a fresher token, allowing every subscribed project" }
+                                "tag": { "type": "string", "pattern": "^[A-Za-z0-9_.:@-]{1,64}$", "description": "subscribe/unsubscribe: a tag instead of a project_id" },
+                                "status": { "type": "array", "items": { "type": "string" }, "description": "tag subscribe: only projects whose status is one of these (QUEUED, a stage code, COMPLETED, FAILED, CANCELLED) or in the groups active / ended" },
+                                "since": { "type": "string", "format": "date-time", "description": "tag subscribe: only projects tagged at or after this time" },
+                                "token": { "type": "string", "description": "refresh: a fresher token, allowing every subscribed project and tag" }
                             } }
                         }
                     } }

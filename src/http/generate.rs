@@ -24,7 +24,7 @@ use crate::catalog::ErrorCode;
 use crate::job::accept::accept;
 use crate::job::queue::QueueError;
 use crate::job::{GenerateRequest, Job};
-use crate::wire::ProjectId;
+use crate::wire::{ProjectId, Tag};
 
 /// What a client over its limit of unfinished jobs is told to wait: about one job.
 const CLIENT_RETRY_AFTER_SECS: u64 = 60;
@@ -57,7 +57,7 @@ pub async fn create(State(app): State<AppState>, headers: HeaderMap) -> Response
 
 #[utoipa::path(post, path = "/api/v1/projects/{project_id}/generate", tag = "projects",
     params(("project_id" = String, Path, description = "^[A-Za-z0-9_-]{1,64}$")),
-    request_body(content = Option<GenerateRequest>, description = "optional: topic and injected transient failures per stage"),
+    request_body(content = Option<GenerateRequest>, description = "optional: topic, tags of the run (at most 8, each ^[A-Za-z0-9_.:@-]{1,64}$) and injected transient failures per stage"),
     responses(
         (status = 202, description = "queued: {\"job_id\": ..., \"project_id\": ..., \"queue_position\": n} (1: no job waited before it)"),
         (status = 400, description = "invalid project id", body = ErrorBody),
@@ -88,32 +88,28 @@ pub async fn generate(
         return refused;
     }
     match job_of(&app, request, &project, client) {
-        Ok(job) => queue(&app, &job, peer).await,
+        Ok((job, tags)) => queue(&app, &job, tags, peer).await,
         Err(refused) => refused.into_response(),
     }
 }
 
-/// The job a valid request asks for (422 for a topic or failures out of bounds).
+/// The job a valid request asks for, with its run's tags (none named: `[]`); 422 for a
+/// topic, tags or failures out of bounds.
 pub(super) fn job_of(
     app: &AppState,
     request: GenerateRequest,
     project: &ProjectId,
     client: String,
-) -> Result<Job, ApiError> {
+) -> Result<(Job, Vec<Tag>), ApiError> {
+    let tags = request.tags().map_err(invalid_request)?;
     let default_topic = app
         .publisher
         .locale()
         .pick("AI 如何改變我們的生活", "How AI changes our lives");
-    request
+    let job = request
         .into_job(project.clone(), default_topic, Some(client))
-        .map_err(|invalid| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "INVALID_REQUEST",
-                invalid.message,
-            )
-            .with_field(invalid.field)
-        })
+        .map_err(invalid_request)?;
+    Ok((job, tags))
 }
 
 /// The body of a `generate` (or a `retry`): none, or a JSON object of
@@ -160,11 +156,11 @@ pub(super) fn request_of(
     Ok(request)
 }
 
-/// Queues `job` and starts its run: 202 with its id and place, or the refusal (409 while
-/// the project has a job, 429/503 at a limit, with `Retry-After`).
-pub(super) async fn queue(app: &AppState, job: &Job, peer: SocketAddr) -> Response {
+/// Queues `job` and starts its run with its `tags`: 202 with its id and place, or the
+/// refusal (409 while the project has a job, 429/503 at a limit, with `Retry-After`).
+pub(super) async fn queue(app: &AppState, job: &Job, tags: Vec<Tag>, peer: SocketAddr) -> Response {
     let project = &job.project;
-    match accept(app.jobs.as_ref(), &app.publisher, job).await {
+    match accept(app.jobs.as_ref(), &app.publisher, job, tags).await {
         Ok(queued) => {
             let position = queued.position;
             tracing::info!(project_id = %project, job_id = %job.id, position, "generation job queued");
@@ -205,6 +201,16 @@ pub(super) async fn queue(app: &AppState, job: &Job, peer: SocketAddr) -> Respon
             ApiError::unavailable().into_response()
         }
     }
+}
+
+/// 422 for a body that breaks the contract, naming the field.
+fn invalid_request(invalid: crate::wire::InvalidEvent) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "INVALID_REQUEST",
+        invalid.message,
+    )
+    .with_field(invalid.field)
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod listener;
 mod multiplexed;
 mod page;
 mod progress;
+mod project_list;
 mod project_path;
 mod projects;
 mod publish;
@@ -88,7 +89,10 @@ pub fn router(state: AppState, metrics: MetricsRoute) -> Router {
     let limits = Arc::clone(&state.limits);
     let cors = cors::layer(&state.cors_origins);
     let app = Router::new()
-        .route("/api/v1/projects", post(generate::create))
+        .route(
+            "/api/v1/projects",
+            post(generate::create).get(project_list::list),
+        )
         .route("/api/v1/projects/{project_id}", get(projects::state))
         .route(
             "/api/v1/projects/{project_id}/generate",

@@ -22,6 +22,7 @@ use super::generate::{job_of, queue, request_of};
 use super::project_path::ProjectPath;
 use super::{AppState, access};
 use crate::job::GenerateRequest;
+use crate::wire::Tag;
 use crate::wire::event::CompleteStatus;
 
 #[utoipa::path(post, path = "/api/v1/projects/{project_id}/retry", tag = "projects",
@@ -48,14 +49,14 @@ pub async fn retry(
         Ok(request) => request,
         Err(refused) => return refused.into_response(),
     };
-    let status = match app.broker.replay(&project, None).await {
-        Ok(replay) => replay.state.and_then(|(state, _)| state.status),
+    let state = match app.broker.replay(&project, None).await {
+        Ok(replay) => replay.state.map(|(state, _)| state),
         Err(err) => {
             tracing::error!(project_id = %project, error = %err, "reading project state failed");
             return ApiError::unavailable().into_response();
         }
     };
-    let Some(status) = status else {
+    let Some((status, last_tags)) = state.and_then(|s| Some((s.status?, s.tags))) else {
         return ApiError::new(
             StatusCode::NOT_FOUND,
             "NO_JOB",
@@ -84,11 +85,19 @@ pub async fn retry(
         }
     };
     let client = access::client_key(&app, &headers, peer.ip());
-    let mut job = match job_of(&app, request, &project, client) {
+    let named_tags = request.tags.is_some();
+    let (mut job, mut tags) = match job_of(&app, request, &project, client) {
         Ok(job) => job,
         Err(refused) => return refused.into_response(),
     };
+    // A retry without tags of its own keeps the failed run's.
+    if !named_tags {
+        tags = last_tags
+            .iter()
+            .filter_map(|t| Tag::parse(t).ok())
+            .collect();
+    }
     tracing::info!(project_id = %project, job_id = %job.id, resumes = resume_from.is_some(), "retrying the project's job");
     job.resume_from = resume_from;
-    queue(&app, &job, peer).await
+    queue(&app, &job, tags, peer).await
 }

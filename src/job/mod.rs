@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::wire::{InvalidEvent, ProjectId, Stage};
+use crate::wire::{InvalidEvent, ProjectId, Stage, Tag};
 use checkpoint::Checkpoint;
 pub use pipeline::{Outcome, RetryPolicy};
 
@@ -117,6 +117,10 @@ pub struct GenerateRequest {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub inject_failures: BTreeMap<Stage, u32>,
+    /// e.g. ["user:7", "team:2"]: the tags of the run (see `wire::Tag`).
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub tags: Option<serde_json::Value>,
 }
 
 /// Longest topic accepted.
@@ -125,6 +129,11 @@ pub const MAX_TOPIC: usize = 200;
 pub const MAX_INJECTED_FAILURES: u32 = 20;
 
 impl GenerateRequest {
+    /// The run's tags, validated (none when the request names none).
+    pub fn tags(&self) -> Result<Vec<Tag>, InvalidEvent> {
+        Tag::parse_field(self.tags.as_ref()).map(Option::unwrap_or_default)
+    }
+
     pub fn into_job(
         self,
         project: ProjectId,
@@ -261,8 +270,8 @@ mod tests {
             "topic"
         );
         let many = GenerateRequest {
-            topic: None,
             inject_failures: BTreeMap::from([(Stage::Uploading, 21)]),
+            ..Default::default()
         };
         assert_eq!(
             many.into_job(p, "AI", None).unwrap_err().field,

@@ -15,11 +15,13 @@ mod reader;
 mod resume;
 mod seen;
 mod slow_consumer;
+mod tag_feed;
 
 pub use access::{Access, ConnectionAccess};
 pub use heartbeat::{Beating, Heartbeat, Pulse};
 pub use resume::{Opening, fill_gap, opening, opening_with, skip_covered};
 pub use slow_consumer::{Ended, OutboundQueue};
+pub use tag_feed::TagWatchers;
 
 use seen::CompletesSeen;
 
@@ -55,6 +57,8 @@ pub struct Sessions {
     pub queue_bytes: usize,
     /// Most subscriptions one multiplexed connection holds (see `multiplex`).
     pub max_subscriptions: usize,
+    /// How many subscriptions each tag has on this hub (see `tag_feed`).
+    pub tag_watchers: Arc<TagWatchers>,
 }
 
 impl Sessions {
@@ -465,6 +469,7 @@ mod tests {
             queue_capacity,
             queue_bytes: usize::MAX,
             max_subscriptions: 1000,
+            tag_watchers: Arc::default(),
         }
     }
 

@@ -262,7 +262,7 @@ pub struct InvalidEvent {
 }
 
 impl InvalidEvent {
-    fn new(field: &str, message: impl Into<String>) -> Self {
+    pub fn new(field: &str, message: impl Into<String>) -> Self {
         Self {
             field: field.to_string(),
             message: message.into(),

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::EventId;
 use super::event::ProgressStatus;
+use super::{EventId, ProjectId, Tag};
 
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema, utoipa::ToSchema)]
 pub struct ProjectState {
@@ -29,6 +29,8 @@ pub struct ProjectState {
     /// accepted (1: none waited before it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queue_position: Option<u64>,
+    /// The run's tags (`user:7`, `team:2`), as its publisher gave them; `[]`: none.
+    pub tags: Vec<String>,
     /// The last generation job whose `complete` is in (the state's `fence_ended`, kept
     /// across later runs), so a worker that takes such a job again settles it at once.
     #[serde(skip)]
@@ -53,9 +55,17 @@ impl ProjectState {
             youtube_url: None,
             job_id: None,
             queue_position: None,
+            tags: Vec::new(),
             completed_job: None,
             fence: None,
         }
+    }
+
+    /// The state as `GET /api/v1/projects/{id}` answers it: its fields and `project_id`.
+    pub fn to_json(&self, project: &ProjectId) -> serde_json::Value {
+        let mut body = serde_json::to_value(self).unwrap_or_else(|_| serde_json::json!({}));
+        body["project_id"] = project.as_str().into();
+        body
     }
 
     /// Reads the state from Redis's state hash (its fields: `contract/publish-inputs.json`'s
@@ -85,6 +95,9 @@ impl ProjectState {
                 youtube_url: text("youtube_url"),
                 job_id: text("job_id"),
                 queue_position,
+                tags: text("tags")
+                    .map(|t| Tag::split(&t).iter().map(|t| t.to_string()).collect())
+                    .unwrap_or_default(),
                 completed_job: text("fence_ended"),
                 fence: text("fence_holder").zip(text("fence_token").and_then(|t| t.parse().ok())),
             },
@@ -118,6 +131,11 @@ mod tests {
         assert_eq!(state.last_event_id.as_deref(), Some("ep:7"));
         let json = serde_json::to_value(&state).unwrap();
         assert!(json.get("youtube_url").is_none());
+        assert_eq!(json["tags"], serde_json::json!([]));
+        let mut tagged = hash.clone();
+        tagged.insert("tags".into(), "user:7,team:2".into());
+        let (state, _) = ProjectState::from_hash(&tagged).unwrap();
+        assert_eq!(state.tags, ["user:7", "team:2"]);
     }
 
     #[test]

@@ -36,4 +36,5 @@ mod runs;
 mod sentinel;
 mod slow_consumer;
 mod stalled;
+mod tags;
 mod watch;

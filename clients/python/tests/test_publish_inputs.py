@@ -31,8 +31,9 @@ def test_the_call_names_only_described_inputs_and_fields() -> None:
     ]
     inputs: set[str] = set()
     fields: set[str] = set()
-    for event in events:
-        prepared = _event.prepare(event, "p", "en")
+    for i, event in enumerate(events):
+        # Any event may give the run its tags (here the first).
+        prepared = _event.prepare(event, "p", "en", ("user:7",) if i == 0 else None)
         keys, argv = script_call(
             "p", prepared, "r", Claim("job", 3), Target.parse("redis://x"), Config()
         )

@@ -20,6 +20,7 @@
 //! | `{progress:jobs}:done:<job>` | string | what the job finished so far (JSON), until it is settled |
 //! | `{progress:jobs}:clients` | hash | client → its jobs not yet settled (the per-client queue limit) |
 //! | `progress:creations:{<client>}` | sorted set | project → when the client created it, within the active TTL (the per-client project quota, `quota.lua`) |
+//! | `progress:{tag:<tag>}:projects` | sorted set | project → when (ms) its run was last given the tag, within the retention (the tag's index, `tag_index.rs`): one slot per tag, apart from its projects' |
 //!
 //! The job queue's keys are tagged `{progress:jobs}`, the slot of the stream itself, so
 //! the queue's scripts take a job, keep its lock and record its progress in one atomic
@@ -47,7 +48,7 @@ use redis::aio::ConnectionLike;
 use redis::streams::StreamRangeReply;
 
 use crate::broker::Replay;
-use crate::wire::{EventId, Frame, ProjectId, ProjectState};
+use crate::wire::{EventId, Frame, ProjectId, ProjectState, Tag};
 
 /// Prefix of every key and channel.
 const PREFIX: &str = "progress:";
@@ -142,6 +143,13 @@ pub fn job_retry_point_key(project: &ProjectId) -> String {
 /// What the job finished so far, in the job stream's slot; deleted when it is settled.
 pub fn job_checkpoint_key(job_id: &str) -> String {
     format!("{{{JOB_STREAM}}}:done:{job_id}")
+}
+
+/// The tag's index: the projects whose run was given `tag`, scored by when (ms since
+/// the epoch). Tagged by the tag (which never holds braces), so a tag is one slot,
+/// whatever its projects' slots; a project id never holds ':', so no project's keys match.
+pub fn tag_index_key(tag: &Tag) -> String {
+    format!("{PREFIX}{{tag:{tag}}}:projects")
 }
 
 /// The project's channel on one node: `progress:<p>`.

@@ -16,6 +16,7 @@ mod quota;
 pub mod sentinel;
 mod shared_read;
 mod subscriber;
+mod tag_index;
 pub mod target;
 
 use std::sync::Arc;
@@ -32,8 +33,9 @@ use tokio_util::task::TaskTracker;
 use super::quota::Admission;
 use super::{
     Broker, BrokerError, Deliveries, HistoryConfig, PreparedEvent, Replay, SubscriptionChange,
+    TagEntry,
 };
-use crate::wire::{EventId, ProjectId};
+use crate::wire::{EventId, ProjectId, Tag};
 use connection::{RedisConn, Timeouts};
 use subscriber::{Cluster, Node, Single, Subscriber};
 use target::RedisTarget;
@@ -216,9 +218,15 @@ impl Broker for RedisBroker {
                 return Err(err.into());
             }
         };
-        id.parse().map_err(|_| {
+        let id = id.parse().map_err(|_| {
             BrokerError::Unavailable(format!("publish script returned a bad id {id:?}"))
-        })
+        })?;
+        // The tags' indexes, in their own slots: after the script, not with it.
+        if let Some(tags) = &event.state.tags {
+            let keep = history.active_ttl.max(history.retention) * 2;
+            tag_index::add(&mut conn, project, tags, crate::wire::now_ms(), keep).await?;
+        }
+        Ok(id)
     }
 
     async fn publish_raw(&self, project: &ProjectId, payload: Bytes) -> Result<(), BrokerError> {
@@ -237,6 +245,22 @@ impl Broker for RedisBroker {
         after: Option<&EventId>,
     ) -> Result<Replay, BrokerError> {
         self.reads.replay(&self.commands, project, after).await
+    }
+
+    async fn tagged(
+        &self,
+        tag: &Tag,
+        since_ms: u64,
+        after: Option<&TagEntry>,
+        count: usize,
+    ) -> Result<Vec<TagEntry>, BrokerError> {
+        let mut conn = self.commands.clone();
+        Ok(tag_index::page(&mut conn, tag, since_ms, after, count).await?)
+    }
+
+    async fn untag(&self, tag: &Tag, projects: &[ProjectId]) -> Result<(), BrokerError> {
+        let mut conn = self.commands.clone();
+        Ok(tag_index::forget(&mut conn, tag, projects).await?)
     }
 
     async fn admit(&self, project: &ProjectId, client: &str) -> Result<Admission, BrokerError> {

@@ -148,6 +148,7 @@ pub fn names_sent() -> Vec<&'static str> {
             starts_run: true,
             ends_run: true,
             run_holder: Some(String::new()),
+            tags: None,
         },
         receipt: String::new(),
         keyed: true,

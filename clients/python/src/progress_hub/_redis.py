@@ -174,6 +174,17 @@ def fences_key(project: str) -> str:
     return f"progress:{{{project}}}:fences"
 
 
+def tag_index_key(tag: str) -> str:
+    """The tag's index (`layout::tag_index_key`): project -> when (ms) it was tagged."""
+    return f"progress:{{tag:{tag}}}:projects"
+
+
+def tag_index_writes(tags: tuple[str, ...] | None, config: Config) -> list[tuple[str, int]]:
+    """Each tag's index key and how long (s) it is kept, as the hub writes them."""
+    keep = max(config.active_ttl, config.retention, 1) * 2
+    return [(tag_index_key(tag), keep) for tag in tags or ()]
+
+
 def script_call(
     project: str,
     prepared: Prepared,

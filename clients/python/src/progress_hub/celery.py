@@ -60,6 +60,9 @@ class ProgressTask(Task):  # type: ignore[misc]
     reject_on_worker_lost = True
     #: The name of the task argument that holds the project id.
     progress_project_arg = "project_id"
+    #: The name of the task argument that holds the run's tags (a list such as
+    #: ``["user:7"]``): its first publish gives them to the project's run.
+    progress_tags_arg = "tags"
 
     def progress_job(self) -> str:
         """The job this run belongs to: the root of the task's chain (one generation)."""
@@ -70,6 +73,11 @@ class ProgressTask(Task):  # type: ignore[misc]
         if value is None and args:
             value = args[0]
         return value if isinstance(value, str) else None
+
+    def progress_tags(self, kwargs: dict[str, Any]) -> tuple[str, ...] | None:
+        """The run's tags (`progress_tags_arg`), checked; None when the task has none."""
+        value = kwargs.get(self.progress_tags_arg)
+        return None if value is None else _event.check_tags(value)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         project = self.progress_project(args, kwargs)
@@ -89,7 +97,7 @@ class ProgressTask(Task):  # type: ignore[misc]
                 claim.job,
             )
             raise Ignore()
-        run = _run.Run(claim)
+        run = _run.Run(claim, tags=self.progress_tags(kwargs))
         token = _run.current_run.set(run)
         try:
             result = super().__call__(*args, **kwargs)
