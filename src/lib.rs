@@ -8,7 +8,8 @@
 //! per watched project, fanning out into each session's inbox) → `session` (its
 //! outbound queue and slow-consumer policy, heartbeat, resume, close reasons) →
 //! `transport` (WebSocket, SSE) → the client. `http` routes requests to them; `server`
-//! starts and stops the whole.
+//! starts and stops the whole. Beside the data path, `webhook` tells the backend that a
+//! job ended, from the broker's outbox.
 
 pub mod auth;
 pub mod broker;
@@ -27,4 +28,5 @@ pub mod server;
 pub mod session;
 pub mod telemetry;
 pub mod transport;
+pub mod webhook;
 pub mod wire;

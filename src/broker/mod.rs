@@ -15,6 +15,7 @@
 mod budget;
 mod history;
 pub mod memory;
+pub mod outbox;
 mod prepared;
 pub mod quota;
 pub mod redis;
@@ -116,9 +117,12 @@ pub trait Broker: Send + Sync + 'static {
 }
 
 /// Starts the broker named by `redis_url` (in-process without one) and its subscriber
-/// task, which lives until `shutdown`.
+/// task, which lives until `shutdown`. In process, every run's end also goes into
+/// `outbox` when given (with Redis, `publish.lua` writes Redis's own outbox).
+#[allow(clippy::too_many_arguments)]
 pub fn start(
     redis_url: Option<&str>,
+    outbox: Option<Arc<outbox::MemoryOutbox>>,
     redis_keepalive: Duration,
     history: HistoryConfig,
     hub: Arc<Hub>,
@@ -135,8 +139,9 @@ pub fn start(
             broker.spawn_announcer(shutdown, tracker);
             Arc::new(broker)
         }
-        None => Arc::new(memory::MemoryBroker::start(
-            history, hub, changes, shutdown, tracker,
-        )),
+        None => Arc::new(
+            memory::MemoryBroker::start(history, hub, changes, shutdown, tracker)
+                .with_outbox(outbox),
+        ),
     })
 }

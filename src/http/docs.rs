@@ -34,17 +34,21 @@ use crate::wire::{Event, ProjectState, Stage};
         super::health::healthz,
         super::health::readyz,
         super::health::metrics,
+        super::webhooks::deliveries,
     ),
     components(schemas(
         Event, ProgressUpdate, StageChange, Log, ErrorReport, Complete, Stage, LogLevel,
         CompleteStatus, ErrorCode, ProjectState, GenerateRequest,
-        super::error::ErrorBody, super::error::ErrorDetail
+        super::error::ErrorBody, super::error::ErrorDetail,
+        crate::webhook::body::WebhookBody, crate::webhook::body::WebhookData,
+        crate::webhook::DeliveryPage, crate::webhook::Delivery
     )),
     tags(
         (name = "watching", description = "WebSocket and SSE streams of a project's progress"),
         (name = "publishing", description = "The hub's publish path"),
         (name = "projects", description = "Project state and generation jobs"),
         (name = "operations", description = "Health, readiness, metrics"),
+        (name = "webhooks", description = "Webhooks the hub POSTs to the backend (serve --webhook) when a job ends: body WebhookBody (type job.completed, job.failed, job.cancelled: `job.` and the complete's status), headers webhook-id (the same on every retry), webhook-timestamp and webhook-signature (Standard Webhooks: v1,<base64 HMAC-SHA256 of \"{id}.{timestamp}.{body}\">). See docs/WEBHOOKS.md."),
     )
 )]
 pub struct ApiDoc;

@@ -14,6 +14,7 @@ mod progress;
 mod project_path;
 mod projects;
 mod publish;
+mod webhooks;
 
 pub use docs::ApiDoc;
 pub use error::ApiError;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub cors_origins: Arc<Vec<cors::CorsOrigin>>,
     /// Longest a plain request (body read + answer) may take; 408 after.
     pub request_timeout: std::time::Duration,
+    /// The recent webhook deliveries, when the hub has webhooks.
+    pub webhooks: Option<Arc<crate::webhook::Deliveries>>,
 }
 
 /// Where `/metrics` is served: on the main listener, or only on one of its own
@@ -91,6 +94,7 @@ pub fn router(state: AppState, metrics: MetricsRoute) -> Router {
             post(generate::generate),
         )
         .route("/api/v1/progress", get(multiplexed::progress))
+        .route("/api/v1/webhooks/deliveries", get(webhooks::deliveries))
         .route(
             "/api/v1/projects/{project_id}/progress",
             get(progress::progress),

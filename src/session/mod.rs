@@ -437,6 +437,7 @@ mod tests {
         let shutdown = CancellationToken::new();
         let broker = crate::broker::start(
             None,
+            None,
             Duration::from_secs(1),
             HistoryConfig::default(),
             Arc::clone(&hub),

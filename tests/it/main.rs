@@ -33,3 +33,4 @@ mod runs;
 mod sentinel;
 mod slow_consumer;
 mod watch;
+mod webhooks;
