@@ -24,6 +24,9 @@ pub const DEFAULT_QUEUE_BYTES: usize = 4 * 1024 * 1024;
 pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 1_000;
 /// How often the Redis subscriber connection proves it is alive.
 pub const DEFAULT_REDIS_KEEPALIVE: Duration = Duration::from_secs(5);
+/// How long a hub's count of a project's watchers counts in Redis unless the hub
+/// refreshes it (every third of it): a hub that dies stops counting within it.
+pub const DEFAULT_PRESENCE_TTL: Duration = Duration::from_secs(30);
 /// At most one `progress_update` per project per this window on the publish path.
 pub const DEFAULT_COALESCE_WINDOW: Duration = Duration::from_millis(500);
 /// Connection limits: generous by default (the open-file limit is usually lower), and
@@ -45,6 +48,9 @@ pub struct ServeConfig {
     /// `None`: self-contained, with the in-process broker.
     pub redis_url: Option<String>,
     pub redis_keepalive: Duration,
+    /// How long this hub's share of a project's watchers counts in Redis after each
+    /// refresh (see `DEFAULT_PRESENCE_TTL`).
+    pub presence_ttl: Duration,
     pub heartbeat_interval: Duration,
     pub heartbeat_timeout: Duration,
     pub max_frame_bytes: usize,
@@ -92,6 +98,7 @@ impl Default for ServeConfig {
             listen: DEFAULT_LISTEN,
             redis_url: None,
             redis_keepalive: DEFAULT_REDIS_KEEPALIVE,
+            presence_ttl: DEFAULT_PRESENCE_TTL,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,

@@ -165,6 +165,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         config.redis_url.as_deref(),
         memory_outbox.clone(),
         config.redis_keepalive,
+        config.presence_ttl,
         config.history,
         hub.clone(),
         changes,

@@ -33,6 +33,9 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 const RECEIPT_TTL: Duration = Duration::from_secs(600);
 /// Most idempotency keys remembered in all (beyond it the oldest go first).
 const MAX_RECEIPTS: usize = 100_000;
+/// Most `complete`s remembered as seen by a watcher (beyond it the oldest go first:
+/// forgetting one only makes it look unseen).
+const MAX_SEEN: usize = 100_000;
 
 pub struct MemoryBroker {
     hub: Arc<Hub>,
@@ -52,6 +55,33 @@ struct Store {
     /// `HistoryConfig::memory_budget`, per creator.
     budget: Budget,
     receipts: Receipts,
+    seen: Seen,
+}
+
+/// The `complete`s a watcher was written (see `Broker::record_complete_seen`), each
+/// until its retention ends, oldest first.
+#[derive(Default)]
+struct Seen {
+    ids: HashMap<(ProjectId, EventId), Instant>,
+    order: VecDeque<((ProjectId, EventId), Instant)>,
+}
+
+impl Seen {
+    fn trim(&mut self, now: Instant) {
+        while let Some((key, until)) = self.order.front()
+            && (*until <= now || self.order.len() > MAX_SEEN)
+        {
+            self.ids.remove(key);
+            self.order.pop_front();
+        }
+    }
+
+    fn insert(&mut self, key: (ProjectId, EventId), until: Instant) {
+        if let Entry::Vacant(entry) = self.ids.entry(key.clone()) {
+            entry.insert(until);
+            self.order.push_back((key, until));
+        }
+    }
 }
 
 /// One project's history and state.
@@ -192,6 +222,7 @@ impl Store {
         }
         self.budget.sweep(now);
         self.receipts.trim(now);
+        self.seen.trim(now);
     }
 
     /// Brings the bytes held back within `budget`, taking from the client that holds
@@ -513,6 +544,34 @@ impl Broker for MemoryBroker {
             store.open(project, &owner);
         }
         Ok(admission)
+    }
+
+    async fn watchers(&self, project: &ProjectId) -> Result<u64, BrokerError> {
+        Ok(self.hub.watchers(project) as u64)
+    }
+
+    async fn record_complete_seen(
+        &self,
+        project: &ProjectId,
+        complete: &EventId,
+    ) -> Result<(), BrokerError> {
+        let now = Instant::now();
+        let mut store = self.store.lock();
+        store.seen.trim(now);
+        let key = (project.clone(), complete.clone());
+        store.seen.insert(key, now + self.config.retention);
+        Ok(())
+    }
+
+    async fn complete_seen(
+        &self,
+        project: &ProjectId,
+        complete: &EventId,
+    ) -> Result<bool, BrokerError> {
+        let store = self.store.lock();
+        let key = (project.clone(), complete.clone());
+        let until = store.seen.ids.get(&key);
+        Ok(until.is_some_and(|until| *until > Instant::now()))
     }
 
     async fn is_ready(&self) -> bool {

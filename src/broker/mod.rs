@@ -47,7 +47,12 @@ pub enum BrokerError {
     Stale(String),
     #[error(transparent)]
     InvalidHistory(#[from] InvalidHistory),
+    #[error("the presence TTL must be at least {MIN_PRESENCE_TTL:?}, not {0:?}")]
+    InvalidPresenceTtl(Duration),
 }
+
+/// The shortest presence TTL: a hub refreshes its entries every third of it.
+pub const MIN_PRESENCE_TTL: Duration = Duration::from_secs(1);
 
 impl From<::redis::RedisError> for BrokerError {
     fn from(err: ::redis::RedisError) -> Self {
@@ -112,18 +117,48 @@ pub trait Broker: Send + Sync + 'static {
         client: &str,
     ) -> Result<quota::Admission, BrokerError>;
 
+    /// How many connections watch the project now, across every hub of the deployment:
+    /// a single-project session (WebSocket or SSE) counts one, and so does each
+    /// subscription of a multiplexed connection. On Redis each hub's share counts until
+    /// its presence TTL runs out unless the hub refreshes it, so a hub that died stops
+    /// counting within that TTL; in process, the sessions of this process.
+    async fn watchers(&self, project: &ProjectId) -> Result<u64, BrokerError>;
+
+    /// Records that the project's `complete` frame with id `complete` was written to a
+    /// watcher's transport (live, or in a resumed session's replay): a user saw it.
+    /// Kept for the retention (`HistoryConfig::retention`). Called by sessions.
+    async fn record_complete_seen(
+        &self,
+        project: &ProjectId,
+        complete: &EventId,
+    ) -> Result<(), BrokerError>;
+
+    /// Whether the project's `complete` with id `complete` (the id the publish path
+    /// gave it; the state's `last_event_id` right after it) was written to at least one
+    /// watcher, on any hub. False when nobody watched, or once the retention passed.
+    async fn complete_seen(
+        &self,
+        project: &ProjectId,
+        complete: &EventId,
+    ) -> Result<bool, BrokerError>;
+
     /// A short name for logs: `memory` or `redis`.
     fn kind(&self) -> &'static str;
 }
 
 /// Starts the broker named by `redis_url` (in-process without one) and its subscriber
-/// task, which lives until `shutdown`. In process, every run's end also goes into
-/// `outbox` when given (with Redis, `publish.lua` writes Redis's own outbox).
-#[allow(clippy::too_many_arguments)]
+/// task, which lives until `shutdown`; on Redis, also the hub's presence (its watchers'
+/// entries count for `presence_ttl` after each refresh). In process, every run's end
+/// also goes into `outbox` when given (with Redis, `publish.lua` writes Redis's own).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the process's parts and settings, each named at the one call in `server`"
+)]
 pub fn start(
     redis_url: Option<&str>,
     outbox: Option<Arc<outbox::MemoryOutbox>>,
     redis_keepalive: Duration,
+    presence_ttl: Duration,
     history: HistoryConfig,
     hub: Arc<Hub>,
     changes: mpsc::UnboundedReceiver<SubscriptionChange>,
@@ -131,10 +166,20 @@ pub fn start(
     tracker: &TaskTracker,
 ) -> Result<Arc<dyn Broker>, BrokerError> {
     history.check()?;
+    if presence_ttl < MIN_PRESENCE_TTL {
+        return Err(BrokerError::InvalidPresenceTtl(presence_ttl));
+    }
     Ok(match redis_url {
         Some(url) => {
             let broker = redis::RedisBroker::connect(url, history)?;
-            broker.spawn_subscriber(redis_keepalive, hub, changes, shutdown.clone(), tracker)?;
+            broker.spawn_subscriber(
+                redis_keepalive,
+                Arc::clone(&hub),
+                changes,
+                shutdown.clone(),
+                tracker,
+            )?;
+            broker.spawn_presence(presence_ttl, hub, shutdown.clone(), tracker);
             // The hubs' history policy, for every publisher on this Redis to follow.
             broker.spawn_announcer(shutdown, tracker);
             Arc::new(broker)

@@ -25,6 +25,11 @@ pub struct ServeArgs {
     /// PING interval on the Redis subscriber connection (a dead link is noticed within it).
     #[arg(long, env = "HUB_REDIS_KEEPALIVE", default_value_t = config::DEFAULT_REDIS_KEEPALIVE.into())]
     pub redis_keepalive: HumanDuration,
+    /// How long this hub's count of a project's watchers lasts in Redis unless it is
+    /// refreshed (every third of it): after a hub dies, its watchers stop counting
+    /// within this.
+    #[arg(long, env = "HUB_PRESENCE_TTL", default_value_t = config::DEFAULT_PRESENCE_TTL.into())]
+    pub presence_ttl: HumanDuration,
     /// Time between `ping` frames.
     #[arg(long, env = "HUB_HEARTBEAT_INTERVAL", default_value_t = config::DEFAULT_HEARTBEAT_INTERVAL.into())]
     pub heartbeat_interval: HumanDuration,
@@ -176,6 +181,7 @@ impl From<ServeArgs> for ServeConfig {
             listen: a.listen,
             redis_url: a.redis_url.filter(|url| !url.is_empty()),
             redis_keepalive: a.redis_keepalive.into(),
+            presence_ttl: a.presence_ttl.into(),
             heartbeat_interval: a.heartbeat_interval.into(),
             heartbeat_timeout: a.heartbeat_timeout.into(),
             max_frame_bytes: a.max_frame_bytes,
@@ -232,6 +238,7 @@ mod tests {
         let lib = ServeConfig::default();
         assert_eq!(from_cli.listen, lib.listen);
         assert_eq!(from_cli.redis_keepalive, lib.redis_keepalive);
+        assert_eq!(from_cli.presence_ttl, lib.presence_ttl);
         assert_eq!(from_cli.heartbeat_interval, lib.heartbeat_interval);
         assert_eq!(from_cli.heartbeat_timeout, lib.heartbeat_timeout);
         assert_eq!(from_cli.max_frame_bytes, lib.max_frame_bytes);

@@ -39,6 +39,7 @@ use crate::wire::{Event, ProjectState, Stage};
     components(schemas(
         Event, ProgressUpdate, StageChange, Log, ErrorReport, Complete, Stage, LogLevel,
         CompleteStatus, ErrorCode, ProjectState, GenerateRequest,
+        super::projects::ProjectStateBody,
         super::error::ErrorBody, super::error::ErrorDetail,
         crate::webhook::body::WebhookBody, crate::webhook::body::WebhookData,
         crate::webhook::DeliveryPage, crate::webhook::Delivery

@@ -21,8 +21,13 @@
 //! The hub also knows whether the broker is reachable ([`Hub::broker_status`], told by
 //! the subscriber): every session hears `broker_status` when that changes, and a
 //! session that joins while the broker is down hears it at once.
+//!
+//! Presence: every member of a topic is one watcher of its project (a single-project
+//! session, or one subscription of a multiplexed connection). [`Hub::watchers`] counts
+//! them; a broker that shares the counts with other hubs asks [`Hub::track_presence`]
+//! and then hears which projects' counts changed ([`Hub::presence_changes`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -30,7 +35,7 @@ use parking_lot::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
 use crate::metrics as m;
 use crate::wire::{EventId, Frame, ProjectId, ProjectState};
@@ -156,6 +161,12 @@ pub struct Hub {
     /// [`Hub::broker_status`]). Changed under the topics' lock, so that a session
     /// joining meanwhile hears either the change or the new value, never neither.
     broker_available: AtomicBool,
+    /// Projects whose number of watchers changed since the broker last took them (see
+    /// [`Hub::presence_changes`]); kept only once a broker tracks presence, so the
+    /// in-process broker (which asks the topics directly) holds no such set.
+    presence: Mutex<Option<HashSet<ProjectId>>>,
+    /// Woken when `presence` gains a project.
+    presence_changed: Notify,
 }
 
 /// Joining would make the process watch more projects than allowed.
@@ -173,6 +184,8 @@ impl Hub {
             next_session: AtomicU64::new(1),
             max_projects,
             broker_available: AtomicBool::new(true),
+            presence: Mutex::new(None),
+            presence_changed: Notify::new(),
         });
         (hub, rx)
     }
@@ -216,6 +229,7 @@ impl Hub {
         }
         topic.watchers.lock().inboxes.insert(id, inbox);
         drop(topics);
+        self.presence_changed_for(project);
         Ok(Membership {
             hub: Arc::clone(self),
             topic,
@@ -242,6 +256,63 @@ impl Hub {
                 .changes
                 .send(SubscriptionChange::Unsubscribe(topic.project.clone()));
         }
+        drop(topics);
+        self.presence_changed_for(&topic.project);
+    }
+
+    /// Notes that the project's number of watchers changed, for a broker tracking it.
+    fn presence_changed_for(&self, project: &ProjectId) {
+        if let Some(changed) = self.presence.lock().as_mut()
+            && changed.insert(project.clone())
+        {
+            self.presence_changed.notify_one();
+        }
+    }
+
+    /// How many sessions (a multiplexed connection's subscriptions counted one each)
+    /// of this process watch the project now.
+    pub fn watchers(&self, project: &ProjectId) -> usize {
+        let topic = self.topics.lock().get(project).cloned();
+        topic.map_or(0, |topic| topic.watchers.lock().inboxes.len())
+    }
+
+    /// Every watched project with its number of watchers here.
+    pub fn presence(&self) -> Vec<(ProjectId, usize)> {
+        self.watched_topics()
+            .into_iter()
+            .map(|topic| {
+                let watchers = topic.watchers.lock().inboxes.len();
+                (topic.project.clone(), watchers)
+            })
+            .collect()
+    }
+
+    /// From now on, remember which projects' numbers of watchers change (see
+    /// [`Hub::presence_changes`]). Called by a broker that shares them.
+    pub fn track_presence(&self) {
+        self.presence.lock().get_or_insert_with(HashSet::new);
+    }
+
+    /// Waits until a project's number of watchers changed since the last
+    /// [`Hub::presence_changes`] (at once if one did meanwhile).
+    pub async fn presence_changed(&self) {
+        self.presence_changed.notified().await;
+    }
+
+    /// The projects whose numbers of watchers changed since the last call, each with
+    /// its number now (0: nobody here watches it any more).
+    pub fn presence_changes(&self) -> Vec<(ProjectId, usize)> {
+        let changed = match self.presence.lock().as_mut() {
+            Some(changed) => std::mem::take(changed),
+            None => return Vec::new(),
+        };
+        changed
+            .into_iter()
+            .map(|project| {
+                let watchers = self.watchers(&project);
+                (project, watchers)
+            })
+            .collect()
     }
 
     /// Hands a payload published on `project`'s channel to every local session of it.
@@ -465,6 +536,29 @@ mod tests {
             matches!(changes.try_recv(), Ok(SubscriptionChange::Unsubscribe(p)) if p == pid("p"))
         );
         assert_eq!(hub.watched_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn watchers_are_counted_per_member_and_changes_reported_once_tracked() {
+        let (hub, _changes) = Hub::new(100);
+        let a = hub.join(&pid("p"), inbox()).unwrap();
+        assert!(hub.presence_changes().is_empty(), "not tracked yet");
+        hub.track_presence();
+        let b = hub.join(&pid("p"), inbox()).unwrap();
+        let _c = hub.join(&pid("q"), inbox()).unwrap();
+        assert_eq!(hub.watchers(&pid("p")), 2);
+        assert_eq!(hub.watchers(&pid("unknown")), 0);
+        hub.presence_changed().await;
+        let mut changes = hub.presence_changes();
+        changes.sort();
+        assert_eq!(changes, vec![(pid("p"), 2), (pid("q"), 1)]);
+        assert!(hub.presence_changes().is_empty(), "taken once");
+        drop(a);
+        drop(b);
+        assert_eq!(hub.presence_changes(), vec![(pid("p"), 0)]);
+        let mut all = hub.presence();
+        all.sort();
+        assert_eq!(all, vec![(pid("q"), 1)]);
     }
 
     #[tokio::test]

@@ -379,6 +379,7 @@ mod tests {
             None,
             None,
             Duration::from_secs(1),
+            Duration::from_secs(1),
             HistoryConfig::default(),
             hub,
             changes,

@@ -13,12 +13,15 @@ mod heartbeat;
 mod multiplex;
 mod reader;
 mod resume;
+mod seen;
 mod slow_consumer;
 
 pub use access::{Access, ConnectionAccess};
 pub use heartbeat::{Beating, Heartbeat, Pulse};
 pub use resume::{Opening, fill_gap, opening, opening_with, skip_covered};
 pub use slow_consumer::{Ended, OutboundQueue};
+
+use seen::CompletesSeen;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -241,6 +244,10 @@ impl<T: Transport> Live<T> {
                 sent = send(&mut self.writer, &self.frames, &self.pulse, T::HEARS_CLIENT) => Ok(sent.is_ok()),
                 ended = self.queue.ended() => Err(ended),
             };
+            let seen = CompletesSeen::of(&self.broker, &self.project);
+            if let Ok(true) = sent {
+                seen.written(&self.frames);
+            }
             // Sent: an idle session need not keep them (~0.3 KiB).
             drop(std::mem::take(&mut self.frames));
             let ended = match sent {
@@ -257,6 +264,7 @@ impl<T: Transport> Live<T> {
                         &self.pulse,
                         floor,
                         gap,
+                        &seen,
                         &mut self.writer,
                         T::HEARS_CLIENT,
                     );
@@ -328,7 +336,8 @@ struct Gap<'a> {
     after: EventId,
 }
 
-/// Moves frames from the queue to the socket until the session ends. With a `gap`, the
+/// Moves frames from the queue to the socket until the session ends (telling `seen`
+/// what was written). With a `gap`, the
 /// first live event waits until the events between the client's position and it are
 /// read from history and sent before it (or a snapshot, if the history no longer has
 /// them); if the history still cannot be read, the session closes with 1013, and the
@@ -344,6 +353,7 @@ fn pump<'a, W: Writer>(
     pulse: &'a Pulse,
     mut floor: Option<EventId>,
     mut gap: Option<Gap<'a>>,
+    seen: &'a CompletesSeen<'a>,
     writer: &'a mut W,
     hears_client: bool,
 ) -> impl Future<Output = Ended> + Send + 'a {
@@ -412,6 +422,7 @@ fn pump<'a, W: Writer>(
                 pulse.saw_life();
             }
             m::frames_delivered(batch.len() as u64);
+            seen.written(&batch);
             if let Some(at) = batch.iter().find_map(Frame::received_at) {
                 m::delivered_after(at);
             }
@@ -438,6 +449,7 @@ mod tests {
         let broker = crate::broker::start(
             None,
             None,
+            Duration::from_secs(1),
             Duration::from_secs(1),
             HistoryConfig::default(),
             Arc::clone(&hub),

@@ -29,8 +29,8 @@ use parking_lot::Mutex;
 use tokio_util::task::AbortOnDropHandle;
 
 use super::{
-    ConnectionAccess, Ended, OutboundQueue, Pulse, Sessions, count_close, opening_with, pump,
-    reader, send, skip_covered,
+    CompletesSeen, ConnectionAccess, Ended, OutboundQueue, Pulse, Sessions, count_close,
+    opening_with, pump, reader, send, skip_covered,
 };
 use crate::hub::{Inbox, Membership, Pushed};
 use crate::metrics as m;
@@ -66,6 +66,7 @@ impl Sessions {
             self.heartbeat.interval().as_secs(),
         )];
         m::connection_opened(T::NAME);
+        let broker = std::sync::Arc::clone(&self.broker);
         let subscriptions = Subscriptions {
             queue: Arc::clone(&queue),
             pulse: Arc::clone(&pulse),
@@ -81,7 +82,19 @@ impl Sessions {
             ended = queue.ended() => Err(ended),
         };
         let ended = match sent {
-            Ok(true) => pump(&queue, &pulse, None, None, &mut writer, T::HEARS_CLIENT).await,
+            Ok(true) => {
+                let seen = CompletesSeen::tagged(&broker);
+                pump(
+                    &queue,
+                    &pulse,
+                    None,
+                    None,
+                    &seen,
+                    &mut writer,
+                    T::HEARS_CLIENT,
+                )
+                .await
+            }
             Ok(false) => Ended::ClientGone,
             Err(ended) => ended,
         };

@@ -25,6 +25,7 @@ mod lifecycle;
 mod limits;
 mod lost_writes;
 mod multiplex;
+mod presence;
 mod publishing;
 mod pubsub_probe;
 mod redis_outages;

@@ -3,10 +3,9 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-use crate::support::{self, Backend, PATIENCE, TestHub, WsClient, layout, log_event, progress};
+use crate::support::{self, Backend, SseReader, TestHub, WsClient, layout, log_event, progress};
 
 // Late join: connected, then snapshot, then live; also after `complete`.
 async fn late_join_gets_snapshot_then_live(b: Backend) {
@@ -316,53 +315,6 @@ async fn redis_keys_are_hash_tagged_and_expire_after_retention() {
             .await
             .unwrap();
         assert!((100..=120).contains(&ttl), "{key}: {ttl}");
-    }
-}
-
-/// Reads `id:`/`data:` records from an SSE response.
-struct SseReader {
-    stream:
-        std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
-    buffer: String,
-}
-
-impl SseReader {
-    fn new(response: reqwest::Response) -> Self {
-        Self {
-            stream: Box::pin(response.bytes_stream()),
-            buffer: String::new(),
-        }
-    }
-
-    async fn next(&mut self) -> (Option<String>, Value) {
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let record: String = self.buffer.drain(..end + 2).collect();
-                let mut id = None;
-                let mut data = String::new();
-                for line in record.lines() {
-                    if let Some(v) = line.strip_prefix("id:") {
-                        id = Some(v.trim().to_string());
-                    } else if let Some(v) = line.strip_prefix("data:") {
-                        data.push_str(v.strip_prefix(' ').unwrap_or(v));
-                    }
-                }
-                if data.is_empty() {
-                    continue; // a comment or keep-alive
-                }
-                let frame: Value = serde_json::from_str(&data).unwrap();
-                if frame["event"] == "ping" {
-                    continue;
-                }
-                return (id, frame);
-            }
-            let chunk = tokio::time::timeout(PATIENCE, self.stream.next())
-                .await
-                .expect("an SSE record in time")
-                .expect("stream open")
-                .expect("no error");
-            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
-        }
     }
 }
 

@@ -18,7 +18,7 @@ pub mod sentinel;
 use std::time::Duration;
 
 pub use self::redis::RedisServer;
-pub use client::{Seen, WsClient};
+pub use client::{Seen, SseReader, WsClient};
 pub use cluster::RedisCluster;
 pub use hub::{Backend, TestHub, fast_hub};
 pub use progress_hub::broker::redis::layout;

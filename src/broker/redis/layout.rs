@@ -11,6 +11,8 @@
 //! | `progress:{<p>}:state` | hash | epoch, seq, progress, last id, the current fence, and the fields the publisher patches (status, stage, ETA, ...: `contract/publish-inputs.json`) |
 //! | `progress:{<p>}:fences` | set | every fence holder (job) the project has seen, so a stale one stays refused |
 //! | `progress:{<p>}:pub:<receipt>` | string | the id a publish got (10 min), so a retry never appends twice |
+//! | `progress:{<p>}:watchers` | hash | hub instance → `<watchers>:<until ms>`: how many watch the project on each hub, an entry counting until its time (the presence TTL, refreshed by its live hub: `presence.lua`) |
+//! | `progress:{<p>}:seen:<event id>` | string | a watcher was written this `complete` (kept for the retention) |
 //! | `progress-hub:history` | hash | the hubs' history policy (len, bytes, TTLs) every publisher follows |
 //! | `progress:era` | string | the run_id of the Redis incarnation the hubs last found (one node, Sentinel) |
 //! | `progress-hub:webhooks` | stream | the webhook outbox: a run's end (`channel`, then the state's fields) per entry, read by the group `webhooks` (one node, Sentinel) |
@@ -34,8 +36,9 @@
 //!
 //! Scripts: `publish.lua` (the publish path, one atomic step; the Python SDK runs the
 //! same file; its inputs are described by name in `contract/publish-inputs.json`),
-//! `replay.lua` (state + history after a position, one atomic read) and `quota.lua` (may
-//! a client create one more project).
+//! `replay.lua` (state + history after a position, one atomic read), `quota.lua` (may
+//! a client create one more project), `presence.lua` (a hub's number of a project's
+//! watchers) and `watchers.lua` (the sum over the hubs).
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -86,6 +89,24 @@ pub fn fences_key(project: &ProjectId) -> String {
 pub fn receipt_key(project: &ProjectId, receipt: &str) -> String {
     format!("{PREFIX}{{{project}}}:pub:{receipt}")
 }
+
+/// How many watch the project, per hub (see `presence.lua`).
+pub fn watchers_key(project: &ProjectId) -> String {
+    format!("{PREFIX}{{{project}}}:watchers")
+}
+
+/// Marks that a watcher was written the project's `complete` with this id.
+pub fn complete_seen_key(project: &ProjectId, complete: &EventId) -> String {
+    format!("{PREFIX}{{{project}}}:seen:{complete}")
+}
+
+/// A hub's number of a project's watchers, written (see its header).
+pub static PRESENCE: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("presence.lua")));
+
+/// The number of a project's watchers over every hub, read.
+pub static WATCHERS: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("watchers.lua")));
 
 /// A pattern matching every key of the project (for `SCAN MATCH`, never in the hot path).
 pub fn project_keys(project: &ProjectId) -> String {
@@ -351,6 +372,8 @@ mod tests {
             state_key(&p),
             receipt_key(&p, "r"),
             fences_key(&p),
+            watchers_key(&p),
+            complete_seen_key(&p, &EventId::new("e", 1)),
             shard_channel(&p),
         ] {
             assert!(key.starts_with("progress:{42}"), "{key}");

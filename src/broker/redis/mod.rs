@@ -11,6 +11,7 @@ pub mod era;
 pub mod history_policy;
 pub mod layout;
 pub mod outbox;
+mod presence;
 pub mod publish_inputs;
 mod quota;
 pub mod sentinel;
@@ -114,6 +115,19 @@ impl RedisBroker {
                 }
             }
         });
+    }
+
+    /// Keeps this hub's presence entries (its watchers of each project) true until
+    /// `shutdown` (see `presence.rs`); they count for `ttl` after each refresh.
+    pub fn spawn_presence(
+        &self,
+        ttl: Duration,
+        hub: Arc<Hub>,
+        shutdown: CancellationToken,
+        tracker: &TaskTracker,
+    ) {
+        let presence = presence::Presence::new(ttl);
+        tracker.spawn(presence.run(self.commands.clone(), hub, shutdown));
     }
 
     /// Starts the process's single subscriber connection, feeding `hub`.
@@ -230,6 +244,30 @@ impl Broker for RedisBroker {
             client,
         )
         .await?)
+    }
+
+    async fn watchers(&self, project: &ProjectId) -> Result<u64, BrokerError> {
+        let mut conn = self.commands.clone();
+        Ok(presence::watchers(&mut conn, project).await?)
+    }
+
+    async fn record_complete_seen(
+        &self,
+        project: &ProjectId,
+        complete: &EventId,
+    ) -> Result<(), BrokerError> {
+        let mut conn = self.commands.clone();
+        let retention = self.history.retention;
+        Ok(presence::record_complete_seen(&mut conn, project, complete, retention).await?)
+    }
+
+    async fn complete_seen(
+        &self,
+        project: &ProjectId,
+        complete: &EventId,
+    ) -> Result<bool, BrokerError> {
+        let mut conn = self.commands.clone();
+        Ok(presence::complete_seen(&mut conn, project, complete).await?)
     }
 
     /// Ready while the subscriber is subscribed and the command connection reaches a
