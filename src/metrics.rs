@@ -216,8 +216,9 @@ pub fn webhook_attempt(outcome: &'static str, took: Duration) {
     counter!("hub_webhook_attempts_total", "outcome" => outcome).increment(1);
     histogram!("hub_webhook_attempt_seconds").record(took.as_secs_f64());
 }
-/// A webhook given up after retrying for `--webhook-retry-for`, or skipped because its
-/// endpoint answered 410.
+/// A webhook not sent: given up after retrying for `--webhook-retry-for` (`expired`),
+/// its endpoint answered 410 (`gone`), or a watcher received its `complete` live
+/// (`watched`, with `--webhook-skip-watched`).
 pub fn webhook_given_up(reason: &'static str) {
     counter!("hub_webhook_given_up_total", "reason" => reason).increment(1);
 }

@@ -183,6 +183,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
             Some(webhook::spawn(
                 webhooks.clone(),
                 outbox,
+                broker.clone(),
                 shutdown.clone(),
                 &tracker,
             ))

@@ -153,6 +153,10 @@ pub struct WebhookArgs {
     /// Events this hub delivers at once.
     #[arg(long, env = "HUB_WEBHOOK_CONCURRENCY", default_value_t = webhook::config::DEFAULT_CONCURRENCY)]
     pub webhook_concurrency: usize,
+    /// Send no job.completed whose complete a watcher received live (the page showed it;
+    /// the backend skips the email). Looked at 1 s after the complete.
+    #[arg(long, env = "HUB_WEBHOOK_SKIP_WATCHED")]
+    pub webhook_skip_watched: bool,
 }
 
 impl WebhookArgs {
@@ -171,6 +175,7 @@ impl WebhookArgs {
         config.attempt_timeout = self.webhook_timeout.into();
         config.lease = self.webhook_lease.into();
         config.concurrency = self.webhook_concurrency;
+        config.skip_watched = self.webhook_skip_watched;
         Some(config)
     }
 }
@@ -333,6 +338,7 @@ mod tests {
             "50ms",
             "--webhook-lease",
             "3s",
+            "--webhook-skip-watched",
         ])
         .unwrap()
         .args;
@@ -342,6 +348,7 @@ mod tests {
         assert_eq!(w.retry_base, std::time::Duration::from_millis(50));
         assert_eq!(w.lease, std::time::Duration::from_secs(3));
         assert_eq!(w.retry_for, webhook::config::DEFAULT_RETRY_FOR);
+        assert!(w.skip_watched);
     }
 
     #[test]

@@ -23,6 +23,10 @@ pub struct WebhookBody {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct WebhookData {
     pub project_id: String,
+    /// Connections watching the project when the event was first attempted, over every
+    /// hub (absent when the broker could not say).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watchers: Option<u64>,
     #[serde(flatten)]
     pub state: ProjectState,
 }
@@ -45,6 +49,7 @@ pub fn body(entry: &OutboxEntry) -> Option<WebhookBody> {
         timestamp,
         data: WebhookData {
             project_id: entry.project.to_string(),
+            watchers: None,
             state,
         },
     })

@@ -24,6 +24,9 @@ pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
 /// Events this hub delivers at once (each to every endpoint).
 pub const DEFAULT_CONCURRENCY: usize = 32;
+/// With `--webhook-skip-watched`: how long after a `complete` the hub looks whether a
+/// watcher received it (the sessions record that as they write it, within milliseconds).
+pub const DEFAULT_SEEN_GRACE: Duration = Duration::from_secs(1);
 
 /// Standard Webhooks: a secret is 24 to 64 random bytes.
 const SECRET_BYTES: std::ops::RangeInclusive<usize> = 24..=64;
@@ -188,6 +191,10 @@ pub struct WebhookConfig {
     /// See [`DEFAULT_LEASE`].
     pub lease: Duration,
     pub concurrency: usize,
+    /// Send no `job.completed` whose `complete` a watcher received (the page showed it).
+    pub skip_watched: bool,
+    /// See [`DEFAULT_SEEN_GRACE`].
+    pub seen_grace: Duration,
 }
 
 impl WebhookConfig {
@@ -203,6 +210,8 @@ impl WebhookConfig {
             attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
             lease: DEFAULT_LEASE,
             concurrency: DEFAULT_CONCURRENCY,
+            skip_watched: false,
+            seen_grace: DEFAULT_SEEN_GRACE,
         }
     }
 

@@ -28,7 +28,8 @@ pub struct Delivery {
     /// When the attempt was made, RFC 3339 UTC.
     pub at: String,
     /// `delivered`, `gone` (410: endpoint disabled), `failed_status`,
-    /// `failed_transport` (timeout, refused connection).
+    /// `failed_transport` (timeout, refused connection), or `skipped_watched` (not sent:
+    /// a watcher received the `complete`; `attempt` 0, no endpoint).
     pub outcome: &'static str,
     pub status: Option<u16>,
     /// Whether the event is given up after this attempt (retried for too long).

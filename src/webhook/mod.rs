@@ -11,6 +11,9 @@
 //! renews its lease, and a hub that dies leaves the event to another. Publishing and
 //! fan-out never wait for any of it. At least once to the receiver, with the same
 //! `webhook-id` on every retry (`msg_<outbox id>`).
+//!
+//! With `skip_watched`, a `job.completed` whose `complete` a watcher received (the
+//! broker's `complete_seen`, recorded by the sessions) is not sent: the page showed it.
 
 mod attempt;
 pub mod body;
@@ -26,8 +29,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::broker::Broker;
 use crate::broker::outbox::{Outbox, OutboxEntry, now_ms};
 use crate::metrics;
+use crate::wire::EventId;
 pub use attempt::{Outcome, retry_after};
 pub use config::{Endpoint, EventType, Secret, WebhookConfig, WebhookConfigError};
 pub use deliveries::{Deliveries, Delivery, DeliveryPage};
@@ -39,6 +44,8 @@ const OUTBOX_RETRY: Duration = Duration::from_secs(1);
 struct Dispatch {
     config: WebhookConfig,
     outbox: Arc<dyn Outbox>,
+    /// Asked how many watch a project, and whether one saw its `complete`.
+    broker: Arc<dyn Broker>,
     client: reqwest::Client,
     log: Arc<Deliveries>,
     /// Per endpoint (as in `config.endpoints`): answered 410, so sent nothing more.
@@ -51,6 +58,7 @@ struct Dispatch {
 pub fn spawn(
     config: WebhookConfig,
     outbox: Arc<dyn Outbox>,
+    broker: Arc<dyn Broker>,
     shutdown: CancellationToken,
     tracker: &TaskTracker,
 ) -> Arc<Deliveries> {
@@ -70,6 +78,7 @@ pub fn spawn(
     let dispatch = Arc::new(Dispatch {
         config,
         outbox,
+        broker,
         client,
         log: Arc::clone(&log),
         gone,
@@ -134,13 +143,14 @@ impl Dispatch {
     /// then it leaves the outbox. On shutdown it stays, for another hub or the next start.
     async fn deliver(&self, entry: OutboxEntry) {
         let done = async {
-            let Some(body) = body::body(&entry) else {
+            let Some(mut body) = body::body(&entry) else {
                 tracing::warn!(id = entry.id, "outbox entry without a run's end; dropped");
                 return;
             };
-            if !self.config.sends(&body.kind) {
+            if !self.config.sends(&body.kind) || self.seen_live(&entry, &body).await {
                 return;
             }
+            body.data.watchers = self.broker.watchers(&entry.project).await.ok();
             let Ok(bytes) = serde_json::to_vec(&body) else {
                 return;
             };
@@ -173,6 +183,47 @@ impl Dispatch {
             // It is delivered again once its lease runs out: at least once, as promised.
             tracing::warn!(error = %err, id = entry.id, "webhook delivered but not marked done");
         }
+    }
+
+    /// Whether this is a `job.completed` that is skipped because a watcher received its
+    /// `complete` (with `skip_watched`). Asked once the sessions had `seen_grace` to
+    /// record it; when the broker cannot say, the event is sent (better twice told).
+    async fn seen_live(&self, entry: &OutboxEntry, body: &body::WebhookBody) -> bool {
+        if !self.config.skip_watched || body.kind != EventType::JobCompleted.as_str() {
+            return false;
+        }
+        let Some(complete) = body.data.state.last_event_id.as_deref() else {
+            return false;
+        };
+        let Ok(complete) = complete.parse::<EventId>() else {
+            return false;
+        };
+        let ready_ms = entry
+            .enqueued_ms
+            .saturating_add(self.config.seen_grace.as_millis() as u64);
+        let wait = ready_ms.saturating_sub(now_ms());
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        let seen = matches!(
+            self.broker.complete_seen(&entry.project, &complete).await,
+            Ok(true)
+        );
+        if seen {
+            metrics::webhook_given_up("watched");
+            self.log.record(Delivery {
+                seq: 0,
+                webhook_id: format!("msg_{}", entry.id),
+                kind: body.kind.clone(),
+                project_id: body.data.project_id.clone(),
+                endpoint: String::new(),
+                attempt: 0,
+                at: now_rfc3339(),
+                outcome: "skipped_watched",
+                status: None,
+                given_up: true,
+                duration_ms: 0,
+            });
+        }
+        seen
     }
 
     /// Attempts until delivered, gone, or too old.
@@ -219,7 +270,7 @@ impl Dispatch {
                 project_id: body.data.project_id.clone(),
                 endpoint: endpoint.to_string(),
                 attempt,
-                at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                at: now_rfc3339(),
                 outcome: outcome.label(),
                 status: outcome.status(),
                 given_up,
@@ -264,4 +315,8 @@ impl Dispatch {
         let jitter = rand::rng().random_range(0..=half.as_millis() as u64);
         Some(half + Duration::from_millis(jitter))
     }
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

@@ -293,10 +293,23 @@ async fn recent_deliveries_are_paged() {
         .json()
         .await
         .unwrap();
-    let rest = rest["deliveries"].as_array().unwrap();
-    assert_eq!(rest.len(), 1);
-    assert_eq!(rest[0]["outcome"], "failed_status");
-    assert_eq!(rest[0]["status"], 500);
+    assert_eq!(rest["next_cursor"], Value::Null, "{rest}");
+    let all: Vec<&Value> = first["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(rest["deliveries"].as_array().unwrap())
+        .collect();
+    // Newest first, each attempt once: a's 500, then a's retry and b, in either order.
+    let seqs: Vec<u64> = all.iter().map(|d| d["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [3, 2, 1], "{all:#?}");
+    let failed: Vec<_> = all
+        .iter()
+        .filter(|d| d["outcome"] == "failed_status")
+        .collect();
+    assert_eq!(failed.len(), 1, "{all:#?}");
+    assert_eq!(failed[0]["status"], 500);
+    assert_eq!(failed[0]["attempt"], 1);
     for hostile in [
         "?limit=-1",
         "?limit=abc",
@@ -356,4 +369,53 @@ fn bad_webhook_settings_stop_the_hub_at_start() {
             "the secret is never printed: {err}"
         );
     }
+}
+
+on_both_brokers!(skip_watched_sends_no_completion_a_watcher_saw);
+
+// --webhook-skip-watched: the `job.completed` a watcher received live is not sent; one
+// nobody watched is, and so is a failure even if watched. Each body says its watchers.
+async fn skip_watched_sends_no_completion_a_watcher_saw(backend: Backend) {
+    let receiver = Receiver::start().await;
+    let mut webhooks = webhooks_to(&receiver);
+    webhooks.skip_watched = true;
+    webhooks.seen_grace = Duration::from_millis(300);
+    let hub = TestHub::start_with(backend, |c| c.webhooks = Some(webhooks)).await;
+    let mut watcher = hub.connect("watched").await;
+    let mut failing = hub.connect("broke").await;
+    hub.publish("watched", crate::support::progress(10)).await;
+    hub.publish("watched", complete("COMPLETED")).await;
+    watcher.until_complete(PATIENCE).await;
+    hub.publish("broke", crate::support::progress(10)).await;
+    hub.publish("broke", complete("FAILED")).await;
+    failing.until_complete(PATIENCE).await;
+    hub.publish("alone", complete("COMPLETED")).await;
+    let got = receiver.until_delivered(2).await;
+    crate::support::eventually("the watched completion skipped", || async {
+        let page: Value = reqwest::get(hub.http("/api/v1/webhooks/deliveries"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        page["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["outcome"] == "skipped_watched" && d["project_id"] == "watched")
+    })
+    .await;
+    let projects: Vec<_> = got
+        .iter()
+        .map(|g| g.body["data"]["project_id"].clone())
+        .collect();
+    assert!(!projects.contains(&json!("watched")), "{got:#?}");
+    let by_project = |p: &str| {
+        got.iter()
+            .find(|g| g.body["data"]["project_id"] == p)
+            .unwrap()
+    };
+    assert_eq!(by_project("alone").body["data"]["watchers"], 0);
+    assert_eq!(by_project("broke").body["type"], "job.failed");
+    assert_eq!(by_project("broke").body["data"]["watchers"], 1);
 }
