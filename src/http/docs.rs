@@ -126,6 +126,26 @@ pub fn asyncapi() -> Value {
                     "summary": "The same frames as SSE records (id: + data:)",
                     "message": { "name": "ServerFrame", "payload": frames }
                 }
+            },
+            "webhook": {
+                "description": "The backend's endpoints (serve --webhook URL): one HTTP POST per job's end, at least once, the same webhook-id on every retry. Signed the Standard Webhooks way; see docs/WEBHOOKS.md.",
+                "bindings": { "http": { "type": "request", "method": "POST" } },
+                "subscribe": {
+                    "summary": "A job ended (job.completed, job.failed, job.cancelled: `job.` and its final status)",
+                    "message": {
+                        "name": "Webhook",
+                        "headers": {
+                            "type": "object",
+                            "required": ["webhook-id", "webhook-timestamp", "webhook-signature"],
+                            "properties": {
+                                "webhook-id": { "type": "string", "description": "msg_<outbox id>: the same on every retry of the event" },
+                                "webhook-timestamp": { "type": "string", "description": "Unix seconds of this attempt" },
+                                "webhook-signature": { "type": "string", "description": "v1,<base64 HMAC-SHA256 of \"{id}.{timestamp}.{body}\">, keyed with the secret's bytes" }
+                            }
+                        },
+                        "payload": schemars::schema_for!(crate::webhook::body::WebhookBody)
+                    }
+                }
             }
         }
     })

@@ -7,7 +7,7 @@ use crate::broker::outbox::OutboxEntry;
 use crate::wire::ProjectState;
 
 /// A webhook's body: `{"type", "timestamp", "data": {"project_id", ...the state}}`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema, schemars::JsonSchema)]
 pub struct WebhookBody {
     /// `job.completed`, `job.failed`, `job.cancelled`, ...: `job.` and the run's final
     /// status in lower case.
@@ -20,7 +20,7 @@ pub struct WebhookBody {
 
 /// The project and its state as the `complete` left it (`GET /api/v1/projects/{id}`'s
 /// fields: status, job_id, youtube_url, ...).
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema, schemars::JsonSchema)]
 pub struct WebhookData {
     pub project_id: String,
     /// Connections watching the project when the event was first attempted, over every

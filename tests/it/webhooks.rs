@@ -59,6 +59,23 @@ async fn every_end_is_delivered_signed_and_nothing_else(backend: Backend) {
     assert!(done["timestamp"].as_str().unwrap().ends_with('Z'));
     assert_eq!(by_project("broke").body["type"], "job.failed");
     assert!(metric(&hub, "hub_webhook_attempts_total{outcome=\"delivered\"}").await >= 2.0);
+    // Every body is what the hub's AsyncAPI document says a webhook is.
+    let asyncapi: Value = reqwest::get(hub.http("/api/v1/asyncapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let schema = &asyncapi["channels"]["webhook"]["subscribe"]["message"]["payload"];
+    let validator = jsonschema::validator_for(schema).expect("a valid JSON Schema");
+    for g in &got {
+        let errors: Vec<String> = validator
+            .iter_errors(&g.body)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{}: {errors:?}", g.body);
+    }
+    assert!(!validator.is_valid(&json!({"type": "job.completed"})));
 }
 
 on_both_brokers!(an_event_filtered_out_is_not_sent);
