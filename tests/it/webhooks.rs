@@ -192,6 +192,17 @@ async fn gone_disables_the_endpoint() {
 // The receiver goes down with events pending and comes back: all of them arrive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_down_and_back_gets_everything() {
+    receiver_down_and_back(None).await;
+}
+
+// The same for the 30 seconds (slow: `scripts/test.sh` runs it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: 30 s"]
+async fn a_receiver_down_for_30s_gets_everything() {
+    receiver_down_and_back(Some(Duration::from_secs(30))).await;
+}
+
+async fn receiver_down_and_back(down_for: Option<Duration>) {
     let mut receiver = Receiver::start().await;
     let hub = TestHub::start_with(Backend::Redis, with_webhooks(&receiver)).await;
     receiver.down();
@@ -199,6 +210,9 @@ async fn a_receiver_down_and_back_gets_everything() {
         hub.publish(&format!("p{n}"), complete("COMPLETED")).await;
     }
     eventually_failed(&hub, 5.0).await;
+    if let Some(down_for) = down_for {
+        tokio::time::sleep(down_for).await;
+    }
     receiver.up().await;
     let got = receiver.until_delivered(5).await;
     assert!(got.iter().all(|g| g.signed));
@@ -275,10 +289,11 @@ async fn a_hub_killed_with_deliveries_pending_loses_none() {
     assert_eq!(ids_after, ids_before, "the same ids after the restart");
 }
 
-// Two hubs on one Redis: each event delivered once between them.
+// Two hubs on one Redis, a slow receiver: each event delivered once between them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hubs_deliver_each_event_once() {
     let receiver = Receiver::start().await;
+    receiver.answer(Reply::Slow(Duration::from_millis(20)));
     let one = TestHub::start_with(Backend::Redis, with_webhooks(&receiver)).await;
     let two = TestHub::start_on(one.redis().url(), with_webhooks(&receiver)).await;
     for n in 0..40 {
