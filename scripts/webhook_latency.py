@@ -2,8 +2,9 @@
 
 Starts its own redis-server and `progress-hub serve --webhook` (the binary given, e.g.
 target/release/progress-hub) on free ports, and a receiver (stdlib HTTP server) here.
-Each job is a `complete` POSTed to the hub's publish API; its latency is the time from
-just before that POST to the webhook's arrival. The floor, measured in the same run: a
+Each job is a `complete` POSTed to the hub's publish API, one at a time; its latency is
+the time from just before that POST to the webhook's arrival (the POST's own time to its
+202 is printed too). The floor, measured in the same run: a
 POST from here straight to the same receiver (what one HTTP delivery costs at least).
 
     python3 scripts/webhook_latency.py target/release/progress-hub 1000
@@ -88,6 +89,7 @@ def main() -> None:
             time.sleep(0.1)
         conn = http.client.HTTPConnection("127.0.0.1", hub_port)
         sent: dict[str, float] = {}
+        accepted: list[float] = []
         event = json.dumps({"event": "complete", "data": {"status": "COMPLETED"}})
         for n in range(jobs):
             project = f"lat{n}"
@@ -97,6 +99,7 @@ def main() -> None:
             answer = conn.getresponse()
             answer.read()
             assert answer.status == 202, answer.status
+            accepted.append((time.perf_counter() - sent[project]) * 1000)
             with done:  # one at a time: a latency, not a queue's depth
                 done.wait_for(lambda p=project: p in arrived, timeout=10)
         latencies = [(arrived[p] - sent[p]) * 1000 for p in sent if p in arrived]
@@ -112,6 +115,8 @@ def main() -> None:
         f50, f99 = percentile(floor, 50), percentile(floor, 99)
         print(f"jobs {jobs}, delivered {len(latencies)}")
         print(f"complete -> receiver  p50 {p50:.2f} ms  p99 {p99:.2f} ms")
+        a50, a99 = percentile(accepted, 50), percentile(accepted, 99)
+        print(f"of which the publish  p50 {a50:.2f} ms  p99 {a99:.2f} ms (POST to its 202)")
         print(f"floor (direct POST)   p50 {f50:.2f} ms  p99 {f99:.2f} ms")
         print(f"ratio                 p50 {p50 / f50:.1f}x  p99 {p99 / f99:.1f}x")
     finally:
