@@ -33,7 +33,7 @@ def free_port() -> int:
 
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def main() -> None:
@@ -44,7 +44,7 @@ def main() -> None:
     class Receiver(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["content-length"]))
             at = time.perf_counter()
             project = json.loads(body).get("data", {}).get("project_id", "")
@@ -65,16 +65,37 @@ def main() -> None:
     workdir = tempfile.mkdtemp()
     redis_port, hub_port = free_port(), free_port()
     redis = subprocess.Popen(
-        [shutil.which("redis-server") or "redis-server", "--port", str(redis_port),
-         "--save", "", "--dir", workdir],
+        [
+            shutil.which("redis-server") or "redis-server",
+            "--port",
+            str(redis_port),
+            "--save",
+            "",
+            "--dir",
+            workdir,
+        ],
         stdout=subprocess.DEVNULL,
     )
     hub = subprocess.Popen(
-        [binary, "serve", "--listen", f"127.0.0.1:{hub_port}", "--no-worker",
-         "--redis-url", f"redis://127.0.0.1:{redis_port}", "--webhook", hook,
-         "--webhook-secret", SECRET, "--max-projects-per-client", "0",
-         "--new-projects-per-minute", "0"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            binary,
+            "serve",
+            "--listen",
+            f"127.0.0.1:{hub_port}",
+            "--no-worker",
+            "--redis-url",
+            f"redis://127.0.0.1:{redis_port}",
+            "--webhook",
+            hook,
+            "--webhook-secret",
+            SECRET,
+            "--max-projects-per-client",
+            "0",
+            "--new-projects-per-minute",
+            "0",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         env={**os.environ, "RUST_LOG": "warn"},
     )
     try:
@@ -94,8 +115,12 @@ def main() -> None:
         for n in range(jobs):
             project = f"lat{n}"
             sent[project] = time.perf_counter()
-            conn.request("POST", f"/api/v1/projects/{project}/events", event,
-                         {"content-type": "application/json"})
+            conn.request(
+                "POST",
+                f"/api/v1/projects/{project}/events",
+                event,
+                {"content-type": "application/json"},
+            )
             answer = conn.getresponse()
             answer.read()
             assert answer.status == 202, answer.status
@@ -108,7 +133,9 @@ def main() -> None:
         for n in range(jobs):
             body = json.dumps({"data": {"project_id": f"floor{n}"}})
             start = time.perf_counter()
-            floor_conn.request("POST", "/hook", body, {"content-type": "application/json"})
+            floor_conn.request(
+                "POST", "/hook", body, {"content-type": "application/json"}
+            )
             floor_conn.getresponse().read()
             floor.append((time.perf_counter() - start) * 1000)
         p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
@@ -116,7 +143,9 @@ def main() -> None:
         print(f"jobs {jobs}, delivered {len(latencies)}")
         print(f"complete -> receiver  p50 {p50:.2f} ms  p99 {p99:.2f} ms")
         a50, a99 = percentile(accepted, 50), percentile(accepted, 99)
-        print(f"of which the publish  p50 {a50:.2f} ms  p99 {a99:.2f} ms (POST to its 202)")
+        print(
+            f"of which the publish  p50 {a50:.2f} ms  p99 {a99:.2f} ms (POST to its 202)"
+        )
         print(f"floor (direct POST)   p50 {f50:.2f} ms  p99 {f99:.2f} ms")
         print(f"ratio                 p50 {p50 / f50:.1f}x  p99 {p99 / f99:.1f}x")
     finally:
