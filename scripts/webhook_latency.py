@@ -95,11 +95,12 @@ def main() -> None:
             "0",
         ],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
         env={**os.environ, "RUST_LOG": "warn"},
     )
     try:
         for _ in range(300):
+            if hub.poll() is not None:
+                sys.exit(f"the hub exited ({hub.returncode}) before it was ready")
             try:
                 probe = http.client.HTTPConnection("127.0.0.1", hub_port, timeout=1)
                 probe.request("GET", "/readyz")
@@ -108,6 +109,8 @@ def main() -> None:
             except OSError:
                 pass
             time.sleep(0.1)
+        else:
+            sys.exit("the hub was not ready within 30 s")
         conn = http.client.HTTPConnection("127.0.0.1", hub_port)
         sent: dict[str, float] = {}
         accepted: list[float] = []

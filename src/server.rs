@@ -176,7 +176,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
     let webhooks = match &config.webhooks {
         Some(webhooks) => {
             let outbox: Arc<dyn Outbox> = match (&config.redis_url, memory_outbox) {
-                (Some(url), _) => Arc::new(RedisOutbox::open(url, webhooks.lease).await?),
+                (Some(url), _) => Arc::new(RedisOutbox::open(url, webhooks.lease)?),
                 (None, Some(memory)) => memory,
                 (None, None) => Arc::new(MemoryOutbox::default()),
             };

@@ -451,3 +451,30 @@ async fn skip_watched_sends_no_completion_a_watcher_saw(backend: Backend) {
     assert_eq!(by_project("broke").body["type"], "job.failed");
     assert_eq!(by_project("broke").body["data"]["watchers"], 1);
 }
+
+// A hub with webhooks starts while Redis is down (as one without does), and makes the
+// outbox when Redis comes back, empty; then every end is told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_started_before_redis_makes_the_outbox_when_it_comes() {
+    let receiver = Receiver::start().await;
+    let mut redis = crate::support::RedisServer::start().await;
+    redis.kill();
+    let hub = TestHub::start_on(redis.url(), with_webhooks(&receiver)).await;
+    redis.restart().await;
+    let conn = redis.connection().await;
+    crate::support::eventually("the outbox made", || {
+        let mut conn = conn.clone();
+        async move {
+            let exists: i64 = redis::cmd("EXISTS")
+                .arg(crate::support::layout::OUTBOX_KEY)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            exists == 1
+        }
+    })
+    .await;
+    hub.publish("late", complete("COMPLETED")).await;
+    let got = receiver.until_delivered(1).await;
+    assert_eq!(got[0].body["data"]["project_id"], "late");
+}

@@ -11,6 +11,7 @@
 //! slot than the project's keys, so the hub refuses webhooks there (see `webhook/`).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -34,11 +35,15 @@ pub struct RedisOutbox {
     /// and takes its predecessor's entries when their lease runs out).
     consumer: String,
     lease: Duration,
+    /// Whether the group is known to exist (made at the first read, and again after
+    /// Redis lost it): a hub starts while Redis is down, as it does without webhooks.
+    grouped: AtomicBool,
 }
 
 impl RedisOutbox {
-    /// The outbox on the Redis `url` names, creating the stream and its group if new.
-    pub async fn open(url: &str, lease: Duration) -> Result<Self, BrokerError> {
+    /// The outbox on the Redis `url` names. Connects lazily; the stream and its group are
+    /// created at the first read if new.
+    pub fn open(url: &str, lease: Duration) -> Result<Self, BrokerError> {
         let target = RedisTarget::parse(url)?;
         let conn = RedisConn::open(
             &target,
@@ -48,13 +53,12 @@ impl RedisOutbox {
                 max_retry_delay: Some(Duration::from_millis(500)),
             },
         )?;
-        let outbox = Self {
+        Ok(Self {
             conn,
             consumer: format!("hub-{}", crate::wire::EventId::new_epoch()),
             lease,
-        };
-        outbox.create_group().await?;
-        Ok(outbox)
+            grouped: AtomicBool::new(false),
+        })
     }
 
     /// Creates the stream and its group (from the start: entries written before are
@@ -135,6 +139,9 @@ fn entry(raw: StreamId) -> Option<OutboxEntry> {
 #[async_trait]
 impl Outbox for RedisOutbox {
     async fn take(&self, max: usize) -> Result<Vec<OutboxEntry>, BrokerError> {
+        if !self.grouped.load(Ordering::Relaxed) {
+            self.create_group().await?;
+        }
         let mut raw = match self.reclaim(max).await {
             Ok(raw) => raw,
             // The stream or its group was lost (Redis restarted empty): made anew.
