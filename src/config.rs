@@ -93,6 +93,8 @@ pub struct ServeConfig {
     pub worker: Option<WorkerConfig>,
     /// How many generate jobs may wait (globally and per client).
     pub job_limits: crate::job::QueueLimits,
+    /// The backend's webhook endpoints (`--webhook`); `None`: no webhooks.
+    pub webhooks: Option<crate::webhook::WebhookConfig>,
 }
 
 impl Default for ServeConfig {
@@ -124,6 +126,7 @@ impl Default for ServeConfig {
             coalesce_window: DEFAULT_COALESCE_WINDOW,
             worker: Some(WorkerConfig::default()),
             job_limits: crate::job::QueueLimits::default(),
+            webhooks: None,
         }
     }
 }

@@ -6,7 +6,8 @@
 //! per watched project, fanning out into each session's inbox) → `session` (its
 //! outbound queue and slow-consumer policy, heartbeat, resume, close reasons) →
 //! `transport` (WebSocket, SSE) → the client. `http` routes requests to them; `server`
-//! starts and stops the whole.
+//! starts and stops the whole. Beside the data path, `webhook` tells the backend that a
+//! job ended, from the broker's outbox.
 //!
 //! Each of these depends only on those before it in this order, besides the helpers
 //! (`auth`, `catalog`, `locale`, `metrics`, `limits`, `telemetry`, `config`; `job`, which
@@ -34,4 +35,5 @@ pub mod server;
 pub mod session;
 pub mod telemetry;
 pub mod transport;
+pub mod webhook;
 pub mod wire;

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::budget::{Budget, Owner};
+use super::outbox::{MemoryOutbox, now_ms};
 use super::quota::Admission;
 use super::redis::publish_inputs::CONTRACT;
 use super::{
@@ -42,6 +43,8 @@ pub struct MemoryBroker {
     deliveries: Arc<dyn Deliveries>,
     config: HistoryConfig,
     store: Arc<Mutex<Store>>,
+    /// Where a run's end goes for the webhooks, when the hub has any.
+    outbox: Option<Arc<MemoryOutbox>>,
 }
 
 /// Every project's history, and what bounds them: their bytes, charged to their
@@ -148,6 +151,15 @@ impl Receipts {
 }
 
 impl History {
+    /// The state as Redis keeps it (`publish.lua`'s hash: the epoch and seq with the
+    /// rest), for `ProjectState::from_hash`.
+    fn fields(&self) -> HashMap<String, String> {
+        let mut fields = self.state.clone();
+        fields.insert("epoch".into(), self.epoch.clone());
+        fields.insert("seq".into(), self.seq.to_string());
+        fields
+    }
+
     fn new(used: u64, owner: Owner) -> Self {
         Self {
             epoch: EventId::new_epoch(),
@@ -319,7 +331,14 @@ impl MemoryBroker {
             deliveries,
             config,
             store,
+            outbox: None,
         }
+    }
+
+    /// This broker, putting every run's end into `outbox` as it publishes it.
+    pub fn with_outbox(mut self, outbox: Option<Arc<MemoryOutbox>>) -> Self {
+        self.outbox = outbox;
+        self
     }
 
     /// Bytes of history held in all, and idempotency keys remembered.
@@ -452,6 +471,11 @@ impl Broker for MemoryBroker {
         for (name, value) in &s.patch {
             state.insert((*name).to_string(), value.clone());
         }
+        if s.ends_run
+            && let Some(outbox) = &self.outbox
+        {
+            outbox.push(project, history.fields(), now_ms());
+        }
         let ttl = if s.ends_run {
             self.config.retention
         } else {
@@ -497,10 +521,7 @@ impl Broker for MemoryBroker {
         if history.seq == 0 || history.expires_at <= Instant::now() {
             return Ok(Replay::default());
         }
-        let mut fields = history.state.clone();
-        fields.insert("epoch".into(), history.epoch.clone());
-        fields.insert("seq".into(), history.seq.to_string());
-        let Some((state, last)) = ProjectState::from_hash(&fields) else {
+        let Some((state, last)) = ProjectState::from_hash(&history.fields()) else {
             return Ok(Replay::default());
         };
         let stored: Vec<Bytes> = match after {

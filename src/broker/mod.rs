@@ -17,6 +17,7 @@ mod budget;
 mod deliveries;
 mod history;
 pub mod memory;
+pub mod outbox;
 mod prepared;
 pub mod quota;
 pub mod redis;
@@ -195,13 +196,15 @@ pub trait Broker: Send + Sync + 'static {
 /// Starts the broker named by `redis_url` (in-process without one) and its subscriber
 /// task, which lives until `shutdown`, handing what arrives to `deliveries`; on Redis,
 /// also the process's presence (its watchers' entries count for `presence_ttl` after
-/// each refresh).
+/// each refresh). In process, every run's end also goes into `outbox` when given (with
+/// Redis, `publish.lua` writes Redis's own).
 #[allow(
     clippy::too_many_arguments,
     reason = "the process's parts and settings, each named at the one call in `server`"
 )]
 pub fn start(
     redis_url: Option<&str>,
+    outbox: Option<Arc<outbox::MemoryOutbox>>,
     redis_keepalive: Duration,
     presence_ttl: Duration,
     history: HistoryConfig,
@@ -229,8 +232,9 @@ pub fn start(
             broker.spawn_announcer(shutdown, tracker);
             Arc::new(broker)
         }
-        None => Arc::new(memory::MemoryBroker::start(
-            history, deliveries, changes, shutdown, tracker,
-        )),
+        None => Arc::new(
+            memory::MemoryBroker::start(history, deliveries, changes, shutdown, tracker)
+                .with_outbox(outbox),
+        ),
     })
 }

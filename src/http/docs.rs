@@ -37,18 +37,22 @@ use crate::wire::{Event, ProjectState, Stage};
         super::health::healthz,
         super::health::readyz,
         super::health::metrics,
+        super::webhooks::deliveries,
     ),
     components(schemas(
         Event, ProgressUpdate, StageChange, Log, ErrorReport, Complete, Stage, LogLevel,
         CompleteStatus, ErrorCode, ProjectState, GenerateRequest,
         super::projects::ProjectStateBody,
-        super::error::ErrorBody, super::error::ErrorDetail
+        super::error::ErrorBody, super::error::ErrorDetail,
+        crate::webhook::body::WebhookBody, crate::webhook::body::WebhookData,
+        crate::webhook::DeliveryPage, crate::webhook::Delivery
     )),
     tags(
         (name = "watching", description = "WebSocket and SSE streams of a project's progress"),
         (name = "publishing", description = "The hub's publish path"),
         (name = "projects", description = "Project state and generation jobs"),
         (name = "operations", description = "Health, readiness, metrics"),
+        (name = "webhooks", description = "Webhooks the hub POSTs to the backend (serve --webhook) when a job ends: body WebhookBody (type job.completed, job.failed, job.cancelled: `job.` and the complete's status), headers webhook-id (the same on every retry), webhook-timestamp and webhook-signature (Standard Webhooks: v1,<base64 HMAC-SHA256 of \"{id}.{timestamp}.{body}\">). See docs/WEBHOOKS.md."),
     )
 )]
 pub struct ApiDoc;
@@ -127,6 +131,26 @@ pub fn asyncapi() -> Value {
                 "subscribe": {
                     "summary": "The same frames as SSE records (id: + data:)",
                     "message": { "name": "ServerFrame", "payload": frames }
+                }
+            },
+            "webhook": {
+                "description": "The backend's endpoints (serve --webhook URL): one HTTP POST per job's end, at least once, the same webhook-id on every retry. Signed the Standard Webhooks way; see docs/WEBHOOKS.md.",
+                "bindings": { "http": { "type": "request", "method": "POST" } },
+                "subscribe": {
+                    "summary": "A job ended (job.completed, job.failed, job.cancelled: `job.` and its final status)",
+                    "message": {
+                        "name": "Webhook",
+                        "headers": {
+                            "type": "object",
+                            "required": ["webhook-id", "webhook-timestamp", "webhook-signature"],
+                            "properties": {
+                                "webhook-id": { "type": "string", "description": "msg_<outbox id>: the same on every retry of the event" },
+                                "webhook-timestamp": { "type": "string", "description": "Unix seconds of this attempt" },
+                                "webhook-signature": { "type": "string", "description": "v1,<base64 HMAC-SHA256 of \"{id}.{timestamp}.{body}\">, keyed with the secret's bytes" }
+                            }
+                        },
+                        "payload": schemars::schema_for!(crate::webhook::body::WebhookBody)
+                    }
                 }
             }
         }

@@ -17,6 +17,7 @@ mod project_path;
 mod projects;
 mod publish;
 mod retry;
+mod webhooks;
 
 pub use docs::ApiDoc;
 pub use error::ApiError;
@@ -59,6 +60,8 @@ pub struct AppState {
     pub request_timeout: std::time::Duration,
     /// A run under way silent this long is reported `stalled` (`projects.rs`).
     pub stall_after: std::time::Duration,
+    /// The recent webhook deliveries, when the hub has webhooks.
+    pub webhooks: Option<Arc<crate::webhook::Deliveries>>,
 }
 
 /// Where `/metrics` is served: on the main listener, or only on one of its own
@@ -101,6 +104,7 @@ pub fn router(state: AppState, metrics: MetricsRoute) -> Router {
         .route("/api/v1/projects/{project_id}/cancel", post(cancel::cancel))
         .route("/api/v1/projects/{project_id}/retry", post(retry::retry))
         .route("/api/v1/progress", get(multiplexed::progress))
+        .route("/api/v1/webhooks/deliveries", get(webhooks::deliveries))
         .route(
             "/api/v1/projects/{project_id}/progress",
             get(progress::progress),

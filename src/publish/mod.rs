@@ -394,6 +394,7 @@ mod tests {
         let (hub, changes) = Hub::new(1000);
         let broker = crate::broker::start(
             None,
+            None,
             Duration::from_secs(1),
             Duration::from_secs(1),
             HistoryConfig::default(),

@@ -452,6 +452,7 @@ mod tests {
         let shutdown = CancellationToken::new();
         let broker = crate::broker::start(
             None,
+            None,
             Duration::from_secs(1),
             Duration::from_secs(1),
             HistoryConfig::default(),

@@ -38,3 +38,4 @@ mod slow_consumer;
 mod stalled;
 mod tags;
 mod watch;
+mod webhooks;

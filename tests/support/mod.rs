@@ -11,6 +11,7 @@ pub mod client;
 pub mod cluster;
 pub mod hub;
 pub mod proxy;
+pub mod receiver;
 pub mod redis;
 pub mod sentinel;
 

@@ -15,6 +15,7 @@
 //! | `progress:{<p>}:seen:<event id>` | string | a watcher was written this `complete` (kept for the retention) |
 //! | `progress-hub:history` | hash | the hubs' history policy (len, bytes, TTLs) every publisher follows |
 //! | `progress:era` | string | the run_id of the Redis incarnation the hubs last found (one node, Sentinel) |
+//! | `progress-hub:webhooks` | stream | the webhook outbox: a run's end (`channel`, then the state's fields) per entry, read by the group `webhooks` (one node, Sentinel) |
 //! | `progress:jobs` | stream | the job queue, read by the consumer group `workers` |
 //! | `{progress:jobs}:lock:<p>` | string | the id of the project's job while it exists (queued or running): one job per project |
 //! | `{progress:jobs}:done:<job>` | string | what the job finished so far (JSON), until it is settled |
@@ -61,6 +62,11 @@ pub const ERA_KEY: &str = "progress:era";
 /// The hubs' history policy (a hash: `len`, `bytes`, `active_ttl_s`, `retention_s`),
 /// which every other publisher follows (see `history_policy.rs`). Outside `progress:`.
 pub const HISTORY_POLICY_KEY: &str = "progress-hub:history";
+
+/// The webhook outbox (a stream; see `outbox.rs`) and the consumer group the hubs read
+/// it in. Outside `progress:`, so never taken for a project's channel or key.
+pub const OUTBOX_KEY: &str = "progress-hub:webhooks";
+pub const OUTBOX_GROUP: &str = "webhooks";
 
 /// The job queue's stream, and the consumer group its workers read it in.
 pub const JOB_STREAM: &str = "progress:jobs";

@@ -10,6 +10,7 @@ pub mod connection;
 pub mod era;
 pub mod history_policy;
 pub mod layout;
+pub mod outbox;
 mod presence;
 pub mod publish_inputs;
 mod quota;

@@ -11,6 +11,7 @@
 -- Returns the event id, '<epoch>:<seq>'.
 
 local history, state, receipt, fences, era_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local outbox = KEYS[6]
 
 local PATCH = 'state.'
 -- The unkeyed receipts the state remembers (`receipts`: 'r=id ' each), in bytes: the
@@ -197,6 +198,12 @@ local ttl = active_ttl
 if ends then ttl = retention_ttl end
 redis.call('EXPIRE', history, ttl)
 redis.call('EXPIRE', state, ttl)
+
+-- Webhooks (issue 27): a run's end goes into the outbox in this same step, while a hub
+-- with webhooks keeps one (broker/redis/outbox.rs): the channel, then the state.
+if ends and outbox and redis.call('EXISTS', outbox) == 1 then
+  redis.call('XADD', outbox, '*', 'channel', input.channel, unpack(redis.call('HGETALL', state)))
+end
 
 local publish = 'PUBLISH'
 if input.publish == 'SPUBLISH' then publish = 'SPUBLISH' end

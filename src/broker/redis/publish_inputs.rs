@@ -69,6 +69,7 @@ pub fn invocation(
             "receipt" => call.key(layout::receipt_key(route.project, &event.receipt)),
             "fences" => call.key(layout::fences_key(route.project)),
             "era?" if route.era => call.key(layout::ERA_KEY),
+            "outbox?" if route.era => call.key(layout::OUTBOX_KEY),
             _ => &mut call,
         };
     }
@@ -185,7 +186,7 @@ mod tests {
 
     #[test]
     fn every_key_the_contract_names_is_known() {
-        let known = ["history", "state", "receipt", "fences", "era?"];
+        let known = ["history", "state", "receipt", "fences", "era?", "outbox?"];
         for key in &CONTRACT.keys {
             assert!(known.contains(&key.name.as_str()), "{}", key.name);
         }

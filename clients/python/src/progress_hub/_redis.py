@@ -133,6 +133,8 @@ def receipt_key(project: str, receipt: str) -> str:
 # running. Passed to `publish.lua`, which begins a new epoch for a state written under
 # another (a restart from an older save), so no id repeats (see the hub's era.rs).
 ERA_KEY = "progress:era"
+# The webhook outbox the hubs keep (`src/broker/redis/layout.rs`: OUTBOX_KEY).
+OUTBOX_KEY = "progress-hub:webhooks"
 
 
 def claim_counter_key(job: str) -> str:
@@ -205,6 +207,8 @@ def script_call(
         "fences": fences_key(project),
         # The era is a key of another slot: never on a cluster.
         "era?": None if target.cluster else ERA_KEY,
+        # The webhook outbox (a complete goes in while a hub keeps it): with the era.
+        "outbox?": None if target.cluster else OUTBOX_KEY,
     }
     keys = [k for k in (by_name[key["name"]] for key in contract["keys"]) if k is not None]
     inputs: dict[str, str | None] = {
