@@ -8,8 +8,8 @@
 -- ARGV: the hub's instance, its number of watchers now (0: none; its entry goes),
 --       the entry's time to live (ms).
 --
--- Drops every entry past its time (hubs that died) on the way. Returns the number of
--- entries left.
+-- Drops every entry past its time (hubs that died) on the way, when the hash holds other
+-- hubs' entries. Returns the number of entries left.
 
 local key = KEYS[1]
 local instance = ARGV[1]
@@ -24,6 +24,15 @@ else
   redis.call('HDEL', key, instance)
 end
 
+-- This hub's entry alone (one hub, the usual case): it sets the key's time; no read.
+local count = redis.call('HLEN', key)
+if count == 0 then return 0 end
+if count == 1 and watchers > 0 then
+  redis.call('PEXPIREAT', key, now + ttl)
+  return 1
+end
+
+-- Other hubs' entries too: those past their time go, the key lives until the latest.
 local entries = redis.call('HGETALL', key)
 local latest, left = 0, 0
 for i = 1, #entries, 2 do
