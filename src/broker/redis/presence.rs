@@ -2,10 +2,12 @@
 //!
 //! Each hub keeps one entry per watched project in the project's `watchers` hash (its
 //! instance → its number of watchers, and until when that counts: `presence.lua`). The
-//! hub writes an entry when the number changes (joins and leaves are taken in batches:
-//! a burst of them costs one write per project, not one per session) and rewrites them
-//! all every third of the TTL, so a hub that dies stops counting within the TTL and
-//! nothing has to notice its death. Delivering frames writes nothing.
+//! hub writes an entry when the number changes (joins and leaves gather for
+//! [`GATHER`] and are written as one number per project: a burst costs one write per
+//! project, and a connection that comes and goes within it, on a project the hub had
+//! no entry for, costs none) and rewrites them all every third of the TTL, so a hub
+//! that dies stops counting within the TTL and nothing has to notice its death.
+//! Delivering frames writes nothing.
 //!
 //! Which `complete` frames a watcher was written is one key per complete (`SET ... EX`
 //! the retention), written by the session once its transport took the frame.
@@ -26,6 +28,8 @@ use crate::wire::{EventId, ProjectId};
 
 /// Presence writes in flight at once (a refresh of many projects).
 const CONCURRENT_WRITES: usize = 32;
+/// How long joins and leaves gather before they are written (see the module's text).
+const GATHER: Duration = Duration::from_millis(50);
 
 /// This hub's share of presence: its instance name, and how long its entries count.
 pub struct Presence {
@@ -63,7 +67,13 @@ impl Presence {
         loop {
             let counts = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = hub.presence_changed() => hub.presence_changes(),
+                _ = hub.presence_changed() => {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(GATHER) => {}
+                    }
+                    hub.presence_changes()
+                }
                 _ = refresh.tick() => {
                     // The changes are in the refresh; taking them spares a second write.
                     let changed = hub.presence_changes();
@@ -88,6 +98,11 @@ impl Presence {
         let ttl_ms = u64::try_from(self.ttl.as_millis())
             .unwrap_or(u64::MAX)
             .max(1);
+        // None here, and no entry written: nothing to remove.
+        let counts = counts
+            .into_iter()
+            .filter(|(project, watchers)| *watchers > 0 || written.contains(project))
+            .collect::<Vec<_>>();
         let writes = counts.into_iter().map(|(project, watchers)| {
             write_one(
                 conn.clone(),
