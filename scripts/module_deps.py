@@ -2,7 +2,8 @@
 
     python3 scripts/module_deps.py          # prints each top-level module's dependencies
     python3 scripts/module_deps.py --check  # exits 1 if two top-level modules depend on
-                                            # each other, directly or through others
+                                            # each other, directly or through others, or
+                                            # a module uses one FORBIDDEN to it
 
 Top-level modules (wire, broker, hub, session, ...) must form a DAG: every dependency
 runs one way; so must the sibling modules inside each folder (`broker::redis` and
@@ -16,6 +17,10 @@ import sys
 
 SRC = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 and not sys.argv[1].startswith("-") else pathlib.Path(__file__).resolve().parent.parent / "src")
 ROOTS = {"lib.rs", "main.rs"}
+# What a module must not use, even without a cycle: the broker knows the process's fan-out
+# only through its own traits (`broker::Deliveries`, `broker::Watched`), which the hub
+# implements; it hands frames on and imports none of the modules after it.
+FORBIDDEN = {"broker": {"hub", "session", "transport", "http", "server"}}
 
 
 def top_module(path: pathlib.Path) -> str | None:
@@ -130,5 +135,11 @@ if __name__ == "__main__":
         print("CYCLE:", " <-> ".join(comp))
     if not found:
         print("no cycles: between top-level modules, nor between siblings in a folder")
-    if "--check" in sys.argv and found:
+    forbidden = [(m, sorted(deps.get(m, set()) & banned)) for m, banned in FORBIDDEN.items()]
+    forbidden = [(m, uses) for m, uses in forbidden if uses]
+    for module, uses in forbidden:
+        print(f"FORBIDDEN: {module} uses {', '.join(uses)}")
+    if not forbidden:
+        print("no forbidden uses: " + "; ".join(f"{m} uses none of {', '.join(sorted(b))}" for m, b in FORBIDDEN.items()))
+    if "--check" in sys.argv and (found or forbidden):
         sys.exit(1)

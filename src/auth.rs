@@ -14,15 +14,20 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::wire::ProjectId;
+use crate::wire::{ProjectId, Tag};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     /// Projects this token may watch (and publish to, with the scope); `"*"` means all.
     pub projects: Vec<String>,
-    /// `"publish"` allows publishing and starting jobs.
+    /// `"publish"` allows publishing, starting and cancelling jobs; `"control"` allows
+    /// watching and cancelling (a watcher's stop button).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// Tags whose projects this token may watch and list (a project whose run carries
+    /// one of them; `GET /api/v1/projects?tag=`, a tag subscription).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
     /// Expiry, seconds since the Unix epoch.
     pub exp: u64,
 }
@@ -80,6 +85,18 @@ impl Auth {
         publish: bool,
         ttl: Duration,
     ) -> Result<String, AuthError> {
+        self.mint_tagged(projects, &[], publish, ttl)
+    }
+
+    /// A token for `projects` and `tags` (it may watch and list the projects whose run
+    /// carries one of the tags), valid for `ttl`.
+    pub fn mint_tagged(
+        &self,
+        projects: &[String],
+        tags: &[String],
+        publish: bool,
+        ttl: Duration,
+    ) -> Result<String, AuthError> {
         let exp = SystemTime::now()
             .checked_add(ttl)
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
@@ -88,6 +105,7 @@ impl Auth {
         let claims = Claims {
             projects: projects.to_vec(),
             scope: publish.then(|| "publish".to_string()),
+            tags: tags.to_vec(),
             exp,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
@@ -132,6 +150,22 @@ impl Auth {
             Err(AuthError::Forbidden)
         }
     }
+
+    /// Whether `token` may cancel `project`'s job: a publish token (the backend) or a
+    /// control token (a watcher allowed to stop it) covering the project.
+    pub fn may_control(
+        &self,
+        token: Option<&str>,
+        project: &ProjectId,
+    ) -> Result<Claims, AuthError> {
+        let claims = self.verify(token.ok_or(AuthError::Missing)?)?;
+        let scoped = matches!(claims.scope.as_deref(), Some("publish" | "control"));
+        if scoped && claims.covers(project) {
+            Ok(claims)
+        } else {
+            Err(AuthError::Forbidden)
+        }
+    }
 }
 
 impl Claims {
@@ -143,6 +177,11 @@ impl Claims {
 
     /// When the token expires; an `exp` past the year 9999 is read as then (no
     /// overflow: `exp` is the issuer's, so any u64 must be safe here).
+    /// Whether the token grants every project of `tag` (it names the tag, or `*`).
+    pub fn covers_tag(&self, tag: &Tag) -> bool {
+        self.projects.iter().any(|p| p == "*") || self.tags.iter().any(|t| t == tag.as_str())
+    }
+
     pub fn expires_at(&self) -> SystemTime {
         UNIX_EPOCH
             .checked_add(Duration::from_secs(self.exp.min(LATEST_EXPIRY_SECS)))
@@ -215,6 +254,7 @@ mod tests {
             let claims = Claims {
                 projects: vec![],
                 scope: None,
+                tags: vec![],
                 exp,
             };
             assert!(claims.expires_at() > UNIX_EPOCH || exp == 0, "{exp}");
@@ -227,6 +267,7 @@ mod tests {
         let claims = Claims {
             projects: vec!["a".into()],
             scope: None,
+            tags: vec![],
             exp: 1,
         };
         let token =

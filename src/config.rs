@@ -39,6 +39,8 @@ pub const DEFAULT_MAX_PROJECTS: usize = 100_000;
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest a plain HTTP request (body + answer) may take; 408 after.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// A run under way whose project published nothing for this long is reported stalled.
+pub const DEFAULT_STALL_AFTER: Duration = Duration::from_secs(120);
 /// How long shutdown waits for sessions to close before the process exits anyway.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -64,6 +66,9 @@ pub struct ServeConfig {
     pub handshake_timeout: Duration,
     /// Time for a plain request's body and answer; 408 after.
     pub request_timeout: Duration,
+    /// A run under way whose project published nothing for this long is reported
+    /// `stalled` by its state (`GET /api/v1/projects/{id}`).
+    pub stall_after: Duration,
     /// Most connections (WebSocket + SSE) this process holds.
     pub max_connections: usize,
     /// Most connections from one client address.
@@ -88,6 +93,8 @@ pub struct ServeConfig {
     pub worker: Option<WorkerConfig>,
     /// How many generate jobs may wait (globally and per client).
     pub job_limits: crate::job::QueueLimits,
+    /// The backend's webhook endpoints (`--webhook`); `None`: no webhooks.
+    pub webhooks: Option<crate::webhook::WebhookConfig>,
 }
 
 impl Default for ServeConfig {
@@ -106,6 +113,7 @@ impl Default for ServeConfig {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            stall_after: DEFAULT_STALL_AFTER,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             max_projects: DEFAULT_MAX_PROJECTS,
@@ -118,6 +126,7 @@ impl Default for ServeConfig {
             coalesce_window: DEFAULT_COALESCE_WINDOW,
             worker: Some(WorkerConfig::default()),
             job_limits: crate::job::QueueLimits::default(),
+            webhooks: None,
         }
     }
 }

@@ -1,14 +1,22 @@
 //! progress-hub: real-time progress push for long-running jobs.
 //!
-//! The data path, in the order data travels, each module depending only on those
-//! before it:
-//! `wire` (the contract as plain data: events and their validation, frames, ids) →
-//! `publish` (prepare an event once, coalesce) → `broker` (Redis or in-memory; one
+//! The data path, in the order data travels: `publish` (prepare an event once,
+//! coalesce) → `broker` (Redis or in-memory: append, publish, and receive through one
 //! subscriber per process; `broker::redis::layout` names every key) → `hub` (one topic
 //! per watched project, fanning out into each session's inbox) → `session` (its
 //! outbound queue and slow-consumer policy, heartbeat, resume, close reasons) →
 //! `transport` (WebSocket, SSE) → the client. `http` routes requests to them; `server`
-//! starts and stops the whole.
+//! starts and stops the whole. Beside the data path, `webhook` tells the backend that a
+//! job ended, from the broker's outbox.
+//!
+//! Each of these depends only on those before it in this order, besides the helpers
+//! (`auth`, `catalog`, `locale`, `metrics`, `limits`, `telemetry`, `config`; `job`, which
+//! publishes) (`scripts/module_deps.py --check`): `wire` (the contract as plain data:
+//! events and their validation, frames, ids) → `broker` → `publish`, `hub` → `transport`
+//! → `session` → `http` → `server`. The
+//! broker hands what it receives to the traits it defines (`broker::Deliveries`,
+//! `broker::Watched`), which the hub implements: it imports no hub, session, transport
+//! or http code.
 
 pub mod auth;
 pub mod broker;
@@ -27,4 +35,5 @@ pub mod server;
 pub mod session;
 pub mod telemetry;
 pub mod transport;
+pub mod webhook;
 pub mod wire;

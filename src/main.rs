@@ -63,10 +63,11 @@ async fn main() -> anyhow::Result<()> {
             progress_hub::cli::worker::run(&args, stop).await?;
             Ok(())
         }
-        // Exit codes: 0 completed, 1 failed, 2 could not watch.
+        // Exit codes: 0 completed, 1 failed, 2 could not watch, 3 cancelled.
         Command::Watch(args) => match progress_hub::cli::watch::run(&args).await {
             Ok(JobEnd::Completed) => Ok(()),
             Ok(JobEnd::Failed) => std::process::exit(1),
+            Ok(JobEnd::Cancelled) => std::process::exit(3),
             Err(err) => {
                 eprintln!("error: {err}");
                 std::process::exit(2)

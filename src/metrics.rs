@@ -209,3 +209,20 @@ pub fn pubsub_probe_failed() {
 pub fn pubsub_probe_round_trip(took: Duration) {
     histogram!("hub_pubsub_probe_seconds").record(took.as_secs_f64());
 }
+
+/// A webhook delivery attempt, by outcome: `delivered`, `gone` (410), `failed_status`,
+/// `failed_transport` (timeout, refused connection).
+pub fn webhook_attempt(outcome: &'static str, took: Duration) {
+    counter!("hub_webhook_attempts_total", "outcome" => outcome).increment(1);
+    histogram!("hub_webhook_attempt_seconds").record(took.as_secs_f64());
+}
+/// A webhook not sent: given up after retrying for `--webhook-retry-for` (`expired`),
+/// its endpoint answered 410 (`gone`), or a watcher received its `complete` live
+/// (`watched`, with `--webhook-skip-watched`).
+pub fn webhook_given_up(reason: &'static str) {
+    counter!("hub_webhook_given_up_total", "reason" => reason).increment(1);
+}
+/// Events in the webhook outbox not yet delivered everywhere (all hubs together).
+pub fn webhook_pending(n: u64) {
+    gauge!("hub_webhook_pending").set(n as f64);
+}

@@ -13,6 +13,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{Auth, EmptySecret};
+use crate::broker::outbox::{MemoryOutbox, Outbox};
+use crate::broker::redis::outbox::RedisOutbox;
+use crate::broker::redis::target::RedisTarget;
 use crate::broker::{self, Broker, BrokerError};
 use crate::config::ServeConfig;
 use crate::http::{self, AppState};
@@ -24,6 +27,7 @@ use crate::limits::{self, ConnectionLimits};
 use crate::metrics;
 use crate::publish::Publisher;
 use crate::session::{Heartbeat, Sessions};
+use crate::webhook::{self, WebhookConfigError};
 
 /// Connections the metrics listener holds at once (scrapers are few).
 const METRICS_MAX_CONNECTIONS: usize = 64;
@@ -41,6 +45,8 @@ pub enum ServeError {
     Broker(#[from] BrokerError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error(transparent)]
+    Webhook(#[from] WebhookConfigError),
     #[error("HTTP server failed: {0}")]
     Http(std::io::Error),
 }
@@ -109,6 +115,23 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         Some(secret) => Some(Arc::new(Auth::new(secret)?)),
         None => None,
     };
+    if let Some(webhooks) = &config.webhooks {
+        webhooks.check(config.listen)?;
+        match config
+            .redis_url
+            .as_deref()
+            .map(RedisTarget::parse)
+            .transpose()?
+        {
+            Some(RedisTarget::Cluster(_)) => {
+                return Err(WebhookConfigError::Unsupported("not on a Redis Cluster yet").into());
+            }
+            Some(RedisTarget::Sentinel(_)) => {
+                return Err(WebhookConfigError::Unsupported("not behind Sentinel yet").into());
+            }
+            _ => {}
+        }
+    }
     let listener = http::listener::bind(config.listen).map_err(|source| ServeError::Bind {
         addr: config.listen,
         source,
@@ -127,9 +150,20 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
     let metrics = metrics::install();
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
+    if let Some(webhooks) = &config.webhooks {
+        // Bound to port 0, the hub's port is known only now.
+        webhooks.check(addr)?;
+    }
     let (hub, changes) = Hub::new(config.max_projects);
+    // In process, the broker writes the webhook outbox as it publishes a `complete`;
+    // with Redis, publish.lua writes Redis's.
+    let memory_outbox = match (&config.webhooks, &config.redis_url) {
+        (Some(_), None) => Some(Arc::new(MemoryOutbox::default())),
+        _ => None,
+    };
     let broker = broker::start(
         config.redis_url.as_deref(),
+        memory_outbox.clone(),
         config.redis_keepalive,
         config.presence_ttl,
         config.history,
@@ -139,6 +173,23 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         &tracker,
     )?;
     let publisher = Publisher::new(broker.clone(), config.locale, config.coalesce_window);
+    let webhooks = match &config.webhooks {
+        Some(webhooks) => {
+            let outbox: Arc<dyn Outbox> = match (&config.redis_url, memory_outbox) {
+                (Some(url), _) => Arc::new(RedisOutbox::open(url, webhooks.lease)?),
+                (None, Some(memory)) => memory,
+                (None, None) => Arc::new(MemoryOutbox::default()),
+            };
+            Some(webhook::spawn(
+                webhooks.clone(),
+                outbox,
+                broker.clone(),
+                shutdown.clone(),
+                &tracker,
+            ))
+        }
+        None => None,
+    };
     let claim_idle = config
         .worker
         .as_ref()
@@ -194,6 +245,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
             queue_capacity: config.queue_capacity,
             queue_bytes: config.queue_bytes,
             max_subscriptions: config.max_subscriptions,
+            tag_watchers: Arc::default(),
         },
         tracker: tracker.clone(),
         metrics,
@@ -203,6 +255,8 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         allowed_origins: Arc::new(origins_allowed(&config)),
         cors_origins: Arc::new(config.cors_origins.clone()),
         request_timeout: config.request_timeout,
+        stall_after: config.stall_after,
+        webhooks,
     };
     // The metrics listener has limits of its own: scrapes neither take nor are
     // refused by the public connections' slots.

@@ -2,7 +2,7 @@
 //!
 //! It keeps the same contract as Redis (history with epochs, state, progress clamping,
 //! retention) so the same integration tests run against both. Publishing appends to
-//! the history and hands the frame to the hub under one lock, so history order and
+//! the history and hands the frame on (to the hub, through `Deliveries`) under one lock, so history order and
 //! delivery order are the same.
 
 use std::collections::hash_map::Entry;
@@ -20,11 +20,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::budget::{Budget, Owner};
+use super::outbox::{MemoryOutbox, now_ms};
 use super::quota::Admission;
 use super::redis::publish_inputs::CONTRACT;
-use super::{Broker, BrokerError, HistoryConfig, PreparedEvent, Replay};
-use crate::hub::{Hub, SubscriptionChange};
-use crate::wire::{EventId, Frame, ProjectId, ProjectState};
+use super::{
+    Broker, BrokerError, Deliveries, HistoryConfig, PreparedEvent, Replay, SubscriptionChange,
+    TagEntry,
+};
+use crate::wire::{EventId, Frame, ProjectId, ProjectState, Tag};
 
 /// How often expired histories and receipts are swept from memory.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
@@ -37,9 +40,11 @@ const MAX_RECEIPTS: usize = 100_000;
 const MAX_SEEN: usize = 100_000;
 
 pub struct MemoryBroker {
-    hub: Arc<Hub>,
+    deliveries: Arc<dyn Deliveries>,
     config: HistoryConfig,
     store: Arc<Mutex<Store>>,
+    /// Where a run's end goes for the webhooks, when the hub has any.
+    outbox: Option<Arc<MemoryOutbox>>,
 }
 
 /// Every project's history, and what bounds them: their bytes, charged to their
@@ -53,6 +58,10 @@ struct Store {
     budget: Budget,
     receipts: Receipts,
     seen: Seen,
+    /// Each tag's index (Redis's `progress:{tag:<tag>}:projects`): project → when (ms)
+    /// its run was last given the tag. A forgotten project leaves the indexes of the
+    /// tags its state carried; other stale entries go when a reader finds them (`untag`).
+    tags: HashMap<Tag, HashMap<ProjectId, u64>>,
 }
 
 /// The `complete`s a watcher was written (see `Broker::record_complete_seen`), each
@@ -142,6 +151,15 @@ impl Receipts {
 }
 
 impl History {
+    /// The state as Redis keeps it (`publish.lua`'s hash: the epoch and seq with the
+    /// rest), for `ProjectState::from_hash`.
+    fn fields(&self) -> HashMap<String, String> {
+        let mut fields = self.state.clone();
+        fields.insert("epoch".into(), self.epoch.clone());
+        fields.insert("seq".into(), self.seq.to_string());
+        fields
+    }
+
     fn new(used: u64, owner: Owner) -> Self {
         Self {
             epoch: EventId::new_epoch(),
@@ -195,6 +213,21 @@ impl Store {
         if let Some(history) = self.projects.remove(project) {
             self.budget
                 .close(&history.owner, history.used, history.bytes);
+            let carried = history.state.get("tags").map(|t| Tag::split(t));
+            self.untag(carried.iter().flatten(), std::slice::from_ref(project));
+        }
+    }
+
+    fn untag<'a>(&mut self, tags: impl IntoIterator<Item = &'a Tag>, projects: &[ProjectId]) {
+        for tag in tags {
+            if let Some(index) = self.tags.get_mut(tag) {
+                for project in projects {
+                    index.remove(project);
+                }
+                if index.is_empty() {
+                    self.tags.remove(tag);
+                }
+            }
         }
     }
 
@@ -220,9 +253,9 @@ impl Store {
     /// project that has more than one (its state stays; a resume from before gets
     /// `recovered: false`). Only when the heaviest client has nothing left to give
     /// does the next one give.
-    fn enforce(&mut self, budget: usize, keep: &ProjectId, hub: &Hub) {
+    fn enforce(&mut self, budget: usize, keep: &ProjectId, watched: &dyn Deliveries) {
         while self.budget.total() > budget {
-            match self.reclaimable(keep, hub) {
+            match self.reclaimable(keep, watched) {
                 Some(Reclaim::Forget(project)) => {
                     tracing::debug!(project_id = %project, "memory budget: forgot an idle project's history");
                     self.forget(&project);
@@ -239,11 +272,11 @@ impl Store {
     }
 
     /// What to take back next (see [`Store::enforce`]).
-    fn reclaimable(&self, keep: &ProjectId, hub: &Hub) -> Option<Reclaim> {
+    fn reclaimable(&self, keep: &ProjectId, watched: &dyn Deliveries) -> Option<Reclaim> {
         for (_, projects) in self.budget.heaviest_first() {
             let mut trim = None;
             for project in projects {
-                if project != keep && !hub.is_watched(project) {
+                if project != keep && !watched.is_watched(project) {
                     return Some(Reclaim::Forget(project.clone()));
                 }
                 let floor = usize::from(project == keep);
@@ -273,7 +306,7 @@ enum Reclaim {
 impl MemoryBroker {
     pub fn start(
         config: HistoryConfig,
-        hub: Arc<Hub>,
+        deliveries: Arc<dyn Deliveries>,
         mut changes: mpsc::UnboundedReceiver<SubscriptionChange>,
         shutdown: CancellationToken,
         tracker: &TaskTracker,
@@ -294,7 +327,18 @@ impl MemoryBroker {
                 }
             }
         });
-        Self { hub, config, store }
+        Self {
+            deliveries,
+            config,
+            store,
+            outbox: None,
+        }
+    }
+
+    /// This broker, putting every run's end into `outbox` as it publishes it.
+    pub fn with_outbox(mut self, outbox: Option<Arc<MemoryOutbox>>) -> Self {
+        self.outbox = outbox;
+        self
     }
 
     /// Bytes of history held in all, and idempotency keys remembered.
@@ -427,6 +471,11 @@ impl Broker for MemoryBroker {
         for (name, value) in &s.patch {
             state.insert((*name).to_string(), value.clone());
         }
+        if s.ends_run
+            && let Some(outbox) = &self.outbox
+        {
+            outbox.push(project, history.fields(), now_ms());
+        }
         let ttl = if s.ends_run {
             self.config.retention
         } else {
@@ -441,14 +490,21 @@ impl Broker for MemoryBroker {
                 .receipts
                 .insert(project, &event.receipt, id.clone(), now);
         }
-        store.enforce(self.config.memory_budget, project, &self.hub);
+        if let Some(tags) = &s.tags {
+            let at = crate::wire::now_ms();
+            for tag in tags {
+                let index = store.tags.entry(tag.clone()).or_default();
+                index.insert(project.clone(), at);
+            }
+        }
+        store.enforce(self.config.memory_budget, project, self.deliveries.as_ref());
         // Delivered under the lock: delivery order is history order.
-        self.hub.deliver_recorded(project, bytes);
+        self.deliveries.deliver_recorded(project, bytes);
         Ok(id)
     }
 
     async fn publish_raw(&self, project: &ProjectId, payload: Bytes) -> Result<(), BrokerError> {
-        self.hub.deliver(project, payload);
+        self.deliveries.deliver(project, payload);
         Ok(())
     }
 
@@ -465,10 +521,7 @@ impl Broker for MemoryBroker {
         if history.seq == 0 || history.expires_at <= Instant::now() {
             return Ok(Replay::default());
         }
-        let mut fields = history.state.clone();
-        fields.insert("epoch".into(), history.epoch.clone());
-        fields.insert("seq".into(), history.seq.to_string());
-        let Some((state, last)) = ProjectState::from_hash(&fields) else {
+        let Some((state, last)) = ProjectState::from_hash(&history.fields()) else {
             return Ok(Replay::default());
         };
         let stored: Vec<Bytes> = match after {
@@ -498,6 +551,36 @@ impl Broker for MemoryBroker {
         })
     }
 
+    async fn tagged(
+        &self,
+        tag: &Tag,
+        since_ms: u64,
+        after: Option<&TagEntry>,
+        count: usize,
+    ) -> Result<Vec<TagEntry>, BrokerError> {
+        let store = self.store.lock();
+        let mut entries: Vec<TagEntry> = store
+            .tags
+            .get(tag)
+            .into_iter()
+            .flatten()
+            .filter(|(_, at)| **at >= since_ms)
+            .map(|(project, at)| TagEntry {
+                project: project.clone(),
+                at_ms: *at,
+            })
+            .filter(|e| after.is_none_or(|a| e.comes_after(a)))
+            .collect();
+        entries.sort_by(|a, b| (b.at_ms, b.project.as_str()).cmp(&(a.at_ms, a.project.as_str())));
+        entries.truncate(count);
+        Ok(entries)
+    }
+
+    async fn untag(&self, tag: &Tag, projects: &[ProjectId]) -> Result<(), BrokerError> {
+        self.store.lock().untag([tag], projects);
+        Ok(())
+    }
+
     async fn admit(&self, project: &ProjectId, client: &str) -> Result<Admission, BrokerError> {
         let now = Instant::now();
         let mut store = self.store.lock();
@@ -522,7 +605,7 @@ impl Broker for MemoryBroker {
     }
 
     async fn watchers(&self, project: &ProjectId) -> Result<u64, BrokerError> {
-        Ok(self.hub.watchers(project) as u64)
+        Ok(self.deliveries.watchers(project) as u64)
     }
 
     async fn record_complete_seen(
@@ -561,9 +644,11 @@ impl Broker for MemoryBroker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::Watched;
     use crate::broker::budget::PROJECT_OVERHEAD;
     use crate::broker::quota::ProjectQuota;
     use crate::broker::{FrameTemplate, StateChange};
+    use crate::hub::Hub;
     use crate::wire::EventKind;
 
     fn broker() -> MemoryBroker {
@@ -595,6 +680,110 @@ mod tests {
             keyed,
             fence: None,
         }
+    }
+
+    /// Whatever implements the broker's traits: what it was handed, in order.
+    #[derive(Debug, Default)]
+    struct Handed(Mutex<Vec<String>>);
+
+    impl Deliveries for Handed {
+        fn deliver(&self, project: &ProjectId, payload: Bytes) {
+            self.0
+                .lock()
+                .push(format!("channel {project} {}", payload.len()));
+        }
+        fn deliver_recorded(&self, project: &ProjectId, payload: Bytes) {
+            let frame = String::from_utf8_lossy(&payload).into_owned();
+            self.0.lock().push(format!("recorded {project} {frame}"));
+        }
+        fn deliver_missed(&self, project: &ProjectId, frames: Vec<Frame>) {
+            self.0
+                .lock()
+                .push(format!("missed {project} {}", frames.len()));
+        }
+        fn reset(&self, project: &ProjectId, _: &ProjectState, last: EventId) {
+            self.0.lock().push(format!("reset {project} {last}"));
+        }
+        fn broker_status(&self, available: bool) {
+            self.0.lock().push(format!("available {available}"));
+        }
+        fn joined_so_far(&self) -> u64 {
+            0
+        }
+        fn is_watched(&self, _: &ProjectId) -> bool {
+            false
+        }
+        fn watchers(&self, _: &ProjectId) -> usize {
+            0
+        }
+        fn presence(&self) -> Vec<(ProjectId, usize)> {
+            Vec::new()
+        }
+        fn track_presence(&self) {}
+        fn presence_changed(&self) -> &tokio::sync::Notify {
+            static NEVER: std::sync::LazyLock<tokio::sync::Notify> =
+                std::sync::LazyLock::new(tokio::sync::Notify::new);
+            &NEVER
+        }
+        fn presence_changes(&self) -> Vec<(ProjectId, usize)> {
+            Vec::new()
+        }
+    }
+
+    impl Watched for Handed {
+        fn project(&self) -> &ProjectId {
+            static P: std::sync::LazyLock<ProjectId> =
+                std::sync::LazyLock::new(|| ProjectId::parse("watched").unwrap());
+            &P
+        }
+        fn resume_point(&self) -> Option<EventId> {
+            None
+        }
+        fn set_subscribed_state(&self, _: u64, _: Option<(ProjectState, EventId)>) {}
+        fn mark_subscribed(&self) {
+            self.0.lock().push("subscribed".into());
+        }
+    }
+
+    // The broker hands what it records and what it is asked to watch to whatever
+    // implements its traits (the hub is one): it needs no hub.
+    #[tokio::test]
+    async fn the_broker_hands_on_to_its_own_traits_without_a_hub() {
+        let handed = Arc::new(Handed::default());
+        let (changes_tx, changes) = mpsc::unbounded_channel();
+        let broker = MemoryBroker::start(
+            HistoryConfig::default(),
+            Arc::clone(&handed) as Arc<dyn Deliveries>,
+            changes,
+            CancellationToken::new(),
+            &TaskTracker::new(),
+        );
+        let p = ProjectId::parse("p").unwrap();
+        let id = broker.publish(&p, &event("r", false)).await.unwrap();
+        broker
+            .publish_raw(&p, Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        let watched = Arc::new(Handed::default());
+        changes_tx
+            .send(SubscriptionChange::Subscribe(
+                Arc::clone(&watched) as Arc<dyn Watched>
+            ))
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while watched.0.lock().is_empty() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the subscription is confirmed");
+        assert_eq!(*watched.0.lock(), ["subscribed"]);
+        let frame =
+            format!(r#"{{"event":"log","id":"{id}","data":{{"level":"INFO","message":"m"}}}}"#);
+        assert_eq!(
+            *handed.0.lock(),
+            [format!("recorded p {frame}"), "channel p 2".to_string()]
+        );
     }
 
     // Only a caller's idempotency key leaves a receipt (40,000 unkeyed publishes kept

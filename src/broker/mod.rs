@@ -9,16 +9,21 @@
 //! - [`memory::MemoryBroker`]: the same behaviour inside one process, so `serve` works
 //!   with nothing else installed.
 //!
-//! Either way, a broker's subscriber consumes the hub's [`SubscriptionChange`]s and hands
-//! every payload published on a watched project's channel to [`Hub::deliver`].
+//! Either way, a broker's subscriber consumes the [`SubscriptionChange`]s it is sent and
+//! hands every payload published on a watched project's channel to the [`Deliveries`] it
+//! is given (`deliveries.rs`: the hub implements them; the broker knows no hub code).
 
 mod budget;
+mod deliveries;
 mod history;
 pub mod memory;
+pub mod outbox;
 mod prepared;
 pub mod quota;
 pub mod redis;
+pub mod tag_page;
 
+pub use deliveries::{Deliveries, SubscriptionChange, Watched};
 pub use history::{HistoryConfig, InvalidHistory};
 pub use prepared::{Fence, FrameTemplate, PreparedEvent, StateChange};
 
@@ -31,8 +36,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::hub::{Hub, SubscriptionChange};
-use crate::wire::{EventId, Frame, ProjectId, ProjectState};
+use crate::wire::{EventId, Frame, ProjectId, ProjectState, Tag};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -74,6 +78,35 @@ pub struct Replay {
     pub after: Vec<Frame>,
 }
 
+/// An entry of a tag's index: a project, and when (ms since the epoch) its run was last
+/// given the tag. Indexes are read newest first; ties by project id, descending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagEntry {
+    pub project: ProjectId,
+    pub at_ms: u64,
+}
+
+impl TagEntry {
+    /// The entry as a page's cursor: `<ms>.<project>`.
+    pub fn cursor(&self) -> String {
+        format!("{}.{}", self.at_ms, self.project)
+    }
+
+    /// A cursor back into its entry; `None` when it is not one.
+    pub fn from_cursor(cursor: &str) -> Option<Self> {
+        let (at, project) = cursor.split_once('.')?;
+        Some(Self {
+            at_ms: at.parse().ok()?,
+            project: ProjectId::parse(project).ok()?,
+        })
+    }
+
+    /// Whether this entry comes after `other` in an index read newest first.
+    pub fn comes_after(&self, other: &TagEntry) -> bool {
+        (self.at_ms, self.project.as_str()) < (other.at_ms, other.project.as_str())
+    }
+}
+
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
     /// The hub's publish path: appends the event to the project's history, updates its
@@ -94,6 +127,21 @@ pub trait Broker: Send + Sync + 'static {
         project: &ProjectId,
         after: Option<&EventId>,
     ) -> Result<Replay, BrokerError>;
+
+    /// The tag's index (see [`TagEntry`]): entries given at or after `since_ms`, newest
+    /// first, after `after`, at most `count`. An entry may name a project whose state no
+    /// longer carries the tag (or is gone): the reader checks the state, the truth, and
+    /// tells [`Broker::untag`].
+    async fn tagged(
+        &self,
+        tag: &Tag,
+        since_ms: u64,
+        after: Option<&TagEntry>,
+        count: usize,
+    ) -> Result<Vec<TagEntry>, BrokerError>;
+
+    /// Removes `projects` from the tag's index: their state no longer carries the tag.
+    async fn untag(&self, tag: &Tag, projects: &[ProjectId]) -> Result<(), BrokerError>;
 
     /// Whether the broker can serve now (`/readyz`): Redis reachable and the
     /// subscriber connected.
@@ -146,18 +194,21 @@ pub trait Broker: Send + Sync + 'static {
 }
 
 /// Starts the broker named by `redis_url` (in-process without one) and its subscriber
-/// task, which lives until `shutdown`; on Redis, also the hub's presence (its watchers'
-/// entries count for `presence_ttl` after each refresh).
+/// task, which lives until `shutdown`, handing what arrives to `deliveries`; on Redis,
+/// also the process's presence (its watchers' entries count for `presence_ttl` after
+/// each refresh). In process, every run's end also goes into `outbox` when given (with
+/// Redis, `publish.lua` writes Redis's own).
 #[allow(
     clippy::too_many_arguments,
     reason = "the process's parts and settings, each named at the one call in `server`"
 )]
 pub fn start(
     redis_url: Option<&str>,
+    outbox: Option<Arc<outbox::MemoryOutbox>>,
     redis_keepalive: Duration,
     presence_ttl: Duration,
     history: HistoryConfig,
-    hub: Arc<Hub>,
+    deliveries: Arc<dyn Deliveries>,
     changes: mpsc::UnboundedReceiver<SubscriptionChange>,
     shutdown: CancellationToken,
     tracker: &TaskTracker,
@@ -171,18 +222,19 @@ pub fn start(
             let broker = redis::RedisBroker::connect(url, history)?;
             broker.spawn_subscriber(
                 redis_keepalive,
-                Arc::clone(&hub),
+                Arc::clone(&deliveries),
                 changes,
                 shutdown.clone(),
                 tracker,
             )?;
-            broker.spawn_presence(presence_ttl, hub, shutdown.clone(), tracker)?;
+            broker.spawn_presence(presence_ttl, deliveries, shutdown.clone(), tracker)?;
             // The hubs' history policy, for every publisher on this Redis to follow.
             broker.spawn_announcer(shutdown, tracker);
             Arc::new(broker)
         }
-        None => Arc::new(memory::MemoryBroker::start(
-            history, hub, changes, shutdown, tracker,
-        )),
+        None => Arc::new(
+            memory::MemoryBroker::start(history, deliveries, changes, shutdown, tracker)
+                .with_outbox(outbox),
+        ),
     })
 }

@@ -4,7 +4,7 @@
 //! (`publish/prepare.rs`), never patched; both brokers (`publish.lua`, `memory.rs`)
 //! complete it the same way.
 
-use crate::wire::EventKind;
+use crate::wire::{EventKind, Tag};
 
 /// A frame with holes for the id and the (clamped) progress:
 /// `head + id + mid + ["progress":N] + tail`. Redis's publish script assembles it the
@@ -52,9 +52,19 @@ pub struct StateChange {
     /// The fence holder of the run this event starts (the queued job): refused as
     /// stale if that holder has published already (a worker was quicker).
     pub run_holder: Option<String>,
+    /// The tags the event gives the project's run (`Some(empty)`: none any more); the
+    /// broker writes them into the state (the `tags` field) and, after the atomic
+    /// publish, into each tag's index (see `redis/tag_index.rs`).
+    pub tags: Option<Vec<Tag>>,
 }
 
 impl StateChange {
+    /// Gives the run `tags` (the state's `tags` field, and the tags' indexes).
+    pub fn tag(&mut self, tags: Vec<Tag>) {
+        self.set("tags", Some(&Tag::join(&tags)));
+        self.tags = Some(tags);
+    }
+
     /// The value the patch gives `field`, if it sets it.
     pub fn get(&self, field: &str) -> Option<&str> {
         self.patch
@@ -89,9 +99,10 @@ pub struct PreparedEvent {
     pub state: StateChange,
     /// Identifies this publish across retries, so a retry never appends twice.
     pub receipt: String,
-    /// The receipt is a caller's idempotency key, to be remembered for 10 minutes.
-    /// (`publish.lua` remembers every receipt that long; the in-process broker, whose
-    /// publishes never fail and so are never retried by the publisher, keeps only these.)
+    /// The receipt is a caller's idempotency key, to be remembered for 10 minutes (in
+    /// its own key by `publish.lua`, which remembers other receipts only among the
+    /// project's last publishes; the in-process broker, whose publishes never fail and so
+    /// are never retried by the publisher, keeps only keyed ones).
     pub keyed: bool,
     /// The fence this event is published under, if any. The broker refuses the event
     /// ([`super::BrokerError::Stale`]) once a newer claim of its holder has published,

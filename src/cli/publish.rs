@@ -15,7 +15,7 @@ use crate::broker::BrokerError;
 use crate::broker::redis::RedisBroker;
 use crate::locale::Locale;
 use crate::publish::{PublishError, Published, Publisher};
-use crate::wire::{Event, InvalidEvent, InvalidProjectId, ProjectId};
+use crate::wire::{Event, InvalidEvent, InvalidProjectId, ProjectId, Tag};
 
 #[derive(Args, Debug)]
 pub struct PublishArgs {
@@ -31,6 +31,10 @@ pub struct PublishArgs {
     /// Access token with the publish scope (when the hub runs with --auth-secret).
     #[arg(long, env = "HUB_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A tag of the project's run (repeat for more: `--tag user:7 --tag team:2`); the
+    /// event gives the run these tags.
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
     #[command(flatten)]
     pub history: HistoryArgs,
     /// Language of catalog solutions filled in for `error`.
@@ -81,7 +85,7 @@ pub enum EventArgs {
         #[arg(long, default_value_t = 3)]
         max_retries: u32,
     },
-    /// complete: --status COMPLETED|FAILED [--youtube-url URL]
+    /// complete: --status COMPLETED|FAILED|CANCELLED [--youtube-url URL]
     Complete {
         #[arg(long)]
         status: String,
@@ -165,14 +169,21 @@ impl EventArgs {
 /// Publishes and returns the event id (`None`: held by coalescing, goes out shortly).
 pub async fn run(args: &PublishArgs) -> Result<Option<String>, PublishCommandError> {
     let project = ProjectId::parse(&args.project)?;
-    let body = args.event.to_json()?;
+    let mut body = args.event.to_json()?;
+    let tags = (!args.tags.is_empty()).then(|| json!(args.tags));
+    let tags = Tag::parse_field(tags.as_ref())?;
+    if let Some(tags) = &tags {
+        body["tags"] = json!(tags);
+    }
     let event = Event::from_json(body.to_string().as_bytes())?;
     match &args.redis_url {
         Some(url) if !url.is_empty() => {
             let broker = RedisBroker::connect(url, args.history.config())?.following_the_hubs();
             let publisher =
                 Publisher::new(std::sync::Arc::new(broker), args.locale, Duration::ZERO);
-            let published = publisher.publish(&project, event).await?;
+            let published = publisher
+                .publish_tagged(&project, event, None, tags)
+                .await?;
             Ok(match published {
                 Published::Sent(id) => Some(id.to_string()),
                 Published::Coalesced => None,

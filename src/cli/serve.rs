@@ -10,6 +10,7 @@ use crate::broker::HistoryConfig;
 use crate::broker::quota::ProjectQuota;
 use crate::config::{self, ServeConfig};
 use crate::job::QueueLimits;
+use crate::webhook::{self, Endpoint, EventType, Secret, WebhookConfig};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -111,6 +112,76 @@ pub struct ServeArgs {
     /// Longest a plain HTTP request (reading its body, answering) may take; 408 after.
     #[arg(long, env = "HUB_REQUEST_TIMEOUT", default_value_t = config::DEFAULT_REQUEST_TIMEOUT.into())]
     pub request_timeout: HumanDuration,
+    /// A run under way whose project published nothing for this long is reported
+    /// `stalled` by its state (set it above the longest step of your jobs).
+    #[arg(long, env = "HUB_STALL_AFTER", default_value_t = config::DEFAULT_STALL_AFTER.into())]
+    pub stall_after: HumanDuration,
+    #[command(flatten)]
+    pub webhooks: WebhookArgs,
+}
+
+/// The webhooks (docs/WEBHOOKS.md): where a job's end is POSTed, signed.
+#[derive(Args, Debug)]
+pub struct WebhookArgs {
+    /// An http(s) URL the hub POSTs a signed event to when a job ends (repeatable; the
+    /// environment variable takes a comma-separated list). Needs --webhook-secret.
+    #[arg(
+        long = "webhook",
+        env = "HUB_WEBHOOK",
+        value_delimiter = ',',
+        requires = "webhook_secret"
+    )]
+    pub webhook: Vec<Endpoint>,
+    /// The signing secret, whsec_<base64 of 24 to 64 random bytes> (Standard Webhooks).
+    #[arg(long, env = "HUB_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<Secret>,
+    /// Events sent, comma-separated (default: all): job.completed, job.failed,
+    /// job.cancelled, job.stalled, project.vacated.
+    #[arg(long, env = "HUB_WEBHOOK_EVENTS", value_delimiter = ',')]
+    pub webhook_events: Vec<EventType>,
+    /// How long an event is retried after its job ended before it is given up.
+    #[arg(long, env = "HUB_WEBHOOK_RETRY_FOR", default_value_t = webhook::config::DEFAULT_RETRY_FOR.into())]
+    pub webhook_retry_for: HumanDuration,
+    /// The first retry's delay (each next one doubles, with jitter, up to --webhook-retry-max).
+    #[arg(long, env = "HUB_WEBHOOK_RETRY_BASE", default_value_t = webhook::config::DEFAULT_RETRY_BASE.into())]
+    pub webhook_retry_base: HumanDuration,
+    /// The longest wait between two attempts (a longer Retry-After is cut to it).
+    #[arg(long, env = "HUB_WEBHOOK_RETRY_MAX", default_value_t = webhook::config::DEFAULT_RETRY_MAX.into())]
+    pub webhook_retry_max: HumanDuration,
+    /// How long one attempt (connect, send, answer) may take.
+    #[arg(long, env = "HUB_WEBHOOK_TIMEOUT", default_value_t = webhook::config::DEFAULT_ATTEMPT_TIMEOUT.into())]
+    pub webhook_timeout: HumanDuration,
+    /// A hub silent this long about an event it took is taken for dead; another delivers it.
+    #[arg(long, env = "HUB_WEBHOOK_LEASE", default_value_t = webhook::config::DEFAULT_LEASE.into())]
+    pub webhook_lease: HumanDuration,
+    /// Events this hub delivers at once.
+    #[arg(long, env = "HUB_WEBHOOK_CONCURRENCY", default_value_t = webhook::config::DEFAULT_CONCURRENCY)]
+    pub webhook_concurrency: usize,
+    /// Send no job.completed whose complete a watcher received live (the page showed it;
+    /// the backend skips the email). Looked at 1 s after the complete.
+    #[arg(long, env = "HUB_WEBHOOK_SKIP_WATCHED")]
+    pub webhook_skip_watched: bool,
+}
+
+impl WebhookArgs {
+    fn config(self) -> Option<WebhookConfig> {
+        let secret = self.webhook_secret?;
+        if self.webhook.is_empty() {
+            return None;
+        }
+        let mut config = WebhookConfig::new(self.webhook, secret);
+        if !self.webhook_events.is_empty() {
+            config.events = self.webhook_events;
+        }
+        config.retry_for = self.webhook_retry_for.into();
+        config.retry_base = self.webhook_retry_base.into();
+        config.retry_max = self.webhook_retry_max.into();
+        config.attempt_timeout = self.webhook_timeout.into();
+        config.lease = self.webhook_lease.into();
+        config.concurrency = self.webhook_concurrency;
+        config.skip_watched = self.webhook_skip_watched;
+        Some(config)
+    }
 }
 
 impl From<ServeArgs> for ServeConfig {
@@ -129,6 +200,7 @@ impl From<ServeArgs> for ServeConfig {
             shutdown_grace: a.shutdown_grace.into(),
             handshake_timeout: a.handshake_timeout.into(),
             request_timeout: a.request_timeout.into(),
+            stall_after: a.stall_after.into(),
             max_connections: a.max_connections,
             max_connections_per_ip: a.max_connections_per_ip,
             max_projects: a.max_projects,
@@ -152,6 +224,7 @@ impl From<ServeArgs> for ServeConfig {
                 max_queued: a.max_queued_jobs,
                 max_queued_per_client: a.max_queued_jobs_per_client,
             },
+            webhooks: a.webhooks.config(),
         }
     }
 }
@@ -185,6 +258,7 @@ mod tests {
         assert_eq!(from_cli.shutdown_grace, lib.shutdown_grace);
         assert_eq!(from_cli.handshake_timeout, lib.handshake_timeout);
         assert_eq!(from_cli.request_timeout, lib.request_timeout);
+        assert_eq!(from_cli.stall_after, lib.stall_after);
         assert_eq!(from_cli.history, lib.history);
         assert_eq!(from_cli.max_connections, lib.max_connections);
         assert_eq!(from_cli.max_connections_per_ip, lib.max_connections_per_ip);
@@ -248,6 +322,73 @@ mod tests {
                 per_minute: 0
             }
         );
+    }
+
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    #[test]
+    fn webhook_flags_reach_the_configuration() {
+        let c = ServeConfig::from(Serve::try_parse_from(["serve"]).unwrap().args);
+        assert!(c.webhooks.is_none());
+        let args = Serve::try_parse_from([
+            "serve",
+            "--webhook",
+            "https://a.example/h",
+            "--webhook",
+            "http://10.0.0.2:9000/h",
+            "--webhook-secret",
+            SECRET,
+            "--webhook-events",
+            "job.completed,job.failed",
+            "--webhook-retry-base",
+            "50ms",
+            "--webhook-lease",
+            "3s",
+            "--webhook-skip-watched",
+        ])
+        .unwrap()
+        .args;
+        let w = ServeConfig::from(args).webhooks.unwrap();
+        assert_eq!(w.endpoints.len(), 2);
+        assert_eq!(w.events, [EventType::JobCompleted, EventType::JobFailed]);
+        assert_eq!(w.retry_base, std::time::Duration::from_millis(50));
+        assert_eq!(w.lease, std::time::Duration::from_secs(3));
+        assert_eq!(w.retry_for, webhook::config::DEFAULT_RETRY_FOR);
+        assert!(w.skip_watched);
+    }
+
+    #[test]
+    fn hostile_webhook_flags_are_refused_naming_the_flag() {
+        let cases: [&[&str]; 6] = [
+            &["--webhook", "ftp://a.example/h", "--webhook-secret", SECRET],
+            &["--webhook", "not a url", "--webhook-secret", SECRET],
+            &["--webhook", "https://a.example/h"],
+            &[
+                "--webhook",
+                "https://a.example/h",
+                "--webhook-secret",
+                "hunter2",
+            ],
+            &[
+                "--webhook",
+                "https://a.example/h",
+                "--webhook-secret",
+                "whsec_c2hvcnQ=",
+            ],
+            &["--webhook-events", "job.done"],
+        ];
+        for case in cases {
+            let err =
+                match Serve::try_parse_from(std::iter::once("serve").chain(case.iter().copied())) {
+                    Ok(_) => panic!("{case:?} accepted"),
+                    Err(err) => err.to_string(),
+                };
+            assert!(err.contains("--webhook"), "{case:?}: {err}");
+            assert!(
+                !err.contains("MfKQ9r8"),
+                "the secret is never printed: {err}"
+            );
+        }
     }
 
     // The quota flags take a whole number (0: no bound); anything else is refused at

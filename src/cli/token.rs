@@ -9,8 +9,11 @@ use crate::auth::{Auth, AuthError, EmptySecret};
 #[derive(Args, Debug)]
 pub struct TokenArgs {
     /// A project the token may watch; repeat for more; `*` for all.
-    #[arg(long, required = true)]
+    #[arg(long, required_unless_present = "tag")]
     pub project: Vec<String>,
+    /// A tag whose projects the token may watch and list; repeat for more.
+    #[arg(long)]
+    pub tag: Vec<String>,
     /// How long the token is valid.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     pub ttl: Duration,
@@ -32,5 +35,6 @@ pub enum TokenError {
 
 /// The token.
 pub fn run(args: &TokenArgs) -> Result<String, TokenError> {
-    Ok(Auth::new(&args.auth_secret)?.mint(&args.project, args.publish, args.ttl)?)
+    let auth = Auth::new(&args.auth_secret)?;
+    Ok(auth.mint_tagged(&args.project, &args.tag, args.publish, args.ttl)?)
 }

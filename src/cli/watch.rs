@@ -2,7 +2,8 @@
 //!
 //! Stage, percent and ETA on the bar; log lines printed above it; errors highlighted.
 //! Answers pings, reconnects with backoff and jitter and resumes from the last event id
-//! (like the page), and exits 0 when the job completes, 1 when it fails. `--json`
+//! (like the page), and exits 0 when the job completes, 1 when it fails, 3 when it was
+//! cancelled. `--json`
 //! prints the raw frames instead, one per line, for scripts.
 
 use std::io::{IsTerminal, Write};
@@ -37,6 +38,19 @@ pub struct WatchArgs {
 pub enum JobEnd {
     Completed,
     Failed,
+    Cancelled,
+}
+
+impl JobEnd {
+    /// The end a run's status names; `None` for a run under way.
+    pub fn from_status(status: &str) -> Option<Self> {
+        match status {
+            "COMPLETED" => Some(Self::Completed),
+            "FAILED" => Some(Self::Failed),
+            "CANCELLED" => Some(Self::Cancelled),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,9 +137,7 @@ impl View for Bar {
                 self.stage = text("current_stage");
                 self.eta = d["estimated_remaining"].as_u64();
                 // Joined after the end: say how it ended, as the `complete` would have.
-                if kind == EventKind::Snapshot
-                    && matches!(text("status").as_str(), "COMPLETED" | "FAILED")
-                {
+                if kind == EventKind::Snapshot && JobEnd::from_status(&text("status")).is_some() {
                     self.finished(d);
                 }
             }
@@ -282,16 +294,16 @@ where
             *last_id = Some(id.to_string());
         }
         view.frame(&raw, &frame);
-        let status = frame["data"]["status"].as_str();
-        let ended = event == EventKind::Complete
-            || (event == EventKind::Snapshot && matches!(status, Some("COMPLETED" | "FAILED")));
-        if ended {
+        let end = JobEnd::from_status(frame["data"]["status"].as_str().unwrap_or_default());
+        let end = match event {
+            // A complete whose status is not known to this build is an end all the same.
+            EventKind::Complete => Some(end.unwrap_or(JobEnd::Failed)),
+            EventKind::Snapshot => end,
+            _ => None,
+        };
+        if end.is_some() {
             let _ = ws.close().await;
-            return Some(if status == Some("COMPLETED") {
-                JobEnd::Completed
-            } else {
-                JobEnd::Failed
-            });
+            return end;
         }
     }
     None

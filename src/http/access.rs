@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 
 use super::AppState;
 use super::error::ApiError;
-use crate::auth::{Auth, AuthError};
+use crate::auth::{Auth, AuthError, Claims};
 use crate::session::{Access, ConnectionAccess};
 use crate::wire::ProjectId;
 
@@ -145,6 +145,18 @@ pub fn publish(
     }
 }
 
+/// May this request cancel `project`'s job (a publish or a control token)?
+pub fn control(app: &AppState, headers: &HeaderMap, project: &ProjectId) -> Result<(), ApiError> {
+    check_origin(app, headers)?;
+    match &app.auth {
+        Some(auth) => auth
+            .may_control(token(headers, None), project)
+            .map(drop)
+            .map_err(Into::into),
+        None => Ok(()),
+    }
+}
+
 /// May this request read `project`'s state?
 pub fn read(app: &AppState, headers: &HeaderMap, project: &ProjectId) -> Result<(), ApiError> {
     check_origin(app, headers)?;
@@ -154,6 +166,18 @@ pub fn read(app: &AppState, headers: &HeaderMap, project: &ProjectId) -> Result<
             .map(drop)
             .map_err(Into::into),
         None => Ok(()),
+    }
+}
+
+/// May this request list projects? `None`: access control is off (all); else the
+/// token's claims, which decide per project ([`Claims::covers`], [`Claims::covers_tag`]).
+pub fn list(app: &AppState, headers: &HeaderMap) -> Result<Option<Claims>, ApiError> {
+    check_origin(app, headers)?;
+    match &app.auth {
+        Some(auth) => Ok(Some(
+            auth.verify(token(headers, None).ok_or(AuthError::Missing)?)?,
+        )),
+        None => Ok(None),
     }
 }
 

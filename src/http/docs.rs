@@ -29,23 +29,30 @@ use crate::wire::{Event, ProjectState, Stage};
         super::multiplexed::progress,
         super::publish::publish,
         super::projects::state,
+        super::project_list::list,
         super::generate::create,
         super::generate::generate,
+        super::cancel::cancel,
+        super::retry::retry,
         super::health::healthz,
         super::health::readyz,
         super::health::metrics,
+        super::webhooks::deliveries,
     ),
     components(schemas(
         Event, ProgressUpdate, StageChange, Log, ErrorReport, Complete, Stage, LogLevel,
         CompleteStatus, ErrorCode, ProjectState, GenerateRequest,
         super::projects::ProjectStateBody,
-        super::error::ErrorBody, super::error::ErrorDetail
+        super::error::ErrorBody, super::error::ErrorDetail,
+        crate::webhook::body::WebhookBody, crate::webhook::body::WebhookData,
+        crate::webhook::DeliveryPage, crate::webhook::Delivery
     )),
     tags(
         (name = "watching", description = "WebSocket and SSE streams of a project's progress"),
         (name = "publishing", description = "The hub's publish path"),
         (name = "projects", description = "Project state and generation jobs"),
         (name = "operations", description = "Health, readiness, metrics"),
+        (name = "webhooks", description = "Webhooks the hub POSTs to the backend (serve --webhook) when a job ends: body WebhookBody (type job.completed, job.failed, job.cancelled: `job.` and the complete's status), headers webhook-id (the same on every retry), webhook-timestamp and webhook-signature (Standard Webhooks: v1,<base64 HMAC-SHA256 of \"{id}.{timestamp}.{body}\">). See docs/WEBHOOKS.md."),
     )
 )]
 pub struct ApiDoc;
@@ -93,7 +100,7 @@ pub fn asyncapi() -> Value {
                 }
             },
             "/api/v1/progress": {
-                "description": "One connection, many projects (WebSocket). First frame `connected` (no project); then the client subscribes to projects. Every frame of a subscription (the frames of /api/v1/projects/{project_id}/progress, its `connected` becoming `subscribed`) carries a top-level `project_id`. A refused frame is answered with `subscription_error` (codes: contract/error-catalog.json, `subscription_errors`); the connection and its other subscriptions go on. See docs/PROTOCOL.md.",
+                "description": "One connection, many projects (WebSocket). First frame `connected` (no project); then the client subscribes to projects. Every frame of a subscription (the frames of /api/v1/projects/{project_id}/progress, its `connected` becoming `subscribed`) carries a top-level `project_id`. A subscription to a tag (`{\"tag\":\"user:7\",\"status\":[\"active\"],\"since\":\"<RFC 3339>\"}`) is answered by `subscribed` with a top-level `tag`, then one `project_state` (top-level `project_id` and `tag`; data: the GET /api/v1/projects/{project_id} object) per matching project, then one whenever a project's status, stage, progress or ETA changes (read every second), projects tagged later included. A refused frame is answered with `subscription_error` (codes: contract/error-catalog.json, `subscription_errors`); the connection and its other subscriptions go on. See docs/PROTOCOL.md.",
                 "bindings": { "ws": { "query": { "type": "object", "properties": {
                     "token": { "type": "string", "description": "access token, when access control is on" }
                 } } } },
@@ -110,7 +117,10 @@ pub fn asyncapi() -> Value {
                             "data": { "type": "object", "properties": {
                                 "project_id": project["schema"].clone(),
                                 "last_event_id": { "type": "string", "description": "subscribe: resume this project after this event id" },
-                                "token": { "type": "string", "description": "refresh: a fresher token, allowing every subscribed project" }
+                                "tag": { "type": "string", "pattern": "^[A-Za-z0-9_.:@-]{1,64}$", "description": "subscribe/unsubscribe: a tag instead of a project_id" },
+                                "status": { "type": "array", "items": { "type": "string" }, "description": "tag subscribe: only projects whose status is one of these (QUEUED, a stage code, COMPLETED, FAILED, CANCELLED) or in the groups active / ended" },
+                                "since": { "type": "string", "format": "date-time", "description": "tag subscribe: only projects tagged at or after this time" },
+                                "token": { "type": "string", "description": "refresh: a fresher token, allowing every subscribed project and tag" }
                             } }
                         }
                     } }
@@ -121,6 +131,26 @@ pub fn asyncapi() -> Value {
                 "subscribe": {
                     "summary": "The same frames as SSE records (id: + data:)",
                     "message": { "name": "ServerFrame", "payload": frames }
+                }
+            },
+            "webhook": {
+                "description": "The backend's endpoints (serve --webhook URL): one HTTP POST per job's end, at least once, the same webhook-id on every retry. Signed the Standard Webhooks way; see docs/WEBHOOKS.md.",
+                "bindings": { "http": { "type": "request", "method": "POST" } },
+                "subscribe": {
+                    "summary": "A job ended (job.completed, job.failed, job.cancelled: `job.` and its final status)",
+                    "message": {
+                        "name": "Webhook",
+                        "headers": {
+                            "type": "object",
+                            "required": ["webhook-id", "webhook-timestamp", "webhook-signature"],
+                            "properties": {
+                                "webhook-id": { "type": "string", "description": "msg_<outbox id>: the same on every retry of the event" },
+                                "webhook-timestamp": { "type": "string", "description": "Unix seconds of this attempt" },
+                                "webhook-signature": { "type": "string", "description": "v1,<base64 HMAC-SHA256 of \"{id}.{timestamp}.{body}\">, keyed with the secret's bytes" }
+                            }
+                        },
+                        "payload": schemars::schema_for!(crate::webhook::body::WebhookBody)
+                    }
                 }
             }
         }

@@ -21,9 +21,10 @@ use super::error::{ApiError, ErrorBody};
 use super::project_path::ProjectPath;
 use super::{AppState, access, admission};
 use crate::catalog::ErrorCode;
-use crate::job::GenerateRequest;
 use crate::job::accept::accept;
 use crate::job::queue::QueueError;
+use crate::job::{GenerateRequest, Job};
+use crate::wire::{ProjectId, Tag};
 
 /// What a client over its limit of unfinished jobs is told to wait: about one job.
 const CLIENT_RETRY_AFTER_SECS: u64 = 60;
@@ -56,7 +57,7 @@ pub async fn create(State(app): State<AppState>, headers: HeaderMap) -> Response
 
 #[utoipa::path(post, path = "/api/v1/projects/{project_id}/generate", tag = "projects",
     params(("project_id" = String, Path, description = "^[A-Za-z0-9_-]{1,64}$")),
-    request_body(content = Option<GenerateRequest>, description = "optional: topic and injected transient failures per stage"),
+    request_body(content = Option<GenerateRequest>, description = "optional: topic, tags of the run (at most 8, each ^[A-Za-z0-9_.:@-]{1,64}$) and injected transient failures per stage"),
     responses(
         (status = 202, description = "queued: {\"job_id\": ..., \"project_id\": ..., \"queue_position\": n} (1: no job waited before it)"),
         (status = 400, description = "invalid project id", body = ErrorBody),
@@ -75,22 +76,63 @@ pub async fn generate(
     if let Err(denied) = access::publish(&app, &headers, Some(&project)) {
         return denied.into_response();
     }
+    let request = match request_of(&app, body) {
+        Ok(request) => request,
+        Err(refused) => return refused.into_response(),
+    };
+    // The client, for the per-client queue limit: its token when access control is on,
+    // else its address (behind a proxy without tokens, the proxy's: raise the cap).
+    let client = access::client_key(&app, &headers, peer.ip());
+    // A job's QUEUED update creates the project: it counts against the client's quota.
+    if let Err(refused) = admission::admit(&app, &project, &client).await {
+        return refused;
+    }
+    match job_of(&app, request, &project, client) {
+        Ok((job, tags)) => queue(&app, &job, tags, peer).await,
+        Err(refused) => refused.into_response(),
+    }
+}
+
+/// The job a valid request asks for, with its run's tags (none named: `[]`); 422 for a
+/// topic, tags or failures out of bounds.
+pub(super) fn job_of(
+    app: &AppState,
+    request: GenerateRequest,
+    project: &ProjectId,
+    client: String,
+) -> Result<(Job, Vec<Tag>), ApiError> {
+    let tags = request.tags().map_err(invalid_request)?;
+    let default_topic = app
+        .publisher
+        .locale()
+        .pick("AI 如何改變我們的生活", "How AI changes our lives");
+    let job = request
+        .into_job(project.clone(), default_topic, Some(client))
+        .map_err(invalid_request)?;
+    Ok((job, tags))
+}
+
+/// The body of a `generate` (or a `retry`): none, or a JSON object of
+/// [`GenerateRequest`]; a refusal (413, 422) otherwise.
+pub(super) fn request_of(
+    app: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<GenerateRequest, ApiError> {
     let body = match body {
         Ok(body) => body,
         Err(rejection) => {
-            return ApiError::unreadable_body(&rejection, app.max_frame_bytes).into_response();
+            return Err(ApiError::unreadable_body(&rejection, app.max_frame_bytes));
         }
     };
     let request = if body.trim_ascii().is_empty() {
         GenerateRequest::default()
     } else if body.trim_ascii_start().first() != Some(&b'{') {
-        return ApiError::new(
+        return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "INVALID_REQUEST",
             "the body must be a JSON object {\"topic\": ..., \"inject_failures\": {...}}",
         )
-        .with_field("body")
-        .into_response();
+        .with_field("body"));
     } else {
         let de = &mut serde_json::Deserializer::from_slice(&body);
         match serde_path_to_error::deserialize::<_, GenerateRequest>(de) {
@@ -102,40 +144,23 @@ pub async fn generate(
                 } else {
                     path
                 };
-                return ApiError::new(
+                return Err(ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "INVALID_REQUEST",
                     err.into_inner().to_string(),
                 )
-                .with_field(field)
-                .into_response();
+                .with_field(field));
             }
         }
     };
-    let default_topic = app
-        .publisher
-        .locale()
-        .pick("AI 如何改變我們的生活", "How AI changes our lives");
-    // The client, for the per-client queue limit: its token when access control is on,
-    // else its address (behind a proxy without tokens, the proxy's: raise the cap).
-    let client = access::client_key(&app, &headers, peer.ip());
-    // A job's QUEUED update creates the project: it counts against the client's quota.
-    if let Err(refused) = admission::admit(&app, &project, &client).await {
-        return refused;
-    }
-    let job = match request.into_job(project.clone(), default_topic, Some(client)) {
-        Ok(job) => job,
-        Err(invalid) => {
-            return ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "INVALID_REQUEST",
-                invalid.message,
-            )
-            .with_field(invalid.field)
-            .into_response();
-        }
-    };
-    match accept(app.jobs.as_ref(), &app.publisher, &job).await {
+    Ok(request)
+}
+
+/// Queues `job` and starts its run with its `tags`: 202 with its id and place, or the
+/// refusal (409 while the project has a job, 429/503 at a limit, with `Retry-After`).
+pub(super) async fn queue(app: &AppState, job: &Job, tags: Vec<Tag>, peer: SocketAddr) -> Response {
+    let project = &job.project;
+    match accept(app.jobs.as_ref(), &app.publisher, job, tags).await {
         Ok(queued) => {
             let position = queued.position;
             tracing::info!(project_id = %project, job_id = %job.id, position, "generation job queued");
@@ -176,6 +201,16 @@ pub async fn generate(
             ApiError::unavailable().into_response()
         }
     }
+}
+
+/// 422 for a body that breaks the contract, naming the field.
+fn invalid_request(invalid: crate::wire::InvalidEvent) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "INVALID_REQUEST",
+        invalid.message,
+    )
+    .with_field(invalid.field)
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 mod access;
 mod admission;
+mod cancel;
 pub mod cors;
 mod docs;
 mod error;
@@ -11,9 +12,12 @@ pub mod listener;
 mod multiplexed;
 mod page;
 mod progress;
+mod project_list;
 mod project_path;
 mod projects;
 mod publish;
+mod retry;
+mod webhooks;
 
 pub use docs::ApiDoc;
 pub use error::ApiError;
@@ -54,6 +58,10 @@ pub struct AppState {
     pub cors_origins: Arc<Vec<cors::CorsOrigin>>,
     /// Longest a plain request (body read + answer) may take; 408 after.
     pub request_timeout: std::time::Duration,
+    /// A run under way silent this long is reported `stalled` (`projects.rs`).
+    pub stall_after: std::time::Duration,
+    /// The recent webhook deliveries, when the hub has webhooks.
+    pub webhooks: Option<Arc<crate::webhook::Deliveries>>,
 }
 
 /// Where `/metrics` is served: on the main listener, or only on one of its own
@@ -84,13 +92,19 @@ pub fn router(state: AppState, metrics: MetricsRoute) -> Router {
     let limits = Arc::clone(&state.limits);
     let cors = cors::layer(&state.cors_origins);
     let app = Router::new()
-        .route("/api/v1/projects", post(generate::create))
+        .route(
+            "/api/v1/projects",
+            post(generate::create).get(project_list::list),
+        )
         .route("/api/v1/projects/{project_id}", get(projects::state))
         .route(
             "/api/v1/projects/{project_id}/generate",
             post(generate::generate),
         )
+        .route("/api/v1/projects/{project_id}/cancel", post(cancel::cancel))
+        .route("/api/v1/projects/{project_id}/retry", post(retry::retry))
         .route("/api/v1/progress", get(multiplexed::progress))
+        .route("/api/v1/webhooks/deliveries", get(webhooks::deliveries))
         .route(
             "/api/v1/projects/{project_id}/progress",
             get(progress::progress),

@@ -1,6 +1,7 @@
 //! `GET /api/v1/projects/{project_id}`: the project's current state, the same facts a
-//! late joiner's `snapshot` carries, with how many watch it now (over every hub). 404
-//! for a project with no history.
+//! late joiner's `snapshot` carries, with how many watch it now (over every hub) and
+//! `stalled`: whether a run under way has published nothing for longer than
+//! `--stall-after` (a queued or ended run never is). 404 for a project with no history.
 
 use axum::Json;
 use axum::extract::State;
@@ -11,8 +12,9 @@ use serde::Serialize;
 use super::error::{ApiError, ErrorBody};
 use super::project_path::ProjectPath;
 use super::{AppState, access};
-use crate::wire::ProjectState;
+use crate::wire::{ProjectState, Stage};
 use axum::http::HeaderMap;
+use chrono::{DateTime, Utc};
 
 /// The answer: the state (a snapshot's fields), its project, and its watchers.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -24,12 +26,14 @@ pub struct ProjectStateBody {
     /// WebSocket or SSE stream counts one, and so does each subscription of a
     /// multiplexed connection (a hub that died stops counting within the presence TTL).
     pub watchers: u64,
+    /// A run under way that has published nothing for longer than `--stall-after`.
+    pub stalled: bool,
 }
 
 #[utoipa::path(get, path = "/api/v1/projects/{project_id}", tag = "projects",
     params(("project_id" = String, Path, description = "^[A-Za-z0-9_-]{1,64}$")),
     responses(
-        (status = 200, description = "the project's state (the snapshot's fields plus project_id and watchers)", body = ProjectStateBody),
+        (status = 200, description = "the project's state (the snapshot's fields plus project_id, watchers, and stalled: a run under way silent for longer than --stall-after)", body = ProjectStateBody),
         (status = 400, description = "invalid project id", body = ErrorBody),
         (status = 404, description = "no history for this project", body = ErrorBody),
         (status = 503, description = "broker unavailable", body = ErrorBody)))]
@@ -45,12 +49,16 @@ pub async fn state(
     let (replay, watchers) = tokio::join!(broker.replay(&project, None), broker.watchers(&project));
     match replay.and_then(|replay| Ok((replay, watchers?))) {
         Ok((replay, watchers)) => match replay.state {
-            Some((state, _)) => Json(ProjectStateBody {
-                state,
-                project_id: project.as_str().to_string(),
-                watchers,
-            })
-            .into_response(),
+            Some((state, _)) => {
+                let stalled = stalled(&state, app.stall_after, Utc::now());
+                Json(ProjectStateBody {
+                    state,
+                    project_id: project.as_str().to_string(),
+                    watchers,
+                    stalled,
+                })
+                .into_response()
+            }
             None => ApiError::new(
                 StatusCode::NOT_FOUND,
                 "PROJECT_NOT_FOUND",
@@ -62,5 +70,60 @@ pub async fn state(
             tracing::error!(project_id = %project, error = %err, "reading project state failed");
             ApiError::unavailable().into_response()
         }
+    }
+}
+
+/// Whether a run under way has published nothing for longer than `bound`: its status is
+/// a stage and its last event is older. A queued, ended or unknown run never is.
+fn stalled(state: &ProjectState, bound: std::time::Duration, now: DateTime<Utc>) -> bool {
+    let running = state
+        .status
+        .as_deref()
+        .is_some_and(|status| Stage::ALL.iter().any(|s| s.as_str() == status));
+    let last = state
+        .updated_at
+        .as_deref()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok());
+    running
+        && last.is_some_and(|at| {
+            (now - at.with_timezone(&Utc))
+                .to_std()
+                .is_ok_and(|silent| silent > bound)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_silent_run_under_way_is_stalled() {
+        let at = |status: &str| ProjectState {
+            status: Some(status.into()),
+            updated_at: Some("2026-12-06T05:00:00Z".into()),
+            ..ProjectState::empty()
+        };
+        let bound = std::time::Duration::from_secs(60);
+        let soon = DateTime::parse_from_rfc3339("2026-12-06T05:00:59Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let late = DateTime::parse_from_rfc3339("2026-12-06T05:01:01Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert!(!stalled(&at("RENDERING"), bound, soon));
+        assert!(stalled(&at("RENDERING"), bound, late));
+        for not_running in ["QUEUED", "COMPLETED", "FAILED", "CANCELLED"] {
+            assert!(!stalled(&at(not_running), bound, late), "{not_running}");
+        }
+        let mut unreadable = at("RENDERING");
+        unreadable.updated_at = Some("yesterday".into());
+        assert!(!stalled(&unreadable, bound, late));
+        let ahead = DateTime::parse_from_rfc3339("2026-12-06T04:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert!(
+            !stalled(&at("RENDERING"), bound, ahead),
+            "a clock behind the publisher's"
+        );
     }
 }

@@ -19,13 +19,13 @@ use super::error::{ApiError, ErrorBody};
 use super::project_path::ProjectPath;
 use super::{AppState, access, admission};
 use crate::publish::{IdempotencyKey, InvalidIdempotencyKey, PublishError, Published};
-use crate::wire::Event;
+use crate::wire::{Event, Tag};
 use axum::http::HeaderMap;
 
 #[utoipa::path(post, path = "/api/v1/projects/{project_id}/events", tag = "publishing",
     params(("project_id" = String, Path, description = "^[A-Za-z0-9_-]{1,64}$"),
         ("Idempotency-Key" = Option<String>, Header, description = "optional, ^[A-Za-z0-9_.:-]{1,128}$: a retry with the same key within 10 minutes gets the first publish's id and appends nothing")),
-    request_body(content = Event, description = "one event: {\"event\": ..., \"data\": {...}}"),
+    request_body(content = Event, description = "one event: {\"event\": ..., \"data\": {...}}, and optionally \"tags\": [\"user:7\", ...] (at most 8, each ^[A-Za-z0-9_.:@-]{1,64}$), which become the tags of the project's run (the state's tags, GET /api/v1/projects?tag=)"),
     responses(
         (status = 202, description = "in the history and on the channel: {\"id\": \"<epoch>:<seq>\"}; or held by coalescing: {\"id\": null, \"coalesced\": true}"),
         (status = 400, description = "invalid project id or idempotency key", body = ErrorBody),
@@ -70,6 +70,10 @@ pub async fn publish(
         Ok(event) => event,
         Err(invalid) => return invalid_event(invalid).into_response(),
     };
+    let tags = match tags_of(&body) {
+        Ok(tags) => tags,
+        Err(invalid) => return invalid_event(invalid).into_response(),
+    };
     // The client, for its project quota: its token when access control is on, else
     // its address (behind a proxy without tokens, the proxy's: raise the quota).
     let client = access::client_key(&app, &headers, peer.ip());
@@ -78,7 +82,7 @@ pub async fn publish(
     }
     match app
         .publisher
-        .publish_keyed(&project, event, key.as_ref())
+        .publish_tagged(&project, event, key.as_ref(), tags)
         .await
     {
         Ok(Published::Sent(id)) => {
@@ -95,6 +99,19 @@ pub async fn publish(
             ApiError::unavailable().into_response()
         }
     }
+}
+
+/// The body's optional top-level `tags` (beside `event` and `data`, so the frame stays
+/// as it is): the tags the event gives the project's run.
+fn tags_of(body: &[u8]) -> Result<Option<Vec<Tag>>, crate::wire::InvalidEvent> {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        #[serde(default)]
+        tags: Option<serde_json::Value>,
+    }
+    let envelope: Envelope = serde_json::from_slice(body)
+        .map_err(|e| crate::wire::InvalidEvent::new("body", format!("not valid JSON: {e}")))?;
+    Tag::parse_field(envelope.tags.as_ref())
 }
 
 fn invalid_event(invalid: crate::wire::InvalidEvent) -> ApiError {

@@ -24,7 +24,7 @@
 //!
 //! Presence: every member of a topic is one watcher of its project (a single-project
 //! session, or one subscription of a multiplexed connection). [`Hub::watchers`] counts
-//! them; a broker that shares the counts with other hubs asks [`Hub::track_presence`]
+//! them; a broker that shares the counts with other hubs asks [`Deliveries::track_presence`]
 //! and then hears which projects' counts changed ([`Hub::presence_changes`]).
 
 use std::collections::{HashMap, HashSet};
@@ -37,6 +37,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{Notify, mpsc, watch};
 
+use crate::broker::{Deliveries, SubscriptionChange, Watched};
 use crate::metrics as m;
 use crate::wire::{EventId, Frame, ProjectId, ProjectState};
 
@@ -59,14 +60,6 @@ pub enum Pushed {
     Overflowed,
     /// The session has already ended for another reason; the frame was not queued.
     Ended,
-}
-
-/// A change in the set of channels this process needs, for the broker's subscriber.
-#[derive(Debug)]
-pub enum SubscriptionChange {
-    /// Subscribe the project's channel, then call [`Topic::mark_subscribed`].
-    Subscribe(Arc<Topic>),
-    Unsubscribe(ProjectId),
 }
 
 /// The sessions watching one project in this process.
@@ -116,37 +109,36 @@ enum Source {
     Record,
 }
 
-impl Topic {
-    pub fn project(&self) -> &ProjectId {
+impl Watched for Topic {
+    fn project(&self) -> &ProjectId {
         &self.project
     }
 
-    /// Where to fill a gap from after the subscription dropped: after the newest event
-    /// delivered, or after the position at subscription time.
-    pub fn resume_point(&self) -> Option<EventId> {
+    fn resume_point(&self) -> Option<EventId> {
         let position = self.watchers.lock().position.clone();
         position.or_else(|| self.origin())
     }
 
-    /// Records the project's state read just after subscribing (see [`Hub::joined_so_far`]
-    /// for `covers_below`): the topic's origin, and the snapshot of the sessions that
-    /// joined before the read.
-    pub fn set_subscribed_state(&self, covers_below: u64, state: Option<(ProjectState, EventId)>) {
+    /// Records the topic's origin, and the snapshot of the sessions that joined before
+    /// the read.
+    fn set_subscribed_state(&self, covers_below: u64, state: Option<(ProjectState, EventId)>) {
         *self.fresh.lock() = Some(Fresh {
             covers_below,
             state,
         });
     }
 
+    fn mark_subscribed(&self) {
+        self.subscribed.send_replace(true);
+    }
+}
+
+impl Topic {
     /// Where the topic's events stood before any was fanned out: the position read just
     /// after subscribing, if any.
     fn origin(&self) -> Option<EventId> {
         let fresh = self.fresh.lock();
         Some(fresh.as_ref()?.state.as_ref()?.1.clone())
-    }
-
-    pub fn mark_subscribed(&self) {
-        self.subscribed.send_replace(true);
     }
 }
 
@@ -219,7 +211,7 @@ impl Hub {
                 // process is shutting down and nothing needs subscribing.
                 let _ = self
                     .changes
-                    .send(SubscriptionChange::Subscribe(Arc::clone(&topic)));
+                    .send(SubscriptionChange::Subscribe(topic.clone()));
                 topic
             }
         };
@@ -269,65 +261,6 @@ impl Hub {
         }
     }
 
-    /// How many sessions (a multiplexed connection's subscriptions counted one each)
-    /// of this process watch the project now.
-    pub fn watchers(&self, project: &ProjectId) -> usize {
-        let topic = self.topics.lock().get(project).cloned();
-        topic.map_or(0, |topic| topic.watchers.lock().inboxes.len())
-    }
-
-    /// Every watched project with its number of watchers here.
-    pub fn presence(&self) -> Vec<(ProjectId, usize)> {
-        self.watched_topics()
-            .into_iter()
-            .map(|topic| {
-                let watchers = topic.watchers.lock().inboxes.len();
-                (topic.project.clone(), watchers)
-            })
-            .collect()
-    }
-
-    /// From now on, remember which projects' numbers of watchers change (see
-    /// [`Hub::presence_changes`]). Called by a broker that shares them.
-    pub fn track_presence(&self) {
-        self.presence.lock().get_or_insert_with(HashSet::new);
-    }
-
-    /// Waits until a project's number of watchers changed since the last
-    /// [`Hub::presence_changes`] (at once if one did meanwhile).
-    pub async fn presence_changed(&self) {
-        self.presence_changed.notified().await;
-    }
-
-    /// The projects whose numbers of watchers changed since the last call, each with
-    /// its number now (0: nobody here watches it any more).
-    pub fn presence_changes(&self) -> Vec<(ProjectId, usize)> {
-        let changed = match self.presence.lock().as_mut() {
-            Some(changed) => std::mem::take(changed),
-            None => return Vec::new(),
-        };
-        changed
-            .into_iter()
-            .map(|project| {
-                let watchers = self.watchers(&project);
-                (project, watchers)
-            })
-            .collect()
-    }
-
-    /// Hands a payload published on `project`'s channel to every local session of it.
-    /// A payload that is not a JSON object with a string `event` is dropped and counted.
-    /// Its `id`, if any, is a claim (see the module's documentation).
-    pub fn deliver(&self, project: &ProjectId, payload: Bytes) {
-        self.deliver_from(project, payload, Source::Channel);
-    }
-
-    /// Hands a frame the broker has just recorded in `project`'s history (the in-process
-    /// publish path) to every local session of it: its id is a position.
-    pub fn deliver_recorded(&self, project: &ProjectId, payload: Bytes) {
-        self.deliver_from(project, payload, Source::Record);
-    }
-
     fn deliver_from(&self, project: &ProjectId, payload: Bytes, source: Source) {
         let Some(topic) = self.topics.lock().get(project).cloned() else {
             return;
@@ -341,34 +274,6 @@ impl Hub {
             }
         };
         self.deliver_frame(&topic, frame, source);
-    }
-
-    /// Resets every session of the project to `state` (a `snapshot` with `recovered:
-    /// false`) when its history went back under them (Redis lost writes they received):
-    /// the events after `last` follow; ids they had up to it may come again, but never
-    /// without this reset before them.
-    pub fn reset(&self, project: &ProjectId, state: &ProjectState, last: EventId) {
-        let Some(topic) = self.topics.lock().get(project).cloned() else {
-            return;
-        };
-        let mut watchers = topic.watchers.lock();
-        watchers.last = Some(last.clone());
-        watchers.position = Some(last);
-        let snapshot = Frame::snapshot(state, false);
-        for inbox in watchers.inboxes.values() {
-            push(inbox.as_ref(), snapshot.clone());
-        }
-    }
-
-    /// Fans out frames read from the history to fill a gap (see the subscriber).
-    /// Frames the topic already delivered are skipped.
-    pub fn deliver_missed(&self, project: &ProjectId, frames: Vec<Frame>) {
-        let Some(topic) = self.topics.lock().get(project).cloned() else {
-            return;
-        };
-        for frame in frames {
-            self.deliver_frame(&topic, frame, Source::Record);
-        }
     }
 
     fn deliver_frame(&self, topic: &Topic, frame: Frame, source: Source) {
@@ -405,11 +310,63 @@ impl Hub {
         }
     }
 
+    /// The projects this process currently watches (what the subscriber must hold).
+    pub fn watched_topics(&self) -> Vec<Arc<Topic>> {
+        self.topics.lock().values().cloned().collect()
+    }
+
+    pub fn watched_count(&self) -> usize {
+        self.topics.lock().len()
+    }
+}
+
+impl Deliveries for Hub {
+    /// Hands a payload published on `project`'s channel to every local session of it.
+    /// A payload that is not a JSON object with a string `event` is dropped and counted.
+    /// Its `id`, if any, is a claim (see the module's documentation).
+    fn deliver(&self, project: &ProjectId, payload: Bytes) {
+        self.deliver_from(project, payload, Source::Channel);
+    }
+
+    /// Hands a frame the broker has just recorded in `project`'s history (the in-process
+    /// publish path) to every local session of it: its id is a position.
+    fn deliver_recorded(&self, project: &ProjectId, payload: Bytes) {
+        self.deliver_from(project, payload, Source::Record);
+    }
+
+    /// Resets every session of the project to `state` (a `snapshot` with `recovered:
+    /// false`) when its history went back under them (Redis lost writes they received):
+    /// the events after `last` follow; ids they had up to it may come again, but never
+    /// without this reset before them.
+    fn reset(&self, project: &ProjectId, state: &ProjectState, last: EventId) {
+        let Some(topic) = self.topics.lock().get(project).cloned() else {
+            return;
+        };
+        let mut watchers = topic.watchers.lock();
+        watchers.last = Some(last.clone());
+        watchers.position = Some(last);
+        let snapshot = Frame::snapshot(state, false);
+        for inbox in watchers.inboxes.values() {
+            push(inbox.as_ref(), snapshot.clone());
+        }
+    }
+
+    /// Fans out frames read from the history to fill a gap (see the subscriber).
+    /// Frames the topic already delivered are skipped.
+    fn deliver_missed(&self, project: &ProjectId, frames: Vec<Frame>) {
+        let Some(topic) = self.topics.lock().get(project).cloned() else {
+            return;
+        };
+        for frame in frames {
+            self.deliver_frame(&topic, frame, Source::Record);
+        }
+    }
+
     /// The broker became unreachable (`false`) or reachable again (`true`): every session
     /// of the process hears a `broker_status` frame, once per change. The subscriber says
     /// `true` only after it has filled the gaps, so the events missed during the outage
     /// come before it.
-    pub fn broker_status(&self, available: bool) {
+    fn broker_status(&self, available: bool) {
         let topics = self.topics.lock();
         if self.broker_available.swap(available, Ordering::Relaxed) == available {
             return;
@@ -424,23 +381,58 @@ impl Hub {
 
     /// Every session whose id is below the returned number has joined its topic already
     /// (or left it): what a read made from now on can serve as their snapshot.
-    pub fn joined_so_far(&self) -> u64 {
+    fn joined_so_far(&self) -> u64 {
         let _joins = self.topics.lock();
         self.next_session.load(Ordering::Relaxed)
     }
 
-    /// The projects this process currently watches (what the subscriber must hold).
-    pub fn watched_topics(&self) -> Vec<Arc<Topic>> {
-        self.topics.lock().values().cloned().collect()
-    }
-
     /// Whether a session of this process watches the project now.
-    pub fn is_watched(&self, project: &ProjectId) -> bool {
+    fn is_watched(&self, project: &ProjectId) -> bool {
         self.topics.lock().contains_key(project)
     }
 
-    pub fn watched_count(&self) -> usize {
-        self.topics.lock().len()
+    fn watchers(&self, project: &ProjectId) -> usize {
+        let topic = self.topics.lock().get(project).cloned();
+        topic.map_or(0, |topic| topic.watchers.lock().inboxes.len())
+    }
+
+    /// Every watched project with its number of watchers here.
+    fn presence(&self) -> Vec<(ProjectId, usize)> {
+        self.watched_topics()
+            .into_iter()
+            .map(|topic| {
+                let watchers = topic.watchers.lock().inboxes.len();
+                (topic.project.clone(), watchers)
+            })
+            .collect()
+    }
+
+    /// From now on, remember which projects' numbers of watchers change (see
+    /// [`Deliveries::presence_changes`]). Called by a broker that shares them.
+    fn track_presence(&self) {
+        self.presence.lock().get_or_insert_with(HashSet::new);
+    }
+
+    /// Notified when a project's number of watchers changed since the last
+    /// [`Deliveries::presence_changes`] (at once if one did meanwhile: a stored permit).
+    fn presence_changed(&self) -> &Notify {
+        &self.presence_changed
+    }
+
+    /// The projects whose numbers of watchers changed since the last call, each with
+    /// its number now (0: nobody here watches it any more).
+    fn presence_changes(&self) -> Vec<(ProjectId, usize)> {
+        let changed = match self.presence.lock().as_mut() {
+            Some(changed) => std::mem::take(changed),
+            None => return Vec::new(),
+        };
+        changed
+            .into_iter()
+            .map(|project| {
+                let watchers = self.watchers(&project);
+                (project, watchers)
+            })
+            .collect()
     }
 }
 
@@ -548,7 +540,7 @@ mod tests {
         let _c = hub.join(&pid("q"), inbox()).unwrap();
         assert_eq!(hub.watchers(&pid("p")), 2);
         assert_eq!(hub.watchers(&pid("unknown")), 0);
-        hub.presence_changed().await;
+        hub.presence_changed().notified().await;
         let mut changes = hub.presence_changes();
         changes.sort();
         assert_eq!(changes, vec![(pid("p"), 2), (pid("q"), 1)]);

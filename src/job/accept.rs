@@ -14,16 +14,17 @@ use super::queue::{JobQueue, QueueError, Queued};
 use crate::broker::BrokerError;
 use crate::locale::Locale;
 use crate::publish::{PublishError, Publisher};
-use crate::wire::Event;
 use crate::wire::event::{LogLevel, ProgressStatus, ProgressUpdate};
+use crate::wire::{Event, Tag};
 
-/// Queues `job` and publishes the start of its run (and, when it waits behind others, a
-/// log line giving its place). The job is queued whatever becomes of the publishes:
+/// Queues `job` and publishes the start of its run, which carries the run's `tags` (and,
+/// when it waits behind others, a log line giving its place). The job is queued whatever becomes of the publishes:
 /// they are logged, and the worker's first event starts the run in any case.
 pub async fn accept(
     queue: &dyn JobQueue,
     publisher: &Publisher,
     job: &Job,
+    tags: Vec<Tag>,
 ) -> Result<Queued, QueueError> {
     let queued = queue.submit(job).await?;
     let position = queued.position;
@@ -38,7 +39,10 @@ pub async fn accept(
         queue_position: Some(position),
         timestamp: None,
     });
-    match publisher.publish(project, start).await {
+    match publisher
+        .publish_tagged(project, start, None, Some(tags))
+        .await
+    {
         Ok(_) => {}
         // A worker took the job and published first: its run is the news.
         Err(PublishError::Broker(BrokerError::Stale(_))) => {

@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::wire::{InvalidEvent, ProjectId, Stage};
+use crate::wire::{InvalidEvent, ProjectId, Stage, Tag};
+use checkpoint::Checkpoint;
 pub use pipeline::{Outcome, RetryPolicy};
 
 /// One `generate_video` request, as queued.
@@ -36,6 +37,9 @@ pub struct Job {
     /// Who asked for it (its token's digest with access control on, else its address),
     /// for the per-client queue limit.
     pub client: Option<String>,
+    /// A retry (`POST .../retry`): what the failed or cancelled job before it finished,
+    /// so this one starts at the first unfinished step.
+    pub resume_from: Option<Checkpoint>,
 }
 
 /// The queued form of a job (project ids travel as text and are validated on read).
@@ -50,6 +54,8 @@ struct JobRecord {
     requeued: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     client: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    resume_from: Option<Checkpoint>,
 }
 
 impl Job {
@@ -63,6 +69,7 @@ impl Job {
             inject_failures: BTreeMap::new(),
             requeued: 0,
             client: None,
+            resume_from: None,
         }
     }
 
@@ -74,6 +81,7 @@ impl Job {
             inject_failures: self.inject_failures.clone(),
             requeued: self.requeued,
             client: self.client.clone(),
+            resume_from: self.resume_from.clone(),
         };
         serde_json::to_string(&record).unwrap_or_default()
     }
@@ -87,6 +95,7 @@ impl Job {
             inject_failures: record.inject_failures,
             requeued: record.requeued,
             client: record.client,
+            resume_from: record.resume_from,
         })
     }
 
@@ -108,6 +117,10 @@ pub struct GenerateRequest {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub inject_failures: BTreeMap<Stage, u32>,
+    /// e.g. ["user:7", "team:2"]: the tags of the run (see `wire::Tag`).
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub tags: Option<serde_json::Value>,
 }
 
 /// Longest topic accepted.
@@ -116,6 +129,11 @@ pub const MAX_TOPIC: usize = 200;
 pub const MAX_INJECTED_FAILURES: u32 = 20;
 
 impl GenerateRequest {
+    /// The run's tags, validated (none when the request names none).
+    pub fn tags(&self) -> Result<Vec<Tag>, InvalidEvent> {
+        Tag::parse_field(self.tags.as_ref()).map(Option::unwrap_or_default)
+    }
+
     pub fn into_job(
         self,
         project: ProjectId,
@@ -146,6 +164,7 @@ impl GenerateRequest {
             inject_failures: self.inject_failures,
             requeued: 0,
             client,
+            resume_from: None,
         })
     }
 }
@@ -221,6 +240,10 @@ mod tests {
             inject_failures: BTreeMap::from([(Stage::Rendering, 2)]),
             requeued: 3,
             client: Some("127.0.0.1".into()),
+            resume_from: Some(Checkpoint {
+                youtube_url: Some("u".into()),
+                ..Checkpoint::default()
+            }),
         };
         assert_eq!(Job::from_json(&job.to_json()), Some(job));
         assert_eq!(
@@ -247,8 +270,8 @@ mod tests {
             "topic"
         );
         let many = GenerateRequest {
-            topic: None,
             inject_failures: BTreeMap::from([(Stage::Uploading, 21)]),
+            ..Default::default()
         };
         assert_eq!(
             many.into_job(p, "AI", None).unwrap_err().field,

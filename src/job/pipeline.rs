@@ -6,12 +6,18 @@
 //! pace; each failed attempt publishes an `error`; the job ends with exactly one
 //! `complete`.
 //!
+//! A cancel (`JobQueue::cancel`) is looked for before every provider call, retries
+//! included: the run stops between calls (the one in flight finishes, none starts
+//! after it), says so in a log line and ends with a `complete` of status `CANCELLED`.
+//!
 //! After each provider call returns, its output is recorded with the job (a
 //! [`Checkpoint`], under the run's claim) before the step's progress is published. A run
 //! that takes the job over (its worker died, stalled, or handed it back) skips every
 //! recorded step: it says so in a log line, opens with a `stage_change` whose
 //! `previous_stage` is the stage the run was in, and its progress goes on from the
-//! recorded work. Only a call in flight when the old run stopped is made again.
+//! recorded work. Only a call in flight when the old run stopped is made again. A retry
+//! (`Job::resume_from`) starts the same way from what the failed job finished, as a new
+//! run, and says so in a log line.
 
 use std::future::Future;
 use std::time::Duration;
@@ -63,12 +69,23 @@ impl RetryPolicy {
 /// How a job ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Completed { youtube_url: String },
-    Failed { error_code: ErrorCode },
+    Completed {
+        youtube_url: String,
+    },
+    Failed {
+        error_code: ErrorCode,
+    },
+    /// A cancel was asked; no provider call was started after it was seen.
+    Cancelled,
 }
 
-/// A stage's retries are spent (or its error cannot be retried).
-struct StageFailed(ErrorCode);
+/// Why the stages stopped before the end.
+enum Stop {
+    /// A stage's retries are spent (or its error cannot be retried).
+    Failed(ErrorCode),
+    /// A cancel of the job was asked.
+    Cancelled,
+}
 
 /// Everything a running job needs.
 pub struct Run<'a> {
@@ -183,9 +200,22 @@ impl<'a> Run<'a> {
         self.report(EventKind::ProgressUpdate, r).await;
     }
 
+    /// Whether the job may go on: not if a cancel of it was asked. A queue that cannot
+    /// be asked lets it go on (it is logged): the next call asks again.
+    async fn go_on(&self) -> Result<(), Stop> {
+        match self.queue.cancel_requested(self.claimed).await {
+            Ok(false) => Ok(()),
+            Ok(true) => Err(Stop::Cancelled),
+            Err(err) => {
+                tracing::warn!(project_id = %self.project, error = %err, "could not ask whether the job was cancelled; going on");
+                Ok(())
+            }
+        }
+    }
+
     /// Calls a provider, retrying transient failures; publishes an `error` for every
-    /// failed attempt.
-    async fn call<T, F, Fut>(&self, stage: Stage, mut call: F) -> Result<T, StageFailed>
+    /// failed attempt. No attempt starts once a cancel of the job was asked.
+    async fn call<T, F, Fut>(&self, stage: Stage, mut call: F) -> Result<T, Stop>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, ProviderError>>,
@@ -193,6 +223,7 @@ impl<'a> Run<'a> {
         let mut delays = self.retry.delays();
         let mut retry_count = 0;
         loop {
+            self.go_on().await?;
             let err = match call().await {
                 Ok(value) => return Ok(value),
                 Err(err) => err,
@@ -226,7 +257,7 @@ impl<'a> Run<'a> {
                 .await;
             self.report(EventKind::Error, r).await;
             let Some(delay) = delay else {
-                return Err(StageFailed(err.code));
+                return Err(Stop::Failed(err.code));
             };
             let message = match self.locale {
                 Locale::ZhTw => format!(
@@ -259,7 +290,13 @@ pub async fn generate_video(
     claimed: &Claimed,
 ) -> Outcome {
     let job = &claimed.job;
-    let checkpoint = claimed.checkpoint.clone();
+    // A retry's first run starts where the failed job before it stopped; any later run
+    // of it, where the job's own record says.
+    let retrying = claimed.checkpoint.is_empty() && job.resume_from.is_some();
+    let checkpoint = match &job.resume_from {
+        Some(from) if retrying => from.clone(),
+        _ => claimed.checkpoint.clone(),
+    };
     let done_units = checkpoint.done_units();
     let mut run = Run {
         publisher,
@@ -277,30 +314,57 @@ pub async fn generate_video(
     };
     if run.taking_over {
         say_taken_over(&run).await;
+    } else if retrying {
+        // Recorded with this job at once: a run taking it over, or the next retry,
+        // starts here too.
+        run.save().await;
+        say_retrying(&run).await;
     }
     let outcome = match stages(&mut run, providers, &job.topic).await {
         Ok(youtube_url) => Outcome::Completed { youtube_url },
-        Err(StageFailed(error_code)) => Outcome::Failed { error_code },
+        Err(Stop::Failed(error_code)) => Outcome::Failed { error_code },
+        Err(Stop::Cancelled) => Outcome::Cancelled,
     };
     let (status, url) = match &outcome {
         Outcome::Completed { youtube_url } => {
             (CompleteStatus::Completed, Some(youtube_url.as_str()))
         }
-        Outcome::Failed { .. } => (CompleteStatus::Failed, None),
+        Outcome::Failed { error_code } => {
+            let message = format!(
+                "{} ({error_code:?})",
+                run.t(
+                    "生成失敗：重試次數已用盡",
+                    "Generation failed: retries exhausted"
+                )
+            );
+            run.log(LogLevel::Error, &message).await;
+            (CompleteStatus::Failed, None)
+        }
+        Outcome::Cancelled => {
+            let message = run.t(
+                "工作已取消：不再呼叫任何服務",
+                "The job was cancelled: no further provider is called",
+            );
+            run.log(LogLevel::Warning, message).await;
+            (CompleteStatus::Cancelled, None)
+        }
     };
-    if let Outcome::Failed { error_code } = &outcome {
-        let message = format!(
-            "{} ({error_code:?})",
-            run.t(
-                "生成失敗：重試次數已用盡",
-                "Generation failed: retries exhausted"
-            )
-        );
-        run.log(LogLevel::Error, &message).await;
-    }
     let r = publisher.publish_complete(&job.project, status, url).await;
     run.report(EventKind::Complete, r).await;
     outcome
+}
+
+/// The log line of a retry: where it starts.
+async fn say_retrying(run: &Run<'_>) {
+    let at = run
+        .checkpoint
+        .current_stage()
+        .map_or("UPLOADING", Stage::as_str);
+    let message = match run.locale {
+        Locale::ZhTw => format!("重試：從 {at} 繼續（已完成的步驟不重做）"),
+        Locale::En => format!("Retrying from {at} (finished steps are not redone)"),
+    };
+    run.log(LogLevel::Info, &message).await;
 }
 
 /// The log line of a run that takes a job over: where it goes on, and why.
@@ -339,12 +403,10 @@ async fn say_taken_over(run: &Run<'_>) {
     run.log(LogLevel::Warning, &message).await;
 }
 
-async fn stages(
-    run: &mut Run<'_>,
-    providers: &Providers,
-    topic: &str,
-) -> Result<String, StageFailed> {
+async fn stages(run: &mut Run<'_>, providers: &Providers, topic: &str) -> Result<String, Stop> {
     use Stage::*;
+    // A job cancelled while it waited in the queue ends before it starts.
+    run.go_on().await?;
     // 1. Script.
     if run.enter(ScriptGenerating).await {
         run.log(
@@ -378,7 +440,7 @@ async fn stages(
         .await;
     }
     let Some(script) = run.checkpoint.script.clone() else {
-        return Err(StageFailed(ErrorCode::InternalError));
+        return Err(Stop::Failed(ErrorCode::InternalError));
     };
 
     // 2. Assets: voice, one image per paragraph, avatar.
@@ -430,7 +492,7 @@ async fn stages(
         }
         if run.checkpoint.avatar.is_none() {
             let Some(voice) = run.checkpoint.voice.clone() else {
-                return Err(StageFailed(ErrorCode::InternalError));
+                return Err(Stop::Failed(ErrorCode::InternalError));
             };
             run.log(
                 LogLevel::Info,
@@ -527,7 +589,7 @@ async fn stages(
     run.checkpoint
         .youtube_url
         .clone()
-        .ok_or(StageFailed(ErrorCode::InternalError))
+        .ok_or(Stop::Failed(ErrorCode::InternalError))
 }
 
 #[cfg(test)]

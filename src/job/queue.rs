@@ -7,7 +7,9 @@
 //! (`keep_alive`); a job whose worker went silent for `claim_idle` is taken again by
 //! another (`take` reclaims it); `finish` settles it; `hand_back` returns it for another
 //! worker. What the job finished so far (`record`, a [`Checkpoint`]) stays with it until
-//! it is settled, and comes with every later `take` of it.
+//! it is settled, and comes with every later `take` of it. A `cancel` marks the
+//! project's job, queued or running, until it is settled; its worker asks
+//! `cancel_requested` between provider calls.
 //!
 //! A reclaim makes a new claim and ends the old one. The silent worker may come back:
 //! `keep_alive`, `finish` and `hand_back` act only on a claim that still holds, and
@@ -15,7 +17,7 @@
 //! the job back, settling it, or queueing it twice.
 
 use parking_lot::{Mutex, MutexGuard};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -123,6 +125,17 @@ pub trait JobQueue: Send + Sync + 'static {
         claimed: &Claimed,
         checkpoint: &Checkpoint,
     ) -> Result<Ownership, QueueError>;
+    /// Asks the project's job (queued or running) to stop: the id of the job marked,
+    /// `None` when the project has no job.
+    async fn cancel(&self, project: &ProjectId) -> Result<Option<String>, QueueError>;
+    /// Whether a cancel of the claimed job was asked.
+    async fn cancel_requested(&self, claimed: &Claimed) -> Result<bool, QueueError>;
+    /// At the end of the claimed job, before it is settled: keeps what it finished as
+    /// its project's retry point (`retryable`: it failed or was cancelled), or forgets
+    /// the project's retry point (it completed).
+    async fn keep_retry_point(&self, claimed: &Claimed, retryable: bool) -> Result<(), QueueError>;
+    /// What the project's last failed or cancelled job finished (`None`: nothing kept).
+    async fn retry_point(&self, project: &ProjectId) -> Result<Option<Checkpoint>, QueueError>;
 }
 
 /// A taken job, as the in-process queue tracks it.
@@ -146,6 +159,10 @@ struct MemoryState {
     waiting: usize,
     /// Client → its jobs not yet settled.
     clients: HashMap<String, usize>,
+    /// Jobs a cancel was asked of (until they are settled).
+    cancelled: HashSet<String>,
+    /// Project → what its last failed or cancelled job finished.
+    retry_points: HashMap<ProjectId, Checkpoint>,
     next_entry: u64,
 }
 
@@ -315,6 +332,7 @@ impl JobQueue for MemoryQueue {
         };
         state.pending.remove(&entry);
         state.checkpoints.remove(&claimed.job.id);
+        state.cancelled.remove(&claimed.job.id);
         if let Some(client) = &claimed.job.client
             && let Some(n) = state.clients.get_mut(client)
         {
@@ -354,6 +372,37 @@ impl JobQueue for MemoryQueue {
             .checkpoints
             .insert(claimed.job.id.clone(), checkpoint.clone());
         Ok(Ownership::Held)
+    }
+
+    async fn cancel(&self, project: &ProjectId) -> Result<Option<String>, QueueError> {
+        let mut state = self.state();
+        let Some(job_id) = state.running.get(project).cloned() else {
+            return Ok(None);
+        };
+        state.cancelled.insert(job_id.clone());
+        Ok(Some(job_id))
+    }
+
+    async fn cancel_requested(&self, claimed: &Claimed) -> Result<bool, QueueError> {
+        Ok(self.state().cancelled.contains(&claimed.job.id))
+    }
+
+    async fn keep_retry_point(&self, claimed: &Claimed, retryable: bool) -> Result<(), QueueError> {
+        let mut state = self.state();
+        let project = claimed.job.project.clone();
+        match state.checkpoints.get(&claimed.job.id).cloned() {
+            Some(done) if retryable => {
+                state.retry_points.insert(project, done);
+            }
+            _ => {
+                state.retry_points.remove(&project);
+            }
+        }
+        Ok(())
+    }
+
+    async fn retry_point(&self, project: &ProjectId) -> Result<Option<Checkpoint>, QueueError> {
+        Ok(self.state().retry_points.get(project).cloned())
     }
 }
 

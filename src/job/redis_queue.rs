@@ -14,6 +14,11 @@
 //! - `{progress:jobs}:done:<job>` holds what the job finished (a [`Checkpoint`]),
 //!   recorded under the claim after each provider call, read by every `take`, deleted
 //!   when the job is settled.
+//! - `{progress:jobs}:cancelled` marks the jobs a cancel was asked of (`cancel.lua`,
+//!   through the project's lock); their workers read it between provider calls, and
+//!   settling a job removes its mark.
+//! - `{progress:jobs}:retry:<project>` keeps what the project's last failed or
+//!   cancelled job finished, for `POST .../retry` (a week).
 //!
 //! Every key of the queue is in the stream's hash slot (tagged `{progress:jobs}`), so
 //! each script acts on the job, its lock and its checkpoint in one atomic step.
@@ -42,6 +47,8 @@ pub const GROUP: &str = JOB_GROUP;
 
 /// Longest a blocking read (XREADGROUP BLOCK, a few seconds at most) may take to answer.
 const BLOCKING_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a failed or cancelled job's retry point is kept.
+const RETRY_POINT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// A blocking read answered this long after its own wait is taken for an outage.
 const LATE_ANSWER: Duration = Duration::from_secs(2);
 /// A reclaim that reaches Redis later than this after it was sent takes nothing (it
@@ -211,6 +218,7 @@ pub struct RedisQueue {
     submit: redis::Script,
     claim: redis::Script,
     reclaim: redis::Script,
+    cancel: redis::Script,
     /// Where the next XAUTOCLAIM scan resumes: each call looks at a few pending entries,
     /// so the cursor must advance for every dead worker's job to be found.
     claim_cursor: Mutex<String>,
@@ -244,6 +252,7 @@ impl RedisQueue {
             submit: redis::Script::new(include_str!("submit.lua")),
             claim: redis::Script::new(include_str!("claim.lua")),
             reclaim: redis::Script::new(include_str!("reclaim.lua")),
+            cancel: redis::Script::new(include_str!("cancel.lua")),
             claim_cursor: Mutex::new("0-0".into()),
             outage: AtomicBool::new(false),
             reclaim_after: Mutex::new(tokio::time::Instant::now()),
@@ -354,6 +363,7 @@ impl RedisQueue {
             .key(lock_key(&claimed.job.project))
             .key(checkpoint_key(&claimed.job))
             .key(layout::JOB_CLIENTS)
+            .key(layout::JOB_CANCELLED)
             .arg(GROUP)
             .arg(&claimed.consumer)
             .arg(&claimed.entry)
@@ -543,5 +553,67 @@ impl JobQueue for RedisQueue {
     ) -> Result<Ownership, QueueError> {
         self.with_claim(claimed, "record", checkpoint.to_json())
             .await
+    }
+
+    async fn cancel(&self, project: &ProjectId) -> Result<Option<String>, QueueError> {
+        let mut conn = self.commands.clone();
+        let job_id: String = self
+            .cancel
+            .key(lock_key(project))
+            .key(layout::JOB_CANCELLED)
+            .arg(unix_ms())
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(Some(job_id).filter(|id| !id.is_empty()))
+    }
+
+    async fn keep_retry_point(&self, claimed: &Claimed, retryable: bool) -> Result<(), QueueError> {
+        let mut conn = self.commands.clone();
+        let key = layout::job_retry_point_key(&claimed.job.project);
+        let done: Option<String> = if retryable {
+            redis::cmd("GET")
+                .arg(checkpoint_key(&claimed.job))
+                .query_async(&mut conn)
+                .await?
+        } else {
+            None
+        };
+        // The job still holds its project's lock: no other job of the project writes here.
+        match done {
+            Some(done) => {
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(done)
+                    .arg("EX")
+                    .arg(RETRY_POINT_TTL.as_secs())
+                    .query_async::<()>(&mut conn)
+                    .await?
+            }
+            None => {
+                redis::cmd("DEL")
+                    .arg(&key)
+                    .query_async::<()>(&mut conn)
+                    .await?
+            }
+        }
+        Ok(())
+    }
+
+    async fn retry_point(&self, project: &ProjectId) -> Result<Option<Checkpoint>, QueueError> {
+        let mut conn = self.commands.clone();
+        let text: Option<String> = redis::cmd("GET")
+            .arg(layout::job_retry_point_key(project))
+            .query_async(&mut conn)
+            .await?;
+        Ok(text.and_then(|t| Checkpoint::from_json(&t)))
+    }
+
+    async fn cancel_requested(&self, claimed: &Claimed) -> Result<bool, QueueError> {
+        let mut conn = self.commands.clone();
+        Ok(redis::cmd("HEXISTS")
+            .arg(layout::JOB_CANCELLED)
+            .arg(&claimed.job.id)
+            .query_async(&mut conn)
+            .await?)
     }
 }

@@ -224,7 +224,12 @@ impl Worker {
                     let label = match &outcome {
                         Outcome::Completed { .. } => "completed",
                         Outcome::Failed { .. } => "failed",
+                        Outcome::Cancelled => "cancelled",
                     };
+                    let retryable = !matches!(outcome, Outcome::Completed { .. });
+                    if let Err(err) = self.queue.keep_retry_point(&claimed, retryable).await {
+                        tracing::warn!(project_id = %project, job_id = %job.id, error = %err, "could not keep the job's retry point; a retry starts over");
+                    }
                     if let Some(Ownership::Lost { holder }) = self.settle(&claimed).await {
                         // Rare: the lease held when the pipeline last ran, yet the job was
                         // reclaimed (a publish sent just before a pause and executed after
@@ -340,6 +345,22 @@ mod tests {
         }
         async fn finish(&self, claimed: &Claimed) -> Result<Ownership, QueueError> {
             self.inner.finish(claimed).await
+        }
+        async fn cancel(&self, project: &ProjectId) -> Result<Option<String>, QueueError> {
+            self.inner.cancel(project).await
+        }
+        async fn cancel_requested(&self, claimed: &Claimed) -> Result<bool, QueueError> {
+            self.inner.cancel_requested(claimed).await
+        }
+        async fn keep_retry_point(
+            &self,
+            claimed: &Claimed,
+            retryable: bool,
+        ) -> Result<(), QueueError> {
+            self.inner.keep_retry_point(claimed, retryable).await
+        }
+        async fn retry_point(&self, project: &ProjectId) -> Result<Option<Checkpoint>, QueueError> {
+            self.inner.retry_point(project).await
         }
         async fn hand_back(&self, claimed: &Claimed) -> Result<Ownership, QueueError> {
             self.inner.hand_back(claimed).await

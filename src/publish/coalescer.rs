@@ -127,8 +127,12 @@ impl Coalescer {
     pub fn decide(&self, slot: &mut Slot, event: Held) -> Decision {
         let now = Instant::now();
         // Anything but a progress update, and a QUEUED one (the start of a run, which
-        // must neither wait nor be superseded), goes out now, after the one held.
-        if event.kind != EventKind::ProgressUpdate || event.state.starts_run {
+        // must neither wait nor be superseded) or one giving the run its tags, goes out
+        // now, after the one held.
+        if event.kind != EventKind::ProgressUpdate
+            || event.state.starts_run
+            || event.state.tags.is_some()
+        {
             let flushed = slot.pending.take().map(Box::new);
             if flushed.is_some() {
                 slot.last_sent = Some(now);

@@ -20,7 +20,7 @@ use crate::locale::Locale;
 use crate::wire::event::{
     Complete, CompleteStatus, ErrorReport, Log, LogLevel, ProgressUpdate, StageChange,
 };
-use crate::wire::{Event, EventId, InvalidEvent, ProjectId, Stage};
+use crate::wire::{Event, EventId, InvalidEvent, ProjectId, Stage, Tag};
 use coalescer::{Coalescer, Decision};
 
 #[derive(Debug, thiserror::Error)]
@@ -162,13 +162,30 @@ impl Publisher {
         event: Event,
         key: Option<&IdempotencyKey>,
     ) -> Result<Published, PublishError> {
-        let submitted = prepare::prepare(
+        self.publish_tagged(project, event, key, None).await
+    }
+
+    /// Publishes one event (at most once per `key`, as [`Publisher::publish_keyed`]);
+    /// `tags`, when given, become the tags of the project's run (the state's `tags`,
+    /// and each tag's index: `GET /api/v1/projects?tag=`). An event giving tags is
+    /// never coalesced.
+    pub async fn publish_tagged(
+        &self,
+        project: &ProjectId,
+        event: Event,
+        key: Option<&IdempotencyKey>,
+        tags: Option<Vec<Tag>>,
+    ) -> Result<Published, PublishError> {
+        let mut submitted = prepare::prepare(
             event,
             project,
             self.inner.locale,
             key.map(IdempotencyKey::receipt),
             self.claim.as_deref().cloned(),
         )?;
+        if let Some(tags) = tags {
+            submitted.state.tag(tags);
+        }
         let coalescer = &self.inner.coalescer;
         let slot = coalescer.slot(project);
         let mut guard = slot.lock().await;
@@ -376,6 +393,7 @@ mod tests {
     fn publisher() -> (Publisher, Arc<dyn Broker>) {
         let (hub, changes) = Hub::new(1000);
         let broker = crate::broker::start(
+            None,
             None,
             Duration::from_secs(1),
             Duration::from_secs(1),

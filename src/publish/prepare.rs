@@ -140,13 +140,20 @@ fn state_change(event: &Event, locale: Locale, fence: Option<&Fence>) -> StateCh
             if let Some(url) = &e.youtube_url {
                 change.set("youtube_url", Some(url));
             }
-            if e.status == CompleteStatus::Completed {
-                change.progress_floor = Some(100);
-                change.set("estimated_remaining", Some("0"));
-                change.set("current_stage", Some(locale.pick("已完成", "Completed")));
-            } else {
-                change.set("estimated_remaining", None);
-                change.set("current_stage", Some(locale.pick("生成失敗", "Failed")));
+            match e.status {
+                CompleteStatus::Completed => {
+                    change.progress_floor = Some(100);
+                    change.set("estimated_remaining", Some("0"));
+                    change.set("current_stage", Some(locale.pick("已完成", "Completed")));
+                }
+                CompleteStatus::Failed => {
+                    change.set("estimated_remaining", None);
+                    change.set("current_stage", Some(locale.pick("生成失敗", "Failed")));
+                }
+                CompleteStatus::Cancelled => {
+                    change.set("estimated_remaining", None);
+                    change.set("current_stage", Some(locale.pick("已取消", "Cancelled")));
+                }
             }
             if let Some(fence) = fence {
                 // The state names the job the run completed.

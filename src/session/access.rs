@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::auth::{Auth, AuthError};
-use crate::wire::ProjectId;
+use crate::wire::{ProjectId, Tag};
 
 /// The heartbeat ends the session when `expires_at` passes (see `heartbeat`).
 pub struct Access {
@@ -68,15 +68,25 @@ impl ConnectionAccess {
         self.auth.may_watch(Some(&self.token), project).is_ok()
     }
 
-    /// Accepts a fresher token that allows every project in `subscribed`; `false` if
-    /// it is not one.
+    /// Whether the token allows a subscription to `tag` (it names the tag, or `*`).
+    pub fn allows_tag(&self, tag: &Tag) -> bool {
+        self.auth
+            .verify(&self.token)
+            .is_ok_and(|claims| claims.covers_tag(tag))
+    }
+
+    /// Accepts a fresher token that allows every project in `subscribed` and every tag
+    /// in `tags`; `false` if it is not one.
     pub fn refresh<'a>(
         &mut self,
         token: &str,
         mut subscribed: impl Iterator<Item = &'a ProjectId>,
+        mut tags: impl Iterator<Item = &'a Tag>,
     ) -> bool {
         match self.auth.verify(token) {
-            Ok(claims) if subscribed.all(|p| claims.covers(p)) => {
+            Ok(claims)
+                if subscribed.all(|p| claims.covers(p)) && tags.all(|t| claims.covers_tag(t)) =>
+            {
                 self.token = token.to_string();
                 self.expires_at = claims.expires_at();
                 true

@@ -15,11 +15,13 @@ mod reader;
 mod resume;
 mod seen;
 mod slow_consumer;
+mod tag_feed;
 
 pub use access::{Access, ConnectionAccess};
 pub use heartbeat::{Beating, Heartbeat, Pulse};
 pub use resume::{Opening, fill_gap, opening, opening_with, skip_covered};
 pub use slow_consumer::{Ended, OutboundQueue};
+pub use tag_feed::TagWatchers;
 
 use seen::CompletesSeen;
 
@@ -55,6 +57,8 @@ pub struct Sessions {
     pub queue_bytes: usize,
     /// Most subscriptions one multiplexed connection holds (see `multiplex`).
     pub max_subscriptions: usize,
+    /// How many subscriptions each tag has on this hub (see `tag_feed`).
+    pub tag_watchers: Arc<TagWatchers>,
 }
 
 impl Sessions {
@@ -434,7 +438,7 @@ fn pump<'a, W: Writer>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::HistoryConfig;
+    use crate::broker::{Deliveries, HistoryConfig};
     use crate::transport::Incoming;
     use crate::transport::channel::{self, FakeClient, Written};
     use bytes::Bytes;
@@ -448,10 +452,11 @@ mod tests {
         let shutdown = CancellationToken::new();
         let broker = crate::broker::start(
             None,
+            None,
             Duration::from_secs(1),
             Duration::from_secs(1),
             HistoryConfig::default(),
-            Arc::clone(&hub),
+            hub.clone(),
             changes,
             shutdown.clone(),
             &TaskTracker::new(),
@@ -465,6 +470,7 @@ mod tests {
             queue_capacity,
             queue_bytes: usize::MAX,
             max_subscriptions: 1000,
+            tag_watchers: Arc::default(),
         }
     }
 

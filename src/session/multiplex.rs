@@ -28,6 +28,7 @@ use futures_util::stream::FuturesUnordered;
 use parking_lot::Mutex;
 use tokio_util::task::AbortOnDropHandle;
 
+use super::tag_feed;
 use super::{
     CompletesSeen, ConnectionAccess, Ended, OutboundQueue, Pulse, Sessions, count_close,
     opening_with, pump, reader, send, skip_covered,
@@ -36,7 +37,8 @@ use crate::hub::{Inbox, Membership, Pushed};
 use crate::metrics as m;
 use crate::transport::{Incoming, Reader, Transport, Writer};
 use crate::wire::{
-    ClientFrame, CloseReason, EventId, Frame, ProjectId, Subscribe, SubscriptionErrorCode, Target,
+    ClientFrame, CloseReason, EventId, Frame, ProjectId, StatusFilter, Subscribe,
+    SubscriptionErrorCode, Tag, TagAsk, Target, parse_ms,
 };
 
 impl Sessions {
@@ -72,6 +74,7 @@ impl Sessions {
             pulse: Arc::clone(&pulse),
             access,
             open: HashMap::new(),
+            tags: HashMap::new(),
             next_stream: 0,
             sessions: self,
         };
@@ -122,6 +125,8 @@ struct Subscriptions {
     pulse: Arc<Pulse>,
     access: Option<ConnectionAccess>,
     open: HashMap<ProjectId, Subscription>,
+    /// Tag subscriptions: each its own task (`tag_feed`), ended when dropped.
+    tags: HashMap<Tag, AbortOnDropHandle<()>>,
     /// The last subscription number given (see `Frame::stream`).
     next_stream: u32,
 }
@@ -171,7 +176,7 @@ impl Subscriptions {
             Ok(ClientFrame::Ping) => self.queue.push_when_room(Frame::pong()).await,
             Ok(ClientFrame::Refresh(token)) => {
                 let refreshed = self.access.as_mut().is_some_and(|access| {
-                    access.refresh(&token, self.open.keys()) && {
+                    access.refresh(&token, self.open.keys(), self.tags.keys()) && {
                         self.pulse.expires_at(access.expires_at());
                         true
                     }
@@ -192,6 +197,19 @@ impl Subscriptions {
                 let answer = self.unsubscribe(raw.as_deref());
                 self.queue.push_when_room(answer).await
             }
+            Ok(ClientFrame::UnsubscribeTag(raw)) => {
+                let answer = match raw.as_deref().map(Tag::parse) {
+                    Some(Ok(tag)) => {
+                        self.tags.remove(&tag);
+                        Frame::tag_unsubscribed(&tag)
+                    }
+                    _ => Frame::tag_subscription_error(
+                        raw.as_deref(),
+                        SubscriptionErrorCode::InvalidTag,
+                    ),
+                };
+                self.queue.push_when_room(answer).await
+            }
             Ok(ClientFrame::Unknown(_)) | Err(_) => {
                 m::client_frame_ignored();
                 let refusal = Frame::subscription_error(None, SubscriptionErrorCode::InvalidFrame);
@@ -205,7 +223,8 @@ impl Subscriptions {
     fn subscribe(&mut self, subscribe: Subscribe) -> Result<Opening, Frame> {
         let refuse = |raw: Option<&str>, code| Frame::subscription_error(raw, code);
         let raw = match subscribe.target {
-            Target::Tag => {
+            Target::Tag(ask) => return self.subscribe_tag(ask),
+            Target::Both => {
                 return Err(refuse(None, SubscriptionErrorCode::UnsupportedSubscription));
             }
             Target::Project(raw) => raw,
@@ -236,7 +255,7 @@ impl Subscriptions {
         if self.open.contains_key(&project) {
             return refuse(SubscriptionErrorCode::AlreadySubscribed);
         }
-        if self.open.len() >= self.sessions.max_subscriptions {
+        if self.held() >= self.sessions.max_subscriptions {
             return refuse(SubscriptionErrorCode::TooManySubscriptions);
         }
         self.next_stream = self.next_stream.wrapping_add(1).max(1);
@@ -270,6 +289,67 @@ impl Subscriptions {
             },
         );
         Ok(Box::pin(opening))
+    }
+
+    /// How many subscriptions the connection holds (projects and tags).
+    fn held(&self) -> usize {
+        self.open.len() + self.tags.len()
+    }
+
+    /// Starts a tag subscription (`tag_feed`), or returns the refusal to send. Its
+    /// frames go to the queue from its own task, so nothing is left to run here.
+    fn subscribe_tag(&mut self, ask: TagAsk) -> Result<Opening, Frame> {
+        let raw = ask.tag.as_deref();
+        let refuse = |code| Err(Frame::tag_subscription_error(raw, code));
+        let Some(Ok(tag)) = raw.map(Tag::parse) else {
+            return refuse(SubscriptionErrorCode::InvalidTag);
+        };
+        let status = match &ask.status {
+            None => Ok(StatusFilter::default()),
+            Some(serde_json::Value::Array(values)) => values
+                .iter()
+                .map(|v| v.as_str().ok_or(()))
+                .collect::<Result<Vec<_>, ()>>()
+                .and_then(|values| StatusFilter::parse(values).map_err(drop)),
+            Some(_) => Err(()),
+        };
+        let since_ms = match &ask.since {
+            None => Some(0),
+            Some(since) => since.as_str().and_then(parse_ms),
+        };
+        let (Ok(status), Some(since_ms)) = (status, since_ms) else {
+            return refuse(SubscriptionErrorCode::InvalidFilter);
+        };
+        if self
+            .access
+            .as_ref()
+            .is_some_and(|access| !access.allows_tag(&tag))
+        {
+            return refuse(SubscriptionErrorCode::Forbidden);
+        }
+        if self.tags.contains_key(&tag) {
+            return refuse(SubscriptionErrorCode::AlreadySubscribed);
+        }
+        if self.held() >= self.sessions.max_subscriptions {
+            return refuse(SubscriptionErrorCode::TooManySubscriptions);
+        }
+        let Some(watching) = self.sessions.tag_watchers.watch(&tag) else {
+            return refuse(SubscriptionErrorCode::TagAtCapacity);
+        };
+        let ask = tag_feed::TagSubscription {
+            tag: tag.clone(),
+            status,
+            since_ms,
+        };
+        let feed = tag_feed::run(
+            self.sessions.clone(),
+            Arc::clone(&self.queue),
+            ask,
+            watching,
+        );
+        self.tags
+            .insert(tag, AbortOnDropHandle::new(tokio::spawn(feed)));
+        Ok(Box::pin(std::future::ready(())))
     }
 
     /// Ends the subscription, if there is one: nothing of the project follows the

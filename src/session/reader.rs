@@ -60,7 +60,10 @@ pub(super) fn heard(
                 None => m::client_frame_ignored(),
             },
             Ok(
-                ClientFrame::Unknown(_) | ClientFrame::Subscribe(_) | ClientFrame::Unsubscribe(_),
+                ClientFrame::Unknown(_)
+                | ClientFrame::Subscribe(_)
+                | ClientFrame::Unsubscribe(_)
+                | ClientFrame::UnsubscribeTag(_),
             )
             | Err(_) => m::client_frame_ignored(),
         },

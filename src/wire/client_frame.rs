@@ -18,6 +18,8 @@ pub enum ClientFrame {
     Subscribe(Subscribe),
     /// `{"event":"unsubscribe","data":{"project_id":"p1"}}`: the raw id, if a string.
     Unsubscribe(Option<String>),
+    /// `{"event":"unsubscribe","data":{"tag":"user:7"}}`: the raw tag, if a string.
+    UnsubscribeTag(Option<String>),
     /// A well-formed frame with an event name we do not handle.
     Unknown(String),
 }
@@ -35,8 +37,20 @@ pub struct Subscribe {
 pub enum Target {
     /// `project_id`, as sent: `None` when absent or not a string.
     Project(Option<String>),
-    /// `tag` (not supported yet).
-    Tag,
+    /// `tag`, with its filters, as sent.
+    Tag(TagAsk),
+    /// Both `project_id` and `tag`: one subscription is to one of them.
+    Both,
+}
+
+/// A tag subscription as sent: `{"tag":"user:7","status":["active"],"since":"<RFC 3339>"}`
+/// (validated by the session).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagAsk {
+    /// `None` when not a string.
+    pub tag: Option<String>,
+    pub status: Option<serde_json::Value>,
+    pub since: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -69,7 +83,18 @@ impl ClientFrame {
                 None => Self::Unknown("refresh".into()),
             },
             "subscribe" => Self::Subscribe(subscribe(probe.data.as_ref())),
-            "unsubscribe" => Self::Unsubscribe(project_id(probe.data.as_ref())),
+            "unsubscribe" => match probe.data.as_ref().and_then(|d| d.get("tag")) {
+                Some(tag)
+                    if probe
+                        .data
+                        .as_ref()
+                        .and_then(|d| d.get("project_id"))
+                        .is_none() =>
+                {
+                    Self::UnsubscribeTag(tag.as_str().map(str::to_string))
+                }
+                _ => Self::Unsubscribe(project_id(probe.data.as_ref())),
+            },
             other => Self::Unknown(other.chars().take(64).collect()),
         })
     }
@@ -84,7 +109,12 @@ fn project_id(data: Option<&serde_json::Value>) -> Option<String> {
 fn subscribe(data: Option<&serde_json::Value>) -> Subscribe {
     let field = |name| data.and_then(|d| d.get(name)).filter(|v| !v.is_null());
     let target = match (field("project_id"), field("tag")) {
-        (None, Some(_)) => Target::Tag,
+        (None, Some(tag)) => Target::Tag(TagAsk {
+            tag: tag.as_str().map(str::to_string),
+            status: field("status").cloned(),
+            since: field("since").cloned(),
+        }),
+        (Some(_), Some(_)) => Target::Both,
         _ => Target::Project(project_id(data)),
     };
     let last_event_id = field("last_event_id").map(|v| v.as_str().map(str::to_string).ok_or(()));
@@ -146,9 +176,35 @@ mod tests {
         assert_eq!(
             parse(r#"{"event":"subscribe","data":{"tag":"nightly","last_event_id":null}}"#),
             ClientFrame::Subscribe(Subscribe {
-                target: Target::Tag,
+                target: Target::Tag(TagAsk {
+                    tag: Some("nightly".into()),
+                    status: None,
+                    since: None,
+                }),
                 last_event_id: None,
             })
+        );
+        assert_eq!(
+            parse(r#"{"event":"subscribe","data":{"tag":7,"status":["active"],"since":"x"}}"#),
+            ClientFrame::Subscribe(Subscribe {
+                target: Target::Tag(TagAsk {
+                    tag: None,
+                    status: Some(serde_json::json!(["active"])),
+                    since: Some(serde_json::json!("x")),
+                }),
+                last_event_id: None,
+            })
+        );
+        assert_eq!(
+            parse(r#"{"event":"subscribe","data":{"tag":"t","project_id":"p"}}"#),
+            ClientFrame::Subscribe(Subscribe {
+                target: Target::Both,
+                last_event_id: None,
+            })
+        );
+        assert_eq!(
+            parse(r#"{"event":"unsubscribe","data":{"tag":"t"}}"#),
+            ClientFrame::UnsubscribeTag(Some("t".into()))
         );
         assert_eq!(
             parse(r#"{"event":"subscribe"}"#),

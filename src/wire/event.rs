@@ -107,6 +107,9 @@ pub enum LogLevel {
 pub enum CompleteStatus {
     Completed,
     Failed,
+    // The job was stopped on request (`POST .../cancel`); no doc comment, so the
+    // schema lists the statuses as one `enum`.
+    Cancelled,
 }
 
 impl CompleteStatus {
@@ -114,6 +117,7 @@ impl CompleteStatus {
         match self {
             Self::Completed => "COMPLETED",
             Self::Failed => "FAILED",
+            Self::Cancelled => "CANCELLED",
         }
     }
 }
@@ -258,7 +262,7 @@ pub struct InvalidEvent {
 }
 
 impl InvalidEvent {
-    fn new(field: &str, message: impl Into<String>) -> Self {
+    pub fn new(field: &str, message: impl Into<String>) -> Self {
         Self {
             field: field.to_string(),
             message: message.into(),

@@ -22,6 +22,8 @@ pub enum EventKind {
     Subscribed,
     Unsubscribed,
     SubscriptionError,
+    /// A tag subscription's view of one project: its state.
+    ProjectState,
     Other,
 }
 
@@ -41,6 +43,7 @@ impl EventKind {
             "subscribed" => Self::Subscribed,
             "unsubscribed" => Self::Unsubscribed,
             "subscription_error" => Self::SubscriptionError,
+            "project_state" => Self::ProjectState,
             _ => Self::Other,
         }
     }
@@ -60,6 +63,7 @@ impl EventKind {
             Self::Subscribed => "subscribed",
             Self::Unsubscribed => "unsubscribed",
             Self::SubscriptionError => "subscription_error",
+            Self::ProjectState => "project_state",
             Self::Other => "other",
         }
     }

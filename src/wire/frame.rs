@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{EventId, EventKind, ProjectId, ProjectState, SubscriptionErrorCode, now_iso8601};
+use super::{EventId, EventKind, ProjectId, ProjectState, SubscriptionErrorCode, Tag, now_iso8601};
 
 /// Why a published payload cannot be forwarded. Logged and counted, never sent to clients.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +35,13 @@ pub struct ConnectedData {
     pub resumed: bool,
     /// Every event after the client's position follows (see docs/PROTOCOL.md).
     pub recovered: bool,
+}
+
+/// A tag subscription's `subscribed`.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct TagSubscribedData {
+    /// How many `project_state` frames its snapshot holds (they follow at once).
+    pub projects: usize,
 }
 
 /// `connected` on a multiplexed connection (`GET /api/v1/progress`): no project yet.
@@ -191,6 +198,14 @@ struct Envelope<'a, T: Serialize> {
     data: T,
 }
 
+/// At most 64 characters of what a client sent.
+fn at_most_64(raw: &str) -> &str {
+    match raw.char_indices().nth(64) {
+        Some((end, _)) => &raw[..end],
+        None => raw,
+    }
+}
+
 impl Frame {
     /// Accepts a payload published on a project's channel: it must be a JSON object
     /// with a string `event`. The bytes are kept exactly as published, but for one case:
@@ -320,28 +335,82 @@ impl Frame {
     /// A refused client frame; `project_id`, when the frame named one (as sent; at most
     /// 64 characters of it).
     pub fn subscription_error(project_id: Option<&str>, code: SubscriptionErrorCode) -> Self {
+        let data = SubscriptionErrorData {
+            code,
+            message: code.message().to_string(),
+        };
+        Self::addressed(
+            EventKind::SubscriptionError,
+            project_id.map(at_most_64),
+            None,
+            &data,
+        )
+    }
+
+    /// A refused tag subscription (or tag unsubscribe): `tag` as sent, at most 64
+    /// characters of it.
+    pub fn tag_subscription_error(tag: Option<&str>, code: SubscriptionErrorCode) -> Self {
+        let data = SubscriptionErrorData {
+            code,
+            message: code.message().to_string(),
+        };
+        Self::addressed(
+            EventKind::SubscriptionError,
+            None,
+            tag.map(at_most_64),
+            &data,
+        )
+    }
+
+    /// A tag subscription's `subscribed`: `projects`, how many its snapshot holds.
+    pub fn tag_subscribed(tag: &Tag, projects: usize) -> Self {
+        let data = TagSubscribedData { projects };
+        Self::addressed(EventKind::Subscribed, None, Some(tag.as_str()), &data)
+    }
+
+    /// The answer to a tag's `unsubscribe`: nothing of the tag follows it.
+    pub fn tag_unsubscribed(tag: &Tag) -> Self {
+        let data = serde_json::json!({});
+        Self::addressed(EventKind::Unsubscribed, None, Some(tag.as_str()), &data)
+    }
+
+    /// One project's state, for a subscription to `tag`: the object
+    /// `GET /api/v1/projects/{id}` answers.
+    pub fn project_state(project: &ProjectId, tag: &Tag, state: &ProjectState) -> Self {
+        let data = state.to_json(project);
+        Self::addressed(
+            EventKind::ProjectState,
+            Some(project.as_str()),
+            Some(tag.as_str()),
+            &data,
+        )
+    }
+
+    /// `{"event":...,"project_id":...,"tag":...,"data":...}` (either left out if `None`).
+    fn addressed(
+        kind: EventKind,
+        project_id: Option<&str>,
+        tag: Option<&str>,
+        data: &impl Serialize,
+    ) -> Self {
         #[derive(Serialize)]
-        struct Refusal<'a> {
+        struct Addressed<'a, D> {
             event: &'static str,
             #[serde(skip_serializing_if = "Option::is_none")]
             project_id: Option<&'a str>,
-            data: SubscriptionErrorData,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            tag: Option<&'a str>,
+            data: &'a D,
         }
-        let project_id = project_id.map(|id| match id.char_indices().nth(64) {
-            Some((end, _)) => &id[..end],
-            None => id,
-        });
-        let refusal = Refusal {
-            event: EventKind::SubscriptionError.name(),
+        let frame = Addressed {
+            event: kind.name(),
             project_id,
-            data: SubscriptionErrorData {
-                code,
-                message: code.message().to_string(),
-            },
+            tag,
+            data,
         };
-        let text = serde_json::to_string(&refusal).unwrap_or_else(|_| String::from("{}"));
+        let text = serde_json::to_string(&frame).unwrap_or_else(|_| String::from("{}"));
         Self {
-            kind: EventKind::SubscriptionError,
+            kind,
             id: None,
             published_at: None,
             received_at: None,

@@ -8,7 +8,7 @@ use super::ProjectState;
 use super::event::{Complete, ErrorReport, Log, ProgressUpdate, StageChange};
 use super::frame::{
     BrokerStatusData, ConnectedData, MultiplexedConnectedData, SubscribedData,
-    SubscriptionErrorData, TimestampData,
+    SubscriptionErrorData, TagSubscribedData, TimestampData,
 };
 
 /// `snapshot` data as a schema type (the frame itself borrows the state).
@@ -29,6 +29,24 @@ enum ConnectedFrameData {
     Multiplexed(MultiplexedConnectedData),
 }
 
+/// `subscribed` of a project subscription, or of a tag subscription.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum SubscribedFrameData {
+    Project(SubscribedData),
+    Tag(TagSubscribedData),
+}
+
+/// `project_state` data: what `GET /api/v1/projects/{id}` answers.
+#[derive(JsonSchema)]
+#[allow(dead_code)]
+struct ProjectStateFrameData {
+    #[serde(flatten)]
+    state: ProjectState,
+    project_id: String,
+}
+
 /// `unsubscribed` carries nothing but its top-level `project_id`.
 #[derive(JsonSchema)]
 #[allow(dead_code)]
@@ -38,7 +56,8 @@ struct EmptyData {}
 /// the publish path (and, on `error`, the catalog-shaped `type`/`project_id`/`error`).
 /// On a multiplexed connection (`/api/v1/progress`) every frame of a subscription, and
 /// `subscribed`, `unsubscribed` and most `subscription_error`s, carry a top-level
-/// `project_id`. Unknown top-level fields must be ignored.
+/// `project_id` (a tag subscription's: a top-level `tag`; its `project_state`: both).
+/// Unknown top-level fields must be ignored.
 #[derive(JsonSchema)]
 #[serde(tag = "event", content = "data", rename_all = "snake_case")]
 #[allow(dead_code)]
@@ -53,9 +72,11 @@ enum ServerFrame {
     Ping(TimestampData),
     Pong(TimestampData),
     BrokerStatus(BrokerStatusData),
-    Subscribed(SubscribedData),
+    Subscribed(SubscribedFrameData),
     Unsubscribed(EmptyData),
     SubscriptionError(SubscriptionErrorData),
+    /// A tag subscription's view of one project (top-level `project_id` and `tag`).
+    ProjectState(ProjectStateFrameData),
 }
 
 /// The schema served at `/api/v1/schema/events.json`.
@@ -89,6 +110,7 @@ mod tests {
             "subscribed",
             "unsubscribed",
             "subscription_error",
+            "project_state",
         ] {
             assert!(text.contains(&format!("\"{name}\"")), "{name}");
         }

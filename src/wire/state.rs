@@ -5,12 +5,12 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::EventId;
 use super::event::ProgressStatus;
+use super::{EventId, ProjectId, Tag};
 
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema, utoipa::ToSchema)]
 pub struct ProjectState {
-    /// The stage (SCRIPT_GENERATING, ...) while running; COMPLETED or FAILED at the end.
+    /// The stage (SCRIPT_GENERATING, ...) while running; COMPLETED, FAILED or CANCELLED at the end.
     pub status: Option<String>,
     pub progress: u8,
     /// Human text of what is happening now.
@@ -29,10 +29,17 @@ pub struct ProjectState {
     /// accepted (1: none waited before it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queue_position: Option<u64>,
+    /// The run's tags (`user:7`, `team:2`), as its publisher gave them; `[]`: none.
+    pub tags: Vec<String>,
     /// The last generation job whose `complete` is in (the state's `fence_ended`, kept
     /// across later runs), so a worker that takes such a job again settles it at once.
     #[serde(skip)]
     pub completed_job: Option<String>,
+    /// The fence the run publishes under (its holder, e.g. a job, and the newest token
+    /// of it: the state's `fence_holder`, `fence_token`), so that the hub can end a run
+    /// it does not carry as that run (a cancel), fencing out the run's later events.
+    #[serde(skip)]
+    pub fence: Option<(String, u64)>,
 }
 
 impl ProjectState {
@@ -48,8 +55,17 @@ impl ProjectState {
             youtube_url: None,
             job_id: None,
             queue_position: None,
+            tags: Vec::new(),
             completed_job: None,
+            fence: None,
         }
+    }
+
+    /// The state as `GET /api/v1/projects/{id}` answers it: its fields and `project_id`.
+    pub fn to_json(&self, project: &ProjectId) -> serde_json::Value {
+        let mut body = serde_json::to_value(self).unwrap_or_else(|_| serde_json::json!({}));
+        body["project_id"] = project.as_str().into();
+        body
     }
 
     /// Reads the state from Redis's state hash (its fields: `contract/publish-inputs.json`'s
@@ -79,7 +95,11 @@ impl ProjectState {
                 youtube_url: text("youtube_url"),
                 job_id: text("job_id"),
                 queue_position,
+                tags: text("tags")
+                    .map(|t| Tag::split(&t).iter().map(|t| t.to_string()).collect())
+                    .unwrap_or_default(),
                 completed_job: text("fence_ended"),
+                fence: text("fence_holder").zip(text("fence_token").and_then(|t| t.parse().ok())),
             },
             last,
         ))
@@ -111,6 +131,11 @@ mod tests {
         assert_eq!(state.last_event_id.as_deref(), Some("ep:7"));
         let json = serde_json::to_value(&state).unwrap();
         assert!(json.get("youtube_url").is_none());
+        assert_eq!(json["tags"], serde_json::json!([]));
+        let mut tagged = hash.clone();
+        tagged.insert("tags".into(), "user:7,team:2".into());
+        let (state, _) = ProjectState::from_hash(&tagged).unwrap();
+        assert_eq!(state.tags, ["user:7", "team:2"]);
     }
 
     #[test]

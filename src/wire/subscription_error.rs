@@ -17,8 +17,14 @@ pub enum SubscriptionErrorCode {
     TooManySubscriptions,
     /// The connection is subscribed to the project already; that subscription goes on.
     AlreadySubscribed,
-    /// A kind of subscription the hub does not offer yet (`tag`).
+    /// A subscription names both a `project_id` and a `tag`: it is to one of them.
     UnsupportedSubscription,
+    /// `tag` is missing, not a string, or not `^[A-Za-z0-9_.:@-]{1,64}$`.
+    InvalidTag,
+    /// A tag subscription's `status` or `since` is not one the hub knows.
+    InvalidFilter,
+    /// As many connections of this hub watch the tag as may (per-tag fan-out limit).
+    TagAtCapacity,
     /// The frame is not JSON, not an object with a string `event`, or names an event
     /// the hub does not know.
     InvalidFrame,
@@ -35,6 +41,9 @@ impl SubscriptionErrorCode {
             Self::TooManySubscriptions,
             Self::AlreadySubscribed,
             Self::UnsupportedSubscription,
+            Self::InvalidTag,
+            Self::InvalidFilter,
+            Self::TagAtCapacity,
             Self::InvalidFrame,
             Self::HubAtCapacity,
         ]
@@ -43,7 +52,7 @@ impl SubscriptionErrorCode {
 
     /// Whether the same frame may succeed later, unchanged.
     pub fn is_retryable(self) -> bool {
-        matches!(self, Self::HubAtCapacity)
+        matches!(self, Self::HubAtCapacity | Self::TagAtCapacity)
     }
 
     /// The default message of a `subscription_error` with this code.
@@ -54,7 +63,16 @@ impl SubscriptionErrorCode {
             Self::Forbidden => "the connection's token does not grant access to this project",
             Self::TooManySubscriptions => "this connection holds its maximum of subscriptions",
             Self::AlreadySubscribed => "this connection is subscribed to the project already",
-            Self::UnsupportedSubscription => "only project subscriptions are supported",
+            Self::UnsupportedSubscription => {
+                "a subscription is to a project_id or to a tag, not both"
+            }
+            Self::InvalidTag => "tag must match ^[A-Za-z0-9_.:@-]{1,64}$",
+            Self::InvalidFilter => {
+                "status must be a list of QUEUED, stage codes, COMPLETED, FAILED, CANCELLED, active or ended; since an RFC 3339 time"
+            }
+            Self::TagAtCapacity => {
+                "this hub serves its maximum of subscriptions to this tag; retry later"
+            }
             Self::InvalidFrame => {
                 "expected {\"event\":\"subscribe\"|\"unsubscribe\"|\"ping\"|\"pong\"|\"refresh\",\"data\":{...}}"
             }

@@ -175,3 +175,34 @@ test("broker unavailable: the page says updates are paused, drops the ETA, and s
   await stop(hub.child);
   await stop(redis.child);
 });
+
+test("Cancel stops the run (the page says cancelled), and Retry finishes it from where it stopped", async () => {
+  const hub = await startHub(["--listen", "127.0.0.1:0", "--mock-delay", "60ms", "--retry-backoff", "30ms", "--locale", "en"]);
+  const page = await browser.newPage();
+  const id = `cancel-${Date.now()}`;
+  await page.goto(`${hub.url}/projects/${id}?lang=en`);
+  await page.waitForFunction(() => document.querySelector("#conn").dataset.state === "online");
+  assert.equal(await page.isHidden("#cancel-button"), true, "no run, nothing to cancel");
+  const res = await fetch(`${hub.url}/api/v1/projects/${id}/generate`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" });
+  assert.equal(res.status, 202);
+  await page.waitForFunction(() => document.querySelector("#stage-ASSETS_GENERATING").className === "current", null, { timeout: 20000 });
+  await page.click("#cancel-button");
+  await page.waitForSelector("#done-card:not([hidden])", { timeout: 20000 });
+  assert.equal(await page.textContent("#done-title"), "Cancelled");
+  assert.equal(await page.getAttribute("#stage-ASSETS_GENERATING", "class"), "cancelled");
+  assert.equal(await page.getAttribute("#stage-SCRIPT_GENERATING", "class"), "done");
+  assert.equal(await page.isHidden("#cancel-button"), true);
+  assert.equal(await page.isHidden("#error-card"), true, "a cancel is not an error");
+  await page.click("#retry-button");
+  await page.waitForSelector("#youtube-link", { timeout: 30000 });
+  assert.equal(await page.textContent("#percent"), "100%");
+  assert.equal(await page.isHidden("#retry-button"), true);
+  const lines = await logLines(page);
+  assert.ok(lines.some((l) => l.startsWith("Retrying from ASSETS_GENERATING")), lines.join(" | "));
+  // A second Cancel after the end is refused, and the page says why.
+  await page.evaluate(() => { document.querySelector("#cancel-button").hidden = false; });
+  await page.click("#cancel-button");
+  await page.waitForFunction(() => document.querySelector("#action-error").textContent.includes("already ended"));
+  await page.close();
+  await stop(hub.child);
+});

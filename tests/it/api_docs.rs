@@ -29,6 +29,7 @@ async fn openapi_documents_every_rest_endpoint_and_swagger_ui_is_served() {
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/metrics", "get"),
+        ("/api/v1/webhooks/deliveries", "get"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),
@@ -46,6 +47,12 @@ async fn openapi_documents_every_rest_endpoint_and_swagger_ui_is_served() {
     let asyncapi = get_json(&hub, "/api/v1/asyncapi.json").await;
     assert_eq!(asyncapi["asyncapi"], "2.6.0");
     assert!(asyncapi["channels"]["/api/v1/projects/{project_id}/progress"]["subscribe"]["message"]["payload"].is_object());
+    let webhook = &asyncapi["channels"]["webhook"]["subscribe"]["message"];
+    assert!(
+        webhook["payload"]["properties"]["data"].is_object(),
+        "{webhook}"
+    );
+    assert!(webhook["headers"]["properties"]["webhook-signature"].is_object());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,8 +23,8 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{
-    self, Backend, PATIENCE, RedisServer, TestHub, WsClient, cli, eventually, fast_hub, layout,
-    log_event, metric,
+    self, Backend, PATIENCE, RedisServer, TestHub, WsClient, call_log_path, calls_in, cli,
+    eventually, fast_hub, layout, log_event, metric,
 };
 
 const STAGES: [&str; 5] = [
@@ -625,24 +625,6 @@ fn full_run_calls() -> Vec<String> {
     calls
 }
 
-/// A fresh path for a worker's provider call log.
-fn call_log_path(name: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!(
-        "progress-hub-calls-{}-{name}-{:08x}.log",
-        std::process::id(),
-        rand::random::<u32>()
-    ))
-}
-
-/// The provider calls a worker logged, in order (none if it logged nothing).
-fn calls_in(path: &std::path::Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
 /// A worker on the test's Redis whose mock providers log every call they start.
 fn spawn_logging_worker(redis_url: &str, mock_delay: &str, call_log: &std::path::Path) -> Child {
     let log = call_log.to_str().unwrap();
@@ -905,6 +887,7 @@ fn queued_job(project: &str) -> Job {
         topic: "ai trends".into(),
         inject_failures: Default::default(),
         requeued: 0,
+        resume_from: None,
         client: None,
     }
 }

@@ -257,7 +257,7 @@ async fn refused_subscriptions_leave_the_others_working(b: Backend) {
     subscribe(&mut client, "a", Some("not-an-id")).await;
     assert_eq!(refused(&mut client, Some("a")).await, "INVALID_EVENT_ID");
     client
-        .send_text(r#"{"event":"subscribe","data":{"tag":"nightly"}}"#)
+        .send_text(r#"{"event":"subscribe","data":{"project_id":"x","tag":"nightly"}}"#)
         .await;
     assert_eq!(refused(&mut client, None).await, "UNSUPPORTED_SUBSCRIPTION");
     subscribed(&mut client, "b", None).await;

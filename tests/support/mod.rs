@@ -11,6 +11,7 @@ pub mod client;
 pub mod cluster;
 pub mod hub;
 pub mod proxy;
+pub mod receiver;
 pub mod redis;
 pub mod sentinel;
 
@@ -114,6 +115,24 @@ macro_rules! on_both_brokers {
             }
         )*
     };
+}
+
+/// A fresh path for a worker's provider call log.
+pub fn call_log_path(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!(
+        "progress-hub-calls-{}-{name}-{:08x}.log",
+        std::process::id(),
+        rand::random::<u32>()
+    ))
+}
+
+/// The provider calls a worker logged, in order (none if it logged nothing).
+pub fn calls_in(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 /// A log event with a recognisable message.

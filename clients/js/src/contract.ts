@@ -11,7 +11,7 @@ export const STAGES = [
   "UPLOADING",
 ] as const;
 /** The statuses a run ends with (`complete`). */
-export const FINAL_STATUSES = ["COMPLETED", "FAILED"] as const;
+export const FINAL_STATUSES = ["COMPLETED", "FAILED", "CANCELLED"] as const;
 /** A run accepted and waiting for a worker: a new run, not an end. */
 export const QUEUED = "QUEUED";
 export const LOG_LEVELS = ["INFO", "WARNING", "ERROR"] as const;
@@ -49,7 +49,10 @@ export type SubscriptionErrorCode =
   | "FORBIDDEN"
   | "HUB_AT_CAPACITY"
   | "INVALID_EVENT_ID"
+  | "INVALID_FILTER"
   | "INVALID_FRAME"
   | "INVALID_PROJECT_ID"
+  | "INVALID_TAG"
+  | "TAG_AT_CAPACITY"
   | "TOO_MANY_SUBSCRIPTIONS"
   | "UNSUPPORTED_SUBSCRIPTION";

@@ -54,6 +54,18 @@ export interface SubscribedData {
   recovered: boolean;
 }
 
+/** A tag subscription's `subscribed`: how many `project_state` frames its snapshot holds. */
+export interface TagSubscribedData {
+  projects: number;
+}
+
+/** A tag subscription's view of one project (the frame also names `project_id` and
+ * `tag` at its top level): what `GET /api/v1/projects/{id}` answers. */
+export interface ProjectStateData extends Omit<SnapshotData, 'recovered'> {
+  project_id: string;
+  tags: string[];
+}
+
 /** A subscription the multiplexed endpoint refused; the connection goes on. */
 export interface SubscriptionErrorData {
   code: SubscriptionErrorCode | UnknownValue;
@@ -61,7 +73,7 @@ export interface SubscriptionErrorData {
 }
 
 export interface SnapshotData {
-  /** QUEUED, a stage while running, COMPLETED or FAILED at the end; null before any
+  /** QUEUED, a stage while running, COMPLETED, FAILED or CANCELLED at the end; null before any
    * event. The hub's schema types it as a string: the state (`ProgressState.status`)
    * holds it narrowed to `Status | UnknownValue`. */
   status?: string | null;
@@ -162,8 +174,9 @@ export type Frame =
   | FrameOf<'broker_status', BrokerStatusData>
   | FrameOf<'ping', TimestampData>
   | FrameOf<'pong', TimestampData>
-  | FrameOf<'subscribed', SubscribedData>
+  | FrameOf<'subscribed', SubscribedData | TagSubscribedData>
   | FrameOf<'unsubscribed', Record<string, unknown>>
-  | FrameOf<'subscription_error', SubscriptionErrorData>;
+  | FrameOf<'subscription_error', SubscriptionErrorData>
+  | FrameOf<'project_state', ProjectStateData>;
 
 export type EventName = Frame['event'];

@@ -10,7 +10,8 @@ export interface StageInfo {
   endedAt: string | null;
   /** endedAt - startedAt, when both are known. */
   durationMs: number | null;
-  outcome: 'pending' | 'running' | 'done' | 'failed';
+  /** `cancelled`: the stage under way when the job was cancelled (`CANCELLED`). */
+  outcome: 'pending' | 'running' | 'done' | 'failed' | 'cancelled';
 }
 
 export interface LogEntry {
@@ -37,8 +38,8 @@ export interface JobError {
 
 export interface ProgressState {
   projectId: string;
-  /** QUEUED (a run accepted, waiting for a worker), the running stage, COMPLETED or
-   * FAILED; null before anything is known. A status a newer hub sends that this client
+  /** QUEUED (a run accepted, waiting for a worker), the running stage, COMPLETED,
+   * FAILED or CANCELLED (stopped on request); null before anything is known. A status a newer hub sends that this client
    * does not know is kept as sent, typed `UnknownValue`. */
   status: Status | UnknownValue | null;
   /** The job of the current run, when the hub says (from QUEUED on). */
@@ -222,14 +223,16 @@ export function reduce(state: ProgressState, frame: Frame, maxLogs = 500): Progr
     case 'complete': {
       const d = frame.data;
       const ok = d.status === 'COMPLETED';
+      // Stopped on request: the stage under way did not fail, and no error stands.
+      const cancelled = d.status === 'CANCELLED';
       const stages = { ...s.stages };
       for (const st of STAGES) {
-        if (stages[st].outcome === 'running') stages[st] = end(stages[st], at, ok ? 'done' : 'failed');
+        if (stages[st].outcome === 'running') stages[st] = end(stages[st], at, ok ? 'done' : cancelled ? 'cancelled' : 'failed');
         else if (ok) stages[st] = { ...stages[st], outcome: 'done' };
       }
       s = {
         ...s, stages, status: d.status, progress: ok ? 100 : s.progress, estimatedRemaining: null,
-        youtubeUrl: link(d.youtube_url), error: ok ? null : s.error,
+        youtubeUrl: link(d.youtube_url), error: ok || cancelled ? null : s.error,
       };
       break;
     }

@@ -272,7 +272,7 @@ test('done: on complete (closing unless stayOpen), on a finished snapshot at joi
   assert.ok(kinds(effects).includes('settle'));
 });
 
-// Review T3: a status this client does not know yet (CANCELLED, issue 25) still ends
+// Review T3: a status this client does not know yet (CANCELLED was one before issue 25) still ends
 // the run, or an older client would wait for ever.
 test('done: any complete ends the run, with its status as sent; so does a snapshot of such an end', () => {
   let [m, effects] = feed(open(), event('stage_change', { current_stage: 'RENDERING', progress: 40 }, 'e:1'), event('complete', { status: 'CANCELLED' }, 'e:2'));

@@ -180,11 +180,12 @@ test('broker_status: down and back up, whatever the run does; no position, no up
   assert.equal(s.broker, 'up');
 });
 
-// Review T3: a run that ended with a status this client does not know (CANCELLED, issue
-// 25) has ended all the same: the next run starts over.
+// Review T3: a run that ended with a status this client does not know (CANCELLED was one
+// before issue 25 made it known; EXPIRED stands for the next) has ended all the same:
+// the next run starts over.
 test('a complete with a status of a newer hub ends the run: the next one starts over', () => {
-  let s = fold([stage('RENDERING', 60), { event: 'complete', data: { status: 'CANCELLED', youtube_url: null } }]);
-  assert.equal(s.status, 'CANCELLED', 'kept as sent');
+  let s = fold([stage('RENDERING', 60), { event: 'complete', data: { status: 'EXPIRED', youtube_url: null } }]);
+  assert.equal(s.status, 'EXPIRED', 'kept as sent');
   assert.equal(s.stages.RENDERING.outcome, 'failed');
   s = fold([stage('SCRIPT_GENERATING', 3)], s);
   assert.equal(s.progress, 3);
@@ -198,4 +199,20 @@ test('QUEUED updates without a job id are the same queued run: the second keeps 
   const s = fold([queued(2), log('a:1', 'waiting'), queued(1)]);
   assert.equal(s.queuePosition, 1);
   assert.deepEqual(s.logs.map((l) => l.message), ['waiting']);
+});
+
+test('a CANCELLED complete ends the run: the running stage is cancelled, not failed, and no error stays', () => {
+  const s = fold([
+    stage('SCRIPT_GENERATING', 5, 'INITIALIZED'),
+    stage('ASSETS_GENERATING', 20, 'SCRIPT_GENERATING'),
+    { event: 'error', data: { error_code: 'IMAGE_GENERATION_FAILED', message: 'x', stage: 'ASSETS_GENERATING', retry_count: 0, max_retries: 3, is_retryable: true } },
+    { event: 'complete', data: { status: 'CANCELLED', youtube_url: null, timestamp: '2025-10-19T10:00:09Z' } },
+  ]);
+  assert.equal(s.status, 'CANCELLED');
+  assert.equal(s.stages.SCRIPT_GENERATING.outcome, 'done');
+  assert.equal(s.stages.ASSETS_GENERATING.outcome, 'cancelled');
+  assert.equal(s.stages.RENDERING.outcome, 'pending');
+  assert.equal(s.progress, 20, 'a cancelled run keeps the progress it made');
+  assert.equal(s.error, null);
+  assert.equal(s.youtubeUrl, null);
 });

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from conftest import REPO
+from conftest import REPO, RedisServer
 
 from progress_hub import _contract, _event
 from progress_hub._redis import Claim, Target, script_call
@@ -31,8 +31,9 @@ def test_the_call_names_only_described_inputs_and_fields() -> None:
     ]
     inputs: set[str] = set()
     fields: set[str] = set()
-    for event in events:
-        prepared = _event.prepare(event, "p", "en")
+    for i, event in enumerate(events):
+        # Any event may give the run its tags (here the first).
+        prepared = _event.prepare(event, "p", "en", ("user:7",) if i == 0 else None)
         keys, argv = script_call(
             "p", prepared, "r", Claim("job", 3), Target.parse("redis://x"), Config()
         )
@@ -43,9 +44,10 @@ def test_the_call_names_only_described_inputs_and_fields() -> None:
             else:
                 inputs.add(name)
     # What the SDK never sends: it publishes no QUEUED update (that starts a run, in a
-    # place in the queue).
+    # place in the queue), and its receipts are its own (for its retries), never a
+    # caller's idempotency key.
     assert fields == set(CONTRACT["state_fields"]) - {"queue_position"}
-    assert inputs == set(CONTRACT["inputs"]) - {"starts_run", "run_holder"}
+    assert inputs == set(CONTRACT["inputs"]) - {"starts_run", "run_holder", "keyed"}
 
 
 def test_the_script_reads_the_described_inputs() -> None:
@@ -57,8 +59,47 @@ def test_the_script_reads_the_described_inputs() -> None:
     )
 
 
-def test_a_cluster_call_leaves_out_the_era_key() -> None:
+def test_a_cluster_call_leaves_out_the_one_node_keys() -> None:
+    # The era and the webhook outbox are keys of other slots: never on a cluster.
     prepared = _event.prepare(_event.log("INFO", "m"), "p", "en")
     keys, _ = script_call("p", prepared, "r", None, Target.parse("redis+cluster://a:1"), Config())
-    assert len(keys) == len(CONTRACT["keys"]) - 1
+    assert len(keys) == len(CONTRACT["keys"]) - 2
     assert all("{p}" in key for key in keys)
+
+
+def publish(redis_server: RedisServer, project: str, receipt: str, message: str) -> str:
+    """One run of the publish script, as the SDK calls it, with this receipt."""
+    prepared = _event.prepare(_event.log("INFO", message), project, "en")
+    target = Target.parse(redis_server.url)
+    keys, argv = script_call(project, prepared, receipt, None, target, Config())
+    return str(redis_server.client().eval(_contract.publish_script(), len(keys), *keys, *argv))
+
+
+def test_a_retried_publish_appends_once_and_leaves_no_key(redis_server: RedisServer) -> None:
+    # A publisher's own receipts (not a caller's idempotency key) are remembered in the
+    # project's state: a retry after a few other publishes still gets its first id.
+    first = publish(redis_server, "retried", "r-first", "one")
+    others = [publish(redis_server, "retried", f"r-{i}", f"other {i}") for i in range(7)]
+    assert publish(redis_server, "retried", "r-first", "one") == first
+    assert publish(redis_server, "retried", others[3], "x") != others[3]  # an id is no receipt
+    assert publish(redis_server, "retried", "r-3", "other 3") == others[3]
+    messages = [f["data"]["message"] for f in redis_server.history("retried")]
+    assert messages == ["one", *(f"other {i}" for i in range(7)), "x"]
+    assert redis_server.client().keys("progress:{retried}:pub:*") == []
+
+
+def test_the_keys_expire_however_many_publishes_skip_setting_it(
+    redis_server: RedisServer,
+) -> None:
+    for i in range(5):
+        publish(redis_server, "expiring", f"r{i}", f"m{i}")
+    client = redis_server.client()
+    active = Config().active_ttl
+    for key in ("progress:{expiring}:history", "progress:{expiring}:state"):
+        assert active - 60 <= client.ttl(key) <= active, key
+
+
+def test_a_one_node_call_passes_the_era_then_the_outbox() -> None:
+    prepared = _event.prepare(_event.log("INFO", "m"), "p", "en")
+    keys, _ = script_call("p", prepared, "r", None, Target.parse("redis://a:1"), Config())
+    assert keys[-2:] == ["progress:era", "progress-hub:webhooks"]

@@ -8,18 +8,20 @@
 //! | key | type | what |
 //! |---|---|---|
 //! | `progress:{<p>}:history` | stream | the project's events, entries `0-<seq>`, field `frame` |
-//! | `progress:{<p>}:state` | hash | epoch, seq, progress, last id, the current fence, and the fields the publisher patches (status, stage, ETA, ...: `contract/publish-inputs.json`) |
+//! | `progress:{<p>}:state` | hash | epoch, seq, progress, last id, the current fence, the receipts of the last publishes without an idempotency key, when the keys expire, and the fields the publisher patches (status, stage, ETA, ...: `contract/publish-inputs.json`) |
 //! | `progress:{<p>}:fences` | set | every fence holder (job) the project has seen, so a stale one stays refused |
-//! | `progress:{<p>}:pub:<receipt>` | string | the id a publish got (10 min), so a retry never appends twice |
+//! | `progress:{<p>}:pub:<receipt>` | string | the id a keyed publish (a caller's idempotency key) got (10 min), so a retry never appends twice |
 //! | `progress:{<p>}:watchers` | hash | hub instance → `<watchers>:<until ms>`: how many watch the project on each hub, an entry counting until its time (the presence TTL, refreshed by its live hub: `presence.lua`) |
 //! | `progress:{<p>}:seen:<event id>` | string | a watcher was written this `complete` (kept for the retention) |
 //! | `progress-hub:history` | hash | the hubs' history policy (len, bytes, TTLs) every publisher follows |
 //! | `progress:era` | string | the run_id of the Redis incarnation the hubs last found (one node, Sentinel) |
+//! | `progress-hub:webhooks` | stream | the webhook outbox: a run's end (`channel`, then the state's fields) per entry, read by the group `webhooks` (one node, Sentinel) |
 //! | `progress:jobs` | stream | the job queue, read by the consumer group `workers` |
 //! | `{progress:jobs}:lock:<p>` | string | the id of the project's job while it exists (queued or running): one job per project |
 //! | `{progress:jobs}:done:<job>` | string | what the job finished so far (JSON), until it is settled |
 //! | `{progress:jobs}:clients` | hash | client → its jobs not yet settled (the per-client queue limit) |
 //! | `progress:creations:{<client>}` | sorted set | project → when the client created it, within the active TTL (the per-client project quota, `quota.lua`) |
+//! | `progress:{tag:<tag>}:projects` | sorted set | project → when (ms) its run was last given the tag, within the retention (the tag's index, `tag_index.rs`): one slot per tag, apart from its projects' |
 //!
 //! The job queue's keys are tagged `{progress:jobs}`, the slot of the stream itself, so
 //! the queue's scripts take a job, keep its lock and record its progress in one atomic
@@ -47,7 +49,7 @@ use redis::aio::ConnectionLike;
 use redis::streams::StreamRangeReply;
 
 use crate::broker::Replay;
-use crate::wire::{EventId, Frame, ProjectId, ProjectState};
+use crate::wire::{EventId, Frame, ProjectId, ProjectState, Tag};
 
 /// Prefix of every key and channel.
 const PREFIX: &str = "progress:";
@@ -60,6 +62,11 @@ pub const ERA_KEY: &str = "progress:era";
 /// The hubs' history policy (a hash: `len`, `bytes`, `active_ttl_s`, `retention_s`),
 /// which every other publisher follows (see `history_policy.rs`). Outside `progress:`.
 pub const HISTORY_POLICY_KEY: &str = "progress-hub:history";
+
+/// The webhook outbox (a stream; see `outbox.rs`) and the consumer group the hubs read
+/// it in. Outside `progress:`, so never taken for a project's channel or key.
+pub const OUTBOX_KEY: &str = "progress-hub:webhooks";
+pub const OUTBOX_GROUP: &str = "webhooks";
 
 /// The job queue's stream, and the consumer group its workers read it in.
 pub const JOB_STREAM: &str = "progress:jobs";
@@ -127,9 +134,28 @@ pub fn creations_key(client: &str) -> String {
 pub static QUOTA: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("quota.lua")));
 
+/// Job id → when a cancel of it was asked (unix ms), in the job stream's slot: set by
+/// `cancel.lua` while the job exists, read by its worker between provider calls,
+/// removed when the job is settled.
+pub const JOB_CANCELLED: &str = "{progress:jobs}:cancelled";
+
+/// What the project's last job finished when it failed or was cancelled (a retry starts
+/// there), in the job stream's slot; replaced by the next job's end, expiring after
+/// `RETRY_POINT_TTL`.
+pub fn job_retry_point_key(project: &ProjectId) -> String {
+    format!("{{{JOB_STREAM}}}:retry:{project}")
+}
+
 /// What the job finished so far, in the job stream's slot; deleted when it is settled.
 pub fn job_checkpoint_key(job_id: &str) -> String {
     format!("{{{JOB_STREAM}}}:done:{job_id}")
+}
+
+/// The tag's index: the projects whose run was given `tag`, scored by when (ms since
+/// the epoch). Tagged by the tag (which never holds braces), so a tag is one slot,
+/// whatever its projects' slots; a project id never holds ':', so no project's keys match.
+pub fn tag_index_key(tag: &Tag) -> String {
+    format!("{PREFIX}{{tag:{tag}}}:projects")
 }
 
 /// The project's channel on one node: `progress:<p>`.
@@ -382,6 +408,8 @@ mod tests {
         for key in [
             job_lock_key(&p),
             job_checkpoint_key("job-1"),
+            JOB_CANCELLED.to_string(),
+            job_retry_point_key(&p),
             JOB_CLIENTS.to_string(),
         ] {
             assert!(key.starts_with(&format!("{{{JOB_STREAM}}}:")), "{key}");

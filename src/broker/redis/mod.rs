@@ -10,12 +10,14 @@ pub mod connection;
 pub mod era;
 pub mod history_policy;
 pub mod layout;
+pub mod outbox;
 mod presence;
 pub mod publish_inputs;
 mod quota;
 pub mod sentinel;
 mod shared_read;
 mod subscriber;
+mod tag_index;
 pub mod target;
 
 use std::sync::Arc;
@@ -30,9 +32,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::quota::Admission;
-use super::{Broker, BrokerError, HistoryConfig, PreparedEvent, Replay};
-use crate::hub::{Hub, SubscriptionChange};
-use crate::wire::{EventId, ProjectId};
+use super::{
+    Broker, BrokerError, Deliveries, HistoryConfig, PreparedEvent, Replay, SubscriptionChange,
+    TagEntry,
+};
+use crate::wire::{EventId, ProjectId, Tag};
 use connection::{RedisConn, Timeouts};
 use subscriber::{Cluster, Node, Single, Subscriber};
 use target::RedisTarget;
@@ -121,28 +125,28 @@ impl RedisBroker {
         });
     }
 
-    /// Keeps this hub's presence entries (its watchers of each project) true until
+    /// Keeps this process's presence entries (its watchers of each project) true until
     /// `shutdown` (see `presence.rs`); they count for `ttl` after each refresh. On a
     /// connection of its own, so a refresh of many projects never queues ahead of a
     /// session's history read.
     pub fn spawn_presence(
         &self,
         ttl: Duration,
-        hub: Arc<Hub>,
+        deliveries: Arc<dyn Deliveries>,
         shutdown: CancellationToken,
         tracker: &TaskTracker,
     ) -> Result<(), BrokerError> {
         let conn = RedisConn::open(&self.target, command_timeouts())?;
         let presence = presence::Presence::new(ttl);
-        tracker.spawn(presence.run(conn, hub, shutdown));
+        tracker.spawn(presence.run(conn, deliveries, shutdown));
         Ok(())
     }
 
-    /// Starts the process's single subscriber connection, feeding `hub`.
+    /// Starts the process's single subscriber connection, feeding `deliveries`.
     pub fn spawn_subscriber(
         &self,
         keepalive: Duration,
-        hub: Arc<Hub>,
+        deliveries: Arc<dyn Deliveries>,
         changes: mpsc::UnboundedReceiver<SubscriptionChange>,
         shutdown: CancellationToken,
         tracker: &TaskTracker,
@@ -156,7 +160,7 @@ impl RedisBroker {
                     .map_err(|e| BrokerError::InvalidUrl(e.to_string()))?;
                 let node = Node::Fixed(client);
                 let subscriber =
-                    Subscriber::<Single>::new(node, commands, hub, up, keepalive, probe)
+                    Subscriber::<Single>::new(node, commands, deliveries, up, keepalive, probe)
                         .stamping(self.era.clone());
                 tracker.spawn(subscriber.run(changes, shutdown));
             }
@@ -168,12 +172,18 @@ impl RedisBroker {
                 };
                 let node = Node::Sentinel(Arc::clone(conn.sentinel()));
                 let subscriber =
-                    Subscriber::<Single>::new(node, commands, hub, up, keepalive, probe);
+                    Subscriber::<Single>::new(node, commands, deliveries, up, keepalive, probe);
                 tracker.spawn(subscriber.run(changes, shutdown));
             }
             RedisTarget::Cluster(seeds) => {
-                let subscriber =
-                    Subscriber::<Cluster>::new(seeds.clone(), commands, hub, up, keepalive, probe);
+                let subscriber = Subscriber::<Cluster>::new(
+                    seeds.clone(),
+                    commands,
+                    deliveries,
+                    up,
+                    keepalive,
+                    probe,
+                );
                 tracker.spawn(subscriber.run(changes, shutdown));
             }
         }
@@ -218,9 +228,15 @@ impl Broker for RedisBroker {
                 return Err(err.into());
             }
         };
-        id.parse().map_err(|_| {
+        let id = id.parse().map_err(|_| {
             BrokerError::Unavailable(format!("publish script returned a bad id {id:?}"))
-        })
+        })?;
+        // The tags' indexes, in their own slots: after the script, not with it.
+        if let Some(tags) = &event.state.tags {
+            let keep = history.active_ttl.max(history.retention) * 2;
+            tag_index::add(&mut conn, project, tags, crate::wire::now_ms(), keep).await?;
+        }
+        Ok(id)
     }
 
     async fn publish_raw(&self, project: &ProjectId, payload: Bytes) -> Result<(), BrokerError> {
@@ -239,6 +255,22 @@ impl Broker for RedisBroker {
         after: Option<&EventId>,
     ) -> Result<Replay, BrokerError> {
         self.reads.replay(&self.commands, project, after).await
+    }
+
+    async fn tagged(
+        &self,
+        tag: &Tag,
+        since_ms: u64,
+        after: Option<&TagEntry>,
+        count: usize,
+    ) -> Result<Vec<TagEntry>, BrokerError> {
+        let mut conn = self.commands.clone();
+        Ok(tag_index::page(&mut conn, tag, since_ms, after, count).await?)
+    }
+
+    async fn untag(&self, tag: &Tag, projects: &[ProjectId]) -> Result<(), BrokerError> {
+        let mut conn = self.commands.clone();
+        Ok(tag_index::forget(&mut conn, tag, projects).await?)
     }
 
     async fn admit(&self, project: &ProjectId, client: &str) -> Result<Admission, BrokerError> {

@@ -23,7 +23,7 @@ use redis::aio::ConnectionLike;
 use tokio_util::sync::CancellationToken;
 
 use super::layout::{PRESENCE, WATCHERS, complete_seen_key, watchers_key};
-use crate::hub::Hub;
+use crate::broker::Deliveries;
 use crate::wire::{EventId, ProjectId};
 
 /// Presence writes in flight at once (a refresh of many projects).
@@ -56,10 +56,10 @@ impl Presence {
     pub async fn run<C: ConnectionLike + Clone + Send + 'static>(
         self,
         conn: C,
-        hub: Arc<Hub>,
+        counts: Arc<dyn Deliveries>,
         shutdown: CancellationToken,
     ) {
-        hub.track_presence();
+        counts.track_presence();
         // Every project this hub has an entry for (so shutdown can remove them).
         let mut written: HashSet<ProjectId> = HashSet::new();
         let mut refresh = tokio::time::interval((self.ttl / 3).max(Duration::from_millis(10)));
@@ -67,17 +67,17 @@ impl Presence {
         loop {
             let counts = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = hub.presence_changed() => {
+                _ = counts.presence_changed().notified() => {
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(GATHER) => {}
                     }
-                    hub.presence_changes()
+                    counts.presence_changes()
                 }
                 _ = refresh.tick() => {
                     // The changes are in the refresh; taking them spares a second write.
-                    let changed = hub.presence_changes();
-                    let mut all = hub.presence();
+                    let changed = counts.presence_changes();
+                    let mut all = counts.presence();
                     all.extend(changed.into_iter().filter(|(_, n)| *n == 0));
                     all
                 }

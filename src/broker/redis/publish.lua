@@ -11,51 +11,71 @@
 -- Returns the event id, '<epoch>:<seq>'.
 
 local history, state, receipt, fences, era_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local outbox = KEYS[6]
 
 local PATCH = 'state.'
--- The state fields this script keeps itself; a new run forgets every other one.
-local SCRIPT_FIELDS = { epoch = true, seq = true, bytes = true, era = true, progress = true,
-  last_event_id = true, run_ended = true, fence_holder = true, fence_token = true,
-  fence_ended = true }
+-- The unkeyed receipts the state remembers (`receipts`: 'r=id ' each), in bytes: the
+-- last 8 publishes at least (a publisher's receipt is 16 characters, an id about 20).
+local RECEIPTS_KEPT = 400
 
 local input, patch = {}, {}
 for i = 1, #ARGV, 2 do
-  local name, value = ARGV[i], ARGV[i + 1]
-  if string.sub(name, 1, #PATCH) == PATCH then
+  local name = ARGV[i]
+  if string.find(name, PATCH, 1, true) == 1 then
     patch[#patch + 1] = string.sub(name, #PATCH + 1)
-    patch[#patch + 1] = value
+    patch[#patch + 1] = ARGV[i + 1]
   else
-    input[name] = value
+    input[name] = ARGV[i + 1]
   end
 end
 local max_len, max_bytes = tonumber(input.max_len), tonumber(input.max_bytes)
 local active_ttl, retention_ttl = tonumber(input.active_ttl), tonumber(input.retention_ttl)
 if not (max_len and max_bytes and active_ttl and retention_ttl and input.head
-    and input.mid and input.tail and input.channel and input.new_epoch) then
+    and input.mid and input.tail and input.channel and input.new_epoch and input.receipt) then
   return redis.error_reply('ERR publish.lua: an input of contract/publish-inputs.json is missing')
 end
 
 -- A retried publish (its reply was lost, e.g. in an outage) must not append twice:
--- the receipt says it already happened, and with which id.
-local done = redis.call('GET', receipt)
-if done then return done end
+-- its receipt says it already happened, and with which id. A caller's idempotency key
+-- (`keyed`) is remembered 10 minutes in its own key; any other receipt among the last
+-- few publishes of the project, in the state (a publisher retries one publish at a
+-- time, at once), at no cost of a key per publish.
+local keyed = input.keyed == '1'
+if keyed then
+  local done = redis.call('GET', receipt)
+  if done then return done end
+end
 
 -- Every field this publish reads, in one read.
 local s = redis.call('HMGET', state, 'epoch', 'seq', 'progress', 'bytes', 'run_ended', 'era',
-  'fence_holder', 'fence_token', 'fence_ended')
+  'fence_holder', 'fence_token', 'fence_ended', 'receipts')
 local epoch, seq = s[1], tonumber(s[2]) or 0
 local max, bytes = tonumber(s[3]) or 0, tonumber(s[4]) or 0
+local was_epoch, was_max = epoch, s[3]
 local run_ended, seen_era = s[5], s[6]
 local fence_holder, fence_token, fence_ended = s[7], tonumber(s[8]) or 0, s[9]
+local receipts = s[10] or ''
 local out = {}  -- fields written at the end, in one HSET: name, value, ...
 
-if not epoch or redis.call('EXISTS', history) == 0 then
+if not keyed then
+  local mark = input.receipt .. '='
+  local at = string.find(' ' .. receipts, ' ' .. mark, 1, true)
+  if at then
+    local from = at + #mark
+    return string.sub(receipts, from, string.find(receipts, ' ', from, true) - 1)
+  end
+end
+
+-- XLEN is 0 for no history: an existing one always keeps its newest event.
+local len = redis.call('XLEN', history)
+if not epoch or len == 0 then
   -- A new history (first event, or the old one was lost): a new epoch, so no client can
   -- resume into it believing it is the old one.
   epoch = input.new_epoch
   redis.call('DEL', history, state)
-  seq, max, bytes, run_ended, seen_era = 0, 0, 0, nil, nil
+  seq, max, bytes, run_ended, seen_era, len = 0, 0, 0, nil, nil, 0
   fence_holder, fence_token, fence_ended = nil, 0, nil
+  receipts, was_epoch, was_max = '', nil, nil
 end
 
 -- Lost writes (issue 23 §2). The era key, when given (one node), holds the node's era
@@ -70,7 +90,7 @@ if era_key then
     if seen_era and seq ~= 0 then
       epoch = input.new_epoch
       redis.call('DEL', history)
-      seq, bytes = 0, 0
+      seq, bytes, len = 0, 0, 0
     end
     out[#out + 1] = 'era'; out[#out + 1] = era
   end
@@ -112,6 +132,10 @@ if input.starts_run == '1' or (run_ended and not ends) then
     return redis.error_reply('STALE job ' .. starting .. ' has already begun')
   end
   max = 0
+  -- The state fields this script keeps itself; a new run forgets every other one.
+  local SCRIPT_FIELDS = { epoch = true, seq = true, bytes = true, era = true, progress = true,
+    last_event_id = true, run_ended = true, fence_holder = true, fence_token = true,
+    fence_ended = true, receipts = true }
   local drop = {}
   for _, field in ipairs(redis.call('HKEYS', state)) do
     if not SCRIPT_FIELDS[field] or field == 'run_ended' then drop[#drop + 1] = field end
@@ -133,32 +157,40 @@ if floor and floor > max then max = floor end
 seq = seq + 1
 local id = epoch .. ':' .. seq
 local frame = input.head .. id .. input.mid .. progress .. input.tail
-redis.call('XADD', history, '0-' .. seq, 'frame', frame)
 -- Beyond the count or the bytes the oldest go (the newest always stays): a project's
--- history costs at most max_bytes, whatever its events weigh. Usually one step.
-bytes = bytes + #frame
-local len = redis.call('XLEN', history)
-while len > max_len or (bytes > max_bytes and len > 1) do
-  local oldest = redis.call('XRANGE', history, '-', '+', 'COUNT', 1)[1]
+-- history costs at most max_bytes, whatever its events weigh. Each that goes is read
+-- first, for its bytes; the XADD's exact MAXLEN then drops them. Usually one.
+local cut, after = 0, '-'
+while len - cut > 0 and (len - cut >= max_len or bytes + #frame > max_bytes) do
+  local oldest = redis.call('XRANGE', history, after, '+', 'COUNT', 1)[1]
   if not oldest then break end
-  local fields = oldest[2]
-  for i = 1, #fields, 2 do
-    if fields[i] == 'frame' then bytes = bytes - #fields[i + 1] end
-  end
-  redis.call('XDEL', history, oldest[1])
-  len = len - 1
+  bytes = bytes - #oldest[2][2]  -- its one field: 'frame'
+  cut, after = cut + 1, '(' .. oldest[1]
 end
+redis.call('XADD', history, 'MAXLEN', len - cut + 1, '0-' .. seq, 'frame', frame)
+bytes = bytes + #frame
 if bytes < 0 then bytes = 0 end
 
-out[#out + 1] = 'epoch'; out[#out + 1] = epoch
+-- Only what changed is written (each field written costs Redis time).
+if epoch ~= was_epoch then out[#out + 1] = 'epoch'; out[#out + 1] = epoch end
+if tostring(max) ~= was_max then out[#out + 1] = 'progress'; out[#out + 1] = max end
 out[#out + 1] = 'seq'; out[#out + 1] = seq
-out[#out + 1] = 'progress'; out[#out + 1] = max
 out[#out + 1] = 'bytes'; out[#out + 1] = bytes
 out[#out + 1] = 'last_event_id'; out[#out + 1] = id
 if ends then
   out[#out + 1] = 'run_ended'; out[#out + 1] = '1'
   if holder and token then out[#out + 1] = 'fence_ended'; out[#out + 1] = holder end
 end
+if keyed then
+  redis.call('SET', receipt, id, 'EX', 600)
+else
+  receipts = receipts .. input.receipt .. '=' .. id .. ' '
+  if #receipts > RECEIPTS_KEPT then
+    receipts = string.sub(receipts, string.find(receipts, ' ', #receipts - RECEIPTS_KEPT, true) + 1)
+  end
+  out[#out + 1] = 'receipts'; out[#out + 1] = receipts
+end
+
 for i = 1, #patch do out[#out + 1] = patch[i] end
 redis.call('HSET', state, unpack(out))
 
@@ -167,7 +199,12 @@ if ends then ttl = retention_ttl end
 redis.call('EXPIRE', history, ttl)
 redis.call('EXPIRE', state, ttl)
 
-redis.call('SET', receipt, id, 'EX', 600)
+-- Webhooks (issue 27): a run's end goes into the outbox in this same step, while a hub
+-- with webhooks keeps one (broker/redis/outbox.rs): the channel, then the state.
+if ends and outbox and redis.call('EXISTS', outbox) == 1 then
+  redis.call('XADD', outbox, '*', 'channel', input.channel, unpack(redis.call('HGETALL', state)))
+end
+
 local publish = 'PUBLISH'
 if input.publish == 'SPUBLISH' then publish = 'SPUBLISH' end
 redis.call(publish, input.channel, frame)

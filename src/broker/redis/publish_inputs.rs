@@ -69,6 +69,7 @@ pub fn invocation(
             "receipt" => call.key(layout::receipt_key(route.project, &event.receipt)),
             "fences" => call.key(layout::fences_key(route.project)),
             "era?" if route.era => call.key(layout::ERA_KEY),
+            "outbox?" if route.era => call.key(layout::OUTBOX_KEY),
             _ => &mut call,
         };
     }
@@ -95,6 +96,8 @@ fn inputs(
         ("channel", Some(route.channel.clone())),
         ("publish", Some(route.publish_command.to_string())),
         ("new_epoch", Some(route.new_epoch.clone())),
+        ("receipt", Some(event.receipt.clone())),
+        ("keyed", flag(event.keyed)),
         ("max_len", Some(history.max_len.to_string())),
         ("max_bytes", Some(history.max_bytes.to_string())),
         (
@@ -146,9 +149,10 @@ pub fn names_sent() -> Vec<&'static str> {
             starts_run: true,
             ends_run: true,
             run_holder: Some(String::new()),
+            tags: None,
         },
         receipt: String::new(),
-        keyed: false,
+        keyed: true,
         fence: Some(Fence {
             holder: String::new(),
             token: 1,
@@ -182,7 +186,7 @@ mod tests {
 
     #[test]
     fn every_key_the_contract_names_is_known() {
-        let known = ["history", "state", "receipt", "fences", "era?"];
+        let known = ["history", "state", "receipt", "fences", "era?", "outbox?"];
         for key in &CONTRACT.keys {
             assert!(known.contains(&key.name.as_str()), "{}", key.name);
         }

@@ -20,10 +20,12 @@ import { watchProject } from "/assets/progress-hub-client.js";
       defaultTopic: "AI 科技趨勢", connecting: "連線中…", online: "已連線",
       reconnecting: (s) => `重新連線中（${s} 秒）`, offline: "離線", waiting: "等待開始…",
       eta: (s) => `預計剩餘 ${fmt(s)}`, took: (s) => `耗時 ${fmt(s)}`,
-      states: { done: "已完成", current: "進行中", pending: "等待中", failed: "失敗" },
+      states: { done: "已完成", current: "進行中", pending: "等待中", failed: "失敗", cancelled: "已取消" },
       stages: { SCRIPT_GENERATING: "腳本", ASSETS_GENERATING: "素材", RENDERING: "渲染", THUMBNAIL_GENERATING: "封面", UPLOADING: "上傳" },
-      retry: (n, m) => `重試 ${n} / ${m}`, completed: "生成完成", failed: "生成失敗",
+      retry: (n, m) => `重試 ${n} / ${m}`, completed: "生成完成", failed: "生成失敗", cancelled: "已取消",
       watch: "在 YouTube 觀看", failedBody: "重試次數已用盡，請參考上方的建議後重新生成。",
+      cancelledBody: "工作已依要求停止；已完成的步驟不會重做。",
+      cancelButton: "取消", retryButton: "從失敗處重試", actionFailed: "無法執行：",
       startFailed: "無法開始生成：", busy: "這個專案已有生成工作在進行中。",
       takenOver: "已由其他 worker 接手，從中斷處繼續",
       queued: (n) => (n ? `排隊中（第 ${n} 位）` : "排隊中"),
@@ -39,10 +41,12 @@ import { watchProject } from "/assets/progress-hub-client.js";
       defaultTopic: "AI technology trends", connecting: "Connecting…", online: "Connected",
       reconnecting: (s) => `Reconnecting in ${s} s`, offline: "Offline", waiting: "Waiting to start…",
       eta: (s) => `about ${fmt(s)} left`, took: (s) => `took ${fmt(s)}`,
-      states: { done: "done", current: "in progress", pending: "pending", failed: "failed" },
+      states: { done: "done", current: "in progress", pending: "pending", failed: "failed", cancelled: "cancelled" },
       stages: { SCRIPT_GENERATING: "Script", ASSETS_GENERATING: "Assets", RENDERING: "Render", THUMBNAIL_GENERATING: "Thumbnail", UPLOADING: "Upload" },
-      retry: (n, m) => `retry ${n} / ${m}`, completed: "Generation complete", failed: "Generation failed",
+      retry: (n, m) => `retry ${n} / ${m}`, completed: "Generation complete", failed: "Generation failed", cancelled: "Cancelled",
       watch: "Watch on YouTube", failedBody: "Retries are exhausted; see the suggestions above, then generate again.",
+      cancelledBody: "The job was stopped on request.",
+      cancelButton: "Cancel", retryButton: "Retry from where it stopped", actionFailed: "Could not do it: ",
       startFailed: "Could not start: ", busy: "A generation is already running for this project.",
       takenOver: "taken over by another worker, going on where it stopped",
       queued: (n) => (n ? `Queued (position ${n})` : "Queued"),
@@ -125,7 +129,7 @@ import { watchProject } from "/assets/progress-hub-client.js";
       $("timeline").appendChild(li);
     });
 
-    const CLASS = { pending: "pending", running: "current", done: "done", failed: "failed" };
+    const CLASS = { pending: "pending", running: "current", done: "done", failed: "failed", cancelled: "cancelled" };
     function renderTimeline(stages) {
       STAGES.forEach((s) => {
         const info = stages[s];
@@ -173,21 +177,52 @@ import { watchProject } from "/assets/progress-hub-client.js";
       e.solutions.forEach((s) => { const li = document.createElement("li"); li.textContent = s; ul.appendChild(li); });
     }
 
+    // Cancel (while a run is under way) and Retry (after it failed or was cancelled):
+    // the hub's answer comes as events; only a refusal is shown here.
+    async function act(action, button) {
+      button.disabled = true;
+      $("action-error").textContent = "";
+      try {
+        const answer = await fetch(`/api/v1/projects/${projectId}/${action}`, {
+          method: "POST", headers: { "content-type": "application/json", ...authHeaders }, body: "{}",
+        });
+        if (!answer.ok) {
+          const err = await answer.json().catch(() => ({}));
+          throw new Error((err.error && err.error.message) || `HTTP ${answer.status}`);
+        }
+      } catch (err) {
+        $("action-error").textContent = T.actionFailed + err.message;
+      } finally {
+        button.disabled = false;
+      }
+    }
+    $("cancel-button").addEventListener("click", () => act("cancel", $("cancel-button")));
+    $("retry-button").addEventListener("click", () => act("retry", $("retry-button")));
+
+    // A run's end, by its `complete` status: its title and the text under it.
+    const ENDS = {
+      COMPLETED: () => [T.completed, ""],
+      FAILED: () => [T.failed, T.failedBody],
+      CANCELLED: () => [T.cancelled, T.cancelledBody],
+    };
+    const endOf = (status) => (ENDS[status] ? ENDS[status]() : null);
+
     function renderDone(status, url) {
       const card = $("done-card");
-      const finished = status === "COMPLETED" || status === "FAILED";
-      card.hidden = !finished;
+      const end = endOf(status);
+      card.hidden = !end;
       const ok = status === "COMPLETED";
       $("bar").classList.toggle("complete", ok);
-      if (!finished) return;
-      card.classList.toggle("failed", !ok);
-      $("done-title").textContent = ok ? T.completed : T.failed;
-      const body = $("done-body"); body.textContent = "";
+      if (!end) return;
+      card.classList.toggle("failed", status === "FAILED");
+      card.classList.toggle("cancelled", status === "CANCELLED");
+      $("done-title").textContent = end[0];
+      const body = $("done-body"); body.textContent = end[1];
       if (ok && url) {
         const a = document.createElement("a"); a.id = "youtube-link"; a.href = url; a.textContent = `${T.watch}: ${url}`;
         a.target = "_blank"; a.rel = "noopener";
         body.appendChild(a);
-      } else if (!ok) body.textContent = T.failedBody;
+      }
     }
 
     function render(state) {
@@ -195,8 +230,10 @@ import { watchProject } from "/assets/progress-hub-client.js";
       $("bar-fill").style.width = `${v}%`;
       $("bar").setAttribute("aria-valuenow", String(v));
       $("percent").textContent = `${v}%`;
-      const finished = state.status === "COMPLETED" || state.status === "FAILED";
-      const stageText = finished ? (state.status === "COMPLETED" ? T.completed : T.failed)
+      const end = endOf(state.status);
+      $("cancel-button").hidden = !state.status || !!end;
+      $("retry-button").hidden = state.status !== "FAILED" && state.status !== "CANCELLED";
+      const stageText = end ? end[0]
         : state.status === "QUEUED" ? T.queued(state.queuePosition)
         : state.currentStage || T.stages[state.status] || T.waiting;
       // A run another worker took over says so for the rest of the run.
@@ -204,7 +241,7 @@ import { watchProject } from "/assets/progress-hub-client.js";
       renderBroker(state.broker);
       // While the broker is down no update can arrive: an estimate would only grow stale.
       const down = state.broker === "down";
-      $("eta").textContent = state.estimatedRemaining == null || finished || down ? "" : T.eta(state.estimatedRemaining);
+      $("eta").textContent = state.estimatedRemaining == null || end || down ? "" : T.eta(state.estimatedRemaining);
       renderTimeline(state.stages);
       resetLogsIfEmpty(state.logs);
       renderLogs(state.logs);

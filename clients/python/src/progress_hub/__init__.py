@@ -8,6 +8,7 @@ hub's publish path (ids, history, state, resume, coalescing, fencing).
 
 from . import tokens as tokens  # progress_hub.tokens.mint
 from ._event import InvalidEvent
+from ._run import tagged
 from ._service_sync import ProgressService
 from ._sync import configure, flush
 from .config import Config
@@ -26,5 +27,6 @@ __all__ = [
     "configure",
     "flush",
     "mint_token",
+    "tagged",
 ]
 __version__ = "0.1.0"

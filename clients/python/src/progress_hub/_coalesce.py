@@ -33,6 +33,13 @@ class Held:
     receipt: str
     claim: Claim | None
 
+    def body(self) -> dict[str, object]:
+        """The HTTP publish body: the event, and the tags it gives the run, if any."""
+        body: dict[str, object] = dict(self.event.to_json())
+        if self.prepared.state.tags is not None:
+            body["tags"] = list(self.prepared.state.tags)
+        return body
+
 
 @dataclass
 class Slot:
@@ -68,7 +75,8 @@ class Hold:
 
 
 def decide(slot: Slot, held: Held, now: float, window: float) -> Send | Hold:
-    if held.event.name != "progress_update":
+    # An event giving the run its tags is never held: they must not be superseded.
+    if held.event.name != "progress_update" or held.prepared.state.tags is not None:
         flushed, slot.pending = slot.pending, None
         if flushed is not None:
             slot.last_sent = now

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -35,6 +35,11 @@ MAX_URL = 2048
 _U32_MAX = 2**32 - 1
 _U64_MAX = 2**64 - 1
 _PROJECT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: A tag, as the hub's grammar (`src/wire/tag.rs`): no `,` (the state joins them with
+#: it) and no braces (a tag's index key keeps its own slot).
+_TAG = re.compile(r"[A-Za-z0-9_.:@-]{1,64}")
+#: Most tags one run carries.
+MAX_TAGS = 8
 
 
 class InvalidEvent(ValueError):
@@ -67,6 +72,9 @@ class StateChange:
     progress_floor: int | None = None
     #: The event ends the run (`complete`).
     ends_run: bool = False
+    #: The tags the event gives the run (`None`: it gives none); also written into each
+    #: tag's index, `progress:{tag:<tag>}:projects`, after the script.
+    tags: tuple[str, ...] | None = None
 
     def get(self, name: str) -> str | None:
         """The value the patch gives the field `name`, if it sets it."""
@@ -102,6 +110,21 @@ def check_project_id(project_id: object) -> str:
     if not _PROJECT_ID.fullmatch(project_id):
         raise InvalidEvent("project_id", "must match ^[A-Za-z0-9_-]{1,64}$")
     return project_id
+
+
+def check_tags(tags: object) -> tuple[str, ...]:
+    """A run's tags: a list of at most MAX_TAGS strings of `A-Z a-z 0-9 _ - . : @`, 1 to
+    64 each, none twice (as the hub checks them)."""
+    if isinstance(tags, str) or not isinstance(tags, (list, tuple)):
+        raise InvalidEvent("tags", "must be a list of strings")
+    if len(tags) > MAX_TAGS:
+        raise InvalidEvent("tags", f"at most {MAX_TAGS} tags")
+    for tag in tags:
+        if not isinstance(tag, str) or not _TAG.fullmatch(tag):
+            raise InvalidEvent("tags", f"{tag!r} must match ^[A-Za-z0-9_.:@-]{{1,64}}$")
+    if len(set(tags)) != len(tags):
+        raise InvalidEvent("tags", "a tag is given twice")
+    return tuple(tags)
 
 
 def check_locale(locale: str) -> str:
@@ -230,8 +253,11 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
 
-def prepare(event: Event, project_id: str, locale: str) -> Prepared:
-    """The frame template and state change of a normalized event (`Event::prepare`)."""
+def prepare(
+    event: Event, project_id: str, locale: str, tags: tuple[str, ...] | None = None
+) -> Prepared:
+    """The frame template and state change of a normalized event (`Event::prepare`),
+    giving the run `tags` when given (checked with `check_tags`)."""
     data = dict(event.data)
     progress: int | None = data.pop("progress", None)
     inner = _dumps(data)[1:]
@@ -250,8 +276,15 @@ def prepare(event: Event, project_id: str, locale: str) -> Prepared:
         mid='","data":{',
         tail=tail,
         progress=progress,
-        state=_state_change(event, locale),
+        state=_tagged(_state_change(event, locale), tags),
     )
+
+
+def _tagged(state: StateChange, tags: tuple[str, ...] | None) -> StateChange:
+    """The state change, giving the run `tags` (`StateChange::tag`)."""
+    if tags is None:
+        return state
+    return replace(state, patch=(*state.patch, ("tags", ",".join(tags))), tags=tags)
 
 
 def _state_change(event: Event, locale: str) -> StateChange:

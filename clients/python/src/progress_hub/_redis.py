@@ -133,6 +133,8 @@ def receipt_key(project: str, receipt: str) -> str:
 # running. Passed to `publish.lua`, which begins a new epoch for a state written under
 # another (a restart from an older save), so no id repeats (see the hub's era.rs).
 ERA_KEY = "progress:era"
+# The webhook outbox the hubs keep (`src/broker/redis/layout.rs`: OUTBOX_KEY).
+OUTBOX_KEY = "progress-hub:webhooks"
 
 
 def claim_counter_key(job: str) -> str:
@@ -174,6 +176,17 @@ def fences_key(project: str) -> str:
     return f"progress:{{{project}}}:fences"
 
 
+def tag_index_key(tag: str) -> str:
+    """The tag's index (`layout::tag_index_key`): project -> when (ms) it was tagged."""
+    return f"progress:{{tag:{tag}}}:projects"
+
+
+def tag_index_writes(tags: tuple[str, ...] | None, config: Config) -> list[tuple[str, int]]:
+    """Each tag's index key and how long (s) it is kept, as the hub writes them."""
+    keep = max(config.active_ttl, config.retention, 1) * 2
+    return [(tag_index_key(tag), keep) for tag in tags or ()]
+
+
 def script_call(
     project: str,
     prepared: Prepared,
@@ -194,12 +207,16 @@ def script_call(
         "fences": fences_key(project),
         # The era is a key of another slot: never on a cluster.
         "era?": None if target.cluster else ERA_KEY,
+        # The webhook outbox (a complete goes in while a hub keeps it): with the era.
+        "outbox?": None if target.cluster else OUTBOX_KEY,
     }
     keys = [k for k in (by_name[key["name"]] for key in contract["keys"]) if k is not None]
     inputs: dict[str, str | None] = {
         "channel": target.channel(project),
         "publish": target.publish_command,
         "new_epoch": new_epoch(),
+        "receipt": receipt,
+        "keyed": None,  # the SDK's receipts are its own, for its retries
         "max_len": str(config.history_len),
         "max_bytes": str(config.history_bytes),
         "active_ttl": str(max(config.active_ttl, 1)),

@@ -4,6 +4,8 @@ coroutine: a `ContextVar`)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -20,6 +22,8 @@ class Run:
     error_published: bool = False
     #: The run published its job's `complete` (its claim is then spent, not superseded).
     completed: bool = False
+    #: The tags its first publish gives the project's run (then `None`).
+    tags: tuple[str, ...] | None = None
 
 
 current_run: ContextVar[Run | None] = ContextVar("progress_hub_run", default=None)
@@ -28,6 +32,38 @@ current_run: ContextVar[Run | None] = ContextVar("progress_hub_run", default=Non
 def claim() -> Claim | None:
     run = current_run.get()
     return None if run is None else run.claim
+
+
+@contextmanager
+def tagged(tags: Sequence[str]) -> Iterator[None]:
+    """Gives the project's run `tags`: the first publish inside the block carries them
+    (``with progress_hub.tagged(["user:7"]): ProgressService.publish_progress(...)``),
+    in a `ProgressTask` or not, sync or asyncio. Bad tags raise `InvalidEvent`."""
+    from ._event import check_tags
+
+    checked = check_tags(tags)
+    run = current_run.get()
+    if run is not None:
+        before, run.tags = run.tags, checked
+        try:
+            yield
+        finally:
+            run.tags = before if run.tags is not None else None
+        return
+    token = current_run.set(Run(None, tags=checked))
+    try:
+        yield
+    finally:
+        current_run.reset(token)
+
+
+def take_tags() -> tuple[str, ...] | None:
+    """The tags the run's next publish carries: the run's, once (its first publish)."""
+    run = current_run.get()
+    if run is None:
+        return None
+    tags, run.tags = run.tags, None
+    return tags
 
 
 def note(event_name: str, stage: str | None) -> None:

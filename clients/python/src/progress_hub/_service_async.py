@@ -19,7 +19,7 @@ logger = logging.getLogger("progress_hub")
 
 async def _publish(project_id: str, event: _event.Event, stage: str | None) -> str | None:
     project = _event.check_project_id(project_id)
-    sent = await lifecycle.publisher().publish(project, event)
+    sent = await lifecycle.publisher().publish(project, event, tags=_run.take_tags())
     _run.note(event.name, stage)
     return sent
 

@@ -17,6 +17,7 @@ import multiprocessing.util
 import os
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,20 +120,33 @@ class Publisher:
                 del self._entries[project]
         self._swept_at = len(self._entries)
 
-    def hold(self, project: str, event: _event.Event, claim: Claim | None) -> Held:
-        prepared = _event.prepare(event, project, self.locale)
+    def hold(
+        self,
+        project: str,
+        event: _event.Event,
+        claim: Claim | None,
+        tags: tuple[str, ...] | None = None,
+    ) -> Held:
+        prepared = _event.prepare(event, project, self.locale, tags)
         return Held(event, prepared, _event.new_trace_id(), claim)
 
-    def publish(self, project: str, event: _event.Event) -> str | None:
+    def publish(
+        self, project: str, event: _event.Event, tags: Sequence[str] | None = None
+    ) -> str | None:
+        """Publishes `event`; `tags` (at most 8 of ``A-Z a-z 0-9 _ - . : @``, 1 to 64
+        each) become the tags of the project's run: `GET /api/v1/projects?tag=` lists it."""
+        checked = None if tags is None else _event.check_tags(tags)
         if not self._enter():
-            return publisher().publish(project, event)
+            return publisher().publish(project, event, checked)
         try:
-            return self._publish(project, event)
+            return self._publish(project, event, checked)
         finally:
             self._leave()
 
-    def _publish(self, project: str, event: _event.Event) -> str | None:
-        held = self.hold(project, event, _run.claim())
+    def _publish(
+        self, project: str, event: _event.Event, tags: tuple[str, ...] | None = None
+    ) -> str | None:
+        held = self.hold(project, event, _run.claim(), tags)
         if not self.coalesce:
             return self.transport.send(project, held)
         entry = self._use(project)

@@ -74,7 +74,16 @@ class AsyncRedisTransport:
             keys, argv = script_call(
                 project, held.prepared, held.receipt, held.claim, self.target, config
             )
-            return await self._script(keys=keys, args=argv)
+            sent = await self._script(keys=keys, args=argv)
+            # The tags' indexes live in their own slots: written after the script, not
+            # with it (a retry after a failure here rewrites them; the receipt keeps the
+            # publish itself from repeating).
+            for key, keep in _redis.tag_index_writes(held.prepared.state.tags, config):
+                pipe = self._connect().pipeline(transaction=False)
+                pipe.zadd(key, {project: int(time.time() * 1000)})
+                pipe.expire(key, keep)
+                await pipe.execute()
+            return sent
 
         return str(await self._retrying(what, call))
 
@@ -182,7 +191,7 @@ class AsyncHttpTransport:
             try:
                 response = await self.client.post(
                     f"/api/v1/projects/{project}/events",
-                    json=held.event.to_json(),
+                    json=held.body(),
                     headers={"Idempotency-Key": held.receipt},
                 )
                 if response.status_code == 202:

@@ -24,7 +24,7 @@ import logging
 import os
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from . import _coalesce, _event, _run, _sync
 from ._coalesce import Held, Hold, Slot
@@ -122,12 +122,19 @@ class _Publisher:
                 del self.slots[project]
         self.swept_at = len(self.slots)
 
-    async def publish(self, project: str, event: _event.Event) -> str | None:
+    async def publish(
+        self, project: str, event: _event.Event, tags: Sequence[str] | None = None
+    ) -> str | None:
+        """Publishes `event`; `tags` (at most 8 of ``A-Z a-z 0-9 _ - . : @``, 1 to 64
+        each) become the tags of the project's run: `GET /api/v1/projects?tag=` lists it."""
+        checked = None if tags is None else _event.check_tags(tags)
         async with self._using():
-            return await self._publish(project, event)
+            return await self._publish(project, event, checked)
 
-    async def _publish(self, project: str, event: _event.Event) -> str | None:
-        prepared = _event.prepare(event, project, self.config.locale)
+    async def _publish(
+        self, project: str, event: _event.Event, tags: tuple[str, ...] | None = None
+    ) -> str | None:
+        prepared = _event.prepare(event, project, self.config.locale, tags)
         held = Held(event, prepared, _event.new_trace_id(), _run.claim())
         if not self.coalesce:
             return await self.transport.send(project, held)

@@ -23,6 +23,12 @@ body published one itself); a final failure publishes the `error` and then `comp
 with `FAILED`. Celery's control-flow exceptions (`Ignore`, `Reject`) pass through
 untouched: they publish nothing. At the end of every run, held `progress_update`s are flushed.
 
+A cancelled job (`progress_hub.control.cancel`, or `POST .../cancel` from the page):
+the hub ends its run with `complete` `CANCELLED` under the job's fence, so the running
+task's next publish raises `StaleClaim` (ended quietly, as above), a task that polls
+`self.is_cancelled()` between its provider calls can stop sooner, and the chain's next
+tasks do not start (each checks its claim before its body runs).
+
 A Celery task is synchronous: `async def` bodies (as in the original sketch) return
 an un-awaited coroutine and never run. Write the task body synchronously with
 `progress_hub.ProgressService`.
@@ -54,6 +60,9 @@ class ProgressTask(Task):  # type: ignore[misc]
     reject_on_worker_lost = True
     #: The name of the task argument that holds the project id.
     progress_project_arg = "project_id"
+    #: The name of the task argument that holds the run's tags (a list such as
+    #: ``["user:7"]``): its first publish gives them to the project's run.
+    progress_tags_arg = "tags"
 
     def progress_job(self) -> str:
         """The job this run belongs to: the root of the task's chain (one generation)."""
@@ -65,12 +74,30 @@ class ProgressTask(Task):  # type: ignore[misc]
             value = args[0]
         return value if isinstance(value, str) else None
 
+    def progress_tags(self, kwargs: dict[str, Any]) -> tuple[str, ...] | None:
+        """The run's tags (`progress_tags_arg`), checked; None when the task has none."""
+        value = kwargs.get(self.progress_tags_arg)
+        return None if value is None else _event.check_tags(value)
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         project = self.progress_project(args, kwargs)
         claim = None
         if self.request.id is not None:
             claim = _sync.publisher().next_claim(self.progress_job())
-        run = _run.Run(claim)
+        # The job was cancelled, completed, or taken over: this task is not its.
+        if (
+            claim is not None
+            and project is not None
+            and not _sync.publisher().claim_is_current(project, claim)
+        ):
+            logger.warning(
+                "task %s[%s]: its job %s has ended or was taken over; not starting",
+                self.name,
+                self.request.id,
+                claim.job,
+            )
+            raise Ignore()
+        run = _run.Run(claim, tags=self.progress_tags(kwargs))
         token = _run.current_run.set(run)
         try:
             result = super().__call__(*args, **kwargs)
@@ -112,6 +139,18 @@ class ProgressTask(Task):  # type: ignore[misc]
             logger.warning("task %s[%s] was superseded; not continuing", self.name, self.request.id)
             raise Ignore()
         return result
+
+    def is_cancelled(self) -> bool:
+        """Whether this run's job is over for it: cancelled (or completed, or taken
+        over by a newer run), so its next publish would be refused. A task calls it
+        between provider calls to stop before paying for the next one; raising
+        `progress_hub.StaleClaim` (or returning) then ends it quietly. False outside a
+        run with a claim and a project."""
+        run = _run.current_run.get()
+        project = self.progress_project(tuple(self.request.args or ()), self.request.kwargs or {})
+        if run is None or run.claim is None or project is None:
+            return False
+        return not _sync.publisher().claim_is_current(project, run.claim)
 
     def _report(self, project: str, run: _run.Run, exc: BaseException) -> None:
         code = getattr(exc, "error_code", "INTERNAL_ERROR")

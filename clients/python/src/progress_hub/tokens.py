@@ -111,9 +111,10 @@ def mint(
         projects: the project ids it may watch (and publish to, with that scope); ``"*"``
             for all. Each as the hub's ids: ``^[A-Za-z0-9_-]{1,64}$``.
         tags: tags whose projects it may watch (the ``tags`` claim; printable ASCII without
-            spaces, at most 128 characters, e.g. ``user:7``). The hub
-            ignores the claim until tag subscriptions arrive (issue #26): a token needs
-            ``projects`` to open anything today.
+            spaces, at most 128 characters, e.g. ``user:7``; the hub's tags are
+            ``^[A-Za-z0-9_.:@-]{1,64}$``, another never matches). The hub lets such a
+            token list the tag's projects (``GET /api/v1/projects?tag=``); watching a
+            project still needs ``projects``.
         scope: ``"watch"`` (no ``scope`` claim), ``"publish"`` (may also publish events and
             start jobs), or ``"control"`` (granted what a watch token is, for now).
         ttl: seconds (or a ``timedelta``) until it expires (the ``exp`` claim); > 0.

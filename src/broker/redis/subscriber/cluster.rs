@@ -38,9 +38,9 @@ use redis::{ProtocolVersion, PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 
 use super::{Connection, Lost, Shared, fill_gap, within};
+use crate::broker::Watched;
 use crate::broker::redis::connection::cluster_builder;
 use crate::broker::redis::layout;
-use crate::hub::Topic;
 use crate::wire::ProjectId;
 
 /// Connect and response timeouts of the subscriber's cluster connection.
@@ -59,7 +59,7 @@ impl Connection for Cluster {
     const NAME: &'static str = "redis-cluster";
     const PROBE_PUBLISH: &'static str = "SPUBLISH";
 
-    async fn open(seeds: &Vec<String>, topics: &[Arc<Topic>]) -> Result<Self, Lost> {
+    async fn open(seeds: &Vec<String>, topics: &[Arc<dyn Watched>]) -> Result<Self, Lost> {
         let (tx, pushes) = mpsc::unbounded_channel();
         let client = cluster_builder(seeds)
             .use_protocol(ProtocolVersion::RESP3)
@@ -98,7 +98,7 @@ impl Connection for Cluster {
                     (channel(&push.data), push.data.get(1))
                 {
                     shared
-                        .hub
+                        .deliveries
                         .deliver(&project, Bytes::copy_from_slice(payload));
                 }
             }
@@ -106,7 +106,7 @@ impl Connection for Cluster {
             // slot move: fill what may have been missed meanwhile.
             PushKind::SSubscribe => {
                 if let Some(topic) = channel(&push.data).and_then(|p| shared.wanted.get(&p)) {
-                    fill_gap(&shared.commands, &shared.hub, topic).await?;
+                    fill_gap(&shared.commands, shared.deliveries.as_ref(), topic.as_ref()).await?;
                 }
             }
             // Ours (the last watcher left), or the server's: the slot moved away. Still
@@ -141,7 +141,7 @@ impl Connection for Cluster {
     }
 
     /// One SSUBSCRIBE per project: channels of different slots cannot share one.
-    async fn subscribe(&mut self, topics: &[Arc<Topic>]) -> Result<(), Lost> {
+    async fn subscribe(&mut self, topics: &[Arc<dyn Watched>]) -> Result<(), Lost> {
         for topic in topics {
             within(self.conn.ssubscribe(layout::shard_channel(topic.project()))).await?;
         }

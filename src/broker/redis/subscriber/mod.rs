@@ -16,7 +16,7 @@
 //!
 //! Watchers are told: when the connection is lost (or cannot be made) the hub says
 //! `broker_status {available: false}` to every session, and once a connection is back
-//! and every gap is filled, `{available: true}` ([`Hub::broker_status`]).
+//! and every gap is filled, `{available: true}` ([`Deliveries::broker_status`]).
 //!
 //! The loop (connect, serve, reconnect with capped backoff while keeping the wanted set
 //! current) and the subscription bookkeeping are written once, in [`Subscriber`], over a
@@ -48,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 use super::connection::RedisConn;
 use super::era::Era;
 use super::layout::read_replay;
-use crate::hub::{Hub, SubscriptionChange, Topic};
+use crate::broker::{Deliveries, SubscriptionChange, Watched};
 use crate::metrics as m;
 use crate::wire::{EventId, ProjectId, ProjectState};
 use probe::{Due, Probe};
@@ -81,10 +81,10 @@ pub(super) struct Subscriber<C: Connection> {
 pub(super) struct Shared {
     /// For the history reads of gap filling (the subscribed connection cannot run them).
     pub(super) commands: RedisConn,
-    pub(super) hub: Arc<Hub>,
+    pub(super) deliveries: Arc<dyn Deliveries>,
     /// Projects that have watchers, with the topic to tell once subscribed. While
     /// serving, exactly what the connection has subscribed.
-    pub(super) wanted: HashMap<ProjectId, Arc<Topic>>,
+    pub(super) wanted: HashMap<ProjectId, Arc<dyn Watched>>,
     /// The liveness probe, and the channels it travels on (subscribed with the
     /// projects; chosen by each new connection).
     probe: Probe,
@@ -119,12 +119,12 @@ pub(super) trait Connection: Sized + Send {
 
     /// Connects and subscribes every project of `topics` (the caller then fills their
     /// gaps).
-    async fn open(target: &Self::Target, topics: &[Arc<Topic>]) -> Result<Self, Lost>;
+    async fn open(target: &Self::Target, topics: &[Arc<dyn Watched>]) -> Result<Self, Lost>;
     /// The next message; `None` when the connection has ended.
     async fn next(&mut self) -> Option<Self::Message>;
     /// Delivers or otherwise handles one message.
     async fn handle(&mut self, shared: &Shared, message: Self::Message) -> Result<(), Lost>;
-    async fn subscribe(&mut self, topics: &[Arc<Topic>]) -> Result<(), Lost>;
+    async fn subscribe(&mut self, topics: &[Arc<dyn Watched>]) -> Result<(), Lost>;
     async fn unsubscribe(&mut self, projects: &[ProjectId]) -> Result<(), Lost>;
     /// Chooses hub process `instance`'s probe channels for this connection (one on one
     /// node, one per primary on a cluster), subscribes them and returns them.
@@ -162,7 +162,7 @@ impl<C: Connection> Subscriber<C> {
     pub(super) fn new(
         target: C::Target,
         commands: RedisConn,
-        hub: Arc<Hub>,
+        deliveries: Arc<dyn Deliveries>,
         up: Arc<AtomicBool>,
         keepalive: Duration,
         probe_failing: Arc<AtomicBool>,
@@ -172,7 +172,7 @@ impl<C: Connection> Subscriber<C> {
             target,
             shared: Shared {
                 commands,
-                hub,
+                deliveries,
                 wanted: HashMap::new(),
                 probe,
                 probe_channels: Vec::new(),
@@ -218,7 +218,7 @@ impl<C: Connection> Subscriber<C> {
                     ever_connected = true;
                     failures = 0;
                     // After `connect`'s gap fills: the missed events come first.
-                    self.shared.hub.broker_status(true);
+                    self.shared.deliveries.broker_status(true);
                     backoff = new_backoff();
                     let exit = self.serve(conn, &mut changes, &shutdown).await;
                     self.up.store(false, Ordering::Relaxed);
@@ -228,13 +228,13 @@ impl<C: Connection> Subscriber<C> {
                     match exit {
                         Exit::Shutdown => return,
                         Exit::Lost(why) => {
-                            self.shared.hub.broker_status(false);
+                            self.shared.deliveries.broker_status(false);
                             tracing::warn!(subscriber = C::NAME, error = %why, "redis subscriber connection lost; reconnecting");
                         }
                     }
                 }
                 Err(why) => {
-                    self.shared.hub.broker_status(false);
+                    self.shared.deliveries.broker_status(false);
                     failures += 1;
                     // Say it once per outage, then quietly every 50 attempts.
                     if failures == 1 || failures.is_multiple_of(50) {
@@ -261,7 +261,7 @@ impl<C: Connection> Subscriber<C> {
 
     /// Connects, subscribes every wanted project and fills each one's gap.
     async fn connect(&mut self) -> Result<C, Lost> {
-        let topics: Vec<Arc<Topic>> = self.shared.wanted.values().cloned().collect();
+        let topics: Vec<Arc<dyn Watched>> = self.shared.wanted.values().cloned().collect();
         if self.era.is_some() {
             let mut commands = self.shared.commands.clone();
             within(super::era::stamp(&mut commands)).await?;
@@ -269,7 +269,12 @@ impl<C: Connection> Subscriber<C> {
         let mut conn = C::open(&self.target, &topics).await?;
         self.shared.probe_channels = conn.subscribe_probes(self.shared.probe.instance()).await?;
         for topic in &topics {
-            fill_gap(&self.shared.commands, &self.shared.hub, topic).await?;
+            fill_gap(
+                &self.shared.commands,
+                self.shared.deliveries.as_ref(),
+                topic.as_ref(),
+            )
+            .await?;
             topic.mark_subscribed();
         }
         self.up.store(true, Ordering::Relaxed);
@@ -379,8 +384,12 @@ impl<C: Connection> Subscriber<C> {
         }
         if !newly_subscribed.is_empty() {
             conn.subscribe(&newly_subscribed).await?;
-            read_subscribed_states(&self.shared.commands, &self.shared.hub, &newly_subscribed)
-                .await?;
+            read_subscribed_states(
+                &self.shared.commands,
+                self.shared.deliveries.as_ref(),
+                &newly_subscribed,
+            )
+            .await?;
             for topic in newly_subscribed {
                 topic.mark_subscribed();
             }
@@ -415,7 +424,7 @@ fn arm(check: &mut std::pin::Pin<&mut tokio::time::Sleep>, armed: &mut bool, sen
 /// that a resubscription of 100,000 projects is not one burst under one timeout.
 async fn read_states(
     commands: &RedisConn,
-    topics: &[Arc<Topic>],
+    topics: &[Arc<dyn Watched>],
 ) -> Result<Vec<Option<(ProjectState, EventId)>>, Lost> {
     let mut states = Vec::with_capacity(topics.len());
     for batch in topics.chunks(RESUBSCRIBE_BATCH) {
@@ -432,7 +441,11 @@ async fn read_states(
 /// Delivers what `topic` missed while unsubscribed, from the history: everything after
 /// its resume point, in order (the topic drops what it already had). Shared with the
 /// cluster subscriber.
-pub(super) async fn fill_gap(commands: &RedisConn, hub: &Hub, topic: &Topic) -> Result<(), Lost> {
+pub(super) async fn fill_gap(
+    commands: &RedisConn,
+    deliveries: &dyn Deliveries,
+    topic: &dyn Watched,
+) -> Result<(), Lost> {
     let mut conn = commands.clone();
     let project = topic.project();
     let point = match topic.resume_point() {
@@ -459,13 +472,13 @@ pub(super) async fn fill_gap(commands: &RedisConn, hub: &Hub, topic: &Topic) -> 
             // after it, so their ids never go back without one.
             tracing::warn!(project_id = %project, delivered = %point, history = %last, "the project's history went back (Redis lost writes); its watchers are reset");
             m::history_rewound();
-            hub.reset(project, state, last.clone());
+            deliveries.reset(project, state, last.clone());
             return Ok(());
         }
     }
     if !replay.after.is_empty() {
         tracing::info!(project_id = %project, events = replay.after.len(), "filled a gap from history after reconnecting");
-        hub.deliver_missed(project, replay.after);
+        deliveries.deliver_missed(project, replay.after);
     }
     Ok(())
 }
@@ -474,10 +487,10 @@ pub(super) async fn fill_gap(commands: &RedisConn, hub: &Hub, topic: &Topic) -> 
 /// the snapshot of the sessions that joined it before the reads began.
 async fn read_subscribed_states(
     commands: &RedisConn,
-    hub: &Hub,
-    topics: &[Arc<Topic>],
+    deliveries: &dyn Deliveries,
+    topics: &[Arc<dyn Watched>],
 ) -> Result<(), Lost> {
-    let covers_below = hub.joined_so_far();
+    let covers_below = deliveries.joined_so_far();
     for (topic, state) in topics.iter().zip(read_states(commands, topics).await?) {
         topic.set_subscribed_state(covers_below, state);
     }

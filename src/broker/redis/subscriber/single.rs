@@ -15,9 +15,9 @@ use redis::aio::{PubSubSink, PubSubStream};
 use tokio::sync::watch;
 
 use super::{Connection, Lost, RESUBSCRIBE_BATCH, Shared, within};
+use crate::broker::Watched;
 use crate::broker::redis::layout;
 use crate::broker::redis::sentinel::Sentinel;
-use crate::hub::Topic;
 use crate::wire::ProjectId;
 
 /// One node: a Pub/Sub connection of its own (not redis-rs's connection manager),
@@ -41,7 +41,7 @@ impl Connection for Single {
     const NAME: &'static str = "redis";
     const PROBE_PUBLISH: &'static str = "PUBLISH";
 
-    async fn open(node: &Node, topics: &[Arc<Topic>]) -> Result<Self, Lost> {
+    async fn open(node: &Node, topics: &[Arc<dyn Watched>]) -> Result<Self, Lost> {
         let (client, switched) = match node {
             Node::Fixed(client) => (client.clone(), None),
             Node::Sentinel(sentinel) => {
@@ -81,13 +81,13 @@ impl Connection for Single {
         // Only our own channels are ever subscribed, so anything else is ignored.
         if let Some(project) = layout::project_of_channel(msg.get_channel_name()) {
             shared
-                .hub
+                .deliveries
                 .deliver(&project, Bytes::copy_from_slice(msg.get_payload_bytes()));
         }
         Ok(())
     }
 
-    async fn subscribe(&mut self, topics: &[Arc<Topic>]) -> Result<(), Lost> {
+    async fn subscribe(&mut self, topics: &[Arc<dyn Watched>]) -> Result<(), Lost> {
         for batch in topics.chunks(RESUBSCRIBE_BATCH) {
             let channels: Vec<String> =
                 batch.iter().map(|t| layout::channel(t.project())).collect();
