@@ -2,12 +2,11 @@
 //!
 //! Each hub keeps one entry per watched project in the project's `watchers` hash (its
 //! instance → its number of watchers, and until when that counts: `presence.lua`). The
-//! hub writes an entry when the number changes (joins and leaves gather for
-//! [`GATHER`] and are written as one number per project: a burst costs one write per
-//! project, and a connection that comes and goes within it, on a project the hub had
-//! no entry for, costs none) and rewrites them all every third of the TTL, so a hub
-//! that dies stops counting within the TTL and nothing has to notice its death.
-//! Delivering frames writes nothing.
+//! hub writes an entry as soon as the number changes (the changes that came meanwhile
+//! are written together, one number per project; a project it never wrote an entry for
+//! costs no removal) and rewrites them all every third of the TTL, so a hub that dies
+//! stops counting within the TTL and nothing has to notice its death. Delivering frames
+//! writes nothing.
 //!
 //! Which `complete` frames a watcher was written is one key per complete (`SET ... EX`
 //! the retention), written by the session once its transport took the frame.
@@ -28,8 +27,6 @@ use crate::wire::{EventId, ProjectId};
 
 /// Presence writes in flight at once (a refresh of many projects).
 const CONCURRENT_WRITES: usize = 32;
-/// How long joins and leaves gather before they are written (see the module's text).
-const GATHER: Duration = Duration::from_millis(50);
 
 /// This hub's share of presence: its instance name, and how long its entries count.
 pub struct Presence {
@@ -67,13 +64,7 @@ impl Presence {
         loop {
             let counts = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = counts.presence_changed().notified() => {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(GATHER) => {}
-                    }
-                    counts.presence_changes()
-                }
+                _ = counts.presence_changed().notified() => counts.presence_changes(),
                 _ = refresh.tick() => {
                     // The changes are in the refresh; taking them spares a second write.
                     let changed = counts.presence_changes();
