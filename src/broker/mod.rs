@@ -227,7 +227,7 @@ pub fn start(
                 shutdown.clone(),
                 tracker,
             )?;
-            broker.spawn_presence(presence_ttl, deliveries, shutdown.clone(), tracker);
+            broker.spawn_presence(presence_ttl, deliveries, shutdown.clone(), tracker)?;
             // The hubs' history policy, for every publisher on this Redis to follow.
             broker.spawn_announcer(shutdown, tracker);
             Arc::new(broker)

@@ -258,3 +258,29 @@ async fn a_killed_hubs_watchers_expire_within_its_presence_ttl() {
         "expired after {took:?}, TTL {TTL:?}"
     );
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_watchers() {
+    let hub = TestHub::start(Backend::Memory).await;
+    let api: Value = reqwest::get(hub.http("/api/v1/openapi.json"))
+        .await
+        .expect("an answer")
+        .json()
+        .await
+        .expect("JSON");
+    let answer = &api["paths"]["/api/v1/projects/{project_id}"]["get"]["responses"]["200"];
+    let reference = answer["content"]["application/json"]["schema"]["$ref"].as_str();
+    assert_eq!(
+        reference,
+        Some("#/components/schemas/ProjectStateBody"),
+        "{answer}"
+    );
+    let body = api["components"]["schemas"]["ProjectStateBody"].to_string();
+    for field in [
+        "watchers",
+        "project_id",
+        "#/components/schemas/ProjectState",
+    ] {
+        assert!(body.contains(field), "{field} in {body}");
+    }
+}

@@ -46,6 +46,15 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long `/readyz` waits for Redis to answer ROLE (PING on a cluster).
 const READY_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// The timeouts of a connection for commands.
+fn command_timeouts() -> Timeouts {
+    Timeouts {
+        connect: COMMAND_TIMEOUT,
+        response: COMMAND_TIMEOUT,
+        max_retry_delay: Some(Duration::from_millis(500)),
+    }
+}
+
 pub struct RedisBroker {
     /// Multiplexed connection for commands; reconnects by itself on the next command
     /// after a failure, so an outage of any length ends when Redis is back.
@@ -74,11 +83,7 @@ impl RedisBroker {
     pub fn connect(url: &str, history: HistoryConfig) -> Result<Self, BrokerError> {
         history.check()?;
         let target = RedisTarget::parse(url)?;
-        let timeouts = Timeouts {
-            connect: COMMAND_TIMEOUT,
-            response: COMMAND_TIMEOUT,
-            max_retry_delay: Some(Duration::from_millis(500)),
-        };
+        let timeouts = command_timeouts();
         let era = matches!(target, RedisTarget::Single(_)).then(era::Era::default);
         let commands = RedisConn::open(&target, timeouts)?;
         Ok(Self {
@@ -121,16 +126,20 @@ impl RedisBroker {
     }
 
     /// Keeps this process's presence entries (its watchers of each project) true until
-    /// `shutdown` (see `presence.rs`); they count for `ttl` after each refresh.
+    /// `shutdown` (see `presence.rs`); they count for `ttl` after each refresh. On a
+    /// connection of its own, so a refresh of many projects never queues ahead of a
+    /// session's history read.
     pub fn spawn_presence(
         &self,
         ttl: Duration,
         deliveries: Arc<dyn Deliveries>,
         shutdown: CancellationToken,
         tracker: &TaskTracker,
-    ) {
+    ) -> Result<(), BrokerError> {
+        let conn = RedisConn::open(&self.target, command_timeouts())?;
         let presence = presence::Presence::new(ttl);
-        tracker.spawn(presence.run(self.commands.clone(), deliveries, shutdown));
+        tracker.spawn(presence.run(conn, deliveries, shutdown));
+        Ok(())
     }
 
     /// Starts the process's single subscriber connection, feeding `deliveries`.

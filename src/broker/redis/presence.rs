@@ -2,10 +2,11 @@
 //!
 //! Each hub keeps one entry per watched project in the project's `watchers` hash (its
 //! instance → its number of watchers, and until when that counts: `presence.lua`). The
-//! hub writes an entry when the number changes (joins and leaves are taken in batches:
-//! a burst of them costs one write per project, not one per session) and rewrites them
-//! all every third of the TTL, so a hub that dies stops counting within the TTL and
-//! nothing has to notice its death. Delivering frames writes nothing.
+//! hub writes an entry as soon as the number changes (the changes that came meanwhile
+//! are written together, one number per project; a project it never wrote an entry for
+//! costs no removal) and rewrites them all every third of the TTL, so a hub that dies
+//! stops counting within the TTL and nothing has to notice its death. Delivering frames
+//! writes nothing.
 //!
 //! Which `complete` frames a watcher was written is one key per complete (`SET ... EX`
 //! the retention), written by the session once its transport took the frame.
@@ -88,6 +89,11 @@ impl Presence {
         let ttl_ms = u64::try_from(self.ttl.as_millis())
             .unwrap_or(u64::MAX)
             .max(1);
+        // None here, and no entry written: nothing to remove.
+        let counts = counts
+            .into_iter()
+            .filter(|(project, watchers)| *watchers > 0 || written.contains(project))
+            .collect::<Vec<_>>();
         let writes = counts.into_iter().map(|(project, watchers)| {
             write_one(
                 conn.clone(),
