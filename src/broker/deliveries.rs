@@ -70,6 +70,12 @@ pub trait Watched: Send + Sync + std::fmt::Debug + 'static {
     /// delivered, or after the position read at subscription time.
     fn resume_point(&self) -> Option<EventId>;
 
+    /// Where to fill a gap from when the history turned out to be in `epoch`, not the
+    /// resume point's (it was begun anew: lost, or a new incarnation of Redis): after
+    /// the newest event of `epoch` delivered with every one before it, if the topic
+    /// followed that epoch on the channel from its first event; else None (all of it).
+    fn resume_point_in(&self, epoch: &str) -> Option<EventId>;
+
     /// The project's state, read just after subscribing (`covers_below`: from
     /// [`Deliveries::joined_so_far`] before the read began): where its events stood,
     /// and the snapshot of the watchers that joined before the read.

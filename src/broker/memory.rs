@@ -739,6 +739,9 @@ mod tests {
         fn resume_point(&self) -> Option<EventId> {
             None
         }
+        fn resume_point_in(&self, _: &str) -> Option<EventId> {
+            None
+        }
         fn set_subscribed_state(&self, _: u64, _: Option<(ProjectState, EventId)>) {}
         fn mark_subscribed(&self) {
             self.0.lock().push("subscribed".into());

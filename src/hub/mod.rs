@@ -16,7 +16,10 @@
 //! whose ids the hub has from a record (a history read, the in-process publish path);
 //! the position a gap fill starts from moves with channel frames only one step at a
 //! time (an id that is not the very next one moves nothing; a made-up next one names
-//! the position the real event has anyway).
+//! the position the real event has anyway). Channel frames of another epoch (a Redis
+//! restart begins one, `broker/redis/era.rs`) are followed the same way from that
+//! epoch's first event, apart from the position: a gap fill that finds the history in
+//! that epoch starts after them, so its events do not come twice.
 //!
 //! The hub also knows whether the broker is reachable ([`Hub::broker_status`], told by
 //! the subscriber): every session hears `broker_status` when that changes, and a
@@ -97,6 +100,12 @@ struct Watchers {
     /// The newest event fanned out with every one before it: where a gap fill starts.
     /// Moved by recorded frames, and by channel frames one step at a time.
     position: Option<EventId>,
+    /// The same for channel frames of another epoch than `position`'s, from that
+    /// epoch's first event: where a gap fill starts if the history turns out to have
+    /// been begun anew in it (a Redis restart begins a new epoch), so the events the
+    /// sessions already had of it do not come again. Kept apart from `position`, so a
+    /// made-up epoch moves nothing a gap fill of the real history starts from.
+    ahead: Option<EventId>,
 }
 
 /// Where a frame comes from, which decides what its `id` may move.
@@ -117,6 +126,11 @@ impl Watched for Topic {
     fn resume_point(&self) -> Option<EventId> {
         let position = self.watchers.lock().position.clone();
         position.or_else(|| self.origin())
+    }
+
+    fn resume_point_in(&self, epoch: &str) -> Option<EventId> {
+        let ahead = self.watchers.lock().ahead.clone()?;
+        (ahead.epoch() == epoch).then_some(ahead)
     }
 
     /// Records the topic's origin, and the snapshot of the sessions that joined before
@@ -291,16 +305,26 @@ impl Hub {
                 Source::Record => {
                     watchers.last = Some(id.clone());
                     watchers.position = Some(id.clone());
+                    watchers.ahead = None;
                 }
                 Source::Channel => {
                     // One step from where the topic stands (or the first event of a
-                    // history that was empty when it subscribed).
-                    let next = match watchers.position.clone().or_else(|| topic.origin()) {
-                        Some(position) => id.follows(&position),
-                        None => id.seq() == 1,
-                    };
-                    if next {
-                        watchers.position = Some(id.clone());
+                    // history that was empty when it subscribed, or of a new epoch).
+                    match watchers.position.clone().or_else(|| topic.origin()) {
+                        Some(position) if position.epoch() != id.epoch() => {
+                            let next = match &watchers.ahead {
+                                Some(ahead) if ahead.epoch() == id.epoch() => id.follows(ahead),
+                                _ => id.seq() == 1,
+                            };
+                            if next {
+                                watchers.ahead = Some(id.clone());
+                            }
+                        }
+                        position => {
+                            if position.map_or(id.seq() == 1, |p| id.follows(&p)) {
+                                watchers.position = Some(id.clone());
+                            }
+                        }
                     }
                 }
             }
@@ -345,6 +369,7 @@ impl Deliveries for Hub {
         let mut watchers = topic.watchers.lock();
         watchers.last = Some(last.clone());
         watchers.position = Some(last);
+        watchers.ahead = None;
         let snapshot = Frame::snapshot(state, false);
         for inbox in watchers.inboxes.values() {
             push(inbox.as_ref(), snapshot.clone());
@@ -632,6 +657,35 @@ mod tests {
         hub.deliver(&pid("p"), log("e:5"));
         assert_eq!(seen.0.lock().len(), 7, "e:4 and e:5 once each");
         assert_eq!(topic.resume_point(), Some(EventId::new("e", 5)));
+    }
+
+    #[test]
+    fn a_new_epoch_followed_on_the_channel_is_where_its_gap_fill_starts() {
+        let (hub, _changes) = Hub::new(100);
+        let _m = hub.join(&pid("p"), inbox()).unwrap();
+        let topic = hub.watched_topics().remove(0);
+        hub.deliver_missed(&pid("p"), vec![Frame::from_published(log("e:3")).unwrap()]);
+        hub.deliver(&pid("p"), log("f:2"));
+        assert_eq!(topic.resume_point_in("f"), None, "not from its first event");
+        hub.deliver(&pid("p"), log("f:1"));
+        hub.deliver(&pid("p"), log("f:2"));
+        hub.deliver(&pid("p"), log("f:4"));
+        assert_eq!(
+            topic.resume_point(),
+            Some(EventId::new("e", 3)),
+            "another epoch on the channel moves no position"
+        );
+        assert_eq!(topic.resume_point_in("f"), Some(EventId::new("f", 2)));
+        assert_eq!(topic.resume_point_in("g"), None);
+        hub.deliver(&pid("p"), log("g:1"));
+        assert_eq!(topic.resume_point_in("g"), Some(EventId::new("g", 1)));
+        hub.deliver_missed(&pid("p"), vec![Frame::from_published(log("g:3")).unwrap()]);
+        assert_eq!(topic.resume_point(), Some(EventId::new("g", 3)));
+        assert_eq!(
+            topic.resume_point_in("g"),
+            None,
+            "the position is in it now"
+        );
     }
 
     #[test]

@@ -106,6 +106,49 @@ async fn a_restart_from_an_older_save_starts_a_new_epoch() {
     assert_eq!(messages, expected);
 }
 
+/// A restart that lost nothing (the soak's) still begins a new epoch, which a live
+/// watcher follows on the channel. The next gap fill (here: the subscriber's connection
+/// cut) must go on after what it has, not replay the new epoch from its first event:
+/// that re-sent every event of the epoch to every watcher.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_watcher_gets_each_event_of_the_new_epoch_once() {
+    let redis = RedisServer::start_with_saves().await;
+    let mut hub = TestHub::start_with_redis(Some(redis), |_| {}).await;
+    let mut live = WsClient::connected(&hub.ws_url("once")).await;
+    let before = hub.publish("once", log_event("before")).await;
+    assert_eq!(live.next_event().await["id"], before.as_str());
+    hub.redis().save().await;
+    hub.redis.as_mut().unwrap().restart().await;
+    // The subscriber is back and has filled its gap (nothing) before the next publish:
+    // the new epoch's events reach the watcher on the channel only.
+    let ready = hub.http("/readyz");
+    support::eventually("the hub is ready on the restarted Redis", || async {
+        era_is_current(hub.redis()).await
+            && hub.redis().numsub("once").await == 1
+            && reqwest::get(&ready).await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let mut after = Vec::new();
+    for i in 1..=3 {
+        let id = publish_when_back(&hub, "once", log_event(&format!("after {i}"))).await;
+        assert_eq!(live.next_event().await["id"], id.as_str());
+        after.push(id);
+    }
+    assert_ne!(
+        split(&after[0]).0,
+        split(&before).0,
+        "the restart began a new epoch (the case under test)"
+    );
+    assert_eq!(hub.redis().kill_subscribers().await, 1);
+    support::eventually("the subscriber is back", || async {
+        hub.redis().numsub("once").await == 1
+    })
+    .await;
+    let last = hub.publish("once", log_event("last")).await;
+    let frame = live.next_event().await;
+    assert_eq!(frame["id"], last.as_str(), "no event twice: {frame}");
+}
+
 /// Whether the era key names the running server's incarnation.
 async fn era_is_current(redis: &RedisServer) -> bool {
     let mut conn = redis.connection().await;

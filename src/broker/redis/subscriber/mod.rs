@@ -448,7 +448,7 @@ pub(super) async fn fill_gap(
 ) -> Result<(), Lost> {
     let mut conn = commands.clone();
     let project = topic.project();
-    let point = match topic.resume_point() {
+    let mut point = match topic.resume_point() {
         Some(point) => point,
         // Nothing delivered and no history when it subscribed (or it joined during the
         // outage): everything in the history now is newer than what its sessions have.
@@ -458,23 +458,31 @@ pub(super) async fn fill_gap(
         },
     };
     let mut replay = within(read_replay(&mut conn, project, Some(&point))).await?;
-    if let Some((state, last)) = &replay.state {
-        if last.epoch() != point.epoch() {
-            // The history was lost and begun anew meanwhile: everything in it is new.
-            let start = EventId::new(last.epoch(), 0);
-            replay = within(read_replay(&mut conn, project, Some(&start))).await?;
-        } else if last.seq() < point.seq() {
-            // Same history, but it went back: Redis lost writes this topic delivered
-            // (a failover to a replica that had not received them; a restart from an
-            // older save, whose next publish begins a new epoch). Ids up to what was
-            // delivered may come again, with other events: the sessions are reset with
-            // a snapshot (`recovered: false`) of the history as it stands, and go on
-            // after it, so their ids never go back without one.
-            tracing::warn!(project_id = %project, delivered = %point, history = %last, "the project's history went back (Redis lost writes); its watchers are reset");
-            m::history_rewound();
-            deliveries.reset(project, state, last.clone());
-            return Ok(());
-        }
+    if let Some((_, last)) = &replay.state
+        && last.epoch() != point.epoch()
+    {
+        // The history was begun anew meanwhile (lost, or a new incarnation of Redis:
+        // `era.rs`): everything in it is new but what the topic followed of it on the
+        // channel since.
+        point = topic
+            .resume_point_in(last.epoch())
+            .unwrap_or_else(|| EventId::new(last.epoch(), 0));
+        replay = within(read_replay(&mut conn, project, Some(&point))).await?;
+    }
+    if let Some((state, last)) = &replay.state
+        && last.epoch() == point.epoch()
+        && last.seq() < point.seq()
+    {
+        // Same history, but it went back: Redis lost writes this topic delivered
+        // (a failover to a replica that had not received them; a restart from an
+        // older save, whose next publish begins a new epoch). Ids up to what was
+        // delivered may come again, with other events: the sessions are reset with
+        // a snapshot (`recovered: false`) of the history as it stands, and go on
+        // after it, so their ids never go back without one.
+        tracing::warn!(project_id = %project, delivered = %point, history = %last, "the project's history went back (Redis lost writes); its watchers are reset");
+        m::history_rewound();
+        deliveries.reset(project, state, last.clone());
+        return Ok(());
     }
     if !replay.after.is_empty() {
         tracing::info!(project_id = %project, events = replay.after.len(), "filled a gap from history after reconnecting");
