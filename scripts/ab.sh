@@ -19,6 +19,7 @@ SCENARIOS=(
   "churn -k 5000 -q 50 --project-per-cycle"
 )
 # Or others: SCENARIOS_LIST='idle -c 5000;churn -k 5000 -q 50' bash scripts/ab.sh ...
+# ('... --publish http': through the hub's publish path; the floor publishes plainly.)
 if [ -n "${SCENARIOS_LIST:-}" ]; then
   IFS=';' read -r -a SCENARIOS <<< "$SCENARIOS_LIST"
 fi
@@ -37,6 +38,10 @@ run_one() {
   local spid=$!; wait_port "$sport"
   local extra=()
   [[ $args == churn* ]] || extra=(--redis-url "redis://127.0.0.1:$rport")
+  # Through the publish path: the POSTs go to the hub under test (the floor has none).
+  if [[ $args == *"--publish http"* ]]; then
+    if [ "$hub" = floor ]; then args=${args/--publish http/}; else extra+=(--http-url "http://127.0.0.1:$sport"); fi
+  fi
   printf '%s\t%s\t' "$label" "$args"
   timeout 180 "$BENCH" $args --url "ws://127.0.0.1:$sport" --server-pid "$spid" "${extra[@]}" 2>&1 | grep '^RESULT' || echo "(no result)"
   kill "$spid" 2>/dev/null || true; wait "$spid" 2>/dev/null || true
