@@ -376,19 +376,53 @@ pub(crate) async fn publisher(
             r#"{{"event":"log","data":{{"level":"INFO","message":"seq={seq} sent_us={}"}}}}"#,
             now_us()
         );
-        let sent = http
-            .post(&url)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status);
-        log.ok.lock().push(sent.is_ok());
-        if sent.is_ok() {
+        let ok = publish_until_answered(&http, &url, &format!("bench-{seq}"), body, &stop).await;
+        log.ok.lock().push(ok);
+        if ok {
             total.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
+
+/// Publishes one event as a careful publisher does: a refusal the hub may not have
+/// meant (5xx, or no answer: e.g. Redis restarting, where the script may have run
+/// and its reply been lost) is sent again with the same `Idempotency-Key`, so the
+/// event is appended once whatever happened, until it is accepted, refused for good
+/// (4xx), [`GIVE_UP_AFTER`] passes, or the run stops. Without the retry a publish
+/// answered 503 after it was stored would count its deliveries as unexpected.
+async fn publish_until_answered(
+    http: &reqwest::Client,
+    url: &str,
+    key: &str,
+    body: String,
+    stop: &CancellationToken,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + GIVE_UP_AFTER;
+    loop {
+        let sent = http
+            .post(url)
+            .header("content-type", "application/json")
+            .header("idempotency-key", key)
+            .body(body.clone())
+            .send()
+            .await;
+        match sent {
+            Ok(answer) if answer.status().is_success() => return true,
+            Ok(answer) if answer.status().is_client_error() => return false,
+            _ => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::select! {
+            () = stop.cancelled() => return false,
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+}
+
+/// How long [`publish_until_answered`] tries one event.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(30);
 
 pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
