@@ -113,6 +113,9 @@ pub enum CompleteStatus {
 }
 
 impl CompleteStatus {
+    /// Every terminal status.
+    pub const ALL: [CompleteStatus; 3] = [Self::Completed, Self::Failed, Self::Cancelled];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Completed => "COMPLETED",

@@ -4,10 +4,12 @@
 //! stage) and `ended` (a terminal status).
 
 use super::Stage;
+use super::event::CompleteStatus;
 
-/// The terminal statuses (`CANCELLED` is a value another branch publishes; it is
-/// accepted here so a filter for it is valid before and after).
-const ENDED: [&str; 3] = ["COMPLETED", "FAILED", "CANCELLED"];
+/// The terminal statuses.
+fn ended() -> impl Iterator<Item = &'static str> {
+    CompleteStatus::ALL.into_iter().map(CompleteStatus::as_str)
+}
 /// Most values one filter names.
 pub const MAX_STATUS_VALUES: usize = 16;
 
@@ -35,10 +37,10 @@ impl StatusFilter {
             }
             let group: Vec<&'static str> = match value {
                 "active" => active().collect(),
-                "ended" => ENDED.to_vec(),
+                "ended" => ended().collect(),
                 other => vec![
                     active()
-                        .chain(ENDED)
+                        .chain(ended())
                         .find(|s| *s == other)
                         .ok_or_else(|| InvalidStatus::Unknown(other.chars().take(64).collect()))?,
                 ],
