@@ -97,6 +97,8 @@ export interface SnapshotData {
 export interface ProjectStateBody extends Omit<SnapshotData, 'recovered'> {
   project_id: string;
   watchers: number;
+  /** A run under way that has published nothing for longer than the hub's `--stall-after`. */
+  stalled: boolean;
 }
 
 export interface ProgressUpdateData {
