@@ -13,6 +13,7 @@ mod event_kind;
 mod frame;
 mod project_id;
 pub mod schema;
+pub mod stall;
 mod state;
 mod status_filter;
 mod subscription_error;
