@@ -191,6 +191,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
                 webhooks.clone(),
                 outbox,
                 broker.clone(),
+                config.stall_after,
                 shutdown.clone(),
                 &tracker,
             ))
