@@ -2,7 +2,7 @@
 // No I/O here: the connection (watch.ts) feeds frames, this decides what they mean.
 
 import { QUEUED, STAGES } from './contract.js';
-import type { ErrorCode, Frame, LogLevel, ProgressUpdateData, SnapshotData, Stage, Status, UnknownValue } from './frames.js';
+import type { ErrorCode, Frame, LogLevel, ProgressUpdateData, SnapshotData, Stage, StallReason, Status, UnknownValue } from './frames.js';
 
 export interface StageInfo {
   /** ISO time the stage began (null when only known from a snapshot). */
@@ -72,6 +72,9 @@ export interface ProgressState {
    * (live updates are paused; the hub still holds the connection) until one says it is
    * back. Not part of a run: a new run does not reset it. */
   broker: 'up' | 'down';
+  /** The running job went silent for longer than the hub's bound (a `stalled` frame),
+   * why and since when; `null` again once it publishes (or a snapshot starts over). */
+  stalled: { reason: StallReason; since: string } | null;
 }
 
 const isStage = (s: unknown): s is Stage => STAGES.includes(s as Stage);
@@ -93,6 +96,7 @@ export function initialState(projectId: string, lastEventId: string | null = nul
     projectId, status: null, progress: 0, currentStage: null, estimatedRemaining: null,
     stages: freshStages(), logs: [], error: null, youtubeUrl: null, lastEventId,
     recovered: true, takenOver: false, updatedAt: null, jobId: null, queuePosition: null, broker: 'up',
+    stalled: null,
   };
 }
 
@@ -241,9 +245,17 @@ export function reduce(state: ProgressState, frame: Frame, maxLogs = 500): Progr
       const broker = frame.data.available === false ? 'down' : 'up';
       return broker === s.broker ? s : { ...s, broker };
     }
+    case 'stalled': {
+      // About the run's silence, not an event of it: no position, no update time.
+      const d = frame.data;
+      if (!d.stalled) return s.stalled ? { ...s, stalled: null } : s;
+      return { ...s, stalled: { reason: d.reason, since: d.since } };
+    }
     default:
       return s;
   }
+  // Any event of the run (or a snapshot, which starts over) ends a silence.
+  if (s.stalled && frame.event !== 'connected') s = { ...s, stalled: null };
   if (frame.id) s = { ...s, lastEventId: frame.id };
   if (at && frame.event !== 'connected') s = { ...s, updatedAt: at };
   return s;

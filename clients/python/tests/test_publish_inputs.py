@@ -60,10 +60,11 @@ def test_the_script_reads_the_described_inputs() -> None:
 
 
 def test_a_cluster_call_leaves_out_the_one_node_keys() -> None:
-    # The era and the webhook outbox are keys of other slots: never on a cluster.
+    # The era, the webhook outbox and the runs under way are keys of other slots: never
+    # on a cluster.
     prepared = _event.prepare(_event.log("INFO", "m"), "p", "en")
     keys, _ = script_call("p", prepared, "r", None, Target.parse("redis+cluster://a:1"), Config())
-    assert len(keys) == len(CONTRACT["keys"]) - 2
+    assert len(keys) == len(CONTRACT["keys"]) - 3
     assert all("{p}" in key for key in keys)
 
 
@@ -102,4 +103,4 @@ def test_the_keys_expire_however_many_publishes_skip_setting_it(
 def test_a_one_node_call_passes_the_era_then_the_outbox() -> None:
     prepared = _event.prepare(_event.log("INFO", "m"), "p", "en")
     keys, _ = script_call("p", prepared, "r", None, Target.parse("redis://a:1"), Config())
-    assert keys[-2:] == ["progress:era", "progress-hub:webhooks"]
+    assert keys[-3:] == ["progress:era", "progress-hub:webhooks", "progress-hub:running"]

@@ -70,6 +70,7 @@ pub fn invocation(
             "fences" => call.key(layout::fences_key(route.project)),
             "era?" if route.era => call.key(layout::ERA_KEY),
             "outbox?" if route.era => call.key(layout::OUTBOX_KEY),
+            "running?" if route.era => call.key(layout::RUNNING_KEY),
             _ => &mut call,
         };
     }
@@ -186,7 +187,9 @@ mod tests {
 
     #[test]
     fn every_key_the_contract_names_is_known() {
-        let known = ["history", "state", "receipt", "fences", "era?", "outbox?"];
+        let known = [
+            "history", "state", "receipt", "fences", "era?", "outbox?", "running?",
+        ];
         for key in &CONTRACT.keys {
             assert!(known.contains(&key.name.as_str()), "{}", key.name);
         }
