@@ -11,6 +11,7 @@ pub mod event;
 mod event_id;
 mod event_kind;
 mod frame;
+pub mod positions;
 mod project_id;
 pub mod schema;
 mod state;

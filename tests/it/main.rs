@@ -26,6 +26,7 @@ mod lifecycle;
 mod limits;
 mod lost_writes;
 mod multiplex;
+mod multiplex_sse;
 mod presence;
 mod publishing;
 mod pubsub_probe;
