@@ -38,5 +38,6 @@ mod sentinel;
 mod slow_consumer;
 mod stalled;
 mod tags;
+mod units;
 mod watch;
 mod webhooks;

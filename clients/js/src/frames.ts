@@ -88,6 +88,9 @@ export interface SnapshotData {
   job_id?: string | null;
   /** While QUEUED: the run's place in the queue (1: next). */
   queue_position?: number | null;
+  /** While the stage runs parallel units (ASSETS 37/120): how many are done, of how many. */
+  units_done?: number | null;
+  units_total?: number | null;
   recovered: boolean;
 }
 
@@ -109,6 +112,10 @@ export interface ProgressUpdateData {
   /** With QUEUED: the job accepted, and its place in the queue (1: next). */
   job_id?: string | null;
   queue_position?: number | null;
+  /** While the stage runs parallel units (ASSETS 37/120): how many are done, of how
+   * many; both or neither. A stage_change to another stage ends them. */
+  units_done?: number | null;
+  units_total?: number | null;
   timestamp?: string | null;
 }
 

@@ -36,6 +36,11 @@ export interface JobError {
   timestamp: string | null;
 }
 
+export interface Units {
+  done: number;
+  total: number;
+}
+
 export interface ProgressState {
   projectId: string;
   /** QUEUED (a run accepted, waiting for a worker), the running stage, COMPLETED,
@@ -46,6 +51,10 @@ export interface ProgressState {
   jobId: string | null;
   /** While QUEUED: the run's place in the queue (1: next); null otherwise. */
   queuePosition: number | null;
+  /** While the stage runs parallel units (ASSETS 37/120): how many are done, of how
+   * many (`units_done`/`units_total`); null otherwise (a change to another stage, the
+   * run's end or a new run clears it). */
+  units: Units | null;
   /** 0–100; never goes backwards within a run. */
   progress: number;
   /** Human description of the current step (from the newest progress_update or
@@ -95,7 +104,7 @@ export function initialState(projectId: string, lastEventId: string | null = nul
   return {
     projectId, status: null, progress: 0, currentStage: null, estimatedRemaining: null,
     stages: freshStages(), logs: [], error: null, youtubeUrl: null, lastEventId,
-    recovered: true, takenOver: false, updatedAt: null, jobId: null, queuePosition: null, broker: 'up',
+    recovered: true, takenOver: false, updatedAt: null, jobId: null, queuePosition: null, units: null, broker: 'up',
     stalled: null,
   };
 }
@@ -132,6 +141,13 @@ function link(u: unknown): string | null {
   } catch {
     return null;
   }
+}
+/** `units_done` of `units_total` when the frame gives both (whole, 0 <= done <= total). */
+function units(d: { units_done?: unknown; units_total?: unknown }): Units | null {
+  const { units_done: done, units_total: total } = d;
+  return Number.isInteger(done) && Number.isInteger(total) && (done as number) >= 0 && (done as number) <= (total as number) && (total as number) > 0
+    ? { done: done as number, total: total as number }
+    : null;
 }
 /** `next` is a stage before the running one: the job started over. */
 const earlier = (s: ProgressState, next: unknown): boolean =>
@@ -183,6 +199,7 @@ export function reduce(state: ProgressState, frame: Frame, maxLogs = 500): Progr
       s = {
         ...n, stages, status: status(d.status), progress: sameRun ? raise(s.progress, p) : p,
         jobId: d.job_id ?? null, queuePosition: d.status === QUEUED ? d.queue_position ?? null : null, broker: s.broker,
+        units: isStage(d.status) ? units(d) : null,
         currentStage: d.current_stage ?? null,
         estimatedRemaining: isFinal(d.status) ? null : d.estimated_remaining ?? null,
         youtubeUrl: link(d.youtube_url), recovered, takenOver: sameRun && s.takenOver,
@@ -196,6 +213,8 @@ export function reduce(state: ProgressState, frame: Frame, maxLogs = 500): Progr
         ...s, status: d.status, progress: raise(s.progress, d.progress), currentStage: d.current_stage,
         estimatedRemaining: d.estimated_remaining ?? null, jobId: d.job_id ?? s.jobId,
         queuePosition: d.status === QUEUED ? d.queue_position ?? null : null,
+        // A count given stands; an update of the same stage without one keeps it.
+        units: !isStage(d.status) ? null : units(d) ?? (d.status === s.status ? s.units : null),
         stages: isStage(d.status) && s.stages[d.status].outcome !== 'running' ? enter(s.stages, d.status, at) : s.stages,
       };
       break;
@@ -203,7 +222,9 @@ export function reduce(state: ProgressState, frame: Frame, maxLogs = 500): Progr
     case 'stage_change': {
       const d = frame.data;
       const takenOver = s.takenOver || (isStage(d.current_stage) && d.previous_stage === d.current_stage);
-      s = { ...s, status: d.current_stage, progress: raise(s.progress, d.progress), currentStage: null, takenOver, queuePosition: null, stages: isStage(d.current_stage) ? enter(s.stages, d.current_stage, at) : s.stages };
+      // A stage's units end with it; a run taking it over goes on in the same stage.
+      const sameStage = d.previous_stage === d.current_stage && d.current_stage === s.status;
+      s = { ...s, status: d.current_stage, progress: raise(s.progress, d.progress), currentStage: null, takenOver, queuePosition: null, units: sameStage ? s.units : null, stages: isStage(d.current_stage) ? enter(s.stages, d.current_stage, at) : s.stages };
       break;
     }
     case 'log': {
@@ -235,7 +256,7 @@ export function reduce(state: ProgressState, frame: Frame, maxLogs = 500): Progr
         else if (ok) stages[st] = { ...stages[st], outcome: 'done' };
       }
       s = {
-        ...s, stages, status: d.status, progress: ok ? 100 : s.progress, estimatedRemaining: null,
+        ...s, stages, status: d.status, progress: ok ? 100 : s.progress, estimatedRemaining: null, units: null,
         youtubeUrl: link(d.youtube_url), error: ok || cancelled ? null : s.error,
       };
       break;

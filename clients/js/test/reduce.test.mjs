@@ -234,3 +234,28 @@ test('a CANCELLED complete ends the run: the running stage is cancelled, not fai
   assert.equal(s.error, null);
   assert.equal(s.youtubeUrl, null);
 });
+
+test('units: k/N of a parallel stage, in any order of finishing; a change to another stage, the end and a new run clear it', () => {
+  const units = (done, total, progress) => ({ event: 'progress_update', data: { status: 'ASSETS_GENERATING', progress, current_stage: 'images', estimated_remaining: null, units_done: done, units_total: total } });
+  let s = fold([stage('SCRIPT_GENERATING', 0, 'INITIALIZED'), stage('ASSETS_GENERATING', 8, 'SCRIPT_GENERATING')]);
+  assert.equal(s.units, null);
+  s = fold([units(1, 17, 13), units(2, 17, 16)], s);
+  assert.deepEqual(s.units, { done: 2, total: 17 });
+  // An update of the same stage without a count keeps it; a taken-over run re-enters the stage and keeps it.
+  s = fold([update('ASSETS_GENERATING', 17), stage('ASSETS_GENERATING', 17, 'ASSETS_GENERATING')], s);
+  assert.deepEqual(s.units, { done: 2, total: 17 });
+  assert.equal(s.takenOver, true);
+  // Malformed counts are no count.
+  for (const [done, total] of [[3, 2], [-1, 5], [1, 0], [1.5, 3], ['1', 3], [null, 3]]) {
+    assert.equal(fold([units(done, total, 20)], initialState('p')).units, null, `${done}/${total}`);
+  }
+  s = fold([stage('RENDERING', 60, 'ASSETS_GENERATING')], s);
+  assert.equal(s.units, null, 'another stage clears it');
+  s = fold([stage('ASSETS_GENERATING', 8, 'SCRIPT_GENERATING'), units(5, 17, 30)], initialState('p'));
+  assert.deepEqual(fold([{ event: 'complete', data: { status: 'CANCELLED', youtube_url: null } }], s).units, null, 'the end clears it');
+  // A snapshot carries it while a stage runs, and nothing else.
+  s = fold([{ event: 'snapshot', data: { status: 'ASSETS_GENERATING', progress: 40, current_stage: 'images', units_done: 9, units_total: 17, last_event_id: 'e:4', recovered: true } }], initialState('p'));
+  assert.deepEqual(s.units, { done: 9, total: 17 });
+  s = fold([{ event: 'snapshot', data: { status: 'QUEUED', progress: 0, current_stage: 'q', units_done: 9, units_total: 17, last_event_id: 'e:5', recovered: true } }], s);
+  assert.equal(s.units, null);
+});

@@ -235,8 +235,11 @@ import { watchProject } from "/assets/progress-hub-client.js";
       const end = endOf(state.status);
       $("cancel-button").hidden = !state.status || !!end;
       $("retry-button").hidden = state.status !== "FAILED" && state.status !== "CANCELLED";
+      // A stage running parallel units says how many are done: "Assets 7/17 · ...".
+      const units = !end && state.units ? `${T.stages[state.status] || state.status} ${state.units.done}/${state.units.total}` : "";
       const stageText = end ? end[0]
         : state.status === "QUEUED" ? T.queued(state.queuePosition)
+        : units ? (state.currentStage ? `${units} · ${state.currentStage}` : units)
         : state.currentStage || T.stages[state.status] || T.waiting;
       // A run another worker took over says so for the rest of the run; a silent one
       // says it is stalled (or that its worker is lost) until it publishes again.
