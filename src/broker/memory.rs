@@ -739,7 +739,7 @@ mod tests {
         fn resume_point(&self) -> Option<EventId> {
             None
         }
-        fn resume_point_in(&self, _: &str) -> Option<EventId> {
+        fn resume_point_ahead(&self) -> Option<EventId> {
             None
         }
         fn set_subscribed_state(&self, _: u64, _: Option<(ProjectState, EventId)>) {}

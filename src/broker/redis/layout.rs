@@ -264,12 +264,15 @@ static REPLAY: LazyLock<redis::Script> =
 const REPLAY_PAGE_COUNT: usize = 100;
 const REPLAY_PAGE_BYTES: usize = 256 * 1024;
 
-/// The project's state and the retained history after `after` (in the same epoch):
+/// The project's state and the retained history after `after`, when the history holds
+/// `after` (the entry at its sequence number carries exactly that id: `replay.lua`):
 /// the state and the first page in one atomic read (a script: one command, whose MOVED
 /// a cluster connection follows), then further pages up to the event the state named
-/// as the newest (later ones reach the reader live). A position in another epoch costs
-/// Redis one hash read, no history read. Shared by sessions (resume) and the subscriber
-/// (gap fill).
+/// as the newest (later ones reach the reader live), each checked the same way from the
+/// last event of the page before. A position the history does not hold (lost, made
+/// up, trimmed) costs Redis a hash field and one entry's read, and gets no events. The
+/// events read may be of several epochs: sequence numbers go on across an epoch change
+/// (`publish.lua`). Shared by sessions (resume) and the subscriber (gap fill).
 pub async fn read_replay(
     conn: &mut (impl ConnectionLike + Send),
     project: &ProjectId,
@@ -287,21 +290,15 @@ pub async fn read_replay(
     };
     let (hash, mut page) = replay_page(conn, project, after, true).await?;
     let state = ProjectState::from_hash(&hash);
-    let mut frames = Vec::new();
+    let mut frames: Vec<Frame> = Vec::new();
     let Some((_, last)) = &state else {
         return Ok(Replay {
             state,
             after: frames,
         });
     };
-    if last.epoch() != after.epoch() {
-        return Ok(Replay {
-            state,
-            after: frames,
-        });
-    }
-    // Each page starts after the last entry of the one before; an empty page (or one
-    // from an epoch that changed meanwhile, which replay.lua returns empty) ends it.
+    // Each page starts after the last entry of the one before, checked as the first
+    // was; an empty page (the history changed meanwhile) ends it.
     while let Some(read_to) = page.ids.last().and_then(|e| entry_seq(&e.id)) {
         for entry in page.ids {
             if entry_seq(&entry.id).is_some_and(|seq| seq > last.seq()) {
@@ -320,7 +317,15 @@ pub async fn read_replay(
         if read_to >= last.seq() {
             break;
         }
-        let next = EventId::new(after.epoch(), read_to);
+        // The next page is read after the last event of this one, by its own id.
+        let Some(next) = frames
+            .last()
+            .and_then(Frame::id)
+            .filter(|id| id.seq() == read_to)
+            .cloned()
+        else {
+            break;
+        };
         (_, page) = replay_page(conn, project, &next, false).await?;
     }
     Ok(Replay {
@@ -329,7 +334,7 @@ pub async fn read_replay(
     })
 }
 
-/// One `replay.lua` page after `after` (empty if its epoch is not the history's).
+/// One `replay.lua` page after `after` (empty if the history does not hold `after`).
 async fn replay_page(
     conn: &mut (impl ConnectionLike + Send),
     project: &ProjectId,
@@ -340,7 +345,7 @@ async fn replay_page(
         .key(state_key(project))
         .key(history_key(project))
         .arg(after.epoch())
-        .arg(format!("(0-{}", after.seq()))
+        .arg(after.seq())
         .arg(REPLAY_PAGE_COUNT)
         .arg(REPLAY_PAGE_BYTES)
         .arg(if with_state { "1" } else { "0" })

@@ -81,16 +81,19 @@ end
 -- Lost writes (issue 23 §2). The era key, when given (one node), holds the node's era
 -- (see broker/redis/era.rs): the run_id of the Redis incarnation the hubs last found
 -- running. A history written under another era may lack writes whose ids were handed
--- out (a restart from an older save): it is begun anew in a new epoch, keeping the
--- state's facts and fences, so no id repeats within an epoch and a resume from before
--- is `recovered: false`. A state with no era yet takes the current one.
+-- out (a restart from an older save): its next event begins a new epoch, so no id
+-- repeats within an epoch. The history is kept and the sequence goes on (the stream's
+-- ids `0-<seq>` stay monotonic): a position is in the history only when the entry at
+-- its sequence number carries exactly its id (replay.lua), so a resume from an id lost
+-- with the writes is `recovered: false`, while one from an id the restart kept (the
+-- last events before a shutdown, which a subscriber may not have received) goes on
+-- after it, across the epochs, losing nothing. A state with no era yet takes the
+-- current one.
 if era_key then
   local era = redis.call('GET', era_key)
   if era and seen_era ~= era then
     if seen_era and seq ~= 0 then
       epoch = input.new_epoch
-      redis.call('DEL', history)
-      seq, bytes, len = 0, 0, 0
     end
     out[#out + 1] = 'era'; out[#out + 1] = era
   end
