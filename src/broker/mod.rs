@@ -25,7 +25,7 @@ pub mod tag_page;
 
 pub use deliveries::{Deliveries, SubscriptionChange, Watched};
 pub use history::{HistoryConfig, InvalidHistory};
-pub use prepared::{Fence, FrameTemplate, PreparedEvent, StateChange};
+pub use prepared::{Fence, FrameTemplate, PreparedEvent, StateChange, Unit};
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -116,14 +116,23 @@ function end(info: StageInfo, at: string | null, outcome: StageInfo['outcome']):
 }
 
 /** Marks `stage` running from `at`; the stage that was running, and any skipped before
- * `stage`, are done. */
+ * `stage`, are done. A stage entered again after a later one began (a task that ran
+ * again: the job went back) starts anew, and the later stages are pending again: no
+ * stage shows "in progress" next to a later one "done", nor a duration counted from
+ * its first start. */
 function enter(stages: Record<Stage, StageInfo>, stage: Stage, at: string | null) {
   const next = { ...stages };
   const idx = STAGES.indexOf(stage);
+  const wentBack = STAGES.some((s, i) => i > idx && next[s].outcome !== 'pending');
   STAGES.forEach((s, i) => {
     const info = next[s];
     if (s === stage) {
-      if (info.outcome !== 'running') next[s] = { ...info, startedAt: info.startedAt ?? at, endedAt: null, durationMs: null, outcome: 'running' };
+      if (info.outcome !== 'running' || wentBack) {
+        const startedAt = info.outcome === 'done' || wentBack ? at : info.startedAt ?? at;
+        next[s] = { ...info, startedAt, endedAt: null, durationMs: null, outcome: 'running' };
+      }
+    } else if (i > idx && wentBack) {
+      next[s] = { startedAt: null, endedAt: null, durationMs: null, outcome: 'pending' };
     } else if (info.outcome === 'running' || (i < idx && info.outcome === 'pending')) {
       next[s] = end(info, info.outcome === 'running' ? at : null, 'done');
     }

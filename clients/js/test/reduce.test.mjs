@@ -259,3 +259,20 @@ test('units: k/N of a parallel stage, in any order of finishing; a change to ano
   s = fold([{ event: 'snapshot', data: { status: 'QUEUED', progress: 0, current_stage: 'q', units_done: 9, units_total: 17, last_event_id: 'e:5', recovered: true } }], s);
   assert.equal(s.units, null);
 });
+
+test('a stage entered again after a later one began: the later ones are pending again, its duration anew', () => {
+  const s = fold([
+    stage('SCRIPT_GENERATING', 5, 'INITIALIZED', '2025-10-19T10:00:00Z'),
+    stage('ASSETS_GENERATING', 30, 'SCRIPT_GENERATING', '2025-10-19T10:00:03Z'),
+    // A script task ran again (redelivered after its worker died).
+    stage('SCRIPT_GENERATING', 5, 'INITIALIZED', '2025-10-19T10:00:10Z'),
+  ]);
+  assert.equal(s.stages.SCRIPT_GENERATING.outcome, 'running');
+  assert.equal(s.stages.SCRIPT_GENERATING.startedAt, '2025-10-19T10:00:10Z');
+  assert.equal(s.stages.ASSETS_GENERATING.outcome, 'pending', 'not "done" next to the stage before it running');
+  assert.equal(s.stages.ASSETS_GENERATING.durationMs, null);
+  assert.equal(s.progress, 30, 'progress never goes back');
+  const t = fold([stage('ASSETS_GENERATING', 30, 'SCRIPT_GENERATING', '2025-10-19T10:00:12Z')], s);
+  assert.equal(t.stages.SCRIPT_GENERATING.durationMs, 2000, 'timed from its new start');
+  assert.equal(t.stages.ASSETS_GENERATING.startedAt, '2025-10-19T10:00:12Z');
+});

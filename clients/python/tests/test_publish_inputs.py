@@ -35,9 +35,9 @@ def test_the_call_names_only_described_inputs_and_fields() -> None:
     for i, event in enumerate(events):
         # Any event may give the run its tags (here the first).
         prepared = _event.prepare(event, "p", "en", ("user:7",) if i == 0 else None)
-        keys, argv = script_call(
-            "p", prepared, "r", Claim("job", 3), Target.parse("redis://x"), Config()
-        )
+        # A unit's claim (the first event counts the unit done).
+        claim = Claim("job", 3, unit="task-1", done_of=(4, 30, 60) if i == 0 else None)
+        keys, argv = script_call("p", prepared, "r", claim, Target.parse("redis://x"), Config())
         assert len(keys) == len(CONTRACT["keys"])
         for name, _ in pairs(argv):
             if name.startswith(prefix):

@@ -10,6 +10,7 @@
 //! | `progress:{<p>}:history` | stream | the project's events, entries `0-<seq>`, field `frame` |
 //! | `progress:{<p>}:state` | hash | epoch, seq, progress, last id, the current fence, the receipts of the last publishes without an idempotency key, when the keys expire, and the fields the publisher patches (status, stage, ETA, ...: `contract/publish-inputs.json`) |
 //! | `progress:{<p>}:fences` | set | every fence holder (job) the project has seen, so a stale one stays refused |
+//! | `progress:{<p>}:units` | hash | the current holder's parallel units (a Celery group's tasks): unit → `<newest token>`, `<token> done` once counted done (`publish.lua`) |
 //! | `progress:{<p>}:pub:<receipt>` | string | the id a keyed publish (a caller's idempotency key) got (10 min), so a retry never appends twice |
 //! | `progress:{<p>}:watchers` | hash | hub instance → `<watchers>:<until ms>`: how many watch the project on each hub, an entry counting until its time (the presence TTL, refreshed by its live hub: `presence.lua`) |
 //! | `progress:{<p>}:seen:<event id>` | string | a watcher was written this `complete` (kept for the retention) |
@@ -101,6 +102,12 @@ pub fn state_key(project: &ProjectId) -> String {
 /// current one is refused (see `publish.lua`).
 pub fn fences_key(project: &ProjectId) -> String {
     format!("{PREFIX}{{{project}}}:fences")
+}
+
+/// The current fence holder's parallel units: unit -> its newest token, marked done
+/// once counted (see `publish.lua`).
+pub fn units_key(project: &ProjectId) -> String {
+    format!("{PREFIX}{{{project}}}:units")
 }
 
 /// Where a publish's id is remembered under its receipt.
@@ -414,6 +421,7 @@ mod tests {
             state_key(&p),
             receipt_key(&p, "r"),
             fences_key(&p),
+            units_key(&p),
             watchers_key(&p),
             complete_seen_key(&p, &EventId::new("e", 1)),
             shard_channel(&p),

@@ -31,6 +31,13 @@ class Claim:
 
     job: str
     token: int
+    #: The unit of the job this run is (a Celery task id: one of a group's parallel
+    #: tasks, or a chain's step): its token is compared with the unit's own newest, so
+    #: a sibling's newer claim does not fence it out (`publish.lua`, "Units").
+    unit: str | None = None
+    #: On the one publish that counts the unit done: (N units of the stage, progress
+    #: from, progress to); the script counts it once and computes the progress of k/N.
+    done_of: tuple[int, int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -144,6 +151,18 @@ def claim_counter_key(job: str) -> str:
     return f"progress:claims:{{{job}}}"
 
 
+#: The state's fields that say whose run it is, whether it ended, and how far its
+#: current stage's parallel units are (read by the Celery task base at a task's end).
+RUN_FIELDS = (
+    "fence_holder",
+    "fence_ended",
+    "units_done",
+    "units_total",
+    "status",
+    "progress",
+)
+
+
 def new_epoch() -> str:
     """10 random alphanumerics, like the hub's (one read of randomness, not ten: the
     argument is passed with every publish though used only by a new history)."""
@@ -178,6 +197,11 @@ def fences_key(project: str) -> str:
     return f"progress:{{{project}}}:fences"
 
 
+def units_key(project: str) -> str:
+    """The current job's parallel units: unit -> its newest token (`publish.lua`)."""
+    return f"progress:{{{project}}}:units"
+
+
 def tag_index_key(tag: str) -> str:
     """The tag's index (`layout::tag_index_key`): project -> when (ms) it was tagged."""
     return f"progress:{{tag:{tag}}}:projects"
@@ -202,11 +226,13 @@ def script_call(
     of the inputs it names (one without a value left out), then the state patch."""
     contract = _contract.publish_inputs()
     state = prepared.state
+    done_of = None if claim is None or claim.unit is None else claim.done_of
     by_name = {
         "history": history_key(project),
         "state": state_key(project),
         "receipt": receipt_key(project, receipt),
         "fences": fences_key(project),
+        "units": units_key(project),
         # The era is a key of another slot: never on a cluster.
         "era?": None if target.cluster else ERA_KEY,
         # The webhook outbox (a complete goes in while a hub keeps it): with the era.
@@ -235,6 +261,9 @@ def script_call(
         "run_holder": None,
         "fence_holder": None if claim is None else claim.job,
         "fence_token": None if claim is None else str(claim.token),
+        "fence_unit": None if claim is None else claim.unit,
+        "unit_done": None if done_of is None else str(done_of[0]),
+        "unit_progress": None if done_of is None else f"{done_of[1]} {done_of[2]}",
     }
     argv: list[str] = []
     for name in contract["inputs"]:
