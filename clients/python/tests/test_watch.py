@@ -135,3 +135,16 @@ def test_a_hub_restart_mid_watch_resumes_with_nothing_lost_or_twice(
     finally:
         stop(hub.proc)
     assert heard == sent, "every event once, in order"
+
+
+def test_a_frame_says_how_many_parallel_units_are_done() -> None:
+    def frame(event: str, **data: object) -> Frame:
+        return Frame(event=event, data={"status": "ASSETS_GENERATING", **data})
+
+    assert frame("progress_update", units_done=7, units_total=17).units == (7, 17)
+    assert frame("snapshot", units_done=0, units_total=17).units == (0, 17)
+    assert frame("project_state", units_done=17, units_total=17).units == (17, 17)
+    assert frame("progress_update").units is None
+    assert frame("log", units_done=7, units_total=17).units is None
+    for done, total in [(3, 2), (-1, 2), (1, 0), (True, 2), ("1", 2), (1.0, 2), (1, None)]:
+        assert frame("progress_update", units_done=done, units_total=total).units is None

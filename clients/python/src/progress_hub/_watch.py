@@ -73,6 +73,19 @@ class Frame:
             return self.data.get("status") in _contract.wire_values()["complete_statuses"]
         return False
 
+    @property
+    def units(self) -> tuple[int, int] | None:
+        """`(units_done, units_total)` while the stage runs parallel units (ASSETS 7/17):
+        of a `progress_update`, `snapshot` or `project_state` that carries both; else None."""
+        if self.event not in ("progress_update", "snapshot", "project_state"):
+            return None
+        if not isinstance(self.data, dict):
+            return None
+        done, total = self.data.get("units_done"), self.data.get("units_total")
+        if type(done) is not int or type(total) is not int or not 0 <= done <= total or total < 1:
+            return None
+        return done, total
+
 
 def _items(one: str | None, many: Sequence[str] | None, what: str) -> list[str]:
     if isinstance(many, str):
