@@ -77,7 +77,8 @@ import { watchProject } from "/assets/progress-hub-client.js";
   document.querySelectorAll("[data-i18n]").forEach((el) => { el.textContent = T[el.dataset.i18n]; });
 
   const match = location.pathname.match(/^\/projects\/([A-Za-z0-9_-]{1,64})$/);
-  if (match) monitor(match[1]); else home();
+  // /dashboard (a tag's running jobs on one connection) is dashboard.js's.
+  if (match) monitor(match[1]); else if (location.pathname === "/dashboard") import("/assets/dashboard.js"); else home();
 
   // ---- home: start a demo, or open a project ----
   function home() {
