@@ -97,11 +97,18 @@ pub fn fill_gap(asked: &EventId, replay: Replay) -> (Vec<Frame>, Option<EventId>
 }
 
 /// Drops from a batch of live frames those the opening already covered (at or before
-/// `floor`, same epoch). Once a later event has passed, the floor is no longer needed.
+/// `floor`, same epoch). Once a later event has passed (a sequence number beyond the
+/// floor's), the floor is no longer needed. A frame of another epoch at or below the
+/// floor's sequence number (a gap fill delivering the last events of the epoch before a
+/// Redis restart, which the opening may have had too) passes but keeps the floor, so
+/// the covered events of the floor's epoch after it are still dropped.
 pub fn skip_covered(batch: &mut Vec<Frame>, floor: &mut Option<EventId>) {
     if let Some(seen) = floor {
         batch.retain(|f| f.id().is_none_or(|id| !id.is_at_or_before(seen)));
-        if batch.iter().any(|f| f.id().is_some()) {
+        if batch
+            .iter()
+            .any(|f| f.id().is_some_and(|id| id.seq() > seen.seq()))
+        {
             *floor = None;
         }
     }
@@ -234,6 +241,22 @@ mod tests {
             .collect();
         assert_eq!(ids, ["e:4", "f:5", "f:6"]);
         assert_eq!(o.floor, Some(EventId::new("f", 6)));
+    }
+
+    #[test]
+    fn an_earlier_epochs_event_keeps_the_floor_of_a_later_one() {
+        // A session read the history up to f:22 (f began at 21, after e:20); the gap fill
+        // then delivers e:20, f:21, f:22 and the live f:23.
+        let mut floor = Some(EventId::new("f", 22));
+        let mut batch = vec![event("e", 20), event("f", 21)];
+        skip_covered(&mut batch, &mut floor);
+        assert_eq!(batch.len(), 1, "e:20 passes (it may be new to the session)");
+        assert_eq!(floor, Some(EventId::new("f", 22)), "kept");
+        let mut batch = vec![event("f", 22), event("f", 23)];
+        skip_covered(&mut batch, &mut floor);
+        let ids: Vec<_> = batch.iter().map(|f| f.id().unwrap().to_string()).collect();
+        assert_eq!(ids, ["f:23"]);
+        assert_eq!(floor, None);
     }
 
     #[test]
