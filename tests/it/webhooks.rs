@@ -563,3 +563,50 @@ async fn a_stall_is_told_once_across_hubs() {
         "a queued run is not stalled: {got:#?}"
     );
 }
+
+// A 410 from the receiver disables the endpoint on every hub sharing the outbox (one
+// hub received it; the other, and a hub started later, send it nothing more), until an
+// operator re-enables it; the other endpoints go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_410_disables_the_endpoint_for_every_hub_until_re_enabled() {
+    let (gone, fine) = (Receiver::start().await, Receiver::start().await);
+    gone.answer(Reply::Status(410));
+    let both = || {
+        let mut webhooks = webhooks_to(&fine);
+        webhooks.endpoints.push(gone.url().parse().unwrap());
+        move |c: &mut ServeConfig| c.webhooks = Some(webhooks)
+    };
+    let mut one = TestHub::start_with(Backend::Redis, both()).await;
+    let two = TestHub::start_on(one.redis().url(), both()).await;
+    one.publish("first", complete("COMPLETED")).await;
+    gone.until("the 410", |g| g.len() == 1).await;
+    fine.until_delivered(1).await;
+    for n in 0..6 {
+        let hub = if n % 2 == 0 { &one } else { &two };
+        hub.publish(&format!("next{n}"), complete("COMPLETED"))
+            .await;
+    }
+    fine.until_delivered(7).await;
+    outbox_drained(one.redis()).await;
+    assert_eq!(gone.got().len(), 1, "no hub attempts it after the 410");
+    // Persisted: a hub started after it (as after a restart) sends it nothing either.
+    let url = one.redis().url();
+    one.stop().await;
+    let three = TestHub::start_on(url, both()).await;
+    three.publish("later", complete("COMPLETED")).await;
+    fine.until_delivered(8).await;
+    outbox_drained(one.redis()).await;
+    assert_eq!(gone.got().len(), 1, "still disabled after a restart");
+    // The operator re-enables it (docs/WEBHOOKS.md): the next event is attempted again.
+    let mut conn = one.redis().connection().await;
+    let removed: i64 = redis::cmd("HDEL")
+        .arg(crate::support::layout::WEBHOOKS_GONE_KEY)
+        .arg(gone.url())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(removed, 1, "the 410 is recorded under the endpoint's URL");
+    gone.answer(Reply::Ok);
+    two.publish("again", complete("COMPLETED")).await;
+    gone.until_delivered(1).await;
+}
