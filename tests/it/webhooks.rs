@@ -610,3 +610,49 @@ async fn a_410_disables_the_endpoint_for_every_hub_until_re_enabled() {
     two.publish("again", complete("COMPLETED")).await;
     gone.until_delivered(1).await;
 }
+
+// Behind Sentinel the outbox lives on the primary like the projects' keys: every run's
+// end is told, across a forced failover (the replica got the outbox with the rest), and
+// a stalled run too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_sentinel_every_end_is_told_across_a_failover() {
+    let receiver = Receiver::start().await;
+    let sentinel = crate::support::SentinelSetup::start().await;
+    let webhooks = webhooks_to(&receiver);
+    let hub = TestHub::start_on(sentinel.url(), move |c| {
+        c.worker = None;
+        c.stall_after = Duration::from_millis(300);
+        c.webhooks = Some(webhooks);
+    })
+    .await;
+    hub.publish("before", complete("COMPLETED")).await;
+    receiver.until_delivered(1).await;
+    let old = sentinel.primary_port().await;
+    sentinel.force_failover().await;
+    crate::support::eventually("the replica promoted", || async {
+        sentinel.primary_port().await != old
+    })
+    .await;
+    // Publishes may be refused while the hub follows the switch: retried until taken.
+    crate::support::eventually("a publish taken by the new primary", || async {
+        (200..300).contains(&hub.post_event("after", &complete("FAILED")).await.0)
+    })
+    .await;
+    hub.publish(
+        "stuck",
+        json!({"event": "stage_change", "data": {"current_stage": "RENDERING", "progress": 10}}),
+    )
+    .await;
+    let got = receiver
+        .until("the end after the failover and the stall", |got| {
+            got.iter().any(|g| g.body["data"]["project_id"] == "after")
+                && got.iter().any(|g| g.body["type"] == "job.stalled")
+        })
+        .await;
+    assert!(got.iter().all(|g| g.signed));
+    let after = got
+        .iter()
+        .find(|g| g.body["data"]["project_id"] == "after")
+        .unwrap();
+    assert_eq!(after.body["type"], "job.failed");
+}
