@@ -66,8 +66,9 @@ pub struct ServeConfig {
     pub handshake_timeout: Duration,
     /// Time for a plain request's body and answer; 408 after.
     pub request_timeout: Duration,
-    /// A run under way whose project published nothing for this long is reported
-    /// `stalled` by its state (`GET /api/v1/projects/{id}`).
+    /// A run under way whose project published nothing for this long is stalled: `GET
+    /// /api/v1/projects/{id}` says so, live watchers get a `stalled` frame
+    /// (`hub/stall.rs`), webhooks `job.stalled` (`broker/redis/stall.rs`).
     pub stall_after: Duration,
     /// Most connections (WebSocket + SSE) this process holds.
     pub max_connections: usize,

@@ -8,7 +8,7 @@
 //! the lease runs out. With Redis (`redis/outbox.rs`) the outbox is durable and shared by
 //! every hub; in process ([`MemoryOutbox`]) it lives and dies with the hub.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -52,6 +52,11 @@ pub trait Outbox: Send + Sync + 'static {
     async fn scan_stalled(&self, _bound: Duration) -> Result<usize, BrokerError> {
         Ok(0)
     }
+    /// Whether the endpoint (its URL) answered 410 Gone, on any hub sharing the outbox.
+    async fn is_gone(&self, endpoint: &str) -> Result<bool, BrokerError>;
+    /// Records that the endpoint answered 410 Gone: every hub sends it nothing more
+    /// (with Redis, until an operator removes it; in process, until the hub restarts).
+    async fn set_gone(&self, endpoint: &str) -> Result<(), BrokerError>;
 }
 
 /// How long [`MemoryOutbox::take`] waits for an entry before answering none.
@@ -63,6 +68,7 @@ const MEMORY_WAIT: Duration = Duration::from_secs(1);
 pub struct MemoryOutbox {
     inner: Mutex<MemoryEntries>,
     arrived: Notify,
+    gone: Mutex<HashSet<String>>,
 }
 
 #[derive(Default)]
@@ -117,6 +123,15 @@ impl Outbox for MemoryOutbox {
     async fn pending(&self) -> Result<u64, BrokerError> {
         let inner = self.inner.lock();
         Ok((inner.waiting.len() + inner.taken) as u64)
+    }
+
+    async fn is_gone(&self, endpoint: &str) -> Result<bool, BrokerError> {
+        Ok(self.gone.lock().contains(endpoint))
+    }
+
+    async fn set_gone(&self, endpoint: &str) -> Result<(), BrokerError> {
+        self.gone.lock().insert(endpoint.to_string());
+        Ok(())
     }
 }
 

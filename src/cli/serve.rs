@@ -112,8 +112,9 @@ pub struct ServeArgs {
     /// Longest a plain HTTP request (reading its body, answering) may take; 408 after.
     #[arg(long, env = "HUB_REQUEST_TIMEOUT", default_value_t = config::DEFAULT_REQUEST_TIMEOUT.into())]
     pub request_timeout: HumanDuration,
-    /// A run under way whose project published nothing for this long is reported
-    /// `stalled` by its state (set it above the longest step of your jobs).
+    /// A run under way whose project published nothing for this long is stalled: its
+    /// state says so, live watchers get a `stalled` frame, webhooks `job.stalled` (set
+    /// it above the longest silent step of your jobs).
     #[arg(long, env = "HUB_STALL_AFTER", default_value_t = config::DEFAULT_STALL_AFTER.into())]
     pub stall_after: HumanDuration,
     #[command(flatten)]

@@ -52,7 +52,7 @@ pub enum WebhookConfigError {
     UnknownEvent(String),
     #[error("--webhook-retry-base must be more than 0 and at most --webhook-retry-max")]
     BadRetry,
-    #[error("webhooks need Redis on one node (or Sentinel's primary) or none: {0}")]
+    #[error("webhooks need Redis on one node, Sentinel's primary, or none: {0}")]
     Unsupported(&'static str),
 }
 

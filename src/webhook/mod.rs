@@ -8,9 +8,10 @@
 //! delivers each in a task of its own, to every endpoint, retrying with capped
 //! exponential backoff and jitter (and the receiver's `Retry-After`) until delivered,
 //! answered 410 (the endpoint is disabled), or older than `retry_for`; meanwhile it
-//! renews its lease, and a hub that dies leaves the event to another. Publishing and
-//! fan-out never wait for any of it. At least once to the receiver, with the same
-//! `webhook-id` on every retry (`msg_<outbox id>`).
+//! renews its lease, and a hub that dies leaves the event to another. A 410 disables
+//! the endpoint for every hub sharing the outbox (`Outbox::set_gone`), checked before
+//! each attempt. Publishing and fan-out never wait for any of it. At least once to the
+//! receiver, with the same `webhook-id` on every retry (`msg_<outbox id>`).
 //!
 //! With `skip_watched`, a `job.completed` whose `complete` a watcher received (the
 //! broker's `complete_seen`, recorded by the sessions) is not sent: the page showed it.
@@ -21,7 +22,6 @@ pub mod config;
 pub mod deliveries;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -48,8 +48,6 @@ struct Dispatch {
     broker: Arc<dyn Broker>,
     client: reqwest::Client,
     log: Arc<Deliveries>,
-    /// Per endpoint (as in `config.endpoints`): answered 410, so sent nothing more.
-    gone: Vec<AtomicBool>,
     shutdown: CancellationToken,
 }
 
@@ -71,18 +69,12 @@ pub fn spawn(
         .pool_max_idle_per_host(config.concurrency)
         .build()
         .unwrap_or_default();
-    let gone = config
-        .endpoints
-        .iter()
-        .map(|_| AtomicBool::new(false))
-        .collect();
     let dispatch = Arc::new(Dispatch {
         config,
         outbox,
         broker,
         client,
         log: Arc::clone(&log),
-        gone,
         shutdown,
     });
     if dispatch.config.sends(EventType::JobStalled.as_str()) {
@@ -182,13 +174,9 @@ impl Dispatch {
                 return;
             };
             let id = format!("msg_{}", entry.id);
-            let to_each = self
-                .config
-                .endpoints
-                .iter()
-                .enumerate()
-                .map(|(n, endpoint)| {
-                    self.deliver_to(n, endpoint, &id, &body, &bytes, entry.enqueued_ms)
+            let to_each =
+                self.config.endpoints.iter().map(|endpoint| {
+                    self.deliver_to(endpoint, &id, &body, &bytes, entry.enqueued_ms)
                 });
             futures_util::future::join_all(to_each).await;
         };
@@ -256,7 +244,6 @@ impl Dispatch {
     /// Attempts until delivered, gone, or too old.
     async fn deliver_to(
         &self,
-        n: usize,
         endpoint: &Endpoint,
         id: &str,
         body: &body::WebhookBody,
@@ -266,7 +253,7 @@ impl Dispatch {
         let deadline_ms = enqueued_ms.saturating_add(self.config.retry_for.as_millis() as u64);
         let mut attempt = 0u32;
         loop {
-            if self.gone[n].load(Ordering::Relaxed) {
+            if self.is_gone(endpoint).await {
                 metrics::webhook_given_up("gone");
                 return;
             }
@@ -306,8 +293,10 @@ impl Dispatch {
             match outcome {
                 Outcome::Delivered(_) => return,
                 Outcome::Gone => {
-                    tracing::warn!(endpoint = %endpoint, "webhook endpoint answered 410; disabled");
-                    self.gone[n].store(true, Ordering::Relaxed);
+                    tracing::warn!(endpoint = %endpoint, "webhook endpoint answered 410; disabled for every hub");
+                    if let Err(err) = self.outbox.set_gone(&endpoint.to_string()).await {
+                        tracing::warn!(error = %err, "the 410 not recorded for the other hubs");
+                    }
                     metrics::webhook_given_up("gone");
                     return;
                 }
@@ -322,6 +311,12 @@ impl Dispatch {
                 tokio::time::sleep(wait).await;
             }
         }
+    }
+
+    /// Whether the endpoint answered 410 on any hub (and was not re-enabled since); when
+    /// the outbox cannot say, the attempt is made (better twice told).
+    async fn is_gone(&self, endpoint: &Endpoint) -> bool {
+        matches!(self.outbox.is_gone(&endpoint.to_string()).await, Ok(true))
     }
 
     /// The wait before the next attempt: the receiver's `Retry-After` (as asked, within

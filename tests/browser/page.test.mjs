@@ -211,3 +211,18 @@ test("Cancel stops the run (the page says cancelled), and Retry finishes it from
   await page.close();
   await stop(hub.child);
 });
+
+test("a silent running job shows as stalled on the progress card until it publishes again", async () => {
+  const hub = await startHub(["--listen", "127.0.0.1:0", "--stall-after", "500ms"]);
+  const id = `stalled-${Date.now()}`;
+  const post = (event) => fetch(`${hub.url}/api/v1/projects/${id}/events`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(event) });
+  assert.equal((await post({ event: "stage_change", data: { current_stage: "RENDERING", progress: 40 } })).status < 300, true);
+  const page = await browser.newPage();
+  await page.goto(`${hub.url}/projects/${id}?lang=en`);
+  await page.waitForFunction(() => document.querySelector("#stage-text").dataset.stalled === "silent", null, { timeout: 20000 });
+  assert.match(await page.textContent("#stage-text"), /stalled: no update since/);
+  assert.equal((await post({ event: "log", data: { level: "INFO", message: "alive again" } })).status < 300, true);
+  await page.waitForFunction(() => document.querySelector("#stage-text").dataset.stalled === "", null, { timeout: 20000 });
+  assert.doesNotMatch(await page.textContent("#stage-text"), /stalled/);
+  await page.close();
+});

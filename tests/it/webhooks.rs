@@ -563,3 +563,96 @@ async fn a_stall_is_told_once_across_hubs() {
         "a queued run is not stalled: {got:#?}"
     );
 }
+
+// A 410 from the receiver disables the endpoint on every hub sharing the outbox (one
+// hub received it; the other, and a hub started later, send it nothing more), until an
+// operator re-enables it; the other endpoints go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_410_disables_the_endpoint_for_every_hub_until_re_enabled() {
+    let (gone, fine) = (Receiver::start().await, Receiver::start().await);
+    gone.answer(Reply::Status(410));
+    let both = || {
+        let mut webhooks = webhooks_to(&fine);
+        webhooks.endpoints.push(gone.url().parse().unwrap());
+        move |c: &mut ServeConfig| c.webhooks = Some(webhooks)
+    };
+    let mut one = TestHub::start_with(Backend::Redis, both()).await;
+    let two = TestHub::start_on(one.redis().url(), both()).await;
+    one.publish("first", complete("COMPLETED")).await;
+    gone.until("the 410", |g| g.len() == 1).await;
+    fine.until_delivered(1).await;
+    for n in 0..6 {
+        let hub = if n % 2 == 0 { &one } else { &two };
+        hub.publish(&format!("next{n}"), complete("COMPLETED"))
+            .await;
+    }
+    fine.until_delivered(7).await;
+    outbox_drained(one.redis()).await;
+    assert_eq!(gone.got().len(), 1, "no hub attempts it after the 410");
+    // Persisted: a hub started after it (as after a restart) sends it nothing either.
+    let url = one.redis().url();
+    one.stop().await;
+    let three = TestHub::start_on(url, both()).await;
+    three.publish("later", complete("COMPLETED")).await;
+    fine.until_delivered(8).await;
+    outbox_drained(one.redis()).await;
+    assert_eq!(gone.got().len(), 1, "still disabled after a restart");
+    // The operator re-enables it (docs/WEBHOOKS.md): the next event is attempted again.
+    let mut conn = one.redis().connection().await;
+    let removed: i64 = redis::cmd("HDEL")
+        .arg(crate::support::layout::WEBHOOKS_GONE_KEY)
+        .arg(gone.url())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(removed, 1, "the 410 is recorded under the endpoint's URL");
+    gone.answer(Reply::Ok);
+    two.publish("again", complete("COMPLETED")).await;
+    gone.until_delivered(1).await;
+}
+
+// Behind Sentinel the outbox lives on the primary like the projects' keys: every run's
+// end is told, across a forced failover (the replica got the outbox with the rest), and
+// a stalled run too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_sentinel_every_end_is_told_across_a_failover() {
+    let receiver = Receiver::start().await;
+    let sentinel = crate::support::SentinelSetup::start().await;
+    let webhooks = webhooks_to(&receiver);
+    let hub = TestHub::start_on(sentinel.url(), move |c| {
+        c.worker = None;
+        c.stall_after = Duration::from_millis(300);
+        c.webhooks = Some(webhooks);
+    })
+    .await;
+    hub.publish("before", complete("COMPLETED")).await;
+    receiver.until_delivered(1).await;
+    let old = sentinel.primary_port().await;
+    sentinel.force_failover().await;
+    crate::support::eventually("the replica promoted", || async {
+        sentinel.primary_port().await != old
+    })
+    .await;
+    // Publishes may be refused while the hub follows the switch: retried until taken.
+    crate::support::eventually("a publish taken by the new primary", || async {
+        (200..300).contains(&hub.post_event("after", &complete("FAILED")).await.0)
+    })
+    .await;
+    hub.publish(
+        "stuck",
+        json!({"event": "stage_change", "data": {"current_stage": "RENDERING", "progress": 10}}),
+    )
+    .await;
+    let got = receiver
+        .until("the end after the failover and the stall", |got| {
+            got.iter().any(|g| g.body["data"]["project_id"] == "after")
+                && got.iter().any(|g| g.body["type"] == "job.stalled")
+        })
+        .await;
+    assert!(got.iter().all(|g| g.signed));
+    let after = got
+        .iter()
+        .find(|g| g.body["data"]["project_id"] == "after")
+        .unwrap();
+    assert_eq!(after.body["type"], "job.failed");
+}

@@ -17,6 +17,7 @@
 //! | `progress-hub:history` | hash | the hubs' history policy (len, bytes, TTLs) every publisher follows |
 //! | `progress:era` | string | the run_id of the Redis incarnation the hubs last found (one node, Sentinel) |
 //! | `progress:{<p>}:stalled:<event id>` | string | the project's run was told stalled (`job.stalled`) while this was its last event (as long as its state lives) |
+//! | `progress-hub:webhooks:gone` | hash | webhook endpoint URL → when (ms) it answered 410: disabled for every hub until the field is removed |
 //! | `progress-hub:running` | set | the channels of the runs under way, kept beside the outbox for the hubs' stall scan (one node, Sentinel) |
 //! | `progress-hub:webhooks` | stream | the webhook outbox: a run's end (`channel`, then the state's fields) per entry, read by the group `webhooks` (one node, Sentinel) |
 //! | `progress:jobs` | stream | the job queue, read by the consumer group `workers` |
@@ -70,6 +71,10 @@ pub const HISTORY_POLICY_KEY: &str = "progress-hub:history";
 /// it in. Outside `progress:`, so never taken for a project's channel or key.
 pub const OUTBOX_KEY: &str = "progress-hub:webhooks";
 pub const OUTBOX_GROUP: &str = "webhooks";
+
+/// The webhook endpoints that answered 410 Gone (a hash: URL → when, ms): no hub sends
+/// them anything more until an operator removes the field (`HDEL`), whatever restarts.
+pub const WEBHOOKS_GONE_KEY: &str = "progress-hub:webhooks:gone";
 
 /// The runs under way (a set of channels), kept by `publish.lua` beside the outbox: a run
 /// goes in as it begins and out as it ends; the hubs' stall scan (`stall.rs`) reads it

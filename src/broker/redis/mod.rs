@@ -209,6 +209,7 @@ impl Broker for RedisBroker {
             channel: self.target.channel(project),
             publish_command: self.target.publish_command(),
             era: self.era.is_some(),
+            outbox: !self.target.is_cluster(),
             new_epoch: EventId::new_epoch(),
         };
         let mut conn = self.commands.clone();

@@ -31,7 +31,8 @@ const BLOCK: Duration = Duration::from_secs(1);
 pub struct RedisOutbox {
     /// Its own connection: a blocking XREADGROUP must not stall the publish path.
     conn: RedisConn,
-    /// The stall scan's (`stall.rs`), which must not wait behind that blocked read.
+    /// The stall scan's (`stall.rs`) and the 410 record's, which must not wait behind
+    /// that blocked read.
     scan: RedisConn,
     /// This process in the group (unique per process: a restarted hub is a new consumer
     /// and takes its predecessor's entries when their lease runs out).
@@ -205,6 +206,27 @@ impl Outbox for RedisOutbox {
 
     async fn scan_stalled(&self, bound: Duration) -> Result<usize, BrokerError> {
         super::stall::scan(&self.scan, bound).await
+    }
+
+    async fn is_gone(&self, endpoint: &str) -> Result<bool, BrokerError> {
+        let mut conn = self.scan.clone();
+        let gone: bool = redis::cmd("HEXISTS")
+            .arg(layout::WEBHOOKS_GONE_KEY)
+            .arg(endpoint)
+            .query_async(&mut conn)
+            .await?;
+        Ok(gone)
+    }
+
+    async fn set_gone(&self, endpoint: &str) -> Result<(), BrokerError> {
+        let mut conn = self.scan.clone();
+        let _: Value = redis::cmd("HSET")
+            .arg(layout::WEBHOOKS_GONE_KEY)
+            .arg(endpoint)
+            .arg(crate::broker::outbox::now_ms())
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
     }
 
     async fn pending(&self) -> Result<u64, BrokerError> {

@@ -51,6 +51,10 @@ pub struct Route<'a> {
     pub publish_command: &'static str,
     /// Whether the script checks the node's era (one node; see `era.rs`).
     pub era: bool,
+    /// Whether the keys outside the project's slot are passed: the era, the webhook
+    /// outbox and the runs under way (one node and Sentinel's primary; not a cluster).
+    /// On Sentinel the era key is passed (it goes before the outbox) but never stamped.
+    pub outbox: bool,
     pub new_epoch: String,
 }
 
@@ -69,9 +73,9 @@ pub fn invocation(
             "receipt" => call.key(layout::receipt_key(route.project, &event.receipt)),
             "fences" => call.key(layout::fences_key(route.project)),
             "units" => call.key(layout::units_key(route.project)),
-            "era?" if route.era => call.key(layout::ERA_KEY),
-            "outbox?" if route.era => call.key(layout::OUTBOX_KEY),
-            "running?" if route.era => call.key(layout::RUNNING_KEY),
+            "era?" if route.era || route.outbox => call.key(layout::ERA_KEY),
+            "outbox?" if route.outbox => call.key(layout::OUTBOX_KEY),
+            "running?" if route.outbox => call.key(layout::RUNNING_KEY),
             _ => &mut call,
         };
     }
@@ -186,6 +190,7 @@ pub fn names_sent() -> Vec<&'static str> {
         channel: String::new(),
         publish_command: "PUBLISH",
         era: true,
+        outbox: true,
         new_epoch: String::new(),
     };
     inputs(&route, &event, &HistoryConfig::default())
