@@ -30,7 +30,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 use super::tag_feed;
 use super::{
-    CompletesSeen, ConnectionAccess, Ended, OutboundQueue, Pulse, Sessions, count_close,
+    CompletesSeen, ConnectionAccess, Ended, OutboundQueue, Pulse, Sessions, count_close, fill_gap,
     opening_with, pump, reader, send, skip_covered,
 };
 use crate::hub::{Inbox, Membership, Pushed};
@@ -376,6 +376,13 @@ async fn open(
         .replay_for(&membership, &feed.project, asked.as_ref())
         .await;
     let resumed = asked.is_some();
+    // Resumed without its history (the broker could not be read): the client's gap is
+    // owed to it, before its next live event (as `Gap` for a session).
+    let owed = if replay.is_none() {
+        asked.clone()
+    } else {
+        None
+    };
     let opening = opening_with(
         |recovered| Frame::subscribed(resumed, recovered),
         asked.as_ref(),
@@ -386,8 +393,45 @@ async fn open(
             return;
         }
     }
-    feed.go_live(opening.floor);
+    match owed {
+        None => feed.go_live(opening.floor),
+        Some(after) => fill_owed_gap(&sessions, &feed, &after).await,
+    }
 }
+
+/// Reads a subscription's owed gap until the broker answers (live frames wait in the
+/// feed meanwhile, bounded: too many, and the connection is a slow consumer, whose
+/// client resumes each project from its own position), then queues it and goes live.
+async fn fill_owed_gap(sessions: &Sessions, feed: &Feed, after: &EventId) {
+    let mut delay = GAP_RETRY_FIRST;
+    loop {
+        if feed.is_closed() {
+            return;
+        }
+        match sessions.broker.replay(&feed.project, Some(after)).await {
+            Ok(replay) => {
+                let (frames, read_to) = fill_gap(after, replay);
+                for frame in frames {
+                    if feed.push_opening(frame).await.is_err() {
+                        return;
+                    }
+                }
+                tracing::info!(project_id = %feed.project, "delivered a subscription's gap after the broker came back");
+                feed.go_live(read_to);
+                return;
+            }
+            Err(err) => {
+                tracing::debug!(project_id = %feed.project, error = %err, "cannot read a subscription's gap yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(GAP_RETRY_MAX);
+            }
+        }
+    }
+}
+
+/// The first wait before reading an owed gap again, and the longest.
+const GAP_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(100);
+const GAP_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A subscription's inbox in the project's topic: its frames, tagged, into the
 /// connection's queue.
@@ -460,6 +504,10 @@ impl Feed {
 
     fn close(&self) {
         *self.state.lock() = FeedState::Closed;
+    }
+
+    fn is_closed(&self) -> bool {
+        matches!(*self.state.lock(), FeedState::Closed)
     }
 }
 

@@ -546,3 +546,30 @@ async fn a_multiplexed_connection_that_stops_reading_is_a_slow_consumer() {
         assert_eq!(frame["event"], "log", "{frame}");
     }
 }
+
+// A subscription resumed during an outage cannot read its gap: it says `recovered:
+// false`. Its gap must still reach it once the broker is back, before its next live
+// event (as on the single-project endpoint), and in order, nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_resumed_during_an_outage_gets_its_gap_before_live_events() {
+    let hub = TestHub::start(Backend::Redis).await;
+    let mut watcher = WsClient::connected(&hub.ws_url("mgap")).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(hub.publish("mgap", log_event(&format!("{i}"))).await);
+        assert_eq!(watcher.next_event().await["id"], ids[i].as_str());
+    }
+    let mut client = connect(&hub).await;
+    hub.redis().pause();
+    subscribe(&mut client, "mgap", Some(&ids[0])).await;
+    let answer = client.next_event().await;
+    hub.redis().resume();
+    assert_eq!(answer["event"], "subscribed", "{answer}");
+    assert_eq!(answer["data"]["recovered"], false, "{answer}");
+    ids.push(hub.publish("mgap", log_event("live")).await);
+    for id in &ids[1..] {
+        let frame = client.next_event().await;
+        assert_eq!(frame["project_id"], "mgap", "{frame}");
+        assert_eq!(frame["id"], id.as_str(), "in order, no gap: {frame}");
+    }
+}

@@ -17,6 +17,11 @@
 //! 4. publishing goes on for `tail` seconds after the last client resumed, then every
 //!    client's events are checked: each published `seq` of its project exactly once.
 //!
+//! With `--per-connection N`, each client is a multiplexed connection
+//! (`GET /api/v1/progress`) subscribed to N projects, and resumes each subscription
+//! from its own last id (one `subscribe` with `last_event_id` per project); resumes and
+//! the Redis commands per resume then count subscriptions.
+//!
 //! Reported: the time from the new hub's first accept (the tool's first successful TCP
 //! connect to the port, polled every 2 ms) to the last client's `connected`, resumes/s,
 //! Redis commands per resume (`INFO commandstats` over the storm, less what publishing
@@ -88,6 +93,11 @@ pub struct StormArgs {
     /// into this file (read it with `perf report -i FILE`).
     #[arg(long)]
     perf: Option<PathBuf>,
+    /// Multiplexed clients (GET /api/v1/progress): each subscribes to this many projects
+    /// (client n to projects n*N .. n*N+N-1, modulo P) and resumes each from its own
+    /// last id. 0: single-project sockets.
+    #[arg(long, default_value_t = 0)]
+    per_connection: usize,
 }
 
 /// What every client task shares with the run.
@@ -297,6 +307,182 @@ pub(crate) async fn client(
         ws = connect(&shared, &project, n, report.last_id.as_deref())
             .await
             .ok();
+    }
+}
+
+/// `--per-connection`: the projects of multiplexed client `n`.
+fn projects_of(n: usize, per: usize, projects: usize) -> Vec<usize> {
+    (0..per).map(|i| (n * per + i) % projects).collect()
+}
+
+/// A multiplexed connection, its subscribe frames sent (each with the project's last id).
+async fn connect_multiplexed(
+    shared: &Shared,
+    n: usize,
+    subscriptions: &[(String, Option<String>)],
+) -> anyhow::Result<Ws> {
+    let source = IpAddr::V4(Ipv4Addr::new(
+        127,
+        0,
+        0,
+        1 + (n % shared.sources.max(1) as usize) as u8,
+    ));
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source, 0))?;
+    let stream = socket.connect(shared.addr).await?;
+    let config = WebSocketConfig::default().read_buffer_size(4096);
+    let url = format!("{}/api/v1/progress", shared.url);
+    let (mut ws, _) =
+        tokio_tungstenite::client_async_with_config(url, stream, Some(config)).await?;
+    for (project, last_id) in subscriptions {
+        let mut data = serde_json::json!({ "project_id": project });
+        if let Some(id) = last_id {
+            data["last_event_id"] = serde_json::json!(id);
+        }
+        let frame = serde_json::json!({"event": "subscribe", "data": data});
+        ws.feed(Message::text(frame.to_string())).await?;
+    }
+    ws.flush().await?;
+    Ok(ws)
+}
+
+/// The top-level `"project_id"` a multiplexed frame starts with.
+fn project_of(text: &str) -> Option<&str> {
+    let rest = text.strip_prefix(r#"{"project_id":""#)?;
+    rest.split_once('"').map(|(project, _)| project)
+}
+
+/// Reads one multiplexed connection until it ends or the run stops; `reports[i]` is
+/// subscription i's (connection-level counts go to `reports[0]`).
+async fn mux_session(
+    ws: &mut Ws,
+    reports: &mut [Report],
+    names: &HashMap<String, usize>,
+    shared: &Shared,
+    stop: &CancellationToken,
+) -> End {
+    let mut drops = shared.drops.subscribe();
+    let mut answered = 0;
+    loop {
+        let message = tokio::select! {
+            biased;
+            () = stop.cancelled() => return End::Stop,
+            _ = drops.changed() => return End::Dropped,
+            message = ws.next() => message,
+        };
+        let text = match message {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Close(frame))) => {
+                return End::Closed(frame.map(|f| u16::from(f.code)));
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return End::Closed(None),
+        };
+        if text.contains(r#""event":"ping""#) {
+            let _ = ws.send(Message::text(r#"{"event":"pong"}"#)).await;
+            continue;
+        }
+        if text.contains(r#""event":"connected""#) {
+            reports[0].connections += 1;
+            continue;
+        }
+        let Some(&i) = project_of(&text).and_then(|p| names.get(p)) else {
+            continue;
+        };
+        if text.contains(r#""event":"subscribed""#) {
+            answered += 1;
+            let restarted = shared.restarted.load(Ordering::Relaxed);
+            let recovered = text.contains(r#""recovered":true"#);
+            if reports[0].connections > 1 && restarted && !recovered {
+                reports[i].unrecovered += 1;
+            }
+            if answered == reports.len() {
+                if reports[0].connections == 1 {
+                    shared.greeted.fetch_add(1, Ordering::Relaxed);
+                    shared.progress.notify_one();
+                } else if restarted && reports[0].resumed_at.is_none() {
+                    let now = Instant::now();
+                    for report in reports.iter_mut() {
+                        report.resumed_at = Some(now);
+                    }
+                    shared.resumed.fetch_add(1, Ordering::Relaxed);
+                    shared.progress.notify_one();
+                }
+            }
+        } else if let Some(seq) = field(&text, "seq=") {
+            let report = &mut reports[i];
+            let seq = usize::try_from(seq).unwrap_or(usize::MAX);
+            if seq < 1 << 24 {
+                if report.counts.len() <= seq {
+                    report.counts.resize(seq + 1, 0);
+                }
+                report.counts[seq] = report.counts[seq].saturating_add(1);
+            }
+            if let Some(id) = event_id(&text) {
+                report.last_id = Some(id.to_string());
+            }
+            shared.received.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A multiplexed client's life: as [`client`], its subscriptions resumed together.
+async fn mux_client(
+    n: usize,
+    projects: Vec<(usize, String)>,
+    first: Ws,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) -> Vec<Report> {
+    let names: HashMap<String, usize> = projects
+        .iter()
+        .enumerate()
+        .map(|(i, (_, name))| (name.clone(), i))
+        .collect();
+    let mut reports: Vec<Report> = projects
+        .iter()
+        .map(|(index, _)| Report {
+            project: *index,
+            ..Report::default()
+        })
+        .collect();
+    let mut ws = Some(first);
+    let mut attempt = 0u32;
+    loop {
+        let delay = match ws.take() {
+            Some(mut conn) => {
+                let greeted = reports[0].connections;
+                let end = mux_session(&mut conn, &mut reports, &names, &shared, &stop).await;
+                if reports[0].connections > greeted {
+                    attempt = 0;
+                }
+                match end {
+                    End::Stop => return reports,
+                    End::Closed(Some(1012)) => {
+                        reports[0].closes_1012 += 1;
+                        after_restart()
+                    }
+                    End::Dropped => after_restart(),
+                    End::Closed(_) => backoff(attempt),
+                }
+            }
+            None => {
+                reports[0].failed_attempts += 1;
+                backoff(attempt)
+            }
+        };
+        attempt += 1;
+        tokio::select! {
+            () = stop.cancelled() => return reports,
+            () = tokio::time::sleep(delay) => {}
+        }
+        reports[0].reconnects += 1;
+        let subscriptions: Vec<(String, Option<String>)> = projects
+            .iter()
+            .zip(&reports)
+            .map(|((_, name), report)| (name.clone(), report.last_id.clone()))
+            .collect();
+        ws = connect_multiplexed(&shared, n, &subscriptions).await.ok();
     }
 }
 
@@ -559,8 +745,13 @@ pub async fn run(args: StormArgs) -> anyhow::Result<()> {
     let bin = hub_bin(args.hub_bin.as_ref())?;
     let projects = args.projects.max(1);
     let redis_client = redis::Client::open(args.redis_url.as_str())?;
-    let mut stats_conn = redis_client.get_multiplexed_async_connection().await?;
     let patience = Duration::from_secs(args.patience);
+    // Redis answers slowly under a storm on a busy machine: the default 500 ms response
+    // timeout failed whole runs.
+    let stats_config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(patience));
+    let mut stats_conn = redis_client
+        .get_multiplexed_async_connection_with_config(&stats_config)
+        .await?;
 
     let (publisher_port, port) = (free_port()?, free_port()?);
     let (redis_url, hub_args, log) = (&args.redis_url, &args.hub_args, args.hub_log.as_ref());
@@ -573,12 +764,25 @@ pub async fn run(args: StormArgs) -> anyhow::Result<()> {
     let name = |p: usize| format!("storm-{run}-{p}");
     let shared = Arc::new(Shared::new(port, args.sources));
     let connect_start = Instant::now();
+    let per = args.per_connection;
     let conns = futures_util::stream::iter((0..args.clients).map(|n| {
         let shared = Arc::clone(&shared);
-        let project = (n % projects, name(n % projects));
+        let mine: Vec<(usize, String)> = if per == 0 {
+            vec![(n % projects, name(n % projects))]
+        } else {
+            projects_of(n, per, projects)
+                .into_iter()
+                .map(|p| (p, name(p)))
+                .collect()
+        };
         async move {
-            let ws = connect(&shared, &project.1, n, None).await;
-            (n, project, ws)
+            let ws = if per == 0 {
+                connect(&shared, &mine[0].1, n, None).await
+            } else {
+                let subscriptions: Vec<_> = mine.iter().map(|(_, p)| (p.clone(), None)).collect();
+                connect_multiplexed(&shared, n, &subscriptions).await
+            };
+            (n, mine, ws)
         }
     }))
     .buffer_unordered(args.connect_concurrency.max(1))
@@ -587,15 +791,13 @@ pub async fn run(args: StormArgs) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let mut clients = Vec::with_capacity(args.clients);
     let mut failed = 0;
-    for (n, project, ws) in conns {
+    for (n, mut mine, ws) in conns {
+        let (shared, stop) = (Arc::clone(&shared), stop.clone());
         match ws {
-            Ok(ws) => clients.push(tokio::spawn(client(
-                n,
-                project,
-                ws,
-                Arc::clone(&shared),
-                stop.clone(),
-            ))),
+            Ok(ws) if per == 0 => clients.push(tokio::spawn(async move {
+                vec![client(n, mine.swap_remove(0), ws, shared, stop).await]
+            })),
+            Ok(ws) => clients.push(tokio::spawn(mux_client(n, mine, ws, shared, stop))),
             Err(_) => failed += 1,
         }
     }
@@ -704,7 +906,14 @@ pub async fn run(args: StormArgs) -> anyhow::Result<()> {
         .enumerate()
         .map(|(p, log)| {
             let ok = log.accepted();
-            let watchers = (0..connected).filter(|n| n % projects == p).count() as u64;
+            let watchers = if per == 0 {
+                (0..connected).filter(|n| n % projects == p).count() as u64
+            } else {
+                (0..connected)
+                    .flat_map(|n| projects_of(n, per, projects))
+                    .filter(|&q| q == p)
+                    .count() as u64
+            };
             ok * watchers
         })
         .sum();
@@ -717,7 +926,7 @@ pub async fn run(args: StormArgs) -> anyhow::Result<()> {
     stop.cancel();
     let mut reports = Vec::with_capacity(connected);
     for c in clients {
-        reports.push(c.await?);
+        reports.extend(c.await?);
     }
     let _ = sigterm(&hub);
     let _ = tokio::time::timeout(patience, hub.wait()).await;
@@ -748,7 +957,9 @@ pub async fn run(args: StormArgs) -> anyhow::Result<()> {
         unexpected,
         ..
     } = delivery;
+    // Resumed subscriptions (one per client, or `per_connection` per multiplexed one).
     let resumed = reports.iter().filter(|r| r.resumed_at.is_some()).count();
+    let subscriptions = reports.len();
     let storm_s = last_resumed
         .map(|at| at.saturating_duration_since(first_accept).as_secs_f64())
         .unwrap_or(f64::NAN);
@@ -785,7 +996,7 @@ pub async fn run(args: StormArgs) -> anyhow::Result<()> {
         first_accept.saturating_duration_since(exited).as_secs_f64()
     );
     println!(
-        "resumed {resumed}/{connected}{}: last {storm_s:.3}s after the new hub's first accept ({:.0} resumes/s); per client p50 {:.3}s p99 {:.3}s; {closes_1012} closes 1012, {reconnects} reconnects, {failed_attempts} failed attempts",
+        "resumed {resumed}/{subscriptions} subscriptions{}: last {storm_s:.3}s after the new hub's first accept ({:.0} resumes/s); per client p50 {:.3}s p99 {:.3}s; {closes_1012} closes 1012, {reconnects} reconnects, {failed_attempts} failed attempts",
         if all_back {
             ""
         } else {
