@@ -59,6 +59,7 @@ pub struct RunningServer {
     shutdown: CancellationToken,
     broker: std::sync::Arc<dyn Broker>,
     publisher: Publisher,
+    hub: Arc<Hub>,
     task: JoinHandle<Result<(), ServeError>>,
 }
 
@@ -79,6 +80,12 @@ impl RunningServer {
     /// The hub's own publisher (the publish path the HTTP API uses).
     pub fn publisher(&self) -> &Publisher {
         &self.publisher
+    }
+
+    /// How many projects this hub watches now (its topics): what a test awaits to know
+    /// that a session's leave reached the hub.
+    pub fn watched_projects(&self) -> usize {
+        self.hub.watched_count()
     }
 
     /// Starts a graceful shutdown; `wait` returns once it is done.
@@ -172,6 +179,13 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         shutdown.clone(),
         &tracker,
     )?;
+    tracker.spawn(crate::hub::stall::watch(
+        hub.clone(),
+        broker.clone(),
+        config.stall_after,
+        None,
+        shutdown.clone(),
+    ));
     let publisher = Publisher::new(broker.clone(), config.locale, config.coalesce_window);
     let webhooks = match &config.webhooks {
         Some(webhooks) => {
@@ -184,6 +198,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
                 webhooks.clone(),
                 outbox,
                 broker.clone(),
+                config.stall_after,
                 shutdown.clone(),
                 &tracker,
             ))
@@ -234,6 +249,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         );
     }
     let limits = ConnectionLimits::new(caps.max_total, caps.max_per_ip);
+    let watched = Arc::clone(&hub);
     let state = AppState {
         broker: broker.clone(),
         publisher: publisher.clone(),
@@ -313,6 +329,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         shutdown,
         broker,
         publisher,
+        hub: watched,
         task,
     })
 }

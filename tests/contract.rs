@@ -271,6 +271,7 @@ fn the_state_patch_names_only_described_fields() {
     let project = ProjectId::parse("contract").unwrap_or_else(|e| panic!("{e}"));
     let events = [
         json!({"event": "progress_update", "data": {"status": "QUEUED", "progress": 0, "current_stage": "q", "job_id": "j", "queue_position": 2}}),
+        json!({"event": "progress_update", "data": {"status": "ASSETS_GENERATING", "progress": 30, "current_stage": "a", "units_done": 3, "units_total": 17}}),
         json!({"event": "stage_change", "data": {"current_stage": "RENDERING", "progress": 5}}),
         json!({"event": "complete", "data": {"status": "COMPLETED", "youtube_url": "https://youtube.com/watch?v=1"}}),
         json!({"event": "log", "data": {"level": "INFO", "message": "m"}}),

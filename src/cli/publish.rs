@@ -47,6 +47,7 @@ pub struct PublishArgs {
 #[derive(Subcommand, Debug)]
 pub enum EventArgs {
     /// progress_update: --status RENDERING --progress 60 --current-stage "..." [--estimated-remaining 240]
+    /// [--units-done 37 --units-total 120 (a stage running parallel units)]
     ProgressUpdate {
         #[arg(long)]
         status: String,
@@ -56,6 +57,12 @@ pub enum EventArgs {
         current_stage: String,
         #[arg(long)]
         estimated_remaining: Option<u64>,
+        /// Units of the stage done (with --units-total), while it runs parallel units.
+        #[arg(long, requires = "units_total")]
+        units_done: Option<u64>,
+        /// Units the stage has (with --units-done).
+        #[arg(long, requires = "units_done")]
+        units_total: Option<u64>,
     },
     /// stage_change: [--previous-stage X] --current-stage Y --progress 25
     StageChange {
@@ -128,10 +135,19 @@ impl EventArgs {
                 progress,
                 current_stage,
                 estimated_remaining,
-            } => json!({"event": "progress_update", "data": {
-                "status": status, "progress": progress, "current_stage": current_stage,
-                "estimated_remaining": estimated_remaining,
-            }}),
+                units_done,
+                units_total,
+            } => {
+                let mut event = json!({"event": "progress_update", "data": {
+                    "status": status, "progress": progress, "current_stage": current_stage,
+                    "estimated_remaining": estimated_remaining,
+                }});
+                if let (Some(done), Some(total)) = (units_done, units_total) {
+                    event["data"]["units_done"] = json!(done);
+                    event["data"]["units_total"] = json!(total);
+                }
+                event
+            }
             Self::StageChange {
                 previous_stage,
                 current_stage,

@@ -76,6 +76,10 @@ pub struct JobArgs {
     /// Jobs one worker runs at once.
     #[arg(long, env = "HUB_WORKER_CONCURRENCY", default_value_t = WorkerConfig::default().concurrency)]
     pub concurrency: usize,
+    /// Provider calls one job's ASSETS stage makes at once (its images and avatar, in
+    /// parallel after the voice); 1 makes them one by one.
+    #[arg(long, env = "HUB_ASSET_CONCURRENCY", default_value_t = WorkerConfig::default().asset_concurrency)]
+    pub asset_concurrency: usize,
     /// A job whose worker shows no life for this long is taken over by another.
     #[arg(long, env = "HUB_CLAIM_IDLE", default_value_t = WorkerConfig::default().claim_idle.into())]
     pub claim_idle: HumanDuration,
@@ -98,6 +102,7 @@ impl JobArgs {
                 ..RetryPolicy::default()
             },
             concurrency: self.concurrency,
+            asset_concurrency: self.asset_concurrency,
             claim_idle: self.claim_idle.into(),
             shutdown_grace,
             publish_retry: self.publish_retry.into(),

@@ -61,6 +61,18 @@ pub enum WatchError {
     GaveUp { attempts: u32, last: String },
 }
 
+/// What a `stalled` frame's data says, for a person: `None` once it is no longer.
+fn stall_text(d: &Value) -> Option<String> {
+    if d["stalled"] != Value::Bool(true) {
+        return None;
+    }
+    let since = d["since"].as_str().unwrap_or("?");
+    Some(match d["reason"].as_str() {
+        Some("worker_lost") => format!("worker lost (no update since {since})"),
+        _ => format!("stalled (no update since {since})"),
+    })
+}
+
 /// What the screen shows; one implementation per output mode.
 trait View {
     fn frame(&mut self, raw: &str, frame: &Value);
@@ -73,6 +85,10 @@ struct Bar {
     color: bool,
     stage: String,
     eta: Option<u64>,
+    /// The run is stalled (a `stalled` frame): what the bar says after the stage.
+    stalled: Option<String>,
+    /// While the stage runs parallel units: its status, and how many are done of how many.
+    units: Option<(String, u64, u64)>,
 }
 
 impl Bar {
@@ -88,6 +104,8 @@ impl Bar {
             color: std::io::stderr().is_terminal(),
             stage: String::new(),
             eta: None,
+            stalled: None,
+            units: None,
         }
     }
 
@@ -119,9 +137,34 @@ impl Bar {
     }
 
     fn refresh(&self) {
-        let eta = self.eta.map(|s| format!(" (ETA {s}s)")).unwrap_or_default();
-        self.bar.set_message(format!("{}{eta}", self.stage));
+        let stalled = self
+            .stalled
+            .as_ref()
+            .map(|s| format!(" — {s}"))
+            .unwrap_or_default();
+        self.bar.set_message(format!(
+            "{}{stalled}",
+            message(&self.stage, self.eta, self.units.as_ref())
+        ));
     }
+}
+
+/// The bar's text: the stage's units done ("ASSETS_GENERATING 7/17 · ") while it runs
+/// parallel units, what is happening, and the ETA.
+fn message(stage: &str, eta: Option<u64>, units: Option<&(String, u64, u64)>) -> String {
+    let eta = eta.map(|s| format!(" (ETA {s}s)")).unwrap_or_default();
+    match units {
+        Some((status, done, total)) if stage.is_empty() => format!("{status} {done}/{total}{eta}"),
+        Some((status, done, total)) => format!("{status} {done}/{total} · {stage}{eta}"),
+        None => format!("{stage}{eta}"),
+    }
+}
+
+/// `units_done`/`units_total` of a frame's data, with its status, when it gives both.
+fn units_of(d: &Value) -> Option<(String, u64, u64)> {
+    let (done, total) = (d["units_done"].as_u64()?, d["units_total"].as_u64()?);
+    let status = d["status"].as_str()?;
+    (done <= total && total > 0).then(|| (status.to_string(), done, total))
 }
 
 impl View for Bar {
@@ -136,12 +179,23 @@ impl View for Bar {
             EventKind::Snapshot | EventKind::ProgressUpdate => {
                 self.stage = text("current_stage");
                 self.eta = d["estimated_remaining"].as_u64();
+                // A count given stands; an update of the same stage without one keeps it.
+                let same = self.units.as_ref().map(|(s, _, _)| s.as_str()) == d["status"].as_str();
+                self.units = units_of(d).or_else(|| {
+                    (kind == EventKind::ProgressUpdate && same)
+                        .then(|| self.units.take())
+                        .flatten()
+                });
                 // Joined after the end: say how it ended, as the `complete` would have.
                 if kind == EventKind::Snapshot && JobEnd::from_status(&text("status")).is_some() {
                     self.finished(d);
                 }
             }
             EventKind::StageChange => {
+                // A stage's units end with it (a run taking it over stays in it).
+                if d["previous_stage"] != d["current_stage"] {
+                    self.units = None;
+                }
                 self.stage = text("current_stage");
                 self.line(self.paint("1", &format!("▶ {}", text("current_stage"))));
             }
@@ -168,8 +222,31 @@ impl View for Bar {
                     self.line(format!("    • {}", s.as_str().unwrap_or_default()));
                 }
             }
-            EventKind::Complete => self.finished(d),
+            EventKind::Complete => {
+                self.units = None;
+                self.finished(d);
+            }
+            EventKind::Stalled => {
+                self.stalled = stall_text(d);
+                let line = match &self.stalled {
+                    Some(stalled) => self.paint("1;33", &format!("⏸ {stalled}")),
+                    None => self.paint("1", "▶ publishing again"),
+                };
+                self.line(line);
+            }
             _ => {}
+        }
+        // Any event of the run ends a silence (the hub says `stalled: false` first).
+        if matches!(
+            kind,
+            EventKind::Snapshot
+                | EventKind::ProgressUpdate
+                | EventKind::StageChange
+                | EventKind::Log
+                | EventKind::Error
+                | EventKind::Complete
+        ) {
+            self.stalled = None;
         }
         self.refresh();
     }
@@ -307,4 +384,44 @@ where
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stall_reads_as_its_reason_and_its_end_as_none() {
+        let data = |stalled: bool, reason: &str| serde_json::json!({"stalled": stalled, "reason": reason, "since": "2026-12-06T08:00:00Z"});
+        assert_eq!(
+            stall_text(&data(true, "silent")).as_deref(),
+            Some("stalled (no update since 2026-12-06T08:00:00Z)")
+        );
+        assert_eq!(
+            stall_text(&data(true, "worker_lost")).as_deref(),
+            Some("worker lost (no update since 2026-12-06T08:00:00Z)")
+        );
+        assert_eq!(stall_text(&data(false, "silent")), None);
+        assert_eq!(stall_text(&serde_json::json!("nonsense")), None);
+    }
+
+    #[test]
+    fn the_bar_says_how_many_units_of_a_parallel_stage_are_done() {
+        let d = serde_json::json!({"status": "ASSETS_GENERATING", "progress": 40, "current_stage": "Generating images (5/15)", "units_done": 7, "units_total": 17});
+        let units = units_of(&d);
+        assert_eq!(
+            message("Generating images (5/15)", Some(12), units.as_ref()),
+            "ASSETS_GENERATING 7/17 · Generating images (5/15) (ETA 12s)"
+        );
+        assert_eq!(message("", None, units.as_ref()), "ASSETS_GENERATING 7/17");
+        assert_eq!(message("Rendering", None, None), "Rendering");
+        for bad in [
+            serde_json::json!({"status": "ASSETS_GENERATING", "units_done": 3, "units_total": 2}),
+            serde_json::json!({"status": "ASSETS_GENERATING", "units_done": 1, "units_total": 0}),
+            serde_json::json!({"status": "ASSETS_GENERATING", "units_done": -1, "units_total": 2}),
+            serde_json::json!({"status": "ASSETS_GENERATING", "units_done": 1}),
+        ] {
+            assert_eq!(units_of(&bad), None, "{bad}");
+        }
+    }
 }

@@ -27,6 +27,7 @@ use crate::wire::{Event, ProjectState, Stage};
         super::progress::progress,
         super::progress::events,
         super::multiplexed::progress,
+        super::multiplexed::events,
         super::publish::publish,
         super::projects::state,
         super::project_list::list,
@@ -124,6 +125,19 @@ pub fn asyncapi() -> Value {
                             } }
                         }
                     } }
+                }
+            },
+            "/api/v1/progress/events": {
+                "description": "The multiplexed feed over SSE: the frames of /api/v1/progress as SSE records (id: + data:), the subscriptions named in the query (projects=a,b: at most 100; tags=user:7). A record that moves a project's position carries an id: holding every project's position (m1.<list>.<epoch>:<seq>,...: <list> is the FNV-1a-32 hex of the projects value, then one position per project in its order, empty for none), so Last-Event-ID resumes every project subscription at once; other records carry no id:. Hostile or oversized ids and another list's id: 400 INVALID_EVENT_ID. See docs/PROTOCOL.md.",
+                "bindings": { "http": { "type": "request", "method": "GET", "query": { "type": "object", "properties": {
+                    "projects": { "type": "string", "description": "comma-separated project ids, at most 100" },
+                    "tags": { "type": "string", "description": "comma-separated tags" },
+                    "token": { "type": "string", "description": "access token, when access control is on" },
+                    "last_event_id": { "type": "string", "maxLength": crate::wire::positions::MAX_LEN, "description": "resume every project (wins over the Last-Event-ID header)" }
+                } } } },
+                "subscribe": {
+                    "summary": "The multiplexed frames as SSE records",
+                    "message": { "name": "ServerFrame", "payload": frames.clone() }
                 }
             },
             "/api/v1/projects/{project_id}/events": {

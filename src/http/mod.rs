@@ -104,6 +104,7 @@ pub fn router(state: AppState, metrics: MetricsRoute) -> Router {
         .route("/api/v1/projects/{project_id}/cancel", post(cancel::cancel))
         .route("/api/v1/projects/{project_id}/retry", post(retry::retry))
         .route("/api/v1/progress", get(multiplexed::progress))
+        .route("/api/v1/progress/events", get(multiplexed::events))
         .route("/api/v1/webhooks/deliveries", get(webhooks::deliveries))
         .route(
             "/api/v1/projects/{project_id}/progress",

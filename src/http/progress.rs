@@ -113,6 +113,11 @@ impl Connection {
             None => Arc::new(ConnectionSlot::from(app.limits.try_acquire(peer.ip()))),
         }
     }
+
+    /// The way to end it, taken once (see `listener::ConnectionEnd`).
+    pub(super) fn end(&mut self) -> Option<ConnectionEnd> {
+        self.end.take()
+    }
 }
 
 fn wants_event_stream(headers: &HeaderMap) -> bool {
@@ -274,16 +279,31 @@ fn event_stream(
     last_event_id: Option<EventId>,
     access: Option<Access>,
 ) -> Response {
+    serve_events(app, peer, slot, end, move |sessions, transport| {
+        sessions.run(project, last_event_id, access, transport)
+    })
+}
+
+/// Streams the session `start` makes on an SSE transport (or refuses with 503 when the
+/// connection limits refused it).
+pub(super) fn serve_events<S, F>(
+    app: AppState,
+    peer: SocketAddr,
+    slot: Arc<ConnectionSlot>,
+    end: Option<ConnectionEnd>,
+    start: S,
+) -> Response
+where
+    S: FnOnce(Sessions, sse::SseTransport) -> F,
+    F: Future<Output = Ended> + Send + 'static,
+{
     if let Some(limit) = slot.refused() {
         app.limits
             .log_refusal("an SSE connection", peer.ip(), limit, false);
         return ApiError::too_many_connections(limit).into_response();
     }
     let (transport, stream) = sse::channel();
-    let session = app
-        .sessions
-        .clone()
-        .run(project, last_event_id, access, transport)
+    let session = start(app.sessions.clone(), transport)
         // The session is over: so is its connection, even if the client takes nothing
         // more off it (see `listener::ConnectionEnd`).
         .inspect(move |_| {

@@ -35,14 +35,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{Notify, mpsc, watch};
 
+pub mod stall;
+
 use crate::broker::{Deliveries, SubscriptionChange, Watched};
 use crate::metrics as m;
-use crate::wire::{EventId, Frame, ProjectId, ProjectState};
+use crate::wire::{EventId, EventKind, Frame, ProjectId, ProjectState};
 
 /// Where the hub puts a session's frames. Implemented by the session's outbound queue;
 /// the hub sees nothing else of a session, so it depends on no session code.
@@ -106,6 +108,8 @@ struct Watchers {
     /// sessions already had of it do not come again. Kept apart from `position`, so a
     /// made-up epoch moves nothing a gap fill of the real history starts from.
     ahead: Option<EventId>,
+    /// What the stall checker knows of the project's events (`stall.rs`).
+    activity: stall::Activity,
 }
 
 /// Where a frame comes from, which decides what its `id` may move.
@@ -233,7 +237,12 @@ impl Hub {
             // Queued before the opening is sent, so it follows `connected`.
             inbox.push(Frame::broker_status(false));
         }
-        topic.watchers.lock().inboxes.insert(id, inbox);
+        let mut watchers = topic.watchers.lock();
+        if let Some(stalled) = watchers.activity.joining() {
+            inbox.push(stalled);
+        }
+        watchers.inboxes.insert(id, inbox);
+        drop(watchers);
         drop(topics);
         self.presence_changed_for(project);
         Ok(Membership {
@@ -327,6 +336,15 @@ impl Hub {
                         }
                     }
                 }
+            }
+        }
+        if frame.kind() != EventKind::Stalled
+            && let Some(resumed) = watchers
+                .activity
+                .event(frame.received_at().unwrap_or_else(Instant::now))
+        {
+            for inbox in watchers.inboxes.values() {
+                push(inbox.as_ref(), resumed.clone());
             }
         }
         for inbox in watchers.inboxes.values() {

@@ -37,6 +37,8 @@ pub async fn accept(
         estimated_remaining: None,
         job_id: Some(job.id.clone()),
         queue_position: Some(position),
+        units_done: None,
+        units_total: None,
         timestamp: None,
     });
     match publisher

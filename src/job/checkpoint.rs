@@ -8,21 +8,18 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::providers::{Asset, Script, weight};
+use super::providers::{Asset, Script};
+pub use super::stages::RENDER_PARTS;
+use super::stages::{Output, Unit, plan};
 use crate::wire::Stage;
-
-/// Parts the video is rendered in (each reports progress).
-pub const RENDER_PARTS: usize = 4;
 
 /// Units of work of a whole run (see `providers::weight`).
 pub fn total_units(paragraphs: usize) -> u32 {
-    weight::SCRIPT
-        + weight::VOICE
-        + weight::IMAGE * paragraphs as u32
-        + weight::AVATAR
-        + weight::RENDER_PART * RENDER_PARTS as u32
-        + weight::THUMBNAIL
-        + weight::UPLOAD
+    Stage::ALL
+        .into_iter()
+        .flat_map(|stage| plan(stage, paragraphs).units)
+        .map(Unit::weight)
+        .sum()
 }
 
 /// The paragraphs a mock script has, before the script exists (for the first progress).
@@ -33,8 +30,9 @@ pub const EXPECTED_PARAGRAPHS: usize = 15;
 pub struct Checkpoint {
     pub script: Option<Script>,
     pub voice: Option<Asset>,
-    /// One per paragraph, in order; a prefix while the stage runs.
-    pub images: Vec<Asset>,
+    /// By paragraph (the first at 0); `None` (null) for one not made yet: images are
+    /// made in parallel and finish in any order.
+    pub images: Vec<Option<Asset>>,
     pub avatar: Option<Asset>,
     /// One per part, in order; a prefix while the stage runs.
     pub render_parts: Vec<Asset>,
@@ -53,20 +51,52 @@ impl Checkpoint {
             .map_or(EXPECTED_PARAGRAPHS, |s| s.paragraphs.len())
     }
 
-    /// Whether every step of `stage` is done.
-    pub fn finished(&self, stage: Stage) -> bool {
-        match stage {
-            Stage::ScriptGenerating => self.script.is_some(),
-            Stage::AssetsGenerating => {
-                self.script.is_some()
-                    && self.voice.is_some()
-                    && self.images.len() >= self.paragraphs()
-                    && self.avatar.is_some()
-            }
-            Stage::Rendering => self.render_parts.len() >= RENDER_PARTS,
-            Stage::ThumbnailGenerating => self.thumbnail.is_some(),
-            Stage::Uploading => self.youtube_url.is_some(),
+    /// Whether `unit`'s output is recorded.
+    pub fn has(&self, unit: Unit) -> bool {
+        match unit {
+            Unit::Script => self.script.is_some(),
+            Unit::Voice => self.voice.is_some(),
+            Unit::Image(n) => n
+                .checked_sub(1)
+                .and_then(|i| self.images.get(i))
+                .is_some_and(Option::is_some),
+            Unit::Avatar => self.avatar.is_some(),
+            Unit::RenderPart(n) => n >= 1 && self.render_parts.len() >= n,
+            Unit::Thumbnail => self.thumbnail.is_some(),
+            Unit::Upload => self.youtube_url.is_some(),
         }
+    }
+
+    /// Records `unit`'s output. Render parts are made in order: part n is recorded once
+    /// the parts before it are. An output of another kind than the unit's is ignored.
+    pub fn put(&mut self, unit: Unit, output: Output) {
+        match (unit, output) {
+            (Unit::Script, Output::Script(script)) => self.script = Some(script),
+            (Unit::Voice, Output::Asset(a)) => self.voice = Some(a),
+            (Unit::Image(n), Output::Asset(a)) if n >= 1 => {
+                if self.images.len() < n {
+                    self.images.resize(n, None);
+                }
+                self.images[n - 1] = Some(a);
+            }
+            (Unit::Avatar, Output::Asset(a)) => self.avatar = Some(a),
+            (Unit::RenderPart(n), Output::Asset(a)) if self.render_parts.len() + 1 == n => {
+                self.render_parts.push(a);
+            }
+            (Unit::Thumbnail, Output::Asset(a)) => self.thumbnail = Some(a),
+            (Unit::Upload, Output::Url(url)) => self.youtube_url = Some(url),
+            _ => {}
+        }
+    }
+
+    /// Whether every unit of `stage` is done.
+    pub fn finished(&self, stage: Stage) -> bool {
+        // The assets' plan is the script's: none before it exists.
+        (stage == Stage::ScriptGenerating || self.script.is_some())
+            && plan(stage, self.paragraphs())
+                .units
+                .into_iter()
+                .all(|u| self.has(u))
     }
 
     /// The stage a run of this job is in: the first one not finished (None: all are).
@@ -74,16 +104,14 @@ impl Checkpoint {
         Stage::ALL.into_iter().find(|s| !self.finished(*s))
     }
 
-    /// Units of work done, by the weights of the steps recorded.
+    /// Units of work done, by the weights of the units recorded.
     pub fn done_units(&self) -> u32 {
-        let some = |done: bool, units: u32| if done { units } else { 0 };
-        some(self.script.is_some(), weight::SCRIPT)
-            + some(self.voice.is_some(), weight::VOICE)
-            + weight::IMAGE * self.images.len() as u32
-            + some(self.avatar.is_some(), weight::AVATAR)
-            + weight::RENDER_PART * self.render_parts.len() as u32
-            + some(self.thumbnail.is_some(), weight::THUMBNAIL)
-            + some(self.youtube_url.is_some(), weight::UPLOAD)
+        Stage::ALL
+            .into_iter()
+            .flat_map(|stage| plan(stage, self.paragraphs()).units)
+            .filter(|u| self.has(*u))
+            .map(Unit::weight)
+            .sum()
     }
 
     pub fn to_json(&self) -> String {
@@ -101,6 +129,7 @@ impl Checkpoint {
 mod tests {
     use super::*;
     use crate::job::providers::Paragraph;
+    use crate::job::stages::{Output, Unit};
 
     fn asset(name: &str) -> Asset {
         Asset { name: name.into() }
@@ -123,9 +152,10 @@ mod tests {
             ],
         });
         c.voice = Some(asset("voice"));
-        c.images = vec![asset("image-01")];
+        c.images = vec![None, Some(asset("image-02"))];
         assert_eq!(c.current_stage(), Some(Stage::AssetsGenerating));
-        c.images.push(asset("image-02"));
+        assert!(c.has(Unit::Image(2)) && !c.has(Unit::Image(1)));
+        c.put(Unit::Image(1), Output::Asset(asset("image-01")));
         c.avatar = Some(asset("avatar"));
         assert_eq!(c.current_stage(), Some(Stage::Rendering));
         c.render_parts = (1..=RENDER_PARTS)
@@ -139,5 +169,10 @@ mod tests {
         assert_eq!(Checkpoint::from_json(&c.to_json()), Some(c));
         assert_eq!(Checkpoint::from_json("{}"), Some(Checkpoint::default()));
         assert_eq!(Checkpoint::from_json("nope"), None);
+        // A checkpoint recorded before images were made in parallel (all of them in
+        // order, no nulls) reads the same.
+        let old = r#"{"images":[{"name":"image-01"},{"name":"image-02"}]}"#;
+        let read = Checkpoint::from_json(old).unwrap();
+        assert!(read.has(Unit::Image(1)) && read.has(Unit::Image(2)));
     }
 }

@@ -11,6 +11,7 @@ pub mod pipeline;
 pub mod providers;
 pub mod queue;
 pub mod redis_queue;
+pub mod stages;
 pub mod worker;
 
 use std::collections::BTreeMap;
@@ -203,6 +204,9 @@ pub struct WorkerConfig {
     pub retry: RetryPolicy,
     /// Jobs one worker runs at once.
     pub concurrency: usize,
+    /// Provider calls one job's ASSETS stage makes at once (its images and avatar run
+    /// in parallel, after the voice); 1 runs them one by one.
+    pub asset_concurrency: usize,
     /// A job whose worker has not shown life for this long is taken over.
     pub claim_idle: Duration,
     /// How long a stopping worker lets its jobs finish before handing them back.
@@ -219,6 +223,7 @@ impl Default for WorkerConfig {
             mock_delay: Duration::from_millis(1600),
             retry: RetryPolicy::default(),
             concurrency: 4,
+            asset_concurrency: 4,
             claim_idle: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             publish_retry: Duration::from_secs(120),

@@ -1,34 +1,48 @@
 //! `generate_video`: the five stages of a generation job, publishing every step.
 //!
 //! SCRIPT_GENERATING → ASSETS_GENERATING → RENDERING → THUMBNAIL_GENERATING → UPLOADING.
-//! Each stage opens with a `stage_change`; each step logs a line; progress rises by the
-//! weight of the work done (see `providers::weight`), with an ETA from the measured
-//! pace; each failed attempt publishes an `error`; the job ends with exactly one
-//! `complete`.
+//! The stages are data (`stages.rs`: a stage is its units, a unit one provider call with
+//! its weight); one loop runs them all. Each stage opens with a `stage_change`; each
+//! unit logs a line; progress rises by the weight of the units done, with an ETA from
+//! the measured pace; each failed attempt publishes an `error`; the job ends with
+//! exactly one `complete`.
 //!
-//! A cancel (`JobQueue::cancel`) is looked for before every provider call, retries
-//! included: the run stops between calls (the one in flight finishes, none starts
-//! after it), says so in a log line and ends with a `complete` of status `CANCELLED`.
+//! The units of a parallel stage (ASSETS: the images and the avatar, after the voice)
+//! run up to `asset_concurrency` at once, started in the plan's order; its progress
+//! updates carry `units_done` of `units_total`, and progress rises as each unit ends,
+//! in whatever order they end.
 //!
-//! After each provider call returns, its output is recorded with the job (a
-//! [`Checkpoint`], under the run's claim) before the step's progress is published. A run
-//! that takes the job over (its worker died, stalled, or handed it back) skips every
-//! recorded step: it says so in a log line, opens with a `stage_change` whose
-//! `previous_stage` is the stage the run was in, and its progress goes on from the
-//! recorded work. Only a call in flight when the old run stopped is made again. A retry
+//! A cancel (`JobQueue::cancel`) is looked for before every unit starts and before every
+//! provider call, retries included: no unit starts after it is seen; the units in flight
+//! finish (their outputs are recorded, so a retry does not pay for them again), their
+//! retries do not start. The run says so in a log line and ends with a `complete` of
+//! status `CANCELLED`. A unit that fails for good stops its stage the same way.
+//!
+//! After each unit's provider call returns, its output is recorded with the job (a
+//! [`Checkpoint`], under the run's claim) before its progress is published. A run that
+//! takes the job over (its worker died, stalled, or handed it back) skips every recorded
+//! unit: it says so in a log line, opens with a `stage_change` whose `previous_stage` is
+//! the stage the run was in, and its progress goes on from the recorded work. Only the
+//! calls in flight when the old run stopped are made again. A retry
 //! (`Job::resume_from`) starts the same way from what the failed job finished, as a new
 //! run, and says so in a log line.
 
-use std::future::Future;
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use serde_json::{Map, json};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
-use super::checkpoint::{self, Checkpoint, EXPECTED_PARAGRAPHS, RENDER_PARTS};
-use super::providers::{ProviderError, Providers, weight};
+use super::checkpoint::{self, Checkpoint, EXPECTED_PARAGRAPHS};
+use super::providers::Providers;
 use super::queue::{Claimed, JobQueue, Ownership};
+use super::stages::{self, Call, Output, Plan, Unit};
 use crate::broker::BrokerError;
 use crate::catalog::ErrorCode;
 use crate::locale::Locale;
@@ -80,32 +94,39 @@ pub enum Outcome {
 }
 
 /// Why the stages stopped before the end.
+#[derive(Debug, Clone, Copy)]
 enum Stop {
-    /// A stage's retries are spent (or its error cannot be retried).
+    /// A unit's retries are spent (or its error cannot be retried).
     Failed(ErrorCode),
     /// A cancel of the job was asked.
     Cancelled,
 }
 
-/// Everything a running job needs.
+/// Everything a running job needs. Its units in flight share it (`&Run`), so what
+/// changes is behind atomics and a lock that is never held across an await.
 pub struct Run<'a> {
     publisher: &'a Publisher,
     project: ProjectId,
     locale: Locale,
     retry: RetryPolicy,
+    /// Units of a parallel stage in flight at once.
+    parallel: usize,
     total_units: u32,
-    done_units: u32,
+    done_units: AtomicU32,
     /// Units already done when this run started (recorded by an earlier run): the ETA
     /// is measured on this run's own pace.
     start_units: u32,
     started: Instant,
     /// What the job finished so far, recorded after every provider call.
-    checkpoint: Checkpoint,
+    checkpoint: Mutex<Checkpoint>,
     queue: &'a dyn JobQueue,
     claimed: &'a Claimed,
     /// Set while the first stage of a run that took the job over is still to be
     /// entered: its `stage_change` names the stage the run was in.
-    taking_over: bool,
+    taking_over: AtomicBool,
+    /// Cancelled when a stage stops (a cancel seen, a unit failed for good): the units
+    /// in flight start no further attempt.
+    halt: CancellationToken,
 }
 
 impl<'a> Run<'a> {
@@ -113,32 +134,47 @@ impl<'a> Run<'a> {
         self.locale.pick(zh, en)
     }
 
+    /// What the job finished so far (a copy: the lock is not held).
+    fn done(&self) -> Checkpoint {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Checkpoint> {
+        // A panic while the lock was held left a checkpoint that is still whole.
+        self.checkpoint
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn progress(&self) -> u8 {
-        ((self.done_units * 100) / self.total_units.max(1)).min(100) as u8
+        let done = self.done_units.load(Ordering::SeqCst);
+        ((done * 100) / self.total_units.max(1)).min(100) as u8
     }
 
     /// Seconds left at the pace measured so far; `None` before anything was measured.
     fn eta(&self) -> Option<u64> {
-        let done_here = self.done_units.saturating_sub(self.start_units);
+        let done = self.done_units.load(Ordering::SeqCst);
+        let done_here = done.saturating_sub(self.start_units);
         if done_here == 0 {
             return None;
         }
         let per_unit = self.started.elapsed().as_secs_f64() / f64::from(done_here);
-        let left = f64::from(self.total_units.saturating_sub(self.done_units)) * per_unit;
+        let left = f64::from(self.total_units.saturating_sub(done)) * per_unit;
         Some(left.ceil() as u64)
     }
 
     /// Records what the job finished so far with the job, under this run's claim. Best
     /// effort, like publishing: if it fails, a run that takes the job over redoes the
-    /// step; a lost claim is the worker's to act on (its keep-alive drops this run).
+    /// unit; a lost claim is the worker's to act on (its keep-alive drops this run).
     async fn save(&self) {
-        match self.queue.record(self.claimed, &self.checkpoint).await {
+        let checkpoint = self.done();
+        match self.queue.record(self.claimed, &checkpoint).await {
             Ok(Ownership::Held) => {}
             Ok(Ownership::Lost { holder }) => {
                 tracing::warn!(project_id = %self.project, holder = holder.as_deref().unwrap_or("none"), "the job's claim was lost; its progress was not recorded");
             }
             Err(err) => {
-                tracing::warn!(project_id = %self.project, error = %err, "could not record the job's progress; a run that takes it over redoes this step");
+                tracing::warn!(project_id = %self.project, error = %err, "could not record the job's progress; a run that takes it over redoes this unit");
             }
         }
     }
@@ -146,11 +182,11 @@ impl<'a> Run<'a> {
     /// Opens `stage` unless it is finished: publishes its `stage_change` (from the
     /// stage before it; or, for a run that took the job over, from the stage the run
     /// was in, which is this one) and says whether it has work left.
-    async fn enter(&mut self, stage: Stage) -> bool {
-        if self.checkpoint.finished(stage) {
+    async fn enter(&self, stage: Stage) -> bool {
+        if self.lock().finished(stage) {
             return false;
         }
-        let previous = if std::mem::take(&mut self.taking_over) {
+        let previous = if self.taking_over.swap(false, Ordering::SeqCst) {
             Some(stage)
         } else {
             Stage::ALL
@@ -191,11 +227,20 @@ impl<'a> Run<'a> {
         self.report(EventKind::StageChange, r).await;
     }
 
-    async fn advance(&mut self, stage: Stage, units: u32, text: &str) {
-        self.done_units += units;
+    /// Publishes the progress of `units` more units of work done; `count`: the units of
+    /// a parallel stage done, and how many it has.
+    async fn advance(&self, stage: Stage, units: u32, text: &str, count: Option<(u32, u32)>) {
+        self.done_units.fetch_add(units, Ordering::SeqCst);
         let r = self
             .publisher
-            .publish_progress(&self.project, stage, self.progress(), text, self.eta())
+            .publish_units_progress(
+                &self.project,
+                stage,
+                self.progress(),
+                text,
+                self.eta(),
+                count,
+            )
             .await;
         self.report(EventKind::ProgressUpdate, r).await;
     }
@@ -214,16 +259,18 @@ impl<'a> Run<'a> {
     }
 
     /// Calls a provider, retrying transient failures; publishes an `error` for every
-    /// failed attempt. No attempt starts once a cancel of the job was asked.
-    async fn call<T, F, Fut>(&self, stage: Stage, mut call: F) -> Result<T, Stop>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, ProviderError>>,
-    {
+    /// failed attempt. No retry starts once a cancel of the job was asked or its stage
+    /// stopped (`halt`); the first attempt's cancel check is the caller's.
+    async fn call(&self, stage: Stage, mut call: Call) -> Result<Output, Stop> {
         let mut delays = self.retry.delays();
         let mut retry_count = 0;
         loop {
-            self.go_on().await?;
+            if retry_count > 0 {
+                if self.halt.is_cancelled() {
+                    return Err(Stop::Cancelled);
+                }
+                self.go_on().await?;
+            }
             let err = match call().await {
                 Ok(value) => return Ok(value),
                 Err(err) => err,
@@ -274,18 +321,111 @@ impl<'a> Run<'a> {
                 ),
             };
             self.log(LogLevel::Warning, &message).await;
-            tokio::time::sleep(delay).await;
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = self.halt.cancelled() => return Err(Stop::Cancelled),
+            }
             retry_count += 1;
         }
     }
+
+    /// Runs the units of `plan` not done yet: in its order, each after the unit it
+    /// needs, up to `parallel` at once for a parallel stage (else one by one). Each
+    /// unit's output is recorded, then its progress published. The first stop (a
+    /// cancel seen, a unit failed for good) starts no further unit; the units in flight
+    /// end first (their outputs recorded).
+    async fn run_stage(&self, plan: &Plan, providers: &Providers, topic: &str) -> Result<(), Stop> {
+        let limit = if plan.parallel {
+            self.parallel.max(1)
+        } else {
+            1
+        };
+        let mut waiting: VecDeque<Unit> = {
+            let done = self.lock();
+            plan.units
+                .iter()
+                .copied()
+                .filter(|u| !done.has(*u))
+                .collect()
+        };
+        let mut running = FuturesUnordered::new();
+        let mut stop: Option<Stop> = None;
+        loop {
+            while stop.is_none() && running.len() < limit {
+                let Some(&unit) = waiting.front() else { break };
+                if unit.needs().is_some_and(|need| !self.lock().has(need)) {
+                    break;
+                }
+                if let Err(s) = self.go_on().await {
+                    stop = Some(s);
+                    break;
+                }
+                waiting.pop_front();
+                let done = self.done();
+                if let Some(line) = stages::before_line(self.locale, unit, done.script.as_ref()) {
+                    self.log(LogLevel::Info, &line).await;
+                }
+                let Some(call) =
+                    unit.call(providers, topic, done.script.as_ref(), done.voice.as_ref())
+                else {
+                    stop = Some(Stop::Failed(ErrorCode::InternalError));
+                    break;
+                };
+                running.push(async move { (unit, self.call(plan.stage, call).await) });
+            }
+            if stop.is_some() {
+                self.halt.cancel();
+            }
+            let Some((unit, result)) = running.next().await else {
+                break;
+            };
+            match result {
+                Ok(output) => self.finish(plan, unit, output).await,
+                Err(s) => {
+                    stop.get_or_insert(s);
+                }
+            }
+        }
+        match stop {
+            Some(s) => Err(s),
+            // A unit left waiting for one that never ran: the plan's order rules it out.
+            None if !waiting.is_empty() => Err(Stop::Failed(ErrorCode::InternalError)),
+            None => Ok(()),
+        }
+    }
+
+    /// A unit's call returned: its output is recorded with the job, then its lines and
+    /// progress published.
+    async fn finish(&self, plan: &Plan, unit: Unit, output: Output) {
+        let after = stages::after_line(self.locale, unit, &output);
+        let (text, count) = {
+            let mut done = self.lock();
+            done.put(unit, output);
+            let count = plan.parallel.then(|| {
+                let finished = plan.units.iter().filter(|u| done.has(**u)).count();
+                (finished as u32, plan.units.len() as u32)
+            });
+            let images = done.images.iter().flatten().count();
+            let paragraphs = done.script.as_ref().map_or(0, |s| s.paragraphs.len());
+            let text = stages::progress_text(self.locale, unit, images, paragraphs);
+            (text, count)
+        };
+        self.save().await;
+        if let Some(line) = after {
+            self.log(LogLevel::Info, &line).await;
+        }
+        self.advance(plan.stage, unit.weight(), &text, count).await;
+    }
 }
 
-/// Runs a generation job to its one `complete`, from the first step `claimed` has not
-/// finished, recording each step with the job in `queue`.
+/// Runs a generation job to its one `complete`, from the first unit `claimed` has not
+/// finished, recording each unit with the job in `queue`; the units of a parallel stage
+/// run up to `parallel` at once.
 pub async fn generate_video(
     publisher: &Publisher,
     providers: &Providers,
     retry: RetryPolicy,
+    parallel: usize,
     queue: &dyn JobQueue,
     claimed: &Claimed,
 ) -> Outcome {
@@ -298,21 +438,23 @@ pub async fn generate_video(
         _ => claimed.checkpoint.clone(),
     };
     let done_units = checkpoint.done_units();
-    let mut run = Run {
+    let run = Run {
         publisher,
         project: job.project.clone(),
         locale: publisher.locale(),
         retry,
+        parallel,
         total_units: checkpoint::total_units(EXPECTED_PARAGRAPHS),
-        done_units,
+        done_units: AtomicU32::new(done_units),
         start_units: done_units,
         started: Instant::now(),
-        checkpoint,
+        checkpoint: Mutex::new(checkpoint),
         queue,
         claimed,
-        taking_over: claimed.taken_over(),
+        taking_over: AtomicBool::new(claimed.taken_over()),
+        halt: CancellationToken::new(),
     };
-    if run.taking_over {
+    if claimed.taken_over() {
         say_taken_over(&run).await;
     } else if retrying {
         // Recorded with this job at once: a run taking it over, or the next retry,
@@ -320,7 +462,7 @@ pub async fn generate_video(
         run.save().await;
         say_retrying(&run).await;
     }
-    let outcome = match stages(&mut run, providers, &job.topic).await {
+    let outcome = match stages(&run, providers, &job.topic).await {
         Ok(youtube_url) => Outcome::Completed { youtube_url },
         Err(Stop::Failed(error_code)) => Outcome::Failed { error_code },
         Err(Stop::Cancelled) => Outcome::Cancelled,
@@ -357,7 +499,7 @@ pub async fn generate_video(
 /// The log line of a retry: where it starts.
 async fn say_retrying(run: &Run<'_>) {
     let at = run
-        .checkpoint
+        .done()
         .current_stage()
         .map_or("UPLOADING", Stage::as_str);
     let message = match run.locale {
@@ -369,13 +511,13 @@ async fn say_retrying(run: &Run<'_>) {
 
 /// The log line of a run that takes a job over: where it goes on, and why.
 async fn say_taken_over(run: &Run<'_>) {
-    let at = run.checkpoint.current_stage();
+    let at = run.done().current_stage();
     tracing::info!(
         project_id = %run.project,
         job_id = %run.claimed.job.id,
         reclaimed = run.claimed.reclaimed(),
         resume_at = at.map_or("complete", Stage::as_str),
-        done_units = run.done_units,
+        done_units = run.start_units,
         "job taken over; resuming at its first unfinished step"
     );
     let why = if run.claimed.reclaimed() {
@@ -403,190 +545,27 @@ async fn say_taken_over(run: &Run<'_>) {
     run.log(LogLevel::Warning, &message).await;
 }
 
-async fn stages(run: &mut Run<'_>, providers: &Providers, topic: &str) -> Result<String, Stop> {
-    use Stage::*;
+/// Every stage not finished, in order, each with its plan; the script's link at the end.
+async fn stages(run: &Run<'_>, providers: &Providers, topic: &str) -> Result<String, Stop> {
     // A job cancelled while it waited in the queue ends before it starts.
     run.go_on().await?;
-    // 1. Script.
-    if run.enter(ScriptGenerating).await {
-        run.log(
-            LogLevel::Info,
-            run.t("開始生成腳本...", "Writing the script..."),
-        )
-        .await;
-        let script = run
-            .call(ScriptGenerating, || providers.script.write_script(topic))
+    for stage in Stage::ALL {
+        if !run.enter(stage).await {
+            continue;
+        }
+        if let Some(line) = stages::opening_line(run.locale, stage) {
+            run.log(LogLevel::Info, line).await;
+        }
+        // The stages after the script are planned on it (a paragraph, an image).
+        let paragraphs = run
+            .lock()
+            .script
+            .as_ref()
+            .map_or(EXPECTED_PARAGRAPHS, |s| s.paragraphs.len());
+        run.run_stage(&stages::plan(stage, paragraphs), providers, topic)
             .await?;
-        let done = match run.locale {
-            Locale::ZhTw => format!(
-                "腳本完成：{}（{} 段）",
-                script.title,
-                script.paragraphs.len()
-            ),
-            Locale::En => format!(
-                "Script ready: {} ({} paragraphs)",
-                script.title,
-                script.paragraphs.len()
-            ),
-        };
-        run.checkpoint.script = Some(script);
-        run.save().await;
-        run.log(LogLevel::Info, &done).await;
-        run.advance(
-            ScriptGenerating,
-            weight::SCRIPT,
-            run.t("腳本已完成", "Script ready"),
-        )
-        .await;
     }
-    let Some(script) = run.checkpoint.script.clone() else {
-        return Err(Stop::Failed(ErrorCode::InternalError));
-    };
-
-    // 2. Assets: voice, one image per paragraph, avatar.
-    if run.enter(AssetsGenerating).await {
-        if run.checkpoint.voice.is_none() {
-            run.log(
-                LogLevel::Info,
-                run.t("開始生成語音...", "Synthesizing the voice..."),
-            )
-            .await;
-            let voice = run
-                .call(AssetsGenerating, || providers.voice.synthesize(&script))
-                .await?;
-            run.checkpoint.voice = Some(voice);
-            run.save().await;
-            run.advance(
-                AssetsGenerating,
-                weight::VOICE,
-                run.t("語音已完成", "Voice ready"),
-            )
-            .await;
-        }
-        let total = script.paragraphs.len();
-        let made = run.checkpoint.images.len();
-        for (i, paragraph) in script.paragraphs.iter().enumerate().skip(made) {
-            let n = i + 1;
-            let line = match run.locale {
-                Locale::ZhTw => {
-                    format!("[{n}/{total}] 正在生成圖片: 段落 {n} - {}", paragraph.title)
-                }
-                Locale::En => format!(
-                    "[{n}/{total}] Generating image: paragraph {n} - {}",
-                    paragraph.title
-                ),
-            };
-            run.log(LogLevel::Info, &line).await;
-            let image = run
-                .call(AssetsGenerating, || {
-                    providers.images.generate_image(paragraph, n)
-                })
-                .await?;
-            run.checkpoint.images.push(image);
-            run.save().await;
-            let text = match run.locale {
-                Locale::ZhTw => format!("正在生成圖片 ({n}/{total})"),
-                Locale::En => format!("Generating images ({n}/{total})"),
-            };
-            run.advance(AssetsGenerating, weight::IMAGE, &text).await;
-        }
-        if run.checkpoint.avatar.is_none() {
-            let Some(voice) = run.checkpoint.voice.clone() else {
-                return Err(Stop::Failed(ErrorCode::InternalError));
-            };
-            run.log(
-                LogLevel::Info,
-                run.t("正在生成虛擬主播...", "Generating the avatar..."),
-            )
-            .await;
-            let avatar = run
-                .call(AssetsGenerating, || {
-                    providers.avatar.generate_avatar(&voice)
-                })
-                .await?;
-            run.checkpoint.avatar = Some(avatar);
-            run.save().await;
-            run.advance(
-                AssetsGenerating,
-                weight::AVATAR,
-                run.t("虛擬主播已完成", "Avatar ready"),
-            )
-            .await;
-        }
-    }
-
-    // 3. Rendering.
-    if run.enter(Rendering).await {
-        run.log(
-            LogLevel::Info,
-            run.t("開始渲染影片...", "Rendering the video..."),
-        )
-        .await;
-        let rendered = run.checkpoint.render_parts.len();
-        for part in rendered + 1..=RENDER_PARTS {
-            let asset = run
-                .call(Rendering, || {
-                    providers.renderer.render_part(part, RENDER_PARTS)
-                })
-                .await?;
-            run.checkpoint.render_parts.push(asset);
-            run.save().await;
-            let text = match run.locale {
-                Locale::ZhTw => format!("正在渲染影片 ({part}/{RENDER_PARTS})"),
-                Locale::En => format!("Rendering ({part}/{RENDER_PARTS})"),
-            };
-            run.log(LogLevel::Info, &text).await;
-            run.advance(Rendering, weight::RENDER_PART, &text).await;
-        }
-    }
-
-    // 4. Thumbnail.
-    if run.enter(ThumbnailGenerating).await {
-        run.log(
-            LogLevel::Info,
-            run.t("正在生成封面...", "Generating the thumbnail..."),
-        )
-        .await;
-        let thumbnail = run
-            .call(ThumbnailGenerating, || {
-                providers.thumbnail.generate_thumbnail(&script)
-            })
-            .await?;
-        run.checkpoint.thumbnail = Some(thumbnail);
-        run.save().await;
-        run.advance(
-            ThumbnailGenerating,
-            weight::THUMBNAIL,
-            run.t("封面已完成", "Thumbnail ready"),
-        )
-        .await;
-    }
-
-    // 5. Upload.
-    if run.enter(Uploading).await {
-        run.log(
-            LogLevel::Info,
-            run.t("正在上傳到 YouTube...", "Uploading to YouTube..."),
-        )
-        .await;
-        let url = run
-            .call(Uploading, || providers.uploader.upload(&script.title))
-            .await?;
-        run.checkpoint.youtube_url = Some(url.clone());
-        run.save().await;
-        run.log(
-            LogLevel::Info,
-            &format!("{}{url}", run.t("上傳完成：", "Uploaded: ")),
-        )
-        .await;
-        run.advance(
-            Uploading,
-            weight::UPLOAD,
-            run.t("上傳完成", "Upload complete"),
-        )
-        .await;
-    }
-    run.checkpoint
+    run.lock()
         .youtube_url
         .clone()
         .ok_or(Stop::Failed(ErrorCode::InternalError))
@@ -664,7 +643,7 @@ mod tests {
             }),
             voice: Some(asset("voice.mp3".into())),
             images: (1..=EXPECTED_PARAGRAPHS)
-                .map(|n| asset(format!("image-{n:02}.png")))
+                .map(|n| Some(asset(format!("image-{n:02}.png"))))
                 .collect(),
             ..Checkpoint::default()
         };
@@ -684,6 +663,7 @@ mod tests {
             &publisher,
             &providers,
             RetryPolicy::default(),
+            4,
             &queue,
             &second,
         )

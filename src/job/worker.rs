@@ -164,6 +164,7 @@ impl Worker {
             &publisher,
             &providers,
             self.config.retry,
+            self.config.asset_concurrency,
             self.queue.as_ref(),
             &claimed,
         )

@@ -221,6 +221,8 @@ mod tests {
             estimated_remaining: None,
             job_id: None,
             queue_position: None,
+            units_done: None,
+            units_total: None,
             timestamp: None,
         })
     }

@@ -288,6 +288,28 @@ impl Publisher {
         current_stage: &str,
         estimated_remaining: Option<u64>,
     ) -> Result<Published, PublishError> {
+        self.publish_units_progress(
+            project,
+            status,
+            progress,
+            current_stage,
+            estimated_remaining,
+            None,
+        )
+        .await
+    }
+
+    /// `progress_update` of a stage that runs parallel units: `units` is
+    /// `(units_done, units_total)` (ASSETS 37/120), written into the state as well.
+    pub async fn publish_units_progress(
+        &self,
+        project: &ProjectId,
+        status: Stage,
+        progress: u8,
+        current_stage: &str,
+        estimated_remaining: Option<u64>,
+        units: Option<(u32, u32)>,
+    ) -> Result<Published, PublishError> {
         let event = Event::ProgressUpdate(ProgressUpdate {
             status: status.into(),
             progress,
@@ -295,6 +317,8 @@ impl Publisher {
             estimated_remaining,
             job_id: None,
             queue_position: None,
+            units_done: units.map(|(done, _)| done),
+            units_total: units.map(|(_, total)| total),
             timestamp: None,
         });
         self.publish(project, event).await

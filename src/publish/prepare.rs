@@ -119,8 +119,14 @@ fn state_change(event: &Event, locale: Locale, fence: Option<&Fence>) -> StateCh
             change.set("current_stage", Some(&e.current_stage));
             let eta = e.estimated_remaining.map(|v| v.to_string());
             change.set("estimated_remaining", eta.as_deref());
+            if let (Some(done), Some(total)) = (e.units_done, e.units_total) {
+                change.set("units_done", Some(&done.to_string()));
+                change.set("units_total", Some(&total.to_string()));
+            }
             if e.status == ProgressStatus::Queued {
                 change.starts_run = true;
+                // A new run has run no units yet.
+                clear_units(&mut change);
                 change.run_holder = e.job_id.clone();
                 if let Some(job) = &e.job_id {
                     change.set("job_id", Some(job));
@@ -133,6 +139,12 @@ fn state_change(event: &Event, locale: Locale, fence: Option<&Fence>) -> StateCh
         Event::StageChange(e) => {
             change.set("status", Some(e.current_stage.as_str()));
             change.set("current_stage", Some(e.current_stage.label(locale)));
+            // Units counted belong to their stage; a run taking the job over re-enters
+            // the stage it was in (previous = current) and keeps them.
+            let same = e.previous_stage == Some(e.current_stage.into());
+            if !same {
+                clear_units(&mut change);
+            }
         }
         Event::Complete(e) => {
             change.ends_run = true;
@@ -155,6 +167,7 @@ fn state_change(event: &Event, locale: Locale, fence: Option<&Fence>) -> StateCh
                     change.set("current_stage", Some(locale.pick("已取消", "Cancelled")));
                 }
             }
+            clear_units(&mut change);
             if let Some(fence) = fence {
                 // The state names the job the run completed.
                 change.set("job_id", Some(&fence.holder));
@@ -168,6 +181,12 @@ fn state_change(event: &Event, locale: Locale, fence: Option<&Fence>) -> StateCh
         .unwrap_or_else(now_iso8601);
     change.set("updated_at", Some(&updated_at));
     change
+}
+
+/// The state's `units_done`/`units_total` (a stage's parallel units) are no more.
+fn clear_units(change: &mut StateChange) {
+    change.set("units_done", None);
+    change.set("units_total", None);
 }
 
 fn to_map(value: &impl Serialize) -> Map<String, Value> {

@@ -6,6 +6,7 @@
 #[cfg(test)]
 pub mod channel;
 pub mod sse;
+pub mod sse_multiplexed;
 pub mod websocket;
 
 use std::future::Future;

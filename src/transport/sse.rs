@@ -51,21 +51,35 @@ impl Transport for SseTransport {
     }
 }
 
+impl SseTransport {
+    /// Writes one frame as a record, with `id` as its `id:` line (none: no line).
+    pub(super) async fn send_record(
+        &mut self,
+        frame: &Frame,
+        id: Option<String>,
+    ) -> Result<(), TransportClosed> {
+        let mut event = Event::default().data(frame.as_str());
+        if let Some(id) = id {
+            event = event.id(id);
+        }
+        self.tx
+            .send(Ok(event))
+            .await
+            .map_err(|_| TransportClosed("SSE client gone".into()))
+    }
+}
+
 impl Writer for SseTransport {
     async fn send(&mut self, frames: &[Frame]) -> Result<(), TransportClosed> {
         for frame in frames {
-            let mut event = Event::default().data(frame.as_str());
-            match frame.id() {
-                Some(id) => event = event.id(id.to_string()),
+            let id = match frame.id() {
+                Some(id) => Some(id.to_string()),
                 // A snapshot of a project with no history: an empty `id:` clears the
                 // browser's stale Last-Event-ID (HTML standard, SSE "id" field).
-                None if frame.kind() == EventKind::Snapshot => event = event.id(String::new()),
-                None => {}
-            }
-            self.tx
-                .send(Ok(event))
-                .await
-                .map_err(|_| TransportClosed("SSE client gone".into()))?;
+                None if frame.kind() == EventKind::Snapshot => Some(String::new()),
+                None => None,
+            };
+            self.send_record(frame, id).await?;
         }
         Ok(())
     }

@@ -181,6 +181,13 @@ pub struct ProgressUpdate {
     /// before it (with `QUEUED` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_position: Option<u64>,
+    /// While the stage runs parallel units (ASSETS 37/120): how many of them are done
+    /// (given with `units_total`, never above it; not with `QUEUED`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub units_done: Option<u32>,
+    /// While the stage runs parallel units: how many it has (at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub units_total: Option<u32>,
     #[serde(default)]
     pub timestamp: Option<String>,
 }
@@ -365,6 +372,7 @@ impl Event {
                         ));
                     }
                 }
+                check_units(e)?;
                 &e.timestamp
             }
             Self::StageChange(e) => {
@@ -435,6 +443,43 @@ fn data_as<T: serde::de::DeserializeOwned>(data: Value) -> Result<T, InvalidEven
         };
         InvalidEvent::new(&field, err.into_inner().to_string())
     })
+}
+
+/// `units_done`/`units_total` come together, on a stage (not `QUEUED`), with
+/// `0 <= units_done <= units_total` and `units_total >= 1`.
+fn check_units(e: &ProgressUpdate) -> Result<(), InvalidEvent> {
+    let (done, total) = match (e.units_done, e.units_total) {
+        (None, None) => return Ok(()),
+        (Some(done), Some(total)) => (done, total),
+        (Some(_), None) => {
+            return Err(InvalidEvent::new(
+                "data.units_total",
+                "units_done is given with units_total",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(InvalidEvent::new(
+                "data.units_done",
+                "units_total is given with units_done",
+            ));
+        }
+    };
+    if e.status == ProgressStatus::Queued {
+        return Err(InvalidEvent::new(
+            "data.units_done",
+            "units_done and units_total are given with a stage, not QUEUED",
+        ));
+    }
+    if total == 0 {
+        return Err(InvalidEvent::new("data.units_total", "must be at least 1"));
+    }
+    if done > total {
+        return Err(InvalidEvent::new(
+            "data.units_done",
+            "cannot exceed units_total",
+        ));
+    }
+    Ok(())
 }
 
 fn check_progress(field: &str, progress: u8) -> Result<(), InvalidEvent> {

@@ -29,6 +29,12 @@ pub struct ProjectState {
     /// accepted (1: none waited before it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queue_position: Option<u64>,
+    /// While the stage runs parallel units (ASSETS 37/120): how many are done, and how
+    /// many it has (the state's `units_done`, `units_total`; a stage change clears them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub units_done: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub units_total: Option<u32>,
     /// The run's tags (`user:7`, `team:2`), as its publisher gave them; `[]`: none.
     pub tags: Vec<String>,
     /// The last generation job whose `complete` is in (the state's `fence_ended`, kept
@@ -55,6 +61,8 @@ impl ProjectState {
             youtube_url: None,
             job_id: None,
             queue_position: None,
+            units_done: None,
+            units_total: None,
             tags: Vec::new(),
             completed_job: None,
             fence: None,
@@ -84,6 +92,10 @@ impl ProjectState {
         let queue_position = (status.as_deref() == Some(ProgressStatus::Queued.as_str()))
             .then(|| text("queue_position").and_then(|p| p.parse().ok()))
             .flatten();
+        // Both or neither: a count is read only with its total.
+        let units = text("units_done")
+            .and_then(|d| d.parse().ok())
+            .zip(text("units_total").and_then(|t| t.parse().ok()));
         Some((
             Self {
                 status,
@@ -95,6 +107,8 @@ impl ProjectState {
                 youtube_url: text("youtube_url"),
                 job_id: text("job_id"),
                 queue_position,
+                units_done: units.map(|(done, _)| done),
+                units_total: units.map(|(_, total)| total),
                 tags: text("tags")
                     .map(|t| Tag::split(&t).iter().map(|t| t.to_string()).collect())
                     .unwrap_or_default(),
@@ -136,6 +150,24 @@ mod tests {
         tagged.insert("tags".into(), "user:7,team:2".into());
         let (state, _) = ProjectState::from_hash(&tagged).unwrap();
         assert_eq!(state.tags, ["user:7", "team:2"]);
+        assert!(json.get("units_done").is_none() && json.get("units_total").is_none());
+        let mut counting = hash.clone();
+        counting.insert("units_done".into(), "37".into());
+        counting.insert("units_total".into(), "120".into());
+        let (state, _) = ProjectState::from_hash(&counting).unwrap();
+        assert_eq!((state.units_done, state.units_total), (Some(37), Some(120)));
+        let json = serde_json::to_value(&state).unwrap();
+        assert_eq!(
+            (json["units_done"].as_u64(), json["units_total"].as_u64()),
+            (Some(37), Some(120))
+        );
+        counting.insert("units_total".into(), String::new());
+        let (state, _) = ProjectState::from_hash(&counting).unwrap();
+        assert_eq!(
+            (state.units_done, state.units_total),
+            (None, None),
+            "a count without its total"
+        );
     }
 
     #[test]

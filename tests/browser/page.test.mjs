@@ -30,7 +30,10 @@ test("a demo generation reaches 100% and shows the YouTube link", async () => {
   await page.fill("#topic", "AI 科技趨勢");
   await page.click("#start");
   await page.waitForURL(/\/projects\/p-[A-Za-z0-9]+$/);
+  // The assets stage runs its units in parallel and says how many are done.
+  await page.waitForFunction(() => /^素材 \d+\/17 · /.test(document.querySelector("#stage-text").textContent), null, { timeout: 30000 });
   await page.waitForSelector("#youtube-link", { timeout: 30000 });
+  assert.doesNotMatch(await page.textContent("#stage-text"), /\/17/, "the count ends with its stage");
   assert.equal(await page.textContent("#percent"), "100%");
   assert.equal(await page.getAttribute("#bar", "aria-valuenow"), "100");
   assert.match(await page.getAttribute("#youtube-link", "href"), /^https:\/\/youtube\.com\/watch\?v=/);
@@ -91,7 +94,9 @@ test("the page reconnects after a hub restart and its log has every line exactly
 test("a job taken over after its worker was killed says so on the page and finishes", async () => {
   const redis = await startRedis();
   const hub = await startHub(["--listen", "127.0.0.1:0", "--redis-url", redis.url, "--no-worker"]);
-  const doomed = await start(BIN, ["worker", "--redis-url", redis.url, "--mock-delay", "120ms"], /worker started/, { NO_COLOR: "1" });
+  // One asset call at a time: when "[3/15]" shows, images 1 and 2 are done (in
+  // parallel they would still be in flight, and made again after the kill).
+  const doomed = await start(BIN, ["worker", "--redis-url", redis.url, "--mock-delay", "120ms", "--asset-concurrency", "1"], /worker started/, { NO_COLOR: "1" });
   const page = await browser.newPage();
   const id = `takeover-${Date.now()}`;
   await page.goto(`${hub.url}/projects/${id}`);

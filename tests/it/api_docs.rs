@@ -30,6 +30,8 @@ async fn openapi_documents_every_rest_endpoint_and_swagger_ui_is_served() {
         ("/readyz", "get"),
         ("/metrics", "get"),
         ("/api/v1/webhooks/deliveries", "get"),
+        ("/api/v1/progress", "get"),
+        ("/api/v1/progress/events", "get"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),
@@ -47,6 +49,10 @@ async fn openapi_documents_every_rest_endpoint_and_swagger_ui_is_served() {
     let asyncapi = get_json(&hub, "/api/v1/asyncapi.json").await;
     assert_eq!(asyncapi["asyncapi"], "2.6.0");
     assert!(asyncapi["channels"]["/api/v1/projects/{project_id}/progress"]["subscribe"]["message"]["payload"].is_object());
+    assert!(
+        asyncapi["channels"]["/api/v1/progress/events"]["subscribe"]["message"]["payload"]
+            .is_object()
+    );
     let webhook = &asyncapi["channels"]["webhook"]["subscribe"]["message"];
     assert!(
         webhook["payload"]["properties"]["data"].is_object(),

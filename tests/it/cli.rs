@@ -143,3 +143,55 @@ async fn publish_cli_goes_through_the_publish_path_both_ways() {
     assert!(!nowhere.status.success());
     assert!(String::from_utf8_lossy(&nowhere.stderr).contains("unreachable"));
 }
+
+// `publish progress-update --units-done K --units-total N`: the count reaches the state;
+// a count above its total is refused naming the field; one flag without the other is a
+// flag error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_cli_sends_a_count_of_parallel_units() {
+    let hub = support::TestHub::start(support::Backend::Memory).await;
+    let hub_url = format!("http://{}", hub.addr);
+    let envs = [("HUB_URL", hub_url.as_str())];
+    let update = |done: &'static str, total: &'static str| {
+        let mut args = vec![
+            "--project",
+            "cli-units",
+            "progress-update",
+            "--status",
+            "ASSETS_GENERATING",
+            "--progress",
+            "40",
+            "--current-stage",
+            "assets",
+        ];
+        if !done.is_empty() {
+            args.extend(["--units-done", done]);
+        }
+        if !total.is_empty() {
+            args.extend(["--units-total", total]);
+        }
+        args
+    };
+    let out = cli::publish(&update("3", "17"), &envs);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let state = hub.project_state("cli-units").await;
+    assert_eq!(
+        (state["units_done"].as_u64(), state["units_total"].as_u64()),
+        (Some(3), Some(17)),
+        "{state}"
+    );
+    let bad = cli::publish(&update("18", "17"), &envs);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("data.units_done"), "{err}");
+    for half in [update("3", ""), update("", "17")] {
+        let out = cli::publish(&half, &envs);
+        assert!(!out.status.success(), "{half:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--units-"), "{half:?}: {err}");
+    }
+}

@@ -1190,6 +1190,7 @@ fn thread_worker_config(mock_delay: Duration) -> WorkerConfig {
             cap: Duration::from_millis(20),
         },
         concurrency: 1,
+        asset_concurrency: WorkerConfig::default().asset_concurrency,
         claim_idle: Duration::from_secs(2),
         // Long enough that a job still running when the worker stops runs to its end.
         shutdown_grace: Duration::from_secs(60),

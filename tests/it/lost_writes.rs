@@ -149,6 +149,52 @@ async fn a_live_watcher_gets_each_event_of_the_new_epoch_once() {
     assert_eq!(frame["id"], last.as_str(), "no event twice: {frame}");
 }
 
+/// A reconnect storm: a project's last watcher leaves and a new one joins before the
+/// subscriber applied the leave (it was busy, here in another project's SUBSCRIBE), so
+/// both changes reach it in one batch. The channel stays subscribed, but the new topic
+/// must read its origin as any new topic does: without one, the next gap fill (any
+/// reconnect of the subscriber) replayed the whole history to every watcher.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_left_and_joined_again_in_one_batch_gets_no_event_twice() {
+    let hub = TestHub::start(support::Backend::Redis).await;
+    let mut first = WsClient::connected(&hub.ws_url("storm")).await;
+    for i in 1..=2 {
+        let id = hub.publish("storm", log_event(&format!("early {i}"))).await;
+        assert_eq!(first.next_event().await["id"], id.as_str());
+    }
+    hub.await_watched_projects(1).await;
+
+    // Redis frozen: the subscriber blocks in the SUBSCRIBE of a second project.
+    hub.redis().pause();
+    let _other = WsClient::connect(&hub.ws_url("other")).await;
+    hub.await_watched_projects(2).await;
+    // The storm: the last watcher of `storm` leaves, another joins, both queued.
+    first.close().await;
+    hub.await_watched_projects(1).await;
+    let mut second = WsClient::connect(&hub.ws_url("storm")).await;
+    hub.await_watched_projects(2).await;
+    hub.redis().resume();
+
+    let connected = second.next_json().await;
+    assert_eq!(connected["event"], "connected", "{connected}");
+    let snapshot = second.next_event().await;
+    assert_eq!(snapshot["event"], "snapshot", "{snapshot}");
+    for i in 1..=3 {
+        let id = hub.publish("storm", log_event(&format!("live {i}"))).await;
+        assert_eq!(second.next_event().await["id"], id.as_str());
+    }
+
+    // Any reconnect of the subscriber fills each topic's gap: here, none.
+    assert_eq!(hub.redis().kill_subscribers().await, 1);
+    support::eventually("the subscriber is back", || async {
+        hub.redis().numsub("storm").await == 1
+    })
+    .await;
+    let last = hub.publish("storm", log_event("last")).await;
+    let frame = second.next_event().await;
+    assert_eq!(frame["id"], last.as_str(), "no event twice: {frame}");
+}
+
 /// Whether the era key names the running server's incarnation.
 async fn era_is_current(redis: &RedisServer) -> bool {
     let mut conn = redis.connection().await;

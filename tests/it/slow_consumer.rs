@@ -142,17 +142,15 @@ async fn slow_consumer_is_closed_and_others_get_everything() {
     );
 }
 
-/// Opens an SSE stream of `project` on a raw socket with a small receive buffer, which
+/// Opens the SSE stream at `path` on a raw socket with a small receive buffer, which
 /// the test then never reads: a reader that stalled.
-async fn stalled_sse_reader(addr: &str, project: &str) -> tokio::net::TcpStream {
+async fn stalled_sse_reader(addr: &str, path: &str) -> tokio::net::TcpStream {
     use tokio::io::AsyncWriteExt;
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let addr = addr.trim_start_matches("http://").parse().unwrap();
     let mut stream = socket.connect(addr).await.unwrap();
-    let request = format!(
-        "GET /api/v1/projects/{project}/events HTTP/1.1\r\nhost: hub\r\naccept: text/event-stream\r\n\r\n"
-    );
+    let request = format!("GET {path} HTTP/1.1\r\nhost: hub\r\naccept: text/event-stream\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     stream
 }
@@ -184,6 +182,17 @@ async fn stalled_sse_reader_under_big_logs(
     project: &str,
     envs: &[(&str, &str)],
 ) -> (String, support::cli::Killed, tokio::net::TcpStream) {
+    let path = format!("/api/v1/projects/{project}/events");
+    stalled_reader_under_big_logs(redis, project, &path, envs).await
+}
+
+/// The same, the reader's stream at `path` (which must watch `project`).
+async fn stalled_reader_under_big_logs(
+    redis: &support::RedisServer,
+    project: &str,
+    path: &str,
+    envs: &[(&str, &str)],
+) -> (String, support::cli::Killed, tokio::net::TcpStream) {
     let mut envs = envs.to_vec();
     let redis_url = redis.url();
     envs.push(("REDIS_URL", &redis_url));
@@ -191,7 +200,7 @@ async fn stalled_sse_reader_under_big_logs(
     envs.push(("HUB_HANDSHAKE_TIMEOUT", "60s"));
     let (child, url, _) = support::cli::serve(&["--no-worker"], &envs);
     let child = support::cli::Killed(child);
-    let stalled = stalled_sse_reader(&url, project).await;
+    let stalled = stalled_sse_reader(&url, path).await;
     let sessions = || support::metric_at(&url, SSE_SESSIONS);
     support::eventually_eq("the SSE session is open", 1.0, sessions).await;
     let mut conn = redis.connection().await;
@@ -241,6 +250,33 @@ async fn a_stalled_sse_reader_is_a_slow_consumer_beyond_its_byte_cap() {
     let redis = support::RedisServer::start().await;
     let envs = [("HUB_QUEUE_BYTES", "1048576")];
     let (url, _hub, mut stalled) = stalled_sse_reader_under_big_logs(&redis, "capped", &envs).await;
+    let sessions = || support::metric_at(&url, SSE_SESSIONS);
+    support::eventually_eq("the stalled session ended", 0.0, sessions).await;
+    assert!(support::metric_at(&url, "hub_slow_consumer_closes_total").await >= 1.0);
+    closed_by_the_hub(&mut stalled).await;
+}
+
+// The multiplexed SSE stream (`/api/v1/progress/events`) has the same bounds: a stalled
+// reader is ended by the heartbeat's write bound, or as a slow consumer beyond the byte
+// cap, and its connection dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_multiplexed_sse_reader_is_ended_by_both_bounds() {
+    let redis = support::RedisServer::start().await;
+    let path = "/api/v1/progress/events?projects=other,mstall";
+    let liveness = [
+        ("HUB_HEARTBEAT_INTERVAL", "300ms"),
+        ("HUB_HEARTBEAT_TIMEOUT", "1s"),
+        ("HUB_QUEUE_BYTES", "268435456"),
+    ];
+    let (url, _hub, mut stalled) =
+        stalled_reader_under_big_logs(&redis, "mstall", path, &liveness).await;
+    let sessions = || support::metric_at(&url, SSE_SESSIONS);
+    support::eventually_eq("the stalled session ended", 0.0, sessions).await;
+    assert!(support::metric_at(&url, "hub_heartbeat_timeouts_total").await >= 1.0);
+    closed_by_the_hub(&mut stalled).await;
+    let bytes = [("HUB_QUEUE_BYTES", "1048576")];
+    let (url, _hub, mut stalled) =
+        stalled_reader_under_big_logs(&redis, "mstall", path, &bytes).await;
     let sessions = || support::metric_at(&url, SSE_SESSIONS);
     support::eventually_eq("the stalled session ended", 0.0, sessions).await;
     assert!(support::metric_at(&url, "hub_slow_consumer_closes_total").await >= 1.0);

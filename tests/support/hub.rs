@@ -101,6 +101,15 @@ impl TestHub {
             .expect("a JSON state")
     }
 
+    /// Waits until the hub watches exactly `n` projects (a leave or a join reached it).
+    pub async fn await_watched_projects(&self, n: usize) {
+        let hub = self.hub.as_ref().expect("running hub");
+        super::eventually_eq("the hub watches that many projects", n, || async {
+            hub.watched_projects()
+        })
+        .await;
+    }
+
     pub fn ws_url(&self, project: &str) -> String {
         format!("ws://{}/api/v1/projects/{}/progress", self.addr, project)
     }

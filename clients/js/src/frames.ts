@@ -88,6 +88,9 @@ export interface SnapshotData {
   job_id?: string | null;
   /** While QUEUED: the run's place in the queue (1: next). */
   queue_position?: number | null;
+  /** While the stage runs parallel units (ASSETS 37/120): how many are done, of how many. */
+  units_done?: number | null;
+  units_total?: number | null;
   recovered: boolean;
 }
 
@@ -109,6 +112,10 @@ export interface ProgressUpdateData {
   /** With QUEUED: the job accepted, and its place in the queue (1: next). */
   job_id?: string | null;
   queue_position?: number | null;
+  /** While the stage runs parallel units (ASSETS 37/120): how many are done, of how
+   * many; both or neither. A stage_change to another stage ends them. */
+  units_done?: number | null;
+  units_total?: number | null;
   timestamp?: string | null;
 }
 
@@ -157,6 +164,21 @@ export interface BrokerStatusData {
   timestamp: string;
 }
 
+/** Why a run is stalled: `silent` (nothing published for longer than the hub's
+ * `--stall-after`) or `worker_lost` (the hub's own job queue saw its worker's lease run
+ * out). */
+export type StallReason = 'silent' | 'worker_lost';
+
+/** The project's running job went silent (`stalled: true`) or published again
+ * (`false`). The hub's own frame: no `id`, not in the history. */
+export interface StalledData {
+  stalled: boolean;
+  reason: StallReason;
+  /** When the run last published (its `updated_at`). */
+  since: string;
+  timestamp: string;
+}
+
 interface FrameOf<E extends string, D> {
   event: E;
   data: D;
@@ -174,6 +196,7 @@ export type Frame =
   | FrameOf<'error', ErrorData>
   | FrameOf<'complete', CompleteData>
   | FrameOf<'broker_status', BrokerStatusData>
+  | FrameOf<'stalled', StalledData>
   | FrameOf<'ping', TimestampData>
   | FrameOf<'pong', TimestampData>
   | FrameOf<'subscribed', SubscribedData | TagSubscribedData>

@@ -3,5 +3,5 @@ export { watchProject, ProgressHubError } from './watch.js';
 export type { Watch, WatchOptions, Connection, Done, Transport } from './watch.js';
 export { reduce, initialState } from './state.js';
 export { STAGES, FINAL_STATUSES, QUEUED, LOG_LEVELS } from './contract.js';
-export type { ProgressState, StageInfo, LogEntry, JobError } from './state.js';
+export type { ProgressState, StageInfo, LogEntry, JobError, Units } from './state.js';
 export type * from './frames.js';

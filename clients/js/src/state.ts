@@ -2,7 +2,7 @@
 // No I/O here: the connection (watch.ts) feeds frames, this decides what they mean.
 
 import { QUEUED, STAGES } from './contract.js';
-import type { ErrorCode, Frame, LogLevel, ProgressUpdateData, SnapshotData, Stage, Status, UnknownValue } from './frames.js';
+import type { ErrorCode, Frame, LogLevel, ProgressUpdateData, SnapshotData, Stage, StallReason, Status, UnknownValue } from './frames.js';
 
 export interface StageInfo {
   /** ISO time the stage began (null when only known from a snapshot). */
@@ -36,6 +36,11 @@ export interface JobError {
   timestamp: string | null;
 }
 
+export interface Units {
+  done: number;
+  total: number;
+}
+
 export interface ProgressState {
   projectId: string;
   /** QUEUED (a run accepted, waiting for a worker), the running stage, COMPLETED,
@@ -46,6 +51,10 @@ export interface ProgressState {
   jobId: string | null;
   /** While QUEUED: the run's place in the queue (1: next); null otherwise. */
   queuePosition: number | null;
+  /** While the stage runs parallel units (ASSETS 37/120): how many are done, of how
+   * many (`units_done`/`units_total`); null otherwise (a change to another stage, the
+   * run's end or a new run clears it). */
+  units: Units | null;
   /** 0–100; never goes backwards within a run. */
   progress: number;
   /** Human description of the current step (from the newest progress_update or
@@ -72,6 +81,9 @@ export interface ProgressState {
    * (live updates are paused; the hub still holds the connection) until one says it is
    * back. Not part of a run: a new run does not reset it. */
   broker: 'up' | 'down';
+  /** The running job went silent for longer than the hub's bound (a `stalled` frame),
+   * why and since when; `null` again once it publishes (or a snapshot starts over). */
+  stalled: { reason: StallReason; since: string } | null;
 }
 
 const isStage = (s: unknown): s is Stage => STAGES.includes(s as Stage);
@@ -92,7 +104,8 @@ export function initialState(projectId: string, lastEventId: string | null = nul
   return {
     projectId, status: null, progress: 0, currentStage: null, estimatedRemaining: null,
     stages: freshStages(), logs: [], error: null, youtubeUrl: null, lastEventId,
-    recovered: true, takenOver: false, updatedAt: null, jobId: null, queuePosition: null, broker: 'up',
+    recovered: true, takenOver: false, updatedAt: null, jobId: null, queuePosition: null, units: null, broker: 'up',
+    stalled: null,
   };
 }
 
@@ -137,6 +150,13 @@ function link(u: unknown): string | null {
   } catch {
     return null;
   }
+}
+/** `units_done` of `units_total` when the frame gives both (whole, 0 <= done <= total). */
+function units(d: { units_done?: unknown; units_total?: unknown }): Units | null {
+  const { units_done: done, units_total: total } = d;
+  return Number.isInteger(done) && Number.isInteger(total) && (done as number) >= 0 && (done as number) <= (total as number) && (total as number) > 0
+    ? { done: done as number, total: total as number }
+    : null;
 }
 /** `next` is a stage before the running one: the job started over. */
 const earlier = (s: ProgressState, next: unknown): boolean =>
@@ -188,6 +208,7 @@ export function reduce(state: ProgressState, frame: Frame, maxLogs = 500): Progr
       s = {
         ...n, stages, status: status(d.status), progress: sameRun ? raise(s.progress, p) : p,
         jobId: d.job_id ?? null, queuePosition: d.status === QUEUED ? d.queue_position ?? null : null, broker: s.broker,
+        units: isStage(d.status) ? units(d) : null,
         currentStage: d.current_stage ?? null,
         estimatedRemaining: isFinal(d.status) ? null : d.estimated_remaining ?? null,
         youtubeUrl: link(d.youtube_url), recovered, takenOver: sameRun && s.takenOver,
@@ -201,6 +222,8 @@ export function reduce(state: ProgressState, frame: Frame, maxLogs = 500): Progr
         ...s, status: d.status, progress: raise(s.progress, d.progress), currentStage: d.current_stage,
         estimatedRemaining: d.estimated_remaining ?? null, jobId: d.job_id ?? s.jobId,
         queuePosition: d.status === QUEUED ? d.queue_position ?? null : null,
+        // A count given stands; an update of the same stage without one keeps it.
+        units: !isStage(d.status) ? null : units(d) ?? (d.status === s.status ? s.units : null),
         stages: isStage(d.status) && s.stages[d.status].outcome !== 'running' ? enter(s.stages, d.status, at) : s.stages,
       };
       break;
@@ -208,7 +231,9 @@ export function reduce(state: ProgressState, frame: Frame, maxLogs = 500): Progr
     case 'stage_change': {
       const d = frame.data;
       const takenOver = s.takenOver || (isStage(d.current_stage) && d.previous_stage === d.current_stage);
-      s = { ...s, status: d.current_stage, progress: raise(s.progress, d.progress), currentStage: null, takenOver, queuePosition: null, stages: isStage(d.current_stage) ? enter(s.stages, d.current_stage, at) : s.stages };
+      // A stage's units end with it; a run taking it over goes on in the same stage.
+      const sameStage = d.previous_stage === d.current_stage && d.current_stage === s.status;
+      s = { ...s, status: d.current_stage, progress: raise(s.progress, d.progress), currentStage: null, takenOver, queuePosition: null, units: sameStage ? s.units : null, stages: isStage(d.current_stage) ? enter(s.stages, d.current_stage, at) : s.stages };
       break;
     }
     case 'log': {
@@ -240,7 +265,7 @@ export function reduce(state: ProgressState, frame: Frame, maxLogs = 500): Progr
         else if (ok) stages[st] = { ...stages[st], outcome: 'done' };
       }
       s = {
-        ...s, stages, status: d.status, progress: ok ? 100 : s.progress, estimatedRemaining: null,
+        ...s, stages, status: d.status, progress: ok ? 100 : s.progress, estimatedRemaining: null, units: null,
         youtubeUrl: link(d.youtube_url), error: ok || cancelled ? null : s.error,
       };
       break;
@@ -250,9 +275,17 @@ export function reduce(state: ProgressState, frame: Frame, maxLogs = 500): Progr
       const broker = frame.data.available === false ? 'down' : 'up';
       return broker === s.broker ? s : { ...s, broker };
     }
+    case 'stalled': {
+      // About the run's silence, not an event of it: no position, no update time.
+      const d = frame.data;
+      if (!d.stalled) return s.stalled ? { ...s, stalled: null } : s;
+      return { ...s, stalled: { reason: d.reason, since: d.since } };
+    }
     default:
       return s;
   }
+  // Any event of the run (or a snapshot, which starts over) ends a silence.
+  if (s.stalled && frame.event !== 'connected') s = { ...s, stalled: null };
   if (frame.id) s = { ...s, lastEventId: frame.id };
   if (at && frame.event !== 'connected') s = { ...s, updatedAt: at };
   return s;

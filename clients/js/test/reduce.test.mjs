@@ -180,6 +180,24 @@ test('broker_status: down and back up, whatever the run does; no position, no up
   assert.equal(s.broker, 'up');
 });
 
+test('stalled: set by the hub, cleared by stalled:false, by any event, and by a snapshot; no position, no update time', () => {
+  const stalled = (on, reason = 'silent') => ({ event: 'stalled', data: { stalled: on, reason, since: '2025-10-19T10:00:00Z', timestamp: '2025-10-19T10:05:00Z' } });
+  let s = fold([stage('RENDERING', 60, null, '2025-10-19T10:00:00Z')]);
+  assert.equal(s.stalled, null);
+  s = fold([stalled(true, 'worker_lost')], s);
+  assert.deepEqual(s.stalled, { reason: 'worker_lost', since: '2025-10-19T10:00:00Z' });
+  assert.equal(s.updatedAt, '2025-10-19T10:00:00Z', 'not an event of the run');
+  assert.equal(s.status, 'RENDERING');
+  s = fold([stalled(false)], s);
+  assert.equal(s.stalled, null);
+  const same = s;
+  assert.equal(fold([stalled(false)], s), same, 'nothing changed');
+  s = fold([stalled(true), log('e:5', 'alive')], s);
+  assert.equal(s.stalled, null, 'an event ends the silence');
+  s = fold([stalled(true), { event: 'snapshot', data: { status: 'RENDERING', progress: 61, last_event_id: 'e:6', recovered: true } }], s);
+  assert.equal(s.stalled, null, 'a snapshot starts over');
+});
+
 // Review T3: a run that ended with a status this client does not know (CANCELLED was one
 // before issue 25 made it known; EXPIRED stands for the next) has ended all the same:
 // the next run starts over.
@@ -232,4 +250,29 @@ test('a stage entered again after a later one began: the later ones are pending 
   const t = fold([stage('ASSETS_GENERATING', 30, 'SCRIPT_GENERATING', '2025-10-19T10:00:12Z')], s);
   assert.equal(t.stages.SCRIPT_GENERATING.durationMs, 2000, 'timed from its new start');
   assert.equal(t.stages.ASSETS_GENERATING.startedAt, '2025-10-19T10:00:12Z');
+});
+
+test('units: k/N of a parallel stage, in any order of finishing; a change to another stage, the end and a new run clear it', () => {
+  const units = (done, total, progress) => ({ event: 'progress_update', data: { status: 'ASSETS_GENERATING', progress, current_stage: 'images', estimated_remaining: null, units_done: done, units_total: total } });
+  let s = fold([stage('SCRIPT_GENERATING', 0, 'INITIALIZED'), stage('ASSETS_GENERATING', 8, 'SCRIPT_GENERATING')]);
+  assert.equal(s.units, null);
+  s = fold([units(1, 17, 13), units(2, 17, 16)], s);
+  assert.deepEqual(s.units, { done: 2, total: 17 });
+  // An update of the same stage without a count keeps it; a taken-over run re-enters the stage and keeps it.
+  s = fold([update('ASSETS_GENERATING', 17), stage('ASSETS_GENERATING', 17, 'ASSETS_GENERATING')], s);
+  assert.deepEqual(s.units, { done: 2, total: 17 });
+  assert.equal(s.takenOver, true);
+  // Malformed counts are no count.
+  for (const [done, total] of [[3, 2], [-1, 5], [1, 0], [1.5, 3], ['1', 3], [null, 3]]) {
+    assert.equal(fold([units(done, total, 20)], initialState('p')).units, null, `${done}/${total}`);
+  }
+  s = fold([stage('RENDERING', 60, 'ASSETS_GENERATING')], s);
+  assert.equal(s.units, null, 'another stage clears it');
+  s = fold([stage('ASSETS_GENERATING', 8, 'SCRIPT_GENERATING'), units(5, 17, 30)], initialState('p'));
+  assert.deepEqual(fold([{ event: 'complete', data: { status: 'CANCELLED', youtube_url: null } }], s).units, null, 'the end clears it');
+  // A snapshot carries it while a stage runs, and nothing else.
+  s = fold([{ event: 'snapshot', data: { status: 'ASSETS_GENERATING', progress: 40, current_stage: 'images', units_done: 9, units_total: 17, last_event_id: 'e:4', recovered: true } }], initialState('p'));
+  assert.deepEqual(s.units, { done: 9, total: 17 });
+  s = fold([{ event: 'snapshot', data: { status: 'QUEUED', progress: 0, current_stage: 'q', units_done: 9, units_total: 17, last_event_id: 'e:5', recovered: true } }], s);
+  assert.equal(s.units, null);
 });

@@ -335,8 +335,9 @@ def _answers(node: redis.Redis) -> bool:
         return False
 
 
-def start_hub(redis_url: str, *extra: str) -> Hub:
-    """The hub binary on port 0 (`extra`: more `serve` options, e.g. `--auth-secret`)."""
+def start_hub(redis_url: str, *extra: str, listen: str = "127.0.0.1:0") -> Hub:
+    """The hub binary on port 0, or on `listen` (`extra`: more `serve` options, e.g.
+    `--auth-secret`)."""
     if not HUB_BIN.exists():
         pytest.fail(f"no hub binary at {HUB_BIN}: run `cargo build` (or set HUB_BIN)")
     proc = subprocess.Popen(
@@ -347,7 +348,7 @@ def start_hub(redis_url: str, *extra: str) -> Hub:
             redis_url,
             "--no-worker",
             "--listen",
-            "127.0.0.1:0",
+            listen,
             *extra,
         ],
         stdout=subprocess.PIPE,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from conftest import REPO, RedisServer
 
 from progress_hub import _contract, _event
@@ -60,10 +61,11 @@ def test_the_script_reads_the_described_inputs() -> None:
 
 
 def test_a_cluster_call_leaves_out_the_one_node_keys() -> None:
-    # The era and the webhook outbox are keys of other slots: never on a cluster.
+    # The era, the webhook outbox and the runs under way are keys of other slots: never
+    # on a cluster.
     prepared = _event.prepare(_event.log("INFO", "m"), "p", "en")
     keys, _ = script_call("p", prepared, "r", None, Target.parse("redis+cluster://a:1"), Config())
-    assert len(keys) == len(CONTRACT["keys"]) - 2
+    assert len(keys) == len(CONTRACT["keys"]) - 3
     assert all("{p}" in key for key in keys)
 
 
@@ -102,4 +104,38 @@ def test_the_keys_expire_however_many_publishes_skip_setting_it(
 def test_a_one_node_call_passes_the_era_then_the_outbox() -> None:
     prepared = _event.prepare(_event.log("INFO", "m"), "p", "en")
     keys, _ = script_call("p", prepared, "r", None, Target.parse("redis://a:1"), Config())
-    assert keys[-2:] == ["progress:era", "progress-hub:webhooks"]
+    assert keys[-3:] == ["progress:era", "progress-hub:webhooks", "progress-hub:running"]
+
+
+def test_a_count_of_parallel_units_is_patched_and_another_stage_clears_it() -> None:
+    # As the hub's state_change: units_done/units_total while a stage runs parallel
+    # units; a stage_change to another stage and the complete clear them ('' is null);
+    # a run taking the job over re-enters its stage and keeps them.
+    def patch(event: _event.Event) -> dict[str, str]:
+        return dict(_event.prepare(event, "p", "en").state.patch)
+
+    counted = patch(
+        _event.progress_update("ASSETS_GENERATING", 40, "x", None, units_done=7, units_total=17)
+    )
+    assert (counted["units_done"], counted["units_total"]) == ("7", "17")
+    assert "units_done" not in patch(_event.progress_update("ASSETS_GENERATING", 41, "x", None))
+    moved = patch(_event.stage_change("ASSETS_GENERATING", "RENDERING", 60))
+    assert (moved["units_done"], moved["units_total"]) == ("", "")
+    assert "units_done" not in patch(
+        _event.stage_change("ASSETS_GENERATING", "ASSETS_GENERATING", 41)
+    )
+    ended = patch(_event.complete("CANCELLED", None))
+    assert (ended["units_done"], ended["units_total"]) == ("", "")
+    for done, total, field in [
+        (3, 2, "data.units_done"),
+        (-1, 2, "data.units_done"),
+        (1, 0, "data.units_total"),
+        (1, None, "data.units_total"),
+        (None, 2, "data.units_done"),
+        (1, 2**32, "data.units_total"),
+    ]:
+        with pytest.raises(_event.InvalidEvent) as caught:
+            _event.progress_update(
+                "ASSETS_GENERATING", 40, "x", None, units_done=done, units_total=total
+            )
+        assert caught.value.field == field, (done, total)

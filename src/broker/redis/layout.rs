@@ -16,6 +16,8 @@
 //! | `progress:{<p>}:seen:<event id>` | string | a watcher was written this `complete` (kept for the retention) |
 //! | `progress-hub:history` | hash | the hubs' history policy (len, bytes, TTLs) every publisher follows |
 //! | `progress:era` | string | the run_id of the Redis incarnation the hubs last found (one node, Sentinel) |
+//! | `progress:{<p>}:stalled:<event id>` | string | the project's run was told stalled (`job.stalled`) while this was its last event (as long as its state lives) |
+//! | `progress-hub:running` | set | the channels of the runs under way, kept beside the outbox for the hubs' stall scan (one node, Sentinel) |
 //! | `progress-hub:webhooks` | stream | the webhook outbox: a run's end (`channel`, then the state's fields) per entry, read by the group `webhooks` (one node, Sentinel) |
 //! | `progress:jobs` | stream | the job queue, read by the consumer group `workers` |
 //! | `{progress:jobs}:lock:<p>` | string | the id of the project's job while it exists (queued or running): one job per project |
@@ -68,6 +70,21 @@ pub const HISTORY_POLICY_KEY: &str = "progress-hub:history";
 /// it in. Outside `progress:`, so never taken for a project's channel or key.
 pub const OUTBOX_KEY: &str = "progress-hub:webhooks";
 pub const OUTBOX_GROUP: &str = "webhooks";
+
+/// The runs under way (a set of channels), kept by `publish.lua` beside the outbox: a run
+/// goes in as it begins and out as it ends; the hubs' stall scan (`stall.rs`) reads it
+/// and drops what it finds ended or gone.
+pub const RUNNING_KEY: &str = "progress-hub:running";
+
+/// Marks that the project's run was told stalled at its event `last` (the `job.stalled`
+/// webhook goes out once per stall, whichever hub sees it first).
+pub fn stall_told_key(project: &ProjectId, last: &str) -> String {
+    format!("{PREFIX}{{{project}}}:stalled:{last}")
+}
+
+/// Tells a stalled run to the outbox once (see its header).
+pub static STALL: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("stall.lua")));
 
 /// The job queue's stream, and the consumer group its workers read it in.
 pub const JOB_STREAM: &str = "progress:jobs";

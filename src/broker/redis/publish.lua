@@ -11,7 +11,7 @@
 -- Returns the event id, '<epoch>:<seq>'.
 
 local history, state, receipt, fences, units = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local era_key, outbox = KEYS[6], KEYS[7]
+local era_key, outbox, running = KEYS[6], KEYS[7], KEYS[8]
 
 local PATCH = 'state.'
 -- The unkeyed receipts the state remembers (`receipts`: 'r=id ' each), in bytes: the
@@ -250,8 +250,19 @@ redis.call('EXPIRE', state, ttl)
 
 -- Webhooks (issue 27): a run's end goes into the outbox in this same step, while a hub
 -- with webhooks keeps one (broker/redis/outbox.rs): the channel, then the state.
-if ends and outbox and redis.call('EXISTS', outbox) == 1 then
-  redis.call('XADD', outbox, '*', 'channel', input.channel, unpack(redis.call('HGETALL', state)))
+-- The runs under way (`running`, a set of channels) are kept beside it for the hubs'
+-- stall scan (job.stalled): a run goes in as it begins and out as it ends, so the
+-- publishes between cost nothing here.
+if outbox then
+  local begins = not ends and (seq == 1 or input.starts_run == '1' or run_ended)
+  if (ends or begins) and redis.call('EXISTS', outbox) == 1 then
+    if ends then
+      redis.call('XADD', outbox, '*', 'channel', input.channel, unpack(redis.call('HGETALL', state)))
+      if running then redis.call('SREM', running, input.channel) end
+    elseif running then
+      redis.call('SADD', running, input.channel)
+    end
+  end
 end
 
 local publish = 'PUBLISH'

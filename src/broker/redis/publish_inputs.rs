@@ -71,6 +71,7 @@ pub fn invocation(
             "units" => call.key(layout::units_key(route.project)),
             "era?" if route.era => call.key(layout::ERA_KEY),
             "outbox?" if route.era => call.key(layout::OUTBOX_KEY),
+            "running?" if route.era => call.key(layout::RUNNING_KEY),
             _ => &mut call,
         };
     }
@@ -208,7 +209,7 @@ mod tests {
     #[test]
     fn every_key_the_contract_names_is_known() {
         let known = [
-            "history", "state", "receipt", "fences", "units", "era?", "outbox?",
+            "history", "state", "receipt", "fences", "units", "era?", "outbox?", "running?",
         ];
         for key in &CONTRACT.keys {
             assert!(known.contains(&key.name.as_str()), "{}", key.name);

@@ -167,8 +167,16 @@ def _text(name: str, value: object, limit: int) -> str:
 
 
 def progress_update(
-    status: str, progress: int, current_stage: str, estimated_remaining: int | None
+    status: str,
+    progress: int,
+    current_stage: str,
+    estimated_remaining: int | None,
+    *,
+    units_done: int | None = None,
+    units_total: int | None = None,
 ) -> Event:
+    """`units_done`/`units_total`: while the stage runs parallel units (ASSETS 37/120),
+    both or neither, `units_done <= units_total`, `units_total >= 1`."""
     data: dict[str, Any] = {
         "status": _one_of("data.status", status, STAGES),
         "progress": _int("data.progress", progress, 0, 100),
@@ -178,6 +186,14 @@ def progress_update(
         else _int("data.estimated_remaining", estimated_remaining, 0, _U64_MAX),
         "timestamp": now_iso8601(),
     }
+    if units_done is not None or units_total is not None:
+        if units_total is None:
+            raise InvalidEvent("data.units_total", "units_done is given with units_total")
+        if units_done is None:
+            raise InvalidEvent("data.units_done", "units_total is given with units_done")
+        total = _int("data.units_total", units_total, 1, _U32_MAX)
+        data["units_done"] = _int("data.units_done", units_done, 0, total)
+        data["units_total"] = total
     return Event("progress_update", data)
 
 
@@ -287,6 +303,9 @@ def _tagged(state: StateChange, tags: tuple[str, ...] | None) -> StateChange:
     return replace(state, patch=(*state.patch, ("tags", ",".join(tags))), tags=tags)
 
 
+_NO_UNITS = (("units_done", ""), ("units_total", ""))
+
+
 def _state_change(event: Event, locale: str) -> StateChange:
     """As the hub's `state_change` (`src/publish/prepare.rs`)."""
     data = event.data
@@ -294,20 +313,31 @@ def _state_change(event: Event, locale: str) -> StateChange:
     updated_at = ("updated_at", str(data["timestamp"]))
     if event.name == "progress_update":
         eta = data["estimated_remaining"]
+        units: tuple[tuple[str, str], ...] = ()
+        if "units_done" in data:
+            units = (
+                ("units_done", str(data["units_done"])),
+                ("units_total", str(data["units_total"])),
+            )
         return StateChange(
             patch=(
                 ("status", data["status"]),
                 ("current_stage", data["current_stage"]),
                 ("estimated_remaining", "" if eta is None else str(eta)),
+                *units,
                 updated_at,
             )
         )
     if event.name == "stage_change":
         stage = data["current_stage"]
+        # A stage's units are cleared by a change to another stage (a run taking the
+        # job over re-enters its stage and keeps them).
+        same = data["previous_stage"] == stage
         return StateChange(
             patch=(
                 ("status", stage),
                 ("current_stage", labels["stage_change"][stage]),
+                *(() if same else _NO_UNITS),
                 updated_at,
             )
         )
@@ -321,6 +351,7 @@ def _state_change(event: Event, locale: str) -> StateChange:
                 *((("youtube_url", url),) if url is not None else ()),
                 ("estimated_remaining", "0" if completed else ""),
                 ("current_stage", labels["complete"][status]),
+                *_NO_UNITS,
                 updated_at,
             ),
             progress_floor=100 if completed else None,

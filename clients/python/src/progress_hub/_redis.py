@@ -142,6 +142,8 @@ def receipt_key(project: str, receipt: str) -> str:
 ERA_KEY = "progress:era"
 # The webhook outbox the hubs keep (`src/broker/redis/layout.rs`: OUTBOX_KEY).
 OUTBOX_KEY = "progress-hub:webhooks"
+# The runs under way, for the hubs' stall scan (`layout.rs`: RUNNING_KEY).
+RUNNING_KEY = "progress-hub:running"
 
 
 def claim_counter_key(job: str) -> str:
@@ -235,6 +237,8 @@ def script_call(
         "era?": None if target.cluster else ERA_KEY,
         # The webhook outbox (a complete goes in while a hub keeps it): with the era.
         "outbox?": None if target.cluster else OUTBOX_KEY,
+        # The runs under way (the hubs' stall scan): with the outbox.
+        "running?": None if target.cluster else RUNNING_KEY,
     }
     keys = [k for k in (by_name[key["name"]] for key in contract["keys"]) if k is not None]
     inputs: dict[str, str | None] = {

@@ -13,6 +13,7 @@ __all__ = [
     "PublishRefused",
     "PublishUnavailable",
     "StaleClaim",
+    "WatchRefused",
 ]
 
 
@@ -52,3 +53,14 @@ class InvalidConfig(ValueError):
         self.setting = setting
         self.problem = problem
         self.variable = variable
+
+
+class WatchRefused(Exception):
+    """The hub refused a watch with an answer that retrying cannot change (400, 401,
+    403, 404): `code` and `message` are the hub's error, `status` the HTTP status."""
+
+    def __init__(self, code: str, message: str, status: int) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status

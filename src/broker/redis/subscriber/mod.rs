@@ -360,23 +360,37 @@ impl<C: Connection> Subscriber<C> {
         changes: &mut mpsc::UnboundedReceiver<SubscriptionChange>,
         conn: &mut C,
     ) -> Result<(), Lost> {
-        let mut was_wanted: HashMap<ProjectId, bool> = HashMap::new();
+        // Each project's topic before the batch (None: not wanted).
+        let mut was_wanted: HashMap<ProjectId, Option<Arc<dyn Watched>>> = HashMap::new();
         let waiting = std::iter::from_fn(|| changes.try_recv().ok());
         for change in std::iter::once(first).chain(waiting) {
             let project = project_of(&change);
             if !was_wanted.contains_key(project) {
-                was_wanted.insert(project.clone(), self.shared.wanted.contains_key(project));
+                was_wanted.insert(project.clone(), self.shared.wanted.get(project).cloned());
             }
             self.want(change);
         }
         let mut unsubscribe = Vec::new();
         let mut newly_subscribed = Vec::new();
+        // Topics that replaced one of the same project within the batch (its last
+        // watcher left and a new one joined before the leave was applied): the channel
+        // stayed subscribed, but the new topic has no origin yet, and must read one as
+        // any new topic does, or a later gap fill starts from nothing.
+        let mut renewed = Vec::new();
         for (project, was) in was_wanted {
-            match self.shared.wanted.get(&project) {
-                Some(topic) if was => topic.mark_subscribed(),
-                Some(topic) => newly_subscribed.push(Arc::clone(topic)),
-                None if was => unsubscribe.push(project),
-                None => {}
+            match (self.shared.wanted.get(&project), was) {
+                (Some(topic), Some(old))
+                    if std::ptr::addr_eq(Arc::as_ptr(topic), Arc::as_ptr(&old)) =>
+                {
+                    topic.mark_subscribed()
+                }
+                (Some(topic), Some(_)) => {
+                    tracing::debug!(project_id = %project, "a topic left and joined again in one batch: its origin is read anew");
+                    renewed.push(Arc::clone(topic));
+                }
+                (Some(topic), None) => newly_subscribed.push(Arc::clone(topic)),
+                (None, Some(_)) => unsubscribe.push(project),
+                (None, None) => {}
             }
         }
         if !unsubscribe.is_empty() {
@@ -384,6 +398,9 @@ impl<C: Connection> Subscriber<C> {
         }
         if !newly_subscribed.is_empty() {
             conn.subscribe(&newly_subscribed).await?;
+        }
+        newly_subscribed.extend(renewed);
+        if !newly_subscribed.is_empty() {
             read_subscribed_states(
                 &self.shared.commands,
                 self.shared.deliveries.as_ref(),
