@@ -2,9 +2,10 @@
 takes, and the Redis commands it costs, against a floor measured in the same run (one
 client pipelining HGETALL of the same N state hashes: the least Redis work that reads
 them all). Then the commands per second the subscription's polling costs while all N
-runs are active.
+runs are active, with K subscriptions to the tag (on K connections): a tag is polled
+once per hub, so K subscriptions should cost what one does.
 
-    python scripts/tag_snapshot_bench.py target/release/progress-hub [N]
+    python scripts/tag_snapshot_bench.py target/release/progress-hub [N] [K]
 
 Needs redis-server on PATH and the Python SDK's dependencies (clients/python/.venv);
 starts its own redis-server and hub on free ports.
@@ -64,22 +65,30 @@ async def snapshot(url: str, n: int) -> float:
 
 
 async def poll_cost(
-    url: str, client: redis.Redis, n: int, seconds: float
+    url: str, client: redis.Redis, n: int, seconds: float, k: int
 ) -> dict[str, int]:
-    async with websockets.connect(url, max_size=None) as ws:
-        await ws.recv()
-        await ws.send(json.dumps({"event": "subscribe", "data": {"tag": TAG}}))
-        got = 0
-        while got < n:
-            if json.loads(await ws.recv())["event"] == "project_state":
-                got += 1
+    sockets = []
+    try:
+        for _ in range(k):
+            ws = await websockets.connect(url, max_size=None)
+            sockets.append(ws)
+            await ws.recv()
+            await ws.send(json.dumps({"event": "subscribe", "data": {"tag": TAG}}))
+            got = 0
+            while got < n:
+                if json.loads(await ws.recv())["event"] == "project_state":
+                    got += 1
         before = command_counts(client)
         await asyncio.sleep(seconds)
         return delta(before, command_counts(client))
+    finally:
+        for ws in sockets:
+            await ws.close()
 
 
 def main() -> None:
     hub_bin, n = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 5000
+    k = int(sys.argv[3]) if len(sys.argv) > 3 else 1
     port = free_port()
     rds = subprocess.Popen(
         ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
@@ -137,7 +146,7 @@ def main() -> None:
         before = command_counts(client)
         took = asyncio.run(snapshot(ws_url, n))
         used = delta(before, command_counts(client))
-        polled = asyncio.run(poll_cost(ws_url, client, n, 5.0))
+        polled = asyncio.run(poll_cost(ws_url, client, n, 10.0, k))
         print(f"projects: {n}")
         print(f"floor (pipelined HGETALL of {n} states): {floor * 1000:.0f} ms")
         print(
@@ -147,8 +156,8 @@ def main() -> None:
             f"Redis commands for the snapshot: {used} = {sum(used.values()) / n:.2f} per project"
         )
         print(
-            f"Redis commands per second while following {n} active projects: "
-            f"{ {k: round(v / 5.0) for k, v in polled.items()} }"
+            f"Redis commands per second while {k} subscription(s) follow {n} active projects: "
+            f"{ {c: round(v / 10.0) for c, v in polled.items()} }"
         )
     finally:
         if hub is not None:

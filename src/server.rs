@@ -179,6 +179,13 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         shutdown.clone(),
         &tracker,
     )?;
+    tracker.spawn(crate::hub::stall::watch(
+        hub.clone(),
+        broker.clone(),
+        config.stall_after,
+        None,
+        shutdown.clone(),
+    ));
     let publisher = Publisher::new(broker.clone(), config.locale, config.coalesce_window);
     let webhooks = match &config.webhooks {
         Some(webhooks) => {
@@ -191,6 +198,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
                 webhooks.clone(),
                 outbox,
                 broker.clone(),
+                config.stall_after,
                 shutdown.clone(),
                 &tracker,
             ))

@@ -70,11 +70,11 @@ pub trait Watched: Send + Sync + std::fmt::Debug + 'static {
     /// delivered, or after the position read at subscription time.
     fn resume_point(&self) -> Option<EventId>;
 
-    /// Where to fill a gap from when the history turned out to be in `epoch`, not the
-    /// resume point's (it was begun anew: lost, or a new incarnation of Redis): after
-    /// the newest event of `epoch` delivered with every one before it, if the topic
-    /// followed that epoch on the channel from its first event; else None (all of it).
-    fn resume_point_in(&self, epoch: &str) -> Option<EventId>;
+    /// Where to fill a gap from first, if the history holds it: after the newest event
+    /// of a later epoch than the resume point's that the topic followed on the channel
+    /// with every one between (a new incarnation of Redis begins an epoch that goes on
+    /// with the sequence; a lost history begins one at 1). None if it followed none.
+    fn resume_point_ahead(&self) -> Option<EventId>;
 
     /// The project's state, read just after subscribing (`covers_below`: from
     /// [`Deliveries::joined_so_far`] before the read began): where its events stood,

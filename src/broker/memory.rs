@@ -110,6 +110,9 @@ struct History {
     /// Every fence holder seen (`publish.lua`'s `fences` set; kept when the history
     /// expires, as that set outlives it).
     fences: HashSet<String>,
+    /// The current holder's parallel units: unit -> its newest token, and whether it
+    /// was counted done (`publish.lua`'s `units` hash).
+    units: HashMap<String, (u64, bool)>,
 }
 
 /// Callers' idempotency keys (keyed publishes only) of the last 10 minutes and the ids
@@ -171,6 +174,7 @@ impl History {
             state: HashMap::new(),
             expires_at: Instant::now(),
             fences: HashSet::new(),
+            units: HashMap::new(),
         }
     }
 
@@ -393,6 +397,9 @@ impl Broker for MemoryBroker {
         let state = &mut history.state;
         let field = |state: &HashMap<String, String>, name: &str| state.get(name).cloned();
         // Fences, as `publish.lua` checks them.
+        // A unit's own claim (`publish.lua`'s units): its token against its own newest.
+        let unit = event.fence.as_ref().and(s.unit.as_ref());
+        let (mut unit_was_done, mut fresh_units) = (false, false);
         if let Some(fence) = &event.fence {
             let holder = &fence.holder;
             if field(state, "fence_ended").as_ref() == Some(holder) {
@@ -400,11 +407,21 @@ impl Broker for MemoryBroker {
                     "job {holder} has already completed"
                 )));
             }
-            if field(state, "fence_holder").as_ref() == Some(holder) {
-                let newest = field(state, "fence_token")
-                    .and_then(|t| t.parse::<u64>().ok())
-                    .unwrap_or(0);
-                if fence.token < newest {
+            let newest = field(state, "fence_token")
+                .and_then(|t| t.parse::<u64>().ok())
+                .unwrap_or(0);
+            let same = field(state, "fence_holder").as_ref() == Some(holder);
+            if same {
+                if let Some(unit) = unit {
+                    let (own, done) = history.units.get(&unit.name).copied().unwrap_or_default();
+                    unit_was_done = done;
+                    if fence.token < own {
+                        return Err(BrokerError::Stale(format!(
+                            "claim {} of unit {} of job {holder} was superseded by claim {own}",
+                            fence.token, unit.name
+                        )));
+                    }
+                } else if fence.token < newest {
                     return Err(BrokerError::Stale(format!(
                         "claim {} of job {holder} was superseded by claim {newest}",
                         fence.token
@@ -414,10 +431,43 @@ impl Broker for MemoryBroker {
                 return Err(BrokerError::Stale(format!(
                     "job {holder} is no longer the project's current job"
                 )));
+            } else {
+                history.units.clear();
+                fresh_units = true;
             }
+            let token = if unit.is_some() && same {
+                fence.token.max(newest)
+            } else {
+                fence.token
+            };
             state.insert("fence_holder".into(), holder.clone());
-            state.insert("fence_token".into(), fence.token.to_string());
+            state.insert("fence_token".into(), token.to_string());
         }
+        // A unit done: counted once; its progress is that of k of N done.
+        let mut asked = t.progress;
+        let mut units_frame = None;
+        if let (Some(fence), Some(unit)) = (&event.fence, unit) {
+            let counted = unit.done_of.filter(|n| *n > 0);
+            if let Some(n) = counted {
+                let before = field(state, "units_done")
+                    .and_then(|d| d.parse::<u32>().ok())
+                    .filter(|_| !fresh_units)
+                    .unwrap_or(0);
+                let done = if unit_was_done { before } else { before + 1 }.min(n);
+                state.insert("units_done".into(), done.to_string());
+                state.insert("units_total".into(), n.to_string());
+                if let Some((from, to)) = unit.progress_span {
+                    let span = (i64::from(to) - i64::from(from)) * i64::from(done) / i64::from(n);
+                    asked = u8::try_from(i64::from(from) + span).ok();
+                }
+                units_frame = Some(format!(",\"units_done\":{done},\"units_total\":{n}"));
+            }
+            history.units.insert(
+                unit.name.clone(),
+                (fence.token, unit_was_done || counted.is_some()),
+            );
+        }
+        let state = &mut history.state;
         // Runs, as `publish.lua` starts them: after one ended, or with an event that
         // starts one (refused when its holder has published already: a worker was quicker).
         if s.starts_run || (state.contains_key("run_ended") && !s.ends_run) {
@@ -436,7 +486,7 @@ impl Broker for MemoryBroker {
         let mut max: u8 = field(state, "progress")
             .and_then(|p| p.parse().ok())
             .unwrap_or(0);
-        let progress = t.progress.map(|p| p.max(max));
+        let progress = asked.map(|p| p.max(max));
         if let Some(p) = progress {
             max = p;
         }
@@ -445,7 +495,13 @@ impl Broker for MemoryBroker {
         }
         history.seq += 1;
         let id = EventId::new(&history.epoch, history.seq);
-        let text = t.assemble(&id.to_string(), progress);
+        let mut text = t.assemble(&id.to_string(), progress);
+        if let (Some(p), Some(units)) = (progress, &units_frame) {
+            // After the progress, as `publish.lua` splices them.
+            let at = t.head.len() + id.to_string().len() + t.mid.len();
+            let at = at + "\"progress\":".len() + p.to_string().len();
+            text.insert_str(at, units);
+        }
         let bytes = Bytes::from(text);
         Frame::from_published(bytes.clone())
             .map_err(|e| BrokerError::Unavailable(format!("assembled frame is invalid: {e}")))?;
@@ -739,7 +795,7 @@ mod tests {
         fn resume_point(&self) -> Option<EventId> {
             None
         }
-        fn resume_point_in(&self, _: &str) -> Option<EventId> {
+        fn resume_point_ahead(&self) -> Option<EventId> {
             None
         }
         fn set_subscribed_state(&self, _: u64, _: Option<(ProjectState, EventId)>) {}
@@ -791,6 +847,96 @@ mod tests {
 
     // Only a caller's idempotency key leaves a receipt (40,000 unkeyed publishes kept
     // 9 MB of them); a keyed retry still gets its first id.
+    /// A progress_update of `unit` of job `j` under `token` (done: of `n` units).
+    fn unit_event(unit: &str, token: u64, done_of: Option<u32>) -> PreparedEvent {
+        PreparedEvent {
+            kind: EventKind::ProgressUpdate,
+            template: FrameTemplate {
+                head: r#"{"event":"progress_update","id":""#.into(),
+                mid: r#"","data":{"#.into(),
+                tail: r#","status":"ASSETS_GENERATING"}}"#.into(),
+                progress: Some(20),
+            },
+            state: StateChange {
+                unit: Some(crate::broker::Unit {
+                    name: unit.into(),
+                    done_of,
+                    progress_span: Some((20, 60)),
+                }),
+                ..StateChange::default()
+            },
+            receipt: format!("{unit}-{token}-{done_of:?}"),
+            keyed: false,
+            fence: Some(crate::broker::Fence {
+                holder: "j".into(),
+                token,
+            }),
+        }
+    }
+
+    // As `publish.lua` (issue 25 §1): a job's parallel units do not fence each other
+    // out; a unit's older attempt is refused; a unit is counted done once, and the
+    // progress is that of k of N done.
+    #[tokio::test]
+    async fn parallel_units_of_a_job_fence_only_their_own_older_attempts() {
+        let broker = broker();
+        let p = ProjectId::parse("units").unwrap();
+        // Four units claimed 1..4; the newest publishes first.
+        broker.publish(&p, &unit_event("d", 4, None)).await.unwrap();
+        for (unit, token) in [("a", 1), ("b", 2), ("c", 3)] {
+            broker
+                .publish(&p, &unit_event(unit, token, None))
+                .await
+                .unwrap();
+        }
+        // Unit a is redelivered (claim 5): its first attempt is refused from then on.
+        broker.publish(&p, &unit_event("a", 5, None)).await.unwrap();
+        let stale = broker.publish(&p, &unit_event("a", 1, Some(4))).await;
+        assert!(matches!(stale, Err(BrokerError::Stale(_))), "{stale:?}");
+        // A claim of the whole job below the newest is refused as before.
+        let mut whole = unit_event("x", 3, None);
+        whole.state.unit = None;
+        let stale = broker.publish(&p, &whole).await;
+        assert!(matches!(stale, Err(BrokerError::Stale(_))), "{stale:?}");
+        // Done in any order, a redelivered one counted once.
+        for (unit, token) in [("c", 3), ("a", 5), ("c", 6), ("d", 4), ("b", 2)] {
+            broker
+                .publish(&p, &unit_event(unit, token, Some(4)))
+                .await
+                .unwrap();
+        }
+        let store = broker.store.lock();
+        let history = &store.projects[&p];
+        let frames: Vec<String> = history
+            .frames
+            .iter()
+            .map(|(_, f)| String::from_utf8_lossy(f).into_owned())
+            .collect();
+        let counts: Vec<&str> = frames
+            .iter()
+            .filter_map(|f| f.split("\"units_done\":").nth(1))
+            .map(|rest| rest.split('}').next().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            counts,
+            [
+                r#"1,"units_total":4,"status":"ASSETS_GENERATING""#,
+                r#"2,"units_total":4,"status":"ASSETS_GENERATING""#,
+                r#"2,"units_total":4,"status":"ASSETS_GENERATING""#,
+                r#"3,"units_total":4,"status":"ASSETS_GENERATING""#,
+                r#"4,"units_total":4,"status":"ASSETS_GENERATING""#,
+            ]
+        );
+        assert!(
+            frames.last().unwrap().contains(r#""progress":60,"#),
+            "{frames:?}"
+        );
+        let state = &history.state;
+        assert_eq!(state["units_done"], "4");
+        assert_eq!(state["units_total"], "4");
+        assert_eq!(state["fence_token"], "6");
+    }
+
     #[tokio::test]
     async fn only_keyed_publishes_leave_a_receipt() {
         let broker = broker();

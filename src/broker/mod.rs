@@ -25,7 +25,7 @@ pub mod tag_page;
 
 pub use deliveries::{Deliveries, SubscriptionChange, Watched};
 pub use history::{HistoryConfig, InvalidHistory};
-pub use prepared::{Fence, FrameTemplate, PreparedEvent, StateChange};
+pub use prepared::{Fence, FrameTemplate, PreparedEvent, StateChange, Unit};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,8 +73,10 @@ pub struct Replay {
     /// The project's state and the id of its newest event; `None` when it has no
     /// history (never published, or lost).
     pub state: Option<(ProjectState, EventId)>,
-    /// The retained events after the requested id, oldest first, when that id is in
-    /// the current epoch (empty otherwise).
+    /// The retained events after the requested id, oldest first, when the history
+    /// holds that very id (empty otherwise: lost, made up, or trimmed). They may be of
+    /// several epochs: an epoch begun on a Redis restart goes on with the sequence
+    /// numbers (`redis/publish.lua`), so they follow the requested id one by one.
     pub after: Vec<Frame>,
 }
 

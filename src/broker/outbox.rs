@@ -29,6 +29,10 @@ pub struct OutboxEntry {
     pub state: HashMap<String, String>,
     /// When the `complete` was published (Unix ms): retries stop a configured time after.
     pub enqueued_ms: u64,
+    /// The webhook's type when it is not a run's end (`job.stalled`), and why (a
+    /// `wire::stall::StallReason`'s word).
+    pub kind: Option<String>,
+    pub reason: Option<String>,
 }
 
 #[async_trait]
@@ -42,6 +46,12 @@ pub trait Outbox: Send + Sync + 'static {
     async fn done(&self, id: &str) -> Result<(), BrokerError>;
     /// Entries not yet done, all hubs together.
     async fn pending(&self) -> Result<u64, BrokerError>;
+    /// Appends the runs under way silent for longer than `bound` (`job.stalled`), each
+    /// once per stall over every hub; returns how many this call appended. The
+    /// in-process outbox has no such scan (it sends no `job.stalled`).
+    async fn scan_stalled(&self, _bound: Duration) -> Result<usize, BrokerError> {
+        Ok(0)
+    }
 }
 
 /// How long [`MemoryOutbox::take`] waits for an entry before answering none.
@@ -74,6 +84,8 @@ impl MemoryOutbox {
             project: project.clone(),
             state,
             enqueued_ms,
+            kind: None,
+            reason: None,
         });
         drop(inner);
         self.arrived.notify_one();

@@ -56,6 +56,24 @@ pub struct StateChange {
     /// broker writes them into the state (the `tags` field) and, after the atomic
     /// publish, into each tag's index (see `redis/tag_index.rs`).
     pub tags: Option<Vec<Tag>>,
+    /// The unit of the fence's holder this event is published by (one of a job's
+    /// parallel units, e.g. a Celery group's task), if any: see [`Unit`].
+    pub unit: Option<Unit>,
+}
+
+/// One of a fence holder's parallel units (issue 25 §1: a Celery group's tasks, each
+/// claiming the job anew). The broker compares the fence's token with the unit's own
+/// newest, so a sibling's newer claim does not fence it out while its own older
+/// attempts stay refused; and it counts the unit done once, however often it is
+/// redelivered (`publish.lua`'s `units` hash).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Unit {
+    pub name: String,
+    /// The event counts the unit done among this many units of the run's current stage:
+    /// the state and the frame carry `units_done` and `units_total`.
+    pub done_of: Option<u32>,
+    /// With `done_of`: the frame's progress is `from + (to - from) * done / total`.
+    pub progress_span: Option<(u8, u8)>,
 }
 
 impl StateChange {

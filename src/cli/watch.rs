@@ -61,6 +61,18 @@ pub enum WatchError {
     GaveUp { attempts: u32, last: String },
 }
 
+/// What a `stalled` frame's data says, for a person: `None` once it is no longer.
+fn stall_text(d: &Value) -> Option<String> {
+    if d["stalled"] != Value::Bool(true) {
+        return None;
+    }
+    let since = d["since"].as_str().unwrap_or("?");
+    Some(match d["reason"].as_str() {
+        Some("worker_lost") => format!("worker lost (no update since {since})"),
+        _ => format!("stalled (no update since {since})"),
+    })
+}
+
 /// What the screen shows; one implementation per output mode.
 trait View {
     fn frame(&mut self, raw: &str, frame: &Value);
@@ -73,6 +85,8 @@ struct Bar {
     color: bool,
     stage: String,
     eta: Option<u64>,
+    /// The run is stalled (a `stalled` frame): what the bar says after the stage.
+    stalled: Option<String>,
     /// While the stage runs parallel units: its status, and how many are done of how many.
     units: Option<(String, u64, u64)>,
 }
@@ -90,6 +104,7 @@ impl Bar {
             color: std::io::stderr().is_terminal(),
             stage: String::new(),
             eta: None,
+            stalled: None,
             units: None,
         }
     }
@@ -122,8 +137,15 @@ impl Bar {
     }
 
     fn refresh(&self) {
-        self.bar
-            .set_message(message(&self.stage, self.eta, self.units.as_ref()));
+        let stalled = self
+            .stalled
+            .as_ref()
+            .map(|s| format!(" — {s}"))
+            .unwrap_or_default();
+        self.bar.set_message(format!(
+            "{}{stalled}",
+            message(&self.stage, self.eta, self.units.as_ref())
+        ));
     }
 }
 
@@ -204,7 +226,27 @@ impl View for Bar {
                 self.units = None;
                 self.finished(d);
             }
+            EventKind::Stalled => {
+                self.stalled = stall_text(d);
+                let line = match &self.stalled {
+                    Some(stalled) => self.paint("1;33", &format!("⏸ {stalled}")),
+                    None => self.paint("1", "▶ publishing again"),
+                };
+                self.line(line);
+            }
             _ => {}
+        }
+        // Any event of the run ends a silence (the hub says `stalled: false` first).
+        if matches!(
+            kind,
+            EventKind::Snapshot
+                | EventKind::ProgressUpdate
+                | EventKind::StageChange
+                | EventKind::Log
+                | EventKind::Error
+                | EventKind::Complete
+        ) {
+            self.stalled = None;
         }
         self.refresh();
     }
@@ -347,6 +389,21 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stall_reads_as_its_reason_and_its_end_as_none() {
+        let data = |stalled: bool, reason: &str| serde_json::json!({"stalled": stalled, "reason": reason, "since": "2026-12-06T08:00:00Z"});
+        assert_eq!(
+            stall_text(&data(true, "silent")).as_deref(),
+            Some("stalled (no update since 2026-12-06T08:00:00Z)")
+        );
+        assert_eq!(
+            stall_text(&data(true, "worker_lost")).as_deref(),
+            Some("worker lost (no update since 2026-12-06T08:00:00Z)")
+        );
+        assert_eq!(stall_text(&data(false, "silent")), None);
+        assert_eq!(stall_text(&serde_json::json!("nonsense")), None);
+    }
 
     #[test]
     fn the_bar_says_how_many_units_of_a_parallel_stage_are_done() {

@@ -1,7 +1,8 @@
 //! The progress monitor page: plain HTML, CSS and JS compiled into the binary, so it
 //! works offline with no build step. `/` starts a demo or opens a project;
 //! `/projects/{id}` watches one, through `progress-hub-client` (clients/js), whose
-//! committed build is embedded here as well.
+//! committed build is embedded here as well; `/dashboard?tag=` shows a tag's running
+//! jobs on one connection (`dashboard.js`, through the client's `projects` entry).
 //!
 //! The page is served with a strict Content-Security-Policy (its own scripts, styles
 //! and connections, no inline code, no plugins, no framing), `X-Frame-Options: DENY`
@@ -19,6 +20,10 @@ const APP_JS: &str = include_str!("page/app.js");
 const STYLE_CSS: &str = include_str!("page/style.css");
 /// Built from `clients/js` by `npm run build`; its test fails when this copy is stale.
 const CLIENT_JS: &str = include_str!("page/progress-hub-client.js");
+/// The dashboard, and the client's `projects` entry (watchProjects) it imports, built
+/// with the core by `npm run build` and checked as fresh the same way.
+const DASHBOARD_JS: &str = include_str!("page/dashboard.js");
+const PROJECTS_JS: &str = include_str!("page/progress-hub-projects.js");
 
 /// The page's policy. `connect-src 'self'` covers the WebSocket to the same host and
 /// port (CSP Level 3, in every current browser); the progress bar's width is set
@@ -35,7 +40,8 @@ const DOCS_CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self
 /// A 16 and 32 px icon (PNG in ICO), drawn for the hub: a progress bar.
 const FAVICON: &[u8] = include_bytes!("page/favicon.ico");
 
-/// `GET /` and `GET /projects/{id}`: the same page; the script reads the path.
+/// `GET /`, `GET /projects/{id}` and `GET /dashboard`: the same page; the script reads
+/// the path.
 pub async fn index() -> impl IntoResponse {
     (
         [
@@ -99,6 +105,14 @@ pub async fn app_js() -> impl IntoResponse {
 
 pub async fn client_js() -> impl IntoResponse {
     script(CLIENT_JS)
+}
+
+pub async fn dashboard_js() -> impl IntoResponse {
+    script(DASHBOARD_JS)
+}
+
+pub async fn projects_js() -> impl IntoResponse {
+    script(PROJECTS_JS)
 }
 
 fn script(body: &'static str) -> impl IntoResponse {

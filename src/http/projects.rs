@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::error::{ApiError, ErrorBody};
 use super::project_path::ProjectPath;
 use super::{AppState, access};
-use crate::wire::{ProjectState, Stage};
+use crate::wire::ProjectState;
 use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 
@@ -76,20 +76,7 @@ pub async fn state(
 /// Whether a run under way has published nothing for longer than `bound`: its status is
 /// a stage and its last event is older. A queued, ended or unknown run never is.
 fn stalled(state: &ProjectState, bound: std::time::Duration, now: DateTime<Utc>) -> bool {
-    let running = state
-        .status
-        .as_deref()
-        .is_some_and(|status| Stage::ALL.iter().any(|s| s.as_str() == status));
-    let last = state
-        .updated_at
-        .as_deref()
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok());
-    running
-        && last.is_some_and(|at| {
-            (now - at.with_timezone(&Utc))
-                .to_std()
-                .is_ok_and(|silent| silent > bound)
-        })
+    crate::wire::stall::silent_since(state, bound, now).is_some()
 }
 
 #[cfg(test)]

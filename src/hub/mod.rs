@@ -17,9 +17,11 @@
 //! the position a gap fill starts from moves with channel frames only one step at a
 //! time (an id that is not the very next one moves nothing; a made-up next one names
 //! the position the real event has anyway). Channel frames of another epoch (a Redis
-//! restart begins one, `broker/redis/era.rs`) are followed the same way from that
-//! epoch's first event, apart from the position: a gap fill that finds the history in
-//! that epoch starts after them, so its events do not come twice.
+//! restart begins one that goes on with the sequence, `broker/redis/era.rs`; a history
+//! begun anew begins one at 1) are followed the same way from that epoch's first event,
+//! apart from the position (`ahead`): a gap fill starts after them if the history holds
+//! them, so their events do not come twice, and after the position otherwise, so a
+//! made-up epoch moves nothing it starts from.
 //!
 //! The hub also knows whether the broker is reachable ([`Hub::broker_status`], told by
 //! the subscriber): every session hears `broker_status` when that changes, and a
@@ -35,14 +37,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{Notify, mpsc, watch};
 
+pub mod stall;
+
 use crate::broker::{Deliveries, SubscriptionChange, Watched};
 use crate::metrics as m;
-use crate::wire::{EventId, Frame, ProjectId, ProjectState};
+use crate::wire::{EventId, EventKind, Frame, ProjectId, ProjectState};
 
 /// Where the hub puts a session's frames. Implemented by the session's outbound queue;
 /// the hub sees nothing else of a session, so it depends on no session code.
@@ -101,11 +105,13 @@ struct Watchers {
     /// Moved by recorded frames, and by channel frames one step at a time.
     position: Option<EventId>,
     /// The same for channel frames of another epoch than `position`'s, from that
-    /// epoch's first event: where a gap fill starts if the history turns out to have
-    /// been begun anew in it (a Redis restart begins a new epoch), so the events the
+    /// epoch's first event (the one after `position`, or 1): where a gap fill starts if
+    /// the history holds it (a Redis restart begins a new epoch), so the events the
     /// sessions already had of it do not come again. Kept apart from `position`, so a
     /// made-up epoch moves nothing a gap fill of the real history starts from.
     ahead: Option<EventId>,
+    /// What the stall checker knows of the project's events (`stall.rs`).
+    activity: stall::Activity,
 }
 
 /// Where a frame comes from, which decides what its `id` may move.
@@ -128,9 +134,8 @@ impl Watched for Topic {
         position.or_else(|| self.origin())
     }
 
-    fn resume_point_in(&self, epoch: &str) -> Option<EventId> {
-        let ahead = self.watchers.lock().ahead.clone()?;
-        (ahead.epoch() == epoch).then_some(ahead)
+    fn resume_point_ahead(&self) -> Option<EventId> {
+        self.watchers.lock().ahead.clone()
     }
 
     /// Records the topic's origin, and the snapshot of the sessions that joined before
@@ -233,7 +238,12 @@ impl Hub {
             // Queued before the opening is sent, so it follows `connected`.
             inbox.push(Frame::broker_status(false));
         }
-        topic.watchers.lock().inboxes.insert(id, inbox);
+        let mut watchers = topic.watchers.lock();
+        if let Some(stalled) = watchers.activity.joining() {
+            inbox.push(stalled);
+        }
+        watchers.inboxes.insert(id, inbox);
+        drop(watchers);
         drop(topics);
         self.presence_changed_for(project);
         Ok(Membership {
@@ -312,9 +322,16 @@ impl Hub {
                     // history that was empty when it subscribed, or of a new epoch).
                     match watchers.position.clone().or_else(|| topic.origin()) {
                         Some(position) if position.epoch() != id.epoch() => {
+                            // A later epoch goes on with the sequence (a Redis restart),
+                            // or a history begun anew starts at 1.
                             let next = match &watchers.ahead {
                                 Some(ahead) if ahead.epoch() == id.epoch() => id.follows(ahead),
-                                _ => id.seq() == 1,
+                                Some(ahead) => {
+                                    id.seq() == ahead.seq() + 1
+                                        || id.seq() == position.seq() + 1
+                                        || id.seq() == 1
+                                }
+                                None => id.seq() == position.seq() + 1 || id.seq() == 1,
                             };
                             if next {
                                 watchers.ahead = Some(id.clone());
@@ -327,6 +344,15 @@ impl Hub {
                         }
                     }
                 }
+            }
+        }
+        if frame.kind() != EventKind::Stalled
+            && let Some(resumed) = watchers
+                .activity
+                .event(frame.received_at().unwrap_or_else(Instant::now))
+        {
+            for inbox in watchers.inboxes.values() {
+                push(inbox.as_ref(), resumed.clone());
             }
         }
         for inbox in watchers.inboxes.values() {
@@ -666,7 +692,8 @@ mod tests {
         let topic = hub.watched_topics().remove(0);
         hub.deliver_missed(&pid("p"), vec![Frame::from_published(log("e:3")).unwrap()]);
         hub.deliver(&pid("p"), log("f:2"));
-        assert_eq!(topic.resume_point_in("f"), None, "not from its first event");
+        assert_eq!(topic.resume_point_ahead(), None, "not from its first event");
+        // A history begun anew starts at 1.
         hub.deliver(&pid("p"), log("f:1"));
         hub.deliver(&pid("p"), log("f:2"));
         hub.deliver(&pid("p"), log("f:4"));
@@ -675,17 +702,26 @@ mod tests {
             Some(EventId::new("e", 3)),
             "another epoch on the channel moves no position"
         );
-        assert_eq!(topic.resume_point_in("f"), Some(EventId::new("f", 2)));
-        assert_eq!(topic.resume_point_in("g"), None);
+        assert_eq!(topic.resume_point_ahead(), Some(EventId::new("f", 2)));
         hub.deliver(&pid("p"), log("g:1"));
-        assert_eq!(topic.resume_point_in("g"), Some(EventId::new("g", 1)));
+        assert_eq!(topic.resume_point_ahead(), Some(EventId::new("g", 1)));
         hub.deliver_missed(&pid("p"), vec![Frame::from_published(log("g:3")).unwrap()]);
         assert_eq!(topic.resume_point(), Some(EventId::new("g", 3)));
         assert_eq!(
-            topic.resume_point_in("g"),
+            topic.resume_point_ahead(),
             None,
             "the position is in it now"
         );
+        // A Redis restart begins an epoch that goes on with the sequence.
+        hub.deliver(&pid("p"), log("h:5"));
+        assert_eq!(topic.resume_point_ahead(), None, "not the next one");
+        hub.deliver(&pid("p"), log("h:4"));
+        hub.deliver(&pid("p"), log("h:5"));
+        assert_eq!(topic.resume_point_ahead(), Some(EventId::new("h", 5)));
+        // And another after it (a second restart before any gap fill).
+        hub.deliver(&pid("p"), log("i:6"));
+        assert_eq!(topic.resume_point_ahead(), Some(EventId::new("i", 6)));
+        assert_eq!(topic.resume_point(), Some(EventId::new("g", 3)));
     }
 
     #[test]

@@ -60,9 +60,7 @@ pub fn opening_with(
         // The client's history is gone (lost, expired, flushed, or never was).
         (Some(_), None) => lost(&ProjectState::empty(), None),
         (Some(asked), Some((state, last))) => {
-            if asked.epoch() != last.epoch() || asked.seq() > last.seq() {
-                lost(&state, Some(last))
-            } else if asked.seq() == last.seq() {
+            if *asked == last {
                 Opening {
                     frames: vec![connected(true)],
                     floor: Some(last),
@@ -76,7 +74,8 @@ pub fn opening_with(
                     floor: Some(last),
                 }
             } else {
-                // Older than the retained history: the gap cannot be filled.
+                // Not in the history (older than it retains, lost with writes Redis
+                // did not keep, or made up): the gap cannot be filled.
                 lost(&state, Some(last))
             }
         }
@@ -89,11 +88,7 @@ pub fn opening_with(
 /// them), and the position live events must now be after.
 pub fn fill_gap(asked: &EventId, replay: Replay) -> (Vec<Frame>, Option<EventId>) {
     match replay.state {
-        Some((_, last))
-            if asked.epoch() == last.epoch()
-                && asked.seq() <= last.seq()
-                && is_contiguous(asked, &replay.after, &last) =>
-        {
+        Some((_, last)) if *asked == last || is_contiguous(asked, &replay.after, &last) => {
             (replay.after, Some(last))
         }
         Some((state, last)) => (vec![Frame::snapshot(&state, false)], Some(last)),
@@ -112,16 +107,19 @@ pub fn skip_covered(batch: &mut Vec<Frame>, floor: &mut Option<EventId>) {
     }
 }
 
-/// Whether `after` holds exactly the events from just after `asked` up to `last`.
+/// Whether `after` holds exactly the events from just after `asked` up to `last`: at
+/// least one (the broker reads events only after a position the history holds), each
+/// the next sequence number (epochs may change on the way: a new epoch goes on with the
+/// sequence), the last of them `last` itself.
 fn is_contiguous(asked: &EventId, after: &[Frame], last: &EventId) -> bool {
     let mut expected = asked.seq() + 1;
     for frame in after {
         match frame.id() {
-            Some(id) if id.epoch() == asked.epoch() && id.seq() == expected => expected += 1,
+            Some(id) if id.seq() == expected => expected += 1,
             _ => return false,
         }
     }
-    expected == last.seq() + 1
+    !after.is_empty() && after.last().and_then(Frame::id) == Some(last)
 }
 
 #[cfg(test)]
@@ -220,6 +218,25 @@ mod tests {
     }
 
     #[test]
+    fn resume_goes_on_across_a_new_epoch_that_continues_the_sequence() {
+        // A Redis restart began epoch `f` after `e:4`: it goes on at 5.
+        let asked = EventId::new("e", 3);
+        let replay = Replay {
+            state: Some((state("f:6"), EventId::new("f", 6))),
+            after: vec![event("e", 4), event("f", 5), event("f", 6)],
+        };
+        let o = opening(&pid(), 30, Some(&asked), Some(replay));
+        let ev = events(&o);
+        assert_eq!(ev[0].1["data"]["recovered"], true);
+        let ids: Vec<_> = ev[1..]
+            .iter()
+            .map(|(_, v)| v["id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(ids, ["e:4", "f:5", "f:6"]);
+        assert_eq!(o.floor, Some(EventId::new("f", 6)));
+    }
+
+    #[test]
     fn resume_when_up_to_date_sends_nothing_more() {
         let asked = EventId::new("e", 6);
         let o = opening(&pid(), 30, Some(&asked), Some(replay("e", 6, 7..7)));
@@ -230,7 +247,8 @@ mod tests {
     #[test]
     fn resume_that_cannot_be_honoured_says_so_with_a_snapshot() {
         let cases = [
-            (EventId::new("other", 3), replay("e", 6, 4..7)), // another epoch
+            (EventId::new("other", 3), replay("e", 6, 7..7)), // not in the history
+            (EventId::new("other", 6), replay("e", 6, 7..7)), // the newest's seq, not its id
             (EventId::new("e", 9), replay("e", 6, 7..7)),     // from the future
             (EventId::new("e", 1), replay("e", 6, 4..7)),     // trimmed: 2 and 3 are gone
             (EventId::new("e", 3), replay("e", 6, 4..6)),     // incomplete read

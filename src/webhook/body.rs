@@ -27,6 +27,13 @@ pub struct WebhookData {
     /// hub (absent when the broker could not say).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub watchers: Option<u64>,
+    /// `job.stalled` only: why the run is stalled (`silent`: it published nothing for
+    /// longer than `--stall-after`; `worker_lost` is reserved) and since when (its
+    /// last event's `updated_at`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
     #[serde(flatten)]
     pub state: ProjectState,
 }
@@ -41,7 +48,12 @@ pub fn event_type(status: Option<&str>) -> Option<String> {
 /// The body of the webhook for `entry`, or `None` for an entry with no readable state.
 pub fn body(entry: &OutboxEntry) -> Option<WebhookBody> {
     let (state, _) = ProjectState::from_hash(&entry.state)?;
-    let kind = event_type(state.status.as_deref())?;
+    let kind = match &entry.kind {
+        Some(kind) => kind.clone(),
+        None => event_type(state.status.as_deref())?,
+    };
+    let stalled = entry.kind.is_some();
+    let since = stalled.then(|| state.updated_at.clone()).flatten();
     let timestamp = chrono::DateTime::from_timestamp_millis(entry.enqueued_ms as i64)?
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     Some(WebhookBody {
@@ -50,6 +62,8 @@ pub fn body(entry: &OutboxEntry) -> Option<WebhookBody> {
         data: WebhookData {
             project_id: entry.project.to_string(),
             watchers: None,
+            reason: stalled.then(|| entry.reason.clone()).flatten(),
+            since,
             state,
         },
     })
@@ -76,6 +90,8 @@ mod tests {
             project: ProjectId::parse("p1").unwrap(),
             state,
             enqueued_ms: 1_700_000_000_000,
+            kind: None,
+            reason: None,
         }
     }
 
@@ -104,6 +120,23 @@ mod tests {
         assert_eq!(body["data"]["job_id"], "job-1");
         assert_eq!(body["data"]["youtube_url"], "https://youtu.be/x");
         assert_eq!(body["data"]["progress"], 100);
+    }
+
+    #[test]
+    fn a_stall_says_its_type_reason_and_since() {
+        let mut stalled = entry("RENDERING");
+        stalled
+            .state
+            .insert("updated_at".into(), "2023-11-14T22:10:00.000Z".into());
+        stalled.kind = Some("job.stalled".into());
+        stalled.reason = Some("silent".into());
+        let told = serde_json::to_value(body(&stalled).unwrap()).unwrap();
+        assert_eq!(told["type"], "job.stalled");
+        assert_eq!(told["data"]["reason"], "silent");
+        assert_eq!(told["data"]["since"], "2023-11-14T22:10:00.000Z");
+        assert_eq!(told["data"]["status"], "RENDERING");
+        let ended = serde_json::to_value(body(&entry("COMPLETED")).unwrap()).unwrap();
+        assert!(ended["data"].get("reason").is_none(), "{ended}");
     }
 
     #[test]

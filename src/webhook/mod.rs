@@ -59,6 +59,7 @@ pub fn spawn(
     config: WebhookConfig,
     outbox: Arc<dyn Outbox>,
     broker: Arc<dyn Broker>,
+    stall_after: Duration,
     shutdown: CancellationToken,
     tracker: &TaskTracker,
 ) -> Arc<Deliveries> {
@@ -84,9 +85,35 @@ pub fn spawn(
         gone,
         shutdown,
     });
+    if dispatch.config.sends(EventType::JobStalled.as_str()) {
+        tracker.spawn(scan_stalls(
+            Arc::clone(&dispatch.outbox),
+            stall_after,
+            dispatch.shutdown.clone(),
+        ));
+    }
     let tasks = tracker.clone();
     tracker.spawn(dispatch.run(tasks));
     log
+}
+
+/// Looks for stalled runs a few times per bound (at most every 5 s), until `shutdown`:
+/// each goes into the outbox once over every hub (see `Outbox::scan_stalled`).
+async fn scan_stalls(outbox: Arc<dyn Outbox>, bound: Duration, shutdown: CancellationToken) {
+    let every = (bound / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match outbox.scan_stalled(bound).await {
+            Ok(0) => {}
+            Ok(told) => tracing::info!(told, "stalled runs told to the webhook outbox"),
+            Err(err) => tracing::debug!(error = %err, "stall scan failed; trying again"),
+        }
+    }
 }
 
 impl Dispatch {

@@ -18,6 +18,9 @@ pub enum EventKind {
     /// Whether the hub can reach its broker (Redis): said to every session when the
     /// hub's subscriber loses Redis and when it is back.
     BrokerStatus,
+    /// The project's running job went silent, or published again (`wire::stall`): the
+    /// hub's own word, no id, not in the history.
+    Stalled,
     /// A multiplexed connection's answers to `subscribe` and `unsubscribe`.
     Subscribed,
     Unsubscribed,
@@ -40,6 +43,7 @@ impl EventKind {
             "ping" => Self::Ping,
             "pong" => Self::Pong,
             "broker_status" => Self::BrokerStatus,
+            "stalled" => Self::Stalled,
             "subscribed" => Self::Subscribed,
             "unsubscribed" => Self::Unsubscribed,
             "subscription_error" => Self::SubscriptionError,
@@ -60,6 +64,7 @@ impl EventKind {
             Self::Ping => "ping",
             Self::Pong => "pong",
             Self::BrokerStatus => "broker_status",
+            Self::Stalled => "stalled",
             Self::Subscribed => "subscribed",
             Self::Unsubscribed => "unsubscribed",
             Self::SubscriptionError => "subscription_error",
@@ -71,6 +76,9 @@ impl EventKind {
     /// A frame a newer frame of the same kind makes worthless: a backed-up client may
     /// skip it (the slow-consumer policy). Everything else must be delivered.
     pub fn is_superseded_by_newer(self) -> bool {
-        matches!(self, Self::ProgressUpdate | Self::Ping | Self::BrokerStatus)
+        matches!(
+            self,
+            Self::ProgressUpdate | Self::Ping | Self::BrokerStatus | Self::Stalled
+        )
     }
 }

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::stall::{StallReason, StalledData};
 use super::{EventId, EventKind, ProjectId, ProjectState, SubscriptionErrorCode, Tag, now_iso8601};
 
 /// Why a published payload cannot be forwarded. Logged and counted, never sent to clients.
@@ -461,6 +462,19 @@ impl Frame {
             EventKind::BrokerStatus,
             &BrokerStatusData {
                 available,
+                timestamp: now_iso8601(),
+            },
+        )
+    }
+
+    /// `stalled`: the project's running job went silent (`true`) or published again.
+    pub fn stalled(stalled: bool, reason: StallReason, since: &str) -> Self {
+        Self::encode(
+            EventKind::Stalled,
+            &StalledData {
+                stalled,
+                reason,
+                since: since.to_string(),
                 timestamp: now_iso8601(),
             },
         )

@@ -14,6 +14,7 @@ mod frame;
 pub mod positions;
 mod project_id;
 pub mod schema;
+pub mod stall;
 mod state;
 mod status_filter;
 mod subscription_error;

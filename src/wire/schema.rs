@@ -10,6 +10,7 @@ use super::frame::{
     BrokerStatusData, ConnectedData, MultiplexedConnectedData, SubscribedData,
     SubscriptionErrorData, TagSubscribedData, TimestampData,
 };
+use super::stall::StalledData;
 
 /// `snapshot` data as a schema type (the frame itself borrows the state).
 #[derive(JsonSchema)]
@@ -72,6 +73,9 @@ enum ServerFrame {
     Ping(TimestampData),
     Pong(TimestampData),
     BrokerStatus(BrokerStatusData),
+    /// The project's running job went silent for longer than `--stall-after`, or
+    /// published again (no id, not in the history).
+    Stalled(StalledData),
     Subscribed(SubscribedFrameData),
     Unsubscribed(EmptyData),
     SubscriptionError(SubscriptionErrorData),
@@ -107,6 +111,7 @@ mod tests {
             "ping",
             "pong",
             "broker_status",
+            "stalled",
             "subscribed",
             "unsubscribed",
             "subscription_error",

@@ -147,7 +147,7 @@ fn page_protections(path: &str, headers: &reqwest::header::HeaderMap) -> String 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_is_served_with_security_headers() {
     let hub = TestHub::start(Backend::Memory).await;
-    for path in ["/", "/projects/abc"] {
+    for path in ["/", "/projects/abc", "/dashboard"] {
         let response = reqwest::get(hub.http(path)).await.unwrap();
         assert_eq!(response.status(), 200);
         let headers = response.headers();
@@ -158,6 +158,8 @@ async fn the_page_is_served_with_security_headers() {
     for path in [
         "/assets/app.js",
         "/assets/progress-hub-client.js",
+        "/assets/progress-hub-projects.js",
+        "/assets/dashboard.js",
         "/assets/style.css",
         "/api/v1/projects/nobody",
         "/healthz",

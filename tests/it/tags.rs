@@ -3,6 +3,8 @@
 //! frame never carries them, and hostile tags are refused with a clear error that
 //! publishes nothing.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 use crate::support::{Backend, TestHub, WsClient, layout, log_event, progress};
@@ -593,4 +595,65 @@ async fn tag_subscriptions_follow_the_token() {
     let status = post_as(&hub, &publisher, "u1-p", json!(["user:1"])).await;
     assert_eq!(status, 202);
     assert_eq!(next_state(&mut client, "user:1").await.0, "u1-p");
+}
+
+/// How many times Redis ran `command` so far (`INFO commandstats`).
+async fn calls_of(hub: &TestHub, command: &str) -> u64 {
+    let mut conn = hub.redis().connection().await;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Reads of the tag's index (`ZREVRANGEBYSCORE`, one per poll) over three seconds, with
+/// `subscriptions` subscribed to `tag` (each past its snapshot).
+async fn index_reads_with(hub: &TestHub, tag: &str, subscriptions: usize) -> u64 {
+    let mut clients = Vec::new();
+    for _ in 0..subscriptions {
+        let mut client = multiplexed(hub, None).await;
+        subscribe_tag(&mut client, json!({"tag": tag})).await;
+        let answer = client.next_event().await;
+        assert_eq!(answer["event"], "subscribed", "{answer}");
+        for _ in 0..answer["data"]["projects"].as_u64().unwrap() {
+            next_state(&mut client, tag).await;
+        }
+        clients.push(client);
+    }
+    let before = calls_of(hub, "zrevrangebyscore").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let spent = calls_of(hub, "zrevrangebyscore").await - before;
+    for client in clients {
+        client.close().await;
+    }
+    spent
+}
+
+// Issue 26: a tag is polled once per hub, however many subscriptions follow it: five
+// subscriptions to one tag read its index (and its projects' states) as often as one
+// does (each polling on its own: five times as often).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_to_one_tag_share_one_poll() {
+    let hub = TestHub::start_with(Backend::Redis, |c| c.worker = None).await;
+    for i in 0..20 {
+        hub.post_event(
+            &format!("shared-{i}"),
+            &tagged(progress(10), json!(["shared"])),
+        )
+        .await;
+    }
+    let one = index_reads_with(&hub, "shared", 1).await;
+    let five = index_reads_with(&hub, "shared", 5).await;
+    assert!(one >= 2, "the tag is read every second: {one} reads in 3 s");
+    assert!(
+        five <= one + 2,
+        "five subscriptions read the index {five} times in 3 s, one {one} times: not shared"
+    );
 }

@@ -478,3 +478,88 @@ async fn a_hub_started_before_redis_makes_the_outbox_when_it_comes() {
     let got = receiver.until_delivered(1).await;
     assert_eq!(got[0].body["data"]["project_id"], "late");
 }
+
+/// The outbox, empty: every event appended so far was delivered (or given up).
+async fn outbox_drained(redis: &crate::support::RedisServer) {
+    let conn = redis.connection().await;
+    crate::support::eventually("the outbox drained", || {
+        let mut conn = conn.clone();
+        async move {
+            let len: i64 = redis::cmd("XLEN")
+                .arg(crate::support::layout::OUTBOX_KEY)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            len == 0
+        }
+    })
+    .await;
+}
+
+// A run under way that goes silent for longer than --stall-after is told as
+// `job.stalled` once per stall, however many hubs scan (two here, each many times while
+// it stays silent); it publishes again, goes silent again: a second stall, told once;
+// then it ends. A queued run silent as long is never told stalled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_is_told_once_across_hubs() {
+    let receiver = Receiver::start().await;
+    let bound = Duration::from_millis(300);
+    let tweak = |receiver: &Receiver| {
+        let webhooks = webhooks_to(receiver);
+        move |c: &mut ServeConfig| {
+            c.worker = None;
+            c.stall_after = bound;
+            c.webhooks = Some(webhooks);
+        }
+    };
+    let one = TestHub::start_with(Backend::Redis, tweak(&receiver)).await;
+    let two = TestHub::start_on(one.redis().url(), tweak(&receiver)).await;
+    let rendering =
+        json!({"event": "stage_change", "data": {"current_stage": "RENDERING", "progress": 40}});
+    one.publish("slow", rendering).await;
+    assert_eq!(one.generate("waiting", &json!({})).await.0, 202);
+    let stalls = |got: &[crate::support::receiver::Got]| {
+        got.iter()
+            .filter(|g| g.body["type"] == "job.stalled")
+            .count()
+    };
+    let got = receiver
+        .until("a job.stalled", |got| stalls(got) >= 1)
+        .await;
+    let stalled = got
+        .iter()
+        .find(|g| g.body["type"] == "job.stalled")
+        .unwrap();
+    assert!(stalled.signed);
+    let data = &stalled.body["data"];
+    assert_eq!(data["project_id"], "slow");
+    assert_eq!(data["status"], "RENDERING");
+    assert_eq!(data["reason"], "silent");
+    assert_eq!(data["since"], data["updated_at"]);
+    // Silent for many more scans of both hubs: still told once.
+    tokio::time::sleep(bound * 4).await;
+    two.publish("slow", crate::support::log_event("alive again"))
+        .await;
+    receiver
+        .until("a second stall", |got| stalls(got) >= 2)
+        .await;
+    tokio::time::sleep(bound * 4).await;
+    two.publish("slow", complete("COMPLETED")).await;
+    outbox_drained(one.redis()).await;
+    let got = receiver.delivered();
+    let slow: Vec<&str> = got
+        .iter()
+        .filter(|g| g.body["data"]["project_id"] == "slow")
+        .map(|g| g.body["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        slow,
+        ["job.stalled", "job.stalled", "job.completed"],
+        "{got:#?}"
+    );
+    assert!(
+        got.iter()
+            .all(|g| g.body["data"]["project_id"] != "waiting"),
+        "a queued run is not stalled: {got:#?}"
+    );
+}

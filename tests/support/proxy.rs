@@ -35,6 +35,9 @@ struct Faults {
     /// How many connections subscribed to a hub's probe channel (a hub's subscriber:
     /// one more per rebuild), as Redis confirmed.
     probe_subscribers: AtomicU64,
+    /// While true, a new connection is accepted but waits before it reaches Redis
+    /// ([`RedisProxy::hold_new_connections`]).
+    hold: tokio::sync::watch::Sender<bool>,
 }
 
 /// A proxy on a free loopback port in front of `upstream`; stops on drop.
@@ -63,6 +66,21 @@ impl RedisProxy {
         tasks.spawn(async move {
             let mut connections = JoinSet::new();
             while let Ok((client, _)) = listener.accept().await {
+                if *shared.hold.borrow() {
+                    let (shared, upstream) = (Arc::clone(&shared), upstream.clone());
+                    connections.spawn(async move {
+                        let mut hold = shared.hold.subscribe();
+                        let _ = hold.wait_for(|held| !*held).await;
+                        let Ok(server) = TcpStream::connect(&upstream).await else {
+                            return;
+                        };
+                        let _ = client.set_nodelay(true);
+                        let _ = server.set_nodelay(true);
+                        let number = shared.accepted.fetch_add(1, Ordering::SeqCst);
+                        pipe(client, server, number, shared).await;
+                    });
+                    continue;
+                }
                 let Ok(server) = TcpStream::connect(&upstream).await else {
                     continue; // Redis is down: the client sees its connection close
                 };
@@ -104,6 +122,13 @@ impl RedisProxy {
         if !on {
             self.faults.silenced_below.store(0, Ordering::SeqCst);
         }
+    }
+
+    /// While `on`, every new connection is accepted but held before it reaches Redis
+    /// (its client waits, as on a slow network); released when turned off. Connections
+    /// open already pass as before.
+    pub fn hold_new_connections(&self, on: bool) {
+        self.faults.hold.send_replace(on);
     }
 
     /// How many connections it accepted so far (a rebuilt subscriber opens a new one).

@@ -164,6 +164,21 @@ export interface BrokerStatusData {
   timestamp: string;
 }
 
+/** Why a run is stalled: `silent` (nothing published for longer than the hub's
+ * `--stall-after`) or `worker_lost` (the hub's own job queue saw its worker's lease run
+ * out). */
+export type StallReason = 'silent' | 'worker_lost';
+
+/** The project's running job went silent (`stalled: true`) or published again
+ * (`false`). The hub's own frame: no `id`, not in the history. */
+export interface StalledData {
+  stalled: boolean;
+  reason: StallReason;
+  /** When the run last published (its `updated_at`). */
+  since: string;
+  timestamp: string;
+}
+
 interface FrameOf<E extends string, D> {
   event: E;
   data: D;
@@ -181,6 +196,7 @@ export type Frame =
   | FrameOf<'error', ErrorData>
   | FrameOf<'complete', CompleteData>
   | FrameOf<'broker_status', BrokerStatusData>
+  | FrameOf<'stalled', StalledData>
   | FrameOf<'ping', TimestampData>
   | FrameOf<'pong', TimestampData>
   | FrameOf<'subscribed', SubscribedData | TagSubscribedData>

@@ -214,7 +214,7 @@ function refused(m: Machine, status: number, code = `HTTP_${status}`, message = 
 
 /** The events this client knows; a newer hub's other events are delivered (onEvent,
  * the iterators: every frame but ping/pong is) but change nothing and end nothing. */
-const EVENTS = new Set(['connected', 'snapshot', 'progress_update', 'stage_change', 'log', 'error', 'complete', 'broker_status']);
+const EVENTS = new Set(['connected', 'snapshot', 'progress_update', 'stage_change', 'log', 'error', 'complete', 'broker_status', 'stalled']);
 
 function frame(m: Machine, f: Frame): Step {
   if (!EVENTS.has(f.event)) return [m, [{ do: 'emit', frame: f }]];

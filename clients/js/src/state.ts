@@ -2,7 +2,7 @@
 // No I/O here: the connection (watch.ts) feeds frames, this decides what they mean.
 
 import { QUEUED, STAGES } from './contract.js';
-import type { ErrorCode, Frame, LogLevel, ProgressUpdateData, SnapshotData, Stage, Status, UnknownValue } from './frames.js';
+import type { ErrorCode, Frame, LogLevel, ProgressUpdateData, SnapshotData, Stage, StallReason, Status, UnknownValue } from './frames.js';
 
 export interface StageInfo {
   /** ISO time the stage began (null when only known from a snapshot). */
@@ -81,6 +81,9 @@ export interface ProgressState {
    * (live updates are paused; the hub still holds the connection) until one says it is
    * back. Not part of a run: a new run does not reset it. */
   broker: 'up' | 'down';
+  /** The running job went silent for longer than the hub's bound (a `stalled` frame),
+   * why and since when; `null` again once it publishes (or a snapshot starts over). */
+  stalled: { reason: StallReason; since: string } | null;
 }
 
 const isStage = (s: unknown): s is Stage => STAGES.includes(s as Stage);
@@ -102,6 +105,7 @@ export function initialState(projectId: string, lastEventId: string | null = nul
     projectId, status: null, progress: 0, currentStage: null, estimatedRemaining: null,
     stages: freshStages(), logs: [], error: null, youtubeUrl: null, lastEventId,
     recovered: true, takenOver: false, updatedAt: null, jobId: null, queuePosition: null, units: null, broker: 'up',
+    stalled: null,
   };
 }
 
@@ -112,14 +116,23 @@ function end(info: StageInfo, at: string | null, outcome: StageInfo['outcome']):
 }
 
 /** Marks `stage` running from `at`; the stage that was running, and any skipped before
- * `stage`, are done. */
+ * `stage`, are done. A stage entered again after a later one began (a task that ran
+ * again: the job went back) starts anew, and the later stages are pending again: no
+ * stage shows "in progress" next to a later one "done", nor a duration counted from
+ * its first start. */
 function enter(stages: Record<Stage, StageInfo>, stage: Stage, at: string | null) {
   const next = { ...stages };
   const idx = STAGES.indexOf(stage);
+  const wentBack = STAGES.some((s, i) => i > idx && next[s].outcome !== 'pending');
   STAGES.forEach((s, i) => {
     const info = next[s];
     if (s === stage) {
-      if (info.outcome !== 'running') next[s] = { ...info, startedAt: info.startedAt ?? at, endedAt: null, durationMs: null, outcome: 'running' };
+      if (info.outcome !== 'running' || wentBack) {
+        const startedAt = info.outcome === 'done' || wentBack ? at : info.startedAt ?? at;
+        next[s] = { ...info, startedAt, endedAt: null, durationMs: null, outcome: 'running' };
+      }
+    } else if (i > idx && wentBack) {
+      next[s] = { startedAt: null, endedAt: null, durationMs: null, outcome: 'pending' };
     } else if (info.outcome === 'running' || (i < idx && info.outcome === 'pending')) {
       next[s] = end(info, info.outcome === 'running' ? at : null, 'done');
     }
@@ -262,9 +275,17 @@ export function reduce(state: ProgressState, frame: Frame, maxLogs = 500): Progr
       const broker = frame.data.available === false ? 'down' : 'up';
       return broker === s.broker ? s : { ...s, broker };
     }
+    case 'stalled': {
+      // About the run's silence, not an event of it: no position, no update time.
+      const d = frame.data;
+      if (!d.stalled) return s.stalled ? { ...s, stalled: null } : s;
+      return { ...s, stalled: { reason: d.reason, since: d.since } };
+    }
     default:
       return s;
   }
+  // Any event of the run (or a snapshot, which starts over) ends a silence.
+  if (s.stalled && frame.event !== 'connected') s = { ...s, stalled: null };
   if (frame.id) s = { ...s, lastEventId: frame.id };
   if (at && frame.event !== 'connected') s = { ...s, updatedAt: at };
   return s;

@@ -27,7 +27,7 @@ test('npm pack from a tree without dist/ makes a package that installs, imports 
     assert.deepEqual(stamp(GENERATED), before, 'packing rewrote none of the repository\'s files');
     const [packed] = JSON.parse(stdout.slice(stdout.search(/^\[/m)));
     const files = packed.files.map((f) => f.path);
-    for (const f of ['dist/index.js', 'dist/index.d.ts', 'dist/react.js', 'dist/react.d.ts', 'README.md', 'package.json']) {
+    for (const f of ['dist/index.js', 'dist/index.d.ts', 'dist/react.js', 'dist/react.d.ts', 'dist/projects.js', 'dist/projects.d.ts', 'README.md', 'package.json']) {
       assert.ok(files.includes(f), `${f} in the package: ${files.join(', ')}`);
     }
     assert.ok(!files.some((f) => f.startsWith('test/') || f.startsWith('node_modules/')), files.join(', '));

@@ -54,3 +54,45 @@ test('useProgress in Chromium: state, connection and the finished run, across a 
   await stop(worker);
   await hub.stop();
 });
+
+test('many components, one connection: useProgress({ shared: true }) rows and useProjects share one WebSocket, through a hub SIGKILL', async () => {
+  const redis = await startRedis();
+  const hub = await startHub(['--redis-url', redis.url, '--no-worker']);
+  const worker = await startWorker(redis.url, ['--mock-delay', '60ms', '--concurrency', '4']);
+  const html = readFileSync(path.join(PKG, 'examples/react/index.html'));
+  const site = await startProxy(hub.url, { files: { '/many.html': ['text/html', html], '/app.js': ['text/javascript', await buildExample('many.tsx')] } });
+  const stamp = Date.now();
+  const ids = [1, 2, 3].map((n) => `shared-${n}-${stamp}`);
+  const tag = `team:${stamp}`;
+  const page = await browser.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  const sockets = [];
+  let live = 0;
+  let most = 0;
+  page.on('websocket', (ws) => {
+    sockets.push(new URL(ws.url()).pathname);
+    most = Math.max(most, ++live);
+    ws.on('close', () => live--);
+  });
+  await page.goto(`${site.url}/many.html?projects=${ids.join(',')},bad%20id&tag=${encodeURIComponent(tag)}`);
+  await page.waitForSelector('[data-testid=connection][data-status=open]');
+  await page.waitForSelector('[data-testid="row-bad id"][data-error=INVALID_PROJECT_ID]');
+  for (const id of ids) await generate(hub, id, { tags: [tag] });
+  await page.waitForFunction((n) => document.querySelectorAll('[data-testid=tagged] li').length === n, 3, { timeout: 30000 });
+  await hub.stop('SIGKILL');
+  await page.waitForSelector('[data-testid=connection]:not([data-status=open])');
+  await hub.start();
+  for (const id of ids) await page.waitForSelector(`[data-testid="row-${id}"][data-status=COMPLETED]`, { timeout: 60000 });
+  assert.equal(await page.$$eval(`[data-testid="row-${ids[0]}"]`, (els) => els.length), 2, 'the same project in two components');
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid=tagged] li').length === 0, null, { timeout: 30000 });
+  assert.ok(sockets.every((p) => p === '/api/v1/progress'), `only the multiplexed endpoint: ${sockets}`);
+  assert.equal(most, 1, 'one connection at a time, for every component');
+  // Unmounting a row releases its subscription once no component needs it.
+  await page.click('[data-testid=drop-first]');
+  await page.waitForFunction((id) => !document.querySelector(`[data-testid="row-${id}"]`), ids[0]);
+  assert.deepEqual(errors, []);
+  await page.close();
+  await stop(worker);
+  await hub.stop();
+});

@@ -180,6 +180,24 @@ test('broker_status: down and back up, whatever the run does; no position, no up
   assert.equal(s.broker, 'up');
 });
 
+test('stalled: set by the hub, cleared by stalled:false, by any event, and by a snapshot; no position, no update time', () => {
+  const stalled = (on, reason = 'silent') => ({ event: 'stalled', data: { stalled: on, reason, since: '2025-10-19T10:00:00Z', timestamp: '2025-10-19T10:05:00Z' } });
+  let s = fold([stage('RENDERING', 60, null, '2025-10-19T10:00:00Z')]);
+  assert.equal(s.stalled, null);
+  s = fold([stalled(true, 'worker_lost')], s);
+  assert.deepEqual(s.stalled, { reason: 'worker_lost', since: '2025-10-19T10:00:00Z' });
+  assert.equal(s.updatedAt, '2025-10-19T10:00:00Z', 'not an event of the run');
+  assert.equal(s.status, 'RENDERING');
+  s = fold([stalled(false)], s);
+  assert.equal(s.stalled, null);
+  const same = s;
+  assert.equal(fold([stalled(false)], s), same, 'nothing changed');
+  s = fold([stalled(true), log('e:5', 'alive')], s);
+  assert.equal(s.stalled, null, 'an event ends the silence');
+  s = fold([stalled(true), { event: 'snapshot', data: { status: 'RENDERING', progress: 61, last_event_id: 'e:6', recovered: true } }], s);
+  assert.equal(s.stalled, null, 'a snapshot starts over');
+});
+
 // Review T3: a run that ended with a status this client does not know (CANCELLED was one
 // before issue 25 made it known; EXPIRED stands for the next) has ended all the same:
 // the next run starts over.
@@ -240,4 +258,21 @@ test('units: k/N of a parallel stage, in any order of finishing; a change to ano
   assert.deepEqual(s.units, { done: 9, total: 17 });
   s = fold([{ event: 'snapshot', data: { status: 'QUEUED', progress: 0, current_stage: 'q', units_done: 9, units_total: 17, last_event_id: 'e:5', recovered: true } }], s);
   assert.equal(s.units, null);
+});
+
+test('a stage entered again after a later one began: the later ones are pending again, its duration anew', () => {
+  const s = fold([
+    stage('SCRIPT_GENERATING', 5, 'INITIALIZED', '2025-10-19T10:00:00Z'),
+    stage('ASSETS_GENERATING', 30, 'SCRIPT_GENERATING', '2025-10-19T10:00:03Z'),
+    // A script task ran again (redelivered after its worker died).
+    stage('SCRIPT_GENERATING', 5, 'INITIALIZED', '2025-10-19T10:00:10Z'),
+  ]);
+  assert.equal(s.stages.SCRIPT_GENERATING.outcome, 'running');
+  assert.equal(s.stages.SCRIPT_GENERATING.startedAt, '2025-10-19T10:00:10Z');
+  assert.equal(s.stages.ASSETS_GENERATING.outcome, 'pending', 'not "done" next to the stage before it running');
+  assert.equal(s.stages.ASSETS_GENERATING.durationMs, null);
+  assert.equal(s.progress, 30, 'progress never goes back');
+  const t = fold([stage('ASSETS_GENERATING', 30, 'SCRIPT_GENERATING', '2025-10-19T10:00:12Z')], s);
+  assert.equal(t.stages.SCRIPT_GENERATING.durationMs, 2000, 'timed from its new start');
+  assert.equal(t.stages.ASSETS_GENERATING.startedAt, '2025-10-19T10:00:12Z');
 });

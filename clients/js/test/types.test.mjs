@@ -40,10 +40,10 @@ function compile(files) {
   }
 }
 
-test("the README's four examples (React, watchProject, SSE only, auth) compile against the package", () => {
+test("the README's five examples (React, watchProject, SSE only, auth, watchProjects) compile against the package", () => {
   const readme = readFileSync(path.join(PKG, 'README.md'), 'utf8');
   const blocks = [...readme.matchAll(/```(tsx?)\n([\s\S]*?)```/g)];
-  assert.equal(blocks.length, 4, 'four examples');
+  assert.equal(blocks.length, 5, 'five examples');
   const files = Object.fromEntries(blocks.map(([, lang, code], i) => [`example${i}.${lang}`, `${code}\nexport {};\n`]));
   assert.match(Object.values(files).join('\n'), /useProgress[\s\S]*transport: 'sse'[\s\S]*getToken/);
   compile(files);

@@ -385,8 +385,15 @@ class Workers:
     outputs: list[Output] = field(default_factory=list)
 
     def start(
-        self, pool: str = "solo", visibility_timeout: float = 3600, **extra_env: str
+        self,
+        pool: str = "solo",
+        visibility_timeout: float = 3600,
+        *,
+        app: str = "celery_app",
+        concurrency: int = 1,
+        **extra_env: str,
     ) -> subprocess.Popen[str]:
+        """A worker of `app` (the example's, or `canvas_app` from the tests)."""
         env = {
             **os.environ,
             **extra_env,
@@ -395,7 +402,7 @@ class Workers:
             "CELERY_VISIBILITY_TIMEOUT": str(visibility_timeout),
             "CELERY_UNACKED_RESTORE_INTERVAL": "1",
             "CELERY_UNACKED_RESTORE_THROTTLE": "1",
-            "PYTHONPATH": str(EXAMPLES),
+            "PYTHONPATH": os.pathsep.join((str(EXAMPLES), str(HERE))),
         }
         proc = subprocess.Popen(
             [
@@ -403,12 +410,12 @@ class Workers:
                 "-m",
                 "celery",
                 "-A",
-                "celery_app",
+                app,
                 "worker",
                 "--pool",
                 pool,
                 "--concurrency",
-                "1",
+                str(concurrency),
                 "-Q",
                 self.queue,
                 "-l",

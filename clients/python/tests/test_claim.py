@@ -5,10 +5,11 @@ below ends by making that publish and checking the answer against it."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 
 import pytest
-from conftest import Hub, RedisCluster, new_project
+from conftest import Hub, RedisCluster, RedisServer, new_project
 
 import progress_hub
 from progress_hub import ProgressService, StaleClaim, _run, _sync
@@ -77,6 +78,53 @@ def test_a_newer_claim_of_the_same_job_supersedes_once_it_published(
     if newer_published:
         log(project, new)
     check(project, old, not newer_published)
+
+
+def unit_of(fence: Claim, unit: str) -> Claim:
+    return dataclasses.replace(fence, unit=unit)
+
+
+def test_a_jobs_parallel_units_do_not_fence_each_other_out(hub: Hub) -> None:
+    """Issue 25 §1: four tasks of one job's group, claimed in order, the newest
+    publishing first: none refused; a redelivered unit fences only its first attempt."""
+    project, job = new_project(), f"j-{new_project()}"
+    units = [unit_of(claim(job), f"asset-{i}") for i in range(4)]
+    log(project, units[3])
+    for fence in units[:3]:
+        check(project, fence, True)
+    again = unit_of(claim(job), "asset-0")  # redelivered: a newer claim of the same unit
+    log(project, again)
+    check(project, units[0], False)
+    check(project, units[1], True)
+    check(project, again, True)
+    # A claim of the whole job (no unit) below the newest token is refused as before.
+    check(project, Claim(job, units[2].token), False)
+
+
+def test_units_done_are_counted_once_whatever_the_order(
+    hub: Hub, redis_server: RedisServer
+) -> None:
+    project, job = new_project(), f"j-{new_project()}"
+    units = [unit_of(claim(job), f"asset-{i}") for i in range(4)]
+
+    def done(fence: Claim) -> None:
+        counted = dataclasses.replace(fence, done_of=(4, 20, 60))
+        under(
+            counted, lambda: ProgressService.publish_progress(project, "ASSETS_GENERATING", 20, "d")
+        )
+
+    for fence in (units[2], units[0], units[2], units[3], units[1]):
+        done(fence)
+    updates = [f["data"] for f in redis_server.history(project) if f["event"] == "progress_update"]
+    assert [(u["units_done"], u["units_total"], u["progress"]) for u in updates] == [
+        (1, 4, 30),
+        (2, 4, 40),
+        (2, 4, 40),  # asset-2 again (a redelivery): not counted twice
+        (3, 4, 50),
+        (4, 4, 60),
+    ]
+    state = redis_server.state(project)
+    assert (state["units_done"], state["units_total"]) == ("4", "4")
 
 
 def test_stale_after_its_own_complete(hub: Hub) -> None:

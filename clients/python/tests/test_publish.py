@@ -74,7 +74,9 @@ def test_a_state_of_another_redis_incarnation_begins_a_new_epoch(
 ) -> None:
     # The hub stamps `progress:era` with the run_id of a restarted Redis (issue 23 §2):
     # a project last written under the old one may lack writes whose ids were handed
-    # out, so the SDK's next publish, through the same script, begins a new epoch.
+    # out, so the SDK's next publish, through the same script, begins a new epoch. The
+    # history is kept and the sequence goes on, so an id the restart kept stays a
+    # position (the hub's replay checks the entry at its sequence number).
     project = new_project()
     redis_server.client().set("progress:era", "before-the-restart")
     first = ProgressService.publish_log(project, "INFO", "one")
@@ -84,7 +86,8 @@ def test_a_state_of_another_redis_incarnation_begins_a_new_epoch(
     redis_server.client().set("progress:era", "after-the-restart")
     third = ProgressService.publish_log(project, "INFO", "three")
     assert third is not None
-    assert third.split(":")[0] != first.split(":")[0] and third.endswith(":1")
+    assert third.split(":")[0] != first.split(":")[0] and third.endswith(":3")
+    assert [f["id"] for f in redis_server.history(project)] == [first, second, third]
     assert redis_server.state(project)["era"] == "after-the-restart"
 
 

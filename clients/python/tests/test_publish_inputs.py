@@ -35,9 +35,9 @@ def test_the_call_names_only_described_inputs_and_fields() -> None:
     for i, event in enumerate(events):
         # Any event may give the run its tags (here the first).
         prepared = _event.prepare(event, "p", "en", ("user:7",) if i == 0 else None)
-        keys, argv = script_call(
-            "p", prepared, "r", Claim("job", 3), Target.parse("redis://x"), Config()
-        )
+        # A unit's claim (the first event counts the unit done).
+        claim = Claim("job", 3, unit="task-1", done_of=(4, 30, 60) if i == 0 else None)
+        keys, argv = script_call("p", prepared, "r", claim, Target.parse("redis://x"), Config())
         assert len(keys) == len(CONTRACT["keys"])
         for name, _ in pairs(argv):
             if name.startswith(prefix):
@@ -61,10 +61,11 @@ def test_the_script_reads_the_described_inputs() -> None:
 
 
 def test_a_cluster_call_leaves_out_the_one_node_keys() -> None:
-    # The era and the webhook outbox are keys of other slots: never on a cluster.
+    # The era, the webhook outbox and the runs under way are keys of other slots: never
+    # on a cluster.
     prepared = _event.prepare(_event.log("INFO", "m"), "p", "en")
     keys, _ = script_call("p", prepared, "r", None, Target.parse("redis+cluster://a:1"), Config())
-    assert len(keys) == len(CONTRACT["keys"]) - 2
+    assert len(keys) == len(CONTRACT["keys"]) - 3
     assert all("{p}" in key for key in keys)
 
 
@@ -103,7 +104,7 @@ def test_the_keys_expire_however_many_publishes_skip_setting_it(
 def test_a_one_node_call_passes_the_era_then_the_outbox() -> None:
     prepared = _event.prepare(_event.log("INFO", "m"), "p", "en")
     keys, _ = script_call("p", prepared, "r", None, Target.parse("redis://a:1"), Config())
-    assert keys[-2:] == ["progress:era", "progress-hub:webhooks"]
+    assert keys[-3:] == ["progress:era", "progress-hub:webhooks", "progress-hub:running"]
 
 
 def test_a_count_of_parallel_units_is_patched_and_another_stage_clears_it() -> None:

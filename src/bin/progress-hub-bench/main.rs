@@ -5,7 +5,9 @@
 //!   time; every client records publish → receive latency. `--slow N` adds N clients
 //!   that never read (the slow-consumer case: the others' latency is what to compare),
 //!   `--pad B` makes every event B bytes longer.
-//! - `spread`: C clients over P projects, aggregate rate R.
+//! - `spread`: C clients over P projects, aggregate rate R. `--per-connection N`: each
+//!   client is a multiplexed connection (`GET /api/v1/progress`) subscribed to N of the
+//!   P projects (`scripts/multiplex_cpu.sh` runs it against single-project sockets).
 //! - `idle`: C idle connections held D s (answering pings).
 //! - `churn`: K connect → first frame → close cycles, Q at a time (`--project-per-cycle`:
 //!   every cycle a new project, so every cycle subscribes and unsubscribes).
@@ -134,6 +136,11 @@ struct Load {
     /// Bytes of padding added to every event.
     #[arg(long, default_value_t = 0)]
     pad: usize,
+    /// Spread over multiplexed connections (GET /api/v1/progress): each client
+    /// subscribes to this many projects (client n to projects n*N .. n*N+N-1, modulo P)
+    /// instead of opening one socket on one project. 0: single-project sockets.
+    #[arg(long, default_value_t = 0)]
+    per_connection: usize,
 }
 
 #[derive(Args, Clone)]
@@ -198,11 +205,42 @@ fn nth_of(list: &str, n: usize) -> &str {
 
 /// Connects to hub `hub mod hubs` from source address 127.0.0.(1 + n % sources).
 async fn connect(common: &Common, project: &str, n: usize, hub: usize) -> anyhow::Result<Ws> {
+    let path = format!("/api/v1/projects/{project}/progress");
+    connect_to(common, &path, n, hub).await
+}
+
+/// A multiplexed connection (GET /api/v1/progress) subscribed to `projects`, once every
+/// subscription is answered with `subscribed`.
+async fn connect_multiplexed(
+    common: &Common,
+    projects: &[String],
+    n: usize,
+    hub: usize,
+) -> anyhow::Result<Ws> {
+    let mut ws = connect_to(common, "/api/v1/progress", n, hub).await?;
+    for project in projects {
+        let frame = format!(r#"{{"event":"subscribe","data":{{"project_id":"{project}"}}}}"#);
+        ws.feed(Message::text(frame)).await?;
+    }
+    ws.flush().await?;
+    let mut answered = 0;
+    while answered < projects.len() {
+        let Some(msg) = ws.next().await else {
+            bail!("the hub closed a multiplexed connection while subscribing");
+        };
+        let Message::Text(text) = msg? else { continue };
+        if text.contains("\"event\":\"subscribed\"") {
+            answered += 1;
+        } else if text.contains("\"event\":\"subscription_error\"") {
+            bail!("a subscription was refused: {text}");
+        }
+    }
+    Ok(ws)
+}
+
+async fn connect_to(common: &Common, path: &str, n: usize, hub: usize) -> anyhow::Result<Ws> {
     let hub = nth_of(&common.url, hub);
-    let url = format!(
-        "{}/api/v1/projects/{project}/progress",
-        hub.trim_end_matches('/')
-    );
+    let url = format!("{}{path}", hub.trim_end_matches('/'));
     let host = hub
         .trim_start_matches("ws://")
         .split('/')
@@ -305,11 +343,20 @@ async fn run_load(load: Load, scenario: &str) -> anyhow::Result<()> {
     let server0 = proc_stat(common.server_pid);
     let connect_start = Instant::now();
     let mut clients = Vec::with_capacity(load.clients);
+    let per = load.per_connection;
     let conns = futures_util::stream::iter((0..load.clients).map(|n| {
         let common = common.clone();
         // Project-major: a project's clients are spread over the hubs.
         let (project, hub) = (n % projects, n / projects);
-        async move { connect(&common, &format!("bench-{project}"), n, hub).await }
+        async move {
+            if per == 0 {
+                return connect(&common, &format!("bench-{project}"), n, hub).await;
+            }
+            let mine: Vec<String> = (0..per)
+                .map(|i| format!("bench-{}", (n * per + i) % projects))
+                .collect();
+            connect_multiplexed(&common, &mine, n, 0).await
+        }
     }))
     .buffer_unordered(common.connect_concurrency)
     .collect::<Vec<_>>()
@@ -382,9 +429,10 @@ async fn run_load(load: Load, scenario: &str) -> anyhow::Result<()> {
         format!("scenario={scenario}"),
         format!("clients={connected}"),
         format!("slow={}", load.slow),
+        format!("per_connection={per}"),
         format!("connect_s={:.2}", connect_time.as_secs_f64()),
     ];
-    let per_project = connected as f64 / projects as f64;
+    let per_project = (connected * per.max(1)) as f64 / projects as f64;
     let expected = (sent as f64 * per_project).round() as u64;
     println!("scenario {scenario}: clients {connected}, projects {projects}, events sent {sent}");
     if scenario != "idle" {

@@ -65,11 +65,6 @@ pub struct SoakArgs {
     /// Seconds between two reconnect storms (0: none).
     #[arg(long, default_value_t = 600)]
     storm_every: u64,
-    /// Restart Redis only while publishing is held and every accepted event has reached
-    /// its watchers. Without it a publish can race Redis's shutdown, and such an event
-    /// can still be lost to live watchers (docs/RELIABILITY.md, "Not yet covered").
-    #[arg(long)]
-    quiet_restarts: bool,
     /// Projects published to and watched.
     #[arg(short = 'p', long, default_value_t = 20)]
     projects: usize,
@@ -371,15 +366,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let publish_stop = CancellationToken::new();
     let published = Arc::new(AtomicU64::new(0));
-    let pause = Arc::new(storm::Pause::default());
     let logs: Vec<Arc<Published>> = (0..projects).map(|_| Arc::default()).collect();
-    let watching = |p: usize| (0..args.watchers).filter(|n| n % projects == p).count() as u64;
-    let expected = |logs: &[Arc<Published>]| -> u64 {
-        logs.iter()
-            .enumerate()
-            .map(|(p, log)| log.accepted() * watching(p))
-            .sum()
-    };
     // Each project's publisher sends one event per `interval`: `rate` in all.
     let interval = Duration::from_secs_f64(projects as f64 / args.rate.max(1) as f64);
     let publishers: Vec<_> = logs
@@ -393,7 +380,6 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
                 Duration::from_secs_f64(p as f64 / args.rate.max(1) as f64),
                 Arc::clone(log),
                 Arc::clone(&published),
-                Arc::clone(&pause),
                 publish_stop.clone(),
             ))
         })
@@ -450,23 +436,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
             next_storm += args.storm_every;
         }
         if args.redis_restart_every > 0 && t >= next_restart && t < args.duration {
-            if args.quiet_restarts {
-                pause.hold();
-                let quiet = storm::wait_for(
-                    &shared,
-                    |s| {
-                        pause.sending() == 0
-                            && s.received.load(Ordering::Relaxed) >= expected(&logs)
-                    },
-                    Duration::from_secs(10),
-                )
-                .await;
-                if quiet.is_err() {
-                    println!("(publishing not quiet within 10 s before a Redis restart)");
-                }
-            }
             redis.restart().await?;
-            pause.release();
             restarts += 1;
             next_restart += args.redis_restart_every;
         }
@@ -510,7 +480,12 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
     for task in publishers {
         let _ = task.await;
     }
-    let expected = expected(&logs);
+    let watching = |p: usize| (0..args.watchers).filter(|n| n % projects == p).count() as u64;
+    let expected: u64 = logs
+        .iter()
+        .enumerate()
+        .map(|(p, log)| log.accepted() * watching(p))
+        .sum();
     let drained = storm::wait_for(
         &shared,
         |s| s.received.load(Ordering::Relaxed) >= expected,

@@ -357,45 +357,6 @@ impl Published {
     }
 }
 
-/// Holds publishers between two events while set (see the soak's `--quiet-restarts`),
-/// and counts the publishes under way.
-#[derive(Default)]
-pub(crate) struct Pause {
-    held: AtomicBool,
-    sending: AtomicU64,
-    released: tokio::sync::Notify,
-}
-
-impl Pause {
-    pub(crate) fn hold(&self) {
-        self.held.store(true, Ordering::SeqCst);
-    }
-
-    pub(crate) fn release(&self) {
-        self.held.store(false, Ordering::SeqCst);
-        self.released.notify_waiters();
-    }
-
-    /// How many publishes are under way (sent, not yet answered).
-    pub(crate) fn sending(&self) -> u64 {
-        self.sending.load(Ordering::SeqCst)
-    }
-
-    async fn wait_released(&self) {
-        loop {
-            let released = self.released.notified();
-            if !self.held.load(Ordering::SeqCst) {
-                return;
-            }
-            released.await;
-        }
-    }
-}
-
-#[allow(
-    clippy::too_many_arguments,
-    reason = "the publisher's parts, each named at its two calls"
-)]
 pub(crate) async fn publisher(
     http: reqwest::Client,
     url: String,
@@ -403,7 +364,6 @@ pub(crate) async fn publisher(
     offset: Duration,
     log: Arc<Published>,
     total: Arc<AtomicU64>,
-    pause: Arc<Pause>,
     stop: CancellationToken,
 ) {
     let start = tokio::time::Instant::now() + offset;
@@ -411,17 +371,6 @@ pub(crate) async fn publisher(
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep_until(start + interval * seq) => {}
-        }
-        // Counted as under way before the hold is looked at, so a holder that sees none
-        // under way after holding knows no publish starts until it releases.
-        pause.sending.fetch_add(1, Ordering::SeqCst);
-        if pause.held.load(Ordering::SeqCst) {
-            pause.sending.fetch_sub(1, Ordering::SeqCst);
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = pause.wait_released() => {}
-            }
-            pause.sending.fetch_add(1, Ordering::SeqCst);
         }
         let body = format!(
             r#"{{"event":"log","data":{{"level":"INFO","message":"seq={seq} sent_us={}"}}}}"#,
@@ -432,7 +381,6 @@ pub(crate) async fn publisher(
         if ok {
             total.fetch_add(1, Ordering::Relaxed);
         }
-        pause.sending.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -688,7 +636,6 @@ pub async fn run(args: StormArgs) -> anyhow::Result<()> {
                 Duration::from_secs_f64(interval * p as f64 / projects as f64),
                 Arc::clone(log),
                 Arc::clone(&published_total),
-                Arc::default(),
                 publish_stop.clone(),
             ))
         })

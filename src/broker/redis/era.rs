@@ -11,10 +11,14 @@
 //! found running: they stamp it whenever a connection of theirs may be to a new server
 //! (whenever the subscriber connects; before the first publish, and before the next
 //! publish after one failed or the subscriber's connection dropped, which it does the
-//! moment the server goes). `publish.lua` reads the era (one `GET`) and starts
-//! a new epoch for a state written under another: every resume across the restart gets
-//! `recovered: false` and a snapshot. A restart that lost nothing costs the same new
-//! epoch (Redis cannot tell the two apart): a resume after it gets a snapshot, not a replay.
+//! moment the server goes). `publish.lua` reads the era (one `GET`) and starts a new
+//! epoch for a state written under another, keeping the history and going on with the
+//! sequence: a position is in the history only when the entry at its sequence number
+//! carries exactly its id (`replay.lua`), so a resume from an id the restart lost gets
+//! `recovered: false` and a snapshot, while one from an id it kept (a restart that lost
+//! nothing; the last events before a shutdown, whose channel messages the hubs may not
+//! have received) replays the events after it across the epochs, and a hub's gap fill
+//! delivers them before the new epoch's.
 //!
 //! What is left (docs/RELIABILITY.md): a publish by a publisher that does not stamp
 //! (the Python SDK) between the restart and the first hub's stamp still continues the

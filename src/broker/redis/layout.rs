@@ -10,11 +10,14 @@
 //! | `progress:{<p>}:history` | stream | the project's events, entries `0-<seq>`, field `frame` |
 //! | `progress:{<p>}:state` | hash | epoch, seq, progress, last id, the current fence, the receipts of the last publishes without an idempotency key, when the keys expire, and the fields the publisher patches (status, stage, ETA, ...: `contract/publish-inputs.json`) |
 //! | `progress:{<p>}:fences` | set | every fence holder (job) the project has seen, so a stale one stays refused |
+//! | `progress:{<p>}:units` | hash | the current holder's parallel units (a Celery group's tasks): unit → `<newest token>`, `<token> done` once counted done (`publish.lua`) |
 //! | `progress:{<p>}:pub:<receipt>` | string | the id a keyed publish (a caller's idempotency key) got (10 min), so a retry never appends twice |
 //! | `progress:{<p>}:watchers` | hash | hub instance → `<watchers>:<until ms>`: how many watch the project on each hub, an entry counting until its time (the presence TTL, refreshed by its live hub: `presence.lua`) |
 //! | `progress:{<p>}:seen:<event id>` | string | a watcher was written this `complete` (kept for the retention) |
 //! | `progress-hub:history` | hash | the hubs' history policy (len, bytes, TTLs) every publisher follows |
 //! | `progress:era` | string | the run_id of the Redis incarnation the hubs last found (one node, Sentinel) |
+//! | `progress:{<p>}:stalled:<event id>` | string | the project's run was told stalled (`job.stalled`) while this was its last event (as long as its state lives) |
+//! | `progress-hub:running` | set | the channels of the runs under way, kept beside the outbox for the hubs' stall scan (one node, Sentinel) |
 //! | `progress-hub:webhooks` | stream | the webhook outbox: a run's end (`channel`, then the state's fields) per entry, read by the group `webhooks` (one node, Sentinel) |
 //! | `progress:jobs` | stream | the job queue, read by the consumer group `workers` |
 //! | `{progress:jobs}:lock:<p>` | string | the id of the project's job while it exists (queued or running): one job per project |
@@ -68,6 +71,21 @@ pub const HISTORY_POLICY_KEY: &str = "progress-hub:history";
 pub const OUTBOX_KEY: &str = "progress-hub:webhooks";
 pub const OUTBOX_GROUP: &str = "webhooks";
 
+/// The runs under way (a set of channels), kept by `publish.lua` beside the outbox: a run
+/// goes in as it begins and out as it ends; the hubs' stall scan (`stall.rs`) reads it
+/// and drops what it finds ended or gone.
+pub const RUNNING_KEY: &str = "progress-hub:running";
+
+/// Marks that the project's run was told stalled at its event `last` (the `job.stalled`
+/// webhook goes out once per stall, whichever hub sees it first).
+pub fn stall_told_key(project: &ProjectId, last: &str) -> String {
+    format!("{PREFIX}{{{project}}}:stalled:{last}")
+}
+
+/// Tells a stalled run to the outbox once (see its header).
+pub static STALL: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("stall.lua")));
+
 /// The job queue's stream, and the consumer group its workers read it in.
 pub const JOB_STREAM: &str = "progress:jobs";
 pub const JOB_GROUP: &str = "workers";
@@ -84,6 +102,12 @@ pub fn state_key(project: &ProjectId) -> String {
 /// current one is refused (see `publish.lua`).
 pub fn fences_key(project: &ProjectId) -> String {
     format!("{PREFIX}{{{project}}}:fences")
+}
+
+/// The current fence holder's parallel units: unit -> its newest token, marked done
+/// once counted (see `publish.lua`).
+pub fn units_key(project: &ProjectId) -> String {
+    format!("{PREFIX}{{{project}}}:units")
 }
 
 /// Where a publish's id is remembered under its receipt.
@@ -247,12 +271,15 @@ static REPLAY: LazyLock<redis::Script> =
 const REPLAY_PAGE_COUNT: usize = 100;
 const REPLAY_PAGE_BYTES: usize = 256 * 1024;
 
-/// The project's state and the retained history after `after` (in the same epoch):
+/// The project's state and the retained history after `after`, when the history holds
+/// `after` (the entry at its sequence number carries exactly that id: `replay.lua`):
 /// the state and the first page in one atomic read (a script: one command, whose MOVED
 /// a cluster connection follows), then further pages up to the event the state named
-/// as the newest (later ones reach the reader live). A position in another epoch costs
-/// Redis one hash read, no history read. Shared by sessions (resume) and the subscriber
-/// (gap fill).
+/// as the newest (later ones reach the reader live), each checked the same way from the
+/// last event of the page before. A position the history does not hold (lost, made
+/// up, trimmed) costs Redis a hash field and one entry's read, and gets no events. The
+/// events read may be of several epochs: sequence numbers go on across an epoch change
+/// (`publish.lua`). Shared by sessions (resume) and the subscriber (gap fill).
 pub async fn read_replay(
     conn: &mut (impl ConnectionLike + Send),
     project: &ProjectId,
@@ -270,21 +297,15 @@ pub async fn read_replay(
     };
     let (hash, mut page) = replay_page(conn, project, after, true).await?;
     let state = ProjectState::from_hash(&hash);
-    let mut frames = Vec::new();
+    let mut frames: Vec<Frame> = Vec::new();
     let Some((_, last)) = &state else {
         return Ok(Replay {
             state,
             after: frames,
         });
     };
-    if last.epoch() != after.epoch() {
-        return Ok(Replay {
-            state,
-            after: frames,
-        });
-    }
-    // Each page starts after the last entry of the one before; an empty page (or one
-    // from an epoch that changed meanwhile, which replay.lua returns empty) ends it.
+    // Each page starts after the last entry of the one before, checked as the first
+    // was; an empty page (the history changed meanwhile) ends it.
     while let Some(read_to) = page.ids.last().and_then(|e| entry_seq(&e.id)) {
         for entry in page.ids {
             if entry_seq(&entry.id).is_some_and(|seq| seq > last.seq()) {
@@ -303,7 +324,15 @@ pub async fn read_replay(
         if read_to >= last.seq() {
             break;
         }
-        let next = EventId::new(after.epoch(), read_to);
+        // The next page is read after the last event of this one, by its own id.
+        let Some(next) = frames
+            .last()
+            .and_then(Frame::id)
+            .filter(|id| id.seq() == read_to)
+            .cloned()
+        else {
+            break;
+        };
         (_, page) = replay_page(conn, project, &next, false).await?;
     }
     Ok(Replay {
@@ -312,7 +341,7 @@ pub async fn read_replay(
     })
 }
 
-/// One `replay.lua` page after `after` (empty if its epoch is not the history's).
+/// One `replay.lua` page after `after` (empty if the history does not hold `after`).
 async fn replay_page(
     conn: &mut (impl ConnectionLike + Send),
     project: &ProjectId,
@@ -323,7 +352,7 @@ async fn replay_page(
         .key(state_key(project))
         .key(history_key(project))
         .arg(after.epoch())
-        .arg(format!("(0-{}", after.seq()))
+        .arg(after.seq())
         .arg(REPLAY_PAGE_COUNT)
         .arg(REPLAY_PAGE_BYTES)
         .arg(if with_state { "1" } else { "0" })
@@ -392,6 +421,7 @@ mod tests {
             state_key(&p),
             receipt_key(&p, "r"),
             fences_key(&p),
+            units_key(&p),
             watchers_key(&p),
             complete_seen_key(&p, &EventId::new("e", 1)),
             shard_channel(&p),

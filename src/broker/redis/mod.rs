@@ -16,6 +16,7 @@ pub mod publish_inputs;
 mod quota;
 pub mod sentinel;
 mod shared_read;
+pub mod stall;
 mod subscriber;
 mod tag_index;
 pub mod target;

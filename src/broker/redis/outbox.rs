@@ -31,6 +31,8 @@ const BLOCK: Duration = Duration::from_secs(1);
 pub struct RedisOutbox {
     /// Its own connection: a blocking XREADGROUP must not stall the publish path.
     conn: RedisConn,
+    /// The stall scan's (`stall.rs`), which must not wait behind that blocked read.
+    scan: RedisConn,
     /// This process in the group (unique per process: a restarted hub is a new consumer
     /// and takes its predecessor's entries when their lease runs out).
     consumer: String,
@@ -45,16 +47,16 @@ impl RedisOutbox {
     /// created at the first read if new.
     pub fn open(url: &str, lease: Duration) -> Result<Self, BrokerError> {
         let target = RedisTarget::parse(url)?;
-        let conn = RedisConn::open(
-            &target,
-            Timeouts {
-                connect: Duration::from_secs(2),
-                response: BLOCK + Duration::from_secs(2),
-                max_retry_delay: Some(Duration::from_millis(500)),
-            },
-        )?;
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(2),
+            response: BLOCK + Duration::from_secs(2),
+            max_retry_delay: Some(Duration::from_millis(500)),
+        };
+        let conn = RedisConn::open(&target, timeouts)?;
+        let scan = RedisConn::open(&target, timeouts)?;
         Ok(Self {
             conn,
+            scan,
             consumer: format!("hub-{}", crate::wire::EventId::new_epoch()),
             lease,
             grouped: AtomicBool::new(false),
@@ -127,12 +129,15 @@ fn entry(raw: StreamId) -> Option<OutboxEntry> {
         .filter_map(|(k, v)| String::from_redis_value(v).ok().map(|v| (k, v)))
         .collect();
     let project = layout::project_of_channel(&state.remove("channel")?)?;
+    let (kind, reason) = super::stall::take_kind(&mut state);
     let enqueued_ms = raw.id.split('-').next()?.parse().ok()?;
     Some(OutboxEntry {
         id: raw.id,
         project,
         state,
         enqueued_ms,
+        kind,
+        reason,
     })
 }
 
@@ -196,6 +201,10 @@ impl Outbox for RedisOutbox {
             .query_async(&mut conn)
             .await?;
         Ok(())
+    }
+
+    async fn scan_stalled(&self, bound: Duration) -> Result<usize, BrokerError> {
+        super::stall::scan(&self.scan, bound).await
     }
 
     async fn pending(&self) -> Result<u64, BrokerError> {

@@ -10,8 +10,8 @@
 --
 -- Returns the event id, '<epoch>:<seq>'.
 
-local history, state, receipt, fences, era_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local outbox = KEYS[6]
+local history, state, receipt, fences, units = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local era_key, outbox, running = KEYS[6], KEYS[7], KEYS[8]
 
 local PATCH = 'state.'
 -- The unkeyed receipts the state remembers (`receipts`: 'r=id ' each), in bytes: the
@@ -48,13 +48,14 @@ end
 
 -- Every field this publish reads, in one read.
 local s = redis.call('HMGET', state, 'epoch', 'seq', 'progress', 'bytes', 'run_ended', 'era',
-  'fence_holder', 'fence_token', 'fence_ended', 'receipts')
+  'fence_holder', 'fence_token', 'fence_ended', 'receipts', 'units_done', 'units_total')
 local epoch, seq = s[1], tonumber(s[2]) or 0
 local max, bytes = tonumber(s[3]) or 0, tonumber(s[4]) or 0
 local was_epoch, was_max = epoch, s[3]
 local run_ended, seen_era = s[5], s[6]
 local fence_holder, fence_token, fence_ended = s[7], tonumber(s[8]) or 0, s[9]
 local receipts = s[10] or ''
+local units_done, units_total = tonumber(s[11] or ''), tonumber(s[12] or '')
 local out = {}  -- fields written at the end, in one HSET: name, value, ...
 
 if not keyed then
@@ -76,21 +77,25 @@ if not epoch or len == 0 then
   seq, max, bytes, run_ended, seen_era, len = 0, 0, 0, nil, nil, 0
   fence_holder, fence_token, fence_ended = nil, 0, nil
   receipts, was_epoch, was_max = '', nil, nil
+  units_done, units_total = nil, nil
 end
 
 -- Lost writes (issue 23 §2). The era key, when given (one node), holds the node's era
 -- (see broker/redis/era.rs): the run_id of the Redis incarnation the hubs last found
 -- running. A history written under another era may lack writes whose ids were handed
--- out (a restart from an older save): it is begun anew in a new epoch, keeping the
--- state's facts and fences, so no id repeats within an epoch and a resume from before
--- is `recovered: false`. A state with no era yet takes the current one.
+-- out (a restart from an older save): its next event begins a new epoch, so no id
+-- repeats within an epoch. The history is kept and the sequence goes on (the stream's
+-- ids `0-<seq>` stay monotonic): a position is in the history only when the entry at
+-- its sequence number carries exactly its id (replay.lua), so a resume from an id lost
+-- with the writes is `recovered: false`, while one from an id the restart kept (the
+-- last events before a shutdown, which a subscriber may not have received) goes on
+-- after it, across the epochs, losing nothing. A state with no era yet takes the
+-- current one.
 if era_key then
   local era = redis.call('GET', era_key)
   if era and seen_era ~= era then
     if seen_era and seq ~= 0 then
       epoch = input.new_epoch
-      redis.call('DEL', history)
-      seq, bytes, len = 0, 0, 0
     end
     out[#out + 1] = 'era'; out[#out + 1] = era
   end
@@ -102,23 +107,70 @@ end
 -- its holder is not the project's current one: every holder the project has seen is
 -- kept (the `fences` set), so a stalled worker stays refused however many holders came
 -- after it.
+--
+-- Units (issue 25 §1). A holder's parallel units (e.g. the tasks of a Celery group, each
+-- claiming the job anew) publish with their unit (`fence_unit`): a unit's token is
+-- compared with its own newest (the `units` hash: unit -> '<token>', '<token> done' once
+-- counted done), so a sibling's newer claim does not fence it out, and its own older
+-- attempts stay refused. The units hash belongs to the current holder: a new one
+-- drops it.
 local holder, token = input.fence_holder, tonumber(input.fence_token or '')
+local unit = holder and token and input.fence_unit
+local unit_was_done = false
 if holder and token then
   if fence_ended == holder then
     return redis.error_reply('STALE job ' .. holder .. ' has already completed')
   end
   if fence_holder == holder then
-    if token < fence_token then
+    if unit then
+      local entry = redis.call('HGET', units, unit) or ''
+      local newest = tonumber(string.match(entry, '^%d+')) or 0
+      unit_was_done = string.find(entry, ' done', 1, true) ~= nil
+      if token < newest then
+        return redis.error_reply('STALE claim ' .. token .. ' of unit ' .. unit .. ' of job ' .. holder .. ' was superseded by claim ' .. newest)
+      end
+    elseif token < fence_token then
       return redis.error_reply('STALE claim ' .. token .. ' of job ' .. holder .. ' was superseded by claim ' .. fence_token)
     end
   elseif redis.call('SADD', fences, holder) == 0 then
     return redis.error_reply('STALE job ' .. holder .. ' is no longer the project\'s current job')
   else
     redis.call('EXPIRE', fences, math.max(active_ttl, retention_ttl))
+    redis.call('DEL', units)
+    units_done = nil
   end
   out[#out + 1] = 'fence_holder'; out[#out + 1] = holder
-  out[#out + 1] = 'fence_token'; out[#out + 1] = token
+  -- The holder's newest token: a unit's older one (a sibling claimed since) leaves it.
+  local newest = token
+  if unit and fence_holder == holder and token < fence_token then newest = fence_token end
+  out[#out + 1] = 'fence_token'; out[#out + 1] = newest
 end
+
+-- A unit done (`unit_done`: N, the units of the run's current stage): counted once per
+-- unit, whatever order they finish in and however often one is redelivered; the state
+-- and the frame carry units_done and units_total, and the progress asked for is that of
+-- k of N done within `unit_progress` ('a b': from a to b).
+local units_frame = ''
+local n = tonumber(input.unit_done or '')
+if unit and n and n > 0 then
+  local done = units_done or 0
+  if not unit_was_done then done = done + 1 end
+  if done > n then done = n end
+  units_done, units_total = done, n
+  out[#out + 1] = 'units_done'; out[#out + 1] = done
+  out[#out + 1] = 'units_total'; out[#out + 1] = n
+  local a, b = string.match(input.unit_progress or '', '^(%d+) (%d+)$')
+  if a then
+    input.progress = tostring(math.floor(tonumber(a) + (tonumber(b) - tonumber(a)) * done / n))
+  end
+  units_frame = ',"units_done":' .. done .. ',"units_total":' .. n
+  redis.call('HSET', units, unit, token .. ' done')
+elseif unit then
+  local mark = token
+  if unit_was_done then mark = token .. ' done' end
+  redis.call('HSET', units, unit, mark)
+end
+if unit then redis.call('EXPIRE', units, math.max(active_ttl, retention_ttl)) end
 
 -- Runs (issue 23 §1). A run ends with an event that ends it (`complete`); the next event
 -- starts a new one, and an event that starts one (a QUEUED update) does so whatever came
@@ -149,7 +201,7 @@ if input.progress then
   local p = tonumber(input.progress)
   if p < max then p = max end
   max = p
-  progress = '"progress":' .. string.format('%d', p)
+  progress = '"progress":' .. string.format('%d', p) .. units_frame
 end
 local floor = tonumber(input.progress_floor or '')
 if floor and floor > max then max = floor end
@@ -201,8 +253,19 @@ redis.call('EXPIRE', state, ttl)
 
 -- Webhooks (issue 27): a run's end goes into the outbox in this same step, while a hub
 -- with webhooks keeps one (broker/redis/outbox.rs): the channel, then the state.
-if ends and outbox and redis.call('EXISTS', outbox) == 1 then
-  redis.call('XADD', outbox, '*', 'channel', input.channel, unpack(redis.call('HGETALL', state)))
+-- The runs under way (`running`, a set of channels) are kept beside it for the hubs'
+-- stall scan (job.stalled): a run goes in as it begins and out as it ends, so the
+-- publishes between cost nothing here.
+if outbox then
+  local begins = not ends and (seq == 1 or input.starts_run == '1' or run_ended)
+  if (ends or begins) and redis.call('EXISTS', outbox) == 1 then
+    if ends then
+      redis.call('XADD', outbox, '*', 'channel', input.channel, unpack(redis.call('HGETALL', state)))
+      if running then redis.call('SREM', running, input.channel) end
+    elseif running then
+      redis.call('SADD', running, input.channel)
+    end
+  end
 end
 
 local publish = 'PUBLISH'

@@ -68,8 +68,10 @@ pub fn invocation(
             "state" => call.key(layout::state_key(route.project)),
             "receipt" => call.key(layout::receipt_key(route.project, &event.receipt)),
             "fences" => call.key(layout::fences_key(route.project)),
+            "units" => call.key(layout::units_key(route.project)),
             "era?" if route.era => call.key(layout::ERA_KEY),
             "outbox?" if route.era => call.key(layout::OUTBOX_KEY),
+            "running?" if route.era => call.key(layout::RUNNING_KEY),
             _ => &mut call,
         };
     }
@@ -124,6 +126,21 @@ fn inputs(
             "fence_token",
             event.fence.as_ref().map(|f| f.token.to_string()),
         ),
+        ("fence_unit", s.unit.as_ref().map(|u| u.name.clone())),
+        (
+            "unit_done",
+            s.unit
+                .as_ref()
+                .and_then(|u| u.done_of)
+                .map(|n| n.to_string()),
+        ),
+        (
+            "unit_progress",
+            s.unit
+                .as_ref()
+                .and_then(|u| u.progress_span)
+                .map(|(from, to)| format!("{from} {to}")),
+        ),
     ];
     named
         .into_iter()
@@ -150,6 +167,11 @@ pub fn names_sent() -> Vec<&'static str> {
             ends_run: true,
             run_holder: Some(String::new()),
             tags: None,
+            unit: Some(crate::broker::Unit {
+                name: String::new(),
+                done_of: Some(1),
+                progress_span: Some((0, 1)),
+            }),
         },
         receipt: String::new(),
         keyed: true,
@@ -186,7 +208,9 @@ mod tests {
 
     #[test]
     fn every_key_the_contract_names_is_known() {
-        let known = ["history", "state", "receipt", "fences", "era?", "outbox?"];
+        let known = [
+            "history", "state", "receipt", "fences", "units", "era?", "outbox?", "running?",
+        ];
         for key in &CONTRACT.keys {
             assert!(known.contains(&key.name.as_str()), "{}", key.name);
         }

@@ -11,9 +11,11 @@
 //! session is subscribed, and "subscribe first, then read" is what makes a resume lose
 //! nothing (an event published between an earlier read and its subscription would be
 //! in neither). A read serves each of its readers as that reader's own read would:
-//! it starts after the earliest position among them (same epoch), and each gets the
-//! state and the events after its own position; a reader without a position (a fresh
-//! connect) gets the state only.
+//! it starts after the earliest position among them, and each gets the state and the
+//! events after its own position if the read met that very id (a position the history
+//! does not hold gets none; one the read could not check, because the earliest was not
+//! in the history, is read next); a reader without a position (a fresh connect) gets
+//! the state only.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -101,7 +103,7 @@ async fn fly(reads: SharedReads, mut conn: RedisConn, project: ProjectId) {
         };
         let again = serve(&mut conn, &project, readers).await;
         if !again.is_empty() {
-            // Their epoch was not the one read: first in the next read.
+            // Their positions could not be checked by this read: first in the next.
             let mut flights = reads.flights.lock();
             let waiting = flights.entry(project.clone()).or_default();
             let later = std::mem::replace(&mut waiting.readers, again);
@@ -110,21 +112,18 @@ async fn fly(reads: SharedReads, mut conn: RedisConn, project: ProjectId) {
     }
 }
 
-/// One read for `readers`; returns those it could not serve (another epoch).
+/// One read for `readers`; returns those it could not serve (a position the read
+/// could not check).
 async fn serve(
     conn: &mut RedisConn,
     project: &ProjectId,
     readers: Vec<(Option<EventId>, Answer)>,
 ) -> Vec<(Option<EventId>, Answer)> {
-    // The epoch of the first reader with a position; the earliest position in it.
+    // The earliest position among them (sequence numbers go on across epochs).
     let from = readers
         .iter()
         .filter_map(|(at, _)| at.as_ref())
-        .fold(None::<&EventId>, |from, at| match from {
-            None => Some(at),
-            Some(f) if f.epoch() == at.epoch() && at.seq() < f.seq() => Some(at),
-            Some(f) => Some(f),
-        })
+        .min_by_key(|at| at.seq())
         .cloned();
     let read = read_replay(conn, project, from.as_ref()).await;
     let replay = match read {
@@ -142,38 +141,30 @@ async fn serve(
             return Vec::new();
         }
     };
-    let current = replay
-        .state
-        .as_ref()
-        .map(|(_, last)| last.epoch().to_owned());
+    let last = replay.state.as_ref().map(|(_, last)| last);
+    // Whether the read found `from` in the history: then it read every event from it
+    // to the newest, and a position it did not meet is not in the history.
+    let checked = !replay.after.is_empty() || (from.is_some() && from.as_ref() == last);
     let mut again = Vec::new();
     for (at, answer) in readers {
-        let mine = match &at {
-            None => Replay {
-                state: replay.state.clone(),
-                after: Vec::new(),
-            },
-            Some(at) if from.as_ref().is_some_and(|f| f.epoch() == at.epoch()) => Replay {
-                state: replay.state.clone(),
-                after: replay
-                    .after
-                    .iter()
-                    .filter(|f| f.id().is_some_and(|id| id.seq() > at.seq()))
-                    .cloned()
-                    .collect(),
-            },
-            // Another epoch than the one read: what its own read would say (the state,
-            // no history) unless the history is in its epoch; then it needs a read.
-            Some(at) if current.as_deref() == Some(at.epoch()) => {
-                again.push((Some(at.clone()), answer));
-                continue;
-            }
-            Some(_) => Replay {
-                state: replay.state.clone(),
-                after: Vec::new(),
+        let after = match &at {
+            None => Vec::new(),
+            Some(at) if Some(at) == from.as_ref() => replay.after.clone(),
+            Some(at) => match replay.after.iter().position(|f| f.id() == Some(at)) {
+                Some(i) => replay.after[i + 1..].to_vec(),
+                // Not met (or the newest itself): what its own read would say.
+                None if checked => Vec::new(),
+                // The read could not tell: its own read, next.
+                None => {
+                    again.push((Some(at.clone()), answer));
+                    continue;
+                }
             },
         };
-        let _ = answer.send(Ok(mine));
+        let _ = answer.send(Ok(Replay {
+            state: replay.state.clone(),
+            after,
+        }));
     }
     again
 }

@@ -28,6 +28,7 @@ import { watchProject } from "/assets/progress-hub-client.js";
       cancelButton: "取消", retryButton: "從失敗處重試", actionFailed: "無法執行：",
       startFailed: "無法開始生成：", busy: "這個專案已有生成工作在進行中。",
       takenOver: "已由其他 worker 接手，從中斷處繼續",
+      stalled: (t) => `停滯：自 ${t} 起沒有任何更新`, workerLost: (t) => `worker 已失聯（自 ${t} 起）`,
       queued: (n) => (n ? `排隊中（第 ${n} 位）` : "排隊中"),
       brokerDown: (t) => `訊息代理（Redis）無法使用，更新已暫停（自 ${t}）`,
       brokerBack: (t) => `訊息代理已恢復（${t}），更新繼續`,
@@ -49,6 +50,7 @@ import { watchProject } from "/assets/progress-hub-client.js";
       cancelButton: "Cancel", retryButton: "Retry from where it stopped", actionFailed: "Could not do it: ",
       startFailed: "Could not start: ", busy: "A generation is already running for this project.",
       takenOver: "taken over by another worker, going on where it stopped",
+      stalled: (t) => `stalled: no update since ${t}`, workerLost: (t) => `worker lost (since ${t})`,
       queued: (n) => (n ? `Queued (position ${n})` : "Queued"),
       brokerDown: (t) => `Broker unavailable, updates paused (since ${t})`,
       brokerBack: (t) => `Broker back (${t}), updates resumed`,
@@ -75,7 +77,8 @@ import { watchProject } from "/assets/progress-hub-client.js";
   document.querySelectorAll("[data-i18n]").forEach((el) => { el.textContent = T[el.dataset.i18n]; });
 
   const match = location.pathname.match(/^\/projects\/([A-Za-z0-9_-]{1,64})$/);
-  if (match) monitor(match[1]); else home();
+  // /dashboard (a tag's running jobs on one connection) is dashboard.js's.
+  if (match) monitor(match[1]); else if (location.pathname === "/dashboard") import("/assets/dashboard.js"); else home();
 
   // ---- home: start a demo, or open a project ----
   function home() {
@@ -239,8 +242,16 @@ import { watchProject } from "/assets/progress-hub-client.js";
         : state.status === "QUEUED" ? T.queued(state.queuePosition)
         : units ? (state.currentStage ? `${units} · ${state.currentStage}` : units)
         : state.currentStage || T.stages[state.status] || T.waiting;
-      // A run another worker took over says so for the rest of the run.
-      $("stage-text").textContent = state.takenOver ? `${stageText} · ${T.takenOver}` : stageText;
+      // A run another worker took over says so for the rest of the run; a silent one
+      // says it is stalled (or that its worker is lost) until it publishes again.
+      let text = state.takenOver ? `${stageText} · ${T.takenOver}` : stageText;
+      if (state.stalled && !end) {
+        const since = new Date(state.stalled.since);
+        const at = isNaN(since) ? state.stalled.since : since.toLocaleTimeString();
+        text = `${text} · ${state.stalled.reason === "worker_lost" ? T.workerLost(at) : T.stalled(at)}`;
+      }
+      $("stage-text").textContent = text;
+      $("stage-text").dataset.stalled = state.stalled && !end ? state.stalled.reason : "";
       renderBroker(state.broker);
       // While the broker is down no update can arrive: an estimate would only grow stale.
       const down = state.broker === "down";

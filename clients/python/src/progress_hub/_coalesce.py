@@ -76,7 +76,9 @@ class Hold:
 
 def decide(slot: Slot, held: Held, now: float, window: float) -> Send | Hold:
     # An event giving the run its tags is never held: they must not be superseded.
-    if held.event.name != "progress_update" or held.prepared.state.tags is not None:
+    # Nor is a unit's done (it is counted), whatever comes after it.
+    counted = held.claim is not None and held.claim.done_of is not None
+    if held.event.name != "progress_update" or held.prepared.state.tags is not None or counted:
         flushed, slot.pending = slot.pending, None
         if flushed is not None:
             slot.last_sent = now

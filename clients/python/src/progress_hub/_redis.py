@@ -31,6 +31,13 @@ class Claim:
 
     job: str
     token: int
+    #: The unit of the job this run is (a Celery task id: one of a group's parallel
+    #: tasks, or a chain's step): its token is compared with the unit's own newest, so
+    #: a sibling's newer claim does not fence it out (`publish.lua`, "Units").
+    unit: str | None = None
+    #: On the one publish that counts the unit done: (N units of the stage, progress
+    #: from, progress to); the script counts it once and computes the progress of k/N.
+    done_of: tuple[int, int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -135,11 +142,25 @@ def receipt_key(project: str, receipt: str) -> str:
 ERA_KEY = "progress:era"
 # The webhook outbox the hubs keep (`src/broker/redis/layout.rs`: OUTBOX_KEY).
 OUTBOX_KEY = "progress-hub:webhooks"
+# The runs under way, for the hubs' stall scan (`layout.rs`: RUNNING_KEY).
+RUNNING_KEY = "progress-hub:running"
 
 
 def claim_counter_key(job: str) -> str:
     """The counter a job's fencing tokens are drawn from (INCR: strictly growing)."""
     return f"progress:claims:{{{job}}}"
+
+
+#: The state's fields that say whose run it is, whether it ended, and how far its
+#: current stage's parallel units are (read by the Celery task base at a task's end).
+RUN_FIELDS = (
+    "fence_holder",
+    "fence_ended",
+    "units_done",
+    "units_total",
+    "status",
+    "progress",
+)
 
 
 def new_epoch() -> str:
@@ -176,6 +197,11 @@ def fences_key(project: str) -> str:
     return f"progress:{{{project}}}:fences"
 
 
+def units_key(project: str) -> str:
+    """The current job's parallel units: unit -> its newest token (`publish.lua`)."""
+    return f"progress:{{{project}}}:units"
+
+
 def tag_index_key(tag: str) -> str:
     """The tag's index (`layout::tag_index_key`): project -> when (ms) it was tagged."""
     return f"progress:{{tag:{tag}}}:projects"
@@ -200,15 +226,19 @@ def script_call(
     of the inputs it names (one without a value left out), then the state patch."""
     contract = _contract.publish_inputs()
     state = prepared.state
+    done_of = None if claim is None or claim.unit is None else claim.done_of
     by_name = {
         "history": history_key(project),
         "state": state_key(project),
         "receipt": receipt_key(project, receipt),
         "fences": fences_key(project),
+        "units": units_key(project),
         # The era is a key of another slot: never on a cluster.
         "era?": None if target.cluster else ERA_KEY,
         # The webhook outbox (a complete goes in while a hub keeps it): with the era.
         "outbox?": None if target.cluster else OUTBOX_KEY,
+        # The runs under way (the hubs' stall scan): with the outbox.
+        "running?": None if target.cluster else RUNNING_KEY,
     }
     keys = [k for k in (by_name[key["name"]] for key in contract["keys"]) if k is not None]
     inputs: dict[str, str | None] = {
@@ -231,6 +261,9 @@ def script_call(
         "run_holder": None,
         "fence_holder": None if claim is None else claim.job,
         "fence_token": None if claim is None else str(claim.token),
+        "fence_unit": None if claim is None else claim.unit,
+        "unit_done": None if done_of is None else str(done_of[0]),
+        "unit_progress": None if done_of is None else f"{done_of[1]} {done_of[2]}",
     }
     argv: list[str] = []
     for name in contract["inputs"]:

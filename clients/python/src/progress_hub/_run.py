@@ -22,6 +22,10 @@ class Run:
     error_published: bool = False
     #: The run published its job's `complete` (its claim is then spent, not superseded).
     completed: bool = False
+    #: The run counted its unit done (`ProgressTask.publish_unit_done`).
+    unit_done: bool = False
+    #: The run published a stage (`stage` is then the one it is in, not a default).
+    staged: bool = False
     #: The tags its first publish gives the project's run (then `None`).
     tags: tuple[str, ...] | None = None
 
@@ -72,7 +76,7 @@ def note(event_name: str, stage: str | None) -> None:
     if run is None:
         return
     if stage is not None:
-        run.stage = stage
+        run.stage, run.staged = stage, True
     if event_name == "error":
         run.error_published = True
     if event_name == "complete":

@@ -246,6 +246,14 @@ class Publisher:
         finally:
             self._leave()
 
+    def run_fields(self, project: str) -> dict[str, str | None]:
+        if not self._enter():
+            return publisher().run_fields(project)
+        try:
+            return self.transport.run_fields(project)
+        finally:
+            self._leave()
+
     def close(self) -> None:
         """Sends what it holds, then closes the transport (once)."""
         with self._busy:

@@ -23,7 +23,15 @@ from typing import Any
 
 from . import _contract, _fence, _redis
 from ._coalesce import Held
-from ._redis import CLAIM_COUNTER_TTL, Claim, Target, claim_counter_key, script_call
+from ._redis import (
+    CLAIM_COUNTER_TTL,
+    RUN_FIELDS,
+    Claim,
+    Target,
+    claim_counter_key,
+    script_call,
+    state_key,
+)
 from ._retry import RETRIED_STATUSES, TRANSIENT, backoff_delays, refused
 from .config import Config, announce
 from .errors import PublishRefused, PublishUnavailable
@@ -139,6 +147,16 @@ class AsyncRedisTransport:
         replies = await self._retrying(f"the claim of job {claim.job}", read)
         return _fence.accepts(replies, claim)
 
+    async def run_fields(self, project: str) -> dict[str, str | None]:
+        """The state's fields that say whose run it is and how far its units are
+        (`RUN_FIELDS`), read at once."""
+
+        async def read() -> Any:
+            return await self._connect().hmget(state_key(project), RUN_FIELDS)
+
+        values = await self._retrying(f"the state of project {project}", read)
+        return dict(zip(RUN_FIELDS, values, strict=True))
+
     async def _retrying(self, what: str, call: Callable[[], Any]) -> Any:
         """Runs `call` until it succeeds, retrying while Redis is unreachable, for up to
         `retry_for` (the publish script's receipt makes a retried publish idempotent)."""
@@ -215,6 +233,9 @@ class AsyncHttpTransport:
 
     async def claim_is_current(self, project: str, claim: Claim) -> bool:
         return True
+
+    async def run_fields(self, project: str) -> dict[str, str | None]:
+        return {}  # the HTTP API tells no fence: nothing is known of the run
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -223,6 +223,10 @@ class _Publisher:
         async with self._using():
             return await self.transport.claim_is_current(project, claim)
 
+    async def run_fields(self, project: str) -> dict[str, str | None]:
+        async with self._using():
+            return await self.transport.run_fields(project)
+
     def take_pending(self) -> list[tuple[str, Held]]:
         """What is still held, taken out (for the exit hook)."""
         return _take_pending(self.slots)

@@ -48,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 use super::connection::RedisConn;
 use super::era::Era;
 use super::layout::read_replay;
-use crate::broker::{Deliveries, SubscriptionChange, Watched};
+use crate::broker::{Deliveries, Replay, SubscriptionChange, Watched};
 use crate::metrics as m;
 use crate::wire::{EventId, ProjectId, ProjectState};
 use probe::{Due, Probe};
@@ -456,8 +456,20 @@ async fn read_states(
 }
 
 /// Delivers what `topic` missed while unsubscribed, from the history: everything after
-/// its resume point, in order (the topic drops what it already had). Shared with the
-/// cluster subscriber.
+/// its resume point, in order (the topic drops what it already had), if the history
+/// holds that point; else its sessions are reset. Shared with the cluster subscriber.
+///
+/// The point is checked against the history (`replay.lua`): first the newest event the
+/// topic followed on the channel into a later epoch, if any, then its position (or its
+/// origin). A point the history holds is followed by every event after it, across
+/// epochs: the last events before a Redis shutdown, which the subscriber may not have
+/// received, come before the first ones of the restarted server's new epoch. When it
+/// holds none of them but was begun anew since (a new epoch from 1: lost, expired, a
+/// node restarted empty), all of it follows. Otherwise Redis lost writes the topic
+/// delivered (a restart from an older save, a failover to a replica that had not
+/// received them): ids up to them may come again with other events, so the sessions are
+/// reset with a snapshot (`recovered: false`) of the history as it stands, and go on
+/// after it.
 pub(super) async fn fill_gap(
     commands: &RedisConn,
     deliveries: &dyn Deliveries,
@@ -465,45 +477,46 @@ pub(super) async fn fill_gap(
 ) -> Result<(), Lost> {
     let mut conn = commands.clone();
     let project = topic.project();
-    let mut point = match topic.resume_point() {
-        Some(point) => point,
+    let mut points: Vec<EventId> = topic
+        .resume_point_ahead()
+        .into_iter()
+        .chain(topic.resume_point())
+        .collect();
+    if points.is_empty() {
         // Nothing delivered and no history when it subscribed (or it joined during the
         // outage): everything in the history now is newer than what its sessions have.
-        None => match within(read_replay(&mut conn, project, None)).await?.state {
-            Some((_, last)) => EventId::new(last.epoch(), 0),
+        match within(read_replay(&mut conn, project, None)).await?.state {
+            Some((_, last)) => points.push(EventId::new(last.epoch(), 0)),
             None => return Ok(()),
-        },
-    };
-    let mut replay = within(read_replay(&mut conn, project, Some(&point))).await?;
-    if let Some((_, last)) = &replay.state
-        && last.epoch() != point.epoch()
-    {
-        // The history was begun anew meanwhile (lost, or a new incarnation of Redis:
-        // `era.rs`): everything in it is new but what the topic followed of it on the
-        // channel since.
-        point = topic
-            .resume_point_in(last.epoch())
-            .unwrap_or_else(|| EventId::new(last.epoch(), 0));
-        replay = within(read_replay(&mut conn, project, Some(&point))).await?;
+        }
     }
-    if let Some((state, last)) = &replay.state
-        && last.epoch() == point.epoch()
-        && last.seq() < point.seq()
-    {
-        // Same history, but it went back: Redis lost writes this topic delivered
-        // (a failover to a replica that had not received them; a restart from an
-        // older save, whose next publish begins a new epoch). Ids up to what was
-        // delivered may come again, with other events: the sessions are reset with
-        // a snapshot (`recovered: false`) of the history as it stands, and go on
-        // after it, so their ids never go back without one.
-        tracing::warn!(project_id = %project, delivered = %point, history = %last, "the project's history went back (Redis lost writes); its watchers are reset");
+    let mut replay = Replay::default();
+    let mut next = 0;
+    while let Some(point) = points.get(next).cloned() {
+        next += 1;
+        replay = within(read_replay(&mut conn, project, Some(&point))).await?;
+        let Some((_, last)) = &replay.state else {
+            // No history any more: nothing to fill.
+            return Ok(());
+        };
+        if point == *last {
+            return Ok(());
+        }
+        if !replay.after.is_empty() {
+            tracing::info!(project_id = %project, events = replay.after.len(), "filled a gap from history after reconnecting");
+            deliveries.deliver_missed(project, replay.after);
+            return Ok(());
+        }
+        // A history begun anew (lost, expired, a node restarted empty) since: all of it
+        // is new to the sessions, from its first event.
+        if next == points.len() && points.iter().all(|p| p.epoch() != last.epoch()) {
+            points.push(EventId::new(last.epoch(), 0));
+        }
+    }
+    if let Some((state, last)) = &replay.state {
+        tracing::warn!(project_id = %project, delivered = ?points.last(), history = %last, "the history does not hold what the topic delivered (Redis lost writes); its watchers are reset");
         m::history_rewound();
         deliveries.reset(project, state, last.clone());
-        return Ok(());
-    }
-    if !replay.after.is_empty() {
-        tracing::info!(project_id = %project, events = replay.after.len(), "filled a gap from history after reconnecting");
-        deliveries.deliver_missed(project, replay.after);
     }
     Ok(())
 }

@@ -1,0 +1,124 @@
+// The dashboard (/dashboard?tag=) in headless Chromium against a real hub, worker and
+// redis-server: a tag's running jobs with live bars on ONE WebSocket (the multiplexed
+// endpoint, never one per project), jobs starting and finishing while it is open, a hub
+// SIGKILL and restart in the middle (it recovers on its own), and a click that opens the
+// project's own view.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import path from "node:path";
+import { BIN, freePort, start, startHub, startRedis, stop, launchChromium, stopAll } from "./support.mjs";
+
+let browser;
+before(async () => { browser = await launchChromium(); });
+after(async () => { await browser?.close(); await stopAll(); });
+
+async function generate(hub, id, tags) {
+  const res = await fetch(`${hub.url}/api/v1/projects/${id}/generate`, {
+    method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ tags }),
+  });
+  assert.equal(res.status, 202, await res.text());
+}
+async function publish(hub, id, event, data, tags) {
+  const res = await fetch(`${hub.url}/api/v1/projects/${id}/events`, {
+    method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ event, data, tags }),
+  });
+  assert.equal(res.status, 202, await res.text());
+}
+const row = (id) => `#dash-list li[data-project="${id}"]`;
+
+test("the dashboard follows a tag's jobs live on one connection, through a hub SIGKILL, and a click opens a job", async () => {
+  const redis = await startRedis();
+  const port = await freePort();
+  const listen = ["--listen", `127.0.0.1:${port}`, "--redis-url", redis.url, "--no-worker", "--locale", "en"];
+  let hub = await startHub(listen);
+  const worker = await start(BIN, ["worker", "--redis-url", redis.url, "--mock-delay", "60ms"], /worker started/, { NO_COLOR: "1" });
+  const tag = `team:${Date.now()}`;
+  const stamp = Date.now();
+  const [a, b, c] = ["a", "b", "c"].map((x) => `dash-${x}-${stamp}`);
+  // a and b are driven by hand through the publish API (so where they are when the hub
+  // dies is certain); c is a real job of the worker, started after the restart.
+  const say = (id, event, data) => publish(hub, id, event, data, [tag]);
+  await say(a, "progress_update", { status: "RENDERING", progress: 40, current_stage: "rendering", estimated_remaining: 90 });
+
+  const page = await browser.newPage({ viewport: { width: 1000, height: 900 } });
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+  const sockets = [];
+  let live = 0;
+  let most = 0;
+  page.on("websocket", (ws) => {
+    sockets.push(new URL(ws.url()).pathname);
+    most = Math.max(most, ++live);
+    ws.on("close", () => live--);
+  });
+  await page.goto(`${hub.url}/dashboard?tag=${encodeURIComponent(tag)}&lang=en`);
+  await page.waitForSelector(`${row(a)}.running`, { timeout: 20000 });
+  await page.waitForFunction(() => document.querySelector("#conn").dataset.state === "online");
+  assert.equal(await page.textContent(`${row(a)} .percent`), "40%");
+  assert.equal(await page.textContent(`${row(a)} .stage`), "Render · rendering");
+  assert.equal(await page.textContent(`${row(a)} .eta`), "about 1 min 30 s left");
+  assert.equal(await page.getAttribute(`${row(a)} .progress`, "aria-valuenow"), "40");
+
+  // A job that starts while the page is open appears; its bar moves.
+  await say(b, "progress_update", { status: "QUEUED", progress: 0, current_stage: "queued", job_id: "jb", queue_position: 2 });
+  await page.waitForSelector(`${row(b)}.running`, { timeout: 20000 });
+  assert.equal(await page.textContent(`${row(b)} .stage`), "Queued (position 2)");
+  await say(b, "stage_change", { previous_stage: "INITIALIZED", current_stage: "SCRIPT_GENERATING", progress: 5 });
+  await page.waitForFunction((sel) => document.querySelector(`${sel} .percent`).textContent === "5%", row(b), { timeout: 20000 });
+  assert.deepEqual(sockets, ["/api/v1/progress"], "two jobs, one connection");
+  if (process.env.SCREENSHOT_DIR) {
+    mkdirSync(process.env.SCREENSHOT_DIR, { recursive: true });
+    await page.screenshot({ path: path.join(process.env.SCREENSHOT_DIR, "dashboard.png"), fullPage: true });
+  }
+
+  // The hub dies mid-run; the page says so and comes back by itself.
+  await stop(hub.child, "SIGKILL");
+  await page.waitForFunction(() => document.querySelector("#conn").dataset.state !== "online", null, { timeout: 20000 });
+  hub = await startHub(listen);
+  await page.waitForFunction(() => document.querySelector("#conn").dataset.state === "online", null, { timeout: 30000 });
+  await say(a, "progress_update", { status: "RENDERING", progress: 80, current_stage: "rendering", estimated_remaining: 10 });
+  await page.waitForFunction((sel) => document.querySelector(`${sel} .percent`).textContent === "80%", row(a), { timeout: 20000 });
+  await generate(hub, c, [tag]);
+  await page.waitForSelector(`${row(c)}`, { timeout: 20000 });
+
+  // Jobs finish while the page is open: each row says so, at its end.
+  await say(a, "complete", { status: "COMPLETED", youtube_url: "https://youtube.com/watch?v=a" });
+  await say(b, "complete", { status: "FAILED" });
+  for (const [id, status, text] of [[a, "COMPLETED", "Completed"], [b, "FAILED", "Failed"], [c, "COMPLETED", "Completed"]]) {
+    await page.waitForSelector(`${row(id)}[data-status=${status}]`, { timeout: 60000 });
+    assert.equal(await page.textContent(`${row(id)} .stage`), text);
+    assert.equal(await page.textContent(`${row(id)} .eta`), "");
+  }
+  assert.equal(await page.textContent(`${row(c)} .percent`), "100%");
+  await page.waitForFunction(() => document.querySelector("#dash-empty").textContent === "No job is running now.");
+  assert.ok(sockets.every((p) => p === "/api/v1/progress"), `only the multiplexed endpoint: ${sockets}`);
+  assert.equal(most, 1, "never two connections at once");
+  assert.equal(await page.$$eval("#dash-list li", (lis) => lis.length), 3, "each job once");
+  assert.deepEqual(errors, []);
+
+  // A click opens the project's own view (the language kept).
+  await page.click(`${row(c)} a`);
+  await page.waitForURL(new RegExp(`/projects/${c}\\?lang=en$`));
+  await page.waitForSelector("#youtube-link", { timeout: 20000 });
+  await page.close();
+  await stop(worker.child);
+  await stop(hub.child);
+  await stop(redis.child);
+});
+
+test("the dashboard without a tag asks for one; a tag the hub refuses is said, not retried", async () => {
+  const hub = await startHub(["--listen", "127.0.0.1:0", "--locale", "en"]);
+  const page = await browser.newPage();
+  await page.goto(`${hub.url}/dashboard?lang=en`);
+  assert.match(await page.textContent("#dash-empty"), /Enter a tag/);
+  await page.fill("#dash-tag", "user:7");
+  await page.click("#dash-show");
+  await page.waitForURL(/tag=user%3A7/);
+  await page.waitForFunction(() => document.querySelector("#conn").dataset.state === "online");
+  assert.equal(await page.textContent("#dash-empty"), "No job is running now.");
+  await page.goto(`${hub.url}/dashboard?lang=en&tag=${encodeURIComponent("bad tag!")}`);
+  await page.waitForFunction(() => document.querySelector("#dash-error").textContent.startsWith("INVALID_TAG"));
+  await page.close();
+  await stop(hub.child);
+});
