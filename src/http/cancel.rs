@@ -77,17 +77,20 @@ pub async fn cancel(
         }
     };
     if let Some(job_id) = job_id {
+        // The job's worker settles it in the queue just after its `complete`: a job
+        // whose `complete` is in has ended, whether or not it is settled yet (the mark
+        // is harmless on it).
+        match ended_as(&app, &project, &job_id).await {
+            Ok(Some(status)) => return job_ended(&status),
+            Ok(None) => {}
+            Err(response) => return response,
+        }
         tracing::info!(project_id = %project, job_id = %job_id, "job cancel asked");
         return accepted(&project, Some(&job_id));
     }
     match unqueued(&app, &project).await {
         Ok(Unqueued::EndedByHub) => accepted(&project, None),
-        Ok(Unqueued::Ended(status)) => ApiError::new(
-            StatusCode::CONFLICT,
-            "JOB_ENDED",
-            format!("the project's job already ended ({status})"),
-        )
-        .into_response(),
+        Ok(Unqueued::Ended(status)) => job_ended(&status),
         Ok(Unqueued::Unknown) => ApiError::new(
             StatusCode::NOT_FOUND,
             "NO_JOB",
@@ -96,6 +99,32 @@ pub async fn cancel(
         .into_response(),
         Err(response) => response,
     }
+}
+
+fn job_ended(status: &str) -> Response {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "JOB_ENDED",
+        format!("the project's job already ended ({status})"),
+    )
+    .into_response()
+}
+
+/// The status `job` ended with, if the project's state holds its `complete`.
+async fn ended_as(
+    app: &AppState,
+    project: &ProjectId,
+    job: &str,
+) -> Result<Option<String>, Response> {
+    let replay = app.broker.replay(project, None).await.map_err(|err| {
+        tracing::error!(project_id = %project, error = %err, "reading project state failed");
+        ApiError::unavailable().into_response()
+    })?;
+    Ok(replay.state.and_then(|(state, _)| {
+        state
+            .status
+            .filter(|status| is_terminal(status) && state.completed_job.as_deref() == Some(job))
+    }))
 }
 
 /// No body, or an empty JSON object.

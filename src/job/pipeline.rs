@@ -726,4 +726,109 @@ mod tests {
         assert_eq!(frames.last().unwrap()["event"], "complete");
         shutdown.cancel();
     }
+
+    /// Images that take `delay`, but paragraph `bad`'s, which fails for good at once;
+    /// every call is noted when it starts.
+    struct OneBadImage {
+        delay: Duration,
+        bad: usize,
+        started: Arc<std::sync::Mutex<Vec<usize>>>,
+    }
+
+    #[async_trait::async_trait]
+    impl crate::job::providers::ImageGenerator for OneBadImage {
+        async fn generate_image(
+            &self,
+            _paragraph: &Paragraph,
+            index: usize,
+        ) -> Result<Asset, crate::job::providers::ProviderError> {
+            self.started.lock().unwrap().push(index);
+            if index == self.bad {
+                return Err(crate::job::providers::ProviderError {
+                    code: ErrorCode::StabilityAiError,
+                    message: "refused".into(),
+                    retryable: false,
+                });
+            }
+            tokio::time::sleep(self.delay).await;
+            Ok(Asset {
+                name: format!("image-{index:02}.png"),
+            })
+        }
+    }
+
+    // A unit of a parallel stage that fails for good stops the stage: no queued unit
+    // starts, the units in flight end and are recorded (a retry does not pay for them
+    // again), and the job ends FAILED with one complete.
+    #[tokio::test(start_paused = true)]
+    async fn a_unit_failing_for_good_starts_no_queued_unit_and_keeps_those_in_flight() {
+        let (hub, changes) = Hub::new(16);
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let broker = Arc::new(MemoryBroker::start(
+            HistoryConfig::default(),
+            hub,
+            changes,
+            shutdown.clone(),
+            &tracker,
+        ));
+        let publisher = Publisher::new(broker.clone(), Locale::En, Duration::ZERO);
+        let idle = Duration::from_secs(30);
+        let wait = Duration::from_millis(10);
+        let queue = MemoryQueue::new(idle);
+        let project = ProjectId::parse("one-bad").unwrap();
+        queue
+            .submit(&Job::for_test("one-bad", "job-one-bad"))
+            .await
+            .unwrap();
+        let claimed = queue.take("w1", wait).await.unwrap().unwrap();
+        let started = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut providers = Providers::mock(
+            Duration::from_millis(10),
+            &BTreeMap::new(),
+            Locale::En,
+            None,
+        );
+        providers.images = Arc::new(OneBadImage {
+            delay: Duration::from_millis(50),
+            bad: 2,
+            started: started.clone(),
+        });
+        let outcome = generate_video(
+            &publisher,
+            &providers,
+            RetryPolicy::default(),
+            4,
+            &queue,
+            &claimed,
+        )
+        .await;
+        assert_eq!(
+            outcome,
+            Outcome::Failed {
+                error_code: ErrorCode::StabilityAiError
+            }
+        );
+        assert_eq!(
+            *started.lock().unwrap(),
+            [1, 2, 3, 4],
+            "the first four start together; none after the failure"
+        );
+        tokio::time::advance(idle).await;
+        let next = queue.take("w2", wait).await.unwrap().unwrap();
+        let made: Vec<usize> = (1..=15)
+            .filter(|n| next.checkpoint.has(Unit::Image(*n)))
+            .collect();
+        assert_eq!(made, [1, 3, 4], "the images in flight are recorded");
+        let frames = frames(&broker, &project).await;
+        let ends: Vec<&Value> = frames.iter().filter(|f| f["event"] == "complete").collect();
+        assert_eq!(ends.len(), 1);
+        assert_eq!(ends[0]["data"]["status"], "FAILED");
+        let counts: Vec<u64> = frames
+            .iter()
+            .filter_map(|f| f["data"]["units_done"].as_u64())
+            .collect();
+        assert_eq!(counts, [1, 2, 3, 4], "the voice, then images 1, 3 and 4");
+        shutdown.cancel();
+    }
 }
