@@ -283,9 +283,11 @@ async fn read(
         let since = from.as_ref().map_or(0, |n| n.at_ms);
         let fresh = broker.tagged(tag, since, None, 1000).await?;
         let mut following = following.lock();
-        let mut newest = from;
+        // Seen before is what the last read reached (`from`), not the newest of this
+        // read: it is read newest first, so every other entry of it is older than that.
+        let mut newest = from.clone();
         for entry in fresh {
-            if newest.as_ref().is_some_and(|n| !n.comes_after(&entry)) {
+            if from.as_ref().is_some_and(|n| !n.comes_after(&entry)) {
                 continue; // seen before
             }
             let full = following.projects.len() >= 2 * MAX_PROJECTS;

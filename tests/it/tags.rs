@@ -17,6 +17,7 @@ on_both_brokers!(
     the_list_filters_by_status_and_since,
     bad_list_parameters_get_a_400_naming_them,
     a_tag_subscription_gets_a_snapshot_then_every_change,
+    projects_tagged_within_one_poll_are_all_followed,
     refused_tag_subscriptions_say_why_and_harm_nothing,
     a_burst_of_10000_tag_subscribes_gets_clear_errors,
 );
@@ -483,6 +484,38 @@ async fn a_tag_subscription_gets_a_snapshot_then_every_change(backend: Backend) 
         seen.push(next_state(&mut again, "user:3").await.0);
     }
     assert_eq!(seen, ["ts-new", "ts-run", "ts-old"]);
+}
+
+// Several projects tagged between two of the tag's polls (a backend starting a batch,
+// a page generating three runs): each is followed, not only the newest of them (the
+// poll once took the first entry of its newest-first read as the newest seen, and
+// skipped the others as "seen before").
+async fn projects_tagged_within_one_poll_are_all_followed(backend: Backend) {
+    let hub = TestHub::start_with(backend, |c| c.worker = None).await;
+    hub.post_event("burst-0", &tagged(progress(10), json!(["batch:1"])))
+        .await;
+    let mut client = multiplexed(&hub, None).await;
+    subscribe_tag(&mut client, json!({"tag": "batch:1", "status": ["active"]})).await;
+    assert_eq!(
+        client.next_event().await,
+        json!({"event": "subscribed", "tag": "batch:1", "data": {"projects": 1}})
+    );
+    assert_eq!(next_state(&mut client, "batch:1").await.0, "burst-0");
+    let burst = ["burst-1", "burst-2", "burst-3"];
+    for project in burst {
+        let (status, body) = hub
+            .post_event(project, &tagged(progress(20), json!(["batch:1"])))
+            .await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let mut seen = Vec::new();
+    for _ in burst {
+        let (project, state) = next_state(&mut client, "batch:1").await;
+        assert_eq!(state, listed_state(&hub, &project).await, "{project}");
+        seen.push(project);
+    }
+    seen.sort();
+    assert_eq!(seen, burst, "every project tagged within one poll");
 }
 
 /// Sends a tag `subscribe` and reads its refusal: the tag it names and the code.

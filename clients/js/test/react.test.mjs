@@ -58,7 +58,6 @@ test('useProgress in Chromium: state, connection and the finished run, across a 
 test('many components, one connection: useProgress({ shared: true }) rows and useProjects share one WebSocket, through a hub SIGKILL', async () => {
   const redis = await startRedis();
   const hub = await startHub(['--redis-url', redis.url, '--no-worker']);
-  const worker = await startWorker(redis.url, ['--mock-delay', '60ms', '--concurrency', '4']);
   const html = readFileSync(path.join(PKG, 'examples/react/index.html'));
   const site = await startProxy(hub.url, { files: { '/many.html': ['text/html', html], '/app.js': ['text/javascript', await buildExample('many.tsx')] } });
   const stamp = Date.now();
@@ -79,7 +78,12 @@ test('many components, one connection: useProgress({ shared: true }) rows and us
   await page.waitForSelector('[data-testid=connection][data-status=open]');
   await page.waitForSelector('[data-testid="row-bad id"][data-error=INVALID_PROJECT_ID]');
   for (const id of ids) await generate(hub, id, { tags: [tag] });
+  // No worker yet: the three runs stay QUEUED (active) until the list shows all three,
+  // whenever the tag's poll (every second) reads them. A run of a few seconds could
+  // otherwise end before that poll, and never be listed as active.
   await page.waitForFunction((n) => document.querySelectorAll('[data-testid=tagged] li').length === n, 3, { timeout: 30000 });
+  // The runs go on while the hub is down (the worker publishes to Redis).
+  const worker = await startWorker(redis.url, ['--mock-delay', '60ms', '--concurrency', '4']);
   await hub.stop('SIGKILL');
   await page.waitForSelector('[data-testid=connection]:not([data-status=open])');
   await hub.start();
