@@ -14,7 +14,7 @@ use super::queue::{JobQueue, QueueError, Queued};
 use crate::broker::BrokerError;
 use crate::locale::Locale;
 use crate::publish::{PublishError, Publisher};
-use crate::wire::event::{LogLevel, ProgressStatus, ProgressUpdate};
+use crate::wire::event::{Log, LogLevel, ProgressStatus, ProgressUpdate};
 use crate::wire::{Event, Tag};
 
 /// Queues `job` and publishes the start of its run, which carries the run's `tags` (and,
@@ -42,13 +42,28 @@ pub async fn accept(
         timestamp: None,
     });
     match publisher
-        .publish_tagged(project, start, None, Some(tags))
+        .publish_tagged(project, start, None, Some(tags.clone()))
         .await
     {
         Ok(_) => {}
-        // A worker took the job and published first: its run is the news.
+        // A worker took the job and published first: its run is the news, but it was
+        // started without the run's tags (a worker does not know them). They ride on a
+        // log line saying where the job was queued, or the run is in no tag's index.
         Err(PublishError::Broker(BrokerError::Stale(_))) => {
             tracing::debug!(project_id = %project, job_id = %job.id, "the job's run began before its QUEUED update");
+            if !tags.is_empty() {
+                let line = Event::Log(Log {
+                    level: LogLevel::Info,
+                    message: queued_text(locale, position),
+                    timestamp: None,
+                });
+                if let Err(err) = publisher
+                    .publish_tagged(project, line, None, Some(tags))
+                    .await
+                {
+                    tracing::warn!(project_id = %project, job_id = %job.id, error = %err, "could not tag the job's run");
+                }
+            }
             return Ok(queued);
         }
         Err(err) => {
@@ -79,5 +94,59 @@ fn waiting_text(locale: Locale, position: u64) -> String {
     match locale {
         Locale::ZhTw => format!("已排入佇列：第 {position} 位（前面還有 {ahead} 個工作等待中）"),
         Locale::En => format!("Queued: position {position} ({ahead} jobs waiting ahead)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Found by a flaky TypeScript tag test under load: a worker that took the job and
+    //! published before the QUEUED update left the run with no tags, in no tag's index.
+    use super::*;
+    use crate::broker::{Broker, Fence, HistoryConfig};
+    use crate::hub::Hub;
+    use crate::job::queue::MemoryQueue;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio_util::sync::CancellationToken;
+    use tokio_util::task::TaskTracker;
+
+    #[tokio::test]
+    async fn a_run_a_quick_worker_began_still_carries_its_tags() {
+        let (hub, changes) = Hub::new(1000);
+        let broker = crate::broker::start(
+            None,
+            None,
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            HistoryConfig::default(),
+            hub,
+            changes,
+            CancellationToken::new(),
+            &TaskTracker::new(),
+        )
+        .unwrap();
+        let publisher = Publisher::new(Arc::clone(&broker), Locale::En, Duration::ZERO);
+        let queue = MemoryQueue::new(Duration::from_secs(60));
+        let job = Job::for_test("quick", "job-quick");
+        let tag = Tag::parse("team:quick").unwrap();
+        // The worker's first event, under the job's claim, before the QUEUED update.
+        let worker = publisher.for_claim(Fence {
+            holder: job.id.clone(),
+            token: 1,
+        });
+        worker
+            .publish_log(&job.project, LogLevel::Info, "started")
+            .await
+            .unwrap();
+        accept(&queue, &publisher, &job, vec![tag.clone()])
+            .await
+            .unwrap();
+        let state = broker.replay(&job.project, None).await.unwrap().state;
+        assert_eq!(state.unwrap().0.tags, vec!["team:quick".to_string()]);
+        let tagged = broker.tagged(&tag, 0, None, 10).await.unwrap();
+        assert_eq!(
+            tagged.iter().map(|e| e.project.clone()).collect::<Vec<_>>(),
+            vec![job.project.clone()]
+        );
     }
 }
