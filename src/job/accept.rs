@@ -102,7 +102,7 @@ mod tests {
     //! Found by a flaky TypeScript tag test under load: a worker that took the job and
     //! published before the QUEUED update left the run with no tags, in no tag's index.
     use super::*;
-    use crate::broker::{Broker, Fence, HistoryConfig};
+    use crate::broker::{Fence, HistoryConfig};
     use crate::hub::Hub;
     use crate::job::queue::MemoryQueue;
     use std::sync::Arc;
