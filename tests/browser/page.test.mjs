@@ -24,15 +24,30 @@ async function logLines(page) {
 }
 
 test("a demo generation reaches 100% and shows the YouTube link", async () => {
-  const hub = await startHub(["--listen", "127.0.0.1:0", "--mock-delay", "30ms", "--retry-backoff", "30ms"]);
+  // The job waits in the queue until the page watches it (the worker starts then), so
+  // the page sees every stage live however slowly the machine runs it.
+  const redis = await startRedis();
+  const hub = await startHub(["--listen", "127.0.0.1:0", "--redis-url", redis.url, "--no-worker"]);
   const page = await browser.newPage({ viewport: { width: 1000, height: 1100 } });
+  // Every text the stage line shows, recorded as the page writes it (a transient text
+  // can come and go between two polls of a loaded browser).
+  await page.addInitScript(() => {
+    window.__stageTexts = [];
+    new MutationObserver(() => {
+      const el = document.querySelector("#stage-text");
+      if (el) window.__stageTexts.push(el.textContent);
+    }).observe(document, { subtree: true, childList: true, characterData: true });
+  });
   await page.goto(`${hub.url}/`);
   await page.fill("#topic", "AI 科技趨勢");
   await page.click("#start");
   await page.waitForURL(/\/projects\/p-[A-Za-z0-9]+$/);
-  // The assets stage runs its units in parallel and says how many are done.
-  await page.waitForFunction(() => /^素材 \d+\/17 · /.test(document.querySelector("#stage-text").textContent), null, { timeout: 30000 });
+  await page.waitForFunction(() => document.querySelector("#conn").dataset.state === "online");
+  const worker = await start(BIN, ["worker", "--redis-url", redis.url, "--mock-delay", "30ms", "--retry-backoff", "30ms"], /worker started/, { NO_COLOR: "1" });
   await page.waitForSelector("#youtube-link", { timeout: 30000 });
+  // The assets stage runs its units in parallel and says how many are done.
+  const texts = await page.evaluate(() => window.__stageTexts);
+  assert.ok(texts.some((t) => /^素材 \d+\/17 · /.test(t)), `the stage line counted the assets: ${[...new Set(texts)].join(" | ")}`);
   assert.doesNotMatch(await page.textContent("#stage-text"), /\/17/, "the count ends with its stage");
   assert.equal(await page.textContent("#percent"), "100%");
   assert.equal(await page.getAttribute("#bar", "aria-valuenow"), "100");
@@ -57,7 +72,9 @@ test("a demo generation reaches 100% and shows the YouTube link", async () => {
   assert.equal(await late.textContent("#percent"), "100%");
   await late.close();
   await page.close();
+  await stop(worker.child);
   await stop(hub.child);
+  await stop(redis.child);
 });
 
 test("the page reconnects after a hub restart and its log has every line exactly once", async () => {
