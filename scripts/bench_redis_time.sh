@@ -27,7 +27,9 @@ trap 'redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$dir
 redis-server --port "$port" --save '' --appendonly no --dir "$dir" --daemonize yes \
   --logfile "$dir/redis.log" >/dev/null
 for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
-git show "$OLD_REF:src/broker/redis/publish.lua" > "$dir/old.lua"
+# The script's path before and after the Cargo workspace (crates/hub).
+git show "$OLD_REF:crates/hub/src/broker/redis/publish.lua" > "$dir/old.lua" 2>/dev/null ||
+  git show "$OLD_REF:src/broker/redis/publish.lua" > "$dir/old.lua"
 
 PYTHONPATH=clients/python/src "$PY" - "$port" "$N" "$CHUNK" "$dir/old.lua" <<'EOF'
 import sys

@@ -13,7 +13,7 @@
 //! - `{"event":"ping"}` is answered with `pong` (protocol pings by tungstenite);
 //! - the hub's socket settings: `TCP_NODELAY`, a 512-byte WebSocket read buffer, 8 KiB
 //!   write batching, 256 KiB most per client, the hub's 64 KiB frame limit
-//!   (`src/http/listener.rs`, `src/http/progress.rs`).
+//!   (`crates/hub/src/http/listener.rs`, `crates/hub/src/http/progress.rs`).
 //!
 //! What it does not do, so the hub ÷ floor ratio is what these cost: history, replay,
 //! snapshots, ids and de-duplication (a `last_event_id` is answered `resumed: true,
@@ -41,7 +41,7 @@ use tokio_tungstenite::tungstenite::http::{StatusCode, header};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Utf8Bytes, http::HeaderValue};
 
-/// The hub's WebSocket settings (`src/http/progress.rs`, `src/config.rs`).
+/// The hub's WebSocket settings (`crates/hub/src/http/progress.rs`, `crates/hub/src/config.rs`).
 const READ_BUFFER: usize = 512;
 const WRITE_BUFFER: usize = 8 * 1024;
 const MAX_WRITE_BUFFER: usize = 256 * 1024;

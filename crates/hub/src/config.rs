@@ -1,12 +1,12 @@
 //! The hub's settings, with the contract's defaults: the one source of every default
-//! (the command line, `cli/serve.rs`, takes its defaults from here); tests build the
-//! settings directly.
+//! (the command line, `src/cli/serve.rs`, takes its defaults from here); tests build the
+//! settings directly. The settings of generation jobs are the jobs crate's
+//! (`progress_hub_jobs::JobsConfig`).
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 use crate::broker::HistoryConfig;
-use crate::job::WorkerConfig;
 use crate::locale::Locale;
 
 pub const DEFAULT_LISTEN: SocketAddr =
@@ -90,10 +90,6 @@ pub struct ServeConfig {
     /// Window in which `progress_update`s of one project are coalesced on the hub's
     /// publish path (at most one per window; the newest wins, none is lost).
     pub coalesce_window: Duration,
-    /// The in-process worker; `None` runs none (`--no-worker`).
-    pub worker: Option<WorkerConfig>,
-    /// How many generate jobs may wait (globally and per client).
-    pub job_limits: crate::job::QueueLimits,
     /// The backend's webhook endpoints (`--webhook`); `None`: no webhooks.
     pub webhooks: Option<crate::webhook::WebhookConfig>,
 }
@@ -125,8 +121,6 @@ impl Default for ServeConfig {
             history: HistoryConfig::default(),
             locale: Locale::default(),
             coalesce_window: DEFAULT_COALESCE_WINDOW,
-            worker: Some(WorkerConfig::default()),
-            job_limits: crate::job::QueueLimits::default(),
             webhooks: None,
         }
     }

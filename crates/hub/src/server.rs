@@ -4,6 +4,9 @@
 //! and every session to send its client a Close frame (1012, service restart); a `TaskTracker` knows
 //! when the last session is gone (upgraded sockets are invisible to axum's graceful
 //! shutdown), and a deadline bounds the wait.
+//!
+//! `start_with` starts the hub with the program's extensions (`extension.rs`: the
+//! jobs' routes and workers in the `progress-hub` binary); `start`, with none.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,11 +21,9 @@ use crate::broker::redis::outbox::RedisOutbox;
 use crate::broker::redis::target::RedisTarget;
 use crate::broker::{self, Broker, BrokerError};
 use crate::config::ServeConfig;
+use crate::extension::{self, Extension, ExtensionError};
 use crate::http::{self, AppState};
 use crate::hub::Hub;
-use crate::job::queue::{JobQueue, MemoryQueue, QueueError};
-use crate::job::redis_queue::RedisQueue;
-use crate::job::worker::Worker;
 use crate::limits::{self, ConnectionLimits};
 use crate::metrics;
 use crate::publish::Publisher;
@@ -44,7 +45,7 @@ pub enum ServeError {
     #[error(transparent)]
     Broker(#[from] BrokerError),
     #[error(transparent)]
-    Queue(#[from] QueueError),
+    Extension(ExtensionError),
     #[error(transparent)]
     Webhook(#[from] WebhookConfigError),
     #[error("HTTP server failed: {0}")]
@@ -115,7 +116,17 @@ fn origins_allowed(config: &ServeConfig) -> Vec<String> {
     allowed
 }
 
+/// Starts a hub with no extension (no generation jobs).
 pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
+    start_with(config, Vec::new()).await
+}
+
+/// Starts a hub with `extensions`: their routes are merged into the hub's, their tasks
+/// run until its shutdown, and the first worker probe among them tells stalls apart.
+pub async fn start_with(
+    config: ServeConfig,
+    extensions: Vec<Box<dyn Extension>>,
+) -> Result<RunningServer, ServeError> {
     // Before anything listens: a hub that would run without the access control it was
     // asked for must not start.
     let auth = match config.auth_secret.as_deref() {
@@ -174,11 +185,29 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         shutdown.clone(),
         &tracker,
     )?;
+    let mut routes = axum::Router::new();
+    let mut api_docs = Vec::new();
+    let mut worker_probe = None;
+    for extension in extensions {
+        let parts = extension
+            .start(extension::Context {
+                redis_url: config.redis_url.as_deref(),
+                broker: broker.clone(),
+                locale: config.locale,
+                coalesce_window: config.coalesce_window,
+                shutdown: shutdown.clone(),
+                tracker: &tracker,
+            })
+            .map_err(ServeError::Extension)?;
+        routes = routes.merge(parts.routes);
+        api_docs.extend(parts.api_doc);
+        worker_probe = worker_probe.or(parts.worker_probe);
+    }
     tracker.spawn(crate::hub::stall::watch(
         hub.clone(),
         broker.clone(),
         config.stall_after,
-        None,
+        worker_probe,
         shutdown.clone(),
     ));
     let publisher = Publisher::new(broker.clone(), config.locale, config.coalesce_window);
@@ -200,26 +229,6 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         }
         None => None,
     };
-    let claim_idle = config
-        .worker
-        .as_ref()
-        .map_or(crate::job::WorkerConfig::default().claim_idle, |w| {
-            w.claim_idle
-        });
-    let jobs: Arc<dyn JobQueue> = match &config.redis_url {
-        Some(url) => Arc::new(RedisQueue::new(url, claim_idle)?.with_limits(config.job_limits)),
-        None => Arc::new(MemoryQueue::new(claim_idle).with_limits(config.job_limits)),
-    };
-    if let Some(worker) = config.worker.clone() {
-        let job_publisher = Publisher::retrying(
-            broker.clone(),
-            config.locale,
-            config.coalesce_window,
-            worker.publish_retry,
-        );
-        let worker = Worker::new(jobs.clone(), broker.clone(), job_publisher, worker);
-        tracker.spawn(worker.run(shutdown.clone()));
-    }
     let heartbeat = Heartbeat::new(
         config.heartbeat_interval,
         config.heartbeat_timeout,
@@ -248,7 +257,6 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
     let state = AppState {
         broker: broker.clone(),
         publisher: publisher.clone(),
-        jobs,
         sessions: Sessions {
             hub,
             broker: broker.clone(),
@@ -272,12 +280,13 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
     // The metrics listener has limits of its own: scrapes neither take nor are
     // refused by the public connections' slots.
     let metrics_limits = ConnectionLimits::new(METRICS_MAX_CONNECTIONS, METRICS_MAX_CONNECTIONS);
+    let extra = http::Extra { routes, api_docs };
     let (app, metrics_app) = match &metrics_listener {
         Some(_) => (
-            http::router(state.clone(), http::MetricsRoute::Elsewhere),
+            http::router(state.clone(), http::MetricsRoute::Elsewhere, extra),
             Some(http::metrics_router(state, Arc::clone(&metrics_limits))),
         ),
-        None => (http::router(state, http::MetricsRoute::Main), None),
+        None => (http::router(state, http::MetricsRoute::Main, extra), None),
     };
     let grace = config.shutdown_grace;
     let stop = shutdown.clone();

@@ -45,7 +45,6 @@ impl Throttle {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum LogFormat {
     Text,
     Json,

@@ -11,11 +11,11 @@
 
 use super::Job;
 use super::queue::{JobQueue, QueueError, Queued};
-use crate::broker::BrokerError;
-use crate::locale::Locale;
-use crate::publish::{PublishError, Publisher};
-use crate::wire::event::{Log, LogLevel, ProgressStatus, ProgressUpdate};
-use crate::wire::{Event, Tag};
+use progress_hub::broker::BrokerError;
+use progress_hub::locale::Locale;
+use progress_hub::publish::{PublishError, Publisher};
+use progress_hub::wire::event::{Log, LogLevel, ProgressStatus, ProgressUpdate};
+use progress_hub::wire::{Event, Tag};
 
 /// Queues `job` and publishes the start of its run, which carries the run's `tags` (and,
 /// when it waits behind others, a log line giving its place). The job is queued whatever becomes of the publishes:
@@ -102,9 +102,9 @@ mod tests {
     //! Found by a flaky TypeScript tag test under load: a worker that took the job and
     //! published before the QUEUED update left the run with no tags, in no tag's index.
     use super::*;
-    use crate::broker::{Fence, HistoryConfig};
-    use crate::hub::Hub;
-    use crate::job::queue::MemoryQueue;
+    use crate::queue::MemoryQueue;
+    use progress_hub::broker::{Fence, HistoryConfig};
+    use progress_hub::hub::Hub;
     use std::sync::Arc;
     use std::time::Duration;
     use tokio_util::sync::CancellationToken;
@@ -113,7 +113,7 @@ mod tests {
     #[tokio::test]
     async fn a_run_a_quick_worker_began_still_carries_its_tags() {
         let (hub, changes) = Hub::new(1000);
-        let broker = crate::broker::start(
+        let broker = progress_hub::broker::start(
             None,
             None,
             Duration::from_secs(1),

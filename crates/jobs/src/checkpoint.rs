@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::providers::{Asset, Script};
 pub use super::stages::RENDER_PARTS;
 use super::stages::{Output, Unit, plan};
-use crate::wire::Stage;
+use progress_hub::wire::Stage;
 
 /// Units of work of a whole run (see `providers::weight`).
 pub fn total_units(paragraphs: usize) -> u32 {
@@ -128,8 +128,8 @@ impl Checkpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::providers::Paragraph;
-    use crate::job::stages::{Output, Unit};
+    use crate::providers::Paragraph;
+    use crate::stages::{Output, Unit};
 
     fn asset(name: &str) -> Asset {
         Asset { name: name.into() }

@@ -1,12 +1,16 @@
-//! Generation jobs: the `generate_video` pipeline (`pipeline.rs`) over mock providers
-//! (`providers.rs`), carried by a job queue (`queue.rs`: in-process, or Redis Streams
-//! so that `progress-hub worker` processes anywhere can run them) and run by workers
-//! (`worker.rs`). Accepting one starts its run in the project's state (`accept.rs`).
-//! What a job finished is kept with it (`checkpoint.rs`), so a run that
-//! takes it over goes on from there.
+//! Generation jobs (package `progress-hub-jobs`): the `generate_video` pipeline
+//! (`pipeline.rs`) over mock providers (`providers.rs`), carried by a job queue
+//! (`queue.rs`: in-process, or Redis Streams so that `progress-hub worker` processes
+//! anywhere can run them) and run by workers (`worker.rs`). Accepting one starts its run
+//! in the project's state (`accept.rs`). What a job finished is kept with it
+//! (`checkpoint.rs`), so a run that takes it over goes on from there. The routes that
+//! generate, retry and cancel jobs (`http/`) and the worker join a hub as its extension
+//! (`extension.rs`: [`Jobs`]); the hub library knows none of this.
 
 pub mod accept;
 pub mod checkpoint;
+mod extension;
+pub mod http;
 pub mod pipeline;
 pub mod providers;
 pub mod queue;
@@ -19,9 +23,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::wire::{InvalidEvent, ProjectId, Stage, Tag};
 use checkpoint::Checkpoint;
+pub use extension::{Jobs, JobsConfig};
 pub use pipeline::{Outcome, RetryPolicy};
+use progress_hub::wire::{InvalidEvent, ProjectId, Stage, Tag};
 
 /// One `generate_video` request, as queued.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -43,13 +43,13 @@ use super::checkpoint::{self, Checkpoint, EXPECTED_PARAGRAPHS};
 use super::providers::Providers;
 use super::queue::{Claimed, JobQueue, Ownership};
 use super::stages::{self, Call, Output, Plan, Unit};
-use crate::broker::BrokerError;
-use crate::catalog::ErrorCode;
-use crate::locale::Locale;
-use crate::publish::prepare::new_trace_id;
-use crate::publish::{PublishError, Publisher};
-use crate::wire::event::{CompleteStatus, ErrorReport, LogLevel};
-use crate::wire::{Event, EventKind, ProjectId, Stage};
+use progress_hub::broker::BrokerError;
+use progress_hub::catalog::ErrorCode;
+use progress_hub::locale::Locale;
+use progress_hub::publish::prepare::new_trace_id;
+use progress_hub::publish::{PublishError, Publisher};
+use progress_hub::wire::event::{CompleteStatus, ErrorReport, LogLevel};
+use progress_hub::wire::{Event, EventKind, ProjectId, Stage};
 
 /// How failed provider calls are retried: capped exponential backoff with jitter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -581,13 +581,13 @@ mod tests {
     use tokio_util::task::TaskTracker;
 
     use super::*;
-    use crate::broker::memory::MemoryBroker;
-    use crate::broker::{Broker, HistoryConfig};
-    use crate::hub::Hub;
-    use crate::job::Job;
-    use crate::job::providers::{Asset, CallLog, Paragraph, Script};
-    use crate::job::queue::MemoryQueue;
-    use crate::wire::EventId;
+    use crate::Job;
+    use crate::providers::{Asset, CallLog, Paragraph, Script};
+    use crate::queue::MemoryQueue;
+    use progress_hub::broker::memory::MemoryBroker;
+    use progress_hub::broker::{Broker, HistoryConfig};
+    use progress_hub::hub::Hub;
+    use progress_hub::wire::EventId;
 
     /// Every frame of the project's history, as JSON.
     async fn frames(broker: &MemoryBroker, project: &ProjectId) -> Vec<Value> {
@@ -736,15 +736,15 @@ mod tests {
     }
 
     #[async_trait::async_trait]
-    impl crate::job::providers::ImageGenerator for OneBadImage {
+    impl crate::providers::ImageGenerator for OneBadImage {
         async fn generate_image(
             &self,
             _paragraph: &Paragraph,
             index: usize,
-        ) -> Result<Asset, crate::job::providers::ProviderError> {
+        ) -> Result<Asset, crate::providers::ProviderError> {
             self.started.lock().unwrap().push(index);
             if index == self.bad {
-                return Err(crate::job::providers::ProviderError {
+                return Err(crate::providers::ProviderError {
                     code: ErrorCode::StabilityAiError,
                     message: "refused".into(),
                     retryable: false,

@@ -16,9 +16,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::ErrorCode;
-use crate::locale::Locale;
-use crate::wire::Stage;
+use progress_hub::catalog::ErrorCode;
+use progress_hub::locale::Locale;
+use progress_hub::wire::Stage;
 
 /// A failed provider call.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use super::checkpoint::Checkpoint;
 use super::{Job, QueueLimits};
-use crate::wire::ProjectId;
+use progress_hub::wire::ProjectId;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {

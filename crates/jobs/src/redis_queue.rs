@@ -36,11 +36,11 @@ use redis::streams::StreamReadReply;
 use super::checkpoint::Checkpoint;
 use super::queue::{Claimed, JobQueue, Ownership, QueueError, Queued};
 use super::{Job, QueueLimits};
-use crate::broker::redis::connection::{RedisConn, Timeouts};
-use crate::broker::redis::layout::{self, JOB_GROUP, JOB_STREAM};
-use crate::broker::redis::sentinel::{Sentinel, is_demoted};
-use crate::broker::redis::target::RedisTarget;
-use crate::wire::ProjectId;
+use progress_hub::broker::redis::connection::{RedisConn, Timeouts};
+use progress_hub::broker::redis::layout::{self, JOB_GROUP, JOB_STREAM};
+use progress_hub::broker::redis::sentinel::{Sentinel, is_demoted};
+use progress_hub::broker::redis::target::RedisTarget;
+use progress_hub::wire::ProjectId;
 
 pub const STREAM: &str = JOB_STREAM;
 pub const GROUP: &str = JOB_GROUP;

@@ -13,8 +13,8 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
 use super::providers::{Asset, ProviderError, Providers, Script, weight};
-use crate::locale::Locale;
-use crate::wire::Stage;
+use progress_hub::locale::Locale;
+use progress_hub::wire::Stage;
 
 /// Parts the video is rendered in (each reports progress).
 pub const RENDER_PARTS: usize = 4;

@@ -28,10 +28,10 @@ use super::WorkerConfig;
 use super::pipeline::{Outcome, generate_video};
 use super::providers::{CallLog, Providers};
 use super::queue::{Claimed, JobQueue, Ownership, QueueError};
-use crate::broker::Broker;
-use crate::broker::Fence;
-use crate::metrics as m;
-use crate::publish::Publisher;
+use progress_hub::broker::Broker;
+use progress_hub::broker::Fence;
+use progress_hub::metrics as m;
+use progress_hub::publish::Publisher;
 
 /// How long one `take` waits for a job before looking again.
 const TAKE_WAIT: Duration = Duration::from_secs(1);
@@ -310,14 +310,14 @@ mod tests {
     use async_trait::async_trait;
 
     use super::*;
-    use crate::broker::HistoryConfig;
-    use crate::broker::memory::MemoryBroker;
-    use crate::hub::Hub;
-    use crate::job::Job;
-    use crate::job::checkpoint::Checkpoint;
-    use crate::job::queue::{MemoryQueue, QueueError, Queued};
-    use crate::locale::Locale;
-    use crate::wire::ProjectId;
+    use crate::Job;
+    use crate::checkpoint::Checkpoint;
+    use crate::queue::{MemoryQueue, QueueError, Queued};
+    use progress_hub::broker::HistoryConfig;
+    use progress_hub::broker::memory::MemoryBroker;
+    use progress_hub::hub::Hub;
+    use progress_hub::locale::Locale;
+    use progress_hub::wire::ProjectId;
 
     /// The in-process queue, whose keep-alives fail while `down` is set (as when this
     /// worker cannot reach Redis, while other workers may).

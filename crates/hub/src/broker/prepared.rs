@@ -100,7 +100,7 @@ impl StateChange {
 }
 
 /// A fence: who an event is published under (the holder, e.g. a generation job) and its
-/// token, which grows with every claim of the holder (`job::queue::Claimed::fencing_token`):
+/// token, which grows with every claim of the holder (`progress_hub_jobs::queue::Claimed::fencing_token`):
 /// a worker that stalled and lost its job holds a lower one than the worker that took
 /// the job over, and a holder that is not the project's current one is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,7 +2,8 @@
 //! the REST endpoints (`/api/v1/openapi.json`, Swagger UI at `/docs`, its assets
 //! vendored in the binary), the JSON Schema of every frame
 //! (`/api/v1/schema/events.json`), and an AsyncAPI document for the streams
-//! (`/api/v1/asyncapi.json`).
+//! (`/api/v1/asyncapi.json`). The routes a program adds (`extension.rs`: the jobs') bring
+//! their OpenAPI paths, merged into this one.
 
 use axum::Json;
 use axum::response::IntoResponse;
@@ -10,7 +11,6 @@ use serde_json::{Value, json};
 use utoipa::OpenApi;
 
 use crate::catalog::ErrorCode;
-use crate::job::GenerateRequest;
 use crate::wire::event::{
     Complete, CompleteStatus, ErrorReport, Log, LogLevel, ProgressUpdate, StageChange,
 };
@@ -31,10 +31,7 @@ use crate::wire::{Event, ProjectState, Stage};
         super::publish::publish,
         super::projects::state,
         super::project_list::list,
-        super::generate::create,
-        super::generate::generate,
-        super::cancel::cancel,
-        super::retry::retry,
+        super::new_project::create,
         super::health::healthz,
         super::health::readyz,
         super::health::metrics,
@@ -42,7 +39,7 @@ use crate::wire::{Event, ProjectState, Stage};
     ),
     components(schemas(
         Event, ProgressUpdate, StageChange, Log, ErrorReport, Complete, Stage, LogLevel,
-        CompleteStatus, ErrorCode, ProjectState, GenerateRequest,
+        CompleteStatus, ErrorCode, ProjectState,
         super::projects::ProjectStateBody,
         super::error::ErrorBody, super::error::ErrorDetail,
         crate::webhook::body::WebhookBody, crate::webhook::body::WebhookData,

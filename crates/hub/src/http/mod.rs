@@ -1,22 +1,22 @@
-//! The HTTP face of the hub: routes, shared state, JSON errors.
+//! The HTTP face of the hub: routes, shared state, JSON errors. What a program adds
+//! (`extension.rs`: the jobs' generate, retry and cancel) is merged into the same router,
+//! and uses the same access checks (`access`, `admission`), errors and path extractor.
 
-mod access;
-mod admission;
-mod cancel;
+pub mod access;
+pub mod admission;
 pub mod cors;
 mod docs;
-mod error;
-mod generate;
+pub mod error;
 mod health;
 pub mod listener;
 mod multiplexed;
+mod new_project;
 mod page;
 mod progress;
 mod project_list;
-mod project_path;
+pub mod project_path;
 mod projects;
 mod publish;
-mod retry;
 mod webhooks;
 
 pub use docs::ApiDoc;
@@ -31,7 +31,6 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::Broker;
-use crate::job::queue::JobQueue;
 use crate::publish::Publisher;
 use crate::session::Sessions;
 
@@ -41,8 +40,6 @@ pub struct AppState {
     pub broker: Arc<dyn Broker>,
     pub sessions: Sessions,
     pub publisher: Publisher,
-    /// Where generate requests are queued for workers.
-    pub jobs: Arc<dyn JobQueue>,
     /// Tracks sessions, which axum's graceful shutdown does not wait for.
     pub tracker: TaskTracker,
     pub metrics: PrometheusHandle,
@@ -86,23 +83,30 @@ pub fn metrics_router(state: AppState, limits: Arc<crate::limits::ConnectionLimi
         .with_state(state)
 }
 
-pub fn router(state: AppState, metrics: MetricsRoute) -> Router {
+/// What the program's extensions add to the router (see `extension.rs`).
+#[derive(Default)]
+pub struct Extra {
+    /// Routes of their own, behind the hub's layers.
+    pub routes: Router<AppState>,
+    /// Merged into the OpenAPI document.
+    pub api_docs: Vec<utoipa::openapi::OpenApi>,
+}
+
+pub fn router(state: AppState, metrics: MetricsRoute, extra: Extra) -> Router {
     let body_limit = state.max_frame_bytes;
     let request_timeout = state.request_timeout;
     let limits = Arc::clone(&state.limits);
     let cors = cors::layer(&state.cors_origins);
+    let mut api_doc = <ApiDoc as utoipa::OpenApi>::openapi();
+    for doc in extra.api_docs {
+        api_doc.merge(doc);
+    }
     let app = Router::new()
         .route(
             "/api/v1/projects",
-            post(generate::create).get(project_list::list),
+            post(new_project::create).get(project_list::list),
         )
         .route("/api/v1/projects/{project_id}", get(projects::state))
-        .route(
-            "/api/v1/projects/{project_id}/generate",
-            post(generate::generate),
-        )
-        .route("/api/v1/projects/{project_id}/cancel", post(cancel::cancel))
-        .route("/api/v1/projects/{project_id}/retry", post(retry::retry))
         .route("/api/v1/progress", get(multiplexed::progress))
         .route("/api/v1/progress/events", get(multiplexed::events))
         .route("/api/v1/webhooks/deliveries", get(webhooks::deliveries))
@@ -126,14 +130,14 @@ pub fn router(state: AppState, metrics: MetricsRoute) -> Router {
         .route("/api/v1/asyncapi.json", get(docs::asyncapi_json))
         .route("/favicon.ico", get(page::favicon))
         .merge(
-            Router::from(utoipa_swagger_ui::SwaggerUi::new("/docs").url(
-                "/api/v1/openapi.json",
-                <ApiDoc as utoipa::OpenApi>::openapi(),
-            ))
+            Router::from(
+                utoipa_swagger_ui::SwaggerUi::new("/docs").url("/api/v1/openapi.json", api_doc),
+            )
             .layer(axum::middleware::from_fn(page::docs_headers)),
         )
         .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz));
+        .route("/readyz", get(health::readyz))
+        .merge(extra.routes);
     let app = match metrics {
         MetricsRoute::Main => app.route("/metrics", get(health::metrics)),
         MetricsRoute::Elsewhere => app,

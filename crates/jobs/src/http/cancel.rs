@@ -11,19 +11,21 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::error::{ApiError, ErrorBody};
-use super::project_path::ProjectPath;
-use super::{AppState, access};
-use crate::broker::{BrokerError, Fence};
-use crate::publish::PublishError;
-use crate::wire::ProjectId;
-use crate::wire::event::CompleteStatus;
+use progress_hub::broker::{BrokerError, Fence};
+use progress_hub::http::error::{ApiError, ErrorBody};
+use progress_hub::http::project_path::ProjectPath;
+use progress_hub::http::{AppState, access};
+use progress_hub::publish::PublishError;
+use progress_hub::wire::ProjectId;
+use progress_hub::wire::event::CompleteStatus;
+
+use super::Queue;
 
 /// What became of a cancel the queue had no job for.
 enum Unqueued {
@@ -47,6 +49,7 @@ enum Unqueued {
         (status = 503, description = "job queue or broker unavailable", body = ErrorBody)))]
 pub async fn cancel(
     State(app): State<AppState>,
+    Extension(jobs): Extension<Queue>,
     ProjectPath(project): ProjectPath,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -69,7 +72,7 @@ pub async fn cancel(
             return ApiError::unreadable_body(&rejection, app.max_frame_bytes).into_response();
         }
     }
-    let job_id = match app.jobs.cancel(&project).await {
+    let job_id = match jobs.cancel(&project).await {
         Ok(job_id) => job_id,
         Err(err) => {
             tracing::error!(project_id = %project, error = %err, "cannot cancel the job");

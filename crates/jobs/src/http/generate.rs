@@ -1,9 +1,8 @@
-//! Projects and generation jobs over REST:
-//! `POST /api/v1/projects` (201, a new id) and
-//! `POST /api/v1/projects/{project_id}/generate` (202 with the job id and its place in
-//! the queue; 409 while a job of that project exists; 429 when the client has as many
-//! unfinished jobs as it may or would create a project beyond its quota
-//! (`admission.rs`), 503 when the queue is full, all with `Retry-After`;
+//! Generation jobs over REST: `POST /api/v1/projects/{project_id}/generate` (202 with
+//! the job id and its place in the queue; 409 while a job of that project exists; 429
+//! when the client has as many unfinished jobs as it may or would create a project
+//! beyond its quota (the hub's `http::admission`), 503 when the queue is full, all with
+//! `Retry-After`;
 //! 400/422 for a bad id or body).
 
 use std::net::SocketAddr;
@@ -11,20 +10,20 @@ use std::net::SocketAddr;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use rand::Rng;
+use progress_hub::catalog::ErrorCode;
+use progress_hub::http::error::{ApiError, ErrorBody};
+use progress_hub::http::project_path::ProjectPath;
+use progress_hub::http::{AppState, access, admission};
+use progress_hub::wire::{ProjectId, Tag};
 use serde_json::json;
 
-use super::error::{ApiError, ErrorBody};
-use super::project_path::ProjectPath;
-use super::{AppState, access, admission};
-use crate::catalog::ErrorCode;
-use crate::job::accept::accept;
-use crate::job::queue::QueueError;
-use crate::job::{GenerateRequest, Job};
-use crate::wire::{ProjectId, Tag};
+use super::Queue;
+use crate::accept::accept;
+use crate::queue::QueueError;
+use crate::{GenerateRequest, Job};
 
 /// What a client over its limit of unfinished jobs is told to wait: about one job.
 const CLIENT_RETRY_AFTER_SECS: u64 = 60;
@@ -35,25 +34,6 @@ const FULL_RETRY_AFTER_SECS: u64 = 30;
 const TOO_MANY_QUEUED_JOBS: &str = "TOO_MANY_QUEUED_JOBS";
 const JOB_QUEUE_FULL: &str = "JOB_QUEUE_FULL";
 use axum::http::HeaderMap;
-
-/// `POST /api/v1/projects`: a fresh project id to generate into and watch.
-#[utoipa::path(post, path = "/api/v1/projects", tag = "projects",
-    responses((status = 201, description = "a new project id: {\"id\": \"p-...\"}")))]
-pub async fn create(State(app): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(denied) = access::publish(&app, &headers, None) {
-        return denied.into_response();
-    }
-    let id: String = rand::rng()
-        .sample_iter(rand::distr::Alphanumeric)
-        .take(12)
-        .map(char::from)
-        .collect();
-    (
-        StatusCode::CREATED,
-        Json(json!({ "id": format!("p-{id}") })),
-    )
-        .into_response()
-}
 
 #[utoipa::path(post, path = "/api/v1/projects/{project_id}/generate", tag = "projects",
     params(("project_id" = String, Path, description = "^[A-Za-z0-9_-]{1,64}$")),
@@ -68,6 +48,7 @@ pub async fn create(State(app): State<AppState>, headers: HeaderMap) -> Response
         (status = 503, description = "JOB_QUEUE_FULL (Retry-After), or job queue unavailable", body = ErrorBody)))]
 pub async fn generate(
     State(app): State<AppState>,
+    Extension(jobs): Extension<Queue>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     ProjectPath(project): ProjectPath,
     headers: HeaderMap,
@@ -88,7 +69,7 @@ pub async fn generate(
         return refused;
     }
     match job_of(&app, request, &project, client) {
-        Ok((job, tags)) => queue(&app, &job, tags, peer).await,
+        Ok((job, tags)) => queue(&app, &jobs, &job, tags, peer).await,
         Err(refused) => refused.into_response(),
     }
 }
@@ -158,9 +139,15 @@ pub(super) fn request_of(
 
 /// Queues `job` and starts its run with its `tags`: 202 with its id and place, or the
 /// refusal (409 while the project has a job, 429/503 at a limit, with `Retry-After`).
-pub(super) async fn queue(app: &AppState, job: &Job, tags: Vec<Tag>, peer: SocketAddr) -> Response {
+pub(super) async fn queue(
+    app: &AppState,
+    jobs: &Queue,
+    job: &Job,
+    tags: Vec<Tag>,
+    peer: SocketAddr,
+) -> Response {
     let project = &job.project;
-    match accept(app.jobs.as_ref(), &app.publisher, job, tags).await {
+    match accept(jobs.as_ref(), &app.publisher, job, tags).await {
         Ok(queued) => {
             let position = queued.position;
             tracing::info!(project_id = %project, job_id = %job.id, position, "generation job queued");
@@ -204,7 +191,7 @@ pub(super) async fn queue(app: &AppState, job: &Job, tags: Vec<Tag>, peer: Socke
 }
 
 /// 422 for a body that breaks the contract, naming the field.
-fn invalid_request(invalid: crate::wire::InvalidEvent) -> ApiError {
+fn invalid_request(invalid: progress_hub::wire::InvalidEvent) -> ApiError {
     ApiError::new(
         StatusCode::UNPROCESSABLE_ENTITY,
         "INVALID_REQUEST",

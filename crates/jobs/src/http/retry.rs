@@ -13,17 +13,18 @@ use std::net::SocketAddr;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Extension, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::error::{ApiError, ErrorBody};
+use super::Queue;
 use super::generate::{job_of, queue, request_of};
-use super::project_path::ProjectPath;
-use super::{AppState, access};
-use crate::job::GenerateRequest;
-use crate::wire::Tag;
-use crate::wire::event::CompleteStatus;
+use crate::GenerateRequest;
+use progress_hub::http::error::{ApiError, ErrorBody};
+use progress_hub::http::project_path::ProjectPath;
+use progress_hub::http::{AppState, access};
+use progress_hub::wire::Tag;
+use progress_hub::wire::event::CompleteStatus;
 
 #[utoipa::path(post, path = "/api/v1/projects/{project_id}/retry", tag = "projects",
     params(("project_id" = String, Path, description = "^[A-Za-z0-9_-]{1,64}$")),
@@ -37,6 +38,7 @@ use crate::wire::event::CompleteStatus;
         (status = 503, description = "job queue or broker unavailable", body = ErrorBody)))]
 pub async fn retry(
     State(app): State<AppState>,
+    Extension(jobs): Extension<Queue>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     ProjectPath(project): ProjectPath,
     headers: HeaderMap,
@@ -77,7 +79,7 @@ pub async fn retry(
         )
         .into_response();
     }
-    let resume_from = match app.jobs.retry_point(&project).await {
+    let resume_from = match jobs.retry_point(&project).await {
         Ok(point) => point.filter(|p| !p.is_empty()),
         Err(err) => {
             tracing::error!(project_id = %project, error = %err, "reading the retry point failed");
@@ -99,5 +101,5 @@ pub async fn retry(
     }
     tracing::info!(project_id = %project, job_id = %job.id, resumes = resume_from.is_some(), "retrying the project's job");
     job.resume_from = resume_from;
-    queue(&app, &job, tags, peer).await
+    queue(&app, &jobs, &job, tags, peer).await
 }

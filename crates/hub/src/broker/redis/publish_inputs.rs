@@ -14,7 +14,7 @@ use crate::broker::{HistoryConfig, PreparedEvent};
 use crate::wire::ProjectId;
 
 /// The description, as the repository keeps it.
-pub const CONTRACT_JSON: &str = include_str!("../../../contract/publish-inputs.json");
+pub const CONTRACT_JSON: &str = include_str!("../../../../../contract/publish-inputs.json");
 
 /// `contract/publish-inputs.json`, read.
 #[derive(Debug, Deserialize)]

@@ -1,4 +1,7 @@
-//! `progress-hub-bench`: the load tool. Loopback only, bounded in count and time.
+//! `progress-hub-bench`: the load tool. Loopback only, bounded in count and time. Its
+//! code is this workspace member (package `progress-hub-bench`); the executable is built
+//! beside `progress-hub` by the root package (`src/bin/progress-hub-bench.rs`), so that
+//! the integration tests run it as they run the hub.
 //!
 //! Scenarios (see BENCHMARKS.md for the commands and the results):
 //! - `fanout`: C clients on one project; R events/s for D s, each stamped with its send
@@ -620,8 +623,8 @@ async fn run_churn(churn: Churn) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Runs the scenario the command line names (the `progress-hub-bench` binary's `main`).
+pub async fn run() -> anyhow::Result<()> {
     match Cli::parse().scenario {
         Scenario::Fanout(load) => run_load(load, "fanout").await,
         Scenario::Spread(load) => run_load(load, "spread").await,

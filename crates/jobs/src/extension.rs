@@ -1,0 +1,73 @@
+//! The jobs as an extension of the hub (`progress_hub::extension`): started with it, they
+//! open the job queue on the hub's broker (Redis Streams beside the hub's Redis, or in
+//! process), run the in-process worker unless it is off (`--no-worker`), and add the
+//! routes that generate, retry and cancel jobs.
+
+use std::sync::Arc;
+
+use progress_hub::extension::{Context, Extension, ExtensionError, Parts};
+use progress_hub::publish::Publisher;
+use utoipa::OpenApi;
+
+use crate::queue::{JobQueue, MemoryQueue};
+use crate::redis_queue::RedisQueue;
+use crate::worker::Worker;
+use crate::{QueueLimits, WorkerConfig, http};
+
+/// The jobs' settings in a hub.
+#[derive(Debug, Clone)]
+pub struct JobsConfig {
+    /// The in-process worker; `None` runs none (`--no-worker`).
+    pub worker: Option<WorkerConfig>,
+    /// How many generate jobs may wait (globally and per client).
+    pub limits: QueueLimits,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self {
+            worker: Some(WorkerConfig::default()),
+            limits: QueueLimits::default(),
+        }
+    }
+}
+
+/// The jobs, to give `progress_hub::server::start_with`.
+#[derive(Debug, Clone, Default)]
+pub struct Jobs {
+    pub config: JobsConfig,
+}
+
+impl Jobs {
+    pub fn new(config: JobsConfig) -> Self {
+        Self { config }
+    }
+}
+
+impl Extension for Jobs {
+    fn start(self: Box<Self>, hub: Context<'_>) -> Result<Parts, ExtensionError> {
+        let JobsConfig { worker, limits } = self.config;
+        let claim_idle = worker
+            .as_ref()
+            .map_or(WorkerConfig::default().claim_idle, |w| w.claim_idle);
+        let jobs: Arc<dyn JobQueue> = match hub.redis_url {
+            Some(url) => Arc::new(RedisQueue::new(url, claim_idle)?.with_limits(limits)),
+            None => Arc::new(MemoryQueue::new(claim_idle).with_limits(limits)),
+        };
+        if let Some(worker) = worker {
+            let publisher = Publisher::retrying(
+                hub.broker.clone(),
+                hub.locale,
+                hub.coalesce_window,
+                worker.publish_retry,
+            );
+            let worker = Worker::new(jobs.clone(), hub.broker, publisher, worker);
+            hub.tracker.spawn(worker.run(hub.shutdown));
+        }
+        Ok(Parts {
+            routes: http::router(jobs),
+            api_doc: Some(http::JobsApi::openapi()),
+            worker_probe: None,
+        })
+    }
+}
