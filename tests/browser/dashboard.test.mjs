@@ -111,6 +111,8 @@ test("the dashboard without a tag asks for one; a tag the hub refuses is said, n
   const hub = await startHub(["--listen", "127.0.0.1:0", "--locale", "en"]);
   const page = await browser.newPage();
   await page.goto(`${hub.url}/dashboard?lang=en`);
+  // dashboard.js is imported after the page's load: wait for it, do not race it.
+  await page.waitForFunction(() => document.querySelector("#dash-empty").textContent !== "");
   assert.match(await page.textContent("#dash-empty"), /Enter a tag/);
   await page.fill("#dash-tag", "user:7");
   await page.click("#dash-show");
