@@ -380,12 +380,17 @@ function frame(m: Many, f: Frame & { project_id?: string; tag?: string }): Step 
   if (f.event === 'project_state') {
     const d = f.data;
     const id = f.project_id ?? d.project_id;
+    // The SSE stream takes no filter: what the hub would have left out (a snapshot's or
+    // an unknown project's state not passing `status`) is left out here; a known
+    // project's change is kept (the hub says when one leaves the filter).
+    const keep = m.link.transport !== 'sse' || matches(d, sub.asked) || (!sub.snapshot && sub.projects.has(id));
     if (sub.snapshot) {
       const projects = sub.snapshot.projects;
-      projects.set(id, d);
+      if (keep) projects.set(id, d);
       const left = sub.snapshot.left - 1;
       return [put(m, left > 0 ? { ...sub, snapshot: { left, projects } } : { ...sub, snapshot: null, projects }), effects];
     }
+    if (!keep) return [m, [emit]];
     const projects = new Map(sub.projects);
     projects.set(id, d);
     return [put(m, { ...sub, projects }), effects];

@@ -309,3 +309,15 @@ test('SSE: a tag asked for with a wider filter is subscribed anew (its snapshot 
   assert.deepEqual(m.subs.get('tag:team:7').asked, { status: ['active', 'ended'] });
   assert.equal(m.subs.get('tag:team:7').projects.get('p').status, 'COMPLETED');
 });
+
+test("SSE: a tag's status filter, which the stream does not take, is applied as the hub would: the snapshot's and unknown projects' states pass it, a known project's end is kept", () => {
+  let m = openSse([{ tag: 'team:7', status: ['active'] }]);
+  const state = (project_id, status) => frame({ event: 'project_state', tag: 'team:7', project_id, data: { project_id, status } });
+  [m] = feed(m, frame({ event: 'subscribed', tag: 'team:7', data: { projects: 2 } }), state('old', 'COMPLETED'), state('run', 'RENDERING'));
+  assert.deepEqual([...m.subs.get('tag:team:7').projects.keys()], ['run'], 'the snapshot without the ended one');
+  let effects;
+  [m, effects] = feed(m, state('other', 'FAILED'));
+  assert.deepEqual(kinds(effects), ['emit'], 'delivered, not listed');
+  [m] = feed(m, state('run', 'COMPLETED'), state('new', 'QUEUED'));
+  assert.deepEqual([...m.subs.get('tag:team:7').projects].map(([id, p]) => [id, p.status]), [['run', 'COMPLETED'], ['new', 'QUEUED']]);
+});
