@@ -26,6 +26,15 @@ async function publish(hub, id, event, data, tags) {
   assert.equal(res.status, 202, await res.text());
 }
 const row = (id) => `#dash-list li[data-project="${id}"]`;
+/** The hub SIGKILLed under the open page: the page says so, and comes back by itself
+ * once the hub is restarted (returned). */
+async function killAndRestart(hub, page, listen) {
+  await stop(hub.child, "SIGKILL");
+  await page.waitForFunction(() => document.querySelector("#conn").dataset.state !== "online", null, { timeout: 20000 });
+  const restarted = await startHub(listen);
+  await page.waitForFunction(() => document.querySelector("#conn").dataset.state === "online", null, { timeout: 30000 });
+  return restarted;
+}
 
 test("the dashboard follows a tag's jobs live on one connection, through a hub SIGKILL, and a click opens a job", async () => {
   const redis = await startRedis();
@@ -73,10 +82,7 @@ test("the dashboard follows a tag's jobs live on one connection, through a hub S
   }
 
   // The hub dies mid-run; the page says so and comes back by itself.
-  await stop(hub.child, "SIGKILL");
-  await page.waitForFunction(() => document.querySelector("#conn").dataset.state !== "online", null, { timeout: 20000 });
-  hub = await startHub(listen);
-  await page.waitForFunction(() => document.querySelector("#conn").dataset.state === "online", null, { timeout: 30000 });
+  hub = await killAndRestart(hub, page, listen);
   await say(a, "progress_update", { status: "RENDERING", progress: 80, current_stage: "rendering", estimated_remaining: 10 });
   await page.waitForFunction((sel) => document.querySelector(`${sel} .percent`).textContent === "80%", row(a), { timeout: 20000 });
   await generate(hub, c, [tag]);
@@ -138,10 +144,7 @@ test("without WebSocket the dashboard reads the multiplexed SSE stream: a tag's 
 
   await say(b, "progress_update", { status: "QUEUED", progress: 0, current_stage: "queued", job_id: "jb", queue_position: 1 });
   await page.waitForSelector(`${row(b)}.running`, { timeout: 20000 });
-  await stop(hub.child, "SIGKILL");
-  await page.waitForFunction(() => document.querySelector("#conn").dataset.state !== "online", null, { timeout: 20000 });
-  hub = await startHub(listen);
-  await page.waitForFunction(() => document.querySelector("#conn").dataset.state === "online", null, { timeout: 30000 });
+  hub = await killAndRestart(hub, page, listen);
   await say(a, "progress_update", { status: "RENDERING", progress: 80, current_stage: "rendering", estimated_remaining: 10 });
   await page.waitForFunction((sel) => document.querySelector(`${sel} .percent`).textContent === "80%", row(a), { timeout: 20000 });
   await say(a, "complete", { status: "COMPLETED", youtube_url: "https://youtube.com/watch?v=a" });
