@@ -3,9 +3,12 @@
 # OLD_REF and at PREV_REF, which take their inputs as name/value pairs: the same inputs are
 # given them so), the current one, and the floor (XADD + HSET + PUBLISH, what one event
 # costs Redis with no script), measured side by side in the same run, on a fresh
-# redis-server on a free port. Two bare scripts show what any script costs on this Redis:
-# `empty` is called exactly as publish.lua is (same KEYS and ARGV) and does nothing;
-# `bare` runs the floor's XADD + HSET + PUBLISH in a script, given only their arguments.
+# redis-server on a free port. Three bare scripts show what any script costs on this
+# Redis: `empty` is called exactly as publish.lua is (same KEYS and ARGV) and does nothing;
+# `bare` runs the floor's XADD + HSET + PUBLISH in a script, given only their arguments;
+# `least`, called as publish.lua is, runs only the calls no publish.lua can do without (read
+# the state, the era, XADD, HSET, EXPIRE both keys, PUBLISH), no check, no trimming, no
+# receipt: what publish.lua would cost with all of its logic free.
 # Log events of one project per phase (its history full after the first 1,000: trimming is
 # in the steady state), from the Python SDK's own builder (`script_call`, so the call is
 # the one every publisher makes). The phases take turns every CHUNK events, N events each
@@ -57,23 +60,39 @@ redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], ARGV[2], 'frame', ARGV[3])
 redis.call('HSET', KEYS[2], 'seq', ARGV[4], 'last_event_id', ARGV[5], 'updated_at', ARGV[6])
 redis.call('PUBLISH', ARGV[7], ARGV[3])
 """
+NAMES = sorted(_contract.publish_inputs()["inputs"])
+arg = {name: f"ARGV[{i + 1}]" for i, name in enumerate(NAMES)}
+LEAST = f"""
+local s = redis.call('HMGET', KEYS[2], 'epoch', 'seq', 'progress', 'bytes', 'run_ended', 'era',
+  'receipts')
+local era = redis.call('GET', KEYS[6])
+local seq = tostring((tonumber(s[2]) or 0) + 1)
+local id = 'e:' .. seq
+local frame = {arg['head']} .. id .. {arg['mid']} .. {arg['tail']}
+redis.call('XADD', KEYS[1], 'MAXLEN', {arg['max_len']}, '0-' .. seq, 'frame', frame)
+redis.call('HSET', KEYS[2], 'seq', seq, 'last_event_id', id, unpack(ARGV, {len(NAMES) + 1}))
+redis.call('EXPIRE', KEYS[1], {arg['active_ttl']})
+redis.call('EXPIRE', KEYS[2], {arg['active_ttl']})
+redis.call('PUBLISH', {arg['channel']}, frame)
+return id
+"""
 scripts = {
     "old": r.script_load(open(f"{folder}/old.lua", encoding="utf-8").read()),
     "prev": r.script_load(open(f"{folder}/prev.lua", encoding="utf-8").read()),
     "new": r.script_load(_contract.publish_script()),
     "empty": r.script_load("return 1"),
     "bare": r.script_load(BARE),
+    "least": r.script_load(LEAST),
 }
 PAIRS = {"old", "prev"}  # the scripts that take name/value pairs ('state.<field>': the patch)
 config, target = Config(), Target.parse(f"redis://127.0.0.1:{port}")
-phases = ["old", "prev", "new", "empty", "bare", "floor"]
+phases = ["old", "prev", "new", "least", "empty", "bare", "floor"]
 COMMANDS = {p: ["evalsha"] for p in phases} | {"floor": ["xadd", "hset", "publish"]}
-NAMES = sorted(_contract.publish_inputs()["inputs"])
 
 listener = None
 if subscribe:
     pubsub = r.pubsub()
-    pubsub.subscribe(*(target.channel(f"bench-{phase}") for phase in phases))
+    pubsub.subscribe(**{target.channel(f"bench-{phase}"): lambda _: None for phase in phases})
     listener = pubsub.run_in_thread(sleep_time=0.01, daemon=True)
 
 

@@ -228,8 +228,14 @@ fn the_publish_script_and_its_callers_read_one_description_of_its_inputs() {
         .split(',')
         .map(|name| name.trim().to_string())
         .collect();
-    assert!(lua.contains(&taken), "publish.lua takes its inputs as {taken}");
-    assert_eq!(in_order, described, "the inputs publish.lua takes, in order");
+    assert!(
+        lua.contains(&taken),
+        "publish.lua takes its inputs as {taken}"
+    );
+    assert_eq!(
+        in_order, described,
+        "the inputs publish.lua takes, in order"
+    );
     assert!(
         lua.contains(&format!("local PATCH_AT = {}\n", described.len() + 1)),
         "publish.lua's state patch follows its inputs"
