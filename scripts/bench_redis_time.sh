@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
-# Redis time per published event (issue 22 §2): the publish script before this change
-# (publish.lua at OLD_REF, called with the same named inputs: it ignores those it does not
-# know), the current one, and the floor (XADD + HSET + PUBLISH, what one event costs Redis
-# with no script), measured side by side in the same run, on a fresh redis-server on a
-# free port. Log events of one project per phase (its history full after the first
-# 1,000: trimming is in the steady state), from the Python SDK's own builder
-# (`script_call`, so the call is the one every publisher makes). The phases take turns
-# every CHUNK events, N events each in all, so a burst of load on the shared machine
-# falls on all of them alike; µs per event from INFO commandstats (the usec of EVALSHA;
-# of XADD, HSET and PUBLISH summed), read before and after each chunk; then the keys each
-# script's project left and their MEMORY USAGE.
+# Redis time per published event (issue 22 §2): the publish script before (publish.lua at
+# OLD_REF and at PREV_REF, which take their inputs as name/value pairs: the same inputs are
+# given them so), the current one, and the floor (XADD + HSET + PUBLISH, what one event
+# costs Redis with no script), measured side by side in the same run, on a fresh
+# redis-server on a free port. Three bare scripts show what any script costs on this
+# Redis: `empty` is called exactly as publish.lua is (same KEYS and ARGV) and does nothing;
+# `bare` runs the floor's XADD + HSET + PUBLISH in a script, given only their arguments;
+# `least`, called as publish.lua is, runs only the calls no publish.lua can do without (read
+# the state, the era, XADD, HSET, EXPIRE both keys, PUBLISH), no check, no trimming, no
+# receipt: what publish.lua would cost with all of its logic free.
+# Log events of one project per phase (its history full after the first 1,000: trimming is
+# in the steady state), from the Python SDK's own builder (`script_call`, so the call is
+# the one every publisher makes). The phases take turns every CHUNK events, N events each
+# in all, so a burst of load on the shared machine falls on all of them alike; µs per event
+# from INFO commandstats (the usec of EVALSHA, which includes the script's own calls; of
+# XADD, HSET and PUBLISH summed for the floor), read before and after each chunk: the mean
+# over all chunks, and the median chunk (a chunk the scheduler preempted weighs less);
+# then the keys each script's project left and their MEMORY USAGE. SUBSCRIBE=1 puts a
+# subscriber on every phase's channel, as the hub is (each PUBLISH then delivers a
+# message).
 #
-#   scripts/bench_redis_time.sh            # N=5000 CHUNK=100 OLD_REF=c851439
+#   scripts/bench_redis_time.sh      # N=5000 CHUNK=100 OLD_REF=c851439 PREV_REF=7e6b840
 #
 # The machine is shared: only the ratios within one run mean much.
 set -euo pipefail
@@ -19,6 +28,8 @@ cd "$(dirname "$0")/.."
 N="${N:-5000}"
 CHUNK="${CHUNK:-100}"
 OLD_REF="${OLD_REF:-c851439}"
+PREV_REF="${PREV_REF:-7e6b840}"
+SUBSCRIBE="${SUBSCRIBE:-0}"
 PY="${PY:-clients/python/.venv/bin/python}"
 
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -27,11 +38,17 @@ trap 'redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$dir
 redis-server --port "$port" --save '' --appendonly no --dir "$dir" --daemonize yes \
   --logfile "$dir/redis.log" >/dev/null
 for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
-# The script's path before and after the Cargo workspace (crates/hub).
-git show "$OLD_REF:crates/hub/src/broker/redis/publish.lua" > "$dir/old.lua" 2>/dev/null ||
-  git show "$OLD_REF:src/broker/redis/publish.lua" > "$dir/old.lua"
+# The script at a commit: its path before the Cargo workspace, or after (crates/hub).
+script_at() {
+  git show "$1:crates/hub/src/broker/redis/publish.lua" 2>/dev/null ||
+    git show "$1:src/broker/redis/publish.lua"
+}
+script_at "$OLD_REF" > "$dir/old.lua"
+script_at "$PREV_REF" > "$dir/prev.lua"
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-PYTHONPATH=clients/python/src "$PY" - "$port" "$N" "$CHUNK" "$dir/old.lua" <<'EOF'
+PYTHONPATH=clients/python/src "$PY" - "$port" "$N" "$CHUNK" "$dir" "$SUBSCRIBE" <<'EOF'
+import statistics
 import sys
 
 import redis
@@ -41,13 +58,56 @@ from progress_hub._redis import Target, script_call
 from progress_hub.config import Config
 
 port, n, chunk = (int(a) for a in sys.argv[1:4])
+folder, subscribe = sys.argv[4], sys.argv[5] == "1"
 r = redis.Redis(port=port)
+BARE = """
+redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], ARGV[2], 'frame', ARGV[3])
+redis.call('HSET', KEYS[2], 'seq', ARGV[4], 'last_event_id', ARGV[5], 'updated_at', ARGV[6])
+redis.call('PUBLISH', ARGV[7], ARGV[3])
+"""
+NAMES = sorted(_contract.publish_inputs()["inputs"])
+arg = {name: f"ARGV[{i + 1}]" for i, name in enumerate(NAMES)}
+LEAST = f"""
+local s = redis.call('HMGET', KEYS[2], 'epoch', 'seq', 'progress', 'bytes', 'run_ended', 'era',
+  'receipts')
+local era = redis.call('GET', KEYS[6])
+local seq = tostring((tonumber(s[2]) or 0) + 1)
+local id = 'e:' .. seq
+local frame = {arg['head']} .. id .. {arg['mid']} .. {arg['tail']}
+redis.call('XADD', KEYS[1], 'MAXLEN', {arg['max_len']}, '0-' .. seq, 'frame', frame)
+redis.call('HSET', KEYS[2], 'seq', seq, 'last_event_id', id, unpack(ARGV, {len(NAMES) + 1}))
+redis.call('EXPIRE', KEYS[1], {arg['active_ttl']})
+redis.call('EXPIRE', KEYS[2], {arg['active_ttl']})
+redis.call('PUBLISH', {arg['channel']}, frame)
+return id
+"""
 scripts = {
-    "old": r.script_load(open(sys.argv[4], encoding="utf-8").read()),
+    "old": r.script_load(open(f"{folder}/old.lua", encoding="utf-8").read()),
+    "prev": r.script_load(open(f"{folder}/prev.lua", encoding="utf-8").read()),
     "new": r.script_load(_contract.publish_script()),
+    "empty": r.script_load("return 1"),
+    "bare": r.script_load(BARE),
+    "least": r.script_load(LEAST),
 }
+PAIRS = {"old", "prev"}  # the scripts that take name/value pairs ('state.<field>': the patch)
 config, target = Config(), Target.parse(f"redis://127.0.0.1:{port}")
-COMMANDS = {"old": ["evalsha"], "new": ["evalsha"], "floor": ["xadd", "hset", "publish"]}
+phases = ["old", "prev", "new", "least", "empty", "bare", "floor"]
+COMMANDS = {p: ["evalsha"] for p in phases} | {"floor": ["xadd", "hset", "publish"]}
+
+listener = None
+if subscribe:
+    pubsub = r.pubsub()
+    pubsub.subscribe(**{target.channel(f"bench-{phase}"): lambda _: None for phase in phases})
+    listener = pubsub.run_in_thread(sleep_time=0.01, daemon=True)
+
+
+def as_pairs(argv: list[str]) -> list[str]:
+    """The same inputs, as the scripts before positional inputs took them."""
+    values, patch = argv[: len(NAMES)], argv[len(NAMES) :]
+    pairs = [x for name, value in zip(NAMES, values) if value != "" for x in (name, value)]
+    for field, value in zip(patch[::2], patch[1::2]):
+        pairs += [f"state.{field}", value]
+    return pairs
 
 
 def usec(phase: str) -> int:
@@ -62,35 +122,47 @@ def chunk_of(phase: str, start: int) -> int:
     for i in range(start, start + chunk):
         event = _event.log("INFO", f"step {i} of the benchmark, a log line of usual length")
         prepared = _event.prepare(event, project, "en")
-        if phase in scripts:
-            keys, argv = script_call(project, prepared, f"r{i}", None, target, config)
-            pipe.evalsha(scripts[phase], len(keys), *keys, *argv)
-        else:
-            frame = prepared.head + f"e:{i + 1}" + prepared.mid + prepared.tail
-            pipe.xadd(f"progress:{{{project}}}:history", {"frame": frame}, id=f"0-{i + 1}",
+        history, state = f"progress:{{{project}}}:history", f"progress:{{{project}}}:state"
+        frame = prepared.head + f"e:{i + 1}" + prepared.mid + prepared.tail
+        updated_at = prepared.state.get("updated_at") or ""
+        if phase == "floor":
+            pipe.xadd(history, {"frame": frame}, id=f"0-{i + 1}",
                       maxlen=config.history_len, approximate=False)
-            fields = {"seq": i + 1, "last_event_id": f"e:{i + 1}",
-                      "updated_at": prepared.state.get("updated_at") or ""}
-            pipe.hset(f"progress:{{{project}}}:state", mapping=fields)
+            fields = {"seq": i + 1, "last_event_id": f"e:{i + 1}", "updated_at": updated_at}
+            pipe.hset(state, mapping=fields)
             pipe.publish(target.channel(project), frame)
+        elif phase == "bare":
+            pipe.evalsha(scripts[phase], 2, history, state, config.history_len, f"0-{i + 1}",
+                         frame, i + 1, f"e:{i + 1}", updated_at, target.channel(project))
+        else:
+            keys, argv = script_call(project, prepared, f"r{i}", None, target, config)
+            if phase in PAIRS:
+                argv = as_pairs(argv)
+            pipe.evalsha(scripts[phase], len(keys), *keys, *argv)
     before = usec(phase)
     pipe.execute()
     return usec(phase) - before
 
 
-total = dict.fromkeys(COMMANDS, 0)
+per_chunk: dict[str, list[float]] = {phase: [] for phase in phases}
 for start in range(0, n, chunk):
-    for phase in total:
-        total[phase] += chunk_of(phase, start)
-per = {phase: us / n for phase, us in total.items()}
-print(f"redis-server {r.info('server')['redis_version']}, {n} log events per phase, in turns of {chunk}")
-for phase, value in per.items():
-    print(f"{phase:>6}: {value:6.2f} µs/event")
-print(f"old/floor {per['old'] / per['floor']:.1f}x, new/floor {per['new'] / per['floor']:.1f}x, "
-      f"new/old {per['new'] / per['old']:.2f}")
+    for phase in phases:
+        per_chunk[phase].append(chunk_of(phase, start) / chunk)
+mean = {phase: statistics.fmean(v) for phase, v in per_chunk.items()}
+median = {phase: statistics.median(v) for phase, v in per_chunk.items()}
+print(f"redis-server {r.info('server')['redis_version']}, {n} log events per phase, in turns "
+      f"of {chunk}, {'a subscriber on each channel' if subscribe else 'no subscriber'}")
+print("         µs/event (mean, ÷floor)   µs/event (median chunk, ÷floor)")
+for phase in phases:
+    print(f"{phase:>6}: {mean[phase]:7.2f} {mean[phase] / mean['floor']:5.1f}x"
+          f"        {median[phase]:7.2f} {median[phase] / median['floor']:5.1f}x")
+print(f"new/old {mean['new'] / mean['old']:.2f}, new/prev {mean['new'] / mean['prev']:.2f} (means)")
 # What each script's project keeps in Redis (the receipts of unkeyed publishes, ...).
-for phase in scripts:
+for phase in ("old", "prev", "new"):
     keys = r.keys(f"progress:{{bench-{phase}}}:*")
     size = sum(r.memory_usage(k) or 0 for k in keys)
     print(f"{phase:>6}: {len(keys)} keys, {size / 1024:.0f} KiB (MEMORY USAGE)")
+if listener is not None:
+    listener.stop()
 EOF
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"

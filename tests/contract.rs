@@ -209,23 +209,36 @@ fn read(path: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-// One description of the publish inputs (contract/publish-inputs.json): the script reads
-// exactly the inputs it names, keeps exactly the fields it calls the script's own, with
-// the same patch prefix; the hub's builder sends exactly them; the Python SDK's builder
-// names exactly them, and packages the file.
+// One description of the publish inputs (contract/publish-inputs.json): the script takes
+// exactly the inputs it names, in the order of their names, the state patch after them,
+// and keeps exactly the fields it calls the script's own; the hub's builder sends exactly
+// them; the Python SDK's builder names exactly them, and packages the file.
 #[test]
 fn the_publish_script_and_its_callers_read_one_description_of_its_inputs() {
     use progress_hub::broker::redis::publish_inputs::{CONTRACT, names_sent};
     let described: Vec<String> = CONTRACT.inputs.keys().cloned().collect();
     let lua = read("crates/hub/src/broker/redis/publish.lua");
+    let taken = format!("= unpack(ARGV, 1, {})", described.len());
+    let locals = lua
+        .split(&taken)
+        .next()
+        .and_then(|before| before.rsplit("\nlocal ").next())
+        .unwrap_or_default();
+    let in_order: Vec<String> = locals
+        .split(',')
+        .map(|name| name.trim().to_string())
+        .collect();
+    assert!(
+        lua.contains(&taken),
+        "publish.lua takes its inputs as {taken}"
+    );
     assert_eq!(
-        names_after(&lua, "input.", &[' ', ')', ',', '\n', '.', '=']),
-        described,
-        "the inputs publish.lua reads"
+        in_order, described,
+        "the inputs publish.lua takes, in order"
     );
     assert!(
-        lua.contains(&format!("local PATCH = '{}'", CONTRACT.patch_prefix)),
-        "publish.lua's patch prefix"
+        lua.contains(&format!("local PATCH_AT = {}\n", described.len() + 1)),
+        "publish.lua's state patch follows its inputs"
     );
     let fields = lua
         .split("local SCRIPT_FIELDS = {")

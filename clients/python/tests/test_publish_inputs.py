@@ -1,7 +1,8 @@
 """The SDK calls `publish.lua` as its one description, `contract/publish-inputs.json`,
-says: KEYS in its order, ARGV as name/value pairs of the inputs it names, the state patch
-under its prefix with only the fields it names (tests/contract.rs checks the script and
-the hub's builder against the same file)."""
+says: KEYS in its order, ARGV the values of the inputs it names in the order of their
+names ('' for none), then the state patch as field/value pairs with only the fields it
+names (tests/contract.rs checks the script and the hub's builder against the same
+file)."""
 
 from __future__ import annotations
 
@@ -15,15 +16,19 @@ from progress_hub._redis import Claim, Target, script_call
 from progress_hub.config import Config
 
 CONTRACT = _contract.publish_inputs()
+NAMES = sorted(CONTRACT["inputs"])
 
 
-def pairs(argv: list[str]) -> list[tuple[str, str]]:
-    assert len(argv) % 2 == 0, "name/value pairs"
-    return list(zip(argv[::2], argv[1::2], strict=True))
+def named(argv: list[str]) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """The inputs a call gives a value (by name) and its state patch."""
+    values, patch = argv[: len(NAMES)], argv[len(NAMES) :]
+    assert len(values) == len(NAMES)
+    assert len(patch) % 2 == 0, "field/value pairs"
+    given = {name: value for name, value in zip(NAMES, values, strict=True) if value != ""}
+    return given, list(zip(patch[::2], patch[1::2], strict=True))
 
 
 def test_the_call_names_only_described_inputs_and_fields() -> None:
-    prefix = CONTRACT["patch_prefix"]
     events = [
         _event.progress_update("RENDERING", 40, "x", 10),
         _event.stage_change(None, "RENDERING", 5),
@@ -39,11 +44,9 @@ def test_the_call_names_only_described_inputs_and_fields() -> None:
         claim = Claim("job", 3, unit="task-1", done_of=(4, 30, 60) if i == 0 else None)
         keys, argv = script_call("p", prepared, "r", claim, Target.parse("redis://x"), Config())
         assert len(keys) == len(CONTRACT["keys"])
-        for name, _ in pairs(argv):
-            if name.startswith(prefix):
-                fields.add(name.removeprefix(prefix))
-            else:
-                inputs.add(name)
+        given, patch = named(argv)
+        inputs.update(given)
+        fields.update(field for field, _ in patch)
     # What the SDK never sends: it publishes no QUEUED update (that starts a run, in a
     # place in the queue), and its receipts are its own (for its retries), never a
     # caller's idempotency key.
@@ -53,8 +56,11 @@ def test_the_call_names_only_described_inputs_and_fields() -> None:
 
 def test_the_script_reads_the_described_inputs() -> None:
     script = _contract.publish_script()
-    read = set(re.findall(r"\binput\.([a-z_]+)", script))
-    assert read == set(CONTRACT["inputs"])
+    taken = re.search(r"\nlocal ([a-z_,\s]+) = unpack\(ARGV, 1, (\d+)\)", script)
+    assert taken is not None
+    assert [name.strip() for name in taken[1].split(",")] == NAMES
+    assert int(taken[2]) == len(NAMES)
+    assert f"local PATCH_AT = {len(NAMES) + 1}\n" in script
     assert (REPO / "contract/publish-inputs.json").read_text(encoding="utf-8") == (
         _contract.read_text("publish-inputs.json")
     )

@@ -222,8 +222,9 @@ def script_call(
     config: Config,
 ) -> tuple[list[str], list[str]]:
     """KEYS and ARGV of `publish.lua` for one publish, built from its one description,
-    `contract/publish-inputs.json`: KEYS in the order it lists, ARGV as name/value pairs
-    of the inputs it names (one without a value left out), then the state patch."""
+    `contract/publish-inputs.json`: KEYS in the order it lists, ARGV the values of the
+    inputs it names in the order of their names ('' for none), then the state patch as
+    field/value pairs."""
     contract = _contract.publish_inputs()
     state = prepared.state
     done_of = None if claim is None or claim.unit is None else claim.done_of
@@ -265,16 +266,13 @@ def script_call(
         "unit_done": None if done_of is None else str(done_of[0]),
         "unit_progress": None if done_of is None else f"{done_of[1]} {done_of[2]}",
     }
-    argv: list[str] = []
-    for name in contract["inputs"]:
-        value = inputs[name]  # a KeyError here: an input of the contract with no producer
-        if value is not None:
-            argv += [name, value]
+    # A KeyError here: an input of the contract with no producer.
+    argv = [inputs[name] or "" for name in sorted(contract["inputs"])]
     patch = list(state.patch)
     if claim is not None and state.ends_run:
         patch.append(("job_id", claim.job))  # the state names the job the run completed
     for field, value in patch:
-        argv += [contract["patch_prefix"] + field, value]
+        argv += [field, value]
     return keys, argv
 
 

@@ -1,37 +1,38 @@
 -- The hub's publish path, as ONE atomic step: append the event to the project's history,
 -- update its state, and PUBLISH the frame carrying its id. Either all happens or none.
 --
--- Its inputs are described once, by name, in contract/publish-inputs.json (KEYS in the
--- order listed there; ARGV as name/value pairs). Every publisher builds its call from
--- that file (the hub: broker/redis/publish_inputs.rs; the Python SDK: _redis.py), and
--- tests/contract.rs fails when this script reads a name the file does not list.
+-- Its inputs are described once, by name, in contract/publish-inputs.json: KEYS in the
+-- order it lists them; ARGV the values of its inputs in the order of their names ('' for
+-- none), then the state patch as field/value pairs. Every publisher builds its call from
+-- that file by name (the hub: broker/redis/publish_inputs.rs; the Python SDK: _redis.py),
+-- and tests/contract.rs fails when the names below drift from it.
 -- The script knows nothing of the product's state fields: the publisher sends them as
--- a patch (inputs named `state.<field>`), which the script writes as given.
+-- a patch, which the script writes as given.
+--
+-- Every call costs Redis time, and so does every Lua table and string made (the inputs
+-- are locals, not a table built from ARGV; the state is written in one HSET without a
+-- table on the usual path): scripts/bench_redis_time.sh measures it against its floor.
 --
 -- Returns the event id, '<epoch>:<seq>'.
 
-local history, state, receipt, fences, units = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local history, state, receipt_key, fences, units = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local era_key, outbox, running = KEYS[6], KEYS[7], KEYS[8]
 
-local PATCH = 'state.'
+-- The inputs, by the names contract/publish-inputs.json gives them, in their order.
+local active_ttl, channel, ends_run, fence_holder, fence_token, fence_unit, head, keyed,
+  max_bytes, max_len, mid, new_epoch, progress, progress_floor, publish, receipt,
+  retention_ttl, run_holder, starts_run, tail, unit_done, unit_progress = unpack(ARGV, 1, 22)
+-- The state patch (field, value, ...) follows them.
+local PATCH_AT = 23
 -- The unkeyed receipts the state remembers (`receipts`: 'r=id ' each), in bytes: the
--- last 8 publishes at least (a publisher's receipt is 16 characters, an id about 20).
+-- last 8 publishes at least (a publisher's receipt is 16 characters, an id about 20); cut
+-- back to that once twice as long (a cut costs a copy).
 local RECEIPTS_KEPT = 400
 
-local input, patch = {}, {}
-for i = 1, #ARGV, 2 do
-  local name = ARGV[i]
-  if string.find(name, PATCH, 1, true) == 1 then
-    patch[#patch + 1] = string.sub(name, #PATCH + 1)
-    patch[#patch + 1] = ARGV[i + 1]
-  else
-    input[name] = ARGV[i + 1]
-  end
-end
-local max_len, max_bytes = tonumber(input.max_len), tonumber(input.max_bytes)
-local active_ttl, retention_ttl = tonumber(input.active_ttl), tonumber(input.retention_ttl)
-if not (max_len and max_bytes and active_ttl and retention_ttl and input.head
-    and input.mid and input.tail and input.channel and input.new_epoch and input.receipt) then
+local max_len_n, max_bytes = tonumber(max_len), tonumber(max_bytes)
+active_ttl, retention_ttl = tonumber(active_ttl), tonumber(retention_ttl)
+if not (max_len_n and max_bytes and active_ttl and retention_ttl and unit_progress
+    and head ~= '' and channel ~= '' and new_epoch ~= '' and receipt ~= '') then
   return redis.error_reply('ERR publish.lua: an input of contract/publish-inputs.json is missing')
 end
 
@@ -40,44 +41,65 @@ end
 -- (`keyed`) is remembered 10 minutes in its own key; any other receipt among the last
 -- few publishes of the project, in the state (a publisher retries one publish at a
 -- time, at once), at no cost of a key per publish.
-local keyed = input.keyed == '1'
+keyed = keyed == '1'
 if keyed then
-  local done = redis.call('GET', receipt)
+  local done = redis.call('GET', receipt_key)
   if done then return done end
 end
 
--- Every field this publish reads, in one read.
-local s = redis.call('HMGET', state, 'epoch', 'seq', 'progress', 'bytes', 'run_ended', 'era',
-  'fence_holder', 'fence_token', 'fence_ended', 'receipts', 'units_done', 'units_total')
+-- Every field this publish reads, in one read: its fence's too when it has one (each
+-- field read costs Redis time).
+local holder, token = fence_holder, tonumber(fence_token)
+if holder == '' then holder = nil end
+local s
+if holder and token then
+  s = redis.call('HMGET', state, 'epoch', 'seq', 'progress', 'bytes', 'run_ended', 'era',
+    'receipts', 'fence_holder', 'fence_token', 'fence_ended', 'units_done')
+else
+  s = redis.call('HMGET', state, 'epoch', 'seq', 'progress', 'bytes', 'run_ended', 'era',
+    'receipts')
+end
 local epoch, seq = s[1], tonumber(s[2]) or 0
 local max, bytes = tonumber(s[3]) or 0, tonumber(s[4]) or 0
-local was_epoch, was_max = epoch, s[3]
+local was_epoch, was_max = epoch, tonumber(s[3])
 local run_ended, seen_era = s[5], s[6]
-local fence_holder, fence_token, fence_ended = s[7], tonumber(s[8]) or 0, s[9]
-local receipts = s[10] or ''
-local units_done, units_total = tonumber(s[11] or ''), tonumber(s[12] or '')
+local receipts = s[7] or ''
+local held_by, held_token, held_ended = s[8], tonumber(s[9]) or 0, s[10]
+local units_done = tonumber(s[11] or '')
 local out = {}  -- fields written at the end, in one HSET: name, value, ...
 
-if not keyed then
-  local mark = input.receipt .. '='
-  local at = string.find(' ' .. receipts, ' ' .. mark, 1, true)
+if not keyed and receipts ~= '' then
+  local mark = receipt .. '='
+  local at = string.find(receipts, mark, 1, true)
+  while at and at > 1 and string.byte(receipts, at - 1) ~= 32 do  -- ' ' before a receipt
+    at = string.find(receipts, mark, at + 1, true)
+  end
   if at then
     local from = at + #mark
     return string.sub(receipts, from, string.find(receipts, ' ', from, true) - 1)
   end
 end
 
--- XLEN is 0 for no history: an existing one always keeps its newest event.
-local len = redis.call('XLEN', history)
+-- The history's length: 0 for none (an existing one always keeps its newest event). Its
+-- entries are `0-<seq>` for every seq from its oldest to the state's, so once it can be
+-- full its oldest entry, read for the trimming below anyway, tells its length: one read
+-- for both. Before, XLEN.
+local len, oldest = 0, nil
+if epoch and seq >= max_len_n then
+  oldest = redis.call('XRANGE', history, '-', '+', 'COUNT', 1)[1]
+  if oldest then len = seq - tonumber(string.sub(oldest[1], 3)) + 1 end
+elseif epoch then
+  len = redis.call('XLEN', history)
+end
 if not epoch or len == 0 then
   -- A new history (first event, or the old one was lost): a new epoch, so no client can
   -- resume into it believing it is the old one.
-  epoch = input.new_epoch
+  epoch = new_epoch
   redis.call('DEL', history, state)
-  seq, max, bytes, run_ended, seen_era, len = 0, 0, 0, nil, nil, 0
-  fence_holder, fence_token, fence_ended = nil, 0, nil
+  seq, max, bytes, run_ended, seen_era, len, oldest = 0, 0, 0, nil, nil, 0, nil
+  held_by, held_token, held_ended = nil, 0, nil
   receipts, was_epoch, was_max = '', nil, nil
-  units_done, units_total = nil, nil
+  units_done = nil
 end
 
 -- Lost writes (issue 23 §2). The era key, when given (one node), holds the node's era
@@ -95,7 +117,7 @@ if era_key then
   local era = redis.call('GET', era_key)
   if era and seen_era ~= era then
     if seen_era and seq ~= 0 then
-      epoch = input.new_epoch
+      epoch = new_epoch
     end
     out[#out + 1] = 'era'; out[#out + 1] = era
   end
@@ -114,14 +136,13 @@ end
 -- counted done), so a sibling's newer claim does not fence it out, and its own older
 -- attempts stay refused. The units hash belongs to the current holder: a new one
 -- drops it.
-local holder, token = input.fence_holder, tonumber(input.fence_token or '')
-local unit = holder and token and input.fence_unit
+local unit = holder and token and fence_unit ~= '' and fence_unit
 local unit_was_done = false
 if holder and token then
-  if fence_ended == holder then
+  if held_ended == holder then
     return redis.error_reply('STALE job ' .. holder .. ' has already completed')
   end
-  if fence_holder == holder then
+  if held_by == holder then
     if unit then
       local entry = redis.call('HGET', units, unit) or ''
       local newest = tonumber(string.match(entry, '^%d+')) or 0
@@ -129,8 +150,8 @@ if holder and token then
       if token < newest then
         return redis.error_reply('STALE claim ' .. token .. ' of unit ' .. unit .. ' of job ' .. holder .. ' was superseded by claim ' .. newest)
       end
-    elseif token < fence_token then
-      return redis.error_reply('STALE claim ' .. token .. ' of job ' .. holder .. ' was superseded by claim ' .. fence_token)
+    elseif token < held_token then
+      return redis.error_reply('STALE claim ' .. token .. ' of job ' .. holder .. ' was superseded by claim ' .. held_token)
     end
   elseif redis.call('SADD', fences, holder) == 0 then
     return redis.error_reply('STALE job ' .. holder .. ' is no longer the project\'s current job')
@@ -142,7 +163,7 @@ if holder and token then
   out[#out + 1] = 'fence_holder'; out[#out + 1] = holder
   -- The holder's newest token: a unit's older one (a sibling claimed since) leaves it.
   local newest = token
-  if unit and fence_holder == holder and token < fence_token then newest = fence_token end
+  if unit and held_by == holder and token < held_token then newest = held_token end
   out[#out + 1] = 'fence_token'; out[#out + 1] = newest
 end
 
@@ -151,17 +172,17 @@ end
 -- and the frame carry units_done and units_total, and the progress asked for is that of
 -- k of N done within `unit_progress` ('a b': from a to b).
 local units_frame = ''
-local n = tonumber(input.unit_done or '')
+local n = tonumber(unit_done)
 if unit and n and n > 0 then
   local done = units_done or 0
   if not unit_was_done then done = done + 1 end
   if done > n then done = n end
-  units_done, units_total = done, n
+  units_done = done
   out[#out + 1] = 'units_done'; out[#out + 1] = done
   out[#out + 1] = 'units_total'; out[#out + 1] = n
-  local a, b = string.match(input.unit_progress or '', '^(%d+) (%d+)$')
+  local a, b = string.match(unit_progress, '^(%d+) (%d+)$')
   if a then
-    input.progress = tostring(math.floor(tonumber(a) + (tonumber(b) - tonumber(a)) * done / n))
+    progress = tostring(math.floor(tonumber(a) + (tonumber(b) - tonumber(a)) * done / n))
   end
   units_frame = ',"units_done":' .. done .. ',"units_total":' .. n
   redis.call('HSET', units, unit, token .. ' done')
@@ -177,9 +198,9 @@ if unit then redis.call('EXPIRE', units, math.max(active_ttl, retention_ttl)) en
 -- before. A new run keeps nothing of the last but the script's own fields: progress
 -- from 0. A run start for a holder that has published already (a worker was quicker) is
 -- refused as STALE.
-local ends = input.ends_run == '1'
-if input.starts_run == '1' or (run_ended and not ends) then
-  local starting = input.run_holder
+local ends = ends_run == '1'
+if starts_run == '1' or (run_ended and not ends) then
+  local starting = run_holder
   if starting and starting ~= '' and redis.call('SISMEMBER', fences, starting) == 1 then
     return redis.error_reply('STALE job ' .. starting .. ' has already begun')
   end
@@ -196,55 +217,67 @@ if input.starts_run == '1' or (run_ended and not ends) then
 end
 
 -- Progress never goes backwards within a run: a lower value is clamped up.
-local progress = ''
-if input.progress then
-  local p = tonumber(input.progress)
+local progress_frame = ''
+if progress ~= '' then
+  local p = tonumber(progress)
   if p < max then p = max end
   max = p
-  progress = '"progress":' .. string.format('%d', p) .. units_frame
+  progress_frame = '"progress":' .. string.format('%d', p) .. units_frame
 end
-local floor = tonumber(input.progress_floor or '')
+local floor = tonumber(progress_floor)
 if floor and floor > max then max = floor end
 
 seq = seq + 1
-local id = epoch .. ':' .. seq
-local frame = input.head .. id .. input.mid .. progress .. input.tail
+local sq = tostring(seq)  -- a number turned to a string once (each turning costs)
+local id = epoch .. ':' .. sq
+local frame = head .. id .. mid .. progress_frame .. tail
 -- Beyond the count or the bytes the oldest go (the newest always stays): a project's
 -- history costs at most max_bytes, whatever its events weigh. Each that goes is read
--- first, for its bytes; the XADD's exact MAXLEN then drops them. Usually one.
+-- first, for its bytes (the oldest perhaps read already); the XADD's exact MAXLEN then
+-- drops them. Usually one.
 local cut, after = 0, '-'
-while len - cut > 0 and (len - cut >= max_len or bytes + #frame > max_bytes) do
-  local oldest = redis.call('XRANGE', history, after, '+', 'COUNT', 1)[1]
+while len - cut > 0 and (len - cut >= max_len_n or bytes + #frame > max_bytes) do
+  if cut > 0 or not oldest then
+    oldest = redis.call('XRANGE', history, after, '+', 'COUNT', 1)[1]
+  end
   if not oldest then break end
   bytes = bytes - #oldest[2][2]  -- its one field: 'frame'
   cut, after = cut + 1, '(' .. oldest[1]
 end
-redis.call('XADD', history, 'MAXLEN', len - cut + 1, '0-' .. seq, 'frame', frame)
+local keep = len - cut + 1
+if keep == max_len_n then keep = max_len end  -- the input as it came: no number to turn
+redis.call('XADD', history, 'MAXLEN', keep, '0-' .. sq, 'frame', frame)
 bytes = bytes + #frame
 if bytes < 0 then bytes = 0 end
 
--- Only what changed is written (each field written costs Redis time).
+if keyed then
+  redis.call('SET', receipt_key, id, 'EX', 600)
+else
+  receipts = receipts .. receipt .. '=' .. id .. ' '
+  if #receipts > 2 * RECEIPTS_KEPT then
+    receipts = string.sub(receipts, string.find(receipts, ' ', #receipts - RECEIPTS_KEPT, true) + 1)
+  end
+end
+
+-- One HSET of what changed (each field written costs Redis time) and the patch. Usually
+-- the sequence, the bytes, the last id and the receipts only: written without a table.
 if epoch ~= was_epoch then out[#out + 1] = 'epoch'; out[#out + 1] = epoch end
-if tostring(max) ~= was_max then out[#out + 1] = 'progress'; out[#out + 1] = max end
-out[#out + 1] = 'seq'; out[#out + 1] = seq
-out[#out + 1] = 'bytes'; out[#out + 1] = bytes
-out[#out + 1] = 'last_event_id'; out[#out + 1] = id
+if max ~= was_max then out[#out + 1] = 'progress'; out[#out + 1] = max end
 if ends then
   out[#out + 1] = 'run_ended'; out[#out + 1] = '1'
   if holder and token then out[#out + 1] = 'fence_ended'; out[#out + 1] = holder end
 end
-if keyed then
-  redis.call('SET', receipt, id, 'EX', 600)
+if #out == 0 and not keyed then
+  redis.call('HSET', state, 'seq', sq, 'bytes', bytes, 'last_event_id', id,
+    'receipts', receipts, unpack(ARGV, PATCH_AT))
 else
-  receipts = receipts .. input.receipt .. '=' .. id .. ' '
-  if #receipts > RECEIPTS_KEPT then
-    receipts = string.sub(receipts, string.find(receipts, ' ', #receipts - RECEIPTS_KEPT, true) + 1)
-  end
-  out[#out + 1] = 'receipts'; out[#out + 1] = receipts
+  out[#out + 1] = 'seq'; out[#out + 1] = sq
+  out[#out + 1] = 'bytes'; out[#out + 1] = bytes
+  out[#out + 1] = 'last_event_id'; out[#out + 1] = id
+  if not keyed then out[#out + 1] = 'receipts'; out[#out + 1] = receipts end
+  for i = PATCH_AT, #ARGV do out[#out + 1] = ARGV[i] end
+  redis.call('HSET', state, unpack(out))
 end
-
-for i = 1, #patch do out[#out + 1] = patch[i] end
-redis.call('HSET', state, unpack(out))
 
 local ttl = active_ttl
 if ends then ttl = retention_ttl end
@@ -257,18 +290,17 @@ redis.call('EXPIRE', state, ttl)
 -- stall scan (job.stalled): a run goes in as it begins and out as it ends, so the
 -- publishes between cost nothing here.
 if outbox then
-  local begins = not ends and (seq == 1 or input.starts_run == '1' or run_ended)
+  local begins = not ends and (seq == 1 or starts_run == '1' or run_ended)
   if (ends or begins) and redis.call('EXISTS', outbox) == 1 then
     if ends then
-      redis.call('XADD', outbox, '*', 'channel', input.channel, unpack(redis.call('HGETALL', state)))
-      if running then redis.call('SREM', running, input.channel) end
+      redis.call('XADD', outbox, '*', 'channel', channel, unpack(redis.call('HGETALL', state)))
+      if running then redis.call('SREM', running, channel) end
     elseif running then
-      redis.call('SADD', running, input.channel)
+      redis.call('SADD', running, channel)
     end
   end
 end
 
-local publish = 'PUBLISH'
-if input.publish == 'SPUBLISH' then publish = 'SPUBLISH' end
-redis.call(publish, input.channel, frame)
+if publish ~= 'SPUBLISH' then publish = 'PUBLISH' end
+redis.call(publish, channel, frame)
 return id

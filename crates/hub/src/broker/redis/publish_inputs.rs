@@ -1,9 +1,11 @@
 //! The publish script's inputs, by name, as `contract/publish-inputs.json` describes
 //! them (the one description every publisher builds its `publish.lua` call from: this
 //! file for the hub and its workers, the Python SDK's `_redis.py` for it): KEYS in the
-//! order it lists, ARGV as name/value pairs, the state patch as inputs named
-//! `state.<field>`. `tests/contract.rs` fails when the script, this builder or the
-//! SDK's drifts from it.
+//! order it lists, ARGV the inputs' values in the order of their names ('' for none),
+//! then the state patch as field/value pairs. Values, not names, go on the wire: a
+//! script that builds a table of its inputs costs Redis microseconds per publish
+//! (`scripts/bench_redis_time.sh`). `tests/contract.rs` fails when the script, this
+//! builder or the SDK's drifts from it.
 
 use std::sync::LazyLock;
 
@@ -21,10 +23,9 @@ pub const CONTRACT_JSON: &str = include_str!("../../../../../contract/publish-in
 pub struct PublishInputs {
     /// The script's KEYS, in order (a name ending in `?` is passed only where it applies).
     pub keys: Vec<NamedKey>,
-    /// Every input the script reads, by name, with what it means.
+    /// Every input the script reads, by name, with what it means; passed in the order
+    /// of their names (this map's).
     pub inputs: std::collections::BTreeMap<String, String>,
-    /// The prefix of the inputs that patch the state: `state.<field>`.
-    pub patch_prefix: String,
     /// The product's state fields a publisher may patch.
     pub state_fields: std::collections::BTreeMap<String, String>,
     /// The state fields the script keeps itself (a new run forgets all others).
@@ -79,23 +80,28 @@ pub fn invocation(
             _ => &mut call,
         };
     }
-    for (name, value) in inputs(route, event, history) {
-        call.arg(name).arg(value);
+    let mut named = inputs(route, event, history);
+    for name in contract.inputs.keys() {
+        // An input the builder does not know goes as none: the drift test keeps the two
+        // equal.
+        let value = named
+            .iter_mut()
+            .find(|(known, _)| *known == name.as_str())
+            .and_then(|(_, value)| value.take());
+        call.arg(value.unwrap_or_default());
     }
     for (field, value) in &event.state.patch {
-        call.arg(format!("{}{field}", contract.patch_prefix))
-            .arg(value);
+        call.arg(*field).arg(value);
     }
     call
 }
 
-/// The named inputs of one publish, in the contract's order; an input without a value
-/// is left out.
+/// The named inputs of one publish; `None` for an input without a value.
 fn inputs(
     route: &Route<'_>,
     event: &PreparedEvent,
     history: &HistoryConfig,
-) -> Vec<(&'static str, String)> {
+) -> Vec<(&'static str, Option<String>)> {
     let (t, s) = (&event.template, &event.state);
     let flag = |on: bool| on.then(|| "1".to_string());
     let named = [
@@ -146,10 +152,7 @@ fn inputs(
                 .map(|(from, to)| format!("{from} {to}")),
         ),
     ];
-    named
-        .into_iter()
-        .filter_map(|(name, value)| value.map(|v| (name, v)))
-        .collect()
+    named.into()
 }
 
 /// Every input name this builder can send (for the drift test, `tests/contract.rs`).
