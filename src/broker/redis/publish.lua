@@ -8,7 +8,10 @@
 -- The script knows nothing of the product's state fields: the publisher sends them as
 -- a patch (inputs named `state.<field>`), which the script writes as given.
 --
--- Returns the event id, '<epoch>:<seq>'.
+-- Returns {id, begun}: the event id, '<epoch>:<seq>', and 1 when this event began the
+-- project's history or a new run (else 0; a retry answered from its receipt: 0). The
+-- publisher then adds the project to the index of every project's runs,
+-- progress:{tag:*}:projects, as it adds it to its tags' indexes (keys of other slots).
 
 local history, state, receipt, fences, units = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local era_key, outbox, running = KEYS[6], KEYS[7], KEYS[8]
@@ -43,7 +46,7 @@ end
 local keyed = input.keyed == '1'
 if keyed then
   local done = redis.call('GET', receipt)
-  if done then return done end
+  if done then return {done, 0} end
 end
 
 -- Every field this publish reads, in one read.
@@ -63,13 +66,15 @@ if not keyed then
   local at = string.find(' ' .. receipts, ' ' .. mark, 1, true)
   if at then
     local from = at + #mark
-    return string.sub(receipts, from, string.find(receipts, ' ', from, true) - 1)
+    return {string.sub(receipts, from, string.find(receipts, ' ', from, true) - 1), 0}
   end
 end
 
 -- XLEN is 0 for no history: an existing one always keeps its newest event.
 local len = redis.call('XLEN', history)
+local begun = 0
 if not epoch or len == 0 then
+  begun = 1
   -- A new history (first event, or the old one was lost): a new epoch, so no client can
   -- resume into it believing it is the old one.
   epoch = input.new_epoch
@@ -183,6 +188,7 @@ if input.starts_run == '1' or (run_ended and not ends) then
   if starting and starting ~= '' and redis.call('SISMEMBER', fences, starting) == 1 then
     return redis.error_reply('STALE job ' .. starting .. ' has already begun')
   end
+  begun = 1
   max = 0
   -- The state fields this script keeps itself; a new run forgets every other one.
   local SCRIPT_FIELDS = { epoch = true, seq = true, bytes = true, era = true, progress = true,
@@ -271,4 +277,4 @@ end
 local publish = 'PUBLISH'
 if input.publish == 'SPUBLISH' then publish = 'SPUBLISH' end
 redis.call(publish, input.channel, frame)
-return id
+return {id, begun}
