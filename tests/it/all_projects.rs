@@ -183,30 +183,12 @@ async fn the_star_feed_gets_every_project_then_every_change(backend: Backend) {
     );
     assert_eq!(state, listed_state(&hub, "st-old").await);
 
-    client
-        .send_text(&json!({"event": "unsubscribe", "data": {"tag": "*"}}).to_string())
-        .await;
-    assert_eq!(
-        client.next_event().await,
-        json!({"event": "unsubscribed", "tag": "*", "data": {}})
-    );
-    hub.publish("st-new", progress(50)).await;
-    client.send_text(r#"{"event":"ping"}"#).await;
-    let next = client.next_event().await;
-    assert_eq!(
-        next["event"], "pong",
-        "nothing of * after unsubscribed: {next}"
-    );
-
+    tags::unsubscribed_then_quiet(&hub, &mut client, "*", "st-new").await;
     // Resuming is subscribing again: every project's current state, newest run first.
-    let mut again = multiplexed(&hub, None).await;
-    subscribe(&mut again, json!({"tag": "*"})).await;
-    assert_eq!(again.next_event().await["data"]["projects"], 4);
-    let mut seen = Vec::new();
-    for _ in 0..4 {
-        seen.push(next_state(&mut again).await.0);
-    }
-    assert_eq!(seen, ["st-old", "st-new", "st-tag", "st-run"]);
+    assert_eq!(
+        tags::resubscribed(&hub, "*").await,
+        ["st-old", "st-new", "st-tag", "st-run"]
+    );
 }
 
 async fn open_sse(hub: &TestHub, query: &str) -> SseReader {

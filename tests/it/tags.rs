@@ -458,31 +458,50 @@ async fn a_tag_subscription_gets_a_snapshot_then_every_change(backend: Backend) 
         ("ts-run", json!("FAILED"))
     );
 
-    // Unsubscribed: nothing of the tag follows the answer.
+    unsubscribed_then_quiet(&hub, &mut client, "user:3", "ts-new").await;
+    // Resuming after a reconnect is subscribing again: every current state.
+    assert_eq!(
+        resubscribed(&hub, "user:3").await,
+        ["ts-new", "ts-run", "ts-old"]
+    );
+}
+
+/// Unsubscribes `client` from `tag`: `unsubscribed`, and nothing of the tag follows it
+/// (not even a change of `project`, one of its projects).
+pub(crate) async fn unsubscribed_then_quiet(
+    hub: &TestHub,
+    client: &mut WsClient,
+    tag: &str,
+    project: &str,
+) {
     client
-        .send_text(&json!({"event": "unsubscribe", "data": {"tag": "user:3"}}).to_string())
+        .send_text(&json!({"event": "unsubscribe", "data": {"tag": tag}}).to_string())
         .await;
     assert_eq!(
         client.next_event().await,
-        json!({"event": "unsubscribed", "tag": "user:3", "data": {}})
+        json!({"event": "unsubscribed", "tag": tag, "data": {}})
     );
-    hub.publish("ts-new", progress(50)).await;
+    hub.publish(project, progress(50)).await;
     client.send_text(r#"{"event":"ping"}"#).await;
     let next = client.next_event().await;
     assert_eq!(
         next["event"], "pong",
-        "nothing of the tag after unsubscribed: {next}"
+        "nothing of {tag} after unsubscribed: {next}"
     );
+}
 
-    // Resuming after a reconnect is subscribing again: every current state.
-    let mut again = multiplexed(&hub, None).await;
-    subscribe_tag(&mut again, json!({"tag": "user:3"})).await;
-    assert_eq!(again.next_event().await["data"]["projects"], 3);
+/// A new connection's subscription to `tag`: its snapshot's projects, in order.
+pub(crate) async fn resubscribed(hub: &TestHub, tag: &str) -> Vec<String> {
+    let mut again = multiplexed(hub, None).await;
+    subscribe_tag(&mut again, json!({"tag": tag})).await;
+    let count = again.next_event().await["data"]["projects"]
+        .as_u64()
+        .unwrap();
     let mut seen = Vec::new();
-    for _ in 0..3 {
-        seen.push(next_state(&mut again, "user:3").await.0);
+    for _ in 0..count {
+        seen.push(next_state(&mut again, tag).await.0);
     }
-    assert_eq!(seen, ["ts-new", "ts-run", "ts-old"]);
+    seen
 }
 
 // Several projects tagged between two of the tag's polls (a backend starting a batch,
