@@ -4,6 +4,7 @@
 // SIGKILL and restart in the middle (it recovers on its own), and a click that opens the
 // project's own view. Without a tag (/dashboard): every running job, tagged or not (the
 // reserved tag `*`), when the token allows it; a token that does not is asked for a tag.
+// And without WebSocket: the multiplexed SSE stream.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
@@ -28,6 +29,15 @@ async function publish(hub, id, event, data, tags) {
   assert.equal(res.status, 202, await res.text());
 }
 const row = (id) => `#dash-list li[data-project="${id}"]`;
+/** The hub SIGKILLed under the open page: the page says so, and comes back by itself
+ * once the hub is restarted (returned). */
+async function killAndRestart(hub, page, listen) {
+  await stop(hub.child, "SIGKILL");
+  await page.waitForFunction(() => document.querySelector("#conn").dataset.state !== "online", null, { timeout: 20000 });
+  const restarted = await startHub(listen);
+  await page.waitForFunction(() => document.querySelector("#conn").dataset.state === "online", null, { timeout: 30000 });
+  return restarted;
+}
 
 test("the dashboard follows a tag's jobs live on one connection, through a hub SIGKILL, and a click opens a job", async () => {
   const redis = await startRedis();
@@ -75,10 +85,7 @@ test("the dashboard follows a tag's jobs live on one connection, through a hub S
   }
 
   // The hub dies mid-run; the page says so and comes back by itself.
-  await stop(hub.child, "SIGKILL");
-  await page.waitForFunction(() => document.querySelector("#conn").dataset.state !== "online", null, { timeout: 20000 });
-  hub = await startHub(listen);
-  await page.waitForFunction(() => document.querySelector("#conn").dataset.state === "online", null, { timeout: 30000 });
+  hub = await killAndRestart(hub, page, listen);
   await say(a, "progress_update", { status: "RENDERING", progress: 80, current_stage: "rendering", estimated_remaining: 10 });
   await page.waitForFunction((sel) => document.querySelector(`${sel} .percent`).textContent === "80%", row(a), { timeout: 20000 });
   await generate(hub, c, [tag]);
@@ -160,6 +167,52 @@ test("the dashboard without a tag shows every running job live on one connection
   await page.waitForSelector("#youtube-link", { timeout: 20000 });
   await page.close();
   await stop(worker.child);
+  await stop(hub.child);
+  await stop(redis.child);
+});
+
+test("without WebSocket the dashboard reads the multiplexed SSE stream: a tag's running jobs only, live, through a hub SIGKILL", async () => {
+  const redis = await startRedis();
+  const port = await freePort();
+  const listen = ["--listen", `127.0.0.1:${port}`, "--redis-url", redis.url, "--no-worker", "--locale", "en"];
+  let hub = await startHub(listen);
+  const tag = `team:sse-${Date.now()}`;
+  const stamp = Date.now();
+  const [done, a, b] = ["done", "a", "b"].map((x) => `dash-sse-${x}-${stamp}`);
+  const say = (id, event, data) => publish(hub, id, event, data, [tag]);
+  // A job of the tag that ended before the page opened: not a running job. (The SSE
+  // stream takes no status filter: the client applies the dashboard's.)
+  await say(done, "progress_update", { status: "RENDERING", progress: 50, current_stage: "rendering" });
+  await say(done, "complete", { status: "COMPLETED", youtube_url: "https://youtube.com/watch?v=d" });
+  await say(a, "progress_update", { status: "RENDERING", progress: 40, current_stage: "rendering", estimated_remaining: 90 });
+
+  const page = await browser.newPage();
+  await page.addInitScript(() => { delete window.WebSocket; });
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+  const sockets = [];
+  page.on("websocket", (ws) => sockets.push(ws.url()));
+  const streams = [];
+  page.on("request", (r) => { if (new URL(r.url()).pathname === "/api/v1/progress/events") streams.push(r.url()); });
+  await page.goto(`${hub.url}/dashboard?tag=${encodeURIComponent(tag)}&lang=en`);
+  await page.waitForSelector(`${row(a)}.running`, { timeout: 20000 });
+  await page.waitForFunction(() => document.querySelector("#conn").dataset.state === "online");
+  assert.equal(await page.textContent(`${row(a)} .percent`), "40%");
+  assert.equal(await page.$(row(done)), null, "an ended job is no running job");
+
+  await say(b, "progress_update", { status: "QUEUED", progress: 0, current_stage: "queued", job_id: "jb", queue_position: 1 });
+  await page.waitForSelector(`${row(b)}.running`, { timeout: 20000 });
+  hub = await killAndRestart(hub, page, listen);
+  await say(a, "progress_update", { status: "RENDERING", progress: 80, current_stage: "rendering", estimated_remaining: 10 });
+  await page.waitForFunction((sel) => document.querySelector(`${sel} .percent`).textContent === "80%", row(a), { timeout: 20000 });
+  await say(a, "complete", { status: "COMPLETED", youtube_url: "https://youtube.com/watch?v=a" });
+  await page.waitForSelector(`${row(a)}[data-status=COMPLETED]`, { timeout: 20000 });
+  assert.equal(await page.textContent(`${row(a)} .stage`), "Completed", "a job that ends while open stays, with its end");
+  assert.equal(await page.$(row(done)), null);
+  assert.deepEqual(sockets, [], "no WebSocket");
+  assert.ok(streams.length >= 2 && streams.every((u) => new URL(u).searchParams.get("tags") === tag), streams.join(" "));
+  assert.deepEqual(errors, []);
+  await page.close();
   await stop(hub.child);
   await stop(redis.child);
 });

@@ -316,6 +316,13 @@ async fn recent_deliveries_are_paged() {
     hub.publish("b", complete("FAILED")).await;
     receiver.until_delivered(2).await;
     let get = |q: &str| reqwest::get(hub.http(&format!("/api/v1/webhooks/deliveries{q}")));
+    // The receiver counts a delivery when it answers; the hub records the attempt once
+    // the answer is back: wait for the hub's record of all three.
+    crate::support::eventually_eq("the hub records the three attempts", 3, || async {
+        let all: Value = get("?limit=10").await.unwrap().json().await.unwrap();
+        all["deliveries"].as_array().map_or(0, Vec::len)
+    })
+    .await;
     let first: Value = get("?limit=2").await.unwrap().json().await.unwrap();
     assert_eq!(first["deliveries"].as_array().unwrap().len(), 2, "{first}");
     let cursor = first["next_cursor"].as_u64().expect("a next page");

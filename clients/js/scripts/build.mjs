@@ -26,8 +26,11 @@ const EMBEDDED = path.resolve(pkg, '../../src/http/page/progress-hub-client.js')
 const EMBEDDED_PROJECTS = path.resolve(pkg, '../../src/http/page/progress-hub-projects.js');
 const BUDGET = 6 * 1024;
 /** watchProjects carries the connection machine and the reducer as the core does, plus
- * the subscriptions: its own entry, its own budget (the core's stays 6 KiB). */
-const PROJECTS_BUDGET = 8 * 1024;
+ * the subscriptions: its own entry, its own budget (the core's stays 6 KiB). It was
+ * 8 KiB (7,758 B at 7e6b840); its SSE fallback (the SSE transport, the stream's list,
+ * its one Last-Event-ID and reopening it) made it 8,874 B, which does not fit: raised to
+ * 9 KiB on purpose, for the lead to accept or refuse (session 12, branch muxclient). */
+const PROJECTS_BUDGET = 9 * 1024;
 const check = process.argv.includes('--check');
 const distOnly = process.argv.includes('--dist');
 const tsc = path.join(pkg, 'node_modules/.bin/tsc');

@@ -9,6 +9,12 @@
 // own resume position, a tag's project states, a `subscription_error` for one
 // subscription only (retried when it says "later", kept otherwise), add and remove at
 // any time (reference-counted), and subscribing everything again after a reconnect.
+//
+// Over SSE (`GET /api/v1/progress/events`: a WebSocket blocked on the way, `transport:
+// 'sse'`, or a runtime without WebSocket) the client cannot send: the request names the
+// subscriptions (`stream`), and a change of them reopens the stream with the new list
+// and every project's position in one `Last-Event-ID` (`streamPosition`), once for all
+// the changes of a turn (`reopen`).
 
 import type { Frame, ProjectStateData, SubscriptionErrorData } from './frames.js';
 import { start, step, type Config, type Effect, type Input, type Machine } from './machine.js';
@@ -63,6 +69,10 @@ export interface Many {
   /** Unsubscribes sent whose `unsubscribed` has not come: the key's frames until then
    * belong to the old subscription and are dropped. */
   readonly leaving: ReadonlyMap<string, number>;
+  /** SSE: the subscriptions (keys) the stream dialed last names, in its order. */
+  readonly stream: readonly string[];
+  /** SSE: a `reopen` is on its way back (asked once per turn). */
+  readonly reopening: boolean;
 }
 
 export type ManyInput =
@@ -71,7 +81,9 @@ export type ManyInput =
   | { on: 'add'; target: Target }
   | { on: 'remove'; target: Target }
   /** A refused subscription's delay ended. */
-  | { on: 'resubscribe'; key: string };
+  | { on: 'resubscribe'; key: string }
+  /** SSE: the subscriptions changed this turn (fed back for `reopen`). */
+  | { on: 'reopen' };
 
 export type ManyEffect =
   | LinkEffect
@@ -80,7 +92,11 @@ export type ManyEffect =
   /** Feed back `resubscribe` for `key` after a delay drawn from [minMs, maxMs]. */
   | { do: 'later'; key: string; minMs: number; maxMs: number }
   /** Subscriptions, states or errors changed. */
-  | { do: 'changed' };
+  | { do: 'changed' }
+  /** SSE: feed back `reopen` once this turn's changes are made. */
+  | { do: 'reopen' }
+  /** SSE with nothing to name: let go of the link (a `dial` follows when there is). */
+  | { do: 'hang-up' };
 
 type Step = [Many, ManyEffect[]];
 
@@ -96,9 +112,10 @@ export const keyOf = (t: Target): string => ('project' in t ? `project:${t.proje
 
 /** The multiplexed connection: never settles (no `complete` ends it), never backfills. */
 export function startMany(config: Omit<Config, 'stayOpen' | 'backfill'>, targets: Target[] = []): Many {
-  let m: Many = { link: start({ ...config, stayOpen: true, backfill: false }, initialState('')), subs: new Map(), leaving: new Map() };
+  let m: Many = { link: start({ ...config, stayOpen: true, backfill: false }, initialState('')), subs: new Map(), leaving: new Map(), stream: [], reopening: false };
   for (const target of targets) m = stepMany(m, { on: 'add', target })[0];
-  return m;
+  // Nothing is dialed yet: the first dial names them all.
+  return { ...m, reopening: false };
 }
 
 /** The union of tag filters: every status any asks for (none: all), the earliest since. */
@@ -139,20 +156,92 @@ function put(m: Many, sub: Sub): Many {
   return { ...m, subs };
 }
 
+/** SSE names its subscriptions in the request: a change reopens the stream, once for
+ * all the changes of a turn (projects.ts feeds `reopen` back in a microtask). */
+function reopen(m: Many, effects: ManyEffect[]): Many {
+  if (m.link.transport !== 'sse' || m.reopening) return m;
+  effects.push({ do: 'reopen' });
+  return { ...m, reopening: true };
+}
+
+/** Most projects an SSE stream names (the hub's bound; more: a tag, or the WebSocket). */
+const SSE_PROJECTS = 100;
+
+/** SSE: the subscriptions a stream dialed now names (`stream`): every one not refused,
+ * but at most 100 projects: the others wait, with TOO_MANY_SUBSCRIPTIONS, for room. (A
+ * name the hub would refuse is named, and refused by the hub as on the WebSocket.) */
+function named(m: Many): Many {
+  const subs = new Map(m.subs);
+  const stream: string[] = [];
+  let projects = 0;
+  for (const sub of m.subs.values()) {
+    if (sub.phase === 'failed' || sub.phase === 'retrying') continue;
+    if (sub.kind === 'project' && ++projects > SSE_PROJECTS) {
+      subs.set(sub.key, { ...sub, error: { code: 'TOO_MANY_SUBSCRIPTIONS', message: 'an SSE stream names at most 100 projects', retrying: true } });
+    } else stream.push(sub.key);
+  }
+  return { ...m, subs, stream };
+}
+
+/** What the hub held (subscribing or open) is asked for again on the next link. */
+function unasked(m: Many): Many {
+  const subs = new Map(m.subs);
+  for (const sub of subs.values()) if (sub.phase === 'subscribing' || sub.phase === 'open') subs.set(sub.key, { ...sub, phase: 'pending' });
+  return { ...m, subs };
+}
+
+/** SSE: dial a stream naming what is wanted now (or hang up: nothing is). */
+function dialStream(m: Many): Step {
+  const n = named(m);
+  return [n, [{ do: n.stream.length ? 'dial' : 'hang-up' }, { do: 'changed' }]];
+}
+
+const projectsOf = (m: Many) => m.stream.filter((k) => m.subs.get(k)?.kind === 'project');
+const nameOf = (key: string) => key.slice(key.indexOf(':') + 1);
+
+/** SSE: the query of the stream `stream` names (`projects=a,b&tags=t`). */
+export function streamQuery(m: Many): Record<string, string> {
+  const q: Record<string, string> = {};
+  const projects = projectsOf(m).map(nameOf);
+  const tags = m.stream.filter((k) => m.subs.get(k)?.kind === 'tag').map(nameOf);
+  if (projects.length) q.projects = projects.join(',');
+  if (tags.length) q.tags = tags.join(',');
+  return q;
+}
+
+/** SSE: every named project's position, as the one `Last-Event-ID` the hub reads
+ * (`m1.<FNV-1a of the projects value, 8 hex>.<pos>,<pos>,...`, docs/PROTOCOL.md; the
+ * hub's side is src/wire/positions.rs); none when no project has one. */
+export function streamPosition(m: Many): string | undefined {
+  const keys = projectsOf(m);
+  const at = keys.map((k) => m.subs.get(k)?.state?.lastEventId ?? '');
+  while (at.length && !at[at.length - 1]) at.pop();
+  if (!at.length) return undefined;
+  let h = 0x811c9dc5;
+  for (const b of new TextEncoder().encode(keys.map(nameOf).join(','))) h = Math.imul(h ^ b, 0x01000193);
+  return `m1.${(h >>> 0).toString(16).padStart(8, '0')}.${at.join(',')}`;
+}
+
 /** Asks the hub for `sub` now (the link is open) or once it is. */
 function ask(m: Many, sub: Sub, effects: ManyEffect[]): Many {
+  if (m.link.transport === 'sse') {
+    // Subscribed by the open stream that names it (asked anew: by the next one).
+    if (isOpen(m) && m.stream.includes(sub.key) && sub.phase !== 'retrying' && !m.leaving.has(sub.key)) return put(m, { ...sub, phase: 'subscribing' });
+    return reopen(put(m, { ...sub, phase: 'pending' }), effects);
+  }
   if (!isOpen(m)) return put(m, { ...sub, phase: 'pending' });
   effects.push({ do: 'send', frame: subscribeFrame(sub) });
   return put(m, { ...sub, phase: 'subscribing' });
 }
 
-/** Sends `unsubscribe` for a subscription the hub holds (or is about to). */
+/** Sends `unsubscribe` for a subscription the hub holds (or is about to); over SSE,
+ * its frames are dropped until the stream reopens without it. */
 function leave(m: Many, sub: Sub, effects: ManyEffect[]): Many {
-  if (!isOpen(m) || (sub.phase !== 'open' && sub.phase !== 'subscribing')) return m;
-  effects.push({ do: 'send', frame: { event: 'unsubscribe', data: target(sub) } });
+  if (!isOpen(m) || (sub.phase !== 'open' && sub.phase !== 'subscribing')) return reopen(m, effects);
+  if (m.link.transport !== 'sse') effects.push({ do: 'send', frame: { event: 'unsubscribe', data: target(sub) } });
   const leaving = new Map(m.leaving);
   leaving.set(sub.key, (leaving.get(sub.key) ?? 0) + 1);
-  return { ...m, leaving };
+  return reopen({ ...m, leaving }, effects);
 }
 
 function add(m: Many, t: Target): Step {
@@ -291,12 +380,17 @@ function frame(m: Many, f: Frame & { project_id?: string; tag?: string }): Step 
   if (f.event === 'project_state') {
     const d = f.data;
     const id = f.project_id ?? d.project_id;
+    // The SSE stream takes no filter: what the hub would have left out (a snapshot's or
+    // an unknown project's state not passing `status`) is left out here; a known
+    // project's change is kept (the hub says when one leaves the filter).
+    const keep = m.link.transport !== 'sse' || matches(d, sub.asked) || (!sub.snapshot && sub.projects.has(id));
     if (sub.snapshot) {
       const projects = sub.snapshot.projects;
-      projects.set(id, d);
+      if (keep) projects.set(id, d);
       const left = sub.snapshot.left - 1;
       return [put(m, left > 0 ? { ...sub, snapshot: { left, projects } } : { ...sub, snapshot: null, projects }), effects];
     }
+    if (!keep) return [m, [emit]];
     const projects = new Map(sub.projects);
     projects.set(id, d);
     return [put(m, { ...sub, projects }), effects];
@@ -319,21 +413,32 @@ export function stepMany(m: Many, input: ManyInput): Step {
     }
     case 'frame':
       return frame(m, input.frame);
+    case 'reopen': {
+      const n: Many = { ...m, reopening: false };
+      const { phase } = n.link;
+      if (phase !== 'open' && phase !== 'connecting') return [n, []];
+      // Reopened when the list changed, or one it names is to be subscribed anew (let go
+      // of and added again in the same turn, or asked again after a refusal).
+      const now = named(n).stream;
+      if (now.join() === m.stream.join() && !(phase === 'open' && now.some((k) => n.subs.get(k)?.phase === 'pending'))) return [n, []];
+      return dialStream(unasked({ ...n, link: { ...n.link, phase: 'connecting', greeted: false } }));
+    }
     default: {
-      // The connection's own inputs: machine.ts decides. Except one: without an SSE
-      // feed for many projects (not in this version), a WebSocket blocked on the way
-      // (or a hub that was down when the WebSocket failed and up for the probe) is
-      // tried again with backoff, not switched to SSE.
-      const i: typeof input = input.on === 'refused' && input.code === 'UPGRADE_REQUIRED' ? { on: 'unreachable' } : input;
-      const [link, effects] = step(m.link, i);
+      // The connection's own inputs: machine.ts decides (a WebSocket blocked on the way
+      // switches to SSE, as for one project).
+      const [link, effects] = step(m.link, input);
       let n: Many = { ...m, link };
       if (link.phase !== 'open' && m.link.phase === 'open') {
         // The link is gone: what the hub held is asked for again once it is back.
-        const subs = new Map(n.subs);
-        for (const sub of subs.values()) if (sub.phase === 'subscribing' || sub.phase === 'open') subs.set(sub.key, { ...sub, phase: 'pending' });
-        n = { ...n, subs, leaving: new Map() };
+        n = { ...unasked(n), leaving: new Map() };
       }
-      return [n, linkEffects(effects)];
+      const out = linkEffects(effects);
+      // An SSE dial names the subscriptions wanted now.
+      if (link.transport === 'sse' && out.some((e) => e.do === 'dial')) {
+        const [d, more] = dialStream(n);
+        return [d, [...out.filter((e) => e.do !== 'dial'), ...more]];
+      }
+      return [n, out];
     }
   }
 }

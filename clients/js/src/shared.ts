@@ -5,7 +5,7 @@
 // any other view layer can.
 
 import { watchProjects, type ProjectsWatch, type WatchProjectsOptions } from './projects.js';
-import type { Connection } from './watch.js';
+import type { Connection } from './connection.js';
 
 export type SharedOptions = Omit<WatchProjectsOptions, 'projects' | 'tag' | 'status' | 'since' | 'lastEventIds' | 'onChange' | 'onConnection' | 'onEvent'>;
 

@@ -5,7 +5,7 @@
 
 import type { Link, LinkEvents } from './link.js';
 
-export function openSse(url: string, lastEventId: string | null, on: LinkEvents): Link {
+export function openSse(url: string, lastEventId: string | null | undefined, on: LinkEvents): Link {
   const ac = new AbortController();
   let open = true;
   const headers: Record<string, string> = { accept: 'text/event-stream' };

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { importSource } from './source.mjs';
 
-const { startMany, stepMany, union, matches } = await importSource('src/many.ts');
+const { startMany, stepMany, union, matches, streamQuery, streamPosition } = await importSource('src/many.ts');
 
 const CONFIG = { mode: 'auto', webSocket: true, renewable: false, initialMs: 500, maxMs: 30000, maxLogs: 500 };
 
@@ -175,15 +175,149 @@ test('close stops for good; nothing after it changes anything', () => {
   assert.deepEqual(effects, []);
 });
 
-test('no SSE feed for many projects yet: a blocked upgrade (UPGRADE_REQUIRED) is tried again on the WebSocket with backoff', () => {
-  let [m, effects] = feed(startMany(CONFIG, [{ project: 'a' }]), attempt, { on: 'ended', code: 1006 });
+test('a blocked upgrade (UPGRADE_REQUIRED) switches to SSE: the stream names every subscription, and every position in one Last-Event-ID', () => {
+  let [m, effects] = feed(startMany(CONFIG, [{ project: 'a', lastEventId: '1:3' }, { project: 'b' }, { project: 'c', lastEventId: '1:9' }, { tag: 'user:7', status: ['active'] }]), attempt, { on: 'ended', code: 1006 });
   assert.deepEqual(kinds(effects), ['probe'], 'a WebSocket that never spoke is probed, as machine.ts does');
   [m, effects] = feed(m, { on: 'refused', status: 400, code: 'UPGRADE_REQUIRED', message: 'x' });
-  assert.equal(m.link.transport, 'websocket');
-  assert.deepEqual(kinds(effects), ['wait']);
-  assert.ok(effects[0].maxMs > 0, 'with backoff');
+  assert.equal(m.link.transport, 'sse');
+  assert.deepEqual(effects, [{ do: 'wait', minMs: 0, maxMs: 0 }], 'at once, as for one project');
+  [m, effects] = feed(m, attempt);
+  assert.deepEqual(kinds(effects), ['dial', 'changed']);
+  assert.deepEqual(m.stream, ['project:a', 'project:b', 'project:c', 'tag:user:7']);
+  assert.deepEqual(streamQuery(m), { projects: 'a,b,c', tags: 'user:7' });
+  // FNV-1a of "a,b,c" is 7a8f5e87 (src/wire/positions.rs); b has no position.
+  assert.equal(streamPosition(m), 'm1.7a8f5e87.1:3,,1:9');
+  // The stream subscribes them: nothing is sent (SSE cannot), each is asked for.
+  [m, effects] = feed(m, connected);
+  assert.deepEqual(sent(effects), []);
+  assert.deepEqual([...m.subs.values()].map((s) => s.phase), ['subscribing', 'subscribing', 'subscribing', 'subscribing']);
+  [m] = feed(m, subscribed('a', { resumed: true, recovered: true }), progress('a', '1:4', 40), subscribed('b'), progress('b', '2:1', 5));
+  assert.equal(m.subs.get('project:b').state.progress, 5);
+  assert.equal(streamPosition(m), 'm1.7a8f5e87.1:4,2:1,1:9');
+  // A restart: the stream is dialed again from where each project stands.
+  [m, effects] = feed(m, { on: 'ended' });
+  assert.deepEqual(kinds(effects), ['wait'], 'an SSE stream that ended is not probed');
+  [m, effects] = feed(m, attempt);
+  assert.deepEqual(kinds(effects), ['dial', 'changed']);
+  assert.equal(streamPosition(m), 'm1.7a8f5e87.1:4,2:1,1:9');
   // Other refusals are machine.ts's: 401 without getToken stops.
-  [m, effects] = feed(m, attempt, { on: 'ended', code: 1006 }, { on: 'refused', status: 401, code: 'UNAUTHORIZED', message: 'no' });
+  [m, effects] = feed(m, { on: 'refused', status: 401, code: 'UNAUTHORIZED', message: 'no' });
   assert.equal(m.link.phase, 'stopped');
   assert.equal(m.link.failure.code, 'UNAUTHORIZED');
+});
+
+/** A watcher on SSE (`transport: 'sse'`), dialed and open, each project subscribed. */
+function openSse(targets) {
+  let [m] = feed(startMany({ ...CONFIG, mode: 'sse' }, targets), attempt, connected);
+  for (const t of targets) if (t.project) [m] = feed(m, subscribed(t.project));
+  return m;
+}
+
+test('SSE: add and remove reopen the stream once per turn, with the new list and every position', () => {
+  let m = openSse([{ project: 'a' }, { project: 'b' }]);
+  let effects;
+  [m] = feed(m, progress('a', '1:3', 30), progress('b', '1:5', 50));
+  // Two changes in one turn: one reopen, fed back once they are made.
+  let e1, e2;
+  [m, e1] = stepMany(m, { on: 'add', target: { project: 'c' } });
+  [m, e2] = stepMany(m, { on: 'remove', target: { project: 'b' } });
+  assert.deepEqual(kinds(e1), ['changed', 'reopen']);
+  assert.deepEqual(kinds(e2), ['changed'], 'one reopen for the turn');
+  assert.equal(m.subs.get('project:c').phase, 'pending');
+  // Until the stream reopens, the old one's frames of b change nothing.
+  [m, effects] = feed(m, progress('b', '1:6', 60));
+  assert.deepEqual(kinds(effects), ['emit']);
+  assert.equal(m.subs.has('project:b'), false);
+  [m, effects] = feed(m, { on: 'reopen' });
+  assert.deepEqual(kinds(effects), ['dial', 'changed']);
+  assert.equal(m.link.phase, 'connecting');
+  assert.deepEqual(streamQuery(m), { projects: 'a,c' });
+  assert.equal(streamPosition(m), 'm1.09876cd9.1:3', 'a resumes where it stood; c has no position');
+  assert.equal(m.subs.get('project:a').phase, 'pending');
+  [m] = feed(m, connected, subscribed('a', { resumed: true, recovered: true }), subscribed('c'));
+  assert.deepEqual([...m.subs.values()].map((s) => [s.key, s.phase]), [['project:a', 'open'], ['project:c', 'open']]);
+  // A change undone in the same turn reopens nothing; let go of and added again, it does
+  // (a new subscription, from its own position).
+  [m] = feed(m, { on: 'add', target: { project: 'd' } }, { on: 'remove', target: { project: 'd' } });
+  [m, effects] = feed(m, { on: 'reopen' });
+  assert.deepEqual(effects, []);
+  assert.equal(m.link.phase, 'open');
+  [m] = feed(m, { on: 'remove', target: { project: 'c' } }, { on: 'add', target: { project: 'c', lastEventId: '1:2' } });
+  [m, effects] = feed(m, { on: 'reopen' });
+  assert.deepEqual(kinds(effects), ['dial', 'changed']);
+  assert.equal(streamPosition(m), 'm1.09876cd9.1:3,1:2');
+});
+
+test('SSE: nothing to name hangs up until there is; at most 100 projects, the rest wait for room', () => {
+  let [m, effects] = feed(startMany({ ...CONFIG, webSocket: false }), attempt);
+  assert.equal(m.link.transport, 'sse', 'no WebSocket: SSE');
+  assert.deepEqual(kinds(effects), ['hang-up', 'changed'], 'the hub refuses a stream that names nothing');
+  [m, effects] = feed(m, { on: 'add', target: { project: 'p' } });
+  assert.deepEqual(kinds(effects), ['changed', 'reopen']);
+  [m, effects] = feed(m, { on: 'reopen' });
+  assert.deepEqual(kinds(effects), ['dial', 'changed']);
+  assert.deepEqual(streamQuery(m), { projects: 'p' });
+  assert.equal(streamPosition(m), undefined, 'no position: no Last-Event-ID');
+  [m] = feed(m, connected, subscribed('p'));
+  const ids = Array.from({ length: 100 }, (_, i) => `q${i}`);
+  for (const id of ids) [m] = feed(m, { on: 'add', target: { project: id } });
+  [m, effects] = feed(m, { on: 'reopen' });
+  assert.deepEqual(kinds(effects), ['dial', 'changed']);
+  assert.equal(streamQuery(m).projects.split(',').length, 100);
+  assert.equal(m.subs.get('project:q98').error, null);
+  assert.deepEqual(m.subs.get('project:q99').error, { code: 'TOO_MANY_SUBSCRIPTIONS', message: m.subs.get('project:q99').error.message, retrying: true });
+  assert.equal(m.subs.get('project:q99').phase, 'pending');
+  // Room again: the next stream names it.
+  [m] = feed(m, connected, { on: 'remove', target: { project: 'p' } });
+  [m, effects] = feed(m, { on: 'reopen' });
+  assert.deepEqual(kinds(effects), ['dial', 'changed']);
+  assert.ok(m.stream.includes('project:q99'));
+  // Everything let go of: no stream at all.
+  for (const id of ids) [m] = feed(m, { on: 'remove', target: { project: id } });
+  [m, effects] = feed(m, { on: 'reopen' });
+  assert.deepEqual(kinds(effects), ['hang-up', 'changed']);
+});
+
+test('SSE: a refused subscription is an error of its own; one refused for now is named again after its delay', () => {
+  let m = openSse([{ project: 'a' }]);
+  let effects;
+  [m] = feed(m, { on: 'add', target: { project: 'b' } }, { on: 'reopen' }, connected, subscribed('a'));
+  [m, effects] = feed(m, frame({ event: 'subscription_error', project_id: 'b', data: { code: 'TOO_MANY_SUBSCRIPTIONS', message: 'later' } }));
+  assert.equal(m.subs.get('project:b').phase, 'retrying');
+  assert.equal(effects.at(-1).do, 'later');
+  [m, effects] = feed(m, { on: 'resubscribe', key: 'project:b' });
+  assert.deepEqual(kinds(effects), ['reopen']);
+  [m, effects] = feed(m, { on: 'reopen' });
+  assert.deepEqual(kinds(effects), ['dial', 'changed'], 'reopened, naming it again');
+  assert.deepEqual(m.stream, ['project:a', 'project:b']);
+});
+
+test('SSE: a tag asked for with a wider filter is subscribed anew (its snapshot again); its filter is not sent, tagged() applies it', () => {
+  let m = openSse([{ tag: 'team:7', status: ['active'] }]);
+  let effects;
+  [m] = feed(m, frame({ event: 'subscribed', tag: 'team:7', data: { projects: 0 } }));
+  assert.equal(m.subs.get('tag:team:7').phase, 'open');
+  assert.deepEqual(streamQuery(m), { tags: 'team:7' });
+  [m, effects] = feed(m, { on: 'add', target: { tag: 'team:7', status: ['ended'] } });
+  assert.ok(kinds(effects).includes('reopen'));
+  // Until then, the old subscription's frames change nothing.
+  [m] = feed(m, frame({ event: 'project_state', tag: 'team:7', project_id: 'p', data: { project_id: 'p', status: 'COMPLETED' } }));
+  assert.equal(m.subs.get('tag:team:7').projects.size, 0);
+  [m, effects] = feed(m, { on: 'reopen' });
+  assert.deepEqual(kinds(effects), ['dial', 'changed']);
+  [m] = feed(m, connected, frame({ event: 'subscribed', tag: 'team:7', data: { projects: 1 } }), frame({ event: 'project_state', tag: 'team:7', project_id: 'p', data: { project_id: 'p', status: 'COMPLETED' } }));
+  assert.deepEqual(m.subs.get('tag:team:7').asked, { status: ['active', 'ended'] });
+  assert.equal(m.subs.get('tag:team:7').projects.get('p').status, 'COMPLETED');
+});
+
+test("SSE: a tag's status filter, which the stream does not take, is applied as the hub would: the snapshot's and unknown projects' states pass it, a known project's end is kept", () => {
+  let m = openSse([{ tag: 'team:7', status: ['active'] }]);
+  const state = (project_id, status) => frame({ event: 'project_state', tag: 'team:7', project_id, data: { project_id, status } });
+  [m] = feed(m, frame({ event: 'subscribed', tag: 'team:7', data: { projects: 2 } }), state('old', 'COMPLETED'), state('run', 'RENDERING'));
+  assert.deepEqual([...m.subs.get('tag:team:7').projects.keys()], ['run'], 'the snapshot without the ended one');
+  let effects;
+  [m, effects] = feed(m, state('other', 'FAILED'));
+  assert.deepEqual(kinds(effects), ['emit'], 'delivered, not listed');
+  [m] = feed(m, state('run', 'COMPLETED'), state('new', 'QUEUED'));
+  assert.deepEqual([...m.subs.get('tag:team:7').projects].map(([id, p]) => [id, p.status]), [['run', 'COMPLETED'], ['new', 'QUEUED']]);
 });

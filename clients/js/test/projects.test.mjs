@@ -2,12 +2,12 @@
 // connection, through a hub SIGKILL and restart (each project resumes from its own
 // last id: every log line once), add/remove at any time, a refused subscription that
 // leaves the others alone, tokens (the refresh frame, 4401 renewed). No mocked server.
-import { test, afterEach } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 import { watchProjects, share } from '../dist/projects.js';
 import { watchProject } from '../dist/index.js';
-import { startHub, startRedis, startWorker, mintToken, generate, until, stop } from './support.mjs';
+import { assertEveryLogOnce, watchingProjects, startHub, startRedis, startWorker, mintToken, generate, until, stop } from './support.mjs';
 
 const BACKOFF = { initialMs: 100, maxMs: 1000 };
 
@@ -15,31 +15,8 @@ const BACKOFF = { initialMs: 100, maxMs: 1000 };
 function when(listeners, predicate, what, ms = 30000) {
   return until((l) => listeners.add(l), predicate, ms, what);
 }
-/** Every watch made is closed when its test ends, passed or not (a watch left open
- * reconnects forever, and the file never ends). */
-const open = new Set();
-afterEach(() => { open.forEach((w) => w.close()); open.clear(); });
-/** A watchProjects with a change listener set, for `when`. */
-function watching(url, options) {
-  const listeners = new Set();
-  const frames = [];
-  const w = watchProjects(url, {
-    WebSocket, backoff: BACKOFF, ...options,
-    onChange: () => listeners.forEach((l) => l()),
-    onConnection: () => listeners.forEach((l) => l()),
-    onEvent: (f) => { frames.push(f); listeners.forEach((l) => l()); },
-  });
-  open.add(w);
-  return { w, listeners, frames };
-}
-
-function assertEveryLogOnce(state, what) {
-  const ids = state.logs.map((l) => l.id);
-  assert.equal(new Set(ids).size, ids.length, `${what}: no id twice`);
-  for (let n = 1; n <= 15; n++) {
-    assert.equal(state.logs.filter((l) => l.message.startsWith(`[${n}/15] `)).length, 1, `${what}: image ${n} logged exactly once`);
-  }
-}
+/** A watchProjects on the WebSocket (`ws`), its listeners for `when`. */
+const watching = (url, options) => watchingProjects(url, { WebSocket, backoff: BACKOFF, ...options });
 
 test('three projects on one connection survive a hub SIGKILL and restart: each resumes from its own id, every line once', async () => {
   const redis = await startRedis();

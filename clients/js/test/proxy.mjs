@@ -17,8 +17,15 @@ export async function startProxy(target, { blockUpgrades = false, files = {}, po
     const up = http.request({ host: t.hostname, port: t.port, path: req.url, method: req.method, headers: req.headers }, (ur) => {
       res.writeHead(ur.statusCode, ur.headers);
       ur.pipe(res);
+      // The hub gone in the middle of a response (killed: an SSE stream): so is the
+      // response, as behind a real proxy (pipe() would leave it open).
+      ur.on('aborted', () => res.destroy());
     });
-    up.on('error', () => { res.writeHead(502); res.end(); });
+    up.on('error', () => {
+      if (res.headersSent) return res.destroy();
+      res.writeHead(502);
+      res.end();
+    });
     req.pipe(up);
   });
   server.on('upgrade', (req, socket, head) => {

@@ -55,25 +55,33 @@ test('useProgress in Chromium: state, connection and the finished run, across a 
   await hub.stop();
 });
 
-test('many components, one connection: useProgress({ shared: true }) rows and useProjects share one WebSocket, through a hub SIGKILL', async () => {
+/** The many-components page (examples/react/many.tsx): three rows and a refused id,
+ * and the list of a tag's running jobs, through a hub SIGKILL with the jobs running; the
+ * first row dropped at the end. `noWebSocket`: the browser has none. Returns what was
+ * seen: the WebSockets (paths, most open at once) and the SSE streams' queries (the
+ * one made when the first row was dropped, `dropped`). */
+async function manyComponents(prefix, { noWebSocket = false } = {}) {
   const redis = await startRedis();
   const hub = await startHub(['--redis-url', redis.url, '--no-worker']);
   const html = readFileSync(path.join(PKG, 'examples/react/index.html'));
   const site = await startProxy(hub.url, { files: { '/many.html': ['text/html', html], '/app.js': ['text/javascript', await buildExample('many.tsx')] } });
   const stamp = Date.now();
-  const ids = [1, 2, 3].map((n) => `shared-${n}-${stamp}`);
-  const tag = `team:${stamp}`;
+  const ids = [1, 2, 3].map((n) => `${prefix}-${n}-${stamp}`);
+  const tag = `team:${prefix}-${stamp}`;
   const page = await browser.newPage();
+  // A browser (or a proxy) without WebSocket: `auto` takes the SSE stream.
+  if (noWebSocket) await page.addInitScript(() => { delete window.WebSocket; });
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));
-  const sockets = [];
+  const seen = { ids, tag, sockets: [], most: 0, streams: [] };
   let live = 0;
-  let most = 0;
   page.on('websocket', (ws) => {
-    sockets.push(new URL(ws.url()).pathname);
-    most = Math.max(most, ++live);
+    seen.sockets.push(new URL(ws.url()).pathname);
+    seen.most = Math.max(seen.most, ++live);
     ws.on('close', () => live--);
   });
+  const isStream = (r) => new URL(r.url()).pathname === '/api/v1/progress/events';
+  page.on('request', (r) => isStream(r) && seen.streams.push(new URL(r.url()).searchParams));
   await page.goto(`${site.url}/many.html?projects=${ids.join(',')},bad%20id&tag=${encodeURIComponent(tag)}`);
   await page.waitForSelector('[data-testid=connection][data-status=open]');
   await page.waitForSelector('[data-testid="row-bad id"][data-error=INVALID_PROJECT_ID]');
@@ -90,13 +98,32 @@ test('many components, one connection: useProgress({ shared: true }) rows and us
   for (const id of ids) await page.waitForSelector(`[data-testid="row-${id}"][data-status=COMPLETED]`, { timeout: 60000 });
   assert.equal(await page.$$eval(`[data-testid="row-${ids[0]}"]`, (els) => els.length), 2, 'the same project in two components');
   await page.waitForFunction(() => document.querySelectorAll('[data-testid=tagged] li').length === 0, null, { timeout: 30000 });
-  assert.ok(sockets.every((p) => p === '/api/v1/progress'), `only the multiplexed endpoint: ${sockets}`);
-  assert.equal(most, 1, 'one connection at a time, for every component');
   // Unmounting a row releases its subscription once no component needs it.
+  const dropped = noWebSocket && page.waitForRequest(isStream);
   await page.click('[data-testid=drop-first]');
   await page.waitForFunction((id) => !document.querySelector(`[data-testid="row-${id}"]`), ids[0]);
+  if (dropped) seen.dropped = new URL((await dropped).url()).searchParams;
   assert.deepEqual(errors, []);
   await page.close();
   await stop(worker);
   await hub.stop();
+  return seen;
+}
+
+test('many components, one connection: useProgress({ shared: true }) rows and useProjects share one WebSocket, through a hub SIGKILL', async () => {
+  const { sockets, most } = await manyComponents('shared');
+  assert.ok(sockets.every((p) => p === '/api/v1/progress'), `only the multiplexed endpoint: ${sockets}`);
+  assert.equal(most, 1, 'one connection at a time, for every component');
+});
+
+test('many components, no WebSocket in the browser: the shared connection is the SSE stream, reopened as rows unmount, through a hub SIGKILL', async () => {
+  const { ids, tag, sockets, streams, dropped } = await manyComponents('sse-shared', { noWebSocket: true });
+  assert.deepEqual(sockets, [], 'no WebSocket');
+  // The rows mounting together made one request, not one per component; the tag's hook
+  // subscribes on its next render: one reopen, naming everything.
+  assert.deepEqual(streams[0].get('projects').split(',').sort(), [...ids, 'bad id'].sort());
+  // (The refused id too, unless its refusal came first.)
+  assert.deepEqual(streams[1].get('projects').split(',').filter((p) => p !== 'bad id').sort(), [...ids].sort());
+  assert.equal(streams[1].get('tags'), tag);
+  assert.deepEqual(dropped.get('projects').split(',').sort(), ids.slice(1).sort(), 'reopened without the row let go of (and the refused id)');
 });

@@ -2,10 +2,12 @@
 // $HUB_BIN) on free ports, a proxy that can refuse WebSocket upgrades, and a static file
 // server that forwards the rest to the hub. Every process started here is killed when
 // the test file ends.
-import { after } from 'node:test';
+import { after, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
 import { spawn, execFile } from 'node:child_process';
 import { createServer, connect } from 'node:net';
 import { startProxy as proxy } from './proxy.mjs';
+import { watchProjects } from '../dist/projects.js';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -156,3 +158,35 @@ export async function startProxy(target, options) {
 }
 
 export const readText = (p) => readFile(p, 'utf8');
+
+/** A mock run's log (15 images) in a watcher's state: every line once, no id twice. */
+export function assertEveryLogOnce(state, what) {
+  const ids = state.logs.map((l) => l.id);
+  assert.equal(new Set(ids).size, ids.length, `${what}: no id twice`);
+  for (let n = 1; n <= 15; n++) {
+    assert.equal(state.logs.filter((l) => l.message.startsWith(`[${n}/15] `)).length, 1, `${what}: image ${n} logged exactly once`);
+  }
+}
+
+/** Every watchProjects made by `watchingProjects` is closed when its test ends, passed or
+ * not (a watch left open reconnects forever, and the file never ends). */
+const watches = new Set();
+afterEach(() => { watches.forEach((w) => w.close()); watches.clear(); });
+
+/** A watchProjects with its frames, and `when(predicate, what, ms)`: resolves when
+ * `predicate()` holds, checked on each change of the watch (a timeout says its state). */
+export function watchingProjects(url, options) {
+  const listeners = new Set();
+  const frames = [];
+  const w = watchProjects(url, {
+    ...options,
+    onChange: () => listeners.forEach((l) => l()),
+    onConnection: () => listeners.forEach((l) => l()),
+    onEvent: (f) => { frames.push(f); listeners.forEach((l) => l()); },
+  });
+  watches.add(w);
+  const seen = () => JSON.stringify({ connection: w.connection, errors: [...w.errors], states: [...w.states].map(([id, s]) => [id, s.status, s.progress]) });
+  const when = (predicate, what, ms = 30000) => until((l) => listeners.add(l), predicate, ms, what)
+    .catch((e) => { throw new Error(`${e.message}: ${seen()}`); });
+  return { w, listeners, frames, when };
+}
