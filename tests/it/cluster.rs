@@ -353,28 +353,13 @@ async fn a_manual_failover_is_survived() {
         .owner_of(&layout::shard_channel(&support::project(project)))
         .await;
     let replica = cluster.replica_of(owner).await;
-    let mut statuses = Vec::new();
-    for i in 0..20 {
-        statuses.push(publish_step((&a, &b), project, i).await);
-    }
     // The replica takes over (CLUSTER FAILOVER) while publishing goes on, one event
     // after another, through both hubs.
-    let publishing = async {
-        let mut statuses = Vec::new();
-        for i in 20..60 {
-            statuses.push(publish_step((&a, &b), project, i).await);
-        }
-        statuses
-    };
-    let failing_over = async {
-        cluster.failover(replica).await;
-        cluster.wait_master(replica).await;
-    };
-    let (during, ()) = tokio::join!(publishing, failing_over);
-    statuses.extend(during);
-    for i in 60..80 {
-        statuses.push(publish_step((&a, &b), project, i).await);
-    }
+    let hubs = (&a, &b);
+    let statuses = publishing_through_a_failover(&cluster, replica, [20, 60, 80], |i| async move {
+        vec![publish_step(hubs, project, i).await]
+    })
+    .await;
     // A manual failover loses no write and fails no publish.
     assert!(statuses.iter().all(|s| *s == 202), "{statuses:?}");
     for (i, client) in clients.iter_mut().enumerate() {
@@ -395,6 +380,42 @@ async fn a_manual_failover_is_survived() {
         || subscribers_by_node(&cluster, project),
     )
     .await;
+}
+
+/// Publishes steps 0.. with `publish` (it answers the HTTP statuses), one after another:
+/// `at[0]` before replica `replica` takes over from its master (`CLUSTER FAILOVER`), up
+/// to `at[1]` while it does, up to `at[2]` after. Every status, in order.
+async fn publishing_through_a_failover<F, Fut>(
+    cluster: &RedisCluster,
+    replica: usize,
+    at: [usize; 3],
+    publish: F,
+) -> Vec<u16>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Vec<u16>>,
+{
+    let mut statuses = Vec::new();
+    for i in 0..at[0] {
+        statuses.extend(publish(i).await);
+    }
+    let publishing = async {
+        let mut statuses = Vec::new();
+        for i in at[0]..at[1] {
+            statuses.extend(publish(i).await);
+        }
+        statuses
+    };
+    let failing_over = async {
+        cluster.failover(replica).await;
+        cluster.wait_master(replica).await;
+    };
+    let (during, ()) = tokio::join!(publishing, failing_over);
+    statuses.extend(during);
+    for i in at[1]..at[2] {
+        statuses.extend(publish(i).await);
+    }
+    statuses
 }
 
 /// The `n` of each `step <n>`.
@@ -505,6 +526,17 @@ async fn the_worker_and_publish_clis_work_on_a_cluster_url() {
 // Issue 26 on a cluster: one connection watches projects whose keys live on different
 // masters, through both hubs.
 
+/// `cluster`, two hubs on it (as [`two_hubs`]) and one project per master
+/// (`{prefix}-<i>`).
+async fn every_shard(
+    cluster: RedisCluster,
+    prefix: &str,
+) -> (RedisCluster, TestHub, TestHub, Vec<String>) {
+    let (a, b) = two_hubs(&cluster).await;
+    let projects = one_per_master(&cluster, prefix).await;
+    (cluster, a, b, projects)
+}
+
 /// One project id per master of `cluster` (`{prefix}-{i}`, the first found on each), so
 /// that a connection watching them all reads every shard.
 async fn one_per_master(cluster: &RedisCluster, prefix: &str) -> Vec<String> {
@@ -532,6 +564,20 @@ async fn multiplexed(hub: &TestHub) -> WsClient {
     client
 }
 
+/// A multiplexed connection to `hub` subscribed to every project of `projects`, each
+/// answered as a fresh subscription.
+async fn watching(hub: &TestHub, projects: &[String]) -> WsClient {
+    let mut client = multiplexed(hub).await;
+    for project in projects {
+        let answer = subscribed(&mut client, project, None).await;
+        assert_eq!(
+            answer,
+            serde_json::json!({"resumed": false, "recovered": true})
+        );
+    }
+    client
+}
+
 /// Subscribes to `project` (from `last_event_id`, if given) and reads the answer, which
 /// must be `subscribed`: its data.
 async fn subscribed(client: &mut WsClient, project: &str, last_event_id: Option<&str>) -> Value {
@@ -553,17 +599,8 @@ async fn subscribed(client: &mut WsClient, project: &str, last_event_id: Option<
 // exactly the events it missed, nothing twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_multiplexed_connection_follows_every_shard_and_resumes_on_the_other_hub() {
-    let cluster = RedisCluster::start().await;
-    let (a, b) = two_hubs(&cluster).await;
-    let projects = one_per_master(&cluster, "mx").await;
-    let mut client = multiplexed(&b).await;
-    for project in &projects {
-        let answer = subscribed(&mut client, project, None).await;
-        assert_eq!(
-            answer,
-            serde_json::json!({"resumed": false, "recovered": true})
-        );
-    }
+    let (_cluster, a, b, projects) = every_shard(RedisCluster::start().await, "mx").await;
+    let mut client = watching(&b, &projects).await;
     let mut last: HashMap<String, String> = HashMap::new();
     for i in 0..3 {
         for project in &projects {
@@ -611,13 +648,8 @@ async fn a_multiplexed_connection_follows_every_shard_and_resumes_on_the_other_h
 // connection to hub B: each subscription hears its run's `complete` exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_multiplexed_connection_hears_one_complete_per_run_in_every_shard() {
-    let cluster = RedisCluster::start().await;
-    let (a, b) = two_hubs(&cluster).await;
-    let projects = one_per_master(&cluster, "mxrun").await;
-    let mut client = multiplexed(&b).await;
-    for project in &projects {
-        subscribed(&mut client, project, None).await;
-    }
+    let (_cluster, a, b, projects) = every_shard(RedisCluster::start().await, "mxrun").await;
+    let mut client = watching(&b, &projects).await;
     for project in &projects {
         let (status, answer) = a.generate(project, &serde_json::json!({})).await;
         assert_eq!(status, 202, "{answer}");
@@ -723,9 +755,7 @@ impl Heard {
 // missed, and the tag's projects in a fresh snapshot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_multiplexed_sse_stream_resumes_every_shard_with_one_last_event_id() {
-    let cluster = RedisCluster::start().await;
-    let (a, b) = two_hubs(&cluster).await;
-    let projects = one_per_master(&cluster, "sx").await;
+    let (cluster, a, b, projects) = every_shard(RedisCluster::start().await, "sx").await;
     let tagged = one_per_master(&cluster, "sxtag").await;
     for project in projects.iter().chain(&tagged) {
         let mut event = support::progress(10);
@@ -804,9 +834,7 @@ async fn the_multiplexed_sse_stream_resumes_every_shard_with_one_last_event_id()
 // appears in the feed and is followed to its end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tag_feed_follows_runs_started_in_every_shard_to_their_end() {
-    let cluster = RedisCluster::start().await;
-    let (a, b) = two_hubs(&cluster).await;
-    let projects = one_per_master(&cluster, "tagrun").await;
+    let (_cluster, a, b, projects) = every_shard(RedisCluster::start().await, "tagrun").await;
     let mut client = multiplexed(&b).await;
     let subscribe = serde_json::json!({"event": "subscribe", "data": {"tag": "team:11"}});
     client.send_text(&subscribe.to_string()).await;
@@ -866,21 +894,17 @@ async fn a_tag_feed_follows_runs_started_in_every_shard_to_their_end() {
 // the moved shard follow it; the others are untouched).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_multiplexed_connection_survives_a_failover_of_one_shard() {
-    let cluster = RedisCluster::start_with_replicas().await;
-    let (a, b) = two_hubs(&cluster).await;
-    let projects = one_per_master(&cluster, "mxfo").await;
-    let mut on_b = multiplexed(&b).await;
-    let mut on_a = multiplexed(&a).await;
-    for project in &projects {
-        subscribed(&mut on_b, project, None).await;
-        subscribed(&mut on_a, project, None).await;
-    }
+    let (cluster, a, b, projects) =
+        every_shard(RedisCluster::start_with_replicas().await, "mxfo").await;
+    let mut on_b = watching(&b, &projects).await;
+    let mut on_a = watching(&a, &projects).await;
     let moved = &projects[0];
     let owner = cluster
         .owner_of(&layout::shard_channel(&support::project(moved)))
         .await;
     let replica = cluster.replica_of(owner).await;
-    let publish_round = |i: usize| {
+    // Each step: one event for each project, through hub A or B.
+    let statuses = publishing_through_a_failover(&cluster, replica, [10, 30, 40], |i| {
         let (a, b, projects) = (&a, &b, &projects);
         async move {
             let mut statuses = Vec::new();
@@ -889,27 +913,8 @@ async fn a_multiplexed_connection_survives_a_failover_of_one_shard() {
             }
             statuses
         }
-    };
-    let mut statuses = Vec::new();
-    for i in 0..10 {
-        statuses.extend(publish_round(i).await);
-    }
-    let publishing = async {
-        let mut statuses = Vec::new();
-        for i in 10..30 {
-            statuses.extend(publish_round(i).await);
-        }
-        statuses
-    };
-    let failing_over = async {
-        cluster.failover(replica).await;
-        cluster.wait_master(replica).await;
-    };
-    let (during, ()) = tokio::join!(publishing, failing_over);
-    statuses.extend(during);
-    for i in 30..40 {
-        statuses.extend(publish_round(i).await);
-    }
+    })
+    .await;
     assert!(statuses.iter().all(|s| *s == 202), "{statuses:?}");
     for client in [&mut on_b, &mut on_a] {
         let mut steps_of: HashMap<String, Vec<usize>> = HashMap::new();
