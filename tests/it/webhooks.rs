@@ -13,7 +13,7 @@ use crate::support::receiver::{Receiver, Reply, SECRET, distinct_ok};
 use crate::support::{Backend, PATIENCE, TestHub, cli, metric};
 
 /// Webhooks to `receiver`, retried fast so the tests take seconds.
-fn webhooks_to(receiver: &Receiver) -> WebhookConfig {
+pub fn webhooks_to(receiver: &Receiver) -> WebhookConfig {
     let mut config = WebhookConfig::new(
         vec![receiver.url().parse().unwrap()],
         SECRET.parse().unwrap(),
@@ -655,4 +655,126 @@ async fn behind_sentinel_every_end_is_told_across_a_failover() {
         .find(|g| g.body["data"]["project_id"] == "after")
         .unwrap();
     assert_eq!(after.body["type"], "job.failed");
+}
+
+// Publishers need no setting: a `complete` published straight into Redis (the CLI, as a
+// worker or the Python SDK would) before any hub with webhooks ever ran there is told
+// once one starts, and so is a run begun then that goes silent (job.stalled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_end_published_before_any_hub_with_webhooks_is_told() {
+    let receiver = Receiver::start().await;
+    let redis = crate::support::RedisServer::start().await;
+    let url = redis.url();
+    for args in [
+        &["--project", "early", "complete", "--status", "COMPLETED"][..],
+        &[
+            "--project",
+            "stuck",
+            "stage-change",
+            "--current-stage",
+            "RENDERING",
+            "--progress",
+            "5",
+        ],
+    ] {
+        let mut all = vec!["--redis-url", url.as_str()];
+        all.extend(args);
+        let out = cli::publish(&all, &[]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let webhooks = webhooks_to(&receiver);
+    let _hub = TestHub::start_on(url, move |c| {
+        c.worker = None;
+        c.stall_after = Duration::from_millis(300);
+        c.webhooks = Some(webhooks);
+    })
+    .await;
+    let got = receiver
+        .until("the early end and the stall", |got| {
+            got.iter().any(|g| g.body["data"]["project_id"] == "early")
+                && got.iter().any(|g| g.body["type"] == "job.stalled")
+        })
+        .await;
+    let early = got
+        .iter()
+        .find(|g| g.body["data"]["project_id"] == "early")
+        .unwrap();
+    assert_eq!(early.body["type"], "job.completed");
+    assert!(early.signed);
+}
+
+on_both_brokers!(a_stall_is_told_once_per_stall_on_one_hub);
+
+// In process as with Redis: a silent run is told `job.stalled` once per stall (many
+// scans later, still once), a second stall after it published again once more, then
+// its end; a queued run is never told stalled.
+async fn a_stall_is_told_once_per_stall_on_one_hub(backend: Backend) {
+    let receiver = Receiver::start().await;
+    let bound = Duration::from_millis(300);
+    let webhooks = webhooks_to(&receiver);
+    let hub = TestHub::start_with(backend, move |c| {
+        c.worker = None;
+        c.stall_after = bound;
+        c.webhooks = Some(webhooks);
+    })
+    .await;
+    let stalls = |got: &[crate::support::receiver::Got]| {
+        got.iter()
+            .filter(|g| g.body["type"] == "job.stalled")
+            .count()
+    };
+    hub.publish(
+        "slow",
+        json!({"event": "stage_change", "data": {"current_stage": "RENDERING", "progress": 40}}),
+    )
+    .await;
+    assert_eq!(hub.generate("waiting", &json!({})).await.0, 202);
+    let got = receiver
+        .until("a job.stalled", |got| stalls(got) >= 1)
+        .await;
+    let stalled = got
+        .iter()
+        .find(|g| g.body["type"] == "job.stalled")
+        .unwrap();
+    assert!(stalled.signed);
+    assert_eq!(stalled.body["data"]["project_id"], "slow");
+    assert_eq!(stalled.body["data"]["reason"], "silent");
+    assert_eq!(
+        stalled.body["data"]["since"],
+        stalled.body["data"]["updated_at"]
+    );
+    tokio::time::sleep(bound * 4).await;
+    assert_eq!(stalls(&receiver.got()), 1, "once per stall");
+    hub.publish("slow", crate::support::log_event("alive again"))
+        .await;
+    receiver
+        .until("a second stall", |got| stalls(got) >= 2)
+        .await;
+    tokio::time::sleep(bound * 4).await;
+    hub.publish("slow", complete("COMPLETED")).await;
+    receiver
+        .until("the end", |got| {
+            got.iter().any(|g| g.body["type"] == "job.completed")
+        })
+        .await;
+    let got = receiver.delivered();
+    let slow: Vec<&str> = got
+        .iter()
+        .filter(|g| g.body["data"]["project_id"] == "slow")
+        .map(|g| g.body["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        slow,
+        ["job.stalled", "job.stalled", "job.completed"],
+        "{got:#?}"
+    );
+    assert!(
+        got.iter()
+            .all(|g| g.body["data"]["project_id"] != "waiting"),
+        "a queued run is not stalled: {got:#?}"
+    );
 }

@@ -20,6 +20,7 @@ pub mod stall;
 mod subscriber;
 mod tag_index;
 pub mod target;
+mod vacancy;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
