@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use progress_hub::config::ServeConfig;
 use progress_hub::webhook::EventType;
+use progress_hub::wire::ProjectId;
 use serde_json::Value;
 
 use crate::support::receiver::{Got, Receiver};
@@ -75,6 +76,9 @@ async fn a_vacancy_is_told_after_the_grace_and_again_after_a_rejoin(backend: Bac
         "{told}"
     );
     assert!(told["timestamp"].as_str().unwrap() >= told["data"]["since"].as_str().unwrap());
+    let schema = crate::webhooks::webhook_schema(&hub).await;
+    let errors: Vec<String> = schema.iter_errors(told).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{told}: {errors:?}");
     // Vacant for many more scans: still told once.
     tokio::time::sleep(GRACE * 3).await;
     assert_eq!(vacancies(&receiver.got(), "seen").len(), 1);
@@ -87,6 +91,33 @@ async fn a_vacancy_is_told_after_the_grace_and_again_after_a_rejoin(backend: Bac
         .await;
     tokio::time::sleep(GRACE * 3).await;
     assert_eq!(vacancies(&receiver.got(), "seen").len(), 2);
+    // Watched before anything was published: told too, with no state.
+    let early = WsClient::connected(&hub.ws_url("bare")).await;
+    if let Some(redis) = &hub.redis {
+        // Its hub wrote the watcher (a join and leave between two writes is none).
+        let conn = redis.connection().await;
+        let key = crate::support::layout::watchers_key(&ProjectId::parse("bare").unwrap());
+        eventually("the bare project's watcher written", || {
+            let (mut conn, key) = (conn.clone(), key.clone());
+            async move {
+                let n: i64 = redis::cmd("EXISTS")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                n == 1
+            }
+        })
+        .await;
+    }
+    early.close().await;
+    let got = receiver
+        .until("the bare vacancy", |got| !vacancies(got, "bare").is_empty())
+        .await;
+    let bare = &vacancies(&got, "bare")[0];
+    assert_eq!(bare["data"]["watchers"], 0, "{bare}");
+    let errors: Vec<String> = schema.iter_errors(bare).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{bare}: {errors:?}");
     // A project nobody ever watched is never vacated.
     hub.publish("unseen", crate::support::progress(1)).await;
     tokio::time::sleep(GRACE * 2).await;

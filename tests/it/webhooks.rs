@@ -30,6 +30,18 @@ fn with_webhooks(receiver: &Receiver) -> impl FnOnce(&mut ServeConfig) {
     move |c: &mut ServeConfig| c.webhooks = Some(webhooks)
 }
 
+/// What the hub's AsyncAPI document says a webhook's body is.
+pub async fn webhook_schema(hub: &TestHub) -> jsonschema::Validator {
+    let asyncapi: Value = reqwest::get(hub.http("/api/v1/asyncapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let schema = &asyncapi["channels"]["webhook"]["subscribe"]["message"]["payload"];
+    jsonschema::validator_for(schema).expect("a valid JSON Schema")
+}
+
 fn complete(status: &str) -> Value {
     json!({"event": "complete", "data": {"status": status, "youtube_url": "https://youtu.be/done"}})
 }
@@ -60,14 +72,7 @@ async fn every_end_is_delivered_signed_and_nothing_else(backend: Backend) {
     assert_eq!(by_project("broke").body["type"], "job.failed");
     assert!(metric(&hub, "hub_webhook_attempts_total{outcome=\"delivered\"}").await >= 2.0);
     // Every body is what the hub's AsyncAPI document says a webhook is.
-    let asyncapi: Value = reqwest::get(hub.http("/api/v1/asyncapi.json"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let schema = &asyncapi["channels"]["webhook"]["subscribe"]["message"]["payload"];
-    let validator = jsonschema::validator_for(schema).expect("a valid JSON Schema");
+    let validator = webhook_schema(&hub).await;
     for g in &got {
         let errors: Vec<String> = validator
             .iter_errors(&g.body)
