@@ -35,6 +35,20 @@ fn vacancies(got: &[Got], project: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Nothing told of `project` through three graces: someone still watches it.
+async fn none_told_while_watched(receiver: &Receiver, project: &str) {
+    tokio::time::sleep(GRACE * 3).await;
+    let got = receiver.got();
+    assert!(vacancies(&got, project).is_empty(), "{project}: {got:#?}");
+}
+
+/// Waits until the receiver got `n` vacancies of `project`.
+async fn until_vacancies(receiver: &Receiver, project: &str, n: usize) -> Vec<Got> {
+    receiver
+        .until("the vacancies", |got| vacancies(got, project).len() >= n)
+        .await
+}
+
 /// Waits until `hub` counts `n` watchers of `project` (over every hub).
 async fn watched_by(hub: &TestHub, project: &str, n: u64) {
     eventually("the watchers counted", || async {
@@ -52,17 +66,10 @@ async fn a_vacancy_is_told_after_the_grace_and_again_after_a_rejoin(backend: Bac
     let watcher = WsClient::connected(&hub.ws_url("seen")).await;
     watched_by(&hub, "seen", 1).await;
     // Watched through several graces: nothing told.
-    tokio::time::sleep(GRACE * 3).await;
-    assert!(
-        vacancies(&receiver.got(), "seen").is_empty(),
-        "{:#?}",
-        receiver.got()
-    );
+    none_told_while_watched(&receiver, "seen").await;
     watcher.close().await;
     let left = tokio::time::Instant::now();
-    let got = receiver
-        .until("a vacancy", |got| !vacancies(got, "seen").is_empty())
-        .await;
+    let got = until_vacancies(&receiver, "seen", 1).await;
     assert!(left.elapsed() >= GRACE, "told after {:?}", left.elapsed());
     let told = &vacancies(&got, "seen")[0];
     assert!(got.iter().all(|g| g.signed));
@@ -86,9 +93,7 @@ async fn a_vacancy_is_told_after_the_grace_and_again_after_a_rejoin(backend: Bac
     let back = WsClient::connected(&hub.ws_url("seen")).await;
     watched_by(&hub, "seen", 1).await;
     back.close().await;
-    receiver
-        .until("a second vacancy", |got| vacancies(got, "seen").len() >= 2)
-        .await;
+    until_vacancies(&receiver, "seen", 2).await;
     tokio::time::sleep(GRACE * 3).await;
     assert_eq!(vacancies(&receiver.got(), "seen").len(), 2);
     // Watched before anything was published: told too, with no state.
@@ -111,9 +116,7 @@ async fn a_vacancy_is_told_after_the_grace_and_again_after_a_rejoin(backend: Bac
         .await;
     }
     early.close().await;
-    let got = receiver
-        .until("the bare vacancy", |got| !vacancies(got, "bare").is_empty())
-        .await;
+    let got = until_vacancies(&receiver, "bare", 1).await;
     let bare = &vacancies(&got, "bare")[0];
     assert_eq!(bare["data"]["watchers"], 0, "{bare}");
     let errors: Vec<String> = schema.iter_errors(bare).map(|e| e.to_string()).collect();
@@ -140,17 +143,9 @@ async fn two_hubs_tell_each_vacancy_once_also_when_the_last_hub_died() {
     watched_by(&one, "shared", 2).await;
     on_one.close().await;
     watched_by(&two, "shared", 1).await;
-    tokio::time::sleep(GRACE * 3).await;
-    assert!(
-        vacancies(&receiver.got(), "shared").is_empty(),
-        "one still watches on two"
-    );
+    none_told_while_watched(&receiver, "shared").await;
     on_two.close().await;
-    receiver
-        .until("the shared vacancy", |got| {
-            !vacancies(got, "shared").is_empty()
-        })
-        .await;
+    until_vacancies(&receiver, "shared", 1).await;
 
     // The last watcher of "doomed" is on a hub that is SIGKILLed: its presence runs out
     // (1 s), then the grace.
@@ -166,18 +161,10 @@ async fn two_hubs_tell_each_vacancy_once_also_when_the_last_hub_died() {
     watched_by(&one, "doomed", 2).await;
     doomed_here.close().await;
     watched_by(&two, "doomed", 1).await;
-    tokio::time::sleep(GRACE * 3).await;
-    assert!(
-        vacancies(&receiver.got(), "doomed").is_empty(),
-        "the third hub still watches"
-    );
+    none_told_while_watched(&receiver, "doomed").await;
     killed.0.kill().expect("SIGKILL");
     killed.0.wait().expect("reaped");
-    receiver
-        .until("the dead hub's vacancy", |got| {
-            !vacancies(got, "doomed").is_empty()
-        })
-        .await;
+    until_vacancies(&receiver, "doomed", 1).await;
     // Both hubs kept scanning: still once each.
     tokio::time::sleep(GRACE * 4).await;
     let got = receiver.got();

@@ -15,6 +15,7 @@ mod presence;
 pub mod publish_inputs;
 mod quota;
 pub mod sentinel;
+mod set_pages;
 mod shared_read;
 pub mod stall;
 mod subscriber;

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use super::connection::RedisConn;
 use super::layout::{self, OUTBOX_KEY, VACANCY_ON_KEY, WATCHED_KEY};
+use super::set_pages::SetPages;
 use crate::broker::BrokerError;
 use crate::wire::ProjectId;
 
@@ -35,43 +36,42 @@ pub async fn scan(conn: &RedisConn, grace: Duration) -> Result<usize, BrokerErro
         .query_async(&mut conn)
         .await?;
     let grace_ms = grace.as_millis().max(1) as u64;
-    let mut cursor = 0u64;
+    let mut pages = SetPages::new(WATCHED_KEY, PAGE, MAX_PER_SCAN);
     let mut told = 0;
-    let mut seen = 0;
-    loop {
-        let (next, projects): (u64, Vec<String>) = redis::cmd("SSCAN")
-            .arg(WATCHED_KEY)
-            .arg(cursor)
-            .arg("COUNT")
-            .arg(PAGE)
-            .query_async(&mut conn)
-            .await?;
-        seen += projects.len();
-        for raw in projects {
-            let Ok(project) = ProjectId::parse(&raw) else {
-                let _: i64 = redis::cmd("SREM")
-                    .arg(WATCHED_KEY)
-                    .arg(&raw)
-                    .query_async(&mut conn)
-                    .await?;
-                continue;
-            };
-            let outcome: i64 = layout::VACATED
-                .key(layout::watchers_key(&project))
-                .key(layout::vacancy_key(&project))
-                .key(layout::state_key(&project))
-                .key(OUTBOX_KEY)
-                .key(WATCHED_KEY)
-                .arg(layout::channel(&project))
-                .arg(project.as_str())
-                .arg(grace_ms)
-                .invoke_async(&mut conn)
-                .await?;
-            told += usize::from(outcome == 1);
-        }
-        cursor = next;
-        if cursor == 0 || seen >= MAX_PER_SCAN {
-            return Ok(told);
-        }
+    while let Some(projects) = pages.next(&mut conn).await? {
+        told += look(&mut conn, projects, grace_ms).await?;
     }
+    Ok(told)
+}
+
+/// Looks at each project of a page of the set; returns how many it told.
+async fn look(
+    conn: &mut RedisConn,
+    projects: Vec<String>,
+    grace_ms: u64,
+) -> Result<usize, BrokerError> {
+    let mut told = 0;
+    for raw in projects {
+        let Ok(project) = ProjectId::parse(&raw) else {
+            let _: i64 = redis::cmd("SREM")
+                .arg(WATCHED_KEY)
+                .arg(&raw)
+                .query_async(conn)
+                .await?;
+            continue;
+        };
+        let outcome: i64 = layout::VACATED
+            .key(layout::watchers_key(&project))
+            .key(layout::vacancy_key(&project))
+            .key(layout::state_key(&project))
+            .key(OUTBOX_KEY)
+            .key(WATCHED_KEY)
+            .arg(layout::channel(&project))
+            .arg(project.as_str())
+            .arg(grace_ms)
+            .invoke_async(conn)
+            .await?;
+        told += usize::from(outcome == 1);
+    }
+    Ok(told)
 }
