@@ -761,3 +761,33 @@ async fn a_stall_is_told_once_per_stall_on_one_hub(backend: Backend) {
         .await;
     two_stalls_then_the_end(&receiver.delivered());
 }
+
+// Before any hub reads the outbox it stays bounded (the newest ~1,000 ends), so a
+// deployment that never turns webhooks on holds little; a hub that starts later gives
+// up unsent what is already older than --webhook-retry-for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_before_any_hub_reads_it_is_bounded_and_old_ends_are_not_sent() {
+    let plain = TestHub::start_with(Backend::Redis, |c| {
+        c.worker = None;
+        c.history.project_quota.per_minute = 0;
+        c.history.project_quota.max_per_client = 0;
+    })
+    .await;
+    for n in 0..1_300 {
+        plain.publish(&format!("e{n}"), complete("COMPLETED")).await;
+    }
+    let mut conn = plain.redis().connection().await;
+    let len: usize = redis::cmd("XLEN")
+        .arg(crate::support::layout::OUTBOX_KEY)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!((1_000..1_300).contains(&len), "kept {len}");
+    let receiver = Receiver::start().await;
+    let mut webhooks = webhooks_to(&receiver);
+    webhooks.retry_for = Duration::from_millis(1);
+    let late = TestHub::start_on(plain.redis().url(), move |c| c.webhooks = Some(webhooks)).await;
+    outbox_drained(plain.redis()).await;
+    assert!(metric(&late, "hub_webhook_given_up_total{reason=\"expired\"}").await >= len as f64);
+    assert!(receiver.got().is_empty(), "nothing that old is sent");
+}
