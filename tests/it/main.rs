@@ -8,6 +8,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod all_projects;
 mod api_docs;
 mod auth;
 mod bench;
@@ -40,5 +41,6 @@ mod slow_consumer;
 mod stalled;
 mod tags;
 mod units;
+mod vacated;
 mod watch;
 mod webhooks;

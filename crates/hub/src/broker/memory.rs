@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::budget::{Budget, Owner};
-use super::outbox::{MemoryOutbox, now_ms};
+use super::outbox::{MemoryOutbox, MemorySource, now_ms};
 use super::quota::Admission;
 use super::redis::publish_inputs::CONTRACT;
 use super::{
@@ -59,8 +59,9 @@ struct Store {
     receipts: Receipts,
     seen: Seen,
     /// Each tag's index (Redis's `progress:{tag:<tag>}:projects`): project → when (ms)
-    /// its run was last given the tag. A forgotten project leaves the indexes of the
-    /// tags its state carried; other stale entries go when a reader finds them (`untag`).
+    /// its run was last given the tag; `*`'s ([`Tag::all`]): when its history or its
+    /// newest run began. A forgotten project leaves `*`'s and the indexes of the tags
+    /// its state carried; other stale entries go when a reader finds them (`untag`).
     tags: HashMap<Tag, HashMap<ProjectId, u64>>,
 }
 
@@ -87,6 +88,62 @@ impl Seen {
             entry.insert(until);
             self.order.push_back((key, until));
         }
+    }
+}
+
+/// What the in-process outbox's scans see of this broker.
+struct Scanned {
+    store: Arc<Mutex<Store>>,
+    deliveries: Arc<dyn Deliveries>,
+}
+
+impl MemorySource for Scanned {
+    fn silent_runs(&self, bound: Duration) -> Vec<(ProjectId, HashMap<String, String>)> {
+        let (now, at) = (Instant::now(), chrono::Utc::now());
+        let store = self.store.lock();
+        store
+            .projects
+            .iter()
+            .filter(|(_, history)| {
+                history.seq > 0
+                    && history.expires_at > now
+                    && !history.state.contains_key("run_ended")
+            })
+            .filter_map(|(project, history)| {
+                let fields = history.fields();
+                let (state, _) = ProjectState::from_hash(&fields)?;
+                crate::wire::stall::silent_since(&state, bound, at)?;
+                Some((project.clone(), fields))
+            })
+            .collect()
+    }
+
+    fn watched(&self) -> (HashSet<ProjectId>, HashSet<ProjectId>) {
+        let now = self
+            .deliveries
+            .presence()
+            .into_iter()
+            .filter(|(_, watchers)| *watchers > 0)
+            .map(|(project, _)| project)
+            .collect();
+        let left = self
+            .deliveries
+            .presence_changes()
+            .into_iter()
+            .filter(|(_, watchers)| *watchers == 0)
+            .map(|(project, _)| project)
+            .collect();
+        (now, left)
+    }
+
+    fn state(&self, project: &ProjectId) -> HashMap<String, String> {
+        let store = self.store.lock();
+        store
+            .projects
+            .get(project)
+            .filter(|history| history.seq > 0 && history.expires_at > Instant::now())
+            .map(History::fields)
+            .unwrap_or_default()
     }
 }
 
@@ -218,7 +275,9 @@ impl Store {
             self.budget
                 .close(&history.owner, history.used, history.bytes);
             let carried = history.state.get("tags").map(|t| Tag::split(t));
-            self.untag(carried.iter().flatten(), std::slice::from_ref(project));
+            let all = Tag::all();
+            let indexes = carried.iter().flatten().chain([&all]);
+            self.untag(indexes, std::slice::from_ref(project));
         }
     }
 
@@ -339,8 +398,18 @@ impl MemoryBroker {
         }
     }
 
-    /// This broker, putting every run's end into `outbox` as it publishes it.
+    /// This broker, putting every run's end into `outbox` as it publishes it, and
+    /// showing the outbox's scans its runs and watchers (`job.stalled`,
+    /// `project.vacated`).
     pub fn with_outbox(mut self, outbox: Option<Arc<MemoryOutbox>>) -> Self {
+        if let Some(outbox) = &outbox {
+            // The vacancy scan reads which projects' watchers changed between its looks.
+            self.deliveries.track_presence();
+            outbox.attach(Arc::new(Scanned {
+                store: Arc::clone(&self.store),
+                deliveries: Arc::clone(&self.deliveries),
+            }));
+        }
         self.outbox = outbox;
         self
     }
@@ -468,9 +537,13 @@ impl Broker for MemoryBroker {
             );
         }
         let state = &mut history.state;
+        // A history or a run begins: the project goes into `*`'s index, as `publish.lua`
+        // tells its publisher.
+        let mut begun = history.seq == 0;
         // Runs, as `publish.lua` starts them: after one ended, or with an event that
         // starts one (refused when its holder has published already: a worker was quicker).
         if s.starts_run || (state.contains_key("run_ended") && !s.ends_run) {
+            begun = true;
             if let Some(holder) = &s.run_holder
                 && history.fences.contains(holder)
             {
@@ -546,12 +619,11 @@ impl Broker for MemoryBroker {
                 .receipts
                 .insert(project, &event.receipt, id.clone(), now);
         }
-        if let Some(tags) = &s.tags {
-            let at = crate::wire::now_ms();
-            for tag in tags {
-                let index = store.tags.entry(tag.clone()).or_default();
-                index.insert(project.clone(), at);
-            }
+        let all = begun.then(Tag::all);
+        let at = crate::wire::now_ms();
+        for tag in s.tags.iter().flatten().chain(all.as_ref()) {
+            let index = store.tags.entry(tag.clone()).or_default();
+            index.insert(project.clone(), at);
         }
         store.enforce(self.config.memory_budget, project, self.deliveries.as_ref());
         // Delivered under the lock: delivery order is history order.

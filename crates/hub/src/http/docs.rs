@@ -50,7 +50,7 @@ use crate::wire::{Event, ProjectState, Stage};
         (name = "publishing", description = "The hub's publish path"),
         (name = "projects", description = "Project state and generation jobs"),
         (name = "operations", description = "Health, readiness, metrics"),
-        (name = "webhooks", description = "Webhooks the hub POSTs to the backend (serve --webhook) when a job ends: body WebhookBody (type job.completed, job.failed, job.cancelled: `job.` and the complete's status), headers webhook-id (the same on every retry), webhook-timestamp and webhook-signature (Standard Webhooks: v1,<base64 HMAC-SHA256 of \"{id}.{timestamp}.{body}\">). See docs/WEBHOOKS.md."),
+        (name = "webhooks", description = "Webhooks the hub POSTs to the backend (serve --webhook) when a job ends: body WebhookBody (type job.completed, job.failed, job.cancelled: `job.` and the complete's status; job.stalled: a run under way went silent; project.vacated: nobody has watched a project watched before for --webhook-vacated-after), headers webhook-id (the same on every retry), webhook-timestamp and webhook-signature (Standard Webhooks: v1,<base64 HMAC-SHA256 of \"{id}.{timestamp}.{body}\">). See docs/WEBHOOKS.md."),
     )
 )]
 pub struct ApiDoc;
@@ -115,7 +115,7 @@ pub fn asyncapi() -> Value {
                             "data": { "type": "object", "properties": {
                                 "project_id": project["schema"].clone(),
                                 "last_event_id": { "type": "string", "description": "subscribe: resume this project after this event id" },
-                                "tag": { "type": "string", "pattern": "^[A-Za-z0-9_.:@-]{1,64}$", "description": "subscribe/unsubscribe: a tag instead of a project_id" },
+                                "tag": { "type": "string", "pattern": "^([A-Za-z0-9_.:@-]{1,64}|\\*)$", "description": "subscribe/unsubscribe: a tag instead of a project_id; `*`: every project (a token whose projects include `*`)" },
                                 "status": { "type": "array", "items": { "type": "string" }, "description": "tag subscribe: only projects whose status is one of these (QUEUED, a stage code, COMPLETED, FAILED, CANCELLED) or in the groups active / ended" },
                                 "since": { "type": "string", "format": "date-time", "description": "tag subscribe: only projects tagged at or after this time" },
                                 "token": { "type": "string", "description": "refresh: a fresher token, allowing every subscribed project and tag" }
@@ -145,10 +145,10 @@ pub fn asyncapi() -> Value {
                 }
             },
             "webhook": {
-                "description": "The backend's endpoints (serve --webhook URL): one HTTP POST per job's end, at least once, the same webhook-id on every retry. Signed the Standard Webhooks way; see docs/WEBHOOKS.md.",
+                "description": "The backend's endpoints (serve --webhook URL): one HTTP POST per job's end, stall and project vacancy, at least once, the same webhook-id on every retry. Signed the Standard Webhooks way; see docs/WEBHOOKS.md.",
                 "bindings": { "http": { "type": "request", "method": "POST" } },
                 "subscribe": {
-                    "summary": "A job ended (job.completed, job.failed, job.cancelled: `job.` and its final status)",
+                    "summary": "A job ended (job.completed, job.failed, job.cancelled: `job.` and its final status), stalled (job.stalled), or its project has nobody watching (project.vacated)",
                     "message": {
                         "name": "Webhook",
                         "headers": {

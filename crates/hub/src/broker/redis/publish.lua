@@ -13,7 +13,10 @@
 -- are locals, not a table built from ARGV; the state is written in one HSET without a
 -- table on the usual path): scripts/bench_redis_time.sh measures it against its floor.
 --
--- Returns the event id, '<epoch>:<seq>'.
+-- Returns {id, begun}: the event id, '<epoch>:<seq>', and 1 when this event began the
+-- project's history or a new run (else 0; a retry answered from its receipt: 0). The
+-- publisher then adds the project to the index of every project's runs,
+-- progress:{tag:*}:projects, as it adds it to its tags' indexes (keys of other slots).
 
 local history, state, receipt_key, fences, units = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local era_key, outbox, running = KEYS[6], KEYS[7], KEYS[8]
@@ -44,7 +47,7 @@ end
 keyed = keyed == '1'
 if keyed then
   local done = redis.call('GET', receipt_key)
-  if done then return done end
+  if done then return {done, 0} end
 end
 
 -- Every field this publish reads, in one read: its fence's too when it has one (each
@@ -76,7 +79,7 @@ if not keyed and receipts ~= '' then
   end
   if at then
     local from = at + #mark
-    return string.sub(receipts, from, string.find(receipts, ' ', from, true) - 1)
+    return {string.sub(receipts, from, string.find(receipts, ' ', from, true) - 1), 0}
   end
 end
 
@@ -91,7 +94,9 @@ if epoch and seq >= max_len_n then
 elseif epoch then
   len = redis.call('XLEN', history)
 end
+local begun = 0
 if not epoch or len == 0 then
+  begun = 1
   -- A new history (first event, or the old one was lost): a new epoch, so no client can
   -- resume into it believing it is the old one.
   epoch = new_epoch
@@ -204,6 +209,7 @@ if starts_run == '1' or (run_ended and not ends) then
   if starting and starting ~= '' and redis.call('SISMEMBER', fences, starting) == 1 then
     return redis.error_reply('STALE job ' .. starting .. ' has already begun')
   end
+  begun = 1
   max = 0
   -- The state fields this script keeps itself; a new run forgets every other one.
   local SCRIPT_FIELDS = { epoch = true, seq = true, bytes = true, era = true, progress = true,
@@ -284,18 +290,30 @@ if ends then ttl = retention_ttl end
 redis.call('EXPIRE', history, ttl)
 redis.call('EXPIRE', state, ttl)
 
--- Webhooks (issue 27): a run's end goes into the outbox in this same step, while a hub
--- with webhooks keeps one (broker/redis/outbox.rs): the channel, then the state.
--- The runs under way (`running`, a set of channels) are kept beside it for the hubs'
--- stall scan (job.stalled): a run goes in as it begins and out as it ends, so the
--- publishes between cost nothing here.
+-- Webhooks (issue 27): a run's end goes into the outbox in this same step
+-- (broker/redis/outbox.rs): the channel, then the state. The runs under way (`running`,
+-- a set of channels) are kept beside it for the hubs' stall scan (job.stalled): a run
+-- goes in as it begins and out as it ends, so the publishes between cost nothing here.
+-- Publishers need no setting: both are written whether or not a hub with webhooks ever
+-- ran, so one that starts later tells what came before it (the group reads the stream
+-- from its start). Until a hub reads the outbox (its consumer group exists), they are
+-- bounded: the newest PRE_WEBHOOK_ENDS ends, and at most PRE_WEBHOOK_RUNS runs under way.
+local PRE_WEBHOOK_ENDS, PRE_WEBHOOK_RUNS = 1000, 10000
 if outbox then
   local begins = not ends and (seq == 1 or starts_run == '1' or run_ended)
-  if (ends or begins) and redis.call('EXISTS', outbox) == 1 then
+  if ends or begins then
+    local read = redis.call('EXISTS', outbox) == 1
+      and #redis.call('XINFO', 'GROUPS', outbox) > 0
     if ends then
-      redis.call('XADD', outbox, '*', 'channel', channel, unpack(redis.call('HGETALL', state)))
+      local fields = redis.call('HGETALL', state)
+      if read then
+        redis.call('XADD', outbox, '*', 'channel', channel, unpack(fields))
+      else
+        redis.call('XADD', outbox, 'MAXLEN', '~', PRE_WEBHOOK_ENDS, '*', 'channel',
+          channel, unpack(fields))
+      end
       if running then redis.call('SREM', running, channel) end
-    elseif running then
+    elseif running and (read or redis.call('SCARD', running) < PRE_WEBHOOK_RUNS) then
       redis.call('SADD', running, channel)
     end
   end
@@ -303,4 +321,4 @@ end
 
 if publish ~= 'SPUBLISH' then publish = 'PUBLISH' end
 redis.call(publish, channel, frame)
-return id
+return {id, begun}
