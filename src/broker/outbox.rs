@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 
 use super::BrokerError;
 use crate::wire::ProjectId;
+use crate::wire::stall::Bounds;
 
 /// One run's end, to be told.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,10 +47,15 @@ pub trait Outbox: Send + Sync + 'static {
     async fn done(&self, id: &str) -> Result<(), BrokerError>;
     /// Entries not yet done, all hubs together.
     async fn pending(&self) -> Result<u64, BrokerError>;
-    /// Appends the runs under way silent for longer than `bound` (`job.stalled`), each
-    /// once per stall over every hub; returns how many this call appended. The
-    /// in-process outbox has no such scan (it sends no `job.stalled`).
-    async fn scan_stalled(&self, _bound: Duration) -> Result<usize, BrokerError> {
+    /// Appends the runs under way silent for longer than their stage's bound, or whose worker is
+    /// `lost` (`job.stalled`), each once per stall over every hub (told again when a
+    /// stall told `silent` turns out `worker_lost`); returns how many this call
+    /// appended. The in-process outbox has no such scan (it sends no `job.stalled`).
+    async fn scan_stalled(
+        &self,
+        _bounds: &Bounds,
+        _lost: &HashSet<ProjectId>,
+    ) -> Result<usize, BrokerError> {
         Ok(0)
     }
     /// Whether the endpoint (its URL) answered 410 Gone, on any hub sharing the outbox.

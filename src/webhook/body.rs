@@ -28,8 +28,8 @@ pub struct WebhookData {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub watchers: Option<u64>,
     /// `job.stalled` only: why the run is stalled (`silent`: it published nothing for
-    /// longer than `--stall-after`; `worker_lost` is reserved) and since when (its
-    /// last event's `updated_at`).
+    /// longer than `--stall-after`; `worker_lost`: the hub's job queue saw its worker's
+    /// lease run out) and since when (its last event's `updated_at`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -21,6 +21,7 @@ pub mod body;
 pub mod config;
 pub mod deliveries;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,8 +32,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::broker::Broker;
 use crate::broker::outbox::{Outbox, OutboxEntry, now_ms};
+use crate::hub::stall::WorkerProbe;
 use crate::metrics;
 use crate::wire::EventId;
+use crate::wire::stall::Bounds;
 pub use attempt::{Outcome, retry_after};
 pub use config::{Endpoint, EventType, Secret, WebhookConfig, WebhookConfigError};
 pub use deliveries::{Deliveries, Delivery, DeliveryPage};
@@ -57,7 +60,8 @@ pub fn spawn(
     config: WebhookConfig,
     outbox: Arc<dyn Outbox>,
     broker: Arc<dyn Broker>,
-    stall_after: Duration,
+    bounds: StallBounds,
+    probe: Option<Arc<dyn WorkerProbe>>,
     shutdown: CancellationToken,
     tracker: &TaskTracker,
 ) -> Arc<Deliveries> {
@@ -80,7 +84,8 @@ pub fn spawn(
     if dispatch.config.sends(EventType::JobStalled.as_str()) {
         tracker.spawn(scan_stalls(
             Arc::clone(&dispatch.outbox),
-            stall_after,
+            bounds,
+            probe,
             dispatch.shutdown.clone(),
         ));
     }
@@ -89,10 +94,21 @@ pub fn spawn(
     log
 }
 
-/// Looks for stalled runs a few times per bound (at most every 5 s), until `shutdown`:
-/// each goes into the outbox once over every hub (see `Outbox::scan_stalled`).
-async fn scan_stalls(outbox: Arc<dyn Outbox>, bound: Duration, shutdown: CancellationToken) {
-    let every = (bound / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+/// The stall bounds as they stand (per stage: `hub::stage_runs`).
+pub type StallBounds = Arc<dyn Fn() -> Bounds + Send + Sync>;
+
+/// Looks for stalled runs a few times per shortest bound (and per lease of the `probe`'s
+/// jobs; at most every 5 s), until `shutdown`: each goes into the outbox once over every
+/// hub (see `Outbox::scan_stalled`).
+async fn scan_stalls(
+    outbox: Arc<dyn Outbox>,
+    bounds: StallBounds,
+    probe: Option<Arc<dyn WorkerProbe>>,
+    shutdown: CancellationToken,
+) {
+    let shortest = bounds().shortest();
+    let lease = probe.as_ref().map_or(shortest, |p| p.lease());
+    let every = (shortest.min(lease) / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -100,7 +116,11 @@ async fn scan_stalls(outbox: Arc<dyn Outbox>, bound: Duration, shutdown: Cancell
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match outbox.scan_stalled(bound).await {
+        let lost = match &probe {
+            Some(probe) => probe.lost().await,
+            None => HashSet::new(),
+        };
+        match outbox.scan_stalled(&bounds(), &lost).await {
             Ok(0) => {}
             Ok(told) => tracing::info!(told, "stalled runs told to the webhook outbox"),
             Err(err) => tracing::debug!(error = %err, "stall scan failed; trying again"),
