@@ -635,12 +635,13 @@ impl JobQueue for RedisQueue {
             .arg(MAX_LOST)
             .query_async(&mut conn)
             .await;
-        self.reached(&idle);
         let idle = match idle {
-            // No job was ever queued here.
+            // No job was ever queued here (not an outage).
             Err(err) if err.code() == Some("NOGROUP") => return Ok(HashSet::new()),
-            idle => idle?,
+            idle => idle,
         };
+        self.reached(&idle);
+        let idle = idle?;
         // After an outage every job looks idle (no worker could renew its claim): as for
         // reclaims, none is lost before their workers had `claim_idle` to renew.
         if idle.is_empty() || !self.may_reclaim() {
