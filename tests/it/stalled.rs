@@ -293,3 +293,67 @@ async fn each_stage_is_stalled_by_its_own_past_runs(b: Backend) {
         }
     }
 }
+
+// A run told stalled `silent` (a silence bound shorter than the lease) is told again
+// once its worker's lease ran out: `stalled: true` with `worker_lost`, to the watchers
+// and to the webhook (`stall.lua` tells a silent stall once more as worker_lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_stall_is_told_again_when_its_worker_turns_out_lost() {
+    let receiver = crate::support::receiver::Receiver::start().await;
+    let webhooks = crate::webhooks::webhooks_to(&receiver);
+    let hub = TestHub::start_with(Backend::Redis, |c| {
+        c.worker = None;
+        c.claim_idle = Duration::from_secs(2);
+        c.stall_after = Duration::from_millis(500);
+        c.webhooks = Some(webhooks);
+    })
+    .await;
+    let mut doomed = crate::support::cli::worker(
+        &hub.redis().url(),
+        &["--mock-delay", "50ms", "--claim-idle", "2s"],
+    );
+    let mut client = WsClient::connected(&hub.ws_url("orphan")).await;
+    assert_eq!(hub.generate("orphan", &json!({})).await.0, 202);
+    while client.next_event().await["data"]["current_stage"] != "ASSETS_GENERATING" {}
+    doomed.kill().unwrap();
+    doomed.wait().unwrap();
+    // The stalled frames until the worker_lost one (a slow step may have been told
+    // silent before the kill too).
+    let mut told = Vec::new();
+    loop {
+        let stalled = next_of(&mut client, "stalled").await["data"].clone();
+        let lost = stalled["reason"] == "worker_lost";
+        told.push(stalled);
+        if lost {
+            break;
+        }
+    }
+    let [.., silent, lost] = told.as_slice() else {
+        panic!("told silent first: {told:?}");
+    };
+    assert_eq!(
+        (&silent["stalled"], &silent["reason"]),
+        (&json!(true), &json!("silent")),
+        "{told:?}"
+    );
+    assert_eq!(lost["stalled"], true, "{told:?}");
+    assert_eq!(silent["since"], lost["since"], "one stall: {told:?}");
+    // The same stall, told silent then worker_lost (delivered in either order).
+    let told_as = |got: &[crate::support::receiver::Got], reason: &str| {
+        got.iter().any(|g| {
+            g.body["type"] == "job.stalled"
+                && g.body["data"]["reason"] == reason
+                && g.body["data"]["since"] == lost["since"]
+        })
+    };
+    let got = receiver
+        .until("job.stalled silent, then worker_lost", |got| {
+            told_as(got, "silent") && told_as(got, "worker_lost")
+        })
+        .await;
+    let lost_told = got
+        .iter()
+        .filter(|g| g.body["data"]["reason"] == "worker_lost")
+        .count();
+    assert_eq!(lost_told, 1, "told worker_lost once: {got:?}");
+}
