@@ -41,6 +41,7 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// A run under way whose project published nothing for this long is reported stalled.
 pub const DEFAULT_STALL_AFTER: Duration = Duration::from_secs(120);
+pub const DEFAULT_STALL_FLOOR: Duration = Duration::from_secs(10);
 /// How long shutdown waits for sessions to close before the process exits anyway.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -70,6 +71,10 @@ pub struct ServeConfig {
     /// /api/v1/projects/{id}` says so, live watchers get a `stalled` frame
     /// (`hub/stall.rs`), webhooks `job.stalled` (`broker/redis/stall.rs`).
     pub stall_after: Duration,
+    /// The least stall bound measured for a stage: once a stage ran a few times (seen by
+    /// this hub), its bound is a multiple of its longest recent run, never below this
+    /// (`hub/stage_runs.rs`); `stall_after` is the bound before that.
+    pub stall_floor: Duration,
     /// Most connections (WebSocket + SSE) this process holds.
     pub max_connections: usize,
     /// Most connections from one client address.
@@ -92,6 +97,10 @@ pub struct ServeConfig {
     pub coalesce_window: Duration,
     /// The in-process worker; `None` runs none (`--no-worker`).
     pub worker: Option<WorkerConfig>,
+    /// The job queue's lease (`--claim-idle`) when there is no in-process worker (whose
+    /// `claim_idle` it is otherwise): a taken job whose worker showed no life this long
+    /// is reported `stalled` with reason `worker_lost` until a worker takes it over.
+    pub claim_idle: Duration,
     /// How many generate jobs may wait (globally and per client).
     pub job_limits: crate::job::QueueLimits,
     /// The backend's webhook endpoints (`--webhook`); `None`: no webhooks.
@@ -115,6 +124,7 @@ impl Default for ServeConfig {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             stall_after: DEFAULT_STALL_AFTER,
+            stall_floor: DEFAULT_STALL_FLOOR,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             max_projects: DEFAULT_MAX_PROJECTS,
@@ -126,6 +136,7 @@ impl Default for ServeConfig {
             locale: Locale::default(),
             coalesce_window: DEFAULT_COALESCE_WINDOW,
             worker: Some(WorkerConfig::default()),
+            claim_idle: WorkerConfig::default().claim_idle,
             job_limits: crate::job::QueueLimits::default(),
             webhooks: None,
         }

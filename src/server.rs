@@ -5,8 +5,10 @@
 //! when the last session is gone (upgraded sockets are invisible to axum's graceful
 //! shutdown), and a deadline bounds the wait.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -20,6 +22,7 @@ use crate::broker::{self, Broker, BrokerError};
 use crate::config::ServeConfig;
 use crate::http::{self, AppState};
 use crate::hub::Hub;
+use crate::hub::stall::WorkerProbe;
 use crate::job::queue::{JobQueue, MemoryQueue, QueueError};
 use crate::job::redis_queue::RedisQueue;
 use crate::job::worker::Worker;
@@ -28,6 +31,7 @@ use crate::metrics;
 use crate::publish::Publisher;
 use crate::session::{Heartbeat, Sessions};
 use crate::webhook::{self, WebhookConfigError};
+use crate::wire::ProjectId;
 
 /// Connections the metrics listener holds at once (scrapers are few).
 const METRICS_MAX_CONNECTIONS: usize = 64;
@@ -115,6 +119,33 @@ fn origins_allowed(config: &ServeConfig) -> Vec<String> {
     allowed
 }
 
+/// The hub's job queue, as the stall checker and the `job.stalled` scan ask it which
+/// jobs lost their worker.
+struct QueueProbe {
+    jobs: Arc<dyn JobQueue>,
+    lease: Duration,
+}
+
+#[async_trait::async_trait]
+impl WorkerProbe for QueueProbe {
+    async fn lost(&self) -> HashSet<ProjectId> {
+        self.jobs.lost_workers().await.unwrap_or_else(|err| {
+            tracing::debug!(error = %err, "could not ask the job queue for lost workers");
+            HashSet::new()
+        })
+    }
+
+    fn lease(&self) -> Duration {
+        self.lease
+    }
+}
+
+/// The stall bounds now: per stage from the runs `hub` watched, else `configured`.
+fn stall_bounds(hub: &Arc<Hub>, configured: Duration, floor: Duration) -> webhook::StallBounds {
+    let hub = Arc::clone(hub);
+    Arc::new(move || hub.stage_runs.bounds(configured, floor))
+}
+
 pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
     // Before anything listens: a hub that would run without the access control it was
     // asked for must not start.
@@ -174,11 +205,23 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         shutdown.clone(),
         &tracker,
     )?;
+    let claim_idle = config
+        .worker
+        .as_ref()
+        .map_or(config.claim_idle, |w| w.claim_idle);
+    let jobs: Arc<dyn JobQueue> = match &config.redis_url {
+        Some(url) => Arc::new(RedisQueue::new(url, claim_idle)?.with_limits(config.job_limits)),
+        None => Arc::new(MemoryQueue::new(claim_idle).with_limits(config.job_limits)),
+    };
+    let probe: Arc<dyn WorkerProbe> = Arc::new(QueueProbe {
+        jobs: jobs.clone(),
+        lease: claim_idle,
+    });
     tracker.spawn(crate::hub::stall::watch(
         hub.clone(),
         broker.clone(),
-        config.stall_after,
-        None,
+        (config.stall_after, config.stall_floor),
+        Some(probe.clone()),
         shutdown.clone(),
     ));
     let publisher = Publisher::new(broker.clone(), config.locale, config.coalesce_window);
@@ -193,22 +236,13 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
                 webhooks.clone(),
                 outbox,
                 broker.clone(),
-                config.stall_after,
+                stall_bounds(&hub, config.stall_after, config.stall_floor),
+                Some(probe),
                 shutdown.clone(),
                 &tracker,
             ))
         }
         None => None,
-    };
-    let claim_idle = config
-        .worker
-        .as_ref()
-        .map_or(crate::job::WorkerConfig::default().claim_idle, |w| {
-            w.claim_idle
-        });
-    let jobs: Arc<dyn JobQueue> = match &config.redis_url {
-        Some(url) => Arc::new(RedisQueue::new(url, claim_idle)?.with_limits(config.job_limits)),
-        None => Arc::new(MemoryQueue::new(claim_idle).with_limits(config.job_limits)),
     };
     if let Some(worker) = config.worker.clone() {
         let job_publisher = Publisher::retrying(
@@ -267,6 +301,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
         cors_origins: Arc::new(config.cors_origins.clone()),
         request_timeout: config.request_timeout,
         stall_after: config.stall_after,
+        stall_floor: config.stall_floor,
         webhooks,
     };
     // The metrics listener has limits of its own: scrapes neither take nor are

@@ -60,6 +60,8 @@ pub struct AppState {
     pub request_timeout: std::time::Duration,
     /// A run under way silent this long is reported `stalled` (`projects.rs`).
     pub stall_after: std::time::Duration,
+    /// The least bound measured for a stage (`hub::stage_runs`).
+    pub stall_floor: std::time::Duration,
     /// The recent webhook deliveries, when the hub has webhooks.
     pub webhooks: Option<Arc<crate::webhook::Deliveries>>,
 }

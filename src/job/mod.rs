@@ -12,6 +12,8 @@ pub mod providers;
 pub mod queue;
 pub mod redis_queue;
 pub mod stages;
+#[cfg(test)]
+mod test_broker;
 pub mod worker;
 
 use std::collections::BTreeMap;

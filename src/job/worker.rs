@@ -310,9 +310,7 @@ mod tests {
     use async_trait::async_trait;
 
     use super::*;
-    use crate::broker::HistoryConfig;
     use crate::broker::memory::MemoryBroker;
-    use crate::hub::Hub;
     use crate::job::Job;
     use crate::job::checkpoint::Checkpoint;
     use crate::job::queue::{MemoryQueue, QueueError, Queued};
@@ -390,16 +388,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_job_waits_while_its_claim_is_unconfirmed() {
         let claim_idle = Duration::from_secs(2);
-        let (hub, changes) = Hub::new(16);
-        let shutdown = CancellationToken::new();
-        let tracker = TaskTracker::new();
-        let broker = Arc::new(MemoryBroker::start(
-            HistoryConfig::default(),
-            hub,
-            changes,
-            shutdown.clone(),
-            &tracker,
-        ));
+        let (broker, shutdown) = crate::job::test_broker::memory_broker();
         let queue = Arc::new(Unreachable {
             inner: MemoryQueue::new(claim_idle),
             down: AtomicBool::new(false),
