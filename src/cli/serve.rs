@@ -118,6 +118,10 @@ pub struct ServeArgs {
     /// it above the longest silent step of your jobs).
     #[arg(long, env = "HUB_STALL_AFTER", default_value_t = config::DEFAULT_STALL_AFTER.into())]
     pub stall_after: HumanDuration,
+    /// Once a stage ran a few times (as this hub saw), its stall bound is 3 times its
+    /// longest recent run instead of `--stall-after`, but never below this.
+    #[arg(long, env = "HUB_STALL_FLOOR", default_value_t = config::DEFAULT_STALL_FLOOR.into())]
+    pub stall_floor: HumanDuration,
     #[command(flatten)]
     pub webhooks: WebhookArgs,
 }
@@ -208,6 +212,7 @@ impl From<ServeArgs> for ServeConfig {
             handshake_timeout: a.handshake_timeout.into(),
             request_timeout: a.request_timeout.into(),
             stall_after: a.stall_after.into(),
+            stall_floor: a.stall_floor.into(),
             max_connections: a.max_connections,
             max_connections_per_ip: a.max_connections_per_ip,
             max_projects: a.max_projects,
@@ -236,6 +241,7 @@ impl ServeArgs {
     pub fn into_configs(self) -> (ServeConfig, JobsConfig) {
         let jobs = JobsConfig {
             worker: (!self.no_worker).then(|| self.jobs.worker_config(self.shutdown_grace.into())),
+            claim_idle: self.jobs.claim_idle.into(),
             limits: QueueLimits {
                 max_queued: self.max_queued_jobs,
                 max_queued_per_client: self.max_queued_jobs_per_client,
@@ -278,6 +284,8 @@ mod tests {
         assert_eq!(from_cli.handshake_timeout, lib.handshake_timeout);
         assert_eq!(from_cli.request_timeout, lib.request_timeout);
         assert_eq!(from_cli.stall_after, lib.stall_after);
+        assert_eq!(from_cli.stall_floor, lib.stall_floor);
+        assert_eq!(from_cli_jobs.claim_idle, lib_jobs.claim_idle);
         assert_eq!(from_cli.history, lib.history);
         assert_eq!(from_cli.max_connections, lib.max_connections);
         assert_eq!(from_cli.max_connections_per_ip, lib.max_connections_per_ip);

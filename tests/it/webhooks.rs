@@ -13,7 +13,7 @@ use crate::support::receiver::{Got, Receiver, Reply, SECRET, distinct_ok};
 use crate::support::{Backend, PATIENCE, TestHub, cli, metric};
 
 /// Webhooks to `receiver`, retried fast so the tests take seconds.
-pub fn webhooks_to(receiver: &Receiver) -> WebhookConfig {
+pub(crate) fn webhooks_to(receiver: &Receiver) -> WebhookConfig {
     let mut config = WebhookConfig::new(
         vec![receiver.url().parse().unwrap()],
         SECRET.parse().unwrap(),

@@ -23,12 +23,15 @@ pub enum Backend {
 }
 
 /// What a test hub starts with: the hub's settings, which a tweak reaches as fields of
-/// this (`c.stall_after = ...`), and its jobs' (`c.worker`, `c.job_limits`).
+/// this (`c.stall_after = ...`), and its jobs' (`c.worker`, `c.claim_idle`,
+/// `c.job_limits`).
 #[derive(Debug, Clone)]
 pub struct HubConfig {
     pub hub: ServeConfig,
     /// The in-process worker; `None` runs none (`--no-worker`).
     pub worker: Option<WorkerConfig>,
+    /// The job queue's lease without an in-process worker (`--claim-idle`).
+    pub claim_idle: Duration,
     /// How many generate jobs may wait (globally and per client).
     pub job_limits: QueueLimits,
 }
@@ -43,6 +46,7 @@ impl HubConfig {
                 ..ServeConfig::default()
             },
             worker: jobs.worker,
+            claim_idle: jobs.claim_idle,
             job_limits: jobs.limits,
         }
     }
@@ -50,6 +54,7 @@ impl HubConfig {
     async fn start(self) -> RunningServer {
         let jobs = Jobs::new(JobsConfig {
             worker: self.worker,
+            claim_idle: self.claim_idle,
             limits: self.job_limits,
         });
         server::start_with(self.hub, vec![Box::new(jobs)])

@@ -41,6 +41,7 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// A run under way whose project published nothing for this long is reported stalled.
 pub const DEFAULT_STALL_AFTER: Duration = Duration::from_secs(120);
+pub const DEFAULT_STALL_FLOOR: Duration = Duration::from_secs(10);
 /// How long shutdown waits for sessions to close before the process exits anyway.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -70,6 +71,10 @@ pub struct ServeConfig {
     /// /api/v1/projects/{id}` says so, live watchers get a `stalled` frame
     /// (`hub/stall.rs`), webhooks `job.stalled` (`broker/redis/stall.rs`).
     pub stall_after: Duration,
+    /// The least stall bound measured for a stage: once a stage ran a few times (seen by
+    /// this hub), its bound is a multiple of its longest recent run, never below this
+    /// (`hub/stage_runs.rs`); `stall_after` is the bound before that.
+    pub stall_floor: Duration,
     /// Most connections (WebSocket + SSE) this process holds.
     pub max_connections: usize,
     /// Most connections from one client address.
@@ -111,6 +116,7 @@ impl Default for ServeConfig {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             stall_after: DEFAULT_STALL_AFTER,
+            stall_floor: DEFAULT_STALL_FLOOR,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             max_projects: DEFAULT_MAX_PROJECTS,

@@ -10,6 +10,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -116,6 +117,12 @@ fn origins_allowed(config: &ServeConfig) -> Vec<String> {
     allowed
 }
 
+/// The stall bounds now: per stage from the runs `hub` watched, else `configured`.
+fn stall_bounds(hub: &Arc<Hub>, configured: Duration, floor: Duration) -> webhook::StallBounds {
+    let hub = Arc::clone(hub);
+    Arc::new(move || hub.stage_runs.bounds(configured, floor))
+}
+
 /// Starts a hub with no extension (no generation jobs).
 pub async fn start(config: ServeConfig) -> Result<RunningServer, ServeError> {
     start_with(config, Vec::new()).await
@@ -206,8 +213,8 @@ pub async fn start_with(
     tracker.spawn(crate::hub::stall::watch(
         hub.clone(),
         broker.clone(),
-        config.stall_after,
-        worker_probe,
+        (config.stall_after, config.stall_floor),
+        worker_probe.clone(),
         shutdown.clone(),
     ));
     let publisher = Publisher::new(broker.clone(), config.locale, config.coalesce_window);
@@ -222,7 +229,8 @@ pub async fn start_with(
                 webhooks.clone(),
                 outbox,
                 broker.clone(),
-                config.stall_after,
+                stall_bounds(&hub, config.stall_after, config.stall_floor),
+                worker_probe.clone(),
                 shutdown.clone(),
                 &tracker,
             ))
@@ -275,6 +283,8 @@ pub async fn start_with(
         cors_origins: Arc::new(config.cors_origins.clone()),
         request_timeout: config.request_timeout,
         stall_after: config.stall_after,
+        stall_floor: config.stall_floor,
+        worker_probe,
         webhooks,
     };
     // The metrics listener has limits of its own: scrapes neither take nor are

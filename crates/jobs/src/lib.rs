@@ -12,10 +12,13 @@ pub mod checkpoint;
 mod extension;
 pub mod http;
 pub mod pipeline;
+mod probe;
 pub mod providers;
 pub mod queue;
 pub mod redis_queue;
 pub mod stages;
+#[cfg(test)]
+mod test_broker;
 pub mod worker;
 
 use std::collections::BTreeMap;

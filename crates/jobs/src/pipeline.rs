@@ -576,18 +576,14 @@ mod tests {
     use std::collections::BTreeMap;
     use std::sync::Arc;
 
-    use serde_json::Value;
-    use tokio_util::sync::CancellationToken;
-    use tokio_util::task::TaskTracker;
-
     use super::*;
     use crate::Job;
     use crate::providers::{Asset, CallLog, Paragraph, Script};
     use crate::queue::MemoryQueue;
+    use progress_hub::broker::Broker;
     use progress_hub::broker::memory::MemoryBroker;
-    use progress_hub::broker::{Broker, HistoryConfig};
-    use progress_hub::hub::Hub;
     use progress_hub::wire::EventId;
+    use serde_json::Value;
 
     /// Every frame of the project's history, as JSON.
     async fn frames(broker: &MemoryBroker, project: &ProjectId) -> Vec<Value> {
@@ -612,16 +608,7 @@ mod tests {
     // stage_change from the stage the run was in, at the progress of the work done.
     #[tokio::test(start_paused = true)]
     async fn a_run_taking_a_job_over_calls_no_provider_of_a_finished_step() {
-        let (hub, changes) = Hub::new(16);
-        let shutdown = CancellationToken::new();
-        let tracker = TaskTracker::new();
-        let broker = Arc::new(MemoryBroker::start(
-            HistoryConfig::default(),
-            hub,
-            changes,
-            shutdown.clone(),
-            &tracker,
-        ));
+        let (broker, shutdown) = crate::test_broker::memory_broker();
         let publisher = Publisher::new(broker.clone(), Locale::En, Duration::ZERO);
         let idle = Duration::from_secs(30);
         let wait = Duration::from_millis(10);
@@ -762,16 +749,7 @@ mod tests {
     // again), and the job ends FAILED with one complete.
     #[tokio::test(start_paused = true)]
     async fn a_unit_failing_for_good_starts_no_queued_unit_and_keeps_those_in_flight() {
-        let (hub, changes) = Hub::new(16);
-        let shutdown = CancellationToken::new();
-        let tracker = TaskTracker::new();
-        let broker = Arc::new(MemoryBroker::start(
-            HistoryConfig::default(),
-            hub,
-            changes,
-            shutdown.clone(),
-            &tracker,
-        ));
+        let (broker, shutdown) = crate::test_broker::memory_broker();
         let publisher = Publisher::new(broker.clone(), Locale::En, Duration::ZERO);
         let idle = Duration::from_secs(30);
         let wait = Duration::from_millis(10);

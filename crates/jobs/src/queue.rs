@@ -9,7 +9,9 @@
 //! worker. What the job finished so far (`record`, a [`Checkpoint`]) stays with it until
 //! it is settled, and comes with every later `take` of it. A `cancel` marks the
 //! project's job, queued or running, until it is settled; its worker asks
-//! `cancel_requested` between provider calls.
+//! `cancel_requested` between provider calls. `lost_workers` names the projects whose
+//! taken job's lease ran out (`claim_idle` without a sign of life) and that no worker
+//! took over yet: the hub reports them `stalled` with reason `worker_lost`.
 //!
 //! A reclaim makes a new claim and ends the old one. The silent worker may come back:
 //! `keep_alive`, `finish` and `hand_back` act only on a claim that still holds, and
@@ -136,6 +138,11 @@ pub trait JobQueue: Send + Sync + 'static {
     async fn keep_retry_point(&self, claimed: &Claimed, retryable: bool) -> Result<(), QueueError>;
     /// What the project's last failed or cancelled job finished (`None`: nothing kept).
     async fn retry_point(&self, project: &ProjectId) -> Result<Option<Checkpoint>, QueueError>;
+    /// The projects whose taken job's worker has shown no life for `claim_idle` (it
+    /// died or hung) and that no worker took over yet. A queue without leases knows none.
+    async fn lost_workers(&self) -> Result<HashSet<ProjectId>, QueueError> {
+        Ok(HashSet::new())
+    }
 }
 
 /// A taken job, as the in-process queue tracks it.
@@ -404,6 +411,17 @@ impl JobQueue for MemoryQueue {
     async fn retry_point(&self, project: &ProjectId) -> Result<Option<Checkpoint>, QueueError> {
         Ok(self.state().retry_points.get(project).cloned())
     }
+
+    async fn lost_workers(&self) -> Result<HashSet<ProjectId>, QueueError> {
+        let now = Instant::now();
+        Ok(self
+            .state()
+            .pending
+            .values()
+            .filter(|p| now.duration_since(p.seen) >= self.claim_idle)
+            .map(|p| p.job.project.clone())
+            .collect())
+    }
 }
 
 #[cfg(test)]
@@ -465,9 +483,16 @@ mod tests {
         assert_eq!(q.keep_alive(&first).await.unwrap(), Ownership::Held);
         tokio::time::advance(idle / 2).await;
         assert!(q.take("w2", wait).await.unwrap().is_none());
+        assert!(q.lost_workers().await.unwrap().is_empty(), "alive");
 
         tokio::time::advance(idle).await;
+        assert_eq!(
+            q.lost_workers().await.unwrap(),
+            HashSet::from([ProjectId::parse("p").unwrap()]),
+            "its lease ran out: lost until taken over"
+        );
         let second = q.take("w2", wait).await.unwrap().unwrap();
+        assert!(q.lost_workers().await.unwrap().is_empty(), "taken over");
         assert!(second.reclaimed());
         assert_eq!(second.job.id, "a");
         let lost = Ownership::Lost {

@@ -17,12 +17,15 @@
 //! - `{progress:jobs}:cancelled` marks the jobs a cancel was asked of (`cancel.lua`,
 //!   through the project's lock); their workers read it between provider calls, and
 //!   settling a job removes its mark.
+//! - A pending entry idle longer than `claim_idle` is a job whose worker is lost (it
+//!   stopped renewing): `lost_workers` reads them (XPENDING IDLE) until one is taken over.
 //! - `{progress:jobs}:retry:<project>` keeps what the project's last failed or
 //!   cancelled job finished, for `POST .../retry` (a week).
 //!
 //! Every key of the queue is in the stream's hash slot (tagged `{progress:jobs}`), so
 //! each script acts on the job, its lock and its checkpoint in one atomic step.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -31,7 +34,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::ConnectionLike;
-use redis::streams::StreamReadReply;
+use redis::streams::{StreamRangeReply, StreamReadReply};
 
 use super::checkpoint::Checkpoint;
 use super::queue::{Claimed, JobQueue, Ownership, QueueError, Queued};
@@ -54,6 +57,8 @@ const LATE_ANSWER: Duration = Duration::from_secs(2);
 /// A reclaim that reaches Redis later than this after it was sent takes nothing (it
 /// waited out an outage). Generous, so that clocks of hosts a few seconds apart agree.
 const RECLAIM_WINDOW: Duration = Duration::from_secs(10);
+/// Most lost jobs `lost_workers` reads at once.
+const MAX_LOST: usize = 1000;
 
 fn unix_ms() -> u64 {
     std::time::SystemTime::now()
@@ -615,5 +620,44 @@ impl JobQueue for RedisQueue {
             .arg(&claimed.job.id)
             .query_async(&mut conn)
             .await?)
+    }
+
+    async fn lost_workers(&self) -> Result<HashSet<ProjectId>, QueueError> {
+        let mut conn = self.commands.clone();
+        // Each: entry id, consumer, idle ms, delivery count.
+        let idle: redis::RedisResult<Vec<(String, String, u64, u64)>> = redis::cmd("XPENDING")
+            .arg(STREAM)
+            .arg(GROUP)
+            .arg("IDLE")
+            .arg(self.claim_idle.as_millis() as u64)
+            .arg("-")
+            .arg("+")
+            .arg(MAX_LOST)
+            .query_async(&mut conn)
+            .await;
+        let idle = match idle {
+            // No job was ever queued here (not an outage).
+            Err(err) if err.code() == Some("NOGROUP") => return Ok(HashSet::new()),
+            idle => idle,
+        };
+        self.reached(&idle);
+        let idle = idle?;
+        // After an outage every job looks idle (no worker could renew its claim): as for
+        // reclaims, none is lost before their workers had `claim_idle` to renew.
+        if idle.is_empty() || !self.may_reclaim() {
+            return Ok(HashSet::new());
+        }
+        let mut read = redis::pipe();
+        for (entry, ..) in &idle {
+            read.cmd("XRANGE").arg(STREAM).arg(entry).arg(entry);
+        }
+        let entries: Vec<StreamRangeReply> = read.query_async(&mut conn).await?;
+        Ok(entries
+            .into_iter()
+            .flat_map(|range| range.ids)
+            .filter_map(|entry| entry.get::<String>("job"))
+            .filter_map(|job| Job::from_json(&job))
+            .map(|job| job.project)
+            .collect())
     }
 }

@@ -313,9 +313,7 @@ mod tests {
     use crate::Job;
     use crate::checkpoint::Checkpoint;
     use crate::queue::{MemoryQueue, QueueError, Queued};
-    use progress_hub::broker::HistoryConfig;
     use progress_hub::broker::memory::MemoryBroker;
-    use progress_hub::hub::Hub;
     use progress_hub::locale::Locale;
     use progress_hub::wire::ProjectId;
 
@@ -390,16 +388,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_job_waits_while_its_claim_is_unconfirmed() {
         let claim_idle = Duration::from_secs(2);
-        let (hub, changes) = Hub::new(16);
-        let shutdown = CancellationToken::new();
-        let tracker = TaskTracker::new();
-        let broker = Arc::new(MemoryBroker::start(
-            HistoryConfig::default(),
-            hub,
-            changes,
-            shutdown.clone(),
-            &tracker,
-        ));
+        let (broker, shutdown) = crate::test_broker::memory_broker();
         let queue = Arc::new(Unreachable {
             inner: MemoryQueue::new(claim_idle),
             down: AtomicBool::new(false),

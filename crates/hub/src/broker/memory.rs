@@ -27,6 +27,7 @@ use super::{
     Broker, BrokerError, Deliveries, HistoryConfig, PreparedEvent, Replay, SubscriptionChange,
     TagEntry,
 };
+use crate::wire::stall::{Bounds, StallReason};
 use crate::wire::{EventId, Frame, ProjectId, ProjectState, Tag};
 
 /// How often expired histories and receipts are swept from memory.
@@ -98,7 +99,11 @@ struct Scanned {
 }
 
 impl MemorySource for Scanned {
-    fn silent_runs(&self, bound: Duration) -> Vec<(ProjectId, HashMap<String, String>)> {
+    fn stalled_runs(
+        &self,
+        bounds: &Bounds,
+        lost: &HashSet<ProjectId>,
+    ) -> Vec<(ProjectId, HashMap<String, String>, StallReason)> {
         let (now, at) = (Instant::now(), chrono::Utc::now());
         let store = self.store.lock();
         store
@@ -112,8 +117,9 @@ impl MemorySource for Scanned {
             .filter_map(|(project, history)| {
                 let fields = history.fields();
                 let (state, _) = ProjectState::from_hash(&fields)?;
-                crate::wire::stall::silent_since(&state, bound, at)?;
-                Some((project.clone(), fields))
+                let (reason, _) =
+                    crate::wire::stall::stall(&state, bounds, lost.contains(project), at)?;
+                Some((project.clone(), fields, reason))
             })
             .collect()
     }

@@ -23,6 +23,7 @@ use tokio::sync::Notify;
 
 use super::BrokerError;
 use crate::wire::ProjectId;
+use crate::wire::stall::{Bounds, StallReason};
 
 /// The webhook types the scans append, as they are named in an entry's `kind`.
 pub const STALLED: &str = "job.stalled";
@@ -58,9 +59,15 @@ pub trait Outbox: Send + Sync + 'static {
     async fn done(&self, id: &str) -> Result<(), BrokerError>;
     /// Entries not yet done, all hubs together.
     async fn pending(&self) -> Result<u64, BrokerError>;
-    /// Appends the runs under way silent for longer than `bound` (`job.stalled`), each
-    /// once per stall over every hub; returns how many this call appended.
-    async fn scan_stalled(&self, bound: Duration) -> Result<usize, BrokerError>;
+    /// Appends the runs under way silent for longer than their stage's bound, or whose worker is
+    /// `lost` (`job.stalled`), each once per stall over every hub (told again when a
+    /// stall told `silent` turns out `worker_lost`); returns how many this call
+    /// appended.
+    async fn scan_stalled(
+        &self,
+        bounds: &Bounds,
+        lost: &HashSet<ProjectId>,
+    ) -> Result<usize, BrokerError>;
     /// Appends the projects watched before that have had no watcher (over every hub)
     /// for `grace` (`project.vacated`), each once per vacancy over every hub; returns
     /// how many this call appended.
@@ -79,7 +86,11 @@ const MEMORY_WAIT: Duration = Duration::from_secs(1);
 /// process's watchers (the in-process broker implements it).
 pub trait MemorySource: Send + Sync + 'static {
     /// The state of each run under way silent for longer than `bound`, by project.
-    fn silent_runs(&self, bound: Duration) -> Vec<(ProjectId, HashMap<String, String>)>;
+    fn stalled_runs(
+        &self,
+        bounds: &Bounds,
+        lost: &HashSet<ProjectId>,
+    ) -> Vec<(ProjectId, HashMap<String, String>, StallReason)>;
     /// The projects watched now, and those watched at some time since the last call
     /// that are no longer (a watcher came and went between two scans).
     fn watched(&self) -> (HashSet<ProjectId>, HashSet<ProjectId>);
@@ -96,7 +107,7 @@ pub struct MemoryOutbox {
     gone: Mutex<HashSet<String>>,
     source: OnceLock<Arc<dyn MemorySource>>,
     /// Project → the last event of the stall told (a new stall has another).
-    stalls_told: Mutex<HashMap<ProjectId, String>>,
+    stalls_told: Mutex<HashMap<ProjectId, (String, StallReason)>>,
     /// Project watched at the last scan (`None`), or without a watcher since then.
     vacancies: Mutex<HashMap<ProjectId, Option<tokio::time::Instant>>>,
 }
@@ -171,23 +182,36 @@ impl Outbox for MemoryOutbox {
         Ok((inner.waiting.len() + inner.taken) as u64)
     }
 
-    async fn scan_stalled(&self, bound: Duration) -> Result<usize, BrokerError> {
+    async fn scan_stalled(
+        &self,
+        bounds: &Bounds,
+        lost: &HashSet<ProjectId>,
+    ) -> Result<usize, BrokerError> {
         let Some(source) = self.source.get() else {
             return Ok(0);
         };
-        let silent = source.silent_runs(bound);
+        let stalled = source.stalled_runs(bounds, lost);
         let mut told = self.stalls_told.lock();
-        // A run no longer silent has published (or ended): its next stall is a new one.
-        told.retain(|project, _| silent.iter().any(|(p, _)| p == project));
+        // A run no longer stalled has published (or ended): its next stall is a new one.
+        told.retain(|project, _| stalled.iter().any(|(p, _, _)| p == project));
         let mut appended = 0;
-        for (project, state) in silent {
+        for (project, state, reason) in stalled {
             let last = state.get("last_event_id").cloned().unwrap_or_default();
-            if told.get(&project) == Some(&last) {
-                continue;
+            // Told once per stall, and once more if a stall told `silent` turns out
+            // `worker_lost` (never the other way round), as `stall.lua` does.
+            match told.get(&project) {
+                Some((was, StallReason::WorkerLost)) if *was == last => continue,
+                Some((was, _)) if *was == last && reason == StallReason::Silent => continue,
+                _ => {}
             }
-            told.insert(project.clone(), last);
-            let reason = crate::wire::stall::StallReason::Silent.as_str();
-            self.push_kind(&project, state, now_ms(), Some(STALLED), Some(reason));
+            told.insert(project.clone(), (last, reason));
+            self.push_kind(
+                &project,
+                state,
+                now_ms(),
+                Some(STALLED),
+                Some(reason.as_str()),
+            );
             appended += 1;
         }
         Ok(appended)

@@ -57,6 +57,10 @@ pub struct AppState {
     pub request_timeout: std::time::Duration,
     /// A run under way silent this long is reported `stalled` (`projects.rs`).
     pub stall_after: std::time::Duration,
+    /// The least bound measured for a stage (`hub::stage_runs`).
+    pub stall_floor: std::time::Duration,
+    /// Tells which runs lost their worker (an extension's: the jobs'); `None`: none can.
+    pub worker_probe: Option<Arc<dyn crate::hub::stall::WorkerProbe>>,
     /// The recent webhook deliveries, when the hub has webhooks.
     pub webhooks: Option<Arc<crate::webhook::Deliveries>>,
 }

@@ -1,7 +1,10 @@
 //! `GET /api/v1/projects/{project_id}`: the project's current state, the same facts a
 //! late joiner's `snapshot` carries, with how many watch it now (over every hub) and
-//! `stalled`: whether a run under way has published nothing for longer than
-//! `--stall-after` (a queued or ended run never is). 404 for a project with no history.
+//! `stalled`: whether a run under way has published nothing for longer than its
+//! stage's bound (`hub::stage_runs`, else `--stall-after`), or lost its worker (the
+//! hub's `WorkerProbe`, the job queue's in the binary, saw its lease run out), and
+//! `stall_reason` when it is (a queued or ended run never is). 404 for a project with no
+//! history.
 
 use axum::Json;
 use axum::extract::State;
@@ -13,6 +16,7 @@ use super::error::{ApiError, ErrorBody};
 use super::project_path::ProjectPath;
 use super::{AppState, access};
 use crate::wire::ProjectState;
+use crate::wire::stall::{self, Bounds, StallReason};
 use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 
@@ -26,14 +30,18 @@ pub struct ProjectStateBody {
     /// WebSocket or SSE stream counts one, and so does each subscription of a
     /// multiplexed connection (a hub that died stops counting within the presence TTL).
     pub watchers: u64,
-    /// A run under way that has published nothing for longer than `--stall-after`.
+    /// A run under way that has published nothing for longer than its stage's bound
+    /// (measured from past runs, else `--stall-after`), or whose worker is lost.
     pub stalled: bool,
+    /// Why it is stalled (only when it is): `silent` or `worker_lost`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stall_reason: Option<StallReason>,
 }
 
 #[utoipa::path(get, path = "/api/v1/projects/{project_id}", tag = "projects",
     params(("project_id" = String, Path, description = "^[A-Za-z0-9_-]{1,64}$")),
     responses(
-        (status = 200, description = "the project's state (the snapshot's fields plus project_id, watchers, and stalled: a run under way silent for longer than --stall-after)", body = ProjectStateBody),
+        (status = 200, description = "the project's state (the snapshot's fields plus project_id, watchers, and stalled: a run under way silent for longer than its stage's bound (measured from past runs, else --stall-after) or whose worker is lost, with stall_reason when it is)", body = ProjectStateBody),
         (status = 400, description = "invalid project id", body = ErrorBody),
         (status = 404, description = "no history for this project", body = ErrorBody),
         (status = 503, description = "broker unavailable", body = ErrorBody)))]
@@ -50,12 +58,23 @@ pub async fn state(
     match replay.and_then(|replay| Ok((replay, watchers?))) {
         Ok((replay, watchers)) => match replay.state {
             Some((state, _)) => {
-                let stalled = stalled(&state, app.stall_after, Utc::now());
+                // Only a run under way can have lost its worker: ask the probe only then.
+                let lost = match &app.worker_probe {
+                    Some(probe) if stall::running(&state) => probe.lost().await.contains(&project),
+                    _ => false,
+                };
+                let bounds = app
+                    .sessions
+                    .hub
+                    .stage_runs
+                    .bounds(app.stall_after, app.stall_floor);
+                let stall_reason = stalled(&state, &bounds, lost, Utc::now());
                 Json(ProjectStateBody {
                     state,
                     project_id: project.as_str().to_string(),
                     watchers,
-                    stalled,
+                    stalled: stall_reason.is_some(),
+                    stall_reason,
                 })
                 .into_response()
             }
@@ -73,10 +92,15 @@ pub async fn state(
     }
 }
 
-/// Whether a run under way has published nothing for longer than `bound`: its status is
-/// a stage and its last event is older. A queued, ended or unknown run never is.
-fn stalled(state: &ProjectState, bound: std::time::Duration, now: DateTime<Utc>) -> bool {
-    crate::wire::stall::silent_since(state, bound, now).is_some()
+/// Why a run under way is stalled, if it is: its worker is `lost`, or it has published
+/// nothing for longer than its stage's bound. A queued, ended or unknown run never is.
+fn stalled(
+    state: &ProjectState,
+    bounds: &Bounds,
+    lost: bool,
+    now: DateTime<Utc>,
+) -> Option<StallReason> {
+    stall::stall(state, bounds, lost, now).map(|(reason, _)| reason)
 }
 
 #[cfg(test)]
@@ -84,32 +108,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_a_silent_run_under_way_is_stalled() {
+    fn only_a_run_under_way_silent_or_without_its_worker_is_stalled() {
         let at = |status: &str| ProjectState {
             status: Some(status.into()),
             updated_at: Some("2026-12-06T05:00:00Z".into()),
             ..ProjectState::empty()
         };
-        let bound = std::time::Duration::from_secs(60);
+        let bound = &Bounds::fixed(std::time::Duration::from_secs(60));
         let soon = DateTime::parse_from_rfc3339("2026-12-06T05:00:59Z")
             .unwrap()
             .with_timezone(&Utc);
         let late = DateTime::parse_from_rfc3339("2026-12-06T05:01:01Z")
             .unwrap()
             .with_timezone(&Utc);
-        assert!(!stalled(&at("RENDERING"), bound, soon));
-        assert!(stalled(&at("RENDERING"), bound, late));
+        assert_eq!(stalled(&at("RENDERING"), bound, false, soon), None);
+        assert_eq!(
+            stalled(&at("RENDERING"), bound, true, soon),
+            Some(StallReason::WorkerLost)
+        );
+        assert_eq!(
+            stalled(&at("RENDERING"), bound, false, late),
+            Some(StallReason::Silent)
+        );
         for not_running in ["QUEUED", "COMPLETED", "FAILED", "CANCELLED"] {
-            assert!(!stalled(&at(not_running), bound, late), "{not_running}");
+            assert_eq!(
+                stalled(&at(not_running), bound, true, late),
+                None,
+                "{not_running}"
+            );
         }
         let mut unreadable = at("RENDERING");
         unreadable.updated_at = Some("yesterday".into());
-        assert!(!stalled(&unreadable, bound, late));
+        assert!(stalled(&unreadable, bound, false, late).is_none());
         let ahead = DateTime::parse_from_rfc3339("2026-12-06T04:00:00Z")
             .unwrap()
             .with_timezone(&Utc);
         assert!(
-            !stalled(&at("RENDERING"), bound, ahead),
+            stalled(&at("RENDERING"), bound, false, ahead).is_none(),
             "a clock behind the publisher's"
         );
     }

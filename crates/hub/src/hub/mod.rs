@@ -42,11 +42,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{Notify, mpsc, watch};
 
+pub mod stage_runs;
 pub mod stall;
 
 use crate::broker::{Deliveries, SubscriptionChange, Watched};
 use crate::metrics as m;
 use crate::wire::{EventId, EventKind, Frame, ProjectId, ProjectState};
+use stage_runs::StageRuns;
 
 /// Where the hub puts a session's frames. Implemented by the session's outbound queue;
 /// the hub sees nothing else of a session, so it depends on no session code.
@@ -178,6 +180,8 @@ pub struct Hub {
     presence: Mutex<Option<HashSet<ProjectId>>>,
     /// Woken when `presence` gains a project.
     presence_changed: Notify,
+    /// How long each stage took in the runs this hub watched (`stage_runs.rs`).
+    pub stage_runs: StageRuns,
 }
 
 /// Joining would make the process watch more projects than allowed.
@@ -197,6 +201,7 @@ impl Hub {
             broker_available: AtomicBool::new(true),
             presence: Mutex::new(None),
             presence_changed: Notify::new(),
+            stage_runs: StageRuns::default(),
         });
         (hub, rx)
     }
@@ -346,6 +351,13 @@ impl Hub {
                 }
             }
         }
+        if let Some(step) = stall::Step::of(&frame)
+            && let Some((stage, took)) = watchers
+                .activity
+                .step(frame.received_at().unwrap_or_else(Instant::now), step)
+        {
+            self.stage_runs.record(stage, took);
+        }
         if frame.kind() != EventKind::Stalled
             && let Some(resumed) = watchers
                 .activity
@@ -408,8 +420,13 @@ impl Deliveries for Hub {
         let Some(topic) = self.topics.lock().get(project).cloned() else {
             return;
         };
+        let filled = !frames.is_empty();
         for frame in frames {
             self.deliver_frame(&topic, frame, Source::Record);
+        }
+        if filled {
+            // When a stage entered during the gap began is not known: it is not timed.
+            topic.watchers.lock().activity.forget_stage();
         }
     }
 

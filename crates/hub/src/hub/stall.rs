@@ -10,8 +10,17 @@
 //! project's state once (is a run under way, and since when is it silent: the state is
 //! the truth, also for a project whose silence began before this hub watched it), then
 //! waits for the next frame (a project not running, or stalled) or until the silence
-//! would reach the bound.
+//! would reach the bound. The bound is the stage's (`stage_runs.rs`: measured from
+//! past runs of the stage, else `--stall-after`); the fan-out tells the topic's
+//! [`Activity`] of each `stage_change` and `complete`, which times the stages.
+//!
+//! With the hub's own job queue (a [`WorkerProbe`]), a tick first asks the queue which
+//! jobs lost their worker (one query for all topics): such a run is stalled with reason
+//! `worker_lost` as soon as its lease ran out, silent for the bound or not; a run told
+//! `silent` before is told again, `worker_lost`. Its next frame (the worker that took
+//! the job over publishes) ends it like any stall.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,14 +29,18 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Hub, Topic, push};
 use crate::broker::Broker;
-use crate::wire::stall::{self, StallReason};
-use crate::wire::{Frame, ProjectId};
+use crate::wire::stall::{self, Bounds, StallReason};
+use crate::wire::{EventKind, Frame, ProjectId, Stage};
 
-/// Tells whether the worker of a project's job is known lost (its lease ran out): the
-/// hub's own job queue can; for other publishers silence is all the hub knows.
+/// Tells which projects' jobs lost their worker (its lease ran out and no worker took
+/// the job over yet): the hub's own job queue can; of other publishers (Celery) the
+/// hub knows only the silence.
 #[async_trait]
 pub trait WorkerProbe: Send + Sync {
-    async fn worker_lost(&self, project: &ProjectId) -> bool;
+    /// The projects whose worker is lost now (empty when the queue cannot be read).
+    async fn lost(&self) -> HashSet<ProjectId>;
+    /// How long a worker's lease lasts: the probe is asked a few times per lease.
+    fn lease(&self) -> Duration;
 }
 
 /// A topic's events as the stall checker sees them.
@@ -43,6 +56,38 @@ pub(super) struct Activity {
     idle: bool,
     /// Stalled: why, and since when (ISO 8601).
     stall: Option<(StallReason, String)>,
+    /// The stage under way as seen live (a `stage_change` fanned out), and since when.
+    stage: Option<(Stage, Instant)>,
+}
+
+/// What a fanned-out frame says of the run's stage.
+pub(super) enum Step {
+    /// A `stage_change` into this stage.
+    Entered(Stage),
+    /// A `complete`; `completed`: its status is `COMPLETED`.
+    Ended { completed: bool },
+}
+
+impl Step {
+    /// Reads it from a `stage_change` or `complete` frame (others say nothing of it).
+    pub(super) fn of(frame: &Frame) -> Option<Self> {
+        let kind = frame.kind();
+        if kind != EventKind::StageChange && kind != EventKind::Complete {
+            return None;
+        }
+        let value = frame.to_value();
+        let data = &value["data"];
+        if kind == EventKind::Complete {
+            return Some(Self::Ended {
+                completed: data["status"] == "COMPLETED",
+            });
+        }
+        let current = data["current_stage"].as_str()?;
+        Stage::ALL
+            .into_iter()
+            .find(|s| s.as_str() == current)
+            .map(Self::Entered)
+    }
 }
 
 impl Activity {
@@ -57,53 +102,103 @@ impl Activity {
         Some(Frame::stalled(false, reason, &since))
     }
 
+    /// Follows the run's stage; returns the stage that just ran to its end (the next
+    /// began, or the run completed) and how long it took, if this hub saw it begin. A
+    /// stage entered again (a worker took the job over in it) goes on.
+    pub(super) fn step(&mut self, at: Instant, step: Step) -> Option<(Stage, Duration)> {
+        let ran = match step {
+            Step::Entered(stage) if self.stage.is_some_and(|(s, _)| s == stage) => return None,
+            Step::Entered(stage) => self.stage.replace((stage, at)),
+            Step::Ended { completed } => self.stage.take().filter(|_| completed),
+        };
+        ran.map(|(stage, since)| (stage, at.saturating_duration_since(since)))
+    }
+
+    /// Stops timing the stage under way (when it began is not known).
+    pub(super) fn forget_stage(&mut self) {
+        self.stage = None;
+    }
+
     /// The `stalled: true` a session joining now must hear, if the run is stalled.
     pub(super) fn joining(&self) -> Option<Frame> {
         let (reason, since) = self.stall.as_ref()?;
         Some(Frame::stalled(true, *reason, since))
     }
 
-    /// The generation to check now, if the topic is due for a look.
-    fn due(&self, now: Instant, bound: Duration) -> Option<u64> {
-        if self.idle || self.stall.is_some() {
-            return None;
+    /// The generation to check now, if the topic is due for a look: silent for the
+    /// bound of its stage (if known, else the shortest), or its worker `lost` (also when
+    /// it is stalled silent so far).
+    fn due(&self, now: Instant, bounds: &Bounds, lost: bool) -> Option<u64> {
+        match &self.stall {
+            _ if self.idle => return None,
+            Some((StallReason::Silent, _)) if lost => return Some(self.generation),
+            Some(_) => return None,
+            None if lost => return Some(self.generation),
+            None => {}
         }
+        let bound = match self.stage {
+            Some((stage, _)) => bounds.of(Some(stage.as_str())),
+            None => bounds.shortest(),
+        };
         let at = self.check_at.or_else(|| self.last.map(|last| last + bound));
         at.is_none_or(|at| at <= now).then_some(self.generation)
     }
 }
 
-/// Ticks until `shutdown`, telling the hub's topics that stalled (see the module).
+/// Ticks until `shutdown`, telling the hub's topics that stalled (see the module): the
+/// bound of a stage is measured from its past runs (`stage_runs.rs`, never below
+/// `floor`), else `configured`.
 pub async fn watch(
     hub: Arc<Hub>,
     broker: Arc<dyn Broker>,
-    bound: Duration,
+    (configured, floor): (Duration, Duration),
     probe: Option<Arc<dyn WorkerProbe>>,
     shutdown: CancellationToken,
 ) {
-    let mut tick =
-        tokio::time::interval((bound / 4).clamp(Duration::from_millis(50), Duration::from_secs(5)));
+    let lease = probe.as_ref().map_or(configured, |p| p.lease());
+    let shortest = configured.min(floor).min(lease);
+    let every = (shortest / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        for topic in hub.watched_topics() {
-            check(&topic, broker.as_ref(), bound, probe.as_deref()).await;
+        let topics = hub.watched_topics();
+        if topics.is_empty() {
+            continue;
+        }
+        // Each topic's generation before the probe is asked: a frame fanned out since
+        // (the worker that took the job over published) makes its answer void.
+        let asked: Vec<u64> = topics
+            .iter()
+            .map(|t| t.watchers.lock().activity.generation)
+            .collect();
+        let lost = match &probe {
+            Some(probe) => probe.lost().await,
+            None => HashSet::new(),
+        };
+        let bounds = hub.stage_runs.bounds(configured, floor);
+        for (topic, asked) in topics.iter().zip(asked) {
+            let lost = lost.contains(&topic.project).then_some(asked);
+            check(topic, broker.as_ref(), &bounds, lost).await;
         }
     }
 }
 
 /// Looks at one topic, if it is due: reads its state and tells its sessions when the
-/// run under way went silent for longer than `bound`.
-async fn check(
-    topic: &Topic,
-    broker: &dyn Broker,
-    bound: Duration,
-    probe: Option<&dyn WorkerProbe>,
-) {
-    let Some(generation) = topic.watchers.lock().activity.due(Instant::now(), bound) else {
+/// run under way went silent for longer than its stage's bound, or its worker was found
+/// lost (`lost`: the topic's generation when the probe was asked).
+async fn check(topic: &Topic, broker: &dyn Broker, bounds: &Bounds, lost: Option<u64>) {
+    let due = {
+        let activity = &topic.watchers.lock().activity;
+        let lost = lost == Some(activity.generation);
+        activity
+            .due(Instant::now(), bounds, lost)
+            .map(|generation| (generation, lost))
+    };
+    let Some((generation, lost)) = due else {
         return;
     };
     let state = match broker.replay(&topic.project, None).await {
@@ -112,31 +207,31 @@ async fn check(
         Err(_) => return,
     };
     let now = chrono::Utc::now();
-    let since = state
+    let stall = state
         .as_ref()
-        .and_then(|s| stall::silent_since(s, bound, now));
-    let reason = match (&since, probe) {
-        (Some(_), Some(probe)) if probe.worker_lost(&topic.project).await => {
-            StallReason::WorkerLost
-        }
-        _ => StallReason::Silent,
-    };
+        .and_then(|s| stall::stall(s, bounds, lost, now));
     let mut watchers = topic.watchers.lock();
     let activity = &mut watchers.activity;
     if activity.generation != generation {
         return;
     }
     match (
-        since,
-        state.as_ref().and_then(|s| stall::silent_in(s, bound, now)),
+        stall,
+        state
+            .as_ref()
+            .and_then(|s| stall::silent_in(s, bounds.of(s.status.as_deref()), now)),
     ) {
-        (Some(since), _) => {
+        // Stalled silent already, and still only silent: nothing new to tell.
+        (Some((StallReason::Silent, _)), _) if activity.stall.is_some() => {}
+        (Some((reason, since)), _) => {
             let frame = Frame::stalled(true, reason, &since);
             activity.stall = Some((reason, since));
             for inbox in watchers.inboxes.values() {
                 push(inbox.as_ref(), frame.clone());
             }
         }
+        // Stalled silent, its worker no longer lost (taken over): stays stalled.
+        (None, _) if activity.stall.is_some() => {}
         // Under way, not yet silent that long (by the publisher's clock): look again then.
         (None, Some(left)) => {
             activity.check_at = Some(Instant::now() + left.max(Duration::from_millis(50)));

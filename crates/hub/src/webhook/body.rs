@@ -30,9 +30,9 @@ pub struct WebhookData {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub watchers: Option<u64>,
     /// `job.stalled` only: why the run is stalled (`silent`: it published nothing for
-    /// longer than `--stall-after`; `worker_lost` is reserved). `since`: for
-    /// `job.stalled`, its last event's `updated_at`; for `project.vacated`, when the
-    /// last watcher was found gone (RFC 3339 UTC).
+    /// longer than its stage's bound; `worker_lost`: the hub's job queue saw its worker's
+    /// lease run out). `since`: for `job.stalled`, its last event's `updated_at`; for
+    /// `project.vacated`, when the last watcher was found gone (RFC 3339 UTC).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

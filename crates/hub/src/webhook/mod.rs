@@ -22,6 +22,7 @@ pub mod body;
 pub mod config;
 pub mod deliveries;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,8 +33,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::broker::Broker;
 use crate::broker::outbox::{Outbox, OutboxEntry, now_ms};
+use crate::hub::stall::WorkerProbe;
 use crate::metrics;
 use crate::wire::EventId;
+use crate::wire::stall::Bounds;
 pub use attempt::{Outcome, retry_after};
 pub use config::{Endpoint, EventType, Secret, WebhookConfig, WebhookConfigError};
 pub use deliveries::{Deliveries, Delivery, DeliveryPage};
@@ -58,7 +61,8 @@ pub fn spawn(
     config: WebhookConfig,
     outbox: Arc<dyn Outbox>,
     broker: Arc<dyn Broker>,
-    stall_after: Duration,
+    bounds: StallBounds,
+    probe: Option<Arc<dyn WorkerProbe>>,
     shutdown: CancellationToken,
     tracker: &TaskTracker,
 ) -> Arc<Deliveries> {
@@ -81,16 +85,14 @@ pub fn spawn(
     if dispatch.config.sends(EventType::JobStalled.as_str()) {
         tracker.spawn(scan(
             Arc::clone(&dispatch.outbox),
-            Scan::Stalled,
-            stall_after,
+            Scan::Stalled { bounds, probe },
             dispatch.shutdown.clone(),
         ));
     }
     if dispatch.config.sends(EventType::ProjectVacated.as_str()) {
         tracker.spawn(scan(
             Arc::clone(&dispatch.outbox),
-            Scan::Vacated,
-            dispatch.config.vacated_after,
+            Scan::Vacated(dispatch.config.vacated_after),
             dispatch.shutdown.clone(),
         ));
     }
@@ -100,17 +102,31 @@ pub fn spawn(
 }
 
 /// What a scan looks for.
-#[derive(Clone, Copy)]
 enum Scan {
-    /// Runs under way silent for longer than the bound (`Outbox::scan_stalled`).
-    Stalled,
-    /// Projects without a watcher for the bound (`Outbox::scan_vacated`).
-    Vacated,
+    /// Runs under way silent for longer than their stage's bound, or whose worker the
+    /// `probe` found lost (`Outbox::scan_stalled`).
+    Stalled {
+        bounds: StallBounds,
+        probe: Option<Arc<dyn WorkerProbe>>,
+    },
+    /// Projects without a watcher for the grace (`Outbox::scan_vacated`).
+    Vacated(Duration),
 }
 
-/// Looks a few times per bound (at most every 5 s), until `shutdown`: each find goes
-/// into the outbox once over every hub.
-async fn scan(outbox: Arc<dyn Outbox>, what: Scan, bound: Duration, shutdown: CancellationToken) {
+/// The stall bounds as they stand (per stage: `hub::stage_runs`).
+pub type StallBounds = Arc<dyn Fn() -> Bounds + Send + Sync>;
+
+/// Looks a few times per bound (for stalls: per shortest bound and per lease of the
+/// `probe`'s jobs; at most every 5 s), until `shutdown`: each find goes into the outbox
+/// once over every hub.
+async fn scan(outbox: Arc<dyn Outbox>, what: Scan, shutdown: CancellationToken) {
+    let bound = match &what {
+        Scan::Stalled { bounds, probe } => {
+            let shortest = bounds().shortest();
+            shortest.min(probe.as_ref().map_or(shortest, |p| p.lease()))
+        }
+        Scan::Vacated(grace) => *grace,
+    };
     let every = (bound / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -119,9 +135,15 @@ async fn scan(outbox: Arc<dyn Outbox>, what: Scan, bound: Duration, shutdown: Ca
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let (told, what) = match what {
-            Scan::Stalled => (outbox.scan_stalled(bound).await, "stalled runs"),
-            Scan::Vacated => (outbox.scan_vacated(bound).await, "vacated projects"),
+        let (told, what) = match &what {
+            Scan::Stalled { bounds, probe } => {
+                let lost = match probe {
+                    Some(probe) => probe.lost().await,
+                    None => HashSet::new(),
+                };
+                (outbox.scan_stalled(&bounds(), &lost).await, "stalled runs")
+            }
+            Scan::Vacated(grace) => (outbox.scan_vacated(*grace).await, "vacated projects"),
         };
         match told {
             Ok(0) => {}

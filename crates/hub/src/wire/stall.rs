@@ -4,6 +4,7 @@
 //! history, like `broker_status`), and the backend with the `job.stalled` webhook; `GET
 //! /api/v1/projects/{id}` says `stalled`. A queued, ended or unknown run never is.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -13,7 +14,7 @@ use super::{ProjectState, Stage};
 
 /// Why a run is stalled. The hub knows a worker died only for its own job queue (the
 /// job's lease ran out); of any other publisher (Celery) it knows only the silence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StallReason {
     /// Nothing published for longer than the bound.
@@ -42,6 +43,42 @@ pub struct StalledData {
     pub timestamp: String,
 }
 
+/// How long a run under way may stay silent, by its stage: measured from past runs of
+/// the stage (`hub::stage_runs`), else the configured `--stall-after`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bounds {
+    pub configured: Duration,
+    pub measured: HashMap<Stage, Duration>,
+}
+
+impl Bounds {
+    /// The configured bound for every stage.
+    pub fn fixed(configured: Duration) -> Self {
+        Self {
+            configured,
+            measured: HashMap::new(),
+        }
+    }
+
+    /// The bound of a run whose status is `status`.
+    pub fn of(&self, status: Option<&str>) -> Duration {
+        Stage::ALL
+            .iter()
+            .find(|s| Some(s.as_str()) == status)
+            .and_then(|s| self.measured.get(s))
+            .copied()
+            .unwrap_or(self.configured)
+    }
+
+    /// The shortest bound of any stage.
+    pub fn shortest(&self) -> Duration {
+        self.measured
+            .values()
+            .copied()
+            .fold(self.configured, Duration::min)
+    }
+}
+
 /// Whether the run is under way: its status is one of the pipeline's stages.
 pub fn running(state: &ProjectState) -> bool {
     state
@@ -61,6 +98,22 @@ pub fn silent_since(state: &ProjectState, bound: Duration, now: DateTime<Utc>) -
     let at = DateTime::parse_from_rfc3339(text).ok()?;
     let silent = (now - at.with_timezone(&Utc)).to_std().ok()?;
     (silent > bound).then(|| text.to_string())
+}
+
+/// Whether the run under way is stalled, why and since when: `worker_lost` when its
+/// worker is known lost (`worker_lost`: the hub's job queue saw its lease run out),
+/// else `silent` once it published nothing for longer than its stage's bound.
+pub fn stall(
+    state: &ProjectState,
+    bounds: &Bounds,
+    worker_lost: bool,
+    now: DateTime<Utc>,
+) -> Option<(StallReason, String)> {
+    if worker_lost && running(state) {
+        return Some((StallReason::WorkerLost, state.updated_at.clone()?));
+    }
+    let bound = bounds.of(state.status.as_deref());
+    silent_since(state, bound, now).map(|since| (StallReason::Silent, since))
 }
 
 /// How long until the run under way would be silent for `bound` (zero: already);
@@ -143,6 +196,24 @@ mod tests {
             silent_in(&at("RENDERING"), bound, time("2026-12-06T04:00:00Z")),
             Some(bound)
         );
+    }
+
+    #[test]
+    fn a_lost_worker_stalls_its_run_at_once_and_only_a_run_under_way() {
+        let bound = &Bounds::fixed(Duration::from_secs(60));
+        let soon = time("2026-12-06T05:00:01Z");
+        assert_eq!(stall(&at("RENDERING"), bound, false, soon), None);
+        assert_eq!(
+            stall(&at("RENDERING"), bound, true, soon),
+            Some((StallReason::WorkerLost, "2026-12-06T05:00:00Z".into()))
+        );
+        assert_eq!(
+            stall(&at("RENDERING"), bound, false, time("2026-12-06T05:01:01Z")),
+            Some((StallReason::Silent, "2026-12-06T05:00:00Z".into()))
+        );
+        for not_running in ["QUEUED", "COMPLETED", "FAILED", "CANCELLED"] {
+            assert_eq!(stall(&at(not_running), bound, true, soon), None);
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! One node (or Sentinel's primary) only: on a cluster the stream would be in another
 //! slot than the project's keys, so the hub refuses webhooks there (see `webhook/`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -23,6 +23,8 @@ use super::layout::{self, OUTBOX_GROUP, OUTBOX_KEY};
 use super::target::RedisTarget;
 use crate::broker::BrokerError;
 use crate::broker::outbox::{Outbox, OutboxEntry};
+use crate::wire::ProjectId;
+use crate::wire::stall::Bounds;
 
 /// How long one read waits for a new entry (the connection is this outbox's own, so the
 /// blocked read holds up nothing else).
@@ -204,8 +206,12 @@ impl Outbox for RedisOutbox {
         Ok(())
     }
 
-    async fn scan_stalled(&self, bound: Duration) -> Result<usize, BrokerError> {
-        super::stall::scan(&self.scan, bound).await
+    async fn scan_stalled(
+        &self,
+        bounds: &Bounds,
+        lost: &HashSet<ProjectId>,
+    ) -> Result<usize, BrokerError> {
+        super::stall::scan(&self.scan, bounds, lost).await
     }
 
     async fn scan_vacated(&self, grace: Duration) -> Result<usize, BrokerError> {

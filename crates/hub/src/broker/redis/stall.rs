@@ -3,14 +3,15 @@
 //! kept by `publish.lua` as runs begin and end, so the publishes between cost nothing)
 //! and the few fields of each one's state that say whether it is silent; a run silent
 //! for longer than the bound goes into the outbox through `stall.lua`, which appends it
-//! once per stall whichever hub sees it first (a marker set NX per project and last
-//! event). Runs found ended, or whose state is gone (it expired), leave the set.
+//! once per stall whichever hub sees it first (a marker per project and last event,
+//! holding the reason told: a `silent` stall whose worker then turns out lost is told
+//! again, `worker_lost`). A run whose worker the hub's job queue found lost is stalled
+//! at once, silent for the bound or not. Runs found ended, or whose state is gone (it expired), leave the set.
 //!
 //! The cost is one SSCAN page and one HMGET per run under way per scan, per hub; none
 //! on the publish path.
 
-use std::collections::HashMap;
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
 
 use redis::Value;
 
@@ -18,7 +19,7 @@ use super::connection::RedisConn;
 use super::layout::{self, OUTBOX_KEY, RUNNING_KEY};
 use super::set_pages::SetPages;
 use crate::broker::BrokerError;
-use crate::wire::stall::{self, StallReason};
+use crate::wire::stall::{self, Bounds};
 use crate::wire::{ProjectId, ProjectState};
 
 /// Runs read per SSCAN page, and most read per scan (the rest wait for the next one).
@@ -26,12 +27,16 @@ const PAGE: usize = 500;
 const MAX_PER_SCAN: usize = 10_000;
 
 /// Scans the runs under way; returns how many stalls this hub appended to the outbox.
-pub async fn scan(conn: &RedisConn, bound: Duration) -> Result<usize, BrokerError> {
+pub async fn scan(
+    conn: &RedisConn,
+    bounds: &Bounds,
+    lost: &HashSet<ProjectId>,
+) -> Result<usize, BrokerError> {
     let mut conn = conn.clone();
     let mut pages = SetPages::new(RUNNING_KEY, PAGE, MAX_PER_SCAN);
     let mut told = 0;
     while let Some(channels) = pages.next(&mut conn).await? {
-        told += page(&mut conn, &channels, bound).await?;
+        told += page(&mut conn, &channels, bounds, lost).await?;
     }
     Ok(told)
 }
@@ -41,7 +46,8 @@ const FIELDS: [&str; 4] = ["status", "updated_at", "last_event_id", "run_ended"]
 async fn page(
     conn: &mut RedisConn,
     channels: &[String],
-    bound: Duration,
+    bounds: &Bounds,
+    lost: &HashSet<ProjectId>,
 ) -> Result<usize, BrokerError> {
     let runs: Vec<(String, ProjectId)> = channels
         .iter()
@@ -72,16 +78,16 @@ async fn page(
             updated_at: field(1),
             ..ProjectState::empty()
         };
-        if stall::silent_since(&state, bound, now).is_none() {
+        let Some((reason, _)) = stall::stall(&state, bounds, lost.contains(project), now) else {
             continue;
-        }
+        };
         let appended: i64 = layout::STALL
             .key(layout::state_key(project))
             .key(OUTBOX_KEY)
             .key(layout::stall_told_key(project, &last))
             .arg(&last)
             .arg(channel)
-            .arg(StallReason::Silent.as_str())
+            .arg(reason.as_str())
             .invoke_async(conn)
             .await?;
         told += appended as usize;
