@@ -33,8 +33,9 @@ use crate::wire::stall::{self, Bounds, StallReason};
 use crate::wire::{EventKind, Frame, ProjectId, Stage};
 
 /// Tells which projects' jobs lost their worker (its lease ran out and no worker took
-/// the job over yet): the hub's own job queue can; of other publishers (Celery) the
-/// hub knows only the silence.
+/// the job over yet): the hub's own job queue can (the jobs crate's, given as an
+/// extension's `Parts::worker_probe`); of other publishers (Celery) the hub knows only
+/// the silence.
 #[async_trait]
 pub trait WorkerProbe: Send + Sync {
     /// The projects whose worker is lost now (empty when the queue cannot be read).
