@@ -175,13 +175,16 @@ impl Claims {
             .any(|p| p == "*" || p == project.as_str())
     }
 
-    /// When the token expires; an `exp` past the year 9999 is read as then (no
-    /// overflow: `exp` is the issuer's, so any u64 must be safe here).
-    /// Whether the token grants every project of `tag` (it names the tag, or `*`).
+    /// Whether the token grants every project of `tag`: it names the tag, or its
+    /// projects include `*`. Every project ([`Tag::all`]) only the latter: a `tags`
+    /// claim of `"*"` names no tag (no run carries one).
     pub fn covers_tag(&self, tag: &Tag) -> bool {
-        self.projects.iter().any(|p| p == "*") || self.tags.iter().any(|t| t == tag.as_str())
+        self.projects.iter().any(|p| p == "*")
+            || (!tag.is_all() && self.tags.iter().any(|t| t == tag.as_str()))
     }
 
+    /// When the token expires; an `exp` past the year 9999 is read as then (no
+    /// overflow: `exp` is the issuer's, so any u64 must be safe here).
     pub fn expires_at(&self) -> SystemTime {
         UNIX_EPOCH
             .checked_add(Duration::from_secs(self.exp.min(LATEST_EXPIRY_SECS)))

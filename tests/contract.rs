@@ -274,6 +274,25 @@ fn the_publish_script_and_its_callers_read_one_description_of_its_inputs() {
     assert_eq!(python_names, described, "the inputs the Python SDK sends");
     let packaged = read("clients/python/src/progress_hub/_contract.py");
     assert!(packaged.contains("\"publish-inputs.json\": \"contract/publish-inputs.json\""));
+    // Every answer of the script is `{id, begun}` (or a refusal), as `returns` says, and
+    // both publishers read it so.
+    assert!(
+        CONTRACT.returns.starts_with("{id, begun}"),
+        "{}",
+        CONTRACT.returns
+    );
+    for line in lua.lines().filter(|l| l.contains("return ")) {
+        let answer = line.trim_start().trim_start_matches("if done then ");
+        let answer = answer.split("return ").nth(1).unwrap_or_default();
+        assert!(
+            answer.starts_with('{') || answer.starts_with("redis.error_reply("),
+            "publish.lua answers other than {{id, begun}}: {line}"
+        );
+    }
+    assert!(
+        python.contains("def published("),
+        "the Python SDK reads {{id, begun}}"
+    );
 }
 
 // The state fields every publisher patches are the ones the description names, and the

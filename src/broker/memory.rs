@@ -59,8 +59,9 @@ struct Store {
     receipts: Receipts,
     seen: Seen,
     /// Each tag's index (Redis's `progress:{tag:<tag>}:projects`): project → when (ms)
-    /// its run was last given the tag. A forgotten project leaves the indexes of the
-    /// tags its state carried; other stale entries go when a reader finds them (`untag`).
+    /// its run was last given the tag; `*`'s ([`Tag::all`]): when its history or its
+    /// newest run began. A forgotten project leaves `*`'s and the indexes of the tags
+    /// its state carried; other stale entries go when a reader finds them (`untag`).
     tags: HashMap<Tag, HashMap<ProjectId, u64>>,
 }
 
@@ -218,7 +219,9 @@ impl Store {
             self.budget
                 .close(&history.owner, history.used, history.bytes);
             let carried = history.state.get("tags").map(|t| Tag::split(t));
-            self.untag(carried.iter().flatten(), std::slice::from_ref(project));
+            let all = Tag::all();
+            let indexes = carried.iter().flatten().chain([&all]);
+            self.untag(indexes, std::slice::from_ref(project));
         }
     }
 
@@ -468,9 +471,13 @@ impl Broker for MemoryBroker {
             );
         }
         let state = &mut history.state;
+        // A history or a run begins: the project goes into `*`'s index, as `publish.lua`
+        // tells its publisher.
+        let mut begun = history.seq == 0;
         // Runs, as `publish.lua` starts them: after one ended, or with an event that
         // starts one (refused when its holder has published already: a worker was quicker).
         if s.starts_run || (state.contains_key("run_ended") && !s.ends_run) {
+            begun = true;
             if let Some(holder) = &s.run_holder
                 && history.fences.contains(holder)
             {
@@ -546,12 +553,11 @@ impl Broker for MemoryBroker {
                 .receipts
                 .insert(project, &event.receipt, id.clone(), now);
         }
-        if let Some(tags) = &s.tags {
-            let at = crate::wire::now_ms();
-            for tag in tags {
-                let index = store.tags.entry(tag.clone()).or_default();
-                index.insert(project.clone(), at);
-            }
+        let all = begun.then(Tag::all);
+        let at = crate::wire::now_ms();
+        for tag in s.tags.iter().flatten().chain(all.as_ref()) {
+            let index = store.tags.entry(tag.clone()).or_default();
+            index.insert(project.clone(), at);
         }
         store.enforce(self.config.memory_budget, project, self.deliveries.as_ref());
         // Delivered under the lock: delivery order is history order.

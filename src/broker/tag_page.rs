@@ -47,7 +47,7 @@ pub async fn read(broker: &dyn Broker, query: TagQuery<'_>) -> Result<TagPage, B
             scanned += 1;
             after = Some(entry.clone());
             match broker.replay(&entry.project, None).await?.state {
-                Some((state, _)) if state.tags.iter().any(|t| t == query.tag.as_str()) => {
+                Some((state, _)) if query.tag.selects(&state.tags) => {
                     if query.status.matches(state.status.as_deref()) {
                         page.projects.push((entry, state));
                     }

@@ -118,7 +118,7 @@ pub fn asyncapi() -> Value {
                             "data": { "type": "object", "properties": {
                                 "project_id": project["schema"].clone(),
                                 "last_event_id": { "type": "string", "description": "subscribe: resume this project after this event id" },
-                                "tag": { "type": "string", "pattern": "^[A-Za-z0-9_.:@-]{1,64}$", "description": "subscribe/unsubscribe: a tag instead of a project_id" },
+                                "tag": { "type": "string", "pattern": "^([A-Za-z0-9_.:@-]{1,64}|\\*)$", "description": "subscribe/unsubscribe: a tag instead of a project_id; `*`: every project (a token whose projects include `*`)" },
                                 "status": { "type": "array", "items": { "type": "string" }, "description": "tag subscribe: only projects whose status is one of these (QUEUED, a stage code, COMPLETED, FAILED, CANCELLED) or in the groups active / ended" },
                                 "since": { "type": "string", "format": "date-time", "description": "tag subscribe: only projects tagged at or after this time" },
                                 "token": { "type": "string", "description": "refresh: a fresher token, allowing every subscribed project and tag" }

@@ -121,6 +121,7 @@ pub fn router(state: AppState, metrics: MetricsRoute) -> Router {
         .route("/assets/progress-hub-client.js", get(page::client_js))
         .route("/assets/progress-hub-projects.js", get(page::projects_js))
         .route("/assets/dashboard.js", get(page::dashboard_js))
+        .route("/assets/render.js", get(page::render_js))
         .route("/assets/style.css", get(page::style_css))
         .route("/api/v1/schema/events.json", get(docs::events_json))
         .route("/api/v1/asyncapi.json", get(docs::asyncapi_json))

@@ -30,7 +30,7 @@ pub struct MultiplexedQuery {
 }
 
 #[utoipa::path(get, path = "/api/v1/progress", tag = "watching",
-    description = "WebSocket upgrade: one connection, many projects. Send {\"event\":\"subscribe\",\"data\":{\"project_id\":\"p1\",\"last_event_id\":\"<id>\"}} and {\"event\":\"unsubscribe\",\"data\":{\"project_id\":\"p1\"}}; every frame of a subscription carries a top-level project_id. See docs/PROTOCOL.md and /api/v1/asyncapi.json.",
+    description = "WebSocket upgrade: one connection, many projects. Send {\"event\":\"subscribe\",\"data\":{\"project_id\":\"p1\",\"last_event_id\":\"<id>\"}} and {\"event\":\"unsubscribe\",\"data\":{\"project_id\":\"p1\"}}; a tag's projects' states: {\"event\":\"subscribe\",\"data\":{\"tag\":\"user:7\",\"status\":[\"active\"]}}, every project's: {\"tag\":\"*\"} (with access control on, only for a token whose projects include *). Every frame of a subscription carries a top-level project_id (a tag subscription's also its tag). See docs/PROTOCOL.md and /api/v1/asyncapi.json.",
     params(("token" = Option<String>, Query, description = "access token (or Authorization: Bearer), when access control is on")),
     responses(
         (status = 101, description = "switching to WebSocket"),
@@ -112,7 +112,7 @@ fn items(value: Option<&str>) -> Vec<&str> {
     description = "SSE: one stream, many projects and tags, the frames of the multiplexed WebSocket (each subscription's with a top-level project_id or tag). Each record that moves a project's position has an id: holding every project's position (m1.<list>.<epoch>:<seq>,...), so Last-Event-ID resumes every project at once. A refused subscription gets a subscription_error frame; the others go on. See docs/PROTOCOL.md.",
     params(
         ("projects" = Option<String>, Query, description = "comma-separated project ids, at most 100"),
-        ("tags" = Option<String>, Query, description = "comma-separated tags"),
+        ("tags" = Option<String>, Query, description = "comma-separated tags; `*`: every project (with access control on, only for a token whose projects include `*`)"),
         ("token" = Option<String>, Query, description = "access token (or Authorization: Bearer), when access control is on"),
         ("last_event_id" = Option<String>, Query, description = "resume every project (wins over Last-Event-ID)"),
         ("Last-Event-ID" = Option<String>, Header, description = "an id: this stream gave: resume every project where it stood")),

@@ -2,7 +2,9 @@
 //! works offline with no build step. `/` starts a demo or opens a project;
 //! `/projects/{id}` watches one, through `progress-hub-client` (clients/js), whose
 //! committed build is embedded here as well; `/dashboard?tag=` shows a tag's running
-//! jobs on one connection (`dashboard.js`, through the client's `projects` entry).
+//! jobs on one connection (`dashboard.js`, through the client's `projects` entry), and
+//! `/dashboard` every project's when the token allows `*`. Both views draw bars, stages
+//! and the connection badge through one module (`render.js`).
 //!
 //! The page is served with a strict Content-Security-Policy (its own scripts, styles
 //! and connections, no inline code, no plugins, no framing), `X-Frame-Options: DENY`
@@ -23,6 +25,8 @@ const CLIENT_JS: &str = include_str!("page/progress-hub-client.js");
 /// The dashboard, and the client's `projects` entry (watchProjects) it imports, built
 /// with the core by `npm run build` and checked as fresh the same way.
 const DASHBOARD_JS: &str = include_str!("page/dashboard.js");
+/// What both views draw alike (texts, a bar, the connection badge), imported by both.
+const RENDER_JS: &str = include_str!("page/render.js");
 const PROJECTS_JS: &str = include_str!("page/progress-hub-projects.js");
 
 /// The page's policy. `connect-src 'self'` covers the WebSocket to the same host and
@@ -109,6 +113,10 @@ pub async fn client_js() -> impl IntoResponse {
 
 pub async fn dashboard_js() -> impl IntoResponse {
     script(DASHBOARD_JS)
+}
+
+pub async fn render_js() -> impl IntoResponse {
+    script(RENDER_JS)
 }
 
 pub async fn projects_js() -> impl IntoResponse {

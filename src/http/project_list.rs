@@ -1,9 +1,11 @@
 //! `GET /api/v1/projects?tag=&status=&since=&limit=&cursor=`: a tag's projects with
 //! their states, newest first (by when their run was given the tag), paged
-//! (`broker::tag_page`). Each entry is what `GET /api/v1/projects/{id}` answers, so the
-//! list and a tag subscription's `project_state` frames agree. 400 naming the parameter
-//! for a bad one; with access control on, only the projects the token grants (all of
-//! the tag's when it names the tag or `*`).
+//! (`broker::tag_page`); without a tag (or `tag=*`, [`Tag::all`]) every project, newest
+//! first by when its run began. Each entry is what `GET /api/v1/projects/{id}` answers,
+//! so the list and a tag subscription's `project_state` frames agree. 400 naming the
+//! parameter for a bad one; with access control on, only the projects the token grants
+//! (all of the tag's when it names the tag or its projects include `*`); every project
+//! only to a token whose projects include `*` (403 `FORBIDDEN` for any other).
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -35,15 +37,16 @@ pub struct ListQuery {
 
 #[utoipa::path(get, path = "/api/v1/projects", tag = "projects",
     params(
-        ("tag" = String, Query, description = "required: the tag (^[A-Za-z0-9_.:@-]{1,64}$) whose projects are listed"),
+        ("tag" = Option<String>, Query, description = "the tag (^[A-Za-z0-9_.:@-]{1,64}$) whose projects are listed; absent or `*`: every project (newest first by when its run began; with access control on, only for a token whose projects include `*`)"),
         ("status" = Option<String>, Query, description = "comma-separated: QUEUED, a stage code, COMPLETED, FAILED, CANCELLED, or the groups active / ended"),
-        ("since" = Option<String>, Query, description = "RFC 3339: only projects whose run was given the tag at or after it"),
+        ("since" = Option<String>, Query, description = "RFC 3339: only projects whose run was given the tag (without a tag: began) at or after it"),
         ("limit" = Option<u32>, Query, description = "1 to 100 (default 20)"),
         ("cursor" = Option<String>, Query, description = "the next_cursor of the page before")),
     responses(
         (status = 200, description = "{\"projects\": [<the GET /api/v1/projects/{id} object>...], \"next_cursor\": \"...\" | null}, newest first; a page may hold fewer than limit (a status filter matching few) with a next_cursor to go on from"),
         (status = 400, description = "INVALID_QUERY: a missing, unknown, repeated or invalid parameter (error.field names it)", body = ErrorBody),
         (status = 401, description = "a token is required", body = ErrorBody),
+        (status = 403, description = "FORBIDDEN: every project (no tag, or `*`) asked with a token whose projects do not include `*`", body = ErrorBody),
         (status = 503, description = "broker unavailable", body = ErrorBody)))]
 pub async fn list(
     State(app): State<AppState>,
@@ -58,8 +61,8 @@ pub async fn list(
         Ok(Query(query)) => query,
         Err(rejection) => return invalid("query", rejection.body_text()),
     };
-    let tag = match query.tag.as_deref().map(Tag::parse) {
-        None => return invalid("tag", "the tag whose projects to list is required".into()),
+    let tag = match query.tag.as_deref().map(Tag::parse_or_all) {
+        None => Tag::all(),
         Some(Err(bad)) => return invalid("tag", bad.to_string()),
         Some(Ok(tag)) => tag,
     };
@@ -88,6 +91,10 @@ pub async fn list(
         Some(None) => return invalid("cursor", "not a cursor this hub gave".into()),
     };
     let whole_tag = claims.as_ref().is_none_or(|c| c.covers_tag(&tag));
+    if tag.is_all() && !whole_tag {
+        let why = "every project (no tag, or tag=*) is listed only for a token whose projects include \"*\"";
+        return ApiError::new(StatusCode::FORBIDDEN, "FORBIDDEN", why).into_response();
+    }
     let broker = app.sessions.broker.as_ref();
     let page = tag_page::read(
         broker,

@@ -198,7 +198,7 @@ impl Subscriptions {
                 self.queue.push_when_room(answer).await
             }
             Ok(ClientFrame::UnsubscribeTag(raw)) => {
-                let answer = match raw.as_deref().map(Tag::parse) {
+                let answer = match raw.as_deref().map(Tag::parse_or_all) {
                     Some(Ok(tag)) => {
                         self.tags.remove(&tag);
                         Frame::tag_unsubscribed(&tag)
@@ -301,7 +301,7 @@ impl Subscriptions {
     fn subscribe_tag(&mut self, ask: TagAsk) -> Result<Opening, Frame> {
         let raw = ask.tag.as_deref();
         let refuse = |code| Err(Frame::tag_subscription_error(raw, code));
-        let Some(Ok(tag)) = raw.map(Tag::parse) else {
+        let Some(Ok(tag)) = raw.map(Tag::parse_or_all) else {
             return refuse(SubscriptionErrorCode::InvalidTag);
         };
         let status = match &ask.status {

@@ -328,7 +328,7 @@ async fn read(
     let mut changed = false;
     for (project, watched) in look {
         match broker.replay(&project, None).await?.state {
-            Some((state, _)) if state.tags.iter().any(|t| t == tag.as_str()) => {
+            Some((state, _)) if tag.selects(&state.tags) => {
                 let now = Seen::of(&state);
                 if let Some(watched) = following.lock().projects.get_mut(&project) {
                     watched.ended = now.ended();

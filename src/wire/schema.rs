@@ -57,7 +57,8 @@ struct EmptyData {}
 /// the publish path (and, on `error`, the catalog-shaped `type`/`project_id`/`error`).
 /// On a multiplexed connection (`/api/v1/progress`) every frame of a subscription, and
 /// `subscribed`, `unsubscribed` and most `subscription_error`s, carry a top-level
-/// `project_id` (a tag subscription's: a top-level `tag`; its `project_state`: both).
+/// `project_id` (a tag subscription's: a top-level `tag`; its `project_state`: both;
+/// the subscription to every project has the reserved tag `*`).
 /// Unknown top-level fields must be ignored.
 #[derive(JsonSchema)]
 #[serde(tag = "event", content = "data", rename_all = "snake_case")]

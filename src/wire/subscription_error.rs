@@ -19,7 +19,8 @@ pub enum SubscriptionErrorCode {
     AlreadySubscribed,
     /// A subscription names both a `project_id` and a `tag`: it is to one of them.
     UnsupportedSubscription,
-    /// `tag` is missing, not a string, or not `^[A-Za-z0-9_.:@-]{1,64}$`.
+    /// `tag` is missing, not a string, or neither `^[A-Za-z0-9_.:@-]{1,64}$` nor `*`
+    /// (every project).
     InvalidTag,
     /// A tag subscription's `status` or `since` is not one the hub knows.
     InvalidFilter,
@@ -66,7 +67,7 @@ impl SubscriptionErrorCode {
             Self::UnsupportedSubscription => {
                 "a subscription is to a project_id or to a tag, not both"
             }
-            Self::InvalidTag => "tag must match ^[A-Za-z0-9_.:@-]{1,64}$",
+            Self::InvalidTag => "tag must match ^[A-Za-z0-9_.:@-]{1,64}$, or be * (every project)",
             Self::InvalidFilter => {
                 "status must be a list of QUEUED, stage codes, COMPLETED, FAILED, CANCELLED, active or ended; since an RFC 3339 time"
             }

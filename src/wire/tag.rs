@@ -4,6 +4,13 @@
 //! A tag is 1 to [`MAX_TAG_LEN`] bytes of `A-Z a-z 0-9 _ - . : @`; a run carries at
 //! most [`MAX_TAGS`], each once. The grammar has no `,` so the state hash keeps them as
 //! one comma-joined field, and no `{`/`}` so a tag never changes a Redis key's slot.
+//!
+//! `*` ([`Tag::all`]) is the one reserved value outside the grammar: where a client
+//! names a tag to read (a tag subscription, `?tags=`, `GET /api/v1/projects?tag=`,
+//! [`Tag::parse_or_all`]) it means every project, whatever its tags; no run ever carries
+//! it ([`Tag::parse`] refuses it), and its index is the index of every project's runs,
+//! written by the same publish step that writes the tags' indexes (only a token whose
+//! projects include `*` may read it: `auth::Claims::covers_tag`).
 
 use std::fmt;
 use std::sync::Arc;
@@ -14,6 +21,8 @@ use serde::Serialize;
 pub const MAX_TAG_LEN: usize = 64;
 /// Most tags one project's run carries.
 pub const MAX_TAGS: usize = 8;
+/// The reserved tag of every project ([`Tag::all`]).
+pub const ALL: &str = "*";
 
 /// A valid tag.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -50,6 +59,29 @@ impl Tag {
             return Err(InvalidTag::BadCharacter);
         }
         Ok(Self(Arc::from(raw)))
+    }
+
+    /// The reserved `*`: every project (see the module's docs).
+    pub fn all() -> Self {
+        Self(Arc::from(ALL))
+    }
+
+    /// Whether this is the reserved `*`.
+    pub fn is_all(&self) -> bool {
+        &*self.0 == ALL
+    }
+
+    /// A tag a client names to read: a valid tag, or `*` for every project.
+    pub fn parse_or_all(raw: &str) -> Result<Self, InvalidTag> {
+        if raw == ALL {
+            return Ok(Self::all());
+        }
+        Self::parse(raw)
+    }
+
+    /// Whether a project whose run carries `tags` is one of this tag's (`*`: any).
+    pub fn selects(&self, tags: &[String]) -> bool {
+        self.is_all() || tags.iter().any(|t| t == self.as_str())
     }
 
     pub fn as_str(&self) -> &str {
@@ -147,5 +179,24 @@ mod tests {
         let many: Vec<String> = (0..=MAX_TAGS).map(|i| format!("t{i}")).collect();
         assert_eq!(Tag::parse_list(&json!(many)), Err(InvalidTag::TooMany));
         assert_eq!(Tag::parse_list(&json!([])).unwrap(), Vec::<Tag>::new());
+    }
+
+    #[test]
+    fn every_project_is_read_as_star_and_never_carried() {
+        let all = Tag::parse_or_all("*").unwrap();
+        assert!(all.is_all());
+        assert_eq!(all, Tag::all());
+        assert!(all.selects(&[]) && all.selects(&["user:7".into()]));
+        let user = Tag::parse_or_all("user:7").unwrap();
+        assert!(!user.is_all());
+        assert!(user.selects(&["team:2".into(), "user:7".into()]));
+        assert!(!user.selects(&["team:2".into()]));
+        for bad in ["**", "*user", "user:*", " *", ""] {
+            assert!(Tag::parse_or_all(bad).is_err(), "{bad:?}");
+        }
+        // No run carries it: neither a publisher's list nor a state's field.
+        assert_eq!(Tag::parse("*"), Err(InvalidTag::BadCharacter));
+        assert!(Tag::parse_list(&json!(["*"])).is_err());
+        assert_eq!(Tag::split("*,user:7"), [user]);
     }
 }

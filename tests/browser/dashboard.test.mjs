@@ -2,9 +2,12 @@
 // redis-server: a tag's running jobs with live bars on ONE WebSocket (the multiplexed
 // endpoint, never one per project), jobs starting and finishing while it is open, a hub
 // SIGKILL and restart in the middle (it recovers on its own), and a click that opens the
-// project's own view.
+// project's own view. Without a tag (/dashboard): every running job, tagged or not (the
+// reserved tag `*`), when the token allows it; a token that does not is asked for a tag.
+// And without WebSocket: the multiplexed SSE stream.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import path from "node:path";
 import { BIN, freePort, start, startHub, startRedis, stop, launchChromium, stopAll } from "./support.mjs";
@@ -113,6 +116,61 @@ test("the dashboard follows a tag's jobs live on one connection, through a hub S
   await stop(redis.child);
 });
 
+test("the dashboard without a tag shows every running job live on one connection, and a click opens one", async () => {
+  const redis = await startRedis();
+  const hub = await startHub(["--listen", "127.0.0.1:0", "--redis-url", redis.url, "--no-worker", "--locale", "en"]);
+  const worker = await start(BIN, ["worker", "--redis-url", redis.url, "--mock-delay", "60ms"], /worker started/, { NO_COLOR: "1" });
+  const stamp = Date.now();
+  const [plain, tagged, ended, job] = ["plain", "tagged", "ended", "job"].map((x) => `all-${x}-${stamp}`);
+  await publish(hub, plain, "progress_update", { status: "RENDERING", progress: 40, current_stage: "rendering", estimated_remaining: 90 });
+  await publish(hub, tagged, "progress_update", { status: "ASSETS_GENERATING", progress: 20, current_stage: "assets" }, [`team:${stamp}`]);
+  await publish(hub, ended, "progress_update", { status: "RENDERING", progress: 50, current_stage: "rendering" });
+  await publish(hub, ended, "complete", { status: "COMPLETED" });
+
+  const page = await browser.newPage({ viewport: { width: 1000, height: 900 } });
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+  const sockets = [];
+  page.on("websocket", (ws) => sockets.push(new URL(ws.url()).pathname));
+  await page.goto(`${hub.url}/dashboard?lang=en`);
+  await page.waitForSelector(`${row(plain)}.running`, { timeout: 20000 });
+  await page.waitForSelector(`${row(tagged)}.running`, { timeout: 20000 });
+  assert.equal(await page.textContent("#dash-title"), "All running jobs");
+  assert.equal(await page.textContent(`${row(plain)} .percent`), "40%");
+  assert.equal(await page.textContent(`${row(plain)} .stage`), "Render · rendering");
+  assert.equal(await page.textContent(`${row(plain)} .eta`), "about 1 min 30 s left");
+  assert.equal(await page.textContent(`${row(tagged)} .stage`), "Assets · assets");
+  assert.equal(await page.$(row(ended)), null, "a run that ended before the page opened is not running");
+
+  // A job that starts while the page is open (untagged, a real worker's) appears, its
+  // bar moves, and it finishes; a running one fails.
+  await generate(hub, job, undefined);
+  await page.waitForSelector(row(job), { timeout: 20000 });
+  await publish(hub, plain, "progress_update", { status: "RENDERING", progress: 70, current_stage: "rendering", estimated_remaining: 20 });
+  await page.waitForFunction((sel) => document.querySelector(`${sel} .percent`).textContent === "70%", row(plain), { timeout: 20000 });
+  await publish(hub, plain, "complete", { status: "FAILED" });
+  await publish(hub, tagged, "complete", { status: "CANCELLED" });
+  for (const [id, status, text] of [[plain, "FAILED", "Failed"], [tagged, "CANCELLED", "Cancelled"], [job, "COMPLETED", "Completed"]]) {
+    await page.waitForSelector(`${row(id)}[data-status=${status}]`, { timeout: 60000 });
+    assert.equal(await page.textContent(`${row(id)} .stage`), text);
+  }
+  assert.equal(await page.textContent(`${row(job)} .percent`), "100%");
+  await page.waitForFunction(() => document.querySelector("#dash-empty").textContent === "No job is running now.");
+  // An ended project's next run comes back.
+  await publish(hub, ended, "progress_update", { status: "UPLOADING", progress: 10, current_stage: "again" });
+  await page.waitForSelector(`${row(ended)}.running`, { timeout: 20000 });
+  assert.deepEqual(sockets, ["/api/v1/progress"], "every job, one connection");
+  assert.deepEqual(errors, []);
+
+  await page.click(`${row(job)} a`);
+  await page.waitForURL(new RegExp(`/projects/${job}\\?lang=en$`));
+  await page.waitForSelector("#youtube-link", { timeout: 20000 });
+  await page.close();
+  await stop(worker.child);
+  await stop(hub.child);
+  await stop(redis.child);
+});
+
 test("without WebSocket the dashboard reads the multiplexed SSE stream: a tag's running jobs only, live, through a hub SIGKILL", async () => {
   const redis = await startRedis();
   const port = await freePort();
@@ -159,19 +217,27 @@ test("without WebSocket the dashboard reads the multiplexed SSE stream: a tag's 
   await stop(redis.child);
 });
 
-test("the dashboard without a tag asks for one; a tag the hub refuses is said, not retried", async () => {
-  const hub = await startHub(["--listen", "127.0.0.1:0", "--locale", "en"]);
+test("without a tag, a token that cannot see every project is asked for one; a tag the hub refuses is said, not retried", async () => {
+  const secret = "dashboard-secret";
+  const mint = (...args) => execFileSync(BIN, ["token", "--auth-secret", secret, ...args]).toString().trim();
+  const hub = await startHub(["--listen", "127.0.0.1:0", "--locale", "en", "--auth-secret", secret]);
   const page = await browser.newPage();
-  await page.goto(`${hub.url}/dashboard?lang=en`);
-  // dashboard.js is imported after the page's load: wait for it, do not race it.
-  await page.waitForFunction(() => document.querySelector("#dash-empty").textContent !== "");
-  assert.match(await page.textContent("#dash-empty"), /Enter a tag/);
+  const tagOnly = mint("--tag", "user:7");
+  await page.goto(`${hub.url}/dashboard?lang=en&token=${tagOnly}`);
+  await page.waitForFunction(() => document.querySelector("#dash-error").textContent.startsWith("FORBIDDEN"));
+  assert.match(await page.textContent("#dash-empty"), /cannot see every project: enter a tag/);
   await page.fill("#dash-tag", "user:7");
   await page.click("#dash-show");
   await page.waitForURL(/tag=user%3A7/);
   await page.waitForFunction(() => document.querySelector("#conn").dataset.state === "online");
-  assert.equal(await page.textContent("#dash-empty"), "No job is running now.");
-  await page.goto(`${hub.url}/dashboard?lang=en&tag=${encodeURIComponent("bad tag!")}`);
+  await page.waitForFunction(() => document.querySelector("#dash-empty").textContent === "No job is running now.");
+  assert.equal(await page.textContent("#dash-error"), "");
+  // A token for every project: the view of every job.
+  await page.goto(`${hub.url}/dashboard?lang=en&token=${mint("--project", "*")}`);
+  await page.waitForFunction(() => document.querySelector("#dash-empty").textContent === "No job is running now.");
+  assert.equal(await page.textContent("#dash-error"), "");
+  assert.equal(await page.textContent("#dash-title"), "All running jobs");
+  await page.goto(`${hub.url}/dashboard?lang=en&token=${tagOnly}&tag=${encodeURIComponent("bad tag!")}`);
   await page.waitForFunction(() => document.querySelector("#dash-error").textContent.startsWith("INVALID_TAG"));
   await page.close();
   await stop(hub.child);

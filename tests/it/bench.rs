@@ -148,8 +148,8 @@ async fn floor_answers_a_close_as_the_hub_does() {
 }
 
 /// Runs the storm at a small size against the real hub binary and returns its RESULT
-/// fields.
-async fn storm(redis: &RedisServer, extra: &[&str]) -> HashMap<String, String> {
+/// fields and its whole output.
+async fn storm(redis: &RedisServer, extra: &[&str]) -> (HashMap<String, String>, String) {
     let mut command = tokio::process::Command::from(bench());
     command
         .args(["storm", "--redis-url", &redis.url()])
@@ -160,7 +160,7 @@ async fn storm(redis: &RedisServer, extra: &[&str]) -> HashMap<String, String> {
         .await
         .expect("the storm ends by itself")
         .expect("the load tool runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
         "storm failed: {stdout}\n{}",
@@ -169,21 +169,21 @@ async fn storm(redis: &RedisServer, extra: &[&str]) -> HashMap<String, String> {
     let result = stdout
         .lines()
         .find_map(|l| l.strip_prefix("RESULT "))
-        .unwrap_or_else(|| panic!("no RESULT line in: {stdout}"));
-    result
+        .unwrap_or_else(|| panic!("no RESULT line in: {stdout}"))
         .split_whitespace()
         .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+        .collect();
+    (result, stdout)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storm_restarts_the_hub_and_every_client_resumes_recovered_with_every_event_once() {
     let redis = RedisServer::start().await;
-    let r = storm(
+    let (r, stdout) = storm(
         &redis,
         &[
-            "-c", "40", "-p", "4", "--rate", "10", "--warmup", "1", "--tail", "1",
+            "-c", "40", "-p", "4", "--rate", "10", "--warmup", "1", "--tail", "1", "--drain", "30",
         ],
     )
     .await;
@@ -202,6 +202,11 @@ async fn storm_restarts_the_hub_and_every_client_resumes_recovered_with_every_ev
         "40 clients over 4 projects: {r:?}"
     );
     assert_eq!(r["received"], r["expected"], "{r:?}");
+    // Nothing missed, and the drain ended once every delivery was in, not at its limit.
+    assert_eq!(r["missed_events"], "0", "{r:?}");
+    assert!(!stdout.contains("missed:"), "{stdout}");
+    let drain_s: f64 = r["drain_s"].parse().unwrap();
+    assert!(drain_s < 30.0, "{r:?}");
     for key in [
         "storm_s",
         "resumes_per_s",
@@ -211,6 +216,71 @@ async fn storm_restarts_the_hub_and_every_client_resumes_recovered_with_every_ev
     ] {
         let value: f64 = r[key].parse().unwrap_or_else(|_| panic!("{key}: {r:?}"));
         assert!(value >= 0.0, "{key}: {r:?}");
+    }
+}
+
+/// A storm that loses events must say which: with one event of history kept, the
+/// events published while the clients were away cannot be resumed (`recovered: false`),
+/// so they are lost, counted, and listed by project, seq and event id; the drain gives
+/// up at its limit instead of waiting for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_that_loses_events_lists_them() {
+    let redis = RedisServer::start().await;
+    let (r, stdout) = storm(
+        &redis,
+        &[
+            "-c",
+            "8",
+            "-p",
+            "2",
+            "--rate",
+            "50",
+            "--warmup",
+            "1",
+            "--tail",
+            "1",
+            "--drain",
+            "1",
+            "--hub-arg=--history-len=1",
+        ],
+    )
+    .await;
+    let lost: u64 = r["lost"].parse().unwrap();
+    assert!(lost > 0, "{stdout}");
+    assert_ne!(r["unrecovered"], "0", "{r:?}");
+    let missed: usize = r["missed_events"].parse().unwrap();
+    assert!(missed > 0, "{r:?}");
+    let drain_s: f64 = r["drain_s"].parse().unwrap();
+    assert!(
+        drain_s >= 1.0,
+        "the drain waited its second for them: {r:?}"
+    );
+    let summary = stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("missed: {missed} events, {lost} deliveries")))
+        .unwrap_or_else(|| panic!("no summary of the loss: {stdout}"));
+    assert!(summary.contains("holes"), "{summary}");
+    let listed: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("missed: project storm-"))
+        .collect();
+    assert_eq!(listed.len(), missed.min(20), "{stdout}");
+    for line in &listed {
+        // `missed: project storm-R-P seq S id E by K of W (holes H)`: the id the hub
+        // answered the publish with, so the event can be looked up.
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(words[3], "seq", "{line}");
+        assert_eq!(words[5], "id", "{line}");
+        assert!(words[6].contains(':'), "an event id: {line}");
+        assert_eq!(words[7], "by", "{line}");
+        assert_eq!(words[9], "of", "{line}");
+        assert_eq!(words[10], "4", "4 clients per project: {line}");
+    }
+    if missed > 20 {
+        assert!(
+            stdout.contains(&format!("missed: ... and {} more events", missed - 20)),
+            "{stdout}"
+        );
     }
 }
 

@@ -3,7 +3,10 @@
 //! moving between hubs resumes without loss; a stopped hub costs its clients only a
 //! reconnect; an event's publish touches only its project's shard. On 3 masters with a
 //! replica each: a manual failover and a killed master are survived, the hubs'
-//! subscriptions following the slot to the promoted replica.
+//! subscriptions following the slot to the promoted replica. Issue 26's multiplexed
+//! endpoints on projects in every shard: the WebSocket (resume on the other hub, one
+//! `complete` per run), the SSE stream (one `Last-Event-ID` resumes them all) and the
+//! tag feed (runs tagged in every shard followed to their end).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -11,7 +14,7 @@ use std::time::Duration;
 use progress_hub::config::ServeConfig;
 use serde_json::Value;
 
-use crate::support::{self, RedisCluster, TestHub, WsClient, cli, layout, log_event};
+use crate::support::{self, RedisCluster, SseReader, TestHub, WsClient, cli, layout, log_event};
 
 /// Two hubs on the cluster; the first runs the in-process worker (fast mock work).
 async fn two_hubs(cluster: &RedisCluster) -> (TestHub, TestHub) {
@@ -350,28 +353,13 @@ async fn a_manual_failover_is_survived() {
         .owner_of(&layout::shard_channel(&support::project(project)))
         .await;
     let replica = cluster.replica_of(owner).await;
-    let mut statuses = Vec::new();
-    for i in 0..20 {
-        statuses.push(publish_step((&a, &b), project, i).await);
-    }
     // The replica takes over (CLUSTER FAILOVER) while publishing goes on, one event
     // after another, through both hubs.
-    let publishing = async {
-        let mut statuses = Vec::new();
-        for i in 20..60 {
-            statuses.push(publish_step((&a, &b), project, i).await);
-        }
-        statuses
-    };
-    let failing_over = async {
-        cluster.failover(replica).await;
-        cluster.wait_master(replica).await;
-    };
-    let (during, ()) = tokio::join!(publishing, failing_over);
-    statuses.extend(during);
-    for i in 60..80 {
-        statuses.push(publish_step((&a, &b), project, i).await);
-    }
+    let hubs = (&a, &b);
+    let statuses = publishing_through_a_failover(&cluster, replica, [20, 60, 80], |i| async move {
+        vec![publish_step(hubs, project, i).await]
+    })
+    .await;
     // A manual failover loses no write and fails no publish.
     assert!(statuses.iter().all(|s| *s == 202), "{statuses:?}");
     for (i, client) in clients.iter_mut().enumerate() {
@@ -392,6 +380,42 @@ async fn a_manual_failover_is_survived() {
         || subscribers_by_node(&cluster, project),
     )
     .await;
+}
+
+/// Publishes steps 0.. with `publish` (it answers the HTTP statuses), one after another:
+/// `at[0]` before replica `replica` takes over from its master (`CLUSTER FAILOVER`), up
+/// to `at[1]` while it does, up to `at[2]` after. Every status, in order.
+async fn publishing_through_a_failover<F, Fut>(
+    cluster: &RedisCluster,
+    replica: usize,
+    at: [usize; 3],
+    publish: F,
+) -> Vec<u16>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Vec<u16>>,
+{
+    let mut statuses = Vec::new();
+    for i in 0..at[0] {
+        statuses.extend(publish(i).await);
+    }
+    let publishing = async {
+        let mut statuses = Vec::new();
+        for i in at[0]..at[1] {
+            statuses.extend(publish(i).await);
+        }
+        statuses
+    };
+    let failing_over = async {
+        cluster.failover(replica).await;
+        cluster.wait_master(replica).await;
+    };
+    let (during, ()) = tokio::join!(publishing, failing_over);
+    statuses.extend(during);
+    for i in at[1]..at[2] {
+        statuses.extend(publish(i).await);
+    }
+    statuses
 }
 
 /// The `n` of each `step <n>`.
@@ -497,4 +521,422 @@ async fn the_worker_and_publish_clis_work_on_a_cluster_url() {
     }
     // `progress-hub publish` straight into the cluster: the event comes with its id.
     cli::publish_reaches_a_watcher(&hub, &url).await;
+}
+
+// Issue 26 on a cluster: one connection watches projects whose keys live on different
+// masters, through both hubs.
+
+/// `cluster`, two hubs on it (as [`two_hubs`]) and one project per master
+/// (`{prefix}-<i>`).
+async fn every_shard(
+    cluster: RedisCluster,
+    prefix: &str,
+) -> (RedisCluster, TestHub, TestHub, Vec<String>) {
+    let (a, b) = two_hubs(&cluster).await;
+    let projects = one_per_master(&cluster, prefix).await;
+    (cluster, a, b, projects)
+}
+
+/// One project id per master of `cluster` (`{prefix}-{i}`, the first found on each), so
+/// that a connection watching them all reads every shard.
+async fn one_per_master(cluster: &RedisCluster, prefix: &str) -> Vec<String> {
+    let mut by_master: HashMap<usize, String> = HashMap::new();
+    for i in 0..1000 {
+        let project = format!("{prefix}-{i}");
+        let key = layout::history_key(&support::project(&project));
+        by_master
+            .entry(cluster.owner_of(&key).await)
+            .or_insert(project);
+        if by_master.len() == 3 {
+            let mut projects: Vec<String> = by_master.into_values().collect();
+            projects.sort();
+            return projects;
+        }
+    }
+    panic!("no project on every master");
+}
+
+/// A multiplexed connection (`GET /api/v1/progress`) to `hub`, past its `connected`.
+async fn multiplexed(hub: &TestHub) -> WsClient {
+    let mut client = WsClient::connect(&format!("ws://{}/api/v1/progress", hub.addr)).await;
+    let connected = client.next_json().await;
+    assert_eq!(connected["event"], "connected", "{connected}");
+    client
+}
+
+/// A multiplexed connection to `hub` subscribed to every project of `projects`, each
+/// answered as a fresh subscription.
+async fn watching(hub: &TestHub, projects: &[String]) -> WsClient {
+    let mut client = multiplexed(hub).await;
+    for project in projects {
+        let answer = subscribed(&mut client, project, None).await;
+        assert_eq!(
+            answer,
+            serde_json::json!({"resumed": false, "recovered": true})
+        );
+    }
+    client
+}
+
+/// Subscribes to `project` (from `last_event_id`, if given) and reads the answer, which
+/// must be `subscribed`: its data.
+async fn subscribed(client: &mut WsClient, project: &str, last_event_id: Option<&str>) -> Value {
+    let mut data = serde_json::json!({ "project_id": project });
+    if let Some(id) = last_event_id {
+        data["last_event_id"] = id.into();
+    }
+    let frame = serde_json::json!({"event": "subscribe", "data": data});
+    client.send_text(&frame.to_string()).await;
+    let answer = client.next_event().await;
+    assert_eq!(answer["event"], "subscribed", "{answer}");
+    assert_eq!(answer["project_id"], project, "{answer}");
+    answer["data"].clone()
+}
+
+// Projects on all three masters on one multiplexed connection to hub B, published
+// through hub A: each frame tagged with its project, every event in order. The client
+// then moves to hub A and resumes each subscription from its own last id: recovered,
+// exactly the events it missed, nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multiplexed_connection_follows_every_shard_and_resumes_on_the_other_hub() {
+    let (_cluster, a, b, projects) = every_shard(RedisCluster::start().await, "mx").await;
+    let mut client = watching(&b, &projects).await;
+    let mut last: HashMap<String, String> = HashMap::new();
+    for i in 0..3 {
+        for project in &projects {
+            let id = a.publish(project, log_event(&format!("step {i}"))).await;
+            let frame = client.next_event().await;
+            assert_eq!(frame["project_id"], project.as_str(), "{frame}");
+            assert_eq!(frame["id"], id.as_str(), "{frame}");
+            assert_eq!(frame["data"]["message"], format!("step {i}"), "{frame}");
+            last.insert(project.clone(), id);
+        }
+    }
+    client.close().await;
+    // Missed while moving: a different number for each project.
+    let mut missed: HashMap<String, Vec<String>> = HashMap::new();
+    for (n, project) in projects.iter().enumerate() {
+        for i in 3..5 + n {
+            let id = b.publish(project, log_event(&format!("step {i}"))).await;
+            missed.entry(project.clone()).or_default().push(id);
+        }
+    }
+    let mut client = multiplexed(&a).await;
+    for project in &projects {
+        let answer = subscribed(&mut client, project, Some(&last[project])).await;
+        assert_eq!(
+            answer,
+            serde_json::json!({"resumed": true, "recovered": true}),
+            "{project}"
+        );
+        for id in &missed[project] {
+            let frame = client.next_event().await;
+            assert_eq!(frame["project_id"], project.as_str(), "{frame}");
+            assert_eq!(frame["id"], id.as_str(), "the missed events, in order");
+        }
+    }
+    // Nothing twice: the next frame of each project is its next live event.
+    for project in &projects {
+        let id = b.publish(project, log_event("live")).await;
+        let frame = client.next_event().await;
+        assert_eq!(frame["project_id"], project.as_str(), "{frame}");
+        assert_eq!(frame["id"], id.as_str(), "{frame}");
+    }
+}
+
+// Runs in all three shards, run by hub A's worker and watched on one multiplexed
+// connection to hub B: each subscription hears its run's `complete` exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multiplexed_connection_hears_one_complete_per_run_in_every_shard() {
+    let (_cluster, a, b, projects) = every_shard(RedisCluster::start().await, "mxrun").await;
+    let mut client = watching(&b, &projects).await;
+    for project in &projects {
+        let (status, answer) = a.generate(project, &serde_json::json!({})).await;
+        assert_eq!(status, 202, "{answer}");
+    }
+    let mut completes: HashMap<String, usize> = HashMap::new();
+    while completes.len() < projects.len() {
+        let frame = tokio::time::timeout(Duration::from_secs(60), client.next_event())
+            .await
+            .expect("the runs complete");
+        if frame["event"] == "complete" {
+            assert_eq!(frame["data"]["status"], "COMPLETED", "{frame}");
+            let project = frame["project_id"].as_str().expect("tagged").to_string();
+            *completes.entry(project).or_default() += 1;
+        }
+    }
+    // A marker after the ends: no second `complete` came before it.
+    for project in &projects {
+        a.publish(project, log_event("marker")).await;
+    }
+    let mut markers = 0;
+    while markers < projects.len() {
+        let frame = client.next_event().await;
+        match frame["event"].as_str() {
+            Some("complete") => panic!("a second complete: {frame}"),
+            Some("log") if frame["data"]["message"] == "marker" => markers += 1,
+            _ => {}
+        }
+    }
+    for project in &projects {
+        assert_eq!(completes.get(project), Some(&1), "{project}");
+    }
+}
+
+/// `GET /api/v1/progress/events?{query}` on `hub`, with `Last-Event-ID` if given, past
+/// its `connected`.
+async fn multiplexed_sse(hub: &TestHub, query: &str, last_event_id: Option<&str>) -> SseReader {
+    let mut request =
+        reqwest::Client::new().get(hub.http(&format!("/api/v1/progress/events?{query}")));
+    if let Some(id) = last_event_id {
+        request = request.header("last-event-id", id);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200, "{query}");
+    let mut sse = SseReader::new(response);
+    let (_, connected) = sse.next().await;
+    assert_eq!(connected["event"], "connected", "{connected}");
+    sse
+}
+
+/// What a multiplexed SSE stream said, by kind, with the last record's `id:`.
+#[derive(Default)]
+struct Heard {
+    /// `subscribed` data by project (or `tag:<tag>`).
+    subscribed: HashMap<String, Value>,
+    snapshots: Vec<String>,
+    /// Event ids of the projects' `log` frames, in order, by project.
+    logs: HashMap<String, Vec<String>>,
+    /// Projects of the tag's `project_state` frames, in order.
+    states: Vec<String>,
+    last_id: Option<String>,
+}
+
+impl Heard {
+    /// Reads records until `done` holds.
+    async fn until(&mut self, sse: &mut SseReader, done: impl Fn(&Heard) -> bool) {
+        while !done(self) {
+            let (id, frame) = sse.next().await;
+            let project = frame["project_id"].as_str().map(str::to_string);
+            match (frame["event"].as_str().unwrap(), project) {
+                ("subscribed", Some(project)) => {
+                    self.subscribed.insert(project, frame["data"].clone());
+                }
+                ("subscribed", None) => {
+                    let tag = frame["tag"].as_str().expect("a project or a tag");
+                    self.subscribed
+                        .insert(format!("tag:{tag}"), frame["data"].clone());
+                }
+                ("snapshot", Some(project)) => self.snapshots.push(project),
+                ("log", Some(project)) => {
+                    let event_id = frame["id"].as_str().expect("an id").to_string();
+                    self.logs.entry(project).or_default().push(event_id);
+                }
+                ("project_state", Some(project)) => {
+                    assert_eq!(id, None, "a tag's frame moves no position: {frame}");
+                    self.states.push(project);
+                }
+                _ => panic!("unexpected frame: {frame}"),
+            }
+            if id.is_some() {
+                self.last_id = id;
+            }
+        }
+    }
+
+    fn logs_of(&self, project: &str) -> usize {
+        self.logs.get(project).map_or(0, Vec::len)
+    }
+}
+
+// The multiplexed SSE stream on a cluster: projects on all three masters and a tag whose
+// projects span them, on hub B; then, with the one `Last-Event-ID` of the last record,
+// on hub A: every project subscription resumed and recovered with exactly the events it
+// missed, and the tag's projects in a fresh snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_multiplexed_sse_stream_resumes_every_shard_with_one_last_event_id() {
+    let (cluster, a, b, projects) = every_shard(RedisCluster::start().await, "sx").await;
+    let tagged = one_per_master(&cluster, "sxtag").await;
+    for project in projects.iter().chain(&tagged) {
+        let mut event = support::progress(10);
+        event["tags"] = serde_json::json!(["team:5"]);
+        let (status, answer) = a.post_event(project, &event).await;
+        assert_eq!(status, 202, "{answer}");
+    }
+    let query = format!("projects={}&tags=team:5", projects.join(","));
+    let mut sse = multiplexed_sse(&b, &query, None).await;
+    let mut heard = Heard::default();
+    // Each project: `subscribed`, then its snapshot; the tag: `subscribed`, then a
+    // `project_state` for each of its six projects.
+    heard
+        .until(&mut sse, |h| {
+            h.subscribed.len() == 4 && h.snapshots.len() == 3 && h.states.len() == 6
+        })
+        .await;
+    for project in &projects {
+        assert_eq!(
+            heard.subscribed[project],
+            serde_json::json!({"resumed": false, "recovered": true})
+        );
+    }
+    assert_eq!(heard.subscribed["tag:team:5"]["projects"], 6);
+    let mut states = heard.states.clone();
+    states.sort();
+    let mut all: Vec<String> = projects.iter().chain(&tagged).cloned().collect();
+    all.sort();
+    assert_eq!(states, all, "every tagged project, from every shard");
+    for project in &projects {
+        a.publish(project, log_event("seen")).await;
+    }
+    heard
+        .until(&mut sse, |h| projects.iter().all(|p| h.logs_of(p) == 1))
+        .await;
+    let last_id = heard.last_id.clone().expect("a position");
+    drop(sse);
+
+    // Missed while away, through the other hub.
+    let mut missed: HashMap<String, Vec<String>> = HashMap::new();
+    for (n, project) in projects.iter().enumerate() {
+        for i in 0..2 + n {
+            let id = b.publish(project, log_event(&format!("missed {i}"))).await;
+            missed.entry(project.clone()).or_default().push(id);
+        }
+    }
+    let mut sse = multiplexed_sse(&a, &query, Some(&last_id)).await;
+    let mut resumed = Heard::default();
+    resumed
+        .until(&mut sse, |h| {
+            h.subscribed.len() == 4
+                && h.states.len() == 6
+                && projects.iter().all(|p| h.logs_of(p) >= missed[p].len())
+        })
+        .await;
+    for project in &projects {
+        assert_eq!(
+            resumed.subscribed[project],
+            serde_json::json!({"resumed": true, "recovered": true}),
+            "{project}"
+        );
+        assert_eq!(
+            resumed.logs[project], missed[project],
+            "exactly the missed events"
+        );
+    }
+    assert!(resumed.snapshots.is_empty(), "a resume sends no snapshot");
+    // Nothing twice: the next record is the next live event.
+    let live = b.publish(&projects[0], log_event("live")).await;
+    let (_, frame) = sse.next().await;
+    assert_eq!(frame["id"], live.as_str(), "{frame}");
+}
+
+// The tag feed on a cluster: a subscription on hub B to a tag with no projects yet, then
+// runs tagged with it in all three shards, queued through and run by hub A: each run
+// appears in the feed and is followed to its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_feed_follows_runs_started_in_every_shard_to_their_end() {
+    let (_cluster, a, b, projects) = every_shard(RedisCluster::start().await, "tagrun").await;
+    let mut client = multiplexed(&b).await;
+    let subscribe = serde_json::json!({"event": "subscribe", "data": {"tag": "team:11"}});
+    client.send_text(&subscribe.to_string()).await;
+    assert_eq!(
+        client.next_event().await,
+        serde_json::json!({"event": "subscribed", "tag": "team:11", "data": {"projects": 0}})
+    );
+    for project in &projects {
+        let body = serde_json::json!({"tags": ["team:11"]});
+        let (status, answer) = a.generate(project, &body).await;
+        assert_eq!(status, 202, "{answer}");
+    }
+    let mut status: HashMap<String, String> = HashMap::new();
+    while status.len() < projects.len() || status.values().any(|s| s != "COMPLETED") {
+        let frame = tokio::time::timeout(Duration::from_secs(60), client.next_event())
+            .await
+            .expect("the runs appear and end");
+        assert_eq!(frame["event"], "project_state", "{frame}");
+        assert_eq!(frame["tag"], "team:11", "{frame}");
+        let project = frame["project_id"].as_str().unwrap().to_string();
+        assert!(projects.contains(&project), "{frame}");
+        assert_eq!(
+            frame["data"]["tags"],
+            serde_json::json!(["team:11"]),
+            "{frame}"
+        );
+        status.insert(
+            project,
+            frame["data"]["status"].as_str().unwrap().to_string(),
+        );
+    }
+    // What the feed ended with is what the list says, from either hub.
+    for hub in [&a, &b] {
+        let listed: Value = reqwest::get(hub.http("/api/v1/projects?tag=team:11"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let mut ids: Vec<&str> = listed["projects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                assert_eq!(p["status"], "COMPLETED", "{p}");
+                p["project_id"].as_str().unwrap()
+            })
+            .collect();
+        ids.sort();
+        assert_eq!(ids, projects);
+    }
+}
+
+// A manual failover under a multiplexed connection watching every shard: publishing
+// goes on through both hubs while one master hands over to its replica, and every
+// subscription gets every event of its project, once, in order (the subscriptions of
+// the moved shard follow it; the others are untouched).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multiplexed_connection_survives_a_failover_of_one_shard() {
+    let (cluster, a, b, projects) =
+        every_shard(RedisCluster::start_with_replicas().await, "mxfo").await;
+    let mut on_b = watching(&b, &projects).await;
+    let mut on_a = watching(&a, &projects).await;
+    let moved = &projects[0];
+    let owner = cluster
+        .owner_of(&layout::shard_channel(&support::project(moved)))
+        .await;
+    let replica = cluster.replica_of(owner).await;
+    // Each step: one event for each project, through hub A or B.
+    let statuses = publishing_through_a_failover(&cluster, replica, [10, 30, 40], |i| {
+        let (a, b, projects) = (&a, &b, &projects);
+        async move {
+            let mut statuses = Vec::new();
+            for project in projects {
+                statuses.push(publish_step((a, b), project, i).await);
+            }
+            statuses
+        }
+    })
+    .await;
+    assert!(statuses.iter().all(|s| *s == 202), "{statuses:?}");
+    for client in [&mut on_b, &mut on_a] {
+        let mut steps_of: HashMap<String, Vec<usize>> = HashMap::new();
+        while steps_of.len() < projects.len() || steps_of.values().any(|s| s.len() < 40) {
+            let frame = client.next_event().await;
+            assert_eq!(frame["event"], "log", "{frame}");
+            let project = frame["project_id"].as_str().unwrap().to_string();
+            let step = frame["data"]["message"]
+                .as_str()
+                .and_then(|m| m.strip_prefix("step "))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("a step: {frame}"));
+            steps_of.entry(project).or_default().push(step);
+        }
+        for project in &projects {
+            assert_eq!(steps_of[project], (0..40).collect::<Vec<_>>(), "{project}");
+        }
+    }
+    assert_eq!(
+        cluster
+            .owner_of(&layout::shard_channel(&support::project(moved)))
+            .await,
+        replica
+    );
 }

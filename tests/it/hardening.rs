@@ -160,6 +160,7 @@ async fn the_page_is_served_with_security_headers() {
         "/assets/progress-hub-client.js",
         "/assets/progress-hub-projects.js",
         "/assets/dashboard.js",
+        "/assets/render.js",
         "/assets/style.css",
         "/api/v1/projects/nobody",
         "/healthz",

@@ -8,6 +8,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod all_projects;
 mod api_docs;
 mod auth;
 mod bench;

@@ -11,7 +11,7 @@ import re
 import pytest
 from conftest import REPO, RedisServer
 
-from progress_hub import _contract, _event
+from progress_hub import _contract, _event, _redis
 from progress_hub._redis import Claim, Target, script_call
 from progress_hub.config import Config
 
@@ -80,7 +80,8 @@ def publish(redis_server: RedisServer, project: str, receipt: str, message: str)
     prepared = _event.prepare(_event.log("INFO", message), project, "en")
     target = Target.parse(redis_server.url)
     keys, argv = script_call(project, prepared, receipt, None, target, Config())
-    return str(redis_server.client().eval(_contract.publish_script(), len(keys), *keys, *argv))
+    answer = redis_server.client().eval(_contract.publish_script(), len(keys), *keys, *argv)
+    return _redis.published(answer)[0]
 
 
 def test_a_retried_publish_appends_once_and_leaves_no_key(redis_server: RedisServer) -> None:

@@ -1,7 +1,8 @@
 """Tags (issue 26 §2) from the SDK: the publish call's `tags=` and a Celery
 `ProgressTask`'s run give the project's run its tags, as the hub does (the state's
 `tags`, and each tag's index `progress:{tag:<tag>}:projects`, written after the script);
-hostile tags raise `InvalidEvent` and publish nothing."""
+every run that begins goes into the index of every project (the reserved tag `*`), as
+the script says; hostile tags (`*` among them) raise `InvalidEvent` and publish nothing."""
 
 from __future__ import annotations
 
@@ -51,9 +52,36 @@ def test_tagged_gives_the_next_publish_its_tags(redis_server: RedisServer) -> No
         pass
 
 
+def test_every_run_that_begins_goes_into_the_index_of_every_project(
+    redis_server: RedisServer,
+) -> None:
+    """`publish.lua` answers whether the publish began the project's history or a run;
+    the SDK then writes `progress:{tag:*}:projects`, as the hub does (its list and its
+    `*` feed read it): once per run, not per event."""
+    project = new_project()
+    client = redis_server.client()
+    key = tag_index_key("*")
+    assert key == "progress:{tag:*}:projects"
+    ProgressService.publish_progress(project, "RENDERING", 10, "x")
+    first = client.zscore(key, project)
+    assert first is not None
+    ProgressService.publish_log(project, "INFO", "within the run")
+    assert client.zscore(key, project) == first
+    ProgressService.publish_complete(project, "COMPLETED")
+    assert client.zscore(key, project) == first
+    assert client.ttl(key) > 0
+    ProgressService.publish_progress(project, "RENDERING", 5, "the next run")
+    again = client.zscore(key, project)
+    assert again is not None and again >= first
+    assert "*" not in redis_server.state(project).get("tags", "")
+
+
 @pytest.mark.parametrize(
     "tags",
     [
+        "*",
+        ["*"],
+        ["user:7", "*"],
         "user:7",
         [7],
         [None],
@@ -92,5 +120,7 @@ def test_tags_on_a_cluster(redis_cluster: RedisCluster) -> None:
     client = Client(startup_nodes=[seed], decode_responses=True)
     try:
         assert sorted(client.zrange(tag_index_key("team:1"), 0, -1)) == sorted(projects)
+        every = set(client.zrange(tag_index_key("*"), 0, -1))
+        assert set(projects) <= every
     finally:
         client.close()

@@ -56,6 +56,32 @@ def test_many_projects_and_a_tag_on_one_watch(hub: Hub, redis_server: RedisServe
     run(main())
 
 
+def test_every_project_on_one_watch(hub: Hub, redis_server: RedisServer) -> None:
+    """`watch(tags=["*"])`: the hub's feed of every project (the reserved tag `*`), a
+    project that begins after the watch included, untagged."""
+    before = new_project()
+    started(before)
+    assert redis_server  # the hub's Redis
+
+    async def main() -> None:
+        frames = watch(hub.base, tags=["*"], initial_backoff=0.05)
+        seen: list[Frame] = []
+        # `subscribed`, then the snapshot (newest first): `before` is in it.
+        await take_until(frames, lambda s: any(f.project_id == before for f in s), seen)
+        assert [(f.event, f.tag) for f in seen[1:2]] == [("subscribed", "*")]
+        assert all((f.event, f.tag) == ("project_state", "*") for f in seen[2:])
+        later = new_project()
+        started(later, 30)
+        states: list[Frame] = []
+        await take_until(frames, lambda s: any(f.project_id == later for f in s), states)
+        assert all((f.event, f.tag) == ("project_state", "*") for f in states)
+        mine = states[-1]
+        assert (mine.data["progress"], mine.data["tags"]) == (30, [])
+        await frames.aclose()
+
+    run(main())
+
+
 def test_a_single_project_watch_ends_with_its_run(hub: Hub, redis_server: RedisServer) -> None:
     project = new_project()
     started(project)

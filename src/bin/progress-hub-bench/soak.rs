@@ -527,9 +527,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
         delivery.duplicates,
         delivery.unexpected,
     );
-    for ((project, seq), clients) in delivery.missed.iter().take(20) {
-        println!("missed: project {project} seq {seq} by {clients} watchers");
-    }
+    delivery.print_missed(&logs, name, watching);
     let result = [
         "scenario=soak".to_string(),
         format!("samples={}", args.duration / args.sample + 1),

@@ -26,7 +26,9 @@
 //! connect to the port, polled every 2 ms) to the last client's `connected`, resumes/s,
 //! Redis commands per resume (`INFO commandstats` over the storm, less what publishing
 //! alone costs per event, measured during the warm-up), the new hub's CPU from its start
-//! to the last resume, Redis CPU over the storm, and lost / duplicated / unrecovered.
+//! to the last resume, Redis CPU over the storm, and lost / duplicated / unrecovered,
+//! after a drain of at most `--drain` seconds (ended as soon as every delivery is in);
+//! a loss is listed (`missed:`, the first 20 by project and seq, with their event ids).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -76,6 +78,10 @@ pub struct StormArgs {
     /// Seconds of publishing after the last client resumed.
     #[arg(long, default_value_t = 2)]
     tail: u64,
+    /// Most seconds to wait after the last publish for deliveries still on their way
+    /// (ends as soon as every one is in); what has not arrived by then is lost.
+    #[arg(long, default_value_t = 10.0)]
+    drain: f64,
     /// Most seconds to wait for every client to resume.
     #[arg(long, default_value_t = 60)]
     patience: u64,
@@ -494,21 +500,38 @@ pub(crate) struct Delivery {
     pub(crate) lost: u64,
     pub(crate) duplicates: u64,
     pub(crate) unexpected: u64,
-    /// Which events were lost: (project, seq) → how many clients missed it, to tell
-    /// an event nobody got from one a few clients missed.
-    pub(crate) missed: std::collections::BTreeMap<(usize, usize), u64>,
+    /// Which events were lost: (project, seq) → by how many clients, to tell an event
+    /// nobody got from one a few clients missed.
+    pub(crate) missed: std::collections::BTreeMap<(usize, usize), Missed>,
 }
+
+/// One lost event: how many clients (subscriptions) missed it, and of those, how many
+/// got a later event of the project (a hole in the middle) rather than none after it
+/// (a tail: still in flight when the run stopped, or never delivered at all).
+#[derive(Default, Clone, Copy)]
+pub(crate) struct Missed {
+    pub(crate) by: u64,
+    pub(crate) holes: u64,
+}
+
+/// How many of the missed events [`Delivery::print_missed`] lists one by one.
+const MISSED_LISTED: usize = 20;
 
 impl Delivery {
     pub(crate) fn add(&mut self, report: &Report, logs: &[Arc<Published>]) {
-        let log = logs[report.project].ok.lock();
-        for (seq, ok) in log.iter().enumerate() {
+        let log = logs[report.project].sent.lock();
+        let last_heard = report.counts.iter().rposition(|&n| n > 0);
+        for (seq, sent) in log.iter().enumerate() {
             let got = u64::from(report.counts.get(seq).copied().unwrap_or(0));
             self.received += got;
-            match (ok, got) {
+            match (sent.is_some(), got) {
                 (true, 0) => {
                     self.lost += 1;
-                    *self.missed.entry((report.project, seq)).or_default() += 1;
+                    let missed = self.missed.entry((report.project, seq)).or_default();
+                    missed.by += 1;
+                    if last_heard.is_some_and(|last| last > seq) {
+                        missed.holes += 1;
+                    }
                 }
                 (true, n) => self.duplicates += n - 1,
                 (false, n) => self.unexpected += n,
@@ -523,23 +546,68 @@ impl Delivery {
         self.received += beyond;
         self.unexpected += beyond;
     }
+
+    /// Prints which events were lost (`missed:` lines): a summary, then the first
+    /// [`MISSED_LISTED`] by project and seq, each with the event id the publish was
+    /// answered with (to look up in Redis or the hub's log) and by how many of the
+    /// project's `watchers` (a function of the project's index) it was missed.
+    pub(crate) fn print_missed(
+        &self,
+        logs: &[Arc<Published>],
+        name: impl Fn(usize) -> String,
+        watchers: impl Fn(usize) -> u64,
+    ) {
+        if self.missed.is_empty() {
+            return;
+        }
+        let holes: u64 = self.missed.values().map(|m| m.holes).sum();
+        println!(
+            "missed: {} events, {} deliveries ({holes} holes: a later event of the project arrived; {} tails); the first {}:",
+            self.missed.len(),
+            self.lost,
+            self.lost - holes,
+            self.missed.len().min(MISSED_LISTED),
+        );
+        for (&(project, seq), missed) in self.missed.iter().take(MISSED_LISTED) {
+            let id = logs[project]
+                .sent
+                .lock()
+                .get(seq)
+                .and_then(|sent| sent.as_deref().map(str::to_string))
+                .unwrap_or_default();
+            println!(
+                "missed: project {} seq {seq} id {id} by {} of {} (holes {})",
+                name(project),
+                missed.by,
+                watchers(project),
+                missed.holes,
+            );
+        }
+        if self.missed.len() > MISSED_LISTED {
+            println!(
+                "missed: ... and {} more events",
+                self.missed.len() - MISSED_LISTED
+            );
+        }
+    }
 }
 
-/// What was published on one project: `ok[seq]` when its POST was accepted.
+/// What was published on one project: `sent[seq]` is the event id the hub answered
+/// its POST with (empty if the answer had none), `None` when it was refused.
 #[derive(Default)]
 pub(crate) struct Published {
-    ok: Mutex<Vec<bool>>,
+    sent: Mutex<Vec<Option<Box<str>>>>,
 }
 
 impl Published {
     /// How many publishes were accepted.
     pub(crate) fn accepted(&self) -> u64 {
-        self.ok.lock().iter().filter(|ok| **ok).count() as u64
+        self.sent.lock().iter().filter(|s| s.is_some()).count() as u64
     }
 
     /// How many publishes failed (e.g. 503 while Redis restarts).
     pub(crate) fn failed(&self) -> u64 {
-        self.ok.lock().iter().filter(|ok| !**ok).count() as u64
+        self.sent.lock().iter().filter(|s| s.is_none()).count() as u64
     }
 }
 
@@ -562,11 +630,11 @@ pub(crate) async fn publisher(
             r#"{{"event":"log","data":{{"level":"INFO","message":"seq={seq} sent_us={}"}}}}"#,
             now_us()
         );
-        let ok = publish_until_answered(&http, &url, &format!("bench-{seq}"), body, &stop).await;
-        log.ok.lock().push(ok);
-        if ok {
+        let sent = publish_until_answered(&http, &url, &format!("bench-{seq}"), body, &stop).await;
+        if sent.is_some() {
             total.fetch_add(1, Ordering::Relaxed);
         }
+        log.sent.lock().push(sent);
     }
 }
 
@@ -576,13 +644,14 @@ pub(crate) async fn publisher(
 /// event is appended once whatever happened, until it is accepted, refused for good
 /// (4xx), [`GIVE_UP_AFTER`] passes, or the run stops. Without the retry a publish
 /// answered 503 after it was stored would count its deliveries as unexpected.
+/// Returns the event id the hub answered with (empty if none), `None` if not accepted.
 async fn publish_until_answered(
     http: &reqwest::Client,
     url: &str,
     key: &str,
     body: String,
     stop: &CancellationToken,
-) -> bool {
+) -> Option<Box<str>> {
     let deadline = tokio::time::Instant::now() + GIVE_UP_AFTER;
     loop {
         let sent = http
@@ -593,15 +662,18 @@ async fn publish_until_answered(
             .send()
             .await;
         match sent {
-            Ok(answer) if answer.status().is_success() => return true,
-            Ok(answer) if answer.status().is_client_error() => return false,
+            Ok(answer) if answer.status().is_success() => {
+                let answer = answer.json::<serde_json::Value>().await.unwrap_or_default();
+                return Some(answer["id"].as_str().unwrap_or_default().into());
+            }
+            Ok(answer) if answer.status().is_client_error() => return None,
             _ => {}
         }
         if tokio::time::Instant::now() >= deadline {
-            return false;
+            return None;
         }
         tokio::select! {
-            () = stop.cancelled() => return false,
+            () = stop.cancelled() => return None,
             () = tokio::time::sleep(Duration::from_millis(100)) => {}
         }
     }
@@ -901,28 +973,33 @@ pub async fn run(args: StormArgs) -> anyhow::Result<()> {
     for p in publishers {
         let _ = p.await;
     }
+    // How many subscriptions watch each project.
+    let mut watchers = vec![0u64; projects];
+    for n in 0..connected {
+        if per == 0 {
+            watchers[n % projects] += 1;
+        } else {
+            for p in projects_of(n, per, projects) {
+                watchers[p] += 1;
+            }
+        }
+    }
     let expected: u64 = logs
         .iter()
-        .enumerate()
-        .map(|(p, log)| {
-            let ok = log.accepted();
-            let watchers = if per == 0 {
-                (0..connected).filter(|n| n % projects == p).count() as u64
-            } else {
-                (0..connected)
-                    .flat_map(|n| projects_of(n, per, projects))
-                    .filter(|&q| q == p)
-                    .count() as u64
-            };
-            ok * watchers
-        })
+        .zip(&watchers)
+        .map(|(log, watchers)| log.accepted() * watchers)
         .sum();
-    let _ = wait_for(
+    // The drain: until every delivery is in, at most `--drain` seconds; what is not in
+    // by then is lost.
+    let drain_start = Instant::now();
+    let drained = wait_for(
         &shared,
         |s| s.received.load(Ordering::Relaxed) >= expected,
-        Duration::from_secs(10),
+        Duration::from_secs_f64(args.drain),
     )
-    .await;
+    .await
+    .is_ok();
+    let drain_s = drain_start.elapsed().as_secs_f64();
     stop.cancel();
     let mut reports = Vec::with_capacity(connected);
     for c in clients {
@@ -956,7 +1033,7 @@ pub async fn run(args: StormArgs) -> anyhow::Result<()> {
         duplicates,
         unexpected,
         ..
-    } = delivery;
+    } = delivery.clone();
     // Resumed subscriptions (one per client, or `per_connection` per multiplexed one).
     let resumed = reports.iter().filter(|r| r.resumed_at.is_some()).count();
     let subscriptions = reports.len();
@@ -1010,6 +1087,15 @@ pub async fn run(args: StormArgs) -> anyhow::Result<()> {
         "events: published {published}, deliveries expected {expected} received {received} lost {lost} duplicates {duplicates} unexpected {unexpected}; unrecovered resumes {unrecovered}"
     );
     println!(
+        "drain: {drain_s:.2}s after the last publish{}",
+        if drained {
+            ", every delivery in"
+        } else {
+            " (the --drain limit: what had not arrived is lost)"
+        }
+    );
+    delivery.print_missed(&logs, name, |p| watchers[p]);
+    println!(
         "redis commands beyond publishing over the storm ({storm_window:.2}s): {beyond_total:.0} ({:.2} per resume): {}",
         beyond_total / resumed.max(1) as f64,
         beyond
@@ -1044,6 +1130,8 @@ pub async fn run(args: StormArgs) -> anyhow::Result<()> {
         format!("duplicates={duplicates}"),
         format!("unexpected={unexpected}"),
         format!("unrecovered={unrecovered}"),
+        format!("missed_events={}", delivery.missed.len()),
+        format!("drain_s={drain_s:.2}"),
         format!(
             "redis_cmds_per_resume={:.2}",
             beyond_total / resumed.max(1) as f64

@@ -221,8 +221,8 @@ impl Broker for RedisBroker {
         if let Some(era) = &self.era {
             era.ensure(&mut conn).await?;
         }
-        let id: String = match call.invoke_async(&mut conn).await {
-            Ok(id) => id,
+        let (id, begun): (String, u8) = match call.invoke_async(&mut conn).await {
+            Ok(answer) => answer,
             Err(err) => {
                 if let Some(era) = &self.era {
                     era.mark_unsure();
@@ -233,10 +233,15 @@ impl Broker for RedisBroker {
         let id = id.parse().map_err(|_| {
             BrokerError::Unavailable(format!("publish script returned a bad id {id:?}"))
         })?;
-        // The tags' indexes, in their own slots: after the script, not with it.
-        if let Some(tags) = &event.state.tags {
+        // The tags' indexes, and every project's when a run began, in their own
+        // slots: after the script, not with it.
+        let mut indexes = event.state.tags.clone().unwrap_or_default();
+        if begun == 1 {
+            indexes.push(Tag::all());
+        }
+        if !indexes.is_empty() {
             let keep = history.active_ttl.max(history.retention) * 2;
-            tag_index::add(&mut conn, project, tags, crate::wire::now_ms(), keep).await?;
+            tag_index::add(&mut conn, project, &indexes, crate::wire::now_ms(), keep).await?;
         }
         Ok(id)
     }

@@ -13,7 +13,10 @@
 -- are locals, not a table built from ARGV; the state is written in one HSET without a
 -- table on the usual path): scripts/bench_redis_time.sh measures it against its floor.
 --
--- Returns the event id, '<epoch>:<seq>'.
+-- Returns {id, begun}: the event id, '<epoch>:<seq>', and 1 when this event began the
+-- project's history or a new run (else 0; a retry answered from its receipt: 0). The
+-- publisher then adds the project to the index of every project's runs,
+-- progress:{tag:*}:projects, as it adds it to its tags' indexes (keys of other slots).
 
 local history, state, receipt_key, fences, units = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local era_key, outbox, running = KEYS[6], KEYS[7], KEYS[8]
@@ -44,7 +47,7 @@ end
 keyed = keyed == '1'
 if keyed then
   local done = redis.call('GET', receipt_key)
-  if done then return done end
+  if done then return {done, 0} end
 end
 
 -- Every field this publish reads, in one read: its fence's too when it has one (each
@@ -94,7 +97,7 @@ if not keyed and receipts ~= '' then
   end
   if at then
     local from = at + #mark
-    return string.sub(receipts, from, string.find(receipts, ' ', from, true) - 1)
+    return {string.sub(receipts, from, string.find(receipts, ' ', from, true) - 1), 0}
   end
 end
 
@@ -128,7 +131,9 @@ elseif epoch and seq >= max_len_n then
 elseif epoch then
   len = redis.call('XLEN', history)
 end
+local begun = 0
 if not epoch or len == 0 then
+  begun = 1
   -- A new history (first event, or the old one was lost): a new epoch, so no client can
   -- resume into it believing it is the old one.
   epoch = new_epoch
@@ -242,6 +247,7 @@ if starts_run == '1' or (run_ended and not ends) then
   if starting and starting ~= '' and redis.call('SISMEMBER', fences, starting) == 1 then
     return redis.error_reply('STALE job ' .. starting .. ' has already begun')
   end
+  begun = 1
   max = 0
   -- The state fields this script keeps itself; a new run forgets every other one.
   local SCRIPT_FIELDS = { epoch = true, seq = true, bytes = true, era = true, progress = true,
@@ -359,4 +365,4 @@ end
 
 if publish ~= 'SPUBLISH' then publish = 'PUBLISH' end
 redis.call(publish, channel, frame)
-return id
+return {id, begun}

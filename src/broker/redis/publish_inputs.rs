@@ -30,6 +30,8 @@ pub struct PublishInputs {
     pub state_fields: std::collections::BTreeMap<String, String>,
     /// The state fields the script keeps itself (a new run forgets all others).
     pub script_fields: Vec<String>,
+    /// What the script answers: `{id, begun}` (see `redis/mod.rs`'s publish).
+    pub returns: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -8,6 +8,14 @@
 //! tagged state its index does not list until its next tagged publish. The state is the
 //! truth: a reader keeps an entry only while the project's state still carries the tag
 //! and removes the others ([`forget`]).
+//!
+//! The reserved tag `*` ([`Tag::all`]) has the index of every project's runs,
+//! `progress:{tag:*}:projects` (its own slot, as a tag's), project → when (ms) its
+//! history or its newest run began (`publish.lua` tells the publisher). It would
+//! otherwise grow with every project ever published to, so each write also drops its
+//! entries older than the index is kept ([`add`]'s `keep`): a run listed under `*`
+//! stays listed for that long after it began (two retentions, or two active TTLs if
+//! longer).
 
 use std::time::Duration;
 
@@ -18,7 +26,7 @@ use crate::broker::TagEntry;
 use crate::wire::{ProjectId, Tag};
 
 /// Adds `project` to each tag's index at `at_ms`; the index lives `keep` after its
-/// newest entry.
+/// newest entry (`*`'s also drops its entries older than `keep`).
 pub async fn add(
     conn: &mut (impl ConnectionLike + Send),
     project: &ProjectId,
@@ -28,9 +36,9 @@ pub async fn add(
 ) -> Result<(), redis::RedisError> {
     for tag in tags {
         let key = tag_index_key(tag);
-        // One key, one slot: a pipeline of two commands, on one node or a cluster.
-        let _: () = redis::pipe()
-            .cmd("ZADD")
+        // One key, one slot: a pipeline of two (three) commands, on one node or a cluster.
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZADD")
             .arg(&key)
             .arg(at_ms)
             .arg(project.as_str())
@@ -38,9 +46,16 @@ pub async fn add(
             .cmd("EXPIRE")
             .arg(&key)
             .arg(keep.as_secs().max(1))
-            .ignore()
-            .query_async(conn)
-            .await?;
+            .ignore();
+        if tag.is_all() {
+            let oldest = at_ms.saturating_sub(u64::try_from(keep.as_millis()).unwrap_or(u64::MAX));
+            pipe.cmd("ZREMRANGEBYSCORE")
+                .arg(&key)
+                .arg("-inf")
+                .arg(format!("({oldest}"))
+                .ignore();
+        }
+        let _: () = pipe.query_async(conn).await?;
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 // with jittered backoff, resumes from the last event id (no log line lost or doubled),
 // and folds frames into one state. This file only renders that state.
 import { watchProject } from "/assets/progress-hub-client.js";
+import { connectionBadge, drawBar, duration, texts } from "/assets/render.js";
 
 {
   const params = new URLSearchParams(location.search);
@@ -11,17 +12,14 @@ import { watchProject } from "/assets/progress-hub-client.js";
   // With access control on, the page is opened with ?token=<jwt>.
   const token = params.get("token");
   const authHeaders = token ? { authorization: `Bearer ${token}` } : {};
-  const T = {
+  const T = texts(lang, {
     zh: {
       brand: "影片生成進度", homeTitle: "開始一次示範生成", topicLabel: "主題",
       flakyLabel: "模擬暫時性錯誤（素材階段失敗兩次後成功）", startButton: "開始生成",
       openTitle: "開啟專案", projectIdLabel: "專案 ID", openButton: "開啟", projectTitle: "專案",
       errorTitle: "發生錯誤", solutionsTitle: "建議的處理方式", logTitle: "即時日誌",
-      defaultTopic: "AI 科技趨勢", connecting: "連線中…", online: "已連線",
-      reconnecting: (s) => `重新連線中（${s} 秒）`, offline: "離線", waiting: "等待開始…",
-      eta: (s) => `預計剩餘 ${fmt(s)}`, took: (s) => `耗時 ${fmt(s)}`,
+      defaultTopic: "AI 科技趨勢", waiting: "等待開始…", took: (s) => `耗時 ${duration(lang, s)}`,
       states: { done: "已完成", current: "進行中", pending: "等待中", failed: "失敗", cancelled: "已取消" },
-      stages: { SCRIPT_GENERATING: "腳本", ASSETS_GENERATING: "素材", RENDERING: "渲染", THUMBNAIL_GENERATING: "封面", UPLOADING: "上傳" },
       retry: (n, m) => `重試 ${n} / ${m}`, completed: "生成完成", failed: "生成失敗", cancelled: "已取消",
       watch: "在 YouTube 觀看", failedBody: "重試次數已用盡，請參考上方的建議後重新生成。",
       cancelledBody: "工作已依要求停止；已完成的步驟不會重做。",
@@ -29,7 +27,6 @@ import { watchProject } from "/assets/progress-hub-client.js";
       startFailed: "無法開始生成：", busy: "這個專案已有生成工作在進行中。",
       takenOver: "已由其他 worker 接手，從中斷處繼續",
       stalled: (t) => `停滯：自 ${t} 起沒有任何更新`, workerLost: (t) => `worker 已失聯（自 ${t} 起）`,
-      queued: (n) => (n ? `排隊中（第 ${n} 位）` : "排隊中"),
       brokerDown: (t) => `訊息代理（Redis）無法使用，更新已暫停（自 ${t}）`,
       brokerBack: (t) => `訊息代理已恢復（${t}），更新繼續`,
       levels: { INFO: "資訊", WARNING: "警告", ERROR: "錯誤" },
@@ -39,11 +36,8 @@ import { watchProject } from "/assets/progress-hub-client.js";
       flakyLabel: "Simulate transient failures (assets fail twice, then succeed)", startButton: "Start",
       openTitle: "Open a project", projectIdLabel: "Project id", openButton: "Open", projectTitle: "Project",
       errorTitle: "Error", solutionsTitle: "What you can do", logTitle: "Live log",
-      defaultTopic: "AI technology trends", connecting: "Connecting…", online: "Connected",
-      reconnecting: (s) => `Reconnecting in ${s} s`, offline: "Offline", waiting: "Waiting to start…",
-      eta: (s) => `about ${fmt(s)} left`, took: (s) => `took ${fmt(s)}`,
+      defaultTopic: "AI technology trends", waiting: "Waiting to start…", took: (s) => `took ${duration(lang, s)}`,
       states: { done: "done", current: "in progress", pending: "pending", failed: "failed", cancelled: "cancelled" },
-      stages: { SCRIPT_GENERATING: "Script", ASSETS_GENERATING: "Assets", RENDERING: "Render", THUMBNAIL_GENERATING: "Thumbnail", UPLOADING: "Upload" },
       retry: (n, m) => `retry ${n} / ${m}`, completed: "Generation complete", failed: "Generation failed", cancelled: "Cancelled",
       watch: "Watch on YouTube", failedBody: "Retries are exhausted; see the suggestions above, then generate again.",
       cancelledBody: "The job was stopped on request.",
@@ -51,20 +45,14 @@ import { watchProject } from "/assets/progress-hub-client.js";
       startFailed: "Could not start: ", busy: "A generation is already running for this project.",
       takenOver: "taken over by another worker, going on where it stopped",
       stalled: (t) => `stalled: no update since ${t}`, workerLost: (t) => `worker lost (since ${t})`,
-      queued: (n) => (n ? `Queued (position ${n})` : "Queued"),
       brokerDown: (t) => `Broker unavailable, updates paused (since ${t})`,
       brokerBack: (t) => `Broker back (${t}), updates resumed`,
       levels: { INFO: "INFO", WARNING: "WARN", ERROR: "ERROR" },
     },
-  }[lang];
+  }[lang]);
   const STAGES = ["SCRIPT_GENERATING", "ASSETS_GENERATING", "RENDERING", "THUMBNAIL_GENERATING", "UPLOADING"];
   const $ = (id) => document.getElementById(id);
 
-  function fmt(seconds) {
-    const s = Math.max(0, Math.round(seconds));
-    if (lang === "en") return s >= 60 ? `${Math.floor(s / 60)} min ${s % 60} s` : `${s} s`;
-    return s >= 60 ? `${Math.floor(s / 60)} 分 ${s % 60} 秒` : `${s} 秒`;
-  }
   function withLang(path) {
     const q = new URLSearchParams();
     if (lang === "en") q.set("lang", "en");
@@ -121,7 +109,6 @@ import { watchProject } from "/assets/progress-hub-client.js";
     $("stage-text").textContent = T.waiting;
     const logEl = $("log");
     let shownLog = null; // the newest log entry already in the DOM
-    let countdown = null;
     let broker = "up"; // the broker state shown
 
     STAGES.forEach((s) => {
@@ -229,10 +216,7 @@ import { watchProject } from "/assets/progress-hub-client.js";
     }
 
     function render(state) {
-      const v = Math.max(0, Math.min(100, Number(state.progress) || 0));
-      $("bar-fill").style.width = `${v}%`;
-      $("bar").setAttribute("aria-valuenow", String(v));
-      $("percent").textContent = `${v}%`;
+      drawBar({ bar: $("bar"), fill: $("bar-fill"), percent: $("percent") }, state.progress);
       const end = endOf(state.status);
       $("cancel-button").hidden = !state.status || !!end;
       $("retry-button").hidden = state.status !== "FAILED" && state.status !== "CANCELLED";
@@ -275,33 +259,14 @@ import { watchProject } from "/assets/progress-hub-client.js";
       el.textContent = now === "down" ? T.brokerDown(since) : T.brokerBack(since);
     }
 
-    function setConn(state, text) {
-      const el = $("conn");
-      el.className = `conn ${state}`;
-      $("conn-text").textContent = text;
-      el.dataset.state = state;
-    }
-    function onConnection(c) {
-      clearInterval(countdown);
-      if (c.status === "open") return setConn("online", T.online);
-      if (c.status === "connecting") return setConn("connecting", T.connecting);
-      if (c.status === "closed") return setConn("offline", T.offline);
-      let left = Math.ceil((c.retryInMs || 0) / 1000);
-      const tick = () => {
-        if (!navigator.onLine) setConn("offline", T.offline);
-        else setConn("reconnecting", T.reconnecting(Math.max(0, left)));
-        left -= 1;
-      };
-      tick();
-      countdown = setInterval(tick, 1000);
-    }
+    const badge = connectionBadge($("conn"), $("conn-text"), T);
 
     renderTimeline(Object.fromEntries(STAGES.map((s) => [s, { outcome: "pending", durationMs: null }])));
     // A monitor page stays open after `complete`: a next run of the project shows too.
-    const watch = watchProject(location.origin, projectId, { token: token || undefined, stayOpen: true, onState: render, onConnection });
+    const watch = watchProject(location.origin, projectId, { token: token || undefined, stayOpen: true, onState: render, onConnection: badge.onConnection });
     watch.done.catch((err) => {
       if (err.code === "CLOSED") return;
-      setConn("offline", T.offline);
+      badge.offline();
       $("stage-text").textContent = `${err.code}: ${err.message}`;
     });
   }

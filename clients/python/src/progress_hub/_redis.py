@@ -10,6 +10,7 @@ import dataclasses
 import logging
 import secrets
 import string
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -207,10 +208,40 @@ def tag_index_key(tag: str) -> str:
     return f"progress:{{tag:{tag}}}:projects"
 
 
-def tag_index_writes(tags: tuple[str, ...] | None, config: Config) -> list[tuple[str, int]]:
-    """Each tag's index key and how long (s) it is kept, as the hub writes them."""
+#: The reserved tag of every project (`wire::Tag::all`): its index lists every project's
+#: runs; no run carries it.
+ALL_TAG = "*"
+
+
+def tag_index_writes(
+    tags: tuple[str, ...] | None, config: Config, begun: bool
+) -> list[tuple[str, int]]:
+    """Each tag's index key and how long (s) it is kept, as the hub writes them; with
+    `begun` (the publish began the project's history or a run: `publish.lua` says so),
+    also the index of every project's runs."""
     keep = max(config.active_ttl, config.retention, 1) * 2
-    return [(tag_index_key(tag), keep) for tag in tags or ()]
+    every = (ALL_TAG,) if begun else ()
+    return [(tag_index_key(tag), keep) for tag in (*(tags or ()), *every)]
+
+
+def published(answer: Any) -> tuple[str, bool]:
+    """`publish.lua`'s answer: the event id, and whether the publish began the project's
+    history or a new run."""
+    event_id, begun = answer
+    if isinstance(event_id, bytes):
+        event_id = event_id.decode()
+    return str(event_id), int(begun) == 1
+
+
+def write_tag_index(pipe: Any, key: str, project: str, keep: int) -> None:
+    """Queues one tag index's write on `pipe` (`tag_index.rs`'s `add`): the project at
+    now, the key's expiry, and for every project's index its entries older than `keep`
+    dropped."""
+    now_ms = int(time.time() * 1000)
+    pipe.zadd(key, {project: now_ms})
+    pipe.expire(key, keep)
+    if key == tag_index_key(ALL_TAG):
+        pipe.zremrangebyscore(key, "-inf", f"({now_ms - keep * 1000}")
 
 
 def script_call(

@@ -83,14 +83,14 @@ class RedisTransport:
             keys, argv = script_call(
                 project, held.prepared, held.receipt, held.claim, self.target, config
             )
-            sent = self._script(keys=keys, args=argv)
-            # The tags' indexes live in their own slots: written after the script, not
-            # with it (a retry after a failure here rewrites them; the receipt keeps the
-            # publish itself from repeating).
-            for key, keep in _redis.tag_index_writes(held.prepared.state.tags, config):
+            sent, begun = _redis.published(self._script(keys=keys, args=argv))
+            # The tags' indexes, and every project's when a run began, live in their own
+            # slots: written after the script, not with it (a retry after a failure here
+            # rewrites the tags'; the receipt keeps the publish itself from repeating).
+            tags = held.prepared.state.tags
+            for key, keep in _redis.tag_index_writes(tags, config, begun):
                 pipe = self._connect().pipeline(transaction=False)
-                pipe.zadd(key, {project: int(time.time() * 1000)})
-                pipe.expire(key, keep)
+                _redis.write_tag_index(pipe, key, project, keep)
                 pipe.execute()
             return sent
 
