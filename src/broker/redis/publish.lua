@@ -104,7 +104,8 @@ end
 -- The history's length: 0 for none (an existing one always keeps its newest event). Its
 -- entries are `0-<seq>` for every seq from its oldest to the state's, so once it can be
 -- full its oldest entry, read for the trimming below anyway, tells its length: one read
--- for both. Before, XLEN.
+-- for both. Before, XLEN. While the history is small (see `per_frame`), only whether it is
+-- there: nothing of it is read.
 -- The whole history read, for its exact bytes, its length, its oldest entry and its newest
 -- frame above per_frame: only when the state does not tell them under this call's limits
 -- (a frame above per_frame comes to a small history; the limits changed; a state written
