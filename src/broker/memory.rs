@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::budget::{Budget, Owner};
-use super::outbox::{MemoryOutbox, now_ms};
+use super::outbox::{MemoryOutbox, MemorySource, now_ms};
 use super::quota::Admission;
 use super::redis::publish_inputs::CONTRACT;
 use super::{
@@ -88,6 +88,62 @@ impl Seen {
             entry.insert(until);
             self.order.push_back((key, until));
         }
+    }
+}
+
+/// What the in-process outbox's scans see of this broker.
+struct Scanned {
+    store: Arc<Mutex<Store>>,
+    deliveries: Arc<dyn Deliveries>,
+}
+
+impl MemorySource for Scanned {
+    fn silent_runs(&self, bound: Duration) -> Vec<(ProjectId, HashMap<String, String>)> {
+        let (now, at) = (Instant::now(), chrono::Utc::now());
+        let store = self.store.lock();
+        store
+            .projects
+            .iter()
+            .filter(|(_, history)| {
+                history.seq > 0
+                    && history.expires_at > now
+                    && !history.state.contains_key("run_ended")
+            })
+            .filter_map(|(project, history)| {
+                let fields = history.fields();
+                let (state, _) = ProjectState::from_hash(&fields)?;
+                crate::wire::stall::silent_since(&state, bound, at)?;
+                Some((project.clone(), fields))
+            })
+            .collect()
+    }
+
+    fn watched(&self) -> (HashSet<ProjectId>, HashSet<ProjectId>) {
+        let now = self
+            .deliveries
+            .presence()
+            .into_iter()
+            .filter(|(_, watchers)| *watchers > 0)
+            .map(|(project, _)| project)
+            .collect();
+        let left = self
+            .deliveries
+            .presence_changes()
+            .into_iter()
+            .filter(|(_, watchers)| *watchers == 0)
+            .map(|(project, _)| project)
+            .collect();
+        (now, left)
+    }
+
+    fn state(&self, project: &ProjectId) -> HashMap<String, String> {
+        let store = self.store.lock();
+        store
+            .projects
+            .get(project)
+            .filter(|history| history.seq > 0 && history.expires_at > Instant::now())
+            .map(History::fields)
+            .unwrap_or_default()
     }
 }
 
@@ -342,8 +398,18 @@ impl MemoryBroker {
         }
     }
 
-    /// This broker, putting every run's end into `outbox` as it publishes it.
+    /// This broker, putting every run's end into `outbox` as it publishes it, and
+    /// showing the outbox's scans its runs and watchers (`job.stalled`,
+    /// `project.vacated`).
     pub fn with_outbox(mut self, outbox: Option<Arc<MemoryOutbox>>) -> Self {
+        if let Some(outbox) = &outbox {
+            // The vacancy scan reads which projects' watchers changed between its looks.
+            self.deliveries.track_presence();
+            outbox.attach(Arc::new(Scanned {
+                store: Arc::clone(&self.store),
+                deliveries: Arc::clone(&self.deliveries),
+            }));
+        }
         self.outbox = outbox;
         self
     }

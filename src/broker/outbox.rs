@@ -7,8 +7,14 @@
 //! a hub that dies while holding it leaves it to another hub (or itself, restarted) once
 //! the lease runs out. With Redis (`redis/outbox.rs`) the outbox is durable and shared by
 //! every hub; in process ([`MemoryOutbox`]) it lives and dies with the hub.
+//!
+//! Besides a run's end, the hubs' scans append `job.stalled` (a run under way gone
+//! silent) and `project.vacated` (a project watched before, without a watcher for a
+//! grace), each once: with Redis through scripts that guard it across hubs, in process
+//! from what the in-process broker shows ([`MemorySource`]).
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,6 +23,12 @@ use tokio::sync::Notify;
 
 use super::BrokerError;
 use crate::wire::ProjectId;
+
+/// The webhook types the scans append, as they are named in an entry's `kind`.
+pub const STALLED: &str = "job.stalled";
+pub const VACATED: &str = "project.vacated";
+/// The state field an entry of [`VACATED`] carries: when (Unix ms) the vacancy began.
+pub const VACANT_SINCE: &str = "vacant_since";
 
 /// One run's end, to be told.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,11 +59,12 @@ pub trait Outbox: Send + Sync + 'static {
     /// Entries not yet done, all hubs together.
     async fn pending(&self) -> Result<u64, BrokerError>;
     /// Appends the runs under way silent for longer than `bound` (`job.stalled`), each
-    /// once per stall over every hub; returns how many this call appended. The
-    /// in-process outbox has no such scan (it sends no `job.stalled`).
-    async fn scan_stalled(&self, _bound: Duration) -> Result<usize, BrokerError> {
-        Ok(0)
-    }
+    /// once per stall over every hub; returns how many this call appended.
+    async fn scan_stalled(&self, bound: Duration) -> Result<usize, BrokerError>;
+    /// Appends the projects watched before that have had no watcher (over every hub)
+    /// for `grace` (`project.vacated`), each once per vacancy over every hub; returns
+    /// how many this call appended.
+    async fn scan_vacated(&self, grace: Duration) -> Result<usize, BrokerError>;
     /// Whether the endpoint (its URL) answered 410 Gone, on any hub sharing the outbox.
     async fn is_gone(&self, endpoint: &str) -> Result<bool, BrokerError>;
     /// Records that the endpoint answered 410 Gone: every hub sends it nothing more
@@ -62,6 +75,18 @@ pub trait Outbox: Send + Sync + 'static {
 /// How long [`MemoryOutbox::take`] waits for an entry before answering none.
 const MEMORY_WAIT: Duration = Duration::from_secs(1);
 
+/// What the in-process outbox's scans read: the in-process broker's projects and this
+/// process's watchers (the in-process broker implements it).
+pub trait MemorySource: Send + Sync + 'static {
+    /// The state of each run under way silent for longer than `bound`, by project.
+    fn silent_runs(&self, bound: Duration) -> Vec<(ProjectId, HashMap<String, String>)>;
+    /// The projects watched now, and those watched at some time since the last call
+    /// that are no longer (a watcher came and went between two scans).
+    fn watched(&self) -> (HashSet<ProjectId>, HashSet<ProjectId>);
+    /// The project's state fields (none for a project without history).
+    fn state(&self, project: &ProjectId) -> HashMap<String, String>;
+}
+
 /// The in-process outbox: not durable (a restart forgets what was not yet delivered),
 /// one hub only; leases are not needed, an entry taken stays with its task until done.
 #[derive(Default)]
@@ -69,6 +94,11 @@ pub struct MemoryOutbox {
     inner: Mutex<MemoryEntries>,
     arrived: Notify,
     gone: Mutex<HashSet<String>>,
+    source: OnceLock<Arc<dyn MemorySource>>,
+    /// Project → the last event of the stall told (a new stall has another).
+    stalls_told: Mutex<HashMap<ProjectId, String>>,
+    /// Project watched at the last scan (`None`), or without a watcher since then.
+    vacancies: Mutex<HashMap<ProjectId, Option<tokio::time::Instant>>>,
 }
 
 #[derive(Default)]
@@ -82,6 +112,22 @@ struct MemoryEntries {
 impl MemoryOutbox {
     /// Adds a run's end (the in-process broker calls this as it publishes the `complete`).
     pub fn push(&self, project: &ProjectId, state: HashMap<String, String>, enqueued_ms: u64) {
+        self.push_kind(project, state, enqueued_ms, None, None);
+    }
+
+    /// Where the scans read runs and watchers from (set once, by the in-process broker).
+    pub fn attach(&self, source: Arc<dyn MemorySource>) {
+        let _ = self.source.set(source);
+    }
+
+    fn push_kind(
+        &self,
+        project: &ProjectId,
+        state: HashMap<String, String>,
+        enqueued_ms: u64,
+        kind: Option<&str>,
+        reason: Option<&str>,
+    ) {
         let mut inner = self.inner.lock();
         inner.next_id += 1;
         let id = format!("{enqueued_ms}-{}", inner.next_id);
@@ -90,8 +136,8 @@ impl MemoryOutbox {
             project: project.clone(),
             state,
             enqueued_ms,
-            kind: None,
-            reason: None,
+            kind: kind.map(str::to_string),
+            reason: reason.map(str::to_string),
         });
         drop(inner);
         self.arrived.notify_one();
@@ -123,6 +169,68 @@ impl Outbox for MemoryOutbox {
     async fn pending(&self) -> Result<u64, BrokerError> {
         let inner = self.inner.lock();
         Ok((inner.waiting.len() + inner.taken) as u64)
+    }
+
+    async fn scan_stalled(&self, bound: Duration) -> Result<usize, BrokerError> {
+        let Some(source) = self.source.get() else {
+            return Ok(0);
+        };
+        let silent = source.silent_runs(bound);
+        let mut told = self.stalls_told.lock();
+        // A run no longer silent has published (or ended): its next stall is a new one.
+        told.retain(|project, _| silent.iter().any(|(p, _)| p == project));
+        let mut appended = 0;
+        for (project, state) in silent {
+            let last = state.get("last_event_id").cloned().unwrap_or_default();
+            if told.get(&project) == Some(&last) {
+                continue;
+            }
+            told.insert(project.clone(), last);
+            let reason = crate::wire::stall::StallReason::Silent.as_str();
+            self.push_kind(&project, state, now_ms(), Some(STALLED), Some(reason));
+            appended += 1;
+        }
+        Ok(appended)
+    }
+
+    async fn scan_vacated(&self, grace: Duration) -> Result<usize, BrokerError> {
+        let Some(source) = self.source.get() else {
+            return Ok(0);
+        };
+        let (watched, left) = source.watched();
+        let now = tokio::time::Instant::now();
+        let mut due = Vec::new();
+        {
+            let mut vacancies = self.vacancies.lock();
+            for project in &watched {
+                vacancies.insert(project.clone(), None);
+            }
+            // Watched since the last scan, vacant again: a new vacancy, from now.
+            for project in left.into_iter().filter(|p| !watched.contains(p)) {
+                vacancies.insert(project, Some(now));
+            }
+            vacancies.retain(|project, since| {
+                if watched.contains(project) {
+                    return true;
+                }
+                let began = *since.get_or_insert(now);
+                if now.duration_since(began) < grace {
+                    return true;
+                }
+                due.push((project.clone(), began));
+                false
+            });
+        }
+        for (project, began) in &due {
+            let mut state = source.state(project);
+            let ago = now.duration_since(*began).as_millis() as u64;
+            state.insert(
+                VACANT_SINCE.into(),
+                now_ms().saturating_sub(ago).to_string(),
+            );
+            self.push_kind(project, state, now_ms(), Some(VACATED), None);
+        }
+        Ok(due.len())
     }
 
     async fn is_gone(&self, endpoint: &str) -> Result<bool, BrokerError> {

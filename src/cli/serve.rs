@@ -162,6 +162,10 @@ pub struct WebhookArgs {
     /// the backend skips the email). Looked at 1 s after the complete.
     #[arg(long, env = "HUB_WEBHOOK_SKIP_WATCHED")]
     pub webhook_skip_watched: bool,
+    /// project.vacated is sent once a project watched before has had no watcher, over
+    /// every hub, for this long (a reload reconnects within it).
+    #[arg(long, env = "HUB_WEBHOOK_VACATED_AFTER", default_value_t = webhook::config::DEFAULT_VACATED_AFTER.into())]
+    pub webhook_vacated_after: HumanDuration,
 }
 
 impl WebhookArgs {
@@ -181,6 +185,7 @@ impl WebhookArgs {
         config.lease = self.webhook_lease.into();
         config.concurrency = self.webhook_concurrency;
         config.skip_watched = self.webhook_skip_watched;
+        config.vacated_after = self.webhook_vacated_after.into();
         Some(config)
     }
 }
@@ -346,6 +351,8 @@ mod tests {
             "--webhook-lease",
             "3s",
             "--webhook-skip-watched",
+            "--webhook-vacated-after",
+            "5s",
         ])
         .unwrap()
         .args;
@@ -356,6 +363,7 @@ mod tests {
         assert_eq!(w.lease, std::time::Duration::from_secs(3));
         assert_eq!(w.retry_for, webhook::config::DEFAULT_RETRY_FOR);
         assert!(w.skip_watched);
+        assert_eq!(w.vacated_after, std::time::Duration::from_secs(5));
     }
 
     #[test]

@@ -53,7 +53,7 @@ use crate::wire::{Event, ProjectState, Stage};
         (name = "publishing", description = "The hub's publish path"),
         (name = "projects", description = "Project state and generation jobs"),
         (name = "operations", description = "Health, readiness, metrics"),
-        (name = "webhooks", description = "Webhooks the hub POSTs to the backend (serve --webhook) when a job ends: body WebhookBody (type job.completed, job.failed, job.cancelled: `job.` and the complete's status), headers webhook-id (the same on every retry), webhook-timestamp and webhook-signature (Standard Webhooks: v1,<base64 HMAC-SHA256 of \"{id}.{timestamp}.{body}\">). See docs/WEBHOOKS.md."),
+        (name = "webhooks", description = "Webhooks the hub POSTs to the backend (serve --webhook) when a job ends: body WebhookBody (type job.completed, job.failed, job.cancelled: `job.` and the complete's status; job.stalled: a run under way went silent; project.vacated: nobody has watched a project watched before for --webhook-vacated-after), headers webhook-id (the same on every retry), webhook-timestamp and webhook-signature (Standard Webhooks: v1,<base64 HMAC-SHA256 of \"{id}.{timestamp}.{body}\">). See docs/WEBHOOKS.md."),
     )
 )]
 pub struct ApiDoc;
@@ -148,10 +148,10 @@ pub fn asyncapi() -> Value {
                 }
             },
             "webhook": {
-                "description": "The backend's endpoints (serve --webhook URL): one HTTP POST per job's end, at least once, the same webhook-id on every retry. Signed the Standard Webhooks way; see docs/WEBHOOKS.md.",
+                "description": "The backend's endpoints (serve --webhook URL): one HTTP POST per job's end, stall and project vacancy, at least once, the same webhook-id on every retry. Signed the Standard Webhooks way; see docs/WEBHOOKS.md.",
                 "bindings": { "http": { "type": "request", "method": "POST" } },
                 "subscribe": {
-                    "summary": "A job ended (job.completed, job.failed, job.cancelled: `job.` and its final status)",
+                    "summary": "A job ended (job.completed, job.failed, job.cancelled: `job.` and its final status), stalled (job.stalled), or its project has nobody watching (project.vacated)",
                     "message": {
                         "name": "Webhook",
                         "headers": {

@@ -3,17 +3,18 @@
 
 use serde::Serialize;
 
-use crate::broker::outbox::OutboxEntry;
+use crate::broker::outbox::{OutboxEntry, STALLED, VACANT_SINCE, VACATED};
 use crate::wire::ProjectState;
 
 /// A webhook's body: `{"type", "timestamp", "data": {"project_id", ...the state}}`.
 #[derive(Debug, Serialize, utoipa::ToSchema, schemars::JsonSchema)]
 pub struct WebhookBody {
     /// `job.completed`, `job.failed`, `job.cancelled`, ...: `job.` and the run's final
-    /// status in lower case.
+    /// status in lower case; `job.stalled`; `project.vacated`.
     #[serde(rename = "type")]
     pub kind: String,
-    /// When the run ended (its `complete` was published), RFC 3339 UTC.
+    /// When the run ended (its `complete` was published), or a hub found it stalled or
+    /// the project vacated, RFC 3339 UTC.
     pub timestamp: String,
     pub data: WebhookData,
 }
@@ -24,12 +25,14 @@ pub struct WebhookBody {
 pub struct WebhookData {
     pub project_id: String,
     /// Connections watching the project when the event was first attempted, over every
-    /// hub (absent when the broker could not say).
+    /// hub (absent when the broker could not say); `project.vacated`: 0, the count that
+    /// made it vacated.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub watchers: Option<u64>,
     /// `job.stalled` only: why the run is stalled (`silent`: it published nothing for
-    /// longer than `--stall-after`; `worker_lost` is reserved) and since when (its
-    /// last event's `updated_at`).
+    /// longer than `--stall-after`; `worker_lost` is reserved). `since`: for
+    /// `job.stalled`, its last event's `updated_at`; for `project.vacated`, when the
+    /// last watcher was found gone (RFC 3339 UTC).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -45,28 +48,49 @@ pub fn event_type(status: Option<&str>) -> Option<String> {
     Some(format!("job.{}", status.to_ascii_lowercase()))
 }
 
-/// The body of the webhook for `entry`, or `None` for an entry with no readable state.
+/// The body of the webhook for `entry`, or `None` for an entry with no readable state
+/// (a vacated project may have none: it was watched before anything was published).
 pub fn body(entry: &OutboxEntry) -> Option<WebhookBody> {
-    let (state, _) = ProjectState::from_hash(&entry.state)?;
-    let kind = match &entry.kind {
-        Some(kind) => kind.clone(),
-        None => event_type(state.status.as_deref())?,
+    let state = ProjectState::from_hash(&entry.state).map(|(state, _)| state);
+    let (kind, watchers, since, state) = match entry.kind.as_deref() {
+        None => {
+            let state = state?;
+            (event_type(state.status.as_deref())?, None, None, state)
+        }
+        Some(STALLED) => {
+            let state = state?;
+            let since = state.updated_at.clone();
+            (STALLED.to_string(), None, since, state)
+        }
+        Some(VACATED) => {
+            let since = entry
+                .state
+                .get(VACANT_SINCE)
+                .and_then(|ms| ms.parse::<i64>().ok())
+                .and_then(rfc3339_of_ms);
+            let state = state.unwrap_or_else(ProjectState::empty);
+            (VACATED.to_string(), Some(0), since, state)
+        }
+        Some(other) => (other.to_string(), None, None, state?),
     };
-    let stalled = entry.kind.is_some();
-    let since = stalled.then(|| state.updated_at.clone()).flatten();
-    let timestamp = chrono::DateTime::from_timestamp_millis(entry.enqueued_ms as i64)?
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     Some(WebhookBody {
-        kind,
-        timestamp,
+        timestamp: rfc3339_of_ms(entry.enqueued_ms as i64)?,
         data: WebhookData {
             project_id: entry.project.to_string(),
-            watchers: None,
-            reason: stalled.then(|| entry.reason.clone()).flatten(),
+            watchers,
+            reason: (kind == STALLED).then(|| entry.reason.clone()).flatten(),
             since,
             state,
         },
+        kind,
     })
+}
+
+fn rfc3339_of_ms(ms: i64) -> Option<String> {
+    Some(
+        chrono::DateTime::from_timestamp_millis(ms)?
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    )
 }
 
 #[cfg(test)]
@@ -137,6 +161,26 @@ mod tests {
         assert_eq!(told["data"]["status"], "RENDERING");
         let ended = serde_json::to_value(body(&entry("COMPLETED")).unwrap()).unwrap();
         assert!(ended["data"].get("reason").is_none(), "{ended}");
+    }
+
+    #[test]
+    fn a_vacancy_says_nobody_watches_and_since_when() {
+        let mut vacated = entry("COMPLETED");
+        vacated.kind = Some("project.vacated".into());
+        vacated
+            .state
+            .insert("vacant_since".into(), "1699999990000".into());
+        let told = serde_json::to_value(body(&vacated).unwrap()).unwrap();
+        assert_eq!(told["type"], "project.vacated");
+        assert_eq!(told["data"]["watchers"], 0);
+        assert_eq!(told["data"]["since"], "2023-11-14T22:13:10.000Z");
+        assert_eq!(told["data"]["status"], "COMPLETED");
+        assert!(told["data"].get("reason").is_none(), "{told}");
+        // Watched before anything was published: no state, still told.
+        vacated.state.retain(|k, _| k == "vacant_since");
+        let bare = serde_json::to_value(body(&vacated).unwrap()).unwrap();
+        assert_eq!(bare["data"]["project_id"], "p1");
+        assert_eq!(bare["data"]["watchers"], 0);
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub const DEFAULT_CONCURRENCY: usize = 32;
 /// With `--webhook-skip-watched`: how long after a `complete` the hub looks whether a
 /// watcher received it (the sessions record that as they write it, within milliseconds).
 pub const DEFAULT_SEEN_GRACE: Duration = Duration::from_secs(1);
+/// How long a project must stay without a watcher (over every hub) before
+/// `project.vacated` is sent: a reload or a flaky network reconnects within it.
+pub const DEFAULT_VACATED_AFTER: Duration = Duration::from_secs(30);
 
 /// Standard Webhooks: a secret is 24 to 64 random bytes.
 const SECRET_BYTES: std::ops::RangeInclusive<usize> = 24..=64;
@@ -52,13 +55,15 @@ pub enum WebhookConfigError {
     UnknownEvent(String),
     #[error("--webhook-retry-base must be more than 0 and at most --webhook-retry-max")]
     BadRetry,
+    #[error("--webhook-vacated-after must be more than 0")]
+    BadVacatedAfter,
     #[error("webhooks need Redis on one node, Sentinel's primary, or none: {0}")]
     Unsupported(&'static str),
 }
 
-/// What a webhook says happened. `job.*` follow the `complete`'s status (`job.` and
-/// the status in lower case); the others are reserved names, accepted in
-/// `--webhook-events` but not yet sent.
+/// What a webhook says happened. `job.*` of a run's end follow the `complete`'s status
+/// (`job.` and the status in lower case); `job.stalled` and `project.vacated` come from
+/// the hubs' scans (`broker/redis/stall.rs`, `broker/redis/vacancy.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventType {
     JobCompleted,
@@ -195,6 +200,8 @@ pub struct WebhookConfig {
     pub skip_watched: bool,
     /// See [`DEFAULT_SEEN_GRACE`].
     pub seen_grace: Duration,
+    /// See [`DEFAULT_VACATED_AFTER`].
+    pub vacated_after: Duration,
 }
 
 impl WebhookConfig {
@@ -212,6 +219,7 @@ impl WebhookConfig {
             concurrency: DEFAULT_CONCURRENCY,
             skip_watched: false,
             seen_grace: DEFAULT_SEEN_GRACE,
+            vacated_after: DEFAULT_VACATED_AFTER,
         }
     }
 
@@ -223,6 +231,9 @@ impl WebhookConfig {
         }
         if self.retry_base.is_zero() || self.retry_base > self.retry_max {
             return Err(WebhookConfigError::BadRetry);
+        }
+        if self.vacated_after.is_zero() {
+            return Err(WebhookConfigError::BadVacatedAfter);
         }
         Ok(())
     }

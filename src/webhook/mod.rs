@@ -1,6 +1,7 @@
 //! Webhooks: the hub tells the backend's endpoints that a job ended (`job.completed`,
-//! `job.failed`, `job.cancelled`: `job.` and the `complete`'s status), signed the
-//! Standard Webhooks way (`attempt.rs`).
+//! `job.failed`, `job.cancelled`: `job.` and the `complete`'s status), that a run
+//! stalled (`job.stalled`), or that a project watched before has nobody watching it
+//! (`project.vacated`), signed the Standard Webhooks way (`attempt.rs`).
 //!
 //! The events come from the broker's outbox (`broker/outbox.rs`), written in the same
 //! atomic step as the `complete`: durable and shared by every hub with Redis, in process
@@ -78,9 +79,18 @@ pub fn spawn(
         shutdown,
     });
     if dispatch.config.sends(EventType::JobStalled.as_str()) {
-        tracker.spawn(scan_stalls(
+        tracker.spawn(scan(
             Arc::clone(&dispatch.outbox),
+            Scan::Stalled,
             stall_after,
+            dispatch.shutdown.clone(),
+        ));
+    }
+    if dispatch.config.sends(EventType::ProjectVacated.as_str()) {
+        tracker.spawn(scan(
+            Arc::clone(&dispatch.outbox),
+            Scan::Vacated,
+            dispatch.config.vacated_after,
             dispatch.shutdown.clone(),
         ));
     }
@@ -89,9 +99,18 @@ pub fn spawn(
     log
 }
 
-/// Looks for stalled runs a few times per bound (at most every 5 s), until `shutdown`:
-/// each goes into the outbox once over every hub (see `Outbox::scan_stalled`).
-async fn scan_stalls(outbox: Arc<dyn Outbox>, bound: Duration, shutdown: CancellationToken) {
+/// What a scan looks for.
+#[derive(Clone, Copy)]
+enum Scan {
+    /// Runs under way silent for longer than the bound (`Outbox::scan_stalled`).
+    Stalled,
+    /// Projects without a watcher for the bound (`Outbox::scan_vacated`).
+    Vacated,
+}
+
+/// Looks a few times per bound (at most every 5 s), until `shutdown`: each find goes
+/// into the outbox once over every hub.
+async fn scan(outbox: Arc<dyn Outbox>, what: Scan, bound: Duration, shutdown: CancellationToken) {
     let every = (bound / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -100,10 +119,14 @@ async fn scan_stalls(outbox: Arc<dyn Outbox>, bound: Duration, shutdown: Cancell
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match outbox.scan_stalled(bound).await {
+        let (told, what) = match what {
+            Scan::Stalled => (outbox.scan_stalled(bound).await, "stalled runs"),
+            Scan::Vacated => (outbox.scan_vacated(bound).await, "vacated projects"),
+        };
+        match told {
             Ok(0) => {}
-            Ok(told) => tracing::info!(told, "stalled runs told to the webhook outbox"),
-            Err(err) => tracing::debug!(error = %err, "stall scan failed; trying again"),
+            Ok(told) => tracing::info!(told, "{what} told to the webhook outbox"),
+            Err(err) => tracing::debug!(error = %err, "{what}: scan failed; trying again"),
         }
     }
 }
@@ -169,7 +192,22 @@ impl Dispatch {
             if !self.config.sends(&body.kind) || self.seen_live(&entry, &body).await {
                 return;
             }
-            body.data.watchers = self.broker.watchers(&entry.project).await.ok();
+            // Older than the retry time already (e.g. written before any hub read the
+            // outbox): given up unsent, as it would have been had it been retried.
+            let expires_ms = entry
+                .enqueued_ms
+                .saturating_add(self.config.retry_for.as_millis() as u64);
+            if now_ms() > expires_ms {
+                tracing::info!(
+                    id = entry.id,
+                    "webhook older than --webhook-retry-for; given up unsent"
+                );
+                metrics::webhook_given_up("expired");
+                return;
+            }
+            if body.data.watchers.is_none() {
+                body.data.watchers = self.broker.watchers(&entry.project).await.ok();
+            }
             let Ok(bytes) = serde_json::to_vec(&body) else {
                 return;
             };

@@ -40,5 +40,6 @@ mod slow_consumer;
 mod stalled;
 mod tags;
 mod units;
+mod vacated;
 mod watch;
 mod webhooks;

@@ -9,11 +9,11 @@ use progress_hub::config::ServeConfig;
 use progress_hub::webhook::WebhookConfig;
 use serde_json::{Value, json};
 
-use crate::support::receiver::{Receiver, Reply, SECRET, distinct_ok};
+use crate::support::receiver::{Got, Receiver, Reply, SECRET, distinct_ok};
 use crate::support::{Backend, PATIENCE, TestHub, cli, metric};
 
 /// Webhooks to `receiver`, retried fast so the tests take seconds.
-fn webhooks_to(receiver: &Receiver) -> WebhookConfig {
+pub fn webhooks_to(receiver: &Receiver) -> WebhookConfig {
     let mut config = WebhookConfig::new(
         vec![receiver.url().parse().unwrap()],
         SECRET.parse().unwrap(),
@@ -28,6 +28,18 @@ fn webhooks_to(receiver: &Receiver) -> WebhookConfig {
 fn with_webhooks(receiver: &Receiver) -> impl FnOnce(&mut ServeConfig) {
     let webhooks = webhooks_to(receiver);
     move |c: &mut ServeConfig| c.webhooks = Some(webhooks)
+}
+
+/// What the hub's AsyncAPI document says a webhook's body is.
+pub async fn webhook_schema(hub: &TestHub) -> jsonschema::Validator {
+    let asyncapi: Value = reqwest::get(hub.http("/api/v1/asyncapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let schema = &asyncapi["channels"]["webhook"]["subscribe"]["message"]["payload"];
+    jsonschema::validator_for(schema).expect("a valid JSON Schema")
 }
 
 fn complete(status: &str) -> Value {
@@ -60,14 +72,7 @@ async fn every_end_is_delivered_signed_and_nothing_else(backend: Backend) {
     assert_eq!(by_project("broke").body["type"], "job.failed");
     assert!(metric(&hub, "hub_webhook_attempts_total{outcome=\"delivered\"}").await >= 2.0);
     // Every body is what the hub's AsyncAPI document says a webhook is.
-    let asyncapi: Value = reqwest::get(hub.http("/api/v1/asyncapi.json"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let schema = &asyncapi["channels"]["webhook"]["subscribe"]["message"]["payload"];
-    let validator = jsonschema::validator_for(schema).expect("a valid JSON Schema");
+    let validator = webhook_schema(&hub).await;
     for g in &got {
         let errors: Vec<String> = validator
             .iter_errors(&g.body)
@@ -525,11 +530,22 @@ async fn a_stall_is_told_once_across_hubs() {
         json!({"event": "stage_change", "data": {"current_stage": "RENDERING", "progress": 40}});
     one.publish("slow", rendering).await;
     assert_eq!(one.generate("waiting", &json!({})).await.0, 202);
-    let stalls = |got: &[crate::support::receiver::Got]| {
-        got.iter()
-            .filter(|g| g.body["type"] == "job.stalled")
-            .count()
-    };
+    first_stall(&receiver).await;
+    // Silent for many more scans of both hubs: still told once.
+    tokio::time::sleep(bound * 4).await;
+    two.publish("slow", crate::support::log_event("alive again"))
+        .await;
+    receiver
+        .until("a second stall", |got| stalls(got) >= 2)
+        .await;
+    tokio::time::sleep(bound * 4).await;
+    two.publish("slow", complete("COMPLETED")).await;
+    outbox_drained(one.redis()).await;
+    two_stalls_then_the_end(&receiver.delivered());
+}
+
+/// Waits for the first `job.stalled`: of the run `slow`, silent, since its last event.
+async fn first_stall(receiver: &Receiver) {
     let got = receiver
         .until("a job.stalled", |got| stalls(got) >= 1)
         .await;
@@ -543,17 +559,17 @@ async fn a_stall_is_told_once_across_hubs() {
     assert_eq!(data["status"], "RENDERING");
     assert_eq!(data["reason"], "silent");
     assert_eq!(data["since"], data["updated_at"]);
-    // Silent for many more scans of both hubs: still told once.
-    tokio::time::sleep(bound * 4).await;
-    two.publish("slow", crate::support::log_event("alive again"))
-        .await;
-    receiver
-        .until("a second stall", |got| stalls(got) >= 2)
-        .await;
-    tokio::time::sleep(bound * 4).await;
-    two.publish("slow", complete("COMPLETED")).await;
-    outbox_drained(one.redis()).await;
-    let got = receiver.delivered();
+}
+
+/// How many `job.stalled` were received.
+fn stalls(got: &[Got]) -> usize {
+    got.iter()
+        .filter(|g| g.body["type"] == "job.stalled")
+        .count()
+}
+
+/// The run `slow` was told stalled twice, then ended; the queued `waiting` never.
+fn two_stalls_then_the_end(got: &[Got]) {
     let slow: Vec<&str> = got
         .iter()
         .filter(|g| g.body["data"]["project_id"] == "slow")
@@ -662,4 +678,123 @@ async fn behind_sentinel_every_end_is_told_across_a_failover() {
         .find(|g| g.body["data"]["project_id"] == "after")
         .unwrap();
     assert_eq!(after.body["type"], "job.failed");
+}
+
+// Publishers need no setting: a `complete` published straight into Redis (the CLI, as a
+// worker or the Python SDK would) before any hub with webhooks ever ran there is told
+// once one starts, and so is a run begun then that goes silent (job.stalled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_end_published_before_any_hub_with_webhooks_is_told() {
+    let receiver = Receiver::start().await;
+    let redis = crate::support::RedisServer::start().await;
+    let url = redis.url();
+    for args in [
+        &["--project", "early", "complete", "--status", "COMPLETED"][..],
+        &[
+            "--project",
+            "stuck",
+            "stage-change",
+            "--current-stage",
+            "RENDERING",
+            "--progress",
+            "5",
+        ],
+    ] {
+        let mut all = vec!["--redis-url", url.as_str()];
+        all.extend(args);
+        let out = cli::publish(&all, &[]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let webhooks = webhooks_to(&receiver);
+    let _hub = TestHub::start_on(url, move |c| {
+        c.worker = None;
+        c.stall_after = Duration::from_millis(300);
+        c.webhooks = Some(webhooks);
+    })
+    .await;
+    let got = receiver
+        .until("the early end and the stall", |got| {
+            got.iter().any(|g| g.body["data"]["project_id"] == "early")
+                && got.iter().any(|g| g.body["type"] == "job.stalled")
+        })
+        .await;
+    let early = got
+        .iter()
+        .find(|g| g.body["data"]["project_id"] == "early")
+        .unwrap();
+    assert_eq!(early.body["type"], "job.completed");
+    assert!(early.signed);
+}
+
+on_both_brokers!(a_stall_is_told_once_per_stall_on_one_hub);
+
+// In process as with Redis: a silent run is told `job.stalled` once per stall (many
+// scans later, still once), a second stall after it published again once more, then
+// its end; a queued run is never told stalled.
+async fn a_stall_is_told_once_per_stall_on_one_hub(backend: Backend) {
+    let receiver = Receiver::start().await;
+    let bound = Duration::from_millis(300);
+    let webhooks = webhooks_to(&receiver);
+    let hub = TestHub::start_with(backend, move |c| {
+        c.worker = None;
+        c.stall_after = bound;
+        c.webhooks = Some(webhooks);
+    })
+    .await;
+    hub.publish(
+        "slow",
+        json!({"event": "stage_change", "data": {"current_stage": "RENDERING", "progress": 40}}),
+    )
+    .await;
+    assert_eq!(hub.generate("waiting", &json!({})).await.0, 202);
+    first_stall(&receiver).await;
+    tokio::time::sleep(bound * 4).await;
+    assert_eq!(stalls(&receiver.got()), 1, "once per stall");
+    hub.publish("slow", crate::support::log_event("alive again"))
+        .await;
+    receiver
+        .until("a second stall", |got| stalls(got) >= 2)
+        .await;
+    tokio::time::sleep(bound * 4).await;
+    hub.publish("slow", complete("COMPLETED")).await;
+    receiver
+        .until("the end", |got| {
+            got.iter().any(|g| g.body["type"] == "job.completed")
+        })
+        .await;
+    two_stalls_then_the_end(&receiver.delivered());
+}
+
+// Before any hub reads the outbox it stays bounded (the newest ~1,000 ends), so a
+// deployment that never turns webhooks on holds little; a hub that starts later gives
+// up unsent what is already older than --webhook-retry-for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_before_any_hub_reads_it_is_bounded_and_old_ends_are_not_sent() {
+    let plain = TestHub::start_with(Backend::Redis, |c| {
+        c.worker = None;
+        c.history.project_quota.per_minute = 0;
+        c.history.project_quota.max_per_client = 0;
+    })
+    .await;
+    for n in 0..1_300 {
+        plain.publish(&format!("e{n}"), complete("COMPLETED")).await;
+    }
+    let mut conn = plain.redis().connection().await;
+    let len: usize = redis::cmd("XLEN")
+        .arg(crate::support::layout::OUTBOX_KEY)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!((1_000..1_300).contains(&len), "kept {len}");
+    let receiver = Receiver::start().await;
+    let mut webhooks = webhooks_to(&receiver);
+    webhooks.retry_for = Duration::from_millis(1);
+    let late = TestHub::start_on(plain.redis().url(), move |c| c.webhooks = Some(webhooks)).await;
+    outbox_drained(plain.redis()).await;
+    assert!(metric(&late, "hub_webhook_given_up_total{reason=\"expired\"}").await >= len as f64);
+    assert!(receiver.got().is_empty(), "nothing that old is sent");
 }

@@ -20,6 +20,9 @@
 //! | `progress-hub:webhooks:gone` | hash | webhook endpoint URL → when (ms) it answered 410: disabled for every hub until the field is removed |
 //! | `progress-hub:running` | set | the channels of the runs under way, kept beside the outbox for the hubs' stall scan (one node, Sentinel) |
 //! | `progress-hub:webhooks` | stream | the webhook outbox: a run's end (`channel`, then the state's fields) per entry, read by the group `webhooks` (one node, Sentinel) |
+//! | `progress:{<p>}:vacancy` | string | when (ms) the project was first found with no watcher, or `told` once `project.vacated` went out (until a watcher comes back: `vacated.lua`) |
+//! | `progress-hub:{vacancy}:watched` | set | project ids watched (or recently) on some hub, for the vacancy scan; written only while its marker lives |
+//! | `progress-hub:{vacancy}:on` | string | a hub sends `project.vacated` (set by its scans, expiring): hubs add their watched projects to the set only then |
 //! | `progress:jobs` | stream | the job queue, read by the consumer group `workers` |
 //! | `{progress:jobs}:lock:<p>` | string | the id of the project's job while it exists (queued or running): one job per project |
 //! | `{progress:jobs}:done:<job>` | string | what the job finished so far (JSON), until it is settled |
@@ -43,7 +46,8 @@
 //! same file; its inputs are described by name in `contract/publish-inputs.json`),
 //! `replay.lua` (state + history after a position, one atomic read), `quota.lua` (may
 //! a client create one more project), `presence.lua` (a hub's number of a project's
-//! watchers) and `watchers.lua` (the sum over the hubs).
+//! watchers), `watchers.lua` (the sum over the hubs), `stall.lua` (`job.stalled`, once),
+//! `vacancy_track.lua` and `vacated.lua` (`project.vacated`, once per vacancy).
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -90,6 +94,25 @@ pub fn stall_told_key(project: &ProjectId, last: &str) -> String {
 /// Tells a stalled run to the outbox once (see its header).
 pub static STALL: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("stall.lua")));
+
+/// The projects watched on some hub (a set of project ids), for the hubs' vacancy scan
+/// (`vacancy.rs`), and the marker, kept alive by that scan, without which no hub adds
+/// to it. One hash tag: `vacancy_track.lua` reads one and writes the other.
+pub const WATCHED_KEY: &str = "progress-hub:{vacancy}:watched";
+pub const VACANCY_ON_KEY: &str = "progress-hub:{vacancy}:on";
+
+/// The project's vacancy: when it was first found with no watcher, or `told`.
+pub fn vacancy_key(project: &ProjectId) -> String {
+    format!("{PREFIX}{{{project}}}:vacancy")
+}
+
+/// Adds watched projects to [`WATCHED_KEY`] while the marker lives (see its header).
+pub static VACANCY_TRACK: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("vacancy_track.lua")));
+
+/// Tells a vacated project to the outbox once per vacancy (see its header).
+pub static VACATED: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("vacated.lua")));
 
 /// The job queue's stream, and the consumer group its workers read it in.
 pub const JOB_STREAM: &str = "progress:jobs";

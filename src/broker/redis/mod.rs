@@ -15,11 +15,13 @@ mod presence;
 pub mod publish_inputs;
 mod quota;
 pub mod sentinel;
+mod set_pages;
 mod shared_read;
 pub mod stall;
 mod subscriber;
 mod tag_index;
 pub mod target;
+mod vacancy;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

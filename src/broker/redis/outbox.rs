@@ -208,6 +208,10 @@ impl Outbox for RedisOutbox {
         super::stall::scan(&self.scan, bound).await
     }
 
+    async fn scan_vacated(&self, grace: Duration) -> Result<usize, BrokerError> {
+        super::vacancy::scan(&self.scan, grace).await
+    }
+
     async fn is_gone(&self, endpoint: &str) -> Result<bool, BrokerError> {
         let mut conn = self.scan.clone();
         let gone: bool = redis::cmd("HEXISTS")

@@ -5,6 +5,8 @@
 -- KEYS[1]: the hash  progress:{<p>}:watchers  (hub instance -> "<watchers>:<until>",
 --          until = ms of Redis's clock after which the entry no longer counts),
 --          expiring with its longest-lived entry.
+-- KEYS[2]: the project's vacancy  progress:{<p>}:vacancy  (vacated.lua): deleted when
+--          this hub's entry is new (a watcher came back: a next vacancy is a new one).
 -- ARGV: the hub's instance, its number of watchers now (0: none; its entry goes),
 --       the entry's time to live (ms).
 --
@@ -19,7 +21,9 @@ local ttl = tonumber(ARGV[3])
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 if watchers > 0 then
-  redis.call('HSET', key, instance, watchers .. ':' .. (now + ttl))
+  if redis.call('HSET', key, instance, watchers .. ':' .. (now + ttl)) == 1 and KEYS[2] then
+    redis.call('DEL', KEYS[2])
+  end
 else
   redis.call('HDEL', key, instance)
 end

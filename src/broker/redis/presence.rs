@@ -8,6 +8,11 @@
 //! stops counting within the TTL and nothing has to notice its death. Delivering frames
 //! writes nothing.
 //!
+//! While a hub sends `project.vacated` (its scan keeps a marker alive), each write
+//! also adds the projects it counts watchers of to the set that scan reads
+//! (`vacancy_track.lua`, one call per write), and a hub's new entry for a project ends
+//! the project's vacancy (`presence.lua`).
+//!
 //! Which `complete` frames a watcher was written is one key per complete (`SET ... EX`
 //! the retention), written by the session once its transport took the frame.
 
@@ -21,7 +26,10 @@ use rand::distr::Alphanumeric;
 use redis::aio::ConnectionLike;
 use tokio_util::sync::CancellationToken;
 
-use super::layout::{PRESENCE, WATCHERS, complete_seen_key, watchers_key};
+use super::layout::{
+    PRESENCE, VACANCY_ON_KEY, VACANCY_TRACK, WATCHED_KEY, WATCHERS, complete_seen_key, vacancy_key,
+    watchers_key,
+};
 use crate::broker::Deliveries;
 use crate::wire::{EventId, ProjectId};
 
@@ -94,6 +102,13 @@ impl Presence {
             .into_iter()
             .filter(|(project, watchers)| *watchers > 0 || written.contains(project))
             .collect::<Vec<_>>();
+        // After the entries: a scan that tells a vacancy between the two finds the
+        // project watched again at its next look (see `vacancy_track.lua`).
+        let watched: Vec<String> = counts
+            .iter()
+            .filter(|(_, watchers)| *watchers > 0)
+            .map(|(project, _)| project.to_string())
+            .collect();
         let writes = counts.into_iter().map(|(project, watchers)| {
             write_one(
                 conn.clone(),
@@ -117,6 +132,24 @@ impl Presence {
                 }
             }
         }
+        track_vacancies(conn, &watched).await;
+    }
+}
+
+/// Adds the projects watched here to the vacancy scan's set, if a hub scans (see
+/// `vacancy_track.lua`); a failure is retried by the next write.
+async fn track_vacancies<C: ConnectionLike + Clone + Send>(conn: &C, watched: &[String]) {
+    if watched.is_empty() {
+        return;
+    }
+    let added: Result<i64, _> = VACANCY_TRACK
+        .key(VACANCY_ON_KEY)
+        .key(WATCHED_KEY)
+        .arg(watched)
+        .invoke_async(&mut conn.clone())
+        .await;
+    if let Err(err) = added {
+        tracing::debug!(error = %err, "watched projects not tracked for vacancies; the next write tries again");
     }
 }
 
@@ -130,6 +163,7 @@ async fn write_one<C: ConnectionLike + Send>(
 ) -> (ProjectId, usize, Result<(), redis::RedisError>) {
     let result: Result<i64, _> = PRESENCE
         .key(watchers_key(&project))
+        .key(vacancy_key(&project))
         .arg(instance)
         .arg(watchers)
         .arg(ttl_ms)

@@ -349,18 +349,30 @@ if ends then ttl = retention_ttl end
 redis.call('EXPIRE', history, ttl)
 redis.call('EXPIRE', state, ttl)
 
--- Webhooks (issue 27): a run's end goes into the outbox in this same step, while a hub
--- with webhooks keeps one (broker/redis/outbox.rs): the channel, then the state.
--- The runs under way (`running`, a set of channels) are kept beside it for the hubs'
--- stall scan (job.stalled): a run goes in as it begins and out as it ends, so the
--- publishes between cost nothing here.
+-- Webhooks (issue 27): a run's end goes into the outbox in this same step
+-- (broker/redis/outbox.rs): the channel, then the state. The runs under way (`running`,
+-- a set of channels) are kept beside it for the hubs' stall scan (job.stalled): a run
+-- goes in as it begins and out as it ends, so the publishes between cost nothing here.
+-- Publishers need no setting: both are written whether or not a hub with webhooks ever
+-- ran, so one that starts later tells what came before it (the group reads the stream
+-- from its start). Until a hub reads the outbox (its consumer group exists), they are
+-- bounded: the newest PRE_WEBHOOK_ENDS ends, and at most PRE_WEBHOOK_RUNS runs under way.
+local PRE_WEBHOOK_ENDS, PRE_WEBHOOK_RUNS = 1000, 10000
 if outbox then
   local begins = not ends and (seq == 1 or starts_run == '1' or run_ended)
-  if (ends or begins) and redis.call('EXISTS', outbox) == 1 then
+  if ends or begins then
+    local read = redis.call('EXISTS', outbox) == 1
+      and #redis.call('XINFO', 'GROUPS', outbox) > 0
     if ends then
-      redis.call('XADD', outbox, '*', 'channel', channel, unpack(redis.call('HGETALL', state)))
+      local fields = redis.call('HGETALL', state)
+      if read then
+        redis.call('XADD', outbox, '*', 'channel', channel, unpack(fields))
+      else
+        redis.call('XADD', outbox, 'MAXLEN', '~', PRE_WEBHOOK_ENDS, '*', 'channel',
+          channel, unpack(fields))
+      end
       if running then redis.call('SREM', running, channel) end
-    elseif running then
+    elseif running and (read or redis.call('SCARD', running) < PRE_WEBHOOK_RUNS) then
       redis.call('SADD', running, channel)
     end
   end

@@ -16,6 +16,7 @@ use redis::Value;
 
 use super::connection::RedisConn;
 use super::layout::{self, OUTBOX_KEY, RUNNING_KEY};
+use super::set_pages::SetPages;
 use crate::broker::BrokerError;
 use crate::wire::stall::{self, StallReason};
 use crate::wire::{ProjectId, ProjectState};
@@ -27,24 +28,12 @@ const MAX_PER_SCAN: usize = 10_000;
 /// Scans the runs under way; returns how many stalls this hub appended to the outbox.
 pub async fn scan(conn: &RedisConn, bound: Duration) -> Result<usize, BrokerError> {
     let mut conn = conn.clone();
-    let mut cursor = 0u64;
+    let mut pages = SetPages::new(RUNNING_KEY, PAGE, MAX_PER_SCAN);
     let mut told = 0;
-    let mut seen = 0;
-    loop {
-        let (next, channels): (u64, Vec<String>) = redis::cmd("SSCAN")
-            .arg(RUNNING_KEY)
-            .arg(cursor)
-            .arg("COUNT")
-            .arg(PAGE)
-            .query_async(&mut conn)
-            .await?;
-        seen += channels.len();
+    while let Some(channels) = pages.next(&mut conn).await? {
         told += page(&mut conn, &channels, bound).await?;
-        cursor = next;
-        if cursor == 0 || seen >= MAX_PER_SCAN {
-            return Ok(told);
-        }
     }
+    Ok(told)
 }
 
 const FIELDS: [&str; 4] = ["status", "updated_at", "last_event_id", "run_ended"];

@@ -267,7 +267,7 @@ def script_call(
         "units": units_key(project),
         # The era is a key of another slot: never on a cluster.
         "era?": None if target.cluster else ERA_KEY,
-        # The webhook outbox (a complete goes in while a hub keeps it): with the era.
+        # The webhook outbox (a complete always goes in; bounded until a hub reads it): with era.
         "outbox?": None if target.cluster else OUTBOX_KEY,
         # The runs under way (the hubs' stall scan): with the outbox.
         "running?": None if target.cluster else RUNNING_KEY,
