@@ -311,6 +311,7 @@ else
   if per_frame > 0 and kept_from > big then
     bytes_field = '-' .. per_frame
   else
+    if big == seq then big = sq end
     bytes_field = bytes .. ' ' .. big .. ' ' .. per_frame
   end
 end
@@ -334,6 +335,9 @@ if ends then
 end
 if #out == 0 and not keyed and not bytes_field then
   redis.call('HSET', state, 'seq', sq, 'last_event_id', id,
+    'receipts', receipts, unpack(ARGV, PATCH_AT))
+elseif #out == 0 and not keyed then
+  redis.call('HSET', state, 'seq', sq, 'bytes', bytes_field, 'last_event_id', id,
     'receipts', receipts, unpack(ARGV, PATCH_AT))
 else
   out[#out + 1] = 'seq'; out[#out + 1] = sq
