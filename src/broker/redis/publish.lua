@@ -111,23 +111,23 @@ end
 -- The whole history read, for its exact bytes, its length, its oldest entry and its newest
 -- frame above per_frame: only when the state does not tell them under this call's limits
 -- (a frame above per_frame comes to a small history; the limits changed; a state written
--- before), and then the history is kept exactly until that frame has gone.
+-- before), and then the history is kept exactly until that frame has gone. It sets
+-- bytes, len, oldest and big.
+local len, oldest = 0, nil
 local function read_all()
   local entries = redis.call('XRANGE', history, '-', '+')
-  local sum, newest_big = 0, 0
+  bytes, len, oldest, big = 0, #entries, entries[1], 0
   for i = 1, #entries do
     local size = #entries[i][2][2]  -- its one field: 'frame'
-    sum = sum + size
-    if size > per_frame then newest_big = tonumber(string.sub(entries[i][1], 3)) end
+    bytes = bytes + size
+    if size > per_frame then big = tonumber(string.sub(entries[i][1], 3)) end
   end
-  return sum, #entries, entries[1], newest_big
 end
-local len, oldest = 0, nil
 if epoch and small == per_frame then
   len = redis.call('EXISTS', history)  -- while small, only whether it is there matters
 elseif epoch and (small or big_unit ~= per_frame or not bytes) then
   small = nil
-  bytes, len, oldest, big = read_all()
+  read_all()
 elseif epoch and seq >= max_len_n then
   oldest = redis.call('XRANGE', history, '-', '+', 'COUNT', 1)[1]
   if oldest then len = seq - tonumber(string.sub(oldest[1], 3)) + 1 end
@@ -285,7 +285,7 @@ local frame = head .. id .. mid .. progress_frame .. tail
 -- already); the XADD's MAXLEN then drops them. Usually one.
 if small and #frame > per_frame then
   small = nil
-  bytes, len, oldest, big = read_all()
+  read_all()
 end
 local bytes_field = nil  -- the state's `bytes` when it changes
 if small then
