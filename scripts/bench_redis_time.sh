@@ -39,8 +39,13 @@ trap 'redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$dir
 redis-server --port "$port" --save '' --appendonly no --dir "$dir" --daemonize yes \
   --logfile "$dir/redis.log" >/dev/null
 for _ in $(seq 300); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
-git show "$OLD_REF:src/broker/redis/publish.lua" > "$dir/old.lua"
-git show "$PREV_REF:src/broker/redis/publish.lua" > "$dir/prev.lua"
+# The script at a commit: its path before the Cargo workspace, or after (crates/hub).
+script_at() {
+  git show "$1:crates/hub/src/broker/redis/publish.lua" 2>/dev/null ||
+    git show "$1:src/broker/redis/publish.lua"
+}
+script_at "$OLD_REF" > "$dir/old.lua"
+script_at "$PREV_REF" > "$dir/prev.lua"
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 PYTHONPATH=clients/python/src "$PY" - "$port" "$N" "$CHUNK" "$dir" "$SUBSCRIBE" <<'EOF'

@@ -9,17 +9,17 @@ bash scripts/setup.sh
 
 echo "==> cargo fmt --check"
 cargo fmt --check
-echo "==> cargo clippy"
-cargo clippy --all-targets --locked -- -D warnings
-echo "==> module dependencies run one way (no cycles)"
+echo "==> cargo clippy (every member of the workspace)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> crate and module dependencies run one way (no cycles)"
 python3 scripts/module_deps.py --check
 # In parallel (the harness's default, one test per core): no test may depend on having
 # the machine to itself. The suite is checked five times in a row beside two
 # CPU-burning processes (BENCHMARKS.md, "Tests under load").
-echo "==> tests with line coverage (fails under 85%), slow #[ignore]d ones included"
+echo "==> tests with line coverage over the workspace's members (fails under 85%), slow #[ignore]d ones included"
 # Without backtraces: a failing test's message then ends its output, where CI's summary
 # shows it.
-RUST_BACKTRACE=0 cargo llvm-cov --locked --fail-under-lines 85 --summary-only -- --include-ignored
+RUST_BACKTRACE=0 cargo llvm-cov --workspace --locked --fail-under-lines 85 --summary-only -- --include-ignored
 echo "==> browser tests (headless chromium against a real hub)"
 cargo build --locked
 (cd tests/browser && npm test)

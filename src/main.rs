@@ -1,15 +1,20 @@
 //! The `progress-hub` command line: parses, then dispatches to the subcommand's
-//! module in `cli/` (where every flag and its default lives).
+//! module in `cli/` (where every flag and its default lives). `serve` starts the hub
+//! library's server (`crates/hub`) with the jobs (`crates/jobs`) as its extension.
+
+mod cli;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use progress_hub::cli::publish::PublishArgs;
-use progress_hub::cli::serve::ServeArgs;
-use progress_hub::cli::token::TokenArgs;
-use progress_hub::cli::watch::{JobEnd, WatchArgs};
-use progress_hub::cli::worker::WorkerArgs;
+use cli::LogFormatArg;
+use cli::publish::PublishArgs;
+use cli::serve::ServeArgs;
+use cli::token::TokenArgs;
+use cli::watch::{JobEnd, WatchArgs};
+use cli::worker::WorkerArgs;
 use progress_hub::config::ServeConfig;
-use progress_hub::telemetry::{self, LogFormat};
+use progress_hub::telemetry;
+use progress_hub_jobs::{Jobs, JobsConfig};
 
 #[derive(Parser)]
 #[command(
@@ -26,7 +31,7 @@ struct Cli {
         value_enum,
         default_value = "text"
     )]
-    log_format: LogFormat,
+    log_format: LogFormatArg,
     #[command(subcommand)]
     command: Command,
 }
@@ -48,9 +53,12 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
+    telemetry::init(cli.log_format.into());
     match cli.command {
-        Command::Serve(args) => serve((*args).into()).await,
+        Command::Serve(args) => {
+            let (config, jobs) = args.into_configs();
+            serve(config, jobs).await
+        }
         Command::Worker(args) => {
             let stop = tokio_util::sync::CancellationToken::new();
             let trigger = stop.clone();
@@ -60,11 +68,11 @@ async fn main() -> anyhow::Result<()> {
                 tracing::info!("stopping: no new jobs; running ones finish or are handed back");
                 trigger.cancel();
             });
-            progress_hub::cli::worker::run(&args, stop).await?;
+            cli::worker::run(&args, stop).await?;
             Ok(())
         }
         // Exit codes: 0 completed, 1 failed, 2 could not watch, 3 cancelled.
-        Command::Watch(args) => match progress_hub::cli::watch::run(&args).await {
+        Command::Watch(args) => match cli::watch::run(&args).await {
             Ok(JobEnd::Completed) => Ok(()),
             Ok(JobEnd::Failed) => std::process::exit(1),
             Ok(JobEnd::Cancelled) => std::process::exit(3),
@@ -74,11 +82,11 @@ async fn main() -> anyhow::Result<()> {
             }
         },
         Command::Token(args) => {
-            println!("{}", progress_hub::cli::token::run(&args)?);
+            println!("{}", cli::token::run(&args)?);
             Ok(())
         }
         Command::Publish(args) => {
-            match progress_hub::cli::publish::run(&args).await? {
+            match cli::publish::run(&args).await? {
                 Some(id) => println!("{id}"),
                 None => println!("coalesced"),
             }
@@ -87,7 +95,7 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+async fn serve(config: ServeConfig, jobs: JobsConfig) -> anyhow::Result<()> {
     // Before the hub fits its connection caps under it.
     progress_hub::limits::raise_open_file_limit();
     // Listen for signals before announcing the URL: a SIGTERM right after the start
@@ -98,7 +106,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     } else {
         "in-process (self-contained)"
     };
-    let hub = progress_hub::server::start(config)
+    let hub = progress_hub::server::start_with(config, vec![Box::new(Jobs::new(jobs))])
         .await
         .context("starting the hub")?;
     let addr = hub.local_addr();

@@ -1,7 +1,7 @@
 //! The contract other-language clients ship, rendered from the one place it lives:
-//! `contract/error-catalog.json` is the error catalog of `src/catalog.rs` in both
+//! `contract/error-catalog.json` is the error catalog of `crates/hub/src/catalog.rs` in both
 //! locales (and, under `subscription_errors`, the codes of a multiplexed connection's
-//! `subscription_error` frames, `src/wire/subscription_error.rs`), `contract/state-labels.json` the texts an event writes into a project's
+//! `subscription_error` frames, `crates/hub/src/wire/subscription_error.rs`), `contract/state-labels.json` the texts an event writes into a project's
 //! state (stage labels, the `complete` texts), read through the publish path itself, and
 //! `contract/publisher-defaults.json` the publisher's defaults (history length, key
 //! lifetimes, coalescing window), `contract/wire-values.json` the closed sets of values
@@ -217,7 +217,7 @@ fn read(path: &str) -> String {
 fn the_publish_script_and_its_callers_read_one_description_of_its_inputs() {
     use progress_hub::broker::redis::publish_inputs::{CONTRACT, names_sent};
     let described: Vec<String> = CONTRACT.inputs.keys().cloned().collect();
-    let lua = read("src/broker/redis/publish.lua");
+    let lua = read("crates/hub/src/broker/redis/publish.lua");
     let taken = format!("= unpack(ARGV, 1, {})", described.len());
     let locals = lua
         .split(&taken)
@@ -325,7 +325,7 @@ fn the_state_patch_names_only_described_fields() {
     let described: std::collections::BTreeSet<String> =
         CONTRACT.state_fields.keys().cloned().collect();
     assert_eq!(patched, described);
-    let state = read("src/wire/state.rs");
+    let state = read("crates/hub/src/wire/state.rs");
     for field in &described {
         assert!(
             state.contains(&format!("text(\"{field}\")")),

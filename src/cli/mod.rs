@@ -1,6 +1,6 @@
 //! The `progress-hub` command line: each subcommand's flags and what it runs. `main.rs`
-//! only parses and dispatches. Built with the default `cli` feature (the library
-//! alone does not pull clap, indicatif, reqwest or tokio-tungstenite).
+//! only parses and dispatches. The binary's own (the hub library, `crates/hub`, pulls
+//! none of clap, indicatif or tokio-tungstenite).
 
 pub mod publish;
 pub mod serve;
@@ -8,3 +8,21 @@ pub mod shared;
 pub mod token;
 pub mod watch;
 pub mod worker;
+
+use progress_hub::telemetry::LogFormat;
+
+/// `--log-format`, as the command line spells it (`text`, `json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormatArg {
+    Text,
+    Json,
+}
+
+impl From<LogFormatArg> for LogFormat {
+    fn from(format: LogFormatArg) -> Self {
+        match format {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        }
+    }
+}

@@ -11,11 +11,11 @@ use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
 use super::shared::HistoryArgs;
-use crate::broker::BrokerError;
-use crate::broker::redis::RedisBroker;
-use crate::locale::Locale;
-use crate::publish::{PublishError, Published, Publisher};
-use crate::wire::{Event, InvalidEvent, InvalidProjectId, ProjectId, Tag};
+use progress_hub::broker::BrokerError;
+use progress_hub::broker::redis::RedisBroker;
+use progress_hub::locale::Locale;
+use progress_hub::publish::{PublishError, Published, Publisher};
+use progress_hub::wire::{Event, InvalidEvent, InvalidProjectId, ProjectId, Tag};
 
 #[derive(Args, Debug)]
 pub struct PublishArgs {

@@ -1,16 +1,17 @@
 //! `progress-hub serve`: the flags of the hub, each defaulting to the library's
-//! default (`config.rs`), turned into a [`ServeConfig`].
+//! default (`crates/hub/src/config.rs`, the jobs' in `crates/jobs`), turned into a
+//! [`ServeConfig`] and a [`JobsConfig`].
 
 use std::net::SocketAddr;
 
 use clap::Args;
 
 use super::shared::{HistoryArgs, HumanDuration, JobArgs, PublishingArgs};
-use crate::broker::HistoryConfig;
-use crate::broker::quota::ProjectQuota;
-use crate::config::{self, ServeConfig};
-use crate::job::QueueLimits;
-use crate::webhook::{self, Endpoint, EventType, Secret, WebhookConfig};
+use progress_hub::broker::HistoryConfig;
+use progress_hub::broker::quota::ProjectQuota;
+use progress_hub::config::{self, ServeConfig};
+use progress_hub::webhook::{self, Endpoint, EventType, Secret, WebhookConfig};
+use progress_hub_jobs::{JobsConfig, QueueLimits};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -97,7 +98,7 @@ pub struct ServeArgs {
     /// https://app.example (no wildcard; default: none, no CORS headers). They pass
     /// --allowed-origins too.
     #[arg(long, env = "HUB_CORS_ORIGINS", value_delimiter = ',')]
-    pub cors_origins: Vec<crate::http::cors::CorsOrigin>,
+    pub cors_origins: Vec<progress_hub::http::cors::CorsOrigin>,
     /// Serve /metrics on this address only (a listener of its own, e.g. on a private
     /// interface), and not on --listen (default: on --listen).
     #[arg(long, env = "HUB_METRICS_ADDR")]
@@ -117,6 +118,10 @@ pub struct ServeArgs {
     /// it above the longest silent step of your jobs).
     #[arg(long, env = "HUB_STALL_AFTER", default_value_t = config::DEFAULT_STALL_AFTER.into())]
     pub stall_after: HumanDuration,
+    /// Once a stage ran a few times (as this hub saw), its stall bound is 3 times its
+    /// longest recent run instead of `--stall-after`, but never below this.
+    #[arg(long, env = "HUB_STALL_FLOOR", default_value_t = config::DEFAULT_STALL_FLOOR.into())]
+    pub stall_floor: HumanDuration,
     #[command(flatten)]
     pub webhooks: WebhookArgs,
 }
@@ -207,6 +212,7 @@ impl From<ServeArgs> for ServeConfig {
             handshake_timeout: a.handshake_timeout.into(),
             request_timeout: a.request_timeout.into(),
             stall_after: a.stall_after.into(),
+            stall_floor: a.stall_floor.into(),
             max_connections: a.max_connections,
             max_connections_per_ip: a.max_connections_per_ip,
             max_projects: a.max_projects,
@@ -225,13 +231,23 @@ impl From<ServeArgs> for ServeConfig {
             },
             locale: a.publishing.locale,
             coalesce_window: a.publishing.coalesce_window.into(),
-            worker: (!a.no_worker).then(|| a.jobs.worker_config(a.shutdown_grace.into())),
-            job_limits: QueueLimits {
-                max_queued: a.max_queued_jobs,
-                max_queued_per_client: a.max_queued_jobs_per_client,
-            },
             webhooks: a.webhooks.config(),
         }
+    }
+}
+
+impl ServeArgs {
+    /// The hub's settings, and those of its jobs.
+    pub fn into_configs(self) -> (ServeConfig, JobsConfig) {
+        let jobs = JobsConfig {
+            worker: (!self.no_worker).then(|| self.jobs.worker_config(self.shutdown_grace.into())),
+            claim_idle: self.jobs.claim_idle.into(),
+            limits: QueueLimits {
+                max_queued: self.max_queued_jobs,
+                max_queued_per_client: self.max_queued_jobs_per_client,
+            },
+        };
+        (self.into(), jobs)
     }
 }
 
@@ -250,8 +266,11 @@ mod tests {
     /// checks that every flag reaches the configuration.
     #[test]
     fn command_line_defaults_are_the_library_defaults() {
-        let from_cli = ServeConfig::from(Serve::try_parse_from(["serve"]).unwrap().args);
-        let lib = ServeConfig::default();
+        let (from_cli, from_cli_jobs) = Serve::try_parse_from(["serve"])
+            .unwrap()
+            .args
+            .into_configs();
+        let (lib, lib_jobs) = (ServeConfig::default(), JobsConfig::default());
         assert_eq!(from_cli.listen, lib.listen);
         assert_eq!(from_cli.redis_keepalive, lib.redis_keepalive);
         assert_eq!(from_cli.presence_ttl, lib.presence_ttl);
@@ -265,6 +284,8 @@ mod tests {
         assert_eq!(from_cli.handshake_timeout, lib.handshake_timeout);
         assert_eq!(from_cli.request_timeout, lib.request_timeout);
         assert_eq!(from_cli.stall_after, lib.stall_after);
+        assert_eq!(from_cli.stall_floor, lib.stall_floor);
+        assert_eq!(from_cli_jobs.claim_idle, lib_jobs.claim_idle);
         assert_eq!(from_cli.history, lib.history);
         assert_eq!(from_cli.max_connections, lib.max_connections);
         assert_eq!(from_cli.max_connections_per_ip, lib.max_connections_per_ip);
@@ -272,8 +293,8 @@ mod tests {
         assert_eq!(from_cli.metrics_listen, lib.metrics_listen);
         assert_eq!(from_cli.locale, lib.locale);
         assert_eq!(from_cli.coalesce_window, lib.coalesce_window);
-        assert_eq!(from_cli.job_limits, lib.job_limits);
-        let (cli_worker, lib_worker) = (from_cli.worker.unwrap(), lib.worker.unwrap());
+        assert_eq!(from_cli_jobs.limits, lib_jobs.limits);
+        let (cli_worker, lib_worker) = (from_cli_jobs.worker.unwrap(), lib_jobs.worker.unwrap());
         assert_eq!(cli_worker.mock_delay, lib_worker.mock_delay);
         assert_eq!(cli_worker.retry, lib_worker.retry);
         assert_eq!(cli_worker.concurrency, lib_worker.concurrency);
@@ -311,15 +332,15 @@ mod tests {
         ])
         .unwrap()
         .args;
-        let c = ServeConfig::from(args);
+        let (c, jobs) = args.into_configs();
         assert_eq!(c.heartbeat_interval, std::time::Duration::from_secs(7));
         assert_eq!(c.history.max_len, 12);
         assert_eq!(c.history.retention, std::time::Duration::from_secs(7200));
-        assert_eq!(c.locale, crate::locale::Locale::En);
+        assert_eq!(c.locale, progress_hub::locale::Locale::En);
         assert_eq!(c.coalesce_window, std::time::Duration::from_millis(250));
-        assert!(c.worker.is_none());
-        assert_eq!(c.job_limits.max_queued, 9);
-        assert_eq!(c.job_limits.max_queued_per_client, 4);
+        assert!(jobs.worker.is_none());
+        assert_eq!(jobs.limits.max_queued, 9);
+        assert_eq!(jobs.limits.max_queued_per_client, 4);
         assert_eq!(c.metrics_listen, Some("127.0.0.1:9100".parse().unwrap()));
         assert_eq!(
             c.history.project_quota,

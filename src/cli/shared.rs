@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::broker::HistoryConfig;
-use crate::config::DEFAULT_COALESCE_WINDOW;
-use crate::job::{RetryPolicy, WorkerConfig};
-use crate::locale::Locale;
+use progress_hub::broker::HistoryConfig;
+use progress_hub::config::DEFAULT_COALESCE_WINDOW;
+use progress_hub::locale::Locale;
+use progress_hub_jobs::{RetryPolicy, WorkerConfig};
 
 /// A duration as the command line reads and shows it (`30s`, `1600ms`, `24h`).
 pub type HumanDuration = humantime::Duration;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::auth::{Auth, AuthError, EmptySecret};
+use progress_hub::auth::{Auth, AuthError, EmptySecret};
 
 #[derive(Args, Debug)]
 pub struct TokenArgs {

@@ -16,7 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::wire::EventKind;
+use progress_hub::wire::EventKind;
 
 #[derive(Args, Debug)]
 pub struct WatchArgs {

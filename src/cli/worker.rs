@@ -7,13 +7,13 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::shared::{HistoryArgs, HumanDuration, JobArgs, PublishingArgs};
-use crate::broker::BrokerError;
-use crate::broker::redis::RedisBroker;
-use crate::job::WorkerConfig;
-use crate::job::queue::QueueError;
-use crate::job::redis_queue::RedisQueue;
-use crate::job::worker::Worker;
-use crate::publish::Publisher;
+use progress_hub::broker::BrokerError;
+use progress_hub::broker::redis::RedisBroker;
+use progress_hub::publish::Publisher;
+use progress_hub_jobs::WorkerConfig;
+use progress_hub_jobs::queue::QueueError;
+use progress_hub_jobs::redis_queue::RedisQueue;
+use progress_hub_jobs::worker::Worker;
 
 #[derive(Args, Debug)]
 pub struct WorkerArgs {

@@ -243,3 +243,34 @@ test("a silent running job shows as stalled on the progress card until it publis
   assert.doesNotMatch(await page.textContent("#stage-text"), /stalled/);
   await page.close();
 });
+
+// Issue 25 §6: a run that failed for good showed the stages it never ran as "done". Live,
+// the stages it ran are done, the one it failed in failed, the later ones pending; a page
+// opened after the end (it reads the run's history) shows the same.
+test("a failed run shows the stages it never ran pending, live and opened later", async () => {
+  const hub = await startHub(["--listen", "127.0.0.1:0", "--no-worker"]);
+  const id = `failed-${Date.now()}`;
+  const post = (event) => fetch(`${hub.url}/api/v1/projects/${id}/events`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(event) });
+  const page = await browser.newPage();
+  await page.goto(`${hub.url}/projects/${id}?lang=en`);
+  await page.waitForFunction(() => document.querySelector("#conn").dataset.state === "online");
+  for (const event of [
+    { event: "stage_change", data: { current_stage: "SCRIPT_GENERATING", progress: 5 } },
+    { event: "stage_change", data: { previous_stage: "SCRIPT_GENERATING", current_stage: "ASSETS_GENERATING", progress: 30 } },
+    { event: "complete", data: { status: "FAILED" } },
+  ]) {
+    assert.ok((await post(event)).status < 300, JSON.stringify(event));
+  }
+  await page.waitForFunction(() => document.querySelector("#stage-ASSETS_GENERATING").className === "failed", null, { timeout: 20000 });
+  const classes = (p) => p.$$eval("#timeline li", (lis) => lis.map((li) => li.className));
+  assert.deepEqual(await classes(page), ["done", "failed", "pending", "pending", "pending"]);
+  const late = await browser.newPage();
+  await late.goto(page.url());
+  await late.waitForFunction(() => document.querySelector("#conn").dataset.state === "online");
+  await late.waitForFunction(() => document.querySelector("#percent").textContent === "30%", null, { timeout: 20000 });
+  await late.waitForFunction(() => document.querySelector("#stage-ASSETS_GENERATING").className === "failed", null, { timeout: 20000 });
+  assert.deepEqual(await classes(late), ["done", "failed", "pending", "pending", "pending"]);
+  await late.close();
+  await page.close();
+  await stop(hub.child);
+});

@@ -387,7 +387,7 @@ async fn a_flood_from_one_client_does_not_evict_another_clients_finished_run() {
 // every hub on it); the next gets 429 TOO_MANY_NEW_PROJECTS with Retry-After. Its
 // existing projects stay publishable, and another client is not affected.
 async fn new_projects_are_bounded_per_client(b: Backend) {
-    let quota = |c: &mut progress_hub::config::ServeConfig| {
+    let quota = |c: &mut crate::support::HubConfig| {
         c.history.project_quota.max_per_client = 3;
         c.history.project_quota.per_minute = 0;
     };

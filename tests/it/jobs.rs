@@ -9,16 +9,16 @@ use std::time::Duration;
 
 use progress_hub::broker::redis::RedisBroker;
 use progress_hub::broker::{BrokerError, Fence, HistoryConfig};
-use progress_hub::job::checkpoint::Checkpoint;
-use progress_hub::job::providers::Asset;
-use progress_hub::job::queue::{JobQueue, Ownership, QueueError};
-use progress_hub::job::redis_queue::RedisQueue;
-use progress_hub::job::worker::Worker;
-use progress_hub::job::{Job, RetryPolicy, WorkerConfig};
 use progress_hub::locale::Locale;
 use progress_hub::publish::{PublishError, Published, Publisher};
 use progress_hub::wire::ProjectId;
 use progress_hub::wire::event::{CompleteStatus, LogLevel};
+use progress_hub_jobs::checkpoint::Checkpoint;
+use progress_hub_jobs::providers::Asset;
+use progress_hub_jobs::queue::{JobQueue, Ownership, QueueError};
+use progress_hub_jobs::redis_queue::RedisQueue;
+use progress_hub_jobs::worker::Worker;
+use progress_hub_jobs::{Job, RetryPolicy, WorkerConfig};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -882,7 +882,7 @@ async fn stream_len(redis: &RedisServer) -> u64 {
 
 fn queued_job(project: &str) -> Job {
     Job {
-        id: progress_hub::job::new_job_id(),
+        id: progress_hub_jobs::new_job_id(),
         project: ProjectId::parse(project).unwrap(),
         topic: "ai trends".into(),
         inject_failures: Default::default(),

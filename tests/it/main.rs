@@ -18,6 +18,7 @@ mod cli;
 mod cluster;
 mod cors;
 mod delivery;
+mod embedding;
 mod first_hour;
 mod hardening;
 mod heartbeat;

@@ -376,7 +376,7 @@ async fn a_job_lost_with_redis_data_is_queued_again_and_completes() {
 #[ignore = "slow (60 s outage): run by scripts/test.sh with --include-ignored"]
 async fn redis_outage_of_60s_mid_job_loses_nothing() {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter("progress_hub=info")
+        .with_env_filter("progress_hub=info,progress_hub_jobs=info")
         .try_init();
     redis_outage_mid_job_loses_nothing(std::time::Duration::from_secs(60)).await;
 }

@@ -5,11 +5,11 @@
 
 use std::time::Duration;
 
-use progress_hub::config::ServeConfig;
 use progress_hub::webhook::EventType;
 use progress_hub::wire::ProjectId;
 use serde_json::Value;
 
+use crate::support::HubConfig;
 use crate::support::receiver::{Got, Receiver};
 use crate::support::{Backend, TestHub, WsClient, cli, eventually};
 use crate::webhooks::webhooks_to;
@@ -17,11 +17,11 @@ use crate::webhooks::webhooks_to;
 const GRACE: Duration = Duration::from_millis(600);
 
 /// Webhooks to `receiver` for vacancies only, after [`GRACE`].
-fn vacancies_to(receiver: &Receiver) -> impl FnOnce(&mut ServeConfig) + use<> {
+fn vacancies_to(receiver: &Receiver) -> impl FnOnce(&mut HubConfig) + use<> {
     let mut webhooks = webhooks_to(receiver);
     webhooks.events = vec![EventType::ProjectVacated];
     webhooks.vacated_after = GRACE;
-    move |c: &mut ServeConfig| {
+    move |c: &mut HubConfig| {
         c.webhooks = Some(webhooks);
         c.presence_ttl = Duration::from_secs(1);
     }

@@ -137,7 +137,7 @@ async fn reconnects_and_resumes_across_a_hub_restart() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let config = |c: &mut progress_hub::config::ServeConfig| {
+    let config = |c: &mut crate::support::HubConfig| {
         c.redis_url = Some(url.clone());
         c.listen = listen;
         c.worker = None;

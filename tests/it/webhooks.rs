@@ -5,15 +5,15 @@
 
 use std::time::Duration;
 
-use progress_hub::config::ServeConfig;
 use progress_hub::webhook::WebhookConfig;
 use serde_json::{Value, json};
 
+use crate::support::HubConfig;
 use crate::support::receiver::{Got, Receiver, Reply, SECRET, distinct_ok};
 use crate::support::{Backend, PATIENCE, TestHub, cli, metric};
 
 /// Webhooks to `receiver`, retried fast so the tests take seconds.
-pub fn webhooks_to(receiver: &Receiver) -> WebhookConfig {
+pub(crate) fn webhooks_to(receiver: &Receiver) -> WebhookConfig {
     let mut config = WebhookConfig::new(
         vec![receiver.url().parse().unwrap()],
         SECRET.parse().unwrap(),
@@ -25,9 +25,9 @@ pub fn webhooks_to(receiver: &Receiver) -> WebhookConfig {
     config
 }
 
-fn with_webhooks(receiver: &Receiver) -> impl FnOnce(&mut ServeConfig) {
+fn with_webhooks(receiver: &Receiver) -> impl FnOnce(&mut HubConfig) {
     let webhooks = webhooks_to(receiver);
-    move |c: &mut ServeConfig| c.webhooks = Some(webhooks)
+    move |c: &mut HubConfig| c.webhooks = Some(webhooks)
 }
 
 /// What the hub's AsyncAPI document says a webhook's body is.
@@ -518,7 +518,7 @@ async fn a_stall_is_told_once_across_hubs() {
     let bound = Duration::from_millis(300);
     let tweak = |receiver: &Receiver| {
         let webhooks = webhooks_to(receiver);
-        move |c: &mut ServeConfig| {
+        move |c: &mut HubConfig| {
             c.worker = None;
             c.stall_after = bound;
             c.webhooks = Some(webhooks);
@@ -597,7 +597,7 @@ async fn a_410_disables_the_endpoint_for_every_hub_until_re_enabled() {
     let both = || {
         let mut webhooks = webhooks_to(&fine);
         webhooks.endpoints.push(gone.url().parse().unwrap());
-        move |c: &mut ServeConfig| c.webhooks = Some(webhooks)
+        move |c: &mut HubConfig| c.webhooks = Some(webhooks)
     };
     let mut one = TestHub::start_with(Backend::Redis, both()).await;
     let two = TestHub::start_on(one.redis().url(), both()).await;

@@ -1,11 +1,14 @@
-//! A real hub on port 0, on the in-process broker or a Redis of its own.
+//! A real hub on port 0, on the in-process broker or a Redis of its own, with the jobs
+//! as the `progress-hub` binary starts them (their routes and in-process worker).
 
 use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
 use progress_hub::config::ServeConfig;
 use progress_hub::server::{self, RunningServer};
 use progress_hub::wire::ProjectId;
+use progress_hub_jobs::{Jobs, JobsConfig, QueueLimits, WorkerConfig};
 use serde_json::Value;
 
 use super::client::WsClient;
@@ -17,6 +20,60 @@ use super::{PATIENCE, layout};
 pub enum Backend {
     Memory,
     Redis,
+}
+
+/// What a test hub starts with: the hub's settings, which a tweak reaches as fields of
+/// this (`c.stall_after = ...`), and its jobs' (`c.worker`, `c.claim_idle`,
+/// `c.job_limits`).
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    pub hub: ServeConfig,
+    /// The in-process worker; `None` runs none (`--no-worker`).
+    pub worker: Option<WorkerConfig>,
+    /// The job queue's lease without an in-process worker (`--claim-idle`).
+    pub claim_idle: Duration,
+    /// How many generate jobs may wait (globally and per client).
+    pub job_limits: QueueLimits,
+}
+
+impl HubConfig {
+    fn new(redis_url: Option<String>) -> Self {
+        let jobs = JobsConfig::default();
+        Self {
+            hub: ServeConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                redis_url,
+                ..ServeConfig::default()
+            },
+            worker: jobs.worker,
+            claim_idle: jobs.claim_idle,
+            job_limits: jobs.limits,
+        }
+    }
+
+    async fn start(self) -> RunningServer {
+        let jobs = Jobs::new(JobsConfig {
+            worker: self.worker,
+            claim_idle: self.claim_idle,
+            limits: self.job_limits,
+        });
+        server::start_with(self.hub, vec![Box::new(jobs)])
+            .await
+            .expect("hub starts")
+    }
+}
+
+impl Deref for HubConfig {
+    type Target = ServeConfig;
+    fn deref(&self) -> &ServeConfig {
+        &self.hub
+    }
+}
+
+impl DerefMut for HubConfig {
+    fn deref_mut(&mut self) -> &mut ServeConfig {
+        &mut self.hub
+    }
 }
 
 /// A hub on a free port, with its own Redis when the backend is Redis.
@@ -32,7 +89,7 @@ impl TestHub {
         Self::start_with(backend, |_| {}).await
     }
 
-    pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut ServeConfig)) -> Self {
+    pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut HubConfig)) -> Self {
         let redis = match backend {
             Backend::Memory => None,
             Backend::Redis => Some(RedisServer::start().await),
@@ -44,15 +101,11 @@ impl TestHub {
     /// which it owns from now on; in process without one.
     pub async fn start_with_redis(
         redis: Option<RedisServer>,
-        tweak: impl FnOnce(&mut ServeConfig),
+        tweak: impl FnOnce(&mut HubConfig),
     ) -> Self {
-        let mut config = ServeConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            redis_url: redis.as_ref().map(RedisServer::url),
-            ..ServeConfig::default()
-        };
+        let mut config = HubConfig::new(redis.as_ref().map(RedisServer::url));
         tweak(&mut config);
-        let hub = server::start(config).await.expect("hub starts");
+        let hub = config.start().await;
         let publisher = match &redis {
             Some(r) => Some(r.connection().await),
             None => None,
@@ -67,14 +120,10 @@ impl TestHub {
 
     /// A hub on an external Redis (e.g. a [`RedisCluster`]'s URL), with no Redis of its
     /// own to stop.
-    pub async fn start_on(redis_url: String, tweak: impl FnOnce(&mut ServeConfig)) -> Self {
-        let mut config = ServeConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            redis_url: Some(redis_url),
-            ..ServeConfig::default()
-        };
+    pub async fn start_on(redis_url: String, tweak: impl FnOnce(&mut HubConfig)) -> Self {
+        let mut config = HubConfig::new(Some(redis_url));
         tweak(&mut config);
-        let hub = server::start(config).await.expect("hub starts");
+        let hub = config.start().await;
         Self {
             addr: hub.local_addr(),
             hub: Some(hub),

@@ -20,7 +20,7 @@ use std::time::Duration;
 pub use self::redis::RedisServer;
 pub use client::{Seen, SseReader, WsClient};
 pub use cluster::RedisCluster;
-pub use hub::{Backend, TestHub, fast_hub};
+pub use hub::{Backend, HubConfig, TestHub, fast_hub};
 pub use progress_hub::broker::redis::layout;
 use progress_hub::wire::ProjectId;
 pub use proxy::RedisProxy;

@@ -3,9 +3,9 @@
 //   dist/index.js, dist/react.js   ESM for npm (react.js imports ./index.js; react external)
 //   dist/projects.js               watchProjects (many projects, one connection), its own
 //                                  entry so the core stays in budget
-//   src/http/page/progress-hub-projects.js   its minified copy, for the page's dashboard
+//   crates/hub/src/http/page/progress-hub-projects.js   its minified copy, for the page's dashboard
 //   dist/*.d.ts                    types, from tsc
-//   src/http/page/progress-hub-client.js   the minified core the hub serves at
+//   crates/hub/src/http/page/progress-hub-client.js   the minified core the hub serves at
 //                                  /assets/progress-hub-client.js
 //   src/contract.ts                the closed types, from ../../contract (contract.mjs)
 // `--check`: also typechecks (strict; the package, the README's examples and the React
@@ -22,8 +22,8 @@ import { fileURLToPath } from 'node:url';
 import { CONTRACT_TS, renderContract } from './contract.mjs';
 
 const pkg = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const EMBEDDED = path.resolve(pkg, '../../src/http/page/progress-hub-client.js');
-const EMBEDDED_PROJECTS = path.resolve(pkg, '../../src/http/page/progress-hub-projects.js');
+const EMBEDDED = path.resolve(pkg, '../../crates/hub/src/http/page/progress-hub-client.js');
+const EMBEDDED_PROJECTS = path.resolve(pkg, '../../crates/hub/src/http/page/progress-hub-projects.js');
 const BUDGET = 6 * 1024;
 /** watchProjects carries the connection machine and the reducer as the core does, plus
  * the subscriptions: its own entry, its own budget (the core's stays 6 KiB). It was

@@ -1,6 +1,6 @@
 // What the client does when a link ends, by WebSocket close code: the one table the
 // state machine (machine.ts) reads, so a code's meaning is written once (docs/CLIENTS.md
-// shows the same table; the hub's side is src/wire/close.rs).
+// shows the same table; the hub's side is crates/hub/src/wire/close.rs).
 
 /** `renew`: get a token, reconnect at once. `restart`: reconnect promptly, spread out.
  * `overloaded`: back off from a 5 s base. `lost`: no close frame (a dropped link, or a

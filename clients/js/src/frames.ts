@@ -100,8 +100,11 @@ export interface SnapshotData {
 export interface ProjectStateBody extends Omit<SnapshotData, 'recovered'> {
   project_id: string;
   watchers: number;
-  /** A run under way that has published nothing for longer than the hub's `--stall-after`. */
+  /** A run under way that has published nothing for longer than its stage's bound (the
+   * hub's `--stall-after` until measured from past runs), or whose worker is lost. */
   stalled: boolean;
+  /** Why, when `stalled` is true. */
+  stall_reason?: StallReason;
 }
 
 export interface ProgressUpdateData {
@@ -164,8 +167,8 @@ export interface BrokerStatusData {
   timestamp: string;
 }
 
-/** Why a run is stalled: `silent` (nothing published for longer than the hub's
- * `--stall-after`) or `worker_lost` (the hub's own job queue saw its worker's lease run
+/** Why a run is stalled: `silent` (nothing published for longer than its stage's
+ * bound) or `worker_lost` (the hub's own job queue saw its worker's lease run
  * out). */
 export type StallReason = 'silent' | 'worker_lost';
 

@@ -211,7 +211,7 @@ export function streamQuery(m: Many): Record<string, string> {
 
 /** SSE: every named project's position, as the one `Last-Event-ID` the hub reads
  * (`m1.<FNV-1a of the projects value, 8 hex>.<pos>,<pos>,...`, docs/PROTOCOL.md; the
- * hub's side is src/wire/positions.rs); none when no project has one. */
+ * hub's side is crates/hub/src/wire/positions.rs); none when no project has one. */
 export function streamPosition(m: Many): string | undefined {
   const keys = projectsOf(m);
   const at = keys.map((k) => m.subs.get(k)?.state?.lastEventId ?? '');

@@ -185,7 +185,7 @@ test('a blocked upgrade (UPGRADE_REQUIRED) switches to SSE: the stream names eve
   assert.deepEqual(kinds(effects), ['dial', 'changed']);
   assert.deepEqual(m.stream, ['project:a', 'project:b', 'project:c', 'tag:user:7']);
   assert.deepEqual(streamQuery(m), { projects: 'a,b,c', tags: 'user:7' });
-  // FNV-1a of "a,b,c" is 7a8f5e87 (src/wire/positions.rs); b has no position.
+  // FNV-1a of "a,b,c" is 7a8f5e87 (crates/hub/src/wire/positions.rs); b has no position.
   assert.equal(streamPosition(m), 'm1.7a8f5e87.1:3,,1:9');
   // The stream subscribes them: nothing is sent (SSE cannot), each is asked for.
   [m, effects] = feed(m, connected);

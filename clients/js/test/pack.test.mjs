@@ -11,7 +11,7 @@ import path from 'node:path';
 import { PKG, ROOT } from './support.mjs';
 
 /** The generated files of the repository that `npm run build` writes. */
-const GENERATED = [path.join(PKG, 'src/contract.ts'), path.join(ROOT, 'src/http/page/progress-hub-client.js')];
+const GENERATED = [path.join(PKG, 'src/contract.ts'), path.join(ROOT, 'crates/hub/src/http/page/progress-hub-client.js')];
 /** Each file's bytes and modification time: a rewrite with the same bytes shows too. */
 const stamp = (files) => files.map((f) => [f, readFileSync(f, 'utf8'), statSync(f).mtimeMs]);
 
@@ -82,7 +82,7 @@ test('the build for the package fails on a stale src/contract.ts instead of rewr
     cpSync(path.join(ROOT, 'contract/wire-values.json'), path.join(tmp, 'contract/wire-values.json'));
     execFileSync(process.execPath, ['scripts/build.mjs', '--dist'], { cwd: pkg, encoding: 'utf8', stdio: 'pipe' });
     assert.ok(readdirSync(path.join(pkg, 'dist')).includes('index.js'));
-    assert.deepEqual(readdirSync(tmp).sort(), ['clients', 'contract'], 'no src/http/page copy written');
+    assert.deepEqual(readdirSync(tmp).sort(), ['clients', 'contract'], 'no crates/hub/src/http/page copy written');
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }

@@ -98,6 +98,24 @@ test('a snapshot without state keeps the run and only marks recovered false; pro
   assert.equal(s.progress, 50);
 });
 
+// Issue 25 §6: a run that failed for good showed stages it never ran as "done". A
+// FAILED (or CANCELLED) snapshot does not say which stages ran: none is shown done; a
+// COMPLETED one ran them all.
+test('a FAILED or CANCELLED snapshot leaves the stages it never ran pending, none shown done', () => {
+  const snapshot = (status) => ({ event: 'snapshot', data: { status, progress: 45, current_stage: null, estimated_remaining: null, last_event_id: 'c:9', updated_at: '2025-10-19T10:00:09Z', youtube_url: null, recovered: true } });
+  for (const status of ['FAILED', 'CANCELLED']) {
+    const s = fold([snapshot(status)]);
+    assert.equal(s.status, status);
+    assert.equal(s.progress, 45);
+    for (const [name, info] of Object.entries(s.stages)) {
+      assert.equal(info.outcome, 'pending', `${status}: ${name}`);
+      assert.equal(info.durationMs, null, `${status}: ${name}`);
+    }
+  }
+  const done = fold([snapshot('COMPLETED')]);
+  assert.ok(Object.values(done.stages).every((info) => info.outcome === 'done'));
+});
+
 // Defect 8: a legacy publisher (Redis PUBLISH, no validation) may omit `progress`.
 test('a frame without a finite progress leaves progress as it was (never NaN)', () => {
   let s = fold([

@@ -1,5 +1,5 @@
 """The contract the package runs on is the repository's: the wheel carries the same
-publish script and the same error catalog (rendered from `src/catalog.rs`)."""
+publish script and the same error catalog (rendered from `crates/hub/src/catalog.rs`)."""
 
 from __future__ import annotations
 
@@ -54,9 +54,9 @@ def assert_carries_the_contract(wheel: Path) -> None:
 
 
 def test_the_installed_package_reads_the_same_files() -> None:
-    assert _contract.read_text("publish.lua") == (REPO / "src/broker/redis/publish.lua").read_text(
-        "utf-8"
-    )
+    assert _contract.read_text("publish.lua") == (
+        REPO / "crates/hub/src/broker/redis/publish.lua"
+    ).read_text("utf-8")
     assert _contract.read_text("error-catalog.json") == (
         REPO / "contract/error-catalog.json"
     ).read_text("utf-8")

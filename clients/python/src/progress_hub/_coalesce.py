@@ -1,5 +1,5 @@
 """Coalescing of `progress_update`, as the hub's publisher does it
-(`src/publish/coalescer.rs`): at most one per window per project, the newest wins,
+(`crates/hub/src/publish/coalescer.rs`): at most one per window per project, the newest wins,
 none is lost.
 
 The first update of a window goes out at once; later ones wait in a one-slot buffer

@@ -1,5 +1,5 @@
 """The contract this package shares with the hub, read from the files the hub's
-repository keeps: the publish script (`src/broker/redis/publish.lua`, the one atomic step
+repository keeps: the publish script (`crates/hub/src/broker/redis/publish.lua`, the one atomic step
 every publisher runs) and its inputs by name (`contract/publish-inputs.json`), the error
 catalog, the texts an event writes into a project's state, the publisher's defaults and
 the closed sets of an event's fields (stages, levels, statuses) (`contract/*.json`, rendered
@@ -18,7 +18,7 @@ from typing import Any
 
 # Where each file lives in the hub's repository, and its name inside the package.
 REPO_FILES = {
-    "publish.lua": "src/broker/redis/publish.lua",
+    "publish.lua": "crates/hub/src/broker/redis/publish.lua",
     "publish-inputs.json": "contract/publish-inputs.json",
     "error-catalog.json": "contract/error-catalog.json",
     "state-labels.json": "contract/state-labels.json",

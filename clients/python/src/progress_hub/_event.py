@@ -1,5 +1,5 @@
 """Events of the publish path as plain data: validated as the hub validates them
-(`src/wire/event.rs`), normalized (timestamp; for `error` the catalog's
+(`crates/hub/src/wire/event.rs`), normalized (timestamp; for `error` the catalog's
 `is_retryable` and `solutions`, `details`, a trace id), and prepared into the frame
 template and state change that `publish.lua` completes. No I/O here.
 
@@ -28,14 +28,14 @@ LEVELS = _VALUES["log_levels"]
 COMPLETE_STATUSES = _VALUES["complete_statuses"]
 LOCALES = ("zh-TW", "en")
 
-# Limits on free text, as the hub's (`src/wire/event.rs`).
+# Limits on free text, as the hub's (`crates/hub/src/wire/event.rs`).
 MAX_STAGE_TEXT = 500
 MAX_MESSAGE = 8 * 1024
 MAX_URL = 2048
 _U32_MAX = 2**32 - 1
 _U64_MAX = 2**64 - 1
 _PROJECT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-#: A tag, as the hub's grammar (`src/wire/tag.rs`): no `,` (the state joins them with
+#: A tag, as the hub's grammar (`crates/hub/src/wire/tag.rs`): no `,` (the state joins them with
 #: it) and no braces (a tag's index key keeps its own slot).
 _TAG = re.compile(r"[A-Za-z0-9_.:@-]{1,64}")
 #: Most tags one run carries.
@@ -307,7 +307,7 @@ _NO_UNITS = (("units_done", ""), ("units_total", ""))
 
 
 def _state_change(event: Event, locale: str) -> StateChange:
-    """As the hub's `state_change` (`src/publish/prepare.rs`)."""
+    """As the hub's `state_change` (`crates/hub/src/publish/prepare.rs`)."""
     data = event.data
     labels = _contract.state_labels()[locale]
     updated_at = ("updated_at", str(data["timestamp"]))

@@ -1,4 +1,4 @@
-"""The fence rule of `publish.lua` (`src/broker/redis/publish.lua`, "Fences"), read-only:
+"""The fence rule of `publish.lua` (`crates/hub/src/broker/redis/publish.lua`, "Fences"), read-only:
 whether the next publish under a claim would be accepted, from the fields the script
 reads for it, read in one atomic round trip (`reads`, then `accepts`).
 

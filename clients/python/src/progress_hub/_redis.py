@@ -1,6 +1,6 @@
 """Redis as the hub uses it: which node(s) (`redis://`, `redis+cluster://` or
-`redis+sentinel://`, as `src/broker/redis/target.rs`), the data layout (as
-`src/broker/redis/layout.rs`), and the call of the publish script, built in ONE place
+`redis+sentinel://`, as `crates/hub/src/broker/redis/target.rs`), the data layout (as
+`crates/hub/src/broker/redis/layout.rs`), and the call of the publish script, built in ONE place
 (`script_call`) from its one description, `contract/publish-inputs.json`.
 """
 
@@ -141,7 +141,7 @@ def receipt_key(project: str, receipt: str) -> str:
 # running. Passed to `publish.lua`, which begins a new epoch for a state written under
 # another (a restart from an older save), so no id repeats (see the hub's era.rs).
 ERA_KEY = "progress:era"
-# The webhook outbox the hubs keep (`src/broker/redis/layout.rs`: OUTBOX_KEY).
+# The webhook outbox the hubs keep (`crates/hub/src/broker/redis/layout.rs`: OUTBOX_KEY).
 OUTBOX_KEY = "progress-hub:webhooks"
 # The runs under way, for the hubs' stall scan (`layout.rs`: RUNNING_KEY).
 RUNNING_KEY = "progress-hub:running"

@@ -1,6 +1,6 @@
 """Access tokens for a hub that runs with `--auth-secret`, minted in Python: the HS256
 JWT a backend hands a page (to watch a project) or a worker (to publish in HTTP mode),
-with the claims `progress-hub token` writes and the hub checks (`src/auth.rs`; the table
+with the claims `progress-hub token` writes and the hub checks (`crates/hub/src/auth.rs`; the table
 is in docs/PROTOCOL.md "Access control"). Standard library only: a JWT of this one
 algorithm is two base64url JSON parts and an HMAC-SHA256. Project ids are checked by the
 rule the SDK's events use (`_event`, the hub's `^[A-Za-z0-9_-]{1,64}$`).
@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Literal
 
-#: A project id as the hub's (`src/wire/project_id.rs`); `*` is allowed besides.
+#: A project id as the hub's (`crates/hub/src/wire/project_id.rs`); `*` is allowed besides.
 from ._event import _PROJECT_ID
 
 __all__ = ["InvalidTokenArgument", "Scope", "mint", "mint_token"]
