@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Redis time per published event (issue 22 §2): the publish script before (publish.lua at
-# OLD_REF and at PREV_REF, which take their inputs as name/value pairs: the same inputs are
-# given them so), the current one, and the floor (XADD + HSET + PUBLISH, what one event
-# costs Redis with no script), measured side by side in the same run, on a fresh
-# redis-server on a free port. Three bare scripts show what any script costs on this
-# Redis: `empty` is called exactly as publish.lua is (same KEYS and ARGV) and does nothing;
+# OLD_REF, which takes its inputs as name/value pairs: the same inputs are given it so, and
+# at PREV_REF, which takes them as the current one does), the current one, and the floor
+# (XADD + HSET + PUBLISH, what one event costs Redis with no script), measured side by
+# side in the same run, on a fresh redis-server on a free port. Three bare scripts show
+# what any script costs on this Redis: `empty` is called exactly as publish.lua is (same
+# KEYS and ARGV) and does nothing;
 # `bare` runs the floor's XADD + HSET + PUBLISH in a script, given only their arguments;
 # `least`, called as publish.lua is, runs only the calls no publish.lua can do without (read
 # the state, the era, XADD, HSET, EXPIRE both keys, PUBLISH), no check, no trimming, no
@@ -20,7 +21,7 @@
 # subscriber on every phase's channel, as the hub is (each PUBLISH then delivers a
 # message).
 #
-#   scripts/bench_redis_time.sh      # N=5000 CHUNK=100 OLD_REF=c851439 PREV_REF=7e6b840
+#   scripts/bench_redis_time.sh      # N=5000 CHUNK=100 OLD_REF=c851439 PREV_REF=4bb86c4
 #
 # The machine is shared: only the ratios within one run mean much.
 set -euo pipefail
@@ -28,7 +29,7 @@ cd "$(dirname "$0")/.."
 N="${N:-5000}"
 CHUNK="${CHUNK:-100}"
 OLD_REF="${OLD_REF:-c851439}"
-PREV_REF="${PREV_REF:-7e6b840}"
+PREV_REF="${PREV_REF:-4bb86c4}"
 SUBSCRIBE="${SUBSCRIBE:-0}"
 PY="${PY:-clients/python/.venv/bin/python}"
 
@@ -37,7 +38,7 @@ dir=$(mktemp -d)
 trap 'redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
 redis-server --port "$port" --save '' --appendonly no --dir "$dir" --daemonize yes \
   --logfile "$dir/redis.log" >/dev/null
-for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+for _ in $(seq 300); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 # The script at a commit: its path before the Cargo workspace, or after (crates/hub).
 script_at() {
   git show "$1:crates/hub/src/broker/redis/publish.lua" 2>/dev/null ||
@@ -89,7 +90,7 @@ scripts = {
     "bare": r.script_load(BARE),
     "least": r.script_load(LEAST),
 }
-PAIRS = {"old", "prev"}  # the scripts that take name/value pairs ('state.<field>': the patch)
+PAIRS = {"old"}  # the scripts that take name/value pairs ('state.<field>': the patch)
 config, target = Config(), Target.parse(f"redis://127.0.0.1:{port}")
 phases = ["old", "prev", "new", "least", "empty", "bare", "floor"]
 COMMANDS = {p: ["evalsha"] for p in phases} | {"floor": ["xadd", "hset", "publish"]}

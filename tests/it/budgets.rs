@@ -41,6 +41,46 @@ async fn history_is_bounded_by_bytes(b: Backend) {
     assert_eq!(client.next_event().await["event"], "snapshot");
 }
 
+// Issue 22 §2: while every frame of a history weighs at most max_bytes / max_len (2,000
+// bytes here: 10 events, 20,000 bytes), `publish.lua` trims it by the count without reading
+// what goes; a heavier frame brings back the exact bytes, and once it has gone the count
+// alone again. The history is trimmed exactly as if every frame had been weighed, on both
+// brokers: light events of ~300 bytes, heavy ones of ~8 KB.
+async fn history_bytes_stay_exact_across_heavy_frames(b: Backend) {
+    let hub = TestHub::start_with(b, |c| {
+        c.history.max_len = 10;
+        c.history.max_bytes = 20_000;
+    })
+    .await;
+    let recovered = async |id: &String| {
+        let (_, connected) = WsClient::resume(&hub.ws_url("mixed"), id).await;
+        connected["data"]["recovered"] == true
+    };
+    let light = |i: usize| log_event(&format!("light {i}"));
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        ids.push(hub.publish("mixed", light(i)).await);
+    }
+    // The count: the newest 10 (ids 2..=11).
+    assert!(recovered(&ids[1]).await && !recovered(&ids[0]).await);
+    // 9 light and 2 heavy weigh under 20,000 bytes, a third heavy does not: the light
+    // ones and the first heavy go, for their bytes.
+    for i in 0..3 {
+        ids.push(hub.publish("mixed", heavy(i)).await);
+    }
+    assert!(recovered(&ids[12]).await && !recovered(&ids[11]).await);
+    // 10 light: the heavy ones go for the count, then 2 heavy again among 8 light fit, and
+    // a third trims back to the last 2.
+    for i in 12..22 {
+        ids.push(hub.publish("mixed", light(i)).await);
+    }
+    assert!(recovered(&ids[14]).await && !recovered(&ids[13]).await);
+    for i in 3..6 {
+        ids.push(hub.publish("mixed", heavy(i)).await);
+    }
+    assert!(recovered(&ids[25]).await && !recovered(&ids[24]).await);
+}
+
 // In memory, beyond the total budget the least recently used project nobody watches is
 // forgotten first; a watched one keeps its history.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -414,6 +454,7 @@ on_both_brokers!(
     new_projects_are_bounded_per_client,
     new_projects_are_bounded_per_minute,
     history_is_bounded_by_bytes,
+    history_bytes_stay_exact_across_heavy_frames,
     error_frames_are_stored_once_and_delivered_in_both_shapes,
 );
 

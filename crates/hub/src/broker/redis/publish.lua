@@ -29,8 +29,10 @@ local active_ttl, channel, ends_run, fence_holder, fence_token, fence_unit, head
 local PATCH_AT = 23
 -- The unkeyed receipts the state remembers (`receipts`: 'r=id ' each), in bytes: the
 -- last 8 publishes at least (a publisher's receipt is 16 characters, an id about 20); cut
--- back to that once twice as long (a cut costs a copy).
-local RECEIPTS_KEPT = 400
+-- back to that once 100 bytes longer. A cut costs a copy, but so does every publish's
+-- append and write of them all: cut back at twice the length, the publish cost 0.7 µs
+-- more (scripts/bench_redis_time.sh).
+local RECEIPTS_KEPT, RECEIPTS_SLACK = 400, 100
 
 local max_len_n, max_bytes = tonumber(max_len), tonumber(max_bytes)
 active_ttl, retention_ttl = tonumber(active_ttl), tonumber(retention_ttl)
@@ -63,7 +65,25 @@ else
     'receipts')
 end
 local epoch, seq = s[1], tonumber(s[2]) or 0
-local max, bytes = tonumber(s[3]) or 0, tonumber(s[4]) or 0
+local max = tonumber(s[3]) or 0
+-- The history's bytes (`bytes`). While every frame it holds is at most max_bytes / max_len
+-- (`per_frame`: a log line or a progress update, with the defaults 4 MiB / 1,000), the count
+-- bounds the bytes: max_len frames of at most `per_frame` bytes weigh at most max_bytes, so no
+-- frame can ever go for its bytes, and the frames that go for the count (XADD MAXLEN) need
+-- not be read. The state then says so, '-<per_frame>' (`small`), and keeps no sum. Otherwise it
+-- keeps the exact sum, the seq of the newest frame above per_frame and per_frame:
+-- '<bytes> <big> <per_frame>' (a plain number: a state written before, `big` unknown); once
+-- that frame has gone, the history is small again.
+local per_frame = math.floor(max_bytes / max_len_n)
+local bytes, big, big_unit = tonumber(s[4]), nil, nil
+local small
+if bytes and bytes < 0 then
+  small, bytes = -bytes, nil
+elseif s[4] and not bytes then
+  local b, g, u = string.match(s[4], '^(%d+) (%d+) (%d+)$')
+  bytes, big, big_unit = tonumber(b), tonumber(g), tonumber(u)
+end
+local was_small = small
 local was_epoch, was_max = epoch, tonumber(s[3])
 local run_ended, seen_era = s[5], s[6]
 local receipts = s[7] or ''
@@ -86,9 +106,29 @@ end
 -- The history's length: 0 for none (an existing one always keeps its newest event). Its
 -- entries are `0-<seq>` for every seq from its oldest to the state's, so once it can be
 -- full its oldest entry, read for the trimming below anyway, tells its length: one read
--- for both. Before, XLEN.
+-- for both. Before, XLEN. While the history is small (see `per_frame`), only whether it is
+-- there: nothing of it is read.
+-- The whole history read, for its exact bytes, its length, its oldest entry and its newest
+-- frame above per_frame: only when the state does not tell them under this call's limits
+-- (a frame above per_frame comes to a small history; the limits changed; a state written
+-- before), and then the history is kept exactly until that frame has gone. It sets
+-- bytes, len, oldest and big.
 local len, oldest = 0, nil
-if epoch and seq >= max_len_n then
+local function read_all()
+  local entries = redis.call('XRANGE', history, '-', '+')
+  bytes, len, oldest, big = 0, #entries, entries[1], 0
+  for i = 1, #entries do
+    local size = #entries[i][2][2]  -- its one field: 'frame'
+    bytes = bytes + size
+    if size > per_frame then big = tonumber(string.sub(entries[i][1], 3)) end
+  end
+end
+if epoch and small == per_frame then
+  len = redis.call('EXISTS', history)  -- while small, only whether it is there matters
+elseif epoch and (small or big_unit ~= per_frame or not bytes) then
+  small = nil
+  read_all()
+elseif epoch and seq >= max_len_n then
   oldest = redis.call('XRANGE', history, '-', '+', 'COUNT', 1)[1]
   if oldest then len = seq - tonumber(string.sub(oldest[1], 3)) + 1 end
 elseif epoch then
@@ -102,6 +142,7 @@ if not epoch or len == 0 then
   epoch = new_epoch
   redis.call('DEL', history, state)
   seq, max, bytes, run_ended, seen_era, len, oldest = 0, 0, 0, nil, nil, 0, nil
+  small, big, was_small = per_frame > 0 and per_frame or nil, 0, nil
   held_by, held_token, held_ended = nil, 0, nil
   receipts, was_epoch, was_max = '', nil, nil
   units_done = nil
@@ -238,47 +279,69 @@ local sq = tostring(seq)  -- a number turned to a string once (each turning cost
 local id = epoch .. ':' .. sq
 local frame = head .. id .. mid .. progress_frame .. tail
 -- Beyond the count or the bytes the oldest go (the newest always stays): a project's
--- history costs at most max_bytes, whatever its events weigh. Each that goes is read
--- first, for its bytes (the oldest perhaps read already); the XADD's exact MAXLEN then
--- drops them. Usually one.
-local cut, after = 0, '-'
-while len - cut > 0 and (len - cut >= max_len_n or bytes + #frame > max_bytes) do
-  if cut > 0 or not oldest then
-    oldest = redis.call('XRANGE', history, after, '+', 'COUNT', 1)[1]
-  end
-  if not oldest then break end
-  bytes = bytes - #oldest[2][2]  -- its one field: 'frame'
-  cut, after = cut + 1, '(' .. oldest[1]
+-- history costs at most max_bytes, whatever its events weigh. While the history is small
+-- (see `per_frame`), the count alone, and the XADD's exact MAXLEN drops the oldest unread.
+-- Otherwise each that goes is read first, for its bytes (the oldest perhaps read
+-- already); the XADD's MAXLEN then drops them. Usually one.
+if small and #frame > per_frame then
+  small = nil
+  read_all()
 end
-local keep = len - cut + 1
-if keep == max_len_n then keep = max_len end  -- the input as it came: no number to turn
-redis.call('XADD', history, 'MAXLEN', keep, '0-' .. sq, 'frame', frame)
-bytes = bytes + #frame
-if bytes < 0 then bytes = 0 end
+local bytes_field = nil  -- the state's `bytes` when it changes
+if small then
+  redis.call('XADD', history, 'MAXLEN', max_len, '0-' .. sq, 'frame', frame)
+  if was_small ~= per_frame then bytes_field = '-' .. per_frame end
+else
+  local cut, after = 0, '-'
+  while len - cut > 0 and (len - cut >= max_len_n or bytes + #frame > max_bytes) do
+    if cut > 0 or not oldest then
+      oldest = redis.call('XRANGE', history, after, '+', 'COUNT', 1)[1]
+    end
+    if not oldest then break end
+    bytes = bytes - #oldest[2][2]  -- its one field: 'frame'
+    cut, after = cut + 1, '(' .. oldest[1]
+  end
+  local keep = len - cut + 1
+  local kept_from = seq - keep + 1  -- the seq of the oldest entry kept
+  if keep == max_len_n then keep = max_len end  -- the input as it came: no number to turn
+  redis.call('XADD', history, 'MAXLEN', keep, '0-' .. sq, 'frame', frame)
+  bytes = bytes + #frame
+  if bytes < 0 then bytes = 0 end
+  if #frame > per_frame then big = seq end
+  if per_frame > 0 and kept_from > big then
+    bytes_field = '-' .. per_frame
+  else
+    if big == seq then big = sq end
+    bytes_field = bytes .. ' ' .. big .. ' ' .. per_frame
+  end
+end
 
 if keyed then
   redis.call('SET', receipt_key, id, 'EX', 600)
 else
   receipts = receipts .. receipt .. '=' .. id .. ' '
-  if #receipts > 2 * RECEIPTS_KEPT then
+  if #receipts > RECEIPTS_KEPT + RECEIPTS_SLACK then
     receipts = string.sub(receipts, string.find(receipts, ' ', #receipts - RECEIPTS_KEPT, true) + 1)
   end
 end
 
 -- One HSET of what changed (each field written costs Redis time) and the patch. Usually
--- the sequence, the bytes, the last id and the receipts only: written without a table.
+-- the sequence, the last id and the receipts only: written without a table.
 if epoch ~= was_epoch then out[#out + 1] = 'epoch'; out[#out + 1] = epoch end
 if max ~= was_max then out[#out + 1] = 'progress'; out[#out + 1] = max end
 if ends then
   out[#out + 1] = 'run_ended'; out[#out + 1] = '1'
   if holder and token then out[#out + 1] = 'fence_ended'; out[#out + 1] = holder end
 end
-if #out == 0 and not keyed then
-  redis.call('HSET', state, 'seq', sq, 'bytes', bytes, 'last_event_id', id,
+if #out == 0 and not keyed and not bytes_field then
+  redis.call('HSET', state, 'seq', sq, 'last_event_id', id,
+    'receipts', receipts, unpack(ARGV, PATCH_AT))
+elseif #out == 0 and not keyed then
+  redis.call('HSET', state, 'seq', sq, 'bytes', bytes_field, 'last_event_id', id,
     'receipts', receipts, unpack(ARGV, PATCH_AT))
 else
   out[#out + 1] = 'seq'; out[#out + 1] = sq
-  out[#out + 1] = 'bytes'; out[#out + 1] = bytes
+  if bytes_field then out[#out + 1] = 'bytes'; out[#out + 1] = bytes_field end
   out[#out + 1] = 'last_event_id'; out[#out + 1] = id
   if not keyed then out[#out + 1] = 'receipts'; out[#out + 1] = receipts end
   for i = PATCH_AT, #ARGV do out[#out + 1] = ARGV[i] end
