@@ -280,6 +280,9 @@ class RedisSentinel:
         old = self.primary_port()
         primary = redis.Redis(host="127.0.0.1", port=old)
         try:
+            # WAIT counts from this connection's own last write: one write first, so it
+            # waits for everything written before it too.
+            primary.incr("test:failover")
             acked = primary.execute_command("WAIT", 1, 10_000)  # type: ignore[no-untyped-call]
         finally:
             primary.close()
