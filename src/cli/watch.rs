@@ -1,4 +1,6 @@
 //! `progress-hub watch ws://HOST/api/v1/projects/ID/progress`: a terminal progress bar.
+//! The project's page URL (`http://HOST/projects/ID`, what the browser shows) or its
+//! progress route over http(s) are taken as well: see [`ws_url`].
 //!
 //! Stage, percent and ETA on the bar; log lines printed above it; errors highlighted.
 //! Answers pings, reconnects with backoff and jitter and resumes from the last event id
@@ -16,11 +18,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
-use progress_hub::wire::EventKind;
+use reqwest::Url;
+
+use progress_hub::wire::{EventKind, ProjectId};
 
 #[derive(Args, Debug)]
 pub struct WatchArgs {
-    /// The project's WebSocket URL, e.g. ws://127.0.0.1:8000/api/v1/projects/42/progress
+    /// The project's WebSocket URL, e.g. ws://127.0.0.1:8000/api/v1/projects/42/progress,
+    /// or its page's, e.g. http://127.0.0.1:8000/projects/42
     pub url: String,
     /// Print every frame as received (JSON, one per line) instead of a progress bar.
     #[arg(long)]
@@ -55,10 +60,62 @@ impl JobEnd {
 
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
-    #[error("not a ws:// or wss:// URL: {0}")]
-    BadUrl(String),
+    #[error(
+        "cannot watch {url}: {why} (give the project's page, http://HOST/projects/ID, \
+         or its WebSocket, ws://HOST/api/v1/projects/ID/progress)"
+    )]
+    BadUrl { url: String, why: String },
     #[error("gave up after {attempts} reconnect attempts: {last}")]
     GaveUp { attempts: u32, last: String },
+}
+
+/// The WebSocket URL to watch, from the URL given: a ws:// or wss:// URL as it is; the
+/// http(s):// URL of the project's page (`/projects/ID`, see the hub's `http::page`) or
+/// of its progress route (`/api/v1/projects/ID/progress`) as that route over ws(s)://
+/// on the same host. The page's query goes along (`?token=` is the page's access
+/// token), its fragment does not.
+pub fn ws_url(given: &str) -> Result<Url, WatchError> {
+    let bad = |why: &str| WatchError::BadUrl {
+        url: given.to_string(),
+        why: why.to_string(),
+    };
+    let mut url = Url::parse(given).map_err(|err| bad(&format!("not a URL ({err})")))?;
+    let scheme = match url.scheme() {
+        "ws" | "wss" => return Ok(url),
+        "http" => "ws",
+        "https" => "wss",
+        _ => return Err(bad("not an http(s):// or ws(s):// URL")),
+    };
+    let segments: Vec<&str> = url.path_segments().into_iter().flatten().collect();
+    let id = match segments.as_slice() {
+        ["projects", id] | ["api", "v1", "projects", id, "progress"] => *id,
+        _ => return Err(bad("not a project's page or progress path")),
+    };
+    let project = ProjectId::parse(id).map_err(|err| bad(&err.to_string()))?;
+    url.set_path(&format!("/api/v1/projects/{project}/progress"));
+    url.set_fragment(None);
+    // http(s) and ws(s) are all special schemes, between which the scheme may change.
+    url.set_scheme(scheme)
+        .map_err(|()| bad("its scheme cannot be changed to ws(s)://"))?;
+    Ok(url)
+}
+
+/// `base` with the resume position and the token of this connection in its query (they
+/// replace any the URL gave; the rest of its query stays).
+fn connect_url(base: &Url, last_id: Option<&str>, token: Option<&str>) -> Url {
+    let ours = [("last_event_id", last_id), ("token", token)];
+    let kept: Vec<(String, String)> = base
+        .query_pairs()
+        .into_owned()
+        .filter(|(key, _)| !ours.iter().any(|(k, v)| v.is_some() && k == key))
+        .collect();
+    let mut url = base.clone();
+    url.set_query(None);
+    let added = ours.iter().filter_map(|(k, v)| v.map(|v| (*k, v)));
+    if !kept.is_empty() || added.clone().next().is_some() {
+        url.query_pairs_mut().extend_pairs(kept).extend_pairs(added);
+    }
+    url
 }
 
 /// What a `stalled` frame's data says, for a person: `None` once it is no longer.
@@ -276,9 +333,7 @@ impl View for Json {
 
 /// Watches until the job completes or fails.
 pub async fn run(args: &WatchArgs) -> Result<JobEnd, WatchError> {
-    if !(args.url.starts_with("ws://") || args.url.starts_with("wss://")) {
-        return Err(WatchError::BadUrl(args.url.clone()));
-    }
+    let base = ws_url(&args.url)?;
     let mut view: Box<dyn View + Send> = if args.json {
         Box::new(Json)
     } else {
@@ -288,19 +343,8 @@ pub async fn run(args: &WatchArgs) -> Result<JobEnd, WatchError> {
     let mut failures = 0u32;
     let mut delays = backoff();
     loop {
-        let mut query = Vec::new();
-        if let Some(id) = &last_id {
-            query.push(format!("last_event_id={id}"));
-        }
-        if let Some(token) = &args.token {
-            query.push(format!("token={token}"));
-        }
-        let url = if query.is_empty() {
-            args.url.clone()
-        } else {
-            format!("{}?{}", args.url, query.join("&"))
-        };
-        let why = match tokio_tungstenite::connect_async(&url).await {
+        let url = connect_url(&base, last_id.as_deref(), args.token.as_deref());
+        let why = match tokio_tungstenite::connect_async(url.as_str()).await {
             Ok((mut ws, _)) => {
                 failures = 0;
                 delays = backoff();
@@ -389,6 +433,106 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn mapped(given: &str) -> Result<String, String> {
+        ws_url(given)
+            .map(String::from)
+            .map_err(|err| err.to_string())
+    }
+
+    #[test]
+    fn a_page_or_progress_url_over_http_watches_the_projects_websocket() {
+        for (given, wanted) in [
+            (
+                "http://127.0.0.1:8000/projects/42",
+                "ws://127.0.0.1:8000/api/v1/projects/42/progress",
+            ),
+            (
+                "https://hub.example/projects/a_B-9?token=t.k.n&lang=en#top",
+                "wss://hub.example/api/v1/projects/a_B-9/progress?token=t.k.n&lang=en",
+            ),
+            (
+                "http://127.0.0.1:8000/api/v1/projects/42/progress",
+                "ws://127.0.0.1:8000/api/v1/projects/42/progress",
+            ),
+            (
+                "HTTPS://hub.example:8443/api/v1/projects/x/progress",
+                "wss://hub.example:8443/api/v1/projects/x/progress",
+            ),
+            // A WebSocket URL is taken as it is.
+            (
+                "ws://127.0.0.1:8000/api/v1/projects/42/progress",
+                "ws://127.0.0.1:8000/api/v1/projects/42/progress",
+            ),
+            ("wss://hub.example/any/path", "wss://hub.example/any/path"),
+        ] {
+            assert_eq!(mapped(given).as_deref(), Ok(wanted), "{given}");
+        }
+    }
+
+    #[test]
+    fn anything_else_is_refused_saying_why_and_what_would_do() {
+        for (given, why) in [
+            ("127.0.0.1:8000/projects/42", "not a URL"),
+            (
+                "localhost:8000/projects/42",
+                "not an http(s):// or ws(s):// URL",
+            ),
+            ("not a url", "not a URL"),
+            (
+                "ftp://hub.example/projects/42",
+                "not an http(s):// or ws(s):// URL",
+            ),
+            ("http://not-ws", "not a project's page or progress path"),
+            (
+                "http://h/projects/42/",
+                "not a project's page or progress path",
+            ),
+            ("http://h/projects", "not a project's page or progress path"),
+            (
+                "http://h/dashboard",
+                "not a project's page or progress path",
+            ),
+            (
+                "http://h/api/v1/projects/42",
+                "not a project's page or progress path",
+            ),
+            (
+                "http://h/api/v1/projects/42/events",
+                "not a project's page or progress path",
+            ),
+            ("http://h/projects/a%20b", "may contain only"),
+        ] {
+            let err = mapped(given).expect_err(given);
+            assert!(err.starts_with(&format!("cannot watch {given}: ")), "{err}");
+            assert!(err.contains(why), "{given}: {err}");
+            assert!(err.contains("http://HOST/projects/ID"), "{err}");
+        }
+    }
+
+    #[test]
+    fn each_connection_puts_its_position_and_token_in_the_query_once() {
+        let plain = Url::parse("ws://h/api/v1/projects/42/progress").unwrap();
+        let url = |base: &Url, id, token| String::from(connect_url(base, id, token));
+        assert_eq!(
+            url(&plain, None, None),
+            "ws://h/api/v1/projects/42/progress"
+        );
+        assert_eq!(
+            url(&plain, Some("k3J9x2Qa7b:42"), Some("a.b-c_d")),
+            "ws://h/api/v1/projects/42/progress?last_event_id=k3J9x2Qa7b%3A42&token=a.b-c_d"
+        );
+        // The page's query stays; the token given on the command line wins over its own.
+        let page = ws_url("http://h/projects/42?lang=en&token=old").unwrap();
+        assert_eq!(
+            url(&page, Some("x:1"), Some("new")),
+            "ws://h/api/v1/projects/42/progress?lang=en&last_event_id=x%3A1&token=new"
+        );
+        assert_eq!(
+            url(&page, None, None),
+            "ws://h/api/v1/projects/42/progress?lang=en&token=old"
+        );
+    }
 
     #[test]
     fn a_stall_reads_as_its_reason_and_its_end_as_none() {

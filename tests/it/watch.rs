@@ -12,6 +12,22 @@ async fn generate(hub: &TestHub, project: &str, body: Value) {
     assert_eq!(status, 202, "{answer}");
 }
 
+/// Starts a run of `project` and waits until it has completed.
+async fn run_to_the_end(hub: &TestHub, project: &str) {
+    generate(hub, project, json!({})).await;
+    let path = format!("/api/v1/projects/{project}");
+    support::eventually("the run completes", || async {
+        let state: Value = reqwest::get(hub.http(&path))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        state["status"] == "COMPLETED"
+    })
+    .await;
+}
+
 /// Reads stdout lines as JSON frames until the process exits; returns them and the code.
 async fn frames_until_exit(mut child: Child, on_line: impl Fn(&Value)) -> (Vec<Value>, i32) {
     let stdout = child.stdout.take().unwrap();
@@ -86,17 +102,7 @@ async fn bar_mode_prints_lines_and_exits_1_on_failed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bar_mode_on_a_finished_project_shows_how_it_ended() {
     let hub = fast_hub(Backend::Memory).await;
-    generate(&hub, "w3", json!({})).await;
-    support::eventually("the run completes", || async {
-        let state: Value = reqwest::get(hub.http("/api/v1/projects/w3"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        state["status"] == "COMPLETED"
-    })
-    .await;
+    run_to_the_end(&hub, "w3").await;
     let mut child = cli::watch(&hub.ws_url("w3"), false);
     let stderr = child.stderr.take().unwrap();
     let status = tokio::time::timeout(PATIENCE, child.wait())
@@ -113,10 +119,31 @@ async fn bar_mode_on_a_finished_project_shows_how_it_ended() {
     );
 }
 
+// The URL a browser shows for the project's page (with the page's query) watches the
+// project as its WebSocket URL does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_url_watches_the_project() {
+    let hub = fast_hub(Backend::Memory).await;
+    run_to_the_end(&hub, "w4").await;
+    let child = cli::watch(&hub.http("/projects/w4?lang=en"), true);
+    let (frames, code) = frames_until_exit(child, |_| {}).await;
+    assert_eq!(code, 0, "COMPLETED exits 0");
+    let last = frames.last().unwrap();
+    assert_eq!(
+        (last["event"].as_str(), last["data"]["status"].as_str()),
+        (Some("snapshot"), Some("COMPLETED"))
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_url_and_unreachable_hub_exit_2() {
     let out = cli::run(&["watch", "http://not-ws"]);
     assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot watch http://not-ws: not a project's page or progress path"),
+        "{stderr}"
+    );
     let out = cli::run(&[
         "watch",
         "ws://127.0.0.1:9/api/v1/projects/x/progress",

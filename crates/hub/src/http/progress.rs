@@ -140,29 +140,21 @@ fn wants_event_stream(headers: &HeaderMap) -> bool {
 pub async fn progress(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    mut connection: Connection,
+    connection: Connection,
     ProjectPath(project): ProjectPath,
     query: Result<Query<WatchQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let (last_event_id, access) = match admit(&app, &project, query, &headers) {
-        Ok(admitted) => admitted,
-        Err(err) => return err.into_response(),
-    };
-    let slot = connection.slot(&app, peer);
-    match upgrade {
-        Ok(upgrade) => websocket(app, peer, slot, project, last_event_id, access, upgrade),
-        Err(_) if wants_event_stream(&headers) => {
-            event_stream(app, peer, slot, connection.end, project, last_event_id, access)
-        }
-        Err(_) => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "UPGRADE_REQUIRED",
-            "this endpoint speaks WebSocket (Upgrade: websocket) or SSE (Accept: text/event-stream)",
-        )
-        .into_response(),
-    }
+    watch(
+        app,
+        peer,
+        connection,
+        project,
+        query,
+        &headers,
+        Some(upgrade),
+    )
 }
 
 /// `GET /api/v1/projects/{project_id}/events`: always SSE.
@@ -177,40 +169,47 @@ pub async fn progress(
 pub async fn events(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    mut connection: Connection,
+    connection: Connection,
     ProjectPath(project): ProjectPath,
     query: Result<Query<WatchQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
-    match admit(&app, &project, query, &headers) {
-        Ok((last_event_id, access)) => {
-            let slot = connection.slot(&app, peer);
-            event_stream(
-                app,
-                peer,
-                slot,
-                connection.end,
-                project,
-                last_event_id,
-                access,
-            )
-        }
-        Err(err) => err.into_response(),
-    }
+    watch(app, peer, connection, project, query, &headers, None)
 }
 
-fn websocket(
+/// Both routes' watch of one project, once access and the resume position are checked:
+/// over the WebSocket the request upgrades to (`upgrade`), else SSE, which `progress`
+/// serves only to a request that accepts `text/event-stream` and `events` to any.
+fn watch(
     app: AppState,
     peer: SocketAddr,
-    slot: Arc<ConnectionSlot>,
+    mut connection: Connection,
     project: ProjectId,
-    last_event_id: Option<EventId>,
-    access: Option<Access>,
-    upgrade: WebSocketUpgrade,
+    query: Result<Query<WatchQuery>, axum::extract::rejection::QueryRejection>,
+    headers: &HeaderMap,
+    upgrade: Option<Result<WebSocketUpgrade, WebSocketUpgradeRejection>>,
 ) -> Response {
-    upgrade_to(app, peer, slot, upgrade, move |sessions, transport| {
-        sessions.run(project, last_event_id, access, transport)
-    })
+    let (last_event_id, access) = match admit(&app, &project, query, headers) {
+        Ok(admitted) => admitted,
+        Err(err) => return err.into_response(),
+    };
+    let slot = connection.slot(&app, peer);
+    match upgrade {
+        Some(Ok(upgrade)) => upgrade_to(app, peer, slot, upgrade, move |sessions, transport| {
+            sessions.run(project, last_event_id, access, transport)
+        }),
+        Some(Err(_)) if !wants_event_stream(headers) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "UPGRADE_REQUIRED",
+            "this endpoint speaks WebSocket (Upgrade: websocket) or SSE (Accept: text/event-stream)",
+        )
+        .into_response(),
+        Some(Err(_)) | None => {
+            serve_events(app, peer, slot, connection.end(), move |sessions, transport| {
+                sessions.run(project, last_event_id, access, transport)
+            })
+        }
+    }
 }
 
 /// Upgrades to a WebSocket and runs the session `start` makes on it (or closes with
@@ -268,20 +267,6 @@ where
 /// `async` block, which would keep room for the session twice).
 fn holding<F: Future>(slot: Arc<ConnectionSlot>, session: F) -> impl Future<Output = ()> {
     session.map(move |_| drop(slot))
-}
-
-fn event_stream(
-    app: AppState,
-    peer: SocketAddr,
-    slot: Arc<ConnectionSlot>,
-    end: Option<ConnectionEnd>,
-    project: ProjectId,
-    last_event_id: Option<EventId>,
-    access: Option<Access>,
-) -> Response {
-    serve_events(app, peer, slot, end, move |sessions, transport| {
-        sessions.run(project, last_event_id, access, transport)
-    })
 }
 
 /// Streams the session `start` makes on an SSE transport (or refuses with 503 when the

@@ -15,17 +15,18 @@ use serde::Serialize;
 use super::error::{ApiError, ErrorBody};
 use super::project_path::ProjectPath;
 use super::{AppState, access};
-use crate::wire::ProjectState;
 use crate::wire::stall::{self, Bounds, StallReason};
+use crate::wire::{ProjectState, StateOfProject};
 use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 
 /// The answer: the state (a snapshot's fields), its project, and its watchers.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ProjectStateBody {
+pub struct ProjectStateBody<'a> {
+    /// The state and its project, as a tag's `project_state` frame carries them.
     #[serde(flatten)]
-    pub state: ProjectState,
-    pub project_id: String,
+    #[schema(inline)]
+    pub project: StateOfProject<'a>,
     /// How many connections watch the project now, over every hub: a single-project
     /// WebSocket or SSE stream counts one, and so does each subscription of a
     /// multiplexed connection (a hub that died stops counting within the presence TTL).
@@ -70,8 +71,10 @@ pub async fn state(
                     .bounds(app.stall_after, app.stall_floor);
                 let stall_reason = stalled(&state, &bounds, lost, Utc::now());
                 Json(ProjectStateBody {
-                    state,
-                    project_id: project.as_str().to_string(),
+                    project: StateOfProject {
+                        state: &state,
+                        project_id: project.as_str(),
+                    },
                     watchers,
                     stalled: stall_reason.is_some(),
                     stall_reason,
@@ -106,6 +109,41 @@ fn stalled(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_answer_is_the_states_json_with_watchers_and_stall() {
+        let state = ProjectState {
+            status: Some("ASSETS_GENERATING".into()),
+            progress: 40,
+            job_id: Some("j1".into()),
+            units_done: Some(1),
+            units_total: Some(2),
+            tags: vec!["user:7".into()],
+            completed_job: Some("j0".into()),
+            fence: Some(("j1".into(), 3)),
+            ..ProjectState::empty()
+        };
+        let project = crate::wire::ProjectId::parse("p1").unwrap();
+        let body = ProjectStateBody {
+            project: StateOfProject {
+                state: &state,
+                project_id: project.as_str(),
+            },
+            watchers: 2,
+            stalled: true,
+            stall_reason: Some(StallReason::Silent),
+        };
+        let mut answer = serde_json::to_value(&body).unwrap();
+        let answer = answer.as_object_mut().unwrap();
+        assert_eq!(answer.remove("watchers"), Some(2.into()));
+        assert_eq!(answer.remove("stalled"), Some(true.into()));
+        assert_eq!(answer.remove("stall_reason"), Some("silent".into()));
+        assert_eq!(answer.get("project_id"), Some(&"p1".into()));
+        assert_eq!(
+            serde_json::Value::from(answer.clone()),
+            state.to_json(&project)
+        );
+    }
 
     #[test]
     fn only_a_run_under_way_silent_or_without_its_worker_is_stalled() {

@@ -375,8 +375,8 @@ impl Frame {
         Self::addressed(EventKind::Unsubscribed, None, Some(tag.as_str()), &data)
     }
 
-    /// One project's state, for a subscription to `tag`: the object
-    /// `GET /api/v1/projects/{id}` answers.
+    /// One project's state, for a subscription to `tag`: its [`StateOfProject`](super::StateOfProject) (what
+    /// `GET /api/v1/projects/{id}` answers, without watchers and stall).
     pub fn project_state(project: &ProjectId, tag: &Tag, state: &ProjectState) -> Self {
         let data = state.to_json(project);
         Self::addressed(

@@ -28,7 +28,7 @@ pub use event_id::{EventId, InvalidEventId};
 pub use event_kind::EventKind;
 pub use frame::{Frame, InvalidPayload};
 pub use project_id::{InvalidProjectId, ProjectId};
-pub use state::ProjectState;
+pub use state::{ProjectState, StateOfProject};
 pub use status_filter::{InvalidStatus, MAX_STATUS_VALUES, StatusFilter};
 pub use subscription_error::SubscriptionErrorCode;
 pub use tag::{InvalidTag, MAX_TAG_LEN, MAX_TAGS, Tag};

@@ -4,13 +4,13 @@
 use schemars::JsonSchema;
 use serde_json::Value;
 
-use super::ProjectState;
 use super::event::{Complete, ErrorReport, Log, ProgressUpdate, StageChange};
 use super::frame::{
     BrokerStatusData, ConnectedData, MultiplexedConnectedData, SubscribedData,
     SubscriptionErrorData, TagSubscribedData, TimestampData,
 };
 use super::stall::StalledData;
+use super::{ProjectState, StateOfProject};
 
 /// `snapshot` data as a schema type (the frame itself borrows the state).
 #[derive(JsonSchema)]
@@ -37,15 +37,6 @@ enum ConnectedFrameData {
 enum SubscribedFrameData {
     Project(SubscribedData),
     Tag(TagSubscribedData),
-}
-
-/// `project_state` data: what `GET /api/v1/projects/{id}` answers.
-#[derive(JsonSchema)]
-#[allow(dead_code)]
-struct ProjectStateFrameData {
-    #[serde(flatten)]
-    state: ProjectState,
-    project_id: String,
 }
 
 /// `unsubscribed` carries nothing but its top-level `project_id`.
@@ -81,7 +72,7 @@ enum ServerFrame {
     Unsubscribed(EmptyData),
     SubscriptionError(SubscriptionErrorData),
     /// A tag subscription's view of one project (top-level `project_id` and `tag`).
-    ProjectState(ProjectStateFrameData),
+    ProjectState(StateOfProject<'static>),
 }
 
 /// The schema served at `/api/v1/schema/events.json`.

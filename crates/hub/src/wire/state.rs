@@ -48,6 +48,17 @@ pub struct ProjectState {
     pub fence: Option<(String, u64)>,
 }
 
+/// A project's state with the project it is of: a tag subscription's `project_state`
+/// data, an entry of the project list, and the start of what
+/// `GET /api/v1/projects/{id}` answers (`http::projects::ProjectStateBody`, which adds
+/// watchers and stall).
+#[derive(Debug, Serialize, schemars::JsonSchema, utoipa::ToSchema)]
+pub struct StateOfProject<'a> {
+    #[serde(flatten)]
+    pub state: &'a ProjectState,
+    pub project_id: &'a str,
+}
+
 impl ProjectState {
     /// The state of a project with no history: nothing known yet.
     pub fn empty() -> Self {
@@ -69,11 +80,13 @@ impl ProjectState {
         }
     }
 
-    /// The state as `GET /api/v1/projects/{id}` answers it: its fields and `project_id`.
+    /// The state with its `project_id` ([`StateOfProject`]) as a JSON value.
     pub fn to_json(&self, project: &ProjectId) -> serde_json::Value {
-        let mut body = serde_json::to_value(self).unwrap_or_else(|_| serde_json::json!({}));
-        body["project_id"] = project.as_str().into();
-        body
+        let of_project = StateOfProject {
+            state: self,
+            project_id: project.as_str(),
+        };
+        serde_json::to_value(of_project).unwrap_or_else(|_| serde_json::json!({}))
     }
 
     /// Reads the state from Redis's state hash (its fields: `contract/publish-inputs.json`'s

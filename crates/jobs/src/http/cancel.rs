@@ -18,14 +18,15 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use progress_hub::broker::{BrokerError, Fence};
+use progress_hub::http::AppState;
 use progress_hub::http::error::{ApiError, ErrorBody};
 use progress_hub::http::project_path::ProjectPath;
-use progress_hub::http::{AppState, access};
 use progress_hub::publish::PublishError;
 use progress_hub::wire::ProjectId;
 use progress_hub::wire::event::CompleteStatus;
 
 use super::Queue;
+use super::checks::{Scope, admit, project_state, unavailable};
 
 /// What became of a cancel the queue had no job for.
 enum Unqueued {
@@ -54,30 +55,12 @@ pub async fn cancel(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if let Err(denied) = access::control(&app, &headers, &project) {
-        return denied.into_response();
-    }
-    match body {
-        Ok(body) if is_no_body(&body) => {}
-        Ok(_) => {
-            return ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "INVALID_REQUEST",
-                "cancel takes no body (or {})",
-            )
-            .with_field("body")
-            .into_response();
-        }
-        Err(rejection) => {
-            return ApiError::unreadable_body(&rejection, app.max_frame_bytes).into_response();
-        }
+    if let Err(refused) = admit(&app, &headers, &project, Scope::Control, body, no_body) {
+        return refused.into_response();
     }
     let job_id = match jobs.cancel(&project).await {
         Ok(job_id) => job_id,
-        Err(err) => {
-            tracing::error!(project_id = %project, error = %err, "cannot cancel the job");
-            return ApiError::unavailable().into_response();
-        }
+        Err(err) => return unavailable(&project, "cannot cancel the job", &err),
     };
     if let Some(job_id) = job_id {
         // The job's worker settles it in the queue just after its `complete`: a job
@@ -119,15 +102,24 @@ async fn ended_as(
     project: &ProjectId,
     job: &str,
 ) -> Result<Option<String>, Response> {
-    let replay = app.broker.replay(project, None).await.map_err(|err| {
-        tracing::error!(project_id = %project, error = %err, "reading project state failed");
-        ApiError::unavailable().into_response()
-    })?;
-    Ok(replay.state.and_then(|(state, _)| {
+    Ok(project_state(app, project).await?.and_then(|state| {
         state
             .status
             .filter(|status| is_terminal(status) && state.completed_job.as_deref() == Some(job))
     }))
+}
+
+/// No body, or an empty JSON object; 400 otherwise.
+fn no_body(body: &Bytes) -> Result<(), ApiError> {
+    if is_no_body(body) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "INVALID_REQUEST",
+        "cancel takes no body (or {})",
+    )
+    .with_field("body"))
 }
 
 /// No body, or an empty JSON object.
@@ -149,11 +141,7 @@ fn accepted(project: &ProjectId, job_id: Option<&str>) -> Response {
 /// The project has no job in the hub's queue: its state says whether a run ended, is
 /// under way elsewhere (the hub ends it), or was never seen.
 async fn unqueued(app: &AppState, project: &ProjectId) -> Result<Unqueued, Response> {
-    let replay = app.broker.replay(project, None).await.map_err(|err| {
-        tracing::error!(project_id = %project, error = %err, "reading project state failed");
-        ApiError::unavailable().into_response()
-    })?;
-    let Some((state, _)) = replay.state else {
+    let Some(state) = project_state(app, project).await? else {
         return Ok(Unqueued::Unknown);
     };
     let Some(status) = state.status else {
@@ -179,10 +167,7 @@ async fn unqueued(app: &AppState, project: &ProjectId) -> Result<Unqueued, Respo
         }
         // The run's job completed (or a newer claim published) meanwhile.
         Err(PublishError::Broker(BrokerError::Stale(reason))) => Ok(Unqueued::Ended(reason)),
-        Err(err) => {
-            tracing::error!(project_id = %project, error = %err, "could not publish the cancel");
-            Err(ApiError::unavailable().into_response())
-        }
+        Err(err) => Err(unavailable(project, "could not publish the cancel", &err)),
     }
 }
 

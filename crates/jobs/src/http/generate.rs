@@ -21,6 +21,7 @@ use progress_hub::wire::{ProjectId, Tag};
 use serde_json::json;
 
 use super::Queue;
+use super::checks::{Scope, admit, unavailable};
 use crate::accept::accept;
 use crate::queue::QueueError;
 use crate::{GenerateRequest, Job};
@@ -54,10 +55,7 @@ pub async fn generate(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if let Err(denied) = access::publish(&app, &headers, Some(&project)) {
-        return denied.into_response();
-    }
-    let request = match request_of(&app, body) {
+    let request = match admit(&app, &headers, &project, Scope::Publish, body, request_of) {
         Ok(request) => request,
         Err(refused) => return refused.into_response(),
     };
@@ -94,17 +92,8 @@ pub(super) fn job_of(
 }
 
 /// The body of a `generate` (or a `retry`): none, or a JSON object of
-/// [`GenerateRequest`]; a refusal (413, 422) otherwise.
-pub(super) fn request_of(
-    app: &AppState,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<GenerateRequest, ApiError> {
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) => {
-            return Err(ApiError::unreadable_body(&rejection, app.max_frame_bytes));
-        }
-    };
+/// [`GenerateRequest`]; a refusal (422) otherwise.
+pub(super) fn request_of(body: &Bytes) -> Result<GenerateRequest, ApiError> {
     let request = if body.trim_ascii().is_empty() {
         GenerateRequest::default()
     } else if body.trim_ascii_start().first() != Some(&b'{') {
@@ -115,7 +104,7 @@ pub(super) fn request_of(
         )
         .with_field("body"));
     } else {
-        let de = &mut serde_json::Deserializer::from_slice(&body);
+        let de = &mut serde_json::Deserializer::from_slice(body);
         match serde_path_to_error::deserialize::<_, GenerateRequest>(de) {
             Ok(request) => request,
             Err(err) => {
@@ -184,8 +173,7 @@ pub(super) async fn queue(
                 .retry_after(FULL_RETRY_AFTER_SECS)
         }
         Err(QueueError::Unavailable(reason)) => {
-            tracing::error!(project_id = %project, error = %reason, "cannot queue the job");
-            ApiError::unavailable().into_response()
+            unavailable(project, "cannot queue the job", &reason)
         }
     }
 }

@@ -3,6 +3,7 @@
 //! `cancel`. Their OpenAPI paths are merged into the hub's document.
 
 mod cancel;
+mod checks;
 mod generate;
 mod retry;
 

@@ -18,6 +18,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::Queue;
+use super::checks::{Scope, admit, project_state, unavailable};
 use super::generate::{job_of, queue, request_of};
 use crate::GenerateRequest;
 use progress_hub::http::error::{ApiError, ErrorBody};
@@ -44,19 +45,13 @@ pub async fn retry(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if let Err(denied) = access::publish(&app, &headers, Some(&project)) {
-        return denied.into_response();
-    }
-    let request = match request_of(&app, body) {
+    let request = match admit(&app, &headers, &project, Scope::Publish, body, request_of) {
         Ok(request) => request,
         Err(refused) => return refused.into_response(),
     };
-    let state = match app.broker.replay(&project, None).await {
-        Ok(replay) => replay.state.map(|(state, _)| state),
-        Err(err) => {
-            tracing::error!(project_id = %project, error = %err, "reading project state failed");
-            return ApiError::unavailable().into_response();
-        }
+    let state = match project_state(&app, &project).await {
+        Ok(state) => state,
+        Err(refused) => return refused,
     };
     let Some((status, last_tags)) = state.and_then(|s| Some((s.status?, s.tags))) else {
         return ApiError::new(
@@ -81,10 +76,7 @@ pub async fn retry(
     }
     let resume_from = match jobs.retry_point(&project).await {
         Ok(point) => point.filter(|p| !p.is_empty()),
-        Err(err) => {
-            tracing::error!(project_id = %project, error = %err, "reading the retry point failed");
-            return ApiError::unavailable().into_response();
-        }
+        Err(err) => return unavailable(&project, "reading the retry point failed", &err),
     };
     let client = access::client_key(&app, &headers, peer.ip());
     let named_tags = request.tags.is_some();
