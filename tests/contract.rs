@@ -277,7 +277,9 @@ fn the_publish_script_and_its_callers_read_one_description_of_its_inputs() {
     // Every answer of the script is the id, or `{id, 1}` (or a refusal), as `returns`
     // says, and both publishers read it so.
     assert!(
-        CONTRACT.returns.starts_with("the event id ('<epoch>:<seq>'), or {id, 1}"),
+        CONTRACT
+            .returns
+            .starts_with("the event id ('<epoch>:<seq>'), or {id, 1}"),
         "{}",
         CONTRACT.returns
     );
