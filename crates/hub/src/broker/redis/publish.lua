@@ -42,10 +42,12 @@ end
 -- A retried publish (its reply was lost, e.g. in an outage) must not append twice:
 -- its receipt says it already happened, and with which id. A caller's idempotency key
 -- (`keyed`) is remembered 10 minutes in its own key, looked up on every publish (a
--- caller may repeat its request at any time); any other receipt among the last RING
--- publishes of the project, in the state (a publisher retries one publish at a time, at
--- once), at no cost of a key per publish, and looked up only when the publisher says it
--- is sending it again (`retry`): a first attempt cannot have been done before.
+-- caller may repeat its request at any time); any other receipt in the state, at no cost
+-- of a key per publish: the last publish's (`receipt`), checked on every publish, for a
+-- call sent again by the Redis client library itself (a cluster client does so after a
+-- dropped connection, without saying it is a retry), and those of the last RING
+-- publishes, looked up when the publisher says it is sending a publish again (`retry`:
+-- it retries one publish at a time, at once, but others may publish meanwhile).
 keyed = keyed == '1'
 if keyed then
   local done = redis.call('GET', receipt_key)
@@ -68,9 +70,15 @@ if holder == '' then holder = nil end
 local s
 if holder and token then
   s = redis.call('HMGET', state, 'epoch', 'seq', 'progress', 'bytes', 'run_ended', 'era',
-    'fence_holder', 'fence_token', 'fence_ended', 'units_done')
+    'receipt', 'fence_holder', 'fence_token', 'fence_ended', 'units_done')
 else
-  s = redis.call('HMGET', state, 'epoch', 'seq', 'progress', 'bytes', 'run_ended', 'era')
+  s = redis.call('HMGET', state, 'epoch', 'seq', 'progress', 'bytes', 'run_ended', 'era',
+    'receipt')
+end
+local last = s[7]  -- '<receipt>=<id>' of the last unkeyed publish
+if last and not keyed and string.byte(last, #receipt + 1) == 61  -- '='
+    and string.sub(last, 1, #receipt) == receipt then
+  return string.sub(last, #receipt + 2)
 end
 local epoch, seq = s[1], tonumber(s[2]) or 0
 local max = tonumber(s[3]) or 0
@@ -94,8 +102,8 @@ end
 local was_small = small
 local was_epoch, was_max = epoch, tonumber(s[3])
 local run_ended, seen_era = s[5], s[6]
-local held_by, held_token, held_ended = s[7], tonumber(s[8]) or 0, s[9]
-local units_done = tonumber(s[10] or '')
+local held_by, held_token, held_ended = s[8], tonumber(s[9]) or 0, s[10]
+local units_done = tonumber(s[11] or '')
 local out = {}  -- fields written at the end, in one HSET: name, value, ...
 
 -- The history's length: 0 for none (an existing one always keeps its newest event). Its
@@ -253,7 +261,7 @@ if starts_run == '1' or (run_ended and not ends) then
   -- The state fields this script keeps itself; a new run forgets every other one.
   local SCRIPT_FIELDS = { epoch = true, seq = true, bytes = true, era = true, progress = true,
     last_event_id = true, run_ended = true, fence_holder = true, fence_token = true,
-    fence_ended = true }
+    fence_ended = true, receipt = true }
   local drop = {}
   for _, field in ipairs(redis.call('HKEYS', state)) do
     -- (the receipts, 'receipt_<n>', are kept: a retry may cross a run's start)
@@ -336,15 +344,18 @@ if ends then
 end
 if #out == 0 and not keyed and not bytes_field then
   redis.call('HSET', state, 'seq', sq, 'last_event_id', id,
-    ring_field, ring_entry, unpack(ARGV, PATCH_AT))
+    'receipt', ring_entry, ring_field, ring_entry, unpack(ARGV, PATCH_AT))
 elseif #out == 0 and not keyed then
   redis.call('HSET', state, 'seq', sq, 'bytes', bytes_field, 'last_event_id', id,
-    ring_field, ring_entry, unpack(ARGV, PATCH_AT))
+    'receipt', ring_entry, ring_field, ring_entry, unpack(ARGV, PATCH_AT))
 else
   out[#out + 1] = 'seq'; out[#out + 1] = sq
   if bytes_field then out[#out + 1] = 'bytes'; out[#out + 1] = bytes_field end
   out[#out + 1] = 'last_event_id'; out[#out + 1] = id
-  if not keyed then out[#out + 1] = ring_field; out[#out + 1] = ring_entry end
+  if not keyed then
+    out[#out + 1] = 'receipt'; out[#out + 1] = ring_entry
+    out[#out + 1] = ring_field; out[#out + 1] = ring_entry
+  end
   for i = PATCH_AT, #ARGV do out[#out + 1] = ARGV[i] end
   redis.call('HSET', state, unpack(out))
 end
