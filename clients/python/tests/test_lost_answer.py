@@ -1,8 +1,9 @@
 """A publish whose answer is lost (the script ran in Redis, the connection broke before
 its reply came back) is sent again by the publisher's retry loop, marked as a retry, so
 `publish.lua` finds its receipt and answers the first attempt's id: the event is in the
-history once. Both transports, on one node and on a cluster (whose client must not send
-it again by itself, unmarked), through a proxy that loses that one answer."""
+history once. Both transports, on one node and on a cluster (whose client sends it again
+by itself, unmarked: the last publish's receipt, checked on every publish, finds it),
+through a proxy that loses that one answer."""
 
 from __future__ import annotations
 

@@ -58,12 +58,6 @@ class AsyncRedisTransport:
         """The client (made now if not yet: call inside `_retrying`)."""
         if self._client is None:
             client = _redis.async_client(self.target, self.config)
-            if self.target.cluster:
-                # redis-py's cluster client sends a command again by itself after a lost
-                # connection or a timeout (its slots read again first): a publish sent so
-                # would not say it is a retry, and publish.lua, which looks its receipt up
-                # only then, would append it twice. `_retrying` retries it instead, marked.
-                client.retry.update_retries(0)
             self._script = client.register_script(_contract.publish_script())
             self._client = client
         return self._client
