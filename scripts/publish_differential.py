@@ -9,13 +9,14 @@ project of its own in one redis-server this script starts on a free port: log li
 stage changes, errors, completes (ends_run), QUEUED starts (starts_run, with or without
 a run_holder), publishes under a fence (tokens going up and down, parallel units, units
 counted done), retries of one of the last 10 publishes (the same call again, with retry=1
-for HEAD's script; the base looks every receipt up), keyed publishes with repeated keys,
+for HEAD's script; the base looks every receipt up), the last call sent again as it was
+(as a client library resends a call), keyed publishes with repeated keys,
 changed history limits and TTLs, the history deleted between publishes and a new era.
 
 After every step it compares: the answers (the id, and whether a history or run began:
 the base answers {id, begun}; HEAD the id alone or {id, 1}), the errors (STALE refusals:
 the same text), the histories (entry ids and frames), the states (but their receipts:
-`receipts`, `receipt_<n>`), the fences set, the units hash, the keyed receipt keys and
+`receipts`, `receipt`, `receipt_<n>`), the fences set, the units hash, the keyed receipt keys and
 whether the run is in the running set; at each seed's end the webhook outbox's entries
 of each project. The keys' TTLs differ by design: the base's are `ttl` after an append;
 HEAD's at least `ttl` and at most `ttl + ttl/8` (checked after every append, and never
@@ -65,9 +66,9 @@ from progress_hub.config import Config  # noqa: E402
 
 LUA_PATH = "crates/hub/src/broker/redis/publish.lua"
 INPUTS_PATH = "contract/publish-inputs.json"
-#: Fields of a state that hold receipts (the base's one string, HEAD's ring).
-RECEIPT_FIELD = "receipts"
-RECEIPT_PREFIX = "receipt_"
+#: Fields of a state that hold receipts (the base's one string; HEAD's last one,
+#: `receipt`, and its ring, `receipt_<n>`): every field whose name starts so.
+RECEIPT_PREFIX = "receipt"
 #: (history_len, history_bytes): the default, and limits a few frames reach.
 LIMITS = [(1000, 4 * 1024 * 1024), (10, 3000), (5, 2000), (20, 1000), (3, 100_000), (50, 6000)]
 #: (active_ttl, retention) in seconds: retention below active shrinks the TTL at the end.
@@ -198,8 +199,8 @@ class Gen:
     def step(self) -> dict[str, Any]:
         r = self.rng
         what = r.choices(
-            ["publish", "retry", "keyed", "queued", "limits", "ttls", "delete", "era"],
-            weights=[64, 10, 6, 5, 3, 2, 3, 1],
+            ["publish", "retry", "resend", "keyed", "queued", "limits", "ttls", "delete", "era"],
+            weights=[64, 10, 4, 6, 5, 3, 2, 3, 1],
         )[0]
         if what == "limits":
             self.limits = r.choice(LIMITS)
@@ -217,6 +218,12 @@ class Gen:
         if what == "retry" and recent:
             again = dict(r.choice(recent))
             again["retry"] = True
+            self.sent.append(again)
+            return again
+        # The last call sent again as it was, as a Redis client library resends a call by
+        # itself (HEAD checks the last publish's receipt on every publish).
+        if what == "resend" and self.sent:
+            again = dict(self.sent[-1])
             self.sent.append(again)
             return again
         kind, args = self.event()
@@ -379,7 +386,7 @@ def snapshot(client: Any, side: Side, receipts: list[str]) -> dict[str, Any]:
     out = pipe.execute()
     history, state, fences, units, running, h_pttl, s_pttl, f_ttl, u_ttl = out[:9]
     kept = {
-        k: v for k, v in state.items() if k != RECEIPT_FIELD and not k.startswith(RECEIPT_PREFIX)
+        k: v for k, v in state.items() if not k.startswith(RECEIPT_PREFIX)
     }
     return {
         "history": history,
@@ -404,7 +411,7 @@ def outbox(client: Any, side: Side) -> list[dict[str, str]]:
             {
                 k: v
                 for k, v in fields.items()
-                if k not in ("channel", RECEIPT_FIELD) and not k.startswith(RECEIPT_PREFIX)
+                if k != "channel" and not k.startswith(RECEIPT_PREFIX)
             }
         )
     return entries
