@@ -288,6 +288,7 @@ fn the_publish_script_and_its_callers_read_one_description_of_its_inputs() {
         "id",
         "done",
         "string.sub(ring[i], #mark + 1)",
+        "string.sub(last, #receipt + 2)",
         "bytes, #entries, entries[1], big",
     ];
     for line in lua.lines().filter(|l| l.contains("return ")) {

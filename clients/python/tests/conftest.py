@@ -517,6 +517,15 @@ class Watcher:
         self._lock = threading.Lock()
         self._stack = contextlib.ExitStack()
         self._ws = self._stack.enter_context(connect(url, open_timeout=10))
+        # The hub says `connected` once its subscription to the project is confirmed:
+        # an event published before that reaches this watcher only in its snapshot. A
+        # test publishes after this returns, so it waits for that first frame here.
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            self.frames.append(json.loads(self._ws.recv(timeout=PATIENCE)))
+        except ConnectionClosed:
+            pass  # refused: `all()` and the close say why
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
