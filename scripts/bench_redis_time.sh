@@ -8,8 +8,8 @@
 # KEYS and ARGV) and does nothing;
 # `bare` runs the floor's XADD + HSET + PUBLISH in a script, given only their arguments;
 # `least`, called as publish.lua is, runs only the calls no publish.lua can do without (read
-# the state, the era, XADD, HSET, EXPIRE both keys, PUBLISH), no check, no trimming, no
-# receipt: what publish.lua would cost with all of its logic free.
+# the state, the era, XADD, HSET with a receipt, PTTL, PUBLISH), no check, no trimming, no
+# receipt lookup: what publish.lua would cost with all of its logic free.
 # Log events of one project per phase (its history full after the first 1,000: trimming is
 # in the steady state), from the Python SDK's own builder (`script_call`, so the call is
 # the one every publisher makes). The phases take turns every CHUNK events, N events each
@@ -21,7 +21,7 @@
 # subscriber on every phase's channel, as the hub is (each PUBLISH then delivers a
 # message).
 #
-#   scripts/bench_redis_time.sh      # N=5000 CHUNK=100 OLD_REF=c851439 PREV_REF=4bb86c4
+#   scripts/bench_redis_time.sh      # N=5000 CHUNK=100 OLD_REF=c851439 PREV_REF=main
 #
 # The machine is shared: only the ratios within one run mean much.
 set -euo pipefail
@@ -29,7 +29,7 @@ cd "$(dirname "$0")/.."
 N="${N:-5000}"
 CHUNK="${CHUNK:-100}"
 OLD_REF="${OLD_REF:-c851439}"
-PREV_REF="${PREV_REF:-4bb86c4}"
+PREV_REF="${PREV_REF:-main}"
 SUBSCRIBE="${SUBSCRIBE:-0}"
 PY="${PY:-clients/python/.venv/bin/python}"
 
@@ -46,9 +46,12 @@ script_at() {
 }
 script_at "$OLD_REF" > "$dir/old.lua"
 script_at "$PREV_REF" > "$dir/prev.lua"
+# Its inputs' names (their order is the order of its ARGV).
+git show "$PREV_REF:contract/publish-inputs.json" > "$dir/prev.json"
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 PYTHONPATH=clients/python/src "$PY" - "$port" "$N" "$CHUNK" "$dir" "$SUBSCRIBE" <<'EOF'
+import json
 import statistics
 import sys
 
@@ -69,16 +72,19 @@ redis.call('PUBLISH', ARGV[7], ARGV[3])
 NAMES = sorted(_contract.publish_inputs()["inputs"])
 arg = {name: f"ARGV[{i + 1}]" for i, name in enumerate(NAMES)}
 LEAST = f"""
-local s = redis.call('HMGET', KEYS[2], 'epoch', 'seq', 'progress', 'bytes', 'run_ended', 'era',
-  'receipts')
+local s = redis.call('HMGET', KEYS[2], 'epoch', 'seq', 'progress', 'bytes', 'run_ended', 'era')
 local era = redis.call('GET', KEYS[6])
-local seq = tostring((tonumber(s[2]) or 0) + 1)
+local n = (tonumber(s[2]) or 0) + 1
+local seq = tostring(n)
 local id = 'e:' .. seq
 local frame = {arg['head']} .. id .. {arg['mid']} .. {arg['tail']}
 redis.call('XADD', KEYS[1], 'MAXLEN', {arg['max_len']}, '0-' .. seq, 'frame', frame)
-redis.call('HSET', KEYS[2], 'seq', seq, 'last_event_id', id, unpack(ARGV, {len(NAMES) + 1}))
-redis.call('EXPIRE', KEYS[1], {arg['active_ttl']})
-redis.call('EXPIRE', KEYS[2], {arg['active_ttl']})
+redis.call('HSET', KEYS[2], 'seq', seq, 'last_event_id', id, 'receipt_' .. (n % 16),
+  {arg['receipt']} .. '=' .. id, unpack(ARGV, {len(NAMES) + 1}))
+if redis.call('PTTL', KEYS[2]) < 0 then
+  redis.call('EXPIRE', KEYS[1], {arg['active_ttl']})
+  redis.call('EXPIRE', KEYS[2], {arg['active_ttl']})
+end
 redis.call('PUBLISH', {arg['channel']}, frame)
 return id
 """
@@ -90,6 +96,7 @@ scripts = {
     "bare": r.script_load(BARE),
     "least": r.script_load(LEAST),
 }
+PREV_NAMES = sorted(json.load(open(f"{folder}/prev.json", encoding="utf-8"))["inputs"])
 PAIRS = {"old"}  # the scripts that take name/value pairs ('state.<field>': the patch)
 config, target = Config(), Target.parse(f"redis://127.0.0.1:{port}")
 phases = ["old", "prev", "new", "least", "empty", "bare", "floor"]
@@ -109,6 +116,12 @@ def as_pairs(argv: list[str]) -> list[str]:
     for field, value in zip(patch[::2], patch[1::2]):
         pairs += [f"state.{field}", value]
     return pairs
+
+
+def as_prev(argv: list[str]) -> list[str]:
+    """The same inputs, in the order of the names PREV_REF's contract gives."""
+    values = dict(zip(NAMES, argv[: len(NAMES)]))
+    return [values.get(name, "") for name in PREV_NAMES] + argv[len(NAMES) :]
 
 
 def usec(phase: str) -> int:
@@ -139,6 +152,8 @@ def chunk_of(phase: str, start: int) -> int:
             keys, argv = script_call(project, prepared, f"r{i}", None, target, config)
             if phase in PAIRS:
                 argv = as_pairs(argv)
+            elif phase == "prev":
+                argv = as_prev(argv)
             pipe.evalsha(scripts[phase], len(keys), *keys, *argv)
     before = usec(phase)
     pipe.execute()

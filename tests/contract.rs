@@ -274,24 +274,36 @@ fn the_publish_script_and_its_callers_read_one_description_of_its_inputs() {
     assert_eq!(python_names, described, "the inputs the Python SDK sends");
     let packaged = read("clients/python/src/progress_hub/_contract.py");
     assert!(packaged.contains("\"publish-inputs.json\": \"contract/publish-inputs.json\""));
-    // Every answer of the script is `{id, begun}` (or a refusal), as `returns` says, and
-    // both publishers read it so.
+    // Every answer of the script is the id, or `{id, 1}` (or a refusal), as `returns`
+    // says, and both publishers read it so.
     assert!(
-        CONTRACT.returns.starts_with("{id, begun}"),
+        CONTRACT
+            .returns
+            .starts_with("the event id ('<epoch>:<seq>'), or {id, 1}"),
         "{}",
         CONTRACT.returns
     );
+    // (and read_all's return, which is no answer)
+    let ids = [
+        "id",
+        "done",
+        "string.sub(ring[i], #mark + 1)",
+        "string.sub(last, #receipt + 2)",
+        "bytes, #entries, entries[1], big",
+    ];
     for line in lua.lines().filter(|l| l.contains("return ")) {
-        let answer = line.trim_start().trim_start_matches("if done then ");
-        let answer = answer.split("return ").nth(1).unwrap_or_default();
+        let answer = line.split("return ").nth(1).unwrap_or_default();
+        let answer = answer.trim_end().trim_end_matches(" end");
         assert!(
-            answer.starts_with('{') || answer.starts_with("redis.error_reply("),
-            "publish.lua answers other than {{id, begun}}: {line}"
+            ids.contains(&answer)
+                || answer == "{id, 1}"
+                || answer.starts_with("redis.error_reply("),
+            "publish.lua answers other than the id or {{id, 1}}: {line}"
         );
     }
     assert!(
         python.contains("def published("),
-        "the Python SDK reads {{id, begun}}"
+        "the Python SDK reads the id or {{id, 1}}"
     );
 }
 

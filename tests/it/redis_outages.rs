@@ -470,3 +470,55 @@ async fn a_resume_during_an_outage_gets_its_gap_before_the_next_live_event() {
         );
     }
 }
+
+// A publish whose answer is lost with its connection, after Redis ran the script, is
+// sent again by the publisher as a retry: the script finds its receipt among the
+// project's last publishes and answers the first id, so the history holds it once.
+// (The receipt is looked up only on a retry: without the publisher saying so, the
+// event would be appended twice.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_whose_answer_was_lost_is_retried_and_appended_once() {
+    use progress_hub::publish::{Published, Publisher};
+    let redis = RedisServer::start().await;
+    let proxy = support::RedisProxy::start(&redis.url().replace("redis://", "")).await;
+    let hub = TestHub::start_on(proxy.url(), |_| {}).await;
+    let publisher = Publisher::retrying(
+        hub.hub.as_ref().unwrap().broker().clone(),
+        progress_hub::locale::Locale::En,
+        Duration::ZERO,
+        PATIENCE,
+    );
+    let project = support::project("lost-answer");
+    let log = |message: &str| {
+        progress_hub::wire::Event::from_json(log_event(message).to_string().as_bytes()).unwrap()
+    };
+    let sent = |published| match published {
+        Published::Sent(id) => id.to_string(),
+        Published::Coalesced => panic!("a log is never coalesced"),
+    };
+    let first = sent(publisher.publish(&project, log("first")).await.unwrap());
+    proxy.lose_next_publish_answer();
+    let second = sent(publisher.publish(&project, log("second")).await.unwrap());
+    assert_eq!(proxy.lost_answers(), 1, "the case under test");
+
+    let mut conn = redis.connection().await;
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(layout::history_key(&project))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let ids: Vec<String> = entries
+        .iter()
+        .map(|(_, fields)| {
+            let frame: serde_json::Value = serde_json::from_str(&fields[0].1).unwrap();
+            frame["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        [first, second],
+        "each event once, with the id answered"
+    );
+}

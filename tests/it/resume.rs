@@ -272,7 +272,8 @@ async fn history_expires_after_retention_in_memory() {
     );
 }
 
-// Redis's keys live for the retention after complete, and share the project hash tag.
+// Redis's keys live for the retention after complete (at most an eighth more), and
+// share the project hash tag.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_keys_are_hash_tagged_and_expire_after_retention() {
     let hub = TestHub::start_with(Backend::Redis, |c| {
@@ -323,7 +324,8 @@ async fn redis_keys_are_hash_tagged_and_expire_after_retention() {
             .query_async(&mut conn)
             .await
             .unwrap();
-        assert!((100..=120).contains(&ttl), "{key}: {ttl}");
+        // The retention at least, at most an eighth more (publish.lua).
+        assert!((120..=135).contains(&ttl), "{key}: {ttl}");
     }
 }
 

@@ -38,6 +38,11 @@ struct Faults {
     /// While true, a new connection is accepted but waits before it reaches Redis
     /// ([`RedisProxy::hold_new_connections`]).
     hold: tokio::sync::watch::Sender<bool>,
+    /// The next answer of the publish script is lost with its connection
+    /// ([`RedisProxy::lose_next_publish_answer`]).
+    lose_publish_answer: AtomicBool,
+    /// How many publish answers were lost so far.
+    lost_answers: AtomicU64,
 }
 
 /// A proxy on a free loopback port in front of `upstream`; stops on drop.
@@ -147,6 +152,20 @@ impl RedisProxy {
     pub fn dropped(&self) -> u64 {
         self.faults.dropped.load(Ordering::SeqCst)
     }
+
+    /// The next answer of `publish.lua` (an event id, alone or first in an array) does
+    /// not reach its client: the connection closes instead, after Redis ran the script,
+    /// as when a connection dies with the answer on its way.
+    pub fn lose_next_publish_answer(&self) {
+        self.faults
+            .lose_publish_answer
+            .store(true, Ordering::SeqCst);
+    }
+
+    /// How many publish answers were lost so far.
+    pub fn lost_answers(&self) -> u64 {
+        self.faults.lost_answers.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for RedisProxy {
@@ -206,8 +225,19 @@ async fn pipe(client: TcpStream, server: TcpStream, number: u64, faults: Arc<Fau
             }
             let mut out = Vec::with_capacity(buf.len());
             let mut start = 0;
+            let mut lost = false;
             while let Some(len) = frame_len(&buf[start..]) {
                 let frame = &buf[start..start + len];
+                if is_publish_answer(frame)
+                    && faults
+                        .lose_publish_answer
+                        .compare_exchange(true, false, Ordering::SeqCst, Ordering::SeqCst)
+                        .is_ok()
+                {
+                    faults.lost_answers.fetch_add(1, Ordering::SeqCst);
+                    lost = true;
+                    break;
+                }
                 if is_delivery(frame) && faults.silenced(number) {
                     if channel_of(frame).is_some_and(|c| c.starts_with(b"progress")) {
                         faults.dropped.fetch_add(1, Ordering::SeqCst);
@@ -224,6 +254,9 @@ async fn pipe(client: TcpStream, server: TcpStream, number: u64, faults: Arc<Fau
             buf.drain(..start);
             if !out.is_empty() && to_client.write_all(&out).await.is_err() {
                 break;
+            }
+            if lost {
+                break; // with the answers after it: the connection died
             }
         }
         let _ = to_client.shutdown().await;
@@ -318,6 +351,41 @@ fn channel_of(frame: &[u8]) -> Option<&[u8]> {
     let line = rest.windows(2).position(|w| w == b"\r\n")?;
     let n: usize = std::str::from_utf8(&rest[1..line]).ok()?.parse().ok()?;
     rest.get(line + 2..line + 2 + n)
+}
+
+/// Whether a whole frame is an answer of `publish.lua`: an event id, `<epoch>:<seq>`, as
+/// a bulk string, or first in an array (`{id, 1}`).
+fn is_publish_answer(frame: &[u8]) -> bool {
+    let first = match frame.first() {
+        Some(b'$') => frame,
+        Some(b'*') => match frame.windows(2).position(|w| w == b"\r\n") {
+            Some(line) => &frame[line + 2..],
+            None => return false,
+        },
+        _ => return false,
+    };
+    let Some(line) = first.windows(2).position(|w| w == b"\r\n") else {
+        return false;
+    };
+    let Some(n) = std::str::from_utf8(&first[1..line])
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+    else {
+        return false;
+    };
+    let Some(body) = first.get(line + 2..line + 2 + n) else {
+        return false;
+    };
+    let Some((epoch, seq)) = std::str::from_utf8(body)
+        .ok()
+        .and_then(|b| b.split_once(':'))
+    else {
+        return false;
+    };
+    !epoch.is_empty()
+        && epoch.bytes().all(|b| b.is_ascii_alphanumeric())
+        && !seq.is_empty()
+        && seq.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Whether a whole frame confirms a subscription to a hub's probe channel: `subscribe`

@@ -289,6 +289,29 @@ class RedisSentinel:
         assert acked == 1, "the replica has every write before the failover"
         self.sentinel().execute_command("SENTINEL FAILOVER", self.master)  # type: ignore[no-untyped-call]
         wait_for("the sentinels to name a new primary", lambda: self.primary_port() != old)
+        # The switch is complete once every sentinel names the new primary (a client asks
+        # whichever answers first: one that has not heard of the switch yet names the old
+        # one) and the old primary has become its replica (until then it still takes
+        # writes, which its resync from the new primary then drops).
+        new = self.primary_port()
+
+        def switched() -> bool:
+            for port in self.sentinel_ports:
+                sentinel = redis.Redis(port=port, decode_responses=True)
+                try:
+                    master = cast(dict[str, Any], sentinel.sentinel_master(self.master))
+                finally:
+                    sentinel.close()
+                if int(master["port"]) != new:
+                    return False
+            demoted = redis.Redis(host="127.0.0.1", port=old)
+            try:
+                role = demoted.execute_command("ROLE")  # type: ignore[no-untyped-call]
+            finally:
+                demoted.close()
+            return bool(role[0] in (b"slave", "slave") and int(role[2]) == new)
+
+        wait_for("every sentinel to name it and the old primary to follow it", switched)
 
 
 @pytest.fixture
@@ -494,6 +517,15 @@ class Watcher:
         self._lock = threading.Lock()
         self._stack = contextlib.ExitStack()
         self._ws = self._stack.enter_context(connect(url, open_timeout=10))
+        # The hub says `connected` once its subscription to the project is confirmed:
+        # an event published before that reaches this watcher only in its snapshot. A
+        # test publishes after this returns, so it waits for that first frame here.
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            self.frames.append(json.loads(self._ws.recv(timeout=PATIENCE)))
+        except ConnectionClosed:
+            pass  # refused: `all()` and the close say why
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 

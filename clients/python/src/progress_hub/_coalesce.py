@@ -32,6 +32,10 @@ class Held:
     prepared: Prepared
     receipt: str
     claim: Claim | None
+    #: Sent again after an attempt whose outcome is not known (`publish.lua` then looks
+    #: its receipt up among the project's last publishes; a first attempt cannot have
+    #: been done before): set on every attempt after the first and by `Slot.keep`.
+    retry: bool = False
 
     def body(self) -> dict[str, object]:
         """The HTTP publish body: the event, and the tags it gives the run, if any."""
@@ -53,7 +57,9 @@ class Slot:
     flush_scheduled: bool = False
 
     def keep(self, held: Held) -> None:
-        """Keeps an update that could not be sent, unless a newer one already waits."""
+        """Keeps an update that could not be sent, unless a newer one already waits:
+        its next send is a retry (an attempt may have been done)."""
+        held.retry = True
         if self.pending is None:
             self.pending = held
 

@@ -226,8 +226,8 @@ def tag_index_writes(
 
 def published(answer: Any) -> tuple[str, bool]:
     """`publish.lua`'s answer: the event id, and whether the publish began the project's
-    history or a new run."""
-    event_id, begun = answer
+    history or a new run (`{id, 1}`; the id alone otherwise)."""
+    event_id, begun = answer if isinstance(answer, list) else (answer, 0)
     if isinstance(event_id, bytes):
         event_id = event_id.decode()
     return str(event_id), int(begun) == 1
@@ -251,11 +251,13 @@ def script_call(
     claim: Claim | None,
     target: Target,
     config: Config,
+    retry: bool = False,
 ) -> tuple[list[str], list[str]]:
     """KEYS and ARGV of `publish.lua` for one publish, built from its one description,
     `contract/publish-inputs.json`: KEYS in the order it lists, ARGV the values of the
     inputs it names in the order of their names ('' for none), then the state patch as
-    field/value pairs."""
+    field/value pairs. `retry`: the publish is sent again after an attempt whose outcome
+    is not known (only then is its receipt looked up)."""
     contract = _contract.publish_inputs()
     state = prepared.state
     done_of = None if claim is None or claim.unit is None else claim.done_of
@@ -279,6 +281,7 @@ def script_call(
         "new_epoch": new_epoch(),
         "receipt": receipt,
         "keyed": None,  # the SDK's receipts are its own, for its retries
+        "retry": "1" if retry else None,
         "max_len": str(config.history_len),
         "max_bytes": str(config.history_bytes),
         "active_ttl": str(max(config.active_ttl, 1)),

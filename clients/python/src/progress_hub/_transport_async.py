@@ -75,13 +75,16 @@ class AsyncRedisTransport:
 
     async def send(self, project: str, held: Held) -> str:
         what = f"{held.event.name} of project {project}"
+        retry = held.retry  # every attempt after the first is one: it may have been done
 
         async def call() -> Any:
+            nonlocal retry
             await _redis.follow_primary_async(self._connect())  # makes the script too
             config = await self._history()
             keys, argv = script_call(
-                project, held.prepared, held.receipt, held.claim, self.target, config
+                project, held.prepared, held.receipt, held.claim, self.target, config, retry
             )
+            retry = True
             sent, begun = _redis.published(await self._script(keys=keys, args=argv))
             # The tags' indexes, and every project's when a run began, live in their own
             # slots: written after the script, not with it (a retry after a failure here

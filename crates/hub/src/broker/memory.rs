@@ -812,6 +812,7 @@ mod tests {
             state: StateChange::default(),
             receipt: receipt.into(),
             keyed,
+            retry: false,
             fence: None,
         }
     }
@@ -945,6 +946,7 @@ mod tests {
             },
             receipt: format!("{unit}-{token}-{done_of:?}"),
             keyed: false,
+            retry: false,
             fence: Some(crate::broker::Fence {
                 holder: "j".into(),
                 token,

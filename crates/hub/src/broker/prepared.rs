@@ -122,6 +122,12 @@ pub struct PreparedEvent {
     /// project's last publishes; the in-process broker, whose publishes never fail and so
     /// are never retried by the publisher, keeps only keyed ones).
     pub keyed: bool,
+    /// This publish is sent again (same receipt) after an attempt whose outcome is not
+    /// known (its answer was lost, e.g. in an outage): only then does `publish.lua` look
+    /// an unkeyed receipt up among the project's last publishes, since a first attempt
+    /// cannot have been done before. The publisher sets it on every attempt after the
+    /// first (`publish::Publisher`) and on an update it keeps to send again (`Slot::keep`).
+    pub retry: bool,
     /// The fence this event is published under, if any. The broker refuses the event
     /// ([`super::BrokerError::Stale`]) once a newer claim of its holder has published,
     /// once the holder's run has ended, or once another holder has published since; an

@@ -49,8 +49,10 @@ pub struct Slot {
 pub type Held = PreparedEvent;
 
 impl Slot {
-    /// Keeps an update that could not be sent, unless a newer one is already waiting.
-    pub fn keep(&mut self, held: Held) {
+    /// Keeps an update that could not be sent, unless a newer one is already waiting:
+    /// its next send is a retry (an attempt may have been done).
+    pub fn keep(&mut self, mut held: Held) {
+        held.retry = true;
         self.pending.get_or_insert(held);
     }
 }

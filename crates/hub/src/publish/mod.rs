@@ -250,8 +250,11 @@ impl Publisher {
                 .without_max_times(),
         );
         let mut slot = None;
+        // Every attempt after the first is a retry: the one before may have been done.
+        let mut again: Option<PreparedEvent> = None;
         loop {
-            let err = match self.inner.broker.publish(project, prepared).await {
+            let attempt = again.as_ref().unwrap_or(prepared);
+            let err = match self.inner.broker.publish(project, attempt).await {
                 Ok(id) => return Ok(id),
                 // A job's QUEUED update (no claim) refused because its run has begun is
                 // no stale worker: the caller says what it means.
@@ -275,6 +278,10 @@ impl Publisher {
             }
             let delay = delays.next().unwrap_or(Duration::from_secs(2));
             tokio::time::sleep(delay.min(deadline - now)).await;
+            again.get_or_insert_with(|| PreparedEvent {
+                retry: true,
+                ..prepared.clone()
+            });
         }
     }
 

@@ -33,6 +33,7 @@ pub fn prepare(
         state: state_change(&event, locale, fence.as_ref()),
         keyed: receipt.is_some(),
         receipt: receipt.unwrap_or_else(new_trace_id),
+        retry: false,
         fence,
     })
 }

@@ -8,7 +8,7 @@
 //! | key | type | what |
 //! |---|---|---|
 //! | `progress:{<p>}:history` | stream | the project's events, entries `0-<seq>`, field `frame` |
-//! | `progress:{<p>}:state` | hash | epoch, seq, progress, last id, the current fence, the receipts of the last publishes without an idempotency key, when the keys expire, and the fields the publisher patches (status, stage, ETA, ...: `contract/publish-inputs.json`) |
+//! | `progress:{<p>}:state` | hash | epoch, seq, progress, last id, the current fence, the receipts of the last publishes without an idempotency key (`receipt`: the last one's; `receipt_0` … `receipt_9`: the last 10), and the fields the publisher patches (status, stage, ETA, ...: `contract/publish-inputs.json`) |
 //! | `progress:{<p>}:fences` | set | every fence holder (job) the project has seen, so a stale one stays refused |
 //! | `progress:{<p>}:units` | hash | the current holder's parallel units (a Celery group's tasks): unit → `<newest token>`, `<token> done` once counted done (`publish.lua`) |
 //! | `progress:{<p>}:pub:<receipt>` | string | the id a keyed publish (a caller's idempotency key) got (10 min), so a retry never appends twice |

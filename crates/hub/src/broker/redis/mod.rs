@@ -223,7 +223,7 @@ impl Broker for RedisBroker {
         if let Some(era) = &self.era {
             era.ensure(&mut conn).await?;
         }
-        let (id, begun): (String, u8) = match call.invoke_async(&mut conn).await {
+        let answer: redis::Value = match call.invoke_async(&mut conn).await {
             Ok(answer) => answer,
             Err(err) => {
                 if let Some(era) = &self.era {
@@ -232,13 +232,15 @@ impl Broker for RedisBroker {
                 return Err(err.into());
             }
         };
-        let id = id.parse().map_err(|_| {
-            BrokerError::Unavailable(format!("publish script returned a bad id {id:?}"))
-        })?;
+        let bad = |answer: &dyn std::fmt::Debug| {
+            BrokerError::Unavailable(format!("publish script answered {answer:?}, not an id"))
+        };
+        let (id, begun) = publish_inputs::answer(&answer).ok_or_else(|| bad(&answer))?;
+        let id = id.parse().map_err(|_| bad(&id))?;
         // The tags' indexes, and every project's when a run began, in their own
         // slots: after the script, not with it.
         let mut indexes = event.state.tags.clone().unwrap_or_default();
-        if begun == 1 {
+        if begun {
             indexes.push(Tag::all());
         }
         if !indexes.is_empty() {

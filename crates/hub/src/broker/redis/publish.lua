@@ -13,8 +13,8 @@
 -- are locals, not a table built from ARGV; the state is written in one HSET without a
 -- table on the usual path): scripts/bench_redis_time.sh measures it against its floor.
 --
--- Returns {id, begun}: the event id, '<epoch>:<seq>', and 1 when this event began the
--- project's history or a new run (else 0; a retry answered from its receipt: 0). The
+-- Returns the event id, '<epoch>:<seq>', or {id, 1} when this event began the project's
+-- history or a new run (a retry answered from its receipt: the id alone). The
 -- publisher then adds the project to the index of every project's runs,
 -- progress:{tag:*}:projects, as it adds it to its tags' indexes (keys of other slots).
 
@@ -24,15 +24,13 @@ local era_key, outbox, running = KEYS[6], KEYS[7], KEYS[8]
 -- The inputs, by the names contract/publish-inputs.json gives them, in their order.
 local active_ttl, channel, ends_run, fence_holder, fence_token, fence_unit, head, keyed,
   max_bytes, max_len, mid, new_epoch, progress, progress_floor, publish, receipt,
-  retention_ttl, run_holder, starts_run, tail, unit_done, unit_progress = unpack(ARGV, 1, 22)
+  retention_ttl, retry, run_holder, starts_run, tail, unit_done, unit_progress = unpack(ARGV, 1, 23)
 -- The state patch (field, value, ...) follows them.
-local PATCH_AT = 23
--- The unkeyed receipts the state remembers (`receipts`: 'r=id ' each), in bytes: the
--- last 8 publishes at least (a publisher's receipt is 16 characters, an id about 20); cut
--- back to that once 100 bytes longer. A cut costs a copy, but so does every publish's
--- append and write of them all: cut back at twice the length, the publish cost 0.7 µs
--- more (scripts/bench_redis_time.sh).
-local RECEIPTS_KEPT, RECEIPTS_SLACK = 400, 100
+local PATCH_AT = 24
+-- The unkeyed receipts the state remembers: those of the last RING publishes, one field
+-- each, 'receipt_<the last digit of seq>' = '<receipt>=<id>', so a publish writes one
+-- short field and reads none (only a retry reads them all).
+local RING = 10
 
 local max_len_n, max_bytes = tonumber(max_len), tonumber(max_bytes)
 active_ttl, retention_ttl = tonumber(active_ttl), tonumber(retention_ttl)
@@ -43,13 +41,26 @@ end
 
 -- A retried publish (its reply was lost, e.g. in an outage) must not append twice:
 -- its receipt says it already happened, and with which id. A caller's idempotency key
--- (`keyed`) is remembered 10 minutes in its own key; any other receipt among the last
--- few publishes of the project, in the state (a publisher retries one publish at a
--- time, at once), at no cost of a key per publish.
+-- (`keyed`) is remembered 10 minutes in its own key, looked up on every publish (a
+-- caller may repeat its request at any time); any other receipt in the state, at no cost
+-- of a key per publish: the last publish's (`receipt`), checked on every publish, for a
+-- call sent again by the Redis client library itself (a cluster client does so after a
+-- dropped connection, without saying it is a retry), and those of the last RING
+-- publishes, looked up when the publisher says it is sending a publish again (`retry`:
+-- it retries one publish at a time, at once, but others may publish meanwhile).
 keyed = keyed == '1'
 if keyed then
   local done = redis.call('GET', receipt_key)
-  if done then return {done, 0} end
+  if done then return done end
+elseif retry == '1' then
+  local fields = {}
+  for i = 0, RING - 1 do fields[#fields + 1] = 'receipt_' .. i end
+  local ring, mark = redis.call('HMGET', state, unpack(fields)), receipt .. '='
+  for i = 1, RING do
+    if ring[i] and string.sub(ring[i], 1, #mark) == mark then
+      return string.sub(ring[i], #mark + 1)
+    end
+  end
 end
 
 -- Every field this publish reads, in one read: its fence's too when it has one (each
@@ -59,10 +70,15 @@ if holder == '' then holder = nil end
 local s
 if holder and token then
   s = redis.call('HMGET', state, 'epoch', 'seq', 'progress', 'bytes', 'run_ended', 'era',
-    'receipts', 'fence_holder', 'fence_token', 'fence_ended', 'units_done')
+    'receipt', 'fence_holder', 'fence_token', 'fence_ended', 'units_done')
 else
   s = redis.call('HMGET', state, 'epoch', 'seq', 'progress', 'bytes', 'run_ended', 'era',
-    'receipts')
+    'receipt')
+end
+local last = s[7]  -- '<receipt>=<id>' of the last unkeyed publish
+if last and not keyed and string.byte(last, #receipt + 1) == 61  -- '='
+    and string.sub(last, 1, #receipt) == receipt then
+  return string.sub(last, #receipt + 2)
 end
 local epoch, seq = s[1], tonumber(s[2]) or 0
 local max = tonumber(s[3]) or 0
@@ -86,48 +102,38 @@ end
 local was_small = small
 local was_epoch, was_max = epoch, tonumber(s[3])
 local run_ended, seen_era = s[5], s[6]
-local receipts = s[7] or ''
 local held_by, held_token, held_ended = s[8], tonumber(s[9]) or 0, s[10]
 local units_done = tonumber(s[11] or '')
 local out = {}  -- fields written at the end, in one HSET: name, value, ...
-
-if not keyed and receipts ~= '' then
-  local mark = receipt .. '='
-  local at = string.find(receipts, mark, 1, true)
-  while at and at > 1 and string.byte(receipts, at - 1) ~= 32 do  -- ' ' before a receipt
-    at = string.find(receipts, mark, at + 1, true)
-  end
-  if at then
-    local from = at + #mark
-    return {string.sub(receipts, from, string.find(receipts, ' ', from, true) - 1), 0}
-  end
-end
 
 -- The history's length: 0 for none (an existing one always keeps its newest event). Its
 -- entries are `0-<seq>` for every seq from its oldest to the state's, so once it can be
 -- full its oldest entry, read for the trimming below anyway, tells its length: one read
 -- for both. Before, XLEN. While the history is small (see `per_frame`), only whether it is
--- there: nothing of it is read.
+-- there: nothing of it is read, and the call that tells it, PTTL, also tells when the
+-- keys expire (`left`, ms; see "The keys live" below).
 -- The whole history read, for its exact bytes, its length, its oldest entry and its newest
 -- frame above per_frame: only when the state does not tell them under this call's limits
 -- (a frame above per_frame comes to a small history; the limits changed; a state written
 -- before), and then the history is kept exactly until that frame has gone. It sets
--- bytes, len, oldest and big.
-local len, oldest = 0, nil
-local function read_all()
+-- (returns) bytes, len, oldest and big.
+local len, oldest, left = 0, nil, nil
+local function read_all(history, per_frame)  -- (no upvalue: each costs Redis time)
   local entries = redis.call('XRANGE', history, '-', '+')
-  bytes, len, oldest, big = 0, #entries, entries[1], 0
+  local bytes, big = 0, 0
   for i = 1, #entries do
     local size = #entries[i][2][2]  -- its one field: 'frame'
     bytes = bytes + size
     if size > per_frame then big = tonumber(string.sub(entries[i][1], 3)) end
   end
+  return bytes, #entries, entries[1], big
 end
 if epoch and small == per_frame then
-  len = redis.call('EXISTS', history)  -- while small, only whether it is there matters
+  left = redis.call('PTTL', history)  -- -2: no history
+  if left ~= -2 then len = 1 end
 elseif epoch and (small or big_unit ~= per_frame or not bytes) then
   small = nil
-  read_all()
+  bytes, len, oldest, big = read_all(history, per_frame)
 elseif epoch and seq >= max_len_n then
   oldest = redis.call('XRANGE', history, '-', '+', 'COUNT', 1)[1]
   if oldest then len = seq - tonumber(string.sub(oldest[1], 3)) + 1 end
@@ -144,7 +150,7 @@ if not epoch or len == 0 then
   seq, max, bytes, run_ended, seen_era, len, oldest = 0, 0, 0, nil, nil, 0, nil
   small, big, was_small = per_frame > 0 and per_frame or nil, 0, nil
   held_by, held_token, held_ended = nil, 0, nil
-  receipts, was_epoch, was_max = '', nil, nil
+  was_epoch, was_max = nil, nil
   units_done = nil
 end
 
@@ -255,10 +261,14 @@ if starts_run == '1' or (run_ended and not ends) then
   -- The state fields this script keeps itself; a new run forgets every other one.
   local SCRIPT_FIELDS = { epoch = true, seq = true, bytes = true, era = true, progress = true,
     last_event_id = true, run_ended = true, fence_holder = true, fence_token = true,
-    fence_ended = true, receipts = true }
+    fence_ended = true, receipt = true }
   local drop = {}
   for _, field in ipairs(redis.call('HKEYS', state)) do
-    if not SCRIPT_FIELDS[field] or field == 'run_ended' then drop[#drop + 1] = field end
+    -- (the receipts, 'receipt_<n>', are kept: a retry may cross a run's start)
+    if (not SCRIPT_FIELDS[field] and string.sub(field, 1, 8) ~= 'receipt_')
+        or field == 'run_ended' then
+      drop[#drop + 1] = field
+    end
   end
   if #drop > 0 then redis.call('HDEL', state, unpack(drop)) end
 end
@@ -285,7 +295,7 @@ local frame = head .. id .. mid .. progress_frame .. tail
 -- already); the XADD's MAXLEN then drops them. Usually one.
 if small and #frame > per_frame then
   small = nil
-  read_all()
+  bytes, len, oldest, big = read_all(history, per_frame)
 end
 local bytes_field = nil  -- the state's `bytes` when it changes
 if small then
@@ -316,17 +326,16 @@ else
   end
 end
 
+local ring_field, ring_entry
 if keyed then
   redis.call('SET', receipt_key, id, 'EX', 600)
 else
-  receipts = receipts .. receipt .. '=' .. id .. ' '
-  if #receipts > RECEIPTS_KEPT + RECEIPTS_SLACK then
-    receipts = string.sub(receipts, string.find(receipts, ' ', #receipts - RECEIPTS_KEPT, true) + 1)
-  end
+  -- (the slot from the seq's last digit: a number made a string costs Redis time)
+  ring_field, ring_entry = 'receipt_' .. string.sub(sq, -1), receipt .. '=' .. id
 end
 
 -- One HSET of what changed (each field written costs Redis time) and the patch. Usually
--- the sequence, the last id and the receipts only: written without a table.
+-- the sequence, the last id and the receipt only: written without a table.
 if epoch ~= was_epoch then out[#out + 1] = 'epoch'; out[#out + 1] = epoch end
 if max ~= was_max then out[#out + 1] = 'progress'; out[#out + 1] = max end
 if ends then
@@ -335,23 +344,40 @@ if ends then
 end
 if #out == 0 and not keyed and not bytes_field then
   redis.call('HSET', state, 'seq', sq, 'last_event_id', id,
-    'receipts', receipts, unpack(ARGV, PATCH_AT))
+    'receipt', ring_entry, ring_field, ring_entry, unpack(ARGV, PATCH_AT))
 elseif #out == 0 and not keyed then
   redis.call('HSET', state, 'seq', sq, 'bytes', bytes_field, 'last_event_id', id,
-    'receipts', receipts, unpack(ARGV, PATCH_AT))
+    'receipt', ring_entry, ring_field, ring_entry, unpack(ARGV, PATCH_AT))
 else
   out[#out + 1] = 'seq'; out[#out + 1] = sq
   if bytes_field then out[#out + 1] = 'bytes'; out[#out + 1] = bytes_field end
   out[#out + 1] = 'last_event_id'; out[#out + 1] = id
-  if not keyed then out[#out + 1] = 'receipts'; out[#out + 1] = receipts end
+  if not keyed then
+    out[#out + 1] = 'receipt'; out[#out + 1] = ring_entry
+    out[#out + 1] = ring_field; out[#out + 1] = ring_entry
+  end
   for i = PATCH_AT, #ARGV do out[#out + 1] = ARGV[i] end
   redis.call('HSET', state, unpack(out))
 end
 
+-- The keys live at least `ttl` after this event, and at most an eighth longer: they are
+-- given ttl + ttl/8 and given it again only once less than ttl is left (or more than
+-- ttl + ttl/8: the ttl shrank), so a steady publisher sets it once every ttl/8, not on
+-- every publish (each EXPIRE costs Redis time). Both keys are made and given their TTL
+-- by the same calls, so the history's tells the state's too.
 local ttl = active_ttl
 if ends then ttl = retention_ttl end
-redis.call('EXPIRE', history, ttl)
-redis.call('EXPIRE', state, ttl)
+ttl = ttl * 1000
+local slack = math.floor(ttl / 8)
+if begun == 1 then
+  left = -2
+elseif not left then
+  left = redis.call('PTTL', history)
+end
+if left < ttl or left > ttl + slack then
+  redis.call('PEXPIRE', history, ttl + slack)
+  redis.call('PEXPIRE', state, ttl + slack)
+end
 
 -- Webhooks (issue 27): a run's end goes into the outbox in this same step
 -- (broker/redis/outbox.rs): the channel, then the state. The runs under way (`running`,
@@ -384,4 +410,6 @@ end
 
 if publish ~= 'SPUBLISH' then publish = 'PUBLISH' end
 redis.call(publish, channel, frame)
-return {id, begun}
+-- (a table answer costs Redis time: only when begun)
+if begun == 1 then return {id, 1} end
+return id

@@ -30,7 +30,8 @@ pub struct PublishInputs {
     pub state_fields: std::collections::BTreeMap<String, String>,
     /// The state fields the script keeps itself (a new run forgets all others).
     pub script_fields: Vec<String>,
-    /// What the script answers: `{id, begun}` (see `redis/mod.rs`'s publish).
+    /// What the script answers: the id, or `{id, 1}` when the publish began a history
+    /// or a run ([`answer`]).
     pub returns: String,
 }
 
@@ -98,6 +99,23 @@ pub fn invocation(
     call
 }
 
+/// The script's answer, as `returns` says: the event id, and whether the publish began
+/// the project's history or a new run (`{id, 1}`; the id alone otherwise: a table answer
+/// costs Redis time on every publish). `None` for any other answer.
+pub fn answer(value: &redis::Value) -> Option<(String, bool)> {
+    use redis::FromRedisValue;
+    match value {
+        redis::Value::Array(items) => match items.as_slice() {
+            [id, begun] => Some((
+                String::from_redis_value_ref(id).ok()?,
+                i64::from_redis_value_ref(begun).ok()? == 1,
+            )),
+            _ => None,
+        },
+        id => Some((String::from_redis_value_ref(id).ok()?, false)),
+    }
+}
+
 /// The named inputs of one publish; `None` for an input without a value.
 fn inputs(
     route: &Route<'_>,
@@ -112,6 +130,7 @@ fn inputs(
         ("new_epoch", Some(route.new_epoch.clone())),
         ("receipt", Some(event.receipt.clone())),
         ("keyed", flag(event.keyed)),
+        ("retry", flag(event.retry)),
         ("max_len", Some(history.max_len.to_string())),
         ("max_bytes", Some(history.max_bytes.to_string())),
         (
@@ -184,6 +203,7 @@ pub fn names_sent() -> Vec<&'static str> {
         },
         receipt: String::new(),
         keyed: true,
+        retry: true,
         fence: Some(Fence {
             holder: String::new(),
             token: 1,
