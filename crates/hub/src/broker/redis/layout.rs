@@ -118,29 +118,49 @@ pub static VACATED: LazyLock<redis::Script> =
 pub const JOB_STREAM: &str = "progress:jobs";
 pub const JOB_GROUP: &str = "workers";
 
+/// Writes the project's key `progress:{<p>}:<parts...>` into `out` (cleared first): the
+/// keys the publish path names on every publish, without `format!`'s machinery (see
+/// `publish_inputs.rs`, which reuses one buffer for all of them).
+pub fn project_key_into(out: &mut String, project: &ProjectId, parts: &[&str]) {
+    out.clear();
+    out.push_str(PREFIX);
+    out.push('{');
+    out.push_str(project.as_str());
+    out.push_str("}:");
+    for part in parts {
+        out.push_str(part);
+    }
+}
+
+fn project_key(project: &ProjectId, parts: &[&str]) -> String {
+    let mut key = String::with_capacity(PREFIX.len() + project.as_str().len() + 16);
+    project_key_into(&mut key, project, parts);
+    key
+}
+
 pub fn history_key(project: &ProjectId) -> String {
-    format!("{PREFIX}{{{project}}}:history")
+    project_key(project, &["history"])
 }
 
 pub fn state_key(project: &ProjectId) -> String {
-    format!("{PREFIX}{{{project}}}:state")
+    project_key(project, &["state"])
 }
 
 /// Every fence holder (job) the project has seen: a holder that is not the project's
 /// current one is refused (see `publish.lua`).
 pub fn fences_key(project: &ProjectId) -> String {
-    format!("{PREFIX}{{{project}}}:fences")
+    project_key(project, &["fences"])
 }
 
 /// The current fence holder's parallel units: unit -> its newest token, marked done
 /// once counted (see `publish.lua`).
 pub fn units_key(project: &ProjectId) -> String {
-    format!("{PREFIX}{{{project}}}:units")
+    project_key(project, &["units"])
 }
 
 /// Where a publish's id is remembered under its receipt.
 pub fn receipt_key(project: &ProjectId, receipt: &str) -> String {
-    format!("{PREFIX}{{{project}}}:pub:{receipt}")
+    project_key(project, &["pub:", receipt])
 }
 
 /// How many watch the project, per hub (see `presence.lua`).
@@ -456,6 +476,20 @@ mod tests {
         ] {
             assert!(key.starts_with("progress:{42}"), "{key}");
         }
+    }
+
+    #[test]
+    fn the_publish_keys_are_spelled_as_documented() {
+        let p = ProjectId::parse("42").unwrap();
+        assert_eq!(history_key(&p), "progress:{42}:history");
+        assert_eq!(state_key(&p), "progress:{42}:state");
+        assert_eq!(fences_key(&p), "progress:{42}:fences");
+        assert_eq!(units_key(&p), "progress:{42}:units");
+        assert_eq!(receipt_key(&p, "r-1"), "progress:{42}:pub:r-1");
+        // The buffer is cleared, not appended to.
+        let mut reused = String::from("left over");
+        project_key_into(&mut reused, &p, &["state"]);
+        assert_eq!(reused, state_key(&p));
     }
 
     #[test]

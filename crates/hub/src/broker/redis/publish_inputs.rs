@@ -9,6 +9,8 @@
 
 use std::sync::LazyLock;
 
+use redis::aio::ConnectionLike;
+use redis::{Cmd, FromRedisValue, RedisResult, RedisWrite, ToRedisArgs};
 use serde::Deserialize;
 
 use super::layout;
@@ -63,40 +65,79 @@ pub struct Route<'a> {
 }
 
 /// The script call publishing `event` along `route`, keeping history as `history` says.
+///
+/// Built straight into one `EVALSHA` command: every value is written once into the
+/// command's buffer from where the event holds it (no copy of the frame's parts, no
+/// string per input or key), the inputs in the contract's order worked out once. A
+/// `redis::ScriptInvocation` keeps one allocation per argument and copies them all into
+/// its command again; with the inputs sent by name and looked up per call, building the
+/// call was a tenth of the hub's instructions per HTTP publish (BENCHMARKS.md,
+/// "Publish-path spread: A/B of the contract merge").
 pub fn invocation(
     route: &Route<'_>,
     event: &PreparedEvent,
     history: &HistoryConfig,
-) -> redis::ScriptInvocation<'static> {
-    let contract = &*CONTRACT;
-    let mut call = layout::PUBLISH.prepare_invoke();
-    for key in &contract.keys {
-        match key.name.as_str() {
-            "history" => call.key(layout::history_key(route.project)),
-            "state" => call.key(layout::state_key(route.project)),
-            "receipt" => call.key(layout::receipt_key(route.project, &event.receipt)),
-            "fences" => call.key(layout::fences_key(route.project)),
-            "units" => call.key(layout::units_key(route.project)),
-            "era?" if route.era || route.outbox => call.key(layout::ERA_KEY),
-            "outbox?" if route.outbox => call.key(layout::OUTBOX_KEY),
-            "running?" if route.outbox => call.key(layout::RUNNING_KEY),
-            _ => &mut call,
-        };
+) -> PublishCall {
+    let keys = &*KEY_ORDER;
+    let passed = |key: &&Key| match key {
+        Key::Era => route.era || route.outbox,
+        Key::Outbox | Key::Running => route.outbox,
+        Key::Unknown => false,
+        Key::History | Key::State | Key::Receipt | Key::Fences | Key::Units => true,
+    };
+    let key_count = keys.iter().filter(passed).count();
+    let inputs = &*INPUT_ORDER;
+    let t = &event.template;
+    let args = 3 + key_count + inputs.len() + 2 * event.state.patch.len();
+    let bytes = 256
+        + t.head.len()
+        + t.mid.len()
+        + t.tail.len()
+        + event
+            .state
+            .patch
+            .iter()
+            .map(|(field, value)| field.len() + value.len())
+            .sum::<usize>();
+    let mut cmd = Cmd::with_capacity(args, bytes);
+    cmd.arg("EVALSHA")
+        .arg(layout::PUBLISH.get_hash())
+        .arg(key_count);
+    // One buffer for the project's keys.
+    let mut buffer = String::with_capacity(64);
+    let mut project_key = |cmd: &mut Cmd, parts: &[&str]| {
+        layout::project_key_into(&mut buffer, route.project, parts);
+        cmd.arg(buffer.as_str());
+    };
+    for key in keys.iter().filter(passed) {
+        match key {
+            Key::History => project_key(&mut cmd, &["history"]),
+            Key::State => project_key(&mut cmd, &["state"]),
+            Key::Receipt => project_key(&mut cmd, &["pub:", &event.receipt]),
+            Key::Fences => project_key(&mut cmd, &["fences"]),
+            Key::Units => project_key(&mut cmd, &["units"]),
+            Key::Era => {
+                cmd.arg(layout::ERA_KEY);
+            }
+            Key::Outbox => {
+                cmd.arg(layout::OUTBOX_KEY);
+            }
+            Key::Running => {
+                cmd.arg(layout::RUNNING_KEY);
+            }
+            Key::Unknown => {}
+        }
     }
-    let mut named = inputs(route, event, history);
-    for name in contract.inputs.keys() {
+    for input in inputs {
         // An input the builder does not know goes as none: the drift test keeps the two
         // equal.
-        let value = named
-            .iter_mut()
-            .find(|(known, _)| *known == name.as_str())
-            .and_then(|(_, value)| value.take());
-        call.arg(value.unwrap_or_default());
+        let value = input.map_or(Value::None, |input| input.value(route, event, history));
+        cmd.arg(value);
     }
     for (field, value) in &event.state.patch {
-        call.arg(*field).arg(value);
+        cmd.arg(*field).arg(value.as_str());
     }
-    call
+    PublishCall(cmd)
 }
 
 /// The script's answer, as `returns` says: the event id, and whether the publish began
@@ -116,67 +157,247 @@ pub fn answer(value: &redis::Value) -> Option<(String, bool)> {
     }
 }
 
-/// The named inputs of one publish; `None` for an input without a value.
-fn inputs(
-    route: &Route<'_>,
-    event: &PreparedEvent,
-    history: &HistoryConfig,
-) -> Vec<(&'static str, Option<String>)> {
-    let (t, s) = (&event.template, &event.state);
-    let flag = |on: bool| on.then(|| "1".to_string());
-    let named = [
-        ("channel", Some(route.channel.clone())),
-        ("publish", Some(route.publish_command.to_string())),
-        ("new_epoch", Some(route.new_epoch.clone())),
-        ("receipt", Some(event.receipt.clone())),
-        ("keyed", flag(event.keyed)),
-        ("retry", flag(event.retry)),
-        ("max_len", Some(history.max_len.to_string())),
-        ("max_bytes", Some(history.max_bytes.to_string())),
-        (
-            "active_ttl",
-            Some(history.active_ttl.as_secs().max(1).to_string()),
-        ),
-        (
-            "retention_ttl",
-            Some(history.retention.as_secs().max(1).to_string()),
-        ),
-        ("head", Some(t.head.clone())),
-        ("mid", Some(t.mid.clone())),
-        ("tail", Some(t.tail.clone())),
-        ("progress", t.progress.map(|p| p.to_string())),
-        ("progress_floor", s.progress_floor.map(|p| p.to_string())),
-        ("starts_run", flag(s.starts_run)),
-        ("ends_run", flag(s.ends_run)),
-        ("run_holder", s.run_holder.clone()),
-        (
-            "fence_holder",
-            event.fence.as_ref().map(|f| f.holder.clone()),
-        ),
-        (
-            "fence_token",
-            event.fence.as_ref().map(|f| f.token.to_string()),
-        ),
-        ("fence_unit", s.unit.as_ref().map(|u| u.name.clone())),
-        (
-            "unit_done",
-            s.unit
-                .as_ref()
-                .and_then(|u| u.done_of)
-                .map(|n| n.to_string()),
-        ),
-        (
-            "unit_progress",
-            s.unit
-                .as_ref()
-                .and_then(|u| u.progress_span)
-                .map(|(from, to)| format!("{from} {to}")),
-        ),
-    ];
-    named.into()
+/// One `publish.lua` call, ready to send.
+pub struct PublishCall(Cmd);
+
+impl PublishCall {
+    /// Sends the call; a Redis that does not have the script yet (`NOSCRIPT`: new,
+    /// restarted or flushed) is given it and asked again, as `redis::Script` does.
+    pub async fn invoke_async<T: FromRedisValue>(
+        &self,
+        conn: &mut (impl ConnectionLike + Send),
+    ) -> RedisResult<T> {
+        match self.0.query_async(conn).await {
+            Err(err)
+                if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
+                layout::PUBLISH.load_async(conn).await?;
+                self.0.query_async(conn).await
+            }
+            answer => answer,
+        }
+    }
+
+    /// The command's arguments (for tests).
+    #[doc(hidden)]
+    pub fn args(&self) -> Vec<Vec<u8>> {
+        self.0
+            .args_iter()
+            .map(|arg| match arg {
+                redis::Arg::Simple(bytes) => bytes.to_vec(),
+                // No cursor is ever written.
+                _ => Vec::new(),
+            })
+            .collect()
+    }
 }
 
-/// Every input name this builder can send (for the drift test, `tests/contract.rs`).
+/// The script's keys, as the contract names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key {
+    History,
+    State,
+    Receipt,
+    Fences,
+    Units,
+    Era,
+    Outbox,
+    Running,
+    /// A key this builder does not know: not passed (the key test keeps the two equal).
+    Unknown,
+}
+
+/// The contract's keys, in its order.
+static KEY_ORDER: LazyLock<Vec<Key>> = LazyLock::new(|| {
+    CONTRACT
+        .keys
+        .iter()
+        .map(|key| match key.name.as_str() {
+            "history" => Key::History,
+            "state" => Key::State,
+            "receipt" => Key::Receipt,
+            "fences" => Key::Fences,
+            "units" => Key::Units,
+            "era?" => Key::Era,
+            "outbox?" => Key::Outbox,
+            "running?" => Key::Running,
+            _ => Key::Unknown,
+        })
+        .collect()
+});
+
+/// The contract's inputs, in the order of their names (`None`: one this builder does not
+/// know).
+static INPUT_ORDER: LazyLock<Vec<Option<Input>>> = LazyLock::new(|| {
+    CONTRACT
+        .inputs
+        .keys()
+        .map(|name| Input::ALL.into_iter().find(|input| input.name() == name))
+        .collect()
+});
+
+/// Every input this builder sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Input {
+    Channel,
+    Publish,
+    NewEpoch,
+    Receipt,
+    Keyed,
+    Retry,
+    MaxLen,
+    MaxBytes,
+    ActiveTtl,
+    RetentionTtl,
+    Head,
+    Mid,
+    Tail,
+    Progress,
+    ProgressFloor,
+    StartsRun,
+    EndsRun,
+    RunHolder,
+    FenceHolder,
+    FenceToken,
+    FenceUnit,
+    UnitDone,
+    UnitProgress,
+}
+
+/// One input's value, borrowed from the publish and written straight into the command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Value<'a> {
+    /// No value: `''`.
+    None,
+    Text(&'a str),
+    Number(u64),
+    /// `'a b'`.
+    Span(u8, u8),
+}
+
+impl ToRedisArgs for Value<'_> {
+    fn write_redis_args<W>(&self, out: &mut W)
+    where
+        W: ?Sized + RedisWrite,
+    {
+        match *self {
+            Value::None => out.write_arg(b""),
+            Value::Text(text) => out.write_arg(text.as_bytes()),
+            Value::Number(n) => n.write_redis_args(out),
+            Value::Span(from, to) => out.write_arg_fmt(format_args!("{from} {to}")),
+        }
+    }
+}
+
+fn number(n: usize) -> Value<'static> {
+    Value::Number(u64::try_from(n).unwrap_or(u64::MAX))
+}
+
+impl Input {
+    const ALL: [Self; 23] = [
+        Self::Channel,
+        Self::Publish,
+        Self::NewEpoch,
+        Self::Receipt,
+        Self::Keyed,
+        Self::Retry,
+        Self::MaxLen,
+        Self::MaxBytes,
+        Self::ActiveTtl,
+        Self::RetentionTtl,
+        Self::Head,
+        Self::Mid,
+        Self::Tail,
+        Self::Progress,
+        Self::ProgressFloor,
+        Self::StartsRun,
+        Self::EndsRun,
+        Self::RunHolder,
+        Self::FenceHolder,
+        Self::FenceToken,
+        Self::FenceUnit,
+        Self::UnitDone,
+        Self::UnitProgress,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Channel => "channel",
+            Self::Publish => "publish",
+            Self::NewEpoch => "new_epoch",
+            Self::Receipt => "receipt",
+            Self::Keyed => "keyed",
+            Self::Retry => "retry",
+            Self::MaxLen => "max_len",
+            Self::MaxBytes => "max_bytes",
+            Self::ActiveTtl => "active_ttl",
+            Self::RetentionTtl => "retention_ttl",
+            Self::Head => "head",
+            Self::Mid => "mid",
+            Self::Tail => "tail",
+            Self::Progress => "progress",
+            Self::ProgressFloor => "progress_floor",
+            Self::StartsRun => "starts_run",
+            Self::EndsRun => "ends_run",
+            Self::RunHolder => "run_holder",
+            Self::FenceHolder => "fence_holder",
+            Self::FenceToken => "fence_token",
+            Self::FenceUnit => "fence_unit",
+            Self::UnitDone => "unit_done",
+            Self::UnitProgress => "unit_progress",
+        }
+    }
+
+    /// This input's value in one publish.
+    fn value<'a>(
+        self,
+        route: &'a Route<'_>,
+        event: &'a PreparedEvent,
+        history: &HistoryConfig,
+    ) -> Value<'a> {
+        let (t, s) = (&event.template, &event.state);
+        let flag = |on: bool| if on { Value::Text("1") } else { Value::None };
+        let text = |value: Option<&'a str>| value.map_or(Value::None, Value::Text);
+        let unit = s.unit.as_ref();
+        match self {
+            Self::Channel => Value::Text(&route.channel),
+            Self::Publish => Value::Text(route.publish_command),
+            Self::NewEpoch => Value::Text(&route.new_epoch),
+            Self::Receipt => Value::Text(&event.receipt),
+            Self::Keyed => flag(event.keyed),
+            Self::Retry => flag(event.retry),
+            Self::MaxLen => number(history.max_len),
+            Self::MaxBytes => number(history.max_bytes),
+            Self::ActiveTtl => Value::Number(history.active_ttl.as_secs().max(1)),
+            Self::RetentionTtl => Value::Number(history.retention.as_secs().max(1)),
+            Self::Head => Value::Text(&t.head),
+            Self::Mid => Value::Text(&t.mid),
+            Self::Tail => Value::Text(&t.tail),
+            Self::Progress => t.progress.map_or(Value::None, |p| Value::Number(p.into())),
+            Self::ProgressFloor => s
+                .progress_floor
+                .map_or(Value::None, |p| Value::Number(p.into())),
+            Self::StartsRun => flag(s.starts_run),
+            Self::EndsRun => flag(s.ends_run),
+            Self::RunHolder => text(s.run_holder.as_deref()),
+            Self::FenceHolder => text(event.fence.as_ref().map(|f| f.holder.as_str())),
+            Self::FenceToken => event
+                .fence
+                .as_ref()
+                .map_or(Value::None, |f| Value::Number(f.token)),
+            Self::FenceUnit => text(unit.map(|u| u.name.as_str())),
+            Self::UnitDone => unit
+                .and_then(|u| u.done_of)
+                .map_or(Value::None, |n| Value::Number(n.into())),
+            Self::UnitProgress => unit
+                .and_then(|u| u.progress_span)
+                .map_or(Value::None, |(from, to)| Value::Span(from, to)),
+        }
+    }
+}
+
+/// Every input name this builder can send (for the drift test, `tests/contract.rs`): the
+/// inputs that have a value in a publish that sets every one.
 #[doc(hidden)]
 pub fn names_sent() -> Vec<&'static str> {
     use crate::broker::{Fence, FrameTemplate, StateChange};
@@ -218,9 +439,11 @@ pub fn names_sent() -> Vec<&'static str> {
         outbox: true,
         new_epoch: String::new(),
     };
-    inputs(&route, &event, &HistoryConfig::default())
+    let history = HistoryConfig::default();
+    Input::ALL
         .into_iter()
-        .map(|(name, _)| name)
+        .filter(|input| input.value(&route, &event, &history) != Value::None)
+        .map(Input::name)
         .collect()
 }
 
@@ -234,6 +457,137 @@ mod tests {
         sent.sort_unstable();
         let named: Vec<&str> = CONTRACT.inputs.keys().map(String::as_str).collect();
         assert_eq!(sent, named);
+    }
+
+    /// The command carries the script's hash, its keys in the contract's order, every
+    /// input's value in the order of the inputs' names, then the patch.
+    #[test]
+    fn the_call_is_the_contract_in_order() {
+        use crate::broker::{Fence, FrameTemplate, StateChange, Unit};
+        let project = ProjectId::parse("p-1").unwrap();
+        let mut state = StateChange {
+            progress_floor: Some(100),
+            starts_run: true,
+            ends_run: true,
+            run_holder: Some("job-q".into()),
+            unit: Some(Unit {
+                name: "u-3".into(),
+                done_of: Some(4),
+                progress_span: Some((10, 90)),
+            }),
+            ..StateChange::default()
+        };
+        state.set("status", Some("RENDERING"));
+        state.set("estimated_remaining", None);
+        let event = PreparedEvent {
+            kind: crate::wire::EventKind::ProgressUpdate,
+            template: FrameTemplate {
+                head: "{\"id\":\"".into(),
+                mid: "\",".into(),
+                tail: "}".into(),
+                progress: Some(42),
+            },
+            state,
+            receipt: "r-9".into(),
+            keyed: true,
+            retry: true,
+            fence: Some(Fence {
+                holder: "job-1".into(),
+                token: 7,
+            }),
+        };
+        let route = Route {
+            project: &project,
+            channel: "progress:p-1".into(),
+            publish_command: "PUBLISH",
+            era: true,
+            outbox: true,
+            new_epoch: "E".into(),
+        };
+        let history = HistoryConfig::default();
+        let expected_value = |name: &str| -> String {
+            match name {
+                "channel" => "progress:p-1".into(),
+                "publish" => "PUBLISH".into(),
+                "new_epoch" => "E".into(),
+                "receipt" => "r-9".into(),
+                "keyed" | "retry" | "starts_run" | "ends_run" => "1".into(),
+                "max_len" => history.max_len.to_string(),
+                "max_bytes" => history.max_bytes.to_string(),
+                "active_ttl" => history.active_ttl.as_secs().to_string(),
+                "retention_ttl" => history.retention.as_secs().to_string(),
+                "head" => "{\"id\":\"".into(),
+                "mid" => "\",".into(),
+                "tail" => "}".into(),
+                "progress" => "42".into(),
+                "progress_floor" => "100".into(),
+                "run_holder" => "job-q".into(),
+                "fence_holder" => "job-1".into(),
+                "fence_token" => "7".into(),
+                "fence_unit" => "u-3".into(),
+                "unit_done" => "4".into(),
+                "unit_progress" => "10 90".into(),
+                other => panic!("an input this test does not know: {other}"),
+            }
+        };
+        let mut expected: Vec<String> = vec!["EVALSHA".into(), layout::PUBLISH.get_hash().into()];
+        let keys: Vec<String> = CONTRACT
+            .keys
+            .iter()
+            .map(|key| match key.name.as_str() {
+                "history" => layout::history_key(&project),
+                "state" => layout::state_key(&project),
+                "receipt" => layout::receipt_key(&project, "r-9"),
+                "fences" => layout::fences_key(&project),
+                "units" => layout::units_key(&project),
+                "era?" => layout::ERA_KEY.into(),
+                "outbox?" => layout::OUTBOX_KEY.into(),
+                "running?" => layout::RUNNING_KEY.into(),
+                other => panic!("a key this test does not know: {other}"),
+            })
+            .collect();
+        expected.push(keys.len().to_string());
+        expected.extend(keys);
+        expected.extend(CONTRACT.inputs.keys().map(|name| expected_value(name)));
+        expected.extend(["status", "RENDERING", "estimated_remaining", ""].map(String::from));
+        let sent: Vec<String> = invocation(&route, &event, &history)
+            .args()
+            .into_iter()
+            .map(|arg| String::from_utf8(arg).unwrap())
+            .collect();
+        assert_eq!(sent, expected);
+
+        // On a cluster the keys outside the project's slot are not passed, and inputs
+        // without a value go as ''.
+        let cluster = Route {
+            era: false,
+            outbox: false,
+            publish_command: "SPUBLISH",
+            ..route
+        };
+        let plain = PreparedEvent {
+            keyed: false,
+            fence: None,
+            state: StateChange::default(),
+            ..event
+        };
+        let sent = invocation(&cluster, &plain, &history).args();
+        let in_slot = CONTRACT
+            .keys
+            .iter()
+            .filter(|key| !key.name.ends_with('?'))
+            .count();
+        assert_eq!(sent[2], in_slot.to_string().into_bytes());
+        let value = |name: &str| {
+            let at = CONTRACT.inputs.keys().position(|n| n == name).unwrap();
+            String::from_utf8(sent[3 + in_slot + at].clone()).unwrap()
+        };
+        assert_eq!(value("publish"), "SPUBLISH");
+        assert_eq!(value("keyed"), "");
+        assert_eq!(value("fence_token"), "");
+        assert_eq!(value("unit_progress"), "");
+        assert_eq!(value("progress"), "42");
+        assert_eq!(sent.len(), 3 + in_slot + CONTRACT.inputs.len());
     }
 
     #[test]
