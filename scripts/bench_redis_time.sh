@@ -21,7 +21,7 @@
 # subscriber on every phase's channel, as the hub is (each PUBLISH then delivers a
 # message).
 #
-#   scripts/bench_redis_time.sh      # N=5000 CHUNK=100 OLD_REF=c851439 PREV_REF=main
+#   scripts/bench_redis_time.sh      # N=5000 CHUNK=100 OLD_REF=c851439 PREV_REF=907c022
 #
 # The machine is shared: only the ratios within one run mean much.
 set -euo pipefail
@@ -29,7 +29,7 @@ cd "$(dirname "$0")/.."
 N="${N:-5000}"
 CHUNK="${CHUNK:-100}"
 OLD_REF="${OLD_REF:-c851439}"
-PREV_REF="${PREV_REF:-main}"
+PREV_REF="${PREV_REF:-907c022}"
 SUBSCRIBE="${SUBSCRIBE:-0}"
 PY="${PY:-clients/python/.venv/bin/python}"
 
