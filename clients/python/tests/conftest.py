@@ -522,10 +522,8 @@ class Watcher:
         # test publishes after this returns, so it waits for that first frame here.
         from websockets.exceptions import ConnectionClosed
 
-        try:
+        with contextlib.suppress(ConnectionClosed):  # refused: `all()` and the close say why
             self.frames.append(json.loads(self._ws.recv(timeout=PATIENCE)))
-        except ConnectionClosed:
-            pass  # refused: `all()` and the close say why
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 

@@ -56,8 +56,6 @@ def test_publishing_through_sentinel_follows_a_failover(
 
         assert asyncio.run(complete()) is not None
         frames = watcher.wait_complete()
-        print("FRAMES", [(f["event"], f["id"], f["data"].get("message")) for f in frames])
-        print("HISTORY", [(f["event"], f["id"], f["data"].get("message")) for f in redis_sentinel.history(project)])
         assert [f["event"] for f in frames] == ["log", "log", "complete"]
         assert [f["data"].get("message") for f in frames[:2]] == ["before", "after"]
         assert [f["id"].split(":")[1] for f in frames] == ["1", "2", "3"]
