@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A differential check of the publish script: publish.lua at a base revision (`main`),
+"""A differential check of the publish script: publish.lua at a base revision (907c022),
 called with the base's inputs (its contract's sorted input names), against publish.lua
 as checked out here (HEAD), called as the Python SDK calls it (`_redis.script_call`).
 
@@ -23,8 +23,9 @@ HEAD's at least `ttl` and at most `ttl + ttl/8` (checked after every append, and
 above that bound).
 
 Run with the SDK's venv: clients/python/.venv/bin/python scripts/publish_differential.py
-[--seeds N] [--steps N] [--base REV]. Exit status 1 on a mismatch, with a reproduction
-(the shortest failing sequence of steps found, as JSON).
+[--seeds N] [--steps N] [--base REV] (default 907c022, the script before this one).
+Exit status 1 on a mismatch, with a reproduction (the shortest failing sequence of
+steps found, as JSON).
 """
 
 from __future__ import annotations
@@ -385,9 +386,7 @@ def snapshot(client: Any, side: Side, receipts: list[str]) -> dict[str, Any]:
         pipe.ttl(_redis.receipt_key(p, receipt))
     out = pipe.execute()
     history, state, fences, units, running, h_pttl, s_pttl, f_ttl, u_ttl = out[:9]
-    kept = {
-        k: v for k, v in state.items() if not k.startswith(RECEIPT_PREFIX)
-    }
+    kept = {k: v for k, v in state.items() if not k.startswith(RECEIPT_PREFIX)}
     return {
         "history": history,
         "state": kept,
@@ -408,11 +407,7 @@ def outbox(client: Any, side: Side) -> list[dict[str, str]]:
         if fields.get("channel") != side.channel:
             continue
         entries.append(
-            {
-                k: v
-                for k, v in fields.items()
-                if k != "channel" and not k.startswith(RECEIPT_PREFIX)
-            }
+            {k: v for k, v in fields.items() if k != "channel" and not k.startswith(RECEIPT_PREFIX)}
         )
     return entries
 
@@ -547,7 +542,9 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=200)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--first-seed", type=int, default=1)
-    parser.add_argument("--base", default="main")
+    # The script before receipts on retry and the TTL once per ttl/8 (session 13): its
+    # keys live exactly `ttl` after an append, which `Run` checks the base against.
+    parser.add_argument("--base", default="907c022")
     parser.add_argument(
         "--head-lua",
         type=Path,
@@ -565,22 +562,15 @@ def main() -> int:
     proc, client = start_redis()
     try:
         target = Target.parse("redis://127.0.0.1")
-        base = Side(
-            "base",
-            "diff-base",
-            client.register_script(base_lua),
-            sorted(base_inputs["inputs"]),
-            [k["name"] for k in base_inputs["keys"]],
-            target,
-        )
-        head = Side(
-            "head",
-            "diff-head",
-            client.register_script(head_lua),
-            sorted(head_inputs["inputs"]),
-            [k["name"] for k in head_inputs["keys"]],
-            target,
-        )
+
+        def side(name: str, lua: str, inputs: dict[str, Any]) -> Side:
+            """One script on its own project, called by its contract's names."""
+            keys = [k["name"] for k in inputs["keys"]]
+            script = client.register_script(lua)
+            return Side(name, f"diff-{name}", script, sorted(inputs["inputs"]), keys, target)
+
+        base = side("base", base_lua, base_inputs)
+        head = side("head", head_lua, head_inputs)
         print(
             f"base {args.base}: {len(base.names)} inputs; head HEAD{note}: {len(head.names)} "
             f"inputs (only in head: {sorted(set(head.names) - set(base.names))}, only in "
