@@ -3,13 +3,16 @@
 # OLD_REF, which takes its inputs as name/value pairs: the same inputs are given it so, and
 # at PREV_REF, which takes them as the current one does), the current one, and the floor
 # (XADD + HSET + PUBLISH, what one event costs Redis with no script), measured side by
-# side in the same run, on a fresh redis-server on a free port. Three bare scripts show
-# what any script costs on this Redis: `empty` is called exactly as publish.lua is (same
-# KEYS and ARGV) and does nothing;
+# side in the same run, on a fresh redis-server on a free port. Bare scripts show what any
+# script costs on this Redis: `empty` is called exactly as publish.lua is (same KEYS and
+# ARGV) and does nothing; `nil` is called with nothing and does nothing, and `issue` runs
+# HINCRBY + XADD + PUBLISH: the issue's two yardsticks of its machine (≈ 2.2 and ≈ 4.8 µs
+# there), by which its 8 µs is scaled to this one (and by `old`, 17.3 µs there);
 # `bare` runs the floor's XADD + HSET + PUBLISH in a script, given only their arguments;
-# `least`, called as publish.lua is, runs only the calls no publish.lua can do without (read
-# the state, the era, XADD, HSET with a receipt, PTTL, PUBLISH), no check, no trimming, no
-# receipt lookup: what publish.lua would cost with all of its logic free.
+# `least`, called as publish.lua is, runs only the calls no publish.lua can do without
+# (read the state, the era, XADD, HSET with the receipt and its ring field, PTTL,
+# PUBLISH), no check, no trimming, no receipt lookup: what publish.lua would cost with
+# all of its logic free.
 # Log events of one project per phase (its history full after the first 1,000: trimming is
 # in the steady state), from the Python SDK's own builder (`script_call`, so the call is
 # the one every publisher makes). The phases take turns every CHUNK events, N events each
@@ -69,6 +72,13 @@ redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], ARGV[2], 'frame', ARGV[3])
 redis.call('HSET', KEYS[2], 'seq', ARGV[4], 'last_event_id', ARGV[5], 'updated_at', ARGV[6])
 redis.call('PUBLISH', ARGV[7], ARGV[3])
 """
+# The issue's two yardsticks of a machine (on its machine ≈ 2.2 and ≈ 4.8 µs): an empty
+# script called with nothing (`nil`), and HINCRBY + XADD + PUBLISH in a script (`issue`).
+ISSUE = """
+local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
+redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '0-' .. seq, 'frame', ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[2])
+"""
 NAMES = sorted(_contract.publish_inputs()["inputs"])
 arg = {name: f"ARGV[{i + 1}]" for i, name in enumerate(NAMES)}
 LEAST = f"""
@@ -79,8 +89,9 @@ local seq = tostring(n)
 local id = 'e:' .. seq
 local frame = {arg['head']} .. id .. {arg['mid']} .. {arg['tail']}
 redis.call('XADD', KEYS[1], 'MAXLEN', {arg['max_len']}, '0-' .. seq, 'frame', frame)
-redis.call('HSET', KEYS[2], 'seq', seq, 'last_event_id', id, 'receipt_' .. (n % 16),
-  {arg['receipt']} .. '=' .. id, unpack(ARGV, {len(NAMES) + 1}))
+local receipt = {arg['receipt']} .. '=' .. id
+redis.call('HSET', KEYS[2], 'seq', seq, 'last_event_id', id, 'receipt', receipt,
+  'receipt_' .. string.sub(seq, -1), receipt, unpack(ARGV, {len(NAMES) + 1}))
 if redis.call('PTTL', KEYS[2]) < 0 then
   redis.call('EXPIRE', KEYS[1], {arg['active_ttl']})
   redis.call('EXPIRE', KEYS[2], {arg['active_ttl']})
@@ -93,13 +104,22 @@ scripts = {
     "prev": r.script_load(open(f"{folder}/prev.lua", encoding="utf-8").read()),
     "new": r.script_load(_contract.publish_script()),
     "empty": r.script_load("return 1"),
+    "nil": r.script_load("return 1"),
+    "issue": r.script_load(ISSUE),
     "bare": r.script_load(BARE),
     "least": r.script_load(LEAST),
 }
-PREV_NAMES = sorted(json.load(open(f"{folder}/prev.json", encoding="utf-8"))["inputs"])
+PREV_# The issue's two yardsticks of a machine (on its machine ≈ 2.2 and ≈ 4.8 µs): an empty
+# script called with nothing (`nil`), and HINCRBY + XADD + PUBLISH in a script (`issue`).
+ISSUE = """
+local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
+redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '0-' .. seq, 'frame', ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[2])
+"""
+NAMES = sorted(json.load(open(f"{folder}/prev.json", encoding="utf-8"))["inputs"])
 PAIRS = {"old"}  # the scripts that take name/value pairs ('state.<field>': the patch)
 config, target = Config(), Target.parse(f"redis://127.0.0.1:{port}")
-phases = ["old", "prev", "new", "least", "empty", "bare", "floor"]
+phases = ["old", "prev", "new", "least", "empty", "bare", "nil", "issue", "floor"]
 COMMANDS = {p: ["evalsha"] for p in phases} | {"floor": ["xadd", "hset", "publish"]}
 
 listener = None
@@ -148,6 +168,11 @@ def chunk_of(phase: str, start: int) -> int:
         elif phase == "bare":
             pipe.evalsha(scripts[phase], 2, history, state, config.history_len, f"0-{i + 1}",
                          frame, i + 1, f"e:{i + 1}", updated_at, target.channel(project))
+        elif phase == "nil":
+            pipe.evalsha(scripts[phase], 0)
+        elif phase == "issue":
+            pipe.evalsha(scripts[phase], 2, history, state, config.history_len, frame,
+                         target.channel(project))
         else:
             keys, argv = script_call(project, prepared, f"r{i}", None, target, config)
             if phase in PAIRS:
@@ -173,6 +198,10 @@ for phase in phases:
     print(f"{phase:>6}: {mean[phase]:7.2f} {mean[phase] / mean['floor']:5.1f}x"
           f"        {median[phase]:7.2f} {median[phase] / median['floor']:5.1f}x")
 print(f"new/old {mean['new'] / mean['old']:.2f}, new/prev {mean['new'] / mean['prev']:.2f} (means)")
+# The issue's 8 µs, on this machine: scaled by each of its yardsticks (median chunks).
+print(f"8 µs on the issue's machine is here {8 * median['nil'] / 2.2:.2f} µs by `nil` "
+      f"(÷ 2.2), {8 * median['issue'] / 4.8:.2f} µs by `issue` (÷ 4.8), "
+      f"{8 * median['old'] / 17.3:.2f} µs by `old` (÷ 17.3)")
 # What each script's project keeps in Redis (the receipts of unkeyed publishes, ...).
 for phase in ("old", "prev", "new"):
     keys = r.keys(f"progress:{{bench-{phase}}}:*")

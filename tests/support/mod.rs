@@ -80,7 +80,7 @@ where
 }
 
 /// Reads until `done` holds (`Ok`) or `PATIENCE` runs out (`Err`, the last value read).
-async fn poll_until<T, F, Fut>(mut read: F, done: impl Fn(&T) -> bool) -> Result<T, T>
+pub(crate) async fn poll_until<T, F, Fut>(mut read: F, done: impl Fn(&T) -> bool) -> Result<T, T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = T>,
