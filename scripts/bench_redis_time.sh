@@ -5,9 +5,9 @@
 # (XADD + HSET + PUBLISH, what one event costs Redis with no script), measured side by
 # side in the same run, on a fresh redis-server on a free port. Bare scripts show what any
 # script costs on this Redis: `empty` is called exactly as publish.lua is (same KEYS and
-# ARGV) and does nothing; `nil` is called with nothing and does nothing, and `issue` runs
-# HINCRBY + XADD + PUBLISH: the issue's two yardsticks of its machine (≈ 2.2 and ≈ 4.8 µs
-# there), by which its 8 µs is scaled to this one (and by `old`, 17.3 µs there);
+# ARGV) and does nothing; `issue` runs HINCRBY + XADD + PUBLISH in a script, the issue's
+# yardstick of its machine (≈ 4.8 µs there), by which its 8 µs is scaled to this one (and
+# by `old`, 17.3 µs there, and the floor, 1.5 µs there);
 # `bare` runs the floor's XADD + HSET + PUBLISH in a script, given only their arguments;
 # `least`, called as publish.lua is, runs only the calls no publish.lua can do without
 # (read the state, the era, XADD, HSET with the receipt and its ring field, PTTL,
@@ -72,8 +72,8 @@ redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], ARGV[2], 'frame', ARGV[3])
 redis.call('HSET', KEYS[2], 'seq', ARGV[4], 'last_event_id', ARGV[5], 'updated_at', ARGV[6])
 redis.call('PUBLISH', ARGV[7], ARGV[3])
 """
-# The issue's two yardsticks of a machine (on its machine ≈ 2.2 and ≈ 4.8 µs): an empty
-# script called with nothing (`nil`), and HINCRBY + XADD + PUBLISH in a script (`issue`).
+# The issue's yardstick of a machine (≈ 4.8 µs on its machine): HINCRBY + XADD + PUBLISH
+# in a script.
 ISSUE = """
 local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
 redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '0-' .. seq, 'frame', ARGV[2])
@@ -104,22 +104,14 @@ scripts = {
     "prev": r.script_load(open(f"{folder}/prev.lua", encoding="utf-8").read()),
     "new": r.script_load(_contract.publish_script()),
     "empty": r.script_load("return 1"),
-    "nil": r.script_load("return 1"),
     "issue": r.script_load(ISSUE),
     "bare": r.script_load(BARE),
     "least": r.script_load(LEAST),
 }
-PREV_# The issue's two yardsticks of a machine (on its machine ≈ 2.2 and ≈ 4.8 µs): an empty
-# script called with nothing (`nil`), and HINCRBY + XADD + PUBLISH in a script (`issue`).
-ISSUE = """
-local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
-redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '0-' .. seq, 'frame', ARGV[2])
-redis.call('PUBLISH', ARGV[3], ARGV[2])
-"""
-NAMES = sorted(json.load(open(f"{folder}/prev.json", encoding="utf-8"))["inputs"])
+PREV_NAMES = sorted(json.load(open(f"{folder}/prev.json", encoding="utf-8"))["inputs"])
 PAIRS = {"old"}  # the scripts that take name/value pairs ('state.<field>': the patch)
 config, target = Config(), Target.parse(f"redis://127.0.0.1:{port}")
-phases = ["old", "prev", "new", "least", "empty", "bare", "nil", "issue", "floor"]
+phases = ["old", "prev", "new", "least", "empty", "bare", "issue", "floor"]
 COMMANDS = {p: ["evalsha"] for p in phases} | {"floor": ["xadd", "hset", "publish"]}
 
 listener = None
@@ -168,8 +160,6 @@ def chunk_of(phase: str, start: int) -> int:
         elif phase == "bare":
             pipe.evalsha(scripts[phase], 2, history, state, config.history_len, f"0-{i + 1}",
                          frame, i + 1, f"e:{i + 1}", updated_at, target.channel(project))
-        elif phase == "nil":
-            pipe.evalsha(scripts[phase], 0)
         elif phase == "issue":
             pipe.evalsha(scripts[phase], 2, history, state, config.history_len, frame,
                          target.channel(project))
@@ -199,9 +189,9 @@ for phase in phases:
           f"        {median[phase]:7.2f} {median[phase] / median['floor']:5.1f}x")
 print(f"new/old {mean['new'] / mean['old']:.2f}, new/prev {mean['new'] / mean['prev']:.2f} (means)")
 # The issue's 8 µs, on this machine: scaled by each of its yardsticks (median chunks).
-print(f"8 µs on the issue's machine is here {8 * median['nil'] / 2.2:.2f} µs by `nil` "
-      f"(÷ 2.2), {8 * median['issue'] / 4.8:.2f} µs by `issue` (÷ 4.8), "
-      f"{8 * median['old'] / 17.3:.2f} µs by `old` (÷ 17.3)")
+print(f"8 µs on the issue's machine is here {8 * median['issue'] / 4.8:.2f} µs by `issue` "
+      f"(÷ 4.8), {8 * median['old'] / 17.3:.2f} by `old` (÷ 17.3), "
+      f"{8 * median['floor'] / 1.5:.2f} by the floor (÷ 1.5)")
 # What each script's project keeps in Redis (the receipts of unkeyed publishes, ...).
 for phase in ("old", "prev", "new"):
     keys = r.keys(f"progress:{{bench-{phase}}}:*")

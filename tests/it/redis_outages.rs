@@ -522,3 +522,18 @@ async fn a_publish_whose_answer_was_lost_is_retried_and_appended_once() {
         "each event once, with the id answered"
     );
 }
+
+// The test support's own guard (every test's Redis depends on it): a process that has
+// not bound its port (here one that never will), taken by another server meanwhile, is
+// never mistaken for the server answering there, however long it lives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_whose_port_was_taken_is_not_taken_for_the_one_answering() {
+    let other = RedisServer::start().await;
+    let mut late = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    assert!(!support::redis::started(&other.url(), &mut late).await);
+    let _ = late.kill();
+    let _ = late.wait();
+}

@@ -5,7 +5,7 @@ use std::process::{Child, Command, Stdio};
 
 use super::eventually;
 use super::proxy::RedisProxy;
-use super::redis::free_port;
+use super::redis::{free_port, started};
 
 /// A real Redis Cluster on loopback, each node in a temp dir of its own; killed and
 /// removed on drop. [`RedisCluster::start`]: 3 masters, no replicas.
@@ -83,20 +83,33 @@ impl RedisCluster {
         cluster.bus_ports = cluster.ports.split_off(nodes);
         for i in 0..nodes {
             cluster.children.push(None);
-            cluster.launch(i).await;
+            if !cluster.launch(i).await {
+                let port = cluster.ports[i];
+                return Err(format!(
+                    "node {i} did not start on port {port}:\n{}",
+                    cluster.log(i)
+                ));
+            }
         }
         let addrs: Vec<String> = cluster
             .ports
             .iter()
             .map(|p| format!("127.0.0.1:{p}"))
             .collect();
-        let output = Command::new("redis-cli")
+        // The tool waits for the nodes to agree without a bound ("Waiting for the cluster
+        // to join"): a minute, then it is stopped and the try reported.
+        let creating = tokio::process::Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addrs)
             .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdin(Stdio::null())
-            .output()
-            .expect("redis-cli must be on PATH");
+            .kill_on_drop(true)
+            .output();
+        let output = match tokio::time::timeout(std::time::Duration::from_secs(60), creating).await
+        {
+            Ok(output) => output.expect("redis-cli must be on PATH"),
+            Err(_) => return Err("redis-cli --cluster create did not end within 60 s".into()),
+        };
         if !output.status.success() {
             // Dropping `cluster` stops its nodes and removes their files.
             return Err(format!(
@@ -114,8 +127,9 @@ impl RedisCluster {
         Ok(cluster)
     }
 
-    /// Starts node `i` (again) with its nodes.conf, so it rejoins with its slots.
-    async fn launch(&mut self, i: usize) {
+    /// Starts node `i` (again) with its nodes.conf, so it rejoins with its slots; `false`
+    /// when it does not start as itself on its port (see [`super::redis::started`]).
+    async fn launch(&mut self, i: usize) -> bool {
         let port = self.ports[i].to_string();
         let node_dir = self.dir.join(&port);
         std::fs::create_dir_all(&node_dir).expect("a node dir");
@@ -134,13 +148,11 @@ impl RedisCluster {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be on PATH");
-        self.children[i] = Some(child);
         let url = self.node_url(i);
-        eventually(&format!("cluster node {port} answers"), || {
-            let url = url.clone();
-            async move { query::<String>(&url, redis::cmd("PING")).await.is_some() }
-        })
-        .await;
+        let mut child = child;
+        let started = started(&url, &mut child).await;
+        self.children[i] = Some(child);
+        started
     }
 
     /// Waits for `CLUSTER INFO` to say cluster_state:ok on node `i`.
@@ -410,7 +422,11 @@ impl RedisCluster {
     /// no persistence), then waits until the cluster is ok everywhere.
     pub async fn restart_node(&mut self, i: usize) {
         self.kill_node(i);
-        self.launch(i).await;
+        assert!(
+            self.launch(i).await,
+            "node {i} restarted on its port:\n{}",
+            self.log(i)
+        );
         for n in 0..self.ports.len() {
             self.wait_ok(n).await;
         }

@@ -71,33 +71,15 @@ impl RedisServer {
             .spawn()
             .expect("redis-server must be on PATH (the test command installs it)");
         self.child = Some(child);
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        while tokio::time::Instant::now() < deadline {
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(_)) = child.try_wait()
-            {
-                self.child = None;
-                return false; // port taken between choosing and binding
-            }
-            if self.ping().await {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let url = self.url();
+        let started = match self.child.as_mut() {
+            Some(child) => started(&url, child).await,
+            None => false,
+        };
+        if !started {
+            self.kill();
         }
-        false
-    }
-
-    async fn ping(&self) -> bool {
-        let Ok(client) = redis::Client::open(self.url()) else {
-            return false;
-        };
-        let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
-            return false;
-        };
-        redis::cmd("PING")
-            .query_async::<String>(&mut conn)
-            .await
-            .is_ok()
+        started
     }
 
     pub fn url(&self) -> String {
@@ -183,6 +165,32 @@ impl Drop for RedisServer {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
+}
+
+/// Waits until the `redis-server` started as `child` answers on `url` as itself (the
+/// `process_id` of its `INFO server` is the child's). A port chosen free can be taken
+/// by another process between choosing and binding, e.g. another test's server: the
+/// child then exits ("Address already in use") while the other answers on the port, so
+/// a PING alone could hand a test someone else's server. `false` when the child has
+/// exited or has not answered within `PATIENCE`: the caller tries another port.
+pub async fn started(url: &str, child: &mut Child) -> bool {
+    let pid = format!("process_id:{}", child.id());
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while tokio::time::Instant::now() < deadline {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return false;
+        }
+        let mut info = redis::cmd("INFO");
+        info.arg("server");
+        if let Ok(client) = redis::Client::open(url)
+            && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+            && let Ok(text) = info.query_async::<String>(&mut conn).await
+        {
+            return text.lines().any(|line| line.trim() == pid);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
 }
 
 pub(crate) fn free_port() -> u16 {

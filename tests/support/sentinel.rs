@@ -13,7 +13,7 @@ use redis::Value;
 
 use super::PATIENCE;
 use super::proxy::RedisProxy;
-use super::redis::free_port;
+use super::redis::{free_port, started};
 
 /// The name the sentinels monitor the primary by.
 pub const MASTER: &str = "mymaster";
@@ -109,25 +109,18 @@ impl SentinelSetup {
         let node_pw = auth.nodes.as_deref();
         // A replica writes the primary's snapshot to its `dir`: the temp dir, not the cwd.
         let dir_arg = dir.display().to_string();
-        let primary_args = ["--port", &free_port().to_string(), "--dir", &dir_arg];
-        let primary = spawn(&primary_args, None, node_pw).await;
+        let primary = spawn(|_| vec!["--dir".into(), dir_arg.clone()], false, node_pw).await;
         let proxy = match proxied {
             true => Some(RedisProxy::start(&format!("127.0.0.1:{}", primary.port)).await),
             false => None,
         };
         // The port the replica and the sentinels know the primary by.
         let primary_port = proxy.as_ref().map_or(primary.port, |p| p.port);
-        let replica_args = [
-            "--port".to_string(),
-            free_port().to_string(),
-            "--dir".to_string(),
-            dir_arg.clone(),
-            "--replicaof".to_string(),
-            "127.0.0.1".to_string(),
-            primary_port.to_string(),
-        ];
-        let replica_args: Vec<&str> = replica_args.iter().map(String::as_str).collect();
-        let replica = spawn(&replica_args, None, node_pw).await;
+        let replica_args = |_| {
+            let of = ["--replicaof", "127.0.0.1", &primary_port.to_string()].map(String::from);
+            [vec!["--dir".into(), dir_arg.clone()], of.to_vec()].concat()
+        };
+        let replica = spawn(replica_args, false, node_pw).await;
         let mut secrets = String::new();
         if let Some(pw) = &auth.nodes {
             secrets += &format!("sentinel auth-pass {MASTER} {pw}\n");
@@ -137,24 +130,25 @@ impl SentinelSetup {
         }
         let mut sentinels = Vec::new();
         for i in 0..3 {
-            let port = free_port();
             let conf = dir.join(format!("sentinel-{i}.conf"));
-            std::fs::write(
-                &conf,
-                format!(
-                    "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {dir}\n\
-                     sentinel monitor {MASTER} 127.0.0.1 {primary} 2\n\
-                     sentinel down-after-milliseconds {MASTER} 1000\n\
-                     sentinel failover-timeout {MASTER} 5000\n\
-                     sentinel parallel-syncs {MASTER} 1\n{secrets}",
-                    dir = dir.display(),
-                    primary = primary_port,
-                ),
-            )
-            .expect("sentinel config");
-            let conf = conf.to_str().unwrap();
+            let config = |port| {
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {dir}\n\
+                         sentinel monitor {MASTER} 127.0.0.1 {primary} 2\n\
+                         sentinel down-after-milliseconds {MASTER} 1000\n\
+                         sentinel failover-timeout {MASTER} 5000\n\
+                         sentinel parallel-syncs {MASTER} 1\n{secrets}",
+                        dir = dir.display(),
+                        primary = primary_port,
+                    ),
+                )
+                .expect("sentinel config");
+                vec![conf.display().to_string(), "--sentinel".into()]
+            };
             let sentinel_pw = auth.sentinels.as_deref();
-            sentinels.push(spawn(&[], Some((conf, port)), sentinel_pw).await);
+            sentinels.push(spawn(config, true, sentinel_pw).await);
         }
         let setup = Self {
             nodes: vec![primary, replica],
@@ -355,16 +349,20 @@ async fn connect(url: &str) -> redis::aio::MultiplexedConnection {
         .expect("connects")
 }
 
-/// Starts `redis-server` with `args` (or as a sentinel on `conf`) and waits for PING.
-async fn spawn(args: &[&str], sentinel: Option<(&str, u16)>, password: Option<&str>) -> Process {
-    let mut command = Command::new("redis-server");
-    let port = match sentinel {
-        Some((conf, port)) => {
-            command.args([conf, "--sentinel"]);
-            port
-        }
-        None => {
-            command.args(args).args([
+/// Starts `redis-server` on a free port, `args(port)` its arguments (a sentinel's: its
+/// config file, written for that port, and `--sentinel`), and waits until it answers as
+/// itself; a port another process took meanwhile is given up for another, 5 at most.
+async fn spawn(
+    args: impl Fn(u16) -> Vec<String>,
+    sentinel: bool,
+    password: Option<&str>,
+) -> Process {
+    for _ in 0..5 {
+        let port = free_port();
+        let mut command = Command::new("redis-server");
+        command.args(args(port));
+        if !sentinel {
+            command.args(["--port", &port.to_string()]).args([
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -377,31 +375,23 @@ async fn spawn(args: &[&str], sentinel: Option<(&str, u16)>, password: Option<&s
             if let Some(pw) = password {
                 command.args(["--requirepass", pw, "--masterauth", pw]);
             }
-            args[1].parse().expect("a port")
         }
-    };
-    let child = command
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server must be on PATH");
-    let process = Process {
-        port,
-        password: password.map(str::to_string),
-        child: Some(child),
-    };
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while tokio::time::Instant::now() < deadline {
-        if let Ok(client) = redis::Client::open(process.url())
-            && let Ok(mut conn) = client.get_multiplexed_async_connection().await
-            && redis::cmd("PING")
-                .query_async::<String>(&mut conn)
-                .await
-                .is_ok()
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be on PATH");
+        let mut process = Process {
+            port,
+            password: password.map(str::to_string),
+            child: Some(child),
+        };
+        let url = process.url();
+        if let Some(child) = process.child.as_mut()
+            && started(&url, child).await
         {
             return process;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("redis-server on {port} did not start");
+    panic!("redis-server did not start on 5 ports");
 }
