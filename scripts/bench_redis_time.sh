@@ -80,7 +80,11 @@ redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '0-' .. seq, 'frame', ARGV[2])
 redis.call('PUBLISH', ARGV[3], ARGV[2])
 """
 NAMES = sorted(_contract.publish_inputs()["inputs"])
-arg = {name: f"ARGV[{i + 1}]" for i, name in enumerate(NAMES)}
+GIVEN_ONLY = _contract.publish_inputs()["given_only"]
+ALWAYS = [name for name in NAMES if name not in GIVEN_ONLY]
+arg = {name: f"ARGV[{i + 1}]" for i, name in enumerate(ALWAYS)}
+# (the patch follows the count of the given_only inputs and those)
+PATCH_AT = f"{len(ALWAYS) + 2} + tonumber(ARGV[{len(ALWAYS) + 1}])"
 LEAST = f"""
 local s = redis.call('HMGET', KEYS[2], 'epoch', 'seq', 'progress', 'bytes', 'run_ended', 'era')
 local era = redis.call('GET', KEYS[6])
@@ -91,7 +95,7 @@ local frame = {arg['head']} .. id .. {arg['mid']} .. {arg['tail']}
 redis.call('XADD', KEYS[1], 'MAXLEN', {arg['max_len']}, '0-' .. seq, 'frame', frame)
 local receipt = {arg['receipt']} .. '=' .. id
 redis.call('HSET', KEYS[2], 'seq', seq, 'last_event_id', id, 'receipt', receipt,
-  'receipt_' .. string.sub(seq, -1), receipt, unpack(ARGV, {len(NAMES) + 1}))
+  'receipt_' .. string.sub(seq, -1), receipt, unpack(ARGV, {PATCH_AT}))
 if redis.call('PTTL', KEYS[2]) < 0 then
   redis.call('EXPIRE', KEYS[1], {arg['active_ttl']})
   redis.call('EXPIRE', KEYS[2], {arg['active_ttl']})
@@ -121,10 +125,18 @@ if subscribe:
     listener = pubsub.run_in_thread(sleep_time=0.01, daemon=True)
 
 
+def named(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+    """The inputs of a call made as publish.lua's contract says, by name, and its patch."""
+    values = dict(zip(ALWAYS, argv[: len(ALWAYS)]))
+    count = int(argv[len(ALWAYS)])
+    values.update(zip(GIVEN_ONLY[:count], argv[len(ALWAYS) + 1 : len(ALWAYS) + 1 + count]))
+    return values, argv[len(ALWAYS) + 1 + count :]
+
+
 def as_pairs(argv: list[str]) -> list[str]:
     """The same inputs, as the scripts before positional inputs took them."""
-    values, patch = argv[: len(NAMES)], argv[len(NAMES) :]
-    pairs = [x for name, value in zip(NAMES, values) if value != "" for x in (name, value)]
+    values, patch = named(argv)
+    pairs = [x for name, value in sorted(values.items()) if value != "" for x in (name, value)]
     for field, value in zip(patch[::2], patch[1::2]):
         pairs += [f"state.{field}", value]
     return pairs
@@ -132,8 +144,8 @@ def as_pairs(argv: list[str]) -> list[str]:
 
 def as_prev(argv: list[str]) -> list[str]:
     """The same inputs, in the order of the names PREV_REF's contract gives."""
-    values = dict(zip(NAMES, argv[: len(NAMES)]))
-    return [values.get(name, "") for name in PREV_NAMES] + argv[len(NAMES) :]
+    values, patch = named(argv)
+    return [values.get(name, "") for name in PREV_NAMES] + patch
 
 
 def usec(phase: str) -> int:

@@ -290,6 +290,30 @@ class Side:
     names: list[str]  # its inputs, sorted
     key_names: list[str]
     target: Target
+    given_only: list[str] = field(default_factory=list)  # (none before the count)
+
+    def argv(self, values: dict[str, str], patch: list[str]) -> list[str]:
+        """Its ARGV for these named inputs: those every publish gives in the order of
+        their names, then (a contract with `given_only`) their count and those, up to
+        the last one given, then the patch."""
+        argv = [values.get(name, "") for name in self.names if name not in self.given_only]
+        if self.given_only:
+            given = [values.get(name, "") for name in self.given_only]
+            while given and not given[-1]:
+                given.pop()
+            argv += [str(len(given)), *given]
+        return argv + patch
+
+    def values(self, argv: list[str]) -> tuple[dict[str, str], list[str]]:
+        """The named inputs and the patch of an ARGV made as `argv` makes it."""
+        always = [name for name in self.names if name not in self.given_only]
+        values = dict(zip(always, argv[: len(always)], strict=True))
+        rest = argv[len(always) :]
+        if self.given_only:
+            count, rest = int(rest[0]), rest[1:]
+            values.update(zip(self.given_only[:count], rest[:count], strict=True))
+            rest = rest[count:]
+        return values, rest
 
     def keys(self, receipt: str) -> list[str]:
         by_name = {
@@ -332,8 +356,7 @@ def named_call(step: dict[str, Any], head: Side) -> tuple[dict[str, str], list[s
     keys, argv = _redis.script_call(
         head.project, prepared, step["receipt"], claim, head.target, config, step["retry"]
     )
-    values = dict(zip(head.names, argv[: len(head.names)], strict=True))
-    patch = argv[len(head.names) :]
+    values, patch = head.values(argv)
     values["new_epoch"] = step["epoch"]
     if step["keyed"]:
         values["keyed"] = "1"
@@ -348,7 +371,7 @@ def call(side: Side, values: dict[str, str], patch: list[str], receipt: str) -> 
     """The side's script with these named inputs: its ARGV in its own names' order."""
     # (its own project's channel; every other input the same)
     own = dict(values, channel=side.channel)
-    argv = [own.get(name, "") for name in side.names] + patch
+    argv = side.argv(own, patch)
     try:
         return ("ok", side.script(keys=side.keys(receipt), args=argv))
     except redis.ResponseError as err:
@@ -567,7 +590,8 @@ def main() -> int:
             """One script on its own project, called by its contract's names."""
             keys = [k["name"] for k in inputs["keys"]]
             script = client.register_script(lua)
-            return Side(name, f"diff-{name}", script, sorted(inputs["inputs"]), keys, target)
+            names, given_only = sorted(inputs["inputs"]), inputs.get("given_only", [])
+            return Side(name, f"diff-{name}", script, names, keys, target, given_only)
 
         base = side("base", base_lua, base_inputs)
         head = side("head", head_lua, head_inputs)

@@ -210,7 +210,8 @@ fn read(path: &str) -> String {
 }
 
 // One description of the publish inputs (contract/publish-inputs.json): the script takes
-// exactly the inputs it names, in the order of their names, the state patch after them,
+// exactly the inputs it names, in the order it gives (of their names, then `given_only`'s),
+// the state patch after them,
 // and keeps exactly the fields it calls the script's own; the hub's builder sends exactly
 // them; the Python SDK's builder names exactly them, and packages the file.
 #[test]
@@ -218,26 +219,54 @@ fn the_publish_script_and_its_callers_read_one_description_of_its_inputs() {
     use progress_hub::broker::redis::publish_inputs::{CONTRACT, names_sent};
     let described: Vec<String> = CONTRACT.inputs.keys().cloned().collect();
     let lua = read("crates/hub/src/broker/redis/publish.lua");
-    let taken = format!("= unpack(ARGV, 1, {})", described.len());
-    let locals = lua
-        .split(&taken)
-        .next()
-        .and_then(|before| before.rsplit("\nlocal ").next())
-        .unwrap_or_default();
-    let in_order: Vec<String> = locals
-        .split(',')
-        .map(|name| name.trim().to_string())
+    // The locals a `local a, b, ... = <taken>` line of the script names, in order.
+    let locals_of = |taken: &str| -> Vec<String> {
+        assert!(
+            lua.contains(taken),
+            "publish.lua takes its inputs as {taken}"
+        );
+        lua.split(taken)
+            .next()
+            .and_then(|before| before.rsplit("\nlocal ").next())
+            .unwrap_or_default()
+            .split(',')
+            .map(|name| name.trim().to_string())
+            .collect()
+    };
+    let mut always: Vec<String> = described
+        .iter()
+        .filter(|name| !CONTRACT.given_only.contains(name))
+        .cloned()
         .collect();
+    always.push("given".into());
+    let taken = format!("= unpack(ARGV, 1, {})", always.len());
+    assert_eq!(
+        locals_of(&taken),
+        always,
+        "the inputs every publish gives publish.lua, in order, and the count of the others"
+    );
+    let start = always.len() + 1;
+    let taken = format!("= unpack(ARGV, {start}, {} + given)", start - 1);
+    assert_eq!(
+        locals_of(&taken),
+        CONTRACT.given_only,
+        "the inputs publish.lua takes as given, in order"
+    );
     assert!(
-        lua.contains(&taken),
-        "publish.lua takes its inputs as {taken}"
+        CONTRACT
+            .given_only
+            .iter()
+            .all(|name| described.contains(name)),
+        "given_only names inputs"
     );
     assert_eq!(
-        in_order, described,
-        "the inputs publish.lua takes, in order"
+        lua.matches(&format!("<= {}", CONTRACT.given_only.len()))
+            .count(),
+        1,
+        "publish.lua checks the count of given inputs"
     );
     assert!(
-        lua.contains(&format!("local PATCH_AT = {}\n", described.len() + 1)),
+        lua.contains(&format!("local PATCH_AT = {start} + given\n")),
         "publish.lua's state patch follows its inputs"
     );
     let fields = lua

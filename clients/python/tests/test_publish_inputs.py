@@ -1,8 +1,8 @@
 """The SDK calls `publish.lua` as its one description, `contract/publish-inputs.json`,
-says: KEYS in its order, ARGV the values of the inputs it names in the order of their
-names ('' for none), then the state patch as field/value pairs with only the fields it
-names (tests/contract.rs checks the script and the hub's builder against the same
-file)."""
+says: KEYS in its order, ARGV the values of the inputs every publish gives in the order
+of their names, then how many `given_only` inputs follow and those in its order, then
+the state patch as field/value pairs with only the fields it names (tests/contract.rs
+checks the script and the hub's builder against the same file)."""
 
 from __future__ import annotations
 
@@ -17,14 +17,20 @@ from progress_hub.config import Config
 
 CONTRACT = _contract.publish_inputs()
 NAMES = sorted(CONTRACT["inputs"])
+GIVEN_ONLY: list[str] = CONTRACT["given_only"]
+ALWAYS = [name for name in NAMES if name not in GIVEN_ONLY]
 
 
 def named(argv: list[str]) -> tuple[dict[str, str], list[tuple[str, str]]]:
     """The inputs a call gives a value (by name) and its state patch."""
-    values, patch = argv[: len(NAMES)], argv[len(NAMES) :]
-    assert len(values) == len(NAMES)
+    values, count = argv[: len(ALWAYS)], int(argv[len(ALWAYS)])
+    assert 0 <= count <= len(GIVEN_ONLY)
+    optional = argv[len(ALWAYS) + 1 : len(ALWAYS) + 1 + count]
+    assert count == 0 or optional[-1] != "", "given up to the last one with a value"
+    patch = argv[len(ALWAYS) + 1 + count :]
     assert len(patch) % 2 == 0, "field/value pairs"
-    given = {name: value for name, value in zip(NAMES, values, strict=True) if value != ""}
+    pairs = [*zip(ALWAYS, values, strict=True), *zip(GIVEN_ONLY, optional, strict=False)]
+    given = {name: value for name, value in pairs if value != ""}
     return given, list(zip(patch[::2], patch[1::2], strict=True))
 
 
@@ -59,9 +65,14 @@ def test_the_script_reads_the_described_inputs() -> None:
     script = _contract.publish_script()
     taken = re.search(r"\nlocal ([a-z_,\s]+) = unpack\(ARGV, 1, (\d+)\)", script)
     assert taken is not None
-    assert [name.strip() for name in taken[1].split(",")] == NAMES
-    assert int(taken[2]) == len(NAMES)
-    assert f"local PATCH_AT = {len(NAMES) + 1}\n" in script
+    assert [name.strip() for name in taken[1].split(",")] == [*ALWAYS, "given"]
+    assert int(taken[2]) == len(ALWAYS) + 1
+    start = len(ALWAYS) + 2
+    given = rf"\nlocal ([a-z_,\s]+) = unpack\(ARGV, {start}, {start - 1} \+ given\)"
+    rest = re.search(given, script)
+    assert rest is not None
+    assert [name.strip() for name in rest[1].split(",")] == GIVEN_ONLY
+    assert f"local PATCH_AT = {start} + given\n" in script
     assert (REPO / "contract/publish-inputs.json").read_text(encoding="utf-8") == (
         _contract.read_text("publish-inputs.json")
     )

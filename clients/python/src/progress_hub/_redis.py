@@ -254,10 +254,12 @@ def script_call(
     retry: bool = False,
 ) -> tuple[list[str], list[str]]:
     """KEYS and ARGV of `publish.lua` for one publish, built from its one description,
-    `contract/publish-inputs.json`: KEYS in the order it lists, ARGV the values of the
-    inputs it names in the order of their names ('' for none), then the state patch as
-    field/value pairs. `retry`: the publish is sent again after an attempt whose outcome
-    is not known (only then is its receipt looked up)."""
+    `contract/publish-inputs.json`: KEYS in the order it lists; ARGV the values of the
+    inputs every publish gives in the order of their names, then how many of its
+    `given_only` inputs follow and those, in the order it lists them, up to the last one
+    given ('' for one before it with none); then the state patch as field/value pairs.
+    `retry`: the publish is sent again after an attempt whose outcome is not known (only
+    then is its receipt looked up)."""
     contract = _contract.publish_inputs()
     state = prepared.state
     done_of = None if claim is None or claim.unit is None else claim.done_of
@@ -301,7 +303,12 @@ def script_call(
         "unit_progress": None if done_of is None else f"{done_of[1]} {done_of[2]}",
     }
     # A KeyError here: an input of the contract with no producer.
-    argv = [inputs[name] or "" for name in sorted(contract["inputs"])]
+    given_only: list[str] = contract["given_only"]
+    argv = [inputs[name] or "" for name in sorted(contract["inputs"]) if name not in given_only]
+    given = [inputs[name] or "" for name in given_only]
+    while given and not given[-1]:
+        given.pop()
+    argv += [str(len(given)), *given]
     patch = list(state.patch)
     if claim is not None and state.ends_run:
         patch.append(("job_id", claim.job))  # the state names the job the run completed

@@ -2,8 +2,9 @@
 -- update its state, and PUBLISH the frame carrying its id. Either all happens or none.
 --
 -- Its inputs are described once, by name, in contract/publish-inputs.json: KEYS in the
--- order it lists them; ARGV the values of its inputs in the order of their names ('' for
--- none), then the state patch as field/value pairs. Every publisher builds its call from
+-- order it lists them; ARGV the values of the inputs every publish gives, in the order of
+-- their names, then how many of the others (`given_only`) follow and those, in the order
+-- it lists them, then the state patch as field/value pairs. Every publisher builds its call from
 -- that file by name (the hub: broker/redis/publish_inputs.rs; the Python SDK: _redis.py),
 -- and tests/contract.rs fails when the names below drift from it.
 -- The script knows nothing of the product's state fields: the publisher sends them as
@@ -21,12 +22,20 @@
 local history, state, receipt_key, fences, units = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local era_key, outbox, running = KEYS[6], KEYS[7], KEYS[8]
 
--- The inputs, by the names contract/publish-inputs.json gives them, in their order.
-local active_ttl, channel, ends_run, fence_holder, fence_token, fence_unit, head, keyed,
-  max_bytes, max_len, mid, new_epoch, progress, progress_floor, publish, receipt,
-  retention_ttl, retry, run_holder, starts_run, tail, unit_done, unit_progress = unpack(ARGV, 1, 23)
+-- The inputs, by the names contract/publish-inputs.json gives them, in their order: those
+-- every publish gives, then `given_only` up to the last one given (each value handed to
+-- a script costs Redis time, an empty one too: a plain log gives none of these), nil
+-- for one not given.
+local active_ttl, channel, head, max_bytes, max_len, mid, new_epoch, publish, receipt,
+  retention_ttl, tail, given = unpack(ARGV, 1, 12)
+given = tonumber(given)
+if not (given and given >= 0 and given <= 12) then
+  return redis.error_reply('ERR publish.lua: an input of contract/publish-inputs.json is missing')
+end
+local progress, retry, fence_holder, fence_token, fence_unit, ends_run, progress_floor,
+  starts_run, run_holder, keyed, unit_done, unit_progress = unpack(ARGV, 13, 12 + given)
 -- The state patch (field, value, ...) follows them.
-local PATCH_AT = 24
+local PATCH_AT = 13 + given
 -- The unkeyed receipts the state remembers: those of the last RING publishes, one field
 -- each, 'receipt_<the last digit of seq>' = '<receipt>=<id>', so a publish writes one
 -- short field and reads none (only a retry reads them all).
@@ -34,7 +43,7 @@ local RING = 10
 
 local max_len_n, max_bytes = tonumber(max_len), tonumber(max_bytes)
 active_ttl, retention_ttl = tonumber(active_ttl), tonumber(retention_ttl)
-if not (max_len_n and max_bytes and active_ttl and retention_ttl and unit_progress
+if not (max_len_n and max_bytes and active_ttl and retention_ttl and tail
     and head ~= '' and channel ~= '' and new_epoch ~= '' and receipt ~= '') then
   return redis.error_reply('ERR publish.lua: an input of contract/publish-inputs.json is missing')
 end
@@ -232,7 +241,7 @@ if unit and n and n > 0 then
   units_done = done
   out[#out + 1] = 'units_done'; out[#out + 1] = done
   out[#out + 1] = 'units_total'; out[#out + 1] = n
-  local a, b = string.match(unit_progress, '^(%d+) (%d+)$')
+  local a, b = string.match(unit_progress or '', '^(%d+) (%d+)$')
   if a then
     progress = tostring(math.floor(tonumber(a) + (tonumber(b) - tonumber(a)) * done / n))
   end
@@ -275,7 +284,7 @@ end
 
 -- Progress never goes backwards within a run: a lower value is clamped up.
 local progress_frame = ''
-if progress ~= '' then
+if progress and progress ~= '' then
   local p = tonumber(progress)
   if p < max then p = max end
   max = p

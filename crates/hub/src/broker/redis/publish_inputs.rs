@@ -1,9 +1,12 @@
 //! The publish script's inputs, by name, as `contract/publish-inputs.json` describes
 //! them (the one description every publisher builds its `publish.lua` call from: this
 //! file for the hub and its workers, the Python SDK's `_redis.py` for it): KEYS in the
-//! order it lists, ARGV the inputs' values in the order of their names ('' for none),
-//! then the state patch as field/value pairs. Values, not names, go on the wire: a
-//! script that builds a table of its inputs costs Redis microseconds per publish
+//! order it lists; ARGV the values of the inputs every publish gives in the order of
+//! their names, then how many of the others (`given_only`) follow and those, in the
+//! order it lists them, up to the last one given ('' for one before it with none); then
+//! the state patch as field/value pairs. Values, not names, go on the wire, and no
+//! value a publish does not give: a script that builds a table of its inputs, and
+//! every value handed to it (an empty one too), costs Redis time per publish
 //! (`scripts/bench_redis_time.sh`). `tests/contract.rs` fails when the script, this
 //! builder or the SDK's drifts from it.
 
@@ -25,9 +28,12 @@ pub const CONTRACT_JSON: &str = include_str!("../../../../../contract/publish-in
 pub struct PublishInputs {
     /// The script's KEYS, in order (a name ending in `?` is passed only where it applies).
     pub keys: Vec<NamedKey>,
-    /// Every input the script reads, by name, with what it means; passed in the order
-    /// of their names (this map's).
+    /// Every input the script reads, by name, with what it means; those not in
+    /// `given_only` passed in the order of their names (this map's).
     pub inputs: std::collections::BTreeMap<String, String>,
+    /// The inputs a publish passes only up to the last one it gives, in this order,
+    /// after their count.
+    pub given_only: Vec<String>,
     /// The product's state fields a publisher may patch.
     pub state_fields: std::collections::BTreeMap<String, String>,
     /// The state fields the script keeps itself (a new run forgets all others).
@@ -86,9 +92,17 @@ pub fn invocation(
         Key::History | Key::State | Key::Receipt | Key::Fences | Key::Units => true,
     };
     let key_count = keys.iter().filter(passed).count();
-    let inputs = &*INPUT_ORDER;
+    let (inputs, given_only) = &*INPUT_ORDER;
+    let given: Vec<Value<'_>> = given_only
+        .iter()
+        .map(|input| input.map_or(Value::None, |input| input.value(route, event, history)))
+        .collect();
+    let given = &given[..given
+        .iter()
+        .rposition(|v| *v != Value::None)
+        .map_or(0, |at| at + 1)];
     let t = &event.template;
-    let args = 3 + key_count + inputs.len() + 2 * event.state.patch.len();
+    let args = 4 + key_count + inputs.len() + given.len() + 2 * event.state.patch.len();
     let bytes = 256
         + t.head.len()
         + t.mid.len()
@@ -133,6 +147,10 @@ pub fn invocation(
         // equal.
         let value = input.map_or(Value::None, |input| input.value(route, event, history));
         cmd.arg(value);
+    }
+    cmd.arg(given.len());
+    for value in given {
+        cmd.arg(*value);
     }
     for (field, value) in &event.state.patch {
         cmd.arg(*field).arg(value.as_str());
@@ -226,14 +244,19 @@ static KEY_ORDER: LazyLock<Vec<Key>> = LazyLock::new(|| {
         .collect()
 });
 
-/// The contract's inputs, in the order of their names (`None`: one this builder does not
-/// know).
-static INPUT_ORDER: LazyLock<Vec<Option<Input>>> = LazyLock::new(|| {
-    CONTRACT
+/// The contract's inputs every publish gives, in the order of their names, and its
+/// `given_only` ones, in the order listed (`None`: one this builder does not know).
+#[allow(clippy::type_complexity)]
+static INPUT_ORDER: LazyLock<(Vec<Option<Input>>, Vec<Option<Input>>)> = LazyLock::new(|| {
+    let known = |name: &str| Input::ALL.into_iter().find(|input| input.name() == name);
+    let always = CONTRACT
         .inputs
         .keys()
-        .map(|name| Input::ALL.into_iter().find(|input| input.name() == name))
-        .collect()
+        .filter(|name| !CONTRACT.given_only.contains(name))
+        .map(|name| known(name))
+        .collect();
+    let given_only = CONTRACT.given_only.iter().map(|name| known(name)).collect();
+    (always, given_only)
 });
 
 /// Every input this builder sends.
@@ -459,8 +482,9 @@ mod tests {
         assert_eq!(sent, named);
     }
 
-    /// The command carries the script's hash, its keys in the contract's order, every
-    /// input's value in the order of the inputs' names, then the patch.
+    /// The command carries the script's hash, its keys in the contract's order, the value
+    /// of every input outside `given_only` in the order of their names, then how many
+    /// `given_only` values follow and those in its order, then the patch.
     #[test]
     fn the_call_is_the_contract_in_order() {
         use crate::broker::{Fence, FrameTemplate, StateChange, Unit};
@@ -548,7 +572,14 @@ mod tests {
             .collect();
         expected.push(keys.len().to_string());
         expected.extend(keys);
-        expected.extend(CONTRACT.inputs.keys().map(|name| expected_value(name)));
+        let always: Vec<&String> = CONTRACT
+            .inputs
+            .keys()
+            .filter(|name| !CONTRACT.given_only.contains(name))
+            .collect();
+        expected.extend(always.iter().map(|name| expected_value(name)));
+        expected.push(CONTRACT.given_only.len().to_string());
+        expected.extend(CONTRACT.given_only.iter().map(|name| expected_value(name)));
         expected.extend(["status", "RENDERING", "estimated_remaining", ""].map(String::from));
         let sent: Vec<String> = invocation(&route, &event, &history)
             .args()
@@ -557,8 +588,8 @@ mod tests {
             .collect();
         assert_eq!(sent, expected);
 
-        // On a cluster the keys outside the project's slot are not passed, and inputs
-        // without a value go as ''.
+        // On a cluster the keys outside the project's slot are not passed; `given_only`
+        // inputs go up to the last one with a value, those before it without one as ''.
         let cluster = Route {
             era: false,
             outbox: false,
@@ -578,16 +609,30 @@ mod tests {
             .filter(|key| !key.name.ends_with('?'))
             .count();
         assert_eq!(sent[2], in_slot.to_string().into_bytes());
-        let value = |name: &str| {
-            let at = CONTRACT.inputs.keys().position(|n| n == name).unwrap();
-            String::from_utf8(sent[3 + in_slot + at].clone()).unwrap()
-        };
+        let text = |at: usize| String::from_utf8(sent[at].clone()).unwrap();
+        let value =
+            |name: &str| text(3 + in_slot + always.iter().position(|n| *n == name).unwrap());
         assert_eq!(value("publish"), "SPUBLISH");
-        assert_eq!(value("keyed"), "");
-        assert_eq!(value("fence_token"), "");
-        assert_eq!(value("unit_progress"), "");
-        assert_eq!(value("progress"), "42");
-        assert_eq!(sent.len(), 3 + in_slot + CONTRACT.inputs.len());
+        let count_at = 3 + in_slot + always.len();
+        // `retry` (listed right after `progress`) still goes, the others not.
+        let given = ["progress", "retry"];
+        assert_eq!(CONTRACT.given_only[..2], given);
+        assert_eq!(text(count_at), "2");
+        assert_eq!(text(count_at + 1), "42");
+        assert_eq!(text(count_at + 2), "1");
+        assert_eq!(sent.len(), count_at + 3);
+        // A plain log gives none of them.
+        let log = PreparedEvent {
+            retry: false,
+            template: FrameTemplate {
+                progress: None,
+                ..plain.template.clone()
+            },
+            ..plain.clone()
+        };
+        let sent = invocation(&cluster, &log, &history).args();
+        assert_eq!(sent[count_at], b"0".to_vec());
+        assert_eq!(sent.len(), count_at + 1);
     }
 
     #[test]
