@@ -49,7 +49,7 @@ script_at() {
 }
 script_at "$OLD_REF" > "$dir/old.lua"
 script_at "$PREV_REF" > "$dir/prev.lua"
-# Its inputs' names (their order is the order of its ARGV).
+# Its inputs' names (the order of its ARGV, with its given_only, if any, after their count).
 git show "$PREV_REF:contract/publish-inputs.json" > "$dir/prev.json"
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -112,7 +112,9 @@ scripts = {
     "bare": r.script_load(BARE),
     "least": r.script_load(LEAST),
 }
-PREV_NAMES = sorted(json.load(open(f"{folder}/prev.json", encoding="utf-8"))["inputs"])
+PREV_CONTRACT = json.load(open(f"{folder}/prev.json", encoding="utf-8"))
+PREV_NAMES = sorted(PREV_CONTRACT["inputs"])
+PREV_GIVEN_ONLY = PREV_CONTRACT.get("given_only", [])
 PAIRS = {"old"}  # the scripts that take name/value pairs ('state.<field>': the patch)
 config, target = Config(), Target.parse(f"redis://127.0.0.1:{port}")
 phases = ["old", "prev", "new", "least", "empty", "bare", "issue", "floor"]
@@ -145,7 +147,13 @@ def as_pairs(argv: list[str]) -> list[str]:
 def as_prev(argv: list[str]) -> list[str]:
     """The same inputs, in the order of the names PREV_REF's contract gives."""
     values, patch = named(argv)
-    return [values.get(name, "") for name in PREV_NAMES] + patch
+    prev = [values.get(name, "") for name in PREV_NAMES if name not in PREV_GIVEN_ONLY]
+    if PREV_GIVEN_ONLY:
+        given = [values.get(name, "") for name in PREV_GIVEN_ONLY]
+        while given and not given[-1]:
+            given.pop()
+        prev += [str(len(given)), *given]
+    return prev + patch
 
 
 def usec(phase: str) -> int:

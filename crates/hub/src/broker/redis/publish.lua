@@ -29,7 +29,7 @@ local era_key, outbox, running = KEYS[6], KEYS[7], KEYS[8]
 local active_ttl, channel, head, max_bytes, max_len, mid, new_epoch, publish, receipt,
   retention_ttl, tail, given = unpack(ARGV, 1, 12)
 given = tonumber(given)
-if not (given and given >= 0 and given <= 12) then
+if not (given and given >= 0 and given <= 12 and given % 1 == 0 and 12 + given <= #ARGV) then
   return redis.error_reply('ERR publish.lua: an input of contract/publish-inputs.json is missing')
 end
 local progress, retry, fence_holder, fence_token, fence_unit, ends_run, progress_floor,

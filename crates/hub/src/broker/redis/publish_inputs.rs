@@ -97,10 +97,11 @@ pub fn invocation(
         .iter()
         .map(|input| input.map_or(Value::None, |input| input.value(route, event, history)))
         .collect();
-    let given = &given[..given
+    // ('' is none to the script: an empty text is trimmed as none is)
+    let last = given
         .iter()
-        .rposition(|v| *v != Value::None)
-        .map_or(0, |at| at + 1)];
+        .rposition(|v| !matches!(v, Value::None | Value::Text("")));
+    let given = &given[..last.map_or(0, |at| at + 1)];
     let t = &event.template;
     let args = 4 + key_count + inputs.len() + given.len() + 2 * event.state.patch.len();
     let bytes = 256
@@ -631,6 +632,17 @@ mod tests {
             ..plain.clone()
         };
         let sent = invocation(&cluster, &log, &history).args();
+        assert_eq!(sent[count_at], b"0".to_vec());
+        assert_eq!(sent.len(), count_at + 1);
+        // An empty text is none: not sent either (a QUEUED update with an empty job).
+        let empty_holder = PreparedEvent {
+            state: StateChange {
+                run_holder: Some(String::new()),
+                ..StateChange::default()
+            },
+            ..log.clone()
+        };
+        let sent = invocation(&cluster, &empty_holder, &history).args();
         assert_eq!(sent[count_at], b"0".to_vec());
         assert_eq!(sent.len(), count_at + 1);
     }
