@@ -57,7 +57,8 @@ function start(cmd, args, ready, env = {}) {
     };
     child.stdout.on('data', onData);
     child.stderr.on('data', onData);
-    child.once('exit', (code) => { clearTimeout(timeout); reject(new Error(`${cmd} exited (${code}) before ready: ${out}`)); });
+    // 'close', not 'exit': the output is read to its end, so the error says why (a port taken).
+    child.once('close', (code) => { clearTimeout(timeout); reject(new Error(`${cmd} exited (${code}) before ready: ${out}`)); });
   });
 }
 
@@ -69,9 +70,25 @@ export function stop(child, signal = 'SIGTERM') {
   });
 }
 
-export async function startRedis() {
-  const port = await freePort();
-  const { child } = await start('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], /Ready to accept connections/);
+/**
+ * A redis-server on a free port (`port`: the first one tried). Its own "Ready to accept
+ * connections" says it is the one answering there; a port another process took between
+ * choosing and binding ("Address already in use") is given up for another, 5 tries at most.
+ */
+export async function startRedis(port) {
+  for (let tries = 1; ; tries++) {
+    port ??= await freePort();
+    try {
+      const { child } = await start('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], /Ready to accept connections/);
+      return redisOn(port, child);
+    } catch (e) {
+      if (tries === 5 || !/Address already in use/.test(e.message)) throw e;
+      port = undefined;
+    }
+  }
+}
+
+function redisOn(port, child) {
   return {
     child,
     url: `redis://127.0.0.1:${port}`,
@@ -85,16 +102,20 @@ export async function startRedis() {
   };
 }
 
-/** A hub on a fixed free port (so it can be restarted at the same address). */
-export async function startHub(args = [], { port, env } = {}) {
-  port ??= await freePort();
-  const argv = ['serve', '--listen', `127.0.0.1:${port}`, ...args];
+/**
+ * A hub on a port of its own, which it binds (0) at its first start and keeps at restarts
+ * (so it comes back at the same address): no port is chosen before the hub binds it.
+ */
+export async function startHub(args = [], { port = 0, env } = {}) {
   const hub = {
     port,
-    url: `http://127.0.0.1:${port}`,
+    get url() { return `http://127.0.0.1:${hub.port}`; },
     child: null,
     async start() {
-      hub.child = (await start(HUB_BIN, argv, /listening on/, { HUB_LOG_FORMAT: 'text', ...env })).child;
+      const argv = ['serve', '--listen', `127.0.0.1:${hub.port}`, ...args];
+      const { child, match } = await start(HUB_BIN, argv, /listening on http:\/\/127\.0\.0\.1:(\d+)\D/, { HUB_LOG_FORMAT: 'text', ...env });
+      hub.child = child;
+      hub.port = Number(match[1]);
       return hub;
     },
     stop: (signal = 'SIGTERM') => stop(hub.child, signal),

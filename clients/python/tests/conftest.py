@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -120,36 +121,49 @@ class RedisServer:
 stop = _stop
 
 
-def start_redis() -> RedisServer:
-    for _ in range(20):
+def started(port: int, proc: subprocess.Popen[str], timeout: float = PATIENCE) -> bool:
+    """Waits until the `redis-server` started as `proc` answers on `port` as itself (the
+    `process_id` of its `INFO server` is `proc`'s). A port chosen free can be taken by
+    another process between choosing and binding, e.g. another test's server: `proc` then
+    exits ("Address already in use") while the other answers on the port, so a PING alone
+    could hand a test someone else's server. False when `proc` has exited or has not
+    answered within `timeout`: the caller tries another port."""
+    # A socket timeout: the one answering may be another test's paused server.
+    node = redis.Redis(port=port, socket_timeout=1, socket_connect_timeout=1)
+    deadline = time.monotonic() + timeout
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                return int(node.info("server")["process_id"]) == proc.pid
+            except (redis.ConnectionError, redis.TimeoutError):
+                time.sleep(0.02)
+        return False
+    finally:
+        node.close()
+
+
+def start_server(
+    args: Callable[[int], list[str]], tries: int = 20
+) -> tuple[int, subprocess.Popen[str]]:
+    """`redis-server` on a free port, `args(port)` its arguments, once it answers there as
+    itself (`started`); a port another process took meanwhile is given up for another."""
+    for _ in range(tries):
         port = free_port()
         proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.PIPE,
+            ["redis-server", *args(port)],
+            stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
             text=True,
         )
-        Output(proc)
-        server = RedisServer(port, proc)
-        deadline = time.monotonic() + 10
-        while proc.poll() is None and time.monotonic() < deadline:
-            try:
-                if server.client().ping():
-                    return server
-            except redis.ConnectionError:
-                time.sleep(0.02)
-        _stop(proc)  # the port was taken between choosing and binding: another one
-    pytest.fail("redis-server did not start")
+        if started(port, proc):
+            return port, proc
+        _stop(proc)
+    pytest.fail(f"redis-server did not start on {tries} ports")
+
+
+def start_redis() -> RedisServer:
+    common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    return RedisServer(*start_server(lambda port: ["--port", str(port), *common]))
 
 
 @pytest.fixture
@@ -207,34 +221,22 @@ class RedisCluster:
 
 @pytest.fixture
 def redis_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
-    ports: list[int] = []
-    while len(ports) < 6:  # 3 ports and 3 cluster bus ports
-        port = free_port()
-        if port not in ports:
-            ports.append(port)
-    ports, buses = ports[:3], ports[3:]
-    procs = []
-    for port, bus in zip(ports, buses, strict=True):
-        node_dir = tmp_path / str(port)
-        node_dir.mkdir()
-        proc = subprocess.Popen(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-             "--cluster-port", str(bus), "--cluster-config-file", f"nodes-{port}.conf",
-             "--save", "", "--appendonly", "no"],
-            cwd=node_dir, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
-        procs.append(proc)
-    cluster = RedisCluster(ports, procs)
+    # `redis-cli --cluster create` waits for the nodes to agree without a bound ("Waiting
+    # for the cluster to join"): a minute, then the nodes are stopped and the whole start
+    # is made again on new ports, 3 tries at most, the tool's output printed for each.
+    # Nothing under test runs yet: this retries the machine's setup, never an assertion.
+    failures = []
+    for attempt in range(3):
+        created = _create_cluster(tmp_path / f"try-{attempt}")
+        if isinstance(created, RedisCluster):
+            cluster = created
+            break
+        print(f"redis-cli --cluster create failed, trying again on new ports:\n{created}")
+        failures.append(created)
+    else:
+        pytest.fail(f"redis-cli --cluster create failed 3 times: {failures}")
     try:
-        for port in ports:
-            node = redis.Redis(port=port)
-            wait_for(f"node {port}", lambda node=node: _answers(node))  # type: ignore[misc]
-        subprocess.run(
-            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
-             "--cluster-replicas", "0", "--cluster-yes"],
-            check=True, capture_output=True,
-        )  # fmt: skip
-        for port in ports:
+        for port in cluster.ports:
             node = redis.Redis(port=port, decode_responses=True)
             wait_for(
                 f"cluster_state:ok on {port}",
@@ -242,8 +244,45 @@ def redis_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
             )
         yield cluster
     finally:
-        for proc in procs:
+        for proc in cluster.procs:
             _stop(proc)
+
+
+def _create_cluster(dir: Path) -> RedisCluster | str:
+    """3 nodes, each in a directory of its own, joined by `redis-cli --cluster create`
+    (a minute at most); if it fails, the nodes are stopped and the tool's output returned."""
+    cluster = RedisCluster([], [])
+
+    dir.mkdir()
+
+    def node(port: int) -> list[str]:
+        node_dir = tempfile.mkdtemp(prefix=f"{port}-", dir=dir)  # a new one for each port tried
+        return ["--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+                "--cluster-port", str(free_port()), "--cluster-config-file", "nodes.conf",
+                "--dir", node_dir, "--save", "", "--appendonly", "no"]  # fmt: skip
+
+    joined = False
+    try:
+        for _ in range(3):
+            port, proc = start_server(node)
+            cluster.ports.append(port)
+            cluster.procs.append(proc)
+        created = subprocess.run(
+            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in cluster.ports),
+             "--cluster-replicas", "0", "--cluster-yes"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60,
+        )  # fmt: skip
+        if created.returncode == 0:
+            joined = True
+            return cluster
+        return created.stdout
+    except subprocess.TimeoutExpired as timeout:
+        text = timeout.output.decode() if isinstance(timeout.output, bytes) else timeout.output
+        return f"{text or ''}\n(did not end within 60 s)"
+    finally:
+        if not joined:
+            for proc in cluster.procs:
+                _stop(proc)
 
 
 @dataclass
@@ -316,35 +355,32 @@ class RedisSentinel:
 
 @pytest.fixture
 def redis_sentinel(tmp_path: Path) -> Iterator[RedisSentinel]:
-    primary, replica = free_port(), free_port()
-    procs = []
-    # A replica writes the primary's snapshot to its dir: the test's, not the cwd.
-    common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)]
-    quiet: dict[str, Any] = {
-        "stdout": subprocess.DEVNULL,
-        "stderr": subprocess.STDOUT,
-        "text": True,
-    }
-    procs.append(subprocess.Popen(["redis-server", "--port", str(primary), *common], **quiet))
-    procs.append(subprocess.Popen(["redis-server", "--port", str(replica), *common,
-                                   "--replicaof", "127.0.0.1", str(primary)], **quiet))  # fmt: skip
-    ports = []
-    for i in range(3):
-        port = free_port()
-        conf = tmp_path / f"sentinel-{i}.conf"
-        conf.write_text(
-            f"port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {tmp_path}\n"
-            f"sentinel monitor mymaster 127.0.0.1 {primary} 2\n"
-            "sentinel down-after-milliseconds mymaster 1000\n"
-            "sentinel failover-timeout mymaster 5000\n"
-        )
-        procs.append(subprocess.Popen(["redis-server", str(conf), "--sentinel"], **quiet))
-        ports.append(port)
-    setup = RedisSentinel(ports, procs)
+    setup = RedisSentinel([], [])
     try:
+        # A replica writes the primary's snapshot to its dir: the test's, not the cwd.
+        common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)]
+        primary, proc = start_server(lambda port: ["--port", str(port), *common])
+        setup.procs.append(proc)
+        replica = ["--replicaof", "127.0.0.1", str(primary)]
+        setup.procs.append(start_server(lambda port: ["--port", str(port), *common, *replica])[1])
+        for i in range(3):
+            conf = tmp_path / f"sentinel-{i}.conf"
+
+            def sentinel(port: int, conf: Path = conf) -> list[str]:
+                conf.write_text(
+                    f"port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {tmp_path}\n"
+                    f"sentinel monitor mymaster 127.0.0.1 {primary} 2\n"
+                    "sentinel down-after-milliseconds mymaster 1000\n"
+                    "sentinel failover-timeout mymaster 5000\n"
+                )
+                return [str(conf), "--sentinel"]
+
+            port, proc = start_server(sentinel)
+            setup.procs.append(proc)
+            setup.sentinel_ports.append(port)
 
         def settled() -> bool:
-            for port in ports:
+            for port in setup.sentinel_ports:
                 try:
                     s = redis.Redis(port=port, decode_responses=True)
                     others = cast(list[Any], s.sentinel_sentinels("mymaster"))
@@ -360,15 +396,8 @@ def redis_sentinel(tmp_path: Path) -> Iterator[RedisSentinel]:
         wait_for("the sentinels to settle", settled)
         yield setup
     finally:
-        for proc in procs:
+        for proc in setup.procs:
             _stop(proc)
-
-
-def _answers(node: redis.Redis) -> bool:
-    try:
-        return bool(node.ping())
-    except redis.ConnectionError:
-        return False
 
 
 def start_hub(redis_url: str, *extra: str, listen: str = "127.0.0.1:0") -> Hub:

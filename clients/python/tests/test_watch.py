@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-from conftest import PATIENCE, Hub, RedisServer, free_port, new_project, start_hub, stop
+from conftest import PATIENCE, Hub, RedisServer, new_project, start_hub, stop
 
 import progress_hub
 from progress_hub import Frame, ProgressService, WatchRefused, watch
@@ -117,8 +117,8 @@ def test_refusals_that_retrying_cannot_cure_raise(hub: Hub, redis_server: RedisS
 def test_a_hub_restart_mid_watch_resumes_with_nothing_lost_or_twice(
     redis_server: RedisServer,
 ) -> None:
-    listen = f"127.0.0.1:{free_port()}"
-    hub = start_hub(redis_server.url, listen=listen)
+    hub = start_hub(redis_server.url)
+    listen = hub.base.removeprefix("http://")  # the port it bound: it comes back on it
     a, b = new_project(), new_project()
     started(a)
     started(b)
