@@ -61,7 +61,7 @@ import sys
 import redis
 
 from progress_hub import _contract, _event
-from progress_hub._redis import Target, script_call
+from progress_hub._redis import Target, script_argv, script_call
 from progress_hub.config import Config
 
 port, n, chunk = (int(a) for a in sys.argv[1:4])
@@ -113,8 +113,6 @@ scripts = {
     "least": r.script_load(LEAST),
 }
 PREV_CONTRACT = json.load(open(f"{folder}/prev.json", encoding="utf-8"))
-PREV_NAMES = sorted(PREV_CONTRACT["inputs"])
-PREV_GIVEN_ONLY = PREV_CONTRACT.get("given_only", [])
 PAIRS = {"old"}  # the scripts that take name/value pairs ('state.<field>': the patch)
 config, target = Config(), Target.parse(f"redis://127.0.0.1:{port}")
 phases = ["old", "prev", "new", "least", "empty", "bare", "issue", "floor"]
@@ -147,13 +145,7 @@ def as_pairs(argv: list[str]) -> list[str]:
 def as_prev(argv: list[str]) -> list[str]:
     """The same inputs, in the order of the names PREV_REF's contract gives."""
     values, patch = named(argv)
-    prev = [values.get(name, "") for name in PREV_NAMES if name not in PREV_GIVEN_ONLY]
-    if PREV_GIVEN_ONLY:
-        given = [values.get(name, "") for name in PREV_GIVEN_ONLY]
-        while given and not given[-1]:
-            given.pop()
-        prev += [str(len(given)), *given]
-    return prev + patch
+    return script_argv(PREV_CONTRACT, values, patch)
 
 
 def usec(phase: str) -> int:

@@ -293,16 +293,9 @@ class Side:
     given_only: list[str] = field(default_factory=list)  # (none before the count)
 
     def argv(self, values: dict[str, str], patch: list[str]) -> list[str]:
-        """Its ARGV for these named inputs: those every publish gives in the order of
-        their names, then (a contract with `given_only`) their count and those, up to
-        the last one given, then the patch."""
-        argv = [values.get(name, "") for name in self.names if name not in self.given_only]
-        if self.given_only:
-            given = [values.get(name, "") for name in self.given_only]
-            while given and not given[-1]:
-                given.pop()
-            argv += [str(len(given)), *given]
-        return argv + patch
+        """Its ARGV for these named inputs, as its contract lays them out."""
+        contract = {"inputs": self.names, "given_only": self.given_only}
+        return _redis.script_argv(contract, values, patch)
 
     def values(self, argv: list[str]) -> tuple[dict[str, str], list[str]]:
         """The named inputs and the patch of an ARGV made as `argv` makes it."""

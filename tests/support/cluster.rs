@@ -133,7 +133,7 @@ impl RedisCluster {
         let port = self.ports[i].to_string();
         let node_dir = self.dir.join(&port);
         std::fs::create_dir_all(&node_dir).expect("a node dir");
-        let child = Command::new("redis-server")
+        let mut child = Command::new("redis-server")
             .current_dir(&node_dir)
             .args(["--port", &port, "--bind", "127.0.0.1"])
             .args(["--cluster-enabled", "yes"])
@@ -149,7 +149,6 @@ impl RedisCluster {
             .spawn()
             .expect("redis-server must be on PATH");
         let url = self.node_url(i);
-        let mut child = child;
         let started = started(&url, &mut child).await;
         self.children[i] = Some(child);
         started
@@ -272,13 +271,12 @@ impl RedisCluster {
                 "CLUSTER FAILOVER on node {i}"
             );
             // Past the timeout (and a cron tick of the replica's), the attempt has ended.
-            let ended =
-                tokio::time::Instant::now() + MF_TIMEOUT + std::time::Duration::from_secs(1);
-            while tokio::time::Instant::now() < ended {
-                if self.is_master(i).await {
-                    return;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            let patience = MF_TIMEOUT + std::time::Duration::from_secs(1);
+            if super::poll_for(patience, || self.is_master(i), |m| *m)
+                .await
+                .is_ok()
+            {
+                return;
             }
             eprintln!(
                 "CLUSTER FAILOVER attempt {attempt} on node {i} was abandoned by Redis; its log:\n{}",

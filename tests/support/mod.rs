@@ -80,12 +80,25 @@ where
 }
 
 /// Reads until `done` holds (`Ok`) or `PATIENCE` runs out (`Err`, the last value read).
-pub(crate) async fn poll_until<T, F, Fut>(mut read: F, done: impl Fn(&T) -> bool) -> Result<T, T>
+pub(crate) async fn poll_until<T, F, Fut>(read: F, done: impl Fn(&T) -> bool) -> Result<T, T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = T>,
 {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
+    poll_for(PATIENCE, read, done).await
+}
+
+/// As [`poll_until`], for `patience` instead of `PATIENCE`.
+pub(crate) async fn poll_for<T, F, Fut>(
+    patience: Duration,
+    mut read: F,
+    done: impl Fn(&T) -> bool,
+) -> Result<T, T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let deadline = tokio::time::Instant::now() + patience;
     loop {
         let value = read().await;
         if done(&value) {

@@ -303,18 +303,27 @@ def script_call(
         "unit_progress": None if done_of is None else f"{done_of[1]} {done_of[2]}",
     }
     # A KeyError here: an input of the contract with no producer.
-    given_only: list[str] = contract["given_only"]
-    argv = [inputs[name] or "" for name in sorted(contract["inputs"]) if name not in given_only]
-    given = [inputs[name] or "" for name in given_only]
-    while given and not given[-1]:
-        given.pop()
-    argv += [str(len(given)), *given]
+    values = {name: inputs[name] or "" for name in contract["inputs"]}
     patch = list(state.patch)
     if claim is not None and state.ends_run:
         patch.append(("job_id", claim.job))  # the state names the job the run completed
-    for field, value in patch:
-        argv += [field, value]
-    return keys, argv
+    return keys, script_argv(contract, values, [x for pair in patch for x in pair])
+
+
+def script_argv(contract: dict[str, Any], values: dict[str, str], patch: list[str]) -> list[str]:
+    """ARGV of a `publish.lua` described by `contract` (a revision's
+    `contract/publish-inputs.json`): the values of the inputs not in its `given_only`, in
+    the order of their names ('' for none); then, if it has `given_only`, how many of
+    those follow and them, up to the last one given; then `patch` (field, value, ...)."""
+    given_only: list[str] = contract.get("given_only", [])
+    names = sorted(contract["inputs"])
+    argv = [values.get(name, "") for name in names if name not in given_only]
+    if given_only:
+        given = [values.get(name, "") for name in given_only]
+        while given and not given[-1]:
+            given.pop()
+        argv += [str(len(given)), *given]
+    return argv + patch
 
 
 def _client_kwargs(config: Config) -> dict[str, Any]:

@@ -28,10 +28,7 @@ local era_key, outbox, running = KEYS[6], KEYS[7], KEYS[8]
 -- for one not given.
 local active_ttl, channel, head, max_bytes, max_len, mid, new_epoch, publish, receipt,
   retention_ttl, tail, given = unpack(ARGV, 1, 12)
-given = tonumber(given)
-if not (given and given >= 0 and given <= 12 and given % 1 == 0 and 12 + given <= #ARGV) then
-  return redis.error_reply('ERR publish.lua: an input of contract/publish-inputs.json is missing')
-end
+given = tonumber(given) or -1  -- (checked with the others below)
 local progress, retry, fence_holder, fence_token, fence_unit, ends_run, progress_floor,
   starts_run, run_holder, keyed, unit_done, unit_progress = unpack(ARGV, 13, 12 + given)
 -- The state patch (field, value, ...) follows them.
@@ -44,7 +41,8 @@ local RING = 10
 local max_len_n, max_bytes = tonumber(max_len), tonumber(max_bytes)
 active_ttl, retention_ttl = tonumber(active_ttl), tonumber(retention_ttl)
 if not (max_len_n and max_bytes and active_ttl and retention_ttl and tail
-    and head ~= '' and channel ~= '' and new_epoch ~= '' and receipt ~= '') then
+    and head ~= '' and channel ~= '' and new_epoch ~= '' and receipt ~= ''
+    and given >= 0 and given <= 12 and given % 1 == 0 and 12 + given <= #ARGV) then
   return redis.error_reply('ERR publish.lua: an input of contract/publish-inputs.json is missing')
 end
 
